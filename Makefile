@@ -1,0 +1,36 @@
+# greencpn developer commands. Every target builds .venv from pyproject.toml itself.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench lint venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Plan the bundled example fleet for the next 48 h and print the plan and its saving.
+demo: $(STAMP)
+	$(BIN)/greencpn plan --config data/example/fleet.toml --out out/
+
+## Run the whole test suite.
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Benchmarks (long); results go to bench/RESULTS.md.
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check greencpn tests bench models
+	$(BIN)/ruff format --check greencpn tests bench models
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) out

@@ -1,0 +1,533 @@
+"""Fleet configuration: TOML files validated with pydantic.
+
+Every validation problem becomes a :class:`~greencpn.errors.ConfigError` that names the file,
+the field (dotted path, e.g. ``pools[2].gpu_model``) and how to fix it.
+
+File layout (all paths relative to the config file)::
+
+    [horizon]            start (UTC), slots, slot_minutes
+    [objective]          carbon / cost / lateness weights
+    [solver]             time_limit_s, mip_rel_gap, threads
+    [carbon]             file = "carbon.csv"  (wide or long CSV, UTC)
+    [[gpu_models]]       optional inline GPU profiles (else models/gpus/*.toml)
+    [[sites]]            name, zone, jurisdictions, pue, power_budget_kw, price_per_kwh, latency_ms
+    [[pools]]            name, site, nodes, gpu_model, gpus_per_node, node power, timing, hook
+    jobs_file = "jobs.csv"  and/or  [[jobs]]
+
+See README.md ("Config format") for every field with its unit and default.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import tomllib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from greencpn.errors import ConfigError
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+DEFAULT_MODELS_DIR = PACKAGE_ROOT.parent / "models" / "gpus"
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _parse_utc(value: Any, what: str = "timestamp") -> datetime:
+    """Parse an ISO-8601 timestamp that carries its zone; convert it to UTC.
+
+    Naive timestamps are refused: their zone is unknown and guessing shifts the plan.
+    """
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise ValueError(
+                f"{what} {value!r} is not an ISO-8601 timestamp (use e.g. 2026-03-02T00:00:00Z)"
+            ) from exc
+    else:
+        raise ValueError(f"{what} must be an ISO-8601 timestamp string, got {value!r}")
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise ValueError(
+            f"{what} {value!s} has no timezone; write it in UTC with a 'Z' suffix "
+            "(e.g. 2026-03-02T00:00:00Z) or with an explicit offset such as +01:00"
+        )
+    from datetime import UTC
+
+    return dt.astimezone(UTC)
+
+
+class GpuLevel(_Strict):
+    """One discrete power-cap level of a GPU model."""
+
+    cap_w: PositiveFloat = Field(description="power limit set through NVML, W")
+    throughput: float = Field(gt=0, le=1.0, description="work rate relative to the highest level")
+    power_factor: float = Field(
+        gt=0, le=1.0, description="average board power of a busy GPU at this cap / power_limit_max_w"
+    )
+
+
+class GpuModelConfig(_Strict):
+    """Power/performance profile of a GPU model (see models/gpus/*.toml)."""
+
+    name: str
+    aliases: list[str] = Field(default_factory=list, description="NVML names that map to it")
+    power_limit_min_w: PositiveFloat
+    power_limit_max_w: PositiveFloat
+    power_limit_default_w: PositiveFloat
+    idle_w: NonNegFloat = Field(description="board power of an idle GPU, W")
+    levels: list[GpuLevel] = Field(min_length=1)
+    extrapolated: bool = False
+    source: str = Field(min_length=1, description="where the numbers come from")
+    notes: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> GpuModelConfig:
+        if not self.power_limit_min_w <= self.power_limit_default_w <= self.power_limit_max_w:
+            raise ValueError(
+                "need power_limit_min_w <= power_limit_default_w <= power_limit_max_w "
+                f"(got {self.power_limit_min_w}, {self.power_limit_default_w}, {self.power_limit_max_w})"
+            )
+        for i, lv in enumerate(self.levels):
+            if not self.power_limit_min_w <= lv.cap_w <= self.power_limit_max_w:
+                raise ValueError(
+                    f"levels[{i}].cap_w={lv.cap_w} W is outside the device range "
+                    f"{self.power_limit_min_w}–{self.power_limit_max_w} W"
+                )
+            if lv.power_factor * self.power_limit_max_w < self.idle_w:
+                raise ValueError(f"levels[{i}]: busy power is below idle_w")
+        caps = [lv.cap_w for lv in self.levels]
+        if len(set(caps)) != len(caps):
+            raise ValueError("levels must have distinct cap_w values")
+        return self
+
+
+class HookConfig(BaseModel):
+    """How a pool's nodes are powered (used by ``greencpn apply``); extra keys are per kind."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    kind: Literal["none", "command", "slurm", "kubernetes", "ipmi", "wol", "agent"] = "none"
+
+
+class SiteConfig(_Strict):
+    name: str = Field(min_length=1)
+    zone: str = Field(min_length=1, description="grid zone of the carbon series, e.g. DE")
+    jurisdictions: list[str] = Field(default_factory=list, description="e.g. ['EU', 'DE']")
+    pue: float = Field(ge=1.0, le=3.0, description="power usage effectiveness")
+    power_budget_kw: PositiveFloat | list[PositiveFloat] | None = Field(
+        default=None, description="meter budget (IT × PUE), kW, constant or one value per slot"
+    )
+    price_per_kwh: NonNegFloat | list[NonNegFloat] = Field(
+        default=0.0, description="electricity price per kWh at the meter, constant or per slot"
+    )
+    latency_ms: dict[str, NonNegFloat] = Field(
+        default_factory=dict, description="network latency to named user regions, ms"
+    )
+
+
+class PoolConfig(_Strict):
+    name: str = Field(min_length=1)
+    site: str
+    nodes: int = Field(ge=1)
+    gpu_model: str
+    gpus_per_node: int = Field(ge=1)
+    node_idle_w: PositiveFloat = Field(description="a powered-on node with idle GPUs, W")
+    node_off_w: NonNegFloat = Field(default=0.0, description="a powered-off node (BMC), W")
+    node_boot_w: NonNegFloat = Field(default=0.0, description="average power while booting, W")
+    boot_time_min: NonNegFloat = Field(default=0.0, description="time to boot, minutes")
+    min_up_h: NonNegFloat = Field(default=0.0, description="a started node stays on this long")
+    min_down_h: NonNegFloat = Field(default=0.0, description="a stopped node stays off this long")
+    spares: int = Field(default=0, ge=0, description="nodes that always stay on")
+    initial_on: int | None = Field(default=None, ge=0, description="nodes on now (default: all)")
+    hook: HookConfig = Field(default_factory=HookConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> PoolConfig:
+        if self.spares > self.nodes:
+            raise ValueError(f"spares={self.spares} is more than nodes={self.nodes}")
+        if self.initial_on is not None and self.initial_on > self.nodes:
+            raise ValueError(f"initial_on={self.initial_on} is more than nodes={self.nodes}")
+        return self
+
+
+class JobConfig(_Strict):
+    id: str = Field(min_length=1)
+    gpus: int = Field(ge=1)
+    work_gpu_h: PositiveFloat = Field(description="work in GPU-hours at full power")
+    release: datetime
+    deadline: datetime
+    jurisdictions: list[str] = Field(
+        default_factory=list, description="where its data may go; empty = anywhere"
+    )
+    user_region: str | None = None
+    max_latency_ms: NonNegFloat | None = None
+    checkpointable: bool = False
+    priority: float = Field(default=1.0, gt=0, description="multiplies the lateness weight")
+
+    @field_validator("release", "deadline", mode="before")
+    @classmethod
+    def _utc(cls, v: Any) -> datetime:
+        return _parse_utc(v)
+
+    @model_validator(mode="after")
+    def _check(self) -> JobConfig:
+        if self.deadline <= self.release:
+            raise ValueError(
+                f"deadline {self.deadline.isoformat()} is not after release {self.release.isoformat()}"
+            )
+        if (self.max_latency_ms is None) != (self.user_region is None):
+            raise ValueError("give user_region and max_latency_ms together (or neither)")
+        return self
+
+
+class HorizonConfig(_Strict):
+    start: datetime | None = Field(default=None, description="first slot start, UTC")
+    slots: int = Field(default=48, ge=1, le=24 * 366)
+    slot_minutes: int = Field(default=60, ge=5, le=24 * 60)
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _utc(cls, v: Any) -> datetime | None:
+        return None if v is None else _parse_utc(v, "horizon.start")
+
+    @model_validator(mode="after")
+    def _check(self) -> HorizonConfig:
+        if (24 * 60) % self.slot_minutes != 0:
+            raise ValueError("slot_minutes must divide a day (e.g. 15, 30, 60, 120)")
+        return self
+
+
+class ObjectiveConfig(_Strict):
+    carbon_weight_per_kg: NonNegFloat = Field(default=1.0, description="objective units per kg CO2e")
+    cost_weight: NonNegFloat = Field(default=0.0, description="objective units per unit of price")
+    lateness_weight_per_gpu_h: NonNegFloat = Field(
+        default=10.0, description="per GPU-hour of work finished one hour after its deadline"
+    )
+    unserved_weight_per_gpu_h: NonNegFloat = Field(
+        default=1000.0, description="per GPU-hour of work that cannot run inside the horizon"
+    )
+    tradeoff_points: int = Field(
+        default=0, ge=0, le=10, description="extra solves to report the carbon/cost trade-off"
+    )
+
+
+class SolverConfig(_Strict):
+    time_limit_s: PositiveFloat = 60.0
+    mip_rel_gap: float = Field(default=0.01, ge=0, lt=1)
+    threads: int = Field(default=0, ge=0, description="0 = HiGHS default")
+    window_rounding_slots: int = Field(
+        default=1, ge=1, description="round release/deadline to this many slots when grouping jobs"
+    )
+
+
+class CarbonConfig(_Strict):
+    file: str = Field(description="CSV with UTC timestamps: wide (one column per zone) or long")
+    assume_utc: bool = Field(
+        default=False, description="treat timestamps without an offset as UTC"
+    )
+
+
+class FleetFile(_Strict):
+    """The whole TOML file."""
+
+    name: str = "fleet"
+    horizon: HorizonConfig = Field(default_factory=HorizonConfig)
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    solver: SolverConfig = Field(default_factory=SolverConfig)
+    carbon: CarbonConfig
+    models_dir: str | None = None
+    gpu_models: list[GpuModelConfig] = Field(default_factory=list)
+    sites: list[SiteConfig] = Field(min_length=1)
+    pools: list[PoolConfig] = Field(min_length=1)
+    jobs_file: str | None = None
+    jobs: list[JobConfig] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """A validated config with its files resolved (paths absolute, GPU models loaded)."""
+
+    path: Path
+    raw: FleetFile
+    gpu_models: dict[str, GpuModelConfig]
+    jobs: list[JobConfig]
+    carbon_path: Path
+
+    @property
+    def sites(self) -> list[SiteConfig]:
+        return self.raw.sites
+
+    @property
+    def pools(self) -> list[PoolConfig]:
+        return self.raw.pools
+
+
+# ----------------------------------------------------------------------------- error formatting
+
+_FIX_HINTS = {
+    "missing": "add this field",
+    "extra_forbidden": "remove it or check its spelling against README.md 'Config format'",
+    "greater_than": "use a positive value",
+    "greater_than_equal": "use a value at or above the minimum",
+    "less_than_equal": "use a smaller value",
+    "float_parsing": "write a number",
+    "int_parsing": "write a whole number",
+    "bool_parsing": "write true or false",
+    "literal_error": "use one of the listed values",
+    "too_short": "give at least one entry",
+}
+
+
+def _loc_to_field(loc: tuple[Any, ...], data: Any) -> str:
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            label = None
+            if isinstance(node, list) and part < len(node) and isinstance(node[part], dict):
+                label = node[part].get("name") or node[part].get("id")
+            if label:
+                out += f"({label})"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+        else:
+            out += ("." if out else "") + str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return out
+
+
+def _raise_validation(exc: ValidationError, source: str, data: Any) -> None:
+    errs = exc.errors()
+    first = errs[0]
+    field = _loc_to_field(tuple(first["loc"]), data)
+    msg = first["msg"].removeprefix("Value error, ")
+    fix = _FIX_HINTS.get(first["type"], "see README.md 'Config format'")
+    more = f" (and {len(errs) - 1} more problem(s))" if len(errs) > 1 else ""
+    raise ConfigError(msg + more, source=source, field=field or None, fix=fix) from None
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_gpu_model(path: Path) -> GpuModelConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=str(path), fix="fix the TOML syntax") from None
+    try:
+        return GpuModelConfig.model_validate(data)
+    except ValidationError as exc:
+        _raise_validation(exc, str(path), data)
+        raise  # unreachable
+
+
+def load_gpu_models(models_dir: Path) -> dict[str, GpuModelConfig]:
+    """All GPU profiles in ``models_dir``, keyed by name and by each alias (case-insensitive)."""
+    out: dict[str, GpuModelConfig] = {}
+    if not models_dir.is_dir():
+        return out
+    for path in sorted(models_dir.glob("*.toml")):
+        model = load_gpu_model(path)
+        for key in [model.name, *model.aliases]:
+            out[key.lower()] = model
+    return out
+
+
+_JOB_COLUMNS = {
+    "id", "gpus", "work_gpu_h", "release", "deadline", "jurisdictions", "user_region",
+    "max_latency_ms", "checkpointable", "priority",
+}
+
+
+def load_jobs_csv(path: Path) -> list[JobConfig]:
+    """Read jobs from CSV (columns as the ``[[jobs]]`` fields; jurisdictions ``;``-separated)."""
+    if not path.is_file():
+        raise ConfigError("jobs file not found", source=str(path), fix="check jobs_file in the config")
+    jobs: list[JobConfig] = []
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        cols = set(reader.fieldnames or [])
+        missing = {"id", "gpus", "work_gpu_h", "release", "deadline"} - cols
+        if missing:
+            raise ConfigError(
+                f"missing column(s) {sorted(missing)}", source=str(path),
+                fix="the header needs id,gpus,work_gpu_h,release,deadline",
+            )
+        unknown = cols - _JOB_COLUMNS
+        if unknown:
+            raise ConfigError(
+                f"unknown column(s) {sorted(unknown)}", source=str(path),
+                fix=f"use only {sorted(_JOB_COLUMNS)}",
+            )
+        for lineno, row in enumerate(reader, start=2):
+            rec: dict[str, Any] = {k: v for k, v in row.items() if v not in (None, "")}
+            if "jurisdictions" in rec:
+                rec["jurisdictions"] = [j.strip() for j in rec["jurisdictions"].split(";") if j.strip()]
+            if "checkpointable" in rec:
+                val = rec["checkpointable"].strip().lower()
+                if val not in {"true", "false", "1", "0", "yes", "no"}:
+                    raise ConfigError(
+                        f"checkpointable={rec['checkpointable']!r}", source=f"{path}:{lineno}",
+                        field="checkpointable", fix="write true or false",
+                    )
+                rec["checkpointable"] = val in {"true", "1", "yes"}
+            try:
+                jobs.append(JobConfig.model_validate(rec))
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                field = ".".join(str(p) for p in err["loc"]) or None
+                raise ConfigError(
+                    err["msg"].removeprefix("Value error, "),
+                    source=f"{path}:{lineno} (job {rec.get('id', '?')})",
+                    field=field,
+                    fix=_FIX_HINTS.get(err["type"], "see README.md 'Jobs'"),
+                ) from None
+    return jobs
+
+
+def load_config(path: str | Path) -> FleetConfig:
+    """Load, validate and cross-check a fleet config file."""
+    path = Path(path).resolve()
+    src = str(path)
+    if not path.is_file():
+        raise ConfigError("config file not found", source=src, fix="pass --config PATH to a TOML file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=src, fix="fix the TOML syntax") from None
+    try:
+        raw = FleetFile.model_validate(data)
+    except ValidationError as exc:
+        _raise_validation(exc, src, data)
+        raise
+    base = path.parent
+
+    models_dir = (base / raw.models_dir) if raw.models_dir else DEFAULT_MODELS_DIR
+    gpu_models = load_gpu_models(models_dir)
+    for m in raw.gpu_models:
+        for key in [m.name, *m.aliases]:
+            gpu_models[key.lower()] = m
+
+    jobs = list(raw.jobs)
+    if raw.jobs_file:
+        jobs = load_jobs_csv(base / raw.jobs_file) + jobs
+
+    cfg = FleetConfig(path=path, raw=raw, gpu_models=gpu_models, jobs=jobs,
+                      carbon_path=base / raw.carbon.file)
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: FleetConfig) -> None:
+    """Cross-field checks, one rule each; the first failure raises ConfigError."""
+    src = str(cfg.path)
+    raw = cfg.raw
+    names = [s.name for s in raw.sites]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ConfigError(f"duplicate site name(s) {sorted(dup)}", source=src, field="sites",
+                          fix="give every site a unique name")
+    pnames = [p.name for p in raw.pools]
+    dup = {n for n in pnames if pnames.count(n) > 1}
+    if dup:
+        raise ConfigError(f"duplicate pool name(s) {sorted(dup)}", source=src, field="pools",
+                          fix="give every pool a unique name")
+    for i, s in enumerate(raw.sites):
+        for fld in ("power_budget_kw", "price_per_kwh"):
+            val = getattr(s, fld)
+            if isinstance(val, list) and len(val) != raw.horizon.slots:
+                raise ConfigError(
+                    f"has {len(val)} values but the horizon has {raw.horizon.slots} slots",
+                    source=src, field=f"sites[{i}]({s.name}).{fld}",
+                    fix="give one value per slot or a single constant",
+                )
+    for i, p in enumerate(raw.pools):
+        where = f"pools[{i}]({p.name})"
+        if p.site not in names:
+            raise ConfigError(f"unknown site {p.site!r}", source=src, field=f"{where}.site",
+                              fix=f"use one of {names}")
+        if p.gpu_model.lower() not in cfg.gpu_models:
+            known = sorted({m.name for m in cfg.gpu_models.values()})
+            raise ConfigError(f"unknown GPU model {p.gpu_model!r}", source=src,
+                              field=f"{where}.gpu_model",
+                              fix=f"use one of {known} or add a profile under models/gpus/ or [[gpu_models]]")
+        gm = cfg.gpu_models[p.gpu_model.lower()]
+        if p.node_idle_w < gm.idle_w * p.gpus_per_node:
+            raise ConfigError(
+                f"node_idle_w={p.node_idle_w} W is below {p.gpus_per_node} idle GPUs × {gm.idle_w} W",
+                source=src, field=f"{where}.node_idle_w",
+                fix="node_idle_w is the whole node powered on with idle GPUs",
+            )
+    ids = [j.id for j in cfg.jobs]
+    dup = {n for n in ids if ids.count(n) > 1}
+    if dup:
+        raise ConfigError(f"duplicate job id(s) {sorted(dup)[:5]}", source=src, field="jobs",
+                          fix="give every job a unique id")
+    pools_by_site: dict[str, list[PoolConfig]] = {}
+    for p in raw.pools:
+        pools_by_site.setdefault(p.site, []).append(p)
+    for j in cfg.jobs:
+        allowed = allowed_sites(j, raw.sites)
+        if not allowed:
+            raise ConfigError(
+                f"no site may run job {j.id!r} (jurisdictions {j.jurisdictions}, "
+                f"region {j.user_region}, max latency {j.max_latency_ms} ms)",
+                source=src, field=f"jobs({j.id})",
+                fix="widen its jurisdictions or latency, or add a site that satisfies them",
+            )
+        biggest = max((p.nodes * p.gpus_per_node for s in allowed for p in pools_by_site.get(s, [])),
+                      default=0)
+        if j.gpus > biggest:
+            raise ConfigError(
+                f"job {j.id!r} needs {j.gpus} GPUs but the largest pool it may use has {biggest}",
+                source=src, field=f"jobs({j.id}).gpus",
+                fix="split the job or allow more sites",
+            )
+
+
+def allowed_sites(job: JobConfig, sites: list[SiteConfig]) -> list[str]:
+    """Sites that satisfy the job's data residency and latency limit."""
+    out = []
+    for s in sites:
+        if job.jurisdictions and not set(job.jurisdictions) & set(s.jurisdictions):
+            continue
+        if job.user_region is not None and job.max_latency_ms is not None:
+            lat = s.latency_ms.get(job.user_region)
+            if lat is None or lat > job.max_latency_ms:
+                continue
+        out.append(s.name)
+    return out
+
+
+def slot_times(start: datetime, slots: int, slot_minutes: int) -> list[datetime]:
+    step = timedelta(minutes=slot_minutes)
+    return [start + i * step for i in range(slots)]
+
+
+def per_slot(value: float | list[float] | None, slots: int, default: float = math.inf) -> list[float]:
+    if value is None:
+        return [default] * slots
+    if isinstance(value, list):
+        return [float(v) for v in value]
+    return [float(value)] * slots
