@@ -160,6 +160,9 @@ class PoolConfig(_Strict):
     min_down_h: NonNegFloat = Field(default=0.0, description="a stopped node stays off this long")
     spares: int = Field(default=0, ge=0, description="nodes that always stay on")
     initial_on: int | None = Field(default=None, ge=0, description="nodes on now (default: all)")
+    hostlist: str | None = Field(
+        default=None, description="the pool's node names as a Slurm hostlist, e.g. 'gpu[001-040]'"
+    )
     hook: HookConfig = Field(default_factory=HookConfig)
 
     @model_validator(mode="after")

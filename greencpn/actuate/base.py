@@ -1,0 +1,92 @@
+"""Backend interfaces for actuation: one Protocol per kind, units in every name.
+
+Implementations: GPUs — ``nvml`` (pynvml) and ``fake`` (in memory); nodes — ``command``,
+``slurm``, ``kubernetes``, ``ipmi``, ``wol``, ``agent``.
+Actuators read before they write and report what they changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    uuid: str
+    name: str
+    power_limit_min_w: float
+    power_limit_max_w: float
+    power_limit_default_w: float
+    power_limit_current_w: float
+    supported_graphics_clocks_mhz: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Change:
+    """One actuation result: what was asked, what was there before, whether it changed."""
+
+    target: str  # e.g. "gpu0" or "node017"
+    what: str  # e.g. "power_limit_w", "power"
+    before: object
+    after: object
+    changed: bool
+    message: str = ""
+
+
+@runtime_checkable
+class GpuBackend(Protocol):
+    name: str
+
+    def list_gpus(self) -> list[GpuInfo]: ...
+
+    def set_power_limit_w(self, index: int, power_limit_w: float) -> Change: ...
+
+    def lock_clocks_mhz(self, index: int, min_mhz: int, max_mhz: int) -> Change: ...
+
+    def reset_clocks(self, index: int) -> Change: ...
+
+    def power_w(self, index: int) -> float: ...
+
+    def energy_j(self, index: int) -> float: ...
+
+    def restore_defaults(self) -> list[Change]: ...
+
+
+class NodePower(str, Enum):
+    ON = "on"
+    OFF = "off"
+    BOOTING = "booting"
+    SHUTTING_DOWN = "shutting_down"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    power: NodePower
+    drained: bool = False
+    running_jobs: int = 0
+    detail: str = ""
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@runtime_checkable
+class NodePowerHook(Protocol):
+    """Powers a set of nodes. Every method takes node names (already expanded from a hostlist)."""
+
+    name: str
+
+    def drain(self, nodes: Sequence[str], reason: str) -> list[Change]: ...
+
+    def resume(self, nodes: Sequence[str]) -> list[Change]: ...
+
+    def power_off(self, nodes: Sequence[str]) -> list[Change]: ...
+
+    def power_on(self, nodes: Sequence[str]) -> list[Change]: ...
+
+    def status(self, nodes: Sequence[str]) -> list[NodeStatus]: ...
