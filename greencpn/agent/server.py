@@ -1,0 +1,738 @@
+"""The node agent: a small authenticated HTTP/1.1 service that actuates one node.
+
+Endpoints (every request signed, see :mod:`greencpn.agent.auth`; JSON in, JSON out):
+
+* ``GET  /v1/status`` — node name, time, uptime, GPUs (power, energy counter, limits), running
+  work, drained flag, power state.
+* ``POST /v1/gpu/power-limit`` — ``{"index": 0 | "all", "power_limit_w": 250}``; the limit must lie
+  within the device's range (400 otherwise), read before write.
+* ``POST /v1/gpu/clocks`` — ``{"index": 0 | "all", "min_mhz": 900, "max_mhz": 1410}`` or
+  ``{"index": ..., "reset": true}``.
+* ``POST /v1/gpu/restore-defaults`` — ``{}``: default power limits, clocks unlocked.
+* ``POST /v1/power`` — ``{"action": "drain" | "resume" | "off", "reason": "..."}``. ``off`` needs a
+  configured ``--power-command`` and no running work; it answers 202 and runs the command a
+  moment later, so the answer gets out first.
+
+Errors are ``{"error": {"code": ..., "message": ..., "fix": ...}}`` with 400 (bad value), 401
+(authentication), 404, 405, 409 (refused by state or configuration), 411/413 (body), 500, 503.
+
+The server is the standard library's ``ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive
+(measured in ``bench/bench_agent.py``), optionally behind TLS with client certificates required.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import shlex
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from greencpn import __version__
+from greencpn.actuate.base import Change, GpuBackend, GpuInfo
+from greencpn.agent.auth import (
+    HEADER_RESPONSE_SIGNATURE,
+    SCHEME,
+    AuthError,
+    Verified,
+    Verifier,
+)
+from greencpn.clock import Clock, SystemClock
+from greencpn.errors import ConfigError, GreencpnError, PermanentError, TemporaryError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 9123
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+
+
+class ApiError(Exception):
+    """An answer other than success: HTTP status, machine code, message and fix."""
+
+    def __init__(self, status: int, code: str, message: str, fix: str = "") -> None:
+        self.status = status
+        self.code = code
+        self.fix = fix
+        super().__init__(message)
+
+
+@dataclass
+class AgentSettings:
+    """How one agent runs.
+
+    Attributes:
+        host: address to bind; 127.0.0.1 unless told otherwise.
+        port: TCP port (0: pick a free one).
+        node_name: reported name (default: short host name).
+        max_body_bytes: larger request bodies are refused with 413 before being read.
+        max_skew_s: accepted clock difference between controller and agent, seconds.
+        power_command: command that powers the node off (e.g. ``systemctl poweroff``); None refuses.
+        power_off_delay_s: wait between answering and running the power command, seconds.
+        drain_command / resume_command: optional commands run on drain / resume (the reason
+            is in the environment as ``GREENCPN_REASON``).
+        work_command: command whose output tells the running work: its first token if that is
+            an integer, else its number of non-empty lines. None: count processes that hold a
+            GPU device (``/dev/nvidia<N>``) open, from ``proc_root``.
+        work_cache_s: how long a running-work count is reused by ``/v1/status``, seconds.
+        command_timeout_s: time limit of every command, seconds.
+        proc_root: where /proc is (tests point it elsewhere).
+        tls_cert / tls_key / tls_client_ca: serve TLS and require client certificates signed by
+            ``tls_client_ca`` (mutual TLS), on top of HMAC.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    node_name: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_skew_s: float = 30.0
+    power_command: str | None = None
+    power_off_delay_s: float = 1.0
+    drain_command: str | None = None
+    resume_command: str | None = None
+    work_command: str | None = None
+    work_cache_s: float = 2.0
+    command_timeout_s: float = 30.0
+    proc_root: str = "/proc"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+
+
+# ------------------------------------------------------------------------------- running work
+
+_GPU_DEVICE_RE = re.compile(r"^/dev/nvidia[0-9]+$")
+
+
+def count_gpu_processes(proc_root: str = "/proc", *, exclude_pid: int | None = None) -> int:
+    """Count processes holding a GPU device (``/dev/nvidia<N>``) open, by reading ``proc_root``.
+
+    Processes we may not inspect are skipped (run the agent as root to see all of them).
+    """
+    count = 0
+    try:
+        entries = os.listdir(proc_root)
+    except OSError as exc:
+        raise TemporaryError(f"cannot list {proc_root}: {exc.strerror}") from None
+    for entry in entries:
+        if not entry.isdigit() or (exclude_pid is not None and int(entry) == exclude_pid):
+            continue
+        fd_dir = os.path.join(proc_root, entry, "fd")
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(os.path.join(fd_dir, fd))
+            except OSError:
+                continue
+            if _GPU_DEVICE_RE.match(target):
+                count += 1
+                break
+    return count
+
+
+def parse_work_output(text: str) -> int:
+    """A work command's output → running work: first token if an integer, else non-empty lines."""
+    stripped = text.strip()
+    if not stripped:
+        return 0
+    first = stripped.split()[0]
+    if first.isdigit() and len(stripped.split()) == 1:
+        return int(first)
+    return sum(1 for line in stripped.splitlines() if line.strip())
+
+
+def _run_command(command: str, timeout_s: float, env_extra: dict[str, str] | None = None
+                 ) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    try:
+        return subprocess.run(shlex.split(command), capture_output=True, text=True,
+                              timeout=timeout_s, env=env, check=False)
+    except subprocess.TimeoutExpired:
+        raise TemporaryError(f"command timed out after {timeout_s:g} s: {command}") from None
+    except OSError as exc:
+        raise PermanentError(f"cannot run command {command!r}: {exc.strerror}") from None
+
+
+# ---------------------------------------------------------------------------------- the agent
+
+
+def _change_dict(change: Change) -> dict[str, Any]:
+    return dataclasses.asdict(change)
+
+
+def _gpu_selector(body: dict[str, Any], gpus: list[GpuInfo]) -> list[GpuInfo]:
+    index = body.get("index", "all")
+    if index == "all":
+        return gpus
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise ApiError(400, "bad_value", f"index must be an integer or \"all\", got {index!r}")
+    for gpu in gpus:
+        if gpu.index == index:
+            return [gpu]
+    raise ApiError(400, "unknown_gpu", f"no GPU with index {index} on this node",
+                   fix=f"indices here: {[g.index for g in gpus]}")
+
+
+def _number(body: dict[str, Any], name: str) -> float:
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ApiError(400, "bad_value", f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _only_keys(body: dict[str, Any], allowed: set[str]) -> None:
+    extra = sorted(set(body) - allowed)
+    if extra:
+        raise ApiError(400, "bad_value", f"unknown field(s) {extra}",
+                       fix=f"allowed fields: {sorted(allowed)}")
+
+
+class NodeAgent:
+    """What the agent does, independent of HTTP (so it can be tested and reused).
+
+    Args:
+        backend: the node's GPUs, or None on a node without GPUs.
+        settings: agent settings.
+        clock: tells the time (status timestamps, uptime).
+        monotonic: seconds counter for caches (injectable).
+    """
+
+    def __init__(self, backend: GpuBackend | None, settings: AgentSettings,
+                 clock: Clock | None = None, monotonic: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self._monotonic = monotonic
+        self.started_at = self.clock.now()
+        self.drained = False
+        self.power_state = "on"
+        self._work_cache: tuple[float, dict[str, Any]] | None = None
+        self._lock = threading.Lock()  # serialises every change
+
+    # ---- telemetry
+
+    def node_uptime_s(self) -> float | None:
+        try:
+            text = Path(self.settings.proc_root, "uptime").read_text()
+            return float(text.split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def running_work(self, *, fresh: bool = False) -> dict[str, Any]:
+        """``{"count": int | None, "source": str, "error": str?}``; cached ``work_cache_s``."""
+        now = self._monotonic()
+        cached = self._work_cache
+        if not fresh and cached is not None and now - cached[0] < self.settings.work_cache_s:
+            return cached[1]
+        cmd = self.settings.work_command
+        result: dict[str, Any]
+        try:
+            if cmd:
+                proc = _run_command(cmd, self.settings.command_timeout_s)
+                if proc.returncode != 0:
+                    raise TemporaryError(f"work command exited {proc.returncode}: "
+                                         f"{proc.stderr.strip()[:200]}")
+                result = {"count": parse_work_output(proc.stdout), "source": f"command: {cmd}"}
+            else:
+                n = count_gpu_processes(self.settings.proc_root, exclude_pid=os.getpid())
+                result = {"count": n, "source": f"{self.settings.proc_root}/*/fd -> /dev/nvidia<N>"}
+        except GreencpnError as exc:
+            log.warning("running work unknown: %s", exc)
+            result = {"count": None, "source": f"command: {cmd}" if cmd else "proc",
+                      "error": str(exc)}
+        self._work_cache = (now, result)
+        return result
+
+    def status(self) -> dict[str, Any]:
+        now = self.clock.now()
+        gpus: list[dict[str, Any]] = []
+        backend_error = None
+        if self.backend is not None:
+            try:
+                infos = self.backend.list_gpus()
+            except GreencpnError as exc:
+                infos = []
+                backend_error = str(exc)
+            for info in infos:
+                entry: dict[str, Any] = {
+                    "index": info.index, "uuid": info.uuid, "name": info.name,
+                    "power_limit_w": info.power_limit_current_w,
+                    "power_limit_min_w": info.power_limit_min_w,
+                    "power_limit_max_w": info.power_limit_max_w,
+                    "power_limit_default_w": info.power_limit_default_w,
+                }
+                try:
+                    entry["power_w"] = self.backend.power_w(info.index)
+                    entry["energy_j"] = self.backend.energy_j(info.index)
+                except GreencpnError as exc:
+                    entry["error"] = str(exc)
+                gpus.append(entry)
+        out: dict[str, Any] = {
+            "node": self.settings.node_name,
+            "time": now.isoformat().replace("+00:00", "Z"),
+            "power": self.power_state,
+            "drained": self.drained,
+            "uptime_s": self.node_uptime_s(),
+            "agent": {"version": __version__,
+                      "uptime_s": round((now - self.started_at).total_seconds(), 3)},
+            "gpu_backend": self.backend.name if self.backend is not None else None,
+            "gpus": gpus,
+            "gpu_power_w": round(sum(g.get("power_w", 0.0) for g in gpus), 3),
+            "gpu_energy_j": round(sum(g.get("energy_j", 0.0) for g in gpus), 3),
+            "running_work": self.running_work(),
+            "power_off_enabled": self.settings.power_command is not None,
+        }
+        if backend_error:
+            out["gpu_error"] = backend_error
+        return out
+
+    # ---- GPU actions
+
+    def _require_backend(self) -> GpuBackend:
+        if self.backend is None:
+            raise ApiError(409, "no_gpus", "this agent runs without a GPU backend",
+                           fix="start the agent with --gpu nvml")
+        return self.backend
+
+    def set_power_limit(self, body: dict[str, Any]) -> dict[str, Any]:
+        _only_keys(body, {"index", "power_limit_w"})
+        backend = self._require_backend()
+        limit_w = _number(body, "power_limit_w")
+        with self._lock:
+            targets = _gpu_selector(body, backend.list_gpus())
+            for gpu in targets:  # validate all before changing any
+                if not gpu.power_limit_min_w <= limit_w <= gpu.power_limit_max_w:
+                    raise ApiError(
+                        400, "out_of_range",
+                        f"power_limit_w {limit_w:g} is outside GPU {gpu.index}'s range "
+                        f"[{gpu.power_limit_min_w:g}, {gpu.power_limit_max_w:g}] W",
+                        fix="ask for a limit within the device's range")
+            changes = [backend.set_power_limit_w(gpu.index, limit_w) for gpu in targets]
+        return {"changes": [_change_dict(c) for c in changes]}
+
+    def set_clocks(self, body: dict[str, Any]) -> dict[str, Any]:
+        _only_keys(body, {"index", "min_mhz", "max_mhz", "reset"})
+        backend = self._require_backend()
+        with self._lock:
+            targets = _gpu_selector(body, backend.list_gpus())
+            if body.get("reset") is True:
+                if "min_mhz" in body or "max_mhz" in body:
+                    raise ApiError(400, "bad_value", "give either reset or min_mhz/max_mhz")
+                changes = [backend.reset_clocks(g.index) for g in targets]
+                return {"changes": [_change_dict(c) for c in changes]}
+            lo, hi = _number(body, "min_mhz"), _number(body, "max_mhz")
+            if lo != int(lo) or hi != int(hi) or not 0 < lo <= hi:
+                raise ApiError(400, "bad_value", "need whole MHz with 0 < min_mhz <= max_mhz")
+            for gpu in targets:
+                clocks = gpu.supported_graphics_clocks_mhz
+                if clocks and not (min(clocks) <= lo and hi <= max(clocks)):
+                    raise ApiError(400, "out_of_range",
+                                   f"clocks [{lo:g}, {hi:g}] MHz outside GPU {gpu.index}'s "
+                                   f"supported [{min(clocks)}, {max(clocks)}] MHz")
+            changes = [backend.lock_clocks_mhz(g.index, int(lo), int(hi)) for g in targets]
+        return {"changes": [_change_dict(c) for c in changes]}
+
+    def restore_defaults(self, body: dict[str, Any]) -> dict[str, Any]:
+        _only_keys(body, set())
+        backend = self._require_backend()
+        with self._lock:
+            changes = backend.restore_defaults()
+        return {"changes": [_change_dict(c) for c in changes]}
+
+    # ---- node power
+
+    def power(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        _only_keys(body, {"action", "reason"})
+        action = body.get("action")
+        reason = body.get("reason", "")
+        if not isinstance(reason, str) or len(reason) > 200:
+            raise ApiError(400, "bad_value", "reason must be a string of at most 200 characters")
+        node = self.settings.node_name
+        with self._lock:
+            if action == "drain":
+                before = self.drained
+                if self.settings.drain_command:
+                    self._run_checked(self.settings.drain_command, reason)
+                self.drained = True
+                return 200, {"changes": [_change_dict(Change(
+                    node, "drained", before, True, changed=not before,
+                    message=reason or "drained"))]}
+            if action == "resume":
+                before = self.drained
+                if self.settings.resume_command:
+                    self._run_checked(self.settings.resume_command, reason)
+                self.drained = False
+                return 200, {"changes": [_change_dict(Change(
+                    node, "drained", before, False, changed=before, message="resumed"))]}
+            if action == "off":
+                return 202, self._power_off(reason)
+        raise ApiError(400, "bad_value", f"unknown action {action!r}",
+                       fix='action is one of "drain", "resume", "off"')
+
+    def _power_off(self, reason: str) -> dict[str, Any]:
+        node = self.settings.node_name
+        if self.power_state == "shutting_down":
+            return {"changes": [_change_dict(Change(node, "power", "shutting_down", "off",
+                                                    changed=False, message="already shutting down"))]}
+        if not self.settings.power_command:
+            raise ApiError(409, "not_configured", "this agent may not power its node off",
+                           fix="start the agent with --power-command 'systemctl poweroff'")
+        work = self.running_work(fresh=True)
+        if work["count"] is None:
+            raise ApiError(409, "work_unknown", f"running work unknown ({work.get('error')}); "
+                           "refusing to power off", fix="fix the work command, then retry")
+        if work["count"] > 0:
+            raise ApiError(409, "busy", f"{work['count']} running job(s)/process(es) on {node}; "
+                           "refusing to power off", fix="drain the node and wait until it is idle")
+        self.drained = True
+        self.power_state = "shutting_down"
+        command = self.settings.power_command
+        timer = threading.Timer(self.settings.power_off_delay_s, self._run_power_command,
+                                args=(command, reason))
+        timer.daemon = True
+        timer.start()
+        return {"changes": [_change_dict(Change(
+            node, "power", "on", "off", changed=True,
+            message=f"power command scheduled in {self.settings.power_off_delay_s:g} s")) ]}
+
+    def _run_power_command(self, command: str, reason: str) -> None:
+        log.warning("powering off: %s (reason: %s)", command, reason or "-")
+        try:
+            proc = _run_command(command, self.settings.command_timeout_s,
+                                {"GREENCPN_REASON": reason})
+        except GreencpnError as exc:
+            log.error("power command failed: %s", exc)
+            self.power_state = "on"
+            return
+        if proc.returncode != 0:
+            log.error("power command exited %d: %s", proc.returncode, proc.stderr.strip()[:200])
+            self.power_state = "on"
+
+    def _run_checked(self, command: str, reason: str) -> None:
+        try:
+            proc = _run_command(command, self.settings.command_timeout_s,
+                                {"GREENCPN_REASON": reason})
+        except TemporaryError as exc:
+            raise ApiError(503, "command_failed", str(exc)) from None
+        except GreencpnError as exc:
+            raise ApiError(500, "command_failed", str(exc)) from None
+        if proc.returncode != 0:
+            raise ApiError(500, "command_failed",
+                           f"{command!r} exited {proc.returncode}: {proc.stderr.strip()[:200]}")
+
+
+# ------------------------------------------------------------------------------------- HTTP
+
+
+class IdempotencyStore:
+    """Answers to POSTs by idempotency key, kept ``ttl_s`` seconds, at most ``max_entries``."""
+
+    def __init__(self, ttl_s: float = 600.0, max_entries: int = 4096) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._items: OrderedDict[str, tuple[float, str, int, bytes]] = OrderedDict()
+
+    def get(self, key: str, request_id: str, now_s: float) -> tuple[int, bytes] | None:
+        item = self._items.get(key)
+        if item is None or item[0] < now_s:
+            return None
+        if item[1] != request_id:
+            raise ApiError(409, "idempotency_conflict",
+                           "idempotency key reused for a different request",
+                           fix="use a fresh idempotency key for every new request")
+        return item[2], item[3]
+
+    def put(self, key: str, request_id: str, status: int, body: bytes, now_s: float) -> None:
+        self._items[key] = (now_s + self.ttl_s, request_id, status, body)
+        self._items.move_to_end(key)
+        while len(self._items) > self.max_entries:
+            self._items.popitem(last=False)
+
+
+class AgentHTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with the agent, its verifier and optional mutual TLS."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, agent: NodeAgent, verifier: Verifier, settings: AgentSettings) -> None:
+        self.agent = agent
+        self.verifier = verifier
+        self.settings = settings
+        self.idempotency = IdempotencyStore()
+        self.idempotency_lock = threading.Lock()
+        self.ssl_context = _server_ssl_context(settings)
+        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        self.address_family = family
+        super().__init__((settings.host, settings.port), _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn); not needed here.
+        import socketserver
+
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = super().get_request()
+        if self.ssl_context is not None:
+            # Handshake lazily in the handler's thread, not in the accept loop.
+            sock = self.ssl_context.wrap_socket(sock, server_side=True,
+                                                do_handshake_on_connect=False)
+        return sock, addr
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.warning("connection from %s failed", client_address, exc_info=log.isEnabledFor(10))
+
+
+def _server_ssl_context(settings: AgentSettings) -> ssl.SSLContext | None:
+    parts = (settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    if not any(parts):
+        return None
+    if not all(parts):
+        raise ConfigError("mutual TLS needs --tls-cert, --tls-key and --tls-client-ca together",
+                          field="tls")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(settings.tls_cert, settings.tls_key)  # type: ignore[arg-type]
+        ctx.load_verify_locations(cafile=settings.tls_client_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load TLS files: {exc}", field="tls",
+                          fix="check the PEM paths and that the key matches the certificate"
+                          ) from None
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "greencpn-agent"
+    sys_version = ""
+    disable_nagle_algorithm = True
+    timeout = 60  # idle keep-alive connections are closed after this
+    server: AgentHTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_POST
+
+    def _handle(self) -> None:
+        verified: Verified | None = None
+        try:
+            body = self._read_body()
+            try:
+                verified = self.server.verifier.verify(self.command, self.path, self.headers, body)
+            except AuthError as exc:
+                log.warning("refused %s %s from %s: %s", self.command, self.path,
+                            self.client_address[0], exc)
+                extra = {"WWW-Authenticate": SCHEME} if exc.status == 401 else {}
+                self._send(exc.status, _error_body(exc.code, str(exc), exc.fix), None, extra)
+                return
+            status, payload = self._dispatch(verified, body)
+            self._send(status, payload, verified)
+        except ApiError as exc:
+            self._send(exc.status, _error_body(exc.code, str(exc), exc.fix), verified)
+        except TemporaryError as exc:
+            self._send(503, _error_body("temporary", str(exc), "retry later"), verified)
+        except ConfigError as exc:
+            self._send(400, _error_body("bad_value", str(exc), exc.fix or ""), verified)
+        except PermanentError as exc:
+            self._send(500, _error_body("failed", str(exc)), verified)
+        except Exception:  # noqa: BLE001 - a bug must not kill the agent; it is logged
+            log.exception("internal error on %s %s", self.command, self.path)
+            self._send(500, _error_body("internal", "internal error; see the agent's log"),
+                       verified)
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            raise ApiError(411, "length_required", "chunked bodies are not accepted",
+                           fix="send Content-Length")
+        text = self.headers.get("Content-Length", "0")
+        try:
+            length = int(text)
+        except ValueError:
+            self.close_connection = True
+            raise ApiError(400, "bad_request", "bad Content-Length") from None
+        if length < 0:
+            self.close_connection = True
+            raise ApiError(400, "bad_request", "bad Content-Length")
+        if length > self.server.settings.max_body_bytes:
+            self.close_connection = True  # the body stays unread
+            raise ApiError(413, "too_large", f"body of {length} bytes exceeds "
+                           f"{self.server.settings.max_body_bytes} bytes")
+        return self.rfile.read(length) if length else b""
+
+    def _dispatch(self, verified: Verified, body: bytes) -> tuple[int, Any]:
+        route = self.path.split("?", 1)[0]
+        agent = self.server.agent
+        if route == "/v1/status":
+            if self.command != "GET":
+                raise ApiError(405, "method_not_allowed", "use GET")
+            return 200, agent.status()
+        posts = {
+            "/v1/gpu/power-limit": agent.set_power_limit,
+            "/v1/gpu/clocks": agent.set_clocks,
+            "/v1/gpu/restore-defaults": agent.restore_defaults,
+            "/v1/power": agent.power,
+        }
+        handler = posts.get(route)
+        if handler is None:
+            raise ApiError(404, "not_found", f"no endpoint {route}")
+        if self.command != "POST":
+            raise ApiError(405, "method_not_allowed", "use POST")
+        return self._post(handler, verified, body)
+
+    def _post(self, handler: Callable[[dict[str, Any]], Any], verified: Verified,
+              body: bytes) -> tuple[int, Any]:
+        try:
+            data = json.loads(body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "bad_json", "body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "bad_json", "body must be a JSON object")
+        key = verified.idempotency_key
+        if not key:
+            return _as_status(handler(data))
+        store = self.server.idempotency
+        request_id = f"{self.path}\n{body.hex()}"
+        with self.server.idempotency_lock:
+            now_s = self.server.agent.clock.now().timestamp()
+            previous = store.get(key, request_id, now_s)
+            if previous is not None:
+                return previous[0], _Raw(previous[1])
+            try:
+                status, payload = _as_status(handler(data))
+            except ApiError as exc:
+                status, payload = exc.status, _error_body(exc.code, str(exc), exc.fix)
+            raw = _json_bytes(payload)
+            if status < 500:  # a failed attempt may be retried for real
+                store.put(key, request_id, status, raw, now_s)
+        return status, _Raw(raw)
+
+    def _send(self, status: int, payload: Any, verified: Verified | None,
+              extra_headers: dict[str, str] | None = None) -> None:
+        raw = payload.data if isinstance(payload, _Raw) else _json_bytes(payload)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.send_header("Cache-Control", "no-store")
+        if verified is not None:
+            self.send_header(HEADER_RESPONSE_SIGNATURE,
+                             self.server.verifier.sign_response(verified.nonce, status, raw))
+        for name, value in (extra_headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(raw)
+
+
+@dataclass(frozen=True)
+class _Raw:
+    data: bytes
+
+
+def _as_status(result: Any) -> tuple[int, Any]:
+    if isinstance(result, tuple):
+        return result
+    return 200, result
+
+
+def _json_bytes(payload: Any) -> bytes:
+    return json.dumps(payload, default=str, separators=(",", ":")).encode()
+
+
+def _error_body(code: str, message: str, fix: str = "") -> dict[str, Any]:
+    err = {"code": code, "message": message}
+    if fix:
+        err["fix"] = fix
+    return {"error": err}
+
+
+# ------------------------------------------------------------------------------------ running
+
+
+class AgentServer:
+    """A running agent: bind, serve in a background thread, stop.
+
+    Args:
+        backend: the node's GPUs (None: a node without GPUs).
+        key: the node key (see :func:`greencpn.agent.auth.load_key`).
+        settings: agent settings.
+        clock: injectable clock (authentication freshness, status times).
+    """
+
+    def __init__(self, backend: GpuBackend | None, key: bytes, settings: AgentSettings,
+                 clock: Clock | None = None) -> None:
+        clock = clock or SystemClock()
+        self.settings = settings
+        self.agent = NodeAgent(backend, settings, clock)
+        self.verifier = Verifier(key, clock, max_skew_s=settings.max_skew_s)
+        try:
+            self.httpd = AgentHTTPServer(self.agent, self.verifier, settings)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+                              field="listen", fix="pick a free port or a local address") from None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.httpd.ssl_context is not None else "http"
+        host = self.settings.host
+        host = f"[{host}]" if ":" in host else host
+        return f"{scheme}://{host}:{self.port}"
+
+    def start(self) -> AgentServer:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="greencpn-agent",
+                                        kwargs={"poll_interval": 0.2}, daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self.httpd.serve_forever(poll_interval=0.5)
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> AgentServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
