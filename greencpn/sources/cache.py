@@ -1,0 +1,234 @@
+"""On-disk SQLite cache of fetched carbon series, with TTLs and daily request budgets.
+
+Rows are keyed by ``(source, zone, signal, endpoint, key)`` where ``key`` identifies the
+request within the endpoint (the issue time of a forecast, or the range of a history query).
+Each row stores the series and when it was fetched. A row is *fresh* while
+``now - fetched_at <= ttl`` for its endpoint; past that it is *stale* but is still served when
+the live API fails, tagged with ``stale_age_s``.
+
+The same database counts HTTP requests per source per UTC day so free tiers are not exceeded
+(:meth:`SeriesCache.consume_budget`). Time always comes from the injected clock.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from greencpn.clock import Clock, SystemClock
+from greencpn.sources.base import CarbonSeries
+from greencpn.sources.http import BudgetExceededError
+
+#: Default time-to-live per endpoint kind, seconds. Forecasts are re-issued hourly by the
+#: providers (WattTime every 5 min); history is revised for about a day.
+DEFAULT_TTL_S: dict[str, float] = {
+    "latest": 300.0,
+    "forecast": 1800.0,
+    "history": 6 * 3600.0,
+}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS series (
+    source TEXT NOT NULL, zone TEXT NOT NULL, signal TEXT NOT NULL,
+    endpoint TEXT NOT NULL, key TEXT NOT NULL,
+    fetched_at REAL NOT NULL, first_ts REAL, last_ts REAL, payload TEXT NOT NULL,
+    PRIMARY KEY (source, zone, signal, endpoint, key)
+);
+CREATE INDEX IF NOT EXISTS series_fresh ON series (source, zone, signal, endpoint, fetched_at);
+CREATE TABLE IF NOT EXISTS budget (
+    source TEXT NOT NULL, day TEXT NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (source, day)
+);
+"""
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    """A cached series with its fetch time; ``age_s`` is measured against the cache's clock."""
+
+    series: CarbonSeries
+    fetched_at: datetime
+    age_s: float
+    fresh: bool
+
+
+def default_cache_path() -> Path:
+    """``$GREENCPN_CACHE_DIR/sources.sqlite`` or ``~/.cache/greencpn/sources.sqlite``."""
+    import os
+
+    base = os.environ.get("GREENCPN_CACHE_DIR") or "~/.cache/greencpn"
+    return Path(base).expanduser() / "sources.sqlite"
+
+
+class SeriesCache:
+    """SQLite-backed cache of :class:`CarbonSeries`.
+
+    Args:
+        path: database file (created with its parent folder), or ``":memory:"``.
+        clock: tells ``now`` for TTLs, ages and budget days.
+        ttl_s: per-endpoint TTL overrides (endpoint kinds: ``latest``, ``forecast``,
+            ``history``; an unknown endpoint uses the ``forecast`` TTL).
+        daily_budget: per-source maximum HTTP requests per UTC day (missing = unlimited).
+    """
+
+    def __init__(self, path: str | Path, clock: Clock | None = None, *,
+                 ttl_s: dict[str, float] | None = None,
+                 daily_budget: dict[str, int] | None = None) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.clock = clock or SystemClock()
+        self.ttl_s = {**DEFAULT_TTL_S, **(ttl_s or {})}
+        self.daily_budget = dict(daily_budget or {})
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0)
+        self._db.executescript(_SCHEMA)
+        self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ---------------------------------------------------------------------------- series
+    def ttl_for(self, endpoint: str) -> float:
+        return self.ttl_s.get(endpoint, self.ttl_s["forecast"])
+
+    def put(self, source: str, zone: str, signal: str, endpoint: str, key: str,
+            series: CarbonSeries, fetched_at: datetime | None = None) -> None:
+        """Store ``series`` (replacing an earlier row with the same key)."""
+        fetched = (fetched_at or self.clock.now()).timestamp()
+        idx = series.intensity_g_per_kwh.index
+        first = idx[0].timestamp() if len(idx) else None
+        last = idx[-1].timestamp() if len(idx) else None
+        payload = encode_series(series)
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO series VALUES (?,?,?,?,?,?,?,?,?)",
+                (source, zone, signal, endpoint, key, fetched, first, last, payload))
+            self._db.commit()
+
+    def get(self, source: str, zone: str, signal: str, endpoint: str,
+            key: str) -> CacheHit | None:
+        """The row with exactly this key, fresh or stale, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT fetched_at, payload FROM series WHERE source=? AND zone=? AND signal=? "
+                "AND endpoint=? AND key=?", (source, zone, signal, endpoint, key)).fetchone()
+        return self._hit(row, endpoint)
+
+    def latest(self, source: str, zone: str, signal: str, endpoint: str, *,
+               covering: datetime | None = None) -> CacheHit | None:
+        """The most recently fetched row for the endpoint (any key), fresh or stale.
+
+        Args:
+            covering: if given, only rows whose series reaches past this time qualify.
+        """
+        sql = ("SELECT fetched_at, payload FROM series WHERE source=? AND zone=? AND signal=? "
+               "AND endpoint=?")
+        args: list[object] = [source, zone, signal, endpoint]
+        if covering is not None:
+            sql += " AND last_ts >= ?"
+            args.append(covering.timestamp())
+        sql += " ORDER BY fetched_at DESC LIMIT 1"
+        with self._lock:
+            row = self._db.execute(sql, args).fetchone()
+        return self._hit(row, endpoint)
+
+    def history_rows(self, zone: str, *, source: str | None = None) -> list[CarbonSeries]:
+        """Every cached series of ``zone`` (all endpoints), oldest fetch first — the raw
+        material for a fallback forecaster when the API is down."""
+        sql = "SELECT payload FROM series WHERE zone=?"
+        args: list[object] = [zone]
+        if source is not None:
+            sql += " AND source=?"
+            args.append(source)
+        sql += " ORDER BY fetched_at ASC"
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [decode_series(r[0]) for r in rows]
+
+    def _hit(self, row: tuple[float, str] | None, endpoint: str) -> CacheHit | None:
+        if row is None:
+            return None
+        fetched = datetime.fromtimestamp(row[0], UTC)
+        age = (self.clock.now() - fetched).total_seconds()
+        return CacheHit(series=decode_series(row[1]), fetched_at=fetched, age_s=age,
+                        fresh=age <= self.ttl_for(endpoint))
+
+    # ---------------------------------------------------------------------------- budget
+    def consume_budget(self, source: str) -> int:
+        """Count one request against ``source``'s budget for today (UTC).
+
+        Returns:
+            The number of requests made today including this one.
+
+        Raises:
+            BudgetExceededError: the budget is used up; ``retry_after_s`` is the time until
+                the next UTC midnight. The request is not counted.
+        """
+        now = self.clock.now().astimezone(UTC)
+        day = now.date().isoformat()
+        limit = self.daily_budget.get(source)
+        with self._lock:
+            row = self._db.execute("SELECT count FROM budget WHERE source=? AND day=?",
+                                   (source, day)).fetchone()
+            used = row[0] if row else 0
+            if limit is not None and used >= limit:
+                midnight = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
+                raise BudgetExceededError(
+                    f"{source}: daily request budget of {limit} used up ({day} UTC); serving "
+                    "cached data. Fix: raise the budget in the config if your plan allows more",
+                    retry_after_s=(midnight - now).total_seconds())
+            self._db.execute(
+                "INSERT INTO budget VALUES (?,?,1) ON CONFLICT(source, day) "
+                "DO UPDATE SET count = count + 1", (source, day))
+            self._db.commit()
+        return used + 1
+
+    def budget_used(self, source: str) -> int:
+        day = self.clock.now().astimezone(UTC).date().isoformat()
+        with self._lock:
+            row = self._db.execute("SELECT count FROM budget WHERE source=? AND day=?",
+                                   (source, day)).fetchone()
+        return int(row[0]) if row else 0
+
+
+# -------------------------------------------------------------------------------- encoding
+def encode_series(s: CarbonSeries) -> str:
+    """Compact JSON: epoch-second index, float values, flags and provenance."""
+    ser = s.intensity_g_per_kwh
+    idx = ser.index
+    ts = (idx.asi8 // 10**9).tolist() if len(idx) else []
+    vals = [None if v != v else float(v) for v in ser.to_numpy(dtype=float)]
+    est = None if s.estimated is None else [bool(x) for x in s.estimated.to_numpy()]
+    quant = {str(q): [None if v != v else float(v) for v in qs.to_numpy(dtype=float)]
+             for q, qs in s.quantiles.items()}
+    return json.dumps({
+        "zone": s.zone, "t": ts, "v": vals, "est": est, "signal": s.signal,
+        "accounting": s.accounting, "source": s.source,
+        "issued_at": s.issued_at.timestamp() if s.issued_at else None, "q": quant,
+    }, separators=(",", ":"))
+
+
+def decode_series(text: str) -> CarbonSeries:
+    d = json.loads(text)
+    idx = pd.DatetimeIndex(np.asarray(d["t"], dtype="int64") * 10**9, tz=UTC)
+    values = pd.Series(np.asarray(d["v"], dtype=float), index=idx, name="intensity_g_per_kwh")
+    est = None if d["est"] is None else pd.Series(np.asarray(d["est"], dtype=bool), index=idx)
+    quant = {float(q): pd.Series(np.asarray(v, dtype=float), index=idx)
+             for q, v in d.get("q", {}).items()}
+    issued = datetime.fromtimestamp(d["issued_at"], UTC) if d["issued_at"] is not None else None
+    return CarbonSeries(zone=d["zone"], intensity_g_per_kwh=values, signal=d["signal"],
+                        accounting=d["accounting"], source=d["source"], issued_at=issued,
+                        estimated=est, quantiles=quant)
+
+
+def mark_stale(hit: CacheHit) -> CarbonSeries:
+    """The cached series tagged as a cache fallback with its age."""
+    return replace(hit.series, stale_age_s=hit.age_s, fallback="cache")
