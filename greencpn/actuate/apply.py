@@ -1,0 +1,831 @@
+"""Apply one slot of a plan to the fleet, safely.
+
+``apply_plan`` reads the plan's target for one slot (per pool: nodes on and the GPU power
+cap), observes the fleet (node status through each pool's hook, GPU caps through each node's
+:class:`~greencpn.actuate.base.GpuBackend`), computes the diff, prints it, and — unless it is a
+dry run or the controller is in shadow mode — carries it out in this order:
+
+1. **lower caps** on GPUs whose cap is above the target (power goes down first);
+2. **drain** the nodes chosen for power-off and wait (bounded) until they are idle; a node
+   still busy is resumed (if greencpn drained it), skipped and reported;
+3. **power off** the idle drained nodes;
+4. **power on** the nodes chosen for start-up (wake before work moves there);
+5. **wait for boot** (bounded by each pool's boot timeout); a node not up in time is marked
+   *failed* and left alone;
+6. **resume** nodes greencpn drained that are on again, so the scheduler can use them;
+7. **raise caps** (and set caps on freshly booted nodes) — power goes up last.
+
+Steps 4–7 increase power; they are skipped at a site where a power-reducing step (1–3) failed
+with an error, so a site never ends above the plan because a reduction failed. Power
+operations (3, 4) draw from the rate limiter; those without a token are deferred to a later
+apply. Every step is written to the ledger before it runs (intent) and after (result); on a GPU
+error the caps already set on that pool in that step are rolled back, and the rollback is
+recorded too. See :mod:`greencpn.actuate.safety` for the rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from greencpn.actuate.base import GpuBackend, GpuInfo, NodePower, NodePowerHook, NodeStatus
+from greencpn.actuate.hostlist import compress, expand
+from greencpn.actuate.ledger import Ledger, NodeRecord
+from greencpn.actuate.safety import (
+    ControlSettings,
+    Held,
+    TokenBucket,
+    boot_timeout_s,
+    choose_power_off,
+    choose_power_on,
+    counts_as_on,
+    designated_spares,
+)
+from greencpn.clock import Clock
+from greencpn.config import FleetConfig, PoolConfig
+from greencpn.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PLAN_SCHEMA_PREFIX = "greencpn.plan/1"
+CAP_TOLERANCE_W = 0.5
+"""Caps within this many watts of the target count as equal (NVML works in milliwatts)."""
+TOKEN_KEY = "power_ops_bucket"
+
+
+# --------------------------------------------------------------------------- plan and slot
+
+
+def load_plan(path: str | Path) -> dict[str, Any]:
+    """Read a ``plan.json`` and check its schema version."""
+    p = Path(path)
+    try:
+        plan = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError("plan file not found", source=str(p),
+                          fix="run 'greencpn plan' first or pass the path of its plan.json") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"not valid JSON: {exc}", source=str(p), fix="pass a plan.json written by greencpn plan") from None
+    if not isinstance(plan, dict) or not str(plan.get("schema", "")).startswith(PLAN_SCHEMA_PREFIX):
+        raise ConfigError(f"schema is {plan.get('schema') if isinstance(plan, dict) else None!r}",
+                          source=str(p), field="schema",
+                          fix=f"this greencpn reads '{PLAN_SCHEMA_PREFIX}' plans; re-run greencpn plan")
+    for key in ("horizon", "pools"):
+        if key not in plan:
+            raise ConfigError("missing", source=str(p), field=key, fix="pass a plan.json written by greencpn plan")
+    return plan
+
+
+@dataclass(frozen=True)
+class SlotRef:
+    index: int
+    start: datetime
+    end: datetime
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def resolve_slot(plan: dict[str, Any], slot: str | int, clock: Clock, source: str | None = None) -> SlotRef:
+    """``slot`` is an index or ``"now"`` (the slot whose interval holds ``clock.now()``)."""
+    hz = plan["horizon"]
+    starts = [_parse_time(s) for s in hz["slot_starts"]]
+    step = timedelta(minutes=int(hz["slot_minutes"]))
+    if isinstance(slot, str) and slot.strip().lower() == "now":
+        now = clock.now()
+        for i, s in enumerate(starts):
+            if s <= now < s + step:
+                return SlotRef(i, s, s + step)
+        first = starts[0].isoformat() if starts else "?"
+        last = (starts[-1] + step).isoformat() if starts else "?"
+        raise ConfigError(f"now ({now.isoformat()}) is outside the plan's horizon {first} – {last}",
+                          source=source, field="--slot", fix="make a fresh plan or pass --slot N")
+    try:
+        idx = int(slot)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{slot!r} is not a slot", source=source, field="--slot",
+                          fix="pass --slot now or a slot index") from None
+    if not 0 <= idx < len(starts):
+        raise ConfigError(f"slot {idx} is outside 0..{len(starts) - 1}", source=source,
+                          field="--slot", fix="pass a slot index inside the plan's horizon")
+    return SlotRef(idx, starts[idx], starts[idx] + step)
+
+
+# --------------------------------------------------------------------------- backends
+
+
+@dataclass
+class Backends:
+    """What ``apply`` acts through.
+
+    Attributes:
+        hooks: per pool name, its node power hook (``None``: node power is not actuated).
+        gpus: node name -> that node's GPU backend, or ``None`` if it cannot be reached.
+    """
+
+    hooks: Mapping[str, NodePowerHook | None]
+    gpus: Callable[[str], GpuBackend | None]
+
+
+# --------------------------------------------------------------------------- the diff
+
+
+@dataclass(frozen=True)
+class CapChange:
+    node: str
+    index: int
+    before_w: float
+    after_w: float
+
+    @property
+    def target(self) -> str:
+        return f"{self.node}:gpu{self.index}"
+
+
+@dataclass
+class PoolDiff:
+    """Plan target vs observed state for one pool, and the actions chosen to close the gap."""
+
+    name: str
+    site: str
+    hook_kind: str
+    nodes: list[str]
+    spares: list[str]
+    statuses: list[NodeStatus]
+    plan_nodes_on: int
+    target_nodes_on: int
+    on_now: int
+    power_off: list[str] = field(default_factory=list)
+    power_on: list[str] = field(default_factory=list)
+    resume: list[str] = field(default_factory=list)
+    mark_failed: list[Held] = field(default_factory=list)
+    held: list[Held] = field(default_factory=list)
+    target_cap_w: float | None = None
+    caps_now_w: dict[str, list[float]] = field(default_factory=dict)
+    cap_lower: list[CapChange] = field(default_factory=list)
+    cap_raise: list[CapChange] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    pool_cfg: PoolConfig | None = None
+    actuated: bool = True
+
+    @property
+    def actions(self) -> int:
+        return (len(self.power_off) + len(self.power_on) + len(self.resume) + len(self.mark_failed)
+                + len(self.cap_lower) + len(self.cap_raise))
+
+
+def _status_all(hook: NodePowerHook, nodes: Sequence[str]) -> list[NodeStatus]:
+    if not nodes:
+        return []
+    try:
+        got = {s.name: s for s in hook.status(nodes)}
+    except Exception as exc:  # a hook fault must not stop the others; the nodes read as unknown
+        log.warning("status of %s failed: %s", compress(nodes), exc)
+        return [NodeStatus(n, NodePower.UNKNOWN, detail=f"status failed: {exc}") for n in nodes]
+    return [got.get(n) or NodeStatus(n, NodePower.UNKNOWN, detail="not in status reply") for n in nodes]
+
+
+def _list_gpus(gb: GpuBackend, node: str, notes: list[str]) -> list[GpuInfo] | None:
+    try:
+        return gb.list_gpus()
+    except Exception as exc:
+        notes.append(f"{node}: cannot read GPUs ({type(exc).__name__}: {exc}); caps left as they are")
+        return None
+
+
+def _cap_changes(target_w: float, node: str, gpus: Sequence[GpuInfo], notes: list[str]
+                 ) -> tuple[list[CapChange], list[CapChange]]:
+    lower, raise_ = [], []
+    for g in gpus:
+        if not g.power_limit_min_w - CAP_TOLERANCE_W <= target_w <= g.power_limit_max_w + CAP_TOLERANCE_W:
+            notes.append(f"{node}:gpu{g.index}: target {target_w:g} W is outside the device range "
+                         f"{g.power_limit_min_w:g}–{g.power_limit_max_w:g} W; left at {g.power_limit_current_w:g} W")
+            continue
+        if abs(g.power_limit_current_w - target_w) <= CAP_TOLERANCE_W:
+            continue
+        ch = CapChange(node, g.index, g.power_limit_current_w, target_w)
+        (lower if target_w < g.power_limit_current_w else raise_).append(ch)
+    return lower, raise_
+
+
+def _pool_slot(pool: dict[str, Any], slot: int, source: str | None) -> dict[str, Any]:
+    for s in pool.get("slots", []):
+        if int(s.get("slot", -1)) == slot:
+            return dict(s)
+    raise ConfigError(f"pool {pool.get('name')!r} has no entry for slot {slot}", source=source,
+                      field=f"pools({pool.get('name')}).slots", fix="re-run greencpn plan")
+
+
+def compute_diff(plan: dict[str, Any], slot: SlotRef, config: FleetConfig, backends: Backends,
+                 ledger: Ledger, settings: ControlSettings, now: datetime,
+                 source: str | None = None) -> list[PoolDiff]:
+    """Observe the fleet and decide, per pool, what to switch and which caps to set."""
+    pools_cfg = {p.name: p for p in config.pools}
+    diffs = []
+    for pool in plan["pools"]:
+        name = pool["name"]
+        pcfg = pools_cfg.get(name)
+        if pcfg is None:
+            raise ConfigError(f"plan pool {name!r} is not in the config {config.path}", source=source,
+                              field=f"pools({name})", fix="plan and apply with the same config")
+        target = _pool_slot(pool, slot.index, source)
+        hook = backends.hooks.get(name)
+        hook_kind = (pool.get("hook") or {}).get("kind") or pcfg.hook.kind
+        hostlist = pool.get("hostlist") or pcfg.hostlist
+        notes: list[str] = []
+        nodes = expand(hostlist) if hostlist else []
+        if not nodes:
+            notes.append("no hostlist: node power and caps are not actuated (set pools.hostlist)")
+        spares = designated_spares(name, nodes, min(pcfg.spares, len(nodes)), settings) if nodes else []
+        if hook is None:
+            if nodes:
+                notes.append(f"hook '{hook_kind}': node power is not actuated; caps only on reachable nodes")
+            statuses = [NodeStatus(n, NodePower.ON, detail="assumed on (no hook)") for n in nodes]
+        else:
+            statuses = _status_all(hook, nodes)
+        records = {n: ledger.node(n) for n in nodes}
+        plan_on = int(target.get("nodes_on", len(nodes)))
+        d = PoolDiff(name=name, site=pool.get("site") or pcfg.site, hook_kind=hook_kind, nodes=nodes,
+                     spares=spares, statuses=statuses, plan_nodes_on=plan_on,
+                     target_nodes_on=plan_on, on_now=0, notes=notes, pool_cfg=pcfg,
+                     actuated=hook is not None and bool(nodes))
+
+        # boots that overran their timeout (found now, e.g. when the last apply did not wait)
+        for st in statuses:
+            rec = records[st.name]
+            if (not rec.failed and rec.boot_deadline is not None and st.power != NodePower.ON
+                    and now > rec.boot_deadline):
+                d.mark_failed.append(Held(st.name, f"not on by its boot deadline {rec.boot_deadline.isoformat()} "
+                                                   f"(status {st.power.value})"))
+        newly_failed = {h.node for h in d.mark_failed}
+        if newly_failed:
+            records = {n: (NodeRecord(name=n, failed=True, failed_reason="boot timeout") if n in newly_failed else r)
+                       for n, r in records.items()}
+        failed = sorted(n for n, r in records.items() if r.failed)
+        if failed:
+            d.notes.append(f"failed (left alone until cleared): {compress(failed)}")
+        unknown = [s.name for s in statuses if s.power == NodePower.UNKNOWN]
+        if unknown:
+            d.notes.append(f"status unknown (not switched): {compress(unknown)}")
+        d.on_now = sum(1 for s in statuses if counts_as_on(s) and s.name not in newly_failed)
+
+        if d.actuated:
+            eff = min(max(plan_on, len(spares)), len(nodes))
+            if eff != plan_on:
+                d.notes.append(f"target raised from {plan_on} to {eff} nodes on to keep {len(spares)} spare(s)")
+            d.target_nodes_on = eff
+            gap = eff - d.on_now
+            if gap < 0:
+                d.power_off, held = choose_power_off(statuses, -gap, records, now,
+                                                     min_up_h=pcfg.min_up_h, spares=spares)
+            elif gap > 0:
+                d.power_on, held = choose_power_on(statuses, gap, records, now,
+                                                   min_down_h=pcfg.min_down_h, spares=spares)
+            else:
+                held = []
+            d.held = held
+            short = abs(gap) - len(d.power_off) - len(d.power_on)
+            if short > 0:
+                d.notes.append(f"{short} node(s) of the {'power-off' if gap < 0 else 'power-on'} target "
+                               "cannot be switched now (see held)")
+            off = set(d.power_off)
+            d.resume = [s.name for s in statuses if s.power == NodePower.ON and s.drained
+                        and records[s.name].drained_by_us and s.name not in off]
+        else:
+            d.target_nodes_on = d.on_now
+
+        # GPU caps on nodes that are on and stay on
+        cap = target.get("power_cap_w")
+        d.target_cap_w = None if cap is None else float(cap)
+        if d.target_cap_w is not None:
+            off = set(d.power_off)
+            unreachable = []
+            for st in statuses:
+                if st.power != NodePower.ON or st.name in off or records[st.name].failed:
+                    continue
+                gb = backends.gpus(st.name)
+                if gb is None:
+                    unreachable.append(st.name)
+                    continue
+                gpus = _list_gpus(gb, st.name, d.notes)
+                if gpus is None:
+                    continue
+                d.caps_now_w[st.name] = [g.power_limit_current_w for g in gpus]
+                lower, raise_ = _cap_changes(d.target_cap_w, st.name, gpus, d.notes)
+                d.cap_lower += lower
+                d.cap_raise += raise_
+            if unreachable:
+                d.notes.append(f"no GPU backend for {compress(unreachable)}: caps not read or set")
+        diffs.append(d)
+    return diffs
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def _range_w(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    lo, hi = min(values), max(values)
+    return f"{lo:g}" if abs(hi - lo) < CAP_TOLERANCE_W else f"{lo:g}-{hi:g}"
+
+
+def format_diff(diffs: Sequence[PoolDiff], slot: SlotRef, *, plan_path: str | None, mode: str) -> str:
+    """The diff as a fixed-width table plus per-pool notes."""
+    head = (f"plan {plan_path or '-'}  slot {slot.index} "
+            f"[{slot.start:%Y-%m-%d %H:%M}Z, {slot.end:%H:%M}Z)  mode: {mode}")
+    cols = ("pool", "site", "hook", "on now", "target", "power off", "power on", "cap now W",
+            "cap target W", "GPUs to cap")
+    rows = [cols]
+    for d in diffs:
+        caps = [w for ws in d.caps_now_w.values() for w in ws]
+        n_cap = len(d.cap_lower) + len(d.cap_raise)
+        cap_txt = "-" if not n_cap else " ".join(
+            t for t in (f"{len(d.cap_lower)} lower" if d.cap_lower else "",
+                        f"{len(d.cap_raise)} raise" if d.cap_raise else "") if t)
+        rows.append((
+            d.name, d.site, d.hook_kind, f"{d.on_now}/{len(d.nodes)}", str(d.target_nodes_on),
+            compress(d.power_off) if d.power_off else "-",
+            compress(d.power_on) if d.power_on else "-",
+            _range_w(caps), "-" if d.target_cap_w is None else f"{d.target_cap_w:g}", cap_txt,
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
+    lines = [head, ""]
+    for k, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    extra = []
+    for d in diffs:
+        for h in d.mark_failed:
+            extra.append(f"  {d.name}: mark {h.node} failed: {h.reason}")
+        if d.resume:
+            extra.append(f"  {d.name}: resume {compress(d.resume)} (drained by greencpn, on again)")
+        for h in d.held:
+            extra.append(f"  {d.name}: held {h.node}: {h.reason}")
+        for n in d.notes:
+            extra.append(f"  {d.name}: {n}")
+    if extra:
+        lines += ["", "notes:", *extra]
+    if not any(d.actions for d in diffs):
+        lines += ["", "nothing to do: the fleet already matches the plan for this slot"]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    phase: str
+    action: str
+    pool: str | None
+    targets: tuple[str, ...]
+    status: str  # ok | error | skipped | deferred | failed | shadow
+    message: str = ""
+
+
+@dataclass
+class ApplyReport:
+    slot: SlotRef
+    mode: str  # dry-run | shadow | act
+    diffs: list[PoolDiff]
+    steps: list[StepOutcome] = field(default_factory=list)
+    interrupted: list[str] = field(default_factory=list)
+    apply_id: int | None = None
+    failed_nodes: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[StepOutcome]:
+        return [s for s in self.steps if s.status not in ("ok", "shadow")]
+
+    @property
+    def changed(self) -> bool:
+        return any(s.status == "ok" for s in self.steps)
+
+    @property
+    def outcome(self) -> str:
+        if self.mode != "act":
+            return self.mode
+        if self.problems:
+            return "partial"
+        return "applied" if self.changed else "nothing_to_do"
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.mode == "act" and self.problems else 0
+
+    def format(self) -> str:
+        lines = []
+        for note in self.interrupted:
+            lines.append(f"warning: {note}")
+        for s in self.steps:
+            tgt = compress(list(s.targets)) if s.targets and all(":" not in t for t in s.targets) else \
+                ",".join(s.targets[:4]) + (f",…(+{len(s.targets) - 4})" if len(s.targets) > 4 else "")
+            lines.append(f"  [{s.status:8}] {s.phase:11} {s.action:15} {s.pool or '-':12} {tgt}"
+                         + (f"  — {s.message}" if s.message else ""))
+        if self.failed_nodes:
+            lines.append(f"re-plan needed: node(s) marked failed: {compress(self.failed_nodes)}")
+        verdict = {
+            "dry-run": "dry run: nothing changed",
+            "shadow": "shadow mode: nothing changed (allow actuation with --allow-actuation or "
+                      "allow_actuation = true in control.toml)",
+            "applied": "applied",
+            "nothing_to_do": "nothing changed: the fleet already matched the plan",
+            "partial": f"partial: {len(self.problems)} step(s) not done — recorded in the ledger",
+        }[self.outcome]
+        ref = f" (ledger apply #{self.apply_id})" if self.apply_id is not None else ""
+        lines.append(f"result: {verdict}{ref}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- execution
+
+
+class _Run:
+    """One apply in ``act`` or ``shadow`` mode (state for the phases)."""
+
+    def __init__(self, diffs: list[PoolDiff], report: ApplyReport, backends: Backends,
+                 ledger: Ledger, settings: ControlSettings, clock: Clock,
+                 sleep: Callable[[float], None], apply_id: int) -> None:
+        self.diffs = diffs
+        self.report = report
+        self.backends = backends
+        self.ledger = ledger
+        self.settings = settings
+        self.clock = clock
+        self.sleep = sleep
+        self.apply_id = apply_id
+        self.failed_sites: set[str] = set()
+        self.bucket = TokenBucket.from_state(ledger.get_kv(TOKEN_KEY), settings.max_power_ops_per_min,
+                                             settings.power_ops_burst, clock)
+        self.booting: dict[str, tuple[PoolDiff, datetime]] = {}  # node -> pool, deadline
+        self.powered_off: set[str] = set()
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def out(self, phase: str, action: str, pool: str | None, targets: Sequence[str], status: str,
+            message: str = "") -> None:
+        self.report.steps.append(StepOutcome(phase, action, pool, tuple(targets), status, message))
+
+    def decide(self, phase: str, action: str, pool: str | None, targets: Sequence[str], status: str,
+               message: str) -> None:
+        """A decision with no hardware call (skip, defer, mark failed): recorded and reported."""
+        self.ledger.record(self.apply_id, self.now(), phase=phase, action=action, pool=pool,
+                           targets=list(targets), status=status, detail={"message": message})
+        self.out(phase, action, pool, targets, status, message)
+
+    # ---------------------------------------------------------------- observations
+    def record_observations(self) -> None:
+        now = self.now()
+        for d in self.diffs:
+            if not d.actuated:
+                continue
+            for st in d.statuses:
+                if st.power == NodePower.UNKNOWN:
+                    continue
+                rec = self.ledger.node(st.name)
+                fields: dict[str, Any] = {"pool": d.name, "power": st.power.value, "seen_at": now}
+                was_on = rec.power in ("on", "booting")
+                is_on = st.power in (NodePower.ON, NodePower.BOOTING)
+                if rec.power is not None and was_on != is_on:  # changed outside greencpn
+                    fields["on_since" if is_on else "off_since"] = now
+                if st.power == NodePower.ON and rec.boot_deadline is not None and not rec.failed:
+                    fields.update(boot_requested_at=None, boot_deadline=None)
+                self.ledger.update_node(st.name, **fields)
+            for h in d.mark_failed:
+                self.ledger.update_node(h.node, failed=True, failed_at=now, failed_reason=h.reason,
+                                        boot_deadline=None)
+                self.decide("observe", "mark_failed", d.name, [h.node], "failed", h.reason)
+                self.report.failed_nodes.append(h.node)
+
+    # ---------------------------------------------------------------- GPU caps
+    def set_caps(self, phase: str, d: PoolDiff, changes: Sequence[CapChange]) -> None:
+        if not changes:
+            return
+        sid = self.ledger.intent(
+            self.apply_id, self.now(), phase=phase, action="set_power_cap", pool=d.name,
+            targets=[c.target for c in changes],
+            detail={"target_w": d.target_cap_w, "before_w": {c.target: c.before_w for c in changes}},
+        )
+        done: list[CapChange] = []
+        for c in changes:
+            gb = self.backends.gpus(c.node)
+            try:
+                if gb is None:
+                    raise RuntimeError(f"no GPU backend for {c.node}")
+                gb.set_power_limit_w(c.index, c.after_w)
+            except Exception as exc:
+                self._cap_failure(phase, d, sid, done, c, exc)
+                return
+            done.append(c)
+        self.ledger.result(sid, self.now(), "ok", {"set_w": {c.target: c.after_w for c in done}})
+        self.out(phase, "set_power_cap", d.name, [c.target for c in done], "ok",
+                 f"{len(done)} GPU(s) to {d.target_cap_w:g} W")
+
+    def _cap_failure(self, phase: str, d: PoolDiff, sid: int, done: list[CapChange], failed: CapChange,
+                     exc: Exception) -> None:
+        err = f"{type(exc).__name__}: {exc}"
+        rolled: list[str] = []
+        rb_errors: dict[str, str] = {}
+        if done:
+            rb = self.ledger.intent(self.apply_id, self.now(), phase=phase, action="rollback_power_cap",
+                                    pool=d.name, targets=[c.target for c in done],
+                                    detail={"restore_w": {c.target: c.before_w for c in done}})
+            for c in reversed(done):
+                gb = self.backends.gpus(c.node)
+                try:
+                    if gb is None:
+                        raise RuntimeError(f"no GPU backend for {c.node}")
+                    gb.set_power_limit_w(c.index, c.before_w)
+                    rolled.append(c.target)
+                except Exception as rexc:
+                    rb_errors[c.target] = f"{type(rexc).__name__}: {rexc}"
+            self.ledger.result(rb, self.now(), "error" if rb_errors else "ok",
+                               {"restored": rolled, "errors": rb_errors,
+                                "still_at_new_cap_w": {t: d.target_cap_w for t in rb_errors}})
+            self.out(phase, "rollback_power_cap", d.name, rolled or [c.target for c in done],
+                     "error" if rb_errors else "ok",
+                     f"restored {len(rolled)} GPU(s)" + (f"; could not restore {sorted(rb_errors)}" if rb_errors else ""))
+        self.ledger.result(sid, self.now(), "error", {"error": err, "failed_at": failed.target,
+                                                      "set_then_rolled_back": rolled,
+                                                      "rollback_errors": rb_errors})
+        self.out(phase, "set_power_cap", d.name, [failed.target], "error",
+                 f"{err}; pool {d.name} caps left as before; power-raising steps at site {d.site} skipped")
+        self.failed_sites.add(d.site)
+
+    # ---------------------------------------------------------------- node operations
+    def _hook(self, d: PoolDiff) -> NodePowerHook:
+        hook = self.backends.hooks.get(d.name)
+        assert hook is not None
+        return hook
+
+    def _call(self, phase: str, action: str, d: PoolDiff, nodes: list[str],
+              fn: Callable[[], object], detail: dict[str, Any] | None = None) -> Exception | None:
+        """Run one hook call with intent/result in the ledger; returns the exception, if any."""
+        sid = self.ledger.intent(self.apply_id, self.now(), phase=phase, action=action, pool=d.name,
+                                 targets=nodes, detail=detail)
+        try:
+            changes = fn()
+        except Exception as exc:
+            after = {s.name: s.power.value for s in _status_all(self._hook(d), nodes)}
+            self.ledger.result(sid, self.now(), "error",
+                               {"error": f"{type(exc).__name__}: {exc}", "observed_after": after})
+            self.out(phase, action, d.name, nodes, "error",
+                     f"{type(exc).__name__}: {exc}; observed after: "
+                     + ", ".join(f"{n}={p}" for n, p in after.items()))
+            return exc
+        self.ledger.result(sid, self.now(), "ok", {"changes": [
+            dataclasses.asdict(c) if dataclasses.is_dataclass(c) and not isinstance(c, type) else str(c)
+            for c in (changes if isinstance(changes, list) else [])]})
+        self.out(phase, action, d.name, nodes, "ok")
+        return None
+
+    def power_off_phase(self) -> None:
+        for d in self.diffs:
+            if not d.power_off:
+                continue
+            nodes, deferred = [], []
+            for n in d.power_off:
+                (nodes if self.bucket.take() else deferred).append(n)
+            if deferred:
+                self.decide("drain", "power_off", d.name, deferred, "deferred",
+                            f"rate limit {self.settings.max_power_ops_per_min:g}/min; "
+                            f"next token in {self.bucket.seconds_until():.0f} s")
+            if not nodes:
+                continue
+            status = {s.name: s for s in _status_all(self._hook(d), nodes)}
+            to_drain = [n for n in nodes if not status[n].drained]
+            if to_drain:
+                exc = self._call("drain", "drain", d, to_drain,
+                                 partial(self._hook(d).drain, to_drain, "greencpn: power saving"))
+                if exc is not None:
+                    self.failed_sites.add(d.site)
+                    self.bucket.give_back(len(nodes))
+                    continue
+                for n in to_drain:
+                    self.ledger.update_node(n, drained_by_us=True)
+            idle = self._wait_idle(d, nodes)
+            busy = [n for n in nodes if n not in idle]
+            if busy:
+                self.bucket.give_back(len(busy))
+                ours = [n for n in busy if self.ledger.node(n).drained_by_us]
+                if ours:
+                    exc = self._call("drain", "resume", d, ours, partial(self._hook(d).resume, ours))
+                    if exc is None:
+                        for n in ours:
+                            self.ledger.update_node(n, drained_by_us=False)
+                self.decide("drain", "power_off", d.name, busy, "skipped",
+                            f"still running work after {self.settings.drain_timeout_s:g} s drain; kept on")
+            if not idle:
+                continue
+            exc = self._call("power_off", "power_off", d, idle, partial(self._hook(d).power_off, idle))
+            if exc is not None:
+                self.failed_sites.add(d.site)
+                continue
+            now = self.now()
+            for n in idle:
+                self.ledger.update_node(n, power="off", off_since=now, seen_at=now,
+                                        boot_requested_at=None, boot_deadline=None)
+                self.powered_off.add(n)
+
+    def _wait_idle(self, d: PoolDiff, nodes: list[str]) -> list[str]:
+        deadline = self.now() + timedelta(seconds=self.settings.drain_timeout_s)
+        while True:
+            st = _status_all(self._hook(d), nodes)
+            idle = [s.name for s in st if s.power == NodePower.ON and s.running_jobs == 0 and s.drained]
+            if len(idle) == len(nodes) or self.now() >= deadline:
+                return idle
+            self.sleep(min(self.settings.poll_interval_s, max(0.0, (deadline - self.now()).total_seconds())))
+
+    def power_on_phase(self) -> None:
+        for d in self.diffs:
+            if not d.power_on:
+                continue
+            if d.site in self.failed_sites:
+                self.decide("power_on", "power_on", d.name, d.power_on, "skipped",
+                            f"a power-reducing step failed at site {d.site}")
+                continue
+            nodes, deferred = [], []
+            for n in d.power_on:
+                (nodes if self.bucket.take() else deferred).append(n)
+            if deferred:
+                self.decide("power_on", "power_on", d.name, deferred, "deferred",
+                            f"rate limit {self.settings.max_power_ops_per_min:g}/min; "
+                            f"next token in {self.bucket.seconds_until():.0f} s")
+            if not nodes:
+                continue
+            exc = self._call("power_on", "power_on", d, nodes, partial(self._hook(d).power_on, nodes))
+            if exc is not None:
+                continue
+            now = self.now()
+            assert d.pool_cfg is not None
+            deadline = now + timedelta(seconds=boot_timeout_s(d.pool_cfg.boot_time_min, self.settings))
+            for n in nodes:
+                self.ledger.update_node(n, power="booting", on_since=now, seen_at=now,
+                                        boot_requested_at=now, boot_deadline=deadline)
+                self.booting[n] = (d, deadline)
+
+    def wait_boot_phase(self) -> None:
+        if not self.booting:
+            return
+        if not self.settings.wait_for_boot:
+            self.out("wait_boot", "wait_boot", None, sorted(self.booting), "ok",
+                     "not waiting (wait_for_boot = false); a later apply checks the boot deadline")
+            return
+        pending = dict(self.booting)
+        while pending:
+            by_pool: dict[str, list[str]] = {}
+            for n, (d, _) in pending.items():
+                by_pool.setdefault(d.name, []).append(n)
+            for pool, nodes in by_pool.items():
+                d = pending[nodes[0]][0]
+                for st in _status_all(self._hook(d), nodes):
+                    if st.power == NodePower.ON:
+                        del pending[st.name]
+                        now = self.now()
+                        self.ledger.update_node(st.name, power="on", seen_at=now,
+                                                boot_requested_at=None, boot_deadline=None)
+                        if st.drained and self.ledger.node(st.name).drained_by_us:
+                            d.resume.append(st.name)
+                        self.out("wait_boot", "booted", pool, [st.name], "ok")
+            now = self.now()
+            overdue = [n for n, (_, dl) in pending.items() if now >= dl]
+            for n in overdue:
+                d, dl = pending.pop(n)
+                reason = f"not on within its boot timeout (deadline {dl.isoformat()})"
+                self.ledger.update_node(n, failed=True, failed_at=now, failed_reason=reason,
+                                        boot_deadline=None)
+                self.decide("wait_boot", "mark_failed", d.name, [n], "failed", reason + "; left alone")
+                self.report.failed_nodes.append(n)
+            if pending:
+                next_dl = min(dl for _, dl in pending.values())
+                self.sleep(max(0.0, min(self.settings.poll_interval_s, (next_dl - self.now()).total_seconds())))
+
+    def resume_phase(self) -> None:
+        for d in self.diffs:
+            nodes = sorted(set(d.resume) - self.powered_off)
+            if not nodes:
+                continue
+            exc = self._call("resume", "resume", d, nodes, partial(self._hook(d).resume, nodes))
+            if exc is None:
+                for n in nodes:
+                    self.ledger.update_node(n, drained_by_us=False)
+
+    def raise_caps_phase(self) -> None:
+        for d in self.diffs:
+            if d.target_cap_w is None:
+                continue
+            booted = [n for n, (p, _) in self.booting.items() if p is d and self.ledger.node(n).power == "on"]
+            changes = list(d.cap_raise)
+            for n in booted:  # fresh nodes come up at their default cap: read, then set
+                gb = self.backends.gpus(n)
+                gpus = _list_gpus(gb, n, d.notes) if gb is not None else None
+                if gpus is not None:
+                    lower, raise_ = _cap_changes(d.target_cap_w, n, gpus, d.notes)
+                    changes += lower + raise_
+            if not changes:
+                continue
+            if d.site in self.failed_sites and any(c.after_w > c.before_w for c in changes):
+                ups = [c for c in changes if c.after_w > c.before_w]
+                self.decide("raise_caps", "set_power_cap", d.name, [c.target for c in ups], "skipped",
+                            f"a power-reducing step failed at site {d.site}")
+                changes = [c for c in changes if c.after_w <= c.before_w]
+            self.set_caps("raise_caps", d, changes)
+
+    def run(self) -> None:
+        self.record_observations()
+        for d in self.diffs:
+            self.set_caps("lower_caps", d, d.cap_lower)
+        self.power_off_phase()
+        self.power_on_phase()
+        self.wait_boot_phase()
+        self.resume_phase()
+        self.raise_caps_phase()
+        self.ledger.set_kv(TOKEN_KEY, self.bucket.state())
+
+    def shadow(self) -> None:
+        """Record what would be done, change nothing."""
+        for d in self.diffs:
+            for phase, action, targets in (
+                ("lower_caps", "set_power_cap", [c.target for c in d.cap_lower]),
+                ("power_off", "power_off", d.power_off),
+                ("power_on", "power_on", d.power_on),
+                ("resume", "resume", d.resume),
+                ("raise_caps", "set_power_cap", [c.target for c in d.cap_raise]),
+                ("observe", "mark_failed", [h.node for h in d.mark_failed]),
+            ):
+                if targets:
+                    self.decide(phase, action, d.name, targets, "shadow", "would do (shadow mode)")
+
+
+def apply_plan(plan: dict[str, Any], slot: str | int, config: FleetConfig, backends: Backends, *,
+               clock: Clock, state_dir: str | Path, settings: ControlSettings | None = None,
+               dry_run: bool = False, plan_path: str | None = None,
+               sleep: Callable[[float], None] | None = None,
+               echo: Callable[[str], None] | None = None) -> ApplyReport:
+    """Observe, diff and (unless dry-run or shadow) apply one slot of ``plan``.
+
+    Args:
+        plan: the plan dict (docs/plan-schema.md).
+        slot: a slot index or ``"now"``.
+        config: the fleet config the plan was made with (pool timing, spares, hostlists).
+        backends: node hooks per pool and GPU backends per node.
+        clock: the time source; ``sleep`` waits (tests pass one that advances a SimClock).
+        state_dir: where the ledger lives.
+        settings: control settings (shadow by default).
+        dry_run: show the diff only; nothing is changed or written.
+        echo: called with the diff text before anything is changed (the CLI prints it).
+    """
+    settings = settings or ControlSettings()
+    sleep = sleep or time.sleep
+    ref = resolve_slot(plan, slot, clock, source=plan_path)
+    mode = "dry-run" if dry_run else ("act" if settings.allow_actuation else "shadow")
+    ledger = Ledger.open_readonly(state_dir) if dry_run else Ledger.open(state_dir)
+    try:
+        interrupted: list[str] = []
+        if dry_run:
+            apps, steps = ledger.unfinished()
+        else:
+            apps, steps = ledger.close_unfinished(clock.now())
+        for a in apps:
+            interrupted.append(f"apply #{a.id} started {a.started_at.isoformat()} never finished")
+        for s in steps:
+            interrupted.append(f"apply #{s.apply_id} step {s.seq} {s.action} on {','.join(s.targets)} "
+                               "has no recorded result; its effect was re-observed")
+        diffs = compute_diff(plan, ref, config, backends, ledger, settings, clock.now(), source=plan_path)
+        report = ApplyReport(slot=ref, mode=mode, diffs=diffs, interrupted=interrupted)
+        if echo is not None:
+            echo(format_diff(diffs, ref, plan_path=plan_path, mode=mode))
+        if dry_run:
+            return report
+        apply_id = ledger.begin_apply(clock.now(), plan_path=plan_path, slot=ref.index,
+                                      slot_start=ref.start, mode=mode)
+        report.apply_id = apply_id
+        run = _Run(diffs, report, backends, ledger, settings, clock, sleep, apply_id)
+        try:
+            if mode == "act":
+                run.run()
+            else:
+                run.shadow()
+        except BaseException as exc:  # an unexpected fault: record it, then let it surface
+            ledger.finish_apply(apply_id, clock.now(), "error", {
+                "error": f"{type(exc).__name__}: {exc}", "steps": len(report.steps)})
+            raise
+        ledger.finish_apply(apply_id, clock.now(), report.outcome, {
+            "slot": ref.index, "steps": len(report.steps), "problems": len(report.problems),
+            "failed_nodes": report.failed_nodes,
+        })
+        return report
+    finally:
+        ledger.close()

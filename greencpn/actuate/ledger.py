@@ -1,0 +1,353 @@
+"""The apply ledger: a durable record of every ``greencpn apply`` and every step it took.
+
+One SQLite file, ``<state dir>/ledger.sqlite``, holds:
+
+* ``applies`` — one row per apply: when, which plan and slot, mode (``act`` / ``shadow``),
+  outcome (``applied``, ``nothing_to_do``, ``partial``, ``interrupted``) and a JSON summary.
+* ``steps`` — one row per step. The row is written **before** the step runs (status
+  ``pending``, the *intent*) and updated after it (``ok`` / ``error`` / ``skipped`` /
+  ``deferred``, the *result*). A crash between the two leaves a ``pending`` row, which the next
+  apply reports as unfinished — nothing is ever half-applied without a record.
+* ``nodes`` — what greencpn knows about each node across applies: the last power state seen,
+  since when it has been on / off (for min up / min down), whether a boot is pending and until
+  when, whether greencpn drained it (so it only resumes nodes it drained itself), and whether
+  it is marked *failed* (a boot that timed out; left alone until an operator clears it).
+* ``kv`` — small controller state, e.g. the power-operation token bucket.
+
+Only one apply may write at a time: :meth:`Ledger.open` takes an exclusive ``flock`` on
+``<state dir>/apply.lock`` (a second apply fails at once with a clear message). Timestamps are
+stored as UTC ISO-8601 strings.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from greencpn.clock import ensure_utc
+from greencpn.errors import ConfigError, TemporaryError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS applies (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    plan_path TEXT,
+    slot INTEGER,
+    slot_start TEXT,
+    mode TEXT NOT NULL,
+    outcome TEXT,
+    summary TEXT
+);
+CREATE TABLE IF NOT EXISTS steps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    apply_id INTEGER NOT NULL REFERENCES applies(id),
+    seq INTEGER NOT NULL,
+    phase TEXT NOT NULL,
+    action TEXT NOT NULL,
+    pool TEXT,
+    targets TEXT NOT NULL,
+    intent_at TEXT NOT NULL,
+    intent TEXT,
+    status TEXT NOT NULL DEFAULT 'pending',
+    result_at TEXT,
+    result TEXT
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    name TEXT PRIMARY KEY,
+    pool TEXT,
+    power TEXT,
+    seen_at TEXT,
+    on_since TEXT,
+    off_since TEXT,
+    boot_requested_at TEXT,
+    boot_deadline TEXT,
+    drained_by_us INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    failed_at TEXT,
+    failed_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+LEDGER_FILE = "ledger.sqlite"
+LOCK_FILE = "apply.lock"
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return None if dt is None else ensure_utc(dt).isoformat().replace("+00:00", "Z")
+
+
+def _dt(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    return ensure_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """What the ledger knows about one node (all times UTC; ``None`` = never seen)."""
+
+    name: str
+    pool: str | None = None
+    power: str | None = None
+    seen_at: datetime | None = None
+    on_since: datetime | None = None
+    off_since: datetime | None = None
+    boot_requested_at: datetime | None = None
+    boot_deadline: datetime | None = None
+    drained_by_us: bool = False
+    failed: bool = False
+    failed_at: datetime | None = None
+    failed_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class StepRow:
+    """One recorded step (intent and, once known, its result)."""
+
+    id: int
+    apply_id: int
+    seq: int
+    phase: str
+    action: str
+    pool: str | None
+    targets: list[str]
+    intent_at: datetime
+    intent: dict[str, Any]
+    status: str
+    result_at: datetime | None
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ApplyRow:
+    id: int
+    started_at: datetime
+    finished_at: datetime | None
+    plan_path: str | None
+    slot: int | None
+    mode: str
+    outcome: str | None
+    summary: dict[str, Any]
+
+
+_NODE_TIME_FIELDS = {"seen_at", "on_since", "off_since", "boot_requested_at", "boot_deadline", "failed_at"}
+_NODE_FIELDS = _NODE_TIME_FIELDS | {"pool", "power", "drained_by_us", "failed", "failed_reason"}
+
+
+class Ledger:
+    """SQLite ledger of applies, steps and node history.
+
+    Use :meth:`open` for writing (takes the apply lock) or :meth:`open_readonly` to read
+    history without changing anything (``--dry-run``; a missing ledger reads as empty).
+    """
+
+    def __init__(self, conn: sqlite3.Connection | None, *, lock_fd: int | None = None,
+                 path: Path | None = None) -> None:
+        self._conn = conn
+        self._lock_fd = lock_fd
+        self.path = path
+        self.readonly = lock_fd is None
+        self._seq: dict[int, int] = {}
+
+    # ------------------------------------------------------------------ opening / closing
+    @classmethod
+    def open(cls, state_dir: str | Path) -> Ledger:
+        """Open (creating) the ledger in ``state_dir`` for writing and take the apply lock."""
+        state = Path(state_dir)
+        try:
+            state.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the state directory: {exc.strerror}",
+                              source=str(state), fix="pass --state-dir to a writable directory") from None
+        fd = os.open(state / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise TemporaryError(
+                f"another greencpn apply holds {state / LOCK_FILE}; wait for it to finish",
+                retry_after_s=30,
+            ) from None
+        path = state / LEDGER_FILE
+        conn = sqlite3.connect(path, isolation_level=None)  # autocommit: each write is durable
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(_SCHEMA)
+        return cls(conn, lock_fd=fd, path=path)
+
+    @classmethod
+    def open_readonly(cls, state_dir: str | Path) -> Ledger:
+        """Open for reading only; never creates files. A missing ledger reads as empty."""
+        path = Path(state_dir) / LEDGER_FILE
+        if not path.is_file():
+            return cls(None, path=path)
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        return cls(conn, path=path)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write(self) -> sqlite3.Connection:
+        if self.readonly or self._conn is None:
+            raise RuntimeError("ledger opened read-only")
+        return self._conn
+
+    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> Iterator[sqlite3.Row]:
+        if self._conn is None:
+            return iter(())
+        self._conn.row_factory = sqlite3.Row
+        return iter(self._conn.execute(sql, args).fetchall())
+
+    # ------------------------------------------------------------------ applies and steps
+    def begin_apply(self, at: datetime, *, plan_path: str | None, slot: int | None,
+                    slot_start: datetime | None, mode: str) -> int:
+        cur = self._write().execute(
+            "INSERT INTO applies (started_at, plan_path, slot, slot_start, mode) VALUES (?,?,?,?,?)",
+            (_iso(at), plan_path, slot, _iso(slot_start), mode),
+        )
+        apply_id = int(cur.lastrowid or 0)
+        self._seq[apply_id] = 0
+        return apply_id
+
+    def finish_apply(self, apply_id: int, at: datetime, outcome: str,
+                     summary: dict[str, Any] | None = None) -> None:
+        self._write().execute(
+            "UPDATE applies SET finished_at=?, outcome=?, summary=? WHERE id=?",
+            (_iso(at), outcome, json.dumps(summary or {}, default=str), apply_id),
+        )
+
+    def intent(self, apply_id: int, at: datetime, *, phase: str, action: str, pool: str | None,
+               targets: list[str], detail: dict[str, Any] | None = None) -> int:
+        """Record that a step is about to run; returns the step id for :meth:`result`."""
+        self._seq[apply_id] = self._seq.get(apply_id, 0) + 1
+        cur = self._write().execute(
+            "INSERT INTO steps (apply_id, seq, phase, action, pool, targets, intent_at, intent) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (apply_id, self._seq[apply_id], phase, action, pool, json.dumps(targets),
+             _iso(at), json.dumps(detail or {}, default=str)),
+        )
+        return int(cur.lastrowid or 0)
+
+    def result(self, step_id: int, at: datetime, status: str,
+               detail: dict[str, Any] | None = None) -> None:
+        """Record how a step ended: ``ok``, ``error``, ``skipped`` or ``deferred``."""
+        self._write().execute(
+            "UPDATE steps SET status=?, result_at=?, result=? WHERE id=?",
+            (status, _iso(at), json.dumps(detail or {}, default=str), step_id),
+        )
+
+    def record(self, apply_id: int, at: datetime, *, phase: str, action: str, pool: str | None,
+               targets: list[str], status: str, detail: dict[str, Any] | None = None) -> int:
+        """A step that needs no separate intent (a decision: skip, defer, mark failed)."""
+        sid = self.intent(apply_id, at, phase=phase, action=action, pool=pool, targets=targets,
+                          detail=detail)
+        self.result(sid, at, status, detail)
+        return sid
+
+    def applies(self) -> list[ApplyRow]:
+        return [
+            ApplyRow(id=r["id"], started_at=_dt(r["started_at"]),  # type: ignore[arg-type]
+                     finished_at=_dt(r["finished_at"]), plan_path=r["plan_path"], slot=r["slot"],
+                     mode=r["mode"], outcome=r["outcome"], summary=json.loads(r["summary"] or "{}"))
+            for r in self._rows("SELECT * FROM applies ORDER BY id")
+        ]
+
+    def steps(self, apply_id: int | None = None) -> list[StepRow]:
+        sql = "SELECT * FROM steps" + (" WHERE apply_id=?" if apply_id is not None else "")
+        args: tuple[Any, ...] = (apply_id,) if apply_id is not None else ()
+        return [
+            StepRow(id=r["id"], apply_id=r["apply_id"], seq=r["seq"], phase=r["phase"],
+                    action=r["action"], pool=r["pool"], targets=json.loads(r["targets"]),
+                    intent_at=_dt(r["intent_at"]),  # type: ignore[arg-type]
+                    intent=json.loads(r["intent"] or "{}"), status=r["status"],
+                    result_at=_dt(r["result_at"]), result=json.loads(r["result"] or "{}"))
+            for r in self._rows(sql + " ORDER BY id", args)
+        ]
+
+    def unfinished(self) -> tuple[list[ApplyRow], list[StepRow]]:
+        """Applies that never finished and steps whose result was never recorded."""
+        applies = [a for a in self.applies() if a.finished_at is None]
+        steps = [s for s in self.steps() if s.status == "pending"]
+        return applies, steps
+
+    def close_unfinished(self, at: datetime) -> tuple[list[ApplyRow], list[StepRow]]:
+        """Mark interrupted applies and pending steps as such (they are reported to the user)."""
+        applies, steps = self.unfinished()
+        for s in steps:
+            self.result(s.id, at, "interrupted", {"note": "no result recorded; state re-observed"})
+        for a in applies:
+            self.finish_apply(a.id, at, "interrupted", {"note": "apply ended without a result"})
+        return applies, steps
+
+    # ------------------------------------------------------------------ node history
+    def node(self, name: str) -> NodeRecord:
+        for r in self._rows("SELECT * FROM nodes WHERE name=?", (name,)):
+            return NodeRecord(
+                name=r["name"], pool=r["pool"], power=r["power"], seen_at=_dt(r["seen_at"]),
+                on_since=_dt(r["on_since"]), off_since=_dt(r["off_since"]),
+                boot_requested_at=_dt(r["boot_requested_at"]),
+                boot_deadline=_dt(r["boot_deadline"]), drained_by_us=bool(r["drained_by_us"]),
+                failed=bool(r["failed"]), failed_at=_dt(r["failed_at"]),
+                failed_reason=r["failed_reason"],
+            )
+        return NodeRecord(name=name)
+
+    def nodes(self) -> list[NodeRecord]:
+        return [self.node(r["name"]) for r in self._rows("SELECT name FROM nodes ORDER BY name")]
+
+    def update_node(self, name: str, **fields: Any) -> None:
+        """Set some fields of a node's record (``None`` clears a time)."""
+        unknown = set(fields) - _NODE_FIELDS
+        if unknown:
+            raise ValueError(f"unknown node field(s) {sorted(unknown)}")
+        conn = self._write()
+        conn.execute("INSERT OR IGNORE INTO nodes (name) VALUES (?)", (name,))
+        for key, value in fields.items():
+            if key in _NODE_TIME_FIELDS:
+                value = _iso(value)
+            elif isinstance(value, bool):
+                value = int(value)
+            conn.execute(f"UPDATE nodes SET {key}=? WHERE name=?", (value, name))
+
+    def clear_failed(self, name: str) -> bool:
+        """Operator action: forget a node's *failed* mark. Returns whether it was marked."""
+        rec = self.node(name)
+        self.update_node(name, failed=False, failed_at=None, failed_reason=None,
+                         boot_requested_at=None, boot_deadline=None)
+        return rec.failed
+
+    # ------------------------------------------------------------------ key/value
+    def get_kv(self, key: str) -> Any:
+        for r in self._rows("SELECT value FROM kv WHERE key=?", (key,)):
+            return json.loads(r["value"])
+        return None
+
+    def set_kv(self, key: str, value: Any) -> None:
+        self._write().execute(
+            "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, json.dumps(value, default=str)),
+        )
