@@ -1,0 +1,277 @@
+"""The slurm hook against a REAL slurmctld + slurmd (Debian's Slurm 22.05 with munge).
+
+The fixture starts munged, slurmctld and one slurmd (``slurmd -N node1``) on 127.0.0.1 with
+all state in a temp dir (``SLURM_CONF``). Cloud nodes ``fake[1-4]`` start powered down.
+greencpn's own ``python -m greencpn.actuate.suspend_resume`` is Slurm's SuspendProgram /
+ResumeProgram / ResumeFailProgram; it records each call (JSON lines) and runs a ``command``
+hook that plays the hardware (appends to hw.log).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from greencpn.actuate.base import NodePower
+from greencpn.actuate.hooks import make_hook
+from greencpn.actuate.hooks.slurm import SlurmHook
+from greencpn.config import HookConfig
+from greencpn.errors import PermanentError
+
+REPO = Path(__file__).resolve().parents[2]
+NEEDED = ("munged", "slurmctld", "slurmd", "scontrol", "sinfo", "squeue", "sbatch", "scancel")
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(what: str, pred: Callable[[], object], timeout_s: float = 15.0) -> object:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@dataclass
+class SlurmCluster:
+    dir: Path
+    env: dict[str, str]
+    record: Path
+    hw_log: Path
+
+    def calls(self) -> list[dict[str, object]]:
+        if not self.record.exists():
+            return []
+        return [json.loads(x) for x in self.record.read_text().splitlines() if x.strip()]
+
+    def run(self, *argv: str) -> str:
+        return subprocess.run(argv, env=self.env, capture_output=True, text=True, check=True,
+                              timeout=30).stdout
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    missing = [b for b in NEEDED if shutil.which(b) is None]
+    if missing:
+        pytest.skip(f"Slurm binaries missing: {missing} (apt-get install slurmctld slurmd "
+                    "slurm-client munge)")
+    if os.geteuid() != 0:
+        pytest.skip("the real-Slurm fixture runs slurmctld/slurmd as root (SlurmUser=root)")
+    d = tmp_path_factory.mktemp("slurm")
+    d.chmod(0o755)
+    for sub in ("state", "spool", "jobs"):
+        (d / sub).mkdir()
+    key = d / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o400)
+    procs: list[subprocess.Popen[bytes]] = []
+    sock = d / "munge.sock"
+    procs.append(subprocess.Popen(
+        ["munged", "-F", "-f", f"--socket={sock}", f"--key-file={key}",
+         f"--log-file={d / 'munged.log'}", f"--pid-file={d / 'munged.pid'}",
+         f"--seed-file={d / 'munged.seed'}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        _wait("munged socket", sock.exists, 10)
+        record, hw_log = d / "power-calls.jsonl", d / "hw.log"
+        hw = d / "hw-hook.toml"
+        hw.write_text(
+            'kind = "command"\n'
+            f"power_on = [\"sh\", \"-c\", \"echo on $1 >> {hw_log}\", \"sh\"]\n"
+            f"power_off = [\"sh\", \"-c\", \"echo off $1 >> {hw_log}\", \"sh\"]\n"
+        )
+        for action, name in (("suspend", "suspend.sh"), ("resume", "resume.sh"),
+                             ("fail", "resume-fail.sh")):
+            script = d / name
+            script.write_text(
+                "#!/bin/sh\n"
+                f"export PYTHONPATH={REPO}\n"
+                f"exec {sys.executable} -m greencpn.actuate.suspend_resume --record {record} "
+                f"--hook-config {hw} --log-file {d / 'suspend_resume.log'} {action} \"$@\"\n")
+            script.chmod(0o755)
+        host = socket.gethostname().split(".")[0]
+        ctld_port, slurmd_port = _free_port(), _free_port()
+        conf = d / "slurm.conf"
+        conf.write_text(f"""\
+ClusterName=greencpntest
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+CommunicationParameters=NoInAddrAny
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket={sock}
+CredType=cred/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+StateSaveLocation={d / 'state'}
+SlurmdSpoolDir={d / 'spool'}
+SlurmctldPidFile={d / 'slurmctld.pid'}
+SlurmdPidFile={d / 'slurmd.pid'}
+SlurmctldLogFile={d / 'slurmctld.log'}
+SlurmdLogFile={d / 'slurmd.log'}
+ReturnToService=2
+PrivateData=cloud
+SuspendProgram={d / 'suspend.sh'}
+ResumeProgram={d / 'resume.sh'}
+ResumeFailProgram={d / 'resume-fail.sh'}
+SuspendTime=3600
+SuspendTimeout=2
+ResumeTimeout=300
+NodeName=node1 NodeHostname={host} NodeAddr=127.0.0.1 CPUs=1
+NodeName=fake[1-4] NodeAddr=127.0.0.1 CPUs=1 State=CLOUD
+PartitionName=main Nodes=node1 Default=YES State=UP
+PartitionName=cloud Nodes=fake[1-4] State=UP
+""")
+        env = dict(os.environ, SLURM_CONF=str(conf))
+        procs.append(subprocess.Popen(["slurmctld", "-D", "-i"], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(subprocess.Popen(["slurmd", "-D", "-N", "node1"], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        cluster = SlurmCluster(d, env, record, hw_log)
+
+        def node1_idle() -> bool:
+            r = subprocess.run(["sinfo", "-h", "-N", "-n", "node1", "-o", "%T"], env=env,
+                               capture_output=True, text=True, timeout=10)
+            return r.returncode == 0 and r.stdout.strip() == "idle"
+
+        _wait("slurmctld up and node1 registered", node1_idle, 30)
+        yield cluster
+    finally:
+        for p in reversed(procs):
+            _stop(p)
+
+
+def _hook(cluster: SlurmCluster, **extra: object) -> SlurmHook:
+    hook = make_hook(HookConfig(kind="slurm", slurm_conf=cluster.env["SLURM_CONF"], timeout_s=20,
+                                **extra))
+    assert isinstance(hook, SlurmHook)
+    return hook
+
+
+def _power(hook: SlurmHook, *nodes: str) -> dict[str, NodePower]:
+    return {s.name: s.power for s in hook.status(nodes)}
+
+
+def test_status_reads_powered_down_cloud_nodes(slurm: SlurmCluster) -> None:
+    hook = _hook(slurm)
+    st = hook.status(["node1", "fake1", "fake4", "nosuch"])
+    assert [(s.name, s.power, s.drained, s.running_jobs) for s in st] == [
+        ("node1", NodePower.ON, False, 0),
+        ("fake1", NodePower.OFF, False, 0),
+        ("fake4", NodePower.OFF, False, 0),
+        ("nosuch", NodePower.UNKNOWN, False, 0),
+    ]
+    assert "POWERED_DOWN" in st[1].detail
+    # the text parser (sinfo -N -o) agrees with the JSON one
+    text = _hook(slurm, status_format="text").status(["node1", "fake1", "fake4"])
+    assert [(s.power, s.drained) for s in text] == [(s.power, s.drained) for s in st[:3]]
+
+
+def test_power_up_makes_slurm_call_resume_program(slurm: SlurmCluster) -> None:
+    hook = _hook(slurm)
+    t0 = time.monotonic()
+    changes = hook.power_on(["fake2", "fake1"])
+    assert [(c.target, c.before, c.after, c.changed) for c in changes] == [
+        ("fake2", "off", "booting", True), ("fake1", "off", "booting", True)]
+    calls = _wait("ResumeProgram call", lambda: [c for c in slurm.calls()
+                                                  if c["action"] == "resume"], 15)
+    assert isinstance(calls, list)
+    # Slurm passed ONE hostlist expression; greencpn expanded it and ran the hardware hook
+    assert calls[0]["hostlist"] == "fake[1-2]" and calls[0]["nodes"] == ["fake1", "fake2"]
+    assert _wait("hw power-on", lambda: slurm.hw_log.exists()
+                 and "on fake[1-2]" in slurm.hw_log.read_text(), 10)
+    print(f"power_up → ResumeProgram ran after {time.monotonic() - t0:.2f} s")
+    assert _power(hook, "fake1", "fake2") == {"fake1": NodePower.BOOTING,
+                                              "fake2": NodePower.BOOTING}
+    # powering on a booting node is a no-op: no second scontrol call, no second resume
+    again = hook.power_on(["fake1"])
+    assert not again[0].changed and again[0].message == "already booting"
+    time.sleep(1.5)
+    assert len([c for c in slurm.calls() if c["action"] == "resume"]) == 1
+
+
+def test_drain_sets_reason_and_resume_clears_it(slurm: SlurmCluster) -> None:
+    hook = _hook(slurm)
+    changes = hook.drain(["node1", "fake3"], "greencpn plan 2026-11-25T22:00Z: low carbon")
+    assert [(c.target, c.what, c.before, c.after, c.changed) for c in changes] == [
+        ("node1", "drained", False, True, True), ("fake3", "drained", False, True, True)]
+    out = slurm.run("scontrol", "show", "node", "node1")
+    assert "DRAIN" in out and "Reason=greencpn plan 2026-11-25T22:00Z: low carbon" in out
+    st = {s.name: s for s in hook.status(["node1", "fake3"])}
+    assert st["node1"].drained and st["node1"].power == NodePower.ON
+    assert st["fake3"].drained and st["fake3"].power == NodePower.OFF
+    assert st["node1"].extra["reason"] == "greencpn plan 2026-11-25T22:00Z: low carbon"
+    assert not any(c.changed for c in hook.drain(["node1"], "again"))
+    resumed = hook.resume(["node1", "fake3", "fake4"])
+    assert [(c.target, c.changed) for c in resumed] == [
+        ("fake4", False), ("node1", True), ("fake3", True)]
+    assert not any(s.drained for s in hook.status(["node1", "fake3"]))
+
+
+def test_running_jobs_counted_from_squeue(slurm: SlurmCluster) -> None:
+    hook = _hook(slurm)
+    job_id = slurm.run("sbatch", "--parsable", "-p", "main", "-w", "node1", "-D",
+                       str(slurm.dir / "jobs"), "-o", "/dev/null", "--wrap", "sleep 120").strip()
+    try:
+        st = _wait("job running on node1",
+                   lambda: [s for s in hook.status(["node1"]) if s.running_jobs == 1], 20)
+        assert isinstance(st, list) and st[0].power == NodePower.ON
+    finally:
+        slurm.run("scancel", job_id)
+    _wait("job gone", lambda: hook.status(["node1"])[0].running_jobs == 0, 20)
+
+
+def test_power_down_makes_slurm_call_suspend_program(slurm: SlurmCluster) -> None:
+    hook = _hook(slurm)
+    changes = hook.power_off(["node1", "fake4"])  # fake4 is powered down already
+    assert [(c.target, c.before, c.changed) for c in changes] == [
+        ("fake4", "off", False), ("node1", "on", True)]
+    assert changes[1].after in ("shutting_down", "off")
+    calls = _wait("SuspendProgram call",
+                  lambda: [c for c in slurm.calls() if c["action"] == "suspend"], 15)
+    assert isinstance(calls, list) and calls[0]["hostlist"] == "node1"
+    assert _wait("hw power-off", lambda: "off node1" in slurm.hw_log.read_text(), 10)
+    # after SuspendTimeout (2 s) Slurm shows it powered down
+    _wait("node1 powered down", lambda: _power(hook, "node1")["node1"] == NodePower.OFF, 15)
+    assert not hook.power_off(["node1"])[0].changed
+
+
+def test_slurm_errors_are_typed(slurm: SlurmCluster) -> None:
+    hook = _hook(slurm)
+    with pytest.raises(PermanentError, match="Invalid node name"):
+        hook._update(["nosuch9"], "state=drain", "reason=x")
