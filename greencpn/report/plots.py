@@ -1,0 +1,235 @@
+"""PNG plots of a plan (``greencpn.plan/1`` dict, see docs/plan-schema.md).
+
+matplotlib is imported inside the functions (Agg backend), so ``import greencpn`` stays light
+and needs no display. Each function writes one PNG and returns its path.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+DPI = 110
+WIDE = (11.0, 5.2)
+
+# file name -> (title used as alt text, function name); the order is the report's order
+PLOTS: dict[str, str] = {
+    "carbon_load.png": "Carbon intensity per site and the planned load",
+    "nodes_on.png": "Nodes powered on per pool",
+    "power_caps.png": "GPU power cap per pool",
+    "site_power.png": "Meter power per site against its budget",
+}
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _parse_utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def slot_edges(plan: dict[str, Any]) -> list[datetime]:
+    """Slot start times plus the end of the last slot (for step plots)."""
+    hz = plan["horizon"]
+    starts = [_parse_utc(s) for s in hz["slot_starts"]]
+    if not starts:
+        starts = [_parse_utc(hz["start"])]
+    return [*starts, starts[-1] + timedelta(minutes=int(hz["slot_minutes"]))]
+
+
+def _series(slots: list[dict[str, Any]], key: str, n: int) -> list[float]:
+    """Values of ``key`` by slot index (missing slots/values → NaN), then the last repeated."""
+    vals = [float("nan")] * n
+    for s in slots:
+        i = int(s["slot"])
+        v = s.get(key)
+        if 0 <= i < n and v is not None:
+            vals[i] = float(v)
+    return [*vals, vals[-1] if vals else float("nan")]
+
+
+def _finish_time_axis(ax: Any, edges: list[datetime]) -> None:
+    import matplotlib.dates as mdates
+
+    ax.set_xlim(edges[0], edges[-1])
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %b\n%H:%M", tz=edges[0].tzinfo))
+    ax.grid(True, alpha=0.3)
+
+
+def _grid(plt: Any, n: int, title: str) -> tuple[Any, list[Any]]:
+    ncols = 2 if n > 1 else 1
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(11.0, 2.5 * nrows + 0.9), sharex=True, squeeze=False
+    )
+    fig.suptitle(title)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def plot_carbon_load(plan: dict[str, Any], path: Path) -> Path:
+    """(a) Carbon intensity per site (left axis) with the site's planned IT power (right axis)."""
+    plt = _pyplot()
+    edges = slot_edges(plan)
+    n = len(edges) - 1
+    fig, ax = plt.subplots(figsize=WIDE)
+    ax2 = ax.twinx()
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, site in enumerate(plan["sites"]):
+        c = colours[k % len(colours)]
+        label = f"{site['name']} ({site.get('zone', '?')})"
+        ax.step(
+            edges,
+            _series(site["slots"], "intensity_g_per_kwh", n),
+            where="post",
+            color=c,
+            lw=2,
+            label=f"{label} intensity",
+        )
+        ax2.step(
+            edges,
+            _series(site["slots"], "it_power_kw", n),
+            where="post",
+            color=c,
+            lw=1.2,
+            ls="--",
+            alpha=0.8,
+            label=f"{label} IT load",
+        )
+    ax.set_ylabel("carbon intensity (gCO2e/kWh)")
+    ax2.set_ylabel("planned IT power (kW), dashed")
+    ax.set_xlabel("time (UTC)")
+    ax.set_ylim(bottom=0)
+    ax2.set_ylim(bottom=0)
+    ax.set_title("Carbon intensity per site (solid) and planned load (dashed)")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(
+        h1 + h2,
+        l1 + l2,
+        fontsize=7,
+        ncol=4,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.2),
+        frameon=False,
+    )
+    _finish_time_axis(ax, edges)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def plot_nodes_on(plan: dict[str, Any], path: Path) -> Path:
+    """(b) Nodes on per pool (step) against the pool size and its spares."""
+    plt = _pyplot()
+    edges = slot_edges(plan)
+    n = len(edges) - 1
+    pools = plan["pools"]
+    fig, axes = _grid(plt, len(pools), "Nodes powered on per pool")
+    for ax, pool in zip(axes, pools, strict=True):
+        ax.step(edges, _series(pool["slots"], "nodes_on", n), where="post", lw=2, label="nodes on")
+        ax.axhline(pool["nodes"], color="k", ls="--", lw=1, label=f"pool size ({pool['nodes']})")
+        if pool.get("spares"):
+            ax.axhline(
+                pool["spares"], color="grey", ls=":", lw=1, label=f"spares ({pool['spares']})"
+            )
+        ax.set_ylim(0, pool["nodes"] * 1.08 + 0.5)
+        ax.set_title(f"{pool['name']} @ {pool['site']} - {pool.get('gpu_model', '')}", fontsize=9)
+        ax.set_ylabel("nodes")
+        ax.legend(fontsize=7, loc="best", framealpha=0.85)
+        _finish_time_axis(ax, edges)
+    for ax in axes[-2:]:
+        ax.set_xlabel("time (UTC)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def plot_power_caps(plan: dict[str, Any], path: Path) -> Path:
+    """(c) GPU power cap per pool (W), with the device's min and max limits."""
+    plt = _pyplot()
+    edges = slot_edges(plan)
+    n = len(edges) - 1
+    pools = plan["pools"]
+    fig, axes = _grid(plt, len(pools), "GPU power cap per pool")
+    for ax, pool in zip(axes, pools, strict=True):
+        ax.step(
+            edges,
+            _series(pool["slots"], "power_cap_w", n),
+            where="post",
+            lw=2,
+            color="tab:orange",
+            label="power cap",
+        )
+        hi = pool.get("power_limit_max_w")
+        lo = pool.get("power_limit_min_w")
+        if hi:
+            ax.axhline(hi, color="k", ls="--", lw=1, label=f"device max ({hi:g} W)")
+        if lo:
+            ax.axhline(lo, color="grey", ls=":", lw=1, label=f"device min ({lo:g} W)")
+        ax.set_ylim(0, (hi or 1) * 1.1)
+        ax.set_title(f"{pool['name']} - {pool.get('gpu_model', '')}", fontsize=9)
+        ax.set_ylabel("cap (W)")
+        ax.legend(fontsize=7, loc="best", framealpha=0.85)
+        _finish_time_axis(ax, edges)
+    for ax in axes[-2:]:
+        ax.set_xlabel("time (UTC)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def plot_site_power(plan: dict[str, Any], path: Path) -> Path:
+    """(d) Meter power (IT × PUE) per site against the site's budget."""
+    plt = _pyplot()
+    edges = slot_edges(plan)
+    n = len(edges) - 1
+    sites = plan["sites"]
+    fig, axes = _grid(plt, len(sites), "Meter power per site against its budget")
+    for ax, site in zip(axes, sites, strict=True):
+        meter = _series(site["slots"], "meter_power_kw", n)
+        ax.step(edges, meter, where="post", lw=2, label="meter power (IT × PUE)")
+        budget = _series(site["slots"], "budget_kw", n)
+        finite = [b for b in budget if b == b]
+        if finite:
+            ax.step(edges, budget, where="post", color="tab:red", ls="--", lw=1.3, label="budget")
+        top = max([v for v in meter + finite if v == v] or [1.0])
+        ax.set_ylim(0, top * 1.12)
+        ax.set_title(
+            f"{site['name']} ({site.get('zone', '?')}, PUE {site.get('pue', '?')})", fontsize=9
+        )
+        ax.set_ylabel("power (kW)")
+        ax.legend(fontsize=7, loc="best", framealpha=0.85)
+        _finish_time_axis(ax, edges)
+    for ax in axes[-2:]:
+        ax.set_xlabel("time (UTC)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+_FUNCS = {
+    "carbon_load.png": plot_carbon_load,
+    "nodes_on.png": plot_nodes_on,
+    "power_caps.png": plot_power_caps,
+    "site_power.png": plot_site_power,
+}
+
+
+def make_plots(plan: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Write every plot into ``out_dir``; returns ``{file name: path}`` in report order."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return {name: _FUNCS[name](plan, out_dir / name) for name in PLOTS}

@@ -1,0 +1,157 @@
+"""report.md / report.html from a hand-made plan: the figures match the dict, the HTML is self-contained."""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from greencpn.errors import ConfigError
+from greencpn.report.plots import PLOTS
+from greencpn.report.render import fmt_num, pct_diff, render_report
+
+
+def _md_table(md: str, first_header: str) -> list[list[str]]:
+    """Rows (cells stripped) of the Markdown table whose header starts with ``first_header``."""
+    lines = md.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|") and line.split("|")[1].strip() == first_header:
+            rows = []
+            for row in lines[i + 2 :]:
+                if not row.startswith("|"):
+                    break
+                cells = re.split(r"(?<!\\)\|", row)[1:-1]
+                rows.append([c.strip() for c in cells])
+            return rows
+    raise AssertionError(f"no table headed {first_header!r}")
+
+
+def _num(cell: str) -> float:
+    return float(cell.replace(",", "").replace(" %", ""))
+
+
+def test_render_writes_all_files(tiny_report: dict[str, Any]) -> None:
+    out = tiny_report["paths"]
+    assert set(out) == {"md", "html", *PLOTS}
+    for name in PLOTS:
+        data = out[name].read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        assert len(data) > 10_000, f"{name} looks empty"
+
+
+def test_comparison_table_matches_the_plan(tiny_report: dict[str, Any]) -> None:
+    tiny_plan = tiny_report["plan"]
+    md = tiny_report["paths"]["md"].read_text()
+    rows = {r[0]: r[1:] for r in _md_table(md, "")}
+    t, ca, si = (
+        tiny_plan["totals"],
+        tiny_plan["baselines"]["carbon_agnostic"],
+        tiny_plan["baselines"]["shutdown_idle"],
+    )
+    for label, key, tol in (
+        ("Energy (kWh)", "energy_kwh", 0.05),
+        ("Carbon (kg CO2e)", "carbon_kg", 0.05),
+        ("Cost", "cost", 0.005),
+        ("Late jobs", "late_jobs", 0),
+        ("Late work (GPU-h)", "late_gpu_h", 0.05),
+        ("Unserved work (GPU-h)", "unserved_gpu_h", 0.05),
+    ):
+        plan_v, ca_v, ca_pct, si_v, si_pct = rows[label]
+        assert _num(plan_v) == pytest.approx(t[key], abs=tol)
+        assert _num(ca_v) == pytest.approx(ca[key], abs=tol)
+        assert _num(si_v) == pytest.approx(si[key], abs=tol)
+        assert _num(ca_pct) == pytest.approx(100 * (t[key] - ca[key]) / ca[key], abs=0.05)
+        assert _num(si_pct) == pytest.approx(100 * (t[key] - si[key]) / si[key], abs=0.05)
+    # hand check: carbon 5.3 kg vs 40 kg → -86.7 %
+    assert rows["Carbon (kg CO2e)"][2] == "-86.7 %"
+
+
+def test_site_pool_and_late_tables(tiny_report: dict[str, Any]) -> None:
+    tiny_plan = tiny_report["plan"]
+    md = tiny_report["paths"]["md"].read_text()
+    sites = {r[0]: r for r in _md_table(md, "site")}
+    fra = tiny_plan["sites"][0]
+    energy = sum(s["energy_kwh"] for s in fra["slots"])
+    carbon = sum(s["carbon_kg"] for s in fra["slots"])
+    row = sites["frankfurt (DE)"]
+    assert row[1] == "1"  # one job placed there
+    assert _num(row[2]) == pytest.approx(energy, abs=0.05)
+    assert _num(row[3]) == pytest.approx(carbon, abs=0.05)
+    assert row[6] == "250–420"
+    assert row[8] == "2.0" and row[9] == "1"  # lowest budget 2 kW, one slot exactly at budget
+    assert sites["oslo (NO)"][8] == "–"  # no budget
+    pools = {r[0]: r for r in _md_table(md, "pool")}
+    assert pools["fra-a100"][4] == "0–1"
+    assert pools["fra-a100"][5] == "1"  # one startup
+    assert _num(pools["osl-a40"][6]) == pytest.approx(12 + 12 + 12 + 4)  # busy GPU-h
+    assert pools["fra-a100"][8] == "400"
+    late = {r[0].replace("\\|", "|"): r for r in _md_table(md, "job")}
+    assert set(late) == {"gdpr|b", "big<c>"}  # train-a is on time
+    assert late["big<c>"][6] == "not placed" and _num(late["big<c>"][8]) == 12.0
+    trade = _md_table(md, "carbon weight (per kg)")
+    assert [_num(r[2]) for r in trade] == [9.0, 14.0]
+    assert "GPU power cap per pool" in md
+    for name in PLOTS:
+        assert f"]({name})" in md
+
+
+def test_html_is_self_contained(tiny_report: dict[str, Any]) -> None:
+    html = tiny_report["paths"]["html"].read_text()
+    assert 'src="http' not in html and "src='http" not in html
+    assert "<link" not in html
+    assert "url(" not in html  # no external fonts or backgrounds in the CSS
+    assert "@import" not in html
+    srcs = re.findall(r'<img [^>]*src="([^"]+)"', html)
+    assert len(srcs) == len(PLOTS)
+    for src in srcs:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:4] == b"\x89PNG"
+    # user text is escaped
+    assert "big&lt;c&gt;" in html and "big<c>" not in html
+    # same figures as the Markdown
+    assert "-86.7 %" in html and "5.3 kg CO2e" in html
+
+
+def test_no_trade_off_section_when_empty(tiny_plan: dict[str, Any], tmp_path: Path) -> None:
+    tiny_plan["tradeoff"] = []
+    tiny_plan["jobs"] = [j for j in tiny_plan["jobs"] if j["id"] == "train-a"]
+    tiny_plan["totals"].update(late_jobs=0, late_gpu_h=0.0, unserved_gpu_h=0.0)
+    md = render_report(tiny_plan, tmp_path)["md"].read_text()
+    assert "trade-off" not in md.lower()
+    assert "None: every job finishes by its deadline." in md
+    assert "Every job meets its deadline." in md
+
+
+def test_time_limit_warning(tiny_plan: dict[str, Any], tmp_path: Path) -> None:
+    tiny_plan["solver"].update(status="time_limit", incumbent_used_on_time_limit=True)
+    md = render_report(tiny_plan, tmp_path)["md"].read_text()
+    assert "time limit" in md and "incumbent" in md
+
+
+def test_bad_plan_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="schema"):
+        render_report({"schema": "other/1"}, tmp_path)
+    with pytest.raises(ConfigError, match="pools"):
+        render_report(
+            {"schema": "greencpn.plan/1", "horizon": {}, "sites": [], "totals": {}}, tmp_path
+        )
+
+
+def test_formatting_helpers() -> None:
+    assert fmt_num(12345.678) == "12,345.7"
+    assert fmt_num(None) == "–"
+    assert fmt_num(float("nan")) == "–"
+    assert pct_diff(90, 100) == "-10.0 %"
+    assert pct_diff(0, 0) == "±0.0 %"
+    assert pct_diff(1, 0) == "–"
+
+
+def test_import_greencpn_does_not_load_matplotlib() -> None:
+    code = "import sys, greencpn, greencpn.report.render; print('matplotlib' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "False"
