@@ -632,6 +632,18 @@ class _Run:
             exc = self._call("power_off", "power_off", d, idle, partial(self._hook(d).power_off, idle))
             if exc is not None:
                 self.failed_sites.add(d.site)
+                # nodes still on must not stay drained: give them back to the scheduler
+                still_on = [st.name for st in _status_all(self._hook(d), idle)
+                            if counts_as_on(st) and self.ledger.node(st.name).drained_by_us]
+                if still_on and self._call("power_off", "resume", d, still_on,
+                                           partial(self._hook(d).resume, still_on)) is None:
+                    for n in still_on:
+                        self.ledger.update_node(n, drained_by_us=False)
+                for st in _status_all(self._hook(d), [n for n in idle if n not in still_on]):
+                    if st.power == NodePower.OFF:
+                        now = self.now()
+                        self.ledger.update_node(st.name, power="off", off_since=now, seen_at=now)
+                        self.powered_off.add(st.name)
                 continue
             now = self.now()
             for n in idle:
@@ -694,11 +706,14 @@ class _Run:
                     if st.power == NodePower.ON:
                         del pending[st.name]
                         now = self.now()
+                        rec = self.ledger.node(st.name)
+                        took = (f"on after {(now - rec.boot_requested_at).total_seconds():.0f} s"
+                                if rec.boot_requested_at else "on")
                         self.ledger.update_node(st.name, power="on", seen_at=now,
                                                 boot_requested_at=None, boot_deadline=None)
-                        if st.drained and self.ledger.node(st.name).drained_by_us:
+                        if st.drained and rec.drained_by_us:
                             d.resume.append(st.name)
-                        self.out("wait_boot", "booted", pool, [st.name], "ok")
+                        self.decide("wait_boot", "booted", pool, [st.name], "ok", took)
             now = self.now()
             overdue = [n for n, (_, dl) in pending.items() if now >= dl]
             for n in overdue:
