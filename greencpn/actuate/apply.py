@@ -204,7 +204,8 @@ def _list_gpus(gb: GpuBackend, node: str, notes: list[str]) -> list[GpuInfo] | N
 
 def _cap_changes(target_w: float, node: str, gpus: Sequence[GpuInfo], notes: list[str]
                  ) -> tuple[list[CapChange], list[CapChange]]:
-    lower, raise_ = [], []
+    lower: list[CapChange] = []
+    raise_: list[CapChange] = []
     for g in gpus:
         if not g.power_limit_min_w - CAP_TOLERANCE_W <= target_w <= g.power_limit_max_w + CAP_TOLERANCE_W:
             notes.append(f"{node}:gpu{g.index}: target {target_w:g} W is outside the device range "
@@ -487,6 +488,10 @@ class _Run:
 
     # ---------------------------------------------------------------- observations
     def record_observations(self) -> None:
+        with self.ledger.batch():
+            self._record_observations()
+
+    def _record_observations(self) -> None:
         now = self.now()
         for d in self.diffs:
             if not d.actuated:
@@ -595,7 +600,8 @@ class _Run:
         for d in self.diffs:
             if not d.power_off:
                 continue
-            nodes, deferred = [], []
+            nodes: list[str] = []
+            deferred: list[str] = []
             for n in d.power_off:
                 (nodes if self.bucket.take() else deferred).append(n)
             if deferred:
@@ -668,7 +674,8 @@ class _Run:
                 self.decide("power_on", "power_on", d.name, d.power_on, "skipped",
                             f"a power-reducing step failed at site {d.site}")
                 continue
-            nodes, deferred = [], []
+            nodes: list[str] = []
+            deferred: list[str] = []
             for n in d.power_on:
                 (nodes if self.bucket.take() else deferred).append(n)
             if deferred:

@@ -11,6 +11,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,8 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run_apply)
 
 
-def _gpu_lookup(config: FleetConfig, hooks: dict[str, NodePowerHook | None]):  # type: ignore[no-untyped-def]
+def _gpu_lookup(config: FleetConfig, hooks: dict[str, NodePowerHook | None]
+                ) -> Callable[[str], GpuBackend | None]:
     """Node -> GPU backend: the hook's own (e.g. the agent's) if it offers one, else NVML for
     this host; other nodes are unreachable (``None``)."""
     local = {socket.gethostname(), socket.gethostname().split(".")[0], "localhost"}

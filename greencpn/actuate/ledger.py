@@ -26,6 +26,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -325,13 +326,30 @@ class Ledger:
         if unknown:
             raise ValueError(f"unknown node field(s) {sorted(unknown)}")
         conn = self._write()
-        conn.execute("INSERT OR IGNORE INTO nodes (name) VALUES (?)", (name,))
+        values = []
         for key, value in fields.items():
             if key in _NODE_TIME_FIELDS:
                 value = _iso(value)
             elif isinstance(value, bool):
                 value = int(value)
-            conn.execute(f"UPDATE nodes SET {key}=? WHERE name=?", (value, name))
+            values.append(value)
+        cols = ", ".join(["name", *fields])
+        marks = ", ".join("?" * (len(fields) + 1))
+        update = ", ".join(f"{k}=excluded.{k}" for k in fields) or "name=name"
+        conn.execute(f"INSERT INTO nodes ({cols}) VALUES ({marks}) "
+                     f"ON CONFLICT(name) DO UPDATE SET {update}", (name, *values))
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group many small writes (e.g. node observations) into one transaction."""
+        conn = self._write()
+        conn.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def clear_failed(self, name: str) -> bool:
         """Operator action: forget a node's *failed* mark. Returns whether it was marked."""
