@@ -204,7 +204,7 @@ def encode_series(s: CarbonSeries) -> str:
     """Compact JSON: epoch-second index, float values, flags and provenance."""
     ser = s.intensity_g_per_kwh
     idx = ser.index
-    ts = (idx.asi8 // 10**9).tolist() if len(idx) else []
+    ts = (idx.as_unit("ns").asi8 // 10**9).tolist() if len(idx) else []
     vals = [None if v != v else float(v) for v in ser.to_numpy(dtype=float)]
     est = None if s.estimated is None else [bool(x) for x in s.estimated.to_numpy()]
     quant = {str(q): [None if v != v else float(v) for v in qs.to_numpy(dtype=float)]
@@ -218,7 +218,7 @@ def encode_series(s: CarbonSeries) -> str:
 
 def decode_series(text: str) -> CarbonSeries:
     d = json.loads(text)
-    idx = pd.DatetimeIndex(np.asarray(d["t"], dtype="int64") * 10**9, tz=UTC)
+    idx = pd.DatetimeIndex(pd.to_datetime(np.asarray(d["t"], dtype="int64"), unit="s", utc=True))
     values = pd.Series(np.asarray(d["v"], dtype=float), index=idx, name="intensity_g_per_kwh")
     est = None if d["est"] is None else pd.Series(np.asarray(d["est"], dtype=bool), index=idx)
     quant = {float(q): pd.Series(np.asarray(v, dtype=float), index=idx)

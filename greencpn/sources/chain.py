@@ -92,8 +92,9 @@ class SeasonalNaiveForecaster:
         ahead = (idx - last) / day
         k = np.maximum(0, np.ceil(ahead.to_numpy(dtype=float)))
         src = idx - pd.to_timedelta(k, unit="D")
-        vals = h.reindex(h.index.union(src)).ffill().reindex(src).to_numpy(dtype=float)
-        vals = np.where(src < first, h.iloc[-1], vals)
+        pos = h.index.searchsorted(src, side="right") - 1  # last known point at or before
+        known = h.to_numpy(dtype=float)
+        vals = np.where((src < first) | (pos < 0), known[-1], known[np.maximum(pos, 0)])
         return pd.Series(vals, index=idx, name="intensity_g_per_kwh")
 
 
@@ -143,6 +144,8 @@ class SourceChain:
             :func:`default_forecaster`).
         history_source: optional extra history (e.g. a CSV of the zone) for the forecaster.
         history_window: how much history to fit the forecaster on.
+        fetch_horizon: the least horizon asked from the live source (the answer is cached
+            whole and cut to each request).
         signal: cache key signal (default: the live source's ``signal`` attribute or
             ``average``).
         source_name: cache key/provenance name (default: ``live.name``).
@@ -152,6 +155,7 @@ class SourceChain:
                  clock: Clock | None = None, forecaster_factory: Any = default_forecaster,
                  history_source: CarbonSource | None = None,
                  history_window: timedelta = DEFAULT_HISTORY_WINDOW,
+                 fetch_horizon: timedelta = timedelta(hours=72),
                  signal: str | None = None, source_name: str | None = None) -> None:
         self.live = live
         self.cache = cache
@@ -159,6 +163,7 @@ class SourceChain:
         self.forecaster_factory = forecaster_factory
         self.history_source = history_source
         self.history_window = history_window
+        self.fetch_horizon = fetch_horizon
         self.name = source_name or (live.name if live is not None else "cache")
         self.signal = signal or getattr(live, "signal", "average")
         self.errors: list[Exception] = []
@@ -180,9 +185,11 @@ class SourceChain:
         elif self.live is not None:
             try:
                 self._consume_budget()
-                fetched = self.live.forecast(zone, issued_at, horizon)
+                # Ask for at least `fetch_horizon`: one request then serves later lookups
+                # within the TTL whose window reaches further.
+                fetched = self.live.forecast(zone, issued_at, max(horizon, self.fetch_horizon))
                 self._store(zone, "forecast", fetched, key=_key(fetched.issued_at or issued_at))
-                base = fetched
+                base = _cut(fetched, issued_at, end)
             except (GreencpnError, ValueError) as exc:
                 self._record(exc, f"{self.name} forecast {zone}")
                 if hit is not None:
@@ -268,7 +275,7 @@ class SourceChain:
         full[missing] = predicted[missing]
         est[missing] = True
         name = _forecaster_name(fc)
-        prefix = base.fallback or ("live" if origin == "live" else "cache")
+        prefix = base.fallback or "live"  # a fresh cache hit counts as live
         log.info("%s forecast %s: %d of %d slots from forecaster %s", self.name, zone,
                  int(missing.sum()), len(grid), name)
         full.name = "intensity_g_per_kwh"
@@ -386,7 +393,7 @@ def _cut(series: CarbonSeries, start: datetime, end: datetime) -> CarbonSeries:
 def _default_step(values: pd.Series) -> timedelta | None:
     if len(values) < 2:
         return None
-    diffs = np.diff(values.index.asi8)
+    diffs = np.diff(pd.DatetimeIndex(values.index).as_unit("ns").asi8)
     diffs = diffs[diffs > 0]
     if diffs.size == 0:
         return None

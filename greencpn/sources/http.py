@@ -349,7 +349,7 @@ def regular_series(idx: pd.DatetimeIndex, vals: np.ndarray, est: np.ndarray, *,
         if len(idx) < 2:
             step = timedelta(hours=1)
         else:
-            diffs = pd.Series(np.diff(idx.asi8))
+            diffs = pd.Series(np.diff(idx.as_unit("ns").asi8))
             step = pd.Timedelta(int(diffs.mode().iloc[0]), unit="ns").to_pytimedelta()
     grid = pd.date_range(idx[0], idx[-1], freq=pd.Timedelta(step))
     if len(grid) != len(idx) or not grid.equals(idx):
