@@ -298,8 +298,9 @@ class SourceChain:
         n = _n_slots(issued_at, horizon, step)
         values, quantiles = _predicted_values(fc.predict(issued_at, n, step))
         name = _forecaster_name(fc)
-        log.warning("%s forecast %s: no provider forecast; using forecaster %s on %d points "
-                    "of history", self.name, zone, name, int(history.notna().sum()))
+        log.log(logging.WARNING if self.live is not None else logging.INFO,
+                "%s forecast %s: no provider forecast; using forecaster %s on %d points "
+                "of history", self.name, zone, name, int(history.notna().sum()))
         values.name = "intensity_g_per_kwh"
         return CarbonSeries(zone=zone, intensity_g_per_kwh=values, signal=self.signal,  # type: ignore[arg-type]
                             source=self.name, issued_at=issued_at,

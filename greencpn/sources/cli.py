@@ -92,12 +92,16 @@ def run_forecast(args: argparse.Namespace) -> int:
         if name == "electricitymaps":
             from greencpn.sources.electricitymaps import ElectricityMapsSource
 
-            live = ElectricityMapsSource(keys=KeyStore.from_env(key_file=args.keys_file),
-                                         accounting=args.accounting, **kw)
+            keys = KeyStore.from_env(key_file=args.keys_file)
+            keys.require("electricitymaps", "token")  # a user mistake: say so, exit 2
+            live = ElectricityMapsSource(keys=keys, accounting=args.accounting, **kw)
         elif name == "watttime":
             from greencpn.sources.watttime import WattTimeSource
 
-            live = WattTimeSource(keys=KeyStore.from_env(key_file=args.keys_file), **kw)
+            keys = KeyStore.from_env(key_file=args.keys_file)
+            keys.require("watttime", "username")
+            keys.require("watttime", "password")
+            live = WattTimeSource(keys=keys, **kw)
         elif name == "ukgrid":
             from greencpn.sources.ukgrid import UKGridSource
 
