@@ -240,7 +240,8 @@ def compute_diff(plan: dict[str, Any], slot: SlotRef, config: FleetConfig, backe
                               field=f"pools({name})", fix="plan and apply with the same config")
         target = _pool_slot(pool, slot.index, source)
         hook = backends.hooks.get(name)
-        hook_kind = (pool.get("hook") or {}).get("kind") or pcfg.hook.kind
+        kind = (pool.get("hook") or {}).get("kind") or pcfg.hook.kind
+        hook_kind = str(getattr(hook, "name", kind)) if hook is not None else kind
         hostlist = pool.get("hostlist") or pcfg.hostlist
         notes: list[str] = []
         nodes = expand(hostlist) if hostlist else []
@@ -249,7 +250,7 @@ def compute_diff(plan: dict[str, Any], slot: SlotRef, config: FleetConfig, backe
         spares = designated_spares(name, nodes, min(pcfg.spares, len(nodes)), settings) if nodes else []
         if hook is None:
             if nodes:
-                notes.append(f"hook '{hook_kind}': node power is not actuated; caps only on reachable nodes")
+                notes.append(f"hook '{kind}': node power is not actuated; caps only on reachable nodes")
             statuses = [NodeStatus(n, NodePower.ON, detail="assumed on (no hook)") for n in nodes]
         else:
             statuses = _status_all(hook, nodes)

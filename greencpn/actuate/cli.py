@@ -102,7 +102,8 @@ def _fake_backends(plan: dict[str, Any], config: FleetConfig) -> Backends:
     for pool in plan["pools"]:
         hostlist = pool.get("hostlist") or cfg_pools[pool["name"]].hostlist
         nodes = expand(hostlist) if hostlist else []
-        hooks[pool["name"]] = FakeNodeHook(nodes, clock)
+        kind = cfg_pools[pool["name"]].hook.kind
+        hooks[pool["name"]] = None if kind == "none" else FakeNodeHook(nodes, clock, name=f"fake-{kind}")
         fleet = FakeFleetGpus(
             gpus_per_node=int(pool.get("gpus_per_node", 1)),
             template=FakeGpu(name=str(pool.get("gpu_model", "fake")),
