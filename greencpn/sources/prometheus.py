@@ -146,7 +146,7 @@ class PrometheusClient:
         data = self._get("/api/v1/query", params) or {}
         kind = data.get("resultType")
         result = data.get("result")
-        if kind in ("scalar", "string"):
+        if kind in ("scalar", "string") and isinstance(result, list):
             return pd.Series({"scalar": float(result[1])}, dtype=float)
         out: dict[str, float] = {}
         for item in result or []:

@@ -356,9 +356,9 @@ def _sacct_entries(job: Mapping[str, Any]) -> list[_Entry]:
     gpus = None
     for key in ("allocated", "requested"):
         items = tres.get(key) or []
-        found = [_num(i.get("count")) for i in items
-                 if i.get("type") == "gres" and str(i.get("name") or "").split(":")[0] == "gpu"]
-        found = [f for f in found if f]
+        counts = [_num(i.get("count")) for i in items
+                  if i.get("type") == "gres" and str(i.get("name") or "").split(":")[0] == "gpu"]
+        found = [c for c in counts if c]
         if found:
             gpus = int(max(found))
             break
