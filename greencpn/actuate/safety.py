@@ -6,6 +6,8 @@
 * **Running work** — a node is powered off only once it is idle: it is drained first and
   watched for at most ``drain_timeout_s``; a node still busy then is resumed (only if greencpn
   drained it), skipped and reported.
+* **Not ours** — a node drained by someone else (maintenance) is never powered off, and
+  greencpn only ever resumes nodes it drained itself (``drained_by_us`` in the ledger).
 * **Spares** — ``pool.spares`` nodes always stay on: the target is never below it, and the
   designated spare nodes (``[control.spare_nodes]``, else the first ``spares`` names of the
   pool's hostlist) are never chosen for power-off.
