@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 
 from greencpn.actuate.base import NodePower
-from greencpn.actuate.hooks import make_hook
+from greencpn.actuate.hooks import NodeHookPermanentError, make_hook
 from greencpn.actuate.hooks.slurm import SlurmHook
 from greencpn.config import HookConfig
-from greencpn.errors import PermanentError
+from greencpn.errors import PermanentError, TemporaryError
 
 REPO = Path(__file__).resolve().parents[2]
 NEEDED = ("munged", "slurmctld", "slurmd", "scontrol", "sinfo", "squeue", "sbatch", "scancel")
@@ -275,3 +275,21 @@ def test_slurm_errors_are_typed(slurm: SlurmCluster) -> None:
     hook = _hook(slurm)
     with pytest.raises(PermanentError, match="Invalid node name"):
         hook._update(["nosuch9"], "state=drain", "reason=x")
+    # a node Slurm does not know fails alone; the others are still acted on and reported
+    with pytest.raises(NodeHookPermanentError) as info:
+        hook.drain(["fake4", "nosuch9"], "typed errors")
+    assert set(info.value.failures) == {"nosuch9"}
+    assert [(c.target, c.changed) for c in info.value.changes] == [("fake4", True)]
+    assert hook.status(["fake4"])[0].drained
+    hook.resume(["fake4"])
+    # slurmctld unreachable → temporary error (a config pointing at a port nobody serves)
+    conf = slurm.dir / "dead.conf"
+    text = (slurm.dir / "slurm.conf").read_text()
+    port_line = next(ln for ln in text.splitlines() if ln.startswith("SlurmctldPort="))
+    conf.write_text(text.replace(port_line, f"SlurmctldPort={_free_port()}"))
+    dead = make_hook({"kind": "slurm", "slurm_conf": str(conf), "timeout_s": 2,
+                      "status_format": "text"})
+    t0 = time.monotonic()
+    with pytest.raises(TemporaryError, match="timed out after 2 s"):
+        dead.status(["fake1"])
+    assert time.monotonic() - t0 < 10

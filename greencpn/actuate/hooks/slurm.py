@@ -53,6 +53,7 @@ from greencpn.actuate.hooks._common import (
     HookSettings,
     log,
     noop,
+    raise_if_failed,
     run_command,
 )
 from greencpn.actuate.hostlist import compress, expand
@@ -237,19 +238,29 @@ class SlurmHook:
             return {n: NodeStatus(n, expected) for n in nodes}
         return {s.name: s for s in self.status(nodes)}
 
+    def _known(self, op: str, nodes: Sequence[str]) -> tuple[dict[str, NodeStatus],
+                                                             dict[str, Exception]]:
+        """Status of ``nodes``; nodes Slurm does not know become per-node failures."""
+        before = {s.name: s for s in self.status(nodes)}
+        unknown: dict[str, Exception] = {
+            n: PermanentError(f"slurm {op}: node {n!r} is not known to Slurm — check the pool's "
+                              "hostlist against `sinfo -N`")
+            for n, st in before.items() if st.detail == "not known to Slurm"}
+        return before, unknown
+
     def _power(self, nodes: Sequence[str], state: str, already: tuple[NodePower, ...],
                expected: NodePower) -> list[Change]:
-        before = {s.name: s for s in self.status(nodes)}
-        todo = [n for n in nodes if before[n].power not in already]
+        before, failures = self._known(state, nodes)
+        todo = [n for n in nodes if before[n].power not in already and n not in failures]
         changes = [noop(n, "power", before[n].power.value, f"already {before[n].power.value}")
-                   for n in nodes if n not in todo]
+                   for n in nodes if n not in todo and n not in failures]
         if todo:
             self._update(todo, f"state={state}")
             after = self._after(todo, expected)
             changes += [Change(n, "power", before[n].power.value, after[n].power.value, True,
                                f"scontrol update state={state}; Slurm now shows {after[n].detail}")
                         for n in todo]
-        return changes
+        return raise_if_failed(f"slurm {state}", changes, failures)
 
     def power_on(self, nodes: Sequence[str]) -> list[Change]:
         return self._power(nodes, "power_up", POWER_ON_LIKE, NodePower.BOOTING)
@@ -259,27 +270,28 @@ class SlurmHook:
 
     def drain(self, nodes: Sequence[str], reason: str) -> list[Change]:
         reason = reason.strip() or "greencpn"
-        before = {s.name: s for s in self.status(nodes)}
-        todo = [n for n in nodes if not before[n].drained]
+        before, failures = self._known("drain", nodes)
+        todo = [n for n in nodes if not before[n].drained and n not in failures]
         changes = [noop(n, "drained", True, f"already drained: {before[n].extra.get('reason', '')}")
-                   for n in nodes if n not in todo]
+                   for n in nodes if n not in todo and n not in failures]
         if todo:
             self._update(todo, "state=drain", f"reason={reason}")
             after = self._after(todo, before[todo[0]].power)
             changes += [Change(n, "drained", False, after[n].drained if self.verify else True, True,
                                f"scontrol update state=drain reason={reason!r}") for n in todo]
-        return changes
+        return raise_if_failed("slurm drain", changes, failures)
 
     def resume(self, nodes: Sequence[str]) -> list[Change]:
-        before = {s.name: s for s in self.status(nodes)}
+        before, failures = self._known("resume", nodes)
         todo = [n for n in nodes if before[n].drained]
-        changes = [noop(n, "drained", False, "not drained") for n in nodes if n not in todo]
+        changes = [noop(n, "drained", False, "not drained")
+                   for n in nodes if n not in todo and n not in failures]
         if todo:
             self._update(todo, "state=resume")
             after = self._after(todo, before[todo[0]].power)
             changes += [Change(n, "drained", True, after[n].drained if self.verify else False,
                                True, "scontrol update state=resume") for n in todo]
-        return changes
+        return raise_if_failed("slurm resume", changes, failures)
 
 
 def build(s: HookSettings) -> SlurmHook:
