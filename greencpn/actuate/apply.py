@@ -300,8 +300,10 @@ def compute_diff(plan: dict[str, Any], slot: SlotRef, config: FleetConfig, backe
                 d.notes.append(f"{short} node(s) of the {'power-off' if gap < 0 else 'power-on'} target "
                                "cannot be switched now (see held)")
             off = set(d.power_off)
-            d.resume = [s.name for s in statuses if s.power == NodePower.ON and s.drained
-                        and records[s.name].drained_by_us and s.name not in off]
+            # greencpn drained these (not every hook reports the drain flag, so the ledger decides)
+            d.resume = [s.name for s in statuses if s.power == NodePower.ON
+                        and records[s.name].drained_by_us and not records[s.name].failed
+                        and s.name not in off]
         else:
             d.target_nodes_on = d.on_now
 
@@ -662,7 +664,8 @@ class _Run:
         deadline = self.now() + timedelta(seconds=self.settings.drain_timeout_s)
         while True:
             st = _status_all(self._hook(d), nodes)
-            idle = [s.name for s in st if s.power == NodePower.ON and s.running_jobs == 0 and s.drained]
+            # drained by the hook call above; not every hook reports the flag back in status
+            idle = [s.name for s in st if s.power == NodePower.ON and s.running_jobs == 0]
             if len(idle) == len(nodes) or self.now() >= deadline:
                 return idle
             self.sleep(min(self.settings.poll_interval_s, max(0.0, (deadline - self.now()).total_seconds())))
@@ -719,7 +722,7 @@ class _Run:
                                 if rec.boot_requested_at else "on")
                         self.ledger.update_node(st.name, power="on", seen_at=now,
                                                 boot_requested_at=None, boot_deadline=None)
-                        if st.drained and rec.drained_by_us:
+                        if rec.drained_by_us:
                             d.resume.append(st.name)
                         self.decide("wait_boot", "booted", pool, [st.name], "ok", took)
             now = self.now()

@@ -182,3 +182,27 @@ def test_node_booted_after_power_on_is_resumed_and_capped(make_world):  # type: 
     assert powers(w) == {"pn1": "on", "pn2": "on"}
     assert w.hooks["p"].nodes["pn1"].drained is False
     assert w.caps("pn1") == [300.0, 300.0]
+
+
+def test_hook_that_does_not_report_the_drain_flag(make_world):  # type: ignore[no-untyped-def]
+    """Some hooks (IPMI without a scheduler) never report ``drained`` in status: the ledger's
+    ``drained_by_us`` decides, so power-off still happens after the drain and the node is
+    resumed once it is back on."""
+    from greencpn.actuate.fake_nodes import FakeNodeHook
+
+    class Mute(FakeNodeHook):
+        def status(self, nodes):  # type: ignore[no-untyped-def]
+            from dataclasses import replace
+
+            return [replace(s, drained=False) for s in super().status(nodes)]
+
+    w = make_world([dict(name="p", nodes=2)])
+    w.hooks["p"] = Mute(["pn1", "pn2"], w.clock, call_log=w.log)
+    plan = w.plan({"p": [(1, None), (2, None), (2, None)]})
+    w.apply(plan, slot=0)
+    assert powers(w) == {"pn1": "off", "pn2": "on"}
+    w.apply(plan, slot=1)
+    assert powers(w) == {"pn1": "on", "pn2": "on"}
+    assert w.ops("drain", "power_off", "power_on", "resume") == [
+        ("drain", "pn1"), ("power_off", "pn1"), ("power_on", "pn1"), ("resume", "pn1")]
+    assert not w.ledger().node("pn1").drained_by_us
