@@ -6,8 +6,9 @@ cap), observes the fleet (node status through each pool's hook, GPU caps through
 dry run or the controller is in shadow mode — carries it out in this order:
 
 1. **lower caps** on GPUs whose cap is above the target (power goes down first);
-2. **drain** the nodes chosen for power-off and wait (bounded) until they are idle; a node
-   still busy is resumed (if greencpn drained it), skipped and reported;
+2. **drain** the nodes chosen for power-off (all pools) and wait (bounded, one deadline for
+   all) until they are idle; a node still busy is resumed (if greencpn drained it), skipped
+   and reported;
 3. **power off** the idle drained nodes;
 4. **power on** the nodes chosen for start-up (wake before work moves there);
 5. **wait for boot** (bounded by each pool's boot timeout); a node not up in time is marked
@@ -17,8 +18,8 @@ dry run or the controller is in shadow mode — carries it out in this order:
 
 Steps 4–7 increase power; they are skipped at a site where a power-reducing step (1–3) failed
 with an error, so a site never ends above the plan because a reduction failed. Power
-operations (3, 4) draw from the rate limiter; those without a token are deferred to a later
-apply. Every step is written to the ledger before it runs (intent) and after (result); on a GPU
+operations (3, 4) draw from the rate limiter, round-robin over pools; those without a token
+are deferred to a later apply. Every step is written to the ledger before it runs (intent) and after (result); on a GPU
 error the caps already set on that pool in that step are rolled back, and the rollback is
 recorded too. See :mod:`greencpn.actuate.safety` for the rules.
 """
@@ -599,14 +600,26 @@ class _Run:
         self.out(phase, action, d.name, nodes, "ok")
         return None
 
+    def _grant(self, wanted: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Hand out rate-limit tokens round-robin over pools, in each pool's preference order,
+        so one big pool cannot starve the others."""
+        granted: dict[str, list[str]] = {k: [] for k in wanted}
+        for i in range(max((len(v) for v in wanted.values()), default=0)):
+            for pool, nodes in wanted.items():
+                if i < len(nodes) and self.bucket.take():
+                    granted[pool].append(nodes[i])
+        return granted
+
     def power_off_phase(self) -> None:
+        """Drain every pool's chosen nodes, wait for all of them under one deadline, then
+        power off the idle ones pool by pool (busy ones are resumed and skipped)."""
+        granted = self._grant({d.name: d.power_off for d in self.diffs if d.power_off})
+        drained: list[tuple[PoolDiff, list[str]]] = []
         for d in self.diffs:
             if not d.power_off:
                 continue
-            nodes: list[str] = []
-            deferred: list[str] = []
-            for n in d.power_off:
-                (nodes if self.bucket.take() else deferred).append(n)
+            nodes = granted[d.name]
+            deferred = [n for n in d.power_off if n not in set(nodes)]
             if deferred:
                 self.decide("drain", "power_off", d.name, deferred, "deferred",
                             f"rate limit {self.settings.max_power_ops_per_min:g}/min; "
@@ -624,8 +637,11 @@ class _Run:
                     continue
                 for n in to_drain:
                     self.ledger.update_node(n, drained_by_us=True)
-            idle = self._wait_idle(d, nodes)
-            busy = [n for n in nodes if n not in idle]
+            drained.append((d, nodes))
+        idle_all = self._wait_idle(drained)
+        for d, nodes in drained:
+            idle = [n for n in nodes if n in idle_all]
+            busy = [n for n in nodes if n not in idle_all]
             if busy:
                 self.bucket.give_back(len(busy))
                 ours = [n for n in busy if self.ledger.node(n).drained_by_us]
@@ -636,41 +652,52 @@ class _Run:
                             self.ledger.update_node(n, drained_by_us=False)
                 self.decide("drain", "power_off", d.name, busy, "skipped",
                             f"still running work after {self.settings.drain_timeout_s:g} s drain; kept on")
-            if not idle:
-                continue
-            exc = self._call("power_off", "power_off", d, idle, partial(self._hook(d).power_off, idle))
-            if exc is not None:
-                self.failed_sites.add(d.site)
-                # nodes still on must not stay drained: give them back to the scheduler
-                still_on = [st.name for st in _status_all(self._hook(d), idle)
-                            if counts_as_on(st) and self.ledger.node(st.name).drained_by_us]
-                if still_on and self._call("power_off", "resume", d, still_on,
-                                           partial(self._hook(d).resume, still_on)) is None:
-                    for n in still_on:
-                        self.ledger.update_node(n, drained_by_us=False)
-                for st in _status_all(self._hook(d), [n for n in idle if n not in still_on]):
-                    if st.power == NodePower.OFF:
-                        now = self.now()
-                        self.ledger.update_node(st.name, power="off", off_since=now, seen_at=now)
-                        self.powered_off.add(st.name)
-                continue
-            now = self.now()
-            for n in idle:
-                self.ledger.update_node(n, power="off", off_since=now, seen_at=now,
-                                        boot_requested_at=None, boot_deadline=None)
-                self.powered_off.add(n)
+            if idle:
+                self._power_off(d, idle)
 
-    def _wait_idle(self, d: PoolDiff, nodes: list[str]) -> list[str]:
+    def _power_off(self, d: PoolDiff, idle: list[str]) -> None:
+        exc = self._call("power_off", "power_off", d, idle, partial(self._hook(d).power_off, idle))
+        if exc is not None:
+            self.failed_sites.add(d.site)
+            # nodes still on must not stay drained: give them back to the scheduler
+            still_on = [st.name for st in _status_all(self._hook(d), idle)
+                        if counts_as_on(st) and self.ledger.node(st.name).drained_by_us]
+            if still_on and self._call("power_off", "resume", d, still_on,
+                                       partial(self._hook(d).resume, still_on)) is None:
+                for n in still_on:
+                    self.ledger.update_node(n, drained_by_us=False)
+            for st in _status_all(self._hook(d), [n for n in idle if n not in still_on]):
+                if st.power == NodePower.OFF:
+                    now = self.now()
+                    self.ledger.update_node(st.name, power="off", off_since=now, seen_at=now)
+                    self.powered_off.add(st.name)
+            return
+        now = self.now()
+        for n in idle:
+            self.ledger.update_node(n, power="off", off_since=now, seen_at=now,
+                                    boot_requested_at=None, boot_deadline=None)
+            self.powered_off.add(n)
+
+    def _wait_idle(self, drained: list[tuple[PoolDiff, list[str]]]) -> set[str]:
+        """Poll the drained nodes until all are idle or ``drain_timeout_s`` has passed."""
         deadline = self.now() + timedelta(seconds=self.settings.drain_timeout_s)
+        idle: set[str] = set()
+        total = sum(len(nodes) for _, nodes in drained)
         while True:
-            st = _status_all(self._hook(d), nodes)
-            # drained by the hook call above; not every hook reports the flag back in status
-            idle = [s.name for s in st if s.power == NodePower.ON and s.running_jobs == 0]
-            if len(idle) == len(nodes) or self.now() >= deadline:
+            for d, nodes in drained:
+                waiting = [n for n in nodes if n not in idle]
+                if not waiting:
+                    continue
+                # drained by the hook call above; not every hook reports the flag back in status
+                idle |= {s.name for s in _status_all(self._hook(d), waiting)
+                         if s.power == NodePower.ON and s.running_jobs == 0}
+            if len(idle) == total or self.now() >= deadline:
                 return idle
             self.sleep(min(self.settings.poll_interval_s, max(0.0, (deadline - self.now()).total_seconds())))
 
     def power_on_phase(self) -> None:
+        granted = self._grant({d.name: d.power_on for d in self.diffs
+                               if d.power_on and d.site not in self.failed_sites})
         for d in self.diffs:
             if not d.power_on:
                 continue
@@ -678,10 +705,8 @@ class _Run:
                 self.decide("power_on", "power_on", d.name, d.power_on, "skipped",
                             f"a power-reducing step failed at site {d.site}")
                 continue
-            nodes: list[str] = []
-            deferred: list[str] = []
-            for n in d.power_on:
-                (nodes if self.bucket.take() else deferred).append(n)
+            nodes = granted[d.name]
+            deferred = [n for n in d.power_on if n not in set(nodes)]
             if deferred:
                 self.decide("power_on", "power_on", d.name, deferred, "deferred",
                             f"rate limit {self.settings.max_power_ops_per_min:g}/min; "

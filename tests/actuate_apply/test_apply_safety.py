@@ -206,3 +206,24 @@ def test_hook_that_does_not_report_the_drain_flag(make_world):  # type: ignore[n
     assert w.ops("drain", "power_off", "power_on", "resume") == [
         ("drain", "pn1"), ("power_off", "pn1"), ("power_on", "pn1"), ("resume", "pn1")]
     assert not w.ledger().node("pn1").drained_by_us
+
+
+def test_rate_limit_tokens_go_round_robin_over_pools(make_world):  # type: ignore[no-untyped-def]
+    w = make_world([dict(name="p", nodes=4), dict(name="q", nodes=4)])
+    s = ControlSettings(**{**w.settings.__dict__, "max_power_ops_per_min": 3.0, "power_ops_burst": 3})
+    w.apply(w.plan({"p": [(0, None)] * 3, "q": [(0, None)] * 3}), settings=s)
+    assert w.ops("power_off") == [("power_off", "pn1"), ("power_off", "pn2"), ("power_off", "qn1")]
+
+
+def test_drains_of_all_pools_are_waited_for_together(make_world):  # type: ignore[no-untyped-def]
+    w = make_world([dict(name="p", nodes=2), dict(name="q", nodes=2)])
+    w.hooks["p"].run_jobs("pn1", 1)
+    w.hooks["p"].run_jobs("pn2", 1)
+    w.hooks["q"].run_jobs("qn1", 1, for_s=50)
+    w.hooks["q"].run_jobs("qn2", 1)
+    rep = w.apply(w.plan({"p": [(1, None)] * 3, "q": [(1, None)] * 3}))
+    assert w.clock.now() == T0 + timedelta(seconds=120)  # one 120 s drain timeout, not two
+    assert w.ops("drain", "power_off", "resume") == [
+        ("drain", "pn1"), ("drain", "qn1"), ("resume", "pn1"), ("power_off", "qn1")]
+    assert [s.targets for s in rep.steps if s.status == "skipped"] == [("pn1",)]
+    assert w.hooks["p"].killed_jobs == w.hooks["q"].killed_jobs == 0
