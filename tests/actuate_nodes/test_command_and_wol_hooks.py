@@ -92,8 +92,8 @@ def test_command_hook_power_reads_before_write(fake_cluster: tuple[Path, NodePow
     # n04 was already off: no command for it; n01,n02 passed as ONE hostlist expression
     assert _calls(state) == ["off n[01-02] reason="]
     assert [(c.target, c.changed, c.before, c.after) for c in changes] == [
-        ("n04", False, "off", "off"), ("n01", True, "on", "shutting_down"),
-        ("n02", True, "on", "shutting_down")]
+        ("n01", True, "on", "shutting_down"), ("n02", True, "on", "shutting_down"),
+        ("n04", False, "off", "off")]  # in the order asked
     assert (state / "n01").read_text().strip() == "off"
 
     # re-applying changes nothing and runs nothing
@@ -102,7 +102,7 @@ def test_command_hook_power_reads_before_write(fake_cluster: tuple[Path, NodePow
     assert _calls(state) == ["off n[01-02] reason="]
 
     on = hook.power_on(["n01", "n03"])
-    assert [(c.target, c.changed) for c in on] == [("n03", False), ("n01", True)]
+    assert [(c.target, c.changed) for c in on] == [("n01", True), ("n03", False)]
     assert _calls(state)[-1] == "on n01 reason="
 
 

@@ -165,8 +165,8 @@ def test_power_off_soft_first(bmcs: dict[str, Bmc]) -> None:
     hook = _hook(bmcs)
     changes = hook.power_off(["n1", "n2"])
     assert [(c.target, c.before, c.after, c.changed) for c in changes] == [
-        ("n2", "off", "off", False), ("n1", "on", "off", True)]
-    assert "soft off" in changes[1].message
+        ("n1", "on", "off", True), ("n2", "off", "off", False)]
+    assert "soft off" in changes[0].message
     assert bmcs["n1"].requests() == ["set shutdown 1"]  # never a hard off
 
 

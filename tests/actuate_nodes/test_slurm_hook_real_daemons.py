@@ -239,7 +239,7 @@ def test_drain_sets_reason_and_resume_clears_it(slurm: SlurmCluster) -> None:
     assert not any(c.changed for c in hook.drain(["node1"], "again"))
     resumed = hook.resume(["node1", "fake3", "fake4"])
     assert [(c.target, c.changed) for c in resumed] == [
-        ("fake4", False), ("node1", True), ("fake3", True)]
+        ("node1", True), ("fake3", True), ("fake4", False)]
     assert not any(s.drained for s in hook.status(["node1", "fake3"]))
 
 
@@ -260,8 +260,8 @@ def test_power_down_makes_slurm_call_suspend_program(slurm: SlurmCluster) -> Non
     hook = _hook(slurm)
     changes = hook.power_off(["node1", "fake4"])  # fake4 is powered down already
     assert [(c.target, c.before, c.changed) for c in changes] == [
-        ("fake4", "off", False), ("node1", "on", True)]
-    assert changes[1].after in ("shutting_down", "off")
+        ("node1", "on", True), ("fake4", "off", False)]
+    assert changes[0].after in ("shutting_down", "off")
     calls = _wait("SuspendProgram call",
                   lambda: [c for c in slurm.calls() if c["action"] == "suspend"], 15)
     assert isinstance(calls, list) and calls[0]["hostlist"] == "node1"

@@ -67,12 +67,22 @@ class NodeHookPermanentError(PermanentError):
         super().__init__(message)
 
 
-def raise_if_failed(op: str, changes: list[Change], failures: dict[str, Exception]) -> list[Change]:
+def in_order(nodes: Sequence[str], changes: list[Change]) -> list[Change]:
+    """Changes in the order the nodes were asked for (stable: a node's own order is kept)."""
+    pos = {n: i for i, n in reversed(list(enumerate(nodes)))}
+    return sorted(changes, key=lambda c: pos.get(c.target, len(pos)))
+
+
+def raise_if_failed(op: str, changes: list[Change], failures: dict[str, Exception],
+                    nodes: Sequence[str] | None = None) -> list[Change]:
     """Return ``changes`` if nothing failed, else raise one error naming every failed node.
 
     The error is temporary only if every failure was temporary; it carries ``changes`` (what
     was done) and ``failures`` (node → error) so the caller can record a consistent state.
+    With ``nodes``, changes are put in the order of ``nodes``.
     """
+    if nodes is not None:
+        changes = in_order(nodes, changes)
     if not failures:
         return changes
     detail = "; ".join(f"{n}: {e}" for n, e in sorted(failures.items()))

@@ -28,6 +28,7 @@ from greencpn.actuate.hooks._common import (
     POWER_OFF_LIKE,
     POWER_ON_LIKE,
     HookSettings,
+    in_order,
     log,
     noop,
     power_change,
@@ -171,7 +172,7 @@ class CommandHook:
             self._run(op, todo)
             changes += [power_change(n, before[n].power, target, f"{op} command ran")
                         for n in todo]
-        return changes
+        return in_order(nodes, changes)
 
     def power_on(self, nodes: Sequence[str]) -> list[Change]:
         return self._power("power_on", nodes, NodePower.BOOTING, POWER_ON_LIKE)
@@ -188,7 +189,7 @@ class CommandHook:
             self._run("drain", todo, reason)
             changes += [Change(n, "drained", before[n].drained if has_status else None, True,
                                True, f"drain command ran: {reason}") for n in todo]
-        return changes
+        return in_order(nodes, changes)
 
     def resume(self, nodes: Sequence[str]) -> list[Change]:
         before = {s.name: s for s in self.status(nodes)}
@@ -199,7 +200,7 @@ class CommandHook:
             self._run("resume", todo)
             changes += [Change(n, "drained", True if has_status else None, False, True,
                                "resume command ran") for n in todo]
-        return changes
+        return in_order(nodes, changes)
 
 
 def build(s: HookSettings) -> CommandHook:

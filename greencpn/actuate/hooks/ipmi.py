@@ -226,7 +226,7 @@ class IpmiHook:
                 changes.append(power_change(n, before, after, "chassis power on"))
             except (TemporaryError, PermanentError) as exc:
                 failures[n] = exc
-        return raise_if_failed("ipmi power on", changes, failures)
+        return raise_if_failed("ipmi power on", changes, failures, nodes)
 
     def power_off(self, nodes: Sequence[str]) -> list[Change]:
         changes: list[Change] = []
@@ -271,7 +271,7 @@ class IpmiHook:
                     n, before, after, f"soft off timed out after {waited:.0f} s; hard power off"))
             except (TemporaryError, PermanentError) as exc:
                 failures[n] = exc
-        return raise_if_failed("ipmi power off", changes, failures)
+        return raise_if_failed("ipmi power off", changes, failures, nodes)
 
     def _nested(self, op: str) -> NodePowerHook:
         if self.drain_hook is None:

@@ -264,7 +264,7 @@ class KubernetesHook:
                     failures[n] = TemporaryError("; ".join(blocked))
             except (TemporaryError, PermanentError) as exc:
                 failures[n] = exc
-        return raise_if_failed("kubernetes drain", changes, failures)
+        return raise_if_failed("kubernetes drain", changes, failures, nodes)
 
     def resume(self, nodes: Sequence[str]) -> list[Change]:
         changes: list[Change] = []
@@ -279,7 +279,7 @@ class KubernetesHook:
                 changes.append(Change(n, "drained", True, False, True, "uncordoned"))
             except (TemporaryError, PermanentError) as exc:
                 failures[n] = exc
-        return raise_if_failed("kubernetes resume", changes, failures)
+        return raise_if_failed("kubernetes resume", changes, failures, nodes)
 
     def _power(self) -> NodePowerHook:
         if self.power_hook is None:

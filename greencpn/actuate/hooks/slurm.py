@@ -260,7 +260,7 @@ class SlurmHook:
             changes += [Change(n, "power", before[n].power.value, after[n].power.value, True,
                                f"scontrol update state={state}; Slurm now shows {after[n].detail}")
                         for n in todo]
-        return raise_if_failed(f"slurm {state}", changes, failures)
+        return raise_if_failed(f"slurm {state}", changes, failures, nodes)
 
     def power_on(self, nodes: Sequence[str]) -> list[Change]:
         return self._power(nodes, "power_up", POWER_ON_LIKE, NodePower.BOOTING)
@@ -279,7 +279,7 @@ class SlurmHook:
             after = self._after(todo, before[todo[0]].power)
             changes += [Change(n, "drained", False, after[n].drained if self.verify else True, True,
                                f"scontrol update state=drain reason={reason!r}") for n in todo]
-        return raise_if_failed("slurm drain", changes, failures)
+        return raise_if_failed("slurm drain", changes, failures, nodes)
 
     def resume(self, nodes: Sequence[str]) -> list[Change]:
         before, failures = self._known("resume", nodes)
@@ -291,7 +291,7 @@ class SlurmHook:
             after = self._after(todo, before[todo[0]].power)
             changes += [Change(n, "drained", True, after[n].drained if self.verify else False,
                                True, "scontrol update state=resume") for n in todo]
-        return raise_if_failed("slurm resume", changes, failures)
+        return raise_if_failed("slurm resume", changes, failures, nodes)
 
 
 def build(s: HookSettings) -> SlurmHook:
