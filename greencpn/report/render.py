@@ -188,6 +188,16 @@ def solver_blocks(plan: dict[str, Any]) -> list[Block]:
         ["best bound", fmt_num(sv.get("bound"), 3)],
         ["MIP gap", "–" if gap is None else f"{100 * float(gap):.3f} %"],
         ["executed objective (job-level plan)", fmt_num(ex.get("objective"), 3)],
+        *(
+            [
+                [
+                    "MILP objective / bound behind the executed plan",
+                    f"{fmt_num(ex.get('milp_objective'), 3)} / {fmt_num(ex.get('milp_bound'), 3)}",
+                ]
+            ]
+            if "milp_objective" in ex or "milp_bound" in ex
+            else []
+        ),
         [
             "executed gap to bound",
             "–" if ex.get("gap_to_bound") is None else f"{100 * float(ex['gap_to_bound']):.3f} %",
@@ -240,12 +250,15 @@ def site_table(plan: dict[str, Any]) -> Table:
             for x in slots
             if x.get("intensity_g_per_kwh") is not None
         ]
-        binding = sum(
-            1
-            for x in slots
-            if x.get("budget_kw") is not None
-            and float(x.get("meter_power_kw") or 0.0) >= 0.999 * float(x["budget_kw"])
-        )
+        at_budget = over_budget = 0
+        for x in slots:
+            if x.get("budget_kw") is None:
+                continue
+            b, m = float(x["budget_kw"]), float(x.get("meter_power_kw") or 0.0)
+            if m > b * (1 + 1e-3):
+                over_budget += 1
+            elif m >= b * (1 - 1e-3):
+                at_budget += 1
         rows.append(
             [
                 f"{s['name']} ({s.get('zone', '?')})",
@@ -257,7 +270,8 @@ def site_table(plan: dict[str, Any]) -> Table:
                 _range(ints),
                 fmt_num(max(meter) if meter else None),
                 fmt_num(min(budgets) if budgets else None),
-                str(binding) if budgets else "–",
+                str(at_budget) if budgets else "–",
+                str(over_budget) if budgets else "–",
             ]
         )
     header = [
@@ -271,6 +285,7 @@ def site_table(plan: dict[str, Any]) -> Table:
         "peak meter (kW)",
         "lowest budget (kW)",
         "slots at budget",
+        "slots over budget",
     ]
     return Table(header, rows, [False] + [True] * (len(header) - 1))
 
@@ -381,6 +396,16 @@ def build_blocks(plan: dict[str, Any], plot_files: list[str]) -> list[Block]:
         f"{n_jobs} job(s). Plan computed at {plan.get('created_at', '?')} from "
         f"`{plan.get('config', '?')}`."
     )
+    weights = plan.get("objective_weights") or {}
+    if weights:
+        intro += (
+            " Objective weights: "
+            + ", ".join(
+                f"{k} = {v:g}" if isinstance(v, int | float) else f"{k} = {v}"
+                for k, v in weights.items()
+            )
+            + "."
+        )
     blocks: list[Block] = [("h1", title), ("p", headline(plan)), ("p", intro)]
     blocks += [
         ("h2", "Plan against the baselines"),
@@ -407,6 +432,15 @@ def build_blocks(plan: dict[str, Any], plot_files: list[str]) -> list[Block]:
     else:
         more = f" (the first {len(late.rows)} shown)" if n_bad > len(late.rows) else ""
         blocks += [("p", f"{n_bad} job(s) are late or not fully served{more}."), ("table", late)]
+    diags = [str(d) for d in plan.get("diagnostics") or []]
+    if diags:
+        shown = diags[:40]
+        more = f" (the first {len(shown)} of {len(diags)} shown)" if len(diags) > len(shown) else ""
+        blocks += [
+            ("h2", "Diagnostics"),
+            ("p", f"What the planner flagged about the executed plan{more}:"),
+            ("ul", shown),
+        ]
     trade = tradeoff_table(plan)
     if trade is not None:
         blocks += [
@@ -449,6 +483,8 @@ def to_markdown(blocks: list[Block]) -> str:
             for row in t.rows:
                 out.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
             out.append("")
+        elif kind == "ul":
+            out += [f"- {_md_cell(item)}" for item in payload] + [""]
         elif kind == "img":
             img: Image = payload
             out += [f"![{img.alt}]({img.file})", ""]
@@ -521,6 +557,9 @@ def to_html(blocks: list[Block], images: dict[str, bytes]) -> str:
             body.append(
                 f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
             )
+        elif kind == "ul":
+            items = "".join(f"<li>{_inline(item)}</li>" for item in payload)
+            body.append(f"<ul>{items}</ul>")
         elif kind == "img":
             img: Image = payload
             data = base64.b64encode(images[img.file]).decode("ascii")

@@ -13,7 +13,7 @@ def _plan() -> dict[str, Any]:
         "frankfurt": [400.0, 380.0, 300.0, 250.0, 320.0, 420.0],
         "oslo": [30.0, 31.0, 29.0, 28.0, 30.0, 32.0],
     }
-    budget = {"frankfurt": [10.0, 4.368, 2.0, 2.0, 10.0, 10.0], "oslo": None}
+    budget = {"frankfurt": [10.0, 4.368, 2.0, 2.0, 2.0, 10.0], "oslo": None}
     pue = {"frankfurt": 1.3, "oslo": 1.1}
     price = {"frankfurt": 0.25, "oslo": 0.1}
     # fra pool: 2 nodes x 8 A100; osl pool: 3 nodes x 4 A40
@@ -203,6 +203,11 @@ def _plan() -> dict[str, Any]:
             },
         },
         "savings": {},
+        "objective_weights": {"carbon_weight_per_kg": 1.0, "cost_weight": 0.0},
+        "diagnostics": [
+            "deadline: job gdpr|b finishes 1.00 h late",
+            "capacity: job big<c> could not be placed inside the horizon (12.0 GPU-h)",
+        ],
         "tradeoff": [
             {"carbon_weight_per_kg": 1.0, "cost_weight": 0.0, "carbon_kg": 9.0, "cost": 20.0},
             {"carbon_weight_per_kg": 0.0, "cost_weight": 1.0, "carbon_kg": 14.0, "cost": 12.5},

@@ -83,7 +83,8 @@ def test_site_pool_and_late_tables(tiny_report: dict[str, Any]) -> None:
     assert _num(row[2]) == pytest.approx(energy, abs=0.05)
     assert _num(row[3]) == pytest.approx(carbon, abs=0.05)
     assert row[6] == "250–420"
-    assert row[8] == "2.0" and row[9] == "1"  # lowest budget 2 kW, one slot exactly at budget
+    # lowest budget 2 kW; slot 1 exactly at its budget, slot 4 (2.08 kW) over its 2 kW budget
+    assert row[8] == "2.0" and row[9] == "1" and row[10] == "1"
     assert sites["oslo (NO)"][8] == "–"  # no budget
     pools = {r[0]: r for r in _md_table(md, "pool")}
     assert pools["fra-a100"][4] == "0–1"
@@ -93,6 +94,8 @@ def test_site_pool_and_late_tables(tiny_report: dict[str, Any]) -> None:
     late = {r[0].replace("\\|", "|"): r for r in _md_table(md, "job")}
     assert set(late) == {"gdpr|b", "big<c>"}  # train-a is on time
     assert late["big<c>"][6] == "not placed" and _num(late["big<c>"][8]) == 12.0
+    assert "- capacity: job big<c> could not be placed" in md  # diagnostics listed
+    assert "carbon_weight_per_kg = 1" in md
     trade = _md_table(md, "carbon weight (per kg)")
     assert [_num(r[2]) for r in trade] == [9.0, 14.0]
     assert "GPU power cap per pool" in md
