@@ -18,13 +18,15 @@ import threading
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from greencpn.clock import Clock, SystemClock
-from greencpn.sources.base import CarbonSeries
-from greencpn.sources.http import BudgetExceededError
+
+if TYPE_CHECKING:
+    from greencpn.sources.base import CarbonSeries
+
+# pandas/numpy/requests are imported inside the functions that need them: a fresh cache hit
+# printed by ``greencpn forecast`` then needs only the standard library (start-up time).
 
 #: Default time-to-live per endpoint kind, seconds. Forecasts are re-issued hourly by the
 #: providers (WattTime every 5 min); history is revised for about a day.
@@ -129,6 +131,21 @@ class SeriesCache:
         Args:
             covering: if given, only rows whose series reaches past this time qualify.
         """
+        row = self._latest_row(source, zone, signal, endpoint, covering)
+        return self._hit(row, endpoint)
+
+    def latest_raw(self, source: str, zone: str, signal: str, endpoint: str, *,
+                   covering: datetime | None = None) -> tuple[dict[str, Any], float, bool] | None:
+        """Like :meth:`latest` but without pandas: ``(payload dict, age_s, fresh)``; the
+        payload is the JSON of :func:`encode_series` (``t`` epoch seconds, ``v`` values...)."""
+        row = self._latest_row(source, zone, signal, endpoint, covering)
+        if row is None:
+            return None
+        age = self.clock.now().timestamp() - row[0]
+        return json.loads(row[1]), age, age <= self.ttl_for(endpoint)
+
+    def _latest_row(self, source: str, zone: str, signal: str, endpoint: str,
+                    covering: datetime | None) -> tuple[float, str] | None:
         sql = ("SELECT fetched_at, payload FROM series WHERE source=? AND zone=? AND signal=? "
                "AND endpoint=?")
         args: list[object] = [source, zone, signal, endpoint]
@@ -138,7 +155,7 @@ class SeriesCache:
         sql += " ORDER BY fetched_at DESC LIMIT 1"
         with self._lock:
             row = self._db.execute(sql, args).fetchone()
-        return self._hit(row, endpoint)
+        return row
 
     def history_rows(self, zone: str, *, source: str | None = None) -> list[CarbonSeries]:
         """Every cached series of ``zone`` (all endpoints), oldest fetch first — the raw
@@ -172,6 +189,8 @@ class SeriesCache:
             BudgetExceededError: the budget is used up; ``retry_after_s`` is the time until
                 the next UTC midnight. The request is not counted.
         """
+        from greencpn.sources.http import BudgetExceededError
+
         now = self.clock.now().astimezone(UTC)
         day = now.date().isoformat()
         limit = self.daily_budget.get(source)
@@ -200,10 +219,15 @@ class SeriesCache:
 
 
 # -------------------------------------------------------------------------------- encoding
+def pd_index(ser: Any) -> Any:
+    """The series' index (typed loosely: a tz-aware DatetimeIndex)."""
+    return ser.index
+
+
 def encode_series(s: CarbonSeries) -> str:
     """Compact JSON: epoch-second index, float values, flags and provenance."""
     ser = s.intensity_g_per_kwh
-    idx = ser.index
+    idx = pd_index(ser)
     ts = (idx.as_unit("ns").asi8 // 10**9).tolist() if len(idx) else []
     vals = [None if v != v else float(v) for v in ser.to_numpy(dtype=float)]
     est = None if s.estimated is None else [bool(x) for x in s.estimated.to_numpy()]
@@ -217,8 +241,14 @@ def encode_series(s: CarbonSeries) -> str:
 
 
 def decode_series(text: str) -> CarbonSeries:
+    import numpy as np
+    import pandas as pd
+
+    from greencpn.sources.base import CarbonSeries
+
     d = json.loads(text)
-    idx = pd.DatetimeIndex(pd.to_datetime(np.asarray(d["t"], dtype="int64"), unit="s", utc=True))
+    idx = pd.DatetimeIndex(np.asarray(d["t"], dtype="int64").astype("datetime64[s]")
+                           .astype("datetime64[ns]"), tz=UTC)
     values = pd.Series(np.asarray(d["v"], dtype=float), index=idx, name="intensity_g_per_kwh")
     est = None if d["est"] is None else pd.Series(np.asarray(d["est"], dtype=bool), index=idx)
     quant = {float(q): pd.Series(np.asarray(v, dtype=float), index=idx)

@@ -39,7 +39,7 @@ from greencpn.clock import Clock, SystemClock, ensure_utc
 from greencpn.errors import ConfigError, GreencpnError, PermanentError, TemporaryError
 from greencpn.sources.base import CarbonSeries, CarbonSource
 from greencpn.sources.cache import CacheHit, SeriesCache
-from greencpn.sources.http import window
+from greencpn.sources.http import window_mask
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def default_forecaster() -> Forecaster:
     factory = getattr(fmod, "default_forecaster", None)
     if factory is None:
         return SeasonalNaiveForecaster()
-    return factory()  # type: ignore[no-any-return]
+    return factory()
 
 
 def slot_grid(issued_at: datetime, horizon_slots: int, step: timedelta) -> pd.DatetimeIndex:
@@ -165,7 +165,7 @@ class SourceChain:
         self.history_window = history_window
         self.fetch_horizon = fetch_horizon
         self.name = source_name or (live.name if live is not None else "cache")
-        self.signal = signal or getattr(live, "signal", "average")
+        self.signal: str = str(signal or getattr(live, "signal", "average"))
         self.errors: list[Exception] = []
 
     # -------------------------------------------------------------------------- forecast
@@ -243,7 +243,9 @@ class SourceChain:
                   horizon: timedelta, origin: str) -> CarbonSeries:
         """Fill slots the base series lacks (shorter horizon, long gaps) from the forecaster."""
         values = base.intensity_g_per_kwh
-        step = base.step or _default_step(values)
+        step = base.step or _default_step(values) or timedelta(hours=1)
+        if _covers(values, issued_at, horizon, step):
+            return base  # the common case: nothing to fill
         grid = slot_grid(issued_at, _n_slots(issued_at, horizon, step), step)
         if len(values) and grid[0] < values.index[0] <= grid[0] + pd.Timedelta(step):
             # The provider's first slot starts just after issue time (e.g. updated 19:52,
@@ -385,10 +387,26 @@ def _key(when: datetime) -> str:
 
 def _cut(series: CarbonSeries, start: datetime, end: datetime) -> CarbonSeries:
     step = series.step or timedelta(hours=1)
-    values = window(series.intensity_g_per_kwh, start, end, step)
-    est = series.estimated.loc[values.index] if series.estimated is not None else None
-    quant = {q: s.loc[values.index] for q, s in series.quantiles.items()}
+    mask = window_mask(pd.DatetimeIndex(series.intensity_g_per_kwh.index), start, end, step)
+    values = series.intensity_g_per_kwh[mask]
+    est = series.estimated[mask] if series.estimated is not None else None
+    quant = {q: s[mask] for q, s in series.quantiles.items()}
     return replace(series, intensity_g_per_kwh=values, estimated=est, quantiles=quant)
+
+
+def _covers(values: pd.Series, issued_at: datetime, horizon: timedelta,
+            step: timedelta) -> bool:
+    """True when ``values`` is a regular, NaN-free series from the slot of ``issued_at`` (or
+    the next one) through ``issued_at + horizon``."""
+    n = len(values)
+    if n == 0:
+        return False
+    idx = values.index
+    st = pd.Timedelta(step)
+    first, last = idx[0], idx[-1]
+    floor = pd.Timestamp(issued_at).floor(st)
+    return bool(floor <= first <= floor + st and last + st >= pd.Timestamp(issued_at + horizon)
+                and (last - first) == st * (n - 1) and not np.isnan(values.to_numpy()).any())
 
 
 def _default_step(values: pd.Series) -> timedelta | None:

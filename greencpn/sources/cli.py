@@ -61,15 +61,18 @@ def add_parser(subparsers: Any) -> None:
 def run_forecast(args: argparse.Namespace) -> int:
     from greencpn.clock import SimClock, SystemClock
     from greencpn.errors import ConfigError
-    from greencpn.sources.cache import SeriesCache, default_cache_path
-    from greencpn.sources.chain import SourceChain
-    from greencpn.sources.http import HttpClient, RetryPolicy
-    from greencpn.sources.keys import KeyStore
 
     if args.hours <= 0:
         raise ConfigError("--hours must be positive", field="--hours", fix="e.g. --hours 48")
     clock: Any = (SimClock(_parse_time_arg(args.now, "--now")) if args.now
                   else SystemClock())
+    if _fast_cached(args, clock):
+        return 0
+    from greencpn.sources.cache import SeriesCache, default_cache_path
+    from greencpn.sources.chain import SourceChain
+    from greencpn.sources.http import HttpClient, RetryPolicy
+    from greencpn.sources.keys import KeyStore
+
     policy = RetryPolicy(max_attempts=max(1, args.retries), read_timeout_s=args.timeout)
     source_arg: str = args.source
     name = source_arg.split(":", 1)[0]
@@ -123,10 +126,7 @@ def run_forecast(args: argparse.Namespace) -> int:
         chain = SourceChain(live, cache, clock=clock, history_source=history,
                             source_name=live.name)
     series = chain.forecast(args.zone, issued or clock.now(), timedelta(hours=args.hours))
-    if args.json:
-        print(json.dumps(series_to_json(series, chain.errors), indent=1))
-    else:
-        print(format_table(series, chain.errors))
+    _print(plain_series(series), chain.errors, args.json)
     if args.plot:
         plot_series(series, Path(args.plot))
         print(f"plot written to {args.plot}", file=sys.stderr)
@@ -203,39 +203,57 @@ def _read_wide_plain(path: Path, zone: str) -> Any:
 
 
 # ---------------------------------------------------------------------------------- output
-def provenance(series: Any) -> dict[str, Any]:
-    """The provenance fields of a series as plain JSON values."""
+# Output works on a "plain" series — provenance dict + [(epoch_s, value, estimated)] — so a
+# fresh cache hit can be printed with the standard library only (no pandas import).
+SIGNALS = {"electricitymaps": "average", "watttime": "marginal", "ukgrid": "average"}
+
+
+def plain_series(series: Any) -> dict[str, Any]:
+    """A :class:`~greencpn.sources.base.CarbonSeries` as a plain dict."""
+    values = series.intensity_g_per_kwh
+    est = series.estimated
+    t = (values.index.as_unit("ns").asi8 // 10**9).tolist()
+    v = [None if x != x else float(x) for x in values.to_numpy(dtype=float)]
+    e = [bool(x) for x in est.to_numpy()] if est is not None else [None] * len(t)
     return {
-        "zone": series.zone,
-        "source": series.source,
-        "signal": series.signal,
+        "zone": series.zone, "source": series.source, "signal": series.signal,
         "accounting": series.accounting,
-        "issued_at": _iso(series.issued_at) if series.issued_at else None,
-        "stale_age_s": None if series.stale_age_s is None else round(series.stale_age_s, 1),
-        "fallback": series.fallback,
+        "issued_at": series.issued_at.timestamp() if series.issued_at else None,
+        "stale_age_s": series.stale_age_s, "fallback": series.fallback,
         "step_s": series.step.total_seconds() if series.step else None,
-        "points": int(len(series.intensity_g_per_kwh)),
+        "points": list(zip(t, v, e, strict=True)),
     }
 
 
-def series_to_json(series: Any, errors: list[Exception]) -> dict[str, Any]:
-    values = series.intensity_g_per_kwh
-    est = series.estimated
-    points = []
-    for i, (ts, v) in enumerate(values.items()):
-        point: dict[str, Any] = {"time": _iso(ts),
-                                 "intensity_g_per_kwh": None if v != v else round(float(v), 2)}
-        if est is not None:
-            point["estimated"] = bool(est.iloc[i])
-        points.append(point)
-    out = provenance(series)
+def provenance(plain: dict[str, Any]) -> dict[str, Any]:
+    """The provenance fields of a plain series as JSON values."""
+    return {
+        "zone": plain["zone"], "source": plain["source"], "signal": plain["signal"],
+        "accounting": plain["accounting"],
+        "issued_at": _iso(plain["issued_at"]) if plain["issued_at"] is not None else None,
+        "stale_age_s": (None if plain["stale_age_s"] is None
+                        else round(plain["stale_age_s"], 1)),
+        "fallback": plain["fallback"], "step_s": plain["step_s"],
+        "points": len(plain["points"]),
+    }
+
+
+def series_to_json(plain: dict[str, Any], errors: list[Exception]) -> dict[str, Any]:
+    out = provenance(plain)
     out["errors"] = [f"{type(e).__name__}: {e}" for e in errors]
+    points = []
+    for t, v, e in plain["points"]:
+        point: dict[str, Any] = {"time": _iso(t),
+                                 "intensity_g_per_kwh": None if v is None else round(v, 2)}
+        if e is not None:
+            point["estimated"] = e
+        points.append(point)
     out["points"] = points
     return out
 
 
-def format_table(series: Any, errors: list[Exception]) -> str:
-    p = provenance(series)
+def format_table(plain: dict[str, Any], errors: list[Exception]) -> str:
+    p = provenance(plain)
     stale = "no" if p["stale_age_s"] is None else f"yes, data {p['stale_age_s']:.0f} s old"
     lines = [
         f"zone        {p['zone']}",
@@ -248,13 +266,59 @@ def format_table(series: Any, errors: list[Exception]) -> str:
     lines += [f"error       {type(e).__name__}: {e}" for e in errors]
     lines.append("")
     lines.append(f"{'time (UTC)':<20} {'g/kWh':>8}  est")
-    values = series.intensity_g_per_kwh
-    est = series.estimated
-    for i, (ts, v) in enumerate(values.items()):
-        flag = "*" if est is not None and bool(est.iloc[i]) else ""
-        val = "     nan" if v != v else f"{v:8.1f}"
-        lines.append(f"{ts.strftime('%Y-%m-%dT%H:%MZ'):<20} {val}  {flag}")
+    for t, v, e in plain["points"]:
+        val = "     nan" if v is None else f"{v:8.1f}"
+        lines.append(f"{_iso(t, minutes=True):<20} {val}  {'*' if e else ''}")
     return "\n".join(lines)
+
+
+def _print(plain: dict[str, Any], errors: list[Exception], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(series_to_json(plain, errors), indent=1))
+    else:
+        print(format_table(plain, errors))
+
+
+def _fast_cached(args: argparse.Namespace, clock: Any) -> bool:
+    """Print a fresh cached forecast that covers the whole request, using only the standard
+    library; False (nothing printed) when the full path is needed (no cache, stale, partial
+    cover, csv source, --plot)."""
+    name = args.source.split(":", 1)[0]
+    if args.no_cache or args.plot or name not in SIGNALS:
+        return False
+    from greencpn.sources.cache import SeriesCache, default_cache_path
+
+    path = Path(args.cache) if args.cache else default_cache_path()
+    if not path.exists():
+        return False
+    issued = _parse_time_arg(args.issued, "--issued") if args.issued else clock.now()
+    cache = SeriesCache(path, clock)
+    try:
+        got = cache.latest_raw(name, args.zone, SIGNALS[name], "forecast", covering=issued)
+    finally:
+        cache.close()
+    if got is None or not got[2]:
+        return False
+    d = got[0]
+    t, v, e = d["t"], d["v"], d["est"] or [None] * len(d["t"])
+    if len(t) < 2:
+        return False
+    step = t[1] - t[0]
+    t0, t1 = issued.timestamp(), issued.timestamp() + args.hours * 3600.0
+    sel = [i for i, ts in enumerate(t) if t0 - step < ts < t1]
+    if not sel:
+        return False
+    ts = [t[i] for i in sel]
+    floor = t0 - (t0 % step)
+    if (ts[0] > floor + step or ts[-1] + step < t1 or any(v[i] is None for i in sel)
+            or any(b - a != step for a, b in zip(ts, ts[1:], strict=False))):
+        return False  # partial: the chain extends it with the forecaster
+    plain = {"zone": d["zone"], "source": d["source"], "signal": d["signal"],
+             "accounting": d["accounting"], "issued_at": d["issued_at"], "stale_age_s": None,
+             "fallback": None, "step_s": float(step),
+             "points": [(t[i], v[i], e[i]) for i in sel]}
+    _print(plain, [], args.json)
+    return True
 
 
 def plot_series(series: Any, path: Path) -> None:
@@ -306,10 +370,11 @@ def _parse_time_arg(text: str, flag: str) -> datetime:
     return dt.astimezone(UTC)
 
 
-def _iso(ts: Any) -> str:
-    import pandas as pd
+def _iso(epoch_s: float, *, minutes: bool = False) -> str:
+    from datetime import UTC
 
-    return pd.Timestamp(ts).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+    fmt = "%Y-%m-%dT%H:%MZ" if minutes else "%Y-%m-%dT%H:%M:%SZ"
+    return datetime.fromtimestamp(epoch_s, UTC).strftime(fmt)
 
 
 def _step_text(step_s: float | None) -> str:

@@ -319,9 +319,10 @@ def parse_points(points: list[tuple[object, object, bool]], what: str) -> tuple[
     if not points:
         raise BadResponseError(f"{what}: the answer holds no data points")
     try:
-        idx = pd.to_datetime([p[0] for p in points], utc=True, format="ISO8601")
-        vals = np.array([np.nan if p[1] is None else float(p[1]) for p in points],  # type: ignore[arg-type]
-                        dtype=float)
+        stamps: list[Any] = [p[0] for p in points]
+        idx = pd.DatetimeIndex(pd.to_datetime(stamps, utc=True, format="ISO8601"))
+        nums: list[Any] = [np.nan if p[1] is None else p[1] for p in points]
+        vals = np.asarray(nums, dtype=float)
     except (TypeError, ValueError) as exc:
         raise BadResponseError(f"{what}: unparseable point in the answer ({exc})") from None
     est = np.array([bool(p[2]) for p in points], dtype=bool)
@@ -401,9 +402,13 @@ def parse_latlon(zone: str) -> tuple[float, float] | None:
     return lat, lon
 
 
+def window_mask(idx: pd.DatetimeIndex, start: datetime, end: datetime,
+                step: timedelta) -> np.ndarray:
+    """Boolean mask of the slots ``[t, t+step)`` that overlap ``[start, end)``."""
+    lo = pd.Timestamp(start) - pd.Timedelta(step)
+    return np.asarray((idx > lo) & (idx < pd.Timestamp(end)))
+
+
 def window(values: pd.Series, start: datetime, end: datetime, step: timedelta) -> pd.Series:
     """The slots of ``values`` whose interval ``[t, t+step)`` overlaps ``[start, end)``."""
-    idx = values.index
-    lo = pd.Timestamp(start) - pd.Timedelta(step)
-    mask = (idx > lo) & (idx < pd.Timestamp(end))
-    return values[mask]
+    return values[window_mask(pd.DatetimeIndex(values.index), start, end, step)]

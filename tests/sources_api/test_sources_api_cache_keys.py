@@ -7,6 +7,7 @@ import os
 import random
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -40,8 +41,10 @@ def test_cache_roundtrip_exact(tmp_path):
     hit = cache.get("electricitymaps", "DE", "average", "forecast", "k1")
     assert hit is not None and hit.fresh and hit.age_s == 0
     got = hit.series
-    pd.testing.assert_series_equal(got.intensity_g_per_kwh, s.intensity_g_per_kwh,
-                                   check_freq=False, check_names=False)
+    assert got.intensity_g_per_kwh.index.equals(s.intensity_g_per_kwh.index)
+    assert str(got.intensity_g_per_kwh.index.tz) == "UTC"
+    np.testing.assert_array_equal(got.intensity_g_per_kwh.to_numpy(), [557.0, 552.0, np.nan,
+                                                                        527.5])
     assert got.estimated.tolist() == [False, False, True, False]
     assert got.issued_at == s.issued_at and got.zone == "DE" and got.source == "electricitymaps"
     assert got.quantiles[0.9].tolist() == [600, 601, 602, 603]
