@@ -368,7 +368,7 @@ class NodeAgent:
         with self._lock:
             if action == "drain":
                 before = self.drained
-                if self.settings.drain_command:
+                if self.settings.drain_command and not before:
                     self._run_checked(self.settings.drain_command, reason)
                 self.drained = True
                 return 200, {"changes": [_change_dict(Change(
@@ -376,7 +376,7 @@ class NodeAgent:
                     message=reason or "drained"))]}
             if action == "resume":
                 before = self.drained
-                if self.settings.resume_command:
+                if self.settings.resume_command and before:
                     self._run_checked(self.settings.resume_command, reason)
                 self.drained = False
                 return 200, {"changes": [_change_dict(Change(
