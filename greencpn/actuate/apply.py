@@ -600,6 +600,12 @@ class _Run:
         self.out(phase, action, d.name, nodes, "ok")
         return None
 
+    def _mark(self, nodes: Sequence[str], **fields: Any) -> None:
+        """Update the ledger records of many nodes in one transaction."""
+        with self.ledger.batch():
+            for n in nodes:
+                self.ledger.update_node(n, **fields)
+
     def _grant(self, wanted: dict[str, list[str]]) -> dict[str, list[str]]:
         """Hand out rate-limit tokens round-robin over pools, in each pool's preference order,
         so one big pool cannot starve the others."""
@@ -629,14 +635,15 @@ class _Run:
             status = {s.name: s for s in _status_all(self._hook(d), nodes)}
             to_drain = [n for n in nodes if not status[n].drained]
             if to_drain:
+                # marked before the call: after a crash or an error greencpn still knows it
+                # may have drained them, and resumes them once they are not to be powered off
+                self._mark(to_drain, drained_by_us=True)
                 exc = self._call("drain", "drain", d, to_drain,
                                  partial(self._hook(d).drain, to_drain, "greencpn: power saving"))
                 if exc is not None:
                     self.failed_sites.add(d.site)
                     self.bucket.give_back(len(nodes))
                     continue
-                for n in to_drain:
-                    self.ledger.update_node(n, drained_by_us=True)
             drained.append((d, nodes))
         idle_all = self._wait_idle(drained)
         for d, nodes in drained:
@@ -648,8 +655,7 @@ class _Run:
                 if ours:
                     exc = self._call("drain", "resume", d, ours, partial(self._hook(d).resume, ours))
                     if exc is None:
-                        for n in ours:
-                            self.ledger.update_node(n, drained_by_us=False)
+                        self._mark(ours, drained_by_us=False)
                 self.decide("drain", "power_off", d.name, busy, "skipped",
                             f"still running work after {self.settings.drain_timeout_s:g} s drain; kept on")
             if idle:
@@ -664,8 +670,7 @@ class _Run:
                         if counts_as_on(st) and self.ledger.node(st.name).drained_by_us]
             if still_on and self._call("power_off", "resume", d, still_on,
                                        partial(self._hook(d).resume, still_on)) is None:
-                for n in still_on:
-                    self.ledger.update_node(n, drained_by_us=False)
+                self._mark(still_on, drained_by_us=False)
             for st in _status_all(self._hook(d), [n for n in idle if n not in still_on]):
                 if st.power == NodePower.OFF:
                     now = self.now()
@@ -673,10 +678,9 @@ class _Run:
                     self.powered_off.add(st.name)
             return
         now = self.now()
-        for n in idle:
-            self.ledger.update_node(n, power="off", off_since=now, seen_at=now,
-                                    boot_requested_at=None, boot_deadline=None)
-            self.powered_off.add(n)
+        self._mark(idle, power="off", off_since=now, seen_at=now, boot_requested_at=None,
+                   boot_deadline=None)
+        self.powered_off.update(idle)
 
     def _wait_idle(self, drained: list[tuple[PoolDiff, list[str]]]) -> set[str]:
         """Poll the drained nodes until all are idle or ``drain_timeout_s`` has passed."""
@@ -719,9 +723,9 @@ class _Run:
             now = self.now()
             assert d.pool_cfg is not None
             deadline = now + timedelta(seconds=boot_timeout_s(d.pool_cfg.boot_time_min, self.settings))
+            self._mark(nodes, power="booting", on_since=now, seen_at=now,
+                       boot_requested_at=now, boot_deadline=deadline)
             for n in nodes:
-                self.ledger.update_node(n, power="booting", on_since=now, seen_at=now,
-                                        boot_requested_at=now, boot_deadline=deadline)
                 self.booting[n] = (d, deadline)
 
     def wait_boot_phase(self) -> None:
@@ -770,8 +774,7 @@ class _Run:
                 continue
             exc = self._call("resume", "resume", d, nodes, partial(self._hook(d).resume, nodes))
             if exc is None:
-                for n in nodes:
-                    self.ledger.update_node(n, drained_by_us=False)
+                self._mark(nodes, drained_by_us=False)
 
     def raise_caps_phase(self) -> None:
         for d in self.diffs:

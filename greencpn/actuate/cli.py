@@ -7,6 +7,8 @@ was skipped or deferred — all recorded in the ledger); 2 user error (bad plan,
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import os
 import socket
 import sys
@@ -140,6 +142,11 @@ def run_apply(args: argparse.Namespace) -> int:
     else:
         from greencpn.actuate.hooks import make_hook
 
+        if any(p.hook.kind == "agent" for p in config.pools):
+            # the agent kind registers itself when its module is imported; if it is missing,
+            # make_hook reports that the kind is not available
+            with contextlib.suppress(ModuleNotFoundError):
+                importlib.import_module("greencpn.actuate.agent_hook")
         hooks: dict[str, NodePowerHook | None] = {}
         for pool in config.pools:
             hooks[pool.name] = (None if pool.hook.kind == "none"

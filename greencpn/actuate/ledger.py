@@ -82,6 +82,7 @@ CREATE TABLE IF NOT EXISTS kv (
 """
 
 LEDGER_FILE = "ledger.sqlite"
+SCHEMA_VERSION = 1
 LOCK_FILE = "apply.lock"
 
 
@@ -186,6 +187,15 @@ class Ledger:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.executescript(_SCHEMA)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif version > SCHEMA_VERSION:
+            conn.close()
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise ConfigError(f"ledger schema {version} is newer than this greencpn ({SCHEMA_VERSION})",
+                              source=str(path), fix="upgrade greencpn or use another --state-dir")
         return cls(conn, lock_fd=fd, path=path)
 
     @classmethod

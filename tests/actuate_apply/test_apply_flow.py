@@ -180,3 +180,36 @@ def test_cap_outside_device_range_is_left_and_noted(make_world):  # type: ignore
     rep = w.apply(w.plan({"p": [(1, 50.0)] * 3}))
     assert w.caps("pn1") == [400.0] and not w.ops("set_cap")
     assert "outside the device range 100–400 W" in "\n".join(rep.diffs[0].notes)
+
+
+def test_ledger_from_a_newer_greencpn_is_refused(tmp_path):  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    with Ledger.open(tmp_path) as led:
+        assert led.path is not None
+    conn = sqlite3.connect(tmp_path / "ledger.sqlite")
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(ConfigError, match="newer than this greencpn"):
+        Ledger.open(tmp_path)
+    with Ledger.open_readonly(tmp_path) as led:  # reading still works, and the lock was released
+        assert led.applies() == []
+    with Ledger.open(tmp_path / "other"):
+        pass
+
+
+def test_drain_error_then_next_apply_recovers(make_world):  # type: ignore[no-untyped-def]
+    w = make_world([dict(name="p", nodes=2), dict(name="q", nodes=1)])
+    w.hooks["q"].set("qn1", power=NodePower.OFF)
+    w.hooks["p"].fail("drain", TemporaryError("slurmctld not answering"), node="pn1", times=1)
+    plan = w.plan({"p": [(1, None)] * 3, "q": [(1, None)] * 3})
+    rep = w.apply(plan)
+    assert rep.exit_code == 1
+    assert [(s.action, s.status) for s in rep.steps] == [
+        ("drain", "error"), ("power_on", "skipped")]  # same site s1: no power-raising step
+    assert {fn.power for fn in w.hooks["p"].nodes.values()} == {NodePower.ON}
+    assert w.ledger().node("pn1").drained_by_us  # marked before the call, kept after the error
+    rep = w.apply(plan)
+    assert rep.outcome == "applied"
+    assert w.hooks["p"].nodes["pn1"].power == NodePower.OFF
+    assert w.hooks["q"].nodes["qn1"].power == NodePower.ON
