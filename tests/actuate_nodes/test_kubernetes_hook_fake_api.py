@@ -58,6 +58,7 @@ class FakeKubeApi:
     pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     pdb_refusals: dict[tuple[str, str], int] = field(default_factory=dict)  # -1 = always
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
+    patch_types: list[str] = field(default_factory=list)
     url: str = ""
 
     def evictions(self) -> list[str]:
@@ -105,7 +106,8 @@ def _handler(api: FakeKubeApi) -> type[BaseHTTPRequestHandler]:
                     return self._status(404, "NotFound", f'nodes "{parts[3]}" not found')
                 if method == "PATCH":
                     ctype = self.headers.get("Content-Type", "")
-                    if "merge-patch+json" not in ctype:
+                    api.patch_types.append(ctype)
+                    if ctype != "application/merge-patch+json":  # the merge semantics we model
                         return self._status(415, "UnsupportedMediaType", ctype)
                     _merge(node, body)
                 return self._send(200, node)

@@ -240,8 +240,9 @@ class KubernetesHook:
         name = self._k8s(node)
         body = {"spec": {"unschedulable": unschedulable},
                 "metadata": {"annotations": {DRAIN_REASON_ANNOTATION: reason}}}
+        # JSON merge patch (RFC 7386): a null annotation value removes the annotation
         self._call(f"{'cordon' if unschedulable else 'uncordon'} {name}", self.api.patch_node,
-                   name, body)
+                   name, body, _content_type="application/merge-patch+json")
 
     def drain(self, nodes: Sequence[str], reason: str) -> list[Change]:
         changes: list[Change] = []
