@@ -41,28 +41,55 @@ def setup():  # type: ignore[no-untyped-def]
         hooks[p.name] = FakeNodeHook(nodes, clock, boot_delay_s=p.boot_time_min * 60)
         for n in nodes[: len(nodes) // 2]:
             hooks[p.name].set(n, power=NodePower.OFF)
-        fleet = FakeFleetGpus(gpus_per_node=p.gpus_per_node, template=FakeGpu(
-            name=gm.name, min_w=gm.power_limit_min_w, max_w=gm.power_limit_max_w,
-            default_w=gm.power_limit_default_w))
+        fleet = FakeFleetGpus(
+            gpus_per_node=p.gpus_per_node,
+            template=FakeGpu(
+                name=gm.name,
+                min_w=gm.power_limit_min_w,
+                max_w=gm.power_limit_max_w,
+                default_w=gm.power_limit_default_w,
+            ),
+        )
         for n in nodes:
             node_fleet[n] = fleet
         target = (3 * p.nodes) // 4 if k % 2 == 0 else p.nodes // 4
-        plan_pools.append({
-            "name": p.name, "site": p.site, "nodes": p.nodes, "hostlist": p.hostlist,
-            "power_limit_min_w": gm.power_limit_min_w, "power_limit_max_w": gm.power_limit_max_w,
-            "power_limit_default_w": gm.power_limit_default_w, "gpus_per_node": p.gpus_per_node,
-            "slots": [{"slot": 0, "nodes_on": target, "power_cap_w": gm.levels[1].cap_w}]})
-    plan = {"schema": "greencpn.plan/1", "config": str(EXAMPLE),
-            "horizon": {"start": t0.isoformat(), "slot_minutes": 60, "slots": 1,
-                        "slot_starts": [t0.isoformat()]}, "pools": plan_pools}
+        plan_pools.append(
+            {
+                "name": p.name,
+                "site": p.site,
+                "nodes": p.nodes,
+                "hostlist": p.hostlist,
+                "power_limit_min_w": gm.power_limit_min_w,
+                "power_limit_max_w": gm.power_limit_max_w,
+                "power_limit_default_w": gm.power_limit_default_w,
+                "gpus_per_node": p.gpus_per_node,
+                "slots": [{"slot": 0, "nodes_on": target, "power_cap_w": gm.levels[1].cap_w}],
+            }
+        )
+    plan = {
+        "schema": "greencpn.plan/1",
+        "config": str(EXAMPLE),
+        "horizon": {
+            "start": t0.isoformat(),
+            "slot_minutes": 60,
+            "slots": 1,
+            "slot_starts": [t0.isoformat()],
+        },
+        "pools": plan_pools,
+    }
     backends = Backends(hooks=hooks, gpus=lambda n: node_fleet[n].backend(n))
     return cfg, clock, plan, backends
 
 
 def measure(repeats: int) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"dry": [], "act": [], "again": []}
-    settings = ControlSettings(allow_actuation=True, max_power_ops_per_min=1000,
-                               power_ops_burst=1000, drain_timeout_s=60, poll_interval_s=15)
+    settings = ControlSettings(
+        allow_actuation=True,
+        max_power_ops_per_min=1000,
+        power_ops_burst=1000,
+        drain_timeout_s=60,
+        poll_interval_s=15,
+    )
     for _ in range(repeats):
         cfg, clock, plan, backends = setup()
         with tempfile.TemporaryDirectory() as tmp:
@@ -117,7 +144,9 @@ def main() -> int:
     for key, label in names.items():
         xs = sorted(v * 1000 for v in res[key])
         p95 = xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))]
-        lines.append(f"| {label} | {statistics.median(xs):.1f} | {p95:.1f} | {xs[0]:.1f} | {xs[-1]:.1f} |")
+        lines.append(
+            f"| {label} | {statistics.median(xs):.1f} | {p95:.1f} | {xs[0]:.1f} | {xs[-1]:.1f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:

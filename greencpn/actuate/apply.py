@@ -71,17 +71,27 @@ def load_plan(path: str | Path) -> dict[str, Any]:
     try:
         plan = json.loads(p.read_text())
     except FileNotFoundError:
-        raise ConfigError("plan file not found", source=str(p),
-                          fix="run 'greencpn plan' first or pass the path of its plan.json") from None
+        raise ConfigError(
+            "plan file not found",
+            source=str(p),
+            fix="run 'greencpn plan' first or pass the path of its plan.json",
+        ) from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"not valid JSON: {exc}", source=str(p), fix="pass a plan.json written by greencpn plan") from None
+        raise ConfigError(
+            f"not valid JSON: {exc}", source=str(p), fix="pass a plan.json written by greencpn plan"
+        ) from None
     if not isinstance(plan, dict) or not str(plan.get("schema", "")).startswith(PLAN_SCHEMA_PREFIX):
-        raise ConfigError(f"schema is {plan.get('schema') if isinstance(plan, dict) else None!r}",
-                          source=str(p), field="schema",
-                          fix=f"this greencpn reads '{PLAN_SCHEMA_PREFIX}' plans; re-run greencpn plan")
+        raise ConfigError(
+            f"schema is {plan.get('schema') if isinstance(plan, dict) else None!r}",
+            source=str(p),
+            field="schema",
+            fix=f"this greencpn reads '{PLAN_SCHEMA_PREFIX}' plans; re-run greencpn plan",
+        )
     for key in ("horizon", "pools"):
         if key not in plan:
-            raise ConfigError("missing", source=str(p), field=key, fix="pass a plan.json written by greencpn plan")
+            raise ConfigError(
+                "missing", source=str(p), field=key, fix="pass a plan.json written by greencpn plan"
+            )
     return plan
 
 
@@ -96,7 +106,9 @@ def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def resolve_slot(plan: dict[str, Any], slot: str | int, clock: Clock, source: str | None = None) -> SlotRef:
+def resolve_slot(
+    plan: dict[str, Any], slot: str | int, clock: Clock, source: str | None = None
+) -> SlotRef:
     """``slot`` is an index or ``"now"`` (the slot whose interval holds ``clock.now()``)."""
     hz = plan["horizon"]
     starts = [_parse_time(s) for s in hz["slot_starts"]]
@@ -108,16 +120,28 @@ def resolve_slot(plan: dict[str, Any], slot: str | int, clock: Clock, source: st
                 return SlotRef(i, s, s + step)
         first = starts[0].isoformat() if starts else "?"
         last = (starts[-1] + step).isoformat() if starts else "?"
-        raise ConfigError(f"now ({now.isoformat()}) is outside the plan's horizon {first} – {last}",
-                          source=source, field="--slot", fix="make a fresh plan or pass --slot N")
+        raise ConfigError(
+            f"now ({now.isoformat()}) is outside the plan's horizon {first} – {last}",
+            source=source,
+            field="--slot",
+            fix="make a fresh plan or pass --slot N",
+        )
     try:
         idx = int(slot)
     except (TypeError, ValueError):
-        raise ConfigError(f"{slot!r} is not a slot", source=source, field="--slot",
-                          fix="pass --slot now or a slot index") from None
+        raise ConfigError(
+            f"{slot!r} is not a slot",
+            source=source,
+            field="--slot",
+            fix="pass --slot now or a slot index",
+        ) from None
     if not 0 <= idx < len(starts):
-        raise ConfigError(f"slot {idx} is outside 0..{len(starts) - 1}", source=source,
-                          field="--slot", fix="pass a slot index inside the plan's horizon")
+        raise ConfigError(
+            f"slot {idx} is outside 0..{len(starts) - 1}",
+            source=source,
+            field="--slot",
+            fix="pass a slot index inside the plan's horizon",
+        )
     return SlotRef(idx, starts[idx], starts[idx] + step)
 
 
@@ -180,8 +204,14 @@ class PoolDiff:
 
     @property
     def actions(self) -> int:
-        return (len(self.power_off) + len(self.power_on) + len(self.resume) + len(self.mark_failed)
-                + len(self.cap_lower) + len(self.cap_raise))
+        return (
+            len(self.power_off)
+            + len(self.power_on)
+            + len(self.resume)
+            + len(self.mark_failed)
+            + len(self.cap_lower)
+            + len(self.cap_raise)
+        )
 
 
 def _status_all(hook: NodePowerHook, nodes: Sequence[str]) -> list[NodeStatus]:
@@ -192,25 +222,36 @@ def _status_all(hook: NodePowerHook, nodes: Sequence[str]) -> list[NodeStatus]:
     except Exception as exc:  # a hook fault must not stop the others; the nodes read as unknown
         log.warning("status of %s failed: %s", compress(nodes), exc)
         return [NodeStatus(n, NodePower.UNKNOWN, detail=f"status failed: {exc}") for n in nodes]
-    return [got.get(n) or NodeStatus(n, NodePower.UNKNOWN, detail="not in status reply") for n in nodes]
+    return [
+        got.get(n) or NodeStatus(n, NodePower.UNKNOWN, detail="not in status reply") for n in nodes
+    ]
 
 
 def _list_gpus(gb: GpuBackend, node: str, notes: list[str]) -> list[GpuInfo] | None:
     try:
         return gb.list_gpus()
     except Exception as exc:
-        notes.append(f"{node}: cannot read GPUs ({type(exc).__name__}: {exc}); caps left as they are")
+        notes.append(
+            f"{node}: cannot read GPUs ({type(exc).__name__}: {exc}); caps left as they are"
+        )
         return None
 
 
-def _cap_changes(target_w: float, node: str, gpus: Sequence[GpuInfo], notes: list[str]
-                 ) -> tuple[list[CapChange], list[CapChange]]:
+def _cap_changes(
+    target_w: float, node: str, gpus: Sequence[GpuInfo], notes: list[str]
+) -> tuple[list[CapChange], list[CapChange]]:
     lower: list[CapChange] = []
     raise_: list[CapChange] = []
     for g in gpus:
-        if not g.power_limit_min_w - CAP_TOLERANCE_W <= target_w <= g.power_limit_max_w + CAP_TOLERANCE_W:
-            notes.append(f"{node}:gpu{g.index}: target {target_w:g} W is outside the device range "
-                         f"{g.power_limit_min_w:g}–{g.power_limit_max_w:g} W; left at {g.power_limit_current_w:g} W")
+        if (
+            not g.power_limit_min_w - CAP_TOLERANCE_W
+            <= target_w
+            <= g.power_limit_max_w + CAP_TOLERANCE_W
+        ):
+            notes.append(
+                f"{node}:gpu{g.index}: target {target_w:g} W is outside the device range "
+                f"{g.power_limit_min_w:g}–{g.power_limit_max_w:g} W; left at {g.power_limit_current_w:g} W"
+            )
             continue
         if abs(g.power_limit_current_w - target_w) <= CAP_TOLERANCE_W:
             continue
@@ -223,13 +264,24 @@ def _pool_slot(pool: dict[str, Any], slot: int, source: str | None) -> dict[str,
     for s in pool.get("slots", []):
         if int(s.get("slot", -1)) == slot:
             return dict(s)
-    raise ConfigError(f"pool {pool.get('name')!r} has no entry for slot {slot}", source=source,
-                      field=f"pools({pool.get('name')}).slots", fix="re-run greencpn plan")
+    raise ConfigError(
+        f"pool {pool.get('name')!r} has no entry for slot {slot}",
+        source=source,
+        field=f"pools({pool.get('name')}).slots",
+        fix="re-run greencpn plan",
+    )
 
 
-def compute_diff(plan: dict[str, Any], slot: SlotRef, config: FleetConfig, backends: Backends,
-                 ledger: Ledger, settings: ControlSettings, now: datetime,
-                 source: str | None = None) -> list[PoolDiff]:
+def compute_diff(
+    plan: dict[str, Any],
+    slot: SlotRef,
+    config: FleetConfig,
+    backends: Backends,
+    ledger: Ledger,
+    settings: ControlSettings,
+    now: datetime,
+    source: str | None = None,
+) -> list[PoolDiff]:
     """Observe the fleet and decide, per pool, what to switch and which caps to set."""
     pools_cfg = {p.name: p for p in config.pools}
     diffs = []
@@ -237,8 +289,12 @@ def compute_diff(plan: dict[str, Any], slot: SlotRef, config: FleetConfig, backe
         name = pool["name"]
         pcfg = pools_cfg.get(name)
         if pcfg is None:
-            raise ConfigError(f"plan pool {name!r} is not in the config {config.path}", source=source,
-                              field=f"pools({name})", fix="plan and apply with the same config")
+            raise ConfigError(
+                f"plan pool {name!r} is not in the config {config.path}",
+                source=source,
+                field=f"pools({name})",
+                fix="plan and apply with the same config",
+            )
         target = _pool_slot(pool, slot.index, source)
         hook = backends.hooks.get(name)
         kind = (pool.get("hook") or {}).get("kind") or pcfg.hook.kind
@@ -248,31 +304,60 @@ def compute_diff(plan: dict[str, Any], slot: SlotRef, config: FleetConfig, backe
         nodes = expand(hostlist) if hostlist else []
         if not nodes:
             notes.append("no hostlist: node power and caps are not actuated (set pools.hostlist)")
-        spares = designated_spares(name, nodes, min(pcfg.spares, len(nodes)), settings) if nodes else []
+        spares = (
+            designated_spares(name, nodes, min(pcfg.spares, len(nodes)), settings) if nodes else []
+        )
         if hook is None:
             if nodes:
-                notes.append(f"hook '{kind}': node power is not actuated; caps only on reachable nodes")
+                notes.append(
+                    f"hook '{kind}': node power is not actuated; caps only on reachable nodes"
+                )
             statuses = [NodeStatus(n, NodePower.ON, detail="assumed on (no hook)") for n in nodes]
         else:
             statuses = _status_all(hook, nodes)
         records = {n: ledger.node(n) for n in nodes}
         plan_on = int(target.get("nodes_on", len(nodes)))
-        d = PoolDiff(name=name, site=pool.get("site") or pcfg.site, hook_kind=hook_kind, nodes=nodes,
-                     spares=spares, statuses=statuses, plan_nodes_on=plan_on,
-                     target_nodes_on=plan_on, on_now=0, notes=notes, pool_cfg=pcfg,
-                     actuated=hook is not None and bool(nodes))
+        d = PoolDiff(
+            name=name,
+            site=pool.get("site") or pcfg.site,
+            hook_kind=hook_kind,
+            nodes=nodes,
+            spares=spares,
+            statuses=statuses,
+            plan_nodes_on=plan_on,
+            target_nodes_on=plan_on,
+            on_now=0,
+            notes=notes,
+            pool_cfg=pcfg,
+            actuated=hook is not None and bool(nodes),
+        )
 
         # boots that overran their timeout (found now, e.g. when the last apply did not wait)
         for st in statuses:
             rec = records[st.name]
-            if (not rec.failed and rec.boot_deadline is not None and st.power != NodePower.ON
-                    and now > rec.boot_deadline):
-                d.mark_failed.append(Held(st.name, f"not on by its boot deadline {rec.boot_deadline.isoformat()} "
-                                                   f"(status {st.power.value})"))
+            if (
+                not rec.failed
+                and rec.boot_deadline is not None
+                and st.power != NodePower.ON
+                and now > rec.boot_deadline
+            ):
+                d.mark_failed.append(
+                    Held(
+                        st.name,
+                        f"not on by its boot deadline {rec.boot_deadline.isoformat()} "
+                        f"(status {st.power.value})",
+                    )
+                )
         newly_failed = {h.node for h in d.mark_failed}
         if newly_failed:
-            records = {n: (NodeRecord(name=n, failed=True, failed_reason="boot timeout") if n in newly_failed else r)
-                       for n, r in records.items()}
+            records = {
+                n: (
+                    NodeRecord(name=n, failed=True, failed_reason="boot timeout")
+                    if n in newly_failed
+                    else r
+                )
+                for n, r in records.items()
+            }
         failed = sorted(n for n, r in records.items() if r.failed)
         if failed:
             d.notes.append(f"failed (left alone until cleared): {compress(failed)}")
@@ -284,27 +369,38 @@ def compute_diff(plan: dict[str, Any], slot: SlotRef, config: FleetConfig, backe
         if d.actuated:
             eff = min(max(plan_on, len(spares)), len(nodes))
             if eff != plan_on:
-                d.notes.append(f"target raised from {plan_on} to {eff} nodes on to keep {len(spares)} spare(s)")
+                d.notes.append(
+                    f"target raised from {plan_on} to {eff} nodes on to keep {len(spares)} spare(s)"
+                )
             d.target_nodes_on = eff
             gap = eff - d.on_now
             if gap < 0:
-                d.power_off, held = choose_power_off(statuses, -gap, records, now,
-                                                     min_up_h=pcfg.min_up_h, spares=spares)
+                d.power_off, held = choose_power_off(
+                    statuses, -gap, records, now, min_up_h=pcfg.min_up_h, spares=spares
+                )
             elif gap > 0:
-                d.power_on, held = choose_power_on(statuses, gap, records, now,
-                                                   min_down_h=pcfg.min_down_h, spares=spares)
+                d.power_on, held = choose_power_on(
+                    statuses, gap, records, now, min_down_h=pcfg.min_down_h, spares=spares
+                )
             else:
                 held = []
             d.held = held
             short = abs(gap) - len(d.power_off) - len(d.power_on)
             if short > 0:
-                d.notes.append(f"{short} node(s) of the {'power-off' if gap < 0 else 'power-on'} target "
-                               "cannot be switched now (see held)")
+                d.notes.append(
+                    f"{short} node(s) of the {'power-off' if gap < 0 else 'power-on'} target "
+                    "cannot be switched now (see held)"
+                )
             off = set(d.power_off)
             # greencpn drained these (not every hook reports the drain flag, so the ledger decides)
-            d.resume = [s.name for s in statuses if s.power == NodePower.ON
-                        and records[s.name].drained_by_us and not records[s.name].failed
-                        and s.name not in off]
+            d.resume = [
+                s.name
+                for s in statuses
+                if s.power == NodePower.ON
+                and records[s.name].drained_by_us
+                and not records[s.name].failed
+                and s.name not in off
+            ]
         else:
             d.target_nodes_on = d.on_now
 
@@ -344,25 +440,56 @@ def _range_w(values: Sequence[float]) -> str:
     return f"{lo:g}" if abs(hi - lo) < CAP_TOLERANCE_W else f"{lo:g}-{hi:g}"
 
 
-def format_diff(diffs: Sequence[PoolDiff], slot: SlotRef, *, plan_path: str | None, mode: str) -> str:
+def format_diff(
+    diffs: Sequence[PoolDiff], slot: SlotRef, *, plan_path: str | None, mode: str
+) -> str:
     """The diff as a fixed-width table plus per-pool notes."""
-    head = (f"plan {plan_path or '-'}  slot {slot.index} "
-            f"[{slot.start:%Y-%m-%d %H:%M}Z, {slot.end:%H:%M}Z)  mode: {mode}")
-    cols = ("pool", "site", "hook", "on now", "target", "power off", "power on", "cap now W",
-            "cap target W", "GPUs to cap")
+    head = (
+        f"plan {plan_path or '-'}  slot {slot.index} "
+        f"[{slot.start:%Y-%m-%d %H:%M}Z, {slot.end:%H:%M}Z)  mode: {mode}"
+    )
+    cols = (
+        "pool",
+        "site",
+        "hook",
+        "on now",
+        "target",
+        "power off",
+        "power on",
+        "cap now W",
+        "cap target W",
+        "GPUs to cap",
+    )
     rows = [cols]
     for d in diffs:
         caps = [w for ws in d.caps_now_w.values() for w in ws]
         n_cap = len(d.cap_lower) + len(d.cap_raise)
-        cap_txt = "-" if not n_cap else " ".join(
-            t for t in (f"{len(d.cap_lower)} lower" if d.cap_lower else "",
-                        f"{len(d.cap_raise)} raise" if d.cap_raise else "") if t)
-        rows.append((
-            d.name, d.site, d.hook_kind, f"{d.on_now}/{len(d.nodes)}", str(d.target_nodes_on),
-            compress(d.power_off) if d.power_off else "-",
-            compress(d.power_on) if d.power_on else "-",
-            _range_w(caps), "-" if d.target_cap_w is None else f"{d.target_cap_w:g}", cap_txt,
-        ))
+        cap_txt = (
+            "-"
+            if not n_cap
+            else " ".join(
+                t
+                for t in (
+                    f"{len(d.cap_lower)} lower" if d.cap_lower else "",
+                    f"{len(d.cap_raise)} raise" if d.cap_raise else "",
+                )
+                if t
+            )
+        )
+        rows.append(
+            (
+                d.name,
+                d.site,
+                d.hook_kind,
+                f"{d.on_now}/{len(d.nodes)}",
+                str(d.target_nodes_on),
+                compress(d.power_off) if d.power_off else "-",
+                compress(d.power_on) if d.power_on else "-",
+                _range_w(caps),
+                "-" if d.target_cap_w is None else f"{d.target_cap_w:g}",
+                cap_txt,
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
     lines = [head, ""]
     for k, r in enumerate(rows):
@@ -434,16 +561,22 @@ class ApplyReport:
         for note in self.interrupted:
             lines.append(f"warning: {note}")
         for s in self.steps:
-            tgt = compress(list(s.targets)) if s.targets and all(":" not in t for t in s.targets) else \
-                ",".join(s.targets[:4]) + (f",…(+{len(s.targets) - 4})" if len(s.targets) > 4 else "")
-            lines.append(f"  [{s.status:8}] {s.phase:11} {s.action:15} {s.pool or '-':12} {tgt}"
-                         + (f"  — {s.message}" if s.message else ""))
+            tgt = (
+                compress(list(s.targets))
+                if s.targets and all(":" not in t for t in s.targets)
+                else ",".join(s.targets[:4])
+                + (f",…(+{len(s.targets) - 4})" if len(s.targets) > 4 else "")
+            )
+            lines.append(
+                f"  [{s.status:8}] {s.phase:11} {s.action:15} {s.pool or '-':12} {tgt}"
+                + (f"  — {s.message}" if s.message else "")
+            )
         if self.failed_nodes:
             lines.append(f"re-plan needed: node(s) marked failed: {compress(self.failed_nodes)}")
         verdict = {
             "dry-run": "dry run: nothing changed",
             "shadow": "shadow mode: nothing changed (allow actuation with --allow-actuation or "
-                      "allow_actuation = true in control.toml)",
+            "allow_actuation = true in control.toml)",
             "applied": "applied",
             "nothing_to_do": "nothing changed: the fleet already matched the plan",
             "partial": f"partial: {len(self.problems)} step(s) not done — recorded in the ledger",
@@ -459,9 +592,17 @@ class ApplyReport:
 class _Run:
     """One apply in ``act`` or ``shadow`` mode (state for the phases)."""
 
-    def __init__(self, diffs: list[PoolDiff], report: ApplyReport, backends: Backends,
-                 ledger: Ledger, settings: ControlSettings, clock: Clock,
-                 sleep: Callable[[float], None], apply_id: int) -> None:
+    def __init__(
+        self,
+        diffs: list[PoolDiff],
+        report: ApplyReport,
+        backends: Backends,
+        ledger: Ledger,
+        settings: ControlSettings,
+        clock: Clock,
+        sleep: Callable[[float], None],
+        apply_id: int,
+    ) -> None:
         self.diffs = diffs
         self.report = report
         self.backends = backends
@@ -471,23 +612,49 @@ class _Run:
         self.sleep = sleep
         self.apply_id = apply_id
         self.failed_sites: set[str] = set()
-        self.bucket = TokenBucket.from_state(ledger.get_kv(TOKEN_KEY), settings.max_power_ops_per_min,
-                                             settings.power_ops_burst, clock)
+        self.bucket = TokenBucket.from_state(
+            ledger.get_kv(TOKEN_KEY),
+            settings.max_power_ops_per_min,
+            settings.power_ops_burst,
+            clock,
+        )
         self.booting: dict[str, tuple[PoolDiff, datetime]] = {}  # node -> pool, deadline
         self.powered_off: set[str] = set()
 
     def now(self) -> datetime:
         return self.clock.now()
 
-    def out(self, phase: str, action: str, pool: str | None, targets: Sequence[str], status: str,
-            message: str = "") -> None:
+    def out(
+        self,
+        phase: str,
+        action: str,
+        pool: str | None,
+        targets: Sequence[str],
+        status: str,
+        message: str = "",
+    ) -> None:
         self.report.steps.append(StepOutcome(phase, action, pool, tuple(targets), status, message))
 
-    def decide(self, phase: str, action: str, pool: str | None, targets: Sequence[str], status: str,
-               message: str) -> None:
+    def decide(
+        self,
+        phase: str,
+        action: str,
+        pool: str | None,
+        targets: Sequence[str],
+        status: str,
+        message: str,
+    ) -> None:
         """A decision with no hardware call (skip, defer, mark failed): recorded and reported."""
-        self.ledger.record(self.apply_id, self.now(), phase=phase, action=action, pool=pool,
-                           targets=list(targets), status=status, detail={"message": message})
+        self.ledger.record(
+            self.apply_id,
+            self.now(),
+            phase=phase,
+            action=action,
+            pool=pool,
+            targets=list(targets),
+            status=status,
+            detail={"message": message},
+        )
         self.out(phase, action, pool, targets, status, message)
 
     # ---------------------------------------------------------------- observations
@@ -513,8 +680,9 @@ class _Run:
                     fields.update(boot_requested_at=None, boot_deadline=None)
                 self.ledger.update_node(st.name, **fields)
             for h in d.mark_failed:
-                self.ledger.update_node(h.node, failed=True, failed_at=now, failed_reason=h.reason,
-                                        boot_deadline=None)
+                self.ledger.update_node(
+                    h.node, failed=True, failed_at=now, failed_reason=h.reason, boot_deadline=None
+                )
                 self.decide("observe", "mark_failed", d.name, [h.node], "failed", h.reason)
                 self.report.failed_nodes.append(h.node)
 
@@ -523,9 +691,16 @@ class _Run:
         if not changes:
             return
         sid = self.ledger.intent(
-            self.apply_id, self.now(), phase=phase, action="set_power_cap", pool=d.name,
+            self.apply_id,
+            self.now(),
+            phase=phase,
+            action="set_power_cap",
+            pool=d.name,
             targets=[c.target for c in changes],
-            detail={"target_w": d.target_cap_w, "before_w": {c.target: c.before_w for c in changes}},
+            detail={
+                "target_w": d.target_cap_w,
+                "before_w": {c.target: c.before_w for c in changes},
+            },
         )
         done: list[CapChange] = []
         for c in changes:
@@ -539,18 +714,37 @@ class _Run:
                 return
             done.append(c)
         self.ledger.result(sid, self.now(), "ok", {"set_w": {c.target: c.after_w for c in done}})
-        self.out(phase, "set_power_cap", d.name, [c.target for c in done], "ok",
-                 f"{len(done)} GPU(s) to {d.target_cap_w:g} W")
+        self.out(
+            phase,
+            "set_power_cap",
+            d.name,
+            [c.target for c in done],
+            "ok",
+            f"{len(done)} GPU(s) to {d.target_cap_w:g} W",
+        )
 
-    def _cap_failure(self, phase: str, d: PoolDiff, sid: int, done: list[CapChange], failed: CapChange,
-                     exc: Exception) -> None:
+    def _cap_failure(
+        self,
+        phase: str,
+        d: PoolDiff,
+        sid: int,
+        done: list[CapChange],
+        failed: CapChange,
+        exc: Exception,
+    ) -> None:
         err = f"{type(exc).__name__}: {exc}"
         rolled: list[str] = []
         rb_errors: dict[str, str] = {}
         if done:
-            rb = self.ledger.intent(self.apply_id, self.now(), phase=phase, action="rollback_power_cap",
-                                    pool=d.name, targets=[c.target for c in done],
-                                    detail={"restore_w": {c.target: c.before_w for c in done}})
+            rb = self.ledger.intent(
+                self.apply_id,
+                self.now(),
+                phase=phase,
+                action="rollback_power_cap",
+                pool=d.name,
+                targets=[c.target for c in done],
+                detail={"restore_w": {c.target: c.before_w for c in done}},
+            )
             for c in reversed(done):
                 gb = self.backends.gpus(c.node)
                 try:
@@ -560,17 +754,44 @@ class _Run:
                     rolled.append(c.target)
                 except Exception as rexc:
                     rb_errors[c.target] = f"{type(rexc).__name__}: {rexc}"
-            self.ledger.result(rb, self.now(), "error" if rb_errors else "ok",
-                               {"restored": rolled, "errors": rb_errors,
-                                "still_at_new_cap_w": {t: d.target_cap_w for t in rb_errors}})
-            self.out(phase, "rollback_power_cap", d.name, rolled or [c.target for c in done],
-                     "error" if rb_errors else "ok",
-                     f"restored {len(rolled)} GPU(s)" + (f"; could not restore {sorted(rb_errors)}" if rb_errors else ""))
-        self.ledger.result(sid, self.now(), "error", {"error": err, "failed_at": failed.target,
-                                                      "set_then_rolled_back": rolled,
-                                                      "rollback_errors": rb_errors})
-        self.out(phase, "set_power_cap", d.name, [failed.target], "error",
-                 f"{err}; pool {d.name} caps left as before; power-raising steps at site {d.site} skipped")
+            self.ledger.result(
+                rb,
+                self.now(),
+                "error" if rb_errors else "ok",
+                {
+                    "restored": rolled,
+                    "errors": rb_errors,
+                    "still_at_new_cap_w": {t: d.target_cap_w for t in rb_errors},
+                },
+            )
+            self.out(
+                phase,
+                "rollback_power_cap",
+                d.name,
+                rolled or [c.target for c in done],
+                "error" if rb_errors else "ok",
+                f"restored {len(rolled)} GPU(s)"
+                + (f"; could not restore {sorted(rb_errors)}" if rb_errors else ""),
+            )
+        self.ledger.result(
+            sid,
+            self.now(),
+            "error",
+            {
+                "error": err,
+                "failed_at": failed.target,
+                "set_then_rolled_back": rolled,
+                "rollback_errors": rb_errors,
+            },
+        )
+        self.out(
+            phase,
+            "set_power_cap",
+            d.name,
+            [failed.target],
+            "error",
+            f"{err}; pool {d.name} caps left as before; power-raising steps at site {d.site} skipped",
+        )
         self.failed_sites.add(d.site)
 
     # ---------------------------------------------------------------- node operations
@@ -579,24 +800,58 @@ class _Run:
         assert hook is not None
         return hook
 
-    def _call(self, phase: str, action: str, d: PoolDiff, nodes: list[str],
-              fn: Callable[[], object], detail: dict[str, Any] | None = None) -> Exception | None:
+    def _call(
+        self,
+        phase: str,
+        action: str,
+        d: PoolDiff,
+        nodes: list[str],
+        fn: Callable[[], object],
+        detail: dict[str, Any] | None = None,
+    ) -> Exception | None:
         """Run one hook call with intent/result in the ledger; returns the exception, if any."""
-        sid = self.ledger.intent(self.apply_id, self.now(), phase=phase, action=action, pool=d.name,
-                                 targets=nodes, detail=detail)
+        sid = self.ledger.intent(
+            self.apply_id,
+            self.now(),
+            phase=phase,
+            action=action,
+            pool=d.name,
+            targets=nodes,
+            detail=detail,
+        )
         try:
             changes = fn()
         except Exception as exc:
             after = {s.name: s.power.value for s in _status_all(self._hook(d), nodes)}
-            self.ledger.result(sid, self.now(), "error",
-                               {"error": f"{type(exc).__name__}: {exc}", "observed_after": after})
-            self.out(phase, action, d.name, nodes, "error",
-                     f"{type(exc).__name__}: {exc}; observed after: "
-                     + ", ".join(f"{n}={p}" for n, p in after.items()))
+            self.ledger.result(
+                sid,
+                self.now(),
+                "error",
+                {"error": f"{type(exc).__name__}: {exc}", "observed_after": after},
+            )
+            self.out(
+                phase,
+                action,
+                d.name,
+                nodes,
+                "error",
+                f"{type(exc).__name__}: {exc}; observed after: "
+                + ", ".join(f"{n}={p}" for n, p in after.items()),
+            )
             return exc
-        self.ledger.result(sid, self.now(), "ok", {"changes": [
-            dataclasses.asdict(c) if dataclasses.is_dataclass(c) and not isinstance(c, type) else str(c)
-            for c in (changes if isinstance(changes, list) else [])]})
+        self.ledger.result(
+            sid,
+            self.now(),
+            "ok",
+            {
+                "changes": [
+                    dataclasses.asdict(c)
+                    if dataclasses.is_dataclass(c) and not isinstance(c, type)
+                    else str(c)
+                    for c in (changes if isinstance(changes, list) else [])
+                ]
+            },
+        )
         self.out(phase, action, d.name, nodes, "ok")
         return None
 
@@ -627,9 +882,15 @@ class _Run:
             nodes = granted[d.name]
             deferred = [n for n in d.power_off if n not in set(nodes)]
             if deferred:
-                self.decide("drain", "power_off", d.name, deferred, "deferred",
-                            f"rate limit {self.settings.max_power_ops_per_min:g}/min; "
-                            f"next token in {self.bucket.seconds_until():.0f} s")
+                self.decide(
+                    "drain",
+                    "power_off",
+                    d.name,
+                    deferred,
+                    "deferred",
+                    f"rate limit {self.settings.max_power_ops_per_min:g}/min; "
+                    f"next token in {self.bucket.seconds_until():.0f} s",
+                )
             if not nodes:
                 continue
             status = {s.name: s for s in _status_all(self._hook(d), nodes)}
@@ -638,8 +899,13 @@ class _Run:
                 # marked before the call: after a crash or an error greencpn still knows it
                 # may have drained them, and resumes them once they are not to be powered off
                 self._mark(to_drain, drained_by_us=True)
-                exc = self._call("drain", "drain", d, to_drain,
-                                 partial(self._hook(d).drain, to_drain, "greencpn: power saving"))
+                exc = self._call(
+                    "drain",
+                    "drain",
+                    d,
+                    to_drain,
+                    partial(self._hook(d).drain, to_drain, "greencpn: power saving"),
+                )
                 if exc is not None:
                     self.failed_sites.add(d.site)
                     self.bucket.give_back(len(nodes))
@@ -653,11 +919,19 @@ class _Run:
                 self.bucket.give_back(len(busy))
                 ours = [n for n in busy if self.ledger.node(n).drained_by_us]
                 if ours:
-                    exc = self._call("drain", "resume", d, ours, partial(self._hook(d).resume, ours))
+                    exc = self._call(
+                        "drain", "resume", d, ours, partial(self._hook(d).resume, ours)
+                    )
                     if exc is None:
                         self._mark(ours, drained_by_us=False)
-                self.decide("drain", "power_off", d.name, busy, "skipped",
-                            f"still running work after {self.settings.drain_timeout_s:g} s drain; kept on")
+                self.decide(
+                    "drain",
+                    "power_off",
+                    d.name,
+                    busy,
+                    "skipped",
+                    f"still running work after {self.settings.drain_timeout_s:g} s drain; kept on",
+                )
             if idle:
                 self._power_off(d, idle)
 
@@ -666,10 +940,18 @@ class _Run:
         if exc is not None:
             self.failed_sites.add(d.site)
             # nodes still on must not stay drained: give them back to the scheduler
-            still_on = [st.name for st in _status_all(self._hook(d), idle)
-                        if counts_as_on(st) and self.ledger.node(st.name).drained_by_us]
-            if still_on and self._call("power_off", "resume", d, still_on,
-                                       partial(self._hook(d).resume, still_on)) is None:
+            still_on = [
+                st.name
+                for st in _status_all(self._hook(d), idle)
+                if counts_as_on(st) and self.ledger.node(st.name).drained_by_us
+            ]
+            if (
+                still_on
+                and self._call(
+                    "power_off", "resume", d, still_on, partial(self._hook(d).resume, still_on)
+                )
+                is None
+            ):
                 self._mark(still_on, drained_by_us=False)
             for st in _status_all(self._hook(d), [n for n in idle if n not in still_on]):
                 if st.power == NodePower.OFF:
@@ -678,8 +960,14 @@ class _Run:
                     self.powered_off.add(st.name)
             return
         now = self.now()
-        self._mark(idle, power="off", off_since=now, seen_at=now, boot_requested_at=None,
-                   boot_deadline=None)
+        self._mark(
+            idle,
+            power="off",
+            off_since=now,
+            seen_at=now,
+            boot_requested_at=None,
+            boot_deadline=None,
+        )
         self.powered_off.update(idle)
 
     def _wait_idle(self, drained: list[tuple[PoolDiff, list[str]]]) -> set[str]:
@@ -693,38 +981,72 @@ class _Run:
                 if not waiting:
                     continue
                 # drained by the hook call above; not every hook reports the flag back in status
-                idle |= {s.name for s in _status_all(self._hook(d), waiting)
-                         if s.power == NodePower.ON and s.running_jobs == 0}
+                idle |= {
+                    s.name
+                    for s in _status_all(self._hook(d), waiting)
+                    if s.power == NodePower.ON and s.running_jobs == 0
+                }
             if len(idle) == total or self.now() >= deadline:
                 return idle
-            self.sleep(min(self.settings.poll_interval_s, max(0.0, (deadline - self.now()).total_seconds())))
+            self.sleep(
+                min(
+                    self.settings.poll_interval_s, max(0.0, (deadline - self.now()).total_seconds())
+                )
+            )
 
     def power_on_phase(self) -> None:
-        granted = self._grant({d.name: d.power_on for d in self.diffs
-                               if d.power_on and d.site not in self.failed_sites})
+        granted = self._grant(
+            {
+                d.name: d.power_on
+                for d in self.diffs
+                if d.power_on and d.site not in self.failed_sites
+            }
+        )
         for d in self.diffs:
             if not d.power_on:
                 continue
             if d.site in self.failed_sites:
-                self.decide("power_on", "power_on", d.name, d.power_on, "skipped",
-                            f"a power-reducing step failed at site {d.site}")
+                self.decide(
+                    "power_on",
+                    "power_on",
+                    d.name,
+                    d.power_on,
+                    "skipped",
+                    f"a power-reducing step failed at site {d.site}",
+                )
                 continue
             nodes = granted[d.name]
             deferred = [n for n in d.power_on if n not in set(nodes)]
             if deferred:
-                self.decide("power_on", "power_on", d.name, deferred, "deferred",
-                            f"rate limit {self.settings.max_power_ops_per_min:g}/min; "
-                            f"next token in {self.bucket.seconds_until():.0f} s")
+                self.decide(
+                    "power_on",
+                    "power_on",
+                    d.name,
+                    deferred,
+                    "deferred",
+                    f"rate limit {self.settings.max_power_ops_per_min:g}/min; "
+                    f"next token in {self.bucket.seconds_until():.0f} s",
+                )
             if not nodes:
                 continue
-            exc = self._call("power_on", "power_on", d, nodes, partial(self._hook(d).power_on, nodes))
+            exc = self._call(
+                "power_on", "power_on", d, nodes, partial(self._hook(d).power_on, nodes)
+            )
             if exc is not None:
                 continue
             now = self.now()
             assert d.pool_cfg is not None
-            deadline = now + timedelta(seconds=boot_timeout_s(d.pool_cfg.boot_time_min, self.settings))
-            self._mark(nodes, power="booting", on_since=now, seen_at=now,
-                       boot_requested_at=now, boot_deadline=deadline)
+            deadline = now + timedelta(
+                seconds=boot_timeout_s(d.pool_cfg.boot_time_min, self.settings)
+            )
+            self._mark(
+                nodes,
+                power="booting",
+                on_since=now,
+                seen_at=now,
+                boot_requested_at=now,
+                boot_deadline=deadline,
+            )
             for n in nodes:
                 self.booting[n] = (d, deadline)
 
@@ -732,8 +1054,14 @@ class _Run:
         if not self.booting:
             return
         if not self.settings.wait_for_boot:
-            self.out("wait_boot", "wait_boot", None, sorted(self.booting), "ok",
-                     "not waiting (wait_for_boot = false); a later apply checks the boot deadline")
+            self.out(
+                "wait_boot",
+                "wait_boot",
+                None,
+                sorted(self.booting),
+                "ok",
+                "not waiting (wait_for_boot = false); a later apply checks the boot deadline",
+            )
             return
         pending = dict(self.booting)
         while pending:
@@ -747,10 +1075,18 @@ class _Run:
                         del pending[st.name]
                         now = self.now()
                         rec = self.ledger.node(st.name)
-                        took = (f"on after {(now - rec.boot_requested_at).total_seconds():.0f} s"
-                                if rec.boot_requested_at else "on")
-                        self.ledger.update_node(st.name, power="on", seen_at=now,
-                                                boot_requested_at=None, boot_deadline=None)
+                        took = (
+                            f"on after {(now - rec.boot_requested_at).total_seconds():.0f} s"
+                            if rec.boot_requested_at
+                            else "on"
+                        )
+                        self.ledger.update_node(
+                            st.name,
+                            power="on",
+                            seen_at=now,
+                            boot_requested_at=None,
+                            boot_deadline=None,
+                        )
                         if rec.drained_by_us:
                             d.resume.append(st.name)
                         self.decide("wait_boot", "booted", pool, [st.name], "ok", took)
@@ -759,13 +1095,21 @@ class _Run:
             for n in overdue:
                 d, dl = pending.pop(n)
                 reason = f"not on within its boot timeout (deadline {dl.isoformat()})"
-                self.ledger.update_node(n, failed=True, failed_at=now, failed_reason=reason,
-                                        boot_deadline=None)
-                self.decide("wait_boot", "mark_failed", d.name, [n], "failed", reason + "; left alone")
+                self.ledger.update_node(
+                    n, failed=True, failed_at=now, failed_reason=reason, boot_deadline=None
+                )
+                self.decide(
+                    "wait_boot", "mark_failed", d.name, [n], "failed", reason + "; left alone"
+                )
                 self.report.failed_nodes.append(n)
             if pending:
                 next_dl = min(dl for _, dl in pending.values())
-                self.sleep(max(0.0, min(self.settings.poll_interval_s, (next_dl - self.now()).total_seconds())))
+                self.sleep(
+                    max(
+                        0.0,
+                        min(self.settings.poll_interval_s, (next_dl - self.now()).total_seconds()),
+                    )
+                )
 
     def resume_phase(self) -> None:
         for d in self.diffs:
@@ -780,7 +1124,11 @@ class _Run:
         for d in self.diffs:
             if d.target_cap_w is None:
                 continue
-            booted = [n for n, (p, _) in self.booting.items() if p is d and self.ledger.node(n).power == "on"]
+            booted = [
+                n
+                for n, (p, _) in self.booting.items()
+                if p is d and self.ledger.node(n).power == "on"
+            ]
             changes = list(d.cap_raise)
             for n in booted:  # fresh nodes come up at their default cap: read, then set
                 gb = self.backends.gpus(n)
@@ -792,8 +1140,14 @@ class _Run:
                 continue
             if d.site in self.failed_sites and any(c.after_w > c.before_w for c in changes):
                 ups = [c for c in changes if c.after_w > c.before_w]
-                self.decide("raise_caps", "set_power_cap", d.name, [c.target for c in ups], "skipped",
-                            f"a power-reducing step failed at site {d.site}")
+                self.decide(
+                    "raise_caps",
+                    "set_power_cap",
+                    d.name,
+                    [c.target for c in ups],
+                    "skipped",
+                    f"a power-reducing step failed at site {d.site}",
+                )
                 changes = [c for c in changes if c.after_w <= c.before_w]
             self.set_caps("raise_caps", d, changes)
 
@@ -823,11 +1177,20 @@ class _Run:
                     self.decide(phase, action, d.name, targets, "shadow", "would do (shadow mode)")
 
 
-def apply_plan(plan: dict[str, Any], slot: str | int, config: FleetConfig, backends: Backends, *,
-               clock: Clock, state_dir: str | Path, settings: ControlSettings | None = None,
-               dry_run: bool = False, plan_path: str | None = None,
-               sleep: Callable[[float], None] | None = None,
-               echo: Callable[[str], None] | None = None) -> ApplyReport:
+def apply_plan(
+    plan: dict[str, Any],
+    slot: str | int,
+    config: FleetConfig,
+    backends: Backends,
+    *,
+    clock: Clock,
+    state_dir: str | Path,
+    settings: ControlSettings | None = None,
+    dry_run: bool = False,
+    plan_path: str | None = None,
+    sleep: Callable[[float], None] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> ApplyReport:
     """Observe, diff and (unless dry-run or shadow) apply one slot of ``plan``.
 
     Args:
@@ -855,16 +1218,21 @@ def apply_plan(plan: dict[str, Any], slot: str | int, config: FleetConfig, backe
         for a in apps:
             interrupted.append(f"apply #{a.id} started {a.started_at.isoformat()} never finished")
         for s in steps:
-            interrupted.append(f"apply #{s.apply_id} step {s.seq} {s.action} on {','.join(s.targets)} "
-                               "has no recorded result; its effect was re-observed")
-        diffs = compute_diff(plan, ref, config, backends, ledger, settings, clock.now(), source=plan_path)
+            interrupted.append(
+                f"apply #{s.apply_id} step {s.seq} {s.action} on {','.join(s.targets)} "
+                "has no recorded result; its effect was re-observed"
+            )
+        diffs = compute_diff(
+            plan, ref, config, backends, ledger, settings, clock.now(), source=plan_path
+        )
         report = ApplyReport(slot=ref, mode=mode, diffs=diffs, interrupted=interrupted)
         if echo is not None:
             echo(format_diff(diffs, ref, plan_path=plan_path, mode=mode))
         if dry_run:
             return report
-        apply_id = ledger.begin_apply(clock.now(), plan_path=plan_path, slot=ref.index,
-                                      slot_start=ref.start, mode=mode)
+        apply_id = ledger.begin_apply(
+            clock.now(), plan_path=plan_path, slot=ref.index, slot_start=ref.start, mode=mode
+        )
         report.apply_id = apply_id
         run = _Run(diffs, report, backends, ledger, settings, clock, sleep, apply_id)
         try:
@@ -873,13 +1241,24 @@ def apply_plan(plan: dict[str, Any], slot: str | int, config: FleetConfig, backe
             else:
                 run.shadow()
         except BaseException as exc:  # an unexpected fault: record it, then let it surface
-            ledger.finish_apply(apply_id, clock.now(), "error", {
-                "error": f"{type(exc).__name__}: {exc}", "steps": len(report.steps)})
+            ledger.finish_apply(
+                apply_id,
+                clock.now(),
+                "error",
+                {"error": f"{type(exc).__name__}: {exc}", "steps": len(report.steps)},
+            )
             raise
-        ledger.finish_apply(apply_id, clock.now(), report.outcome, {
-            "slot": ref.index, "steps": len(report.steps), "problems": len(report.problems),
-            "failed_nodes": report.failed_nodes,
-        })
+        ledger.finish_apply(
+            apply_id,
+            clock.now(),
+            report.outcome,
+            {
+                "slot": ref.index,
+                "steps": len(report.steps),
+                "problems": len(report.problems),
+                "failed_nodes": report.failed_nodes,
+            },
+        )
         return report
     finally:
         ledger.close()

@@ -41,23 +41,45 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("plan", help="plan.json written by 'greencpn plan'")
     p.add_argument("--slot", default="now", help="slot index or 'now' (default: now)")
-    p.add_argument("--dry-run", action="store_true", help="show the diff only; change and record nothing")
-    p.add_argument("--state-dir", default=None,
-                   help=f"where the ledger lives (default: $GREENCPN_STATE_DIR or ./{DEFAULT_STATE_DIR})")
-    p.add_argument("--config", default=None, help="fleet config (default: the one named in the plan)")
-    p.add_argument("--control", default=None,
-                   help="control settings TOML (default: control.toml beside the config, if any)")
-    p.add_argument("--allow-actuation", action="store_true",
-                   help="act on hardware (otherwise shadow mode unless control.toml allows it)")
-    p.add_argument("--clear-failed", action="append", default=[], metavar="NODE",
-                   help="forget that NODE failed to boot (operator fixed it); repeatable")
-    p.add_argument("--fake-backends", action="store_true",
-                   help="use in-memory fake nodes (all on, idle) and GPUs (at default caps): a demo")
+    p.add_argument(
+        "--dry-run", action="store_true", help="show the diff only; change and record nothing"
+    )
+    p.add_argument(
+        "--state-dir",
+        default=None,
+        help=f"where the ledger lives (default: $GREENCPN_STATE_DIR or ./{DEFAULT_STATE_DIR})",
+    )
+    p.add_argument(
+        "--config", default=None, help="fleet config (default: the one named in the plan)"
+    )
+    p.add_argument(
+        "--control",
+        default=None,
+        help="control settings TOML (default: control.toml beside the config, if any)",
+    )
+    p.add_argument(
+        "--allow-actuation",
+        action="store_true",
+        help="act on hardware (otherwise shadow mode unless control.toml allows it)",
+    )
+    p.add_argument(
+        "--clear-failed",
+        action="append",
+        default=[],
+        metavar="NODE",
+        help="forget that NODE failed to boot (operator fixed it); repeatable",
+    )
+    p.add_argument(
+        "--fake-backends",
+        action="store_true",
+        help="use in-memory fake nodes (all on, idle) and GPUs (at default caps): a demo",
+    )
     p.set_defaults(func=run_apply)
 
 
-def _gpu_lookup(config: FleetConfig, hooks: dict[str, NodePowerHook | None]
-                ) -> Callable[[str], GpuBackend | None]:
+def _gpu_lookup(
+    config: FleetConfig, hooks: dict[str, NodePowerHook | None]
+) -> Callable[[str], GpuBackend | None]:
     """Node -> GPU backend: the hook's own (e.g. the agent's) if it offers one, else NVML for
     this host; other nodes are unreachable (``None``)."""
     local = {socket.gethostname(), socket.gethostname().split(".")[0], "localhost"}
@@ -105,33 +127,44 @@ def _fake_backends(plan: dict[str, Any], config: FleetConfig) -> Backends:
         hostlist = pool.get("hostlist") or cfg_pools[pool["name"]].hostlist
         nodes = expand(hostlist) if hostlist else []
         kind = cfg_pools[pool["name"]].hook.kind
-        hooks[pool["name"]] = None if kind == "none" else FakeNodeHook(nodes, clock, name=f"fake-{kind}")
+        hooks[pool["name"]] = (
+            None if kind == "none" else FakeNodeHook(nodes, clock, name=f"fake-{kind}")
+        )
         fleet = FakeFleetGpus(
             gpus_per_node=int(pool.get("gpus_per_node", 1)),
-            template=FakeGpu(name=str(pool.get("gpu_model", "fake")),
-                             min_w=float(pool["power_limit_min_w"]), max_w=float(pool["power_limit_max_w"]),
-                             default_w=float(pool["power_limit_default_w"])),
+            template=FakeGpu(
+                name=str(pool.get("gpu_model", "fake")),
+                min_w=float(pool["power_limit_min_w"]),
+                max_w=float(pool["power_limit_max_w"]),
+                default_w=float(pool["power_limit_default_w"]),
+            ),
         )
         fleets[pool["name"]] = fleet
         for n in nodes:
             node_fleet[n] = fleet
-    return Backends(hooks=hooks, gpus=lambda n: node_fleet[n].backend(n) if n in node_fleet else None)
+    return Backends(
+        hooks=hooks, gpus=lambda n: node_fleet[n].backend(n) if n in node_fleet else None
+    )
 
 
 def run_apply(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan)
     config_path = args.config or plan.get("config")
     if not config_path:
-        raise ConfigError("the plan names no config", source=args.plan, field="config",
-                          fix="pass --config PATH")
+        raise ConfigError(
+            "the plan names no config", source=args.plan, field="config", fix="pass --config PATH"
+        )
     config = load_config(config_path)
-    settings = ControlSettings.for_config(config.path, args.control).with_actuation(args.allow_actuation)
+    settings = ControlSettings.for_config(config.path, args.control).with_actuation(
+        args.allow_actuation
+    )
     state_dir = Path(args.state_dir or os.environ.get("GREENCPN_STATE_DIR") or DEFAULT_STATE_DIR)
 
     if args.clear_failed:
         if args.dry_run:
-            raise ConfigError("--clear-failed changes the ledger", field="--clear-failed",
-                              fix="drop --dry-run")
+            raise ConfigError(
+                "--clear-failed changes the ledger", field="--clear-failed", fix="drop --dry-run"
+            )
         with Ledger.open(state_dir) as ledger:
             for node in args.clear_failed:
                 was = ledger.clear_failed(node)
@@ -149,12 +182,23 @@ def run_apply(args: argparse.Namespace) -> int:
                 importlib.import_module("greencpn.actuate.agent_hook")
         hooks: dict[str, NodePowerHook | None] = {}
         for pool in config.pools:
-            hooks[pool.name] = (None if pool.hook.kind == "none"
-                                else make_hook(pool.hook, source=str(config.path)))
+            hooks[pool.name] = (
+                None if pool.hook.kind == "none" else make_hook(pool.hook, source=str(config.path))
+            )
         backends = Backends(hooks=hooks, gpus=_gpu_lookup(config, hooks))
 
-    report = apply_plan(plan, args.slot, config, backends, clock=SystemClock(), state_dir=state_dir,
-                        settings=settings, dry_run=args.dry_run, plan_path=str(args.plan),
-                        sleep=time.sleep, echo=lambda text: print(text + "\n", flush=True))
+    report = apply_plan(
+        plan,
+        args.slot,
+        config,
+        backends,
+        clock=SystemClock(),
+        state_dir=state_dir,
+        settings=settings,
+        dry_run=args.dry_run,
+        plan_path=str(args.plan),
+        sleep=time.sleep,
+        echo=lambda text: print(text + "\n", flush=True),
+    )
     print(report.format())
     return report.exit_code

@@ -44,9 +44,16 @@ class _Failure:
 class FakeNodeHook:
     """Fake node power hook with per-node state, boot delays and injected failures."""
 
-    def __init__(self, nodes: Iterable[str], clock: Clock, *, power: NodePower = NodePower.ON,
-                 boot_delay_s: float = 60.0, call_log: list[tuple[object, ...]] | None = None,
-                 name: str = "fake") -> None:
+    def __init__(
+        self,
+        nodes: Iterable[str],
+        clock: Clock,
+        *,
+        power: NodePower = NodePower.ON,
+        boot_delay_s: float = 60.0,
+        call_log: list[tuple[object, ...]] | None = None,
+        name: str = "fake",
+    ) -> None:
         self.name = name
         self.clock = clock
         self.nodes: dict[str, FakeNode] = {
@@ -57,11 +64,19 @@ class FakeNodeHook:
         self._failures: list[_Failure] = []
 
     # ---------------------------------------------------------------- test controls
-    def fail(self, op: str, exc: Exception | None = None, *, node: str | None = None,
-             times: int | None = None) -> None:
+    def fail(
+        self,
+        op: str,
+        exc: Exception | None = None,
+        *,
+        node: str | None = None,
+        times: int | None = None,
+    ) -> None:
         """Make ``op`` (drain/resume/power_off/power_on/status) raise ``exc`` when it reaches
         ``node`` (any node if ``None``), ``times`` times (forever if ``None``)."""
-        self._failures.append(_Failure(op, node, exc or PermanentError(f"injected {op} failure"), times))
+        self._failures.append(
+            _Failure(op, node, exc or PermanentError(f"injected {op} failure"), times)
+        )
 
     def set(self, node: str, **fields: object) -> None:
         """Change a node's fake state, e.g. ``set('n1', running_jobs=2)``."""
@@ -84,7 +99,11 @@ class FakeNodeHook:
     # ---------------------------------------------------------------- internals
     def _check_fail(self, op: str, node: str) -> None:
         for f in self._failures:
-            if f.op == op and (f.node is None or f.node == node) and (f.times is None or f.times > 0):
+            if (
+                f.op == op
+                and (f.node is None or f.node == node)
+                and (f.times is None or f.times > 0)
+            ):
                 if f.times is not None:
                     f.times -= 1
                 raise f.exc
@@ -97,8 +116,12 @@ class FakeNodeHook:
 
     def _advance(self, fn: FakeNode) -> None:
         now = self.clock.now()
-        if (fn.power == NodePower.BOOTING and not fn.never_boots and fn.boot_started_at is not None
-                and now >= fn.boot_started_at + timedelta(seconds=fn.boot_delay_s)):
+        if (
+            fn.power == NodePower.BOOTING
+            and not fn.never_boots
+            and fn.boot_started_at is not None
+            and now >= fn.boot_started_at + timedelta(seconds=fn.boot_delay_s)
+        ):
             fn.power = NodePower.ON
         if fn.jobs_end_at is not None and now >= fn.jobs_end_at:
             fn.running_jobs = 0
@@ -116,7 +139,9 @@ class FakeNodeHook:
         for n in nodes:
             self._check_fail("drain", n)
             fn = self._get(n)
-            out.append(Change(n, "drained", fn.drained, True, changed=not fn.drained, message=reason))
+            out.append(
+                Change(n, "drained", fn.drained, True, changed=not fn.drained, message=reason)
+            )
             fn.drained = True
         return out
 

@@ -144,7 +144,14 @@ class ApplyRow:
     summary: dict[str, Any]
 
 
-_NODE_TIME_FIELDS = {"seen_at", "on_since", "off_since", "boot_requested_at", "boot_deadline", "failed_at"}
+_NODE_TIME_FIELDS = {
+    "seen_at",
+    "on_since",
+    "off_since",
+    "boot_requested_at",
+    "boot_deadline",
+    "failed_at",
+}
 _NODE_FIELDS = _NODE_TIME_FIELDS | {"pool", "power", "drained_by_us", "failed", "failed_reason"}
 
 
@@ -155,8 +162,13 @@ class Ledger:
     history without changing anything (``--dry-run``; a missing ledger reads as empty).
     """
 
-    def __init__(self, conn: sqlite3.Connection | None, *, lock_fd: int | None = None,
-                 path: Path | None = None) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection | None,
+        *,
+        lock_fd: int | None = None,
+        path: Path | None = None,
+    ) -> None:
         self._conn = conn
         self._lock_fd = lock_fd
         self.path = path
@@ -171,8 +183,11 @@ class Ledger:
         try:
             state.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"cannot create the state directory: {exc.strerror}",
-                              source=str(state), fix="pass --state-dir to a writable directory") from None
+            raise ConfigError(
+                f"cannot create the state directory: {exc.strerror}",
+                source=str(state),
+                fix="pass --state-dir to a writable directory",
+            ) from None
         fd = os.open(state / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -194,8 +209,11 @@ class Ledger:
             conn.close()
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
-            raise ConfigError(f"ledger schema {version} is newer than this greencpn ({SCHEMA_VERSION})",
-                              source=str(path), fix="upgrade greencpn or use another --state-dir")
+            raise ConfigError(
+                f"ledger schema {version} is newer than this greencpn ({SCHEMA_VERSION})",
+                source=str(path),
+                fix="upgrade greencpn or use another --state-dir",
+            )
         return cls(conn, lock_fd=fd, path=path)
 
     @classmethod
@@ -234,8 +252,15 @@ class Ledger:
         return iter(self._conn.execute(sql, args).fetchall())
 
     # ------------------------------------------------------------------ applies and steps
-    def begin_apply(self, at: datetime, *, plan_path: str | None, slot: int | None,
-                    slot_start: datetime | None, mode: str) -> int:
+    def begin_apply(
+        self,
+        at: datetime,
+        *,
+        plan_path: str | None,
+        slot: int | None,
+        slot_start: datetime | None,
+        mode: str,
+    ) -> int:
         cur = self._write().execute(
             "INSERT INTO applies (started_at, plan_path, slot, slot_start, mode) VALUES (?,?,?,?,?)",
             (_iso(at), plan_path, slot, _iso(slot_start), mode),
@@ -244,46 +269,83 @@ class Ledger:
         self._seq[apply_id] = 0
         return apply_id
 
-    def finish_apply(self, apply_id: int, at: datetime, outcome: str,
-                     summary: dict[str, Any] | None = None) -> None:
+    def finish_apply(
+        self, apply_id: int, at: datetime, outcome: str, summary: dict[str, Any] | None = None
+    ) -> None:
         self._write().execute(
             "UPDATE applies SET finished_at=?, outcome=?, summary=? WHERE id=?",
             (_iso(at), outcome, json.dumps(summary or {}, default=str), apply_id),
         )
 
-    def intent(self, apply_id: int, at: datetime, *, phase: str, action: str, pool: str | None,
-               targets: list[str], detail: dict[str, Any] | None = None) -> int:
+    def intent(
+        self,
+        apply_id: int,
+        at: datetime,
+        *,
+        phase: str,
+        action: str,
+        pool: str | None,
+        targets: list[str],
+        detail: dict[str, Any] | None = None,
+    ) -> int:
         """Record that a step is about to run; returns the step id for :meth:`result`."""
         self._seq[apply_id] = self._seq.get(apply_id, 0) + 1
         cur = self._write().execute(
             "INSERT INTO steps (apply_id, seq, phase, action, pool, targets, intent_at, intent) "
             "VALUES (?,?,?,?,?,?,?,?)",
-            (apply_id, self._seq[apply_id], phase, action, pool, json.dumps(targets),
-             _iso(at), json.dumps(detail or {}, default=str)),
+            (
+                apply_id,
+                self._seq[apply_id],
+                phase,
+                action,
+                pool,
+                json.dumps(targets),
+                _iso(at),
+                json.dumps(detail or {}, default=str),
+            ),
         )
         return int(cur.lastrowid or 0)
 
-    def result(self, step_id: int, at: datetime, status: str,
-               detail: dict[str, Any] | None = None) -> None:
+    def result(
+        self, step_id: int, at: datetime, status: str, detail: dict[str, Any] | None = None
+    ) -> None:
         """Record how a step ended: ``ok``, ``error``, ``skipped`` or ``deferred``."""
         self._write().execute(
             "UPDATE steps SET status=?, result_at=?, result=? WHERE id=?",
             (status, _iso(at), json.dumps(detail or {}, default=str), step_id),
         )
 
-    def record(self, apply_id: int, at: datetime, *, phase: str, action: str, pool: str | None,
-               targets: list[str], status: str, detail: dict[str, Any] | None = None) -> int:
+    def record(
+        self,
+        apply_id: int,
+        at: datetime,
+        *,
+        phase: str,
+        action: str,
+        pool: str | None,
+        targets: list[str],
+        status: str,
+        detail: dict[str, Any] | None = None,
+    ) -> int:
         """A step that needs no separate intent (a decision: skip, defer, mark failed)."""
-        sid = self.intent(apply_id, at, phase=phase, action=action, pool=pool, targets=targets,
-                          detail=detail)
+        sid = self.intent(
+            apply_id, at, phase=phase, action=action, pool=pool, targets=targets, detail=detail
+        )
         self.result(sid, at, status, detail)
         return sid
 
     def applies(self) -> list[ApplyRow]:
         return [
-            ApplyRow(id=r["id"], started_at=_dt(r["started_at"]),  # type: ignore[arg-type]
-                     finished_at=_dt(r["finished_at"]), plan_path=r["plan_path"], slot=r["slot"],
-                     mode=r["mode"], outcome=r["outcome"], summary=json.loads(r["summary"] or "{}"))
+            ApplyRow(
+                id=r["id"],
+                started_at=_dt(r["started_at"]),  # type: ignore[arg-type]
+                finished_at=_dt(r["finished_at"]),
+                plan_path=r["plan_path"],
+                slot=r["slot"],
+                mode=r["mode"],
+                outcome=r["outcome"],
+                summary=json.loads(r["summary"] or "{}"),
+            )
             for r in self._rows("SELECT * FROM applies ORDER BY id")
         ]
 
@@ -291,11 +353,20 @@ class Ledger:
         sql = "SELECT * FROM steps" + (" WHERE apply_id=?" if apply_id is not None else "")
         args: tuple[Any, ...] = (apply_id,) if apply_id is not None else ()
         return [
-            StepRow(id=r["id"], apply_id=r["apply_id"], seq=r["seq"], phase=r["phase"],
-                    action=r["action"], pool=r["pool"], targets=json.loads(r["targets"]),
-                    intent_at=_dt(r["intent_at"]),  # type: ignore[arg-type]
-                    intent=json.loads(r["intent"] or "{}"), status=r["status"],
-                    result_at=_dt(r["result_at"]), result=json.loads(r["result"] or "{}"))
+            StepRow(
+                id=r["id"],
+                apply_id=r["apply_id"],
+                seq=r["seq"],
+                phase=r["phase"],
+                action=r["action"],
+                pool=r["pool"],
+                targets=json.loads(r["targets"]),
+                intent_at=_dt(r["intent_at"]),  # type: ignore[arg-type]
+                intent=json.loads(r["intent"] or "{}"),
+                status=r["status"],
+                result_at=_dt(r["result_at"]),
+                result=json.loads(r["result"] or "{}"),
+            )
             for r in self._rows(sql + " ORDER BY id", args)
         ]
 
@@ -318,11 +389,17 @@ class Ledger:
     def node(self, name: str) -> NodeRecord:
         for r in self._rows("SELECT * FROM nodes WHERE name=?", (name,)):
             return NodeRecord(
-                name=r["name"], pool=r["pool"], power=r["power"], seen_at=_dt(r["seen_at"]),
-                on_since=_dt(r["on_since"]), off_since=_dt(r["off_since"]),
+                name=r["name"],
+                pool=r["pool"],
+                power=r["power"],
+                seen_at=_dt(r["seen_at"]),
+                on_since=_dt(r["on_since"]),
+                off_since=_dt(r["off_since"]),
                 boot_requested_at=_dt(r["boot_requested_at"]),
-                boot_deadline=_dt(r["boot_deadline"]), drained_by_us=bool(r["drained_by_us"]),
-                failed=bool(r["failed"]), failed_at=_dt(r["failed_at"]),
+                boot_deadline=_dt(r["boot_deadline"]),
+                drained_by_us=bool(r["drained_by_us"]),
+                failed=bool(r["failed"]),
+                failed_at=_dt(r["failed_at"]),
                 failed_reason=r["failed_reason"],
             )
         return NodeRecord(name=name)
@@ -346,8 +423,10 @@ class Ledger:
         cols = ", ".join(["name", *fields])
         marks = ", ".join("?" * (len(fields) + 1))
         update = ", ".join(f"{k}=excluded.{k}" for k in fields) or "name=name"
-        conn.execute(f"INSERT INTO nodes ({cols}) VALUES ({marks}) "
-                     f"ON CONFLICT(name) DO UPDATE SET {update}", (name, *values))
+        conn.execute(
+            f"INSERT INTO nodes ({cols}) VALUES ({marks}) ON CONFLICT(name) DO UPDATE SET {update}",
+            (name, *values),
+        )
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -364,8 +443,14 @@ class Ledger:
     def clear_failed(self, name: str) -> bool:
         """Operator action: forget a node's *failed* mark. Returns whether it was marked."""
         rec = self.node(name)
-        self.update_node(name, failed=False, failed_at=None, failed_reason=None,
-                         boot_requested_at=None, boot_deadline=None)
+        self.update_node(
+            name,
+            failed=False,
+            failed_at=None,
+            failed_reason=None,
+            boot_requested_at=None,
+            boot_deadline=None,
+        )
         return rec.failed
 
     # ------------------------------------------------------------------ key/value

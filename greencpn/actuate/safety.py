@@ -79,14 +79,21 @@ class ControlSettings:
         try:
             data = tomllib.loads(p.read_text())
         except FileNotFoundError:
-            raise ConfigError("control file not found", source=str(p),
-                              fix="create it or drop --control") from None
+            raise ConfigError(
+                "control file not found", source=str(p), fix="create it or drop --control"
+            ) from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"not valid TOML: {exc}", source=str(p), fix="fix the TOML syntax") from None
+            raise ConfigError(
+                f"not valid TOML: {exc}", source=str(p), fix="fix the TOML syntax"
+            ) from None
         ctl = data.get("control")
         if not isinstance(ctl, dict):
-            raise ConfigError("missing [control] table", source=str(p), field="control",
-                              fix="put the settings under a [control] header")
+            raise ConfigError(
+                "missing [control] table",
+                source=str(p),
+                field="control",
+                fix="put the settings under a [control] header",
+            )
         return cls.from_mapping(ctl, source=str(p))
 
     @classmethod
@@ -94,40 +101,66 @@ class ControlSettings:
         known = {f for f in cls.__dataclass_fields__ if f != "source"}
         unknown = set(ctl) - known
         if unknown:
-            raise ConfigError(f"unknown key(s) {sorted(unknown)}", source=source, field="control",
-                              fix=f"use only {sorted(known)}")
+            raise ConfigError(
+                f"unknown key(s) {sorted(unknown)}",
+                source=source,
+                field="control",
+                fix=f"use only {sorted(known)}",
+            )
         kw: dict[str, Any] = {}
         for key, value in ctl.items():
             where = f"control.{key}"
             if key in ("allow_actuation", "wait_for_boot"):
                 if not isinstance(value, bool):
-                    raise ConfigError(f"{value!r} is not true/false", source=source, field=where,
-                                      fix="write true or false")
+                    raise ConfigError(
+                        f"{value!r} is not true/false",
+                        source=source,
+                        field=where,
+                        fix="write true or false",
+                    )
                 kw[key] = value
             elif key == "spare_nodes":
                 if not isinstance(value, dict) or not all(
-                    isinstance(v, list) and all(isinstance(n, str) for n in v) for v in value.values()
+                    isinstance(v, list) and all(isinstance(n, str) for n in v)
+                    for v in value.values()
                 ):
-                    raise ConfigError("must map pool names to lists of node names", source=source,
-                                      field=where, fix='write e.g. fra-a100 = ["fra001", "fra002"]')
+                    raise ConfigError(
+                        "must map pool names to lists of node names",
+                        source=source,
+                        field=where,
+                        fix='write e.g. fra-a100 = ["fra001", "fra002"]',
+                    )
                 kw[key] = {str(k): list(v) for k, v in value.items()}
             elif key == "power_ops_burst":
                 if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                    raise ConfigError(f"{value!r} is not a whole number >= 1", source=source,
-                                      field=where, fix="write e.g. 10")
+                    raise ConfigError(
+                        f"{value!r} is not a whole number >= 1",
+                        source=source,
+                        field=where,
+                        fix="write e.g. 10",
+                    )
                 kw[key] = value
             else:
-                ok = (not isinstance(value, bool) and isinstance(value, int | float)
-                      and math.isfinite(value)
-                      and (value > 0 or (key == "boot_timeout_min_s" and value == 0)))
+                ok = (
+                    not isinstance(value, bool)
+                    and isinstance(value, int | float)
+                    and math.isfinite(value)
+                    and (value > 0 or (key == "boot_timeout_min_s" and value == 0))
+                )
                 if not ok:
-                    raise ConfigError(f"{value!r} is not a positive number", source=source,
-                                      field=where, fix="write a number above 0")
+                    raise ConfigError(
+                        f"{value!r} is not a positive number",
+                        source=source,
+                        field=where,
+                        fix="write a number above 0",
+                    )
                 kw[key] = float(value)
         return cls(source=source, **kw)
 
     @classmethod
-    def for_config(cls, config_path: str | Path, control_path: str | Path | None = None) -> ControlSettings:
+    def for_config(
+        cls, config_path: str | Path, control_path: str | Path | None = None
+    ) -> ControlSettings:
         """``control_path`` if given, else ``control.toml`` beside the config, else defaults."""
         if control_path is not None:
             return cls.from_file(control_path)
@@ -147,8 +180,14 @@ class TokenBucket:
     Refills from the injected clock; :meth:`state` / :meth:`from_state` persist it (ledger).
     """
 
-    def __init__(self, rate_per_min: float, capacity: int, clock: Clock,
-                 tokens: float | None = None, updated_at: datetime | None = None) -> None:
+    def __init__(
+        self,
+        rate_per_min: float,
+        capacity: int,
+        clock: Clock,
+        tokens: float | None = None,
+        updated_at: datetime | None = None,
+    ) -> None:
         self.rate_per_min = float(rate_per_min)
         self.capacity = int(capacity)
         self._clock = clock
@@ -189,12 +228,18 @@ class TokenBucket:
         return {"tokens": self._tokens, "updated_at": self._updated_at.isoformat()}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any] | None, rate_per_min: float, capacity: int,
-                   clock: Clock) -> TokenBucket:
+    def from_state(
+        cls, state: dict[str, Any] | None, rate_per_min: float, capacity: int, clock: Clock
+    ) -> TokenBucket:
         if not state:
             return cls(rate_per_min, capacity, clock)
-        return cls(rate_per_min, capacity, clock, tokens=float(state["tokens"]),
-                   updated_at=datetime.fromisoformat(state["updated_at"]))
+        return cls(
+            rate_per_min,
+            capacity,
+            clock,
+            tokens=float(state["tokens"]),
+            updated_at=datetime.fromisoformat(state["updated_at"]),
+        )
 
 
 # --------------------------------------------------------------------------- node choice
@@ -208,16 +253,20 @@ class Held:
     reason: str
 
 
-def designated_spares(pool: str, nodes: Sequence[str], spares: int,
-                      settings: ControlSettings) -> list[str]:
+def designated_spares(
+    pool: str, nodes: Sequence[str], spares: int, settings: ControlSettings
+) -> list[str]:
     """The pool's spare nodes: from ``[control.spare_nodes]``, else its first ``spares`` names."""
     named = settings.spare_nodes.get(pool)
     if named is not None:
         unknown = [n for n in named if n not in set(nodes)]
         if unknown:
-            raise ConfigError(f"spare node(s) {unknown} are not in pool {pool!r}",
-                              source=settings.source, field=f"control.spare_nodes.{pool}",
-                              fix="name nodes from the pool's hostlist")
+            raise ConfigError(
+                f"spare node(s) {unknown} are not in pool {pool!r}",
+                source=settings.source,
+                field=f"control.spare_nodes.{pool}",
+                fix="name nodes from the pool's hostlist",
+            )
         return list(named)
     return list(nodes[:spares])
 
@@ -234,9 +283,15 @@ def counts_as_on(st: NodeStatus) -> bool:
     return st.power in (NodePower.ON, NodePower.BOOTING)
 
 
-def choose_power_off(statuses: Sequence[NodeStatus], count: int, records: dict[str, NodeRecord],
-                     now: datetime, *, min_up_h: float, spares: Sequence[str]
-                     ) -> tuple[list[str], list[Held]]:
+def choose_power_off(
+    statuses: Sequence[NodeStatus],
+    count: int,
+    records: dict[str, NodeRecord],
+    now: datetime,
+    *,
+    min_up_h: float,
+    spares: Sequence[str],
+) -> tuple[list[str], list[Held]]:
     """Pick ``count`` nodes to power off.
 
     Candidates are nodes that are on (not booting), not spares and not marked failed, and have
@@ -261,7 +316,11 @@ def choose_power_off(statuses: Sequence[NodeStatus], count: int, records: dict[s
             held.append(Held(st.name, "drained by someone else (maintenance?); not touched"))
             continue
         if rec.on_since is not None and now - rec.on_since < min_up:
-            held.append(Held(st.name, f"min up {min_up_h:g} h not met (on for {_fmt_h(now - rec.on_since)})"))
+            held.append(
+                Held(
+                    st.name, f"min up {min_up_h:g} h not met (on for {_fmt_h(now - rec.on_since)})"
+                )
+            )
             continue
         since = rec.on_since or datetime.min.replace(tzinfo=now.tzinfo)
         cands.append((1 if st.running_jobs > 0 else 0, since, st.name))
@@ -270,9 +329,15 @@ def choose_power_off(statuses: Sequence[NodeStatus], count: int, records: dict[s
     return chosen, (held if len(chosen) < count else [])
 
 
-def choose_power_on(statuses: Sequence[NodeStatus], count: int, records: dict[str, NodeRecord],
-                    now: datetime, *, min_down_h: float, spares: Sequence[str]
-                    ) -> tuple[list[str], list[Held]]:
+def choose_power_on(
+    statuses: Sequence[NodeStatus],
+    count: int,
+    records: dict[str, NodeRecord],
+    now: datetime,
+    *,
+    min_down_h: float,
+    spares: Sequence[str],
+) -> tuple[list[str], list[Held]]:
     """Pick ``count`` nodes to power on.
 
     Candidates are nodes that are off, not marked failed, and have been off for at least
@@ -290,10 +355,17 @@ def choose_power_on(statuses: Sequence[NodeStatus], count: int, records: dict[st
         if st.power not in (NodePower.OFF, NodePower.FAILED) and not rec.failed:
             continue
         if rec.failed or st.power == NodePower.FAILED:
-            held.append(Held(st.name, f"failed ({rec.failed_reason or st.detail or 'reported by hook'})"))
+            held.append(
+                Held(st.name, f"failed ({rec.failed_reason or st.detail or 'reported by hook'})")
+            )
             continue
         if rec.off_since is not None and now - rec.off_since < min_down:
-            held.append(Held(st.name, f"min down {min_down_h:g} h not met (off for {_fmt_h(now - rec.off_since)})"))
+            held.append(
+                Held(
+                    st.name,
+                    f"min down {min_down_h:g} h not met (off for {_fmt_h(now - rec.off_since)})",
+                )
+            )
             continue
         since = rec.off_since or datetime.min.replace(tzinfo=now.tzinfo)
         cands.append((0 if st.name in spare_set else 1, since, st.name))

@@ -43,9 +43,19 @@ class LoggedGpus:
         return getattr(self.backend, item)
 
 
-def pool_toml(name: str, *, site: str = "s1", nodes: int = 4, hostlist: str | None = None,
-              spares: int = 0, min_up_h: float = 0.0, min_down_h: float = 0.0,
-              boot_time_min: float = 2.0, gpus_per_node: int = 2, hook: str = "command") -> str:
+def pool_toml(
+    name: str,
+    *,
+    site: str = "s1",
+    nodes: int = 4,
+    hostlist: str | None = None,
+    spares: int = 0,
+    min_up_h: float = 0.0,
+    min_down_h: float = 0.0,
+    boot_time_min: float = 2.0,
+    gpus_per_node: int = 2,
+    hook: str = "command",
+) -> str:
     hostlist = hostlist or f"{name}n[1-{nodes}]"
     return f"""
 [[pools]]
@@ -67,14 +77,23 @@ hook = {{ kind = "{hook}" }}
 class World:
     """A fleet config + fake backends + a SimClock, and helpers to build plans and apply them."""
 
-    def __init__(self, tmp_path: Path, pools: list[dict[str, Any]], *, sites: tuple[str, ...] = ("s1",),
-                 node_power: NodePower = NodePower.ON, boot_delay_s: float = 60.0,
-                 gpu_limit_w: float | None = None) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        pools: list[dict[str, Any]],
+        *,
+        sites: tuple[str, ...] = ("s1",),
+        node_power: NodePower = NodePower.ON,
+        boot_delay_s: float = 60.0,
+        gpu_limit_w: float | None = None,
+    ) -> None:
         self.tmp = tmp_path
         self.clock = SimClock(T0)
         self.log: list[tuple[object, ...]] = []
-        text = ['name = "t"\n[horizon]\nstart = "2026-11-25T10:00:00Z"\nslots = 3\nslot_minutes = 60\n',
-                '[carbon]\nfile = "carbon.csv"\n']
+        text = [
+            'name = "t"\n[horizon]\nstart = "2026-11-25T10:00:00Z"\nslots = 3\nslot_minutes = 60\n',
+            '[carbon]\nfile = "carbon.csv"\n',
+        ]
         for s in sites:
             text.append(f'[[sites]]\nname = "{s}"\nzone = "DE"\npue = 1.2\n')
         for p in pools:
@@ -88,19 +107,25 @@ class World:
         self.node_pool: dict[str, str] = {}
         for p in self.config.pools:
             nodes = expand(p.hostlist or "")
-            self.hooks[p.name] = FakeNodeHook(nodes, self.clock, power=node_power,
-                                              boot_delay_s=boot_delay_s, call_log=self.log)
+            self.hooks[p.name] = FakeNodeHook(
+                nodes, self.clock, power=node_power, boot_delay_s=boot_delay_s, call_log=self.log
+            )
             self.gpus[p.name] = FakeFleetGpus(
                 gpus_per_node=p.gpus_per_node,
-                template=FakeGpu(min_w=100, max_w=400, default_w=400,
-                                 limit_w=gpu_limit_w))
+                template=FakeGpu(min_w=100, max_w=400, default_w=400, limit_w=gpu_limit_w),
+            )
             for n in nodes:
                 self.node_pool[n] = p.name
         self._wrapped: dict[str, LoggedGpus] = {}
         self.state_dir = tmp_path / "state"
         self.settings = ControlSettings(
-            allow_actuation=True, max_power_ops_per_min=100, power_ops_burst=100,
-            drain_timeout_s=120, poll_interval_s=10, boot_timeout_factor=2.0, boot_timeout_min_s=0,
+            allow_actuation=True,
+            max_power_ops_per_min=100,
+            power_ops_burst=100,
+            drain_timeout_s=120,
+            poll_interval_s=10,
+            boot_timeout_factor=2.0,
+            boot_timeout_min_s=0,
         )
         self.printed: list[str] = []
 
@@ -135,28 +160,72 @@ class World:
         starts = [T0 + timedelta(hours=i) for i in range(3)]
         pools = []
         for p in self.config.pools:
-            slots = [{"slot": i, "nodes_on": on, "power_cap_w": cap, "startups": 0, "shutdowns": 0,
-                      "cap_level": 0, "busy_gpus": 0, "it_power_kw": 0.0}
-                     for i, (on, cap) in enumerate(targets[p.name])]
-            pools.append({"name": p.name, "site": p.site, "gpu_model": p.gpu_model, "nodes": p.nodes,
-                          "gpus_per_node": p.gpus_per_node, "spares": p.spares,
-                          "hostlist": p.hostlist, "hook": {"kind": p.hook.kind},
-                          "power_limit_min_w": 100, "power_limit_max_w": 400,
-                          "power_limit_default_w": 400, "slots": slots})
+            slots = [
+                {
+                    "slot": i,
+                    "nodes_on": on,
+                    "power_cap_w": cap,
+                    "startups": 0,
+                    "shutdowns": 0,
+                    "cap_level": 0,
+                    "busy_gpus": 0,
+                    "it_power_kw": 0.0,
+                }
+                for i, (on, cap) in enumerate(targets[p.name])
+            ]
+            pools.append(
+                {
+                    "name": p.name,
+                    "site": p.site,
+                    "gpu_model": p.gpu_model,
+                    "nodes": p.nodes,
+                    "gpus_per_node": p.gpus_per_node,
+                    "spares": p.spares,
+                    "hostlist": p.hostlist,
+                    "hook": {"kind": p.hook.kind},
+                    "power_limit_min_w": 100,
+                    "power_limit_max_w": 400,
+                    "power_limit_default_w": 400,
+                    "slots": slots,
+                }
+            )
         return {
-            "schema": "greencpn.plan/1", "created_at": "2026-11-25T09:55:00Z",
-            "config": str(self.config_path), "fleet": "t",
-            "horizon": {"start": "2026-11-25T10:00:00Z", "slot_minutes": 60, "slots": 3,
-                        "slot_starts": [s.isoformat().replace("+00:00", "Z") for s in starts]},
-            "pools": pools, "jobs": [], "sites": [],
+            "schema": "greencpn.plan/1",
+            "created_at": "2026-11-25T09:55:00Z",
+            "config": str(self.config_path),
+            "fleet": "t",
+            "horizon": {
+                "start": "2026-11-25T10:00:00Z",
+                "slot_minutes": 60,
+                "slots": 3,
+                "slot_starts": [s.isoformat().replace("+00:00", "Z") for s in starts],
+            },
+            "pools": pools,
+            "jobs": [],
+            "sites": [],
         }
 
-    def apply(self, plan: dict[str, Any], slot: str | int = "now", *, dry_run: bool = False,
-              settings: ControlSettings | None = None) -> ApplyReport:
-        return apply_plan(plan, slot, self.config, self.backends(), clock=self.clock,
-                          state_dir=self.state_dir, settings=settings or self.settings,
-                          dry_run=dry_run, plan_path="plan.json", sleep=self.sleep,
-                          echo=self.printed.append)
+    def apply(
+        self,
+        plan: dict[str, Any],
+        slot: str | int = "now",
+        *,
+        dry_run: bool = False,
+        settings: ControlSettings | None = None,
+    ) -> ApplyReport:
+        return apply_plan(
+            plan,
+            slot,
+            self.config,
+            self.backends(),
+            clock=self.clock,
+            state_dir=self.state_dir,
+            settings=settings or self.settings,
+            dry_run=dry_run,
+            plan_path="plan.json",
+            sleep=self.sleep,
+            echo=self.printed.append,
+        )
 
     def ledger(self) -> Ledger:
         return Ledger.open_readonly(self.state_dir)

@@ -16,7 +16,7 @@ from greencpn.cli import main
 from greencpn.clock import SimClock
 from greencpn.errors import ConfigError
 
-BMC = '''
+BMC = """
 import sys
 from pathlib import Path
 from greencpn.actuate.hostlist import expand
@@ -33,11 +33,12 @@ for n in nodes:
     if op == "drain": drained = "drained"
     if op == "resume": drained = ""
     f.write_text(f"{power} {drained}")
-'''
+"""
 
 
-def write_fleet(tmp: Path, *, nodes: int = 3, override: dict[str, list[str]] | None = None
-                ) -> tuple[Path, Path]:
+def write_fleet(
+    tmp: Path, *, nodes: int = 3, override: dict[str, list[str]] | None = None
+) -> tuple[Path, Path]:
     """A one-pool fleet (hook: command scripts over files) and a 2-slot plan for it."""
     state = tmp / "bmc"
     state.mkdir()
@@ -45,10 +46,12 @@ def write_fleet(tmp: Path, *, nodes: int = 3, override: dict[str, list[str]] | N
     cmd = [sys.executable, str(tmp / "bmc.py"), str(state)]
     ops = {op: cmd + [op] for op in ("power_on", "power_off", "drain", "resume", "status")}
     ops.update(override or {})
-    hook = "{ kind = \"command\", " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in ops.items()) + " }"
+    hook = (
+        '{ kind = "command", ' + ", ".join(f"{k} = {json.dumps(v)}" for k, v in ops.items()) + " }"
+    )
     (tmp / "carbon.csv").write_text("timestamp,DE\n")
     cfg = tmp / "fleet.toml"
-    cfg.write_text(f'''
+    cfg.write_text(f"""
 name = "cli"
 [carbon]
 file = "carbon.csv"
@@ -66,16 +69,34 @@ node_idle_w = 400.0
 spares = 1
 hostlist = "n[1-{nodes}]"
 hook = {hook}
-''')
+""")
     plan = {
-        "schema": "greencpn.plan/1", "config": str(cfg),
-        "horizon": {"start": "2026-11-25T10:00:00Z", "slot_minutes": 60, "slots": 2,
-                    "slot_starts": ["2026-11-25T10:00:00Z", "2026-11-25T11:00:00Z"]},
-        "pools": [{"name": "p", "site": "s1", "gpu_model": "A100-SXM4-40GB", "nodes": nodes,
-                   "gpus_per_node": 1, "spares": 1, "hostlist": f"n[1-{nodes}]",
-                   "power_limit_min_w": 100, "power_limit_max_w": 400, "power_limit_default_w": 400,
-                   "slots": [{"slot": 0, "nodes_on": 1, "power_cap_w": 300.0},
-                             {"slot": 1, "nodes_on": nodes, "power_cap_w": 400.0}]}],
+        "schema": "greencpn.plan/1",
+        "config": str(cfg),
+        "horizon": {
+            "start": "2026-11-25T10:00:00Z",
+            "slot_minutes": 60,
+            "slots": 2,
+            "slot_starts": ["2026-11-25T10:00:00Z", "2026-11-25T11:00:00Z"],
+        },
+        "pools": [
+            {
+                "name": "p",
+                "site": "s1",
+                "gpu_model": "A100-SXM4-40GB",
+                "nodes": nodes,
+                "gpus_per_node": 1,
+                "spares": 1,
+                "hostlist": f"n[1-{nodes}]",
+                "power_limit_min_w": 100,
+                "power_limit_max_w": 400,
+                "power_limit_default_w": 400,
+                "slots": [
+                    {"slot": 0, "nodes_on": 1, "power_cap_w": 300.0},
+                    {"slot": 1, "nodes_on": nodes, "power_cap_w": 400.0},
+                ],
+            }
+        ],
     }
     plan_path = tmp / "plan.json"
     plan_path.write_text(json.dumps(plan))
@@ -120,21 +141,29 @@ def test_control_toml_beside_the_config_allows_actuation(tmp_path, capsys):  # t
 
 def test_failing_hook_gives_exit_1(tmp_path, capsys):  # type: ignore[no-untyped-def]
     _, plan = write_fleet(tmp_path, override={"power_off": ["false"]})  # exits 1
-    rc = main(["apply", str(plan), "--slot", "0", "--state-dir", str(tmp_path / "s"), "--allow-actuation"])
+    rc = main(
+        ["apply", str(plan), "--slot", "0", "--state-dir", str(tmp_path / "s"), "--allow-actuation"]
+    )
     out = capsys.readouterr().out
     assert rc == 1 and "partial" in out and "[error" in out
     # the nodes that stayed on are resumed (not left drained), and the ledger says so
     assert node_files(tmp_path) == {"n2": "on", "n3": "on"}
     steps = Ledger.open_readonly(tmp_path / "s").steps(1)
-    assert [(s.action, s.status) for s in steps] == [("drain", "ok"), ("power_off", "error"),
-                                                     ("resume", "ok")]
+    assert [(s.action, s.status) for s in steps] == [
+        ("drain", "ok"),
+        ("power_off", "error"),
+        ("resume", "ok"),
+    ]
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--slot", "7"], "slot 7 is outside 0..1"),
-    (["--slot", "now"], "outside the plan's horizon"),
-    (["--slot", "x"], "is not a slot"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--slot", "7"], "slot 7 is outside 0..1"),
+        (["--slot", "now"], "outside the plan's horizon"),
+        (["--slot", "x"], "is not a slot"),
+    ],
+)
 def test_user_errors_exit_2(tmp_path, capsys, argv, needle):  # type: ignore[no-untyped-def]
     _, plan = write_fleet(tmp_path)
     assert main(["apply", str(plan), "--dry-run", "--state-dir", str(tmp_path / "s"), *argv]) == 2
@@ -153,8 +182,21 @@ def test_bad_plan_file_exit_2(tmp_path, capsys):  # type: ignore[no-untyped-def]
 def test_dry_run_with_fake_backends(tmp_path, capsys):  # type: ignore[no-untyped-def]
     _, plan = write_fleet(tmp_path, nodes=4)
     state = tmp_path / "s"
-    assert main(["apply", str(plan), "--slot", "0", "--dry-run", "--fake-backends",
-                 "--state-dir", str(state)]) == 0
+    assert (
+        main(
+            [
+                "apply",
+                str(plan),
+                "--slot",
+                "0",
+                "--dry-run",
+                "--fake-backends",
+                "--state-dir",
+                str(state),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "n[2-4]" in out and "1 lower" in out and "dry run: nothing changed" in out
     assert not state.exists()
@@ -167,8 +209,10 @@ def test_clear_failed(tmp_path, capsys):  # type: ignore[no-untyped-def]
         led.update_node("n2", failed=True, failed_reason="boot timeout")
     main(["apply", str(plan), "--slot", "0", "--dry-run", "--state-dir", str(state)])
     assert "failed (left alone until cleared): n2" in capsys.readouterr().out
-    assert main(["apply", str(plan), "--slot", "0", "--state-dir", str(state),
-                 "--clear-failed", "n2"]) == 0
+    assert (
+        main(["apply", str(plan), "--slot", "0", "--state-dir", str(state), "--clear-failed", "n2"])
+        == 0
+    )
     assert "n2: failed mark cleared" in capsys.readouterr().out
     assert not Ledger.open_readonly(state).node("n2").failed
 
@@ -177,11 +221,15 @@ def test_control_settings_validation(tmp_path):  # type: ignore[no-untyped-def]
     p = tmp_path / "control.toml"
     p.write_text("[control]\nmax_power_ops_per_min = 4\nspare_nodes = { p = ['n1'] }\n")
     s = ControlSettings.from_file(p)
-    assert s.max_power_ops_per_min == 4.0 and s.spare_nodes == {"p": ["n1"]} and not s.allow_actuation
-    for text, field in [("[control]\nallow_actuation = 'yes'\n", "control.allow_actuation"),
-                        ("[control]\nmax_power_ops_per_min = -1\n", "control.max_power_ops_per_min"),
-                        ("[control]\nfoo = 1\n", "control"),
-                        ("allow_actuation = true\n", "control")]:
+    assert (
+        s.max_power_ops_per_min == 4.0 and s.spare_nodes == {"p": ["n1"]} and not s.allow_actuation
+    )
+    for text, field in [
+        ("[control]\nallow_actuation = 'yes'\n", "control.allow_actuation"),
+        ("[control]\nmax_power_ops_per_min = -1\n", "control.max_power_ops_per_min"),
+        ("[control]\nfoo = 1\n", "control"),
+        ("allow_actuation = true\n", "control"),
+    ]:
         p.write_text(text)
         with pytest.raises(ConfigError) as ei:
             ControlSettings.from_file(p)

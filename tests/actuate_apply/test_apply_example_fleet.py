@@ -36,35 +36,69 @@ def test_example_fleet_apply_is_safe_and_idempotent(tmp_path):  # type: ignore[n
         hooks[p.name] = FakeNodeHook(nodes, clock, boot_delay_s=p.boot_time_min * 60)
         for n in nodes[: len(nodes) // 2]:  # the first half is off
             hooks[p.name].set(n, power=NodePower.OFF)
-        for n in nodes[len(nodes) // 2:]:  # a third of the on nodes run jobs that never end
+        for n in nodes[len(nodes) // 2 :]:  # a third of the on nodes run jobs that never end
             if rng.random() < 1 / 3:
                 hooks[p.name].run_jobs(n, 1)
                 busy.add(n)
-        fleets[p.name] = FakeFleetGpus(gpus_per_node=p.gpus_per_node, template=FakeGpu(
-            name=gm.name, min_w=gm.power_limit_min_w, max_w=gm.power_limit_max_w,
-            default_w=gm.power_limit_default_w))
+        fleets[p.name] = FakeFleetGpus(
+            gpus_per_node=p.gpus_per_node,
+            template=FakeGpu(
+                name=gm.name,
+                min_w=gm.power_limit_min_w,
+                max_w=gm.power_limit_max_w,
+                default_w=gm.power_limit_default_w,
+            ),
+        )
         for n in nodes:
             node_fleet[n] = fleets[p.name]
         # the plan: alternate pools go up to 3/4 or down to 1/4 of their nodes, at cap level 1
         target = (3 * p.nodes) // 4 if len(plan_pools) % 2 == 0 else p.nodes // 4
-        plan_pools.append({
-            "name": p.name, "site": p.site, "nodes": p.nodes, "gpus_per_node": p.gpus_per_node,
-            "spares": p.spares, "hostlist": p.hostlist, "hook": {"kind": p.hook.kind},
-            "power_limit_min_w": gm.power_limit_min_w, "power_limit_max_w": gm.power_limit_max_w,
-            "power_limit_default_w": gm.power_limit_default_w,
-            "slots": [{"slot": 0, "nodes_on": target, "power_cap_w": gm.levels[1].cap_w}],
-        })
-    plan = {"schema": "greencpn.plan/1", "config": str(EXAMPLE),
-            "horizon": {"start": t0.isoformat(), "slot_minutes": 60, "slots": 1,
-                        "slot_starts": [t0.isoformat()]},
-            "pools": plan_pools}
+        plan_pools.append(
+            {
+                "name": p.name,
+                "site": p.site,
+                "nodes": p.nodes,
+                "gpus_per_node": p.gpus_per_node,
+                "spares": p.spares,
+                "hostlist": p.hostlist,
+                "hook": {"kind": p.hook.kind},
+                "power_limit_min_w": gm.power_limit_min_w,
+                "power_limit_max_w": gm.power_limit_max_w,
+                "power_limit_default_w": gm.power_limit_default_w,
+                "slots": [{"slot": 0, "nodes_on": target, "power_cap_w": gm.levels[1].cap_w}],
+            }
+        )
+    plan = {
+        "schema": "greencpn.plan/1",
+        "config": str(EXAMPLE),
+        "horizon": {
+            "start": t0.isoformat(),
+            "slot_minutes": 60,
+            "slots": 1,
+            "slot_starts": [t0.isoformat()],
+        },
+        "pools": plan_pools,
+    }
     backends = Backends(hooks=hooks, gpus=lambda n: node_fleet[n].backend(n))
-    settings = ControlSettings(allow_actuation=True, max_power_ops_per_min=1000, power_ops_burst=1000,
-                               drain_timeout_s=60, poll_interval_s=15)
+    settings = ControlSettings(
+        allow_actuation=True,
+        max_power_ops_per_min=1000,
+        power_ops_burst=1000,
+        drain_timeout_s=60,
+        poll_interval_s=15,
+    )
 
     def run():  # type: ignore[no-untyped-def]
-        return apply_plan(plan, "now", cfg, backends, clock=clock, state_dir=tmp_path / "state",
-                          settings=settings, sleep=lambda s: clock.advance(timedelta(seconds=s)))
+        return apply_plan(
+            plan,
+            "now",
+            cfg,
+            backends,
+            clock=clock,
+            state_dir=tmp_path / "state",
+            settings=settings,
+            sleep=lambda s: clock.advance(timedelta(seconds=s)),
+        )
 
     rep = run()
     assert sum(h.killed_jobs for h in hooks.values()) == 0
@@ -75,7 +109,9 @@ def test_example_fleet_apply_is_safe_and_idempotent(tmp_path):  # type: ignore[n
         busy_on = len([n for n in nodes if n in busy])
         assert len(on) >= p.spares
         # reached, except where busy nodes kept the pool above a lower target
-        assert len(on) == target or (len(on) > target and len(on) <= max(target, busy_on + p.spares))
+        assert len(on) == target or (
+            len(on) > target and len(on) <= max(target, busy_on + p.spares)
+        )
         gm = cfg.gpu_models[p.gpu_model.lower()]
         for n in on:
             caps = [g.limit_w for g in node_fleet[n].backend(n).gpus]
@@ -89,4 +125,6 @@ def test_example_fleet_apply_is_safe_and_idempotent(tmp_path):  # type: ignore[n
     before = {n: fn.power for h in hooks.values() for n, fn in h.nodes.items()}
     rep2 = run()
     assert {n: fn.power for h in hooks.values() for n, fn in h.nodes.items()} == before
-    assert not [s for s in rep2.steps if s.action in ("power_on", "set_power_cap") and s.status == "ok"]
+    assert not [
+        s for s in rep2.steps if s.action in ("power_on", "set_power_cap") and s.status == "ok"
+    ]

@@ -46,7 +46,10 @@ def test_shadow_mode_records_but_does_not_act(make_world):  # type: ignore[no-un
     assert w.ops("drain", "power_off", "set_cap") == []
     led = w.ledger()
     assert [a.outcome for a in led.applies()] == ["shadow"]
-    assert {(s.action, s.status) for s in led.steps()} == {("set_power_cap", "shadow"), ("power_off", "shadow")}
+    assert {(s.action, s.status) for s in led.steps()} == {
+        ("set_power_cap", "shadow"),
+        ("power_off", "shadow"),
+    }
     assert "shadow mode: nothing changed" in rep.format()
 
 
@@ -59,8 +62,11 @@ def test_gpu_error_mid_apply_rolls_back_the_pool_and_records_it(make_world):  # 
     rep = w.apply(plan)
     # pn1's two GPUs had been set to 300 W, then were restored to 400 W
     assert w.ops("set_cap") == [
-        ("set_cap", "pn1:gpu0", 300.0), ("set_cap", "pn1:gpu1", 300.0), ("set_cap", "pn2:gpu0", 300.0),
-        ("set_cap", "pn1:gpu1", 400.0), ("set_cap", "pn1:gpu0", 400.0),
+        ("set_cap", "pn1:gpu0", 300.0),
+        ("set_cap", "pn1:gpu1", 300.0),
+        ("set_cap", "pn2:gpu0", 300.0),
+        ("set_cap", "pn1:gpu1", 400.0),
+        ("set_cap", "pn1:gpu0", 400.0),
     ]
     assert w.caps("pn1") == [400.0, 400.0] and w.caps("pn2") == [400.0, 400.0]
     # same site: power-raising steps are skipped (qn2 stays off)
@@ -76,7 +82,10 @@ def test_gpu_error_mid_apply_rolls_back_the_pool_and_records_it(make_world):  # 
     rb = next(s for s in steps if s.action == "rollback_power_cap")
     assert rb.status == "ok" and rb.result["restored"] == ["pn1:gpu1", "pn1:gpu0"]
     skip = next(s for s in steps if s.action == "power_on")
-    assert skip.status == "skipped" and "power-reducing step failed at site s1" in skip.intent["message"]
+    assert (
+        skip.status == "skipped"
+        and "power-reducing step failed at site s1" in skip.intent["message"]
+    )
     assert led.applies()[-1].outcome == "partial"
 
 
@@ -105,7 +114,9 @@ def test_failed_rollback_is_recorded_with_the_caps_left_behind(make_world):  # t
 
 def test_order_of_operations_from_the_call_log(make_world):  # type: ignore[no-untyped-def]
     # p: lower caps 400→300 and switch one node off; q: switch one node on, raise 200→300.
-    w = make_world([dict(name="p", nodes=2, gpus_per_node=1), dict(name="q", nodes=2, gpus_per_node=1)])
+    w = make_world(
+        [dict(name="p", nodes=2, gpus_per_node=1), dict(name="q", nodes=2, gpus_per_node=1)]
+    )
     w.hooks["q"].set("qn2", power=NodePower.OFF)
     for g in w.gpu("qn1").gpus:
         g.limit_w = 200.0
@@ -113,15 +124,21 @@ def test_order_of_operations_from_the_call_log(make_world):  # type: ignore[no-u
     rep = w.apply(plan)
     assert rep.outcome == "applied", rep.format()
     assert w.ops("drain", "power_off", "power_on", "resume", "set_cap") == [
-        ("set_cap", "pn2:gpu0", 300.0),   # 1. lower caps (pn1 is the one going off)
-        ("drain", "pn1"),                 # 2. drain
-        ("power_off", "pn1"),             # 3. power off
-        ("power_on", "qn2"),              # 4. power on
-        ("set_cap", "qn1:gpu0", 300.0),   # 7. raise caps …
-        ("set_cap", "qn2:gpu0", 300.0),   # … and cap the freshly booted node (default 400 → 300)
+        ("set_cap", "pn2:gpu0", 300.0),  # 1. lower caps (pn1 is the one going off)
+        ("drain", "pn1"),  # 2. drain
+        ("power_off", "pn1"),  # 3. power off
+        ("power_on", "qn2"),  # 4. power on
+        ("set_cap", "qn1:gpu0", 300.0),  # 7. raise caps …
+        ("set_cap", "qn2:gpu0", 300.0),  # … and cap the freshly booted node (default 400 → 300)
     ]
-    assert [s.phase for s in rep.steps] == ["lower_caps", "drain", "power_off", "power_on",
-                                            "wait_boot", "raise_caps"]
+    assert [s.phase for s in rep.steps] == [
+        "lower_caps",
+        "drain",
+        "power_off",
+        "power_on",
+        "wait_boot",
+        "raise_caps",
+    ]
 
 
 def test_hook_error_is_recorded_with_the_observed_state(make_world):  # type: ignore[no-untyped-def]
@@ -140,8 +157,12 @@ def test_hook_error_is_recorded_with_the_observed_state(make_world):  # type: ig
 def test_interrupted_apply_is_reported_and_closed(make_world):  # type: ignore[no-untyped-def]
     w = make_world([dict(name="p", nodes=1)])
     with Ledger.open(w.state_dir) as led:  # an apply that crashed after writing its intent
-        aid = led.begin_apply(w.clock.now(), plan_path="old.json", slot=0, slot_start=None, mode="act")
-        led.intent(aid, w.clock.now(), phase="power_off", action="power_off", pool="p", targets=["pn1"])
+        aid = led.begin_apply(
+            w.clock.now(), plan_path="old.json", slot=0, slot_start=None, mode="act"
+        )
+        led.intent(
+            aid, w.clock.now(), phase="power_off", action="power_off", pool="p", targets=["pn1"]
+        )
     rep = w.apply(w.plan({"p": [(1, None)] * 3}))
     assert any("apply #1" in m and "never finished" in m for m in rep.interrupted)
     assert any("power_off on pn1 has no recorded result" in m for m in rep.interrupted)
@@ -206,7 +227,9 @@ def test_drain_error_then_next_apply_recovers(make_world):  # type: ignore[no-un
     rep = w.apply(plan)
     assert rep.exit_code == 1
     assert [(s.action, s.status) for s in rep.steps] == [
-        ("drain", "error"), ("power_on", "skipped")]  # same site s1: no power-raising step
+        ("drain", "error"),
+        ("power_on", "skipped"),
+    ]  # same site s1: no power-raising step
     assert {fn.power for fn in w.hooks["p"].nodes.values()} == {NodePower.ON}
     assert w.ledger().node("pn1").drained_by_us  # marked before the call, kept after the error
     rep = w.apply(plan)

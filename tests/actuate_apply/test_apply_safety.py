@@ -102,7 +102,9 @@ def test_min_down_blocks_an_early_power_on(make_world):  # type: ignore[no-untyp
 
 def test_rate_limit_defers_operations_across_applies(make_world):  # type: ignore[no-untyped-def]
     w = make_world([dict(name="p", nodes=6)], node_power=NodePower.OFF, boot_delay_s=5)
-    s = ControlSettings(**{**w.settings.__dict__, "max_power_ops_per_min": 2.0, "power_ops_burst": 2})
+    s = ControlSettings(
+        **{**w.settings.__dict__, "max_power_ops_per_min": 2.0, "power_ops_burst": 2}
+    )
     plan = w.plan({"p": [(6, None)] * 3})
     rep = w.apply(plan, settings=s)
     assert list(powers(w).values()).count("on") == 2
@@ -204,13 +206,19 @@ def test_hook_that_does_not_report_the_drain_flag(make_world):  # type: ignore[n
     w.apply(plan, slot=1)
     assert powers(w) == {"pn1": "on", "pn2": "on"}
     assert w.ops("drain", "power_off", "power_on", "resume") == [
-        ("drain", "pn1"), ("power_off", "pn1"), ("power_on", "pn1"), ("resume", "pn1")]
+        ("drain", "pn1"),
+        ("power_off", "pn1"),
+        ("power_on", "pn1"),
+        ("resume", "pn1"),
+    ]
     assert not w.ledger().node("pn1").drained_by_us
 
 
 def test_rate_limit_tokens_go_round_robin_over_pools(make_world):  # type: ignore[no-untyped-def]
     w = make_world([dict(name="p", nodes=4), dict(name="q", nodes=4)])
-    s = ControlSettings(**{**w.settings.__dict__, "max_power_ops_per_min": 3.0, "power_ops_burst": 3})
+    s = ControlSettings(
+        **{**w.settings.__dict__, "max_power_ops_per_min": 3.0, "power_ops_burst": 3}
+    )
     w.apply(w.plan({"p": [(0, None)] * 3, "q": [(0, None)] * 3}), settings=s)
     assert w.ops("power_off") == [("power_off", "pn1"), ("power_off", "pn2"), ("power_off", "qn1")]
 
@@ -224,6 +232,10 @@ def test_drains_of_all_pools_are_waited_for_together(make_world):  # type: ignor
     rep = w.apply(w.plan({"p": [(1, None)] * 3, "q": [(1, None)] * 3}))
     assert w.clock.now() == T0 + timedelta(seconds=120)  # one 120 s drain timeout, not two
     assert w.ops("drain", "power_off", "resume") == [
-        ("drain", "pn1"), ("drain", "qn1"), ("resume", "pn1"), ("power_off", "qn1")]
+        ("drain", "pn1"),
+        ("drain", "qn1"),
+        ("resume", "pn1"),
+        ("power_off", "qn1"),
+    ]
     assert [s.targets for s in rep.steps if s.status == "skipped"] == [("pn1",)]
     assert w.hooks["p"].killed_jobs == w.hooks["q"].killed_jobs == 0
