@@ -64,12 +64,22 @@ def _finish_time_axis(ax: Any, edges: list[datetime]) -> None:
 
 
 def _grid(plt: Any, n: int, title: str) -> tuple[Any, list[Any]]:
+    """Small multiples, two per row. Margins are fixed in inches: ``tight_layout`` cost a
+    third of the rendering time on 8 subplots and is not needed for this fixed layout."""
     ncols = 2 if n > 1 else 1
     nrows = (n + ncols - 1) // ncols
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(11.0, 2.5 * nrows + 0.9), sharex=True, squeeze=False
+    panel_h, top_in, bottom_in = 2.5, 0.75, 0.75
+    height = nrows * panel_h + top_in + bottom_in
+    fig, axes = plt.subplots(nrows, ncols, figsize=(11.0, height), sharex=True, squeeze=False)
+    fig.subplots_adjust(
+        left=0.07,
+        right=0.98,
+        top=1 - top_in / height,
+        bottom=bottom_in / height,
+        hspace=0.35,
+        wspace=0.15,
     )
-    fig.suptitle(title)
+    fig.suptitle(title, y=1 - 0.25 / height)
     flat = [ax for row in axes for ax in row]
     for ax in flat[n:]:
         ax.set_visible(False)
@@ -123,7 +133,7 @@ def plot_carbon_load(plan: dict[str, Any], path: Path) -> Path:
         frameon=False,
     )
     _finish_time_axis(ax, edges)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.92, top=0.92, bottom=0.27)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
@@ -150,7 +160,6 @@ def plot_nodes_on(plan: dict[str, Any], path: Path) -> Path:
         _finish_time_axis(ax, edges)
     for ax in axes[-2:]:
         ax.set_xlabel("time (UTC)")
-    fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
@@ -185,7 +194,6 @@ def plot_power_caps(plan: dict[str, Any], path: Path) -> Path:
         _finish_time_axis(ax, edges)
     for ax in axes[-2:]:
         ax.set_xlabel("time (UTC)")
-    fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
@@ -215,7 +223,6 @@ def plot_site_power(plan: dict[str, Any], path: Path) -> Path:
         _finish_time_axis(ax, edges)
     for ax in axes[-2:]:
         ax.set_xlabel("time (UTC)")
-    fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
