@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from greencpn.actuate.gpu import BaseGpuBackend, GpuInvalidArgumentError, error_from_nvml_code
 
@@ -27,6 +27,15 @@ OPERATIONS = (
     "count", "identity", "limit_range", "default_limit", "limit", "set_limit",
     "graphics_clocks", "lock_clocks", "reset_clocks", "power", "energy",
 )
+
+# primitive -> the operation name NvmlGpuBackend puts into its errors
+_PUBLIC_OP = {
+    "count": "device_count", "identity": "get_uuid", "limit_range": "power_limit_range",
+    "default_limit": "default_power_limit", "limit": "power_limit",
+    "set_limit": "set_power_limit_w", "graphics_clocks": "supported_graphics_clocks",
+    "lock_clocks": "lock_clocks_mhz", "reset_clocks": "reset_clocks", "power": "power_w",
+    "energy": "energy_j",
+}
 
 
 @dataclass
@@ -102,7 +111,8 @@ class FakeGpuBackend(BaseGpuBackend):
             inj.times -= 1
         if isinstance(inj.error, Exception):
             raise inj.error
-        raise error_from_nvml_code(inj.error, operation=operation, gpu_index=index)
+        raise error_from_nvml_code(inj.error, operation=_PUBLIC_OP.get(operation, operation),
+                                   gpu_index=index)
 
     # --- primitives -------------------------------------------------------------------------
 
@@ -161,7 +171,11 @@ class FakeGpuBackend(BaseGpuBackend):
 
 @dataclass
 class FakeFleetGpus:
-    """Convenience: one :class:`FakeGpuBackend` per node name, for multi-node dry runs."""
+    """Convenience: one :class:`FakeGpuBackend` per node name, for multi-node dry runs.
+
+    Every GPU starts as a copy of ``template`` (limit, demand, energy, clocks included) with
+    its own UUID ``GPU-<node>-<i>``.
+    """
 
     gpus_per_node: int = 8
     template: FakeGpu = field(default_factory=FakeGpu)
@@ -170,10 +184,6 @@ class FakeFleetGpus:
     def backend(self, node: str) -> FakeGpuBackend:
         """The node's backend, created on first use from ``template``."""
         if node not in self.nodes:
-            t = self.template
             self.nodes[node] = FakeGpuBackend([
-                FakeGpu(name=t.name, uuid=f"GPU-{node}-{i}", min_w=t.min_w, max_w=t.max_w,
-                        default_w=t.default_w, demand_w=t.demand_w,
-                        graphics_clocks_mhz=t.graphics_clocks_mhz)
-                for i in range(self.gpus_per_node)])
+                replace(self.template, uuid=f"GPU-{node}-{i}") for i in range(self.gpus_per_node)])
         return self.nodes[node]

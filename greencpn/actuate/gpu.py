@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -264,6 +265,8 @@ class BaseGpuBackend(ABC):
         self._default_mw: dict[int, int] = {}
         self._locked_mhz: dict[int, tuple[int, int] | None] = {}
         self.closed = False
+        # read-then-write sequences must not interleave (the agent serves requests in threads)
+        self._mutex = threading.RLock()
 
     # --- primitives -------------------------------------------------------------------------
 
@@ -365,43 +368,44 @@ class BaseGpuBackend(ABC):
             GpuInvalidArgumentError: not a finite number.
             GpuPermanentError / GpuTemporaryError: NVML refused (see the message).
         """
-        op = "set_power_limit_w"
-        target = f"gpu{index}"
-        self._check_index(index, op)
-        try:
-            wanted_w = float(power_limit_w)
-        except (TypeError, ValueError):
-            wanted_w = math.nan
-        if not math.isfinite(wanted_w):
-            raise GpuInvalidArgumentError(
-                f"{target}: power limit {power_limit_w!r} is not a finite number of watts",
-                gpu_index=index, operation=op)
-        min_mw, max_mw = self._range(index)
-        wanted_mw = round(wanted_w * 1000)
-        note = ""
-        if not min_mw <= wanted_mw <= max_mw:
-            min_w, max_w = _mw_to_w(min_mw), _mw_to_w(max_mw)
-            if not allow_clamp:
-                raise PowerLimitOutOfRangeError(
-                    f"{target}: power limit {wanted_w:g} W is outside the device range "
-                    f"[{min_w:g}, {max_w:g}] W — choose a cap inside the range, or allow "
-                    "clamping for this pool",
-                    gpu_index=index, requested_w=wanted_w, min_w=min_w, max_w=max_w)
-            clamped_mw = min(max(wanted_mw, min_mw), max_mw)
-            note = (f"clamped {wanted_w:g} W to {_mw_to_w(clamped_mw):g} W "
-                    f"(device range [{min_w:g}, {max_w:g}] W)")
-            log.warning("%s: %s", target, note)
-            wanted_mw = clamped_mw
-        before_mw = self._limit_mw(index)
-        before_w, after_w = _mw_to_w(before_mw), _mw_to_w(wanted_mw)
-        if before_mw == wanted_mw:
-            msg = f"already {after_w:g} W"
-            return Change(target, "power_limit_w", before_w, after_w, False,
+        with self._mutex:
+            op = "set_power_limit_w"
+            target = f"gpu{index}"
+            self._check_index(index, op)
+            try:
+                wanted_w = float(power_limit_w)
+            except (TypeError, ValueError):
+                wanted_w = math.nan
+            if not math.isfinite(wanted_w):
+                raise GpuInvalidArgumentError(
+                    f"{target}: power limit {power_limit_w!r} is not a finite number of watts",
+                    gpu_index=index, operation=op)
+            min_mw, max_mw = self._range(index)
+            wanted_mw = round(wanted_w * 1000)
+            note = ""
+            if not min_mw <= wanted_mw <= max_mw:
+                min_w, max_w = _mw_to_w(min_mw), _mw_to_w(max_mw)
+                if not allow_clamp:
+                    raise PowerLimitOutOfRangeError(
+                        f"{target}: power limit {wanted_w:g} W is outside the device range "
+                        f"[{min_w:g}, {max_w:g}] W — choose a cap inside the range, or allow "
+                        "clamping for this pool",
+                        gpu_index=index, requested_w=wanted_w, min_w=min_w, max_w=max_w)
+                clamped_mw = min(max(wanted_mw, min_mw), max_mw)
+                note = (f"clamped {wanted_w:g} W to {_mw_to_w(clamped_mw):g} W "
+                        f"(device range [{min_w:g}, {max_w:g}] W)")
+                log.warning("%s: %s", target, note)
+                wanted_mw = clamped_mw
+            before_mw = self._limit_mw(index)
+            before_w, after_w = _mw_to_w(before_mw), _mw_to_w(wanted_mw)
+            if before_mw == wanted_mw:
+                msg = f"already {after_w:g} W"
+                return Change(target, "power_limit_w", before_w, after_w, False,
+                              f"{msg}; {note}" if note else msg)
+            self._set_limit_mw(index, wanted_mw)
+            msg = f"power limit {before_w:g} W -> {after_w:g} W"
+            return Change(target, "power_limit_w", before_w, after_w, True,
                           f"{msg}; {note}" if note else msg)
-        self._set_limit_mw(index, wanted_mw)
-        msg = f"power limit {before_w:g} W -> {after_w:g} W"
-        return Change(target, "power_limit_w", before_w, after_w, True,
-                      f"{msg}; {note}" if note else msg)
 
     def lock_clocks_mhz(self, index: int, min_mhz: int, max_mhz: int) -> Change:
         """Lock the GPU's graphics clock into [min_mhz, max_mhz] (nvmlDeviceSetGpuLockedClocks).
@@ -411,29 +415,30 @@ class BaseGpuBackend(ABC):
         Raises:
             GpuInvalidArgumentError: min > max, negative, or outside the supported clocks.
         """
-        op = "lock_clocks_mhz"
-        target = f"gpu{index}"
-        self._check_index(index, op)
-        if not (isinstance(min_mhz, int) and isinstance(max_mhz, int)) or min_mhz < 0 \
-                or min_mhz > max_mhz:
-            raise GpuInvalidArgumentError(
-                f"{target}: clock range [{min_mhz}, {max_mhz}] MHz is invalid — give whole "
-                "MHz with 0 <= min <= max", gpu_index=index, operation=op)
-        supported = self._graphics_clocks_mhz(index)
-        if supported and (max_mhz < min(supported) or min_mhz > max(supported)):
-            raise GpuInvalidArgumentError(
-                f"{target}: clock range [{min_mhz}, {max_mhz}] MHz misses the supported "
-                f"graphics clocks [{min(supported)}, {max(supported)}] MHz — pick clocks in "
-                "that range", gpu_index=index, operation=op)
-        wanted = (min_mhz, max_mhz)
-        before = self._locked_mhz.get(index, "unknown")
-        if before == wanted:
-            return Change(target, "locked_clocks_mhz", before, wanted, False,
-                          f"already locked to {min_mhz}-{max_mhz} MHz")
-        self._lock_clocks(index, min_mhz, max_mhz)
-        self._locked_mhz[index] = wanted
-        return Change(target, "locked_clocks_mhz", before, wanted, True,
-                      f"graphics clock locked to {min_mhz}-{max_mhz} MHz")
+        with self._mutex:
+            op = "lock_clocks_mhz"
+            target = f"gpu{index}"
+            self._check_index(index, op)
+            if not (isinstance(min_mhz, int) and isinstance(max_mhz, int)) or min_mhz < 0 \
+                    or min_mhz > max_mhz:
+                raise GpuInvalidArgumentError(
+                    f"{target}: clock range [{min_mhz}, {max_mhz}] MHz is invalid — give whole "
+                    "MHz with 0 <= min <= max", gpu_index=index, operation=op)
+            supported = self._graphics_clocks_mhz(index)
+            if supported and (max_mhz < min(supported) or min_mhz > max(supported)):
+                raise GpuInvalidArgumentError(
+                    f"{target}: clock range [{min_mhz}, {max_mhz}] MHz misses the supported "
+                    f"graphics clocks [{min(supported)}, {max(supported)}] MHz — pick clocks in "
+                    "that range", gpu_index=index, operation=op)
+            wanted = (min_mhz, max_mhz)
+            before = self._locked_mhz.get(index, "unknown")
+            if before == wanted:
+                return Change(target, "locked_clocks_mhz", before, wanted, False,
+                              f"already locked to {min_mhz}-{max_mhz} MHz")
+            self._lock_clocks(index, min_mhz, max_mhz)
+            self._locked_mhz[index] = wanted
+            return Change(target, "locked_clocks_mhz", before, wanted, True,
+                          f"graphics clock locked to {min_mhz}-{max_mhz} MHz")
 
     def reset_clocks(self, index: int) -> Change:
         """Undo a clock lock (nvmlDeviceResetGpuLockedClocks).
@@ -441,17 +446,18 @@ class BaseGpuBackend(ABC):
         Skipped when this backend knows there is no lock (it reset it, or never locked after
         a reset); sent when the state is unknown (``before == "unknown"``).
         """
-        op = "reset_clocks"
-        target = f"gpu{index}"
-        self._check_index(index, op)
-        before = self._locked_mhz.get(index, "unknown")
-        if index in self._locked_mhz and before is None:
-            return Change(target, "locked_clocks_mhz", None, None, False,
-                          "already unlocked (default clocks)")
-        self._reset_clocks(index)
-        self._locked_mhz[index] = None
-        return Change(target, "locked_clocks_mhz", before, None, True,
-                      "graphics clock lock reset to default")
+        with self._mutex:
+            op = "reset_clocks"
+            target = f"gpu{index}"
+            self._check_index(index, op)
+            before = self._locked_mhz.get(index, "unknown")
+            if index in self._locked_mhz and before is None:
+                return Change(target, "locked_clocks_mhz", None, None, False,
+                              "already unlocked (default clocks)")
+            self._reset_clocks(index)
+            self._locked_mhz[index] = None
+            return Change(target, "locked_clocks_mhz", before, None, True,
+                          "graphics clock lock reset to default")
 
     def power_w(self, index: int) -> float:
         """The GPU's current power draw in W (nvmlDeviceGetPowerUsage)."""
@@ -469,22 +475,23 @@ class BaseGpuBackend(ABC):
         Used on exit and rollback. Carries on past a failing GPU and raises the first error
         only after every GPU was tried, so one lost GPU does not leave the others capped.
         """
-        changes: list[Change] = []
-        first_error: Exception | None = None
-        for i in range(self._count()):
-            try:
-                changes.append(self.set_power_limit_w(i, _mw_to_w(self._default(i))))
-            except (GpuPermanentError, GpuTemporaryError) as exc:
-                log.error("restore_defaults: %s", exc)
-                first_error = first_error or exc
-            try:
-                changes.append(self.reset_clocks(i))
-            except (GpuPermanentError, GpuTemporaryError) as exc:
-                log.error("restore_defaults: %s", exc)
-                first_error = first_error or exc
-        if first_error is not None:
-            raise first_error
-        return changes
+        with self._mutex:
+            changes: list[Change] = []
+            first_error: Exception | None = None
+            for i in range(self._count()):
+                try:
+                    changes.append(self.set_power_limit_w(i, _mw_to_w(self._default(i))))
+                except (GpuPermanentError, GpuTemporaryError) as exc:
+                    log.error("restore_defaults: %s", exc)
+                    first_error = first_error or exc
+                try:
+                    changes.append(self.reset_clocks(i))
+                except (GpuPermanentError, GpuTemporaryError) as exc:
+                    log.error("restore_defaults: %s", exc)
+                    first_error = first_error or exc
+            if first_error is not None:
+                raise first_error
+            return changes
 
     def close(self) -> None:
         """Release the backend (subclasses add e.g. NVML shutdown); marks it closed."""

@@ -210,3 +210,44 @@ def test_brief_mapping(code, cls, advice):
     assert type(err) is cls
     assert advice in str(err) and str(err).startswith("gpu3: op failed: ")
     assert "range [1, 2] W" in str(err)
+
+
+def test_fleet_helper_copies_the_whole_template():
+    fleet = FakeFleetGpus(gpus_per_node=2, template=FakeGpu(min_w=100, max_w=400, default_w=400,
+                                                            limit_w=250, energy_j=7.0))
+    b = fleet.backend("n1")
+    assert [g.power_limit_current_w for g in b.list_gpus()] == [250.0, 250.0]
+    assert b.energy_j(1) == 7.0
+    b.set_power_limit_w(0, 300)
+    assert fleet.template.limit_w == 250  # GPUs are copies, not the template itself
+    assert fleet.backend("n2").gpus[0].limit_w == 250
+
+
+def test_concurrent_identical_sets_write_once():
+    import threading
+    import time
+
+    class SlowRead(FakeGpuBackend):
+        def _limit_mw(self, index: int) -> int:
+            value = super()._limit_mw(index)
+            time.sleep(0.002)  # widen the window between reading and writing
+            return value
+
+    b = SlowRead([FakeGpu()])
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(b.set_power_limit_w(0, 200)))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert b.calls["set_limit"] == 1
+    assert sum(c.changed for c in results) == 1 and len(results) == 8
+
+
+def test_injected_error_names_the_public_operation():
+    b = two_gpus()
+    b.inject_error("set_limit", gpu.NVML_ERROR_NO_PERMISSION)
+    with pytest.raises(GpuPermissionError) as ei:
+        b.set_power_limit_w(1, 200)
+    assert ei.value.operation == "set_power_limit_w" and ei.value.gpu_index == 1
