@@ -114,7 +114,9 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--write", default=None)
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]
     res = measure(args.repeats)
+    load_after = os.getloadavg()[0]
     cfg = setup()[0]
     n_nodes = sum(p.nodes for p in cfg.pools)
     n_gpus = sum(p.nodes * p.gpus_per_node for p in cfg.pools)
@@ -136,7 +138,8 @@ def main() -> int:
         "SQLite ledger in a temp dir with synchronous=FULL). Real hooks (scontrol, IPMI) and real "
         "boots add their own time on top. The machine is shared with other jobs.",
         "",
-        f"{args.repeats} repeats, times in ms.",
+        f"{args.repeats} repeats, times in ms. 1-minute load average {load_before:.1f} before and "
+        f"{load_after:.1f} after the run (other workers' jobs), so the spread is mostly the machine.",
         "",
         "| step | median | p95 | min | max |",
         "|---|---:|---:|---:|---:|",
