@@ -86,3 +86,6 @@ def fake_nvml(_fake_nvml_loaded):  # -> FakeNvml
     # a test that leaked an initialised backend must not affect the next one
     while fake.init_refcount() > 0:
         fake.lib.nvmlShutdown()
+    # pynvml stays bound to the fake in this process: make it look like "no driver" to
+    # whatever runs next (other areas' tests expect none on this machine)
+    fake.disarm()

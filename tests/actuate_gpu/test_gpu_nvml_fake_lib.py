@@ -323,3 +323,10 @@ def test_importing_greencpn_does_not_import_pynvml():
     proc = _run(code, {})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
+
+
+def test_disarmed_fake_looks_like_no_driver(fake_nvml):
+    fake_nvml.disarm()  # what the fixture does after each test
+    with pytest.raises(GpuDriverError, match="no NVIDIA driver"):
+        get_gpu_backend("nvml")
+    assert not gpu.nvml_available()

@@ -82,6 +82,15 @@ class FakeNvml:
         """Make the next ``times`` calls of NVML ``function`` return ``code`` (-1: always)."""
         self.lib.fake_nvml_inject(function.encode(), code, times)
 
+    def disarm(self) -> None:
+        """Make every later nvmlInit fail with DRIVER_NOT_LOADED (9) until the next reset.
+
+        Once loaded, the fake stays bound to pynvml for the life of the process; disarming it
+        keeps later tests (other areas) seeing "no NVIDIA driver", as on a machine without one.
+        """
+        for fn in ("nvmlInitWithFlags", "nvmlInit_v2", "nvmlInit"):
+            self.inject(fn, 9, -1)
+
     def clear_errors(self) -> None:
         self.lib.fake_nvml_clear_errors()
 
