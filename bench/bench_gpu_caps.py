@@ -37,7 +37,8 @@ TARGET_MS = 100.0
 
 def _ctl():
     spec = importlib.util.spec_from_file_location(
-        "fake_nvml_ctl", REPO / "tests" / "actuate_gpu" / "fake_nvml" / "fake_nvml_ctl.py")
+        "fake_nvml_ctl", REPO / "tests" / "actuate_gpu" / "fake_nvml" / "fake_nvml_ctl.py"
+    )
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -51,8 +52,12 @@ def _caps(offset: int) -> dict[int, float]:
 
 def _stats(xs_ms: list[float]) -> dict[str, float]:
     xs = sorted(xs_ms)
-    return {"median": statistics.median(xs), "p95": xs[min(len(xs) - 1, int(0.95 * len(xs)))],
-            "min": xs[0], "max": xs[-1]}
+    return {
+        "median": statistics.median(xs),
+        "p95": xs[min(len(xs) - 1, int(0.95 * len(xs)))],
+        "min": xs[0],
+        "max": xs[-1],
+    }
 
 
 COLD = r"""
@@ -113,12 +118,20 @@ def run(repeats: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD",)}
     env.update(LD_LIBRARY_PATH=str(tmp), FAKE_NVML_GPUS=str(N_GPUS), PYTHONPATH=str(REPO))
     for _ in range(5):
-        proc = subprocess.run([sys.executable, "-c", COLD], capture_output=True, text=True,
-                              env=env, timeout=120, check=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", COLD],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=True,
+        )
         cold.append(json.loads(proc.stdout))
     return {
-        "first_apply_ms": _stats(first), "reapply_ms": _stats(reapply),
-        "change_apply_ms": _stats(change), "list_gpus_ms": _stats(listing),
+        "first_apply_ms": _stats(first),
+        "reapply_ms": _stats(reapply),
+        "change_apply_ms": _stats(change),
+        "list_gpus_ms": _stats(listing),
         "cold_import_ms": _stats([c["import_ms"] for c in cold]),
         "cold_init_apply_ms": _stats([c["init_apply_ms"] for c in cold]),
         "repeats": repeats,
@@ -131,34 +144,38 @@ def markdown(res: dict) -> str:
     def row(name: str, key: str, target: bool) -> str:
         s = res[key]
         verdict = ("yes" if s["max"] <= TARGET_MS else "NO") if target else "—"
-        return (f"| {name} | {s['median']:.2f} | {s['p95']:.2f} | {s['min']:.2f} | "
-                f"{s['max']:.2f} | {verdict} |")
+        return (
+            f"| {name} | {s['median']:.2f} | {s['p95']:.2f} | {s['min']:.2f} | "
+            f"{s['max']:.2f} | {verdict} |"
+        )
 
-    return "\n".join([
-        "## GPU power caps: 64 GPUs through the real pynvml path",
-        "",
-        f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} by `bench/bench_gpu_caps.py` on this "
-        f"machine: {os.cpu_count()} cores (`nproc`), {platform.machine()}, Linux "
-        f"{platform.release()}, Python {platform.python_version()}, nvidia-ml-py "
-        f"{version('nvidia-ml-py')}. NVML is the fake `libnvidia-ml.so.1` built from "
-        "`tests/actuate_gpu/fake_nvml/fake_nvml.c`, loaded by pynvml's own "
-        "`CDLL(\"libnvidia-ml.so.1\")`; so this measures greencpn + pynvml + ctypes. The time a "
-        "real driver spends inside each NVML call is not included (not measured: no GPU here). "
-        "The machine is shared with other jobs, which shows in the max column.",
-        "",
-        f"{res['repeats']} repeats (cold process: 5). Times in ms. Target: ≤ {TARGET_MS:.0f} ms "
-        "for first apply and re-apply.",
-        "",
-        "| step | median | p95 | min | max | max ≤ target |",
-        "|---|---:|---:|---:|---:|---|",
-        row("first apply (nvmlInit + 64 caps, all changed)", "first_apply_ms", True),
-        row("re-apply same 64 caps (reads only, 0 writes)", "reapply_ms", True),
-        row("apply 64 new caps on a warm backend", "change_apply_ms", False),
-        row("list_gpus (64 GPUs, with clock tables)", "list_gpus_ms", False),
-        row("cold process: import greencpn.actuate + pynvml", "cold_import_ms", False),
-        row("cold process: nvmlInit + first apply of 64 caps", "cold_init_apply_ms", True),
-        "",
-    ])
+    return "\n".join(
+        [
+            "## GPU power caps: 64 GPUs through the real pynvml path",
+            "",
+            f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} by `bench/bench_gpu_caps.py` on this "
+            f"machine: {os.cpu_count()} cores (`nproc`), {platform.machine()}, Linux "
+            f"{platform.release()}, Python {platform.python_version()}, nvidia-ml-py "
+            f"{version('nvidia-ml-py')}. NVML is the fake `libnvidia-ml.so.1` built from "
+            "`tests/actuate_gpu/fake_nvml/fake_nvml.c`, loaded by pynvml's own "
+            '`CDLL("libnvidia-ml.so.1")`; so this measures greencpn + pynvml + ctypes. The time a '
+            "real driver spends inside each NVML call is not included (not measured: no GPU here). "
+            "The machine is shared with other jobs, which shows in the max column.",
+            "",
+            f"{res['repeats']} repeats (cold process: 5). Times in ms. Target: ≤ {TARGET_MS:.0f} ms "
+            "for first apply and re-apply.",
+            "",
+            "| step | median | p95 | min | max | max ≤ target |",
+            "|---|---:|---:|---:|---:|---|",
+            row("first apply (nvmlInit + 64 caps, all changed)", "first_apply_ms", True),
+            row("re-apply same 64 caps (reads only, 0 writes)", "reapply_ms", True),
+            row("apply 64 new caps on a warm backend", "change_apply_ms", False),
+            row("list_gpus (64 GPUs, with clock tables)", "list_gpus_ms", False),
+            row("cold process: import greencpn.actuate + pynvml", "cold_import_ms", False),
+            row("cold process: nvmlInit + first apply of 64 caps", "cold_init_apply_ms", True),
+            "",
+        ]
+    )
 
 
 def main() -> int:
@@ -171,8 +188,9 @@ def main() -> int:
     print(text)
     if args.write:
         args.write.write_text(text)
-    ok = all(res[k]["max"] <= TARGET_MS
-             for k in ("first_apply_ms", "reapply_ms", "cold_init_apply_ms"))
+    ok = all(
+        res[k]["max"] <= TARGET_MS for k in ("first_apply_ms", "reapply_ms", "cold_init_apply_ms")
+    )
     return 0 if ok else 1
 
 

@@ -24,16 +24,31 @@ from greencpn.actuate.gpu import BaseGpuBackend, GpuInvalidArgumentError, error_
 
 #: primitive names usable with :meth:`FakeGpuBackend.inject_error`
 OPERATIONS = (
-    "count", "identity", "limit_range", "default_limit", "limit", "set_limit",
-    "graphics_clocks", "lock_clocks", "reset_clocks", "power", "energy",
+    "count",
+    "identity",
+    "limit_range",
+    "default_limit",
+    "limit",
+    "set_limit",
+    "graphics_clocks",
+    "lock_clocks",
+    "reset_clocks",
+    "power",
+    "energy",
 )
 
 # primitive -> the operation name NvmlGpuBackend puts into its errors
 _PUBLIC_OP = {
-    "count": "device_count", "identity": "get_uuid", "limit_range": "power_limit_range",
-    "default_limit": "default_power_limit", "limit": "power_limit",
-    "set_limit": "set_power_limit_w", "graphics_clocks": "supported_graphics_clocks",
-    "lock_clocks": "lock_clocks_mhz", "reset_clocks": "reset_clocks", "power": "power_w",
+    "count": "device_count",
+    "identity": "get_uuid",
+    "limit_range": "power_limit_range",
+    "default_limit": "default_power_limit",
+    "limit": "power_limit",
+    "set_limit": "set_power_limit_w",
+    "graphics_clocks": "supported_graphics_clocks",
+    "lock_clocks": "lock_clocks_mhz",
+    "reset_clocks": "reset_clocks",
+    "power": "power_w",
     "energy": "energy_j",
 }
 
@@ -111,8 +126,9 @@ class FakeGpuBackend(BaseGpuBackend):
             inj.times -= 1
         if isinstance(inj.error, Exception):
             raise inj.error
-        raise error_from_nvml_code(inj.error, operation=_PUBLIC_OP.get(operation, operation),
-                                   gpu_index=index)
+        raise error_from_nvml_code(
+            inj.error, operation=_PUBLIC_OP.get(operation, operation), gpu_index=index
+        )
 
     # --- primitives -------------------------------------------------------------------------
 
@@ -143,8 +159,10 @@ class FakeGpuBackend(BaseGpuBackend):
         if not round(g.min_w * 1000) <= limit_mw <= round(g.max_w * 1000):
             # what the driver answers; BaseGpuBackend validates first so this is a safety net
             raise GpuInvalidArgumentError(
-                f"gpu{index}: driver refused {limit_mw / 1000:g} W", gpu_index=index,
-                operation="set_power_limit_w")
+                f"gpu{index}: driver refused {limit_mw / 1000:g} W",
+                gpu_index=index,
+                operation="set_power_limit_w",
+            )
         g.limit_w = limit_mw / 1000
 
     def _graphics_clocks_mhz(self, index: int) -> tuple[int, ...]:
@@ -184,6 +202,7 @@ class FakeFleetGpus:
     def backend(self, node: str) -> FakeGpuBackend:
         """The node's backend, created on first use from ``template``."""
         if node not in self.nodes:
-            self.nodes[node] = FakeGpuBackend([
-                replace(self.template, uuid=f"GPU-{node}-{i}") for i in range(self.gpus_per_node)])
+            self.nodes[node] = FakeGpuBackend(
+                [replace(self.template, uuid=f"GPU-{node}-{i}") for i in range(self.gpus_per_node)]
+            )
         return self.nodes[node]

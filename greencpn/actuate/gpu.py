@@ -82,8 +82,9 @@ class GpuError:
     gpu_index: int | None = None
     operation: str | None = None
 
-    def _set_context(self, nvml_code: int | None, gpu_index: int | None,
-                     operation: str | None) -> None:
+    def _set_context(
+        self, nvml_code: int | None, gpu_index: int | None, operation: str | None
+    ) -> None:
         self.nvml_code = nvml_code
         self.gpu_index = gpu_index
         self.operation = operation
@@ -92,8 +93,14 @@ class GpuError:
 class GpuPermanentError(GpuError, PermanentError):
     """A GPU fault retrying will not fix; the message says what to change."""
 
-    def __init__(self, message: str, *, nvml_code: int | None = None,
-                 gpu_index: int | None = None, operation: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        nvml_code: int | None = None,
+        gpu_index: int | None = None,
+        operation: str | None = None,
+    ) -> None:
         super().__init__(message)
         self._set_context(nvml_code, gpu_index, operation)
 
@@ -101,9 +108,15 @@ class GpuPermanentError(GpuError, PermanentError):
 class GpuTemporaryError(GpuError, TemporaryError):
     """A GPU fault that may clear by itself (timeout, busy, unknown); retry later."""
 
-    def __init__(self, message: str, *, nvml_code: int | None = None,
-                 gpu_index: int | None = None, operation: str | None = None,
-                 retry_after_s: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        nvml_code: int | None = None,
+        gpu_index: int | None = None,
+        operation: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message, retry_after_s=retry_after_s)
         self._set_context(nvml_code, gpu_index, operation)
 
@@ -123,10 +136,19 @@ class GpuInvalidArgumentError(GpuPermanentError):
 class PowerLimitOutOfRangeError(GpuInvalidArgumentError):
     """A requested power limit lies outside the device's [min, max] range."""
 
-    def __init__(self, message: str, *, gpu_index: int, requested_w: float, min_w: float,
-                 max_w: float, nvml_code: int | None = None) -> None:
-        super().__init__(message, nvml_code=nvml_code, gpu_index=gpu_index,
-                         operation="set_power_limit_w")
+    def __init__(
+        self,
+        message: str,
+        *,
+        gpu_index: int,
+        requested_w: float,
+        min_w: float,
+        max_w: float,
+        nvml_code: int | None = None,
+    ) -> None:
+        super().__init__(
+            message, nvml_code=nvml_code, gpu_index=gpu_index, operation="set_power_limit_w"
+        )
         self.requested_w = requested_w
         self.min_w = min_w
         self.max_w = max_w
@@ -150,72 +172,143 @@ class GpuLostError(GpuTemporaryError):
 
 # code -> (class, what it means, what to do)
 _NVML_ERRORS: dict[int, tuple[type[GpuPermanentError] | type[GpuTemporaryError], str, str]] = {
-    NVML_ERROR_UNINITIALIZED: (GpuTemporaryError, "NVML is not initialised",
-                               "re-create the backend (nvmlInit) and retry"),
-    NVML_ERROR_INVALID_ARGUMENT: (GpuInvalidArgumentError, "the driver refused the value",
-                                  "use a value inside the device's range (see list_gpus())"),
-    NVML_ERROR_NOT_SUPPORTED: (GpuNotSupportedError, "this GPU or driver does not support it",
-                               "leave this GPU out of power capping (set its pool to shadow mode)"),
-    NVML_ERROR_NO_PERMISSION: (GpuPermissionError, "insufficient permissions",
-                               "run as root or through the greencpn agent"),
-    NVML_ERROR_ALREADY_INITIALIZED: (GpuTemporaryError, "NVML already initialised",
-                                     "retry; this is harmless"),
-    NVML_ERROR_NOT_FOUND: (GpuNotFoundError, "the GPU or object was not found",
-                           "check the GPU index against list_gpus()"),
-    NVML_ERROR_INSUFFICIENT_SIZE: (GpuTemporaryError, "buffer too small inside NVML bindings",
-                                   "retry; if it persists, upgrade nvidia-ml-py"),
-    NVML_ERROR_INSUFFICIENT_POWER: (GpuPermanentError, "the GPU lacks external power",
-                                    "check the GPU's power cables"),
-    NVML_ERROR_DRIVER_NOT_LOADED: (GpuDriverError, "no NVIDIA driver is loaded",
-                                   "no NVIDIA driver: install/load it (nvidia-smi must work) "
-                                   "or use the 'fake' GPU backend"),
+    NVML_ERROR_UNINITIALIZED: (
+        GpuTemporaryError,
+        "NVML is not initialised",
+        "re-create the backend (nvmlInit) and retry",
+    ),
+    NVML_ERROR_INVALID_ARGUMENT: (
+        GpuInvalidArgumentError,
+        "the driver refused the value",
+        "use a value inside the device's range (see list_gpus())",
+    ),
+    NVML_ERROR_NOT_SUPPORTED: (
+        GpuNotSupportedError,
+        "this GPU or driver does not support it",
+        "leave this GPU out of power capping (set its pool to shadow mode)",
+    ),
+    NVML_ERROR_NO_PERMISSION: (
+        GpuPermissionError,
+        "insufficient permissions",
+        "run as root or through the greencpn agent",
+    ),
+    NVML_ERROR_ALREADY_INITIALIZED: (
+        GpuTemporaryError,
+        "NVML already initialised",
+        "retry; this is harmless",
+    ),
+    NVML_ERROR_NOT_FOUND: (
+        GpuNotFoundError,
+        "the GPU or object was not found",
+        "check the GPU index against list_gpus()",
+    ),
+    NVML_ERROR_INSUFFICIENT_SIZE: (
+        GpuTemporaryError,
+        "buffer too small inside NVML bindings",
+        "retry; if it persists, upgrade nvidia-ml-py",
+    ),
+    NVML_ERROR_INSUFFICIENT_POWER: (
+        GpuPermanentError,
+        "the GPU lacks external power",
+        "check the GPU's power cables",
+    ),
+    NVML_ERROR_DRIVER_NOT_LOADED: (
+        GpuDriverError,
+        "no NVIDIA driver is loaded",
+        "no NVIDIA driver: install/load it (nvidia-smi must work) or use the 'fake' GPU backend",
+    ),
     NVML_ERROR_TIMEOUT: (GpuTemporaryError, "the driver timed out", "retry later"),
-    NVML_ERROR_IRQ_ISSUE: (GpuTemporaryError, "interrupt problem talking to the GPU",
-                           "retry later; check dmesg if it persists"),
-    NVML_ERROR_LIBRARY_NOT_FOUND: (GpuDriverError, "libnvidia-ml.so.1 not found",
-                                   "no NVIDIA driver: install it (nvidia-smi must work) "
-                                   "or use the 'fake' GPU backend"),
-    NVML_ERROR_FUNCTION_NOT_FOUND: (GpuNotSupportedError, "the driver lacks this NVML function",
-                                    "upgrade the NVIDIA driver"),
-    NVML_ERROR_CORRUPTED_INFOROM: (GpuResetRequiredError, "the GPU's infoROM is corrupted",
-                                   "take the GPU out of service and contact the vendor"),
-    NVML_ERROR_GPU_IS_LOST: (GpuLostError, "the GPU is lost (fell off the bus)",
-                             "retry later; if it persists, drain the node and reboot it"),
-    NVML_ERROR_RESET_REQUIRED: (GpuResetRequiredError, "the GPU needs a reset",
-                                "reset the GPU (nvidia-smi -r) or reboot the node"),
-    NVML_ERROR_OPERATING_SYSTEM: (GpuPermanentError, "the operating system blocked the request",
-                                  "check the kernel log and the driver's module options"),
-    NVML_ERROR_LIB_RM_VERSION_MISMATCH: (GpuDriverError,
-                                         "NVML library and kernel driver versions differ",
-                                         "reload the driver or reboot after the driver upgrade"),
+    NVML_ERROR_IRQ_ISSUE: (
+        GpuTemporaryError,
+        "interrupt problem talking to the GPU",
+        "retry later; check dmesg if it persists",
+    ),
+    NVML_ERROR_LIBRARY_NOT_FOUND: (
+        GpuDriverError,
+        "libnvidia-ml.so.1 not found",
+        "no NVIDIA driver: install it (nvidia-smi must work) or use the 'fake' GPU backend",
+    ),
+    NVML_ERROR_FUNCTION_NOT_FOUND: (
+        GpuNotSupportedError,
+        "the driver lacks this NVML function",
+        "upgrade the NVIDIA driver",
+    ),
+    NVML_ERROR_CORRUPTED_INFOROM: (
+        GpuResetRequiredError,
+        "the GPU's infoROM is corrupted",
+        "take the GPU out of service and contact the vendor",
+    ),
+    NVML_ERROR_GPU_IS_LOST: (
+        GpuLostError,
+        "the GPU is lost (fell off the bus)",
+        "retry later; if it persists, drain the node and reboot it",
+    ),
+    NVML_ERROR_RESET_REQUIRED: (
+        GpuResetRequiredError,
+        "the GPU needs a reset",
+        "reset the GPU (nvidia-smi -r) or reboot the node",
+    ),
+    NVML_ERROR_OPERATING_SYSTEM: (
+        GpuPermanentError,
+        "the operating system blocked the request",
+        "check the kernel log and the driver's module options",
+    ),
+    NVML_ERROR_LIB_RM_VERSION_MISMATCH: (
+        GpuDriverError,
+        "NVML library and kernel driver versions differ",
+        "reload the driver or reboot after the driver upgrade",
+    ),
     NVML_ERROR_IN_USE: (GpuTemporaryError, "the GPU is busy", "retry later"),
     NVML_ERROR_MEMORY: (GpuTemporaryError, "the driver ran out of memory", "retry later"),
     NVML_ERROR_NO_DATA: (GpuTemporaryError, "no data yet", "retry later"),
-    NVML_ERROR_VGPU_ECC_NOT_SUPPORTED: (GpuNotSupportedError, "not supported with vGPU ECC",
-                                        "leave this GPU out of power capping"),
-    NVML_ERROR_INSUFFICIENT_RESOURCES: (GpuTemporaryError, "insufficient resources",
-                                        "retry later"),
-    NVML_ERROR_FREQ_NOT_SUPPORTED: (GpuInvalidArgumentError, "clock frequency not supported",
-                                    "pick clocks from the GPU's supported_graphics_clocks_mhz"),
-    NVML_ERROR_ARGUMENT_VERSION_MISMATCH: (GpuDriverError,
-                                           "nvidia-ml-py and driver disagree on a struct version",
-                                           "install an nvidia-ml-py matching the driver"),
-    NVML_ERROR_DEPRECATED: (GpuNotSupportedError, "the function is deprecated by the driver",
-                            "upgrade greencpn / nvidia-ml-py"),
+    NVML_ERROR_VGPU_ECC_NOT_SUPPORTED: (
+        GpuNotSupportedError,
+        "not supported with vGPU ECC",
+        "leave this GPU out of power capping",
+    ),
+    NVML_ERROR_INSUFFICIENT_RESOURCES: (GpuTemporaryError, "insufficient resources", "retry later"),
+    NVML_ERROR_FREQ_NOT_SUPPORTED: (
+        GpuInvalidArgumentError,
+        "clock frequency not supported",
+        "pick clocks from the GPU's supported_graphics_clocks_mhz",
+    ),
+    NVML_ERROR_ARGUMENT_VERSION_MISMATCH: (
+        GpuDriverError,
+        "nvidia-ml-py and driver disagree on a struct version",
+        "install an nvidia-ml-py matching the driver",
+    ),
+    NVML_ERROR_DEPRECATED: (
+        GpuNotSupportedError,
+        "the function is deprecated by the driver",
+        "upgrade greencpn / nvidia-ml-py",
+    ),
     NVML_ERROR_NOT_READY: (GpuTemporaryError, "the GPU is not ready", "retry later"),
-    NVML_ERROR_GPU_NOT_FOUND: (GpuNotFoundError, "the GPU was not found",
-                               "check the GPU index against list_gpus()"),
-    NVML_ERROR_INVALID_STATE: (GpuTemporaryError, "the GPU is in an invalid state",
-                               "retry later; reset the GPU if it persists"),
-    NVML_ERROR_RESET_TYPE_NOT_SUPPORTED: (GpuNotSupportedError, "reset type not supported",
-                                          "reboot the node instead"),
-    NVML_ERROR_UNKNOWN: (GpuTemporaryError, "unknown NVML error",
-                         "retry later; check nvidia-smi and dmesg if it persists"),
+    NVML_ERROR_GPU_NOT_FOUND: (
+        GpuNotFoundError,
+        "the GPU was not found",
+        "check the GPU index against list_gpus()",
+    ),
+    NVML_ERROR_INVALID_STATE: (
+        GpuTemporaryError,
+        "the GPU is in an invalid state",
+        "retry later; reset the GPU if it persists",
+    ),
+    NVML_ERROR_RESET_TYPE_NOT_SUPPORTED: (
+        GpuNotSupportedError,
+        "reset type not supported",
+        "reboot the node instead",
+    ),
+    NVML_ERROR_UNKNOWN: (
+        GpuTemporaryError,
+        "unknown NVML error",
+        "retry later; check nvidia-smi and dmesg if it persists",
+    ),
 }
 
 
-def error_from_nvml_code(code: int, *, operation: str, gpu_index: int | None = None,
-                         detail: str = "") -> GpuPermanentError | GpuTemporaryError:
+def error_from_nvml_code(
+    code: int, *, operation: str, gpu_index: int | None = None, detail: str = ""
+) -> GpuPermanentError | GpuTemporaryError:
     """Build the typed error for an NVML return code.
 
     Args:
@@ -230,8 +323,13 @@ def error_from_nvml_code(code: int, *, operation: str, gpu_index: int | None = N
         :class:`GpuTemporaryError` naming the code.
     """
     cls, meaning, todo = _NVML_ERRORS.get(
-        code, (GpuTemporaryError, f"unrecognised NVML error code {code}",
-               "retry later; upgrade greencpn if it persists"))
+        code,
+        (
+            GpuTemporaryError,
+            f"unrecognised NVML error code {code}",
+            "retry later; upgrade greencpn if it persists",
+        ),
+    )
     where = f"gpu{gpu_index}" if gpu_index is not None else "NVML"
     text = f"{where}: {operation} failed: {meaning} (NVML code {code})"
     if detail:
@@ -312,7 +410,9 @@ class BaseGpuBackend(ABC):
             raise GpuNotFoundError(
                 f"gpu{index}: no such GPU (this node has {count}: indices 0..{count - 1}) "
                 "— check the GPU index against list_gpus()",
-                gpu_index=index if isinstance(index, int) else None, operation=operation)
+                gpu_index=index if isinstance(index, int) else None,
+                operation=operation,
+            )
 
     def _range(self, index: int) -> tuple[int, int]:
         if index not in self._range_mw:
@@ -336,12 +436,18 @@ class BaseGpuBackend(ABC):
         for i in range(self._count()):
             uuid, name = self._identity(i)
             min_mw, max_mw = self._range(i)
-            out.append(GpuInfo(
-                index=i, uuid=uuid, name=name,
-                power_limit_min_w=_mw_to_w(min_mw), power_limit_max_w=_mw_to_w(max_mw),
-                power_limit_default_w=_mw_to_w(self._default(i)),
-                power_limit_current_w=_mw_to_w(self._limit_mw(i)),
-                supported_graphics_clocks_mhz=self._graphics_clocks_mhz(i)))
+            out.append(
+                GpuInfo(
+                    index=i,
+                    uuid=uuid,
+                    name=name,
+                    power_limit_min_w=_mw_to_w(min_mw),
+                    power_limit_max_w=_mw_to_w(max_mw),
+                    power_limit_default_w=_mw_to_w(self._default(i)),
+                    power_limit_current_w=_mw_to_w(self._limit_mw(i)),
+                    supported_graphics_clocks_mhz=self._graphics_clocks_mhz(i),
+                )
+            )
         return out
 
     def power_limit_w(self, index: int) -> float:
@@ -349,8 +455,9 @@ class BaseGpuBackend(ABC):
         self._check_index(index, "power_limit_w")
         return _mw_to_w(self._limit_mw(index))
 
-    def set_power_limit_w(self, index: int, power_limit_w: float, *,
-                          allow_clamp: bool = False) -> Change:
+    def set_power_limit_w(
+        self, index: int, power_limit_w: float, *, allow_clamp: bool = False
+    ) -> Change:
         """Set a GPU's power limit, reading it first.
 
         Args:
@@ -379,7 +486,9 @@ class BaseGpuBackend(ABC):
             if not math.isfinite(wanted_w):
                 raise GpuInvalidArgumentError(
                     f"{target}: power limit {power_limit_w!r} is not a finite number of watts",
-                    gpu_index=index, operation=op)
+                    gpu_index=index,
+                    operation=op,
+                )
             min_mw, max_mw = self._range(index)
             wanted_mw = round(wanted_w * 1000)
             note = ""
@@ -390,22 +499,35 @@ class BaseGpuBackend(ABC):
                         f"{target}: power limit {wanted_w:g} W is outside the device range "
                         f"[{min_w:g}, {max_w:g}] W — choose a cap inside the range, or allow "
                         "clamping for this pool",
-                        gpu_index=index, requested_w=wanted_w, min_w=min_w, max_w=max_w)
+                        gpu_index=index,
+                        requested_w=wanted_w,
+                        min_w=min_w,
+                        max_w=max_w,
+                    )
                 clamped_mw = min(max(wanted_mw, min_mw), max_mw)
-                note = (f"clamped {wanted_w:g} W to {_mw_to_w(clamped_mw):g} W "
-                        f"(device range [{min_w:g}, {max_w:g}] W)")
+                note = (
+                    f"clamped {wanted_w:g} W to {_mw_to_w(clamped_mw):g} W "
+                    f"(device range [{min_w:g}, {max_w:g}] W)"
+                )
                 log.warning("%s: %s", target, note)
                 wanted_mw = clamped_mw
             before_mw = self._limit_mw(index)
             before_w, after_w = _mw_to_w(before_mw), _mw_to_w(wanted_mw)
             if before_mw == wanted_mw:
                 msg = f"already {after_w:g} W"
-                return Change(target, "power_limit_w", before_w, after_w, False,
-                              f"{msg}; {note}" if note else msg)
+                return Change(
+                    target,
+                    "power_limit_w",
+                    before_w,
+                    after_w,
+                    False,
+                    f"{msg}; {note}" if note else msg,
+                )
             self._set_limit_mw(index, wanted_mw)
             msg = f"power limit {before_w:g} W -> {after_w:g} W"
-            return Change(target, "power_limit_w", before_w, after_w, True,
-                          f"{msg}; {note}" if note else msg)
+            return Change(
+                target, "power_limit_w", before_w, after_w, True, f"{msg}; {note}" if note else msg
+            )
 
     def lock_clocks_mhz(self, index: int, min_mhz: int, max_mhz: int) -> Change:
         """Lock the GPU's graphics clock into [min_mhz, max_mhz] (nvmlDeviceSetGpuLockedClocks).
@@ -419,26 +541,47 @@ class BaseGpuBackend(ABC):
             op = "lock_clocks_mhz"
             target = f"gpu{index}"
             self._check_index(index, op)
-            if not (isinstance(min_mhz, int) and isinstance(max_mhz, int)) or min_mhz < 0 \
-                    or min_mhz > max_mhz:
+            if (
+                not (isinstance(min_mhz, int) and isinstance(max_mhz, int))
+                or min_mhz < 0
+                or min_mhz > max_mhz
+            ):
                 raise GpuInvalidArgumentError(
                     f"{target}: clock range [{min_mhz}, {max_mhz}] MHz is invalid — give whole "
-                    "MHz with 0 <= min <= max", gpu_index=index, operation=op)
+                    "MHz with 0 <= min <= max",
+                    gpu_index=index,
+                    operation=op,
+                )
             supported = self._graphics_clocks_mhz(index)
             if supported and (max_mhz < min(supported) or min_mhz > max(supported)):
                 raise GpuInvalidArgumentError(
                     f"{target}: clock range [{min_mhz}, {max_mhz}] MHz misses the supported "
                     f"graphics clocks [{min(supported)}, {max(supported)}] MHz — pick clocks in "
-                    "that range", gpu_index=index, operation=op)
+                    "that range",
+                    gpu_index=index,
+                    operation=op,
+                )
             wanted = (min_mhz, max_mhz)
             before = self._locked_mhz.get(index, "unknown")
             if before == wanted:
-                return Change(target, "locked_clocks_mhz", before, wanted, False,
-                              f"already locked to {min_mhz}-{max_mhz} MHz")
+                return Change(
+                    target,
+                    "locked_clocks_mhz",
+                    before,
+                    wanted,
+                    False,
+                    f"already locked to {min_mhz}-{max_mhz} MHz",
+                )
             self._lock_clocks(index, min_mhz, max_mhz)
             self._locked_mhz[index] = wanted
-            return Change(target, "locked_clocks_mhz", before, wanted, True,
-                          f"graphics clock locked to {min_mhz}-{max_mhz} MHz")
+            return Change(
+                target,
+                "locked_clocks_mhz",
+                before,
+                wanted,
+                True,
+                f"graphics clock locked to {min_mhz}-{max_mhz} MHz",
+            )
 
     def reset_clocks(self, index: int) -> Change:
         """Undo a clock lock (nvmlDeviceResetGpuLockedClocks).
@@ -452,12 +595,24 @@ class BaseGpuBackend(ABC):
             self._check_index(index, op)
             before = self._locked_mhz.get(index, "unknown")
             if index in self._locked_mhz and before is None:
-                return Change(target, "locked_clocks_mhz", None, None, False,
-                              "already unlocked (default clocks)")
+                return Change(
+                    target,
+                    "locked_clocks_mhz",
+                    None,
+                    None,
+                    False,
+                    "already unlocked (default clocks)",
+                )
             self._reset_clocks(index)
             self._locked_mhz[index] = None
-            return Change(target, "locked_clocks_mhz", before, None, True,
-                          "graphics clock lock reset to default")
+            return Change(
+                target,
+                "locked_clocks_mhz",
+                before,
+                None,
+                True,
+                "graphics clock lock reset to default",
+            )
 
     def power_w(self, index: int) -> float:
         """The GPU's current power draw in W (nvmlDeviceGetPowerUsage)."""
@@ -525,8 +680,9 @@ class PowerLimitsResult:
         return not self.errors and not self.skipped
 
 
-def apply_power_limits(backend: GpuBackend, caps_w: Mapping[int, float], *,
-                       allow_clamp: bool = False) -> PowerLimitsResult:
+def apply_power_limits(
+    backend: GpuBackend, caps_w: Mapping[int, float], *, allow_clamp: bool = False
+) -> PowerLimitsResult:
     """Apply several power limits on one node in a safe order: lowered caps first.
 
     Lowering before raising keeps the node's total GPU power at or below both the old and the
@@ -596,7 +752,8 @@ def get_gpu_backend(kind: str = "nvml", **options: Any) -> BaseGpuBackend:
 
         return FakeGpuBackend(**options)
     raise GpuInvalidArgumentError(
-        f"unknown GPU backend {kind!r} — use 'nvml' or 'fake'", operation="get_gpu_backend")
+        f"unknown GPU backend {kind!r} — use 'nvml' or 'fake'", operation="get_gpu_backend"
+    )
 
 
 def nvml_available() -> bool:

@@ -64,7 +64,9 @@ class NvmlGpuBackend(BaseGpuBackend):
         except ImportError as exc:  # pragma: no cover - the package is a dependency
             raise GpuDriverError(
                 "nvidia-ml-py (pynvml) is not installed — pip install nvidia-ml-py, "
-                "or use the 'fake' GPU backend", operation="init") from exc
+                "or use the 'fake' GPU backend",
+                operation="init",
+            ) from exc
         self._nvml: Any = pynvml
         self._lock = threading.RLock()
         self._handles: dict[int, Any] = {}
@@ -76,8 +78,10 @@ class NvmlGpuBackend(BaseGpuBackend):
                 ctypes.CDLL(library_path)
             except OSError as exc:
                 raise error_from_nvml_code(
-                    NVML_ERROR_LIBRARY_NOT_FOUND, operation="init",
-                    detail=f"cannot load {library_path}: {exc}") from exc
+                    NVML_ERROR_LIBRARY_NOT_FOUND,
+                    operation="init",
+                    detail=f"cannot load {library_path}: {exc}",
+                ) from exc
         self._call("init", None, pynvml.nvmlInit)
         self._open = True
 
@@ -89,8 +93,9 @@ class NvmlGpuBackend(BaseGpuBackend):
             with self._lock:
                 return fn(*args)
         except self._nvml.NVMLError as exc:
-            raise error_from_nvml_code(int(exc.value), operation=operation,
-                                       gpu_index=index) from exc
+            raise error_from_nvml_code(
+                int(exc.value), operation=operation, gpu_index=index
+            ) from exc
 
     def _handle(self, index: int) -> Any:
         handle = self._handles.get(index)
@@ -128,31 +133,53 @@ class NvmlGpuBackend(BaseGpuBackend):
         return uuid, name
 
     def _limit_range_mw(self, index: int) -> tuple[int, int]:
-        lo, hi = self._call("power_limit_range", index,
-                            self._nvml.nvmlDeviceGetPowerManagementLimitConstraints,
-                            self._handle(index))
+        lo, hi = self._call(
+            "power_limit_range",
+            index,
+            self._nvml.nvmlDeviceGetPowerManagementLimitConstraints,
+            self._handle(index),
+        )
         return int(lo), int(hi)
 
     def _default_limit_mw(self, index: int) -> int:
-        return int(self._call("default_power_limit", index,
-                              self._nvml.nvmlDeviceGetPowerManagementDefaultLimit,
-                              self._handle(index)))
+        return int(
+            self._call(
+                "default_power_limit",
+                index,
+                self._nvml.nvmlDeviceGetPowerManagementDefaultLimit,
+                self._handle(index),
+            )
+        )
 
     def _limit_mw(self, index: int) -> int:
-        return int(self._call("power_limit", index, self._nvml.nvmlDeviceGetPowerManagementLimit,
-                              self._handle(index)))
+        return int(
+            self._call(
+                "power_limit",
+                index,
+                self._nvml.nvmlDeviceGetPowerManagementLimit,
+                self._handle(index),
+            )
+        )
 
     def _set_limit_mw(self, index: int, limit_mw: int) -> None:
         try:
-            self._call("set_power_limit_w", index, self._nvml.nvmlDeviceSetPowerManagementLimit,
-                       self._handle(index), limit_mw)
+            self._call(
+                "set_power_limit_w",
+                index,
+                self._nvml.nvmlDeviceSetPowerManagementLimit,
+                self._handle(index),
+                limit_mw,
+            )
         except GpuInvalidArgumentError as exc:
             # The driver refused the value: say which range it holds.
             lo, hi = self._range(index)
             raise error_from_nvml_code(
-                NVML_ERROR_INVALID_ARGUMENT, operation="set_power_limit_w", gpu_index=index,
+                NVML_ERROR_INVALID_ARGUMENT,
+                operation="set_power_limit_w",
+                gpu_index=index,
                 detail=f"asked {limit_mw / 1000:g} W, device range "
-                       f"[{lo / 1000:g}, {hi / 1000:g}] W") from exc
+                f"[{lo / 1000:g}, {hi / 1000:g}] W",
+            ) from exc
 
     def _graphics_clocks_mhz(self, index: int) -> tuple[int, ...]:
         if index in self._clocks:
@@ -160,13 +187,21 @@ class NvmlGpuBackend(BaseGpuBackend):
         h = self._handle(index)
         nvml = self._nvml
         try:
-            mem = self._call("supported_memory_clocks", index,
-                             nvml.nvmlDeviceGetSupportedMemoryClocks, h)
+            mem = self._call(
+                "supported_memory_clocks", index, nvml.nvmlDeviceGetSupportedMemoryClocks, h
+            )
             gfx: set[int] = set()
             for m in mem:
-                gfx.update(int(c) for c in self._call(
-                    "supported_graphics_clocks", index,
-                    nvml.nvmlDeviceGetSupportedGraphicsClocks, h, m))
+                gfx.update(
+                    int(c)
+                    for c in self._call(
+                        "supported_graphics_clocks",
+                        index,
+                        nvml.nvmlDeviceGetSupportedGraphicsClocks,
+                        h,
+                        m,
+                    )
+                )
         except GpuNotSupportedError:
             gfx = set()  # e.g. GeForce boards: no clock table, but power caps may still work
         clocks = tuple(sorted(gfx, reverse=True))
@@ -174,17 +209,31 @@ class NvmlGpuBackend(BaseGpuBackend):
         return clocks
 
     def _lock_clocks(self, index: int, min_mhz: int, max_mhz: int) -> None:
-        self._call("lock_clocks_mhz", index, self._nvml.nvmlDeviceSetGpuLockedClocks,
-                   self._handle(index), min_mhz, max_mhz)
+        self._call(
+            "lock_clocks_mhz",
+            index,
+            self._nvml.nvmlDeviceSetGpuLockedClocks,
+            self._handle(index),
+            min_mhz,
+            max_mhz,
+        )
 
     def _reset_clocks(self, index: int) -> None:
-        self._call("reset_clocks", index, self._nvml.nvmlDeviceResetGpuLockedClocks,
-                   self._handle(index))
+        self._call(
+            "reset_clocks", index, self._nvml.nvmlDeviceResetGpuLockedClocks, self._handle(index)
+        )
 
     def _power_mw(self, index: int) -> int:
-        return int(self._call("power_w", index, self._nvml.nvmlDeviceGetPowerUsage,
-                              self._handle(index)))
+        return int(
+            self._call("power_w", index, self._nvml.nvmlDeviceGetPowerUsage, self._handle(index))
+        )
 
     def _energy_mj(self, index: int) -> int:
-        return int(self._call("energy_j", index, self._nvml.nvmlDeviceGetTotalEnergyConsumption,
-                              self._handle(index)))
+        return int(
+            self._call(
+                "energy_j",
+                index,
+                self._nvml.nvmlDeviceGetTotalEnergyConsumption,
+                self._handle(index),
+            )
+        )

@@ -39,8 +39,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     # Honoured when pytest starts from this folder (pytest tests/actuate_gpu --run-gpu);
     # from the repository root use GREENCPN_RUN_GPU=1 (non-root conftests load too late).
     with contextlib.suppress(ValueError):  # already added by another conftest
-        parser.addoption("--run-gpu", action="store_true", default=False,
-                         help="run tests that need a real NVIDIA GPU (marker: gpu)")
+        parser.addoption(
+            "--run-gpu",
+            action="store_true",
+            default=False,
+            help="run tests that need a real NVIDIA GPU (marker: gpu)",
+        )
 
 
 def _run_gpu(config: pytest.Config) -> bool:
@@ -71,8 +75,10 @@ def _fake_nvml_loaded(fake_nvml_path: Path):  # -> FakeNvml
 
     fake = ctl.FakeNvml(fake_nvml_path)
     if pynvml.nvmlLib is not None and pynvml.nvmlLib._handle != fake.lib._handle:
-        pytest.fail("pynvml is already bound to another libnvidia-ml in this process; "
-                    "refusing to run fake-NVML tests against it")
+        pytest.fail(
+            "pynvml is already bound to another libnvidia-ml in this process; "
+            "refusing to run fake-NVML tests against it"
+        )
     return fake
 
 

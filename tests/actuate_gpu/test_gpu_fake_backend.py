@@ -23,9 +23,12 @@ from greencpn.errors import PermanentError, TemporaryError
 
 
 def two_gpus() -> FakeGpuBackend:
-    return FakeGpuBackend([FakeGpu(min_w=100, max_w=300, default_w=300, demand_w=280),
-                           FakeGpu(name="NVIDIA A40", min_w=100, max_w=300, default_w=300,
-                                   energy_j=12.5)])
+    return FakeGpuBackend(
+        [
+            FakeGpu(min_w=100, max_w=300, default_w=300, demand_w=280),
+            FakeGpu(name="NVIDIA A40", min_w=100, max_w=300, default_w=300, energy_j=12.5),
+        ]
+    )
 
 
 def test_is_a_gpu_backend_and_lists():
@@ -33,7 +36,9 @@ def test_is_a_gpu_backend_and_lists():
     assert isinstance(b, GpuBackend) and b.name == "fake"
     infos = b.list_gpus()
     assert [(g.index, g.uuid, g.name) for g in infos] == [
-        (0, "GPU-fake-0000", "NVIDIA A100-SXM4-40GB"), (1, "GPU-fake-0001", "NVIDIA A40")]
+        (0, "GPU-fake-0000", "NVIDIA A100-SXM4-40GB"),
+        (1, "GPU-fake-0001", "NVIDIA A40"),
+    ]
     assert infos[1].power_limit_current_w == 300.0 and infos[1].power_limit_min_w == 100.0
 
 
@@ -49,11 +54,17 @@ def test_set_then_reapply_changes_nothing():
 
 def test_out_of_range_and_clamp():
     b = two_gpus()
-    with pytest.raises(PowerLimitOutOfRangeError, match=r"350 W is outside the device range \[100, 300\] W"):
+    with pytest.raises(
+        PowerLimitOutOfRangeError, match=r"350 W is outside the device range \[100, 300\] W"
+    ):
         b.set_power_limit_w(0, 350)
     assert b.calls["set_limit"] == 0
     ch = b.set_power_limit_w(0, 350, allow_clamp=True)
-    assert ch.after == 300.0 and not ch.changed and ch.message == "already 300 W; clamped 350 W to 300 W (device range [100, 300] W)"
+    assert (
+        ch.after == 300.0
+        and not ch.changed
+        and ch.message == "already 300 W; clamped 350 W to 300 W (device range [100, 300] W)"
+    )
     ch = b.set_power_limit_w(0, 20, allow_clamp=True)
     assert ch.changed and b.gpus[0].limit_w == 100.0
 
@@ -127,8 +138,11 @@ def test_restore_defaults_after_caps_and_locks():
     assert [g.limit_w for g in b.gpus] == [300.0, 300.0]
     assert b.gpus[1].locked_mhz is None
     assert [(c.target, c.what, c.changed) for c in changes] == [
-        ("gpu0", "power_limit_w", True), ("gpu0", "locked_clocks_mhz", True),
-        ("gpu1", "power_limit_w", True), ("gpu1", "locked_clocks_mhz", True)]
+        ("gpu0", "power_limit_w", True),
+        ("gpu0", "locked_clocks_mhz", True),
+        ("gpu1", "power_limit_w", True),
+        ("gpu1", "locked_clocks_mhz", True),
+    ]
 
 
 def test_apply_power_limits_order_and_noop():
@@ -194,17 +208,24 @@ def test_every_pynvml_code_maps_to_a_typed_error_with_advice():
         assert err.nvml_code == code and f"(NVML code {code}) — " in str(err), name
 
 
-@pytest.mark.parametrize(("code", "cls", "advice"), [
-    (gpu.NVML_ERROR_NO_PERMISSION, GpuPermissionError, "run as root or through the greencpn agent"),
-    (gpu.NVML_ERROR_NOT_SUPPORTED, gpu.GpuNotSupportedError, "leave this GPU out"),
-    (gpu.NVML_ERROR_GPU_IS_LOST, GpuLostError, "retry later"),
-    (gpu.NVML_ERROR_UNKNOWN, GpuTemporaryError, "retry later"),
-    (gpu.NVML_ERROR_TIMEOUT, GpuTemporaryError, "retry later"),
-    (gpu.NVML_ERROR_INVALID_ARGUMENT, GpuInvalidArgumentError, "inside the device's range"),
-    (gpu.NVML_ERROR_DRIVER_NOT_LOADED, gpu.GpuDriverError, "no NVIDIA driver"),
-    (gpu.NVML_ERROR_LIBRARY_NOT_FOUND, gpu.GpuDriverError, "no NVIDIA driver"),
-    (12345, GpuTemporaryError, "unrecognised NVML error code 12345"),
-])
+@pytest.mark.parametrize(
+    ("code", "cls", "advice"),
+    [
+        (
+            gpu.NVML_ERROR_NO_PERMISSION,
+            GpuPermissionError,
+            "run as root or through the greencpn agent",
+        ),
+        (gpu.NVML_ERROR_NOT_SUPPORTED, gpu.GpuNotSupportedError, "leave this GPU out"),
+        (gpu.NVML_ERROR_GPU_IS_LOST, GpuLostError, "retry later"),
+        (gpu.NVML_ERROR_UNKNOWN, GpuTemporaryError, "retry later"),
+        (gpu.NVML_ERROR_TIMEOUT, GpuTemporaryError, "retry later"),
+        (gpu.NVML_ERROR_INVALID_ARGUMENT, GpuInvalidArgumentError, "inside the device's range"),
+        (gpu.NVML_ERROR_DRIVER_NOT_LOADED, gpu.GpuDriverError, "no NVIDIA driver"),
+        (gpu.NVML_ERROR_LIBRARY_NOT_FOUND, gpu.GpuDriverError, "no NVIDIA driver"),
+        (12345, GpuTemporaryError, "unrecognised NVML error code 12345"),
+    ],
+)
 def test_brief_mapping(code, cls, advice):
     err = error_from_nvml_code(code, operation="op", gpu_index=3, detail="range [1, 2] W")
     assert type(err) is cls
@@ -213,8 +234,10 @@ def test_brief_mapping(code, cls, advice):
 
 
 def test_fleet_helper_copies_the_whole_template():
-    fleet = FakeFleetGpus(gpus_per_node=2, template=FakeGpu(min_w=100, max_w=400, default_w=400,
-                                                            limit_w=250, energy_j=7.0))
+    fleet = FakeFleetGpus(
+        gpus_per_node=2,
+        template=FakeGpu(min_w=100, max_w=400, default_w=400, limit_w=250, energy_j=7.0),
+    )
     b = fleet.backend("n1")
     assert [g.power_limit_current_w for g in b.list_gpus()] == [250.0, 250.0]
     assert b.energy_j(1) == 7.0
@@ -235,8 +258,10 @@ def test_concurrent_identical_sets_write_once():
 
     b = SlowRead([FakeGpu()])
     results = []
-    threads = [threading.Thread(target=lambda: results.append(b.set_power_limit_w(0, 200)))
-               for _ in range(8)]
+    threads = [
+        threading.Thread(target=lambda: results.append(b.set_power_limit_w(0, 200)))
+        for _ in range(8)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -49,10 +49,24 @@ def test_pynvml_itself_loaded_the_fake_by_soname(backend, fake_nvml):
 
 
 def test_list_gpus_converts_mw_to_w(backend, fake_nvml):
-    fake_nvml.set_gpu(0, name="NVIDIA H100 80GB HBM3", uuid="GPU-aaaa", min_mw=200_000,
-                      max_mw=700_000, default_mw=700_000, limit_mw=550_500)
-    fake_nvml.set_gpu(1, name="Tesla V100-PCIE-32GB", uuid="GPU-bbbb", min_mw=100_000,
-                      max_mw=250_000, default_mw=250_000, limit_mw=187_500)
+    fake_nvml.set_gpu(
+        0,
+        name="NVIDIA H100 80GB HBM3",
+        uuid="GPU-aaaa",
+        min_mw=200_000,
+        max_mw=700_000,
+        default_mw=700_000,
+        limit_mw=550_500,
+    )
+    fake_nvml.set_gpu(
+        1,
+        name="Tesla V100-PCIE-32GB",
+        uuid="GPU-bbbb",
+        min_mw=100_000,
+        max_mw=250_000,
+        default_mw=250_000,
+        limit_mw=187_500,
+    )
     gpus = backend.list_gpus()
     assert [g.index for g in gpus] == [0, 1, 2, 3]
     h100, v100 = gpus[0], gpus[1]
@@ -60,17 +74,35 @@ def test_list_gpus_converts_mw_to_w(backend, fake_nvml):
     assert (h100.power_limit_min_w, h100.power_limit_max_w) == (200.0, 700.0)
     assert (h100.power_limit_default_w, h100.power_limit_current_w) == (700.0, 550.5)
     assert (v100.name, v100.power_limit_current_w, v100.power_limit_max_w) == (
-        "Tesla V100-PCIE-32GB", 187.5, 250.0)
+        "Tesla V100-PCIE-32GB",
+        187.5,
+        250.0,
+    )
     # union of the graphics clocks over both memory clocks of the fake, highest first
-    assert h100.supported_graphics_clocks_mhz == (1410, 1395, 1380, 1200, 1005, 810, 615, 420,
-                                                  405, 210)
+    assert h100.supported_graphics_clocks_mhz == (
+        1410,
+        1395,
+        1380,
+        1200,
+        1005,
+        810,
+        615,
+        420,
+        405,
+        210,
+    )
 
 
 def test_set_power_limit_writes_milliwatts(backend, fake_nvml):
     change = backend.set_power_limit_w(2, 212.5)
     assert fake_nvml.limit_mw(2) == 212_500
     assert (change.target, change.what, change.before, change.after, change.changed) == (
-        "gpu2", "power_limit_w", 400.0, 212.5, True)
+        "gpu2",
+        "power_limit_w",
+        400.0,
+        212.5,
+        True,
+    )
     assert change.message == "power limit 400 W -> 212.5 W"
     assert fake_nvml.limit_mw(1) == 400_000  # others untouched
     assert backend.power_limit_w(2) == 212.5
@@ -151,14 +183,17 @@ def test_not_supported_is_permanent(backend, fake_nvml):
     assert isinstance(ei.value, PermanentError)
 
 
-@pytest.mark.parametrize(("code", "kind"), [
-    (gpu.NVML_ERROR_TIMEOUT, TemporaryError),
-    (gpu.NVML_ERROR_UNKNOWN, TemporaryError),
-    (gpu.NVML_ERROR_GPU_IS_LOST, TemporaryError),
-    (gpu.NVML_ERROR_NO_PERMISSION, PermanentError),
-    (gpu.NVML_ERROR_NOT_SUPPORTED, PermanentError),
-    (gpu.NVML_ERROR_DRIVER_NOT_LOADED, PermanentError),
-])
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        (gpu.NVML_ERROR_TIMEOUT, TemporaryError),
+        (gpu.NVML_ERROR_UNKNOWN, TemporaryError),
+        (gpu.NVML_ERROR_GPU_IS_LOST, TemporaryError),
+        (gpu.NVML_ERROR_NO_PERMISSION, PermanentError),
+        (gpu.NVML_ERROR_NOT_SUPPORTED, PermanentError),
+        (gpu.NVML_ERROR_DRIVER_NOT_LOADED, PermanentError),
+    ],
+)
 def test_injected_codes_through_pynvml_map_to_typed_errors(backend, fake_nvml, code, kind):
     fake_nvml.inject("nvmlDeviceGetPowerUsage", code)
     with pytest.raises(kind) as ei:
@@ -236,7 +271,10 @@ def test_apply_power_limits_lowers_before_raising(backend, fake_nvml):
     result = apply_power_limits(backend, {0: 350, 1: 200, 2: 400})
     assert result.ok
     assert [(c.target, c.changed) for c in result.changes] == [
-        ("gpu1", True), ("gpu2", False), ("gpu0", True)]
+        ("gpu1", True),
+        ("gpu2", False),
+        ("gpu0", True),
+    ]
     assert [fake_nvml.limit_mw(i) for i in range(3)] == [350_000, 200_000, 400_000]
 
 
@@ -277,8 +315,9 @@ def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "LD_PRELOAD")}
     full.update(env)
     full["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=full, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=60
+    )
 
 
 def test_unmodified_loader_path_in_a_subprocess_with_state_file(fake_nvml_path, tmp_path):
@@ -286,40 +325,52 @@ def test_unmodified_loader_path_in_a_subprocess_with_state_file(fake_nvml_path, 
     state = tmp_path / "state.tsv"
     state.write_text(
         "gpu\tNVIDIA A40\tGPU-a40-0\t100000\t300000\t300000\t300000\t200000\t42000\t0\t0\n"
-        "gpu\tNVIDIA A40\tGPU-a40-1\t100000\t300000\t300000\t300000\t200000\t43000\t0\t0\n")
+        "gpu\tNVIDIA A40\tGPU-a40-1\t100000\t300000\t300000\t300000\t200000\t43000\t0\t0\n"
+    )
     env = {"LD_LIBRARY_PATH": str(fake_nvml_path.parent), "FAKE_NVML_STATE": str(state)}
-    code = ("from greencpn.actuate.gpu import get_gpu_backend\n"
-            "b = get_gpu_backend('nvml')\n"
-            "print([g.uuid for g in b.list_gpus()])\n"
-            "print(b.set_power_limit_w(1, 180).message)\n"
-            "print(b.energy_j(1))\n")
+    code = (
+        "from greencpn.actuate.gpu import get_gpu_backend\n"
+        "b = get_gpu_backend('nvml')\n"
+        "print([g.uuid for g in b.list_gpus()])\n"
+        "print(b.set_power_limit_w(1, 180).message)\n"
+        "print(b.energy_j(1))\n"
+    )
     first = _run(code, env)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.splitlines() == ["['GPU-a40-0', 'GPU-a40-1']",
-                                         "power limit 300 W -> 180 W", "43.0"]
+    assert first.stdout.splitlines() == [
+        "['GPU-a40-0', 'GPU-a40-1']",
+        "power limit 300 W -> 180 W",
+        "43.0",
+    ]
     assert "\t180000\t" in state.read_text().splitlines()[1]
     second = _run(code, env)  # a new process sees the cap already there
     assert second.stdout.splitlines()[1] == "already 180 W"
 
 
 def test_no_driver_in_a_subprocess(tmp_path):
-    code = ("import sys\n"
-            "from greencpn.actuate.gpu import get_gpu_backend, nvml_available, GpuDriverError\n"
-            "print(nvml_available())\n"
-            "try:\n    get_gpu_backend('nvml')\n"
-            "except GpuDriverError as e:\n    print(type(e).__name__, e)\n")
+    code = (
+        "import sys\n"
+        "from greencpn.actuate.gpu import get_gpu_backend, nvml_available, GpuDriverError\n"
+        "print(nvml_available())\n"
+        "try:\n    get_gpu_backend('nvml')\n"
+        "except GpuDriverError as e:\n    print(type(e).__name__, e)\n"
+    )
     proc = _run(code, {"LD_LIBRARY_PATH": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     if lines[0] == "True":
         pytest.skip("a real NVIDIA driver is installed here")
     assert lines[0] == "False"
-    assert lines[1].startswith("GpuDriverError NVML: init failed") and "no NVIDIA driver" in lines[1]
+    assert (
+        lines[1].startswith("GpuDriverError NVML: init failed") and "no NVIDIA driver" in lines[1]
+    )
 
 
 def test_importing_greencpn_does_not_import_pynvml():
-    code = ("import sys, greencpn, greencpn.actuate.gpu, greencpn.actuate.nvml, "
-            "greencpn.actuate.fake_gpu\nprint('pynvml' in sys.modules)\n")
+    code = (
+        "import sys, greencpn, greencpn.actuate.gpu, greencpn.actuate.nvml, "
+        "greencpn.actuate.fake_gpu\nprint('pynvml' in sys.modules)\n"
+    )
     proc = _run(code, {})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"

@@ -22,11 +22,24 @@ def build(out_dir: Path) -> Path:
     """Compile fake_nvml.c into ``out_dir/libnvidia-ml.so.1`` (SONAME set) and return its path."""
     gcc = shutil.which("gcc")
     if gcc is None:
-        raise BuildError("gcc not found — apt-get install gcc libc6-dev (listed in .ci/apt-packages.txt)")
+        raise BuildError(
+            "gcc not found — apt-get install gcc libc6-dev (listed in .ci/apt-packages.txt)"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / SONAME
-    cmd = [gcc, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror",
-           f"-Wl,-soname,{SONAME}", "-o", str(out), str(SOURCE)]
+    cmd = [
+        gcc,
+        "-shared",
+        "-fPIC",
+        "-O2",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        f"-Wl,-soname,{SONAME}",
+        "-o",
+        str(out),
+        str(SOURCE),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         raise BuildError(f"gcc failed ({proc.returncode}):\n{proc.stderr}")
@@ -45,17 +58,28 @@ class FakeNvml:
         self.lib = ctypes.CDLL(str(path))
         L = self.lib
         L.fake_nvml_reset.argtypes = [ctypes.c_uint]
-        L.fake_nvml_set_gpu.argtypes = [ctypes.c_uint, ctypes.c_char_p, ctypes.c_char_p,
-                                        ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
-                                        ctypes.c_uint, ctypes.c_uint, ctypes.c_ulonglong]
+        L.fake_nvml_set_gpu.argtypes = [
+            ctypes.c_uint,
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_ulonglong,
+        ]
         L.fake_nvml_set_energy_mj.argtypes = [ctypes.c_uint, ctypes.c_ulonglong]
         L.fake_nvml_inject.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
         L.fake_nvml_calls.argtypes = [ctypes.c_char_p]
         L.fake_nvml_calls.restype = ctypes.c_long
         L.fake_nvml_limit_mw.argtypes = [ctypes.c_uint]
         L.fake_nvml_limit_mw.restype = ctypes.c_uint
-        L.fake_nvml_locked_clocks.argtypes = [ctypes.c_uint, ctypes.POINTER(ctypes.c_uint),
-                                              ctypes.POINTER(ctypes.c_uint)]
+        L.fake_nvml_locked_clocks.argtypes = [
+            ctypes.c_uint,
+            ctypes.POINTER(ctypes.c_uint),
+            ctypes.POINTER(ctypes.c_uint),
+        ]
         L.fake_nvml_save.argtypes = [ctypes.c_char_p]
         L.fake_nvml_load.argtypes = [ctypes.c_char_p]
 
@@ -63,15 +87,33 @@ class FakeNvml:
         """``count`` default GPUs (A100-like, 100..400 W, limit 400 W), no errors, no counts."""
         self.lib.fake_nvml_reset(count)
 
-    def set_gpu(self, index: int, *, name: str = "NVIDIA A100-SXM4-40GB", uuid: str | None = None,
-                min_mw: int = 100_000, max_mw: int = 400_000, default_mw: int = 400_000,
-                limit_mw: int | None = None, demand_mw: int = 250_000,
-                energy_mj: int = 0) -> None:
+    def set_gpu(
+        self,
+        index: int,
+        *,
+        name: str = "NVIDIA A100-SXM4-40GB",
+        uuid: str | None = None,
+        min_mw: int = 100_000,
+        max_mw: int = 400_000,
+        default_mw: int = 400_000,
+        limit_mw: int | None = None,
+        demand_mw: int = 250_000,
+        energy_mj: int = 0,
+    ) -> None:
         """Describe one GPU (units as NVML: mW, mJ)."""
         uuid = uuid or f"GPU-test-{index:04d}"
         limit_mw = default_mw if limit_mw is None else limit_mw
-        rc = self.lib.fake_nvml_set_gpu(index, name.encode(), uuid.encode(), min_mw, max_mw,
-                                        default_mw, limit_mw, demand_mw, energy_mj)
+        rc = self.lib.fake_nvml_set_gpu(
+            index,
+            name.encode(),
+            uuid.encode(),
+            min_mw,
+            max_mw,
+            default_mw,
+            limit_mw,
+            demand_mw,
+            energy_mj,
+        )
         if rc != 0:
             raise IndexError(index)
 
