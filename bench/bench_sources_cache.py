@@ -92,7 +92,21 @@ def main() -> int:
         print(f"skip: recorded samples not found at {SAMPLES}")
         return 0
 
-    tmp = Path(tempfile.mkdtemp(prefix="greencpn-bench-"))
+    with tempfile.TemporaryDirectory(prefix="greencpn-bench-") as d:
+        return run(a, Path(d))
+
+
+SOURCES_ONLY = """
+import argparse, sys
+from greencpn.sources.cli import add_parser
+p = argparse.ArgumentParser(prog="greencpn")
+add_parser(p.add_subparsers())
+args = p.parse_args(sys.argv[1:])
+sys.exit(args.func(args))
+"""
+
+
+def run(a: argparse.Namespace, tmp: Path) -> int:
     cache_path = tmp / "cache.sqlite"
     env = {**os.environ, "GREENCPN_ELECTRICITYMAPS_TOKEN": TOKEN, "PYTHONPATH": str(REPO),
            "HOME": str(tmp)}
@@ -150,6 +164,14 @@ def main() -> int:
         assert proc.returncode == 0 and "fallback    none (live)" in proc.stdout, proc.stderr
         walls.append(wall)
     example = proc.stdout
+    # the same command with only this area's subcommand registered (no other area's imports)
+    own = []
+    for _ in range(a.runs):
+        t = time.perf_counter()
+        p2 = subprocess.run([sys.executable, "-c", SOURCES_ONLY, *dead], capture_output=True,
+                            text=True, env=env, cwd=REPO, timeout=120)
+        own.append(time.perf_counter() - t)
+        assert p2.returncode == 0 and p2.stdout == example, p2.stderr
     t_py = [cli_time([sys.executable, "-c", "pass"], env) for _ in range(5)]
     t_help = [cli(["--help"], env)[0] for _ in range(5)]
     t_pandas = [cli_time([sys.executable, "-c", "import pandas, requests"], env)
@@ -161,7 +183,8 @@ def main() -> int:
         "",
         f"Machine: {nproc} cores (`nproc` = {nproc}), shared with other workers; "
         f"Python {platform.python_version()}, {platform.system()} {platform.machine()}. "
-        f"Measured {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}.",
+        f"Measured {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}, load average "
+        f"{os.getloadavg()[0]:.1f} at the end of the run.",
         "",
         "| measurement | result | target |",
         "|---|---|---|",
@@ -170,6 +193,8 @@ def main() -> int:
         f"| bare `SeriesCache.latest` SQLite lookup + decode | {stats_ms(raw)} | — |",
         f"| full `greencpn forecast --source electricitymaps --hours 48` from cache, API down, "
         f"subprocess wall ({a.runs} runs) | {stats_ms(walls)} | ≤ 1000 ms |",
+        f"| the same command with only `greencpn.sources.cli` registered (no other area's "
+        f"imports) | {stats_ms(own)} | — |",
         f"| reference: `python -c pass` | {stats_ms(t_py)} | — |",
         f"| reference: `python -c 'import pandas, requests'` | {stats_ms(t_pandas)} | — |",
         f"| reference: `greencpn --help` (imports every area's CLI) | {stats_ms(t_help)} | — |",

@@ -39,7 +39,7 @@ from greencpn.clock import Clock, SystemClock, ensure_utc
 from greencpn.errors import ConfigError, GreencpnError, PermanentError, TemporaryError
 from greencpn.sources.base import CarbonSeries, CarbonSource
 from greencpn.sources.cache import CacheHit, SeriesCache
-from greencpn.sources.http import window_mask
+from greencpn.sources.http import BadResponseError, window_mask
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,7 @@ class SourceChain:
         self.name = source_name or (live.name if live is not None else "cache")
         self.signal: str = str(signal or getattr(live, "signal", "average"))
         self.errors: list[Exception] = []
+        self._live_down = False
 
     # -------------------------------------------------------------------------- forecast
     def forecast(self, zone: str, issued_at: datetime | None = None,
@@ -175,6 +176,7 @@ class SourceChain:
         step of the chain that can give one (see the module docstring)."""
         issued_at = ensure_utc(issued_at or self.clock.now(), "issued_at")
         self.errors = []
+        self._live_down = False
         end = issued_at + horizon
         base: CarbonSeries | None = None
         origin = "live"
@@ -192,6 +194,10 @@ class SourceChain:
                 base = _cut(fetched, issued_at, end)
             except (GreencpnError, ValueError) as exc:
                 self._record(exc, f"{self.name} forecast {zone}")
+                # Only a bad/empty answer (zone without forecast) leaves the live history
+                # endpoint worth asking; after a timeout, refusal, 429, 5xx or bad key it
+                # would fail the same way and cost another round of retries.
+                self._live_down = not isinstance(exc, BadResponseError)
                 if hit is not None:
                     base = replace(_cut(hit.series, issued_at, end), stale_age_s=hit.age_s,
                                    fallback="cache")
@@ -315,7 +321,7 @@ class SourceChain:
         start = issued_at - self.history_window
         parts: list[pd.Series] = []
         for src in (self.history_source, self.live):
-            if src is None:
+            if src is None or (src is self.live and self._live_down):
                 continue
             try:
                 parts.append(src.history(zone, start, issued_at).intensity_g_per_kwh)
@@ -326,7 +332,7 @@ class SourceChain:
         if not cached.empty:
             parts.insert(0, cached)  # lowest priority: later parts win on duplicates
         if not parts:
-            return pd.Series(dtype=float)
+            return _empty()
         merged = pd.concat(parts)
         merged = merged[~merged.index.duplicated(keep="last")].sort_index()
         merged = merged[(merged.index >= pd.Timestamp(start)) & (merged.index < pd.Timestamp(issued_at))]
@@ -338,7 +344,7 @@ class SourceChain:
 
     def _cached_history(self, zone: str, *, before: datetime) -> pd.Series:
         if self.cache is None:
-            return pd.Series(dtype=float)
+            return _empty()
         rows = self.cache.history_rows(zone, source=self.name)
         parts = []
         for cs in rows:
@@ -347,7 +353,7 @@ class SourceChain:
                 continue                  # "known"; future values are not history
             parts.append(v[v.index < pd.Timestamp(before)])
         if not parts:
-            return pd.Series(dtype=float)
+            return _empty()
         merged = pd.concat(parts)
         return merged[~merged.index.duplicated(keep="last")].sort_index()
 
@@ -392,6 +398,11 @@ def _cut(series: CarbonSeries, start: datetime, end: datetime) -> CarbonSeries:
     est = series.estimated[mask] if series.estimated is not None else None
     quant = {q: s[mask] for q, s in series.quantiles.items()}
     return replace(series, intensity_g_per_kwh=values, estimated=est, quantiles=quant)
+
+
+def _empty() -> pd.Series:
+    """An empty float series on an empty UTC DatetimeIndex (comparable with timestamps)."""
+    return pd.Series(dtype=float, index=pd.DatetimeIndex([], tz="UTC"))
 
 
 def _covers(values: pd.Series, issued_at: datetime, horizon: timedelta,

@@ -124,6 +124,21 @@ def test_extends_short_provider_forecast(replay, tmp_path):
     assert not fc.estimated.iloc[:48].any() and fc.estimated.iloc[48:].all()
 
 
+def test_stale_cache_extended_without_any_history(replay, tmp_path, api):
+    """API down, no history source, no cached history: the stale 48 h forecast is still
+    extended to 72 h from itself (the forecaster fits on the provider's forecast)."""
+    clock = SimClock(T0)
+    chain = make_chain(replay.url, tmp_path, clock, history=False)
+    chain.forecast("DE", T0, timedelta(hours=6))
+    clock.advance(timedelta(hours=3))
+    replay.always["/v3/"] = api.Reply(503, {"error": "down"})
+    fc = chain.forecast("DE", T0, timedelta(hours=72))
+    v = fc.intensity_g_per_kwh
+    assert fc.fallback == "cache+forecaster:seasonal_naive" and fc.stale_age_s == 3 * 3600
+    assert len(v) == 72 and v.notna().all() and v.iloc[:4].tolist() == EM_FIRST
+    np.testing.assert_array_equal(v.iloc[48:].to_numpy(), v.iloc[24:48].to_numpy())
+
+
 def test_budget_exhausted_falls_back(replay, tmp_path):
     clock = SimClock(T0)
     chain = make_chain(replay.url, tmp_path, clock, budget=1)
