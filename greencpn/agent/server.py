@@ -88,6 +88,7 @@ class AgentSettings:
             GPU device (``/dev/nvidia<N>``) open, from ``proc_root``.
         work_cache_s: how long a running-work count is reused by ``/v1/status``, seconds.
         command_timeout_s: time limit of every command, seconds.
+        idle_timeout_s: an idle keep-alive connection is closed after this, seconds.
         proc_root: where /proc is (tests point it elsewhere).
         tls_cert / tls_key / tls_client_ca: serve TLS and require client certificates signed by
             ``tls_client_ca`` (mutual TLS), on top of HMAC.
@@ -105,6 +106,7 @@ class AgentSettings:
     work_command: str | None = None
     work_cache_s: float = 2.0
     command_timeout_s: float = 30.0
+    idle_timeout_s: float = 60.0
     proc_root: str = "/proc"
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -530,8 +532,11 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "greencpn-agent"
     sys_version = ""
     disable_nagle_algorithm = True
-    timeout = 60  # idle keep-alive connections are closed after this
     server: AgentHTTPServer
+
+    def setup(self) -> None:
+        self.timeout = self.server.settings.idle_timeout_s  # idle keep-alive connections close
+        super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s %s", self.address_string(), format % args)

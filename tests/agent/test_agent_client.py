@@ -138,3 +138,19 @@ def test_client_is_thread_safe(agent) -> None:  # noqa: ANN001
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_keep_alive_connection_closed_by_the_agent_is_reopened(key_file, fake_proc) -> None:  # noqa: ANN001
+    from greencpn.agent.auth import load_key
+    from greencpn.agent.server import AgentServer, AgentSettings
+
+    key = load_key(key_file)
+    settings = AgentSettings(port=0, proc_root=str(fake_proc), idle_timeout_s=0.2)
+    with AgentServer(None, key, settings) as server:
+        client = AgentClient(server.url, key, retries=0)
+        client.status()
+        time.sleep(0.6)  # the agent closes the idle connection
+        assert client.status()["gpus"] == []
+        assert client.power("drain")[0].changed
+        time.sleep(0.6)
+        assert client.power("drain")[0].changed is False
