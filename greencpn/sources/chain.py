@@ -179,11 +179,13 @@ class SourceChain:
         self._live_down = False
         end = issued_at + horizon
         base: CarbonSeries | None = None
+        provider: pd.Series | None = None  # the whole provider forecast the base was cut from
         origin = "live"
 
         hit = self._cache_latest(zone, "forecast", issued_at)
         if hit is not None and hit.fresh:
             base, origin = _cut(hit.series, issued_at, end), "cache-fresh"
+            provider = hit.series.intensity_g_per_kwh
         elif self.live is not None:
             try:
                 self._consume_budget()
@@ -192,6 +194,7 @@ class SourceChain:
                 fetched = self.live.forecast(zone, issued_at, max(horizon, self.fetch_horizon))
                 self._store(zone, "forecast", fetched, key=_key(fetched.issued_at or issued_at))
                 base = _cut(fetched, issued_at, end)
+                provider = fetched.intensity_g_per_kwh
             except (GreencpnError, ValueError) as exc:
                 self._record(exc, f"{self.name} forecast {zone}")
                 # Only a bad/empty answer (zone without forecast) leaves the live history
@@ -201,16 +204,18 @@ class SourceChain:
                 if hit is not None:
                     base = replace(_cut(hit.series, issued_at, end), stale_age_s=hit.age_s,
                                    fallback="cache")
+                    provider = hit.series.intensity_g_per_kwh
                     origin = "cache"
                     log.warning("%s forecast %s: serving cached forecast fetched %.0f s ago",
                                 self.name, zone, hit.age_s)
         elif hit is not None:
             base = replace(_cut(hit.series, issued_at, end), stale_age_s=hit.age_s,
                            fallback="cache")
+            provider = hit.series.intensity_g_per_kwh
             origin = "cache"
 
         if base is not None and len(base.intensity_g_per_kwh):
-            return self._complete(zone, base, issued_at, horizon, origin)
+            return self._complete(zone, base, issued_at, horizon, origin, provider)
         return self._forecaster_only(zone, issued_at, horizon)
 
     # --------------------------------------------------------------------------- history
@@ -246,7 +251,8 @@ class SourceChain:
 
     # --------------------------------------------------------------------------- helpers
     def _complete(self, zone: str, base: CarbonSeries, issued_at: datetime,
-                  horizon: timedelta, origin: str) -> CarbonSeries:
+                  horizon: timedelta, origin: str,
+                  provider: pd.Series | None = None) -> CarbonSeries:
         """Fill slots the base series lacks (shorter horizon, long gaps) from the forecaster."""
         values = base.intensity_g_per_kwh
         step = base.step or _default_step(values) or timedelta(hours=1)
@@ -269,8 +275,10 @@ class SourceChain:
         try:
             history = self._history_for(zone, issued_at, step)
             first_missing = grid[missing][0]
-            known = pd.concat([history[history.index < values.index[0]],
-                               values[values.index < first_missing].dropna()])
+            forecast_known = provider if provider is not None else values
+            forecast_known = forecast_known[forecast_known.index < first_missing].dropna()
+            known = pd.concat([history[history.index < forecast_known.index[0]]
+                               if len(forecast_known) else history, forecast_known])
             fc = self.forecaster_factory()
             fc.fit(known)
             tail = grid[grid >= first_missing]

@@ -137,6 +137,11 @@ def test_stale_cache_extended_without_any_history(replay, tmp_path, api):
     assert fc.fallback == "cache+forecaster:seasonal_naive" and fc.stale_age_s == 3 * 3600
     assert len(v) == 72 and v.notna().all() and v.iloc[:4].tolist() == EM_FIRST
     np.testing.assert_array_equal(v.iloc[48:].to_numpy(), v.iloc[24:48].to_numpy())
+    # near the end of the cached forecast the forecaster still sees all of it (not only the
+    # 5 slots left in the window): 20:00 ← 20:00 the day before (557), not persistence (590)
+    late = chain.forecast("DE", datetime(2023, 5, 4, 15, 10, tzinfo=UTC), timedelta(hours=8))
+    assert late.intensity_g_per_kwh.tolist() == [420, 481, 514, 542, 590, 557, 552, 538, 527]
+    assert late.estimated.tolist() == [False] * 5 + [True] * 4
 
 
 def test_budget_exhausted_falls_back(replay, tmp_path):
