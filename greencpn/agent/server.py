@@ -535,7 +535,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: AgentHTTPServer
 
     def setup(self) -> None:
-        self.timeout = self.server.settings.idle_timeout_s  # idle keep-alive connections close
+        self.timeout = self.server.settings.idle_timeout_s  # type: ignore[misc]  # per server
         super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature

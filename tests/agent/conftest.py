@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -76,6 +75,12 @@ class RunningAgent:
 
 
 @pytest.fixture
+def tiny_gpu_cls() -> type[TinyGpuBackend]:
+    """The in-test GPU backend class, for tests that build their own agents."""
+    return TinyGpuBackend
+
+
+@pytest.fixture
 def key_file(tmp_path: Path) -> Path:
     return write_key_file(tmp_path / "agent.key")
 
@@ -101,5 +106,3 @@ def agent(key_file: Path, fake_proc: Path) -> Iterator[RunningAgent]:
     finally:
         server.stop()
 
-
-assert os.name == "posix"
