@@ -242,12 +242,20 @@ class SolverConfig(_Strict):
     window_rounding_slots: int = Field(
         default=1, ge=1, description="round release/deadline to this many slots when grouping jobs"
     )
+    exact_cap_levels: bool = Field(
+        default=False,
+        description="one cap level per pool and slot inside the MILP (binaries); default: GPU counts "
+        "per level in the MILP, one level per pool and slot in the executed plan",
+    )
 
 
 class CarbonConfig(_Strict):
     file: str = Field(description="CSV with UTC timestamps: wide (one column per zone) or long")
     assume_utc: bool = Field(
         default=False, description="treat timestamps without an offset as UTC"
+    )
+    max_gap_slots: int = Field(
+        default=0, ge=0, description="fill gaps up to this many slots by interpolation; longer gaps are refused"
     )
 
 

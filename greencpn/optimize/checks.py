@@ -1,0 +1,57 @@
+"""Checks run on the numeric inputs before the model is built (PyPSA ``consistency.py`` style).
+
+Hard input errors are refused earlier, by :mod:`greencpn.config`. These checks find what the
+model can survive but the user should know — each returns messages naming the family and the job
+or site, which the plan reports and which explain an infeasible or penalised outcome:
+
+* ``deadline``: a job that cannot finish by its deadline even alone at full power;
+* ``budget``: a site whose spares alone exceed its power budget in some slot;
+* ``nodes``: initial state below the spares (start-ups are forced in slot 0).
+"""
+
+from __future__ import annotations
+
+import math
+
+from greencpn.optimize.inputs import PlanInputs
+
+
+def check_deadlines(inp: PlanInputs) -> list[str]:
+    out = []
+    for j in inp.jobs:
+        if j.deadline_slot >= inp.T or j.required_gpu_h <= 0:
+            continue
+        need_h = j.work_gpu_h / j.gpus
+        have_h = max(0.0, (j.deadline_slot + 1 - j.release_slot) * inp.slot_h)
+        if need_h > have_h + 1e-9:
+            out.append(f"deadline: job {j.id} needs at least {need_h:.2f} h on {j.gpus} GPU(s) but has "
+                       f"{have_h:.2f} h between its release and deadline: it will be late")
+    return out
+
+
+def check_budgets(inp: PlanInputs) -> list[str]:
+    out = []
+    for s, site in enumerate(inp.sites):
+        floor_kw = site.pue * sum(p.spares * p.node_idle_kw + (p.nodes - p.spares) * p.node_off_kw
+                                  for p in inp.pools if p.site == s)
+        bad = [t for t in range(inp.T) if math.isfinite(site.budget_kw[t]) and floor_kw > site.budget_kw[t]]
+        if bad:
+            out.append(f"budget: site {site.name} draws {floor_kw:.1f} kW with only its spares on, above its "
+                       f"budget in {len(bad)} slot(s) (first slot {bad[0]}): raise the budget or lower spares")
+    return out
+
+
+def check_nodes(inp: PlanInputs) -> list[str]:
+    return [f"nodes: pool {p.name} starts with {p.initial_on} nodes on, below its {p.spares} spares: "
+            f"{p.spares - p.initial_on} start-up(s) are forced in the first slot"
+            for p in inp.pools if p.initial_on < p.spares]
+
+
+CHECKS = (check_deadlines, check_budgets, check_nodes)
+
+
+def run_checks(inp: PlanInputs) -> list[str]:
+    out: list[str] = []
+    for check in CHECKS:
+        out.extend(check(inp))
+    return out

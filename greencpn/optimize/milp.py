@@ -1,0 +1,205 @@
+"""Stage 1: build the aggregate MILP, hand it to HiGHS, and read the solution back.
+
+``build_model`` calls the constraint families in a fixed order (PyPSA / oemof-solph style);
+each family module carries its math in its docstring. Solving goes through Pyomo's
+``pyomo.contrib.solver`` HiGHS interface, which is persistent: :meth:`PlanModel.resolve` after
+changing the carbon Params re-solves without a rebuild or a new handoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from greencpn.errors import SolverError
+from greencpn.optimize import budget, capacity, caps, completion, nodes, objective
+from greencpn.optimize.builder import ModelBuilder
+from greencpn.optimize.inputs import PlanInputs
+from greencpn.optimize.variables import Vars, allocate
+
+log = logging.getLogger(__name__)
+
+#: the order families are built in; each returns early when it does not apply
+FAMILIES = (completion, capacity, nodes, caps, budget, objective)
+
+
+class SolveStatus(StrEnum):
+    OPTIMAL = "optimal"  # proven within the configured gap
+    TIME_LIMIT = "time_limit"  # stopped by the time limit; the incumbent is used
+    INFEASIBLE = "infeasible"
+    NO_SOLUTION = "no_solution"  # stopped with no incumbent
+    ERROR = "error"
+
+
+@dataclass
+class SolveOutcome:
+    status: SolveStatus
+    termination: str
+    objective: float | None
+    bound: float | None
+    mip_gap: float | None
+    build_s: float
+    handoff_s: float
+    solve_s: float
+    extract_s: float = 0.0
+    incumbent_used_on_time_limit: bool = False
+    n_vars: int = 0
+    n_constraints: int = 0
+    n_job_groups: int = 0
+    warm: bool = False
+
+    @property
+    def usable(self) -> bool:
+        return self.status in (SolveStatus.OPTIMAL, SolveStatus.TIME_LIMIT)
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["status"] = self.status.value
+        return d
+
+
+@dataclass
+class MilpSolution:
+    """Stage-1 decisions as arrays (see :mod:`greencpn.optimize.variables`)."""
+
+    n: np.ndarray  # [P, T] int
+    u: np.ndarray
+    d: np.ndarray
+    level: np.ndarray  # [P, T] chosen level index
+    g: np.ndarray  # [P, L, T]
+    x: np.ndarray  # [X] work per (k, s, t) of V.x_k / x_s / x_t
+    q: np.ndarray  # [K]
+    e: np.ndarray  # [S, T]
+    v: np.ndarray  # [S, T]
+
+
+def dominant_levels(inp: PlanInputs, g: np.ndarray) -> np.ndarray:
+    """[P, T] the level carrying most busy GPUs; where a pool is idle, its most efficient level
+    (least energy per unit of work, counting the GPU's share of its node's idle power)."""
+    level = np.argmax(g, axis=1)
+    idle = g.sum(axis=1) <= 1e-9
+    for p, pool in enumerate(inp.pools):
+        per_work = (pool.level_extra_kw + pool.node_idle_kw / pool.gpus_per_node) / pool.level_thr
+        level[p, idle[p]] = int(np.argmin(per_work))
+    return level
+
+
+class PlanModel:
+    """A built model with its persistent solver."""
+
+    def __init__(self, inp: PlanInputs) -> None:
+        t0 = time.perf_counter()
+        self.inp = inp
+        self.mb = ModelBuilder()
+        self.V: Vars = allocate(self.mb, inp)
+        # families that only need ids first, objective last (it needs the Pyomo vars)
+        for fam in FAMILIES[:-1]:
+            fam.add(self.mb, inp, self.V)
+        self.mb.finalize()
+        objective.add(self.mb, inp, self.V)
+        self.build_s = time.perf_counter() - t0
+        self._solver = None
+
+    @property
+    def model(self):
+        return self.mb.m
+
+    def _make_solver(self):
+        from pyomo.contrib.solver.solvers.highs import Highs
+
+        solver = Highs()
+        if not solver.available():
+            raise SolverError("HiGHS is not available: pip install highspy")
+        return solver
+
+    def solve(self) -> SolveOutcome:
+        cfg = self.inp.solver
+        warm = self._solver is not None
+        if self._solver is None:
+            self._solver = self._make_solver()
+        opts = {
+            # measured: feasibility jump overran the time limit and halved speed on L
+            "mip_heuristic_run_feasibility_jump": False,
+            "output_flag": bool(os.environ.get("GREENCPN_SOLVER_LOG")),
+        }
+        kwargs = dict(
+            time_limit=cfg.time_limit_s, rel_gap=cfg.mip_rel_gap, load_solutions=False,
+            raise_exception_on_nonoptimal_result=False, solver_options=opts,
+        )
+        if cfg.threads:
+            kwargs["threads"] = cfg.threads
+        if warm:
+            kwargs["auto_updates"] = dict(
+                check_for_new_or_removed_constraints=False, check_for_new_or_removed_vars=False,
+                check_for_new_or_removed_params=False, check_for_new_objective=False,
+                update_constraints=False, update_vars=False, update_named_expressions=False,
+                update_parameters=True, update_objective=True,
+            )
+        t0 = time.perf_counter()
+        try:
+            res = self._solver.solve(self.model, **kwargs)
+        except Exception as exc:  # solver crash: report as a typed outcome
+            log.exception("HiGHS failed")
+            return SolveOutcome(SolveStatus.ERROR, repr(exc), None, None, None, self.build_s,
+                                time.perf_counter() - t0, 0.0, warm=warm)
+        wall = time.perf_counter() - t0
+        highs_s = float(getattr(res.timing_info, "highs_time", 0.0) or 0.0)
+        tc = str(res.termination_condition.name)
+        has_sol = str(res.solution_status.name) in ("optimal", "feasible")
+        if tc == "convergenceCriteriaSatisfied":
+            status = SolveStatus.OPTIMAL
+        elif tc == "maxTimeLimit":
+            status = SolveStatus.TIME_LIMIT if has_sol else SolveStatus.NO_SOLUTION
+        elif tc in ("provenInfeasible", "infeasibleOrUnbounded"):
+            status = SolveStatus.INFEASIBLE
+        elif has_sol:
+            status = SolveStatus.TIME_LIMIT
+        else:
+            status = SolveStatus.NO_SOLUTION if tc != "error" else SolveStatus.ERROR
+        obj = res.incumbent_objective
+        bound = res.objective_bound
+        gap = None
+        if obj is not None and bound is not None:
+            gap = abs(obj - bound) / max(abs(obj), 1e-9)
+        if has_sol:
+            res.solution_loader.load_vars()
+        if status is SolveStatus.TIME_LIMIT:
+            log.warning("HiGHS stopped at the time limit (%.0f s); using the incumbent (gap %s)",
+                        cfg.time_limit_s, f"{gap:.2%}" if gap is not None else "unknown")
+        return SolveOutcome(
+            status=status, termination=tc, objective=obj, bound=bound, mip_gap=gap,
+            build_s=0.0 if warm else self.build_s, handoff_s=max(0.0, wall - highs_s),
+            solve_s=highs_s, incumbent_used_on_time_limit=status is SolveStatus.TIME_LIMIT,
+            n_vars=self.mb.n_vars, n_constraints=self.mb.n_rows(),
+            n_job_groups=len(self.inp.groups), warm=warm,
+        )
+
+    def resolve(self, inp: PlanInputs) -> SolveOutcome:
+        """Re-solve with new carbon intensities (same fleet, jobs and horizon)."""
+        if inp.T != self.inp.T or len(inp.sites) != len(self.inp.sites):
+            raise ValueError("resolve() needs the same horizon and sites; build a new model")
+        self.inp = inp
+        objective.set_intensity(self.model, inp)
+        return self.solve()
+
+    def set_weights(self, carbon_weight_per_kg: float, cost_weight: float) -> None:
+        self.model.w_carbon = carbon_weight_per_kg
+        self.model.w_cost = cost_weight
+
+    def extract(self) -> MilpSolution:
+        V, mb = self.V, self.mb
+        g = mb.value(V.g)
+        if V.y is not None:
+            level = np.argmax(mb.value(V.y), axis=1)
+        else:
+            level = dominant_levels(self.inp, g)
+        return MilpSolution(
+            n=np.rint(mb.value(V.n)).astype(int), u=np.rint(mb.value(V.u)).astype(int),
+            d=np.rint(mb.value(V.d)).astype(int), level=level, g=g,
+            x=mb.value(V.x_id), q=mb.value(V.q), e=mb.value(V.e), v=mb.value(V.v),
+        )

@@ -1,0 +1,298 @@
+"""One planning run: inputs → MILP → placement → repair → evaluation → the plan document.
+
+:func:`make_plan` is the single code path the one-off report, the daemon and the what-if replay
+share. It returns a :class:`PlanResult` whose ``document`` is the versioned ``plan.json``
+(schema ``greencpn.plan/1``, see docs/plan-schema.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from greencpn.clock import Clock
+from greencpn.config import FleetConfig, slot_times
+from greencpn.errors import ConfigError, SolverError
+from greencpn.optimize.checks import run_checks
+from greencpn.optimize.evaluate import Evaluation, evaluate
+from greencpn.optimize.inputs import PlanInputs, build_inputs
+from greencpn.optimize.milp import MilpSolution, PlanModel, SolveOutcome
+from greencpn.optimize.placement import Schedule, place_jobs, repair_nodes
+from greencpn.optimize.residency import check_residency
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "greencpn.plan/1"
+
+
+@dataclass
+class PlanResult:
+    inputs: PlanInputs
+    outcome: SolveOutcome
+    milp: MilpSolution
+    schedule: Schedule
+    nodes_on: np.ndarray
+    startups: np.ndarray
+    shutdowns: np.ndarray
+    executed: Evaluation
+    baselines: dict[str, Evaluation]
+    baseline_schedules: dict[str, tuple[Schedule, np.ndarray, np.ndarray]]
+    diagnostics: list[str]
+    tradeoff: list[dict]
+    document: dict
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def horizon_start(cfg: FleetConfig, clock: Clock | None) -> datetime:
+    """The configured start, else the clock's now rounded down to a slot boundary."""
+    if cfg.raw.horizon.start is not None:
+        return cfg.raw.horizon.start
+    if clock is None:
+        raise ConfigError("no horizon start", source=str(cfg.path), field="horizon.start",
+                          fix="set horizon.start or pass a clock (the CLI uses now)")
+    now = clock.now()
+    step = cfg.raw.horizon.slot_minutes * 60
+    epoch = int(now.timestamp()) // step * step
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def load_carbon(cfg: FleetConfig, start: datetime, slots: int) -> dict[str, np.ndarray]:
+    """Carbon intensity per zone for each slot of the horizon, from the configured file."""
+    from greencpn.sources.files import read_carbon_file
+
+    slot = timedelta(minutes=cfg.raw.horizon.slot_minutes)
+    zones = sorted({s.zone for s in cfg.raw.sites})
+    wanted = [start + i * slot for i in range(slots)]
+    out: dict[str, np.ndarray] = {}
+    for zone in zones:
+        series = read_carbon_file(
+            cfg.carbon_path, zone=zone, assume_utc=cfg.raw.carbon.assume_utc or None, slot=slot,
+            max_gap=slot * cfg.raw.carbon.max_gap_slots,
+        ).intensity_g_per_kwh
+        vals = series.reindex(wanted)
+        if vals.isna().any():
+            missing = [w for w, v in zip(wanted, vals.isna(), strict=True) if v]
+            have = (f"the file covers {_iso(series.index[0])} – {_iso(series.index[-1] + slot)}"
+                    if len(series) else "the file has no values")
+            raise ConfigError(
+                f"zone {zone}: no carbon intensity for {len(missing)} slot(s) of the horizon, "
+                f"first {_iso(missing[0])}; {have}",
+                source=str(cfg.carbon_path), field=zone,
+                fix="extend the carbon file to cover the horizon, or move horizon.start",
+            )
+        out[zone] = vals.to_numpy(dtype=float)
+    return out
+
+
+def make_inputs(cfg: FleetConfig, clock: Clock | None = None,
+                intensity_by_zone: dict[str, np.ndarray] | None = None) -> PlanInputs:
+    start = horizon_start(cfg, clock)
+    T = cfg.raw.horizon.slots
+    starts = slot_times(start, T, cfg.raw.horizon.slot_minutes)
+    if intensity_by_zone is None:
+        intensity_by_zone = load_carbon(cfg, start, T)
+    return build_inputs(cfg, intensity_by_zone, start, starts)
+
+
+def _baselines(inp: PlanInputs) -> tuple[dict[str, Evaluation], dict]:
+    """Carbon-agnostic (start at release at the first allowed site, all nodes on, full power)
+    and shutdown-idle (the same schedule with idle nodes off) — priced by :func:`evaluate`."""
+    P, T = len(inp.pools), inp.T
+    all_on = np.repeat(np.array([p.nodes for p in inp.pools])[:, None], T, axis=1)
+    top = np.zeros((P, T), dtype=int)
+    sched = place_jobs(inp, all_on, top, mode="asap")
+    u_all = np.zeros((P, T), dtype=int)
+    u_all[:, 0] = np.maximum(0, all_on[:, 0] - np.array([p.initial_on for p in inp.pools]))
+    agn = evaluate(inp, sched, all_on, u_all)
+    n_si, u_si, d_si = repair_nodes(inp, sched)
+    si = evaluate(inp, sched, n_si, u_si)
+    return ({"carbon_agnostic": agn, "shutdown_idle": si},
+            {"carbon_agnostic": (sched, all_on, u_all), "shutdown_idle": (sched, n_si, u_si)})
+
+
+def make_plan(cfg: FleetConfig, clock: Clock, *, intensity_by_zone: dict[str, np.ndarray] | None = None,
+              model: PlanModel | None = None) -> PlanResult:
+    """Plan the fleet over the horizon. Pass a built ``model`` to re-plan with new carbon data."""
+    inp = make_inputs(cfg, clock, intensity_by_zone)
+    diagnostics = run_checks(inp)
+    if model is None:
+        model = PlanModel(inp)
+        outcome = model.solve()
+    else:
+        outcome = model.resolve(inp)
+    if not outcome.usable:
+        raise SolverError(
+            f"the MILP gave no usable plan: {outcome.status.value} ({outcome.termination})"
+            + ("; checks found: " + "; ".join(diagnostics) if diagnostics else "")
+        )
+    t0 = time.perf_counter()
+    sol = model.extract()
+    outcome.extract_s = time.perf_counter() - t0
+    return finish_plan(cfg, clock, inp, model, outcome, sol, diagnostics)
+
+
+def finish_plan(cfg: FleetConfig, clock: Clock, inp: PlanInputs, model: PlanModel,
+                outcome: SolveOutcome, sol: MilpSolution, diagnostics: list[str]) -> PlanResult:
+    t0 = time.perf_counter()
+    sched = place_jobs(inp, sol.n, sol.level, mode="plan", guide=work_by_group(inp, model, sol))
+    n, u, d = repair_nodes(inp, sched)
+    executed = evaluate(inp, sched, n, u)
+    placement_s = time.perf_counter() - t0
+    baselines, base_scheds = _baselines(inp)
+    bad = check_residency(inp, {j.id: (inp.pools[int(sched.pool[i])].site if sched.pool[i] >= 0 else None)
+                                for i, j in enumerate(inp.jobs)})
+    if bad:  # cannot happen by construction; refuse to emit such a plan
+        raise SolverError("placement broke data residency: " + "; ".join(bad[:5]))
+    for s, site in enumerate(inp.sites):
+        for t in np.nonzero(executed.budget_overrun_kwh[s] > 1e-6)[0]:
+            diagnostics.append(
+                f"budget: site {site.name} slot {t} ({_iso(inp.slot_starts[t])}) exceeds its "
+                f"{site.budget_kw[t]:.1f} kW budget by {executed.budget_overrun_kwh[s, t] / inp.slot_h:.1f} kW"
+            )
+    for j, job in enumerate(inp.jobs):
+        if executed.job_late_h[j] > 1e-6:
+            diagnostics.append(f"deadline: job {job.id} finishes {executed.job_late_h[j]:.2f} h late")
+        if executed.job_unserved_gpu_h[j] > 1e-6:
+            diagnostics.append(f"capacity: job {job.id} could not be placed inside the horizon "
+                               f"({executed.job_unserved_gpu_h[j]:.1f} GPU-h)")
+    tradeoff = _tradeoff(inp, model) if (inp.objective.tradeoff_points and inp.objective.cost_weight > 0
+                                         and inp.objective.carbon_weight_per_kg > 0) else []
+    res = PlanResult(inp, outcome, sol, sched, n, u, d, executed, baselines, base_scheds, diagnostics,
+                     tradeoff, {})
+    outcome_dict = outcome.as_dict()
+    outcome_dict["placement_s"] = placement_s
+    res.document = build_document(cfg, clock, res, outcome_dict)
+    return res
+
+
+def work_by_group(inp: PlanInputs, model: PlanModel, sol: MilpSolution) -> np.ndarray:
+    """[K, S, T] the MILP's work per group, site and slot."""
+    out = np.zeros((len(inp.groups), len(inp.sites), inp.T))
+    V = model.V
+    np.add.at(out, (V.x_k, V.x_s, V.x_t), sol.x)
+    return out
+
+
+def _tradeoff(inp: PlanInputs, model: PlanModel) -> list[dict]:
+    """Re-solve the built model at several carbon/cost weightings (Params only, warm solver)."""
+    obj = inp.objective
+    pts = []
+    k = inp.objective.tradeoff_points
+    S, T = len(inp.sites), inp.T
+    inten = np.array([s.intensity_g_per_kwh for s in inp.sites])
+    price = np.array([s.price_per_kwh for s in inp.sites])
+    # scale so that both terms are comparable: carbon-only … cost-only
+    for i in range(k + 2):
+        a = i / (k + 1)
+        wc, wp = obj.carbon_weight_per_kg * (1 - a), obj.cost_weight * a
+        if wc == 0 and wp == 0:
+            continue
+        model.set_weights(wc, wp)
+        out = model.solve()
+        if not out.usable:
+            continue
+        e = model.mb.value(model.V.e).reshape(S, T)
+        pts.append({"carbon_weight_per_kg": wc, "cost_weight": wp,
+                    "carbon_kg": float((e * inten).sum() / 1000.0), "cost": float((e * price).sum()),
+                    "energy_kwh": float(e.sum()), "status": out.status.value})
+    model.set_weights(obj.carbon_weight_per_kg, obj.cost_weight)
+    return pts
+
+
+def _pct(saved: float, base: float) -> float:
+    return 100.0 * saved / base if base else 0.0
+
+
+def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dict) -> dict:
+    inp = res.inputs
+    T, dt = inp.T, inp.slot_h
+    ex = res.executed
+    bound = res.outcome.bound
+    gap = None
+    if bound is not None and ex.objective:
+        gap = max(0.0, (ex.objective - bound) / abs(ex.objective))
+    pools = []
+    for p, pool in enumerate(inp.pools):
+        pc = cfg.raw.pools[p]
+        lev = res.schedule.level[p, :T]
+        gm = pool.gpu_model
+        pools.append({
+            "name": pool.name, "site": inp.sites[pool.site].name, "gpu_model": gm.name,
+            "nodes": pool.nodes, "gpus_per_node": pool.gpus_per_node, "spares": pool.spares,
+            "hostlist": pc.hostlist, "hook": pc.hook.model_dump(),
+            "power_limit_min_w": gm.power_limit_min_w, "power_limit_max_w": gm.power_limit_max_w,
+            "power_limit_default_w": gm.power_limit_default_w,
+            "slots": [{
+                "slot": t, "nodes_on": int(res.nodes_on[p, t]), "startups": int(res.startups[p, t]),
+                "shutdowns": int(res.shutdowns[p, t]), "cap_level": int(lev[t]),
+                "power_cap_w": float(pool.level_cap_w[lev[t]]),
+                "busy_gpus": int(math.ceil(res.schedule.alloc[p, t] - 1e-9)),
+                "busy_gpu_avg": round(float(res.schedule.busy[p, t]), 3),
+                "it_power_kw": round(float(ex.pool_it_kw[p, t]), 3),
+            } for t in range(T)],
+        })
+    jobs = []
+    for j, job in enumerate(inp.jobs):
+        runs = res.schedule.runs[j]
+        p = int(res.schedule.pool[j])
+        start = end = None
+        if runs:
+            start = inp.start + timedelta(hours=float(res.schedule.start_h[j]))
+            end = inp.start + timedelta(hours=float(res.schedule.end_h[j]))
+        jobs.append({
+            "id": job.id, "site": inp.sites[inp.pools[p].site].name if p >= 0 else None,
+            "pool": inp.pools[p].name if p >= 0 else None, "gpus": job.gpus,
+            "work_gpu_h": job.work_gpu_h, "checkpointable": job.checkpointable,
+            "release": _iso(job.release), "deadline": _iso(job.deadline),
+            "start": _iso(start) if start else None, "end": _iso(end) if end else None,
+            "late_h": round(float(ex.job_late_h[j]), 4),
+            "unserved_gpu_h": round(float(ex.job_unserved_gpu_h[j]), 4),
+            "deferred": bool(job.required_gpu_h <= 0 or job.release_slot >= T),
+            "schedule": [{"slot": t, "gpus": g, "busy_fraction": round(f, 4)} for t, g, f in runs],
+        })
+    sites = []
+    for s, site in enumerate(inp.sites):
+        sites.append({
+            "name": site.name, "zone": site.zone, "pue": site.pue,
+            "slots": [{
+                "slot": t, "it_power_kw": round(float(ex.site_it_kw[s, t]), 3),
+                "meter_power_kw": round(float(ex.site_meter_kw[s, t]), 3),
+                "budget_kw": float(site.budget_kw[t]) if math.isfinite(site.budget_kw[t]) else None,
+                "intensity_g_per_kwh": float(site.intensity_g_per_kwh[t]),
+                "price_per_kwh": float(site.price_per_kwh[t]),
+                "energy_kwh": round(float(ex.site_energy_kwh[s, t]), 4),
+                "carbon_kg": round(float(ex.site_carbon_kg[s, t]), 4),
+                "cost": round(float(ex.site_cost[s, t]), 4),
+            } for t in range(T)],
+        })
+    base = {k: v.totals for k, v in res.baselines.items()}
+    tot = ex.totals
+    savings = {}
+    for k, b in base.items():
+        savings[f"carbon_kg_vs_{k}"] = b["carbon_kg"] - tot["carbon_kg"]
+        savings[f"carbon_pct_vs_{k}"] = _pct(b["carbon_kg"] - tot["carbon_kg"], b["carbon_kg"])
+        savings[f"energy_kwh_vs_{k}"] = b["energy_kwh"] - tot["energy_kwh"]
+        savings[f"cost_vs_{k}"] = b["cost"] - tot["cost"]
+    return {
+        "schema": SCHEMA,
+        "created_at": _iso(clock.now()),
+        "config": str(cfg.path),
+        "fleet": inp.name,
+        "horizon": {"start": _iso(inp.start), "slot_minutes": int(round(dt * 60)), "slots": T,
+                    "slot_starts": [_iso(t) for t in inp.slot_starts]},
+        "objective_weights": inp.objective.model_dump(),
+        "solver": outcome,
+        "executed": {"objective": ex.objective, "milp_bound": bound, "gap_to_bound": gap,
+                     "milp_objective": res.outcome.objective},
+        "pools": pools, "jobs": jobs, "sites": sites,
+        "totals": tot, "baselines": base, "savings": savings,
+        "diagnostics": res.diagnostics, "tradeoff": res.tradeoff,
+    }
