@@ -90,9 +90,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3, help="repeat each client this many times")
     ap.add_argument("--write", action="store_true", help="write bench/results/agent.md")
     args = ap.parse_args()
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         key_file = auth.write_key_file(Path(tmp) / "agent.key")
         key = auth.load_key(key_file)
@@ -131,15 +133,16 @@ def main() -> int:
                         raise RuntimeError(f"HTTP {resp.status}")
                 return call
 
-            results = {}
-            for name, factory in (("AgentClient (controller path)", via_client),
-                                  ("bare signed http.client loop", via_http_client)):
-                cpu0 = _cpu_s(proc.pid)
-                rps, lat = _run(args.threads, args.requests, factory)
-                cpu_ms = (_cpu_s(proc.pid) - cpu0) * 1000 / args.requests
-                results[name] = (rps, lat, cpu_ms)
-                print(f"{name}: {rps:.0f} req/s, p50 {_pct(lat, 50):.2f} ms, "
-                      f"p99 {_pct(lat, 99):.2f} ms, agent CPU {cpu_ms:.2f} ms/request")
+            results: dict[str, list[tuple[float, list[float], float]]] = {}
+            for round_no in range(1, args.rounds + 1):
+                for name, factory in (("AgentClient (controller path)", via_client),
+                                      ("bare signed http.client loop", via_http_client)):
+                    cpu0 = _cpu_s(proc.pid)
+                    rps, lat = _run(args.threads, args.requests, factory)
+                    cpu_ms = (_cpu_s(proc.pid) - cpu0) * 1000 / args.requests
+                    results.setdefault(name, []).append((rps, lat, cpu_ms))
+                    print(f"round {round_no} {name}: {rps:.0f} req/s, p50 {_pct(lat, 50):.2f} ms, "
+                          f"p99 {_pct(lat, 99):.2f} ms, agent CPU {cpu_ms:.2f} ms/request")
         finally:
             proc.terminate()
             proc.wait(timeout=10)
@@ -148,7 +151,8 @@ def main() -> int:
         "## Node agent: authenticated status requests/s",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `bench/bench_agent.py "
-        f"--requests {args.requests} --threads {args.threads}` on this machine: "
+        f"--requests {args.requests} --threads {args.threads} --rounds {args.rounds}` on this "
+        "machine: "
         f"`nproc` = {os.cpu_count()}, Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()} (machine shared with other work while measured).",
         "",
@@ -157,17 +161,22 @@ def main() -> int:
         "(HMAC check, nonce cache, 8 GPUs read, signed answer of "
         f"{len(str(sample))} characters); the clients run in a second process.",
         "",
-        "| client | threads | requests | requests/s | p50 ms | p99 ms | agent CPU ms/request "
-        "| target ≥ 500/s |",
+        "| client | threads | requests × rounds | requests/s (min / median / max) | p50 ms | "
+        "p99 ms | agent CPU ms/request | target ≥ 500/s |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for name, (rps, lat, cpu_ms) in results.items():
-        lines.append(f"| {name} | {args.threads} | {len(lat)} | {rps:.0f} | {_pct(lat, 50):.2f} | "
-                     f"{_pct(lat, 99):.2f} | {cpu_ms:.2f} | "
-                     f"{'met' if rps >= TARGET_RPS else 'NOT met'} |")
+    for name, runs in results.items():
+        rates = sorted(r[0] for r in runs)
+        lat = [x for r in runs for x in r[1]]
+        cpu_ms = statistics.median(r[2] for r in runs)
+        lines.append(f"| {name} | {args.threads} | {args.requests} × {len(runs)} | "
+                     f"{rates[0]:.0f} / {statistics.median(rates):.0f} / {rates[-1]:.0f} | "
+                     f"{_pct(lat, 50):.2f} | {_pct(lat, 99):.2f} | {cpu_ms:.2f} | "
+                     f"{'met' if rates[0] >= TARGET_RPS else 'NOT met in every round'} |")
     lines += [
         "",
-        f"Load average when measured: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores. "
+        f"Load average before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores. "
         "Agent CPU per request is read from /proc/<pid>/stat (user+system) over the timed run; "
         "requests/s depends on what else runs on the machine, CPU per request much less.",
     ]
