@@ -30,6 +30,7 @@ import logging
 import math
 from dataclasses import replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -442,3 +443,131 @@ def _n_slots(issued_at: datetime, horizon: timedelta, step: timedelta) -> int:
     start = pd.Timestamp(issued_at).floor(pd.Timedelta(step))
     end = pd.Timestamp(issued_at) + pd.Timedelta(horizon)
     return max(1, math.ceil((end - start) / pd.Timedelta(step)))
+
+
+# ---------------------------------------------------------------------------- construction
+LIVE_SOURCES = ("electricitymaps", "watttime", "ukgrid")
+SOURCE_SPECS = (*LIVE_SOURCES, "csv:PATH")
+
+
+class FileSource:
+    """A carbon history file as a source: ``history`` from the file (read with
+    :func:`greencpn.sources.files.read_carbon_file`, any of its formats); no issued forecasts,
+    so in a chain the forecaster makes them."""
+
+    step = timedelta(hours=1)
+
+    def __init__(self, path: str | Path, *, zone: str, accounting: str = "lifecycle") -> None:
+        self.path = Path(path)
+        self.zone = zone
+        self.accounting = accounting
+        self.name = f"csv:{path}"
+        self._series: CarbonSeries | None = None
+
+    def load(self) -> CarbonSeries:
+        if self._series is None:
+            from greencpn.sources.files import read_carbon_file
+
+            self._series = read_carbon_file(self.path, zone=self.zone,
+                                            accounting=self.accounting)  # type: ignore[arg-type]
+        return self._series
+
+    @property
+    def signal(self) -> str:
+        return self.load().signal
+
+    def end_time(self) -> datetime:
+        """Just after the file's last slot (the natural issue time of a forecast)."""
+        s = self.load()
+        idx = s.intensity_g_per_kwh.index
+        return (idx[-1] + (s.step or timedelta(hours=1))).to_pydatetime()
+
+    def history(self, zone: str, start: datetime, end: datetime) -> CarbonSeries:
+        s = self.load()
+        v = s.intensity_g_per_kwh
+        mask = np.asarray((v.index >= pd.Timestamp(start)) & (v.index < pd.Timestamp(end)))
+        est = s.estimated[mask] if s.estimated is not None else None
+        return replace(s, intensity_g_per_kwh=v[mask], estimated=est)
+
+    def forecast(self, zone: str, issued_at: datetime, horizon: timedelta) -> CarbonSeries:
+        raise BadResponseError(f"{self.name}: a history file holds no issued forecasts")
+
+
+def open_source(spec: str, *, clock: Clock, zone: str | None = None,
+                base_url: str | None = None, keys_file: str | Path | None = None,
+                accounting: str = "lifecycle", policy: Any = None,
+                check_keys: bool = True) -> Any:
+    """Build a source from its name as written in a config or on the command line.
+
+    Args:
+        spec: ``electricitymaps``, ``watttime``, ``ukgrid`` or ``csv:PATH``.
+        clock: the clock every part uses.
+        zone: the zone (needed for ``csv:PATH`` multi-zone files).
+        base_url: API root override.
+        keys_file: TOML key file (else ``$GREENCPN_KEYS_FILE`` / the default path).
+        accounting: lifecycle or direct (Electricity Maps, files).
+        policy: a :class:`~greencpn.sources.http.RetryPolicy`.
+        check_keys: raise :class:`~greencpn.errors.ConfigError` now if a key is missing.
+
+    Raises:
+        ConfigError: unknown source name, csv without a path, missing key / unsafe key file.
+    """
+    from greencpn.sources.http import HttpClient
+    from greencpn.sources.keys import KeyStore
+
+    name, _, arg = spec.partition(":")
+    if name == "csv":
+        if not arg:
+            raise ConfigError("csv source needs a path", field="source",
+                              fix="write csv:PATH, e.g. csv:carbon.csv")
+        return FileSource(arg, zone=zone or "", accounting=accounting)
+    if name not in LIVE_SOURCES:
+        raise ConfigError(f"unknown source {spec!r}", field="source",
+                          fix=f"use one of {', '.join(SOURCE_SPECS)}")
+    kw: dict[str, Any] = {"http": HttpClient(name, policy, clock=clock), "clock": clock}
+    if base_url:
+        kw["base_url"] = base_url
+    if name == "ukgrid":
+        from greencpn.sources.ukgrid import UKGridSource
+
+        return UKGridSource(**kw)
+    keys = KeyStore.from_env(key_file=keys_file)
+    if name == "electricitymaps":
+        from greencpn.sources.electricitymaps import ElectricityMapsSource
+
+        if check_keys:
+            keys.require("electricitymaps", "token")
+        return ElectricityMapsSource(keys=keys, accounting=accounting, **kw)  # type: ignore[arg-type]
+    from greencpn.sources.watttime import WattTimeSource
+
+    if check_keys:
+        keys.require("watttime", "username")
+        keys.require("watttime", "password")
+    return WattTimeSource(keys=keys, **kw)
+
+
+def open_chain(spec: str, zone: str, *, clock: Clock, use_cache: bool = True,
+               cache_path: str | Path | None = None, base_url: str | None = None,
+               keys_file: str | Path | None = None, accounting: str = "lifecycle",
+               history_file: str | Path | None = None, budget: int | None = None,
+               policy: Any = None, check_keys: bool = True) -> SourceChain:
+    """The full chain for one site's source (what ``greencpn forecast`` and the plan use).
+
+    A ``csv:PATH`` source has no issued forecasts: the chain then has no live source, the file
+    is its history and the forecaster makes the forecast. ``history_file`` adds a history file
+    for the forecaster of a live source. ``budget`` caps requests per UTC day.
+    """
+    from greencpn.sources.cache import SeriesCache, default_cache_path
+
+    src = open_source(spec, clock=clock, zone=zone, base_url=base_url, keys_file=keys_file,
+                      accounting=accounting, policy=policy, check_keys=check_keys)
+    if isinstance(src, FileSource):
+        return SourceChain(None, None, clock=clock, history_source=src, signal=src.signal,
+                           source_name=src.name)
+    cache = None
+    if use_cache:
+        cache = SeriesCache(cache_path or default_cache_path(), clock,
+                            daily_budget={src.name: budget} if budget is not None else None)
+    history = (FileSource(history_file, zone=zone, accounting=accounting)
+               if history_file else None)
+    return SourceChain(src, cache, clock=clock, history_source=history, source_name=src.name)

@@ -19,8 +19,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-SOURCES = ("electricitymaps", "watttime", "ukgrid", "csv:PATH")
-
 
 def add_parser(subparsers: Any) -> None:
     """Register ``forecast`` on the main parser's subparsers."""
@@ -68,138 +66,25 @@ def run_forecast(args: argparse.Namespace) -> int:
                   else SystemClock())
     if _fast_cached(args, clock):
         return 0
-    from greencpn.sources.cache import SeriesCache, default_cache_path
-    from greencpn.sources.chain import SourceChain
-    from greencpn.sources.http import HttpClient, RetryPolicy
-    from greencpn.sources.keys import KeyStore
+    from greencpn.sources.chain import open_chain
+    from greencpn.sources.http import RetryPolicy
 
-    policy = RetryPolicy(max_attempts=max(1, args.retries), read_timeout_s=args.timeout)
-    source_arg: str = args.source
-    name = source_arg.split(":", 1)[0]
-    live: Any
     issued: datetime | None = (_parse_time_arg(args.issued, "--issued")
                                if args.issued else None)
-    if name == "csv":
-        path = source_arg.split(":", 1)[1] if ":" in source_arg else ""
-        if not path:
-            raise ConfigError("csv source needs a path", field="--source",
-                              fix="write --source csv:PATH")
-        live = CsvSource(Path(path), zone=args.zone, accounting=args.accounting)
-        if issued is None:
-            issued = live.end_time()
-    else:
-        http = HttpClient(name, policy, clock=clock)
-        kw: dict[str, Any] = {"http": http, "clock": clock}
-        if args.base_url:
-            kw["base_url"] = args.base_url
-        if name == "electricitymaps":
-            from greencpn.sources.electricitymaps import ElectricityMapsSource
-
-            keys = KeyStore.from_env(key_file=args.keys_file)
-            keys.require("electricitymaps", "token")  # a user mistake: say so, exit 2
-            live = ElectricityMapsSource(keys=keys, accounting=args.accounting, **kw)
-        elif name == "watttime":
-            from greencpn.sources.watttime import WattTimeSource
-
-            keys = KeyStore.from_env(key_file=args.keys_file)
-            keys.require("watttime", "username")
-            keys.require("watttime", "password")
-            live = WattTimeSource(keys=keys, **kw)
-        elif name == "ukgrid":
-            from greencpn.sources.ukgrid import UKGridSource
-
-            live = UKGridSource(**kw)
-        else:
-            raise ConfigError(f"unknown source {source_arg!r}", field="--source",
-                              fix=f"use one of {', '.join(SOURCES)}")
-    cache = None
-    if not args.no_cache and name != "csv":
-        budget = {name: args.budget} if args.budget is not None else None
-        cache = SeriesCache(args.cache or default_cache_path(), clock, daily_budget=budget)
-    history = (CsvSource(Path(args.history), zone=args.zone, accounting=args.accounting)
-               if args.history else None)
-    if name == "csv":
-        # A history file has no issued forecasts: the forecaster is the forecast.
-        chain = SourceChain(None, None, clock=clock, history_source=live,
-                            signal=live._load().signal, source_name=live.name)
-    else:
-        chain = SourceChain(live, cache, clock=clock, history_source=history,
-                            source_name=live.name)
-    series = chain.forecast(args.zone, issued or clock.now(), timedelta(hours=args.hours))
+    chain = open_chain(
+        args.source, args.zone, clock=clock, use_cache=not args.no_cache,
+        cache_path=args.cache, base_url=args.base_url, keys_file=args.keys_file,
+        accounting=args.accounting, history_file=args.history, budget=args.budget,
+        policy=RetryPolicy(max_attempts=max(1, args.retries), read_timeout_s=args.timeout))
+    if issued is None:
+        end_time = getattr(chain.history_source, "end_time", None)
+        issued = end_time() if chain.live is None and end_time is not None else clock.now()
+    series = chain.forecast(args.zone, issued, timedelta(hours=args.hours))
     _print(plain_series(series), chain.errors, args.json)
     if args.plot:
         plot_series(series, Path(args.plot))
         print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
-
-
-# ------------------------------------------------------------------------------ csv source
-class CsvSource:
-    """A carbon CSV as a source: history from the file, no issued forecasts (the chain's
-    forecaster makes them). Uses :func:`greencpn.sources.files.read_carbon_file` when
-    available, else a plain wide-CSV read."""
-
-    step = timedelta(hours=1)
-
-    def __init__(self, path: Path, *, zone: str, accounting: str = "lifecycle") -> None:
-        self.path = path
-        self.zone = zone
-        self.accounting = accounting
-        self.name = f"csv:{path}"
-        self._series: Any = None
-
-    def _load(self) -> Any:
-        if self._series is None:
-            try:
-                from greencpn.sources.files import read_carbon_file
-            except ImportError:
-                self._series = _read_wide_plain(self.path, self.zone)
-            else:
-                self._series = read_carbon_file(self.path, zone=self.zone,
-                                                accounting=self.accounting)  # type: ignore[arg-type]
-            self.signal = self._series.signal
-        return self._series
-
-    def end_time(self) -> datetime:
-        s = self._load()
-        idx = s.intensity_g_per_kwh.index
-        step = s.step or timedelta(hours=1)
-        return (idx[-1] + step).to_pydatetime()
-
-    def history(self, zone: str, start: datetime, end: datetime) -> Any:
-        from dataclasses import replace
-
-        import pandas as pd
-
-        s = self._load()
-        v = s.intensity_g_per_kwh
-        v = v[(v.index >= pd.Timestamp(start)) & (v.index < pd.Timestamp(end))]
-        est = s.estimated.loc[v.index] if s.estimated is not None else None
-        return replace(s, intensity_g_per_kwh=v, estimated=est)
-
-    def forecast(self, zone: str, issued_at: datetime, horizon: timedelta) -> Any:
-        from greencpn.sources.http import BadResponseError
-
-        raise BadResponseError(f"{self.name}: a history file holds no issued forecasts")
-
-
-def _read_wide_plain(path: Path, zone: str) -> Any:
-    import pandas as pd
-
-    from greencpn.errors import ConfigError
-    from greencpn.sources.base import CarbonSeries
-
-    try:
-        df = pd.read_csv(path)
-    except FileNotFoundError:
-        raise ConfigError("file not found", source=str(path), fix="check the path") from None
-    if zone not in df.columns:
-        raise ConfigError(f"zone {zone!r} not in the file", source=str(path), field="zone",
-                          fix=f"pick one of {list(df.columns[1:])}")
-    idx = pd.to_datetime(df.iloc[:, 0], utc=True)
-    values = pd.Series(df[zone].to_numpy(dtype=float), index=pd.DatetimeIndex(idx),
-                       name="intensity_g_per_kwh")
-    return CarbonSeries(zone=zone, intensity_g_per_kwh=values, source=f"csv:{path}")
 
 
 # ---------------------------------------------------------------------------------- output

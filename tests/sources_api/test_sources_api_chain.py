@@ -232,3 +232,28 @@ def test_cached_history_feeds_the_forecaster(replay, tmp_path, api):
     clock.advance(timedelta(hours=7))
     h2 = chain.history("GB", end - timedelta(hours=24), end)
     assert h2.fallback == "cache" and h2.stale_age_s == 7 * 3600
+
+
+def test_open_chain_watttime_from_env_keys(replay, tmp_path, monkeypatch, api):
+    """The factory the CLI and the plan use: keys from the environment, cache, budget."""
+    from greencpn.errors import ConfigError
+    from greencpn.sources.chain import open_chain
+
+    monkeypatch.delenv("GREENCPN_WATTTIME_USERNAME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    clock = SimClock(datetime(2022, 7, 15, 0, 2, tzinfo=UTC))
+    with pytest.raises(ConfigError, match="GREENCPN_WATTTIME_USERNAME"):
+        open_chain("watttime", "CAISO_NORTH", clock=clock, cache_path=tmp_path / "c.sqlite")
+    monkeypatch.setenv("GREENCPN_WATTTIME_USERNAME", api.WT_USER)
+    monkeypatch.setenv("GREENCPN_WATTTIME_PASSWORD", api.WT_PASSWORD)
+    chain = open_chain("watttime", "CAISO_NORTH", clock=clock, base_url=replay.url,
+                       cache_path=tmp_path / "c.sqlite", budget=5)
+    t0 = datetime(2022, 7, 15, tzinfo=UTC)
+    fc = chain.forecast("CAISO_NORTH", t0, timedelta(minutes=15))
+    assert fc.fallback is None and fc.signal == "marginal" and fc.step == timedelta(minutes=5)
+    assert fc.intensity_g_per_kwh.tolist() == pytest.approx([870 * 0.45359237] * 3)
+    # from 00:02 the window reaches the 00:15 slot the recorded 3-point forecast lacks
+    fc2 = chain.forecast("CAISO_NORTH", clock.now(), timedelta(minutes=15))
+    assert fc2.fallback == "live+forecaster:seasonal_naive" and fc2.estimated.tolist() == [
+        False, False, False, True]
+    assert chain.cache.budget_used("watttime") == 1
