@@ -133,18 +133,36 @@ def _natural(text: str) -> tuple[tuple[str, int], ...]:
     return tuple((t, int(d) if d else -1) for t, d in re.findall(r"(\D*)(\d*)", text) if t or d)
 
 
-def _key(name: str) -> tuple[object, ...]:
-    """Sort key: prefix (naturally), suffix, number, width (Slurm's hostrange order), name."""
-    m = _LAST_DIGITS.match(name)
-    if not m:
-        return (_natural(name), name, "", -1, 0, name)
-    prefix, digits, suffix = m.groups()
-    return (_natural(prefix), prefix, suffix, int(digits), len(digits), name)
+_Parsed = tuple[str, str, str | None, int, str]  # prefix, suffix, digits, number, name
+
+
+def _sorted_parsed(names: Iterable[str]) -> list[_Parsed]:
+    """Split names at their last digit run and sort them (Slurm's hostrange order).
+
+    Order: prefix (naturally: ``rack2`` before ``rack10``), suffix, number, digit width, name.
+    The prefix/suffix pairs are ranked once, so sorting 100k names compares small tuples.
+    """
+    parsed: list[_Parsed] = []
+    for name in names:
+        m = _LAST_DIGITS.match(name)
+        if m:
+            prefix, digits, suffix = m.groups()
+            parsed.append((prefix, suffix, digits, int(digits), name))
+        else:
+            parsed.append((name, "", None, -1, name))
+    pairs = {(p[0], p[1]) for p in parsed}
+    rank = {pair: i for i, pair in enumerate(
+        sorted(pairs, key=lambda ps: (_natural(ps[0]), ps[0], ps[1])))}
+    parsed.sort(key=lambda p: (rank[(p[0], p[1])], p[3], len(p[2] or ""), p[4]))
+    return parsed
 
 
 def sort_hosts(names: Iterable[str]) -> list[str]:
     """Natural sort of node names: ``n2`` before ``n10``; names grouped by prefix and suffix."""
-    return sorted(names, key=_key)
+    return [p[4] for p in _sorted_parsed(names)]
+
+
+_BAD_NAME = re.compile(r"[\[\],\s]")
 
 
 def compress(names: Iterable[str]) -> str:
@@ -157,24 +175,20 @@ def compress(names: Iterable[str]) -> str:
     Raises:
         HostlistError: a name contains ``[``, ``]``, ``,`` or whitespace.
     """
-    uniq = set()
-    for n in names:
-        if not n or any(c in n for c in "[],") or any(c.isspace() for c in n):
+    uniq = set(names)
+    for n in uniq:
+        if not n or _BAD_NAME.search(n):
             raise _bad(str(n), "a node name may not be empty or contain brackets, commas or spaces")
-        uniq.add(n)
-    ordered = sort_hosts(uniq)
     # Group consecutive names sharing prefix and suffix; build ranges within each group.
     groups: list[tuple[str, str, list[tuple[str, int]]]] = []
-    for name in ordered:
-        m = _LAST_DIGITS.match(name)
-        if not m:
+    for prefix, suffix, digits, number, name in _sorted_parsed(uniq):
+        if digits is None:
             groups.append((name, "\0", []))
             continue
-        prefix, digits, suffix = m.groups()
         if groups and groups[-1][0] == prefix and groups[-1][1] == suffix:
-            groups[-1][2].append((digits, int(digits)))
+            groups[-1][2].append((digits, number))
         else:
-            groups.append((prefix, suffix, [(digits, int(digits))]))
+            groups.append((prefix, suffix, [(digits, number)]))
     out: list[str] = []
     for prefix, suffix, nums in groups:
         if suffix == "\0":

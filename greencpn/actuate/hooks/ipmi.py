@@ -21,6 +21,7 @@ Config keys (``kind = "ipmi"``):
 * ``ipmitool`` (default ``"ipmitool"``), ``timeout_s`` (default 20, per ipmitool call).
 * ``soft_off_timeout_s`` (default 300), ``poll_interval_s`` (default 5), ``hard_off``
   (default true).
+* ``parallel`` (default 16) — BMCs talked to at the same time.
 * ``drain_hook`` — optional nested hook table (e.g. ``kind = "slurm"``) for drain/resume and
   for the drained/running-jobs part of status. Without it drain/resume raise
   :class:`PermanentError` (a BMC cannot drain a node).
@@ -32,6 +33,8 @@ import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from greencpn.actuate.base import Change, NodePower, NodePowerHook, NodeStatus
 from greencpn.actuate.hooks._common import (
@@ -43,6 +46,8 @@ from greencpn.actuate.hooks._common import (
     run_command,
 )
 from greencpn.errors import ConfigError, PermanentError, TemporaryError
+
+T = TypeVar("T")
 
 _STATUS = re.compile(r"Chassis Power is (on|off)", re.IGNORECASE)
 _AUTH_MARKERS = ("unable to establish", "invalid user name", "password", "unauthorized",
@@ -71,6 +76,7 @@ class IpmiHook:
         soft_off_timeout_s: float = 300.0,
         poll_interval_s: float = 5.0,
         hard_off: bool = True,
+        parallel: int = 16,
         drain_hook: NodePowerHook | None = None,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
@@ -92,6 +98,7 @@ class IpmiHook:
         self.soft_off_timeout_s = soft_off_timeout_s
         self.poll_interval_s = poll_interval_s
         self.hard_off = hard_off
+        self.parallel = parallel
         self.drain_hook = drain_hook
         self._sleep = sleep
         self._monotonic = monotonic
@@ -138,6 +145,7 @@ class IpmiHook:
             soft_off_timeout_s=s.float_("soft_off_timeout_s", 300.0),
             poll_interval_s=s.float_("poll_interval_s", 5.0, minimum=0.01),
             hard_off=s.bool_("hard_off", True),
+            parallel=s.int_("parallel", 16, minimum=1),
             drain_hook=drain_hook,
         )
         s.check_unknown()
@@ -195,82 +203,106 @@ class IpmiHook:
             raise TemporaryError(f"ipmi {node}: unexpected 'chassis power status' output {out!r}")
         return NodePower.ON if m.group(1).lower() == "on" else NodePower.OFF
 
+    def _map(self, fn: Callable[[str], T], nodes: Sequence[str]) -> dict[str, T | Exception]:
+        """Run ``fn(node)`` for every node, ``parallel`` BMCs at a time; errors are returned."""
+
+        def one(n: str) -> T | Exception:
+            try:
+                return fn(n)
+            except (TemporaryError, PermanentError) as exc:
+                return exc
+
+        if len(nodes) <= 1 or self.parallel <= 1:
+            return {n: one(n) for n in nodes}
+        with ThreadPoolExecutor(max_workers=min(self.parallel, len(nodes))) as pool:
+            return dict(zip(nodes, pool.map(one, nodes), strict=True))
+
     def status(self, nodes: Sequence[str]) -> list[NodeStatus]:
         nodes = list(nodes)
         extra: dict[str, NodeStatus] = {}
         if self.drain_hook is not None and nodes:
             extra = {s.name: s for s in self.drain_hook.status(nodes)}
+        states = self._map(self._power_state, nodes)
         out = []
         for n in nodes:
             other = extra.get(n)
             drained = other.drained if other else False
             jobs = other.running_jobs if other else 0
-            try:
-                power = self._power_state(n)
+            power = states[n]
+            if isinstance(power, Exception):
+                out.append(NodeStatus(n, NodePower.UNKNOWN, drained, jobs, detail=str(power)))
+            else:
                 out.append(NodeStatus(n, power, drained, jobs, detail=f"chassis power {power.value}"))
-            except (TemporaryError, PermanentError) as exc:
-                out.append(NodeStatus(n, NodePower.UNKNOWN, drained, jobs, detail=str(exc)))
         return out
 
+    def _on_one(self, n: str) -> Change:
+        before = self._power_state(n)
+        if before == NodePower.ON:
+            return noop(n, "power", before.value, "already on")
+        self._ipmitool(n, "chassis", "power", "on")
+        return power_change(n, before, self._power_state(n), "chassis power on")
+
     def power_on(self, nodes: Sequence[str]) -> list[Change]:
+        nodes = list(nodes)
         changes: list[Change] = []
         failures: dict[str, Exception] = {}
-        for n in nodes:
-            try:
-                before = self._power_state(n)
-                if before == NodePower.ON:
-                    changes.append(noop(n, "power", before.value, "already on"))
-                    continue
-                self._ipmitool(n, "chassis", "power", "on")
-                after = self._power_state(n)
-                changes.append(power_change(n, before, after, "chassis power on"))
-            except (TemporaryError, PermanentError) as exc:
-                failures[n] = exc
+        for n, result in self._map(self._on_one, nodes).items():
+            if isinstance(result, Exception):
+                failures[n] = result
+            else:
+                changes.append(result)
         return raise_if_failed("ipmi power on", changes, failures, nodes)
 
+    def _soft_one(self, n: str) -> NodePower:
+        """Ask for an ACPI power off unless the node is off; return the state before."""
+        before = self._power_state(n)
+        if before != NodePower.OFF:
+            self._ipmitool(n, "chassis", "power", "soft")
+        return before
+
+    def _hard_one(self, n: str) -> NodePower:
+        self._ipmitool(n, "chassis", "power", "off")
+        return self._power_state(n)
+
     def power_off(self, nodes: Sequence[str]) -> list[Change]:
+        nodes = list(nodes)
         changes: list[Change] = []
         failures: dict[str, Exception] = {}
-        waiting: dict[str, NodePower] = {}
-        for n in nodes:
-            try:
-                before = self._power_state(n)
-                if before == NodePower.OFF:
-                    changes.append(noop(n, "power", before.value, "already off"))
-                    continue
-                self._ipmitool(n, "chassis", "power", "soft")
-                waiting[n] = before
-            except (TemporaryError, PermanentError) as exc:
-                failures[n] = exc
+        pending: dict[str, NodePower] = {}
+        for n, before in self._map(self._soft_one, nodes).items():
+            if isinstance(before, Exception):
+                failures[n] = before
+            elif before == NodePower.OFF:
+                changes.append(noop(n, "power", before.value, "already off"))
+            else:
+                pending[n] = before
         start = self._monotonic()
-        pending = dict(waiting)
         while pending:
-            for n in list(pending):
-                try:
-                    if self._power_state(n) == NodePower.OFF:
-                        waited = self._monotonic() - start
-                        changes.append(power_change(n, pending.pop(n), NodePower.OFF,
-                                                    f"soft off (ACPI) done within {waited:.1f} s"))
-                except (TemporaryError, PermanentError) as exc:
-                    failures[n] = exc
+            for n, state in self._map(self._power_state, list(pending)).items():
+                if isinstance(state, Exception):
+                    failures[n] = state
                     pending.pop(n)
+                elif state == NodePower.OFF:
+                    waited = self._monotonic() - start
+                    changes.append(power_change(n, pending.pop(n), NodePower.OFF,
+                                                f"soft off (ACPI) done within {waited:.1f} s"))
             if not pending or self._monotonic() - start >= self.soft_off_timeout_s:
                 break
             self._sleep(self.poll_interval_s)
-        for n, before in pending.items():
-            waited = self._monotonic() - start
-            if not self.hard_off:
+        waited = self._monotonic() - start
+        if pending and not self.hard_off:
+            for n in pending:
                 failures[n] = TemporaryError(
                     f"ipmi {n}: still on {waited:.0f} s after a soft power off and hard_off is false")
-                continue
-            try:
-                log.warning("ipmi %s: still on %.0f s after soft off, forcing power off", n, waited)
-                self._ipmitool(n, "chassis", "power", "off")
-                after = self._power_state(n)
+            pending = {}
+        for n in pending:
+            log.warning("ipmi %s: still on %.0f s after soft off, forcing power off", n, waited)
+        for n, after in self._map(self._hard_one, list(pending)).items():
+            if isinstance(after, Exception):
+                failures[n] = after
+            else:
                 changes.append(power_change(
-                    n, before, after, f"soft off timed out after {waited:.0f} s; hard power off"))
-            except (TemporaryError, PermanentError) as exc:
-                failures[n] = exc
+                    n, pending[n], after, f"soft off timed out after {waited:.0f} s; hard power off"))
         return raise_if_failed("ipmi power off", changes, failures, nodes)
 
     def _nested(self, op: str) -> NodePowerHook:
