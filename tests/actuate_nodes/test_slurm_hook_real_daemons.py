@@ -151,7 +151,7 @@ ResumeProgram={d / 'resume.sh'}
 ResumeFailProgram={d / 'resume-fail.sh'}
 SuspendTime=3600
 SuspendTimeout=2
-ResumeTimeout=300
+ResumeTimeout=8
 NodeName=node1 NodeHostname={host} NodeAddr=127.0.0.1 CPUs=1
 NodeName=fake[1-4] NodeAddr=127.0.0.1 CPUs=1 State=CLOUD
 PartitionName=main Nodes=node1 Default=YES State=UP
@@ -293,3 +293,20 @@ def test_slurm_errors_are_typed(slurm: SlurmCluster) -> None:
     with pytest.raises(TemporaryError, match="timed out after 2 s"):
         dead.status(["fake1"])
     assert time.monotonic() - t0 < 10
+
+
+def test_boot_timeout_marks_node_failed(slurm: SlurmCluster) -> None:
+    """fake[1-2] were powered up above and never register: after ResumeTimeout (8 s) Slurm
+    runs ResumeFailProgram and the hook reports them failed; an operator's resume clears it."""
+    hook = _hook(slurm)
+    if _power(hook, "fake1")["fake1"] == NodePower.OFF:  # run on its own (-k): power up first
+        hook.power_on(["fake1", "fake2"])
+    _wait("fake1/fake2 failed", lambda: set(_power(hook, "fake1", "fake2").values())
+          == {NodePower.FAILED}, 30)
+    st = hook.status(["fake1"])[0]
+    assert "ResumeTimeout reached" in st.detail
+    fails = [c for c in slurm.calls() if c["action"] == "fail"]
+    assert fails and fails[0]["hostlist"] == "fake[1-2]"
+    slurm.run("scontrol", "update", "nodename=fake[1-2]", "state=resume")
+    _wait("fake1/fake2 back to powered down", lambda: set(_power(hook, "fake1", "fake2").values())
+          == {NodePower.OFF}, 15)
