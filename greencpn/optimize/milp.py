@@ -79,13 +79,30 @@ class MilpSolution:
 
 
 def dominant_levels(inp: PlanInputs, g: np.ndarray) -> np.ndarray:
-    """[P, T] the level carrying most busy GPUs; where a pool is idle, its most efficient level
-    (least energy per unit of work, counting the GPU's share of its node's idle power)."""
-    level = np.argmax(g, axis=1)
-    idle = g.sum(axis=1) <= 1e-9
+    """[P, T] one cap level per pool and slot from the MILP's GPU counts per level.
+
+    Where the MILP mixes levels (it does when capacity binds), the slot gets the most
+    power-saving level whose throughput still reaches the mix's busy-weighted average, so the
+    executed pool delivers the work the MILP planned with the same GPUs. Where a pool is idle,
+    its most efficient level (least energy per unit of work, counting the GPU's share of its
+    node's idle power).
+    """
+    P, L, T = g.shape
+    level = np.zeros((P, T), dtype=int)
     for p, pool in enumerate(inp.pools):
-        per_work = (pool.level_extra_kw + pool.node_idle_kw / pool.gpus_per_node) / pool.level_thr
-        level[p, idle[p]] = int(np.argmin(per_work))
+        nl = len(pool.level_thr)
+        thr = pool.level_thr  # sorted by cap, highest first: non-increasing
+        per_work = (pool.level_extra_kw + pool.node_idle_kw / pool.gpus_per_node) / thr
+        efficient = int(np.argmin(per_work))
+        gp = g[p, :nl]
+        total = gp.sum(axis=0)
+        for t in range(T):
+            if total[t] <= 1e-9:
+                level[p, t] = efficient
+                continue
+            avg = float((thr * gp[:, t]).sum() / total[t])
+            ok = np.nonzero(thr >= avg - 1e-9)[0]
+            level[p, t] = int(ok[-1]) if ok.size else 0
     return level
 
 

@@ -75,7 +75,7 @@ def extension_slots(inp: PlanInputs) -> int:
 def place_jobs(inp: PlanInputs, nodes_on: np.ndarray, level: np.ndarray, *, mode: str = "plan",
                carbon_w: float | None = None, cost_w: float | None = None,
                job_order: list[int] | None = None, subslots: int = 4,
-               guide: np.ndarray | None = None) -> Schedule:
+               guide: np.ndarray | None = None, reserve_kwh: np.ndarray | None = None) -> Schedule:
     """Place every job on one pool.
 
     Placement works on a finer grid than the MILP (``subslots`` steps per slot, 15 min for
@@ -90,6 +90,8 @@ def place_jobs(inp: PlanInputs, nodes_on: np.ndarray, level: np.ndarray, *, mode
         guide: [K, S, T] the MILP's work per group, site and slot. Steps where the job's group
             has no planned work left at that site cost extra (the dearest busy-GPU cost among
             its sites), so jobs follow the MILP and leave room for the jobs it planned there.
+        reserve_kwh: [S, T] meter energy to keep free under each budget (found by an earlier
+            pass whose node repair or start-ups went over it).
     """
     P, T = len(inp.pools), inp.T
     T2 = extension_slots(inp)
@@ -123,6 +125,8 @@ def place_jobs(inp: PlanInputs, nodes_on: np.ndarray, level: np.ndarray, *, mode
     for p, pool in enumerate(inp.pools):
         base_kw = pool.node_idle_kw * nodes_on[p] + pool.node_off_kw * (pool.nodes - nodes_on[p])
         head[pool.site, : T * k] -= pue[p] * dt * np.repeat(base_kw, k)
+    if reserve_kwh is not None:
+        head[:, : T * k] -= np.repeat(reserve_kwh, k, axis=1) / k
     alloc = np.zeros((P, F))
     busy = np.zeros((P, F))
     J = len(inp.jobs)
@@ -345,8 +349,30 @@ def repair_nodes(inp: PlanInputs, sched: Schedule, *, carbon_w: float | None = N
             for t in range(T):
                 if busy[p, t] > 0:
                     mb.add_row("boot_capacity", [n[p, t], u[p, t]], [m_, -m_ * pool.boot_frac], float(busy[p, t]), None)
+    # site budgets (family 5) with the placement's busy power fixed, overrun penalised
+    S = len(inp.sites)
+    v = mb.new_vars("cont", (S, T), lb=0.0)
+    lev = sched.level[:, :T]
+    for s_, site in enumerate(inp.sites):
+        at = [p for p, pool in enumerate(inp.pools) if pool.site == s_]
+        for t in range(T):
+            if not math.isfinite(site.budget_kw[t]):
+                continue
+            fixed = sum(site.pue * inp.slot_h * (inp.pools[p].node_off_kw * inp.pools[p].nodes
+                        + inp.pools[p].level_extra_kw[lev[p, t]] * busy[p, t]) for p in at)
+            ids, cf = [int(v[s_, t])], [-1.0]
+            for p in at:
+                pool = inp.pools[p]
+                ids += [int(n[p, t]), int(u[p, t])]
+                cf += [site.pue * inp.slot_h * (pool.node_idle_kw - pool.node_off_kw), site.pue * pool.boot_extra_kwh]
+            mb.add_row("site_budget", ids, cf, None, site.budget_kw[t] * inp.slot_h - fixed)
     mb.finalize()
+    from greencpn.optimize.objective import BUDGET_OVERRUN_WEIGHT_PER_KWH
+
     coefs, vars_ = [], []
+    for i in v.ravel().tolist():
+        coefs.append(BUDGET_OVERRUN_WEIGHT_PER_KWH)
+        vars_.append(mb.vars[int(i)])
     for p, pool in enumerate(inp.pools):
         site = inp.sites[pool.site]
         for t in range(T):

@@ -142,9 +142,7 @@ def make_plan(cfg: FleetConfig, clock: Clock, *, intensity_by_zone: dict[str, np
 def finish_plan(cfg: FleetConfig, clock: Clock, inp: PlanInputs, model: PlanModel,
                 outcome: SolveOutcome, sol: MilpSolution, diagnostics: list[str]) -> PlanResult:
     t0 = time.perf_counter()
-    sched = place_jobs(inp, sol.n, sol.level, mode="plan", guide=work_by_group(inp, model, sol))
-    n, u, d = repair_nodes(inp, sched)
-    executed = evaluate(inp, sched, n, u)
+    sched, n, u, d, executed = place_and_repair(inp, model, sol)
     placement_s = time.perf_counter() - t0
     baselines, base_scheds = _baselines(inp)
     bad = check_residency(inp, {j.id: (inp.pools[int(sched.pool[i])].site if sched.pool[i] >= 0 else None)
@@ -171,6 +169,33 @@ def finish_plan(cfg: FleetConfig, clock: Clock, inp: PlanInputs, model: PlanMode
     outcome_dict["placement_s"] = placement_s
     res.document = build_document(cfg, clock, res, outcome_dict)
     return res
+
+
+def place_and_repair(inp: PlanInputs, model: PlanModel, sol: MilpSolution, max_passes: int = 6):
+    """Stage 2 with a feedback loop: when the node repair (min up, start-up energy) pushes a
+    site over its budget, or a job ends late that could be on time, place again with that
+    energy held back and the late jobs first. Keeps the best pass by the objective."""
+    guide = work_by_group(inp, model, sol)
+    reserve = np.zeros((len(inp.sites), inp.T))
+    order = None
+    best = None
+    for _ in range(max_passes):  # noqa: B007
+        sched = place_jobs(inp, sol.n, sol.level, mode="plan", guide=guide, reserve_kwh=reserve,
+                           job_order=order)
+        n, u, d = repair_nodes(inp, sched)
+        ev = evaluate(inp, sched, n, u)
+        if best is None or ev.objective < best[4].objective - 1e-9:
+            best = (sched, n, u, d, ev)
+        late = [j for j in range(len(inp.jobs)) if ev.job_late_h[j] > 1e-6]
+        if ev.budget_overrun_kwh.sum() <= 1e-6 and not late:
+            break
+        reserve += ev.budget_overrun_kwh * 1.5 + (ev.budget_overrun_kwh > 0) * 0.05 * inp.slot_h
+        base = sorted(range(len(inp.jobs)), key=lambda i: (inp.jobs[i].deadline_slot,
+                      -inp.jobs[i].gpus * inp.jobs[i].work_gpu_h, inp.jobs[i].id))
+        first = set(late)
+        order = [j for j in base if j in first] + [j for j in base if j not in first]
+    assert best is not None
+    return best
 
 
 def work_by_group(inp: PlanInputs, model: PlanModel, sol: MilpSolution) -> np.ndarray:

@@ -1,0 +1,113 @@
+"""``greencpn plan``: the one-off optimisation report.
+
+Writes ``plan.json`` (schema ``greencpn.plan/1``), ``report.md``, ``report.html`` and the PNG
+plots into ``--out``, and prints a short summary (or the whole plan with ``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from greencpn.clock import SystemClock
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="plan the fleet over the horizon and report the saving",
+        description="Solve the joint placement / shutdown / power-cap plan and write plan.json, "
+        "report.md and report.html with plots.",
+    )
+    p.add_argument("--config", required=True, type=Path, help="fleet config (TOML)")
+    p.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out/)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON instead of a summary")
+    p.add_argument("--no-report", action="store_true", help="write plan.json only (no plots)")
+    p.add_argument("--time-limit", type=float, default=None, help="override solver.time_limit_s")
+    p.set_defaults(func=run)
+
+
+def _fmt(v: float | None, unit: str = "", decimals: int = 1) -> str:
+    if v is None:
+        return "—"
+    return f"{v:,.{decimals}f}{unit}"
+
+
+def summary(doc: dict[str, Any], paths: dict[str, Path], wall_s: float) -> str:
+    s = doc["solver"]
+    ex = doc["executed"]
+    tot = doc["totals"]
+    base = doc["baselines"]
+    sav = doc["savings"]
+    h = doc["horizon"]
+    lines = [
+        f"greencpn plan — {doc['fleet']}: {len(doc['sites'])} sites, {len(doc['pools'])} pools, "
+        f"{sum(p['nodes'] for p in doc['pools'])} nodes, {len(doc['jobs'])} jobs, "
+        f"{h['slots']} × {h['slot_minutes']} min from {h['start']}",
+        f"solver: {s['status']} (MILP gap {_fmt(100 * s['mip_gap'] if s['mip_gap'] is not None else None, ' %', 2)}), "
+        f"{s['n_vars']:,} variables, {s['n_constraints']:,} rows, {s['n_job_groups']} job groups; "
+        f"build {s['build_s']:.1f} s, handoff {s['handoff_s']:.1f} s, solve {s['solve_s']:.1f} s, "
+        f"placement {s['placement_s']:.1f} s",
+        f"executed plan: {_fmt(100 * ex['gap_to_bound'] if ex['gap_to_bound'] is not None else None, ' %', 2)} "
+        "above the MILP bound",
+        "",
+        f"{'':24}{'energy kWh':>12}{'carbon kg':>12}{'cost':>12}{'late jobs':>11}",
+    ]
+    rows = [("plan", tot), ("carbon-agnostic", base["carbon_agnostic"]), ("shutdown-idle", base["shutdown_idle"])]
+    for name, t in rows:
+        lines.append(f"{name:24}{t['energy_kwh']:>12,.0f}{t['carbon_kg']:>12,.0f}{t['cost']:>12,.0f}{t['late_jobs']:>11}")
+    lines += [
+        "",
+        f"saving: {sav['carbon_kg_vs_carbon_agnostic']:,.0f} kg CO2e "
+        f"({sav['carbon_pct_vs_carbon_agnostic']:.1f} %) vs carbon-agnostic, "
+        f"{sav['carbon_kg_vs_shutdown_idle']:,.0f} kg ({sav['carbon_pct_vs_shutdown_idle']:.1f} %) vs shutdown-idle",
+    ]
+    if doc["diagnostics"]:
+        lines.append(f"diagnostics ({len(doc['diagnostics'])}):")
+        lines += [f"  - {d}" for d in doc["diagnostics"][:8]]
+        if len(doc["diagnostics"]) > 8:
+            lines.append(f"  … {len(doc['diagnostics']) - 8} more in plan.json")
+    if doc.get("tradeoff"):
+        lines.append("carbon/cost trade-off (MILP):")
+        for pt in doc["tradeoff"]:
+            lines.append(f"  w_carbon={pt['carbon_weight_per_kg']:.3g} w_cost={pt['cost_weight']:.3g}: "
+                         f"{pt['carbon_kg']:,.0f} kg, cost {pt['cost']:,.0f}")
+    lines.append("")
+    lines.append("wrote " + ", ".join(str(p) for p in paths.values()) + f" in {wall_s:.1f} s")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from greencpn.config import load_config
+    from greencpn.optimize.plan import make_plan
+
+    t0 = time.perf_counter()
+    cfg = load_config(args.config)
+    if args.time_limit is not None:
+        raw = cfg.raw.model_copy(update={"solver": cfg.raw.solver.model_copy(update={"time_limit_s": args.time_limit})})
+        cfg = type(cfg)(path=cfg.path, raw=raw, gpu_models=cfg.gpu_models, jobs=cfg.jobs, carbon_path=cfg.carbon_path)
+    result = make_plan(cfg, SystemClock())
+    doc = result.document
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    plan_path = out / "plan.json"
+    tmp = plan_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(plan_path)  # never a half-written plan
+    paths: dict[str, Path] = {"plan": plan_path}
+    if not args.no_report:
+        from greencpn.report.render import render_report
+
+        rendered = render_report(doc, out)
+        paths["md"] = rendered["md"]
+        paths["html"] = rendered["html"]
+    if args.json:
+        json.dump(doc, sys.stdout, indent=1)
+        print()
+    else:
+        print(summary(doc, paths, time.perf_counter() - t0))
+    return 0
