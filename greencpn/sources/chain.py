@@ -280,18 +280,15 @@ class SourceChain:
             forecast_known = forecast_known[forecast_known.index < first_missing].dropna()
             known = pd.concat([history[history.index < forecast_known.index[0]]
                                if len(forecast_known) else history, forecast_known])
-            fc = self.forecaster_factory()
-            fc.fit(known)
             tail = grid[grid >= first_missing]
-            predicted, _ = _predicted_values(fc.predict(first_missing.to_pydatetime(),
-                                                        len(tail), step))
+            predicted, _, name = self._predict(zone, known, first_missing.to_pydatetime(),
+                                               len(tail), step)
             predicted = predicted.reindex(grid)
         except Exception as exc:  # the forecaster is a fallback: never let it kill the answer
             self._record(exc, f"{self.name} forecast {zone}: extending with the forecaster")
             return base
         full[missing] = predicted[missing]
         est[missing] = True
-        name = _forecaster_name(fc)
         prefix = base.fallback or "live"  # a fresh cache hit counts as live
         log.info("%s forecast %s: %d of %d slots from forecaster %s", self.name, zone,
                  int(missing.sum()), len(grid), name)
@@ -310,11 +307,8 @@ class SourceChain:
                 "fetch once while the API is up, or give a history file (--history PATH / "
                 "csv source)")
         step = _default_step(history) or step
-        fc = self.forecaster_factory()
-        fc.fit(history)
         n = _n_slots(issued_at, horizon, step)
-        values, quantiles = _predicted_values(fc.predict(issued_at, n, step))
-        name = _forecaster_name(fc)
+        values, quantiles, name = self._predict(zone, history, issued_at, n, step)
         log.log(logging.WARNING if self.live is not None else logging.INFO,
                 "%s forecast %s: no provider forecast; using forecaster %s on %d points "
                 "of history", self.name, zone, name, int(history.notna().sum()))
@@ -323,6 +317,25 @@ class SourceChain:
                             source=self.name, issued_at=issued_at,
                             estimated=pd.Series(True, index=values.index),
                             fallback=f"forecaster:{name}", quantiles=quantiles)
+
+    def _predict(self, zone: str, history: pd.Series, issued_at: datetime, n: int,
+                 step: timedelta) -> tuple[pd.Series, dict[float, pd.Series], str]:
+        """Fit the configured forecaster and predict ``n`` slots; if it fails (e.g. it needs
+        more history than is known), fall back to :class:`SeasonalNaiveForecaster`."""
+        try:
+            fc = self.forecaster_factory()
+            fc.fit(history)
+            values, quantiles = _predicted_values(fc.predict(issued_at, n, step))
+            if len(values) == n and not values.isna().all():
+                return values, quantiles, _forecaster_name(fc)
+            raise ValueError(f"forecaster returned {len(values)} values for {n} slots")
+        except Exception as exc:
+            if self.forecaster_factory is SeasonalNaiveForecaster:
+                raise
+            self._record(exc, f"{self.name} forecast {zone}: forecaster "
+                              f"{getattr(self.forecaster_factory, '__name__', '?')}")
+        fc = SeasonalNaiveForecaster().fit(history)
+        return fc.predict(issued_at, n, step), {}, fc.name
 
     def _history_for(self, zone: str, issued_at: datetime, step: timedelta) -> pd.Series:
         """Known intensity of ``zone`` before ``issued_at`` (history source, live history,
@@ -333,10 +346,14 @@ class SourceChain:
             if src is None or (src is self.live and self._live_down):
                 continue
             try:
-                parts.append(src.history(zone, start, issued_at).intensity_g_per_kwh)
+                # the live source goes through self.history: cached and counted in the budget
+                got = (self.history(zone, start, issued_at) if src is self.live
+                       else src.history(zone, start, issued_at))
+                parts.append(got.intensity_g_per_kwh)
                 break
             except (GreencpnError, ValueError) as exc:
-                self._record(exc, f"{getattr(src, 'name', 'source')} history {zone}")
+                if src is not self.live:  # self.history recorded its own failures
+                    self._record(exc, f"{getattr(src, 'name', 'source')} history {zone}")
         cached = self._cached_history(zone, before=issued_at)
         if not cached.empty:
             parts.insert(0, cached)  # lowest priority: later parts win on duplicates

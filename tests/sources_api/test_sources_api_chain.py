@@ -256,4 +256,25 @@ def test_open_chain_watttime_from_env_keys(replay, tmp_path, monkeypatch, api):
     fc2 = chain.forecast("CAISO_NORTH", clock.now(), timedelta(minutes=15))
     assert fc2.fallback == "live+forecaster:seasonal_naive" and fc2.estimated.tolist() == [
         False, False, False, True]
-    assert chain.cache.budget_used("watttime") == 1
+    # one forecast request; the extension asked the history endpoint once (budgeted too)
+    assert replay.count("/v3/forecast") == 1 and replay.count("/v3/historical") == 1
+    assert chain.cache.budget_used("watttime") == 2
+
+
+def test_failing_forecaster_falls_back_to_seasonal_naive(dead_url, tmp_path):
+    class NeedsAYear:
+        name = "needs_a_year"
+
+        def fit(self, history):
+            raise ValueError("needs 365 days of history")
+
+        def predict(self, issued_at, horizon_slots, step):
+            raise AssertionError("not fitted")
+
+    clock = SimClock(T0)
+    chain = make_chain(dead_url, tmp_path, clock)
+    chain.forecaster_factory = NeedsAYear
+    fc = chain.forecast("DE", T0, timedelta(hours=6))
+    assert fc.fallback == "forecaster:seasonal_naive"
+    assert fc.intensity_g_per_kwh.tolist() == [119.0, 120.0, 121.0, 122.0, 123.0, 100.0, 101.0]
+    assert any("needs 365 days" in str(e) for e in chain.errors)
