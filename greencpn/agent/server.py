@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9123
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+REFUSAL_LOG_INTERVAL_S = 10.0
 
 
 class ApiError(Exception):
@@ -481,10 +482,25 @@ class AgentHTTPServer(ThreadingHTTPServer):
         self.settings = settings
         self.idempotency = IdempotencyStore()
         self.idempotency_lock = threading.Lock()
+        self._refusals: dict[str, tuple[float, int]] = {}
+        self._refusal_lock = threading.Lock()
         self.ssl_context = _server_ssl_context(settings)
         family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
         self.address_family = family
         super().__init__((settings.host, settings.port), _Handler)
+
+    def log_refusal(self, code: str, message: str) -> None:
+        """Log a refused request: at most once per ``REFUSAL_LOG_INTERVAL_S`` per code, with a
+        count of the ones not logged (an unauthenticated flood must not flood the log)."""
+        now = time.monotonic()
+        with self._refusal_lock:
+            last, suppressed = self._refusals.get(code, (-math.inf, 0))
+            if now - last < REFUSAL_LOG_INTERVAL_S:
+                self._refusals[code] = (last, suppressed + 1)
+                return
+            self._refusals[code] = (now, 0)
+        more = f" (+{suppressed} more '{code}' refusals not logged)" if suppressed else ""
+        log.warning("%s%s", message, more)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind does a reverse DNS lookup (getfqdn); not needed here.
@@ -534,6 +550,9 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: AgentHTTPServer
 
+    def version_string(self) -> str:
+        return self.server_version
+
     def setup(self) -> None:
         self.timeout = self.server.settings.idle_timeout_s  # type: ignore[misc]  # per server
         super().setup()
@@ -556,8 +575,8 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 verified = self.server.verifier.verify(self.command, self.path, self.headers, body)
             except AuthError as exc:
-                log.warning("refused %s %s from %s: %s", self.command, self.path,
-                            self.client_address[0], exc)
+                self.server.log_refusal(exc.code, f"refused {self.command} {self.path} from "
+                                        f"{self.client_address[0]}: {exc}")
                 extra = {"WWW-Authenticate": SCHEME} if exc.status == 401 else {}
                 self._send(exc.status, _error_body(exc.code, str(exc), exc.fix), None, extra)
                 return

@@ -248,3 +248,15 @@ def test_keygen_cli_writes_a_0600_key(tmp_path: Path) -> None:
     assert len(auth.load_key(tmp_path / "new.key")) == 32
     again = _cli("agent", "keygen", str(tmp_path / "new.key"))
     assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_refused_requests_are_logged_but_a_flood_is_not(agent, caplog) -> None:  # noqa: ANN001
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="greencpn.agent.server"):
+        for _ in range(50):
+            status, _, _ = _raw(agent.url, "GET", "/v1/status")
+            assert status == 401
+    refusals = [r for r in caplog.records if "refused GET /v1/status" in r.getMessage()]
+    assert len(refusals) == 1
+    assert "request is not signed" in refusals[0].getMessage()
