@@ -90,6 +90,7 @@ class AgentSettings:
         work_cache_s: how long a running-work count is reused by ``/v1/status``, seconds.
         command_timeout_s: time limit of every command, seconds.
         idle_timeout_s: an idle keep-alive connection is closed after this, seconds.
+        max_connections: connections served at once; more are closed at once (and logged).
         proc_root: where /proc is (tests point it elsewhere).
         tls_cert / tls_key / tls_client_ca: serve TLS and require client certificates signed by
             ``tls_client_ca`` (mutual TLS), on top of HMAC.
@@ -108,6 +109,7 @@ class AgentSettings:
     work_cache_s: float = 2.0
     command_timeout_s: float = 30.0
     idle_timeout_s: float = 60.0
+    max_connections: int = 128
     proc_root: str = "/proc"
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -482,6 +484,7 @@ class AgentHTTPServer(ThreadingHTTPServer):
         self.settings = settings
         self.idempotency = IdempotencyStore()
         self.idempotency_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(settings.max_connections)
         self._refusals: dict[str, tuple[float, int]] = {}
         self._refusal_lock = threading.Lock()
         self.ssl_context = _server_ssl_context(settings)
@@ -518,6 +521,21 @@ class AgentHTTPServer(ThreadingHTTPServer):
             sock = self.ssl_context.wrap_socket(sock, server_side=True,
                                                 do_handshake_on_connect=False)
         return sock, addr
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.log_refusal("too_many_connections",
+                             f"closed a connection from {client_address[0]}: "
+                             f"{self.settings.max_connections} connections already open")
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.warning("connection from %s failed", client_address, exc_info=log.isEnabledFor(10))

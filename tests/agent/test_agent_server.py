@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -260,3 +261,24 @@ def test_refused_requests_are_logged_but_a_flood_is_not(agent, caplog) -> None: 
     refusals = [r for r in caplog.records if "refused GET /v1/status" in r.getMessage()]
     assert len(refusals) == 1
     assert "request is not signed" in refusals[0].getMessage()
+
+
+def test_connections_beyond_the_cap_are_closed(key_file, fake_proc) -> None:  # noqa: ANN001
+    import socket as socketlib
+
+    from greencpn.agent.server import AgentServer
+
+    key = auth.load_key(key_file)
+    settings = AgentSettings(port=0, proc_root=str(fake_proc), max_connections=2)
+    with AgentServer(None, key, settings) as server:
+        idle = [socketlib.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(2)]
+        try:
+            time.sleep(0.3)
+            extra = socketlib.create_connection(("127.0.0.1", server.port), timeout=5)
+            assert extra.recv(1) == b""  # closed by the agent without an answer
+            extra.close()
+        finally:
+            for s in idle:
+                s.close()
+        time.sleep(0.3)  # slots are given back when connections end
+        assert AgentClient(server.url, key).status()["gpus"] == []
