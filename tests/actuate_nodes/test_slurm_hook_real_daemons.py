@@ -305,8 +305,9 @@ def test_boot_timeout_marks_node_failed(slurm: SlurmCluster) -> None:
           == {NodePower.FAILED}, 30)
     st = hook.status(["fake1"])[0]
     assert "ResumeTimeout reached" in st.detail
-    fails = [c for c in slurm.calls() if c["action"] == "fail"]
-    assert fails and fails[0]["hostlist"] == "fake[1-2]"
+    fails = _wait("ResumeFailProgram call",
+                  lambda: [c for c in slurm.calls() if c["action"] == "fail"], 15)
+    assert isinstance(fails, list) and fails[0]["hostlist"] == "fake[1-2]"
     slurm.run("scontrol", "update", "nodename=fake[1-2]", "state=resume")
     _wait("fake1/fake2 back to powered down", lambda: set(_power(hook, "fake1", "fake2").values())
           == {NodePower.OFF}, 15)
