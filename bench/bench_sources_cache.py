@@ -164,6 +164,14 @@ def run(a: argparse.Namespace, tmp: Path) -> int:
         assert proc.returncode == 0 and "fallback    none (live)" in proc.stdout, proc.stderr
         walls.append(wall)
     example = proc.stdout
+    # past the TTL, API down: the full path (pandas, one refused connection, stale cache)
+    stale_cmd = [*dead[:dead.index("--now")], "--now", "2023-05-02T22:55Z",
+                 *dead[dead.index("--now") + 2:], "--retries", "1"]
+    stale = []
+    for _ in range(max(3, a.runs // 3)):
+        wall, p3 = cli(stale_cmd, env)
+        assert p3.returncode == 0 and "fallback    cache" in p3.stdout, p3.stderr
+        stale.append(wall)
     # the same command with only this area's subcommand registered (no other area's imports)
     own = []
     for _ in range(a.runs):
@@ -193,6 +201,8 @@ def run(a: argparse.Namespace, tmp: Path) -> int:
         f"| bare `SeriesCache.latest` SQLite lookup + decode | {stats_ms(raw)} | — |",
         f"| full `greencpn forecast --source electricitymaps --hours 48` from cache, API down, "
         f"subprocess wall ({a.runs} runs) | {stats_ms(walls)} | ≤ 1000 ms |",
+        f"| the same, 3 h later (past the TTL): stale cache via the full pandas path, one "
+        f"refused connection ({len(stale)} runs) | {stats_ms(stale)} | — |",
         f"| the same command with only `greencpn.sources.cli` registered (no other area's "
         f"imports) | {stats_ms(own)} | — |",
         f"| reference: `python -c pass` | {stats_ms(t_py)} | — |",
