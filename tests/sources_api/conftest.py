@@ -37,8 +37,9 @@ _LOCAL = {"127.0.0.1", "localhost", "::1"}
 
 # ------------------------------------------------------------------------------ no internet
 @pytest.fixture(autouse=True)
-def local_network_only(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Refuse any DNS lookup or connection that is not to 127.0.0.1 (the test fails loudly)."""
+def local_network_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """Refuse any DNS lookup or connection that is not to 127.0.0.1, and fail the test after
+    it ran if anything tried one (even if the code under test swallowed the error)."""
     attempts: list[Any] = []
     real_getaddrinfo = socket.getaddrinfo
     real_connect = socket.socket.connect
@@ -67,7 +68,8 @@ def local_network_only(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect_ex)
-    return attempts
+    yield attempts
+    assert not attempts, f"the test tried to reach non-local addresses: {attempts}"
 
 
 @pytest.fixture()
