@@ -27,7 +27,8 @@ can fill the (bounded) cache. Answers to authenticated requests are signed as we
 (``X-Greencpn-Response-Signature`` over the request's nonce, the status and the body hash), so
 the controller can tell the agent's answer from a forgery.
 
-Keys are 32 random bytes written as 64 hex characters in a file of mode 0600.
+Keys are 32 random bytes written as 64 hex characters in a file of mode 0600; a file may hold
+several keys, one per line, so a key can be rotated without downtime.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import re
 import secrets
 import stat
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
@@ -104,11 +105,15 @@ def write_key_file(path: str | Path, *, overwrite: bool = False) -> Path:
     return path
 
 
-def load_key(path: str | Path) -> bytes:
-    """Read a key file; it must be a regular file readable by its owner only (mode 0600 or 0400).
+def load_keys(path: str | Path) -> list[bytes]:
+    """Read every key of a key file: one hex key per line (``#`` comments and blank lines skipped).
+
+    The file must be a regular file readable by its owner only (mode 0600 or 0400). Several
+    keys allow rotation without downtime: the agent accepts any of them; a client signs with
+    the first.
 
     Raises:
-        ConfigError: missing, unreadable, too open, or not 64+ hex characters; says the fix.
+        ConfigError: missing, unreadable, too open, or a line that is not 64+ hex characters.
     """
     path = Path(path)
     try:
@@ -127,19 +132,34 @@ def load_key(path: str | Path) -> bytes:
             source=str(path), fix=f"chmod 600 {path}",
         )
     try:
-        text = path.read_text(encoding="ascii").strip()
+        text = path.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read key file: {exc}", source=str(path)) from None
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        key = b""
-    if len(key) < KEY_BYTES:
-        raise ConfigError(
-            f"key file must hold at least {2 * KEY_BYTES} hex characters (a {KEY_BYTES}-byte key)",
-            source=str(path), fix=f"generate one with: greencpn agent keygen --force {path}",
-        )
-    return key
+    keys = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            key = bytes.fromhex(line)
+        except ValueError:
+            key = b""
+        if len(key) < KEY_BYTES:
+            raise ConfigError(
+                f"each key must be at least {2 * KEY_BYTES} hex characters (a {KEY_BYTES}-byte "
+                "key) on its own line", source=str(path),
+                fix=f"generate one with: greencpn agent keygen --force {path}")
+        keys.append(key)
+    if not keys:
+        raise ConfigError(f"key file holds no key (need {2 * KEY_BYTES} hex characters)",
+                          source=str(path),
+                          fix=f"generate one with: greencpn agent keygen --force {path}")
+    return keys
+
+
+def load_key(path: str | Path) -> bytes:
+    """The first key of a key file (the one a client signs with); see :func:`load_keys`."""
+    return load_keys(path)[0]
 
 
 # ---------------------------------------------------------------------------------- signatures
@@ -203,6 +223,7 @@ class Verified:
 
     nonce: str
     idempotency_key: str
+    key_index: int = 0
 
 
 class NonceCache:
@@ -247,9 +268,12 @@ class Verifier:
         nonce_cache_max: bound on remembered nonces.
     """
 
-    def __init__(self, key: bytes, clock: Clock, *, max_skew_s: float = DEFAULT_MAX_SKEW_S,
+    def __init__(self, key: bytes | Sequence[bytes], clock: Clock, *,
+                 max_skew_s: float = DEFAULT_MAX_SKEW_S,
                  nonce_cache_max: int = DEFAULT_NONCE_CACHE_MAX) -> None:
-        self._key = key
+        self._keys = [key] if isinstance(key, bytes) else list(key)
+        if not self._keys:
+            raise ValueError("Verifier needs at least one key")
         self.clock = clock
         self.max_skew_s = max_skew_s
         self.nonces = NonceCache(nonce_cache_max)
@@ -273,8 +297,13 @@ class Verifier:
                 idem and not _TOKEN_RE.match(idem)):
             raise AuthError("malformed", "malformed authentication headers",
                             fix="timestamp: Unix seconds; nonce/idempotency key: 16-64 of [A-Za-z0-9_-]")
-        expected = sign_request(self._key, method, path, ts_text, nonce, body, idem)
-        if not hmac.compare_digest(expected.encode(), signature.strip().lower().encode()):
+        given = signature.strip().lower().encode()
+        key_index = -1
+        for i, key in enumerate(self._keys):  # every key is tried: timing shows nothing
+            expected = sign_request(key, method, path, ts_text, nonce, body, idem)
+            if hmac.compare_digest(expected.encode(), given) and key_index < 0:
+                key_index = i
+        if key_index < 0:
             raise AuthError("bad_signature", "signature does not match",
                             fix="the controller's key for this node must equal the agent's key file")
         ts = float(ts_text)
@@ -284,7 +313,8 @@ class Verifier:
                 "stale", f"timestamp is {now - ts:+.1f} s off the agent's clock "
                 f"(allowed ±{self.max_skew_s:g} s)", fix="synchronise clocks (NTP/chrony)")
         self.nonces.add(nonce, ts + self.max_skew_s, now)
-        return Verified(nonce=nonce, idempotency_key=idem)
+        return Verified(nonce=nonce, idempotency_key=idem, key_index=key_index)
 
-    def sign_response(self, nonce: str, status: int, body: bytes) -> str:
-        return sign_response(self._key, nonce, status, body)
+    def sign_response(self, verified: Verified, status: int, body: bytes) -> str:
+        """Sign an answer with the key that authenticated the request."""
+        return sign_response(self._keys[verified.key_index], verified.nonce, status, body)

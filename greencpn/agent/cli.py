@@ -58,11 +58,11 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from greencpn.agent.auth import load_key
+    from greencpn.agent.auth import load_keys
     from greencpn.agent.server import AgentServer, AgentSettings
 
     host, port = parse_listen(args.listen)
-    key = load_key(args.key_file)
+    key = load_keys(args.key_file)
     settings = AgentSettings(
         host=host, port=port, max_skew_s=args.max_skew_s, power_command=args.power_command,
         drain_command=args.drain_command, resume_command=args.resume_command,

@@ -35,7 +35,7 @@ import subprocess
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -689,7 +689,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         if verified is not None:
             self.send_header(HEADER_RESPONSE_SIGNATURE,
-                             self.server.verifier.sign_response(verified.nonce, status, raw))
+                             self.server.verifier.sign_response(verified, status, raw))
         for name, value in (extra_headers or {}).items():
             self.send_header(name, value)
         if self.close_connection:
@@ -729,13 +729,13 @@ class AgentServer:
 
     Args:
         backend: the node's GPUs (None: a node without GPUs).
-        key: the node key (see :func:`greencpn.agent.auth.load_key`).
+        key: the node key, or several (rotation; see :func:`greencpn.agent.auth.load_keys`).
         settings: agent settings.
         clock: injectable clock (authentication freshness, status times).
     """
 
-    def __init__(self, backend: GpuBackend | None, key: bytes, settings: AgentSettings,
-                 clock: Clock | None = None) -> None:
+    def __init__(self, backend: GpuBackend | None, key: bytes | Sequence[bytes],
+                 settings: AgentSettings, clock: Clock | None = None) -> None:
         clock = clock or SystemClock()
         self.settings = settings
         self.agent = NodeAgent(backend, settings, clock)

@@ -121,3 +121,30 @@ def test_key_file_errors_say_what_to_do(tmp_path: Path) -> None:
     first = existing.read_text()
     auth.write_key_file(existing, overwrite=True)
     assert existing.read_text() != first
+
+
+def test_key_file_with_two_keys_allows_rotation(tmp_path: Path) -> None:
+    old, new = auth.generate_key_hex(), auth.generate_key_hex()
+    path = tmp_path / "agent.key"
+    path.write_text(f"# rotating: new key first, old key until every controller has the new one\n"
+                    f"{new}\n\n{old}\n")
+    path.chmod(0o600)
+    keys = auth.load_keys(path)
+    assert keys == [bytes.fromhex(new), bytes.fromhex(old)]
+    assert load_key(path) == bytes.fromhex(new)
+    clock = _clock()
+    v = Verifier(keys, clock)
+    now = clock.now().timestamp()
+    for key, index in ((bytes.fromhex(old), 1), (bytes.fromhex(new), 0)):
+        verified = v.verify("GET", "/v1/status", signed_headers(key, "GET", "/v1/status", b"", now), b"")
+        assert verified.key_index == index
+        # the answer is signed with the key that signed the request
+        assert v.sign_response(verified, 200, b"{}") == auth.sign_response(key, verified.nonce, 200, b"{}")
+    with pytest.raises(AuthError, match="signature"):
+        v.verify("GET", "/v1/status", signed_headers(bytes(32), "GET", "/v1/status", b"", now), b"")
+    path.write_text(f"{new}\nnot-a-key\n")
+    with pytest.raises(ConfigError, match="own line"):
+        auth.load_keys(path)
+    path.write_text("# nothing\n")
+    with pytest.raises(ConfigError, match="no key"):
+        auth.load_keys(path)
