@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from greencpn.actuate.base import Change, NodePower, NodePowerHook, NodeStatus
 from greencpn.actuate.hooks._common import (
@@ -25,6 +25,9 @@ from greencpn.actuate.hooks._common import (
     NodeHookTemporaryError,
 )
 from greencpn.errors import ConfigError, PermanentError
+
+if TYPE_CHECKING:
+    from greencpn.config import HookConfig
 
 __all__ = [
     "CommandPermanentError",
@@ -135,7 +138,8 @@ def make_hook_from_mapping(table: Mapping[str, Any], *, source: str | None = Non
         raise
 
 
-def make_hook(hook_config: Any, *, source: str | None = None) -> NodePowerHook:
+def make_hook(hook_config: HookConfig | Mapping[str, Any], *,
+              source: str | None = None) -> NodePowerHook:
     """Build the hook a pool's :class:`greencpn.config.HookConfig` describes.
 
     Args:

@@ -109,7 +109,8 @@ class HookSettings:
         self.source = source
         self.known: set[str] = set()
 
-    def _err(self, key: str, msg: str, fix: str) -> ConfigError:
+    def error(self, key: str, msg: str, fix: str) -> ConfigError:
+        """A ConfigError for ``hook.<key>`` with the message and the fix."""
         return ConfigError(msg, source=self.source, field=f"hook.{key}", fix=fix)
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -120,31 +121,31 @@ class HookSettings:
         value = self.get(key, default)
         if value is None:
             if required:
-                raise self._err(key, f"hook kind '{self.kind}' needs '{key}'",
+                raise self.error(key, f"hook kind '{self.kind}' needs '{key}'",
                                 f"add {key} = \"...\" to the pool's [pools.hook] table")
             return None
         if not isinstance(value, str) or not value:
-            raise self._err(key, f"must be a non-empty string, got {value!r}", f'write {key} = "..."')
+            raise self.error(key, f"must be a non-empty string, got {value!r}", f'write {key} = "..."')
         return value
 
     def float_(self, key: str, default: float, *, minimum: float = 0.0) -> float:
         value = self.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-            raise self._err(key, f"must be a number >= {minimum}, got {value!r}",
+            raise self.error(key, f"must be a number >= {minimum}, got {value!r}",
                             f"write {key} = {default}")
         return float(value)
 
     def int_(self, key: str, default: int, *, minimum: int = 0) -> int:
         value = self.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self._err(key, f"must be an integer >= {minimum}, got {value!r}",
+            raise self.error(key, f"must be an integer >= {minimum}, got {value!r}",
                             f"write {key} = {default}")
         return value
 
     def bool_(self, key: str, default: bool) -> bool:
         value = self.get(key, default)
         if not isinstance(value, bool):
-            raise self._err(key, f"must be true or false, got {value!r}", f"write {key} = {str(default).lower()}")
+            raise self.error(key, f"must be true or false, got {value!r}", f"write {key} = {str(default).lower()}")
         return value
 
     def argv(self, key: str) -> list[str] | None:
@@ -156,15 +157,15 @@ class HookSettings:
             try:
                 parts = shlex.split(value)
             except ValueError as exc:
-                raise self._err(key, f"cannot split command {value!r}: {exc}",
+                raise self.error(key, f"cannot split command {value!r}: {exc}",
                                 "quote it like a shell command, or give a list of strings") from exc
         elif isinstance(value, list) and all(isinstance(v, str) for v in value):
             parts = list(value)
         else:
-            raise self._err(key, f"must be a command string or a list of strings, got {value!r}",
+            raise self.error(key, f"must be a command string or a list of strings, got {value!r}",
                             f'write {key} = ["/path/to/script", "--flag"]')
         if not parts:
-            raise self._err(key, "is empty", f'write {key} = "/path/to/script"')
+            raise self.error(key, "is empty", f'write {key} = "/path/to/script"')
         return parts
 
     def str_map(self, key: str) -> dict[str, str]:
@@ -172,20 +173,20 @@ class HookSettings:
         if not isinstance(value, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         ):
-            raise self._err(key, f"must be a table of strings, got {value!r}",
+            raise self.error(key, f"must be a table of strings, got {value!r}",
                             f'write [pools.hook.{key}] with lines like node01 = "..."')
         return dict(value)
 
     def int_list(self, key: str, default: Sequence[int]) -> list[int]:
         value = self.get(key, list(default))
         if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
-            raise self._err(key, f"must be a list of integers, got {value!r}", f"write {key} = [2]")
+            raise self.error(key, f"must be a list of integers, got {value!r}", f"write {key} = [2]")
         return list(value)
 
     def check_unknown(self, allowed_extra: Sequence[str] = ()) -> None:
         unknown = set(self.extra) - self.known - set(allowed_extra)
         if unknown:
-            raise self._err(sorted(unknown)[0],
+            raise self.error(sorted(unknown)[0],
                             f"unknown key(s) {sorted(unknown)} for hook kind '{self.kind}'",
                             f"use only {sorted(self.known)} (see docs/node-hooks.md)")
 

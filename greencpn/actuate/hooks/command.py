@@ -112,11 +112,11 @@ class CommandHook:
         timeouts: dict[str, float] = {}
         raw = s.get("timeouts_s", {})
         if not isinstance(raw, Mapping) or any(k not in OPERATIONS for k in raw):
-            raise s._err("timeouts_s", f"must be a table with keys among {OPERATIONS}, got {raw!r}",
+            raise s.error("timeouts_s", f"must be a table with keys among {OPERATIONS}, got {raw!r}",
                          "write timeouts_s = { power_on = 600 }")
         for k, v in raw.items():
             if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
-                raise s._err(f"timeouts_s.{k}", f"must be a positive number, got {v!r}",
+                raise s.error(f"timeouts_s.{k}", f"must be a positive number, got {v!r}",
                              "write a number of seconds")
             timeouts[k] = float(v)
         hook = cls(

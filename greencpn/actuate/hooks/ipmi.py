@@ -111,25 +111,25 @@ class IpmiHook:
         drain_hook = None
         if nested is not None:
             if not isinstance(nested, Mapping):
-                raise s._err("drain_hook", f"must be a hook table, got {nested!r}",
+                raise s.error("drain_hook", f"must be a hook table, got {nested!r}",
                              '[pools.hook.drain_hook] kind = "slurm"')
             drain_hook = make_hook_from_mapping(nested, source=s.source,
                                                 field_prefix="hook.drain_hook")
         bmcs = s.str_map("bmcs")
         template = s.str_("bmc_template")
         if not bmcs and not template:
-            raise s._err("bmcs", "hook kind 'ipmi' needs 'bmcs' (node → BMC address) or "
+            raise s.error("bmcs", "hook kind 'ipmi' needs 'bmcs' (node → BMC address) or "
                          "'bmc_template'", '[pools.hook.bmcs] node01 = "10.0.0.101"')
         if template and "{node}" not in template:
-            raise s._err("bmc_template", f"must contain {{node}}, got {template!r}",
+            raise s.error("bmc_template", f"must contain {{node}}, got {template!r}",
                          'write bmc_template = "{node}-ipmi"')
         password_file = s.str_("password_file")
         if password_file and not os.path.exists(password_file):
-            raise s._err("password_file", f"{password_file} does not exist",
+            raise s.error("password_file", f"{password_file} does not exist",
                          "create it (one line, mode 0600) or use password_env")
         cipher = s.get("cipher_suite", 3)
         if cipher is not None and (isinstance(cipher, bool) or not isinstance(cipher, int)):
-            raise s._err("cipher_suite", f"must be an integer, got {cipher!r}", "write 3 or 17")
+            raise s.error("cipher_suite", f"must be an integer, got {cipher!r}", "write 3 or 17")
         hook = cls(
             user=s.str_("user", required=True) or "",
             bmcs=bmcs,

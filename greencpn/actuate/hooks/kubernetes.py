@@ -108,7 +108,7 @@ class KubernetesHook:
         power_hook = None
         if nested is not None:
             if not isinstance(nested, Mapping):
-                raise s._err("power", f"must be a hook table, got {nested!r}",
+                raise s.error("power", f"must be a hook table, got {nested!r}",
                              '[pools.hook.power] kind = "ipmi"')
             power_hook = make_hook_from_mapping(nested, source=s.source, field_prefix="hook.power")
         host = s.str_("host")
@@ -120,7 +120,7 @@ class KubernetesHook:
         timeout_s = s.float_("request_timeout_s", 10.0, minimum=0.001)
         grace = s.get("grace_period_s")
         if grace is not None and (isinstance(grace, bool) or not isinstance(grace, int) or grace < 0):
-            raise s._err("grace_period_s", f"must be an integer >= 0, got {grace!r}",
+            raise s.error("grace_period_s", f"must be an integer >= 0, got {grace!r}",
                          "write grace_period_s = 30")
         attempts = s.int_("eviction_attempts", 5, minimum=1)
         interval = s.float_("eviction_retry_interval_s", 5.0)

@@ -170,11 +170,11 @@ class SlurmHook:
     def from_settings(cls, s: HookSettings) -> SlurmHook:
         mode = s.str_("power_down_mode", "power_down") or "power_down"
         if mode not in POWER_DOWN_MODES:
-            raise s._err("power_down_mode", f"must be one of {POWER_DOWN_MODES}, got {mode!r}",
+            raise s.error("power_down_mode", f"must be one of {POWER_DOWN_MODES}, got {mode!r}",
                          'write power_down_mode = "power_down"')
         fmt = s.str_("status_format", "auto") or "auto"
         if fmt not in ("auto", "json", "text"):
-            raise s._err("status_format", f"must be auto, json or text, got {fmt!r}",
+            raise s.error("status_format", f"must be auto, json or text, got {fmt!r}",
                          'write status_format = "auto"')
         hook = cls(
             scontrol=s.str_("scontrol", "scontrol") or "scontrol",

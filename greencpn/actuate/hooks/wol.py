@@ -60,10 +60,9 @@ class WolHook:
     def __init__(self, macs: Mapping[str, str], *, address: str = "255.255.255.255",
                  port: int = 9, repeat: int = 3, off_hook: NodePowerHook | None = None,
                  require_loopback: bool | None = None) -> None:
-        self.macs = {n: m for n, m in macs.items()}
-        for node, mac in self.macs.items():
+        self.macs = dict(macs)
+        for mac in self.macs.values():
             parse_mac(mac)  # validate early
-            del node
         self.address = address
         self.port = port
         self.repeat = repeat
@@ -86,18 +85,18 @@ class WolHook:
 
         macs = s.str_map("macs")
         if not macs:
-            raise s._err("macs", "hook kind 'wol' needs a 'macs' table (node → MAC)",
+            raise s.error("macs", "hook kind 'wol' needs a 'macs' table (node → MAC)",
                          '[pools.hook.macs] node01 = "aa:bb:cc:dd:ee:01"')
         for node, mac in macs.items():
             try:
                 parse_mac(mac)
             except ValueError as exc:
-                raise s._err(f"macs.{node}", str(exc), "write it as aa:bb:cc:dd:ee:ff") from None
+                raise s.error(f"macs.{node}", str(exc), "write it as aa:bb:cc:dd:ee:ff") from None
         off = s.get("off")
         off_hook = None
         if off is not None:
             if not isinstance(off, Mapping):
-                raise s._err("off", f"must be a hook table, got {off!r}",
+                raise s.error("off", f"must be a hook table, got {off!r}",
                              '[pools.hook.off] kind = "command" ...')
             off_hook = make_hook_from_mapping(off, source=s.source, field_prefix="hook.off")
         hook = cls(macs, address=s.str_("address", "255.255.255.255") or "255.255.255.255",
