@@ -42,8 +42,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _run(threads: int, total: int, make_worker: Callable[[], Callable[[], None]]
-         ) -> tuple[float, list[float]]:
+def _run(
+    threads: int, total: int, make_worker: Callable[[], Callable[[], None]]
+) -> tuple[float, list[float]]:
     """Run ``total`` requests split over ``threads``; return (requests/s, latencies in ms)."""
     per_thread = [total // threads + (1 if i < total % threads else 0) for i in range(threads)]
     latencies: list[list[float]] = [[] for _ in range(threads)]
@@ -101,9 +102,24 @@ def main() -> int:
         port = _free_port()
         env = dict(os.environ, PYTHONPATH=str(REPO))
         proc = subprocess.Popen(
-            [sys.executable, "-m", "greencpn.cli", "agent", "--listen", f"127.0.0.1:{port}",
-             "--key-file", str(key_file), "--gpu", "fake", "--fake-gpus", "8"],
-            env=env, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "greencpn.cli",
+                "agent",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--key-file",
+                str(key_file),
+                "--gpu",
+                "fake",
+                "--fake-gpus",
+                "8",
+            ],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 20
@@ -125,24 +141,32 @@ def main() -> int:
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 
                 def call() -> None:
-                    conn.request("GET", "/v1/status", headers=auth.signed_headers(
-                        key, "GET", "/v1/status", b"", time.time()))
+                    conn.request(
+                        "GET",
+                        "/v1/status",
+                        headers=auth.signed_headers(key, "GET", "/v1/status", b"", time.time()),
+                    )
                     resp = conn.getresponse()
                     resp.read()
                     if resp.status != 200:
                         raise RuntimeError(f"HTTP {resp.status}")
+
                 return call
 
             results: dict[str, list[tuple[float, list[float], float]]] = {}
             for round_no in range(1, args.rounds + 1):
-                for name, factory in (("AgentClient (controller path)", via_client),
-                                      ("bare signed http.client loop", via_http_client)):
+                for name, factory in (
+                    ("AgentClient (controller path)", via_client),
+                    ("bare signed http.client loop", via_http_client),
+                ):
                     cpu0 = _cpu_s(proc.pid)
                     rps, lat = _run(args.threads, args.requests, factory)
                     cpu_ms = (_cpu_s(proc.pid) - cpu0) * 1000 / args.requests
                     results.setdefault(name, []).append((rps, lat, cpu_ms))
-                    print(f"round {round_no} {name}: {rps:.0f} req/s, p50 {_pct(lat, 50):.2f} ms, "
-                          f"p99 {_pct(lat, 99):.2f} ms, agent CPU {cpu_ms:.2f} ms/request")
+                    print(
+                        f"round {round_no} {name}: {rps:.0f} req/s, p50 {_pct(lat, 50):.2f} ms, "
+                        f"p99 {_pct(lat, 99):.2f} ms, agent CPU {cpu_ms:.2f} ms/request"
+                    )
         finally:
             proc.terminate()
             proc.wait(timeout=10)
@@ -169,10 +193,12 @@ def main() -> int:
         rates = sorted(r[0] for r in runs)
         lat = [x for r in runs for x in r[1]]
         cpu_ms = statistics.median(r[2] for r in runs)
-        lines.append(f"| {name} | {args.threads} | {args.requests} × {len(runs)} | "
-                     f"{rates[0]:.0f} / {statistics.median(rates):.0f} / {rates[-1]:.0f} | "
-                     f"{_pct(lat, 50):.2f} | {_pct(lat, 99):.2f} | {cpu_ms:.2f} | "
-                     f"{'met' if rates[0] >= TARGET_RPS else 'NOT met in every round'} |")
+        lines.append(
+            f"| {name} | {args.threads} | {args.requests} × {len(runs)} | "
+            f"{rates[0]:.0f} / {statistics.median(rates):.0f} / {rates[-1]:.0f} | "
+            f"{_pct(lat, 50):.2f} | {_pct(lat, 99):.2f} | {cpu_ms:.2f} | "
+            f"{'met' if rates[0] >= TARGET_RPS else 'NOT met in every round'} |"
+        )
     lines += [
         "",
         f"Load average before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f} on "

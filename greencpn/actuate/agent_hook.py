@@ -56,8 +56,13 @@ class AgentNodeHook:
 
     name = "agent"
 
-    def __init__(self, client_for: Callable[[str], AgentClient], *,
-                 power_hook: NodePowerHook | None = None, max_parallel: int = 16) -> None:
+    def __init__(
+        self,
+        client_for: Callable[[str], AgentClient],
+        *,
+        power_hook: NodePowerHook | None = None,
+        max_parallel: int = 16,
+    ) -> None:
         self._client_for = client_for
         self._clients: dict[str, AgentClient] = {}
         self._lock = threading.Lock()
@@ -67,15 +72,23 @@ class AgentNodeHook:
     # ------------------------------------------------------------------------- construction
 
     @classmethod
-    def from_endpoints(cls, endpoints: Mapping[str, tuple[str, bytes]], *,
-                       power_hook: NodePowerHook | None = None, max_parallel: int = 16,
-                       **client_options: Any) -> AgentNodeHook:
+    def from_endpoints(
+        cls,
+        endpoints: Mapping[str, tuple[str, bytes]],
+        *,
+        power_hook: NodePowerHook | None = None,
+        max_parallel: int = 16,
+        **client_options: Any,
+    ) -> AgentNodeHook:
         """A hook over fixed nodes: ``{node: (url, key)}``; ``client_options`` go to AgentClient."""
 
         def client_for(node: str) -> AgentClient:
             if node not in endpoints:
-                raise ConfigError(f"no agent configured for node {node!r}", field="hook.urls",
-                                  fix="add the node's URL and key")
+                raise ConfigError(
+                    f"no agent configured for node {node!r}",
+                    field="hook.urls",
+                    fix="add the node's URL and key",
+                )
             url, key = endpoints[node]
             return AgentClient(url, key, **client_options)
 
@@ -96,36 +109,54 @@ class AgentNodeHook:
             "connect_timeout_s": s.float_("connect_timeout_s", 2.0, minimum=0.001),
             "read_timeout_s": s.float_("read_timeout_s", 10.0, minimum=0.001),
             "retries": s.int_("retries", 2),
-            "tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key,
+            "tls_ca": tls_ca,
+            "tls_cert": tls_cert,
+            "tls_key": tls_key,
         }
         max_parallel = s.int_("max_parallel", 16, minimum=1)
         nested = s.get("power")
         power_hook = None
         if nested is not None:
             if not isinstance(nested, Mapping):
-                raise s._err("power", f"must be a hook table, got {nested!r}",
-                             '[pools.hook.power] kind = "ipmi"')
+                raise s._err(
+                    "power",
+                    f"must be a hook table, got {nested!r}",
+                    '[pools.hook.power] kind = "ipmi"',
+                )
             power_hook = make_hook_from_mapping(nested, source=s.source, field_prefix="hook.power")
         s.check_unknown()
         if url_template is None and not urls:
-            raise ConfigError("hook kind 'agent' needs 'url' (a template with {node}) or 'urls'",
-                              source=s.source, field="hook.url",
-                              fix='add url = "http://{node}:9123"')
+            raise ConfigError(
+                "hook kind 'agent' needs 'url' (a template with {node}) or 'urls'",
+                source=s.source,
+                field="hook.url",
+                fix='add url = "http://{node}:9123"',
+            )
         if url_template is not None and "{node}" not in url_template:
-            raise ConfigError(f"url {url_template!r} has no {{node}} placeholder",
-                              source=s.source, field="hook.url",
-                              fix='write url = "http://{node}:9123" or list nodes in [pools.hook.urls]')
+            raise ConfigError(
+                f"url {url_template!r} has no {{node}} placeholder",
+                source=s.source,
+                field="hook.url",
+                fix='write url = "http://{node}:9123" or list nodes in [pools.hook.urls]',
+            )
         if key_dir is None and not key_files:
-            raise ConfigError("hook kind 'agent' needs 'key_dir' or 'key_files'",
-                              source=s.source, field="hook.key_dir",
-                              fix='add key_dir = "/etc/greencpn/agent-keys" holding <node>.key files')
+            raise ConfigError(
+                "hook kind 'agent' needs 'key_dir' or 'key_files'",
+                source=s.source,
+                field="hook.key_dir",
+                fix='add key_dir = "/etc/greencpn/agent-keys" holding <node>.key files',
+            )
         source = s.source
 
         def client_for(node: str) -> AgentClient:
             url = urls.get(node) or (url_template.replace("{node}", node) if url_template else None)
             if url is None:
-                raise ConfigError(f"no agent URL for node {node!r}", source=source,
-                                  field="hook.urls", fix=f'add {node} = "http://..." to [pools.hook.urls]')
+                raise ConfigError(
+                    f"no agent URL for node {node!r}",
+                    source=source,
+                    field="hook.urls",
+                    fix=f'add {node} = "http://..." to [pools.hook.urls]',
+                )
             key_path = key_files.get(node) or str(Path(key_dir or ".", f"{node}.key"))
             return AgentClient(url, load_key(key_path), **options)
 
@@ -142,8 +173,9 @@ class AgentNodeHook:
                 client = self._clients.setdefault(node, client)
         return client
 
-    def _each(self, nodes: Sequence[str], fn: Callable[[str], T]) -> tuple[dict[str, T],
-                                                                            dict[str, Exception]]:
+    def _each(
+        self, nodes: Sequence[str], fn: Callable[[str], T]
+    ) -> tuple[dict[str, T], dict[str, Exception]]:
         results: dict[str, T] = {}
         failures: dict[str, Exception] = {}
 
@@ -157,13 +189,15 @@ class AgentNodeHook:
             for node in nodes:
                 run(node)
         else:
-            with ThreadPoolExecutor(max_workers=min(self.max_parallel, len(nodes)),
-                                    thread_name_prefix="agent-hook") as pool:
+            with ThreadPoolExecutor(
+                max_workers=min(self.max_parallel, len(nodes)), thread_name_prefix="agent-hook"
+            ) as pool:
                 list(pool.map(run, nodes))
         return results, failures
 
-    def _act(self, op: str, nodes: Sequence[str], fn: Callable[[str], list[Change]]
-             ) -> list[Change]:
+    def _act(
+        self, op: str, nodes: Sequence[str], fn: Callable[[str], list[Change]]
+    ) -> list[Change]:
         from greencpn.actuate.hooks._common import raise_if_failed
 
         results, failures = self._each(nodes, fn)
@@ -182,31 +216,41 @@ class AgentNodeHook:
     # ------------------------------------------------------------------------ NodePowerHook
 
     def drain(self, nodes: Sequence[str], reason: str) -> list[Change]:
-        return self._act("drain", nodes, lambda n: self._retarget(
-            n, self.client(n).power("drain", reason[:200])))
+        return self._act(
+            "drain", nodes, lambda n: self._retarget(n, self.client(n).power("drain", reason[:200]))
+        )
 
     def resume(self, nodes: Sequence[str]) -> list[Change]:
-        return self._act("resume", nodes, lambda n: self._retarget(n, self.client(n).power("resume")))
+        return self._act(
+            "resume", nodes, lambda n: self._retarget(n, self.client(n).power("resume"))
+        )
 
     def power_off(self, nodes: Sequence[str]) -> list[Change]:
         """Ask each agent to power its node off; agents refuse (409) nodes with running work."""
-        return self._act("power off", nodes, lambda n: self._retarget(
-            n, self.client(n).power("off", "greencpn plan")))
+        return self._act(
+            "power off",
+            nodes,
+            lambda n: self._retarget(n, self.client(n).power("off", "greencpn plan")),
+        )
 
     def power_on(self, nodes: Sequence[str]) -> list[Change]:
         """Nodes whose agent answers are already on; the others go to the nested power hook."""
         statuses = {s.name: s for s in self.status(nodes)}
         already = [n for n in nodes if statuses[n].power == NodePower.ON]
         rest = [n for n in nodes if n not in already]
-        changes = [Change(n, "power", "on", "on", changed=False, message="agent answers: already on")
-                   for n in already]
+        changes = [
+            Change(n, "power", "on", "on", changed=False, message="agent answers: already on")
+            for n in already
+        ]
         if not rest:
             return changes
         if self.power_hook is None:
             from greencpn.actuate.hooks._common import raise_if_failed
 
-            err = PermanentError("an agent cannot power on its own node — add a [pools.hook.power] "
-                                 "table (kind = \"ipmi\" or \"wol\")")
+            err = PermanentError(
+                "an agent cannot power on its own node — add a [pools.hook.power] "
+                'table (kind = "ipmi" or "wol")'
+            )
             return raise_if_failed("power on", changes, dict.fromkeys(rest, err), nodes)
         return changes + self.power_hook.power_on(rest)
 
@@ -230,20 +274,30 @@ class AgentNodeHook:
             detail = f"agent {kind}: {failure}"
             if node in fallback:
                 fb = fallback[node]
-                out.append(NodeStatus(node, fb.power, drained=fb.drained,
-                                      running_jobs=fb.running_jobs,
-                                      detail=f"{detail}; power from the nested hook"))
+                out.append(
+                    NodeStatus(
+                        node,
+                        fb.power,
+                        drained=fb.drained,
+                        running_jobs=fb.running_jobs,
+                        detail=f"{detail}; power from the nested hook",
+                    )
+                )
             else:
                 out.append(NodeStatus(node, NodePower.UNKNOWN, detail=detail))
         return out
 
     # ------------------------------------------------------------------------------- GPUs
 
-    def set_gpu_power_limit_w(self, nodes: Sequence[str], power_limit_w: float,
-                              index: int | str = "all") -> list[Change]:
+    def set_gpu_power_limit_w(
+        self, nodes: Sequence[str], power_limit_w: float, index: int | str = "all"
+    ) -> list[Change]:
         """Set GPU power limits (W) on each node through its agent (read before write)."""
-        return self._act("set GPU power limit", nodes, lambda n: self._retarget(
-            n, self.client(n).set_power_limit_w(power_limit_w, index)))
+        return self._act(
+            "set GPU power limit",
+            nodes,
+            lambda n: self._retarget(n, self.client(n).set_power_limit_w(power_limit_w, index)),
+        )
 
 
 def status_from_agent(node: str, data: Mapping[str, Any]) -> NodeStatus:
@@ -256,11 +310,17 @@ def status_from_agent(node: str, data: Mapping[str, Any]) -> NodeStatus:
     else:
         running = 1  # unknown work must never look idle
         detail = f"running work unknown ({work.get('error', '?') if isinstance(work, Mapping) else '?'}); counted as busy"
-    extra = {k: data.get(k) for k in ("gpu_power_w", "gpu_energy_j", "uptime_s", "gpus", "time",
-                                      "node")}
-    return NodeStatus(node, _POWER_STATES.get(str(data.get("power")), NodePower.UNKNOWN),
-                      drained=bool(data.get("drained")), running_jobs=running, detail=detail,
-                      extra=extra)
+    extra = {
+        k: data.get(k) for k in ("gpu_power_w", "gpu_energy_j", "uptime_s", "gpus", "time", "node")
+    }
+    return NodeStatus(
+        node,
+        _POWER_STATES.get(str(data.get("power")), NodePower.UNKNOWN),
+        drained=bool(data.get("drained")),
+        running_jobs=running,
+        detail=detail,
+        extra=extra,
+    )
 
 
 def _register() -> None:
@@ -270,4 +330,3 @@ def _register() -> None:
 
 
 _register()
-

@@ -94,11 +94,17 @@ def write_key_file(path: str | Path, *, overwrite: bool = False) -> Path:
     try:
         fd = os.open(path, flags, 0o600)
     except FileExistsError:
-        raise ConfigError("key file already exists", source=str(path),
-                          fix="pick another path, or pass --force to replace it") from None
+        raise ConfigError(
+            "key file already exists",
+            source=str(path),
+            fix="pick another path, or pass --force to replace it",
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"cannot create key file: {exc.strerror}", source=str(path),
-                          fix="check the directory exists and is writable") from None
+        raise ConfigError(
+            f"cannot create key file: {exc.strerror}",
+            source=str(path),
+            fix="check the directory exists and is writable",
+        ) from None
     with os.fdopen(fd, "w") as fh:
         os.fchmod(fh.fileno(), 0o600)
         fh.write(generate_key_hex() + "\n")
@@ -119,8 +125,11 @@ def load_keys(path: str | Path) -> list[bytes]:
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise ConfigError("key file not found", source=str(path),
-                          fix=f"create one with: greencpn agent keygen {path}") from None
+        raise ConfigError(
+            "key file not found",
+            source=str(path),
+            fix=f"create one with: greencpn agent keygen {path}",
+        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read key file: {exc.strerror}", source=str(path)) from None
     if not stat.S_ISREG(st.st_mode):
@@ -129,7 +138,8 @@ def load_keys(path: str | Path) -> list[bytes]:
     if mode & 0o077:
         raise ConfigError(
             f"key file has mode {mode:04o}; group and others must have no access",
-            source=str(path), fix=f"chmod 600 {path}",
+            source=str(path),
+            fix=f"chmod 600 {path}",
         )
     try:
         text = path.read_text(encoding="ascii")
@@ -147,13 +157,17 @@ def load_keys(path: str | Path) -> list[bytes]:
         if len(key) < KEY_BYTES:
             raise ConfigError(
                 f"each key must be at least {2 * KEY_BYTES} hex characters (a {KEY_BYTES}-byte "
-                "key) on its own line", source=str(path),
-                fix=f"generate one with: greencpn agent keygen --force {path}")
+                "key) on its own line",
+                source=str(path),
+                fix=f"generate one with: greencpn agent keygen --force {path}",
+            )
         keys.append(key)
     if not keys:
-        raise ConfigError(f"key file holds no key (need {2 * KEY_BYTES} hex characters)",
-                          source=str(path),
-                          fix=f"generate one with: greencpn agent keygen --force {path}")
+        raise ConfigError(
+            f"key file holds no key (need {2 * KEY_BYTES} hex characters)",
+            source=str(path),
+            fix=f"generate one with: greencpn agent keygen --force {path}",
+        )
     return keys
 
 
@@ -169,16 +183,24 @@ def body_sha256_hex(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def canonical_string(method: str, path: str, timestamp: str, nonce: str,
-                     idempotency_key: str, body_hash_hex: str) -> bytes:
+def canonical_string(
+    method: str, path: str, timestamp: str, nonce: str, idempotency_key: str, body_hash_hex: str
+) -> bytes:
     """The exact bytes that are signed (see the module docstring)."""
     return "\n".join(
         (SCHEME, method.upper(), path, timestamp, nonce, idempotency_key, body_hash_hex)
     ).encode("utf-8")
 
 
-def sign_request(key: bytes, method: str, path: str, timestamp: str, nonce: str, body: bytes,
-                 idempotency_key: str = "") -> str:
+def sign_request(
+    key: bytes,
+    method: str,
+    path: str,
+    timestamp: str,
+    nonce: str,
+    body: bytes,
+    idempotency_key: str = "",
+) -> str:
     """Hex HMAC-SHA256 signature of a request."""
     msg = canonical_string(method, path, timestamp, nonce, idempotency_key, body_sha256_hex(body))
     return hmac.new(key, msg, hashlib.sha256).hexdigest()
@@ -199,8 +221,16 @@ def format_timestamp(unix_s: float) -> str:
     return f"{unix_s:.3f}"
 
 
-def signed_headers(key: bytes, method: str, path: str, body: bytes, unix_s: float, *,
-                   nonce: str | None = None, idempotency_key: str = "") -> dict[str, str]:
+def signed_headers(
+    key: bytes,
+    method: str,
+    path: str,
+    body: bytes,
+    unix_s: float,
+    *,
+    nonce: str | None = None,
+    idempotency_key: str = "",
+) -> dict[str, str]:
     """Headers that authenticate one request (a fresh nonce unless one is given)."""
     ts = format_timestamp(unix_s)
     nonce = nonce or new_nonce()
@@ -250,8 +280,11 @@ class NonceCache:
             while heap and heap[0][0] < now_unix_s:
                 self._seen.discard(heapq.heappop(heap)[1])
             if nonce in self._seen:
-                raise AuthError("replayed", "nonce already used: request replayed",
-                                fix="sign every request with a fresh nonce")
+                raise AuthError(
+                    "replayed",
+                    "nonce already used: request replayed",
+                    fix="sign every request with a fresh nonce",
+                )
             if len(self._seen) >= self.max_entries:
                 raise AuthError("busy", "too many requests in the validity window", status=503)
             self._seen.add(nonce)
@@ -268,9 +301,14 @@ class Verifier:
         nonce_cache_max: bound on remembered nonces.
     """
 
-    def __init__(self, key: bytes | Sequence[bytes], clock: Clock, *,
-                 max_skew_s: float = DEFAULT_MAX_SKEW_S,
-                 nonce_cache_max: int = DEFAULT_NONCE_CACHE_MAX) -> None:
+    def __init__(
+        self,
+        key: bytes | Sequence[bytes],
+        clock: Clock,
+        *,
+        max_skew_s: float = DEFAULT_MAX_SKEW_S,
+        nonce_cache_max: int = DEFAULT_NONCE_CACHE_MAX,
+    ) -> None:
         self._keys = [key] if isinstance(key, bytes) else list(key)
         if not self._keys:
             raise ValueError("Verifier needs at least one key")
@@ -278,8 +316,9 @@ class Verifier:
         self.max_skew_s = max_skew_s
         self.nonces = NonceCache(nonce_cache_max)
 
-    def verify(self, method: str, path: str, headers: Mapping[str, str] | Message,
-               body: bytes) -> Verified:
+    def verify(
+        self, method: str, path: str, headers: Mapping[str, str] | Message, body: bytes
+    ) -> Verified:
         """Return what the request proved, or raise :class:`AuthError`.
 
         ``headers`` is anything with a case-insensitive ``get`` (``email.message.Message``).
@@ -290,13 +329,22 @@ class Verifier:
         signature = get(HEADER_SIGNATURE)
         idem = get(HEADER_IDEMPOTENCY) or ""
         if not ts_text or not nonce or not signature:
-            raise AuthError("unsigned", "request is not signed",
-                            fix=f"send {HEADER_TIMESTAMP}, {HEADER_NONCE} and {HEADER_SIGNATURE} "
-                                "(use greencpn.agent.client.AgentClient)")
-        if not _TIMESTAMP_RE.match(ts_text) or not _TOKEN_RE.match(nonce) or (
-                idem and not _TOKEN_RE.match(idem)):
-            raise AuthError("malformed", "malformed authentication headers",
-                            fix="timestamp: Unix seconds; nonce/idempotency key: 16-64 of [A-Za-z0-9_-]")
+            raise AuthError(
+                "unsigned",
+                "request is not signed",
+                fix=f"send {HEADER_TIMESTAMP}, {HEADER_NONCE} and {HEADER_SIGNATURE} "
+                "(use greencpn.agent.client.AgentClient)",
+            )
+        if (
+            not _TIMESTAMP_RE.match(ts_text)
+            or not _TOKEN_RE.match(nonce)
+            or (idem and not _TOKEN_RE.match(idem))
+        ):
+            raise AuthError(
+                "malformed",
+                "malformed authentication headers",
+                fix="timestamp: Unix seconds; nonce/idempotency key: 16-64 of [A-Za-z0-9_-]",
+            )
         given = signature.strip().lower().encode()
         key_index = -1
         for i, key in enumerate(self._keys):  # every key is tried: timing shows nothing
@@ -304,14 +352,20 @@ class Verifier:
             if hmac.compare_digest(expected.encode(), given) and key_index < 0:
                 key_index = i
         if key_index < 0:
-            raise AuthError("bad_signature", "signature does not match",
-                            fix="the controller's key for this node must equal the agent's key file")
+            raise AuthError(
+                "bad_signature",
+                "signature does not match",
+                fix="the controller's key for this node must equal the agent's key file",
+            )
         ts = float(ts_text)
         now = self.clock.now().timestamp()
         if not math.isfinite(ts) or abs(now - ts) > self.max_skew_s:
             raise AuthError(
-                "stale", f"timestamp is {now - ts:+.1f} s off the agent's clock "
-                f"(allowed ±{self.max_skew_s:g} s)", fix="synchronise clocks (NTP/chrony)")
+                "stale",
+                f"timestamp is {now - ts:+.1f} s off the agent's clock "
+                f"(allowed ±{self.max_skew_s:g} s)",
+                fix="synchronise clocks (NTP/chrony)",
+            )
         self.nonces.add(nonce, ts + self.max_skew_s, now)
         return Verified(nonce=nonce, idempotency_key=idem, key_index=key_index)
 

@@ -27,16 +27,22 @@ def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT`` or ``[IPv6]:PORT`` → (host, port)."""
     host, sep, port_text = text.rpartition(":")
     if not sep or not host:
-        raise ConfigError(f"--listen {text!r} is not HOST:PORT", field="listen",
-                          fix="e.g. --listen 127.0.0.1:9123")
+        raise ConfigError(
+            f"--listen {text!r} is not HOST:PORT",
+            field="listen",
+            fix="e.g. --listen 127.0.0.1:9123",
+        )
     host = host.strip("[]")
     try:
         port = int(port_text)
     except ValueError:
         port = -1
     if not 0 <= port <= 65535:
-        raise ConfigError(f"--listen {text!r}: bad port", field="listen",
-                          fix="a port between 1 and 65535, e.g. 9123")
+        raise ConfigError(
+            f"--listen {text!r}: bad port",
+            field="listen",
+            fix="a port between 1 and 65535, e.g. 9123",
+        )
     return host, port
 
 
@@ -64,9 +70,15 @@ def _serve(args: argparse.Namespace) -> int:
     host, port = parse_listen(args.listen)
     key = load_keys(args.key_file)
     settings = AgentSettings(
-        host=host, port=port, max_skew_s=args.max_skew_s, power_command=args.power_command,
-        drain_command=args.drain_command, resume_command=args.resume_command,
-        work_command=args.work_command, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        host=host,
+        port=port,
+        max_skew_s=args.max_skew_s,
+        power_command=args.power_command,
+        drain_command=args.drain_command,
+        resume_command=args.resume_command,
+        work_command=args.work_command,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
     )
     if args.node_name:
@@ -74,12 +86,18 @@ def _serve(args: argparse.Namespace) -> int:
     backend = make_backend(args.gpu, args.fake_gpus)
     server = AgentServer(backend, key, settings)
     if host not in ("127.0.0.1", "::1", "localhost") and server.httpd.ssl_context is None:
-        log.warning("listening on %s without TLS: requests are authenticated but not encrypted "
-                    "(telemetry is readable on the network); consider --tls-*", host)
+        log.warning(
+            "listening on %s without TLS: requests are authenticated but not encrypted "
+            "(telemetry is readable on the network); consider --tls-*",
+            host,
+        )
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    print(f"greencpn agent {settings.node_name} serving on {server.url} "
-          f"(gpu: {args.gpu}, power off: {'enabled' if args.power_command else 'refused'})",
-          file=sys.stderr, flush=True)
+    print(
+        f"greencpn agent {settings.node_name} serving on {server.url} "
+        f"(gpu: {args.gpu}, power off: {'enabled' if args.power_command else 'refused'})",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -96,23 +114,29 @@ def _keygen(args: argparse.Namespace) -> int:
     from greencpn.agent.auth import write_key_file
 
     path = write_key_file(args.path, overwrite=args.force)
-    print(f"wrote a new agent key to {path} (mode 0600); copy it to the controller's key "
-          "directory over a secure channel")
+    print(
+        f"wrote a new agent key to {path} (mode 0600); copy it to the controller's key "
+        "directory over a secure channel"
+    )
     return 0
 
 
 def _call(args: argparse.Namespace) -> int:
     from greencpn.agent.client import AgentClient
 
-    client = AgentClient.from_key_file(args.url, args.key_file, tls_ca=args.tls_ca,
-                                       tls_cert=args.tls_cert, tls_key=args.tls_key)
+    client = AgentClient.from_key_file(
+        args.url, args.key_file, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key
+    )
     result: Any
     if args.action == "status":
         result = client.status()
     elif args.action == "power-limit":
         if args.value is None:
-            raise ConfigError("power-limit needs a value in W", field="value",
-                              fix="e.g. greencpn agent call URL --key-file K power-limit 250")
+            raise ConfigError(
+                "power-limit needs a value in W",
+                field="value",
+                fix="e.g. greencpn agent call URL --key-file K power-limit 250",
+            )
         index: int | str = "all" if args.index is None else args.index
         result = [asdict(c) for c in client.set_power_limit_w(float(args.value), index)]
     elif args.action == "restore-defaults":
@@ -137,34 +161,57 @@ def _dispatch(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> None:
     """Register ``greencpn agent`` (serve) and its ``keygen`` / ``call`` helpers."""
     p = subparsers.add_parser(
-        "agent", help="run the node agent (or: agent keygen PATH, agent call URL ...)",
+        "agent",
+        help="run the node agent (or: agent keygen PATH, agent call URL ...)",
         description="Serve the greencpn node agent: authenticated GPU caps, power actions and "
-                    "telemetry for this node.")
-    p.add_argument("--listen", default="127.0.0.1:9123", metavar="HOST:PORT",
-                   help="address to serve on (default 127.0.0.1:9123)")
-    p.add_argument("--key-file", default="/etc/greencpn/agent.key",
-                   help="this node's HMAC key, mode 0600 (default /etc/greencpn/agent.key)")
-    p.add_argument("--gpu", choices=("nvml", "fake", "none"), default="nvml",
-                   help="GPU backend (default nvml)")
+        "telemetry for this node.",
+    )
+    p.add_argument(
+        "--listen",
+        default="127.0.0.1:9123",
+        metavar="HOST:PORT",
+        help="address to serve on (default 127.0.0.1:9123)",
+    )
+    p.add_argument(
+        "--key-file",
+        default="/etc/greencpn/agent.key",
+        help="this node's HMAC key, mode 0600 (default /etc/greencpn/agent.key)",
+    )
+    p.add_argument(
+        "--gpu", choices=("nvml", "fake", "none"), default="nvml", help="GPU backend (default nvml)"
+    )
     p.add_argument("--fake-gpus", type=int, default=2, help="how many GPUs --gpu fake has")
-    p.add_argument("--power-command", default=None,
-                   help="command that powers this node off, e.g. 'systemctl poweroff' "
-                        "(default: none, power off is refused)")
-    p.add_argument("--drain-command", default=None,
-                   help="command run on drain, e.g. 'scontrol update nodename=n1 state=drain "
-                        "reason=greencpn'")
+    p.add_argument(
+        "--power-command",
+        default=None,
+        help="command that powers this node off, e.g. 'systemctl poweroff' "
+        "(default: none, power off is refused)",
+    )
+    p.add_argument(
+        "--drain-command",
+        default=None,
+        help="command run on drain, e.g. 'scontrol update nodename=n1 state=drain reason=greencpn'",
+    )
     p.add_argument("--resume-command", default=None, help="command run on resume")
-    p.add_argument("--work-command", default=None,
-                   help="command printing the running work (a number, or one line per job), "
-                        "e.g. 'squeue -h -t R -w n1 -o %%i'; default: count processes with "
-                        "/dev/nvidia<N> open")
+    p.add_argument(
+        "--work-command",
+        default=None,
+        help="command printing the running work (a number, or one line per job), "
+        "e.g. 'squeue -h -t R -w n1 -o %%i'; default: count processes with "
+        "/dev/nvidia<N> open",
+    )
     p.add_argument("--node-name", default=None, help="reported node name (default: host name)")
-    p.add_argument("--max-skew-s", type=float, default=30.0,
-                   help="accepted clock difference with the controller, s (default 30)")
+    p.add_argument(
+        "--max-skew-s",
+        type=float,
+        default=30.0,
+        help="accepted clock difference with the controller, s (default 30)",
+    )
     p.add_argument("--tls-cert", default=None, help="server certificate (PEM) for mutual TLS")
     p.add_argument("--tls-key", default=None, help="server private key (PEM)")
-    p.add_argument("--tls-client-ca", default=None,
-                   help="CA whose client certificates are accepted (PEM)")
+    p.add_argument(
+        "--tls-client-ca", default=None, help="CA whose client certificates are accepted (PEM)"
+    )
     p.set_defaults(func=_dispatch)
 
     sub = p.add_subparsers(dest="agent_command", metavar="{keygen,call}")

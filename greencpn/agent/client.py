@@ -56,8 +56,9 @@ class AgentUnavailableError(TemporaryError):
 class AgentAuthError(PermanentError):
     """The agent refused our credentials (401/403), or its answer was not signed by the key."""
 
-    def __init__(self, message: str, *, status: int | None = None, code: str = "",
-                 fix: str = "") -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str = "", fix: str = ""
+    ) -> None:
         self.status = status
         self.code = code
         self.fix = fix
@@ -77,16 +78,21 @@ class AgentRequestError(PermanentError):
 _AUTH_FIXES = {
     "unsigned": "sign requests (use greencpn.agent.client.AgentClient)",
     "bad_signature": "use the agent's key: the controller's key file for this node must equal "
-                     "the agent's --key-file",
+    "the agent's --key-file",
     "stale": "synchronise the clocks of controller and node (NTP/chrony)",
     "replayed": "sign every request with a fresh nonce",
 }
 
 
 def change_from_dict(d: dict[str, Any]) -> Change:
-    return Change(target=str(d.get("target", "")), what=str(d.get("what", "")),
-                  before=d.get("before"), after=d.get("after"), changed=bool(d.get("changed")),
-                  message=str(d.get("message", "")))
+    return Change(
+        target=str(d.get("target", "")),
+        what=str(d.get("what", "")),
+        before=d.get("before"),
+        after=d.get("after"),
+        changed=bool(d.get("changed")),
+        message=str(d.get("message", "")),
+    )
 
 
 class AgentClient:
@@ -104,17 +110,30 @@ class AgentClient:
         sleep: how to wait between attempts (injectable).
     """
 
-    def __init__(self, url: str, key: bytes, *, clock: Clock | None = None,
-                 connect_timeout_s: float = 2.0, read_timeout_s: float = 10.0,
-                 retries: int = 3, backoff_s: float = 0.2, backoff_max_s: float = 2.0,
-                 tls_ca: str | None = None, tls_cert: str | None = None,
-                 tls_key: str | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        url: str,
+        key: bytes,
+        *,
+        clock: Clock | None = None,
+        connect_timeout_s: float = 2.0,
+        read_timeout_s: float = 10.0,
+        retries: int = 3,
+        backoff_s: float = 0.2,
+        backoff_max_s: float = 2.0,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.url = url.rstrip("/")
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"agent URL {url!r} is not http(s)://HOST:PORT", field="url",
-                              fix="e.g. http://127.0.0.1:9123 or https://node017:9123")
+            raise ConfigError(
+                f"agent URL {url!r} is not http(s)://HOST:PORT",
+                field="url",
+                fix="e.g. http://127.0.0.1:9123 or https://node017:9123",
+            )
         self._scheme = parts.scheme
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -142,8 +161,9 @@ class AgentClient:
         if conn is None:
             host, port = self._host, self._port
             if self._scheme == "https":
-                conn = http.client.HTTPSConnection(host, port, timeout=self.timeout[0],
-                                                   context=self._ssl_context())
+                conn = http.client.HTTPSConnection(
+                    host, port, timeout=self.timeout[0], context=self._ssl_context()
+                )
             else:
                 conn = http.client.HTTPConnection(host, port, timeout=self.timeout[0])
             self._local.conn = conn
@@ -156,9 +176,10 @@ class AgentClient:
                 try:
                     ctx.load_cert_chain(self.tls_cert, self.tls_key)
                 except (OSError, ssl.SSLError) as exc:
-                    raise AgentAuthError(f"cannot load client certificate: {exc}",
-                                         fix="check --tls-cert/--tls-key paths and that they match"
-                                         ) from None
+                    raise AgentAuthError(
+                        f"cannot load client certificate: {exc}",
+                        fix="check --tls-cert/--tls-key paths and that they match",
+                    ) from None
             self._ssl = ctx
         return self._ssl
 
@@ -187,8 +208,14 @@ class AgentClient:
         for attempt in range(self.retries + 1):
             if attempt:
                 wait = min(delay, self.backoff_max_s) * (1 + 0.25 * secrets.randbelow(100) / 100)
-                log.info("agent %s: retry %d/%d in %.2f s after: %s", self.url, attempt,
-                         self.retries, wait, last)
+                log.info(
+                    "agent %s: retry %d/%d in %.2f s after: %s",
+                    self.url,
+                    attempt,
+                    self.retries,
+                    wait,
+                    last,
+                )
                 self._sleep(wait)
                 delay *= 2
             try:
@@ -196,16 +223,23 @@ class AgentClient:
             except AgentUnavailableError as exc:
                 last = exc
         assert last is not None
-        raise AgentUnavailableError(f"agent {self.url} unavailable after {self.retries + 1} "
-                                    f"attempt(s): {last}",
-                                    retry_after_s=getattr(last, "retry_after_s", None))
+        raise AgentUnavailableError(
+            f"agent {self.url} unavailable after {self.retries + 1} attempt(s): {last}",
+            retry_after_s=getattr(last, "retry_after_s", None),
+        )
 
     def _attempt(self, method: str, path: str, body: bytes, idem: str) -> Any:
         full_path = self._base_path + path
         for fresh in (False, True):
             # Signed per send: a resend gets a fresh nonce (a POST keeps its idempotency key).
-            headers = signed_headers(self._key, method, full_path, body,
-                                     self.clock.now().timestamp(), idempotency_key=idem)
+            headers = signed_headers(
+                self._key,
+                method,
+                full_path,
+                body,
+                self.clock.now().timestamp(),
+                idempotency_key=idem,
+            )
             if body:
                 headers["Content-Type"] = "application/json"
             conn = self._connection()
@@ -220,17 +254,19 @@ class AgentClient:
                 raw = resp.read()
             except ssl.SSLCertVerificationError as exc:
                 self.close()
-                raise AgentAuthError(f"TLS: cannot verify agent {self.url}: {exc.verify_message}",
-                                     fix="pass the CA that signed the agent's certificate"
-                                     ) from None
+                raise AgentAuthError(
+                    f"TLS: cannot verify agent {self.url}: {exc.verify_message}",
+                    fix="pass the CA that signed the agent's certificate",
+                ) from None
             except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
                 self.close()
                 raise AgentUnavailableError(f"TLS connection closed: {exc}") from None
             except ssl.SSLError as exc:
                 self.close()
-                raise AgentAuthError(f"TLS with agent {self.url} failed: {exc}",
-                                     fix="check the CA, the client certificate and its key"
-                                     ) from None
+                raise AgentAuthError(
+                    f"TLS with agent {self.url} failed: {exc}",
+                    fix="check the CA, the client certificate and its key",
+                ) from None
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                 self.close()
                 if reused and not fresh:
@@ -243,8 +279,12 @@ class AgentClient:
                 raise AgentUnavailableError(f"{type(exc).__name__}: {exc}") from None
             if resp.will_close:
                 self.close()
-            return self._decode(resp.status, resp.getheader(HEADER_RESPONSE_SIGNATURE, ""), raw,
-                                headers[HEADER_NONCE])
+            return self._decode(
+                resp.status,
+                resp.getheader(HEADER_RESPONSE_SIGNATURE, ""),
+                raw,
+                headers[HEADER_NONCE],
+            )
         raise AssertionError("unreachable")
 
     def _decode(self, status: int, signature: str, raw: bytes, nonce: str) -> Any:
@@ -255,24 +295,35 @@ class AgentClient:
         err = data.get("error", {}) if isinstance(data, dict) else {}
         if not isinstance(err, dict):
             err = {}
-        code, message, fix = str(err.get("code", "")), str(err.get("message", raw[:200])), \
-            str(err.get("fix", ""))
+        code, message, fix = (
+            str(err.get("code", "")),
+            str(err.get("message", raw[:200])),
+            str(err.get("fix", "")),
+        )
         if status in (401, 403):
-            raise AgentAuthError(f"agent {self.url} refused the request ({status} {code}): "
-                                 f"{message}", status=status, code=code,
-                                 fix=_AUTH_FIXES.get(code, fix) or fix)
+            raise AgentAuthError(
+                f"agent {self.url} refused the request ({status} {code}): {message}",
+                status=status,
+                code=code,
+                fix=_AUTH_FIXES.get(code, fix) or fix,
+            )
         expected = sign_response(self._key, nonce, status, raw)
         if not hmac.compare_digest(signature.encode(), expected.encode()):
             if status in RETRY_STATUSES:
                 raise AgentUnavailableError(f"HTTP {status} (unsigned, from a proxy?)")
-            raise AgentAuthError(f"answer from {self.url} is not signed with this node's key "
-                                 f"(HTTP {status})",
-                                 fix="check the URL points at this node's agent and the key matches")
+            raise AgentAuthError(
+                f"answer from {self.url} is not signed with this node's key (HTTP {status})",
+                fix="check the URL points at this node's agent and the key matches",
+            )
         if status in RETRY_STATUSES:
             raise AgentUnavailableError(f"HTTP {status} {code}: {message}")
         if status >= 300:
-            raise AgentRequestError(f"agent {self.url} refused the request ({status} {code}): "
-                                    f"{message}", status=status, code=code, fix=fix)
+            raise AgentRequestError(
+                f"agent {self.url} refused the request ({status} {code}): {message}",
+                status=status,
+                code=code,
+                fix=fix,
+            )
         return data
 
     # ---------------------------------------------------------------------------- operations
@@ -283,13 +334,15 @@ class AgentClient:
 
     def set_power_limit_w(self, power_limit_w: float, index: int | str = "all") -> list[Change]:
         """Set one GPU's (or all GPUs') power limit, in W; read before write on the agent."""
-        data = self.request("POST", "/v1/gpu/power-limit",
-                            {"index": index, "power_limit_w": power_limit_w})
+        data = self.request(
+            "POST", "/v1/gpu/power-limit", {"index": index, "power_limit_w": power_limit_w}
+        )
         return [change_from_dict(c) for c in data["changes"]]
 
     def lock_clocks_mhz(self, min_mhz: int, max_mhz: int, index: int | str = "all") -> list[Change]:
-        data = self.request("POST", "/v1/gpu/clocks",
-                            {"index": index, "min_mhz": min_mhz, "max_mhz": max_mhz})
+        data = self.request(
+            "POST", "/v1/gpu/clocks", {"index": index, "min_mhz": min_mhz, "max_mhz": max_mhz}
+        )
         return [change_from_dict(c) for c in data["changes"]]
 
     def reset_clocks(self, index: int | str = "all") -> list[Change]:

@@ -161,13 +161,20 @@ def parse_work_output(text: str) -> int:
     return sum(1 for line in stripped.splitlines() if line.strip())
 
 
-def _run_command(command: str, timeout_s: float, env_extra: dict[str, str] | None = None
-                 ) -> subprocess.CompletedProcess[str]:
+def _run_command(
+    command: str, timeout_s: float, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env.update(env_extra or {})
     try:
-        return subprocess.run(shlex.split(command), capture_output=True, text=True,
-                              timeout=timeout_s, env=env, check=False)
+        return subprocess.run(
+            shlex.split(command),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=env,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         raise TemporaryError(f"command timed out after {timeout_s:g} s: {command}") from None
     except OSError as exc:
@@ -186,12 +193,16 @@ def _gpu_selector(body: dict[str, Any], gpus: list[GpuInfo]) -> list[GpuInfo]:
     if index == "all":
         return gpus
     if isinstance(index, bool) or not isinstance(index, int):
-        raise ApiError(400, "bad_value", f"index must be an integer or \"all\", got {index!r}")
+        raise ApiError(400, "bad_value", f'index must be an integer or "all", got {index!r}')
     for gpu in gpus:
         if gpu.index == index:
             return [gpu]
-    raise ApiError(400, "unknown_gpu", f"no GPU with index {index} on this node",
-                   fix=f"indices here: {[g.index for g in gpus]}")
+    raise ApiError(
+        400,
+        "unknown_gpu",
+        f"no GPU with index {index} on this node",
+        fix=f"indices here: {[g.index for g in gpus]}",
+    )
 
 
 def _number(body: dict[str, Any], name: str) -> float:
@@ -204,8 +215,9 @@ def _number(body: dict[str, Any], name: str) -> float:
 def _only_keys(body: dict[str, Any], allowed: set[str]) -> None:
     extra = sorted(set(body) - allowed)
     if extra:
-        raise ApiError(400, "bad_value", f"unknown field(s) {extra}",
-                       fix=f"allowed fields: {sorted(allowed)}")
+        raise ApiError(
+            400, "bad_value", f"unknown field(s) {extra}", fix=f"allowed fields: {sorted(allowed)}"
+        )
 
 
 class NodeAgent:
@@ -218,9 +230,13 @@ class NodeAgent:
         monotonic: seconds counter for caches (injectable).
     """
 
-    def __init__(self, backend: GpuBackend | None, settings: AgentSettings,
-                 clock: Clock | None = None, monotonic: Callable[[], float] = time.monotonic
-                 ) -> None:
+    def __init__(
+        self,
+        backend: GpuBackend | None,
+        settings: AgentSettings,
+        clock: Clock | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.backend = backend
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -252,16 +268,20 @@ class NodeAgent:
             if cmd:
                 proc = _run_command(cmd, self.settings.command_timeout_s)
                 if proc.returncode != 0:
-                    raise TemporaryError(f"work command exited {proc.returncode}: "
-                                         f"{proc.stderr.strip()[:200]}")
+                    raise TemporaryError(
+                        f"work command exited {proc.returncode}: {proc.stderr.strip()[:200]}"
+                    )
                 result = {"count": parse_work_output(proc.stdout), "source": f"command: {cmd}"}
             else:
                 n = count_gpu_processes(self.settings.proc_root, exclude_pid=os.getpid())
                 result = {"count": n, "source": f"{self.settings.proc_root}/*/fd -> /dev/nvidia<N>"}
         except GreencpnError as exc:
             log.warning("running work unknown: %s", exc)
-            result = {"count": None, "source": f"command: {cmd}" if cmd else "proc",
-                      "error": str(exc)}
+            result = {
+                "count": None,
+                "source": f"command: {cmd}" if cmd else "proc",
+                "error": str(exc),
+            }
         self._work_cache = (now, result)
         return result
 
@@ -277,7 +297,9 @@ class NodeAgent:
                 backend_error = str(exc)
             for info in infos:
                 entry: dict[str, Any] = {
-                    "index": info.index, "uuid": info.uuid, "name": info.name,
+                    "index": info.index,
+                    "uuid": info.uuid,
+                    "name": info.name,
                     "power_limit_w": info.power_limit_current_w,
                     "power_limit_min_w": info.power_limit_min_w,
                     "power_limit_max_w": info.power_limit_max_w,
@@ -295,8 +317,10 @@ class NodeAgent:
             "power": self.power_state,
             "drained": self.drained,
             "uptime_s": self.node_uptime_s(),
-            "agent": {"version": __version__,
-                      "uptime_s": round((now - self.started_at).total_seconds(), 3)},
+            "agent": {
+                "version": __version__,
+                "uptime_s": round((now - self.started_at).total_seconds(), 3),
+            },
             "gpu_backend": self.backend.name if self.backend is not None else None,
             "gpus": gpus,
             "gpu_power_w": round(sum(g.get("power_w", 0.0) for g in gpus), 3),
@@ -312,8 +336,12 @@ class NodeAgent:
 
     def _require_backend(self) -> GpuBackend:
         if self.backend is None:
-            raise ApiError(409, "no_gpus", "this agent runs without a GPU backend",
-                           fix="start the agent with --gpu nvml")
+            raise ApiError(
+                409,
+                "no_gpus",
+                "this agent runs without a GPU backend",
+                fix="start the agent with --gpu nvml",
+            )
         return self.backend
 
     def set_power_limit(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -325,10 +353,12 @@ class NodeAgent:
             for gpu in targets:  # validate all before changing any
                 if not gpu.power_limit_min_w <= limit_w <= gpu.power_limit_max_w:
                     raise ApiError(
-                        400, "out_of_range",
+                        400,
+                        "out_of_range",
                         f"power_limit_w {limit_w:g} is outside GPU {gpu.index}'s range "
                         f"[{gpu.power_limit_min_w:g}, {gpu.power_limit_max_w:g}] W",
-                        fix="ask for a limit within the device's range")
+                        fix="ask for a limit within the device's range",
+                    )
             changes = [backend.set_power_limit_w(gpu.index, limit_w) for gpu in targets]
         return {"changes": [_change_dict(c) for c in changes]}
 
@@ -348,9 +378,12 @@ class NodeAgent:
             for gpu in targets:
                 clocks = gpu.supported_graphics_clocks_mhz
                 if clocks and not (min(clocks) <= lo and hi <= max(clocks)):
-                    raise ApiError(400, "out_of_range",
-                                   f"clocks [{lo:g}, {hi:g}] MHz outside GPU {gpu.index}'s "
-                                   f"supported [{min(clocks)}, {max(clocks)}] MHz")
+                    raise ApiError(
+                        400,
+                        "out_of_range",
+                        f"clocks [{lo:g}, {hi:g}] MHz outside GPU {gpu.index}'s "
+                        f"supported [{min(clocks)}, {max(clocks)}] MHz",
+                    )
             changes = [backend.lock_clocks_mhz(g.index, int(lo), int(hi)) for g in targets]
         return {"changes": [_change_dict(c) for c in changes]}
 
@@ -376,52 +409,111 @@ class NodeAgent:
                 if self.settings.drain_command and not before:
                     self._run_checked(self.settings.drain_command, reason)
                 self.drained = True
-                return 200, {"changes": [_change_dict(Change(
-                    node, "drained", before, True, changed=not before,
-                    message=reason or "drained"))]}
+                return 200, {
+                    "changes": [
+                        _change_dict(
+                            Change(
+                                node,
+                                "drained",
+                                before,
+                                True,
+                                changed=not before,
+                                message=reason or "drained",
+                            )
+                        )
+                    ]
+                }
             if action == "resume":
                 before = self.drained
                 if self.settings.resume_command and before:
                     self._run_checked(self.settings.resume_command, reason)
                 self.drained = False
-                return 200, {"changes": [_change_dict(Change(
-                    node, "drained", before, False, changed=before, message="resumed"))]}
+                return 200, {
+                    "changes": [
+                        _change_dict(
+                            Change(
+                                node, "drained", before, False, changed=before, message="resumed"
+                            )
+                        )
+                    ]
+                }
             if action == "off":
                 return 202, self._power_off(reason)
-        raise ApiError(400, "bad_value", f"unknown action {action!r}",
-                       fix='action is one of "drain", "resume", "off"')
+        raise ApiError(
+            400,
+            "bad_value",
+            f"unknown action {action!r}",
+            fix='action is one of "drain", "resume", "off"',
+        )
 
     def _power_off(self, reason: str) -> dict[str, Any]:
         node = self.settings.node_name
         if self.power_state == "shutting_down":
-            return {"changes": [_change_dict(Change(node, "power", "shutting_down", "off",
-                                                    changed=False, message="already shutting down"))]}
+            return {
+                "changes": [
+                    _change_dict(
+                        Change(
+                            node,
+                            "power",
+                            "shutting_down",
+                            "off",
+                            changed=False,
+                            message="already shutting down",
+                        )
+                    )
+                ]
+            }
         if not self.settings.power_command:
-            raise ApiError(409, "not_configured", "this agent may not power its node off",
-                           fix="start the agent with --power-command 'systemctl poweroff'")
+            raise ApiError(
+                409,
+                "not_configured",
+                "this agent may not power its node off",
+                fix="start the agent with --power-command 'systemctl poweroff'",
+            )
         work = self.running_work(fresh=True)
         if work["count"] is None:
-            raise ApiError(409, "work_unknown", f"running work unknown ({work.get('error')}); "
-                           "refusing to power off", fix="fix the work command, then retry")
+            raise ApiError(
+                409,
+                "work_unknown",
+                f"running work unknown ({work.get('error')}); refusing to power off",
+                fix="fix the work command, then retry",
+            )
         if work["count"] > 0:
-            raise ApiError(409, "busy", f"{work['count']} running job(s)/process(es) on {node}; "
-                           "refusing to power off", fix="drain the node and wait until it is idle")
+            raise ApiError(
+                409,
+                "busy",
+                f"{work['count']} running job(s)/process(es) on {node}; refusing to power off",
+                fix="drain the node and wait until it is idle",
+            )
         self.drained = True
         self.power_state = "shutting_down"
         command = self.settings.power_command
-        timer = threading.Timer(self.settings.power_off_delay_s, self._run_power_command,
-                                args=(command, reason))
+        timer = threading.Timer(
+            self.settings.power_off_delay_s, self._run_power_command, args=(command, reason)
+        )
         timer.daemon = True
         timer.start()
-        return {"changes": [_change_dict(Change(
-            node, "power", "on", "off", changed=True,
-            message=f"power command scheduled in {self.settings.power_off_delay_s:g} s")) ]}
+        return {
+            "changes": [
+                _change_dict(
+                    Change(
+                        node,
+                        "power",
+                        "on",
+                        "off",
+                        changed=True,
+                        message=f"power command scheduled in {self.settings.power_off_delay_s:g} s",
+                    )
+                )
+            ]
+        }
 
     def _run_power_command(self, command: str, reason: str) -> None:
         log.warning("powering off: %s (reason: %s)", command, reason or "-")
         try:
-            proc = _run_command(command, self.settings.command_timeout_s,
-                                {"GREENCPN_REASON": reason})
+            proc = _run_command(
+                command, self.settings.command_timeout_s, {"GREENCPN_REASON": reason}
+            )
         except GreencpnError as exc:
             log.error("power command failed: %s", exc)
             self.power_state = "on"
@@ -432,15 +524,19 @@ class NodeAgent:
 
     def _run_checked(self, command: str, reason: str) -> None:
         try:
-            proc = _run_command(command, self.settings.command_timeout_s,
-                                {"GREENCPN_REASON": reason})
+            proc = _run_command(
+                command, self.settings.command_timeout_s, {"GREENCPN_REASON": reason}
+            )
         except TemporaryError as exc:
             raise ApiError(503, "command_failed", str(exc)) from None
         except GreencpnError as exc:
             raise ApiError(500, "command_failed", str(exc)) from None
         if proc.returncode != 0:
-            raise ApiError(500, "command_failed",
-                           f"{command!r} exited {proc.returncode}: {proc.stderr.strip()[:200]}")
+            raise ApiError(
+                500,
+                "command_failed",
+                f"{command!r} exited {proc.returncode}: {proc.stderr.strip()[:200]}",
+            )
 
 
 # ------------------------------------------------------------------------------------- HTTP
@@ -459,9 +555,12 @@ class IdempotencyStore:
         if item is None or item[0] < now_s:
             return None
         if item[1] != request_id:
-            raise ApiError(409, "idempotency_conflict",
-                           "idempotency key reused for a different request",
-                           fix="use a fresh idempotency key for every new request")
+            raise ApiError(
+                409,
+                "idempotency_conflict",
+                "idempotency key reused for a different request",
+                fix="use a fresh idempotency key for every new request",
+            )
         return item[2], item[3]
 
     def put(self, key: str, request_id: str, status: int, body: bytes, now_s: float) -> None:
@@ -518,15 +617,18 @@ class AgentHTTPServer(ThreadingHTTPServer):
         sock, addr = super().get_request()
         if self.ssl_context is not None:
             # Handshake lazily in the handler's thread, not in the accept loop.
-            sock = self.ssl_context.wrap_socket(sock, server_side=True,
-                                                do_handshake_on_connect=False)
+            sock = self.ssl_context.wrap_socket(
+                sock, server_side=True, do_handshake_on_connect=False
+            )
         return sock, addr
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
-            self.log_refusal("too_many_connections",
-                             f"closed a connection from {client_address[0]}: "
-                             f"{self.settings.max_connections} connections already open")
+            self.log_refusal(
+                "too_many_connections",
+                f"closed a connection from {client_address[0]}: "
+                f"{self.settings.max_connections} connections already open",
+            )
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)
@@ -546,17 +648,20 @@ def _server_ssl_context(settings: AgentSettings) -> ssl.SSLContext | None:
     if not any(parts):
         return None
     if not all(parts):
-        raise ConfigError("mutual TLS needs --tls-cert, --tls-key and --tls-client-ca together",
-                          field="tls")
+        raise ConfigError(
+            "mutual TLS needs --tls-cert, --tls-key and --tls-client-ca together", field="tls"
+        )
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         ctx.load_cert_chain(settings.tls_cert, settings.tls_key)  # type: ignore[arg-type]
         ctx.load_verify_locations(cafile=settings.tls_client_ca)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot load TLS files: {exc}", field="tls",
-                          fix="check the PEM paths and that the key matches the certificate"
-                          ) from None
+        raise ConfigError(
+            f"cannot load TLS files: {exc}",
+            field="tls",
+            fix="check the PEM paths and that the key matches the certificate",
+        ) from None
     ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
 
@@ -593,8 +698,10 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 verified = self.server.verifier.verify(self.command, self.path, self.headers, body)
             except AuthError as exc:
-                self.server.log_refusal(exc.code, f"refused {self.command} {self.path} from "
-                                        f"{self.client_address[0]}: {exc}")
+                self.server.log_refusal(
+                    exc.code,
+                    f"refused {self.command} {self.path} from {self.client_address[0]}: {exc}",
+                )
                 extra = {"WWW-Authenticate": SCHEME} if exc.status == 401 else {}
                 self._send(exc.status, _error_body(exc.code, str(exc), exc.fix), None, extra)
                 return
@@ -610,14 +717,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(500, _error_body("failed", str(exc)), verified)
         except Exception:  # noqa: BLE001 - a bug must not kill the agent; it is logged
             log.exception("internal error on %s %s", self.command, self.path)
-            self._send(500, _error_body("internal", "internal error; see the agent's log"),
-                       verified)
+            self._send(
+                500, _error_body("internal", "internal error; see the agent's log"), verified
+            )
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
-            raise ApiError(411, "length_required", "chunked bodies are not accepted",
-                           fix="send Content-Length")
+            raise ApiError(
+                411, "length_required", "chunked bodies are not accepted", fix="send Content-Length"
+            )
         text = self.headers.get("Content-Length", "0")
         try:
             length = int(text)
@@ -629,8 +738,11 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "bad_request", "bad Content-Length")
         if length > self.server.settings.max_body_bytes:
             self.close_connection = True  # the body stays unread
-            raise ApiError(413, "too_large", f"body of {length} bytes exceeds "
-                           f"{self.server.settings.max_body_bytes} bytes")
+            raise ApiError(
+                413,
+                "too_large",
+                f"body of {length} bytes exceeds {self.server.settings.max_body_bytes} bytes",
+            )
         return self.rfile.read(length) if length else b""
 
     def _dispatch(self, verified: Verified, body: bytes) -> tuple[int, Any]:
@@ -653,8 +765,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(405, "method_not_allowed", "use POST")
         return self._post(handler, verified, body)
 
-    def _post(self, handler: Callable[[dict[str, Any]], Any], verified: Verified,
-              body: bytes) -> tuple[int, Any]:
+    def _post(
+        self, handler: Callable[[dict[str, Any]], Any], verified: Verified, body: bytes
+    ) -> tuple[int, Any]:
         try:
             data = json.loads(body or b"{}")
         except (ValueError, UnicodeDecodeError):
@@ -680,16 +793,22 @@ class _Handler(BaseHTTPRequestHandler):
                 store.put(key, request_id, status, raw, now_s)
         return status, _Raw(raw)
 
-    def _send(self, status: int, payload: Any, verified: Verified | None,
-              extra_headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        payload: Any,
+        verified: Verified | None,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
         raw = payload.data if isinstance(payload, _Raw) else _json_bytes(payload)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(raw)))
         self.send_header("Cache-Control", "no-store")
         if verified is not None:
-            self.send_header(HEADER_RESPONSE_SIGNATURE,
-                             self.server.verifier.sign_response(verified, status, raw))
+            self.send_header(
+                HEADER_RESPONSE_SIGNATURE, self.server.verifier.sign_response(verified, status, raw)
+            )
         for name, value in (extra_headers or {}).items():
             self.send_header(name, value)
         if self.close_connection:
@@ -734,8 +853,13 @@ class AgentServer:
         clock: injectable clock (authentication freshness, status times).
     """
 
-    def __init__(self, backend: GpuBackend | None, key: bytes | Sequence[bytes],
-                 settings: AgentSettings, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        backend: GpuBackend | None,
+        key: bytes | Sequence[bytes],
+        settings: AgentSettings,
+        clock: Clock | None = None,
+    ) -> None:
         clock = clock or SystemClock()
         self.settings = settings
         self.agent = NodeAgent(backend, settings, clock)
@@ -743,8 +867,11 @@ class AgentServer:
         try:
             self.httpd = AgentHTTPServer(self.agent, self.verifier, settings)
         except OSError as exc:
-            raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
-                              field="listen", fix="pick a free port or a local address") from None
+            raise ConfigError(
+                f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+                field="listen",
+                fix="pick a free port or a local address",
+            ) from None
         self._thread: threading.Thread | None = None
 
     @property
@@ -759,8 +886,12 @@ class AgentServer:
         return f"{scheme}://{host}:{self.port}"
 
     def start(self) -> AgentServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="greencpn-agent",
-                                        kwargs={"poll_interval": 0.2}, daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever,
+            name="greencpn-agent",
+            kwargs={"poll_interval": 0.2},
+            daemon=True,
+        )
         self._thread.start()
         return self
 

@@ -26,21 +26,38 @@ class TinyGpuBackend:
         self.calls: list[tuple[str, int, object]] = []
 
     def list_gpus(self) -> list[GpuInfo]:
-        return [GpuInfo(i, f"GPU-tiny-{i}", "Tiny GPU", self.min_w, self.max_w, self.max_w,
-                        lim, (300, 900, 1410)) for i, lim in enumerate(self.limits_w)]
+        return [
+            GpuInfo(
+                i,
+                f"GPU-tiny-{i}",
+                "Tiny GPU",
+                self.min_w,
+                self.max_w,
+                self.max_w,
+                lim,
+                (300, 900, 1410),
+            )
+            for i, lim in enumerate(self.limits_w)
+        ]
 
     def set_power_limit_w(self, index: int, power_limit_w: float) -> Change:
         before = self.limits_w[index]
         self.calls.append(("set_power_limit_w", index, power_limit_w))
         self.limits_w[index] = power_limit_w
-        return Change(f"gpu{index}", "power_limit_w", before, power_limit_w,
-                      changed=before != power_limit_w)
+        return Change(
+            f"gpu{index}", "power_limit_w", before, power_limit_w, changed=before != power_limit_w
+        )
 
     def lock_clocks_mhz(self, index: int, min_mhz: int, max_mhz: int) -> Change:
         before = self.clocks[index]
         self.clocks[index] = (min_mhz, max_mhz)
-        return Change(f"gpu{index}", "clocks_mhz", before, (min_mhz, max_mhz),
-                      changed=before != (min_mhz, max_mhz))
+        return Change(
+            f"gpu{index}",
+            "clocks_mhz",
+            before,
+            (min_mhz, max_mhz),
+            changed=before != (min_mhz, max_mhz),
+        )
 
     def reset_clocks(self, index: int) -> Change:
         before = self.clocks[index]
@@ -105,4 +122,3 @@ def agent(key_file: Path, fake_proc: Path) -> Iterator[RunningAgent]:
         yield RunningAgent(server, backend, key_file, key, server.url)
     finally:
         server.stop()
-

@@ -26,10 +26,17 @@ def _clock() -> SimClock:
 
 def test_signature_is_hmac_sha256_of_the_documented_canonical_string() -> None:
     body = b'{"index":0,"power_limit_w":250}'
-    sig = auth.sign_request(KEY, "post", "/v1/gpu/power-limit?x=1", "1764072000.000",
-                            "n" * 16, body, "k" * 16)
-    canonical = ("GREENCPN-HMAC-SHA256\nPOST\n/v1/gpu/power-limit?x=1\n1764072000.000\n"
-                 + "n" * 16 + "\n" + "k" * 16 + "\n" + hashlib.sha256(body).hexdigest())
+    sig = auth.sign_request(
+        KEY, "post", "/v1/gpu/power-limit?x=1", "1764072000.000", "n" * 16, body, "k" * 16
+    )
+    canonical = (
+        "GREENCPN-HMAC-SHA256\nPOST\n/v1/gpu/power-limit?x=1\n1764072000.000\n"
+        + "n" * 16
+        + "\n"
+        + "k" * 16
+        + "\n"
+        + hashlib.sha256(body).hexdigest()
+    )
     assert sig == hmac.new(KEY, canonical.encode(), hashlib.sha256).hexdigest()
 
 
@@ -126,8 +133,10 @@ def test_key_file_errors_say_what_to_do(tmp_path: Path) -> None:
 def test_key_file_with_two_keys_allows_rotation(tmp_path: Path) -> None:
     old, new = auth.generate_key_hex(), auth.generate_key_hex()
     path = tmp_path / "agent.key"
-    path.write_text(f"# rotating: new key first, old key until every controller has the new one\n"
-                    f"{new}\n\n{old}\n")
+    path.write_text(
+        f"# rotating: new key first, old key until every controller has the new one\n"
+        f"{new}\n\n{old}\n"
+    )
     path.chmod(0o600)
     keys = auth.load_keys(path)
     assert keys == [bytes.fromhex(new), bytes.fromhex(old)]
@@ -136,10 +145,14 @@ def test_key_file_with_two_keys_allows_rotation(tmp_path: Path) -> None:
     v = Verifier(keys, clock)
     now = clock.now().timestamp()
     for key, index in ((bytes.fromhex(old), 1), (bytes.fromhex(new), 0)):
-        verified = v.verify("GET", "/v1/status", signed_headers(key, "GET", "/v1/status", b"", now), b"")
+        verified = v.verify(
+            "GET", "/v1/status", signed_headers(key, "GET", "/v1/status", b"", now), b""
+        )
         assert verified.key_index == index
         # the answer is signed with the key that signed the request
-        assert v.sign_response(verified, 200, b"{}") == auth.sign_response(key, verified.nonce, 200, b"{}")
+        assert v.sign_response(verified, 200, b"{}") == auth.sign_response(
+            key, verified.nonce, 200, b"{}"
+        )
     with pytest.raises(AuthError, match="signature"):
         v.verify("GET", "/v1/status", signed_headers(bytes(32), "GET", "/v1/status", b"", now), b"")
     path.write_text(f"{new}\nnot-a-key\n")

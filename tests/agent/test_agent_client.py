@@ -28,9 +28,15 @@ def _free_port() -> int:
 
 def test_unreachable_agent_is_retried_with_backoff_then_temporary_error() -> None:
     sleeps: list[float] = []
-    client = AgentClient(f"http://127.0.0.1:{_free_port()}", bytes(32), retries=3,
-                         backoff_s=0.2, backoff_max_s=0.5, connect_timeout_s=0.5,
-                         sleep=sleeps.append)
+    client = AgentClient(
+        f"http://127.0.0.1:{_free_port()}",
+        bytes(32),
+        retries=3,
+        backoff_s=0.2,
+        backoff_max_s=0.5,
+        connect_timeout_s=0.5,
+        sleep=sleeps.append,
+    )
     with pytest.raises(AgentUnavailableError) as ei:
         client.status()
     assert isinstance(ei.value, TemporaryError)
@@ -53,12 +59,20 @@ def test_retried_post_is_applied_once(agent) -> None:  # noqa: ANN001
 
     backend.set_power_limit_w = slow_set  # type: ignore[method-assign]
     sleeps: list[float] = []
-    client = AgentClient(agent.url, agent.key, read_timeout_s=0.25, retries=6, backoff_s=0.05,
-                         sleep=lambda s: (sleeps.append(s), time.sleep(s)))
+    client = AgentClient(
+        agent.url,
+        agent.key,
+        read_timeout_s=0.25,
+        retries=6,
+        backoff_s=0.05,
+        sleep=lambda s: (sleeps.append(s), time.sleep(s)),
+    )
     [change] = client.set_power_limit_w(180, index=0)
     assert sleeps, "the first attempt should have timed out"
     assert change.after == 180.0 and change.changed
-    assert [c for c in backend.calls if c[0] == "set_power_limit_w"] == [("set_power_limit_w", 0, 180)]
+    assert [c for c in backend.calls if c[0] == "set_power_limit_w"] == [
+        ("set_power_limit_w", 0, 180)
+    ]
     assert backend.limits_w[0] == 180.0
 
 
@@ -73,8 +87,9 @@ def test_same_idempotency_key_with_other_body_is_refused(agent) -> None:  # noqa
     for watts in (200, 200, 250):
         body = json.dumps({"index": 0, "power_limit_w": watts}).encode()
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
-        headers = auth.signed_headers(agent.key, "POST", "/v1/gpu/power-limit", body,
-                                      time.time(), idempotency_key=key)
+        headers = auth.signed_headers(
+            agent.key, "POST", "/v1/gpu/power-limit", body, time.time(), idempotency_key=key
+        )
         conn.request("POST", "/v1/gpu/power-limit", body=body, headers=headers)
         resp = conn.getresponse()
         results.append((resp.status, json.loads(resp.read())))
@@ -111,8 +126,12 @@ def test_answers_not_signed_by_the_agent_are_refused(status: int, error: type) -
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        client = AgentClient(f"http://127.0.0.1:{server.server_address[1]}", bytes(range(32)),
-                             retries=1, sleep=lambda s: None)
+        client = AgentClient(
+            f"http://127.0.0.1:{server.server_address[1]}",
+            bytes(range(32)),
+            retries=1,
+            sleep=lambda s: None,
+        )
         with pytest.raises(error):
             client.status()
         client.close()

@@ -37,24 +37,35 @@ def fleet(tmp_path: Path, fake_proc: Path, tiny_gpu_cls):  # noqa: ANN001, ANN20
     for node in ("n1", "n2", "n3"):
         write_key_file(keys / f"{node}.key")
     for node in ("n1", "n2"):
-        settings = AgentSettings(port=0, node_name=node, proc_root=str(fake_proc),
-                                 power_command=str(off), power_off_delay_s=0.0,
-                                 work_command=f"cat {jobs}" if node == "n2" else None)
-        servers[node] = AgentServer(tiny_gpu_cls(), load_key(keys / f"{node}.key"),
-                                    settings).start()
+        settings = AgentSettings(
+            port=0,
+            node_name=node,
+            proc_root=str(fake_proc),
+            power_command=str(off),
+            power_off_delay_s=0.0,
+            work_command=f"cat {jobs}" if node == "n2" else None,
+        )
+        servers[node] = AgentServer(
+            tiny_gpu_cls(), load_key(keys / f"{node}.key"), settings
+        ).start()
         urls[node] = servers[node].url
     urls["n3"] = f"http://127.0.0.1:{_free_port()}"
     try:
-        yield {"keys": keys, "urls": urls, "servers": servers, "off_log": off_log,
-               "tmp": tmp_path}
+        yield {"keys": keys, "urls": urls, "servers": servers, "off_log": off_log, "tmp": tmp_path}
     finally:
         for s in servers.values():
             s.stop()
 
 
 def _hook(fleet, **extra) -> NodePowerHook:  # noqa: ANN001, ANN003
-    table = {"kind": "agent", "urls": fleet["urls"], "key_dir": str(fleet["keys"]),
-             "retries": 1, "connect_timeout_s": 0.5, **extra}
+    table = {
+        "kind": "agent",
+        "urls": fleet["urls"],
+        "key_dir": str(fleet["keys"]),
+        "retries": 1,
+        "connect_timeout_s": 0.5,
+        **extra,
+    }
     return make_hook(table, source="fleet.toml")
 
 

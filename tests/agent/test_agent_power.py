@@ -34,13 +34,16 @@ def _make_proc(root: Path, pids: dict[int, list[str]]) -> None:
 
 
 def test_count_gpu_processes_counts_holders_of_gpu_devices(tmp_path: Path) -> None:
-    _make_proc(tmp_path, {
-        10: ["/dev/nvidia0", "/dev/nvidiactl", "/dev/nvidia-uvm"],  # a CUDA job
-        11: ["/dev/nvidia1", "/dev/nvidia0"],  # one process on two GPUs counts once
-        12: ["/dev/nvidiactl"],  # nvidia-persistenced-like: control device only
-        13: ["/dev/null", "socket:[123]"],
-        99: ["/dev/nvidia0"],  # excluded (the agent itself)
-    })
+    _make_proc(
+        tmp_path,
+        {
+            10: ["/dev/nvidia0", "/dev/nvidiactl", "/dev/nvidia-uvm"],  # a CUDA job
+            11: ["/dev/nvidia1", "/dev/nvidia0"],  # one process on two GPUs counts once
+            12: ["/dev/nvidiactl"],  # nvidia-persistenced-like: control device only
+            13: ["/dev/null", "socket:[123]"],
+            99: ["/dev/nvidia0"],  # excluded (the agent itself)
+        },
+    )
     (tmp_path / "self").mkdir()  # non-numeric entries are ignored
     assert count_gpu_processes(str(tmp_path), exclude_pid=99) == 2
 
@@ -52,15 +55,20 @@ def test_parse_work_output() -> None:
     assert parse_work_output("job a\n\njob b\n") == 2
 
 
-def test_drain_resume_and_off_with_commands(tmp_path: Path, key_file: Path, fake_proc: Path) -> None:
+def test_drain_resume_and_off_with_commands(
+    tmp_path: Path, key_file: Path, fake_proc: Path
+) -> None:
     from greencpn.agent.auth import load_key
 
     log = tmp_path / "actions.log"
     settings = AgentSettings(
-        port=0, node_name="node002", proc_root=str(fake_proc), power_off_delay_s=0.05,
+        port=0,
+        node_name="node002",
+        proc_root=str(fake_proc),
+        power_off_delay_s=0.05,
         power_command=_script(tmp_path / "off.sh", f'echo "off $GREENCPN_REASON" >> {log}\n'),
         drain_command=_script(tmp_path / "drain.sh", f'echo "drain $GREENCPN_REASON" >> {log}\n'),
-        resume_command=_script(tmp_path / "resume.sh", f'echo resume >> {log}\n'),
+        resume_command=_script(tmp_path / "resume.sh", f"echo resume >> {log}\n"),
     )
     key = load_key(key_file)
     with AgentServer(None, key, settings) as server:
@@ -75,24 +83,34 @@ def test_drain_resume_and_off_with_commands(tmp_path: Path, key_file: Path, fake
         assert (c.what, c.after, c.changed) == ("power", "off", True)
         assert client.status()["power"] == "shutting_down"
         deadline = time.monotonic() + 5
-        while "off" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        while (
+            "off" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline
+        ):
             time.sleep(0.02)
         assert log.read_text().splitlines() == [
-            "drain carbon", "resume", "off plan 2026-11-25T12:00Z"]
+            "drain carbon",
+            "resume",
+            "off plan 2026-11-25T12:00Z",
+        ]
         assert client.power("off")[0].changed is False
 
 
-def test_off_refused_with_running_work_or_without_power_command(tmp_path: Path, key_file: Path,
-                                                                fake_proc: Path) -> None:
+def test_off_refused_with_running_work_or_without_power_command(
+    tmp_path: Path, key_file: Path, fake_proc: Path
+) -> None:
     from greencpn.agent.auth import load_key
 
     marker = tmp_path / "powered-off"
     jobs = tmp_path / "jobs.txt"
     jobs.write_text("4242\n4243\n")
     settings = AgentSettings(
-        port=0, node_name="node003", proc_root=str(fake_proc), power_off_delay_s=0.0,
+        port=0,
+        node_name="node003",
+        proc_root=str(fake_proc),
+        power_off_delay_s=0.0,
         power_command=_script(tmp_path / "off.sh", f"touch {marker}\n"),
-        work_command=f"cat {jobs}", work_cache_s=0.0,
+        work_command=f"cat {jobs}",
+        work_cache_s=0.0,
     )
     key = load_key(key_file)
     with AgentServer(None, key, settings) as server:
@@ -123,9 +141,10 @@ def test_agent_over_the_shared_fake_gpu_backend(key_file: Path, fake_proc: Path)
     fake_gpu = pytest.importorskip("greencpn.actuate.fake_gpu")
     from greencpn.agent.auth import load_key
 
-    backend = fake_gpu.FakeGpuBackend([fake_gpu.FakeGpu(min_w=100, max_w=300, default_w=300,
-                                                        demand_w=220, energy_j=5000.0)] * 1
-                                      + [fake_gpu.FakeGpu(min_w=150, max_w=400, default_w=350)])
+    backend = fake_gpu.FakeGpuBackend(
+        [fake_gpu.FakeGpu(min_w=100, max_w=300, default_w=300, demand_w=220, energy_j=5000.0)] * 1
+        + [fake_gpu.FakeGpu(min_w=150, max_w=400, default_w=350)]
+    )
     key = load_key(key_file)
     with AgentServer(backend, key, AgentSettings(port=0, proc_root=str(fake_proc))) as server:
         client = AgentClient(server.url, key)

@@ -31,13 +31,31 @@ def test_agent_process_serves_signed_requests_and_stops_on_sigterm(tmp_path: Pat
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "greencpn.cli", "agent", "--listen", f"127.0.0.1:{port}",
-         "--key-file", str(key_file), "--gpu", "fake", "--fake-gpus", "3",
-         "--node-name", "gpu-node-7"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "greencpn.cli",
+            "agent",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--key-file",
+            str(key_file),
+            "--gpu",
+            "fake",
+            "--fake-gpus",
+            "3",
+            "--node-name",
+            "gpu-node-7",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        client = AgentClient.from_key_file(f"http://127.0.0.1:{port}", key_file, retries=20,
-                                           backoff_s=0.1, backoff_max_s=0.3)
+        client = AgentClient.from_key_file(
+            f"http://127.0.0.1:{port}", key_file, retries=20, backoff_s=0.1, backoff_max_s=0.3
+        )
         status = client.status()  # retried until the process listens
         assert status["node"] == "gpu-node-7" and len(status["gpus"]) == 3
         assert status["gpu_backend"] == "fake"
@@ -46,16 +64,43 @@ def test_agent_process_serves_signed_requests_and_stops_on_sigterm(tmp_path: Pat
         assert client.status()["gpus"][2]["power_limit_w"] == 300.0
 
         call = subprocess.run(
-            [sys.executable, "-m", "greencpn.cli", "agent", "call", f"http://127.0.0.1:{port}",
-             "--key-file", str(key_file), "power-limit", "50"],
-            env=env, capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "greencpn.cli",
+                "agent",
+                "call",
+                f"http://127.0.0.1:{port}",
+                "--key-file",
+                str(key_file),
+                "power-limit",
+                "50",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert call.returncode == 1
         assert "out_of_range" in call.stderr and "Traceback" not in call.stderr
 
         call = subprocess.run(
-            [sys.executable, "-m", "greencpn.cli", "agent", "call", f"http://127.0.0.1:{port}",
-             "--key-file", str(key_file), "status"],
-            env=env, capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "greencpn.cli",
+                "agent",
+                "call",
+                f"http://127.0.0.1:{port}",
+                "--key-file",
+                str(key_file),
+                "status",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert call.returncode == 0, call.stderr
         assert json.loads(call.stdout)["gpus"][2]["power_limit_w"] == 300.0
     finally:

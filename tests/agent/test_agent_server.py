@@ -23,8 +23,9 @@ from greencpn.clock import SystemClock
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _raw(url: str, method: str, path: str, body: bytes = b"",
-         headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], http.client.HTTPResponse]:
+def _raw(
+    url: str, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any], http.client.HTTPResponse]:
     """One request over a fresh connection, exactly as given (no signing)."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
@@ -37,10 +38,12 @@ def _raw(url: str, method: str, path: str, body: bytes = b"",
         conn.close()
 
 
-def _signed(key: bytes, method: str, path: str, body: bytes = b"", *, skew_s: float = 0.0,
-            idem: str = "") -> dict[str, str]:
-    h = auth.signed_headers(key, method, path, body, SystemClock().now().timestamp() + skew_s,
-                            idempotency_key=idem)
+def _signed(
+    key: bytes, method: str, path: str, body: bytes = b"", *, skew_s: float = 0.0, idem: str = ""
+) -> dict[str, str]:
+    h = auth.signed_headers(
+        key, method, path, body, SystemClock().now().timestamp() + skew_s, idempotency_key=idem
+    )
     if body:
         h["Content-Type"] = "application/json"
     return h
@@ -56,7 +59,12 @@ def _limit_body(watts: float, index: int | str = 0) -> bytes:
 def test_valid_signed_request_applies_and_reads_before_writing(agent) -> None:  # noqa: ANN001
     client = AgentClient(agent.url, agent.key)
     [change] = client.set_power_limit_w(200, index=1)
-    assert (change.target, change.before, change.after, change.changed) == ("gpu1", 300.0, 200.0, True)
+    assert (change.target, change.before, change.after, change.changed) == (
+        "gpu1",
+        300.0,
+        200.0,
+        True,
+    )
     assert agent.backend.limits_w == [300.0, 200.0]
     changes = client.set_power_limit_w(250)  # all GPUs
     assert [c.after for c in changes] == [250.0, 250.0]
@@ -81,7 +89,9 @@ def test_unsigned_wrongly_signed_stale_and_replayed_are_refused_and_change_nothi
     assert resp.getheader("WWW-Authenticate") == auth.SCHEME
 
     wrong_key = bytes(32)
-    status, data, _ = _raw(url, "POST", LIMIT_PATH, body, _signed(wrong_key, "POST", LIMIT_PATH, body))
+    status, data, _ = _raw(
+        url, "POST", LIMIT_PATH, body, _signed(wrong_key, "POST", LIMIT_PATH, body)
+    )
     refused["wrong key"] = (status, data)
 
     h = _signed(key, "POST", LIMIT_PATH, _limit_body(290))  # signed for 290 W, sent with 150 W
@@ -93,13 +103,16 @@ def test_unsigned_wrongly_signed_stale_and_replayed_are_refused_and_change_nothi
     refused["other path"] = (status, data)
 
     h = dict(_signed(key, "POST", LIMIT_PATH, body))
-    h[auth.HEADER_SIGNATURE] = h[auth.HEADER_SIGNATURE][:-1] + ("0" if h[auth.HEADER_SIGNATURE][-1] != "0" else "1")
+    h[auth.HEADER_SIGNATURE] = h[auth.HEADER_SIGNATURE][:-1] + (
+        "0" if h[auth.HEADER_SIGNATURE][-1] != "0" else "1"
+    )
     status, data, _ = _raw(url, "POST", LIMIT_PATH, body, h)
     refused["flipped signature"] = (status, data)
 
     for skew in (-31.0, 31.0):
-        status, data, _ = _raw(url, "POST", LIMIT_PATH, body,
-                               _signed(key, "POST", LIMIT_PATH, body, skew_s=skew))
+        status, data, _ = _raw(
+            url, "POST", LIMIT_PATH, body, _signed(key, "POST", LIMIT_PATH, body, skew_s=skew)
+        )
         refused[f"stale {skew:+g} s"] = (status, data)
 
     for what, (status, data) in refused.items():
@@ -165,8 +178,9 @@ def test_out_of_range_and_bad_values_are_refused_with_400(agent, payload, code) 
 
 def test_non_finite_number_and_bad_json_are_refused(agent) -> None:  # noqa: ANN001
     for body in (b'{"index":0,"power_limit_w":NaN}', b"[1,2]", b"{not json"):
-        status, data, _ = _raw(agent.url, "POST", LIMIT_PATH, body,
-                               _signed(agent.key, "POST", LIMIT_PATH, body))
+        status, data, _ = _raw(
+            agent.url, "POST", LIMIT_PATH, body, _signed(agent.key, "POST", LIMIT_PATH, body)
+        )
         assert status == 400, body
         assert data["error"]["code"] in {"bad_value", "bad_json"}
     assert agent.backend.calls == []
@@ -174,8 +188,9 @@ def test_non_finite_number_and_bad_json_are_refused(agent) -> None:  # noqa: ANN
 
 def test_oversized_body_is_refused_before_reading(agent) -> None:  # noqa: ANN001
     body = b"{" + b" " * (70 * 1024) + b"}"
-    status, data, resp = _raw(agent.url, "POST", LIMIT_PATH, body,
-                              _signed(agent.key, "POST", LIMIT_PATH, body))
+    status, data, resp = _raw(
+        agent.url, "POST", LIMIT_PATH, body, _signed(agent.key, "POST", LIMIT_PATH, body)
+    )
     assert (status, data["error"]["code"]) == (413, "too_large")
     assert resp.getheader("Connection") == "close"
 
@@ -229,8 +244,14 @@ def test_defaults_bind_loopback() -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "greencpn.cli", *args], capture_output=True,
-                          text=True, timeout=60, env=env, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "greencpn.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=REPO,
+    )
 
 
 def test_agent_refuses_to_start_with_a_key_file_readable_by_others(tmp_path: Path) -> None:
@@ -271,7 +292,9 @@ def test_connections_beyond_the_cap_are_closed(key_file, fake_proc) -> None:  # 
     key = auth.load_key(key_file)
     settings = AgentSettings(port=0, proc_root=str(fake_proc), max_connections=2)
     with AgentServer(None, key, settings) as server:
-        idle = [socketlib.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(2)]
+        idle = [
+            socketlib.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(2)
+        ]
         try:
             time.sleep(0.3)
             extra = socketlib.create_connection(("127.0.0.1", server.port), timeout=5)
