@@ -45,6 +45,7 @@ from greencpn.sources.http import BadResponseError, window_mask
 log = logging.getLogger(__name__)
 
 DEFAULT_HISTORY_WINDOW = timedelta(days=8)
+FILE_HISTORY_WINDOW = timedelta(days=365)
 
 
 class NoForecastError(TemporaryError):
@@ -579,12 +580,15 @@ def open_chain(spec: str, zone: str, *, clock: Clock, use_cache: bool = True,
     src = open_source(spec, clock=clock, zone=zone, base_url=base_url, keys_file=keys_file,
                       accounting=accounting, policy=policy, check_keys=check_keys)
     if isinstance(src, FileSource):
+        # A file is cheap to read: give the forecaster a year (the default forecaster's
+        # per-lead regression needs weeks of lags to be any better than persistence).
         return SourceChain(None, None, clock=clock, history_source=src, signal=src.signal,
-                           source_name=src.name)
+                           source_name=src.name, history_window=FILE_HISTORY_WINDOW)
     cache = None
     if use_cache:
         cache = SeriesCache(cache_path or default_cache_path(), clock,
                             daily_budget={src.name: budget} if budget is not None else None)
     history = (FileSource(history_file, zone=zone, accounting=accounting)
                if history_file else None)
-    return SourceChain(src, cache, clock=clock, history_source=history, source_name=src.name)
+    return SourceChain(src, cache, clock=clock, history_source=history, source_name=src.name,
+                       history_window=FILE_HISTORY_WINDOW if history else DEFAULT_HISTORY_WINDOW)
