@@ -714,7 +714,8 @@ class _Handler(BaseHTTPRequestHandler):
         except ConfigError as exc:
             self._send(400, _error_body("bad_value", str(exc), exc.fix or ""), verified)
         except PermanentError as exc:
-            self._send(500, _error_body("failed", str(exc)), verified)
+            status, code, fix = _permanent_status(exc)
+            self._send(status, _error_body(code, str(exc), fix), verified)
         except Exception:  # noqa: BLE001 - a bug must not kill the agent; it is logged
             log.exception("internal error on %s %s", self.command, self.path)
             self._send(
@@ -816,6 +817,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(raw)
+
+
+def _permanent_status(exc: PermanentError) -> tuple[int, str, str]:
+    """HTTP status, code and fix for a permanent fault (GPU errors by their type)."""
+    from greencpn.actuate import gpu
+
+    if isinstance(exc, gpu.GpuNotFoundError):
+        return 400, "unknown_gpu", ""
+    if isinstance(exc, gpu.GpuInvalidArgumentError):
+        return 400, "bad_value", ""
+    if isinstance(exc, gpu.GpuNotSupportedError):
+        return 409, "not_supported", "this GPU or driver cannot do it; leave it out of the plan"
+    if isinstance(exc, gpu.GpuPermissionError):
+        return 500, "no_permission", "run the agent as root (NVML needs it to change limits)"
+    return 500, "failed", ""
 
 
 @dataclass(frozen=True)

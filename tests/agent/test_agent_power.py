@@ -159,3 +159,33 @@ def test_agent_over_the_shared_fake_gpu_backend(key_file: Path, fake_proc: Path)
         assert status["gpus"][0]["power_w"] == 200.0  # min(demand 220, limit 200)
         assert status["gpus"][0]["energy_j"] >= 5000.0
         assert status["gpu_backend"] == "fake"
+
+
+def test_gpu_faults_map_to_typed_answers(key_file: Path, fake_proc: Path) -> None:
+    fake_gpu = pytest.importorskip("greencpn.actuate.fake_gpu")
+    from greencpn.actuate import gpu
+    from greencpn.agent.auth import load_key
+    from greencpn.agent.client import AgentUnavailableError
+
+    backend = fake_gpu.FakeGpuBackend([fake_gpu.FakeGpu(min_w=100, max_w=300, default_w=300)])
+    key = load_key(key_file)
+    with AgentServer(backend, key, AgentSettings(port=0, proc_root=str(fake_proc))) as server:
+        client = AgentClient(server.url, key, retries=1, sleep=lambda s: None)
+        backend.inject_error("set_limit", gpu.NVML_ERROR_NO_PERMISSION)
+        with pytest.raises(AgentRequestError) as ei:
+            client.set_power_limit_w(200)
+        assert (ei.value.status, ei.value.code) == (500, "no_permission")
+        assert "root" in ei.value.fix
+        backend.inject_error("lock_clocks", gpu.NVML_ERROR_NOT_SUPPORTED)
+        with pytest.raises(AgentRequestError) as ei:
+            client.lock_clocks_mhz(810, 1410)
+        assert (ei.value.status, ei.value.code) == (409, "not_supported")
+        backend.inject_error("set_limit", gpu.NVML_ERROR_GPU_IS_LOST, times=-1)
+        with pytest.raises(AgentUnavailableError):  # 503, retried, still lost
+            client.set_power_limit_w(200)
+        backend.clear_errors()
+        backend.inject_error("power", gpu.NVML_ERROR_GPU_IS_LOST, times=-1)
+        status = client.status()  # one unreadable sensor does not fail the whole status
+        assert "error" in status["gpus"][0] and status["gpus"][0]["power_limit_w"] == 300.0
+        backend.clear_errors()
+        assert client.set_power_limit_w(200)[0].after == 200.0
