@@ -43,8 +43,10 @@ def timed(fn: Callable[[], object], repeats: int) -> list[float]:
 def row(name: str, ms: list[float]) -> str:
     ms = sorted(ms)
     p95 = ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
-    return (f"| {name} | {statistics.median(ms):.1f} | {p95:.1f} | {ms[0]:.1f} | {ms[-1]:.1f} "
-            f"| {len(ms)} |")
+    return (
+        f"| {name} | {statistics.median(ms):.1f} | {p95:.1f} | {ms[0]:.1f} | {ms[-1]:.1f} "
+        f"| {len(ms)} |"
+    )
 
 
 def bench_hostlist(repeats: int) -> list[str]:
@@ -53,9 +55,13 @@ def bench_hostlist(repeats: int) -> list[str]:
     random.Random(1).shuffle(shuffled)
     assert expand("gpu[000001-100000]") == names
     assert compress(shuffled) == "gpu[000001-100000]"
-    return [row("expand `gpu[000001-100000]` (100k names)",
-                timed(lambda: expand("gpu[000001-100000]"), repeats)),
-            row("compress 100k shuffled names", timed(lambda: compress(shuffled), repeats))]
+    return [
+        row(
+            "expand `gpu[000001-100000]` (100k names)",
+            timed(lambda: expand("gpu[000001-100000]"), repeats),
+        ),
+        row("compress 100k shuffled names", timed(lambda: compress(shuffled), repeats)),
+    ]
 
 
 def bench_command(repeats: int, tmp: Path) -> list[str]:
@@ -67,15 +73,20 @@ def bench_command(repeats: int, tmp: Path) -> list[str]:
     status.chmod(0o755)
     hook = make_hook({"kind": "command", "power_on": str(script), "status": str(status)})
     nodes = [f"n{i:02d}" for i in range(64)]
-    return [row("command hook power_on, 64 nodes (status + 1 script call)",
-                timed(lambda: hook.power_on(nodes), repeats))]
+    return [
+        row(
+            "command hook power_on, 64 nodes (status + 1 script call)",
+            timed(lambda: hook.power_on(nodes), repeats),
+        )
+    ]
 
 
 def bench_ipmi(repeats: int, tmp: Path) -> list[str]:
     if not (shutil.which("ipmi_sim") and shutil.which("ipmitool")):
         return ["| ipmi (skipped: ipmi_sim/ipmitool missing) | | | | | |"]
     spec = importlib.util.spec_from_file_location(
-        "ipmi_bmc_sim_for_bench", ROOT / "tests" / "actuate_nodes" / "test_ipmi_hook_bmc_sim.py")
+        "ipmi_bmc_sim_for_bench", ROOT / "tests" / "actuate_nodes" / "test_ipmi_hook_bmc_sim.py"
+    )
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
@@ -84,24 +95,47 @@ def bench_ipmi(repeats: int, tmp: Path) -> list[str]:
     os.environ["GREENCPN_BENCH_IPMI_PW"] = mod.PASSWORD
     try:
         time.sleep(0.3)
-        hook = make_hook({"kind": "ipmi", "user": "admin", "password_env": "GREENCPN_BENCH_IPMI_PW",
-                          "bmcs": {n: f"127.0.0.1:{b.port}" for n, b in bmcs.items()},
-                          "poll_interval_s": 0.05, "soft_off_timeout_s": 10})
+        hook = make_hook(
+            {
+                "kind": "ipmi",
+                "user": "admin",
+                "password_env": "GREENCPN_BENCH_IPMI_PW",
+                "bmcs": {n: f"127.0.0.1:{b.port}" for n, b in bmcs.items()},
+                "poll_interval_s": 0.05,
+                "soft_off_timeout_s": 10,
+            }
+        )
         assert hook.status(["n0"])[0].power.value == "on"
-        serial = make_hook({"kind": "ipmi", "user": "admin", "parallel": 1,
-                            "password_env": "GREENCPN_BENCH_IPMI_PW",
-                            "bmcs": {n: f"127.0.0.1:{b.port}" for n, b in bmcs.items()}})
-        rows = [row("ipmi status, 1 node (1 ipmitool call)", timed(lambda: hook.status(["n0"]), repeats)),
-                row("ipmi status, 8 nodes, parallel=1 (one BMC at a time)",
-                    timed(lambda: serial.status(list(bmcs)), repeats)),
-                row("ipmi status, 8 nodes, parallel=16 (default)",
-                    timed(lambda: hook.status(list(bmcs)), repeats))]
+        serial = make_hook(
+            {
+                "kind": "ipmi",
+                "user": "admin",
+                "parallel": 1,
+                "password_env": "GREENCPN_BENCH_IPMI_PW",
+                "bmcs": {n: f"127.0.0.1:{b.port}" for n, b in bmcs.items()},
+            }
+        )
+        rows = [
+            row(
+                "ipmi status, 1 node (1 ipmitool call)", timed(lambda: hook.status(["n0"]), repeats)
+            ),
+            row(
+                "ipmi status, 8 nodes, parallel=1 (one BMC at a time)",
+                timed(lambda: serial.status(list(bmcs)), repeats),
+            ),
+            row(
+                "ipmi status, 8 nodes, parallel=16 (default)",
+                timed(lambda: hook.status(list(bmcs)), repeats),
+            ),
+        ]
 
         def cycle() -> None:
             hook.power_off(["n1"])
             bmcs["n1"].set_power(True)
 
-        rows.append(row("ipmi power_off 1 node: status + soft + poll until off", timed(cycle, repeats)))
+        rows.append(
+            row("ipmi power_off 1 node: status + soft + poll until off", timed(cycle, repeats))
+        )
         return rows
     finally:
         for b in bmcs.values():

@@ -151,8 +151,10 @@ def _sorted_parsed(names: Iterable[str]) -> list[_Parsed]:
         else:
             parsed.append((name, "", None, -1, name))
     pairs = {(p[0], p[1]) for p in parsed}
-    rank = {pair: i for i, pair in enumerate(
-        sorted(pairs, key=lambda ps: (_natural(ps[0]), ps[0], ps[1])))}
+    rank = {
+        pair: i
+        for i, pair in enumerate(sorted(pairs, key=lambda ps: (_natural(ps[0]), ps[0], ps[1])))
+    }
     parsed.sort(key=lambda p: (rank[(p[0], p[1])], p[3], len(p[2] or ""), p[4]))
     return parsed
 

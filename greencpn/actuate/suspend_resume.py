@@ -59,19 +59,30 @@ def load_hook_table(path: Path) -> dict[str, object]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError("file not found", source=str(path),
-                          fix=f"create it or fix --hook-config / {ENV_HOOK_CONFIG}") from None
+        raise ConfigError(
+            "file not found",
+            source=str(path),
+            fix=f"create it or fix --hook-config / {ENV_HOOK_CONFIG}",
+        ) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", source=str(path),
-                          fix="check the quoting and brackets") from None
+        raise ConfigError(
+            f"not valid TOML: {exc}", source=str(path), fix="check the quoting and brackets"
+        ) from None
     table = data.get("hook", data)
     if not isinstance(table, dict) or "kind" not in table:
-        raise ConfigError("no hook 'kind'", source=str(path), field="kind",
-                          fix='write kind = "ipmi" (or command, wol, agent)')
+        raise ConfigError(
+            "no hook 'kind'",
+            source=str(path),
+            field="kind",
+            fix='write kind = "ipmi" (or command, wol, agent)',
+        )
     if table["kind"] == "slurm":
-        raise ConfigError("a slurm hook cannot be Slurm's own Suspend/ResumeProgram",
-                          source=str(path), field="kind",
-                          fix="use the hook that powers the hardware: ipmi, wol, command, agent")
+        raise ConfigError(
+            "a slurm hook cannot be Slurm's own Suspend/ResumeProgram",
+            source=str(path),
+            field="kind",
+            fix="use the hook that powers the hardware: ipmi, wol, command, agent",
+        )
     return table
 
 
@@ -83,11 +94,16 @@ def _record(path: Path | None, entry: dict[str, object]) -> None:
         fh.write(json.dumps(entry, default=str) + "\n")
 
 
-def run(action: str, hostlist: str, *, hook_config: Path | None, record: Path | None,
-        now: datetime) -> int:
+def run(
+    action: str, hostlist: str, *, hook_config: Path | None, record: Path | None, now: datetime
+) -> int:
     """Do one Suspend/Resume/ResumeFail call; return the process exit status."""
-    entry: dict[str, object] = {"time": now.isoformat(), "action": action, "hostlist": hostlist,
-                                "pid": os.getpid()}
+    entry: dict[str, object] = {
+        "time": now.isoformat(),
+        "action": action,
+        "hostlist": hostlist,
+        "pid": os.getpid(),
+    }
     try:
         nodes = expand_unique(hostlist)
         entry["nodes"] = nodes
@@ -120,20 +136,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m greencpn.actuate.suspend_resume",
         description="Slurm SuspendProgram/ResumeProgram/ResumeFailProgram backed by a greencpn hook",
     )
-    parser.add_argument("--hook-config", type=Path, default=os.environ.get(ENV_HOOK_CONFIG),
-                        help=f"TOML file with the hook (default: ${ENV_HOOK_CONFIG})")
-    parser.add_argument("--record", type=Path, default=os.environ.get(ENV_RECORD),
-                        help=f"append one JSON line per call here (default: ${ENV_RECORD})")
+    parser.add_argument(
+        "--hook-config",
+        type=Path,
+        default=os.environ.get(ENV_HOOK_CONFIG),
+        help=f"TOML file with the hook (default: ${ENV_HOOK_CONFIG})",
+    )
+    parser.add_argument(
+        "--record",
+        type=Path,
+        default=os.environ.get(ENV_RECORD),
+        help=f"append one JSON line per call here (default: ${ENV_RECORD})",
+    )
     parser.add_argument("--log-file", type=Path, help="log here (default: stderr)")
     parser.add_argument("action", choices=["suspend", "resume", "fail"])
     parser.add_argument("hostlist", nargs="+", help="Slurm hostlist expression, e.g. node[1-4]")
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO, filename=str(args.log_file) if args.log_file else None,
+        level=logging.INFO,
+        filename=str(args.log_file) if args.log_file else None,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    return run(args.action, ",".join(args.hostlist), hook_config=args.hook_config,
-               record=args.record, now=datetime.now(UTC))
+    return run(
+        args.action,
+        ",".join(args.hostlist),
+        hook_config=args.hook_config,
+        record=args.record,
+        now=datetime.now(UTC),
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

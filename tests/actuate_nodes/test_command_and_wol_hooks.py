@@ -78,8 +78,11 @@ def fake_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path,
 
 def _calls(state: Path) -> list[str]:
     path = state / "calls.log"
-    return [ln for ln in path.read_text().splitlines() if not ln.startswith("status")] \
-        if path.exists() else []
+    return (
+        [ln for ln in path.read_text().splitlines() if not ln.startswith("status")]
+        if path.exists()
+        else []
+    )
 
 
 def test_command_hook_power_reads_before_write(fake_cluster: tuple[Path, NodePowerHook]) -> None:
@@ -92,8 +95,10 @@ def test_command_hook_power_reads_before_write(fake_cluster: tuple[Path, NodePow
     # n04 was already off: no command for it; n01,n02 passed as ONE hostlist expression
     assert _calls(state) == ["off n[01-02] reason="]
     assert [(c.target, c.changed, c.before, c.after) for c in changes] == [
-        ("n01", True, "on", "shutting_down"), ("n02", True, "on", "shutting_down"),
-        ("n04", False, "off", "off")]  # in the order asked
+        ("n01", True, "on", "shutting_down"),
+        ("n02", True, "on", "shutting_down"),
+        ("n04", False, "off", "off"),
+    ]  # in the order asked
     assert (state / "n01").read_text().strip() == "off"
 
     # re-applying changes nothing and runs nothing
@@ -114,7 +119,11 @@ def test_command_hook_drain_and_resume(fake_cluster: tuple[Path, NodePowerHook])
     assert [s.drained for s in hook.status(["n01", "n02", "n03"])] == [False, True, True]
     assert not any(c.changed for c in hook.drain(["n02"], "again"))
     resumed = hook.resume(["n01", "n02", "n03"])
-    assert [(c.target, c.changed) for c in resumed] == [("n01", False), ("n02", True), ("n03", True)]
+    assert [(c.target, c.changed) for c in resumed] == [
+        ("n01", False),
+        ("n02", True),
+        ("n03", True),
+    ]
     assert _calls(state)[-1] == "resume n[02-03] reason="
 
 
@@ -136,7 +145,11 @@ def test_command_hook_timeout_kills_process_group(tmp_path: Path) -> None:
 
 
 def test_command_hook_exit_codes_are_typed(tmp_path: Path) -> None:
-    fail = _script(tmp_path, "fail.sh", "#!/bin/sh\necho 'first line' >&2\necho 'BMC unreachable' >&2\nexit 3\n")
+    fail = _script(
+        tmp_path,
+        "fail.sh",
+        "#!/bin/sh\necho 'first line' >&2\necho 'BMC unreachable' >&2\nexit 3\n",
+    )
     hook = make_hook({"kind": "command", "power_on": str(fail)})
     with pytest.raises(CommandTemporaryError) as info:
         hook.power_on(["n1"])
@@ -157,17 +170,22 @@ def test_command_hook_exit_codes_are_typed(tmp_path: Path) -> None:
 def test_command_hook_placeholders(tmp_path: Path) -> None:
     out = tmp_path / "out.txt"
     script = _script(tmp_path, "echo.sh", f'#!/bin/sh\necho "$@" >> {out}\n')
-    hook = make_hook({"kind": "command", "drain": [str(script), "--nodes={hostlist}",
-                                                   "--why", "{reason}"]})
+    hook = make_hook(
+        {"kind": "command", "drain": [str(script), "--nodes={hostlist}", "--why", "{reason}"]}
+    )
     hook.drain(["b2", "b1", "b3"], "maintenance")
     assert out.read_text().strip() == "--nodes=b[1-3] --why maintenance"
 
 
 def test_status_line_parsing() -> None:
-    st = parse_status_lines("# header\nn1 on jobs=2 gpu=ok\nn2 down drained\n\n", ["n1", "n2", "n3"])
+    st = parse_status_lines(
+        "# header\nn1 on jobs=2 gpu=ok\nn2 down drained\n\n", ["n1", "n2", "n3"]
+    )
     assert [(s.name, s.power, s.drained, s.running_jobs) for s in st] == [
-        ("n1", NodePower.ON, False, 2), ("n2", NodePower.OFF, True, 0),
-        ("n3", NodePower.UNKNOWN, False, 0)]
+        ("n1", NodePower.ON, False, 2),
+        ("n2", NodePower.OFF, True, 0),
+        ("n3", NodePower.UNKNOWN, False, 0),
+    ]
     assert st[0].extra == {"gpu": "ok"}
     with pytest.raises(TemporaryError, match="line 1"):
         parse_status_lines("n1 sleepy\n", ["n1"])
@@ -210,13 +228,22 @@ def test_wol_sends_to_a_loopback_listener() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.settimeout(5)
         port = listener.getsockname()[1]
-        hook = make_hook({"kind": "wol", "address": "127.0.0.1", "port": port, "repeat": 2,
-                          "macs": {"n1": "aa:bb:cc:dd:ee:01", "n2": "aa:bb:cc:dd:ee:02"}})
+        hook = make_hook(
+            {
+                "kind": "wol",
+                "address": "127.0.0.1",
+                "port": port,
+                "repeat": 2,
+                "macs": {"n1": "aa:bb:cc:dd:ee:01", "n2": "aa:bb:cc:dd:ee:02"},
+            }
+        )
         changes = hook.power_on(["n2", "n1"])
         got = [listener.recvfrom(1024)[0] for _ in range(4)]
     assert got == [magic_packet("aa:bb:cc:dd:ee:02")] * 2 + [magic_packet("aa:bb:cc:dd:ee:01")] * 2
     assert [(c.target, c.before, c.after, c.changed) for c in changes] == [
-        ("n2", "unknown", "booting", True), ("n1", "unknown", "booting", True)]
+        ("n2", "unknown", "booting", True),
+        ("n1", "unknown", "booting", True),
+    ]
     with pytest.raises(PermanentError, match="only wakes"):
         hook.power_off(["n1"])
     with pytest.raises(ConfigError, match="no MAC address for node 'n3'"):
@@ -237,12 +264,20 @@ def test_wol_with_nested_status_skips_awake_nodes(fake_cluster: tuple[Path, Node
         listener.bind(("127.0.0.1", 0))
         listener.settimeout(0.3)
         port = listener.getsockname()[1]
-        hook = make_hook({
-            "kind": "wol", "address": "127.0.0.1", "port": port, "repeat": 1,
-            "macs": {"n01": "aa:bb:cc:dd:ee:01", "n04": "aa:bb:cc:dd:ee:04"},
-            "off": {"kind": "command", "status": [str(script), str(state), "status"],
-                    "power_off": [str(script), str(state), "off"]},
-        })
+        hook = make_hook(
+            {
+                "kind": "wol",
+                "address": "127.0.0.1",
+                "port": port,
+                "repeat": 1,
+                "macs": {"n01": "aa:bb:cc:dd:ee:01", "n04": "aa:bb:cc:dd:ee:04"},
+                "off": {
+                    "kind": "command",
+                    "status": [str(script), str(state), "status"],
+                    "power_off": [str(script), str(state), "off"],
+                },
+            }
+        )
         changes = hook.power_on(["n01", "n04"])  # n01 is on already
         assert listener.recvfrom(1024)[0] == magic_packet("aa:bb:cc:dd:ee:04")
         with pytest.raises(socket.timeout):
@@ -256,7 +291,9 @@ def test_wol_with_nested_status_skips_awake_nodes(fake_cluster: tuple[Path, Node
 # ------------------------------------------------------------------------------------------
 
 
-def test_suspend_resume_entry_point(fake_cluster: tuple[Path, NodePowerHook], tmp_path: Path) -> None:
+def test_suspend_resume_entry_point(
+    fake_cluster: tuple[Path, NodePowerHook], tmp_path: Path
+) -> None:
     state, _ = fake_cluster
     script = state.parent / "fake_power.sh"
     hook_toml = tmp_path / "hook.toml"
@@ -269,23 +306,32 @@ def test_suspend_resume_entry_point(fake_cluster: tuple[Path, NodePowerHook], tm
     record = tmp_path / "power.jsonl"
     env = dict(os.environ, GREENCPN_POWER_HOOK_CONFIG=str(hook_toml))
     base = [sys.executable, "-m", "greencpn.actuate.suspend_resume", "--record", str(record)]
-    r = subprocess.run([*base, "suspend", "n[01-02]"], env=env, capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run(
+        [*base, "suspend", "n[01-02]"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0, r.stderr
     assert (state / "n01").read_text().strip() == "off"
-    r = subprocess.run([*base, "resume", "n[01,04]"], env=env, capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run(
+        [*base, "resume", "n[01,04]"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0, r.stderr
     assert (state / "n04").read_text().strip() == "on"
     r = subprocess.run([*base, "fail", "n03"], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0
     lines = [json.loads(x) for x in record.read_text().splitlines()]
     assert [(e["action"], e["nodes"]) for e in lines] == [
-        ("suspend", ["n01", "n02"]), ("resume", ["n01", "n04"]), ("fail", ["n03"])]
+        ("suspend", ["n01", "n02"]),
+        ("resume", ["n01", "n04"]),
+        ("fail", ["n03"]),
+    ]
     assert [c["changed"] for c in lines[0]["changes"]] == [True, True]
     # bad hostlist → exit 2 and a recorded error; a slurm hook is refused
-    r = subprocess.run([*base, "resume", "n[1-"], env=env, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "hostlist" in json.loads(record.read_text().splitlines()[-1])["error"]
+    r = subprocess.run(
+        [*base, "resume", "n[1-"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert (
+        r.returncode == 2 and "hostlist" in json.loads(record.read_text().splitlines()[-1])["error"]
+    )
     hook_toml.write_text('kind = "slurm"\n')
     r = subprocess.run([*base, "resume", "n1"], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "cannot be Slurm's own" in r.stderr

@@ -21,8 +21,10 @@ from greencpn.errors import ConfigError
     [
         # slurm.conf(5): "NodeName=linux[0-64,128]" style and the scontrol(1) examples
         ("linux[0-3,128]", ["linux0", "linux1", "linux2", "linux3", "linux128"]),
-        ("node[001-004,007],gpu-a[1-2]",
-         ["node001", "node002", "node003", "node004", "node007", "gpu-a1", "gpu-a2"]),
+        (
+            "node[001-004,007],gpu-a[1-2]",
+            ["node001", "node002", "node003", "node004", "node007", "gpu-a1", "gpu-a2"],
+        ),
         ("tux[1-3]", ["tux1", "tux2", "tux3"]),
         ("n[08-10]", ["n08", "n09", "n10"]),
         ("n[8-10]", ["n8", "n9", "n10"]),  # width follows the lower bound
@@ -44,8 +46,10 @@ def test_expand_hand_cases(expr: str, names: list[str]) -> None:
 @pytest.mark.parametrize(
     ("names", "expr"),
     [
-        (["node001", "node002", "node003", "node004", "node007", "gpu-a2", "gpu-a1"],
-         "gpu-a[1-2],node[001-004,007]"),
+        (
+            ["node001", "node002", "node003", "node004", "node007", "gpu-a2", "gpu-a1"],
+            "gpu-a[1-2],node[001-004,007]",
+        ),
         (["tux3", "tux1", "tux2", "tux2"], "tux[1-3]"),
         (["n9", "n10"], "n[9-10]"),
         (["n09", "n10"], "n[09-10]"),

@@ -91,14 +91,27 @@ set_working_mc 0x20
     allowed_auths_admin none md2 md5 straight
     guid a123456789abcdefa123456789abcdef
   endlan
-  chassis_control "{d / 'chassis.sh'}"
+  chassis_control "{d / "chassis.sh"}"
   user 2 true "admin" "{PASSWORD}" admin 10 none md2 md5 straight
 """)
     (d / "bmc.emu").write_text(
-        "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\nmc_enable 0x20\n")
+        "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\nmc_enable 0x20\n"
+    )
     proc = subprocess.Popen(
-        ["ipmi_sim", "-c", str(d / "lan.conf"), "-f", str(d / "bmc.emu"), "-s", str(d / "state"),
-         "-n"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        [
+            "ipmi_sim",
+            "-c",
+            str(d / "lan.conf"),
+            "-f",
+            str(d / "bmc.emu"),
+            "-s",
+            str(d / "state"),
+            "-n",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
     return Bmc(node, d, port, proc)
 
 
@@ -118,10 +131,28 @@ def bmcs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, 
         for b in started.values():
             while True:
                 r = subprocess.run(
-                    ["ipmitool", "-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p", str(b.port),
-                     "-U", "admin", "-E", "chassis", "power", "status"],
+                    [
+                        "ipmitool",
+                        "-I",
+                        "lanplus",
+                        "-C",
+                        "3",
+                        "-H",
+                        "127.0.0.1",
+                        "-p",
+                        str(b.port),
+                        "-U",
+                        "admin",
+                        "-E",
+                        "chassis",
+                        "power",
+                        "status",
+                    ],
                     env={"IPMI_PASSWORD": PASSWORD, "PATH": "/usr/bin:/bin"},
-                    capture_output=True, text=True, timeout=10)
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                )
                 if r.returncode == 0:
                     break
                 assert time.monotonic() < deadline, f"ipmi_sim for {b.node} did not answer"
@@ -140,9 +171,13 @@ def bmcs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, 
 
 def _hook(bmcs: dict[str, Bmc], **extra: object) -> IpmiHook:
     cfg: dict[str, object] = {
-        "kind": "ipmi", "user": "admin", "password_env": "GREENCPN_TEST_IPMI_PW",
+        "kind": "ipmi",
+        "user": "admin",
+        "password_env": "GREENCPN_TEST_IPMI_PW",
         "bmcs": {n: f"127.0.0.1:{b.port}" for n, b in bmcs.items()},
-        "timeout_s": 10, "soft_off_timeout_s": 5, "poll_interval_s": 0.1,
+        "timeout_s": 10,
+        "soft_off_timeout_s": 5,
+        "poll_interval_s": 0.1,
     }
     cfg.update(extra)
     hook = make_hook(cfg)
@@ -153,10 +188,14 @@ def _hook(bmcs: dict[str, Bmc], **extra: object) -> IpmiHook:
 def test_status_and_power_on_reads_first(bmcs: dict[str, Bmc]) -> None:
     hook = _hook(bmcs)
     assert [(s.name, s.power) for s in hook.status(["n1", "n2"])] == [
-        ("n1", NodePower.ON), ("n2", NodePower.OFF)]
+        ("n1", NodePower.ON),
+        ("n2", NodePower.OFF),
+    ]
     changes = hook.power_on(["n1", "n2"])
     assert [(c.target, c.before, c.after, c.changed) for c in changes] == [
-        ("n1", "on", "on", False), ("n2", "off", "on", True)]
+        ("n1", "on", "on", False),
+        ("n2", "off", "on", True),
+    ]
     assert bmcs["n1"].requests() == []  # n1 was on: no power command reached its BMC
     assert bmcs["n2"].requests() == ["set power 1"] and bmcs["n2"].power == "1"
 
@@ -165,7 +204,9 @@ def test_power_off_soft_first(bmcs: dict[str, Bmc]) -> None:
     hook = _hook(bmcs)
     changes = hook.power_off(["n1", "n2"])
     assert [(c.target, c.before, c.after, c.changed) for c in changes] == [
-        ("n1", "on", "off", True), ("n2", "off", "off", False)]
+        ("n1", "on", "off", True),
+        ("n2", "off", "off", False),
+    ]
     assert "soft off" in changes[0].message
     assert bmcs["n1"].requests() == ["set shutdown 1"]  # never a hard off
 
@@ -194,9 +235,12 @@ def test_hard_off_disabled_reports_temporary_error_with_changes(bmcs: dict[str, 
     assert bmcs["n3"].power == "1" and bmcs["n3"].requests() == ["set shutdown 1"]
 
 
-def test_password_never_on_command_line_or_log(bmcs: dict[str, Bmc], tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_password_never_on_command_line_or_log(
+    bmcs: dict[str, Bmc],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     seen: list[list[str]] = []
     real = ipmi_mod.run_command
 
@@ -245,7 +289,6 @@ def test_drain_needs_a_nested_hook(bmcs: dict[str, Bmc], tmp_path: Path) -> None
     with pytest.raises(PermanentError, match="drain_hook"):
         _hook(bmcs).drain(["n1"], "x")
     out = tmp_path / "drained.txt"
-    hook = _hook(bmcs, drain_hook={"kind": "command",
-                                   "drain": ["sh", "-c", f"echo $0 >> {out}"]})
+    hook = _hook(bmcs, drain_hook={"kind": "command", "drain": ["sh", "-c", f"echo $0 >> {out}"]})
     assert hook.drain(["n1", "n2"], "plan")[0].changed
     assert out.read_text().strip() == "n[1-2]"

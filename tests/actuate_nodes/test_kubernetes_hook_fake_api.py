@@ -28,17 +28,34 @@ from greencpn.errors import PermanentError
 TOKEN = "test-token-123"
 
 
-def _pod(ns: str, name: str, node: str, owner: str | None = None, phase: str = "Running",
-         mirror: bool = False) -> dict[str, Any]:
+def _pod(
+    ns: str,
+    name: str,
+    node: str,
+    owner: str | None = None,
+    phase: str = "Running",
+    mirror: bool = False,
+) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "namespace": ns, "uid": f"uid-{name}"}
     if owner:
-        meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": owner, "name": f"{name}-owner",
-                                    "uid": f"uid-{name}-owner", "controller": True}]
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": "apps/v1",
+                "kind": owner,
+                "name": f"{name}-owner",
+                "uid": f"uid-{name}-owner",
+                "controller": True,
+            }
+        ]
     if mirror:
         meta["annotations"] = {"kubernetes.io/config.mirror": "abc"}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
-            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]},
-            "status": {"phase": phase}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]},
+        "status": {"phase": phase},
+    }
 
 
 def _merge(dst: dict[str, Any], patch: dict[str, Any]) -> None:
@@ -62,8 +79,11 @@ class FakeKubeApi:
     url: str = ""
 
     def evictions(self) -> list[str]:
-        return [p.split("/")[4] + "/" + p.split("/")[6] for m, p, _ in self.requests
-                if m == "POST" and p.endswith("/eviction")]
+        return [
+            p.split("/")[4] + "/" + p.split("/")[6]
+            for m, p, _ in self.requests
+            if m == "POST" and p.endswith("/eviction")
+        ]
 
     def patches(self) -> list[tuple[str, Any]]:
         return [(p.rsplit("/", 1)[1], b) for m, p, b in self.requests if m == "PATCH"]
@@ -82,11 +102,18 @@ def _handler(api: FakeKubeApi) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def _status(self, code: int, reason: str, message: str,
-                    causes: list[dict[str, str]] | None = None) -> None:
-            body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                                    "status": "Failure", "message": message, "reason": reason,
-                                    "code": code}
+        def _status(
+            self, code: int, reason: str, message: str, causes: list[dict[str, str]] | None = None
+        ) -> None:
+            body: dict[str, Any] = {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": message,
+                "reason": reason,
+                "code": code,
+            }
             if causes:
                 body["details"] = {"causes": causes}
             self._send(code, body)
@@ -114,12 +141,25 @@ def _handler(api: FakeKubeApi) -> type[BaseHTTPRequestHandler]:
             if url.path == "/api/v1/pods" and method == "GET":
                 sel = parse_qs(url.query).get("fieldSelector", [""])[0]
                 want = sel.split("=", 1)[1] if sel.startswith("spec.nodeName=") else None
-                items = [p for p in api.pods.values()
-                         if want is None or p["spec"]["nodeName"] == want]
-                return self._send(200, {"apiVersion": "v1", "kind": "PodList",
-                                        "metadata": {"resourceVersion": "1"}, "items": items})
-            if (method == "POST" and len(parts) == 7 and parts[:3] == ["api", "v1", "namespaces"]
-                    and parts[4] == "pods" and parts[6] == "eviction"):
+                items = [
+                    p for p in api.pods.values() if want is None or p["spec"]["nodeName"] == want
+                ]
+                return self._send(
+                    200,
+                    {
+                        "apiVersion": "v1",
+                        "kind": "PodList",
+                        "metadata": {"resourceVersion": "1"},
+                        "items": items,
+                    },
+                )
+            if (
+                method == "POST"
+                and len(parts) == 7
+                and parts[:3] == ["api", "v1", "namespaces"]
+                and parts[4] == "pods"
+                and parts[6] == "eviction"
+            ):
                 key = (parts[3], parts[5])
                 if key not in api.pods:
                     return self._status(404, "NotFound", f'pods "{parts[5]}" not found')
@@ -129,14 +169,28 @@ def _handler(api: FakeKubeApi) -> type[BaseHTTPRequestHandler]:
                 if left != 0:
                     api.pdb_refusals[key] = left - 1 if left > 0 else -1
                     return self._status(
-                        429, "TooManyRequests",
+                        429,
+                        "TooManyRequests",
                         "Cannot evict pod as it would violate the pod's disruption budget.",
-                        [{"reason": "DisruptionBudget",
-                          "message": "The disruption budget web-pdb needs 2 healthy pods and "
-                                     "has 2 currently"}])
+                        [
+                            {
+                                "reason": "DisruptionBudget",
+                                "message": "The disruption budget web-pdb needs 2 healthy pods and "
+                                "has 2 currently",
+                            }
+                        ],
+                    )
                 del api.pods[key]
-                return self._send(201, {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                                        "status": "Success", "code": 201})
+                return self._send(
+                    201,
+                    {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "metadata": {},
+                        "status": "Success",
+                        "code": 201,
+                    },
+                )
             return self._status(404, "NotFound", f"no route {method} {url.path}")
 
         def do_GET(self) -> None:
@@ -155,9 +209,13 @@ def _handler(api: FakeKubeApi) -> type[BaseHTTPRequestHandler]:
 def kube() -> Iterator[FakeKubeApi]:
     api = FakeKubeApi()
     for name in ("worker-1", "worker-2"):
-        api.nodes[name] = {"apiVersion": "v1", "kind": "Node",
-                           "metadata": {"name": name, "annotations": {}}, "spec": {},
-                           "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+        api.nodes[name] = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "annotations": {}},
+            "spec": {},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        }
     for p in (
         _pod("default", "web-1", "worker-1", "ReplicaSet"),
         _pod("default", "batch-1", "worker-1", "Job"),
@@ -183,10 +241,15 @@ def kube() -> Iterator[FakeKubeApi]:
 def _hook(kube: FakeKubeApi, tmp_path: Path, token: str = TOKEN, **extra: Any) -> KubernetesHook:
     tok = tmp_path / "token"
     tok.write_text(token + "\n")
-    cfg: dict[str, Any] = {"kind": "kubernetes", "host": kube.url, "token_file": str(tok),
-                           "node_names": {"k1": "worker-1", "k2": "worker-2"},
-                           "eviction_attempts": 3, "eviction_retry_interval_s": 0.01,
-                           "request_timeout_s": 5}
+    cfg: dict[str, Any] = {
+        "kind": "kubernetes",
+        "host": kube.url,
+        "token_file": str(tok),
+        "node_names": {"k1": "worker-1", "k2": "worker-2"},
+        "eviction_attempts": 3,
+        "eviction_retry_interval_s": 0.01,
+        "request_timeout_s": 5,
+    }
     cfg.update(extra)
     hook = make_hook(cfg)
     assert isinstance(hook, KubernetesHook)
@@ -196,7 +259,9 @@ def _hook(kube: FakeKubeApi, tmp_path: Path, token: str = TOKEN, **extra: Any) -
 def test_status_counts_evictable_pods(kube: FakeKubeApi, tmp_path: Path) -> None:
     st = _hook(kube, tmp_path).status(["k1", "k2"])
     assert [(s.name, s.power, s.drained, s.running_jobs) for s in st] == [
-        ("k1", NodePower.ON, False, 2), ("k2", NodePower.ON, False, 1)]
+        ("k1", NodePower.ON, False, 2),
+        ("k2", NodePower.ON, False, 1),
+    ]
     assert st[0].extra["pods"] == ["default/web-1", "default/batch-1"]
     # the list call used the field selector, not a full listing filtered client side
     assert ("GET", "/api/v1/pods", None) in kube.requests
@@ -208,12 +273,14 @@ def test_drain_cordons_and_evicts_respecting_pdb(kube: FakeKubeApi, tmp_path: Pa
     hook._sleep = sleeps.append
     changes = hook.drain(["k1"], "greencpn: low-carbon plan")
     assert [(c.what, c.before, c.changed) for c in changes] == [
-        ("drained", False, True), ("evicted_pod", "default/web-1", True),
-        ("evicted_pod", "default/batch-1", True)]
+        ("drained", False, True),
+        ("evicted_pod", "default/web-1", True),
+        ("evicted_pod", "default/batch-1", True),
+    ]
     assert "attempt 3" in changes[1].message  # 429, 429, then 201
     assert kube.evictions() == ["default/web-1"] * 3 + ["default/batch-1"]  # no DaemonSet/mirror
     assert sleeps == [0.01, 0.01]
-    (name, body), = kube.patches()
+    ((name, body),) = kube.patches()
     assert name == "worker-1" and body["spec"] == {"unschedulable": True}
     assert body["metadata"]["annotations"][DRAIN_REASON_ANNOTATION] == "greencpn: low-carbon plan"
     st = hook.status(["k1"])[0]
@@ -225,8 +292,9 @@ def test_drain_cordons_and_evicts_respecting_pdb(kube: FakeKubeApi, tmp_path: Pa
     assert [m for m, _, _ in kube.requests[before:]] == ["GET", "GET"]
 
 
-def test_pdb_that_never_allows_is_reported_after_bounded_retries(kube: FakeKubeApi,
-                                                                 tmp_path: Path) -> None:
+def test_pdb_that_never_allows_is_reported_after_bounded_retries(
+    kube: FakeKubeApi, tmp_path: Path
+) -> None:
     hook = _hook(kube, tmp_path)
     hook._sleep = lambda s: None
     with pytest.raises(NodeHookTemporaryError) as info:
@@ -236,7 +304,11 @@ def test_pdb_that_never_allows_is_reported_after_bounded_retries(kube: FakeKubeA
     assert "default/db-0 still refused by its PodDisruptionBudget after 3 attempts" in str(err)
     # what did happen is carried by the error: both cordons and k1's evictions
     assert [(c.target, c.what) for c in err.changes if c.changed] == [
-        ("k1", "drained"), ("k1", "evicted_pod"), ("k1", "evicted_pod"), ("k2", "drained")]
+        ("k1", "drained"),
+        ("k1", "evicted_pod"),
+        ("k1", "evicted_pod"),
+        ("k2", "drained"),
+    ]
     assert kube.evictions().count("default/db-0") == 3
     assert ("default", "db-0") in kube.pods  # never evicted
 
@@ -256,9 +328,15 @@ def test_power_goes_through_nested_hook(kube: FakeKubeApi, tmp_path: Path) -> No
     with pytest.raises(PermanentError, match="nested"):
         _hook(kube, tmp_path).power_off(["k1"])
     out = tmp_path / "power.log"
-    hook = _hook(kube, tmp_path, power={
-        "kind": "command", "power_off": ["sh", "-c", f"echo off $0 >> {out}"],
-        "status": ["sh", "-c", "for n in $(echo $0 | tr , ' '); do echo $n on; done"]})
+    hook = _hook(
+        kube,
+        tmp_path,
+        power={
+            "kind": "command",
+            "power_off": ["sh", "-c", f"echo off $0 >> {out}"],
+            "status": ["sh", "-c", "for n in $(echo $0 | tr , ' '); do echo $n on; done"],
+        },
+    )
     changes = hook.power_off(["k1"])
     assert changes[0].changed and out.read_text().strip() == "off k1"
     assert hook.status(["k1"])[0].power == NodePower.ON  # from the nested status command
@@ -269,6 +347,7 @@ def test_auth_and_connection_errors_are_typed(kube: FakeKubeApi, tmp_path: Path)
         _hook(kube, tmp_path, token="wrong").drain(["k1"], "x")
     assert ("default", "web-1") in kube.pods
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"

@@ -74,16 +74,19 @@ class SlurmCluster:
         return [json.loads(x) for x in self.record.read_text().splitlines() if x.strip()]
 
     def run(self, *argv: str) -> str:
-        return subprocess.run(argv, env=self.env, capture_output=True, text=True, check=True,
-                              timeout=30).stdout
+        return subprocess.run(
+            argv, env=self.env, capture_output=True, text=True, check=True, timeout=30
+        ).stdout
 
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
     missing = [b for b in NEEDED if shutil.which(b) is None]
     if missing:
-        pytest.skip(f"Slurm binaries missing: {missing} (apt-get install slurmctld slurmd "
-                    "slurm-client munge)")
+        pytest.skip(
+            f"Slurm binaries missing: {missing} (apt-get install slurmctld slurmd "
+            "slurm-client munge)"
+        )
     if os.geteuid() != 0:
         pytest.skip("the real-Slurm fixture runs slurmctld/slurmd as root (SlurmUser=root)")
     d = tmp_path_factory.mktemp("slurm")
@@ -95,28 +98,43 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
     key.chmod(0o400)
     procs: list[subprocess.Popen[bytes]] = []
     sock = d / "munge.sock"
-    procs.append(subprocess.Popen(
-        ["munged", "-F", "-f", f"--socket={sock}", f"--key-file={key}",
-         f"--log-file={d / 'munged.log'}", f"--pid-file={d / 'munged.pid'}",
-         f"--seed-file={d / 'munged.seed'}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    procs.append(
+        subprocess.Popen(
+            [
+                "munged",
+                "-F",
+                "-f",
+                f"--socket={sock}",
+                f"--key-file={key}",
+                f"--log-file={d / 'munged.log'}",
+                f"--pid-file={d / 'munged.pid'}",
+                f"--seed-file={d / 'munged.seed'}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
     try:
         _wait("munged socket", sock.exists, 10)
         record, hw_log = d / "power-calls.jsonl", d / "hw.log"
         hw = d / "hw-hook.toml"
         hw.write_text(
             'kind = "command"\n'
-            f"power_on = [\"sh\", \"-c\", \"echo on $1 >> {hw_log}\", \"sh\"]\n"
-            f"power_off = [\"sh\", \"-c\", \"echo off $1 >> {hw_log}\", \"sh\"]\n"
+            f'power_on = ["sh", "-c", "echo on $1 >> {hw_log}", "sh"]\n'
+            f'power_off = ["sh", "-c", "echo off $1 >> {hw_log}", "sh"]\n'
         )
-        for action, name in (("suspend", "suspend.sh"), ("resume", "resume.sh"),
-                             ("fail", "resume-fail.sh")):
+        for action, name in (
+            ("suspend", "suspend.sh"),
+            ("resume", "resume.sh"),
+            ("fail", "resume-fail.sh"),
+        ):
             script = d / name
             script.write_text(
                 "#!/bin/sh\n"
                 f"export PYTHONPATH={REPO}\n"
                 f"exec {sys.executable} -m greencpn.actuate.suspend_resume --record {record} "
-                f"--hook-config {hw} --log-file {d / 'suspend_resume.log'} {action} \"$@\"\n")
+                f'--hook-config {hw} --log-file {d / "suspend_resume.log"} {action} "$@"\n'
+            )
             script.chmod(0o755)
         host = socket.gethostname().split(".")[0]
         ctld_port, slurmd_port = _free_port(), _free_port()
@@ -138,17 +156,17 @@ JobAcctGatherType=jobacct_gather/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 MpiDefault=none
-StateSaveLocation={d / 'state'}
-SlurmdSpoolDir={d / 'spool'}
-SlurmctldPidFile={d / 'slurmctld.pid'}
-SlurmdPidFile={d / 'slurmd.pid'}
-SlurmctldLogFile={d / 'slurmctld.log'}
-SlurmdLogFile={d / 'slurmd.log'}
+StateSaveLocation={d / "state"}
+SlurmdSpoolDir={d / "spool"}
+SlurmctldPidFile={d / "slurmctld.pid"}
+SlurmdPidFile={d / "slurmd.pid"}
+SlurmctldLogFile={d / "slurmctld.log"}
+SlurmdLogFile={d / "slurmd.log"}
 ReturnToService=2
 PrivateData=cloud
-SuspendProgram={d / 'suspend.sh'}
-ResumeProgram={d / 'resume.sh'}
-ResumeFailProgram={d / 'resume-fail.sh'}
+SuspendProgram={d / "suspend.sh"}
+ResumeProgram={d / "resume.sh"}
+ResumeFailProgram={d / "resume-fail.sh"}
 SuspendTime=3600
 SuspendTimeout=2
 ResumeTimeout=8
@@ -158,15 +176,32 @@ PartitionName=main Nodes=node1 Default=YES State=UP
 PartitionName=cloud Nodes=fake[1-4] State=UP
 """)
         env = dict(os.environ, SLURM_CONF=str(conf))
-        procs.append(subprocess.Popen(["slurmctld", "-D", "-i"], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        procs.append(subprocess.Popen(["slurmd", "-D", "-N", "node1"], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                ["slurmctld", "-D", "-i"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                ["slurmd", "-D", "-N", "node1"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         cluster = SlurmCluster(d, env, record, hw_log)
 
         def node1_idle() -> bool:
-            r = subprocess.run(["sinfo", "-h", "-N", "-n", "node1", "-o", "%T"], env=env,
-                               capture_output=True, text=True, timeout=10)
+            r = subprocess.run(
+                ["sinfo", "-h", "-N", "-n", "node1", "-o", "%T"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
             return r.returncode == 0 and r.stdout.strip() == "idle"
 
         _wait("slurmctld up and node1 registered", node1_idle, 30)
@@ -177,8 +212,9 @@ PartitionName=cloud Nodes=fake[1-4] State=UP
 
 
 def _hook(cluster: SlurmCluster, **extra: object) -> SlurmHook:
-    hook = make_hook(HookConfig(kind="slurm", slurm_conf=cluster.env["SLURM_CONF"], timeout_s=20,
-                                **extra))
+    hook = make_hook(
+        HookConfig(kind="slurm", slurm_conf=cluster.env["SLURM_CONF"], timeout_s=20, **extra)
+    )
     assert isinstance(hook, SlurmHook)
     return hook
 
@@ -207,17 +243,25 @@ def test_power_up_makes_slurm_call_resume_program(slurm: SlurmCluster) -> None:
     t0 = time.monotonic()
     changes = hook.power_on(["fake2", "fake1"])
     assert [(c.target, c.before, c.after, c.changed) for c in changes] == [
-        ("fake2", "off", "booting", True), ("fake1", "off", "booting", True)]
-    calls = _wait("ResumeProgram call", lambda: [c for c in slurm.calls()
-                                                  if c["action"] == "resume"], 15)
+        ("fake2", "off", "booting", True),
+        ("fake1", "off", "booting", True),
+    ]
+    calls = _wait(
+        "ResumeProgram call", lambda: [c for c in slurm.calls() if c["action"] == "resume"], 15
+    )
     assert isinstance(calls, list)
     # Slurm passed ONE hostlist expression; greencpn expanded it and ran the hardware hook
     assert calls[0]["hostlist"] == "fake[1-2]" and calls[0]["nodes"] == ["fake1", "fake2"]
-    assert _wait("hw power-on", lambda: slurm.hw_log.exists()
-                 and "on fake[1-2]" in slurm.hw_log.read_text(), 10)
+    assert _wait(
+        "hw power-on",
+        lambda: slurm.hw_log.exists() and "on fake[1-2]" in slurm.hw_log.read_text(),
+        10,
+    )
     print(f"power_up → ResumeProgram ran after {time.monotonic() - t0:.2f} s")
-    assert _power(hook, "fake1", "fake2") == {"fake1": NodePower.BOOTING,
-                                              "fake2": NodePower.BOOTING}
+    assert _power(hook, "fake1", "fake2") == {
+        "fake1": NodePower.BOOTING,
+        "fake2": NodePower.BOOTING,
+    }
     # powering on a booting node is a no-op: no second scontrol call, no second resume
     again = hook.power_on(["fake1"])
     assert not again[0].changed and again[0].message == "already booting"
@@ -229,7 +273,9 @@ def test_drain_sets_reason_and_resume_clears_it(slurm: SlurmCluster) -> None:
     hook = _hook(slurm)
     changes = hook.drain(["node1", "fake3"], "greencpn plan 2026-11-25T22:00Z: low carbon")
     assert [(c.target, c.what, c.before, c.after, c.changed) for c in changes] == [
-        ("node1", "drained", False, True, True), ("fake3", "drained", False, True, True)]
+        ("node1", "drained", False, True, True),
+        ("fake3", "drained", False, True, True),
+    ]
     out = slurm.run("scontrol", "show", "node", "node1")
     assert "DRAIN" in out and "Reason=greencpn plan 2026-11-25T22:00Z: low carbon" in out
     st = {s.name: s for s in hook.status(["node1", "fake3"])}
@@ -239,17 +285,35 @@ def test_drain_sets_reason_and_resume_clears_it(slurm: SlurmCluster) -> None:
     assert not any(c.changed for c in hook.drain(["node1"], "again"))
     resumed = hook.resume(["node1", "fake3", "fake4"])
     assert [(c.target, c.changed) for c in resumed] == [
-        ("node1", True), ("fake3", True), ("fake4", False)]
+        ("node1", True),
+        ("fake3", True),
+        ("fake4", False),
+    ]
     assert not any(s.drained for s in hook.status(["node1", "fake3"]))
 
 
 def test_running_jobs_counted_from_squeue(slurm: SlurmCluster) -> None:
     hook = _hook(slurm)
-    job_id = slurm.run("sbatch", "--parsable", "-p", "main", "-w", "node1", "-D",
-                       str(slurm.dir / "jobs"), "-o", "/dev/null", "--wrap", "sleep 120").strip()
+    job_id = slurm.run(
+        "sbatch",
+        "--parsable",
+        "-p",
+        "main",
+        "-w",
+        "node1",
+        "-D",
+        str(slurm.dir / "jobs"),
+        "-o",
+        "/dev/null",
+        "--wrap",
+        "sleep 120",
+    ).strip()
     try:
-        st = _wait("job running on node1",
-                   lambda: [s for s in hook.status(["node1"]) if s.running_jobs == 1], 20)
+        st = _wait(
+            "job running on node1",
+            lambda: [s for s in hook.status(["node1"]) if s.running_jobs == 1],
+            20,
+        )
         assert isinstance(st, list) and st[0].power == NodePower.ON
     finally:
         slurm.run("scancel", job_id)
@@ -260,10 +324,13 @@ def test_power_down_makes_slurm_call_suspend_program(slurm: SlurmCluster) -> Non
     hook = _hook(slurm)
     changes = hook.power_off(["node1", "fake4"])  # fake4 is powered down already
     assert [(c.target, c.before, c.changed) for c in changes] == [
-        ("node1", "on", True), ("fake4", "off", False)]
+        ("node1", "on", True),
+        ("fake4", "off", False),
+    ]
     assert changes[0].after in ("shutting_down", "off")
-    calls = _wait("SuspendProgram call",
-                  lambda: [c for c in slurm.calls() if c["action"] == "suspend"], 15)
+    calls = _wait(
+        "SuspendProgram call", lambda: [c for c in slurm.calls() if c["action"] == "suspend"], 15
+    )
     assert isinstance(calls, list) and calls[0]["hostlist"] == "node1"
     assert _wait("hw power-off", lambda: "off node1" in slurm.hw_log.read_text(), 10)
     # after SuspendTimeout (2 s) Slurm shows it powered down
@@ -287,8 +354,9 @@ def test_slurm_errors_are_typed(slurm: SlurmCluster) -> None:
     text = (slurm.dir / "slurm.conf").read_text()
     port_line = next(ln for ln in text.splitlines() if ln.startswith("SlurmctldPort="))
     conf.write_text(text.replace(port_line, f"SlurmctldPort={_free_port()}"))
-    dead = make_hook({"kind": "slurm", "slurm_conf": str(conf), "timeout_s": 2,
-                      "status_format": "text"})
+    dead = make_hook(
+        {"kind": "slurm", "slurm_conf": str(conf), "timeout_s": 2, "status_format": "text"}
+    )
     t0 = time.monotonic()
     with pytest.raises(TemporaryError, match="timed out after 2 s"):
         dead.status(["fake1"])
@@ -301,13 +369,20 @@ def test_boot_timeout_marks_node_failed(slurm: SlurmCluster) -> None:
     hook = _hook(slurm)
     if _power(hook, "fake1")["fake1"] == NodePower.OFF:  # run on its own (-k): power up first
         hook.power_on(["fake1", "fake2"])
-    _wait("fake1/fake2 failed", lambda: set(_power(hook, "fake1", "fake2").values())
-          == {NodePower.FAILED}, 30)
+    _wait(
+        "fake1/fake2 failed",
+        lambda: set(_power(hook, "fake1", "fake2").values()) == {NodePower.FAILED},
+        30,
+    )
     st = hook.status(["fake1"])[0]
     assert "ResumeTimeout reached" in st.detail
-    fails = _wait("ResumeFailProgram call",
-                  lambda: [c for c in slurm.calls() if c["action"] == "fail"], 15)
+    fails = _wait(
+        "ResumeFailProgram call", lambda: [c for c in slurm.calls() if c["action"] == "fail"], 15
+    )
     assert isinstance(fails, list) and fails[0]["hostlist"] == "fake[1-2]"
     slurm.run("scontrol", "update", "nodename=fake[1-2]", "state=resume")
-    _wait("fake1/fake2 back to powered down", lambda: set(_power(hook, "fake1", "fake2").values())
-          == {NodePower.OFF}, 15)
+    _wait(
+        "fake1/fake2 back to powered down",
+        lambda: set(_power(hook, "fake1", "fake2").values()) == {NodePower.OFF},
+        15,
+    )

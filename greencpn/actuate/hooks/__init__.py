@@ -63,7 +63,7 @@ class NullHook:
     def _refuse(self, op: str) -> list[Change]:
         raise PermanentError(
             f"cannot {op}: the pool's hook kind is 'none' — set [pools.hook] kind = "
-            "\"slurm\" | \"command\" | \"ipmi\" | \"wol\" | \"kubernetes\" | \"agent\""
+            '"slurm" | "command" | "ipmi" | "wol" | "kubernetes" | "agent"'
         )
 
     def drain(self, nodes: Sequence[str], reason: str) -> list[Change]:
@@ -115,31 +115,45 @@ def _resolve(kind: str) -> Builder:
     return obj
 
 
-def make_hook_from_mapping(table: Mapping[str, Any], *, source: str | None = None,
-                           field_prefix: str = "hook") -> NodePowerHook:
+def make_hook_from_mapping(
+    table: Mapping[str, Any], *, source: str | None = None, field_prefix: str = "hook"
+) -> NodePowerHook:
     """Build a hook from a plain table (``{"kind": "ipmi", ...}``), e.g. a nested hook."""
     data = dict(table)
     kind = data.pop("kind", "none")
     if not isinstance(kind, str):
-        raise ConfigError(f"kind must be a string, got {kind!r}", source=source,
-                          field=f"{field_prefix}.kind", fix='write kind = "command"')
+        raise ConfigError(
+            f"kind must be a string, got {kind!r}",
+            source=source,
+            field=f"{field_prefix}.kind",
+            fix='write kind = "command"',
+        )
     if kind == "none":
         if data:
-            raise ConfigError(f"hook kind 'none' takes no keys, got {sorted(data)}", source=source,
-                              field=field_prefix, fix="remove them or set a kind")
+            raise ConfigError(
+                f"hook kind 'none' takes no keys, got {sorted(data)}",
+                source=source,
+                field=field_prefix,
+                fix="remove them or set a kind",
+            )
         return NullHook()
     settings = HookSettings(kind, data, source)
     try:
         return _resolve(kind)(settings)
     except ConfigError as exc:
         if field_prefix != "hook" and exc.field and exc.field.startswith("hook."):
-            raise ConfigError(exc.reason, source=exc.source or source,
-                              field=field_prefix + exc.field[4:], fix=exc.fix) from None
+            raise ConfigError(
+                exc.reason,
+                source=exc.source or source,
+                field=field_prefix + exc.field[4:],
+                fix=exc.fix,
+            ) from None
         raise
 
 
-def make_hook(hook_config: HookConfig | Mapping[str, Any], *,
-              source: str | None = None) -> NodePowerHook:
+def make_hook(
+    hook_config: HookConfig | Mapping[str, Any], *, source: str | None = None
+) -> NodePowerHook:
     """Build the hook a pool's :class:`greencpn.config.HookConfig` describes.
 
     Args:

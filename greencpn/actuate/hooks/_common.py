@@ -28,8 +28,15 @@ STDERR_TAIL_CHARS = 800
 class CommandTemporaryError(TemporaryError):
     """A command failed in a way that may clear (timeout, non-zero exit by default)."""
 
-    def __init__(self, message: str, *, argv: Sequence[str] = (), returncode: int | None = None,
-                 stderr_tail: str = "", retry_after_s: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        argv: Sequence[str] = (),
+        returncode: int | None = None,
+        stderr_tail: str = "",
+        retry_after_s: float | None = None,
+    ) -> None:
         self.argv = list(argv)
         self.returncode = returncode
         self.stderr_tail = stderr_tail
@@ -39,8 +46,14 @@ class CommandTemporaryError(TemporaryError):
 class CommandPermanentError(PermanentError):
     """A command cannot succeed as configured (not found, not executable, a permanent code)."""
 
-    def __init__(self, message: str, *, argv: Sequence[str] = (), returncode: int | None = None,
-                 stderr_tail: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        argv: Sequence[str] = (),
+        returncode: int | None = None,
+        stderr_tail: str = "",
+    ) -> None:
         self.argv = list(argv)
         self.returncode = returncode
         self.stderr_tail = stderr_tail
@@ -50,8 +63,14 @@ class CommandPermanentError(PermanentError):
 class NodeHookTemporaryError(TemporaryError):
     """Some nodes failed with temporary faults; ``changes`` lists what did happen."""
 
-    def __init__(self, message: str, *, changes: list[Change], failures: dict[str, Exception],
-                 retry_after_s: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        changes: list[Change],
+        failures: dict[str, Exception],
+        retry_after_s: float | None = None,
+    ) -> None:
         self.changes = changes
         self.failures = failures
         super().__init__(message, retry_after_s=retry_after_s)
@@ -60,8 +79,9 @@ class NodeHookTemporaryError(TemporaryError):
 class NodeHookPermanentError(PermanentError):
     """At least one node failed permanently; ``changes`` lists what did happen."""
 
-    def __init__(self, message: str, *, changes: list[Change],
-                 failures: dict[str, Exception]) -> None:
+    def __init__(
+        self, message: str, *, changes: list[Change], failures: dict[str, Exception]
+    ) -> None:
         self.changes = changes
         self.failures = failures
         super().__init__(message)
@@ -73,8 +93,12 @@ def in_order(nodes: Sequence[str], changes: list[Change]) -> list[Change]:
     return sorted(changes, key=lambda c: pos.get(c.target, len(pos)))
 
 
-def raise_if_failed(op: str, changes: list[Change], failures: dict[str, Exception],
-                    nodes: Sequence[str] | None = None) -> list[Change]:
+def raise_if_failed(
+    op: str,
+    changes: list[Change],
+    failures: dict[str, Exception],
+    nodes: Sequence[str] | None = None,
+) -> list[Change]:
     """Return ``changes`` if nothing failed, else raise one error naming every failed node.
 
     The error is temporary only if every failure was temporary; it carries ``changes`` (what
@@ -121,31 +145,42 @@ class HookSettings:
         value = self.get(key, default)
         if value is None:
             if required:
-                raise self.error(key, f"hook kind '{self.kind}' needs '{key}'",
-                                f"add {key} = \"...\" to the pool's [pools.hook] table")
+                raise self.error(
+                    key,
+                    f"hook kind '{self.kind}' needs '{key}'",
+                    f'add {key} = "..." to the pool\'s [pools.hook] table',
+                )
             return None
         if not isinstance(value, str) or not value:
-            raise self.error(key, f"must be a non-empty string, got {value!r}", f'write {key} = "..."')
+            raise self.error(
+                key, f"must be a non-empty string, got {value!r}", f'write {key} = "..."'
+            )
         return value
 
     def float_(self, key: str, default: float, *, minimum: float = 0.0) -> float:
         value = self.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-            raise self.error(key, f"must be a number >= {minimum}, got {value!r}",
-                            f"write {key} = {default}")
+            raise self.error(
+                key, f"must be a number >= {minimum}, got {value!r}", f"write {key} = {default}"
+            )
         return float(value)
 
     def int_(self, key: str, default: int, *, minimum: int = 0) -> int:
         value = self.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.error(key, f"must be an integer >= {minimum}, got {value!r}",
-                            f"write {key} = {default}")
+            raise self.error(
+                key, f"must be an integer >= {minimum}, got {value!r}", f"write {key} = {default}"
+            )
         return value
 
     def bool_(self, key: str, default: bool) -> bool:
         value = self.get(key, default)
         if not isinstance(value, bool):
-            raise self.error(key, f"must be true or false, got {value!r}", f"write {key} = {str(default).lower()}")
+            raise self.error(
+                key,
+                f"must be true or false, got {value!r}",
+                f"write {key} = {str(default).lower()}",
+            )
         return value
 
     def argv(self, key: str) -> list[str] | None:
@@ -157,13 +192,19 @@ class HookSettings:
             try:
                 parts = shlex.split(value)
             except ValueError as exc:
-                raise self.error(key, f"cannot split command {value!r}: {exc}",
-                                "quote it like a shell command, or give a list of strings") from exc
+                raise self.error(
+                    key,
+                    f"cannot split command {value!r}: {exc}",
+                    "quote it like a shell command, or give a list of strings",
+                ) from exc
         elif isinstance(value, list) and all(isinstance(v, str) for v in value):
             parts = list(value)
         else:
-            raise self.error(key, f"must be a command string or a list of strings, got {value!r}",
-                            f'write {key} = ["/path/to/script", "--flag"]')
+            raise self.error(
+                key,
+                f"must be a command string or a list of strings, got {value!r}",
+                f'write {key} = ["/path/to/script", "--flag"]',
+            )
         if not parts:
             raise self.error(key, "is empty", f'write {key} = "/path/to/script"')
         return parts
@@ -173,22 +214,29 @@ class HookSettings:
         if not isinstance(value, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         ):
-            raise self.error(key, f"must be a table of strings, got {value!r}",
-                            f'write [pools.hook.{key}] with lines like node01 = "..."')
+            raise self.error(
+                key,
+                f"must be a table of strings, got {value!r}",
+                f'write [pools.hook.{key}] with lines like node01 = "..."',
+            )
         return dict(value)
 
     def int_list(self, key: str, default: Sequence[int]) -> list[int]:
         value = self.get(key, list(default))
         if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
-            raise self.error(key, f"must be a list of integers, got {value!r}", f"write {key} = [2]")
+            raise self.error(
+                key, f"must be a list of integers, got {value!r}", f"write {key} = [2]"
+            )
         return list(value)
 
     def check_unknown(self, allowed_extra: Sequence[str] = ()) -> None:
         unknown = set(self.extra) - self.known - set(allowed_extra)
         if unknown:
-            raise self.error(sorted(unknown)[0],
-                            f"unknown key(s) {sorted(unknown)} for hook kind '{self.kind}'",
-                            f"use only {sorted(self.known)} (see docs/node-hooks.md)")
+            raise self.error(
+                sorted(unknown)[0],
+                f"unknown key(s) {sorted(unknown)} for hook kind '{self.kind}'",
+                f"use only {sorted(self.known)} (see docs/node-hooks.md)",
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,15 +315,22 @@ def run_command(
     start = monotonic()
     try:
         proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            text=True, env=full_env, start_new_session=True,
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=full_env,
+            start_new_session=True,
         )
     except FileNotFoundError as exc:
-        raise CommandPermanentError(f"command not found: {argv[0]} (in `{cmd_text}`)",
-                                    argv=argv) from exc
+        raise CommandPermanentError(
+            f"command not found: {argv[0]} (in `{cmd_text}`)", argv=argv
+        ) from exc
     except PermissionError as exc:
-        raise CommandPermanentError(f"command not executable: {argv[0]} (in `{cmd_text}`)",
-                                    argv=argv) from exc
+        raise CommandPermanentError(
+            f"command not executable: {argv[0]} (in `{cmd_text}`)", argv=argv
+        ) from exc
     try:
         stdout, stderr = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -288,17 +343,20 @@ def run_command(
         raise CommandTemporaryError(
             f"`{cmd_text}` timed out after {timeout_s:g} s and was killed"
             + (f"; stderr: {tail}" if tail else ""),
-            argv=argv, stderr_tail=tail,
+            argv=argv,
+            stderr_tail=tail,
         ) from None
     duration_s = monotonic() - start
     log.debug("ran `%s` → %s in %.2f s", cmd_text, proc.returncode, duration_s)
     if check and proc.returncode != 0:
         tail = shown(_tail(stderr or stdout or ""))
         msg = f"`{cmd_text}` exited with status {proc.returncode}" + (
-            f"; stderr: {tail}" if tail else "")
+            f"; stderr: {tail}" if tail else ""
+        )
         if proc.returncode in (126, 127) or proc.returncode in permanent_exit_codes:
-            raise CommandPermanentError(msg, argv=argv, returncode=proc.returncode,
-                                        stderr_tail=tail)
+            raise CommandPermanentError(
+                msg, argv=argv, returncode=proc.returncode, stderr_tail=tail
+            )
         raise CommandTemporaryError(msg, argv=argv, returncode=proc.returncode, stderr_tail=tail)
     return CommandResult(argv, proc.returncode, stdout, stderr, duration_s)
 
@@ -309,8 +367,14 @@ def run_command(
 
 
 def power_change(node: str, before: NodePower, after: NodePower, message: str = "") -> Change:
-    return Change(target=node, what="power", before=before.value, after=after.value,
-                  changed=before != after, message=message)
+    return Change(
+        target=node,
+        what="power",
+        before=before.value,
+        after=after.value,
+        changed=before != after,
+        message=message,
+    )
 
 
 def noop(node: str, what: str, value: object, message: str) -> Change:

@@ -40,9 +40,14 @@ from greencpn.errors import PermanentError, TemporaryError
 OPERATIONS = ("power_on", "power_off", "drain", "resume", "status")
 
 _STATE_WORDS = {
-    "on": NodePower.ON, "up": NodePower.ON, "off": NodePower.OFF, "down": NodePower.OFF,
-    "booting": NodePower.BOOTING, "shutting_down": NodePower.SHUTTING_DOWN,
-    "failed": NodePower.FAILED, "unknown": NodePower.UNKNOWN,
+    "on": NodePower.ON,
+    "up": NodePower.ON,
+    "off": NodePower.OFF,
+    "down": NodePower.OFF,
+    "booting": NodePower.BOOTING,
+    "shutting_down": NodePower.SHUTTING_DOWN,
+    "failed": NodePower.FAILED,
+    "unknown": NodePower.UNKNOWN,
 }
 
 
@@ -74,12 +79,14 @@ def parse_status_lines(text: str, nodes: Sequence[str]) -> list[NodeStatus]:
                     jobs = int(word[5:])
                 except ValueError:
                     raise TemporaryError(
-                        f"status command output line {lineno}: bad jobs count {word!r}") from None
+                        f"status command output line {lineno}: bad jobs count {word!r}"
+                    ) from None
             elif "=" in word:
                 k, v = word.split("=", 1)
                 extra[k] = v
-        seen[words[0]] = NodeStatus(words[0], _STATE_WORDS[words[1].lower()], drained, jobs,
-                                    detail=line, extra=extra)
+        seen[words[0]] = NodeStatus(
+            words[0], _STATE_WORDS[words[1].lower()], drained, jobs, detail=line, extra=extra
+        )
     return [
         seen.get(n, NodeStatus(n, NodePower.UNKNOWN, detail="not reported by the status command"))
         for n in nodes
@@ -112,12 +119,18 @@ class CommandHook:
         timeouts: dict[str, float] = {}
         raw = s.get("timeouts_s", {})
         if not isinstance(raw, Mapping) or any(k not in OPERATIONS for k in raw):
-            raise s.error("timeouts_s", f"must be a table with keys among {OPERATIONS}, got {raw!r}",
-                         "write timeouts_s = { power_on = 600 }")
+            raise s.error(
+                "timeouts_s",
+                f"must be a table with keys among {OPERATIONS}, got {raw!r}",
+                "write timeouts_s = { power_on = 600 }",
+            )
         for k, v in raw.items():
             if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
-                raise s.error(f"timeouts_s.{k}", f"must be a positive number, got {v!r}",
-                             "write a number of seconds")
+                raise s.error(
+                    f"timeouts_s.{k}",
+                    f"must be a positive number, got {v!r}",
+                    "write a number of seconds",
+                )
             timeouts[k] = float(v)
         hook = cls(
             commands,
@@ -148,7 +161,9 @@ class CommandHook:
         env["GREENCPN_OPERATION"] = op
         log.info("command hook %s %s", op, hostlist)
         result = run_command(
-            full, timeout_s=self.timeouts_s.get(op, self.timeout_s), env=env,
+            full,
+            timeout_s=self.timeouts_s.get(op, self.timeout_s),
+            env=env,
             permanent_exit_codes=self.permanent_exit_codes,
         )
         return result.stdout
@@ -158,20 +173,25 @@ class CommandHook:
         if not nodes:
             return []
         if not self.commands.get("status"):
-            return [NodeStatus(n, NodePower.UNKNOWN, detail="no status command configured")
-                    for n in nodes]
+            return [
+                NodeStatus(n, NodePower.UNKNOWN, detail="no status command configured")
+                for n in nodes
+            ]
         return parse_status_lines(self._run("status", nodes), nodes)
 
-    def _power(self, op: str, nodes: Sequence[str], target: NodePower,
-               already: tuple[NodePower, ...]) -> list[Change]:
+    def _power(
+        self, op: str, nodes: Sequence[str], target: NodePower, already: tuple[NodePower, ...]
+    ) -> list[Change]:
         before = {s.name: s for s in self.status(nodes)}
         todo = [n for n in nodes if before[n].power not in already]
-        changes = [noop(n, "power", before[n].power.value, f"already {before[n].power.value}")
-                   for n in nodes if n not in todo]
+        changes = [
+            noop(n, "power", before[n].power.value, f"already {before[n].power.value}")
+            for n in nodes
+            if n not in todo
+        ]
         if todo:
             self._run(op, todo)
-            changes += [power_change(n, before[n].power, target, f"{op} command ran")
-                        for n in todo]
+            changes += [power_change(n, before[n].power, target, f"{op} command ran") for n in todo]
         return in_order(nodes, changes)
 
     def power_on(self, nodes: Sequence[str]) -> list[Change]:
@@ -187,8 +207,17 @@ class CommandHook:
         changes = [noop(n, "drained", True, "already drained") for n in nodes if n not in todo]
         if todo:
             self._run("drain", todo, reason)
-            changes += [Change(n, "drained", before[n].drained if has_status else None, True,
-                               True, f"drain command ran: {reason}") for n in todo]
+            changes += [
+                Change(
+                    n,
+                    "drained",
+                    before[n].drained if has_status else None,
+                    True,
+                    True,
+                    f"drain command ran: {reason}",
+                )
+                for n in todo
+            ]
         return in_order(nodes, changes)
 
     def resume(self, nodes: Sequence[str]) -> list[Change]:
@@ -198,8 +227,12 @@ class CommandHook:
         changes = [noop(n, "drained", False, "not drained") for n in nodes if n not in todo]
         if todo:
             self._run("resume", todo)
-            changes += [Change(n, "drained", True if has_status else None, False, True,
-                               "resume command ran") for n in todo]
+            changes += [
+                Change(
+                    n, "drained", True if has_status else None, False, True, "resume command ran"
+                )
+                for n in todo
+            ]
         return in_order(nodes, changes)
 
 

@@ -50,8 +50,13 @@ from greencpn.errors import ConfigError, PermanentError, TemporaryError
 T = TypeVar("T")
 
 _STATUS = re.compile(r"Chassis Power is (on|off)", re.IGNORECASE)
-_AUTH_MARKERS = ("unable to establish", "invalid user name", "password", "unauthorized",
-                 "insufficient privilege")
+_AUTH_MARKERS = (
+    "unable to establish",
+    "invalid user name",
+    "password",
+    "unauthorized",
+    "insufficient privilege",
+)
 
 
 class IpmiHook:
@@ -82,8 +87,11 @@ class IpmiHook:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not bmcs and not bmc_template:
-            raise ConfigError("hook kind 'ipmi' needs 'bmcs' or 'bmc_template'", field="hook.bmcs",
-                              fix='[pools.hook.bmcs] node01 = "10.0.0.101"')
+            raise ConfigError(
+                "hook kind 'ipmi' needs 'bmcs' or 'bmc_template'",
+                field="hook.bmcs",
+                fix='[pools.hook.bmcs] node01 = "10.0.0.101"',
+            )
         self.user = user
         self.bmcs = dict(bmcs or {})
         self.bmc_template = bmc_template
@@ -111,22 +119,35 @@ class IpmiHook:
         drain_hook = None
         if nested is not None:
             if not isinstance(nested, Mapping):
-                raise s.error("drain_hook", f"must be a hook table, got {nested!r}",
-                             '[pools.hook.drain_hook] kind = "slurm"')
-            drain_hook = make_hook_from_mapping(nested, source=s.source,
-                                                field_prefix="hook.drain_hook")
+                raise s.error(
+                    "drain_hook",
+                    f"must be a hook table, got {nested!r}",
+                    '[pools.hook.drain_hook] kind = "slurm"',
+                )
+            drain_hook = make_hook_from_mapping(
+                nested, source=s.source, field_prefix="hook.drain_hook"
+            )
         bmcs = s.str_map("bmcs")
         template = s.str_("bmc_template")
         if not bmcs and not template:
-            raise s.error("bmcs", "hook kind 'ipmi' needs 'bmcs' (node → BMC address) or "
-                         "'bmc_template'", '[pools.hook.bmcs] node01 = "10.0.0.101"')
+            raise s.error(
+                "bmcs",
+                "hook kind 'ipmi' needs 'bmcs' (node → BMC address) or 'bmc_template'",
+                '[pools.hook.bmcs] node01 = "10.0.0.101"',
+            )
         if template and "{node}" not in template:
-            raise s.error("bmc_template", f"must contain {{node}}, got {template!r}",
-                         'write bmc_template = "{node}-ipmi"')
+            raise s.error(
+                "bmc_template",
+                f"must contain {{node}}, got {template!r}",
+                'write bmc_template = "{node}-ipmi"',
+            )
         password_file = s.str_("password_file")
         if password_file and not os.path.exists(password_file):
-            raise s.error("password_file", f"{password_file} does not exist",
-                         "create it (one line, mode 0600) or use password_env")
+            raise s.error(
+                "password_file",
+                f"{password_file} does not exist",
+                "create it (one line, mode 0600) or use password_env",
+            )
         cipher = s.get("cipher_suite", 3)
         if cipher is not None and (isinstance(cipher, bool) or not isinstance(cipher, int)):
             raise s.error("cipher_suite", f"must be an integer, got {cipher!r}", "write 3 or 17")
@@ -157,8 +178,11 @@ class IpmiHook:
         addr = self.bmcs.get(node)
         if addr is None:
             if not self.bmc_template:
-                raise ConfigError(f"ipmi hook has no BMC address for node {node!r}",
-                                  field=f"hook.bmcs.{node}", fix=f'add {node} = "10.0.0.x"')
+                raise ConfigError(
+                    f"ipmi hook has no BMC address for node {node!r}",
+                    field=f"hook.bmcs.{node}",
+                    fix=f'add {node} = "10.0.0.x"',
+                )
             addr = self.bmc_template.format(node=node)
         host, port = addr, self.port
         if addr.count(":") == 1:  # host:port (IPv6 addresses are left alone)
@@ -168,8 +192,19 @@ class IpmiHook:
 
     def _ipmitool(self, node: str, *args: str) -> str:
         host, port = self._bmc(node)
-        argv = [self.ipmitool, "-I", self.interface, "-H", host, "-p", str(port), "-U", self.user,
-                "-L", self.privilege]
+        argv = [
+            self.ipmitool,
+            "-I",
+            self.interface,
+            "-H",
+            host,
+            "-p",
+            str(port),
+            "-U",
+            self.user,
+            "-L",
+            self.privilege,
+        ]
         if self.cipher_suite is not None:
             argv += ["-C", str(self.cipher_suite)]
         env: dict[str, str] = {}
@@ -181,7 +216,8 @@ class IpmiHook:
             if not secret:
                 raise PermanentError(
                     f"ipmi hook: environment variable {self.password_env} (the BMC password) is "
-                    "not set — export it or set password_file")
+                    "not set — export it or set password_file"
+                )
             env["IPMI_PASSWORD"] = secret
             argv.append("-E")
         argv += list(args)
@@ -232,7 +268,9 @@ class IpmiHook:
             if isinstance(power, Exception):
                 out.append(NodeStatus(n, NodePower.UNKNOWN, drained, jobs, detail=str(power)))
             else:
-                out.append(NodeStatus(n, power, drained, jobs, detail=f"chassis power {power.value}"))
+                out.append(
+                    NodeStatus(n, power, drained, jobs, detail=f"chassis power {power.value}")
+                )
         return out
 
     def _on_one(self, n: str) -> Change:
@@ -284,8 +322,14 @@ class IpmiHook:
                     pending.pop(n)
                 elif state == NodePower.OFF:
                     waited = self._monotonic() - start
-                    changes.append(power_change(n, pending.pop(n), NodePower.OFF,
-                                                f"soft off (ACPI) done within {waited:.1f} s"))
+                    changes.append(
+                        power_change(
+                            n,
+                            pending.pop(n),
+                            NodePower.OFF,
+                            f"soft off (ACPI) done within {waited:.1f} s",
+                        )
+                    )
             if not pending or self._monotonic() - start >= self.soft_off_timeout_s:
                 break
             self._sleep(self.poll_interval_s)
@@ -293,7 +337,8 @@ class IpmiHook:
         if pending and not self.hard_off:
             for n in pending:
                 failures[n] = TemporaryError(
-                    f"ipmi {n}: still on {waited:.0f} s after a soft power off and hard_off is false")
+                    f"ipmi {n}: still on {waited:.0f} s after a soft power off and hard_off is false"
+                )
             pending = {}
         for n in pending:
             log.warning("ipmi %s: still on %.0f s after soft off, forcing power off", n, waited)
@@ -301,15 +346,22 @@ class IpmiHook:
             if isinstance(after, Exception):
                 failures[n] = after
             else:
-                changes.append(power_change(
-                    n, pending[n], after, f"soft off timed out after {waited:.0f} s; hard power off"))
+                changes.append(
+                    power_change(
+                        n,
+                        pending[n],
+                        after,
+                        f"soft off timed out after {waited:.0f} s; hard power off",
+                    )
+                )
         return raise_if_failed("ipmi power off", changes, failures, nodes)
 
     def _nested(self, op: str) -> NodePowerHook:
         if self.drain_hook is None:
             raise PermanentError(
                 f"ipmi hook cannot {op}: a BMC only switches power — add a nested "
-                "[pools.hook.drain_hook] table (e.g. kind = \"slurm\")")
+                '[pools.hook.drain_hook] table (e.g. kind = "slurm")'
+            )
         return self.drain_hook
 
     def drain(self, nodes: Sequence[str], reason: str) -> list[Change]:

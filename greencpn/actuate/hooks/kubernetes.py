@@ -49,8 +49,10 @@ def _api_error(exc: Exception, what: str) -> Exception:
     status = getattr(exc, "status", None)
     reason = getattr(exc, "reason", "") or type(exc).__name__
     if status in (401, 403):
-        return PermanentError(f"kubernetes {what}: {status} {reason} — check the credentials "
-                              "and RBAC (nodes: get/patch; pods: list; pods/eviction: create)")
+        return PermanentError(
+            f"kubernetes {what}: {status} {reason} — check the credentials "
+            "and RBAC (nodes: get/patch; pods: list; pods/eviction: create)"
+        )
     if status == 404:
         return PermanentError(f"kubernetes {what}: not found (404)")
     if status is None or status == 429 or status >= 500:
@@ -101,15 +103,21 @@ class KubernetesHook:
         try:
             from kubernetes import client, config
         except ImportError:
-            raise ConfigError("hook kind 'kubernetes' needs the kubernetes client",
-                              source=s.source, field="hook.kind",
-                              fix="pip install 'greencpn[kubernetes]'") from None
+            raise ConfigError(
+                "hook kind 'kubernetes' needs the kubernetes client",
+                source=s.source,
+                field="hook.kind",
+                fix="pip install 'greencpn[kubernetes]'",
+            ) from None
         nested = s.get("power")
         power_hook = None
         if nested is not None:
             if not isinstance(nested, Mapping):
-                raise s.error("power", f"must be a hook table, got {nested!r}",
-                             '[pools.hook.power] kind = "ipmi"')
+                raise s.error(
+                    "power",
+                    f"must be a hook table, got {nested!r}",
+                    '[pools.hook.power] kind = "ipmi"',
+                )
             power_hook = make_hook_from_mapping(nested, source=s.source, field_prefix="hook.power")
         host = s.str_("host")
         token_file = s.str_("token_file")
@@ -119,9 +127,14 @@ class KubernetesHook:
         context = s.str_("context")
         timeout_s = s.float_("request_timeout_s", 10.0, minimum=0.001)
         grace = s.get("grace_period_s")
-        if grace is not None and (isinstance(grace, bool) or not isinstance(grace, int) or grace < 0):
-            raise s.error("grace_period_s", f"must be an integer >= 0, got {grace!r}",
-                         "write grace_period_s = 30")
+        if grace is not None and (
+            isinstance(grace, bool) or not isinstance(grace, int) or grace < 0
+        ):
+            raise s.error(
+                "grace_period_s",
+                f"must be an integer >= 0, got {grace!r}",
+                "write grace_period_s = 30",
+            )
         attempts = s.int_("eviction_attempts", 5, minimum=1)
         interval = s.float_("eviction_retry_interval_s", 5.0)
         node_names = s.str_map("node_names")
@@ -140,17 +153,27 @@ class KubernetesHook:
             elif os.environ.get("KUBERNETES_SERVICE_HOST") and not kubeconfig:
                 config.load_incluster_config(client_configuration=cfg)
             else:
-                config.load_kube_config(config_file=kubeconfig, context=context,
-                                        client_configuration=cfg)
+                config.load_kube_config(
+                    config_file=kubeconfig, context=context, client_configuration=cfg
+                )
         except (OSError, config.ConfigException) as exc:
-            raise ConfigError(f"cannot load Kubernetes credentials: {exc}", source=s.source,
-                              field="hook.kubeconfig",
-                              fix="set kubeconfig (and context), or host + token_file") from None
+            raise ConfigError(
+                f"cannot load Kubernetes credentials: {exc}",
+                source=s.source,
+                field="hook.kubeconfig",
+                fix="set kubeconfig (and context), or host + token_file",
+            ) from None
         cfg.retries = 1
         api = client.CoreV1Api(client.ApiClient(cfg))
-        return cls(api, node_names=node_names, request_timeout_s=timeout_s,
-                   eviction_attempts=attempts, eviction_retry_interval_s=interval,
-                   grace_period_s=grace, power_hook=power_hook)
+        return cls(
+            api,
+            node_names=node_names,
+            request_timeout_s=timeout_s,
+            eviction_attempts=attempts,
+            eviction_retry_interval_s=interval,
+            grace_period_s=grace,
+            power_hook=power_hook,
+        )
 
     # ----------------------------------------------------------------------------------------
 
@@ -167,8 +190,11 @@ class KubernetesHook:
 
     def _pods(self, node: str) -> list[Any]:
         name = self._k8s(node)
-        pods = self._call(f"list pods on {name}", self.api.list_pod_for_all_namespaces,
-                          field_selector=f"spec.nodeName={name}")
+        pods = self._call(
+            f"list pods on {name}",
+            self.api.list_pod_for_all_namespaces,
+            field_selector=f"spec.nodeName={name}",
+        )
         return [p for p in pods.items if _evictable(p)]
 
     def _read_node(self, node: str) -> Any:
@@ -189,20 +215,36 @@ class KubernetesHook:
                 p = power.get(n)
                 out.append(NodeStatus(n, p.power if p else NodePower.UNKNOWN, detail=str(exc)))
                 continue
-            ready = next((c.status for c in (obj.status.conditions or []) if c.type == "Ready"),
-                         "Unknown") if obj.status else "Unknown"
+            ready = (
+                next(
+                    (c.status for c in (obj.status.conditions or []) if c.type == "Ready"),
+                    "Unknown",
+                )
+                if obj.status
+                else "Unknown"
+            )
             if n in power:
                 pw = power[n].power
             else:
                 pw = NodePower.ON if ready == "True" else NodePower.UNKNOWN
             drained = bool(obj.spec.unschedulable) if obj.spec else False
-            out.append(NodeStatus(
-                n, pw, drained, len(pods),
-                detail=f"Ready={ready} unschedulable={drained} pods={len(pods)}",
-                extra={"pods": [f"{p.metadata.namespace}/{p.metadata.name}" for p in pods],
-                       "reason": ((obj.metadata.annotations or {}).get(DRAIN_REASON_ANNOTATION, "")
-                                  if obj.metadata else "")},
-            ))
+            out.append(
+                NodeStatus(
+                    n,
+                    pw,
+                    drained,
+                    len(pods),
+                    detail=f"Ready={ready} unschedulable={drained} pods={len(pods)}",
+                    extra={
+                        "pods": [f"{p.metadata.namespace}/{p.metadata.name}" for p in pods],
+                        "reason": (
+                            (obj.metadata.annotations or {}).get(DRAIN_REASON_ANNOTATION, "")
+                            if obj.metadata
+                            else ""
+                        ),
+                    },
+                )
+            )
         return out
 
     def _evict(self, node: str, pod: Any) -> Change:
@@ -211,38 +253,63 @@ class KubernetesHook:
 
         ns, name = pod.metadata.namespace, pod.metadata.name
         body = client.V1Eviction(
-            api_version="policy/v1", kind="Eviction",
+            api_version="policy/v1",
+            kind="Eviction",
             metadata=client.V1ObjectMeta(name=name, namespace=ns),
-            delete_options=(client.V1DeleteOptions(grace_period_seconds=self.grace_period_s)
-                            if self.grace_period_s is not None else None),
+            delete_options=(
+                client.V1DeleteOptions(grace_period_seconds=self.grace_period_s)
+                if self.grace_period_s is not None
+                else None
+            ),
         )
         for attempt in range(1, self.eviction_attempts + 1):
             try:
-                self.api.create_namespaced_pod_eviction(name, ns, body,
-                                                        _request_timeout=self.request_timeout_s)
-                return Change(node, "evicted_pod", f"{ns}/{name}", None, True,
-                              f"eviction created (attempt {attempt})")
+                self.api.create_namespaced_pod_eviction(
+                    name, ns, body, _request_timeout=self.request_timeout_s
+                )
+                return Change(
+                    node,
+                    "evicted_pod",
+                    f"{ns}/{name}",
+                    None,
+                    True,
+                    f"eviction created (attempt {attempt})",
+                )
             except Exception as exc:
                 status = getattr(exc, "status", None)
                 if status == 404:
                     return noop(node, "evicted_pod", f"{ns}/{name}", "pod already gone")
                 if status != 429:
                     raise _api_error(exc, f"evict {ns}/{name}") from exc
-                log.info("kubernetes: eviction of %s/%s refused (429, disruption budget), "
-                         "attempt %d/%d", ns, name, attempt, self.eviction_attempts)
+                log.info(
+                    "kubernetes: eviction of %s/%s refused (429, disruption budget), attempt %d/%d",
+                    ns,
+                    name,
+                    attempt,
+                    self.eviction_attempts,
+                )
                 if attempt < self.eviction_attempts:
                     self._sleep(self.eviction_retry_interval_s)
         raise TemporaryError(
             f"eviction of {ns}/{name} still refused by its PodDisruptionBudget after "
-            f"{self.eviction_attempts} attempts", retry_after_s=self.eviction_retry_interval_s)
+            f"{self.eviction_attempts} attempts",
+            retry_after_s=self.eviction_retry_interval_s,
+        )
 
     def _cordon(self, node: str, unschedulable: bool, reason: str | None) -> None:
         name = self._k8s(node)
-        body = {"spec": {"unschedulable": unschedulable},
-                "metadata": {"annotations": {DRAIN_REASON_ANNOTATION: reason}}}
+        body = {
+            "spec": {"unschedulable": unschedulable},
+            "metadata": {"annotations": {DRAIN_REASON_ANNOTATION: reason}},
+        }
         # JSON merge patch (RFC 7386): a null annotation value removes the annotation
-        self._call(f"{'cordon' if unschedulable else 'uncordon'} {name}", self.api.patch_node,
-                   name, body, _content_type="application/merge-patch+json")
+        self._call(
+            f"{'cordon' if unschedulable else 'uncordon'} {name}",
+            self.api.patch_node,
+            name,
+            body,
+            _content_type="application/merge-patch+json",
+        )
 
     def drain(self, nodes: Sequence[str], reason: str) -> list[Change]:
         changes: list[Change] = []
@@ -286,7 +353,8 @@ class KubernetesHook:
         if self.power_hook is None:
             raise PermanentError(
                 "kubernetes hook cannot switch power: add a nested [pools.hook.power] table "
-                "(kind = \"ipmi\" or \"command\")")
+                '(kind = "ipmi" or "command")'
+            )
         return self.power_hook
 
     def power_on(self, nodes: Sequence[str]) -> list[Change]:

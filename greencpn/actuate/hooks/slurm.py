@@ -62,8 +62,15 @@ from greencpn.errors import PermanentError, TemporaryError
 POWER_DOWN_MODES = ("power_down", "power_down_asap", "power_down_force")
 _BUSY_JOB_STATES = "running,completing,configuring,suspended"
 # scontrol/sinfo messages that retrying will not fix
-_PERMANENT_MARKERS = ("invalid node name", "invalid node state", "invalid user", "access denied",
-                      "permission denied", "not permitted", "invalid argument")
+_PERMANENT_MARKERS = (
+    "invalid node name",
+    "invalid node state",
+    "invalid user",
+    "access denied",
+    "permission denied",
+    "not permitted",
+    "invalid argument",
+)
 
 
 def _power_from_flags(state: str, flags: set[str]) -> tuple[NodePower, bool]:
@@ -85,9 +92,17 @@ def _power_from_flags(state: str, flags: set[str]) -> tuple[NodePower, bool]:
     return NodePower.ON, drained
 
 
-_SUFFIX_FLAGS = {"~": "POWERED_DOWN", "#": "POWERING_UP", "%": "POWERING_DOWN",
-                 "!": "POWER_DOWN", "*": "NOT_RESPONDING", "$": "MAINTENANCE",
-                 "@": "REBOOT_REQUESTED", "^": "REBOOT_ISSUED", "-": "PLANNED"}
+_SUFFIX_FLAGS = {
+    "~": "POWERED_DOWN",
+    "#": "POWERING_UP",
+    "%": "POWERING_DOWN",
+    "!": "POWER_DOWN",
+    "*": "NOT_RESPONDING",
+    "$": "MAINTENANCE",
+    "@": "REBOOT_REQUESTED",
+    "^": "REBOOT_ISSUED",
+    "-": "PLANNED",
+}
 
 
 def parse_sinfo_text(text: str) -> dict[str, tuple[NodePower, bool, str, str]]:
@@ -102,7 +117,7 @@ def parse_sinfo_text(text: str) -> dict[str, tuple[NodePower, bool, str, str]]:
         name, long_state = parts[0].strip(), parts[1].strip()
         reason = parts[2].strip() if len(parts) > 2 else ""
         base = long_state.rstrip("".join(_SUFFIX_FLAGS))
-        flags = {_SUFFIX_FLAGS[c] for c in long_state[len(base):]}
+        flags = {_SUFFIX_FLAGS[c] for c in long_state[len(base) :]}
         if base.lower() in ("drained", "draining", "drain"):
             flags.add("DRAIN")
             base = "idle" if base.lower() != "draining" else "allocated"
@@ -153,10 +168,18 @@ class SlurmHook:
 
     name = "slurm"
 
-    def __init__(self, *, scontrol: str = "scontrol", sinfo: str = "sinfo", squeue: str = "squeue",
-                 slurm_conf: str | None = None, timeout_s: float = 30.0,
-                 power_down_mode: str = "power_down", status_format: str = "auto",
-                 verify: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        scontrol: str = "scontrol",
+        sinfo: str = "sinfo",
+        squeue: str = "squeue",
+        slurm_conf: str | None = None,
+        timeout_s: float = 30.0,
+        power_down_mode: str = "power_down",
+        status_format: str = "auto",
+        verify: bool = True,
+    ) -> None:
         if power_down_mode not in POWER_DOWN_MODES:
             raise PermanentError(f"power_down_mode must be one of {POWER_DOWN_MODES}")
         self.scontrol, self.sinfo, self.squeue = scontrol, sinfo, squeue
@@ -170,12 +193,18 @@ class SlurmHook:
     def from_settings(cls, s: HookSettings) -> SlurmHook:
         mode = s.str_("power_down_mode", "power_down") or "power_down"
         if mode not in POWER_DOWN_MODES:
-            raise s.error("power_down_mode", f"must be one of {POWER_DOWN_MODES}, got {mode!r}",
-                         'write power_down_mode = "power_down"')
+            raise s.error(
+                "power_down_mode",
+                f"must be one of {POWER_DOWN_MODES}, got {mode!r}",
+                'write power_down_mode = "power_down"',
+            )
         fmt = s.str_("status_format", "auto") or "auto"
         if fmt not in ("auto", "json", "text"):
-            raise s.error("status_format", f"must be auto, json or text, got {fmt!r}",
-                         'write status_format = "auto"')
+            raise s.error(
+                "status_format",
+                f"must be auto, json or text, got {fmt!r}",
+                'write status_format = "auto"',
+            )
         hook = cls(
             scontrol=s.str_("scontrol", "scontrol") or "scontrol",
             sinfo=s.str_("sinfo", "sinfo") or "sinfo",
@@ -197,8 +226,9 @@ class SlurmHook:
         except CommandTemporaryError as exc:
             text = exc.stderr_tail.lower()
             if any(m in text for m in _PERMANENT_MARKERS):
-                raise CommandPermanentError(str(exc), argv=exc.argv, returncode=exc.returncode,
-                                            stderr_tail=exc.stderr_tail) from None
+                raise CommandPermanentError(
+                    str(exc), argv=exc.argv, returncode=exc.returncode, stderr_tail=exc.stderr_tail
+                ) from None
             raise
 
     def _update(self, nodes: Sequence[str], *args: str) -> None:
@@ -228,9 +258,16 @@ class SlurmHook:
                 out.append(NodeStatus(n, NodePower.UNKNOWN, detail="not known to Slurm"))
                 continue
             power, drained, long_state, reason = states[n]
-            out.append(NodeStatus(n, power, drained, jobs.get(n, 0),
-                                  detail=long_state + (f" ({reason})" if reason else ""),
-                                  extra={"slurm_state": long_state, "reason": reason}))
+            out.append(
+                NodeStatus(
+                    n,
+                    power,
+                    drained,
+                    jobs.get(n, 0),
+                    detail=long_state + (f" ({reason})" if reason else ""),
+                    extra={"slurm_state": long_state, "reason": reason},
+                )
+            )
         return out
 
     def _after(self, nodes: Sequence[str], expected: NodePower) -> dict[str, NodeStatus]:
@@ -238,28 +275,45 @@ class SlurmHook:
             return {n: NodeStatus(n, expected) for n in nodes}
         return {s.name: s for s in self.status(nodes)}
 
-    def _known(self, op: str, nodes: Sequence[str]) -> tuple[dict[str, NodeStatus],
-                                                             dict[str, Exception]]:
+    def _known(
+        self, op: str, nodes: Sequence[str]
+    ) -> tuple[dict[str, NodeStatus], dict[str, Exception]]:
         """Status of ``nodes``; nodes Slurm does not know become per-node failures."""
         before = {s.name: s for s in self.status(nodes)}
         unknown: dict[str, Exception] = {
-            n: PermanentError(f"slurm {op}: node {n!r} is not known to Slurm — check the pool's "
-                              "hostlist against `sinfo -N`")
-            for n, st in before.items() if st.detail == "not known to Slurm"}
+            n: PermanentError(
+                f"slurm {op}: node {n!r} is not known to Slurm — check the pool's "
+                "hostlist against `sinfo -N`"
+            )
+            for n, st in before.items()
+            if st.detail == "not known to Slurm"
+        }
         return before, unknown
 
-    def _power(self, nodes: Sequence[str], state: str, already: tuple[NodePower, ...],
-               expected: NodePower) -> list[Change]:
+    def _power(
+        self, nodes: Sequence[str], state: str, already: tuple[NodePower, ...], expected: NodePower
+    ) -> list[Change]:
         before, failures = self._known(state, nodes)
         todo = [n for n in nodes if before[n].power not in already and n not in failures]
-        changes = [noop(n, "power", before[n].power.value, f"already {before[n].power.value}")
-                   for n in nodes if n not in todo and n not in failures]
+        changes = [
+            noop(n, "power", before[n].power.value, f"already {before[n].power.value}")
+            for n in nodes
+            if n not in todo and n not in failures
+        ]
         if todo:
             self._update(todo, f"state={state}")
             after = self._after(todo, expected)
-            changes += [Change(n, "power", before[n].power.value, after[n].power.value, True,
-                               f"scontrol update state={state}; Slurm now shows {after[n].detail}")
-                        for n in todo]
+            changes += [
+                Change(
+                    n,
+                    "power",
+                    before[n].power.value,
+                    after[n].power.value,
+                    True,
+                    f"scontrol update state={state}; Slurm now shows {after[n].detail}",
+                )
+                for n in todo
+            ]
         return raise_if_failed(f"slurm {state}", changes, failures, nodes)
 
     def power_on(self, nodes: Sequence[str]) -> list[Change]:
@@ -272,25 +326,49 @@ class SlurmHook:
         reason = reason.strip() or "greencpn"
         before, failures = self._known("drain", nodes)
         todo = [n for n in nodes if not before[n].drained and n not in failures]
-        changes = [noop(n, "drained", True, f"already drained: {before[n].extra.get('reason', '')}")
-                   for n in nodes if n not in todo and n not in failures]
+        changes = [
+            noop(n, "drained", True, f"already drained: {before[n].extra.get('reason', '')}")
+            for n in nodes
+            if n not in todo and n not in failures
+        ]
         if todo:
             self._update(todo, "state=drain", f"reason={reason}")
             after = self._after(todo, before[todo[0]].power)
-            changes += [Change(n, "drained", False, after[n].drained if self.verify else True, True,
-                               f"scontrol update state=drain reason={reason!r}") for n in todo]
+            changes += [
+                Change(
+                    n,
+                    "drained",
+                    False,
+                    after[n].drained if self.verify else True,
+                    True,
+                    f"scontrol update state=drain reason={reason!r}",
+                )
+                for n in todo
+            ]
         return raise_if_failed("slurm drain", changes, failures, nodes)
 
     def resume(self, nodes: Sequence[str]) -> list[Change]:
         before, failures = self._known("resume", nodes)
         todo = [n for n in nodes if before[n].drained]
-        changes = [noop(n, "drained", False, "not drained")
-                   for n in nodes if n not in todo and n not in failures]
+        changes = [
+            noop(n, "drained", False, "not drained")
+            for n in nodes
+            if n not in todo and n not in failures
+        ]
         if todo:
             self._update(todo, "state=resume")
             after = self._after(todo, before[todo[0]].power)
-            changes += [Change(n, "drained", True, after[n].drained if self.verify else False,
-                               True, "scontrol update state=resume") for n in todo]
+            changes += [
+                Change(
+                    n,
+                    "drained",
+                    True,
+                    after[n].drained if self.verify else False,
+                    True,
+                    "scontrol update state=resume",
+                )
+                for n in todo
+            ]
         return raise_if_failed("slurm resume", changes, failures, nodes)
 
 

@@ -57,9 +57,16 @@ class WolHook:
 
     name = "wol"
 
-    def __init__(self, macs: Mapping[str, str], *, address: str = "255.255.255.255",
-                 port: int = 9, repeat: int = 3, off_hook: NodePowerHook | None = None,
-                 require_loopback: bool | None = None) -> None:
+    def __init__(
+        self,
+        macs: Mapping[str, str],
+        *,
+        address: str = "255.255.255.255",
+        port: int = 9,
+        repeat: int = 3,
+        off_hook: NodePowerHook | None = None,
+        require_loopback: bool | None = None,
+    ) -> None:
         self.macs = dict(macs)
         for mac in self.macs.values():
             parse_mac(mac)  # validate early
@@ -85,8 +92,11 @@ class WolHook:
 
         macs = s.str_map("macs")
         if not macs:
-            raise s.error("macs", "hook kind 'wol' needs a 'macs' table (node → MAC)",
-                         '[pools.hook.macs] node01 = "aa:bb:cc:dd:ee:01"')
+            raise s.error(
+                "macs",
+                "hook kind 'wol' needs a 'macs' table (node → MAC)",
+                '[pools.hook.macs] node01 = "aa:bb:cc:dd:ee:01"',
+            )
         for node, mac in macs.items():
             try:
                 parse_mac(mac)
@@ -96,20 +106,30 @@ class WolHook:
         off_hook = None
         if off is not None:
             if not isinstance(off, Mapping):
-                raise s.error("off", f"must be a hook table, got {off!r}",
-                             '[pools.hook.off] kind = "command" ...')
+                raise s.error(
+                    "off",
+                    f"must be a hook table, got {off!r}",
+                    '[pools.hook.off] kind = "command" ...',
+                )
             off_hook = make_hook_from_mapping(off, source=s.source, field_prefix="hook.off")
-        hook = cls(macs, address=s.str_("address", "255.255.255.255") or "255.255.255.255",
-                   port=s.int_("port", 9, minimum=1), repeat=s.int_("repeat", 3, minimum=1),
-                   off_hook=off_hook)
+        hook = cls(
+            macs,
+            address=s.str_("address", "255.255.255.255") or "255.255.255.255",
+            port=s.int_("port", 9, minimum=1),
+            repeat=s.int_("repeat", 3, minimum=1),
+            off_hook=off_hook,
+        )
         s.check_unknown()
         return hook
 
     def _send(self, node: str) -> str:
         mac = self.macs.get(node)
         if mac is None:
-            raise ConfigError(f"wol hook has no MAC address for node {node!r}",
-                              field=f"hook.macs.{node}", fix=f'add {node} = "aa:bb:cc:dd:ee:ff"')
+            raise ConfigError(
+                f"wol hook has no MAC address for node {node!r}",
+                field=f"hook.macs.{node}",
+                fix=f'add {node} = "aa:bb:cc:dd:ee:ff"',
+            )
         payload = magic_packet(mac)
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -117,16 +137,25 @@ class WolHook:
                 for _ in range(self.repeat):
                     sock.sendto(payload, (self.address, self.port))
         except OSError as exc:
-            raise TemporaryError(f"wol: sending to {self.address}:{self.port} failed: {exc}") from exc
-        log.info("wol: magic packet for %s (%s) sent to %s:%d ×%d", node, mac, self.address,
-                 self.port, self.repeat)
+            raise TemporaryError(
+                f"wol: sending to {self.address}:{self.port} failed: {exc}"
+            ) from exc
+        log.info(
+            "wol: magic packet for %s (%s) sent to %s:%d ×%d",
+            node,
+            mac,
+            self.address,
+            self.port,
+            self.repeat,
+        )
         return mac
 
     def status(self, nodes: Sequence[str]) -> list[NodeStatus]:
         if self.off_hook is not None:
             return self.off_hook.status(nodes)
-        return [NodeStatus(n, NodePower.UNKNOWN, detail="wol cannot read power state")
-                for n in nodes]
+        return [
+            NodeStatus(n, NodePower.UNKNOWN, detail="wol cannot read power state") for n in nodes
+        ]
 
     def power_on(self, nodes: Sequence[str]) -> list[Change]:
         before = {s.name: s.power for s in self.status(nodes)}
@@ -136,15 +165,21 @@ class WolHook:
                 changes.append(noop(n, "power", before[n].value, f"already {before[n].value}"))
                 continue
             mac = self._send(n)
-            changes.append(power_change(n, before[n], NodePower.BOOTING,
-                                        f"magic packet for {mac} sent to {self.address}:{self.port}"))
+            changes.append(
+                power_change(
+                    n,
+                    before[n],
+                    NodePower.BOOTING,
+                    f"magic packet for {mac} sent to {self.address}:{self.port}",
+                )
+            )
         return changes
 
     def _nested(self, op: str) -> NodePowerHook:
         if self.off_hook is None:
             raise PermanentError(
                 f"wol hook cannot {op}: Wake-on-LAN only wakes nodes — add a nested "
-                "[pools.hook.off] table (e.g. kind = \"command\") for power_off/drain/resume"
+                '[pools.hook.off] table (e.g. kind = "command") for power_off/drain/resume'
             )
         return self.off_hook
 
