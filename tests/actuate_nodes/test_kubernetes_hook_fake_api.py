@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from greencpn.actuate.base import NodePower
-from greencpn.actuate.hooks import NodeHookTemporaryError, make_hook
+from greencpn.actuate.hooks import NodeHookPermanentError, NodeHookTemporaryError, make_hook
 from greencpn.actuate.hooks.kubernetes import DRAIN_REASON_ANNOTATION, KubernetesHook
 from greencpn.errors import PermanentError
 
@@ -356,3 +356,22 @@ def test_auth_and_connection_errors_are_typed(kube: FakeKubeApi, tmp_path: Path)
     with pytest.raises(NodeHookTemporaryError):
         hook.drain(["k1"], "x")
     assert hook.status(["k1"])[0].power == NodePower.UNKNOWN
+
+
+def test_pods_without_controller_are_not_evicted_unless_asked(
+    kube: FakeKubeApi, tmp_path: Path
+) -> None:
+    bare = _pod("default", "debug-shell", "worker-1")  # no ownerReferences
+    kube.pods[("default", "debug-shell")] = bare
+    kube.pdb_refusals.clear()
+    hook = _hook(kube, tmp_path)
+    with pytest.raises(NodeHookPermanentError) as info:
+        hook.drain(["k1"], "plan")
+    assert "default/debug-shell" in str(info.value) and "evict_unmanaged" in str(info.value)
+    assert "default/debug-shell" not in kube.evictions()
+    assert ("default", "debug-shell") in kube.pods
+    assert hook.status(["k1"])[0].running_jobs == 1  # still counts as work on the node
+    forced = _hook(kube, tmp_path, evict_unmanaged=True)
+    changes = forced.drain(["k1"], "plan")
+    assert [c.before for c in changes if c.changed] == ["default/debug-shell"]
+    assert forced.status(["k1"])[0].running_jobs == 0

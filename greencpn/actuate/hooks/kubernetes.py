@@ -21,6 +21,9 @@ Config keys (``kind = "kubernetes"``):
   ``KUBERNETES_SERVICE_HOST`` is set), ``context`` — which cluster to talk to; or ``host``
   (API URL) with ``token_file`` and ``ca_file`` (``insecure_skip_tls_verify``, default false).
 * ``node_names`` — table greencpn node → Kubernetes node name (default: the same name).
+* ``evict_unmanaged`` (default false) — like ``kubectl drain`` without ``--force``, pods with
+  no controller (they would not be recreated) are not evicted: the drain reports them as a
+  :class:`PermanentError` for that node and they keep counting as running work.
 * ``request_timeout_s`` (default 10), ``eviction_attempts`` (default 5),
   ``eviction_retry_interval_s`` (default 5), ``grace_period_s`` (default: the pod's own).
 * ``power`` — nested hook table used for power_on / power_off (and power in status).
@@ -60,6 +63,10 @@ def _api_error(exc: Exception, what: str) -> Exception:
     return PermanentError(f"kubernetes {what}: {status} {reason}")
 
 
+def _has_controller(pod: Any) -> bool:
+    return any(ref.controller for ref in (pod.metadata.owner_references or []))
+
+
 def _evictable(pod: Any) -> bool:
     meta = pod.metadata
     if MIRROR_ANNOTATION in (meta.annotations or {}):
@@ -84,6 +91,7 @@ class KubernetesHook:
         eviction_attempts: int = 5,
         eviction_retry_interval_s: float = 5.0,
         grace_period_s: int | None = None,
+        evict_unmanaged: bool = False,
         power_hook: NodePowerHook | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -93,6 +101,7 @@ class KubernetesHook:
         self.eviction_attempts = eviction_attempts
         self.eviction_retry_interval_s = eviction_retry_interval_s
         self.grace_period_s = grace_period_s
+        self.evict_unmanaged = evict_unmanaged
         self.power_hook = power_hook
         self._sleep = sleep
 
@@ -138,6 +147,7 @@ class KubernetesHook:
         attempts = s.int_("eviction_attempts", 5, minimum=1)
         interval = s.float_("eviction_retry_interval_s", 5.0)
         node_names = s.str_map("node_names")
+        evict_unmanaged = s.bool_("evict_unmanaged", False)
         s.check_unknown()
 
         cfg = client.Configuration()
@@ -172,6 +182,7 @@ class KubernetesHook:
             eviction_attempts=attempts,
             eviction_retry_interval_s=interval,
             grace_period_s=grace,
+            evict_unmanaged=evict_unmanaged,
             power_hook=power_hook,
         )
 
@@ -323,12 +334,23 @@ class KubernetesHook:
                     self._cordon(n, True, reason)
                     changes.append(Change(n, "drained", False, True, True, f"cordoned: {reason}"))
                 blocked: list[str] = []
+                unmanaged: list[str] = []
                 for pod in self._pods(n):
+                    if not self.evict_unmanaged and not _has_controller(pod):
+                        unmanaged.append(f"{pod.metadata.namespace}/{pod.metadata.name}")
+                        continue
                     try:
                         changes.append(self._evict(n, pod))
                     except TemporaryError as exc:
                         blocked.append(str(exc))
-                if blocked:
+                if unmanaged:
+                    failures[n] = PermanentError(
+                        f"pods without a controller would not be recreated elsewhere: "
+                        f"{', '.join(unmanaged)} — stop them yourself or set "
+                        "evict_unmanaged = true"
+                        + (f"; also: {'; '.join(blocked)}" if blocked else "")
+                    )
+                elif blocked:
                     failures[n] = TemporaryError("; ".join(blocked))
             except (TemporaryError, PermanentError) as exc:
                 failures[n] = exc
