@@ -1,7 +1,7 @@
 """Bench: parse the carbon files (the 3-year x 10-zone hourly file must take <= 1 s).
 
-Run: ``.venv/bin/python bench/bench_carbon_parse.py`` (prints a Markdown table; the figures
-go into ``bench/results/forecast.md`` by hand or with ``--append``).
+Run: ``.venv/bin/python bench/bench_carbon_parse.py`` (prints a Markdown table);
+``bench/forecast_accuracy.py`` runs it too and adds the table to ``bench/results/forecast.md``.
 """
 
 from __future__ import annotations
@@ -34,10 +34,8 @@ def _time(fn: Callable[[], object], repeat: int = 5) -> tuple[float, float]:
     return statistics.median(runs), max(runs)
 
 
-def main() -> int:
-    if not DATA.is_dir():
-        print(f"real data not found at {DATA}; nothing to bench", file=sys.stderr)
-        return 1
+def measure() -> str:
+    """Time each reader (5 runs) and return a Markdown section."""
     cases: list[tuple[str, Callable[[], object]]] = [
         ("wide 3 y x 10 zones hourly (26,280 rows)",
          lambda: read_wide(DATA / "electricitymaps_hourly_lca_2021-2023.csv")),
@@ -57,10 +55,16 @@ def main() -> int:
         med, mx = _time(fn)
         lines.append(f"| {name} | {med:.3f} | {mx:.3f} |")
     machine = (f"Machine: {os.cpu_count()} CPUs (nproc), {platform.machine()}, "
-               f"Python {platform.python_version()}, 5 runs each.")
-    print("\n".join(lines))
-    print()
-    print(machine)
+               f"Python {platform.python_version()}, 5 runs each (`bench/bench_carbon_parse.py`).")
+    return "\n".join(["### Parsing the carbon files (`greencpn.sources.files`)", "", *lines, "",
+                      machine, ""])
+
+
+def main() -> int:
+    if not DATA.is_dir():
+        print(f"real data not found at {DATA}; nothing to bench", file=sys.stderr)
+        return 1
+    print(measure())
     return 0
 
 
