@@ -380,6 +380,9 @@ def test_boot_timeout_marks_node_failed(slurm: SlurmCluster) -> None:
         "ResumeFailProgram call", lambda: [c for c in slurm.calls() if c["action"] == "fail"], 15
     )
     assert isinstance(fails, list) and fails[0]["hostlist"] == "fake[1-2]"
+    # failed but powered down: powering off again is a no-op (no repeated SuspendProgram)
+    off = hook.power_off(["fake1"])
+    assert not off[0].changed and off[0].before == "failed"
     slurm.run("scontrol", "update", "nodename=fake[1-2]", "state=resume")
     _wait(
         "fake1/fake2 back to powered down",

@@ -20,8 +20,8 @@ Slurm                                   greencpn
 ``POWERED_DOWN`` (``idle~``)            ``off``
 ``POWER_UP``, ``POWERING_UP`` (``#``)   ``booting``
 ``POWERING_DOWN`` / ``POWER_DOWN``      ``shutting_down`` (``%`` and ``!`` suffixes)
-``DOWN`` (e.g. ``down~`` after          ``failed``
-ResumeTimeout), ``NOT_RESPONDING``
+``DOWN`` (e.g. ``down~`` after          ``failed`` (unless powering up/down:
+ResumeTimeout), ``NOT_RESPONDING``       the transition wins)
 other states (idle, mixed, allocated)   ``on``
 ``DRAIN`` flag (drained/draining)       ``drained=True``
 =====================================  ==========================================
@@ -77,12 +77,14 @@ def _power_from_flags(state: str, flags: set[str]) -> tuple[NodePower, bool]:
     """(power, drained) from a base state (``idle``) and flags (``{"POWERED_DOWN", ...}``)."""
     state = state.upper()
     drained = "DRAIN" in flags or state in ("DRAINED", "DRAINING")
-    if state == "DOWN" or "FAIL" in flags:
-        return NodePower.FAILED, drained
+    # A power transition in progress wins, even on a DOWN node (Slurm retrying a failed boot):
+    # reporting it as failed would make the caller ask again and again.
     if "POWERING_UP" in flags or "POWER_UP" in flags:  # POWER_UP: requested, not yet run
         return NodePower.BOOTING, drained
     if "POWERING_DOWN" in flags or "POWER_DOWN" in flags:
         return NodePower.SHUTTING_DOWN, drained
+    if state == "DOWN" or "FAIL" in flags:  # e.g. down~ after ResumeTimeout: boot failed
+        return NodePower.FAILED, drained
     if "POWERED_DOWN" in flags:
         return NodePower.OFF, drained
     if "NOT_RESPONDING" in flags:
@@ -105,9 +107,9 @@ _SUFFIX_FLAGS = {
 }
 
 
-def parse_sinfo_text(text: str) -> dict[str, tuple[NodePower, bool, str, str]]:
+def parse_sinfo_text(text: str) -> dict[str, tuple[NodePower, bool, str, str, frozenset[str]]]:
     """Parse ``sinfo -N -h -o '%N|%T|%E'`` → node → (power, drained, long state, reason)."""
-    out: dict[str, tuple[NodePower, bool, str, str]] = {}
+    out: dict[str, tuple[NodePower, bool, str, str, frozenset[str]]] = {}
     for line in text.splitlines():
         if not line.strip():
             continue
@@ -122,17 +124,23 @@ def parse_sinfo_text(text: str) -> dict[str, tuple[NodePower, bool, str, str]]:
             flags.add("DRAIN")
             base = "idle" if base.lower() != "draining" else "allocated"
         power, drained = _power_from_flags(base, flags)
-        out[name] = (power, drained, long_state, "" if reason == "none" else reason)
+        out[name] = (
+            power,
+            drained,
+            long_state,
+            "" if reason == "none" else reason,
+            frozenset(flags),
+        )
     return out
 
 
-def parse_sinfo_json(text: str) -> dict[str, tuple[NodePower, bool, str, str]]:
+def parse_sinfo_json(text: str) -> dict[str, tuple[NodePower, bool, str, str, frozenset[str]]]:
     """Parse ``sinfo --json`` (Slurm 22.05+: ``nodes[].state`` + ``state_flags``)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise TemporaryError(f"sinfo --json gave invalid JSON: {exc}") from exc
-    out: dict[str, tuple[NodePower, bool, str, str]] = {}
+    out: dict[str, tuple[NodePower, bool, str, str, frozenset[str]]] = {}
     for node in data.get("nodes", []):
         state = node.get("state", "unknown")
         if isinstance(state, list):  # Slurm >= 23.02: state is a list of words
@@ -144,7 +152,13 @@ def parse_sinfo_json(text: str) -> dict[str, tuple[NodePower, bool, str, str]]:
             flags = {str(f).upper() for f in node.get("state_flags", [])}
         power, drained = _power_from_flags(base, flags)
         long_state = "+".join([base.upper(), *sorted(flags)])
-        out[str(node.get("name"))] = (power, drained, long_state, str(node.get("reason") or ""))
+        out[str(node.get("name"))] = (
+            power,
+            drained,
+            long_state,
+            str(node.get("reason") or ""),
+            frozenset(flags),
+        )
     return out
 
 
@@ -236,7 +250,7 @@ class SlurmHook:
         log.info("slurm: %s", " ".join(argv[1:]))
         self._run(argv)
 
-    def _states(self) -> dict[str, tuple[NodePower, bool, str, str]]:
+    def _states(self) -> dict[str, tuple[NodePower, bool, str, str, frozenset[str]]]:
         if self.status_format in ("auto", "json"):
             try:
                 return parse_sinfo_json(self._run([self.sinfo, "--json"]))
@@ -257,7 +271,7 @@ class SlurmHook:
             if n not in states:
                 out.append(NodeStatus(n, NodePower.UNKNOWN, detail="not known to Slurm"))
                 continue
-            power, drained, long_state, reason = states[n]
+            power, drained, long_state, reason, flags = states[n]
             out.append(
                 NodeStatus(
                     n,
@@ -265,7 +279,7 @@ class SlurmHook:
                     drained,
                     jobs.get(n, 0),
                     detail=long_state + (f" ({reason})" if reason else ""),
-                    extra={"slurm_state": long_state, "reason": reason},
+                    extra={"slurm_state": long_state, "reason": reason, "flags": sorted(flags)},
                 )
             )
         return out
@@ -294,7 +308,16 @@ class SlurmHook:
         self, nodes: Sequence[str], state: str, already: tuple[NodePower, ...], expected: NodePower
     ) -> list[Change]:
         before, failures = self._known(state, nodes)
-        todo = [n for n in nodes if before[n].power not in already and n not in failures]
+
+        def done(st: NodeStatus) -> bool:
+            if st.power in already:
+                return True
+            # a failed boot leaves the node DOWN but powered down: powering it off again would
+            # only make Slurm repeat its SuspendProgram
+            flags = set(st.extra.get("flags", ()))  # type: ignore[call-overload]
+            return expected == NodePower.SHUTTING_DOWN and "POWERED_DOWN" in flags
+
+        todo = [n for n in nodes if not done(before[n]) and n not in failures]
         changes = [
             noop(n, "power", before[n].power.value, f"already {before[n].power.value}")
             for n in nodes
