@@ -119,6 +119,14 @@ def place_jobs(inp: PlanInputs, nodes_on: np.ndarray, level: np.ndarray, *, mode
     gpu_kw = extra_kw + (idle_kw / gpn)[:, None]
     gpu_cost = gpu_kw * dt * pue[:, None] * unit[site_of]  # per busy GPU and step
     node_cost = np.zeros_like(gpu_cost)  # node idle power is already in gpu_cost
+    thr_top = np.stack([np.full(F, p.level_thr[0]) for p in inp.pools])
+    extra_kw_top = np.stack([np.full(F, p.level_extra_kw[0]) for p in inp.pools])
+    gpu_cost_top = (extra_kw_top + (idle_kw / gpn)[:, None]) * dt * pue[:, None] * unit[site_of]
+
+    def busy_gain_kwh(cand: np.ndarray) -> np.ndarray:
+        """Extra meter energy if the GPUs already busy on these pools went to full power."""
+        return pue[cand, None] * dt * (extra_kw_top[cand] - extra_kw[cand]) * busy[cand]
+
     head = np.full((len(inp.sites), F), np.inf)  # budget headroom at the meter, kWh per step
     for s_, site in enumerate(inp.sites):
         head[s_, : T * k] = np.repeat(site.budget_kw, k) * dt
@@ -165,6 +173,26 @@ def place_jobs(inp: PlanInputs, nodes_on: np.ndarray, level: np.ndarray, *, mode
                             node_cost[cand], n_free[cand], alloc[cand], gpn[cand], pool_gpus[cand],
                             extra_kw[cand], pue[cand], idle_kw[cand], head[site_of[cand]], dt,
                             obj.lateness_weight_per_gpu_h, extra_cost)
+        late_at = (job.deadline_slot + 1) * k  # first fine step after the deadline
+        if mode == "plan" and job.deadline_slot < T and (best is None or best[1][-1] + best[2][-1] > late_at + 1e-9):
+            # Late at the planned caps: try full power (level 0) on the candidate pools. If that
+            # is on time, those pool-slots switch to full power (jobs already there only speed up).
+            fast = _best_option(job, cand, inp, mode, T * k, F, k, tidx, thr_top[cand],
+                                gpu_cost_top[cand], node_cost[cand], n_free[cand], alloc[cand],
+                                gpn[cand], pool_gpus[cand], extra_kw_top[cand], pue[cand], idle_kw[cand],
+                                head[site_of[cand]] - busy_gain_kwh(cand), dt,
+                                obj.lateness_weight_per_gpu_h, extra_cost)
+            if fast is not None and fast[1][-1] + fast[2][-1] <= late_at + 1e-9:
+                best = fast
+                pf = int(cand[fast[0]])
+                for slot in sorted({int(t) // k for t in fast[1] if t < T * k}):
+                    sl = slice(slot * k, (slot + 1) * k)
+                    # the site now carries the pool's busy GPUs at full power in this slot
+                    head[site_of[pf], sl] -= pue[pf] * dt * (extra_kw_top[pf, sl] - extra_kw[pf, sl]) * busy[pf, sl]
+                    lev[pf, sl] = 0
+                    thr[pf, sl] = thr_top[pf, sl]
+                    extra_kw[pf, sl] = extra_kw_top[pf, sl]
+                    gpu_cost[pf, sl] = gpu_cost_top[pf, sl]
         if best is None:
             continue
         ci, steps, fracs = best
@@ -186,6 +214,7 @@ def place_jobs(inp: PlanInputs, nodes_on: np.ndarray, level: np.ndarray, *, mode
                 n_free[p, slot * k:(slot + 1) * k] += add
                 head[site_of[p], slot * k:(slot + 1) * k] -= pue[p] * dt * idle_kw[p] * add
     # back to slots: GPUs held = the most held in any step; busy = time average
+    lev_slot = lev.reshape(P, T2, k)[:, :, 0]
     alloc_slot = alloc.reshape(P, T2, k).max(axis=2)
     busy_slot = busy.reshape(P, T2, k).mean(axis=2)
     runs: list[list[tuple[int, int, float]]] = [[] for _ in range(J)]

@@ -171,7 +171,7 @@ def finish_plan(cfg: FleetConfig, clock: Clock, inp: PlanInputs, model: PlanMode
     return res
 
 
-def place_and_repair(inp: PlanInputs, model: PlanModel, sol: MilpSolution, max_passes: int = 6):
+def place_and_repair(inp: PlanInputs, model: PlanModel, sol: MilpSolution, max_passes: int = 8):
     """Stage 2 with a feedback loop: when the node repair (min up, start-up energy) pushes a
     site over its budget, or a job ends late that could be on time, place again with that
     energy held back and the late jobs first. Keeps the best pass by the objective."""
@@ -187,9 +187,10 @@ def place_and_repair(inp: PlanInputs, model: PlanModel, sol: MilpSolution, max_p
         if best is None or ev.objective < best[4].objective - 1e-9:
             best = (sched, n, u, d, ev)
         late = [j for j in range(len(inp.jobs)) if ev.job_late_h[j] > 1e-6]
+        log.debug("placement pass: %d late, overrun %.3f kWh, objective %.2f", len(late), ev.budget_overrun_kwh.sum(), ev.objective)
         if ev.budget_overrun_kwh.sum() <= 1e-6 and not late:
             break
-        reserve += ev.budget_overrun_kwh * 1.5 + (ev.budget_overrun_kwh > 0) * 0.05 * inp.slot_h
+        reserve += ev.budget_overrun_kwh * 2.0 + (ev.budget_overrun_kwh > 0) * 0.1 * inp.slot_h
         base = sorted(range(len(inp.jobs)), key=lambda i: (inp.jobs[i].deadline_slot,
                       -inp.jobs[i].gpus * inp.jobs[i].work_gpu_h, inp.jobs[i].id))
         first = set(late)

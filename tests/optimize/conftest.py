@@ -1,0 +1,77 @@
+"""Helpers to write tiny fleets as real TOML + CSV files (the same path users take)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+START = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def iso(hours: float) -> str:
+    return (START + timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+GPU = """
+[[gpu_models]]
+name = "T1"
+power_limit_min_w = 100
+power_limit_max_w = 300
+power_limit_default_w = 300
+idle_w = 0
+source = "test profile"
+[[gpu_models.levels]]
+cap_w = 300
+throughput = 1.0
+power_factor = 1.0
+"""
+
+
+def write_fleet(tmp: Path, *, carbon: dict[str, list[float]], sites: str, pools: str, jobs: list[dict],
+                slots: int | None = None, extra: str = "", gpu: str = GPU) -> Path:
+    zones = list(carbon)
+    n = len(next(iter(carbon.values())))
+    lines = ["datetime_utc," + ",".join(zones)]
+    for i in range(n):
+        lines.append(iso(i) + "," + ",".join(str(carbon[z][i]) for z in zones))
+    (tmp / "carbon.csv").write_text("\n".join(lines) + "\n")
+    cols = ["id", "gpus", "work_gpu_h", "release", "deadline", "jurisdictions", "user_region",
+            "max_latency_ms", "checkpointable", "priority"]
+    rows = [",".join(cols)]
+    for j in jobs:
+        rows.append(",".join(str(j.get(c, "")) for c in cols))
+    (tmp / "jobs.csv").write_text("\n".join(rows) + "\n")
+    text = f"""
+name = "tiny"
+jobs_file = "jobs.csv"
+[horizon]
+start = "{iso(0)}"
+slots = {slots or n}
+slot_minutes = 60
+[objective]
+carbon_weight_per_kg = 1.0
+cost_weight = 0.0
+lateness_weight_per_gpu_h = 10.0
+[solver]
+time_limit_s = 30
+mip_rel_gap = 0.0
+[carbon]
+file = "carbon.csv"
+{extra}
+{gpu}
+{sites}
+{pools}
+"""
+    path = tmp / "fleet.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    def make(**kw):
+        return write_fleet(tmp_path, **kw)
+
+    return make
