@@ -242,6 +242,11 @@ class SolverConfig(_Strict):
     window_rounding_slots: int = Field(
         default=1, ge=1, description="round release/deadline to this many slots when grouping jobs"
     )
+    max_late_slots: int = Field(
+        default=6, ge=0,
+        description="how many slots past its deadline the MILP may place a group's work (later work "
+        "counts as unserved, and the placement still runs it as late as needed)",
+    )
     exact_cap_levels: bool = Field(
         default=False,
         description="one cap level per pool and slot inside the MILP (binaries); default: GPU counts "

@@ -413,7 +413,7 @@ def repair_nodes(inp: PlanInputs, sched: Schedule, *, carbon_w: float | None = N
     from pyomo.core.expr.numeric_expr import LinearExpression
 
     mb.m.objective = pyo.Objective(expr=LinearExpression(constant=0, linear_coefs=coefs, linear_vars=vars_))
-    res = Highs().solve(mb.m, time_limit=time_limit_s, rel_gap=1e-6, load_solutions=False,
+    res = Highs().solve(mb.m, time_limit=time_limit_s, rel_gap=1e-3, load_solutions=False,
                         raise_exception_on_nonoptimal_result=False,
                         solver_options={"output_flag": False, "mip_heuristic_run_feasibility_jump": False})
     if str(res.solution_status.name) not in ("optimal", "feasible"):

@@ -144,7 +144,9 @@ def finish_plan(cfg: FleetConfig, clock: Clock, inp: PlanInputs, model: PlanMode
     t0 = time.perf_counter()
     sched, n, u, d, executed = place_and_repair(inp, model, sol)
     placement_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
     baselines, base_scheds = _baselines(inp)
+    baselines_s = time.perf_counter() - t1
     bad = check_residency(inp, {j.id: (inp.pools[int(sched.pool[i])].site if sched.pool[i] >= 0 else None)
                                 for i, j in enumerate(inp.jobs)})
     if bad:  # cannot happen by construction; refuse to emit such a plan
@@ -167,6 +169,7 @@ def finish_plan(cfg: FleetConfig, clock: Clock, inp: PlanInputs, model: PlanMode
                      tradeoff, {})
     outcome_dict = outcome.as_dict()
     outcome_dict["placement_s"] = placement_s
+    outcome_dict["baselines_s"] = baselines_s
     res.document = build_document(cfg, clock, res, outcome_dict)
     return res
 
@@ -244,7 +247,9 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
     bound = res.outcome.bound
     gap = None
     if bound is not None and ex.objective:
-        gap = max(0.0, (ex.objective - bound) / abs(ex.objective))
+        # signed: with window rounding the MILP's windows are narrower than the jobs', so its
+        # bound is the rounded model's and the executed plan may beat it (negative gap)
+        gap = (ex.objective - bound) / abs(ex.objective)
     pools = []
     for p, pool in enumerate(inp.pools):
         pc = cfg.raw.pools[p]
@@ -317,7 +322,17 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
         "objective_weights": inp.objective.model_dump(),
         "solver": outcome,
         "executed": {"objective": ex.objective, "milp_bound": bound, "gap_to_bound": gap,
-                     "milp_objective": res.outcome.objective},
+                     "milp_objective": res.outcome.objective,
+                     "bound_is_valid": inp.solver.window_rounding_slots == 1,
+                     "objective_terms": {
+                         "carbon": inp.objective.carbon_weight_per_kg * ex.totals["carbon_kg"],
+                         "cost": inp.objective.cost_weight * ex.totals["cost"],
+                         "lateness": float(ex.job_lateness_penalty.sum()),
+                         "unserved": inp.objective.unserved_weight_per_gpu_h * ex.totals["unserved_gpu_h"],
+                         "budget_overrun": ex.objective - inp.objective.carbon_weight_per_kg * ex.totals["carbon_kg"]
+                         - inp.objective.cost_weight * ex.totals["cost"] - float(ex.job_lateness_penalty.sum())
+                         - inp.objective.unserved_weight_per_gpu_h * ex.totals["unserved_gpu_h"],
+                     }},
         "pools": pools, "jobs": jobs, "sites": sites,
         "totals": tot, "baselines": base, "savings": savings,
         "diagnostics": res.diagnostics, "tradeoff": res.tradeoff,

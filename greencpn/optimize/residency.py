@@ -5,7 +5,7 @@ allowed jurisdictions (empty = anywhere) and the site's latency to the job's use
 most the job's limit (:func:`greencpn.config.allowed_sites`). The rule is enforced by
 construction rather than by rows: work variables exist only on allowed sites,
 
-    x[k,s,t] defined  ⇔  s ∈ S_k  and  t ≥ r_k,
+    x[k,s,t] defined  ⇔  s ∈ S_k  and  r_k ≤ t ≤ D_k + max_late_slots,
 
 so a violation cannot even be expressed. :func:`check_residency` re-checks a finished plan.
 """
@@ -22,8 +22,11 @@ def work_index(inp: PlanInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     a group gets variables only at its allowed sites and from its release slot on."""
     ks, ss, ts = [], [], []
     T = inp.T
+    late = inp.solver.max_late_slots
     for k, grp in enumerate(inp.groups):
-        span = np.arange(grp.release_slot, T)
+        beyond = grp.key[5]
+        last = T if beyond else min(T, max(grp.deadline_slot, grp.release_slot) + 1 + late)
+        span = np.arange(grp.release_slot, last)
         for s in grp.sites:
             ks.append(np.full(span.size, k))
             ss.append(np.full(span.size, s))

@@ -139,8 +139,58 @@ def plot_carbon_load(plan: dict[str, Any], path: Path) -> Path:
     return path
 
 
+MAX_POOL_PANELS = 12
+"""Above this many pools, per-pool plots draw one panel per site with a line per pool (40
+panels cost seconds to render and are unreadable)."""
+
+
+def _by_site(plan: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for pool in plan["pools"]:
+        out.setdefault(pool["site"], []).append(pool)
+    return out
+
+
+def _per_site_lines(plan: dict[str, Any], path: Path, title: str, ylabel: str, value: Any) -> Path:
+    plt = _pyplot()
+    edges = slot_edges(plan)
+    n = len(edges) - 1
+    groups = _by_site(plan)
+    fig, axes = _grid(plt, len(groups), title)
+    for ax, (site, pools) in zip(axes, groups.items(), strict=True):
+        for pool in pools:
+            ax.step(edges, value(pool, _series(pool["slots"], value.key, n)), where="post", lw=1.3,
+                    label=pool["name"])
+        ax.set_title(f"{site} ({len(pools)} pools)", fontsize=9)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=6, loc="best", framealpha=0.85, ncol=2)
+        _finish_time_axis(ax, edges)
+    for ax in axes[-2:]:
+        ax.set_xlabel("time (UTC)")
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _share_on(pool: dict[str, Any], vals: list[float]) -> list[float]:
+    return [100.0 * v / pool["nodes"] for v in vals]
+
+
+_share_on.key = "nodes_on"  # type: ignore[attr-defined]
+
+
+def _cap(pool: dict[str, Any], vals: list[float]) -> list[float]:
+    return vals
+
+
+_cap.key = "power_cap_w"  # type: ignore[attr-defined]
+
+
 def plot_nodes_on(plan: dict[str, Any], path: Path) -> Path:
     """(b) Nodes on per pool (step) against the pool size and its spares."""
+    if len(plan["pools"]) > MAX_POOL_PANELS:
+        return _per_site_lines(plan, path, "Share of nodes powered on per pool", "nodes on (%)", _share_on)
     plt = _pyplot()
     edges = slot_edges(plan)
     n = len(edges) - 1
@@ -167,6 +217,8 @@ def plot_nodes_on(plan: dict[str, Any], path: Path) -> Path:
 
 def plot_power_caps(plan: dict[str, Any], path: Path) -> Path:
     """(c) GPU power cap per pool (W), with the device's min and max limits."""
+    if len(plan["pools"]) > MAX_POOL_PANELS:
+        return _per_site_lines(plan, path, "GPU power cap per pool", "cap (W)", _cap)
     plt = _pyplot()
     edges = slot_edges(plan)
     n = len(edges) - 1

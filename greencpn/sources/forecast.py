@@ -342,19 +342,22 @@ class LinearLagForecaster(_BaseForecaster):
     forward on the same (or an extended) history, the Gram matrix is updated incrementally.
 
     Falls back to :class:`ProfileForecaster` (or :class:`Persistence` with less than a week)
-    while the history is shorter than ``min_train_days`` of usable rows.
+    while the history is shorter than ``min_train_days`` of usable rows. Leads beyond
+    ``max_lead_slots`` (default 72 h) repeat the forecast of one day earlier. For sub-hourly
+    slots the lags default to whole days of slots (30 min: 144 lags = 3 days).
     """
 
     name = "linear-lags"
 
-    def __init__(self, *, window_days: int = 365, ridge: float = 0.01, lags: int = 168,
-                 max_lead_slots: int = 72, min_train_days: int = 14, quantile_days: int = 60,
+    def __init__(self, *, window_days: int = 365, ridge: float = 0.01, lags: int | None = None,
+                 max_lead_slots: int | None = None, min_train_days: int = 14,
+                 quantile_days: int = 60,
                  **kw: object) -> None:
         super().__init__(quantile_days=quantile_days, **kw)  # type: ignore[arg-type]
         self.window_days = window_days
         self.ridge = ridge
-        self.lags = lags
-        self.max_lead_slots = max_lead_slots
+        self._lags_opt = lags
+        self._max_lead_opt = max_lead_slots
         self.min_train_days = min_train_days
         self._X: np.ndarray | None = None
         self._T: np.ndarray | None = None
@@ -363,6 +366,22 @@ class LinearLagForecaster(_BaseForecaster):
         self._version = 0
         self._profile = ProfileForecaster()
         self._persistence = Persistence()
+
+    @property
+    def lags(self) -> int:
+        """Lag count: as given, else whole days of slots up to 168 (hourly: 168 = 7 days)."""
+        if self._lags_opt is not None:
+            return self._lags_opt
+        spd = self.slots_per_day
+        return max(spd, (168 // spd) * spd) if spd <= 168 else spd
+
+    @property
+    def max_lead_slots(self) -> int:
+        """Longest trained lead: as given, else 72 hours of slots."""
+        if self._max_lead_opt is not None:
+            return self._max_lead_opt
+        _, _, step = self._require()
+        return max(1, int(pd.Timedelta(hours=72) // step))
 
     def _on_new_history(self, extends: bool) -> None:
         self._X = self._T = self._ok = None
