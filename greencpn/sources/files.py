@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -42,7 +42,7 @@ _EM_DIRECT = "Carbon Intensity gCO₂eq/kWh (direct)"
 _EM_LCA = "Carbon Intensity gCO₂eq/kWh (LCA)"
 _EM_ESTIMATED = "Data Estimated"
 _EM_ZONE = "Zone Id"
-_TZ_SUFFIX = re.compile(r"(?:Z|[+-]\d\d(?::?\d\d)?)$")
+_TZ_SUFFIX = re.compile(r"\d\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:Z|UTC|[+-]\d\d(?::?\d\d)?)$")
 _TIME_NAMES = ("datetime_utc", "datetime", "timestamp", "time", "date", "period_start", "start")
 
 Format = Literal["electricitymaps", "wide", "long", "letswaitawhile", "watttime_actual",
@@ -76,8 +76,12 @@ def parse_times(values: pd.Series, *, path: Path | str, column: str,
     strs = values.astype(str).str.strip()
     has_tz = strs.str.contains(_TZ_SUFFIX).to_numpy()
     if has_tz.all():
+        strs = strs.str.replace(r"\s*UTC$", "+00:00", regex=True)
         try:
-            idx = pd.to_datetime(strs, utc=True, format="ISO8601")
+            try:
+                idx = pd.to_datetime(strs, utc=True, format="ISO8601")
+            except ValueError:
+                idx = pd.to_datetime(strs, utc=True, format="mixed")
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"unparseable timestamp ({exc})", source=str(path), field=column,
                               fix="use ISO 8601 timestamps, e.g. 2023-01-01T00:00:00Z") from exc
@@ -143,16 +147,17 @@ def _regularise(values: np.ndarray, index: pd.DatetimeIndex, *, path: Path, colu
         raise ConfigError(f"duplicate timestamp {dup.isoformat()}", source=str(path),
                           field=column, fix="keep one row per timestamp (and per zone)")
     what = f"{path} [{column}]"
+    sidx = pd.DatetimeIndex(s.index)
     if slot is None:
-        if is_regular(s.index):
+        if is_regular(sidx):
             if s.isna().any():
                 step = s.index[1] - s.index[0]
                 return fill_gaps(s, step, max_gap=max_gap, what=what)
             return s
         # Irregular without an explicit slot: resample to the most common step.
-        diffs = pd.Series(np.diff(s.index.asi8))
+        diffs = pd.Series(np.diff(sidx.asi8))
         slot = pd.Timedelta(int(diffs.mode().iloc[0]), unit="ns").to_pytimedelta()
-    elif (is_regular(s.index) and len(s) > 1 and s.index[1] - s.index[0] == pd.Timedelta(slot)
+    elif (is_regular(sidx) and len(s) > 1 and s.index[1] - s.index[0] == pd.Timedelta(slot)
           and not s.isna().any()):
         return s
     return resample_to_slots(s, slot, max_gap=max_gap, what=what)
@@ -192,7 +197,8 @@ def read_electricitymaps_export(path: str | Path, *, accounting: Accounting = "l
         if need not in df.columns:
             raise ConfigError(f"column '{need}' missing; found {list(df.columns)}",
                               source=str(path), fix="give the Electricity Maps export unchanged")
-    zones = df[_EM_ZONE].dropna().unique() if _EM_ZONE in df.columns else []
+    zones: list[str] = ([str(z) for z in df[_EM_ZONE].dropna().unique()]
+                        if _EM_ZONE in df.columns else [])
     if len(zones) > 1:
         raise ConfigError(f"several zones in one export: {list(zones)[:5]}", source=str(path),
                           field=_EM_ZONE, fix="give one file per zone")
@@ -374,7 +380,7 @@ class ForecastArchive:
     @property
     def issue_times(self) -> pd.DatetimeIndex:
         """All issue times, ascending."""
-        return self._issue_times  # type: ignore[attr-defined,no-any-return]
+        return self._issue_times  # type: ignore[attr-defined]
 
     def at(self, issued_at: datetime) -> CarbonSeries:
         """The forecast issued exactly at ``issued_at``.
@@ -404,7 +410,7 @@ class ForecastArchive:
         k = self.issue_times.searchsorted(t, side="right") - 1
         if k < 0:
             raise KeyError(f"no forecast issued at or before {t.isoformat()}")
-        return self.at(self.issue_times[k].to_pydatetime())
+        return self.at(pd.Timestamp(self.issue_times[int(k)]).to_pydatetime())
 
 
 def _utc(when: datetime) -> pd.Timestamp:
@@ -479,7 +485,7 @@ def read_carbon_file(path: str | Path, *, zone: str | None = None,
         max_gap: longest gap filled by interpolation.
     """
     fmt = detect_format(path)
-    kw_utc = {} if assume_utc is None else {"assume_utc": assume_utc}
+    kw_utc: dict[str, Any] = {} if assume_utc is None else {"assume_utc": assume_utc}
     if fmt == "electricitymaps":
         cs = read_electricitymaps_export(path, accounting=accounting, slot=slot, max_gap=max_gap)
         if zone and zone != cs.zone:

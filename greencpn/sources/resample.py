@@ -99,7 +99,7 @@ def resample_to_slots(
     if len(s) == 0:
         return pd.Series([], index=pd.DatetimeIndex([], tz="UTC"), dtype=float,
                          name=samples.name)
-    t = _seconds(s.index)
+    t = _seconds(pd.DatetimeIndex(s.index))
     v = s.to_numpy(dtype=np.float64, na_value=np.nan)
     step_s = float(np.median(np.diff(t))) if len(t) > 1 else slot_s
     max_int_s = (pd.Timedelta(max_interval).total_seconds() if max_interval is not None

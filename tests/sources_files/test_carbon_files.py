@@ -73,6 +73,9 @@ def test_offsets_are_converted_to_utc(tmp_path: Path) -> None:
     s = read_wide(p)["DE"].intensity_g_per_kwh
     assert list(s.index) == [pd.Timestamp("2023-03-26 00:00", tz="UTC"),
                              pd.Timestamp("2023-03-26 01:00", tz="UTC")]
+    p2 = _write(tmp_path, "u.csv", "time,DE\n2023-01-01 00:00:00 UTC,1\n2023-01-01T01:00:00Z,2\n")
+    assert read_wide(p2)["DE"].intensity_g_per_kwh.index[1] == pd.Timestamp("2023-01-01 01:00",
+                                                                             tz="UTC")
 
 
 def test_naive_times_need_utc_column_or_flag(tmp_path: Path) -> None:
@@ -83,6 +86,10 @@ def test_naive_times_need_utc_column_or_flag(tmp_path: Path) -> None:
     assert "n.csv" in msg and "'datetime'" in msg and "assume_utc=True" in msg
     assert "datetime_utc" in msg  # the fix names the column rename
     assert len(read_wide(p, assume_utc=True)["DE"].intensity_g_per_kwh) == 2
+    # a date-only value ends in "-01": that is not an offset
+    d = _write(tmp_path, "d.csv", "date,DE\n2023-01-01,100\n2023-01-02,1\n")
+    with pytest.raises(ConfigError, match="no time zone"):
+        read_wide(d)
 
 
 def test_bad_number_and_negative_name_file_line_column(tmp_path: Path) -> None:
