@@ -55,12 +55,12 @@ def _unit_energy_cost(inp: PlanInputs, carbon_w: float, cost_w: float, T2: int) 
     return out
 
 
-def _extended(arr: np.ndarray, T2: int, fill: float | None = None) -> np.ndarray:
+def _extended(arr: np.ndarray, T2: int) -> np.ndarray:
+    """``arr`` [..., T] continued to T2 slots by repeating its last slot."""
     T = arr.shape[-1]
     if T2 == T:
         return arr.copy()
-    pad = np.repeat(arr[..., -1:], T2 - T, axis=-1) if fill is None else np.full(arr.shape[:-1] + (T2 - T,), fill)
-    return np.concatenate([arr, pad.astype(arr.dtype)], axis=-1)
+    return np.concatenate([arr, np.repeat(arr[..., -1:], T2 - T, axis=-1)], axis=-1)
 
 
 def extension_slots(inp: PlanInputs) -> int:
@@ -118,7 +118,6 @@ def place_jobs(inp: PlanInputs, nodes_on: np.ndarray, level: np.ndarray, *, mode
     # only for this job could otherwise be off (the repair turns unused nodes off).
     gpu_kw = extra_kw + (idle_kw / gpn)[:, None]
     gpu_cost = gpu_kw * dt * pue[:, None] * unit[site_of]  # per busy GPU and step
-    node_cost = np.zeros_like(gpu_cost)  # node idle power is already in gpu_cost
     thr_top = np.stack([np.full(F, p.level_thr[0]) for p in inp.pools])
     extra_kw_top = np.stack([np.full(F, p.level_extra_kw[0]) for p in inp.pools])
     gpu_cost_top = (extra_kw_top + (idle_kw / gpn)[:, None]) * dt * pue[:, None] * unit[site_of]
@@ -170,7 +169,7 @@ def place_jobs(inp: PlanInputs, nodes_on: np.ndarray, level: np.ndarray, *, mode
             dearest = float(gpu_cost[cand, : T * k].mean(axis=1).max()) * job.gpus
             extra_cost = np.where(onplan, 0.0, dearest)
         best = _best_option(job, cand, inp, mode, T * k, F, k, tidx, thr[cand], gpu_cost[cand],
-                            node_cost[cand], n_free[cand], alloc[cand], gpn[cand], pool_gpus[cand],
+                            n_free[cand], alloc[cand], gpn[cand], pool_gpus[cand],
                             extra_kw[cand], pue[cand], idle_kw[cand], head[site_of[cand]], dt,
                             obj.lateness_weight_per_gpu_h, extra_cost)
         late_at = (job.deadline_slot + 1) * k  # first fine step after the deadline
@@ -178,7 +177,7 @@ def place_jobs(inp: PlanInputs, nodes_on: np.ndarray, level: np.ndarray, *, mode
             # Late at the planned caps: try full power (level 0) on the candidate pools. If that
             # is on time, those pool-slots switch to full power (jobs already there only speed up).
             fast = _best_option(job, cand, inp, mode, T * k, F, k, tidx, thr_top[cand],
-                                gpu_cost_top[cand], node_cost[cand], n_free[cand], alloc[cand],
+                                gpu_cost_top[cand], n_free[cand], alloc[cand],
                                 gpn[cand], pool_gpus[cand], extra_kw_top[cand], pue[cand], idle_kw[cand],
                                 head[site_of[cand]] - busy_gain_kwh(cand), dt,
                                 obj.lateness_weight_per_gpu_h, extra_cost)
@@ -235,7 +234,7 @@ def place_jobs(inp: PlanInputs, nodes_on: np.ndarray, level: np.ndarray, *, mode
 
 
 def _best_option(job: JobIn, cand, inp: PlanInputs, mode: str, T: int, T2: int, k: int, tidx, thr,
-                 gpu_cost, node_cost, n_free, alloc, gpn, pool_gpus, extra_kw, pue, idle_kw, head, dt,
+                 gpu_cost, n_free, alloc, gpn, pool_gpus, extra_kw, pue, idle_kw, head, dt,
                  w_late, extra_cost=None):
     """Cheapest (pool, steps, fractions) for one job among candidate pools, or None.
 
@@ -257,7 +256,8 @@ def _best_option(job: JobIn, cand, inp: PlanInputs, mode: str, T: int, T2: int, 
         slot_cost = np.where(fits, 0.0, BIG) + tidx[None, :] * 1e-6  # earliest wins
         late_cost = np.zeros_like(rate)
     else:
-        slot_cost = np.where(fits, g * gpu_cost + extra_nodes * node_cost, BIG) + tidx[None, :] * 1e-9
+        # gpu_cost already carries each GPU's share of its node's idle power
+        slot_cost = np.where(fits, g * gpu_cost, BIG) + tidx[None, :] * 1e-9
         if extra_cost is not None:
             slot_cost = slot_cost + extra_cost
         late_cost = w_late * prio * late_h[None, :] * rate
