@@ -231,8 +231,9 @@ class ObjectiveConfig(_Strict):
         default=1000.0, description="per GPU-hour of work that cannot run inside the horizon"
     )
     tradeoff_points: int = Field(
-        default=0, ge=0, le=10, description="extra solves to report the carbon/cost trade-off"
-    )
+        default=0, ge=0, le=10,
+        description="extra trade-off points (cost weight × 4^±i) beyond carbon-only and cost-only, "
+        "which are reported whenever both weights are non-zero")
 
 
 class SolverConfig(_Strict):

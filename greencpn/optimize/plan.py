@@ -163,8 +163,8 @@ def finish_plan(cfg: FleetConfig, clock: Clock, inp: PlanInputs, model: PlanMode
         if executed.job_unserved_gpu_h[j] > 1e-6:
             diagnostics.append(f"capacity: job {job.id} could not be placed inside the horizon "
                                f"({executed.job_unserved_gpu_h[j]:.1f} GPU-h)")
-    tradeoff = _tradeoff(inp, model) if (inp.objective.tradeoff_points and inp.objective.cost_weight > 0
-                                         and inp.objective.carbon_weight_per_kg > 0) else []
+    tradeoff = _tradeoff(inp, model, sol) if (inp.objective.cost_weight > 0
+                                              and inp.objective.carbon_weight_per_kg > 0) else []
     res = PlanResult(inp, outcome, sol, sched, n, u, d, executed, baselines, base_scheds, diagnostics,
                      tradeoff, {})
     outcome_dict = outcome.as_dict()
@@ -222,30 +222,35 @@ def work_by_group(inp: PlanInputs, model: PlanModel, sol: MilpSolution) -> np.nd
     return out
 
 
-def _tradeoff(inp: PlanInputs, model: PlanModel) -> list[dict]:
-    """Re-solve the built model at several carbon/cost weightings (Params only, warm solver)."""
+def _tradeoff(inp: PlanInputs, model: PlanModel, sol: MilpSolution) -> list[dict]:
+    """The carbon/cost trade-off around the configured weights (MILP level).
+
+    Points: carbon only (cost weight 0), the configured weights (the plan's own MILP
+    solution), cost only (carbon weight 0), and ``tradeoff_points`` more with the cost weight
+    scaled by 4^±i. Each extra point re-solves the built model with new weight Params on the
+    warm solver; the plan's own solution has already been extracted.
+    """
     obj = inp.objective
-    pts = []
-    k = inp.objective.tradeoff_points
     S, T = len(inp.sites), inp.T
     inten = np.array([s.intensity_g_per_kwh for s in inp.sites])
     price = np.array([s.price_per_kwh for s in inp.sites])
-    # scale so that both terms are comparable: carbon-only … cost-only
-    for i in range(k + 2):
-        a = i / (k + 1)
-        wc, wp = obj.carbon_weight_per_kg * (1 - a), obj.cost_weight * a
-        if wc == 0 and wp == 0:
-            continue
+
+    def point(wc: float, wp: float, e: np.ndarray, status: str) -> dict:
+        return {"carbon_weight_per_kg": wc, "cost_weight": wp, "carbon_kg": float((e * inten).sum() / 1000.0),
+                "cost": float((e * price).sum()), "energy_kwh": float(e.sum()), "status": status}
+
+    weights = [(obj.carbon_weight_per_kg, 0.0), (0.0, obj.cost_weight)]
+    for i in range(1, obj.tradeoff_points + 1):
+        f = 4.0 ** (i if i % 2 else -i)
+        weights.append((obj.carbon_weight_per_kg, obj.cost_weight * f))
+    pts = [point(obj.carbon_weight_per_kg, obj.cost_weight, sol.e, "configured")]
+    for wc, wp in weights:
         model.set_weights(wc, wp)
         out = model.solve()
-        if not out.usable:
-            continue
-        e = model.mb.value(model.V.e).reshape(S, T)
-        pts.append({"carbon_weight_per_kg": wc, "cost_weight": wp,
-                    "carbon_kg": float((e * inten).sum() / 1000.0), "cost": float((e * price).sum()),
-                    "energy_kwh": float(e.sum()), "status": out.status.value})
+        if out.usable:
+            pts.append(point(wc, wp, model.mb.value(model.V.e).reshape(S, T), out.status.value))
     model.set_weights(obj.carbon_weight_per_kg, obj.cost_weight)
-    return pts
+    return sorted(pts, key=lambda p: p["carbon_kg"])
 
 
 def _pct(saved: float, base: float) -> float:

@@ -237,3 +237,20 @@ def test_time_limit_outcome_is_typed(fleet):
     assert out.status in (SolveStatus.TIME_LIMIT, SolveStatus.NO_SOLUTION, SolveStatus.OPTIMAL)
     if out.status is SolveStatus.TIME_LIMIT:
         assert out.incumbent_used_on_time_limit and out.objective is not None
+
+
+def test_carbon_cost_tradeoff_reported_when_both_weights_set(fleet):
+    # slot 0: clean (100 g) but dear (1.0/kWh); slot 1: dirty (500 g) but cheap (0.1/kWh).
+    sites = ONE_SITE.replace("pue = 1.0", "pue = 1.0\nprice_per_kwh = [1.0, 0.1]")
+    path = fleet(carbon={"Z": [100, 500]}, sites=sites, pools=pool(idle_w=100.0, initial=1),
+                 jobs=[job(release=0, deadline=2)])
+    path.write_text(path.read_text().replace("cost_weight = 0.0", "cost_weight = 0.01"))
+    doc = plan(path).document
+    pts = doc["tradeoff"]
+    carbon_only = next(p for p in pts if p["cost_weight"] == 0)
+    cost_only = next(p for p in pts if p["carbon_weight_per_kg"] == 0)
+    # 0.4 kWh for the busy hour, and the other hour's node is off (min up 1 h)
+    assert carbon_only["carbon_kg"] == pytest.approx(0.04) and carbon_only["cost"] == pytest.approx(0.4)
+    assert cost_only["carbon_kg"] == pytest.approx(0.2) and cost_only["cost"] == pytest.approx(0.04)
+    configured = next(p for p in pts if p["status"] == "configured")
+    assert configured["carbon_kg"] == pytest.approx(0.04)  # 0.16 kg saved outweighs 0.0036 of cost
