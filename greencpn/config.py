@@ -241,7 +241,9 @@ class SolverConfig(_Strict):
     mip_rel_gap: float = Field(default=0.01, ge=0, lt=1)
     threads: int = Field(default=0, ge=0, description="0 = HiGHS default")
     window_rounding_slots: int = Field(
-        default=1, ge=1, description="round release/deadline to this many slots when grouping jobs"
+        default=1, ge=1,
+        description="widen job windows to multiples of this many slots when grouping (fewer groups; "
+        "the MILP is relaxed, its bound stays valid, placement keeps the real windows)"
     )
     max_late_slots: int = Field(
         default=6, ge=0,

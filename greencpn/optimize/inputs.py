@@ -5,7 +5,8 @@ Everything the model builders need is computed here once, as plain arrays indexe
 small loops over precomputed index lists and re-planning only swaps arrays.
 
 Jobs are grouped by (release slot, deadline slot, allowed sites, checkpointable, priority,
-whether the deadline lies beyond the horizon): the MILP sees one work variable per group,
+whether the deadline lies beyond the horizon), windows optionally widened to whole multiples of
+``solver.window_rounding_slots``: the MILP sees one work variable per group,
 site and slot, so its size grows with groups, not with jobs or nodes.
 """
 
@@ -150,8 +151,12 @@ def make_job(j: JobConfig, sites: tuple[int, ...], start: datetime, slot_h: floa
 
 
 def group_jobs(jobs: list[JobIn], T: int, window: int = 1) -> list[GroupIn]:
-    """Group jobs that the MILP cannot tell apart (window rounding widens groups safely:
-    releases round later, deadlines earlier)."""
+    """Group jobs that the MILP cannot tell apart.
+
+    With ``window > 1`` windows are widened to multiples of ``window`` slots (release rounded
+    down, deadline up), so more jobs share a group. Widening relaxes the MILP — its bound stays
+    a valid lower bound — and the job-level placement still keeps every job's real window.
+    """
     buckets: dict[tuple, list[int]] = defaultdict(list)
     for i, j in enumerate(jobs):
         if j.required_gpu_h <= 0 or j.release_slot >= T:
@@ -160,10 +165,9 @@ def group_jobs(jobs: list[JobIn], T: int, window: int = 1) -> list[GroupIn]:
         d = min(j.deadline_slot, T - 1)
         beyond = j.deadline_slot >= T
         if window > 1:
-            r = min(T - 1, -(-r // window) * window)
-            if not beyond:
-                d_round = ((d + 1) // window) * window - 1
-                d = d_round if d_round >= r else d
+            r = (r // window) * window
+            if not beyond and d >= 0:
+                d = min(T - 1, (d // window + 1) * window - 1)
         key = (r, d, j.sites, j.checkpointable, round(j.priority, 6), beyond)
         buckets[key].append(i)
     groups = []
