@@ -22,7 +22,7 @@ from greencpn.optimize.checks import run_checks
 from greencpn.optimize.evaluate import Evaluation, evaluate
 from greencpn.optimize.inputs import PlanInputs, build_inputs
 from greencpn.optimize.milp import MilpSolution, PlanModel, SolveOutcome
-from greencpn.optimize.placement import Schedule, needed_nodes, place_jobs, repair_nodes
+from greencpn.optimize.placement import Schedule, place_jobs, repair_nodes
 from greencpn.optimize.residency import check_residency
 
 log = logging.getLogger(__name__)
@@ -186,31 +186,34 @@ def job_orders(inp: PlanInputs) -> dict[str, list[int]]:
 
 
 def place_and_repair(inp: PlanInputs, model: PlanModel, sol: MilpSolution, max_passes: int = 8):
-    """Stage 2. Place jobs in each order of :func:`job_orders` and keep the cheaper placement
-    (compared with nodes on = what the placement needs, spares included); then repair its nodes
-    with a feedback loop — when the node repair (min up, start-up energy) pushes a site over its
+    """Stage 2. Place jobs in each order of :func:`job_orders`, repair their nodes and keep the
+    one with the lower carbon + cost; then a feedback loop — when the node repair (min up, start-up energy) pushes a site over its
     budget, or a job ends late, place again with that energy held back and the late jobs first.
     Keeps the best pass by the objective."""
     guide = work_by_group(inp, model, sol)
-    spares = np.array([p.spares for p in inp.pools])[:, None]
     ranked = []
     for name, order in job_orders(inp).items():
         sched = place_jobs(inp, sol.n, sol.level, mode="plan", guide=guide, job_order=order)
-        n_need = np.maximum(needed_nodes(inp, sched), spares)
-        u_need = np.maximum(0, np.diff(n_need, axis=1, prepend=np.array([p.initial_on for p in inp.pools])[:, None]))
-        quick = evaluate(inp, sched, n_need, u_need).objective
-        log.debug("placement %s: objective %.2f before node repair", name, quick)
-        ranked.append((quick, name, order, sched))
-    ranked.sort(key=lambda r: r[0])
-    _, name, base, sched = ranked[0]
-    reserve = np.zeros((len(inp.sites), inp.T))
-    best = None
-    for i in range(max_passes):
-        if i:
-            sched = place_jobs(inp, sol.n, sol.level, mode="plan", guide=guide, reserve_kwh=reserve,
-                               job_order=order)
         n, u, d = repair_nodes(inp, sched)
         ev = evaluate(inp, sched, n, u)
+        # ranked on carbon and cost only: the passes below remove budget overruns and lateness
+        energy_terms = (inp.objective.carbon_weight_per_kg * ev.totals["carbon_kg"]
+                        + inp.objective.cost_weight * ev.totals["cost"])
+        log.debug("placement %s: objective %.2f, carbon + cost terms %.2f", name, ev.objective, energy_terms)
+        ranked.append((energy_terms, name, order, (sched, n, u, d, ev)))
+    ranked.sort(key=lambda r: r[0])
+    _, name, base, first_pass = ranked[0]
+    reserve = np.zeros((len(inp.sites), inp.T))
+    best = None
+    order = base
+    for i in range(max_passes):
+        if i == 0:
+            sched, n, u, d, ev = first_pass
+        else:
+            sched = place_jobs(inp, sol.n, sol.level, mode="plan", guide=guide, reserve_kwh=reserve,
+                               job_order=order)
+            n, u, d = repair_nodes(inp, sched)
+            ev = evaluate(inp, sched, n, u)
         late = [j for j in range(len(inp.jobs)) if ev.job_late_h[j] > 1e-6]
         log.debug("placement %s pass %d: %d late, overrun %.3f kWh, objective %.2f", name, i, len(late),
                   ev.budget_overrun_kwh.sum(), ev.objective)
