@@ -27,7 +27,9 @@ sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results" / "plan.md"
 
 
-def run_one(name: str, window: int, node_factor: int, report: bool, replan: bool, time_limit: float) -> dict:
+def run_one(
+    name: str, window: int, node_factor: int, report: bool, replan: bool, time_limit: float
+) -> dict:
     """Plan one instance in this process and return its timings (called in a subprocess)."""
     import numpy as np
     from instances import convert
@@ -40,7 +42,9 @@ def run_one(name: str, window: int, node_factor: int, report: bool, replan: bool
 
     out: dict = {"instance": name, "window": window, "node_factor": node_factor}
     with tempfile.TemporaryDirectory() as tmp:
-        path = convert(name, Path(tmp) / name, node_factor=node_factor, window=window, time_limit_s=time_limit)
+        path = convert(
+            name, Path(tmp) / name, node_factor=node_factor, window=window, time_limit_s=time_limit
+        )
         t_start = time.perf_counter()
         cfg = load_config(path)
         clock = SystemClock()
@@ -53,8 +57,24 @@ def run_one(name: str, window: int, node_factor: int, report: bool, replan: bool
         outcome.extract_s = time.perf_counter() - t0
         res = finish_plan(cfg, clock, inp, model, outcome, sol, run_checks(inp))
         s = res.document["solver"]
-        out.update({k: s[k] for k in ("status", "mip_gap", "build_s", "handoff_s", "solve_s", "extract_s",
-                                       "placement_s", "baselines_s", "n_vars", "n_constraints", "n_job_groups")})
+        out.update(
+            {
+                k: s[k]
+                for k in (
+                    "status",
+                    "mip_gap",
+                    "build_s",
+                    "handoff_s",
+                    "solve_s",
+                    "extract_s",
+                    "placement_s",
+                    "baselines_s",
+                    "n_vars",
+                    "n_constraints",
+                    "n_job_groups",
+                )
+            }
+        )
         out["gap_to_bound"] = res.document["executed"]["gap_to_bound"]
         out["late_jobs"] = res.document["totals"]["late_jobs"]
         out["carbon_pct_vs_agnostic"] = res.document["savings"]["carbon_pct_vs_carbon_agnostic"]
@@ -70,7 +90,9 @@ def run_one(name: str, window: int, node_factor: int, report: bool, replan: bool
         out["end_to_end_s"] = time.perf_counter() - t_start
         if replan:
             rng = np.random.default_rng(1)
-            new = {s_.name: s_.intensity_g_per_kwh * rng.uniform(0.8, 1.2, inp.T) for s_ in inp.sites}
+            new = {
+                s_.name: s_.intensity_g_per_kwh * rng.uniform(0.8, 1.2, inp.T) for s_ in inp.sites
+            }
             inp2 = inp.with_intensity(new)
             t0 = time.perf_counter()
             o2 = model.resolve(inp2)
@@ -87,8 +109,13 @@ def run_one(name: str, window: int, node_factor: int, report: bool, replan: bool
 
 
 def spawn(args: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
-                          cwd=HERE.parent, timeout=3600)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", *args],
+        capture_output=True,
+        text=True,
+        cwd=HERE.parent,
+        timeout=3600,
+    )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -99,8 +126,10 @@ def machine() -> str:
     import pyomo
 
     ver = highspy.Highs().version() if hasattr(highspy.Highs(), "version") else "?"
-    return (f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, "
-            f"pyomo {pyomo.__version__}, highspy {ver}, load average at start {os.getloadavg()[0]:.1f}")
+    return (
+        f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, "
+        f"pyomo {pyomo.__version__}, highspy {ver}, load average at start {os.getloadavg()[0]:.1f}"
+    )
 
 
 def main() -> int:
@@ -113,7 +142,9 @@ def main() -> int:
     a = ap.parse_args()
     if a.child is not None:
         name, window, nf, report, replan, tl = a.child
-        print(json.dumps(run_one(name, int(window), int(nf), report == "1", replan == "1", float(tl))))
+        print(
+            json.dumps(run_one(name, int(window), int(nf), report == "1", replan == "1", float(tl)))
+        )
         return 0
     rows = []
     for name in a.instances:
@@ -128,11 +159,13 @@ def main() -> int:
             scaling.append(r)
             print(json.dumps(r), flush=True)
     lines = [
-        "## Plan (`bench/bench_plan.py`)", "",
+        "## Plan (`bench/bench_plan.py`)",
+        "",
         f"Machine: {machine()}. Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "Times in seconds. `w` = window_rounding_slots used to group jobs (1 = exact windows). "
         "End to end = config load → MILP → job placement + node repair → baselines → report (plan.json, "
-        "report.md/html with plots). RSS = peak resident memory of the whole process.", "",
+        "report.md/html with plots). RSS = peak resident memory of the whole process.",
+        "",
         "| instance | w | vars | rows | groups | load | build | handoff | solve | extract | placement | baselines | report | end to end | MIP gap | executed vs bound | late | CO2 vs agnostic | CO2 vs shutdown-idle | RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -146,15 +179,21 @@ def main() -> int:
         )
     for r in rows:
         if "replan_s" in r:
-            lines += ["", f"Warm re-plan of {r['instance']} (w={r['window']}) with new carbon (±20 % noise) on the built "
-                      f"model: **{r['replan_s']:.1f} s** (handoff {r['replan_handoff_s']:.1f} s, solve "
-                      f"{r['replan_solve_s']:.1f} s, the rest extract + placement + repair), status {r['replan_status']}."]
+            lines += [
+                "",
+                f"Warm re-plan of {r['instance']} (w={r['window']}) with new carbon (±20 % noise) on the built "
+                f"model: **{r['replan_s']:.1f} s** (handoff {r['replan_handoff_s']:.1f} s, solve "
+                f"{r['replan_solve_s']:.1f} s, the rest extract + placement + repair), status {r['replan_status']}.",
+            ]
     if len(scaling) == 2:
         t1 = scaling[0]["end_to_end_s"] - 0  # no report in the scaling runs
         t10 = scaling[1]["end_to_end_s"]
-        lines += ["", f"Scaling, side by side: L at 1× nodes {t1:.1f} s, at 10× nodes (100,000 nodes, same pools and "
-                  f"jobs) {t10:.1f} s: ratio **{t10 / t1:.2f}×** (target < 1.5×); peak RSS "
-                  f"{scaling[0]['peak_rss_mb']:.0f} / {scaling[1]['peak_rss_mb']:.0f} MB."]
+        lines += [
+            "",
+            f"Scaling, side by side: L at 1× nodes {t1:.1f} s, at 10× nodes (100,000 nodes, same pools and "
+            f"jobs) {t10:.1f} s: ratio **{t10 / t1:.2f}×** (target < 1.5×); peak RSS "
+            f"{scaling[0]['peak_rss_mb']:.0f} / {scaling[1]['peak_rss_mb']:.0f} MB.",
+        ]
     text = "\n".join(lines) + "\n"
     print(text)
     if a.write:

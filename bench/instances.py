@@ -51,8 +51,15 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def convert(name: str, out: Path, *, node_factor: int = 1, time_limit_s: float = 120.0,
-            mip_rel_gap: float = 0.01, window: int = 1) -> Path:
+def convert(
+    name: str,
+    out: Path,
+    *,
+    node_factor: int = 1,
+    time_limit_s: float = 120.0,
+    mip_rel_gap: float = 0.01,
+    window: int = 1,
+) -> Path:
     src = INSTANCES / name
     if not src.is_dir():
         raise FileNotFoundError(f"benchmark instance {src} not found (../shared/bench-instances)")
@@ -70,27 +77,43 @@ def convert(name: str, out: Path, *, node_factor: int = 1, time_limit_s: float =
             w.writerow([_iso(int(r["slot"])), *[r[s["site"]] for s in sites]])
     with (out / "jobs.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["id", "gpus", "work_gpu_h", "release", "deadline", "jurisdictions", "checkpointable"])
+        w.writerow(
+            ["id", "gpus", "work_gpu_h", "release", "deadline", "jurisdictions", "checkpointable"]
+        )
         for r in jobs:
             gpus = int(r["gpus"])
-            w.writerow([r["job"], gpus, gpus * float(r["duration_h"]), _iso(int(r["release_slot"])),
-                        _iso(int(r["deadline_slot"]) + 1), ";".join(policies[r["policy"]]),
-                        r["checkpointable"].lower()])
-    text = [f'name = "bench-{name}"', 'jobs_file = "jobs.csv"',
-            f'[horizon]\nstart = "{_iso(0)}"\nslots = {T}\nslot_minutes = 60',
-            "[objective]\ncarbon_weight_per_kg = 1.0\ncost_weight = 0.0",
-            f"[solver]\ntime_limit_s = {time_limit_s}\nmip_rel_gap = {mip_rel_gap}\nwindow_rounding_slots = {window}",
-            '[carbon]\nfile = "carbon.csv"', GPU]
+            w.writerow(
+                [
+                    r["job"],
+                    gpus,
+                    gpus * float(r["duration_h"]),
+                    _iso(int(r["release_slot"])),
+                    _iso(int(r["deadline_slot"]) + 1),
+                    ";".join(policies[r["policy"]]),
+                    r["checkpointable"].lower(),
+                ]
+            )
+    text = [
+        f'name = "bench-{name}"',
+        'jobs_file = "jobs.csv"',
+        f'[horizon]\nstart = "{_iso(0)}"\nslots = {T}\nslot_minutes = 60',
+        "[objective]\ncarbon_weight_per_kg = 1.0\ncost_weight = 0.0",
+        f"[solver]\ntime_limit_s = {time_limit_s}\nmip_rel_gap = {mip_rel_gap}\nwindow_rounding_slots = {window}",
+        '[carbon]\nfile = "carbon.csv"',
+        GPU,
+    ]
     for s in sites:
-        text.append(f'[[sites]]\nname = "{s["site"]}"\nzone = "{s["site"]}"\njurisdictions = ["{s["site"]}"]\n'
-                    f'pue = {float(s["pue"])}\npower_budget_kw = {float(s["budget_kw"]) * node_factor}')
+        text.append(
+            f'[[sites]]\nname = "{s["site"]}"\nzone = "{s["site"]}"\njurisdictions = ["{s["site"]}"]\n'
+            f"pue = {float(s['pue'])}\npower_budget_kw = {float(s['budget_kw']) * node_factor}"
+        )
     for p in pools:
         boot_min = 6.0  # boot energy = boot_kwh spread over 6 minutes
         boot_w = float(p["boot_kwh"]) * 1000.0 / (boot_min / 60.0)
         text.append(
             f'[[pools]]\nname = "{p["pool"]}"\nsite = "{p["site"]}"\nnodes = {int(p["nodes"]) * node_factor}\n'
             f'gpu_model = "BENCH-300W"\ngpus_per_node = {int(p["gpus_per_node"])}\n'
-            f'node_idle_w = {float(p["idle_node_kw"]) * 1000.0}\nnode_boot_w = {boot_w}\n'
+            f"node_idle_w = {float(p['idle_node_kw']) * 1000.0}\nnode_boot_w = {boot_w}\n"
             f"boot_time_min = {boot_min}\nmin_up_h = 3.0\nspares = {int(p['spares']) * node_factor}\n"
             f"initial_on = {int(p['initial_on']) * node_factor}"
         )

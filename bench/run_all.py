@@ -29,15 +29,29 @@ BENCHES: dict[str, list[str]] = {
     "report": [PY, "bench/bench_report_render.py"],
 }
 
-ORDER = ["plan", "report", "forecast", "carbon_parse", "sources_api", "load", "gpu", "agent", "apply",
-         "actuate_nodes"]
+ORDER = [
+    "plan",
+    "report",
+    "forecast",
+    "carbon_parse",
+    "sources_api",
+    "load",
+    "gpu",
+    "agent",
+    "apply",
+    "actuate_nodes",
+]
 
 
 def gather() -> Path:
-    parts = ["# Benchmark results", "",
-             "Gathered by `make bench` (bench/run_all.py) from the sections in bench/results/. Each section "
-             "names the machine and the time it was measured; figures are what was measured, on a shared "
-             "2-core machine, so compare ratios measured side by side in one run.", ""]
+    parts = [
+        "# Benchmark results",
+        "",
+        "Gathered by `make bench` (bench/run_all.py) from the sections in bench/results/. Each section "
+        "names the machine and the time it was measured; figures are what was measured, on a shared "
+        "2-core machine, so compare ratios measured side by side in one run.",
+        "",
+    ]
     for name in ORDER:
         f = HERE / "results" / f"{name}.md"
         if f.is_file():

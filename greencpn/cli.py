@@ -19,10 +19,10 @@ from greencpn.errors import ConfigError, GreencpnError
 # Modules that register subcommands, in the order they appear in --help. A module that is
 # missing (an area not built yet) is skipped, so the CLI always starts.
 SUBCOMMAND_MODULES = (
-    "greencpn.report.cli",      # plan
-    "greencpn.sources.cli",     # forecast
-    "greencpn.actuate.cli",     # apply
-    "greencpn.agent.cli",       # agent
+    "greencpn.report.cli",  # plan
+    "greencpn.sources.cli",  # forecast
+    "greencpn.actuate.cli",  # apply
+    "greencpn.agent.cli",  # agent
 )
 
 
@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Carbon-aware planning and actuation for multi-site GPU/CPU fleets.",
     )
     parser.add_argument("--version", action="version", version=f"greencpn {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         try:

@@ -42,5 +42,7 @@ class SimClock:
 def ensure_utc(value: datetime, what: str = "timestamp") -> datetime:
     """Return ``value`` in UTC; refuse naive datetimes (their zone is unknown)."""
     if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{what} {value.isoformat()} has no timezone; give it in UTC (e.g. '...Z')")
+        raise ValueError(
+            f"{what} {value.isoformat()} has no timezone; give it in UTC (e.g. '...Z')"
+        )
     return value.astimezone(UTC)

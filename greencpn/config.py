@@ -84,7 +84,9 @@ class GpuLevel(_Strict):
     cap_w: PositiveFloat = Field(description="power limit set through NVML, W")
     throughput: float = Field(gt=0, le=1.0, description="work rate relative to the highest level")
     power_factor: float = Field(
-        gt=0, le=1.0, description="average board power of a busy GPU at this cap / power_limit_max_w"
+        gt=0,
+        le=1.0,
+        description="average board power of a busy GPU at this cap / power_limit_max_w",
     )
 
 
@@ -222,7 +224,9 @@ class HorizonConfig(_Strict):
 
 
 class ObjectiveConfig(_Strict):
-    carbon_weight_per_kg: NonNegFloat = Field(default=1.0, description="objective units per kg CO2e")
+    carbon_weight_per_kg: NonNegFloat = Field(
+        default=1.0, description="objective units per kg CO2e"
+    )
     cost_weight: NonNegFloat = Field(default=0.0, description="objective units per unit of price")
     lateness_weight_per_gpu_h: NonNegFloat = Field(
         default=10.0, description="per GPU-hour of work finished one hour after its deadline"
@@ -231,9 +235,12 @@ class ObjectiveConfig(_Strict):
         default=1000.0, description="per GPU-hour of work that cannot run inside the horizon"
     )
     tradeoff_points: int = Field(
-        default=0, ge=0, le=10,
+        default=0,
+        ge=0,
+        le=10,
         description="extra trade-off points (cost weight × 4^±i) beyond carbon-only and cost-only, "
-        "which are reported whenever both weights are non-zero")
+        "which are reported whenever both weights are non-zero",
+    )
 
 
 class SolverConfig(_Strict):
@@ -241,12 +248,14 @@ class SolverConfig(_Strict):
     mip_rel_gap: float = Field(default=0.01, ge=0, lt=1)
     threads: int = Field(default=0, ge=0, description="0 = HiGHS default")
     window_rounding_slots: int = Field(
-        default=1, ge=1,
+        default=1,
+        ge=1,
         description="widen job windows to multiples of this many slots when grouping (fewer groups; "
-        "the MILP is relaxed, its bound stays valid, placement keeps the real windows)"
+        "the MILP is relaxed, its bound stays valid, placement keeps the real windows)",
     )
     max_late_slots: int = Field(
-        default=6, ge=0,
+        default=6,
+        ge=0,
         description="how many slots past its deadline the MILP may place a group's work (later work "
         "counts as unserved, and the placement still runs it as late as needed)",
     )
@@ -259,11 +268,11 @@ class SolverConfig(_Strict):
 
 class CarbonConfig(_Strict):
     file: str = Field(description="CSV with UTC timestamps: wide (one column per zone) or long")
-    assume_utc: bool = Field(
-        default=False, description="treat timestamps without an offset as UTC"
-    )
+    assume_utc: bool = Field(default=False, description="treat timestamps without an offset as UTC")
     max_gap_slots: int = Field(
-        default=0, ge=0, description="fill gaps up to this many slots by interpolation; longer gaps are refused"
+        default=0,
+        ge=0,
+        description="fill gaps up to this many slots by interpolation; longer gaps are refused",
     )
 
 
@@ -353,7 +362,9 @@ def load_gpu_model(path: Path) -> GpuModelConfig:
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", source=str(path), fix="fix the TOML syntax") from None
+        raise ConfigError(
+            f"not valid TOML: {exc}", source=str(path), fix="fix the TOML syntax"
+        ) from None
     try:
         return GpuModelConfig.model_validate(data)
     except ValidationError as exc:
@@ -374,15 +385,25 @@ def load_gpu_models(models_dir: Path) -> dict[str, GpuModelConfig]:
 
 
 _JOB_COLUMNS = {
-    "id", "gpus", "work_gpu_h", "release", "deadline", "jurisdictions", "user_region",
-    "max_latency_ms", "checkpointable", "priority",
+    "id",
+    "gpus",
+    "work_gpu_h",
+    "release",
+    "deadline",
+    "jurisdictions",
+    "user_region",
+    "max_latency_ms",
+    "checkpointable",
+    "priority",
 }
 
 
 def load_jobs_csv(path: Path) -> list[JobConfig]:
     """Read jobs from CSV (columns as the ``[[jobs]]`` fields; jurisdictions ``;``-separated)."""
     if not path.is_file():
-        raise ConfigError("jobs file not found", source=str(path), fix="check jobs_file in the config")
+        raise ConfigError(
+            "jobs file not found", source=str(path), fix="check jobs_file in the config"
+        )
     jobs: list[JobConfig] = []
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
@@ -390,25 +411,31 @@ def load_jobs_csv(path: Path) -> list[JobConfig]:
         missing = {"id", "gpus", "work_gpu_h", "release", "deadline"} - cols
         if missing:
             raise ConfigError(
-                f"missing column(s) {sorted(missing)}", source=str(path),
+                f"missing column(s) {sorted(missing)}",
+                source=str(path),
                 fix="the header needs id,gpus,work_gpu_h,release,deadline",
             )
         unknown = cols - _JOB_COLUMNS
         if unknown:
             raise ConfigError(
-                f"unknown column(s) {sorted(unknown)}", source=str(path),
+                f"unknown column(s) {sorted(unknown)}",
+                source=str(path),
                 fix=f"use only {sorted(_JOB_COLUMNS)}",
             )
         for lineno, row in enumerate(reader, start=2):
             rec: dict[str, Any] = {k: v for k, v in row.items() if v not in (None, "")}
             if "jurisdictions" in rec:
-                rec["jurisdictions"] = [j.strip() for j in rec["jurisdictions"].split(";") if j.strip()]
+                rec["jurisdictions"] = [
+                    j.strip() for j in rec["jurisdictions"].split(";") if j.strip()
+                ]
             if "checkpointable" in rec:
                 val = rec["checkpointable"].strip().lower()
                 if val not in {"true", "false", "1", "0", "yes", "no"}:
                     raise ConfigError(
-                        f"checkpointable={rec['checkpointable']!r}", source=f"{path}:{lineno}",
-                        field="checkpointable", fix="write true or false",
+                        f"checkpointable={rec['checkpointable']!r}",
+                        source=f"{path}:{lineno}",
+                        field="checkpointable",
+                        fix="write true or false",
                     )
                 rec["checkpointable"] = val in {"true", "1", "yes"}
             try:
@@ -430,7 +457,9 @@ def load_config(path: str | Path) -> FleetConfig:
     path = Path(path).resolve()
     src = str(path)
     if not path.is_file():
-        raise ConfigError("config file not found", source=src, fix="pass --config PATH to a TOML file")
+        raise ConfigError(
+            "config file not found", source=src, fix="pass --config PATH to a TOML file"
+        )
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
@@ -452,8 +481,9 @@ def load_config(path: str | Path) -> FleetConfig:
     if raw.jobs_file:
         jobs = load_jobs_csv(base / raw.jobs_file) + jobs
 
-    cfg = FleetConfig(path=path, raw=raw, gpu_models=gpu_models, jobs=jobs,
-                      carbon_path=base / raw.carbon.file)
+    cfg = FleetConfig(
+        path=path, raw=raw, gpu_models=gpu_models, jobs=jobs, carbon_path=base / raw.carbon.file
+    )
     check_config(cfg)
     return cfg
 
@@ -465,44 +495,65 @@ def check_config(cfg: FleetConfig) -> None:
     names = [s.name for s in raw.sites]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
-        raise ConfigError(f"duplicate site name(s) {sorted(dup)}", source=src, field="sites",
-                          fix="give every site a unique name")
+        raise ConfigError(
+            f"duplicate site name(s) {sorted(dup)}",
+            source=src,
+            field="sites",
+            fix="give every site a unique name",
+        )
     pnames = [p.name for p in raw.pools]
     dup = {n for n in pnames if pnames.count(n) > 1}
     if dup:
-        raise ConfigError(f"duplicate pool name(s) {sorted(dup)}", source=src, field="pools",
-                          fix="give every pool a unique name")
+        raise ConfigError(
+            f"duplicate pool name(s) {sorted(dup)}",
+            source=src,
+            field="pools",
+            fix="give every pool a unique name",
+        )
     for i, s in enumerate(raw.sites):
         for fld in ("power_budget_kw", "price_per_kwh"):
             val = getattr(s, fld)
             if isinstance(val, list) and len(val) != raw.horizon.slots:
                 raise ConfigError(
                     f"has {len(val)} values but the horizon has {raw.horizon.slots} slots",
-                    source=src, field=f"sites[{i}]({s.name}).{fld}",
+                    source=src,
+                    field=f"sites[{i}]({s.name}).{fld}",
                     fix="give one value per slot or a single constant",
                 )
     for i, p in enumerate(raw.pools):
         where = f"pools[{i}]({p.name})"
         if p.site not in names:
-            raise ConfigError(f"unknown site {p.site!r}", source=src, field=f"{where}.site",
-                              fix=f"use one of {names}")
+            raise ConfigError(
+                f"unknown site {p.site!r}",
+                source=src,
+                field=f"{where}.site",
+                fix=f"use one of {names}",
+            )
         if p.gpu_model.lower() not in cfg.gpu_models:
             known = sorted({m.name for m in cfg.gpu_models.values()})
-            raise ConfigError(f"unknown GPU model {p.gpu_model!r}", source=src,
-                              field=f"{where}.gpu_model",
-                              fix=f"use one of {known} or add a profile under models/gpus/ or [[gpu_models]]")
+            raise ConfigError(
+                f"unknown GPU model {p.gpu_model!r}",
+                source=src,
+                field=f"{where}.gpu_model",
+                fix=f"use one of {known} or add a profile under models/gpus/ or [[gpu_models]]",
+            )
         gm = cfg.gpu_models[p.gpu_model.lower()]
         if p.node_idle_w < gm.idle_w * p.gpus_per_node:
             raise ConfigError(
                 f"node_idle_w={p.node_idle_w} W is below {p.gpus_per_node} idle GPUs × {gm.idle_w} W",
-                source=src, field=f"{where}.node_idle_w",
+                source=src,
+                field=f"{where}.node_idle_w",
                 fix="node_idle_w is the whole node powered on with idle GPUs",
             )
     ids = [j.id for j in cfg.jobs]
     dup = {n for n in ids if ids.count(n) > 1}
     if dup:
-        raise ConfigError(f"duplicate job id(s) {sorted(dup)[:5]}", source=src, field="jobs",
-                          fix="give every job a unique id")
+        raise ConfigError(
+            f"duplicate job id(s) {sorted(dup)[:5]}",
+            source=src,
+            field="jobs",
+            fix="give every job a unique id",
+        )
     pools_by_site: dict[str, list[PoolConfig]] = {}
     for p in raw.pools:
         pools_by_site.setdefault(p.site, []).append(p)
@@ -512,15 +563,19 @@ def check_config(cfg: FleetConfig) -> None:
             raise ConfigError(
                 f"no site may run job {j.id!r} (jurisdictions {j.jurisdictions}, "
                 f"region {j.user_region}, max latency {j.max_latency_ms} ms)",
-                source=src, field=f"jobs({j.id})",
+                source=src,
+                field=f"jobs({j.id})",
                 fix="widen its jurisdictions or latency, or add a site that satisfies them",
             )
-        biggest = max((p.nodes * p.gpus_per_node for s in allowed for p in pools_by_site.get(s, [])),
-                      default=0)
+        biggest = max(
+            (p.nodes * p.gpus_per_node for s in allowed for p in pools_by_site.get(s, [])),
+            default=0,
+        )
         if j.gpus > biggest:
             raise ConfigError(
                 f"job {j.id!r} needs {j.gpus} GPUs but the largest pool it may use has {biggest}",
-                source=src, field=f"jobs({j.id}).gpus",
+                source=src,
+                field=f"jobs({j.id}).gpus",
                 fix="split the job or allow more sites",
             )
 
@@ -544,7 +599,9 @@ def slot_times(start: datetime, slots: int, slot_minutes: int) -> list[datetime]
     return [start + i * step for i in range(slots)]
 
 
-def per_slot(value: float | list[float] | None, slots: int, default: float = math.inf) -> list[float]:
+def per_slot(
+    value: float | list[float] | None, slots: int, default: float = math.inf
+) -> list[float]:
     if value is None:
         return [default] * slots
     if isinstance(value, list):

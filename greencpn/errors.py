@@ -19,8 +19,14 @@ class GreencpnError(Exception):
 class ConfigError(GreencpnError):
     """Bad user input. ``source`` is the file, ``field`` the dotted field path, ``fix`` the remedy."""
 
-    def __init__(self, message: str, *, source: str | None = None, field: str | None = None,
-                 fix: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        field: str | None = None,
+        fix: str | None = None,
+    ) -> None:
         self.source = source
         self.field = field
         self.fix = fix

@@ -46,4 +46,6 @@ def add(mb: ModelBuilder, inp: PlanInputs, V: Vars) -> None:
             mb.add_row("site_energy", ids, coefs, const, const)
             budget = float(site.budget_kw[t])
             if math.isfinite(budget):
-                mb.add_row("site_budget", [int(V.e[s, t]), int(V.v[s, t])], [1.0, -1.0], None, dt * budget)
+                mb.add_row(
+                    "site_budget", [int(V.e[s, t]), int(V.v[s, t])], [1.0, -1.0], None, dt * budget
+                )

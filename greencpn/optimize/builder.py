@@ -43,8 +43,13 @@ class ModelBuilder:
         self.vars: list[pyo.Var] = []
 
     # ------------------------------------------------------------------ variables
-    def new_vars(self, kind: str, shape: tuple[int, ...], lb: float | np.ndarray = 0.0,
-                 ub: float | np.ndarray = INF) -> np.ndarray:
+    def new_vars(
+        self,
+        kind: str,
+        shape: tuple[int, ...],
+        lb: float | np.ndarray = 0.0,
+        ub: float | np.ndarray = INF,
+    ) -> np.ndarray:
         """Allocate variables of one kind; returns their global ids in an array of ``shape``."""
         n = int(np.prod(shape)) if shape else 1
         ids = np.arange(self._next_id, self._next_id + n).reshape(shape)
@@ -58,8 +63,14 @@ class ModelBuilder:
         return ids
 
     # ------------------------------------------------------------------ rows
-    def add_row(self, family: str, ids: Sequence[int], coefs: Sequence[float],
-                lo: float | None = None, hi: float | None = None) -> None:
+    def add_row(
+        self,
+        family: str,
+        ids: Sequence[int],
+        coefs: Sequence[float],
+        lo: float | None = None,
+        hi: float | None = None,
+    ) -> None:
         rows = self.rows.setdefault(family, _Rows())
         rows.ids.append(ids)
         rows.coefs.append(coefs)
@@ -76,9 +87,11 @@ class ModelBuilder:
     # ------------------------------------------------------------------ materialise
     def finalize(self) -> None:
         m = self.m
-        for kind, domain, name in (("int", pyo.NonNegativeIntegers, "vi"),
-                                   ("bin", pyo.Binary, "vb"),
-                                   ("cont", pyo.NonNegativeReals, "vc")):
+        for kind, domain, name in (
+            ("int", pyo.NonNegativeIntegers, "vi"),
+            ("bin", pyo.Binary, "vb"),
+            ("cont", pyo.NonNegativeReals, "vc"),
+        ):
             lbs, ubs = self._lb[kind], self._ub[kind]
 
             def bounds(_m, i, lbs=lbs, ubs=ubs):
@@ -94,8 +107,9 @@ class ModelBuilder:
             ids, coefs, lo, hi = rows.ids, rows.coefs, rows.lo, rows.hi
 
             def rule(_m, r, ids=ids, coefs=coefs, lo=lo, hi=hi):
-                expr = LinearExpression(constant=0, linear_coefs=list(coefs[r]),
-                                        linear_vars=[allv[j] for j in ids[r]])
+                expr = LinearExpression(
+                    constant=0, linear_coefs=list(coefs[r]), linear_vars=[allv[j] for j in ids[r]]
+                )
                 if lo is not None and lo[r] == hi[r]:
                     return expr == lo[r]
                 return (lo[r], expr, hi[r])

@@ -31,4 +31,6 @@ def add(mb: ModelBuilder, inp: PlanInputs, V: Vars) -> None:
         for t in range(inp.T):
             mb.add_row("cap_one_level", [V.y[p, lv, t] for lv in range(L)], [1.0] * L, 1.0, 1.0)
             for lv in range(L):
-                mb.add_row("cap_link", [V.g[p, lv, t], V.y[p, lv, t]], [1.0, -float(pool.gpus)], None, 0.0)
+                mb.add_row(
+                    "cap_link", [V.g[p, lv, t], V.y[p, lv, t]], [1.0, -float(pool.gpus)], None, 0.0
+                )

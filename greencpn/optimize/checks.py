@@ -24,27 +24,41 @@ def check_deadlines(inp: PlanInputs) -> list[str]:
         need_h = j.work_gpu_h / j.gpus
         have_h = max(0.0, (j.deadline_slot + 1 - j.release_slot) * inp.slot_h)
         if need_h > have_h + 1e-9:
-            out.append(f"deadline: job {j.id} needs at least {need_h:.2f} h on {j.gpus} GPU(s) but has "
-                       f"{have_h:.2f} h between its release and deadline: it will be late")
+            out.append(
+                f"deadline: job {j.id} needs at least {need_h:.2f} h on {j.gpus} GPU(s) but has "
+                f"{have_h:.2f} h between its release and deadline: it will be late"
+            )
     return out
 
 
 def check_budgets(inp: PlanInputs) -> list[str]:
     out = []
     for s, site in enumerate(inp.sites):
-        floor_kw = site.pue * sum(p.spares * p.node_idle_kw + (p.nodes - p.spares) * p.node_off_kw
-                                  for p in inp.pools if p.site == s)
-        bad = [t for t in range(inp.T) if math.isfinite(site.budget_kw[t]) and floor_kw > site.budget_kw[t]]
+        floor_kw = site.pue * sum(
+            p.spares * p.node_idle_kw + (p.nodes - p.spares) * p.node_off_kw
+            for p in inp.pools
+            if p.site == s
+        )
+        bad = [
+            t
+            for t in range(inp.T)
+            if math.isfinite(site.budget_kw[t]) and floor_kw > site.budget_kw[t]
+        ]
         if bad:
-            out.append(f"budget: site {site.name} draws {floor_kw:.1f} kW with only its spares on, above its "
-                       f"budget in {len(bad)} slot(s) (first slot {bad[0]}): raise the budget or lower spares")
+            out.append(
+                f"budget: site {site.name} draws {floor_kw:.1f} kW with only its spares on, above its "
+                f"budget in {len(bad)} slot(s) (first slot {bad[0]}): raise the budget or lower spares"
+            )
     return out
 
 
 def check_nodes(inp: PlanInputs) -> list[str]:
-    return [f"nodes: pool {p.name} starts with {p.initial_on} nodes on, below its {p.spares} spares: "
-            f"{p.spares - p.initial_on} start-up(s) are forced in the first slot"
-            for p in inp.pools if p.initial_on < p.spares]
+    return [
+        f"nodes: pool {p.name} starts with {p.initial_on} nodes on, below its {p.spares} spares: "
+        f"{p.spares - p.initial_on} start-up(s) are forced in the first slot"
+        for p in inp.pools
+        if p.initial_on < p.spares
+    ]
 
 
 CHECKS = (check_deadlines, check_budgets, check_nodes)

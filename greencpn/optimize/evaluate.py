@@ -37,8 +37,14 @@ class Evaluation:
     totals: dict = field(default_factory=dict)
 
 
-def evaluate(inp: PlanInputs, sched: Schedule, n: np.ndarray, u: np.ndarray,
-             carbon_w: float | None = None, cost_w: float | None = None) -> Evaluation:
+def evaluate(
+    inp: PlanInputs,
+    sched: Schedule,
+    n: np.ndarray,
+    u: np.ndarray,
+    carbon_w: float | None = None,
+    cost_w: float | None = None,
+) -> Evaluation:
     P, T, S = len(inp.pools), inp.T, len(inp.sites)
     dt = inp.slot_h
     obj = inp.objective
@@ -48,8 +54,12 @@ def evaluate(inp: PlanInputs, sched: Schedule, n: np.ndarray, u: np.ndarray,
     busy = sched.busy[:, :T]
     pool_kw = np.zeros((P, T))
     for p, pool in enumerate(inp.pools):
-        pool_kw[p] = (pool.node_idle_kw * n[p] + pool.node_off_kw * (pool.nodes - n[p])
-                      + pool.level_extra_kw[lev[p]] * busy[p] + pool.boot_extra_kwh * u[p] / dt)
+        pool_kw[p] = (
+            pool.node_idle_kw * n[p]
+            + pool.node_off_kw * (pool.nodes - n[p])
+            + pool.level_extra_kw[lev[p]] * busy[p]
+            + pool.boot_extra_kwh * u[p] / dt
+        )
     site_it = np.zeros((S, T))
     for p, pool in enumerate(inp.pools):
         site_it[pool.site] += pool_kw[p]
@@ -84,10 +94,20 @@ def evaluate(inp: PlanInputs, sched: Schedule, n: np.ndarray, u: np.ndarray,
             if t >= T:
                 beyond += work
             if job.deadline_slot < T:
-                penalty[j] += obj.lateness_weight_per_gpu_h * job.priority * max(0, t - job.deadline_slot) * dt * work
-    objective = (cw * carbon.sum() + pw * cost.sum() + penalty.sum()
-                 + obj.unserved_weight_per_gpu_h * unserved.sum()
-                 + BUDGET_OVERRUN_WEIGHT_PER_KWH * overrun.sum())
+                penalty[j] += (
+                    obj.lateness_weight_per_gpu_h
+                    * job.priority
+                    * max(0, t - job.deadline_slot)
+                    * dt
+                    * work
+                )
+    objective = (
+        cw * carbon.sum()
+        + pw * cost.sum()
+        + penalty.sum()
+        + obj.unserved_weight_per_gpu_h * unserved.sum()
+        + BUDGET_OVERRUN_WEIGHT_PER_KWH * overrun.sum()
+    )
     totals = {
         "energy_kwh": float(energy.sum()),
         "carbon_kg": float(carbon.sum()),
@@ -102,5 +122,18 @@ def evaluate(inp: PlanInputs, sched: Schedule, n: np.ndarray, u: np.ndarray,
         "startups": int(u.sum()),
         "objective": float(objective),
     }
-    return Evaluation(pool_kw, site_it, meter, energy, carbon, cost, overrun, late_h, penalty,
-                      unserved, beyond, float(objective), totals)
+    return Evaluation(
+        pool_kw,
+        site_it,
+        meter,
+        energy,
+        carbon,
+        cost,
+        overrun,
+        late_h,
+        penalty,
+        unserved,
+        beyond,
+        float(objective),
+        totals,
+    )

@@ -122,7 +122,8 @@ class PlanInputs:
         """A copy with new carbon intensities per site name (re-planning)."""
         sites = [
             replace(s, intensity_g_per_kwh=np.asarray(intensity[s.name], dtype=float))
-            if s.name in intensity else s
+            if s.name in intensity
+            else s
             for s in self.sites
         ]
         return replace(self, sites=sites)
@@ -144,9 +145,17 @@ def make_job(j: JobConfig, sites: tuple[int, ...], start: datetime, slot_h: floa
     else:
         required = j.work_gpu_h
     return JobIn(
-        id=j.id, gpus=j.gpus, work_gpu_h=j.work_gpu_h, release=j.release, deadline=j.deadline,
-        release_slot=r, deadline_slot=d, sites=sites, checkpointable=j.checkpointable,
-        priority=j.priority, required_gpu_h=required,
+        id=j.id,
+        gpus=j.gpus,
+        work_gpu_h=j.work_gpu_h,
+        release=j.release,
+        deadline=j.deadline,
+        release_slot=r,
+        deadline_slot=d,
+        sites=sites,
+        checkpointable=j.checkpointable,
+        priority=j.priority,
+        required_gpu_h=required,
     )
 
 
@@ -172,12 +181,19 @@ def group_jobs(jobs: list[JobIn], T: int, window: int = 1) -> list[GroupIn]:
         buckets[key].append(i)
     groups = []
     for key, idx in sorted(buckets.items(), key=lambda kv: kv[0][:2]):
-        groups.append(GroupIn(
-            key=key, jobs=tuple(idx), release_slot=key[0], deadline_slot=key[1], sites=key[2],
-            checkpointable=key[3], priority=key[4],
-            gpus=sum(jobs[i].gpus for i in idx),
-            required_gpu_h=sum(jobs[i].required_gpu_h for i in idx),
-        ))
+        groups.append(
+            GroupIn(
+                key=key,
+                jobs=tuple(idx),
+                release_slot=key[0],
+                deadline_slot=key[1],
+                sites=key[2],
+                checkpointable=key[3],
+                priority=key[4],
+                gpus=sum(jobs[i].gpus for i in idx),
+                required_gpu_h=sum(jobs[i].required_gpu_h for i in idx),
+            )
+        )
     return groups
 
 
@@ -186,8 +202,13 @@ def pool_in(p: PoolConfig, site_index: int, gm: GpuModelConfig, slot_h: float) -
     top = levels[0].throughput
     boot_h = p.boot_time_min / 60.0
     return PoolIn(
-        name=p.name, site=site_index, nodes=p.nodes, gpus_per_node=p.gpus_per_node, gpu_model=gm,
-        node_idle_kw=p.node_idle_w / 1000.0, node_off_kw=p.node_off_w / 1000.0,
+        name=p.name,
+        site=site_index,
+        nodes=p.nodes,
+        gpus_per_node=p.gpus_per_node,
+        gpu_model=gm,
+        node_idle_kw=p.node_idle_w / 1000.0,
+        node_off_kw=p.node_off_w / 1000.0,
         boot_extra_kwh=max(0.0, (p.node_boot_w - p.node_off_w) / 1000.0 * boot_h),
         boot_frac=min(1.0, boot_h / slot_h),
         min_up_slots=max(1, math.ceil(p.min_up_h / slot_h - 1e-9)),
@@ -201,8 +222,9 @@ def pool_in(p: PoolConfig, site_index: int, gm: GpuModelConfig, slot_h: float) -
     )
 
 
-def build_inputs(cfg: FleetConfig, intensity: dict[str, np.ndarray], start: datetime,
-                 slot_starts: list[datetime]) -> PlanInputs:
+def build_inputs(
+    cfg: FleetConfig, intensity: dict[str, np.ndarray], start: datetime, slot_starts: list[datetime]
+) -> PlanInputs:
     """Turn a validated config and a carbon table (zone → values per slot) into arrays."""
     raw = cfg.raw
     T = len(slot_starts)
@@ -210,21 +232,39 @@ def build_inputs(cfg: FleetConfig, intensity: dict[str, np.ndarray], start: date
     sites = []
     for s in raw.sites:
         if s.zone not in intensity:
-            raise ConfigError(f"no carbon series for zone {s.zone!r}", source=str(cfg.carbon_path),
-                              fix=f"add a column {s.zone} (site {s.name}) to the carbon file")
-        sites.append(SiteIn(
-            name=s.name, zone=s.zone, pue=s.pue,
-            budget_kw=np.array(per_slot(s.power_budget_kw, T)),
-            price_per_kwh=np.array(per_slot(s.price_per_kwh, T, 0.0)),
-            intensity_g_per_kwh=np.asarray(intensity[s.zone], dtype=float),
-        ))
+            raise ConfigError(
+                f"no carbon series for zone {s.zone!r}",
+                source=str(cfg.carbon_path),
+                fix=f"add a column {s.zone} (site {s.name}) to the carbon file",
+            )
+        sites.append(
+            SiteIn(
+                name=s.name,
+                zone=s.zone,
+                pue=s.pue,
+                budget_kw=np.array(per_slot(s.power_budget_kw, T)),
+                price_per_kwh=np.array(per_slot(s.price_per_kwh, T, 0.0)),
+                intensity_g_per_kwh=np.asarray(intensity[s.zone], dtype=float),
+            )
+        )
     site_idx = {s.name: i for i, s in enumerate(raw.sites)}
-    pools = [pool_in(p, site_idx[p.site], cfg.gpu_models[p.gpu_model.lower()], slot_h)
-             for p in raw.pools]
-    jobs = [make_job(j, tuple(site_idx[n] for n in allowed_sites(j, raw.sites)), start, slot_h, T)
-            for j in cfg.jobs]
+    pools = [
+        pool_in(p, site_idx[p.site], cfg.gpu_models[p.gpu_model.lower()], slot_h) for p in raw.pools
+    ]
+    jobs = [
+        make_job(j, tuple(site_idx[n] for n in allowed_sites(j, raw.sites)), start, slot_h, T)
+        for j in cfg.jobs
+    ]
     groups = group_jobs(jobs, T, raw.solver.window_rounding_slots)
     return PlanInputs(
-        name=raw.name, start=start, slot_h=slot_h, slot_starts=slot_starts, sites=sites,
-        pools=pools, jobs=jobs, groups=groups, objective=raw.objective, solver=raw.solver,
+        name=raw.name,
+        start=start,
+        slot_h=slot_h,
+        slot_starts=slot_starts,
+        sites=sites,
+        pools=pools,
+        jobs=jobs,
+        groups=groups,
+        objective=raw.objective,
+        solver=raw.solver,
     )

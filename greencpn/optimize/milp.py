@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
@@ -120,7 +121,7 @@ class PlanModel:
         self.mb.finalize()
         objective.add(self.mb, inp, self.V)
         self.build_s = time.perf_counter() - t0
-        self._solver = None
+        self._solver: Any = None  # pyomo.contrib.solver HiGHS, persistent across solves
 
     @property
     def model(self):
@@ -145,25 +146,42 @@ class PlanModel:
             "output_flag": bool(os.environ.get("GREENCPN_SOLVER_LOG")),
         }
         kwargs = dict(
-            time_limit=cfg.time_limit_s, rel_gap=cfg.mip_rel_gap, load_solutions=False,
-            raise_exception_on_nonoptimal_result=False, solver_options=opts,
+            time_limit=cfg.time_limit_s,
+            rel_gap=cfg.mip_rel_gap,
+            load_solutions=False,
+            raise_exception_on_nonoptimal_result=False,
+            solver_options=opts,
         )
         if cfg.threads:
             kwargs["threads"] = cfg.threads
         if warm:
             kwargs["auto_updates"] = dict(
-                check_for_new_or_removed_constraints=False, check_for_new_or_removed_vars=False,
-                check_for_new_or_removed_params=False, check_for_new_objective=False,
-                update_constraints=False, update_vars=False, update_named_expressions=False,
-                update_parameters=True, update_objective=True,
+                check_for_new_or_removed_constraints=False,
+                check_for_new_or_removed_vars=False,
+                check_for_new_or_removed_params=False,
+                check_for_new_objective=False,
+                update_constraints=False,
+                update_vars=False,
+                update_named_expressions=False,
+                update_parameters=True,
+                update_objective=True,
             )
         t0 = time.perf_counter()
         try:
             res = self._solver.solve(self.model, **kwargs)
         except Exception as exc:  # solver crash: report as a typed outcome
             log.exception("HiGHS failed")
-            return SolveOutcome(SolveStatus.ERROR, repr(exc), None, None, None, self.build_s,
-                                time.perf_counter() - t0, 0.0, warm=warm)
+            return SolveOutcome(
+                SolveStatus.ERROR,
+                repr(exc),
+                None,
+                None,
+                None,
+                self.build_s,
+                time.perf_counter() - t0,
+                0.0,
+                warm=warm,
+            )
         wall = time.perf_counter() - t0
         highs_s = float(getattr(res.timing_info, "highs_time", 0.0) or 0.0)
         tc = str(res.termination_condition.name)
@@ -186,14 +204,25 @@ class PlanModel:
         if has_sol:
             res.solution_loader.load_vars()
         if status is SolveStatus.TIME_LIMIT:
-            log.warning("HiGHS stopped at the time limit (%.0f s); using the incumbent (gap %s)",
-                        cfg.time_limit_s, f"{gap:.2%}" if gap is not None else "unknown")
+            log.warning(
+                "HiGHS stopped at the time limit (%.0f s); using the incumbent (gap %s)",
+                cfg.time_limit_s,
+                f"{gap:.2%}" if gap is not None else "unknown",
+            )
         return SolveOutcome(
-            status=status, termination=tc, objective=obj, bound=bound, mip_gap=gap,
-            build_s=0.0 if warm else self.build_s, handoff_s=max(0.0, wall - highs_s),
-            solve_s=highs_s, incumbent_used_on_time_limit=status is SolveStatus.TIME_LIMIT,
-            n_vars=self.mb.n_vars, n_constraints=self.mb.n_rows(),
-            n_job_groups=len(self.inp.groups), warm=warm,
+            status=status,
+            termination=tc,
+            objective=obj,
+            bound=bound,
+            mip_gap=gap,
+            build_s=0.0 if warm else self.build_s,
+            handoff_s=max(0.0, wall - highs_s),
+            solve_s=highs_s,
+            incumbent_used_on_time_limit=status is SolveStatus.TIME_LIMIT,
+            n_vars=self.mb.n_vars,
+            n_constraints=self.mb.n_rows(),
+            n_job_groups=len(self.inp.groups),
+            warm=warm,
         )
 
     def resolve(self, inp: PlanInputs) -> SolveOutcome:
@@ -216,7 +245,13 @@ class PlanModel:
         else:
             level = dominant_levels(self.inp, g)
         return MilpSolution(
-            n=np.rint(mb.value(V.n)).astype(int), u=np.rint(mb.value(V.u)).astype(int),
-            d=np.rint(mb.value(V.d)).astype(int), level=level, g=g,
-            x=mb.value(V.x_id), q=mb.value(V.q), e=mb.value(V.e), v=mb.value(V.v),
+            n=np.rint(mb.value(V.n)).astype(int),
+            u=np.rint(mb.value(V.u)).astype(int),
+            d=np.rint(mb.value(V.d)).astype(int),
+            level=level,
+            g=g,
+            x=mb.value(V.x_id),
+            q=mb.value(V.q),
+            e=mb.value(V.e),
+            v=mb.value(V.v),
         )

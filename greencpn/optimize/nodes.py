@@ -25,17 +25,21 @@ def add(mb: ModelBuilder, inp: PlanInputs, V: Vars) -> None:
     T = inp.T
     for p, pool in enumerate(inp.pools):
         n, u, d = V.n[p], V.u[p], V.d[p]
-        mb.add_row("node_balance", [n[0], u[0], d[0]], [1.0, -1.0, 1.0], pool.initial_on, pool.initial_on)
+        mb.add_row(
+            "node_balance", [n[0], u[0], d[0]], [1.0, -1.0, 1.0], pool.initial_on, pool.initial_on
+        )
         for t in range(1, T):
-            mb.add_row("node_balance", [n[t], n[t - 1], u[t], d[t]], [1.0, -1.0, -1.0, 1.0], 0.0, 0.0)
+            mb.add_row(
+                "node_balance", [n[t], n[t - 1], u[t], d[t]], [1.0, -1.0, -1.0, 1.0], 0.0, 0.0
+            )
         UT, DT = pool.min_up_slots, pool.min_down_slots
         if UT > 1:
             for t in range(T):
                 lo = max(0, t - UT + 1)
-                ids = [n[t], *u[lo:t + 1]]
+                ids = [n[t], *u[lo : t + 1]]
                 mb.add_row("min_up", ids, [1.0] + [-1.0] * (t + 1 - lo), 0.0, None)
         if DT > 1:
             for t in range(T):
                 lo = max(0, t - DT + 1)
-                ids = [n[t], *d[lo:t + 1]]
+                ids = [n[t], *d[lo : t + 1]]
                 mb.add_row("min_down", ids, [1.0] * (t + 2 - lo), None, float(pool.nodes))

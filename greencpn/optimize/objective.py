@@ -43,9 +43,9 @@ def add(mb: ModelBuilder, inp: PlanInputs, V: Vars) -> None:
         vars_.append(allv[int(e_flat[i])])
     late = late_hours(inp, V)
     prio = np.array([g.priority for g in inp.groups])
-    for i in np.nonzero(late > 0)[0]:
-        coefs.append(obj.lateness_weight_per_gpu_h * float(prio[V.x_k[i]]) * float(late[i]))
-        vars_.append(allv[int(V.x_id[i])])
+    for xi in np.nonzero(late > 0)[0]:
+        coefs.append(obj.lateness_weight_per_gpu_h * float(prio[V.x_k[xi]]) * float(late[xi]))
+        vars_.append(allv[int(V.x_id[xi])])
     for k in range(len(inp.groups)):
         coefs.append(obj.unserved_weight_per_gpu_h)
         vars_.append(allv[int(V.q[k])])

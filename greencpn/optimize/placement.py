@@ -28,7 +28,6 @@ import numpy as np
 from greencpn.optimize.inputs import JobIn, PlanInputs
 
 BIG = 1e18
-_DEBUG_JOB = __import__("os").environ.get("GREENCPN_DEBUG_JOB")
 
 
 @dataclass
@@ -51,7 +50,7 @@ def _unit_energy_cost(inp: PlanInputs, carbon_w: float, cost_w: float, T2: int) 
     for s, site in enumerate(inp.sites):
         c = carbon_w * site.intensity_g_per_kwh / 1000.0 + cost_w * site.price_per_kwh
         out[s, : inp.T] = c
-        out[s, inp.T:] = c[-1] if inp.T else 0.0
+        out[s, inp.T :] = c[-1] if inp.T else 0.0
     return out
 
 
@@ -72,10 +71,19 @@ def extension_slots(inp: PlanInputs) -> int:
     return inp.T + longest + 1
 
 
-def place_jobs(inp: PlanInputs, nodes_on: np.ndarray, level: np.ndarray, *, mode: str = "plan",
-               carbon_w: float | None = None, cost_w: float | None = None,
-               job_order: list[int] | None = None, subslots: int = 4,
-               guide: np.ndarray | None = None, reserve_kwh: np.ndarray | None = None) -> Schedule:
+def place_jobs(
+    inp: PlanInputs,
+    nodes_on: np.ndarray,
+    level: np.ndarray,
+    *,
+    mode: str = "plan",
+    carbon_w: float | None = None,
+    cost_w: float | None = None,
+    job_order: list[int] | None = None,
+    subslots: int = 4,
+    guide: np.ndarray | None = None,
+    reserve_kwh: np.ndarray | None = None,
+) -> Schedule:
     """Place every job on one pool.
 
     Placement works on a finer grid than the MILP (``subslots`` steps per slot, 15 min for
@@ -143,8 +151,14 @@ def place_jobs(inp: PlanInputs, nodes_on: np.ndarray, level: np.ndarray, *, mode
         if mode == "asap":
             job_order = sorted(range(J), key=lambda i: (inp.jobs[i].release, inp.jobs[i].id))
         else:
-            job_order = sorted(range(J), key=lambda i: (inp.jobs[i].deadline_slot,
-                               -inp.jobs[i].gpus * inp.jobs[i].work_gpu_h, inp.jobs[i].id))
+            job_order = sorted(
+                range(J),
+                key=lambda i: (
+                    inp.jobs[i].deadline_slot,
+                    -inp.jobs[i].gpus * inp.jobs[i].work_gpu_h,
+                    inp.jobs[i].id,
+                ),
+            )
     tidx = np.arange(F)
     group_of = np.full(J, -1)
     for gi, grp in enumerate(inp.groups):
@@ -154,11 +168,19 @@ def place_jobs(inp: PlanInputs, nodes_on: np.ndarray, level: np.ndarray, *, mode
         job = inp.jobs[j]
         if job.required_gpu_h <= 0 or job.release_slot >= T:
             continue  # nothing has to happen inside this horizon: deferred
-        cand = np.array([p for p, pool in enumerate(inp.pools)
-                         if pool.site in job.sites and pool.gpus >= job.gpus], dtype=int)
+        cand = np.array(
+            [
+                p
+                for p, pool in enumerate(inp.pools)
+                if pool.site in job.sites and pool.gpus >= job.gpus
+            ],
+            dtype=int,
+        )
         if mode == "asap":  # first allowed site first: order candidates by the job's site list
             rank = {s_: i for i, s_ in enumerate(job.sites)}
-            cand = np.array(sorted(cand.tolist(), key=lambda p: (rank[site_of[p]], p)), dtype=int)
+            cand = np.array(
+                sorted(cand.tolist(), key=lambda p: (rank[int(site_of[p])], p)), dtype=int
+            )
         if cand.size == 0:
             continue
         extra_cost = None
@@ -168,26 +190,69 @@ def place_jobs(inp: PlanInputs, nodes_on: np.ndarray, level: np.ndarray, *, mode
             onplan[:, : T * k] = np.repeat(residual[gi][site_of[cand]] > 1e-6, k, axis=1)
             dearest = float(gpu_cost[cand, : T * k].mean(axis=1).max()) * job.gpus
             extra_cost = np.where(onplan, 0.0, dearest)
-        best = _best_option(job, cand, inp, mode, T * k, F, k, tidx, thr[cand], gpu_cost[cand],
-                            n_free[cand], alloc[cand], gpn[cand], pool_gpus[cand],
-                            extra_kw[cand], pue[cand], idle_kw[cand], head[site_of[cand]], dt,
-                            obj.lateness_weight_per_gpu_h, extra_cost)
+        best = _best_option(
+            job,
+            cand,
+            inp,
+            mode,
+            T * k,
+            F,
+            k,
+            tidx,
+            thr[cand],
+            gpu_cost[cand],
+            n_free[cand],
+            alloc[cand],
+            gpn[cand],
+            pool_gpus[cand],
+            extra_kw[cand],
+            pue[cand],
+            idle_kw[cand],
+            head[site_of[cand]],
+            dt,
+            obj.lateness_weight_per_gpu_h,
+            extra_cost,
+        )
         late_at = (job.deadline_slot + 1) * k  # first fine step after the deadline
-        if mode == "plan" and job.deadline_slot < T and (best is None or best[1][-1] + best[2][-1] > late_at + 1e-9):
+        if (
+            mode == "plan"
+            and job.deadline_slot < T
+            and (best is None or best[1][-1] + best[2][-1] > late_at + 1e-9)
+        ):
             # Late at the planned caps: try full power (level 0) on the candidate pools. If that
             # is on time, those pool-slots switch to full power (jobs already there only speed up).
-            fast = _best_option(job, cand, inp, mode, T * k, F, k, tidx, thr_top[cand],
-                                gpu_cost_top[cand], n_free[cand], alloc[cand],
-                                gpn[cand], pool_gpus[cand], extra_kw_top[cand], pue[cand], idle_kw[cand],
-                                head[site_of[cand]] - busy_gain_kwh(cand), dt,
-                                obj.lateness_weight_per_gpu_h, extra_cost)
+            fast = _best_option(
+                job,
+                cand,
+                inp,
+                mode,
+                T * k,
+                F,
+                k,
+                tidx,
+                thr_top[cand],
+                gpu_cost_top[cand],
+                n_free[cand],
+                alloc[cand],
+                gpn[cand],
+                pool_gpus[cand],
+                extra_kw_top[cand],
+                pue[cand],
+                idle_kw[cand],
+                head[site_of[cand]] - busy_gain_kwh(cand),
+                dt,
+                obj.lateness_weight_per_gpu_h,
+                extra_cost,
+            )
             if fast is not None and fast[1][-1] + fast[2][-1] <= late_at + 1e-9:
                 best = fast
                 pf = int(cand[fast[0]])
                 for slot in sorted({int(t) // k for t in fast[1] if t < T * k}):
                     sl = slice(slot * k, (slot + 1) * k)
                     # the site now carries the pool's busy GPUs at full power in this slot
-                    head[site_of[pf], sl] -= pue[pf] * dt * (extra_kw_top[pf, sl] - extra_kw[pf, sl]) * busy[pf, sl]
+                    head[site_of[pf], sl] -= (
+                        pue[pf] * dt * (extra_kw_top[pf, sl] - extra_kw[pf, sl]) * busy[pf, sl]
+                    )
                     lev[pf, sl] = 0
                     thr[pf, sl] = thr_top[pf, sl]
                     extra_kw[pf, sl] = extra_kw_top[pf, sl]
@@ -210,8 +275,8 @@ def place_jobs(inp: PlanInputs, nodes_on: np.ndarray, level: np.ndarray, *, mode
             if over > 0:  # the job needs nodes beyond the MILP's for this slot
                 add = math.ceil(over / gpn[p])
                 slot = t // k
-                n_free[p, slot * k:(slot + 1) * k] += add
-                head[site_of[p], slot * k:(slot + 1) * k] -= pue[p] * dt * idle_kw[p] * add
+                n_free[p, slot * k : (slot + 1) * k] += add
+                head[site_of[p], slot * k : (slot + 1) * k] -= pue[p] * dt * idle_kw[p] * add
     # back to slots: GPUs held = the most held in any step; busy = time average
     lev_slot = lev.reshape(P, T2, k)[:, :, 0]
     alloc_slot = alloc.reshape(P, T2, k).max(axis=2)
@@ -229,13 +294,41 @@ def place_jobs(inp: PlanInputs, nodes_on: np.ndarray, level: np.ndarray, *, mode
         for t, f in fr:
             per_slot[t // k] = per_slot.get(t // k, 0.0) + f / k
         runs[j] = [(t, inp.jobs[j].gpus, v) for t, v in sorted(per_slot.items())]
-    return Schedule(pool=placed, runs=runs, alloc=alloc_slot, busy=busy_slot, level=lev_slot, T=T,
-                    start_h=start_h, end_h=end_h)
+    return Schedule(
+        pool=placed,
+        runs=runs,
+        alloc=alloc_slot,
+        busy=busy_slot,
+        level=lev_slot,
+        T=T,
+        start_h=start_h,
+        end_h=end_h,
+    )
 
 
-def _best_option(job: JobIn, cand, inp: PlanInputs, mode: str, T: int, T2: int, k: int, tidx, thr,
-                 gpu_cost, n_free, alloc, gpn, pool_gpus, extra_kw, pue, idle_kw, head, dt,
-                 w_late, extra_cost=None):
+def _best_option(
+    job: JobIn,
+    cand,
+    inp: PlanInputs,
+    mode: str,
+    T: int,
+    T2: int,
+    k: int,
+    tidx,
+    thr,
+    gpu_cost,
+    n_free,
+    alloc,
+    gpn,
+    pool_gpus,
+    extra_kw,
+    pue,
+    idle_kw,
+    head,
+    dt,
+    w_late,
+    extra_cost=None,
+):
     """Cheapest (pool, steps, fractions) for one job among candidate pools, or None.
 
     ``T`` and ``T2`` are in fine steps here (horizon and extended timeline), ``dt`` the step in h.
@@ -276,16 +369,16 @@ def _best_option(job: JobIn, cand, inp: PlanInputs, mode: str, T: int, T2: int, 
             return None
         n_take = np.argmax(cum >= W - 1e-9, axis=1)  # index of last slot taken
         totals = np.full(len(cand), np.inf)
-        for c in np.nonzero(enough)[0]:
-            k = n_take[c]
-            sl = order[c, : k + 1]
-            prev = cum[c, k - 1] if k > 0 else 0.0
-            last_frac = (W - prev) / rate_sorted[c, k]
+        for ci in np.nonzero(enough)[0].tolist():
+            k = int(n_take[ci])
+            sl = order[ci, : k + 1]
+            prev = cum[ci, k - 1] if k > 0 else 0.0
+            last_frac = (W - prev) / rate_sorted[ci, k]
             fr = np.ones(k + 1)
             fr[-1] = last_frac
-            totals[c] = float(((slot_cost[c, sl] + late_cost[c, sl]) * fr).sum())
+            totals[ci] = float(((slot_cost[ci, sl] + late_cost[ci, sl]) * fr).sum())
         c = int(np.argmin(totals))
-        k = n_take[c]
+        k = int(n_take[c])
         sl = order[c, : k + 1]
         prev = cum[c, k - 1] if k > 0 else 0.0
         fr = np.ones(k + 1)
@@ -297,19 +390,24 @@ def _best_option(job: JobIn, cand, inp: PlanInputs, mode: str, T: int, T2: int, 
     target = C[:, :-1] + W  # [C, T2] work level to reach when starting at s
     # e = number of full slots needed: first index i with C[i+1] >= target
     end_idx = np.empty_like(target, dtype=int)
-    for c in range(len(cand)):
-        end_idx[c] = np.searchsorted(C[c], target[c] - 1e-9, side="left") - 1
+    for row in range(len(cand)):
+        end_idx[row] = np.searchsorted(C[row], target[row] - 1e-9, side="left") - 1
     valid = end_idx < T2
     end_idx = np.minimum(end_idx, T2 - 1)
     bad = np.concatenate([np.zeros((len(cand), 1)), np.cumsum(~fits, axis=1)], axis=1)
-    cost_cum = np.concatenate([np.zeros((len(cand), 1)), np.cumsum(np.minimum(slot_cost + late_cost, BIG), axis=1)], axis=1)
+    cost_cum = np.concatenate(
+        [np.zeros((len(cand), 1)), np.cumsum(np.minimum(slot_cost + late_cost, BIG), axis=1)],
+        axis=1,
+    )
     starts = tidx[None, :].repeat(len(cand), 0)
     n_bad = np.take_along_axis(bad, end_idx + 1, axis=1) - np.take_along_axis(bad, starts, axis=1)
     valid &= (n_bad == 0) & (starts >= r)
     if not valid.any():
         return None
     # cost of full slots [s, e) plus the fraction of slot e
-    full_cost = np.take_along_axis(cost_cum, end_idx, axis=1) - np.take_along_axis(cost_cum, starts, axis=1)
+    full_cost = np.take_along_axis(cost_cum, end_idx, axis=1) - np.take_along_axis(
+        cost_cum, starts, axis=1
+    )
     done_before_e = np.take_along_axis(C, end_idx, axis=1) - C[:, :-1]
     last_rate = np.take_along_axis(rate, end_idx, axis=1)
     frac = np.clip((W - done_before_e) / np.maximum(last_rate, 1e-12), 0.0, 1.0)
@@ -317,9 +415,6 @@ def _best_option(job: JobIn, cand, inp: PlanInputs, mode: str, T: int, T2: int, 
     total = np.where(valid, full_cost + last_cost, np.inf)
     if mode == "asap":
         total = np.where(valid, starts.astype(float), np.inf)
-    if _DEBUG_JOB and job.id == _DEBUG_JOB:  # pragma: no cover - developer aid
-        print("DEBUG", job.id, "cand", cand.tolist(), "best per cand", np.min(total, axis=1),
-              "valid starts", valid.sum(axis=1), "fits", fits[:, :T].sum(axis=1))
     flat = int(np.argmin(total))
     c, s = divmod(flat, T2)
     e = int(end_idx[c, s])
@@ -337,8 +432,14 @@ def needed_nodes(inp: PlanInputs, sched: Schedule) -> np.ndarray:
     return np.ceil(sched.alloc[:, : inp.T] / gpn - 1e-9).astype(int)
 
 
-def repair_nodes(inp: PlanInputs, sched: Schedule, *, carbon_w: float | None = None,
-                 cost_w: float | None = None, time_limit_s: float = 30.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def repair_nodes(
+    inp: PlanInputs,
+    sched: Schedule,
+    *,
+    carbon_w: float | None = None,
+    cost_w: float | None = None,
+    time_limit_s: float = 30.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cheapest node on/off schedule that covers the placement and obeys the node family.
 
     Solves family 3 (:mod:`greencpn.optimize.nodes`) alone with ``n[p,t] ≥ need[p,t]`` and the
@@ -367,9 +468,21 @@ def repair_nodes(inp: PlanInputs, sched: Schedule, *, carbon_w: float | None = N
     u = mb.new_vars("int", (P, T), lb=0.0)
     d = mb.new_vars("int", (P, T), lb=0.0)
     empty = np.zeros(0, dtype=int)
-    V = Vars(n=n, u=u, d=d, y=None, g=np.zeros((P, 1, T), dtype=int), x_id=empty, x_k=empty, x_s=empty,
-             x_t=empty, q=empty, e=np.zeros((0, T), dtype=int), v=np.zeros((0, T), dtype=int),
-             n_levels=np.ones(P, dtype=int))
+    V = Vars(
+        n=n,
+        u=u,
+        d=d,
+        y=None,
+        g=np.zeros((P, 1, T), dtype=int),
+        x_id=empty,
+        x_k=empty,
+        x_s=empty,
+        x_t=empty,
+        q=empty,
+        e=np.zeros((0, T), dtype=int),
+        v=np.zeros((0, T), dtype=int),
+        n_levels=np.ones(P, dtype=int),
+    )
     nodes_family.add(mb, inp, V)
     busy = sched.busy[:, :T]
     for p, pool in enumerate(inp.pools):
@@ -377,7 +490,13 @@ def repair_nodes(inp: PlanInputs, sched: Schedule, *, carbon_w: float | None = N
             m_ = float(pool.gpus_per_node)
             for t in range(T):
                 if busy[p, t] > 0:
-                    mb.add_row("boot_capacity", [n[p, t], u[p, t]], [m_, -m_ * pool.boot_frac], float(busy[p, t]), None)
+                    mb.add_row(
+                        "boot_capacity",
+                        [n[p, t], u[p, t]],
+                        [m_, -m_ * pool.boot_frac],
+                        float(busy[p, t]),
+                        None,
+                    )
     # site budgets (family 5) with the placement's busy power fixed, overrun penalised
     S = len(inp.sites)
     v = mb.new_vars("cont", (S, T), lb=0.0)
@@ -387,13 +506,23 @@ def repair_nodes(inp: PlanInputs, sched: Schedule, *, carbon_w: float | None = N
         for t in range(T):
             if not math.isfinite(site.budget_kw[t]):
                 continue
-            fixed = sum(site.pue * inp.slot_h * (inp.pools[p].node_off_kw * inp.pools[p].nodes
-                        + inp.pools[p].level_extra_kw[lev[p, t]] * busy[p, t]) for p in at)
+            fixed = sum(
+                site.pue
+                * inp.slot_h
+                * (
+                    inp.pools[p].node_off_kw * inp.pools[p].nodes
+                    + inp.pools[p].level_extra_kw[lev[p, t]] * busy[p, t]
+                )
+                for p in at
+            )
             ids, cf = [int(v[s_, t])], [-1.0]
             for p in at:
                 pool = inp.pools[p]
                 ids += [int(n[p, t]), int(u[p, t])]
-                cf += [site.pue * inp.slot_h * (pool.node_idle_kw - pool.node_off_kw), site.pue * pool.boot_extra_kwh]
+                cf += [
+                    site.pue * inp.slot_h * (pool.node_idle_kw - pool.node_off_kw),
+                    site.pue * pool.boot_extra_kwh,
+                ]
             mb.add_row("site_budget", ids, cf, None, site.budget_kw[t] * inp.slot_h - fixed)
     mb.finalize()
     from greencpn.optimize.objective import BUDGET_OVERRUN_WEIGHT_PER_KWH
@@ -412,10 +541,17 @@ def repair_nodes(inp: PlanInputs, sched: Schedule, *, carbon_w: float | None = N
             vars_.append(mb.vars[int(u[p, t])])
     from pyomo.core.expr.numeric_expr import LinearExpression
 
-    mb.m.objective = pyo.Objective(expr=LinearExpression(constant=0, linear_coefs=coefs, linear_vars=vars_))
-    res = Highs().solve(mb.m, time_limit=time_limit_s, rel_gap=1e-3, load_solutions=False,
-                        raise_exception_on_nonoptimal_result=False,
-                        solver_options={"output_flag": False, "mip_heuristic_run_feasibility_jump": False})
+    mb.m.objective = pyo.Objective(
+        expr=LinearExpression(constant=0, linear_coefs=coefs, linear_vars=vars_)
+    )
+    res = Highs().solve(
+        mb.m,
+        time_limit=time_limit_s,
+        rel_gap=1e-3,
+        load_solutions=False,
+        raise_exception_on_nonoptimal_result=False,
+        solver_options={"output_flag": False, "mip_heuristic_run_feasibility_jump": False},
+    )
     if str(res.solution_status.name) not in ("optimal", "feasible"):
         # Always possible: all nodes on from the first slot satisfies every row.
         full = np.repeat(nodes_arr[:, None], T, axis=1).astype(int)
@@ -424,4 +560,8 @@ def repair_nodes(inp: PlanInputs, sched: Schedule, *, carbon_w: float | None = N
         u0[:, 0] = np.maximum(0, full[:, 0] - init)
         return full, u0, np.zeros((P, T), dtype=int)
     res.solution_loader.load_vars()
-    return (np.rint(mb.value(n)).astype(int), np.rint(mb.value(u)).astype(int), np.rint(mb.value(d)).astype(int))
+    return (
+        np.rint(mb.value(n)).astype(int),
+        np.rint(mb.value(u)).astype(int),
+        np.rint(mb.value(d)).astype(int),
+    )

@@ -56,8 +56,12 @@ def horizon_start(cfg: FleetConfig, clock: Clock | None) -> datetime:
     if cfg.raw.horizon.start is not None:
         return cfg.raw.horizon.start
     if clock is None:
-        raise ConfigError("no horizon start", source=str(cfg.path), field="horizon.start",
-                          fix="set horizon.start or pass a clock (the CLI uses now)")
+        raise ConfigError(
+            "no horizon start",
+            source=str(cfg.path),
+            field="horizon.start",
+            fix="set horizon.start or pass a clock (the CLI uses now)",
+        )
     now = clock.now()
     step = cfg.raw.horizon.slot_minutes * 60
     epoch = int(now.timestamp()) // step * step
@@ -74,26 +78,36 @@ def load_carbon(cfg: FleetConfig, start: datetime, slots: int) -> dict[str, np.n
     out: dict[str, np.ndarray] = {}
     for zone in zones:
         series = read_carbon_file(
-            cfg.carbon_path, zone=zone, assume_utc=cfg.raw.carbon.assume_utc or None, slot=slot,
+            cfg.carbon_path,
+            zone=zone,
+            assume_utc=cfg.raw.carbon.assume_utc or None,
+            slot=slot,
             max_gap=slot * cfg.raw.carbon.max_gap_slots,
         ).intensity_g_per_kwh
         vals = series.reindex(wanted)
         if vals.isna().any():
             missing = [w for w, v in zip(wanted, vals.isna(), strict=True) if v]
-            have = (f"the file covers {_iso(series.index[0])} – {_iso(series.index[-1] + slot)}"
-                    if len(series) else "the file has no values")
+            have = (
+                f"the file covers {_iso(series.index[0])} – {_iso(series.index[-1] + slot)}"
+                if len(series)
+                else "the file has no values"
+            )
             raise ConfigError(
                 f"zone {zone}: no carbon intensity for {len(missing)} slot(s) of the horizon, "
                 f"first {_iso(missing[0])}; {have}",
-                source=str(cfg.carbon_path), field=zone,
+                source=str(cfg.carbon_path),
+                field=zone,
                 fix="extend the carbon file to cover the horizon, or move horizon.start",
             )
         out[zone] = vals.to_numpy(dtype=float)
     return out
 
 
-def make_inputs(cfg: FleetConfig, clock: Clock | None = None,
-                intensity_by_zone: dict[str, np.ndarray] | None = None) -> PlanInputs:
+def make_inputs(
+    cfg: FleetConfig,
+    clock: Clock | None = None,
+    intensity_by_zone: dict[str, np.ndarray] | None = None,
+) -> PlanInputs:
     start = horizon_start(cfg, clock)
     T = cfg.raw.horizon.slots
     starts = slot_times(start, T, cfg.raw.horizon.slot_minutes)
@@ -114,12 +128,19 @@ def _baselines(inp: PlanInputs) -> tuple[dict[str, Evaluation], dict]:
     agn = evaluate(inp, sched, all_on, u_all)
     n_si, u_si, d_si = repair_nodes(inp, sched)
     si = evaluate(inp, sched, n_si, u_si)
-    return ({"carbon_agnostic": agn, "shutdown_idle": si},
-            {"carbon_agnostic": (sched, all_on, u_all), "shutdown_idle": (sched, n_si, u_si)})
+    return (
+        {"carbon_agnostic": agn, "shutdown_idle": si},
+        {"carbon_agnostic": (sched, all_on, u_all), "shutdown_idle": (sched, n_si, u_si)},
+    )
 
 
-def make_plan(cfg: FleetConfig, clock: Clock, *, intensity_by_zone: dict[str, np.ndarray] | None = None,
-              model: PlanModel | None = None) -> PlanResult:
+def make_plan(
+    cfg: FleetConfig,
+    clock: Clock,
+    *,
+    intensity_by_zone: dict[str, np.ndarray] | None = None,
+    model: PlanModel | None = None,
+) -> PlanResult:
     """Plan the fleet over the horizon. Pass a built ``model`` to re-plan with new carbon data."""
     inp = make_inputs(cfg, clock, intensity_by_zone)
     diagnostics = run_checks(inp)
@@ -139,16 +160,28 @@ def make_plan(cfg: FleetConfig, clock: Clock, *, intensity_by_zone: dict[str, np
     return finish_plan(cfg, clock, inp, model, outcome, sol, diagnostics)
 
 
-def finish_plan(cfg: FleetConfig, clock: Clock, inp: PlanInputs, model: PlanModel,
-                outcome: SolveOutcome, sol: MilpSolution, diagnostics: list[str]) -> PlanResult:
+def finish_plan(
+    cfg: FleetConfig,
+    clock: Clock,
+    inp: PlanInputs,
+    model: PlanModel,
+    outcome: SolveOutcome,
+    sol: MilpSolution,
+    diagnostics: list[str],
+) -> PlanResult:
     t0 = time.perf_counter()
     sched, n, u, d, executed = place_and_repair(inp, model, sol)
     placement_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     baselines, base_scheds = _baselines(inp)
     baselines_s = time.perf_counter() - t1
-    bad = check_residency(inp, {j.id: (inp.pools[int(sched.pool[i])].site if sched.pool[i] >= 0 else None)
-                                for i, j in enumerate(inp.jobs)})
+    bad = check_residency(
+        inp,
+        {
+            j.id: (inp.pools[int(sched.pool[i])].site if sched.pool[i] >= 0 else None)
+            for i, j in enumerate(inp.jobs)
+        },
+    )
     if bad:  # cannot happen by construction; refuse to emit such a plan
         raise SolverError("placement broke data residency: " + "; ".join(bad[:5]))
     for s, site in enumerate(inp.sites):
@@ -159,14 +192,34 @@ def finish_plan(cfg: FleetConfig, clock: Clock, inp: PlanInputs, model: PlanMode
             )
     for j, job in enumerate(inp.jobs):
         if executed.job_late_h[j] > 1e-6:
-            diagnostics.append(f"deadline: job {job.id} finishes {executed.job_late_h[j]:.2f} h late")
+            diagnostics.append(
+                f"deadline: job {job.id} finishes {executed.job_late_h[j]:.2f} h late"
+            )
         if executed.job_unserved_gpu_h[j] > 1e-6:
-            diagnostics.append(f"capacity: job {job.id} could not be placed inside the horizon "
-                               f"({executed.job_unserved_gpu_h[j]:.1f} GPU-h)")
-    tradeoff = _tradeoff(inp, model, sol) if (inp.objective.cost_weight > 0
-                                              and inp.objective.carbon_weight_per_kg > 0) else []
-    res = PlanResult(inp, outcome, sol, sched, n, u, d, executed, baselines, base_scheds, diagnostics,
-                     tradeoff, {})
+            diagnostics.append(
+                f"capacity: job {job.id} could not be placed inside the horizon "
+                f"({executed.job_unserved_gpu_h[j]:.1f} GPU-h)"
+            )
+    tradeoff = (
+        _tradeoff(inp, model, sol)
+        if (inp.objective.cost_weight > 0 and inp.objective.carbon_weight_per_kg > 0)
+        else []
+    )
+    res = PlanResult(
+        inp,
+        outcome,
+        sol,
+        sched,
+        n,
+        u,
+        d,
+        executed,
+        baselines,
+        base_scheds,
+        diagnostics,
+        tradeoff,
+        {},
+    )
     outcome_dict = outcome.as_dict()
     outcome_dict["placement_s"] = placement_s
     outcome_dict["baselines_s"] = baselines_s
@@ -180,8 +233,12 @@ def job_orders(inp: PlanInputs) -> dict[str, list[int]]:
     J = range(len(inp.jobs))
     jobs = inp.jobs
     return {
-        "largest-first": sorted(J, key=lambda i: (-jobs[i].gpus * jobs[i].work_gpu_h, jobs[i].deadline_slot, jobs[i].id)),
-        "earliest-deadline-first": sorted(J, key=lambda i: (jobs[i].deadline_slot, -jobs[i].gpus * jobs[i].work_gpu_h, jobs[i].id)),
+        "largest-first": sorted(
+            J, key=lambda i: (-jobs[i].gpus * jobs[i].work_gpu_h, jobs[i].deadline_slot, jobs[i].id)
+        ),
+        "earliest-deadline-first": sorted(
+            J, key=lambda i: (jobs[i].deadline_slot, -jobs[i].gpus * jobs[i].work_gpu_h, jobs[i].id)
+        ),
     }
 
 
@@ -197,9 +254,16 @@ def place_and_repair(inp: PlanInputs, model: PlanModel, sol: MilpSolution, max_p
         n, u, d = repair_nodes(inp, sched)
         ev = evaluate(inp, sched, n, u)
         # ranked on carbon and cost only: the passes below remove budget overruns and lateness
-        energy_terms = (inp.objective.carbon_weight_per_kg * ev.totals["carbon_kg"]
-                        + inp.objective.cost_weight * ev.totals["cost"])
-        log.debug("placement %s: objective %.2f, carbon + cost terms %.2f", name, ev.objective, energy_terms)
+        energy_terms = (
+            inp.objective.carbon_weight_per_kg * ev.totals["carbon_kg"]
+            + inp.objective.cost_weight * ev.totals["cost"]
+        )
+        log.debug(
+            "placement %s: objective %.2f, carbon + cost terms %.2f",
+            name,
+            ev.objective,
+            energy_terms,
+        )
         ranked.append((energy_terms, name, order, (sched, n, u, d, ev)))
     ranked.sort(key=lambda r: r[0])
     _, name, base, first_pass = ranked[0]
@@ -210,13 +274,26 @@ def place_and_repair(inp: PlanInputs, model: PlanModel, sol: MilpSolution, max_p
         if i == 0:
             sched, n, u, d, ev = first_pass
         else:
-            sched = place_jobs(inp, sol.n, sol.level, mode="plan", guide=guide, reserve_kwh=reserve,
-                               job_order=order)
+            sched = place_jobs(
+                inp,
+                sol.n,
+                sol.level,
+                mode="plan",
+                guide=guide,
+                reserve_kwh=reserve,
+                job_order=order,
+            )
             n, u, d = repair_nodes(inp, sched)
             ev = evaluate(inp, sched, n, u)
         late = [j for j in range(len(inp.jobs)) if ev.job_late_h[j] > 1e-6]
-        log.debug("placement %s pass %d: %d late, overrun %.3f kWh, objective %.2f", name, i, len(late),
-                  ev.budget_overrun_kwh.sum(), ev.objective)
+        log.debug(
+            "placement %s pass %d: %d late, overrun %.3f kWh, objective %.2f",
+            name,
+            i,
+            len(late),
+            ev.budget_overrun_kwh.sum(),
+            ev.objective,
+        )
         if best is None or ev.objective < best[4].objective - 1e-9:
             best = (sched, n, u, d, ev)
         if ev.budget_overrun_kwh.sum() <= 1e-6 and not late:
@@ -250,8 +327,14 @@ def _tradeoff(inp: PlanInputs, model: PlanModel, sol: MilpSolution) -> list[dict
     price = np.array([s.price_per_kwh for s in inp.sites])
 
     def point(wc: float, wp: float, e: np.ndarray, status: str) -> dict:
-        return {"carbon_weight_per_kg": wc, "cost_weight": wp, "carbon_kg": float((e * inten).sum() / 1000.0),
-                "cost": float((e * price).sum()), "energy_kwh": float(e.sum()), "status": status}
+        return {
+            "carbon_weight_per_kg": wc,
+            "cost_weight": wp,
+            "carbon_kg": float((e * inten).sum() / 1000.0),
+            "cost": float((e * price).sum()),
+            "energy_kwh": float(e.sum()),
+            "status": status,
+        }
 
     weights = [(obj.carbon_weight_per_kg, 0.0), (0.0, obj.cost_weight)]
     for i in range(1, obj.tradeoff_points + 1):
@@ -284,21 +367,35 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
         pc = cfg.raw.pools[p]
         lev = res.schedule.level[p, :T]
         gm = pool.gpu_model
-        pools.append({
-            "name": pool.name, "site": inp.sites[pool.site].name, "gpu_model": gm.name,
-            "nodes": pool.nodes, "gpus_per_node": pool.gpus_per_node, "spares": pool.spares,
-            "hostlist": pc.hostlist, "hook": pc.hook.model_dump(),
-            "power_limit_min_w": gm.power_limit_min_w, "power_limit_max_w": gm.power_limit_max_w,
-            "power_limit_default_w": gm.power_limit_default_w,
-            "slots": [{
-                "slot": t, "nodes_on": int(res.nodes_on[p, t]), "startups": int(res.startups[p, t]),
-                "shutdowns": int(res.shutdowns[p, t]), "cap_level": int(lev[t]),
-                "power_cap_w": float(pool.level_cap_w[lev[t]]),
-                "busy_gpus": int(math.ceil(res.schedule.alloc[p, t] - 1e-9)),
-                "busy_gpu_avg": round(float(res.schedule.busy[p, t]), 3),
-                "it_power_kw": round(float(ex.pool_it_kw[p, t]), 3),
-            } for t in range(T)],
-        })
+        pools.append(
+            {
+                "name": pool.name,
+                "site": inp.sites[pool.site].name,
+                "gpu_model": gm.name,
+                "nodes": pool.nodes,
+                "gpus_per_node": pool.gpus_per_node,
+                "spares": pool.spares,
+                "hostlist": pc.hostlist,
+                "hook": pc.hook.model_dump(),
+                "power_limit_min_w": gm.power_limit_min_w,
+                "power_limit_max_w": gm.power_limit_max_w,
+                "power_limit_default_w": gm.power_limit_default_w,
+                "slots": [
+                    {
+                        "slot": t,
+                        "nodes_on": int(res.nodes_on[p, t]),
+                        "startups": int(res.startups[p, t]),
+                        "shutdowns": int(res.shutdowns[p, t]),
+                        "cap_level": int(lev[t]),
+                        "power_cap_w": float(pool.level_cap_w[lev[t]]),
+                        "busy_gpus": int(math.ceil(res.schedule.alloc[p, t] - 1e-9)),
+                        "busy_gpu_avg": round(float(res.schedule.busy[p, t]), 3),
+                        "it_power_kw": round(float(ex.pool_it_kw[p, t]), 3),
+                    }
+                    for t in range(T)
+                ],
+            }
+        )
     jobs = []
     for j, job in enumerate(inp.jobs):
         runs = res.schedule.runs[j]
@@ -307,32 +404,51 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
         if runs:
             start = inp.start + timedelta(hours=float(res.schedule.start_h[j]))
             end = inp.start + timedelta(hours=float(res.schedule.end_h[j]))
-        jobs.append({
-            "id": job.id, "site": inp.sites[inp.pools[p].site].name if p >= 0 else None,
-            "pool": inp.pools[p].name if p >= 0 else None, "gpus": job.gpus,
-            "work_gpu_h": job.work_gpu_h, "checkpointable": job.checkpointable,
-            "release": _iso(job.release), "deadline": _iso(job.deadline),
-            "start": _iso(start) if start else None, "end": _iso(end) if end else None,
-            "late_h": round(float(ex.job_late_h[j]), 4),
-            "unserved_gpu_h": round(float(ex.job_unserved_gpu_h[j]), 4),
-            "deferred": bool(job.required_gpu_h <= 0 or job.release_slot >= T),
-            "schedule": [{"slot": t, "gpus": g, "busy_fraction": round(f, 4)} for t, g, f in runs],
-        })
+        jobs.append(
+            {
+                "id": job.id,
+                "site": inp.sites[inp.pools[p].site].name if p >= 0 else None,
+                "pool": inp.pools[p].name if p >= 0 else None,
+                "gpus": job.gpus,
+                "work_gpu_h": job.work_gpu_h,
+                "checkpointable": job.checkpointable,
+                "release": _iso(job.release),
+                "deadline": _iso(job.deadline),
+                "start": _iso(start) if start else None,
+                "end": _iso(end) if end else None,
+                "late_h": round(float(ex.job_late_h[j]), 4),
+                "unserved_gpu_h": round(float(ex.job_unserved_gpu_h[j]), 4),
+                "deferred": bool(job.required_gpu_h <= 0 or job.release_slot >= T),
+                "schedule": [
+                    {"slot": t, "gpus": g, "busy_fraction": round(f, 4)} for t, g, f in runs
+                ],
+            }
+        )
     sites = []
     for s, site in enumerate(inp.sites):
-        sites.append({
-            "name": site.name, "zone": site.zone, "pue": site.pue,
-            "slots": [{
-                "slot": t, "it_power_kw": round(float(ex.site_it_kw[s, t]), 3),
-                "meter_power_kw": round(float(ex.site_meter_kw[s, t]), 3),
-                "budget_kw": float(site.budget_kw[t]) if math.isfinite(site.budget_kw[t]) else None,
-                "intensity_g_per_kwh": float(site.intensity_g_per_kwh[t]),
-                "price_per_kwh": float(site.price_per_kwh[t]),
-                "energy_kwh": round(float(ex.site_energy_kwh[s, t]), 4),
-                "carbon_kg": round(float(ex.site_carbon_kg[s, t]), 4),
-                "cost": round(float(ex.site_cost[s, t]), 4),
-            } for t in range(T)],
-        })
+        sites.append(
+            {
+                "name": site.name,
+                "zone": site.zone,
+                "pue": site.pue,
+                "slots": [
+                    {
+                        "slot": t,
+                        "it_power_kw": round(float(ex.site_it_kw[s, t]), 3),
+                        "meter_power_kw": round(float(ex.site_meter_kw[s, t]), 3),
+                        "budget_kw": float(site.budget_kw[t])
+                        if math.isfinite(site.budget_kw[t])
+                        else None,
+                        "intensity_g_per_kwh": float(site.intensity_g_per_kwh[t]),
+                        "price_per_kwh": float(site.price_per_kwh[t]),
+                        "energy_kwh": round(float(ex.site_energy_kwh[s, t]), 4),
+                        "carbon_kg": round(float(ex.site_carbon_kg[s, t]), 4),
+                        "cost": round(float(ex.site_cost[s, t]), 4),
+                    }
+                    for t in range(T)
+                ],
+            }
+        )
     base = {k: v.totals for k, v in res.baselines.items()}
     tot = ex.totals
     savings = {}
@@ -346,22 +462,37 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
         "created_at": _iso(clock.now()),
         "config": str(cfg.path),
         "fleet": inp.name,
-        "horizon": {"start": _iso(inp.start), "slot_minutes": int(round(dt * 60)), "slots": T,
-                    "slot_starts": [_iso(t) for t in inp.slot_starts]},
+        "horizon": {
+            "start": _iso(inp.start),
+            "slot_minutes": int(round(dt * 60)),
+            "slots": T,
+            "slot_starts": [_iso(t) for t in inp.slot_starts],
+        },
         "objective_weights": inp.objective.model_dump(),
         "solver": outcome,
-        "executed": {"objective": ex.objective, "milp_bound": bound, "gap_to_bound": gap,
-                     "milp_objective": res.outcome.objective,
-                     "objective_terms": {
-                         "carbon": inp.objective.carbon_weight_per_kg * ex.totals["carbon_kg"],
-                         "cost": inp.objective.cost_weight * ex.totals["cost"],
-                         "lateness": float(ex.job_lateness_penalty.sum()),
-                         "unserved": inp.objective.unserved_weight_per_gpu_h * ex.totals["unserved_gpu_h"],
-                         "budget_overrun": ex.objective - inp.objective.carbon_weight_per_kg * ex.totals["carbon_kg"]
-                         - inp.objective.cost_weight * ex.totals["cost"] - float(ex.job_lateness_penalty.sum())
-                         - inp.objective.unserved_weight_per_gpu_h * ex.totals["unserved_gpu_h"],
-                     }},
-        "pools": pools, "jobs": jobs, "sites": sites,
-        "totals": tot, "baselines": base, "savings": savings,
-        "diagnostics": res.diagnostics, "tradeoff": res.tradeoff,
+        "executed": {
+            "objective": ex.objective,
+            "milp_bound": bound,
+            "gap_to_bound": gap,
+            "milp_objective": res.outcome.objective,
+            "objective_terms": {
+                "carbon": inp.objective.carbon_weight_per_kg * ex.totals["carbon_kg"],
+                "cost": inp.objective.cost_weight * ex.totals["cost"],
+                "lateness": float(ex.job_lateness_penalty.sum()),
+                "unserved": inp.objective.unserved_weight_per_gpu_h * ex.totals["unserved_gpu_h"],
+                "budget_overrun": ex.objective
+                - inp.objective.carbon_weight_per_kg * ex.totals["carbon_kg"]
+                - inp.objective.cost_weight * ex.totals["cost"]
+                - float(ex.job_lateness_penalty.sum())
+                - inp.objective.unserved_weight_per_gpu_h * ex.totals["unserved_gpu_h"],
+            },
+        },
+        "pools": pools,
+        "jobs": jobs,
+        "sites": sites,
+        "totals": tot,
+        "baselines": base,
+        "savings": savings,
+        "diagnostics": res.diagnostics,
+        "tradeoff": res.tradeoff,
     }

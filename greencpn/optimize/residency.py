@@ -37,13 +37,13 @@ def work_index(inp: PlanInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.concatenate(ks), np.concatenate(ss), np.concatenate(ts)
 
 
-
-
 def check_residency(inp: PlanInputs, job_sites: dict[str, int | None]) -> list[str]:
     """Jobs placed at a site they may not use (should be empty)."""
     bad = []
     for j in inp.jobs:
         s = job_sites.get(j.id)
         if s is not None and s not in j.sites:
-            bad.append(f"job {j.id} placed at {inp.sites[s].name}, allowed {[inp.sites[i].name for i in j.sites]}")
+            bad.append(
+                f"job {j.id} placed at {inp.sites[s].name}, allowed {[inp.sites[i].name for i in j.sites]}"
+            )
     return bad

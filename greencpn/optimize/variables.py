@@ -52,17 +52,21 @@ def allocate(mb: ModelBuilder, inp: PlanInputs) -> Vars:
     nodes = np.array([p.nodes for p in inp.pools], dtype=float)
     spares = np.array([p.spares for p in inp.pools], dtype=float)
     n = mb.new_vars("int", (P, T), lb=spares[:, None], ub=nodes[:, None])
-    u = mb.new_vars("int", (P, T), lb=0.0, ub=np.maximum(nodes - spares, 0)[:, None] + 0 * np.zeros((P, T)))
+    u = mb.new_vars(
+        "int", (P, T), lb=0.0, ub=np.maximum(nodes - spares, 0)[:, None] + 0 * np.zeros((P, T))
+    )
     d = mb.new_vars("int", (P, T), lb=0.0, ub=nodes[:, None] + 0 * np.zeros((P, T)))
     n_levels = np.array([len(p.level_thr) for p in inp.pools])
     L = int(n_levels.max()) if P else 1
-    real = (np.arange(L)[None, :] < n_levels[:, None])  # [P, L]
+    real = np.arange(L)[None, :] < n_levels[:, None]  # [P, L]
     gpus = np.array([p.gpus for p in inp.pools], dtype=float)
     g_ub = np.where(real, gpus[:, None], 0.0)[:, :, None] * np.ones((1, 1, T))
     g = mb.new_vars("cont", (P, L, T), lb=0.0, ub=g_ub)
     y = None
     if L > 1 and inp.solver.exact_cap_levels:
-        y = mb.new_vars("bin", (P, L, T), lb=0.0, ub=np.where(real, 1.0, 0.0)[:, :, None] * np.ones((1, 1, T)))
+        y = mb.new_vars(
+            "bin", (P, L, T), lb=0.0, ub=np.where(real, 1.0, 0.0)[:, :, None] * np.ones((1, 1, T))
+        )
     xk, xs, xt = work_index(inp)
     grp_gpus = np.array([grp.gpus for grp in inp.groups], dtype=float)
     x_ub = grp_gpus[xk] * inp.slot_h if xk.size else np.zeros(0)
@@ -70,5 +74,6 @@ def allocate(mb: ModelBuilder, inp: PlanInputs) -> Vars:
     q = mb.new_vars("cont", (K,), lb=0.0)
     e = mb.new_vars("cont", (S, T), lb=0.0)
     v = mb.new_vars("cont", (S, T), lb=0.0)
-    return Vars(n=n, u=u, d=d, y=y, g=g, x_id=x_id, x_k=xk, x_s=xs, x_t=xt, q=q, e=e, v=v,
-                n_levels=n_levels)
+    return Vars(
+        n=n, u=u, d=d, y=y, g=g, x_id=x_id, x_k=xk, x_s=xs, x_t=xt, q=q, e=e, v=v, n_levels=n_levels
+    )

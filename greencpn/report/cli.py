@@ -25,7 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", required=True, type=Path, help="fleet config (TOML)")
     p.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out/)")
-    p.add_argument("--json", action="store_true", help="print the plan as JSON instead of a summary")
+    p.add_argument(
+        "--json", action="store_true", help="print the plan as JSON instead of a summary"
+    )
     p.add_argument("--no-report", action="store_true", help="write plan.json only (no plots)")
     p.add_argument("--time-limit", type=float, default=None, help="override solver.time_limit_s")
     p.set_defaults(func=run)
@@ -57,9 +59,15 @@ def summary(doc: dict[str, Any], paths: dict[str, Path], wall_s: float) -> str:
         "",
         f"{'':24}{'energy kWh':>12}{'carbon kg':>12}{'cost':>12}{'late jobs':>11}",
     ]
-    rows = [("plan", tot), ("carbon-agnostic", base["carbon_agnostic"]), ("shutdown-idle", base["shutdown_idle"])]
+    rows = [
+        ("plan", tot),
+        ("carbon-agnostic", base["carbon_agnostic"]),
+        ("shutdown-idle", base["shutdown_idle"]),
+    ]
     for name, t in rows:
-        lines.append(f"{name:24}{t['energy_kwh']:>12,.0f}{t['carbon_kg']:>12,.0f}{t['cost']:>12,.0f}{t['late_jobs']:>11}")
+        lines.append(
+            f"{name:24}{t['energy_kwh']:>12,.0f}{t['carbon_kg']:>12,.0f}{t['cost']:>12,.0f}{t['late_jobs']:>11}"
+        )
     lines += [
         "",
         f"saving: {sav['carbon_kg_vs_carbon_agnostic']:,.0f} kg CO2e "
@@ -74,8 +82,10 @@ def summary(doc: dict[str, Any], paths: dict[str, Path], wall_s: float) -> str:
     if doc.get("tradeoff"):
         lines.append("carbon/cost trade-off (MILP):")
         for pt in doc["tradeoff"]:
-            lines.append(f"  w_carbon={pt['carbon_weight_per_kg']:.3g} w_cost={pt['cost_weight']:.3g}: "
-                         f"{pt['carbon_kg']:,.0f} kg, cost {pt['cost']:,.0f}")
+            lines.append(
+                f"  w_carbon={pt['carbon_weight_per_kg']:.3g} w_cost={pt['cost_weight']:.3g}: "
+                f"{pt['carbon_kg']:,.0f} kg, cost {pt['cost']:,.0f}"
+            )
     lines.append("")
     lines.append("wrote " + ", ".join(str(p) for p in paths.values()) + f" in {wall_s:.1f} s")
     return "\n".join(lines)
@@ -88,8 +98,16 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     cfg = load_config(args.config)
     if args.time_limit is not None:
-        raw = cfg.raw.model_copy(update={"solver": cfg.raw.solver.model_copy(update={"time_limit_s": args.time_limit})})
-        cfg = type(cfg)(path=cfg.path, raw=raw, gpu_models=cfg.gpu_models, jobs=cfg.jobs, carbon_path=cfg.carbon_path)
+        raw = cfg.raw.model_copy(
+            update={"solver": cfg.raw.solver.model_copy(update={"time_limit_s": args.time_limit})}
+        )
+        cfg = type(cfg)(
+            path=cfg.path,
+            raw=raw,
+            gpu_models=cfg.gpu_models,
+            jobs=cfg.jobs,
+            carbon_path=cfg.carbon_path,
+        )
     result = make_plan(cfg, SystemClock())
     doc = result.document
     out: Path = args.out

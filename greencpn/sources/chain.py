@@ -104,7 +104,7 @@ def default_forecaster() -> Forecaster:
     """Worker B's ``greencpn.sources.forecast.default_forecaster()`` when present, else the
     local :class:`SeasonalNaiveForecaster`."""
     try:
-        from greencpn.sources import forecast as fmod  # type: ignore[attr-defined]
+        from greencpn.sources import forecast as fmod
     except ImportError:
         return SeasonalNaiveForecaster()
     factory = getattr(fmod, "default_forecaster", None)

@@ -29,16 +29,35 @@ power_factor = 1.0
 """
 
 
-def write_fleet(tmp: Path, *, carbon: dict[str, list[float]], sites: str, pools: str, jobs: list[dict],
-                slots: int | None = None, extra: str = "", gpu: str = GPU) -> Path:
+def write_fleet(
+    tmp: Path,
+    *,
+    carbon: dict[str, list[float]],
+    sites: str,
+    pools: str,
+    jobs: list[dict],
+    slots: int | None = None,
+    extra: str = "",
+    gpu: str = GPU,
+) -> Path:
     zones = list(carbon)
     n = len(next(iter(carbon.values())))
     lines = ["datetime_utc," + ",".join(zones)]
     for i in range(n):
         lines.append(iso(i) + "," + ",".join(str(carbon[z][i]) for z in zones))
     (tmp / "carbon.csv").write_text("\n".join(lines) + "\n")
-    cols = ["id", "gpus", "work_gpu_h", "release", "deadline", "jurisdictions", "user_region",
-            "max_latency_ms", "checkpointable", "priority"]
+    cols = [
+        "id",
+        "gpus",
+        "work_gpu_h",
+        "release",
+        "deadline",
+        "jurisdictions",
+        "user_region",
+        "max_latency_ms",
+        "checkpointable",
+        "priority",
+    ]
     rows = [",".join(cols)]
     for j in jobs:
         rows.append(",".join(str(j.get(c, "")) for c in cols))

@@ -24,12 +24,15 @@ SHARED = ROOT.parent / "shared" / "data" / "carbon" / "electricitymaps_hourly_lc
 EXAMPLE = ROOT / "data" / "example"
 
 pytestmark = pytest.mark.skipif(
-    not SHARED.is_file(), reason=f"real carbon data not found at {SHARED} (../shared/data is absent)"
+    not SHARED.is_file(),
+    reason=f"real carbon data not found at {SHARED} (../shared/data is absent)",
 )
 
 
 def _shift(ts: str, delta: timedelta) -> str:
-    return (datetime.fromisoformat(ts.replace("Z", "+00:00")) + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (datetime.fromisoformat(ts.replace("Z", "+00:00")) + delta).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
 
 
 def example_on(tmp: Path, start: str) -> Path:
@@ -37,7 +40,9 @@ def example_on(tmp: Path, start: str) -> Path:
     text = (EXAMPLE / "fleet.toml").read_text()
     old_start = next(line for line in text.splitlines() if line.startswith("start ="))
     old = old_start.split('"')[1]
-    delta = datetime.fromisoformat(start.replace("Z", "+00:00")) - datetime.fromisoformat(old.replace("Z", "+00:00"))
+    delta = datetime.fromisoformat(start.replace("Z", "+00:00")) - datetime.fromisoformat(
+        old.replace("Z", "+00:00")
+    )
     text = text.replace(old_start, f'start = "{start}"')
     text = text.replace('file = "carbon.csv"', f'file = "{SHARED}"')
     text = text.replace("[carbon]", "[carbon]\nassume_utc = true", 1)

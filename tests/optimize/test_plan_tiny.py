@@ -20,8 +20,18 @@ pue = 1.0
 """
 
 
-def pool(name="p", site="a", nodes=1, gpn=1, idle_w=100.0, min_up=1.0, min_down=1.0, initial=0,
-         spares=0, gpu="T1"):
+def pool(
+    name="p",
+    site="a",
+    nodes=1,
+    gpn=1,
+    idle_w=100.0,
+    min_up=1.0,
+    min_down=1.0,
+    initial=0,
+    spares=0,
+    gpu="T1",
+):
     return f"""
 [[pools]]
 name = "{name}"
@@ -38,8 +48,15 @@ spares = {spares}
 
 
 def job(id="j", gpus=1, work=1.0, release=0, deadline=4, ckpt=False, **kw):
-    return {"id": id, "gpus": gpus, "work_gpu_h": work, "release": iso(release),
-            "deadline": iso(deadline), "checkpointable": str(ckpt).lower(), **kw}
+    return {
+        "id": id,
+        "gpus": gpus,
+        "work_gpu_h": work,
+        "release": iso(release),
+        "deadline": iso(deadline),
+        "checkpointable": str(ckpt).lower(),
+        **kw,
+    }
 
 
 def plan(path):
@@ -95,11 +112,16 @@ latency_ms = {{ eu-west = 10 }}
 
 
 def test_residency_forbids_the_cleaner_site(fleet):
-    path = fleet(carbon={"C": [50, 50], "D": [600, 600]}, sites=TWO_SITES.format(budget=""),
-                 pools=pool("pc", "clean", gpn=2) + pool("pd", "dirty", gpn=2),
-                 jobs=[job("gdpr", release=0, deadline=2, jurisdictions="EU"),
-                       job("free", release=0, deadline=2),
-                       job("near", release=0, deadline=2, user_region="eu-west", max_latency_ms=20)])
+    path = fleet(
+        carbon={"C": [50, 50], "D": [600, 600]},
+        sites=TWO_SITES.format(budget=""),
+        pools=pool("pc", "clean", gpn=2) + pool("pd", "dirty", gpn=2),
+        jobs=[
+            job("gdpr", release=0, deadline=2, jurisdictions="EU"),
+            job("free", release=0, deadline=2),
+            job("near", release=0, deadline=2, user_region="eu-west", max_latency_ms=20),
+        ],
+    )
     doc = plan(path).document
     assert the_job(doc, "free")["site"] == "clean"
     assert the_job(doc, "gdpr")["site"] == "dirty"
@@ -107,17 +129,27 @@ def test_residency_forbids_the_cleaner_site(fleet):
 
 
 def test_min_up_keeps_nodes_on_for_three_slots(fleet):
-    path = fleet(carbon={"Z": [100] * 6}, sites=ONE_SITE, pools=pool(nodes=3, min_up=3.0),
-                 jobs=[job(release=1, deadline=2)])
+    path = fleet(
+        carbon={"Z": [100] * 6},
+        sites=ONE_SITE,
+        pools=pool(nodes=3, min_up=3.0),
+        jobs=[job(release=1, deadline=2)],
+    )
     doc = plan(path).document
     assert nodes_on(doc) == [0, 1, 1, 1, 0, 0]
     assert [s["startups"] for s in doc["pools"][0]["slots"]] == [0, 1, 0, 0, 0, 0]
 
 
-@pytest.mark.parametrize(("min_down", "expected"), [(1.0, [1, 0, 1, 0, 0, 0]), (3.0, [1, 1, 1, 0, 0, 0])])
+@pytest.mark.parametrize(
+    ("min_down", "expected"), [(1.0, [1, 0, 1, 0, 0, 0]), (3.0, [1, 1, 1, 0, 0, 0])]
+)
 def test_min_down_bridges_a_short_gap(fleet, min_down, expected):
-    path = fleet(carbon={"Z": [100] * 6}, sites=ONE_SITE, pools=pool(min_down=min_down, initial=1),
-                 jobs=[job("a", release=0, deadline=1), job("b", release=2, deadline=3)])
+    path = fleet(
+        carbon={"Z": [100] * 6},
+        sites=ONE_SITE,
+        pools=pool(min_down=min_down, initial=1),
+        jobs=[job("a", release=0, deadline=1), job("b", release=2, deadline=3)],
+    )
     doc = plan(path).document
     assert nodes_on(doc) == expected
 
@@ -139,9 +171,13 @@ source = "test profile"
 
 def test_cap_level_chosen_when_saving_outweighs_slowdown(fleet):
     # 0.9 GPU-h: full power 0.9 h × 300 W = 270 Wh; 180 W cap runs 1 h at 180 W = 180 Wh.
-    path = fleet(carbon={"Z": [200, 200, 200]}, sites=ONE_SITE,
-                 pools=pool(idle_w=10.0, gpu="T2"), gpu=gpu("T2", [(300, 1.0, 1.0), (180, 0.9, 0.6)]),
-                 jobs=[job(work=0.9, release=0, deadline=2, ckpt=True)])
+    path = fleet(
+        carbon={"Z": [200, 200, 200]},
+        sites=ONE_SITE,
+        pools=pool(idle_w=10.0, gpu="T2"),
+        gpu=gpu("T2", [(300, 1.0, 1.0), (180, 0.9, 0.6)]),
+        jobs=[job(work=0.9, release=0, deadline=2, ckpt=True)],
+    )
     doc = plan(path).document
     busy = [s for s in doc["pools"][0]["slots"] if s["busy_gpu_avg"] > 0]
     assert [s["power_cap_w"] for s in busy] == [180.0]
@@ -150,25 +186,33 @@ def test_cap_level_chosen_when_saving_outweighs_slowdown(fleet):
 
 def test_full_power_kept_when_slowdown_costs_more_idle_energy(fleet):
     # 150 W cap halves the speed: 1.8 h × (135 + 200) W = 603 Wh vs 0.9 h × (300 + 200) W = 450 Wh.
-    path = fleet(carbon={"Z": [200, 200, 200]}, sites=ONE_SITE,
-                 pools=pool(idle_w=200.0, gpu="T3"), gpu=gpu("T3", [(300, 1.0, 1.0), (150, 0.5, 0.45)]),
-                 jobs=[job(work=0.9, release=0, deadline=3, ckpt=True)])
+    path = fleet(
+        carbon={"Z": [200, 200, 200]},
+        sites=ONE_SITE,
+        pools=pool(idle_w=200.0, gpu="T3"),
+        gpu=gpu("T3", [(300, 1.0, 1.0), (150, 0.5, 0.45)]),
+        jobs=[job(work=0.9, release=0, deadline=3, ckpt=True)],
+    )
     doc = plan(path).document
     busy = [s for s in doc["pools"][0]["slots"] if s["busy_gpu_avg"] > 0]
     assert [s["power_cap_w"] for s in busy] == [300.0]
     j = the_job(doc)
     from datetime import datetime
 
-    run_h = (datetime.fromisoformat(j["end"]) - datetime.fromisoformat(j["start"])).total_seconds() / 3600
+    run_h = (
+        datetime.fromisoformat(j["end"]) - datetime.fromisoformat(j["start"])
+    ).total_seconds() / 3600
     assert run_h == pytest.approx(0.9)
 
 
 def test_budget_forces_work_out_of_a_site(fleet):
     # clean site: 50 W node + one 300 W GPU fits 0.35 kW; a second busy GPU would not.
-    path = fleet(carbon={"C": [50, 50], "D": [600, 600]},
-                 sites=TWO_SITES.format(budget="power_budget_kw = 0.35").replace('["US"]', '["EU"]'),
-                 pools=pool("pc", "clean", gpn=2, idle_w=50.0) + pool("pd", "dirty", gpn=2, idle_w=50.0),
-                 jobs=[job("a", release=0, deadline=1), job("b", release=0, deadline=1)])
+    path = fleet(
+        carbon={"C": [50, 50], "D": [600, 600]},
+        sites=TWO_SITES.format(budget="power_budget_kw = 0.35").replace('["US"]', '["EU"]'),
+        pools=pool("pc", "clean", gpn=2, idle_w=50.0) + pool("pd", "dirty", gpn=2, idle_w=50.0),
+        jobs=[job("a", release=0, deadline=1), job("b", release=0, deadline=1)],
+    )
     doc = plan(path).document
     assert sorted(the_job(doc, x)["site"] for x in "ab") == ["clean", "dirty"]
     clean = next(s for s in doc["sites"] if s["name"] == "clean")
@@ -177,8 +221,12 @@ def test_budget_forces_work_out_of_a_site(fleet):
 
 
 def test_impossible_deadline_reports_the_late_job(fleet):
-    path = fleet(carbon={"Z": [100] * 4}, sites=ONE_SITE, pools=pool(),
-                 jobs=[job(work=3.0, release=0, deadline=2)])
+    path = fleet(
+        carbon={"Z": [100] * 4},
+        sites=ONE_SITE,
+        pools=pool(),
+        jobs=[job(work=3.0, release=0, deadline=2)],
+    )
     doc = plan(path).document
     assert doc["solver"]["status"] == "optimal"
     assert the_job(doc)["late_h"] == pytest.approx(1.0)
@@ -186,24 +234,36 @@ def test_impossible_deadline_reports_the_late_job(fleet):
 
 
 def test_checkpointable_job_splits_over_clean_slots(fleet):
-    path = fleet(carbon={"Z": [100, 500, 100, 500]}, sites=ONE_SITE, pools=pool(),
-                 jobs=[job(work=2.0, release=0, deadline=4, ckpt=True)])
+    path = fleet(
+        carbon={"Z": [100, 500, 100, 500]},
+        sites=ONE_SITE,
+        pools=pool(),
+        jobs=[job(work=2.0, release=0, deadline=4, ckpt=True)],
+    )
     doc = plan(path).document
     assert [s["slot"] for s in the_job(doc)["schedule"]] == [0, 2]
     assert nodes_on(doc) == [1, 0, 1, 0]
 
 
 def test_non_checkpointable_job_runs_contiguously(fleet):
-    path = fleet(carbon={"Z": [100, 500, 100, 500]}, sites=ONE_SITE, pools=pool(),
-                 jobs=[job(work=2.0, release=0, deadline=4, ckpt=False)])
+    path = fleet(
+        carbon={"Z": [100, 500, 100, 500]},
+        sites=ONE_SITE,
+        pools=pool(),
+        jobs=[job(work=2.0, release=0, deadline=4, ckpt=False)],
+    )
     doc = plan(path).document
     slots = [s["slot"] for s in the_job(doc)["schedule"]]
     assert len(slots) == 2 and slots[1] == slots[0] + 1
 
 
 def test_deadline_beyond_horizon_is_deferred(fleet):
-    path = fleet(carbon={"Z": [100] * 4}, sites=ONE_SITE, pools=pool(),
-                 jobs=[job(work=1.0, release=0, deadline=30)])
+    path = fleet(
+        carbon={"Z": [100] * 4},
+        sites=ONE_SITE,
+        pools=pool(),
+        jobs=[job(work=1.0, release=0, deadline=30)],
+    )
     doc = plan(path).document
     j = the_job(doc)
     assert j["deferred"] is True and j["start"] is None
@@ -225,14 +285,29 @@ def test_replan_updates_carbon_on_the_built_model(fleet):
 
 def test_time_limit_outcome_is_typed(fleet):
     # a tiny time limit on a model HiGHS cannot finish at once: typed outcome, no exception
-    jobs = [job(f"j{i}", gpus=1 + i % 3, work=1.0 + (i % 5), release=i % 7, deadline=12 + i % 11, ckpt=i % 2 == 0)
-            for i in range(60)]
-    path = fleet(carbon={"Z": [100 + 37 * (i % 7) for i in range(24)]}, sites=ONE_SITE,
-                 pools=pool(nodes=30, gpn=4, min_up=3.0), jobs=jobs,
-                 extra="")
+    jobs = [
+        job(
+            f"j{i}",
+            gpus=1 + i % 3,
+            work=1.0 + (i % 5),
+            release=i % 7,
+            deadline=12 + i % 11,
+            ckpt=i % 2 == 0,
+        )
+        for i in range(60)
+    ]
+    path = fleet(
+        carbon={"Z": [100 + 37 * (i % 7) for i in range(24)]},
+        sites=ONE_SITE,
+        pools=pool(nodes=30, gpn=4, min_up=3.0),
+        jobs=jobs,
+        extra="",
+    )
     cfg = load_config(path)
     inp = make_inputs(cfg, SimClock(START))
-    inp = type(inp)(**{**inp.__dict__, "solver": inp.solver.model_copy(update={"time_limit_s": 0.001})})
+    inp = type(inp)(
+        **{**inp.__dict__, "solver": inp.solver.model_copy(update={"time_limit_s": 0.001})}
+    )
     out = PlanModel(inp).solve()
     assert out.status in (SolveStatus.TIME_LIMIT, SolveStatus.NO_SOLUTION, SolveStatus.OPTIMAL)
     if out.status is SolveStatus.TIME_LIMIT:
@@ -242,15 +317,21 @@ def test_time_limit_outcome_is_typed(fleet):
 def test_carbon_cost_tradeoff_reported_when_both_weights_set(fleet):
     # slot 0: clean (100 g) but dear (1.0/kWh); slot 1: dirty (500 g) but cheap (0.1/kWh).
     sites = ONE_SITE.replace("pue = 1.0", "pue = 1.0\nprice_per_kwh = [1.0, 0.1]")
-    path = fleet(carbon={"Z": [100, 500]}, sites=sites, pools=pool(idle_w=100.0, initial=1),
-                 jobs=[job(release=0, deadline=2)])
+    path = fleet(
+        carbon={"Z": [100, 500]},
+        sites=sites,
+        pools=pool(idle_w=100.0, initial=1),
+        jobs=[job(release=0, deadline=2)],
+    )
     path.write_text(path.read_text().replace("cost_weight = 0.0", "cost_weight = 0.01"))
     doc = plan(path).document
     pts = doc["tradeoff"]
     carbon_only = next(p for p in pts if p["cost_weight"] == 0)
     cost_only = next(p for p in pts if p["carbon_weight_per_kg"] == 0)
     # 0.4 kWh for the busy hour, and the other hour's node is off (min up 1 h)
-    assert carbon_only["carbon_kg"] == pytest.approx(0.04) and carbon_only["cost"] == pytest.approx(0.4)
+    assert carbon_only["carbon_kg"] == pytest.approx(0.04) and carbon_only["cost"] == pytest.approx(
+        0.4
+    )
     assert cost_only["carbon_kg"] == pytest.approx(0.2) and cost_only["cost"] == pytest.approx(0.04)
     configured = next(p for p in pts if p["status"] == "configured")
     assert configured["carbon_kg"] == pytest.approx(0.04)  # 0.16 kg saved outweighs 0.0036 of cost
