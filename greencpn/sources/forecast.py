@@ -28,6 +28,7 @@ sets ``fallback=f"forecaster:{name}"``. :func:`extend` lengthens a too-short API
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -43,6 +44,23 @@ from greencpn.sources.base import Accounting, CarbonSeries, Signal
 
 DEFAULT_LEVELS: tuple[float, ...] = (0.1, 0.5, 0.9)
 HOUR = timedelta(hours=1)
+_POOL: list[object] = []
+
+
+def _one_blas_thread() -> contextlib.AbstractContextManager[object]:
+    """Run BLAS on one thread: these matrices are small (230 x 230), and on a shared 2-core
+    machine multi-threaded OpenBLAS measured 3-14x slower (bench/results/forecast.md)."""
+    if not _POOL:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _POOL.append(ThreadpoolController())
+        except Exception:  # optional: without it BLAS keeps its default threads
+            _POOL.append(None)
+    ctl = _POOL[0]
+    if ctl is None:
+        return contextlib.nullcontext()
+    return ctl.limit(limits=1, user_api="blas")  # type: ignore[attr-defined]
 
 
 @runtime_checkable
@@ -202,7 +220,8 @@ class _BaseForecaster:
             Array ``(len(issued), horizon_slots)`` in g/kWh.
         """
         rows = np.array([self._row(t) for t in issued], dtype=np.int64)
-        return np.maximum(self._points_extended(rows, horizon_slots), 0.0)
+        with _one_blas_thread():
+            return np.maximum(self._points_extended(rows, horizon_slots), 0.0)
 
     def _points_extended(self, rows: np.ndarray, horizon: int) -> np.ndarray:
         """Handle issue rows past the end of the history (stale data): forecast from the end."""
@@ -240,10 +259,11 @@ class _BaseForecaster:
         if row < 2:
             raise ConfigError(f"no history before {pd.Timestamp(issued_at).isoformat()}",
                               source=self.name, fix="give history that ends before issued_at")
-        pts = self._points_extended(np.array([row]), horizon_slots)[0]
-        cutoff = self._cutoff(min(row, len(y)))
-        gap = max(0, row - len(y))
-        rq = self._residual_quantiles(cutoff, gap + horizon_slots)[:, gap:]
+        with _one_blas_thread():
+            pts = self._points_extended(np.array([row]), horizon_slots)[0]
+            cutoff = self._cutoff(min(row, len(y)))
+            gap = max(0, row - len(y))
+            rq = self._residual_quantiles(cutoff, gap + horizon_slots)[:, gap:]
         idx = pd.DatetimeIndex(t0 + hstep * (row + np.arange(horizon_slots)))
         point = np.maximum(pts, 0.0)
         quantiles = {q: pd.Series(np.maximum(pts + rq[k], 0.0), index=idx, name=self.zone)
