@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 
@@ -56,7 +56,7 @@ class GpuBackend(Protocol):
     def restore_defaults(self) -> list[Change]: ...
 
 
-class NodePower(str, Enum):
+class NodePower(StrEnum):
     ON = "on"
     OFF = "off"
     BOOTING = "booting"
