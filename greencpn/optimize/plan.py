@@ -249,7 +249,10 @@ def place_and_repair(inp: PlanInputs, model: PlanModel, sol: MilpSolution, max_p
     Keeps the best pass by the objective."""
     guide = work_by_group(inp, model, sol)
     ranked = []
-    for name, order in job_orders(inp).items():
+    orders = job_orders(inp)
+    if model.placement_order in orders:  # a re-plan reuses the order that won last time
+        orders = {model.placement_order: orders[model.placement_order]}
+    for name, order in orders.items():
         sched = place_jobs(inp, sol.n, sol.level, mode="plan", guide=guide, job_order=order)
         n, u, d = repair_nodes(inp, sched)
         ev = evaluate(inp, sched, n, u)
@@ -267,6 +270,7 @@ def place_and_repair(inp: PlanInputs, model: PlanModel, sol: MilpSolution, max_p
         ranked.append((energy_terms, name, order, (sched, n, u, d, ev)))
     ranked.sort(key=lambda r: r[0])
     _, name, base, first_pass = ranked[0]
+    model.placement_order = name
     reserve = np.zeros((len(inp.sites), inp.T))
     best = None
     order = base
