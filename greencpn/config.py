@@ -146,6 +146,11 @@ class SiteConfig(_Strict):
     latency_ms: dict[str, NonNegFloat] = Field(
         default_factory=dict, description="network latency to named user regions, ms"
     )
+    carbon_source: str | None = Field(
+        default=None,
+        description="forecast source for this site: electricitymaps | watttime | ukgrid | "
+        "csv:PATH (live sources fall back to cache, then a forecaster); default: [carbon] file",
+    )
 
 
 class PoolConfig(_Strict):
@@ -165,6 +170,12 @@ class PoolConfig(_Strict):
     hostlist: str | None = Field(
         default=None, description="the pool's node names as a Slurm hostlist, e.g. 'gpu[001-040]'"
     )
+    load_history: str | None = Field(
+        default=None,
+        description="CSV (time + busy GPUs) of this pool's interactive / not-yet-queued load; its "
+        "forecast quantile is kept powered on as a reserve",
+    )
+    load_quantile: float = Field(default=0.9, gt=0, lt=1, description="reserve quantile")
     hook: HookConfig = Field(default_factory=HookConfig)
 
     @model_validator(mode="after")
@@ -283,7 +294,7 @@ class FleetFile(_Strict):
     horizon: HorizonConfig = Field(default_factory=HorizonConfig)
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     solver: SolverConfig = Field(default_factory=SolverConfig)
-    carbon: CarbonConfig
+    carbon: CarbonConfig | None = None
     models_dir: str | None = None
     gpu_models: list[GpuModelConfig] = Field(default_factory=list)
     sites: list[SiteConfig] = Field(min_length=1)
@@ -481,8 +492,19 @@ def load_config(path: str | Path) -> FleetConfig:
     if raw.jobs_file:
         jobs = load_jobs_csv(base / raw.jobs_file) + jobs
 
+    if raw.carbon is None and any(s.carbon_source is None for s in raw.sites):
+        raise ConfigError(
+            "no carbon data for some sites",
+            source=src,
+            field="carbon",
+            fix='add [carbon] file = "carbon.csv", or carbon_source on every site',
+        )
     cfg = FleetConfig(
-        path=path, raw=raw, gpu_models=gpu_models, jobs=jobs, carbon_path=base / raw.carbon.file
+        path=path,
+        raw=raw,
+        gpu_models=gpu_models,
+        jobs=jobs,
+        carbon_path=base / raw.carbon.file if raw.carbon else base,
     )
     check_config(cfg)
     return cfg

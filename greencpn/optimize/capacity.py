@@ -3,7 +3,10 @@
 Pool capacity (GPUs of powered-on nodes, less the share of a slot that starting nodes spend
 booting, β_p = boot time / slot length, capped at 1; m_p GPUs per node):
 
-    Σ_l g[p,l,t] − m_p · n[p,t] + m_p · β_p · u[p,t] ≤ 0            ∀p, t
+    Σ_l g[p,l,t] − m_p · n[p,t] + m_p · β_p · u[p,t] ≤ −R[p,t]      ∀p, t
+
+(R = GPUs kept free for the pool's forecast interactive load, the ``load_quantile`` of its
+``load_history`` forecast; 0 without one)
 
 Site work capacity (Δ = slot length in h, θ_{p,l} = throughput of level l):
 
@@ -35,7 +38,7 @@ def add(mb: ModelBuilder, inp: PlanInputs, V: Vars) -> None:
         for t in range(inp.T):
             ids = [*V.g[p, :L, t], V.n[p, t], V.u[p, t]]
             coefs = [1.0] * L + [-m, m * pool.boot_frac]
-            mb.add_row("pool_gpus", ids, coefs, None, 0.0)
+            mb.add_row("pool_gpus", ids, coefs, None, -float(pool.reserve_gpus[t]))
     # work at each (s, t), grouped beforehand
     by_st: dict[tuple[int, int], list[int]] = defaultdict(list)
     by_kt: dict[tuple[int, int], list[int]] = defaultdict(list)

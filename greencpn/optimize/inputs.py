@@ -61,6 +61,7 @@ class PoolIn:
     level_cap_w: np.ndarray  # [L]
     level_thr: np.ndarray  # [L] throughput relative to the top level
     level_busy_kw: np.ndarray  # [L] busy board power per GPU
+    reserve_gpus: np.ndarray  # [T] GPUs kept on for forecast interactive load (0 = none)
 
     @property
     def gpus(self) -> int:
@@ -197,7 +198,14 @@ def group_jobs(jobs: list[JobIn], T: int, window: int = 1) -> list[GroupIn]:
     return groups
 
 
-def pool_in(p: PoolConfig, site_index: int, gm: GpuModelConfig, slot_h: float) -> PoolIn:
+def pool_in(
+    p: PoolConfig,
+    site_index: int,
+    gm: GpuModelConfig,
+    slot_h: float,
+    reserve_gpus: np.ndarray | None = None,
+    T: int = 0,
+) -> PoolIn:
     levels = sorted(gm.levels, key=lambda lv: lv.cap_w, reverse=True)
     top = levels[0].throughput
     boot_h = p.boot_time_min / 60.0
@@ -219,11 +227,18 @@ def pool_in(p: PoolConfig, site_index: int, gm: GpuModelConfig, slot_h: float) -
         level_cap_w=np.array([lv.cap_w for lv in levels]),
         level_thr=np.array([lv.throughput / top for lv in levels]),
         level_busy_kw=np.array([lv.power_factor * gm.power_limit_max_w / 1000.0 for lv in levels]),
+        reserve_gpus=np.zeros(T)
+        if reserve_gpus is None
+        else np.minimum(reserve_gpus, p.nodes * p.gpus_per_node),
     )
 
 
 def build_inputs(
-    cfg: FleetConfig, intensity: dict[str, np.ndarray], start: datetime, slot_starts: list[datetime]
+    cfg: FleetConfig,
+    intensity: dict[str, np.ndarray],
+    start: datetime,
+    slot_starts: list[datetime],
+    reserves: dict[str, np.ndarray] | None = None,
 ) -> PlanInputs:
     """Turn a validated config and a carbon table (zone → values per slot) into arrays."""
     raw = cfg.raw
@@ -249,7 +264,15 @@ def build_inputs(
         )
     site_idx = {s.name: i for i, s in enumerate(raw.sites)}
     pools = [
-        pool_in(p, site_idx[p.site], cfg.gpu_models[p.gpu_model.lower()], slot_h) for p in raw.pools
+        pool_in(
+            p,
+            site_idx[p.site],
+            cfg.gpu_models[p.gpu_model.lower()],
+            slot_h,
+            (reserves or {}).get(p.name),
+            T,
+        )
+        for p in raw.pools
     ]
     jobs = [
         make_job(j, tuple(site_idx[n] for n in allowed_sites(j, raw.sites)), start, slot_h, T)

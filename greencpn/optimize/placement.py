@@ -142,7 +142,11 @@ def place_jobs(
         head[pool.site, : T * k] -= pue[p] * dt * np.repeat(base_kw, k)
     if reserve_kwh is not None:
         head[:, : T * k] -= np.repeat(reserve_kwh, k, axis=1) / k
-    alloc = np.zeros((P, F))
+    # GPUs kept free for forecast interactive load count as held from the start
+    reserve = np.zeros((P, F))
+    for p, pool in enumerate(inp.pools):
+        reserve[p, : T * k] = np.repeat(pool.reserve_gpus, k)
+    alloc = reserve.copy()
     busy = np.zeros((P, F))
     J = len(inp.jobs)
     fine_runs: list[list[tuple[int, float]]] = [[] for _ in range(J)]
@@ -279,7 +283,7 @@ def place_jobs(
                 head[site_of[p], slot * k : (slot + 1) * k] -= pue[p] * dt * idle_kw[p] * add
     # back to slots: GPUs held = the most held in any step; busy = time average
     lev_slot = lev.reshape(P, T2, k)[:, :, 0]
-    alloc_slot = alloc.reshape(P, T2, k).max(axis=2)
+    alloc_slot = alloc.reshape(P, T2, k).max(axis=2)  # includes the reserve
     busy_slot = busy.reshape(P, T2, k).mean(axis=2)
     runs: list[list[tuple[int, int, float]]] = [[] for _ in range(J)]
     start_h = np.full(J, np.nan)

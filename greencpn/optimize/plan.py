@@ -12,6 +12,7 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 
@@ -69,20 +70,22 @@ def horizon_start(cfg: FleetConfig, clock: Clock | None) -> datetime:
 
 
 def load_carbon(cfg: FleetConfig, start: datetime, slots: int) -> dict[str, np.ndarray]:
-    """Carbon intensity per zone for each slot of the horizon, from the configured file."""
+    """Carbon intensity per zone for each slot of the horizon, from the configured file
+    (zones of sites without their own ``carbon_source``)."""
     from greencpn.sources.files import read_carbon_file
 
     slot = timedelta(minutes=cfg.raw.horizon.slot_minutes)
-    zones = sorted({s.zone for s in cfg.raw.sites})
+    zones = sorted({s.zone for s in cfg.raw.sites if s.carbon_source is None})
+    assert cfg.raw.carbon is not None or not zones
     wanted = [start + i * slot for i in range(slots)]
     out: dict[str, np.ndarray] = {}
     for zone in zones:
         series = read_carbon_file(
             cfg.carbon_path,
             zone=zone,
-            assume_utc=cfg.raw.carbon.assume_utc or None,
+            assume_utc=cfg.raw.carbon.assume_utc or None,  # type: ignore[union-attr]
             slot=slot,
-            max_gap=slot * cfg.raw.carbon.max_gap_slots,
+            max_gap=slot * cfg.raw.carbon.max_gap_slots,  # type: ignore[union-attr]
         ).intensity_g_per_kwh
         vals = series.reindex(wanted)
         if vals.isna().any():
@@ -103,6 +106,111 @@ def load_carbon(cfg: FleetConfig, start: datetime, slots: int) -> dict[str, np.n
     return out
 
 
+def load_site_sources(
+    cfg: FleetConfig, start: datetime, slots: int, clock: Clock
+) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """Forecasts for sites with a ``carbon_source`` through the source chain (live → cache →
+    forecaster), resampled to the slots; returns intensities per zone and provenance per site."""
+    from greencpn.sources.chain import open_chain
+    from greencpn.sources.resample import resample_to_slots
+
+    slot = timedelta(minutes=cfg.raw.horizon.slot_minutes)
+    wanted = [start + i * slot for i in range(slots)]
+    out: dict[str, np.ndarray] = {}
+    prov: dict[str, dict] = {}
+    for site in cfg.raw.sites:
+        spec = site.carbon_source
+        if spec is None:
+            continue
+        if spec.startswith("csv:") and not Path(spec[4:]).is_absolute():
+            spec = "csv:" + str(cfg.path.parent / spec[4:])
+        chain = open_chain(spec, site.zone, clock=clock)
+        cs = chain.forecast(site.zone, issued_at=start, horizon=slot * slots)
+        series = cs.intensity_g_per_kwh
+        if cs.step != slot:
+            series = resample_to_slots(series, slot, what=f"{spec} {site.zone}")
+        vals = series.reindex(wanted)
+        if vals.isna().any():
+            raise ConfigError(
+                f"site {site.name}: the {spec} forecast leaves {int(vals.isna().sum())} slot(s) of the "
+                f"horizon without a value",
+                field=f"sites({site.name}).carbon_source",
+                fix="check the source, or give the zone in the [carbon] file",
+            )
+        out.setdefault(site.zone, vals.to_numpy(dtype=float))
+        prov[site.name] = {
+            "source": cs.source,
+            "issued_at": _iso(cs.issued_at) if cs.issued_at else None,
+            "fallback": cs.fallback,
+            "stale_age_s": cs.stale_age_s,
+            "signal": cs.signal,
+            "accounting": cs.accounting,
+            "errors": [str(e) for e in getattr(chain, "errors", [])][:5],
+        }
+    return out, prov
+
+
+def load_reserves(cfg: FleetConfig, start: datetime, slots: int) -> dict[str, np.ndarray]:
+    """Per pool with a ``load_history``: the forecast quantile of its interactive load (busy
+    GPUs per slot), kept powered on as a reserve."""
+    import pandas as pd
+
+    from greencpn.sources.load_forecast import SeasonalLoadForecaster
+
+    out: dict[str, np.ndarray] = {}
+    slot_min = cfg.raw.horizon.slot_minutes
+    for i, pool in enumerate(cfg.raw.pools):
+        if not pool.load_history:
+            continue
+        path = cfg.path.parent / pool.load_history
+        where = f"pools[{i}]({pool.name}).load_history"
+        try:
+            df = pd.read_csv(path)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot read {path}: {exc}",
+                source=str(cfg.path),
+                field=where,
+                fix="give a CSV with a time column and a busy-GPU column",
+            ) from None
+        if df.shape[1] < 2:
+            raise ConfigError(
+                "needs two columns: time, busy GPUs",
+                source=str(path),
+                field=where,
+                fix="write e.g. 'time,busy_gpus'",
+            )
+        try:
+            idx = pd.to_datetime(df.iloc[:, 0], utc=True)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"unreadable time column: {exc}",
+                source=str(path),
+                field=df.columns[0],
+                fix="write ISO-8601 UTC timestamps",
+            ) from None
+        hist = pd.Series(
+            pd.to_numeric(df.iloc[:, 1], errors="coerce").to_numpy(), index=idx
+        ).dropna()
+        fc = SeasonalLoadForecaster(
+            slot_minutes=slot_min, quantiles=(pool.load_quantile,)
+        ).forecast(
+            hist,
+            start,
+            timedelta(minutes=slot_min * slots),
+            capacity=float(pool.nodes * pool.gpus_per_node),
+            pool=pool.name,
+        )
+        q = fc.quantiles.get(pool.load_quantile, fc.expected)
+        vals = np.nan_to_num(q.to_numpy(dtype=float)[:slots], nan=0.0)
+        if vals.size < slots:
+            vals = np.concatenate(
+                [vals, np.full(slots - vals.size, vals[-1] if vals.size else 0.0)]
+            )
+        out[pool.name] = np.ceil(np.clip(vals, 0.0, None) - 1e-9)
+    return out
+
+
 def make_inputs(
     cfg: FleetConfig,
     clock: Clock | None = None,
@@ -111,9 +219,19 @@ def make_inputs(
     start = horizon_start(cfg, clock)
     T = cfg.raw.horizon.slots
     starts = slot_times(start, T, cfg.raw.horizon.slot_minutes)
+    provenance: dict[str, dict] = {}
     if intensity_by_zone is None:
         intensity_by_zone = load_carbon(cfg, start, T)
-    return build_inputs(cfg, intensity_by_zone, start, starts)
+        if any(s.carbon_source for s in cfg.raw.sites):
+            from greencpn.clock import SystemClock
+
+            live, provenance = load_site_sources(cfg, start, T, clock or SystemClock())
+            intensity_by_zone = {**live, **intensity_by_zone}
+    for s in cfg.raw.sites:
+        provenance.setdefault(s.name, {"source": f"csv:{cfg.carbon_path}", "fallback": None})
+    inp = build_inputs(cfg, intensity_by_zone, start, starts, reserves=load_reserves(cfg, start, T))
+    inp.extras["carbon_provenance"] = provenance
+    return inp
 
 
 def _baselines(inp: PlanInputs) -> tuple[dict[str, Evaluation], dict]:
@@ -392,8 +510,11 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
                         "shutdowns": int(res.shutdowns[p, t]),
                         "cap_level": int(lev[t]),
                         "power_cap_w": float(pool.level_cap_w[lev[t]]),
-                        "busy_gpus": int(math.ceil(res.schedule.alloc[p, t] - 1e-9)),
+                        "busy_gpus": int(
+                            math.ceil(res.schedule.alloc[p, t] - pool.reserve_gpus[t] - 1e-9)
+                        ),
                         "busy_gpu_avg": round(float(res.schedule.busy[p, t]), 3),
+                        "reserve_gpus": int(pool.reserve_gpus[t]),
                         "it_power_kw": round(float(ex.pool_it_kw[p, t]), 3),
                     }
                     for t in range(T)
@@ -435,6 +556,7 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
                 "name": site.name,
                 "zone": site.zone,
                 "pue": site.pue,
+                "carbon": inp.extras.get("carbon_provenance", {}).get(site.name),
                 "slots": [
                     {
                         "slot": t,

@@ -153,3 +153,24 @@ def test_pool_values_checked(fleet, tmp_path, capsys, bad):
         text = text.replace("spares = 0", "spares = 9")
     path = fleet(carbon={"Z": [1, 2]}, sites=ONE_SITE, pools=text, jobs=[job(deadline=2)])
     assert_clear(*run_cli(path, tmp_path, capsys), "pools[0](p)")
+
+
+def test_unknown_carbon_source(fleet, tmp_path, capsys):
+    sites = ONE_SITE.replace('zone = "Z"', 'zone = "Z"\ncarbon_source = "carbonoracle"')
+    path = fleet(carbon={"Z": [1, 2]}, sites=sites, pools=pool(), jobs=[job(deadline=2)])
+    code, err = run_cli(path, tmp_path, capsys)
+    assert_clear(code, err, "carbonoracle")
+
+
+def test_no_carbon_for_a_site(fleet, tmp_path, capsys):
+    path = fleet(carbon={"Z": [1, 2]}, sites=ONE_SITE, pools=pool(), jobs=[job(deadline=2)])
+    text = path.read_text()
+    path.write_text(text.replace('[carbon]\nfile = "carbon.csv"', ""))
+    assert_clear(*run_cli(path, tmp_path, capsys), "field 'carbon'", "carbon_source")
+
+
+def test_unreadable_load_history(fleet, tmp_path, capsys):
+    (tmp_path / "load.csv").write_text("time,busy_gpus\nyesterday,3\n")
+    p = pool().replace('name = "p"', 'name = "p"\nload_history = "load.csv"')
+    path = fleet(carbon={"Z": [1, 2]}, sites=ONE_SITE, pools=p, jobs=[job(deadline=2)])
+    assert_clear(*run_cli(path, tmp_path, capsys), "load_history")

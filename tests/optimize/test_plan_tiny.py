@@ -335,3 +335,62 @@ def test_carbon_cost_tradeoff_reported_when_both_weights_set(fleet):
     assert cost_only["carbon_kg"] == pytest.approx(0.2) and cost_only["cost"] == pytest.approx(0.04)
     configured = next(p for p in pts if p["status"] == "configured")
     assert configured["carbon_kg"] == pytest.approx(0.04)  # 0.16 kg saved outweighs 0.0036 of cost
+
+
+def _hourly_csv(path, start, days, value, header="datetime_utc,Z"):
+    from datetime import timedelta
+
+    rows = [header]
+    for h in range(days * 24):
+        ts = start + timedelta(hours=h)
+        rows.append(f"{ts.strftime('%Y-%m-%dT%H:%M:%SZ')},{value(ts)}")
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_site_carbon_source_forecasts_the_horizon(fleet, tmp_path):
+    from datetime import timedelta
+
+    # 60 days of history before the horizon: 100 g at 03:00 UTC, 500 g otherwise
+    _hourly_csv(
+        tmp_path / "hist.csv",
+        START - timedelta(days=60),
+        60,
+        lambda ts: 100 if ts.hour == 3 else 500,
+    )
+    sites = ONE_SITE.replace('zone = "Z"', 'zone = "Z"\ncarbon_source = "csv:hist.csv"')
+    path = fleet(
+        carbon={"Z": [1] * 8}, sites=sites, pools=pool(), jobs=[job(release=0, deadline=8)], slots=8
+    )
+    text = path.read_text()
+    path.write_text(
+        text[: text.index("[carbon]")]
+        + text[text.index("[carbon]") + len('[carbon]\nfile = "carbon.csv"') :]
+    )
+    doc = plan(path).document
+    site = doc["sites"][0]
+    assert site["carbon"]["fallback"].startswith("forecaster:")
+    assert site["carbon"]["source"].startswith("csv:")
+    hourly = [s["intensity_g_per_kwh"] for s in site["slots"]]
+    assert int(np.argmin(hourly)) == 3
+    assert the_job(doc)["start"] == iso(3)
+
+
+def test_load_reserve_keeps_capacity_on(fleet, tmp_path):
+    from datetime import timedelta
+
+    # the pool's interactive load: one busy GPU all the time for 30 days
+    _hourly_csv(
+        tmp_path / "load.csv", START - timedelta(days=30), 30, lambda ts: 1, header="time,busy_gpus"
+    )
+    p = pool(nodes=2, initial=0).replace('name = "p"', 'name = "p"\nload_history = "load.csv"')
+    path = fleet(carbon={"Z": [500, 100, 400, 300]}, sites=ONE_SITE, pools=p, jobs=[job()])
+    doc = plan(path).document
+    slots = doc["pools"][0]["slots"]
+    assert [s["reserve_gpus"] for s in slots] == [1, 1, 1, 1]
+    assert nodes_on(doc) == [
+        1,
+        2,
+        1,
+        1,
+    ]  # the reserve node stays on; the job adds one in the clean hour
+    assert [s["busy_gpus"] for s in slots] == [0, 1, 0, 0]
