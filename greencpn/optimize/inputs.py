@@ -198,6 +198,17 @@ def group_jobs(jobs: list[JobIn], T: int, window: int = 1) -> list[GroupIn]:
     return groups
 
 
+def without_failed(p: PoolConfig, failed: int) -> PoolConfig:
+    """The pool less nodes that failed to boot (they stay off and hold no work)."""
+    if failed <= 0:
+        return p
+    nodes = max(0, p.nodes - failed)
+    initial = p.nodes if p.initial_on is None else p.initial_on
+    return p.model_copy(
+        update={"nodes": nodes, "spares": min(p.spares, nodes), "initial_on": min(initial, nodes)}
+    )
+
+
 def pool_in(
     p: PoolConfig,
     site_index: int,
@@ -239,6 +250,7 @@ def build_inputs(
     start: datetime,
     slot_starts: list[datetime],
     reserves: dict[str, np.ndarray] | None = None,
+    failed_nodes: dict[str, int] | None = None,
 ) -> PlanInputs:
     """Turn a validated config and a carbon table (zone → values per slot) into arrays."""
     raw = cfg.raw
@@ -265,7 +277,7 @@ def build_inputs(
     site_idx = {s.name: i for i, s in enumerate(raw.sites)}
     pools = [
         pool_in(
-            p,
+            without_failed(p, (failed_nodes or {}).get(p.name, 0)),
             site_idx[p.site],
             cfg.gpu_models[p.gpu_model.lower()],
             slot_h,

@@ -215,6 +215,7 @@ def make_inputs(
     cfg: FleetConfig,
     clock: Clock | None = None,
     intensity_by_zone: dict[str, np.ndarray] | None = None,
+    failed_nodes: dict[str, int] | None = None,
 ) -> PlanInputs:
     start = horizon_start(cfg, clock)
     T = cfg.raw.horizon.slots
@@ -229,7 +230,14 @@ def make_inputs(
             intensity_by_zone = {**live, **intensity_by_zone}
     for s in cfg.raw.sites:
         provenance.setdefault(s.name, {"source": f"csv:{cfg.carbon_path}", "fallback": None})
-    inp = build_inputs(cfg, intensity_by_zone, start, starts, reserves=load_reserves(cfg, start, T))
+    inp = build_inputs(
+        cfg,
+        intensity_by_zone,
+        start,
+        starts,
+        reserves=load_reserves(cfg, start, T),
+        failed_nodes=failed_nodes,
+    )
     inp.extras["carbon_provenance"] = provenance
     return inp
 
@@ -258,10 +266,22 @@ def make_plan(
     *,
     intensity_by_zone: dict[str, np.ndarray] | None = None,
     model: PlanModel | None = None,
+    failed_nodes: dict[str, int] | None = None,
 ) -> PlanResult:
-    """Plan the fleet over the horizon. Pass a built ``model`` to re-plan with new carbon data."""
-    inp = make_inputs(cfg, clock, intensity_by_zone)
+    """Plan the fleet over the horizon.
+
+    Args:
+        model: a built model to re-plan with new carbon data (same fleet, jobs, horizon).
+        failed_nodes: per pool, nodes that failed to boot (from the apply ledger): the plan
+            leaves them out, so their work is re-planned onto the rest of the fleet.
+    """
+    inp = make_inputs(cfg, clock, intensity_by_zone, failed_nodes=failed_nodes)
     diagnostics = run_checks(inp)
+    for name, k in sorted((failed_nodes or {}).items()):
+        if k:
+            diagnostics.append(
+                f"nodes: pool {name} has {k} failed node(s) (apply ledger); planned without them"
+            )
     if model is None:
         model = PlanModel(inp)
         outcome = model.solve()

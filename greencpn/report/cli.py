@@ -30,6 +30,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-report", action="store_true", help="write plan.json only (no plots)")
     p.add_argument("--time-limit", type=float, default=None, help="override solver.time_limit_s")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="apply ledger folder: nodes marked failed there are planned without (re-plans their work)",
+    )
     p.set_defaults(func=run)
 
 
@@ -91,6 +97,28 @@ def summary(doc: dict[str, Any], paths: dict[str, Path], wall_s: float) -> str:
     return "\n".join(lines)
 
 
+def failed_from_ledger(state_dir: Path | None, cfg: Any) -> dict[str, int]:
+    """Per pool, the nodes the apply ledger marks failed (they failed to boot; an operator
+    clears them with ``greencpn apply --clear-failed NODE``)."""
+    if state_dir is None:
+        return {}
+    from greencpn.actuate.hostlist import expand
+    from greencpn.actuate.ledger import Ledger
+
+    ledger = Ledger.open_readonly(state_dir)
+    try:
+        failed = {n.name for n in ledger.nodes() if n.failed}
+    finally:
+        ledger.close()
+    out: dict[str, int] = {}
+    for pool in cfg.raw.pools:
+        if pool.hostlist and failed:
+            k = len(failed & set(expand(pool.hostlist)))
+            if k:
+                out[pool.name] = k
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from greencpn.config import load_config
     from greencpn.optimize.plan import make_plan
@@ -108,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
             jobs=cfg.jobs,
             carbon_path=cfg.carbon_path,
         )
-    result = make_plan(cfg, SystemClock())
+    result = make_plan(cfg, SystemClock(), failed_nodes=failed_from_ledger(args.state_dir, cfg))
     doc = result.document
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -394,3 +394,44 @@ def test_load_reserve_keeps_capacity_on(fleet, tmp_path):
         1,
     ]  # the reserve node stays on; the job adds one in the clean hour
     assert [s["busy_gpus"] for s in slots] == [0, 1, 0, 0]
+
+
+def test_failed_nodes_are_planned_without(fleet, tmp_path):
+    from greencpn.actuate.ledger import Ledger
+    from greencpn.cli import main
+
+    p = pool(nodes=3, gpn=1, initial=3).replace('name = "p"', 'name = "p"\nhostlist = "n[1-3]"')
+    jobs = [
+        job("a", release=0, deadline=1),
+        job("b", release=0, deadline=1),
+        job("c", release=0, deadline=1),
+    ]
+    path = fleet(carbon={"Z": [100, 100]}, sites=ONE_SITE, pools=p, jobs=jobs)
+    state = tmp_path / "state"
+    ledger = Ledger.open(state)
+    ledger.update_node("n2", pool="p", failed=True)
+    ledger.close()
+    assert (
+        main(
+            [
+                "plan",
+                "--config",
+                str(path),
+                "--out",
+                str(tmp_path / "out"),
+                "--no-report",
+                "--state-dir",
+                str(state),
+            ]
+        )
+        == 0
+    )
+    import json
+
+    doc = json.loads((tmp_path / "out" / "plan.json").read_text())
+    assert doc["pools"][0]["nodes"] == 2
+    assert max(nodes_on(doc)) <= 2
+    assert (
+        sum(1 for j in doc["jobs"] if j["late_h"] > 0) == 1
+    )  # three 1-h jobs, two nodes, one hour
+    assert any("1 failed node" in d for d in doc["diagnostics"])
