@@ -6,6 +6,10 @@ several nodes run in parallel (``max_parallel``). A node whose agent fails does 
 others: the hook raises one typed error naming every failed node and carrying the changes that
 did happen (:func:`greencpn.actuate.hooks._common.raise_if_failed`).
 
+The hook also hands ``greencpn apply`` each node's GPUs: :meth:`AgentNodeHook.gpu_backend`
+returns an :class:`AgentGpuBackend`, so a pool's GPU power caps are read and set through the
+agents (``/v1/status``, ``/v1/gpu/power-limit``).
+
 An agent cannot switch on the machine it runs on, so ``power_on`` (and the power state of
 nodes whose agent does not answer) goes to a nested hook (``[pools.hook.power]``, e.g. ``ipmi``
 or ``wol``) when one is configured.
@@ -33,7 +37,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from greencpn.actuate.base import Change, NodePower, NodePowerHook, NodeStatus
+from greencpn.actuate.base import (
+    Change,
+    GpuBackend,
+    GpuInfo,
+    NodePower,
+    NodePowerHook,
+    NodeStatus,
+)
 from greencpn.agent.client import AgentClient
 from greencpn.errors import ConfigError, GreencpnError, PermanentError, TemporaryError
 
@@ -289,6 +300,15 @@ class AgentNodeHook:
 
     # ------------------------------------------------------------------------------- GPUs
 
+    def gpu_backend(self, node: str) -> GpuBackend:
+        """The GPUs of ``node`` as a :class:`~greencpn.actuate.base.GpuBackend` over its agent.
+
+        ``greencpn apply`` sets a pool's caps through this when the pool's hook offers it. The
+        node's client is made on first use, so a node without a key fails in the call (as a
+        typed error), not here.
+        """
+        return AgentGpuBackend(node, lambda: self.client(node))
+
     def set_gpu_power_limit_w(
         self, nodes: Sequence[str], power_limit_w: float, index: int | str = "all"
     ) -> list[Change]:
@@ -298,6 +318,101 @@ class AgentNodeHook:
             nodes,
             lambda n: self._retarget(n, self.client(n).set_power_limit_w(power_limit_w, index)),
         )
+
+
+class AgentGpuBackend:
+    """A :class:`~greencpn.actuate.base.GpuBackend` whose GPUs sit behind a node agent.
+
+    Reads come from ``GET /v1/status`` (fresh on every call: read-before-write must see the
+    device, not a cache); writes go to ``POST /v1/gpu/power-limit``, ``/v1/gpu/clocks`` and
+    ``/v1/gpu/restore-defaults``, where the agent itself reads before it writes and reports
+    ``changed = false`` when a GPU is already at the value. Errors keep the client's types:
+    :class:`~greencpn.agent.client.AgentUnavailableError` (a TemporaryError) when the agent
+    cannot be reached, :class:`~greencpn.agent.client.AgentAuthError` and
+    :class:`~greencpn.agent.client.AgentRequestError` (PermanentErrors) for a refused key or a
+    refused request (out-of-range value, unknown GPU, no GPU backend on the node).
+
+    Args:
+        node: the node's name (used in change targets: ``node/gpuN``, and in messages).
+        client: returns the node's :class:`AgentClient` (called per operation).
+    """
+
+    def __init__(self, node: str, client: Callable[[], AgentClient]) -> None:
+        self.node = node
+        self.name = f"agent:{node}"
+        self._client = client
+
+    def _status_gpus(self) -> list[dict[str, Any]]:
+        data = self._client().status()
+        if not isinstance(data, Mapping):
+            raise PermanentError(f"{self.node}: agent status is not an object: {data!r}")
+        if data.get("gpu_error"):
+            raise TemporaryError(
+                f"{self.node}: the agent cannot read its GPUs: {data['gpu_error']}"
+            )
+        gpus = data.get("gpus") or []
+        if not isinstance(gpus, list):
+            raise PermanentError(f"{self.node}: agent status 'gpus' is not a list: {gpus!r}")
+        return gpus
+
+    def _gpu(self, index: int) -> dict[str, Any]:
+        for g in self._status_gpus():
+            if int(g.get("index", -1)) == index:
+                if "error" in g:
+                    raise TemporaryError(f"{self.node}/gpu{index}: {g['error']}")
+                return g
+        raise PermanentError(f"{self.node}: the agent reports no GPU {index}")
+
+    def _one(self, op: str, index: int, changes: list[Change]) -> Change:
+        changes = AgentNodeHook._retarget(self.node, changes)
+        if len(changes) != 1:
+            raise PermanentError(
+                f"{self.node}: agent answered {len(changes)} changes to {op} on GPU {index}"
+            )
+        return changes[0]
+
+    def list_gpus(self) -> list[GpuInfo]:
+        out = []
+        for g in self._status_gpus():
+            try:
+                out.append(
+                    GpuInfo(
+                        index=int(g["index"]),
+                        uuid=str(g.get("uuid", "")),
+                        name=str(g.get("name", "")),
+                        power_limit_min_w=float(g["power_limit_min_w"]),
+                        power_limit_max_w=float(g["power_limit_max_w"]),
+                        power_limit_default_w=float(g["power_limit_default_w"]),
+                        power_limit_current_w=float(g["power_limit_w"]),
+                    )
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                raise PermanentError(
+                    f"{self.node}: agent status has a malformed GPU entry {g!r} ({exc})"
+                ) from None
+        return out
+
+    def set_power_limit_w(self, index: int, power_limit_w: float) -> Change:
+        return self._one(
+            "set power limit", index, self._client().set_power_limit_w(power_limit_w, index)
+        )
+
+    def lock_clocks_mhz(self, index: int, min_mhz: int, max_mhz: int) -> Change:
+        return self._one(
+            "lock clocks", index, self._client().lock_clocks_mhz(min_mhz, max_mhz, index)
+        )
+
+    def reset_clocks(self, index: int) -> Change:
+        return self._one("reset clocks", index, self._client().reset_clocks(index))
+
+    def power_w(self, index: int) -> float:
+        return float(self._gpu(index)["power_w"])
+
+    def energy_j(self, index: int) -> float:
+        return float(self._gpu(index)["energy_j"])
+
+    def restore_defaults(self) -> list[Change]:
+        return AgentNodeHook._retarget(self.node, self._client().restore_defaults())
 
 
 def status_from_agent(node: str, data: Mapping[str, Any]) -> NodeStatus:

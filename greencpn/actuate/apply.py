@@ -198,6 +198,7 @@ class PoolDiff:
     caps_now_w: dict[str, list[float]] = field(default_factory=dict)
     cap_lower: list[CapChange] = field(default_factory=list)
     cap_raise: list[CapChange] = field(default_factory=list)
+    cap_unreached: list[Held] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     pool_cfg: PoolConfig | None = None
     actuated: bool = True
@@ -411,6 +412,10 @@ def compute_diff(
             off = set(d.power_off)
             unreachable = []
             for st in statuses:
+                if st.power == NodePower.UNKNOWN and d.actuated and not records[st.name].failed:
+                    # the plan caps this node but it cannot be observed: a step not done
+                    d.cap_unreached.append(Held(st.name, st.detail or "status unknown"))
+                    continue
                 if st.power != NodePower.ON or st.name in off or records[st.name].failed:
                     continue
                 gb = backends.gpus(st.name)
@@ -419,6 +424,7 @@ def compute_diff(
                     continue
                 gpus = _list_gpus(gb, st.name, d.notes)
                 if gpus is None:
+                    d.cap_unreached.append(Held(st.name, d.notes[-1].removeprefix(f"{st.name}: ")))
                     continue
                 d.caps_now_w[st.name] = [g.power_limit_current_w for g in gpus]
                 lower, raise_ = _cap_changes(d.target_cap_w, st.name, gpus, d.notes)
@@ -1155,6 +1161,16 @@ class _Run:
         self.record_observations()
         for d in self.diffs:
             self.set_caps("lower_caps", d, d.cap_lower)
+            if d.cap_unreached:
+                self.decide(
+                    "lower_caps",
+                    "set_power_cap",
+                    d.name,
+                    [h.node for h in d.cap_unreached],
+                    "skipped",
+                    "caps not read or set: "
+                    + "; ".join(f"{h.node}: {h.reason}" for h in d.cap_unreached),
+                )
         self.power_off_phase()
         self.power_on_phase()
         self.wait_boot_phase()

@@ -1,0 +1,303 @@
+"""``greencpn apply`` sets GPU caps on remote nodes through real node agents on 127.0.0.1.
+
+Two agents (``gn1``, ``gn2``) run in this process with in-memory GPUs (two per node, 100-300 W,
+at 300 W); the fleet config's pool uses ``hook.kind = "agent"``; apply runs through the real CLI
+(``greencpn apply``), which takes each node's GPUs from ``AgentNodeHook.gpu_backend``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from greencpn.actuate.agent_hook import AgentGpuBackend, AgentNodeHook
+from greencpn.actuate.base import GpuBackend
+from greencpn.actuate.ledger import Ledger
+from greencpn.agent.auth import load_key, write_key_file
+from greencpn.agent.client import AgentAuthError, AgentRequestError, AgentUnavailableError
+from greencpn.agent.server import AgentServer, AgentSettings
+from greencpn.cli import main
+from greencpn.errors import PermanentError, TemporaryError
+from tests.agent.conftest import TinyGpuBackend
+
+pytestmark = pytest.mark.timeout(90)
+
+NODES = ("gn1", "gn2")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Fleet:
+    """Keys, agents and URLs for gn1/gn2; an agent is started (or restarted) on its fixed port."""
+
+    def __init__(self, tmp: Path, fake_proc: Path, gpu_cls: type) -> None:
+        self.tmp = tmp
+        self.fake_proc = fake_proc
+        self.gpu_cls = gpu_cls
+        self.keys = tmp / "keys"
+        self.keys.mkdir()
+        self.ports = {n: _free_port() for n in NODES}
+        self.urls = {n: f"http://127.0.0.1:{p}" for n, p in self.ports.items()}
+        self.backends = {n: gpu_cls() for n in NODES}
+        self.servers: dict[str, AgentServer] = {}
+        for n in NODES:
+            write_key_file(self.keys / f"{n}.key")
+
+    def start(self, node: str) -> AgentServer:
+        settings = AgentSettings(
+            port=self.ports[node], node_name=node, proc_root=str(self.fake_proc)
+        )
+        server = AgentServer(
+            self.backends[node], load_key(self.keys / f"{node}.key"), settings
+        ).start()
+        self.servers[node] = server
+        return server
+
+    def stop_all(self) -> None:
+        for s in self.servers.values():
+            s.stop()
+
+    def caps(self, node: str) -> list[float]:
+        return list(self.backends[node].limits_w)
+
+    def sets(self, node: str) -> int:
+        return sum(1 for c in self.backends[node].calls if c[0] == "set_power_limit_w")
+
+    def hook(self) -> AgentNodeHook:
+        return AgentNodeHook.from_endpoints(
+            {n: (self.urls[n], load_key(self.keys / f"{n}.key")) for n in NODES},
+            retries=0,
+            connect_timeout_s=0.5,
+        )
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    fake_proc = tmp_path / "proc"  # the agents read uptime and GPU processes from here
+    fake_proc.mkdir()
+    (fake_proc / "uptime").write_text("12345.67 20000.00\n")
+    f = Fleet(tmp_path, fake_proc, TinyGpuBackend)
+    try:
+        yield f
+    finally:
+        f.stop_all()
+
+
+def write_config_and_plan(fleet: Fleet, power_cap_w: float = 200.0) -> tuple[Path, Path]:
+    """A one-pool fleet whose hook is the agent, and a hand-made 2-slot plan (docs/plan-schema.md)."""
+    tmp = fleet.tmp
+    (tmp / "carbon.csv").write_text("timestamp,DE\n")
+    urls = "\n".join(f'{n} = "{u}"' for n, u in fleet.urls.items())
+    cfg = tmp / "fleet.toml"
+    cfg.write_text(f"""
+name = "agents"
+[horizon]
+start = "2026-11-25T10:00:00Z"
+slots = 2
+slot_minutes = 60
+[carbon]
+file = "carbon.csv"
+[[sites]]
+name = "s1"
+zone = "DE"
+pue = 1.2
+[[pools]]
+name = "gp"
+site = "s1"
+nodes = 2
+gpu_model = "A100-SXM4-40GB"
+gpus_per_node = 2
+node_idle_w = 400.0
+boot_time_min = 2.0
+hostlist = "gn[1-2]"
+[pools.hook]
+kind = "agent"
+key_dir = "{fleet.keys}"
+retries = 1
+connect_timeout_s = 0.5
+[pools.hook.urls]
+{urls}
+""")
+    slots = [
+        {
+            "slot": i,
+            "nodes_on": 2,
+            "power_cap_w": cap,
+            "startups": 0,
+            "shutdowns": 0,
+            "cap_level": 0,
+            "busy_gpus": 0,
+            "it_power_kw": 0.0,
+        }
+        for i, cap in enumerate([power_cap_w, 300.0])
+    ]
+    plan: dict[str, Any] = {
+        "schema": "greencpn.plan/1",
+        "created_at": "2026-11-25T09:55:00Z",
+        "config": str(cfg),
+        "fleet": "agents",
+        "horizon": {
+            "start": "2026-11-25T10:00:00Z",
+            "slot_minutes": 60,
+            "slots": 2,
+            "slot_starts": ["2026-11-25T10:00:00Z", "2026-11-25T11:00:00Z"],
+        },
+        "pools": [
+            {
+                "name": "gp",
+                "site": "s1",
+                "gpu_model": "A100-SXM4-40GB",
+                "nodes": 2,
+                "gpus_per_node": 2,
+                "spares": 0,
+                "hostlist": "gn[1-2]",
+                "hook": {"kind": "agent"},
+                "power_limit_min_w": 100,
+                "power_limit_max_w": 300,
+                "power_limit_default_w": 300,
+                "slots": slots,
+            }
+        ],
+        "jobs": [],
+        "sites": [],
+    }
+    plan_path = tmp / "plan.json"
+    plan_path.write_text(json.dumps(plan))
+    return cfg, plan_path
+
+
+def apply_cli(
+    fleet: Fleet, plan: Path, slot: int, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
+    rc = main(
+        [
+            "apply",
+            str(plan),
+            "--slot",
+            str(slot),
+            "--state-dir",
+            str(fleet.tmp / "state"),
+            "--allow-actuation",
+        ]
+    )
+    return rc, capsys.readouterr().out
+
+
+def test_apply_sets_caps_on_both_agents_and_reapply_changes_nothing(fleet, capsys) -> None:  # noqa: ANN001
+    for n in NODES:
+        fleet.start(n)
+    _, plan = write_config_and_plan(fleet, power_cap_w=200.0)
+
+    rc, out = apply_cli(fleet, plan, 0, capsys)
+    assert rc == 0, out
+    assert fleet.caps("gn1") == [200.0, 200.0]
+    assert fleet.caps("gn2") == [200.0, 200.0]
+    assert "result: applied" in out
+    assert "4 GPU(s) to 200 W" in out
+
+    rc, out = apply_cli(fleet, plan, 0, capsys)  # again: the agents already hold the caps
+    assert rc == 0, out
+    assert "nothing changed: the fleet already matched the plan" in out
+    assert (fleet.sets("gn1"), fleet.sets("gn2")) == (2, 2)  # no write the second time
+
+    rc, out = apply_cli(fleet, plan, 1, capsys)  # slot 1 raises the caps back to 300 W
+    assert rc == 0, out
+    assert fleet.caps("gn1") == [300.0, 300.0] and fleet.caps("gn2") == [300.0, 300.0]
+    with Ledger.open_readonly(fleet.tmp / "state") as led:
+        assert [a.outcome for a in led.applies()] == ["applied", "nothing_to_do", "applied"]
+        phases = [(s.phase, s.status) for s in led.steps() if s.action == "set_power_cap"]
+    assert phases == [("lower_caps", "ok"), ("raise_caps", "ok")]
+
+
+def test_unreachable_agent_is_reported_and_recorded_the_other_node_is_capped(fleet, capsys) -> None:  # noqa: ANN001
+    fleet.start("gn1")  # gn2's agent is not running: its port is closed
+    _, plan = write_config_and_plan(fleet, power_cap_w=150.0)
+
+    rc, out = apply_cli(fleet, plan, 0, capsys)
+    assert rc == 1, out
+    assert fleet.caps("gn1") == [150.0, 150.0]
+    assert fleet.caps("gn2") == [300.0, 300.0]  # untouched (its agent is down)
+    assert "result: partial: 1 step(s) not done" in out
+    assert "status unknown (not switched): gn2" in out
+    with Ledger.open_readonly(fleet.tmp / "state") as led:
+        (app,) = led.applies()
+        steps = led.steps(app.id)
+    assert app.outcome == "partial"
+    ok = [s for s in steps if s.action == "set_power_cap" and s.status == "ok"]
+    assert [s.targets for s in ok] == [["gn1:gpu0", "gn1:gpu1"]]
+    (skipped,) = [s for s in steps if s.status == "skipped"]
+    assert skipped.targets == ["gn2"] and "unreachable" in skipped.intent["message"]
+
+    rc, out = apply_cli(fleet, plan, 0, capsys)  # again, gn2 still down: gn1 is not touched
+    assert rc == 1 and fleet.sets("gn1") == 2
+
+    fleet.start("gn2")  # the agent is back: the next apply caps it
+    rc, out = apply_cli(fleet, plan, 0, capsys)
+    assert rc == 0, out
+    assert fleet.caps("gn2") == [150.0, 150.0] and fleet.sets("gn1") == 2
+
+
+def test_agent_gpu_backend_speaks_the_gpu_protocol(fleet) -> None:  # noqa: ANN001
+    fleet.start("gn1")
+    gb = fleet.hook().gpu_backend("gn1")
+    assert isinstance(gb, AgentGpuBackend) and isinstance(gb, GpuBackend)
+    gpus = gb.list_gpus()
+    assert [(g.index, g.uuid, g.power_limit_min_w, g.power_limit_max_w) for g in gpus] == [
+        (0, "GPU-tiny-0", 100.0, 300.0),
+        (1, "GPU-tiny-1", 100.0, 300.0),
+    ]
+    assert [g.power_limit_current_w for g in gpus] == [300.0, 300.0]
+
+    ch = gb.set_power_limit_w(1, 250.0)
+    assert (ch.target, ch.what, ch.before, ch.after, ch.changed) == (
+        "gn1/gpu1",
+        "power_limit_w",
+        300.0,
+        250.0,
+        True,
+    )
+    assert gb.set_power_limit_w(1, 250.0).changed is False  # read before write, on the agent
+    assert fleet.caps("gn1") == [300.0, 250.0]
+    assert gb.power_w(1) == 125.0 and gb.energy_j(1) == 2000.0  # TinyGpuBackend: half the cap
+
+    assert gb.lock_clocks_mhz(0, 900, 1410).changed is True
+    assert gb.lock_clocks_mhz(0, 900, 1410).changed is False
+    assert fleet.backends["gn1"].clocks[0] == (900, 1410)
+    assert gb.reset_clocks(0).changed is True and fleet.backends["gn1"].clocks[0] is None
+
+    restored = gb.restore_defaults()
+    assert [(c.target, c.changed) for c in restored] == [("gn1/gpu0", False), ("gn1/gpu1", True)]
+    assert fleet.caps("gn1") == [300.0, 300.0]
+
+    with pytest.raises(AgentRequestError, match="outside") as ei:  # 400 -> permanent
+        gb.set_power_limit_w(0, 50.0)
+    assert isinstance(ei.value, PermanentError) and ei.value.status == 400
+    with pytest.raises(PermanentError, match="no GPU 7"):
+        gb.power_w(7)
+
+
+def test_agent_gpu_backend_errors_are_typed(fleet) -> None:  # noqa: ANN001
+    fleet.start("gn1")
+    down = fleet.hook().gpu_backend("gn2")  # no agent on gn2's port
+    with pytest.raises(AgentUnavailableError) as ei:
+        down.list_gpus()
+    assert isinstance(ei.value, TemporaryError)
+    with pytest.raises(TemporaryError):
+        down.set_power_limit_w(0, 200.0)
+
+    wrong_key = AgentNodeHook.from_endpoints(
+        {"gn1": (fleet.urls["gn1"], b"x" * 32)}, retries=0
+    ).gpu_backend("gn1")
+    with pytest.raises(AgentAuthError) as ai:
+        wrong_key.list_gpus()
+    assert isinstance(ai.value, PermanentError) and ai.value.status == 401
+    assert fleet.sets("gn1") == 0
