@@ -299,7 +299,10 @@ class FleetFile(_Strict):
     gpu_models: list[GpuModelConfig] = Field(default_factory=list)
     sites: list[SiteConfig] = Field(min_length=1)
     pools: list[PoolConfig] = Field(min_length=1)
-    jobs_file: str | None = None
+    jobs_file: str | None = Field(
+        default=None,
+        description="jobs as CSV, JSON, or saved `squeue --json` output (pending jobs)",
+    )
     jobs: list[JobConfig] = Field(default_factory=list)
 
 
@@ -490,7 +493,14 @@ def load_config(path: str | Path) -> FleetConfig:
 
     jobs = list(raw.jobs)
     if raw.jobs_file:
-        jobs = load_jobs_csv(base / raw.jobs_file) + jobs
+        jobs_path = base / raw.jobs_file
+        if jobs_path.suffix.lower() == ".json":
+            # a list of jobs, {"jobs": [...]}, or saved `squeue --json` / `sacct --json` output
+            from greencpn.sources.load import load_jobs_json
+
+            jobs = load_jobs_json(jobs_path, now=raw.horizon.start) + jobs
+        else:
+            jobs = load_jobs_csv(jobs_path) + jobs
 
     if raw.carbon is None and any(s.carbon_source is None for s in raw.sites):
         raise ConfigError(

@@ -435,3 +435,38 @@ def test_failed_nodes_are_planned_without(fleet, tmp_path):
         sum(1 for j in doc["jobs"] if j["late_h"] > 0) == 1
     )  # three 1-h jobs, two nodes, one hour
     assert any("1 failed node" in d for d in doc["diagnostics"])
+
+
+def test_jobs_from_saved_squeue_json(tmp_path):
+    """The recorded Slurm 22.05 `squeue --json` output feeds the plan directly (jobs_file)."""
+    import shutil
+    from pathlib import Path
+
+    from greencpn.clock import SimClock
+    from tests.optimize.conftest import write_fleet
+
+    rec = Path(__file__).resolve().parents[1] / "sources_load" / "data" / "slurm-22.05_squeue.json"
+    shutil.copy(rec, tmp_path / "queue.json")
+    path = write_fleet(
+        tmp_path,
+        carbon={"Z": [300 - 10 * i for i in range(24)]},
+        sites=ONE_SITE,
+        pools=pool(nodes=4, gpn=4, idle_w=200.0),
+        jobs=[],
+    )
+    text = path.read_text().replace('jobs_file = "jobs.csv"', 'jobs_file = "queue.json"')
+    path.write_text(text.replace(f'start = "{iso(0)}"', 'start = "2026-11-25T22:00:00Z"'))
+    from datetime import datetime, timedelta
+
+    t0 = datetime.fromisoformat("2026-11-25T22:00:00+00:00")
+    rows = ["datetime_utc,Z"] + [
+        f"{(t0 + timedelta(hours=i)).strftime('%Y-%m-%dT%H:%M:%SZ')},{300 - 10 * i}"
+        for i in range(24)
+    ]
+    (tmp_path / "carbon.csv").write_text("\n".join(rows) + "\n")
+    cfg = load_config(path)
+    assert {j.id for j in cfg.jobs} >= {"13", "14", "17_0", "18"}
+    doc = make_plan(cfg, SimClock(t0)).document
+    placed = {j["id"]: j for j in doc["jobs"]}
+    assert placed["13"]["gpus"] == 4 and placed["13"]["late_h"] == 0
+    assert doc["totals"]["unserved_gpu_h"] == 0
