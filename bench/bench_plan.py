@@ -79,6 +79,10 @@ def run_one(
         out["late_jobs"] = res.document["totals"]["late_jobs"]
         out["carbon_pct_vs_agnostic"] = res.document["savings"]["carbon_pct_vs_carbon_agnostic"]
         out["carbon_pct_vs_shutdown_idle"] = res.document["savings"]["carbon_pct_vs_shutdown_idle"]
+        tot, base = res.document["totals"], res.document["baselines"]["shutdown_idle"]
+        out["baseline_late_jobs"] = base["late_jobs"]
+        out["past_horizon_gpu_h"] = tot["beyond_horizon_gpu_h"] + tot["unserved_gpu_h"]
+        out["baseline_past_horizon_gpu_h"] = base["beyond_horizon_gpu_h"] + base["unserved_gpu_h"]
         if report:
             from greencpn.report.render import render_report
 
@@ -166,8 +170,8 @@ def main() -> int:
         "End to end = config load → MILP → job placement + node repair → baselines → report (plan.json, "
         "report.md/html with plots). RSS = peak resident memory of the whole process.",
         "",
-        "| instance | w | vars | rows | groups | load | build | handoff | solve | extract | placement | baselines | report | end to end | MIP gap | executed vs bound | late | CO2 vs agnostic | CO2 vs shutdown-idle | RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| instance | w | vars | rows | groups | load | build | handoff | solve | extract | placement | baselines | report | end to end | MIP gap | executed vs bound | late | CO2 vs agnostic | CO2 vs shutdown-idle | late in baselines | GPU-h past horizon (plan / baseline) | RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -175,7 +179,9 @@ def main() -> int:
             f"{r['load_s']:.1f} | {r['build_s']:.1f} | {r['handoff_s']:.1f} | {r['solve_s']:.1f} | {r['extract_s']:.2f} | "
             f"{r['placement_s']:.1f} | {r['baselines_s']:.1f} | {r.get('report_s', 0):.1f} | **{r['end_to_end_s']:.1f}** | "
             f"{100 * (r['mip_gap'] or 0):.2f} % | {100 * (r['gap_to_bound'] or 0):.2f} % | {r['late_jobs']} | "
-            f"−{r['carbon_pct_vs_agnostic']:.1f} % | −{r['carbon_pct_vs_shutdown_idle']:.1f} % | {r['peak_rss_mb']:.0f} |"
+            f"{-r['carbon_pct_vs_agnostic']:+.1f} % | {-r['carbon_pct_vs_shutdown_idle']:+.1f} % | "
+            f"{r['baseline_late_jobs']} | {r['past_horizon_gpu_h']:,.0f} / {r['baseline_past_horizon_gpu_h']:,.0f} | "
+            f"{r['peak_rss_mb']:.0f} |"
         )
     for r in rows:
         if "replan_s" in r:

@@ -551,7 +551,7 @@ def repair_nodes(
     res = Highs().solve(
         mb.m,
         time_limit=time_limit_s,
-        rel_gap=1e-3,
+        rel_gap=1e-2,
         load_solutions=False,
         raise_exception_on_nonoptimal_result=False,
         solver_options={"output_flag": False, "mip_heuristic_run_feasibility_jump": False},

@@ -380,7 +380,7 @@ def job_orders(inp: PlanInputs) -> dict[str, list[int]]:
     }
 
 
-def place_and_repair(inp: PlanInputs, model: PlanModel, sol: MilpSolution, max_passes: int = 8):
+def place_and_repair(inp: PlanInputs, model: PlanModel, sol: MilpSolution, max_passes: int = 6):
     """Stage 2. Place jobs in each order of :func:`job_orders`, repair their nodes and keep the
     one with the lower carbon + cost; then a feedback loop — when the node repair (min up, start-up energy) pushes a site over its
     budget, or a job ends late, place again with that energy held back and the late jobs first.
@@ -412,6 +412,7 @@ def place_and_repair(inp: PlanInputs, model: PlanModel, sol: MilpSolution, max_p
     reserve = np.zeros((len(inp.sites), inp.T))
     best = None
     order = base
+    stale = 0
     for i in range(max_passes):
         if i == 0:
             sched, n, u, d, ev = first_pass
@@ -438,8 +439,11 @@ def place_and_repair(inp: PlanInputs, model: PlanModel, sol: MilpSolution, max_p
         )
         if best is None or ev.objective < best[4].objective - 1e-9:
             best = (sched, n, u, d, ev)
-        if ev.budget_overrun_kwh.sum() <= 1e-6 and not late:
-            break
+            stale = 0
+        else:
+            stale += 1
+        if (ev.budget_overrun_kwh.sum() <= 1e-6 and not late) or stale >= 2:
+            break  # done, or two passes without improvement (overloaded fleets)
         reserve += ev.budget_overrun_kwh * 2.0 + (ev.budget_overrun_kwh > 0) * 0.1 * inp.slot_h
         first = set(late)
         order = [j for j in base if j in first] + [j for j in base if j not in first]

@@ -63,7 +63,7 @@ def summary(doc: dict[str, Any], paths: dict[str, Path], wall_s: float) -> str:
         f"executed plan: objective {ex['objective']:,.1f}, {_fmt(100 * ex['gap_to_bound'] if ex['gap_to_bound'] is not None else None, ' %', 2)} "
         "above the MILP bound",
         "",
-        f"{'':24}{'energy kWh':>12}{'carbon kg':>12}{'cost':>12}{'late jobs':>11}",
+        f"{'':24}{'energy kWh':>12}{'carbon kg':>12}{'cost':>12}{'late jobs':>11}{'GPU-h past horizon':>20}",
     ]
     rows = [
         ("plan", tot),
@@ -73,8 +73,10 @@ def summary(doc: dict[str, Any], paths: dict[str, Path], wall_s: float) -> str:
     for name, t in rows:
         lines.append(
             f"{name:24}{t['energy_kwh']:>12,.0f}{t['carbon_kg']:>12,.0f}{t['cost']:>12,.0f}{t['late_jobs']:>11}"
+            f"{t.get('beyond_horizon_gpu_h', 0.0) + t.get('unserved_gpu_h', 0.0):>20,.0f}"
         )
     lines += [
+        "(energy, carbon and cost are inside the horizon; work pushed past it is counted on the right)",
         "",
         f"saving: {sav['carbon_kg_vs_carbon_agnostic']:,.0f} kg CO2e "
         f"({sav['carbon_pct_vs_carbon_agnostic']:.1f} %) vs carbon-agnostic, "
