@@ -442,7 +442,7 @@ def repair_nodes(
     *,
     carbon_w: float | None = None,
     cost_w: float | None = None,
-    time_limit_s: float = 30.0,
+    time_limit_s: float = 10.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cheapest node on/off schedule that covers the placement and obeys the node family.
 
