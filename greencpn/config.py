@@ -245,6 +245,12 @@ class ObjectiveConfig(_Strict):
     unserved_weight_per_gpu_h: NonNegFloat = Field(
         default=1000.0, description="per GPU-hour of work that cannot run inside the horizon"
     )
+    ignore_gains_within_forecast_error: bool = Field(
+        default=False,
+        description="decide on forecasts whose hour-to-hour differences are shrunk by their own "
+        "error (sites with a carbon_source whose forecast carries quantiles); plans are still priced "
+        "at the point forecast",
+    )
     tradeoff_points: int = Field(
         default=0,
         ge=0,

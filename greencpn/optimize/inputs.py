@@ -39,7 +39,19 @@ class SiteIn:
     pue: float
     budget_kw: np.ndarray  # [T], inf = no budget (meter power, IT × PUE)
     price_per_kwh: np.ndarray  # [T]
-    intensity_g_per_kwh: np.ndarray  # [T]
+    intensity_g_per_kwh: np.ndarray  # [T] the forecast: what plans and baselines are priced at
+    plan_intensity_g_per_kwh: np.ndarray | None = (
+        None  # [T] what the optimiser decides on, if other
+    )
+
+    @property
+    def planning_intensity(self) -> np.ndarray:
+        """The intensity decisions are taken on (the forecast, or its dead-banded form)."""
+        return (
+            self.intensity_g_per_kwh
+            if self.plan_intensity_g_per_kwh is None
+            else self.plan_intensity_g_per_kwh
+        )
 
 
 @dataclass(frozen=True)
@@ -122,12 +134,28 @@ class PlanInputs:
     def with_intensity(self, intensity: dict[str, np.ndarray]) -> PlanInputs:
         """A copy with new carbon intensities per site name (re-planning)."""
         sites = [
-            replace(s, intensity_g_per_kwh=np.asarray(intensity[s.name], dtype=float))
+            replace(
+                s,
+                intensity_g_per_kwh=np.asarray(intensity[s.name], dtype=float),
+                plan_intensity_g_per_kwh=None,
+            )
             if s.name in intensity
             else s
             for s in self.sites
         ]
         return replace(self, sites=sites)
+
+
+def deadband(intensity: np.ndarray, error: np.ndarray) -> np.ndarray:
+    """Shrink each slot's deviation from the horizon mean by the forecast error there.
+
+    ``I'[t] = mean + sign(d[t]) · max(0, |d[t]| − err[t])`` with ``d = I − mean``: differences
+    between hours smaller than the forecast's own error vanish, so the plan does not move work
+    for a gain the forecast cannot tell apart from noise.
+    """
+    mean = float(np.mean(intensity))
+    d = intensity - mean
+    return mean + np.sign(d) * np.maximum(0.0, np.abs(d) - np.maximum(error, 0.0))
 
 
 def slot_of(ts: datetime, start: datetime, slot_h: float) -> float:

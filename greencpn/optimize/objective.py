@@ -31,7 +31,7 @@ def add(mb: ModelBuilder, inp: PlanInputs, V: Vars) -> None:
     obj = inp.objective
     m.w_carbon = pyo.Param(initialize=obj.carbon_weight_per_kg, mutable=True)
     m.w_cost = pyo.Param(initialize=obj.cost_weight, mutable=True)
-    inten = np.array([s.intensity_g_per_kwh for s in inp.sites]).reshape(S * T)
+    inten = np.array([s.planning_intensity for s in inp.sites]).reshape(S * T)
     m.intensity = pyo.Param(range(S * T), initialize=dict(enumerate(inten.tolist())), mutable=True)
     price = np.array([s.price_per_kwh for s in inp.sites]).reshape(S * T)
     allv = mb.vars
@@ -60,6 +60,6 @@ def add(mb: ModelBuilder, inp: PlanInputs, V: Vars) -> None:
 def set_intensity(m: pyo.ConcreteModel, inp: PlanInputs) -> None:
     """Copy the inputs' intensities into the model's mutable Params."""
     S, T = len(inp.sites), inp.T
-    inten = np.array([s.intensity_g_per_kwh for s in inp.sites]).reshape(S * T).tolist()
+    inten = np.array([s.planning_intensity for s in inp.sites]).reshape(S * T).tolist()
     for i, val in enumerate(inten):
         m.intensity[i] = val

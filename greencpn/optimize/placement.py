@@ -48,7 +48,7 @@ def _unit_energy_cost(inp: PlanInputs, carbon_w: float, cost_w: float, T2: int) 
     """Objective units per kWh at each site's meter, per slot, extended past the horizon."""
     out = np.empty((len(inp.sites), T2))
     for s, site in enumerate(inp.sites):
-        c = carbon_w * site.intensity_g_per_kwh / 1000.0 + cost_w * site.price_per_kwh
+        c = carbon_w * site.planning_intensity / 1000.0 + cost_w * site.price_per_kwh
         out[s, : inp.T] = c
         out[s, inp.T :] = c[-1] if inp.T else 0.0
     return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from greencpn.config import FleetConfig, slot_times
 from greencpn.errors import ConfigError, SolverError
 from greencpn.optimize.checks import run_checks
 from greencpn.optimize.evaluate import Evaluation, evaluate
-from greencpn.optimize.inputs import PlanInputs, build_inputs
+from greencpn.optimize.inputs import PlanInputs, build_inputs, deadband
 from greencpn.optimize.milp import MilpSolution, PlanModel, SolveOutcome
 from greencpn.optimize.placement import Schedule, place_jobs, repair_nodes
 from greencpn.optimize.residency import check_residency
@@ -108,9 +108,10 @@ def load_carbon(cfg: FleetConfig, start: datetime, slots: int) -> dict[str, np.n
 
 def load_site_sources(
     cfg: FleetConfig, start: datetime, slots: int, clock: Clock
-) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+) -> tuple[dict[str, np.ndarray], dict[str, dict], dict[str, np.ndarray]]:
     """Forecasts for sites with a ``carbon_source`` through the source chain (live → cache →
-    forecaster), resampled to the slots; returns intensities per zone and provenance per site."""
+    forecaster), resampled to the slots; returns intensities per zone, provenance per site and,
+    where the forecast carries 0.1/0.9 quantiles, its error (half the band) per site."""
     from greencpn.sources.chain import open_chain
     from greencpn.sources.resample import resample_to_slots
 
@@ -118,6 +119,7 @@ def load_site_sources(
     wanted = [start + i * slot for i in range(slots)]
     out: dict[str, np.ndarray] = {}
     prov: dict[str, dict] = {}
+    errors: dict[str, np.ndarray] = {}
     for site in cfg.raw.sites:
         spec = site.carbon_source
         if spec is None:
@@ -138,6 +140,12 @@ def load_site_sources(
                 fix="check the source, or give the zone in the [carbon] file",
             )
         out.setdefault(site.zone, vals.to_numpy(dtype=float))
+        lo, hi = cs.quantiles.get(0.1), cs.quantiles.get(0.9)
+        if lo is not None and hi is not None:
+            band = (hi - lo) / 2.0
+            if cs.step != slot:
+                band = resample_to_slots(band, slot, what=f"{spec} {site.zone} error")
+            errors[site.name] = np.nan_to_num(band.reindex(wanted).to_numpy(dtype=float), nan=0.0)
         prov[site.name] = {
             "source": cs.source,
             "issued_at": _iso(cs.issued_at) if cs.issued_at else None,
@@ -147,7 +155,7 @@ def load_site_sources(
             "accounting": cs.accounting,
             "errors": [str(e) for e in getattr(chain, "errors", [])][:5],
         }
-    return out, prov
+    return out, prov, errors
 
 
 def load_reserves(cfg: FleetConfig, start: datetime, slots: int) -> dict[str, np.ndarray]:
@@ -221,12 +229,13 @@ def make_inputs(
     T = cfg.raw.horizon.slots
     starts = slot_times(start, T, cfg.raw.horizon.slot_minutes)
     provenance: dict[str, dict] = {}
+    errors: dict[str, np.ndarray] = {}
     if intensity_by_zone is None:
         intensity_by_zone = load_carbon(cfg, start, T)
         if any(s.carbon_source for s in cfg.raw.sites):
             from greencpn.clock import SystemClock
 
-            live, provenance = load_site_sources(cfg, start, T, clock or SystemClock())
+            live, provenance, errors = load_site_sources(cfg, start, T, clock or SystemClock())
             intensity_by_zone = {**live, **intensity_by_zone}
     for s in cfg.raw.sites:
         provenance.setdefault(s.name, {"source": f"csv:{cfg.carbon_path}", "fallback": None})
@@ -238,6 +247,19 @@ def make_inputs(
         reserves=load_reserves(cfg, start, T),
         failed_nodes=failed_nodes,
     )
+    if cfg.raw.objective.ignore_gains_within_forecast_error and errors:
+        sites = []
+        for site in inp.sites:
+            err = errors.get(site.name)
+            if err is not None:
+                site = replace(
+                    site, plan_intensity_g_per_kwh=deadband(site.intensity_g_per_kwh, err)
+                )
+                provenance[site.name]["deadband_mean_error_g_per_kwh"] = round(
+                    float(np.mean(err)), 2
+                )
+            sites.append(site)
+        inp = replace(inp, sites=sites)
     inp.extras["carbon_provenance"] = provenance
     return inp
 

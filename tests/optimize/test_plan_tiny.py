@@ -470,3 +470,52 @@ def test_jobs_from_saved_squeue_json(tmp_path):
     placed = {j["id"]: j for j in doc["jobs"]}
     assert placed["13"]["gpus"] == 4 and placed["13"]["late_h"] == 0
     assert doc["totals"]["unserved_gpu_h"] == 0
+
+
+def test_deadband_shrinks_differences_by_the_forecast_error():
+    from greencpn.optimize.inputs import deadband
+
+    out = deadband(np.array([100.0, 90.0, 300.0]), np.array([20.0, 20.0, 20.0]))
+    mean = 490.0 / 3
+    assert out == pytest.approx(
+        [mean - (mean - 100 - 20), mean - (mean - 90 - 20), mean + (300 - mean - 20)]
+    )
+    # a difference inside the error vanishes entirely
+    assert deadband(np.array([100.0, 110.0]), np.array([10.0, 10.0])) == pytest.approx(
+        [105.0, 105.0]
+    )
+
+
+def test_plan_ignores_gains_within_the_forecast_error(fleet, tmp_path):
+    from datetime import timedelta
+
+    rng = np.random.default_rng(3)
+    noise = {h: rng.normal(0, 40) for h in range(60 * 24)}
+    t0 = START - timedelta(days=60)
+    _hourly_csv(
+        tmp_path / "hist.csv",
+        t0,
+        60,
+        lambda ts: round(
+            300 + 10 * (ts.hour == 3) + noise[int((ts - t0).total_seconds() // 3600)], 1
+        ),
+    )
+    sites = ONE_SITE.replace('zone = "Z"', 'zone = "Z"\ncarbon_source = "csv:hist.csv"')
+    path = fleet(
+        carbon={"Z": [1] * 8}, sites=sites, pools=pool(), jobs=[job(release=0, deadline=8)], slots=8
+    )
+    text = path.read_text()
+    text = (
+        text[: text.index("[carbon]")]
+        + text[text.index("[carbon]") + len('[carbon]\nfile = "carbon.csv"') :]
+    )
+    path.write_text(
+        text.replace(
+            "cost_weight = 0.0", "cost_weight = 0.0\nignore_gains_within_forecast_error = true"
+        )
+    )
+    inp = make_inputs(load_config(path), SimClock(START))
+    site = inp.sites[0]
+    assert site.plan_intensity_g_per_kwh is not None
+    assert np.ptp(site.planning_intensity) < np.ptp(site.intensity_g_per_kwh)
+    assert inp.extras["carbon_provenance"]["a"]["deadband_mean_error_g_per_kwh"] > 0
