@@ -37,27 +37,44 @@ def _time(fn: Callable[[], object], repeat: int = 5) -> tuple[float, float]:
 def measure() -> str:
     """Time each reader (5 runs) and return a Markdown section."""
     cases: list[tuple[str, Callable[[], object]]] = [
-        ("wide 3 y x 10 zones hourly (26,280 rows)",
-         lambda: read_wide(DATA / "electricitymaps_hourly_lca_2021-2023.csv")),
-        ("Electricity Maps export DE 2023 (8,760 rows)",
-         lambda: read_electricitymaps_export(DATA / "raw_electricitymaps" / "DE_2023_hourly.csv")),
-        ("Let's Wait Awhile GB 2020, irregular -> 1 h (21,980 rows)",
-         lambda: read_lets_wait_awhile(DATA / "lets_wait_awhile_2020" / "gb_ci.csv")),
-        ("WattTime actual 5-min (8,928 rows)",
-         lambda: read_watttime_actual(DATA / "watttime_caiso_north_2023" /
-                                      "watttime2023_caiso-north_actual.csv")),
-        ("WattTime issued forecasts (115,932 rows)",
-         lambda: read_watttime_forecasts(DATA / "watttime_caiso_north_2023" /
-                                         "watttime2023_caiso-north_forecast.csv")),
+        (
+            "wide 3 y x 10 zones hourly (26,280 rows)",
+            lambda: read_wide(DATA / "electricitymaps_hourly_lca_2021-2023.csv"),
+        ),
+        (
+            "Electricity Maps export DE 2023 (8,760 rows)",
+            lambda: read_electricitymaps_export(
+                DATA / "raw_electricitymaps" / "DE_2023_hourly.csv"
+            ),
+        ),
+        (
+            "Let's Wait Awhile GB 2020, irregular -> 1 h (21,980 rows)",
+            lambda: read_lets_wait_awhile(DATA / "lets_wait_awhile_2020" / "gb_ci.csv"),
+        ),
+        (
+            "WattTime actual 5-min (8,928 rows)",
+            lambda: read_watttime_actual(
+                DATA / "watttime_caiso_north_2023" / "watttime2023_caiso-north_actual.csv"
+            ),
+        ),
+        (
+            "WattTime issued forecasts (115,932 rows)",
+            lambda: read_watttime_forecasts(
+                DATA / "watttime_caiso_north_2023" / "watttime2023_caiso-north_forecast.csv"
+            ),
+        ),
     ]
     lines = ["| file | median s | max s |", "|---|---|---|"]
     for name, fn in cases:
         med, mx = _time(fn)
         lines.append(f"| {name} | {med:.3f} | {mx:.3f} |")
-    machine = (f"Machine: {os.cpu_count()} CPUs (nproc), {platform.machine()}, "
-               f"Python {platform.python_version()}, 5 runs each (`bench/bench_carbon_parse.py`).")
-    return "\n".join(["### Parsing the carbon files (`greencpn.sources.files`)", "", *lines, "",
-                      machine, ""])
+    machine = (
+        f"Machine: {os.cpu_count()} CPUs (nproc), {platform.machine()}, "
+        f"Python {platform.python_version()}, 5 runs each (`bench/bench_carbon_parse.py`)."
+    )
+    return "\n".join(
+        ["### Parsing the carbon files (`greencpn.sources.files`)", "", *lines, "", machine, ""]
+    )
 
 
 def main() -> int:

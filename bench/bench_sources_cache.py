@@ -71,8 +71,14 @@ def dead_port() -> int:
 
 def cli(args: list[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess[str]]:
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "greencpn.cli", *args], capture_output=True,
-                          text=True, env=env, cwd=REPO, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "greencpn.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
     return time.perf_counter() - t, proc
 
 
@@ -108,13 +114,31 @@ sys.exit(args.func(args))
 
 def run(a: argparse.Namespace, tmp: Path) -> int:
     cache_path = tmp / "cache.sqlite"
-    env = {**os.environ, "GREENCPN_ELECTRICITYMAPS_TOKEN": TOKEN, "PYTHONPATH": str(REPO),
-           "HOME": str(tmp)}
+    env = {
+        **os.environ,
+        "GREENCPN_ELECTRICITYMAPS_TOKEN": TOKEN,
+        "PYTHONPATH": str(REPO),
+        "HOME": str(tmp),
+    }
     srv = serve_recorded()
-    base = ["forecast", "--zone", "DE", "--source", "electricitymaps", "--hours", "48",
-            "--issued", NOW, "--now", NOW, "--cache", str(cache_path)]
-    t_fill, proc = cli([*base, "--base-url", f"http://127.0.0.1:{srv.server_address[1]}/v3",
-                        "--json"], env)
+    base = [
+        "forecast",
+        "--zone",
+        "DE",
+        "--source",
+        "electricitymaps",
+        "--hours",
+        "48",
+        "--issued",
+        NOW,
+        "--now",
+        NOW,
+        "--cache",
+        str(cache_path),
+    ]
+    t_fill, proc = cli(
+        [*base, "--base-url", f"http://127.0.0.1:{srv.server_address[1]}/v3", "--json"], env
+    )
     srv.shutdown()
     if proc.returncode != 0:
         print(proc.stderr)
@@ -130,8 +154,7 @@ def run(a: argparse.Namespace, tmp: Path) -> int:
 
     clock = SimClock(datetime(2023, 5, 2, 19, 55, tzinfo=UTC))
     cache = SeriesCache(cache_path, clock)
-    chain = SourceChain(None, cache, clock=clock, source_name="electricitymaps",
-                        signal="average")
+    chain = SourceChain(None, cache, clock=clock, source_name="electricitymaps", signal="average")
     issued = clock.now()
 
     class NoLive:  # the chain must not need the network for a fresh hit
@@ -165,8 +188,14 @@ def run(a: argparse.Namespace, tmp: Path) -> int:
         walls.append(wall)
     example = proc.stdout
     # past the TTL, API down: the full path (pandas, one refused connection, stale cache)
-    stale_cmd = [*dead[:dead.index("--now")], "--now", "2023-05-02T22:55Z",
-                 *dead[dead.index("--now") + 2:], "--retries", "1"]
+    stale_cmd = [
+        *dead[: dead.index("--now")],
+        "--now",
+        "2023-05-02T22:55Z",
+        *dead[dead.index("--now") + 2 :],
+        "--retries",
+        "1",
+    ]
     stale = []
     for _ in range(max(3, a.runs // 3)):
         wall, p3 = cli(stale_cmd, env)
@@ -176,14 +205,19 @@ def run(a: argparse.Namespace, tmp: Path) -> int:
     own = []
     for _ in range(a.runs):
         t = time.perf_counter()
-        p2 = subprocess.run([sys.executable, "-c", SOURCES_ONLY, *dead], capture_output=True,
-                            text=True, env=env, cwd=REPO, timeout=120)
+        p2 = subprocess.run(
+            [sys.executable, "-c", SOURCES_ONLY, *dead],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=120,
+        )
         own.append(time.perf_counter() - t)
         assert p2.returncode == 0 and p2.stdout == example, p2.stderr
     t_py = [cli_time([sys.executable, "-c", "pass"], env) for _ in range(5)]
     t_help = [cli(["--help"], env)[0] for _ in range(5)]
-    t_pandas = [cli_time([sys.executable, "-c", "import pandas, requests"], env)
-                for _ in range(5)]
+    t_pandas = [cli_time([sys.executable, "-c", "import pandas, requests"], env) for _ in range(5)]
 
     nproc = os.cpu_count()
     lines = [

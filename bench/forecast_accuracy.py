@@ -47,19 +47,26 @@ DATA = ROOT.parent / "shared" / "data" / "carbon"
 OUT = ROOT / "bench" / "results" / "forecast.md"
 H = 48
 BUCKETS = {"1-6 h": (1, 6), "7-24 h": (7, 24), "25-48 h": (25, 48)}
-REFERENCE = {"per-lead linear reference (issue text)": (18, 32, 39),
-             "7-day profile reference (issue text)": (21, 35, 41),
-             "persistence reference (issue text)": (28, 49, 56),
-             "seasonal-naive reference (issue text)": (36, 36, 46)}
+REFERENCE = {
+    "per-lead linear reference (issue text)": (18, 32, 39),
+    "7-day profile reference (issue text)": (21, 35, 41),
+    "persistence reference (issue text)": (28, 49, 56),
+    "seasonal-naive reference (issue text)": (36, 36, 46),
+}
 
 
 def _models() -> list:
-    return [Persistence(), SeasonalNaive(24), SeasonalNaive(168), ProfileForecaster(),
-            default_forecaster()]
+    return [
+        Persistence(),
+        SeasonalNaive(24),
+        SeasonalNaive(168),
+        ProfileForecaster(),
+        default_forecaster(),
+    ]
 
 
 def _bucket(per_lead: np.ndarray) -> list[float]:
-    return [float(np.nanmean(per_lead[a - 1:b])) for a, b in BUCKETS.values()]
+    return [float(np.nanmean(per_lead[a - 1 : b])) for a, b in BUCKETS.values()]
 
 
 def accuracy(zones: dict) -> tuple[dict, dict, dict, dict]:
@@ -76,7 +83,7 @@ def accuracy(zones: dict) -> tuple[dict, dict, dict, dict]:
         n = len(y)
         actual = np.full((len(issues), H), np.nan)
         win = sliding_window_view(np.append(y, np.full(H, np.nan)), H)
-        actual[:] = win[start:start + len(issues)]
+        actual[:] = win[start : start + len(issues)]
         for model in _models():
             t0 = time.perf_counter()
             model.fit(s)
@@ -101,8 +108,11 @@ def accuracy(zones: dict) -> tuple[dict, dict, dict, dict]:
             if not same:
                 raise SystemExit(f"{model.name}/{zone}: predict() differs from predict_many()")
             coverage.setdefault(model.name, []).append(inside / max(total, 1))
-            print(f"{zone:12s} {model.name:20s} MAE {np.round(mae[model.name][zone], 1)} "
-                  f"({time.perf_counter() - t0:.1f} s)", flush=True)
+            print(
+                f"{zone:12s} {model.name:20s} MAE {np.round(mae[model.name][zone], 1)} "
+                f"({time.perf_counter() - t0:.1f} s)",
+                flush=True,
+            )
         del n
     return mae, mape, lead_mae, coverage
 
@@ -114,10 +124,12 @@ def watttime_alignment() -> tuple[list[tuple[int, float, float, int]], pd.DataFr
     as a yardstick. Returns rows ``(lag, forecast MAE, persistence MAE, points)`` and per-lead
     errors at lag 0 and at the best lag.
     """
-    act = read_watttime_actual(DATA / "watttime_caiso_north_2023" /
-                               "watttime2023_caiso-north_actual.csv").intensity_g_per_kwh
-    arch = read_watttime_forecasts(DATA / "watttime_caiso_north_2023" /
-                                   "watttime2023_caiso-north_forecast.csv")
+    act = read_watttime_actual(
+        DATA / "watttime_caiso_north_2023" / "watttime2023_caiso-north_actual.csv"
+    ).intensity_g_per_kwh
+    arch = read_watttime_forecasts(
+        DATA / "watttime_caiso_north_2023" / "watttime2023_caiso-north_forecast.csv"
+    )
     f = arch.frame
     lead_min = ((f["target"] - f["issued_at"]) / pd.Timedelta(minutes=1)).to_numpy()
     common = pd.Series(lead_min).map(pd.Series(lead_min).value_counts()).to_numpy() >= 100
@@ -153,7 +165,9 @@ def speed(zones: dict) -> dict[str, tuple[float, float]]:
         f.predict(datetime(2023, 1, 1, tzinfo=UTC), H)
         full.append(time.perf_counter() - t0)
     res["full refit from scratch (2 y history, fit + first 48 h predict)"] = (
-        statistics.median(full), max(full))
+        statistics.median(full),
+        max(full),
+    )
     f = LinearLagForecaster()
     f.fit(s)
     f.predict(datetime(2023, 1, 1, tzinfo=UTC), H)
@@ -167,8 +181,10 @@ def speed(zones: dict) -> dict[str, tuple[float, float]]:
             t0 = time.perf_counter()
             f.predict(t + timedelta(hours=h), H)
             warm.append(time.perf_counter() - t0)
-    res["daily refit (incremental, first predict of the day)"] = (statistics.median(daily),
-                                                                  max(daily))
+    res["daily refit (incremental, first predict of the day)"] = (
+        statistics.median(daily),
+        max(daily),
+    )
     res["48 h predict() with quantiles (same day, warm)"] = (statistics.median(warm), max(warm))
     return res
 
@@ -190,64 +206,118 @@ def main() -> int:
     sp = speed(zones)
     elapsed = time.perf_counter() - t_start
 
-    md = ["## Carbon forecasting (fallback forecasters)", "",
-          f"Measured by `bench/forecast_accuracy.py` on {datetime.now(UTC):%Y-%m-%d}: "
-          f"{os.cpu_count()} CPUs (nproc), {platform.machine()}, Python "
-          f"{platform.python_version()}, numpy {np.__version__}, pandas {pd.__version__}; "
-          f"whole bench {elapsed / 60:.1f} min (machine shared with other jobs).", "",
-          "Forecasts issued every hour of 2023 (8,760 issues x 48 h) on the 10 zones of "
-          "`electricitymaps_hourly_lca_2021-2023.csv` (LCA, g/kWh), each using only data before "
-          "its issue time; the linear model refits daily (00:00 UTC) on the previous 365 days.",
-          "", "### Mean MAE over the 10 zones (g/kWh), by lead bucket", ""]
+    md = [
+        "## Carbon forecasting (fallback forecasters)",
+        "",
+        f"Measured by `bench/forecast_accuracy.py` on {datetime.now(UTC):%Y-%m-%d}: "
+        f"{os.cpu_count()} CPUs (nproc), {platform.machine()}, Python "
+        f"{platform.python_version()}, numpy {np.__version__}, pandas {pd.__version__}; "
+        f"whole bench {elapsed / 60:.1f} min (machine shared with other jobs).",
+        "",
+        "Forecasts issued every hour of 2023 (8,760 issues x 48 h) on the 10 zones of "
+        "`electricitymaps_hourly_lca_2021-2023.csv` (LCA, g/kWh), each using only data before "
+        "its issue time; the linear model refits daily (00:00 UTC) on the previous 365 days.",
+        "",
+        "### Mean MAE over the 10 zones (g/kWh), by lead bucket",
+        "",
+    ]
     names = list(mae)
     mrows = []
     for name in names:
         v = np.mean(np.array(list(mae[name].values())), axis=0)
-        mrows.append([f"`{name}`" + (" (default)" if name == default_forecaster().name else ""),
-                      *[f"{x:.1f}" for x in v],
-                      f"{np.mean(coverage[name]) * 100:.0f} %"])
+        mrows.append(
+            [
+                f"`{name}`" + (" (default)" if name == default_forecaster().name else ""),
+                *[f"{x:.1f}" for x in v],
+                f"{np.mean(coverage[name]) * 100:.0f} %",
+            ]
+        )
     for ref, v in REFERENCE.items():
         mrows.append([ref, *[f"{x}" for x in v], ""])
     md.append(_table(["model", *BUCKETS, "0.1-0.9 band coverage"], mrows))
     md += ["", "### Mean MAPE over the 10 zones (%), by lead bucket", ""]
-    md.append(_table(["model", *BUCKETS], [
-        [f"`{n}`", *[f"{x:.1f}" for x in np.mean(np.array(list(mape[n].values())), axis=0)]]
-        for n in names]))
+    md.append(
+        _table(
+            ["model", *BUCKETS],
+            [
+                [f"`{n}`", *[f"{x:.1f}" for x in np.mean(np.array(list(mape[n].values())), axis=0)]]
+                for n in names
+            ],
+        )
+    )
     best = default_forecaster().name
     md += ["", f"### `{best}` per zone: MAE g/kWh (MAPE %)", ""]
-    md.append(_table(["zone", *BUCKETS], [
-        [z, *[f"{a:.1f} ({p:.1f})" for a, p in zip(mae[best][z], mape[best][z], strict=True)]]
-        for z in mae[best]]))
+    md.append(
+        _table(
+            ["zone", *BUCKETS],
+            [
+                [
+                    z,
+                    *[
+                        f"{a:.1f} ({p:.1f})"
+                        for a, p in zip(mae[best][z], mape[best][z], strict=True)
+                    ],
+                ]
+                for z in mae[best]
+            ],
+        )
+    )
     md += ["", "### Mean MAE (g/kWh) by lead hour, all models", ""]
     sel = [1, 2, 3, 6, 12, 18, 24, 30, 36, 42, 48]
-    md.append(_table(["model", *[f"{h} h" for h in sel]], [
-        [f"`{n}`", *[f"{np.mean(lead_mae[n], axis=0)[h - 1]:.1f}" for h in sel]]
-        for n in names]))
+    md.append(
+        _table(
+            ["model", *[f"{h} h" for h in sel]],
+            [
+                [f"`{n}`", *[f"{np.mean(lead_mae[n], axis=0)[h - 1]:.1f}" for h in sel]]
+                for n in names
+            ],
+        )
+    )
     md += ["", "### Speed (`linear-lags`, DE)", ""]
-    md.append(_table(["operation", "median", "max"],
-                     [[k, f"{a * 1000:.1f} ms", f"{b * 1000:.1f} ms"] for k, (a, b) in
-                      sp.items()]))
+    md.append(
+        _table(
+            ["operation", "median", "max"],
+            [[k, f"{a * 1000:.1f} ms", f"{b * 1000:.1f} ms"] for k, (a, b) in sp.items()],
+        )
+    )
     best_lag = min(rows, key=lambda r: r[1])
-    md += ["", "### WattTime CAISO_NORTH: real issued forecasts vs actual MOER (g/kWh)", "",
-           "Forecasts issued every 5 min (2023-06-08 .. 2023-07-08), 5-60 min ahead. MAE of all "
-           "forecast points against the actual series shifted by a lag (actual at target + lag):",
-           ""]
-    md.append(_table(["lag (min)", "WattTime forecast MAE", "persistence MAE", "points"],
-                     [[f"{lag:+d}", f"{m:.2f}", f"{p:.2f}", str(c)] for lag, m, p, c in rows]))
+    md += [
+        "",
+        "### WattTime CAISO_NORTH: real issued forecasts vs actual MOER (g/kWh)",
+        "",
+        "Forecasts issued every 5 min (2023-06-08 .. 2023-07-08), 5-60 min ahead. MAE of all "
+        "forecast points against the actual series shifted by a lag (actual at target + lag):",
+        "",
+    ]
+    md.append(
+        _table(
+            ["lag (min)", "WattTime forecast MAE", "persistence MAE", "points"],
+            [[f"{lag:+d}", f"{m:.2f}", f"{p:.2f}", str(c)] for lag, m, p, c in rows],
+        )
+    )
     pers0 = next(p for lag, _, p, _ in rows if lag == 0)
     fc0 = next(m for lag, m, _, _ in rows if lag == 0)
-    md += ["", f"Best agreement at lag {best_lag[0]:+d} min (MAE {best_lag[1]:.2f} g/kWh, vs "
-           f"{fc0:.2f} at lag 0): WattTime's forecast for time T matches the actual file best "
-           f"around T {best_lag[0]:+d} min, which is what one sees if the forecasts were built "
-           "from data some 20-30 min older than their request time (data latency), or if the "
-           "actual file's time labels run late. Persistence (the last actual 5 min before the "
-           f"issue, scored on the same points) reaches {pers0:.2f} at lag 0 — but it reads the "
-           "final, possibly revised actual file, which a real-time forecaster could not, so it "
-           "is an optimistic yardstick. Leads with fewer than 100 points (4 irregular "
-           "forecasts reaching 70-85 min) are left out.", "",
-           "By lead (minutes):", ""]
-    md.append(_table(["lead (min)", *wt_lead.columns],
-                     [[f"{int(i)}", *[f"{v:.2f}" for v in r]] for i, r in wt_lead.iterrows()]))
+    md += [
+        "",
+        f"Best agreement at lag {best_lag[0]:+d} min (MAE {best_lag[1]:.2f} g/kWh, vs "
+        f"{fc0:.2f} at lag 0): WattTime's forecast for time T matches the actual file best "
+        f"around T {best_lag[0]:+d} min, which is what one sees if the forecasts were built "
+        "from data some 20-30 min older than their request time (data latency), or if the "
+        "actual file's time labels run late. Persistence (the last actual 5 min before the "
+        f"issue, scored on the same points) reaches {pers0:.2f} at lag 0 — but it reads the "
+        "final, possibly revised actual file, which a real-time forecaster could not, so it "
+        "is an optimistic yardstick. Leads with fewer than 100 points (4 irregular "
+        "forecasts reaching 70-85 min) are left out.",
+        "",
+        "By lead (minutes):",
+        "",
+    ]
+    md.append(
+        _table(
+            ["lead (min)", *wt_lead.columns],
+            [[f"{int(i)}", *[f"{v:.2f}" for v in r]] for i, r in wt_lead.iterrows()],
+        )
+    )
     md.append("")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     text = "\n".join(md)

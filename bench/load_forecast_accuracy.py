@@ -76,7 +76,7 @@ def main() -> int:
     times: list[float] = []
     for t in issues:
         i = hourly.index.get_loc(t)
-        actual = y[i: i + H]
+        actual = y[i : i + H]
         t0 = time.perf_counter()
         fc = model.forecast(active, t.to_pydatetime(), timedelta(hours=H), capacity=capacity)
         times.append(time.perf_counter() - t0)
@@ -97,11 +97,13 @@ def main() -> int:
     issue_idx = pd.DatetimeIndex(issues)
     held = np.asarray(issue_idx >= TUNE_END)
 
-    def bucket_mean(rows: list[np.ndarray], lo: int, hi: int, mask: np.ndarray | None = None) -> float:
+    def bucket_mean(
+        rows: list[np.ndarray], lo: int, hi: int, mask: np.ndarray | None = None
+    ) -> float:
         arr = np.vstack(rows)
         if mask is not None:
             arr = arr[mask]
-        return float(np.nanmean(arr[:, lo - 1: hi]))
+        return float(np.nanmean(arr[:, lo - 1 : hi]))
 
     lines = [
         "## Load forecast (Philly node series)",
@@ -130,8 +132,10 @@ def main() -> int:
         "| | 1–6 h | 7–24 h | 25–48 h | held-out 1–6 h | held-out 7–24 h | held-out 25–48 h |",
         "|---|---|---|---|---|---|---|",
     ]
-    for label, rows, fmt in [("coverage (ideal 0.90)", covered, "{:.3f}"),
-                             ("mean headroom above actual, nodes", headroom, "{:.1f}")]:
+    for label, rows, fmt in [
+        ("coverage (ideal 0.90)", covered, "{:.3f}"),
+        ("mean headroom above actual, nodes", headroom, "{:.1f}"),
+    ]:
         vals = [fmt.format(bucket_mean(rows, lo, hi)) for lo, hi in BUCKETS]
         vals += [fmt.format(bucket_mean(rows, lo, hi, held)) for lo, hi in BUCKETS]
         lines.append(f"| {label} | " + " | ".join(vals) + " |")

@@ -159,8 +159,13 @@ def _per_site_lines(plan: dict[str, Any], path: Path, title: str, ylabel: str, v
     fig, axes = _grid(plt, len(groups), title)
     for ax, (site, pools) in zip(axes, groups.items(), strict=True):
         for pool in pools:
-            ax.step(edges, value(pool, _series(pool["slots"], value.key, n)), where="post", lw=1.3,
-                    label=pool["name"])
+            ax.step(
+                edges,
+                value(pool, _series(pool["slots"], value.key, n)),
+                where="post",
+                lw=1.3,
+                label=pool["name"],
+            )
         ax.set_title(f"{site} ({len(pools)} pools)", fontsize=9)
         ax.set_ylabel(ylabel)
         ax.set_ylim(bottom=0)
@@ -190,7 +195,9 @@ _cap.key = "power_cap_w"  # type: ignore[attr-defined]
 def plot_nodes_on(plan: dict[str, Any], path: Path) -> Path:
     """(b) Nodes on per pool (step) against the pool size and its spares."""
     if len(plan["pools"]) > MAX_POOL_PANELS:
-        return _per_site_lines(plan, path, "Share of nodes powered on per pool", "nodes on (%)", _share_on)
+        return _per_site_lines(
+            plan, path, "Share of nodes powered on per pool", "nodes on (%)", _share_on
+        )
     plt = _pyplot()
     edges = slot_edges(plan)
     n = len(edges) - 1

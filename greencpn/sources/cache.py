@@ -80,9 +80,14 @@ class SeriesCache:
         daily_budget: per-source maximum HTTP requests per UTC day (missing = unlimited).
     """
 
-    def __init__(self, path: str | Path, clock: Clock | None = None, *,
-                 ttl_s: dict[str, float] | None = None,
-                 daily_budget: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        clock: Clock | None = None,
+        *,
+        ttl_s: dict[str, float] | None = None,
+        daily_budget: dict[str, int] | None = None,
+    ) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -101,8 +106,16 @@ class SeriesCache:
     def ttl_for(self, endpoint: str) -> float:
         return self.ttl_s.get(endpoint, self.ttl_s["forecast"])
 
-    def put(self, source: str, zone: str, signal: str, endpoint: str, key: str,
-            series: CarbonSeries, fetched_at: datetime | None = None) -> None:
+    def put(
+        self,
+        source: str,
+        zone: str,
+        signal: str,
+        endpoint: str,
+        key: str,
+        series: CarbonSeries,
+        fetched_at: datetime | None = None,
+    ) -> None:
         """Store ``series`` (replacing an earlier row with the same key)."""
         fetched = (fetched_at or self.clock.now()).timestamp()
         idx = series.intensity_g_per_kwh.index
@@ -112,20 +125,29 @@ class SeriesCache:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO series VALUES (?,?,?,?,?,?,?,?,?)",
-                (source, zone, signal, endpoint, key, fetched, first, last, payload))
+                (source, zone, signal, endpoint, key, fetched, first, last, payload),
+            )
             self._db.commit()
 
-    def get(self, source: str, zone: str, signal: str, endpoint: str,
-            key: str) -> CacheHit | None:
+    def get(self, source: str, zone: str, signal: str, endpoint: str, key: str) -> CacheHit | None:
         """The row with exactly this key, fresh or stale, or None."""
         with self._lock:
             row = self._db.execute(
                 "SELECT fetched_at, payload FROM series WHERE source=? AND zone=? AND signal=? "
-                "AND endpoint=? AND key=?", (source, zone, signal, endpoint, key)).fetchone()
+                "AND endpoint=? AND key=?",
+                (source, zone, signal, endpoint, key),
+            ).fetchone()
         return self._hit(row, endpoint)
 
-    def latest(self, source: str, zone: str, signal: str, endpoint: str, *,
-               covering: datetime | None = None) -> CacheHit | None:
+    def latest(
+        self,
+        source: str,
+        zone: str,
+        signal: str,
+        endpoint: str,
+        *,
+        covering: datetime | None = None,
+    ) -> CacheHit | None:
         """The most recently fetched row for the endpoint (any key), fresh or stale.
 
         Args:
@@ -134,8 +156,15 @@ class SeriesCache:
         row = self._latest_row(source, zone, signal, endpoint, covering)
         return self._hit(row, endpoint)
 
-    def latest_raw(self, source: str, zone: str, signal: str, endpoint: str, *,
-                   covering: datetime | None = None) -> tuple[dict[str, Any], float, bool] | None:
+    def latest_raw(
+        self,
+        source: str,
+        zone: str,
+        signal: str,
+        endpoint: str,
+        *,
+        covering: datetime | None = None,
+    ) -> tuple[dict[str, Any], float, bool] | None:
         """Like :meth:`latest` but without pandas: ``(payload dict, age_s, fresh)``; the
         payload is the JSON of :func:`encode_series` (``t`` epoch seconds, ``v`` values...)."""
         row = self._latest_row(source, zone, signal, endpoint, covering)
@@ -144,10 +173,13 @@ class SeriesCache:
         age = self.clock.now().timestamp() - row[0]
         return json.loads(row[1]), age, age <= self.ttl_for(endpoint)
 
-    def _latest_row(self, source: str, zone: str, signal: str, endpoint: str,
-                    covering: datetime | None) -> tuple[float, str] | None:
-        sql = ("SELECT fetched_at, payload FROM series WHERE source=? AND zone=? AND signal=? "
-               "AND endpoint=?")
+    def _latest_row(
+        self, source: str, zone: str, signal: str, endpoint: str, covering: datetime | None
+    ) -> tuple[float, str] | None:
+        sql = (
+            "SELECT fetched_at, payload FROM series WHERE source=? AND zone=? AND signal=? "
+            "AND endpoint=?"
+        )
         args: list[object] = [source, zone, signal, endpoint]
         if covering is not None:
             sql += " AND last_ts >= ?"
@@ -175,8 +207,12 @@ class SeriesCache:
             return None
         fetched = datetime.fromtimestamp(row[0], UTC)
         age = (self.clock.now() - fetched).total_seconds()
-        return CacheHit(series=decode_series(row[1]), fetched_at=fetched, age_s=age,
-                        fresh=age <= self.ttl_for(endpoint))
+        return CacheHit(
+            series=decode_series(row[1]),
+            fetched_at=fetched,
+            age_s=age,
+            fresh=age <= self.ttl_for(endpoint),
+        )
 
     # ---------------------------------------------------------------------------- budget
     def consume_budget(self, source: str) -> int:
@@ -195,26 +231,31 @@ class SeriesCache:
         day = now.date().isoformat()
         limit = self.daily_budget.get(source)
         with self._lock:
-            row = self._db.execute("SELECT count FROM budget WHERE source=? AND day=?",
-                                   (source, day)).fetchone()
+            row = self._db.execute(
+                "SELECT count FROM budget WHERE source=? AND day=?", (source, day)
+            ).fetchone()
             used = row[0] if row else 0
             if limit is not None and used >= limit:
                 midnight = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
                 raise BudgetExceededError(
                     f"{source}: daily request budget of {limit} used up ({day} UTC); serving "
                     "cached data. Fix: raise the budget in the config if your plan allows more",
-                    retry_after_s=(midnight - now).total_seconds())
+                    retry_after_s=(midnight - now).total_seconds(),
+                )
             self._db.execute(
                 "INSERT INTO budget VALUES (?,?,1) ON CONFLICT(source, day) "
-                "DO UPDATE SET count = count + 1", (source, day))
+                "DO UPDATE SET count = count + 1",
+                (source, day),
+            )
             self._db.commit()
         return used + 1
 
     def budget_used(self, source: str) -> int:
         day = self.clock.now().astimezone(UTC).date().isoformat()
         with self._lock:
-            row = self._db.execute("SELECT count FROM budget WHERE source=? AND day=?",
-                                   (source, day)).fetchone()
+            row = self._db.execute(
+                "SELECT count FROM budget WHERE source=? AND day=?", (source, day)
+            ).fetchone()
         return int(row[0]) if row else 0
 
 
@@ -231,13 +272,24 @@ def encode_series(s: CarbonSeries) -> str:
     ts = (idx.as_unit("ns").asi8 // 10**9).tolist() if len(idx) else []
     vals = [None if v != v else float(v) for v in ser.to_numpy(dtype=float)]
     est = None if s.estimated is None else [bool(x) for x in s.estimated.to_numpy()]
-    quant = {str(q): [None if v != v else float(v) for v in qs.to_numpy(dtype=float)]
-             for q, qs in s.quantiles.items()}
-    return json.dumps({
-        "zone": s.zone, "t": ts, "v": vals, "est": est, "signal": s.signal,
-        "accounting": s.accounting, "source": s.source,
-        "issued_at": s.issued_at.timestamp() if s.issued_at else None, "q": quant,
-    }, separators=(",", ":"))
+    quant = {
+        str(q): [None if v != v else float(v) for v in qs.to_numpy(dtype=float)]
+        for q, qs in s.quantiles.items()
+    }
+    return json.dumps(
+        {
+            "zone": s.zone,
+            "t": ts,
+            "v": vals,
+            "est": est,
+            "signal": s.signal,
+            "accounting": s.accounting,
+            "source": s.source,
+            "issued_at": s.issued_at.timestamp() if s.issued_at else None,
+            "q": quant,
+        },
+        separators=(",", ":"),
+    )
 
 
 def decode_series(text: str) -> CarbonSeries:
@@ -247,16 +299,26 @@ def decode_series(text: str) -> CarbonSeries:
     from greencpn.sources.base import CarbonSeries
 
     d = json.loads(text)
-    idx = pd.DatetimeIndex(np.asarray(d["t"], dtype="int64").astype("datetime64[s]")
-                           .astype("datetime64[ns]"), tz=UTC)
+    idx = pd.DatetimeIndex(
+        np.asarray(d["t"], dtype="int64").astype("datetime64[s]").astype("datetime64[ns]"), tz=UTC
+    )
     values = pd.Series(np.asarray(d["v"], dtype=float), index=idx, name="intensity_g_per_kwh")
     est = None if d["est"] is None else pd.Series(np.asarray(d["est"], dtype=bool), index=idx)
-    quant = {float(q): pd.Series(np.asarray(v, dtype=float), index=idx)
-             for q, v in d.get("q", {}).items()}
+    quant = {
+        float(q): pd.Series(np.asarray(v, dtype=float), index=idx)
+        for q, v in d.get("q", {}).items()
+    }
     issued = datetime.fromtimestamp(d["issued_at"], UTC) if d["issued_at"] is not None else None
-    return CarbonSeries(zone=d["zone"], intensity_g_per_kwh=values, signal=d["signal"],
-                        accounting=d["accounting"], source=d["source"], issued_at=issued,
-                        estimated=est, quantiles=quant)
+    return CarbonSeries(
+        zone=d["zone"],
+        intensity_g_per_kwh=values,
+        signal=d["signal"],
+        accounting=d["accounting"],
+        source=d["source"],
+        issued_at=issued,
+        estimated=est,
+        quantiles=quant,
+    )
 
 
 def mark_stale(hit: CacheHit) -> CarbonSeries:

@@ -153,12 +153,19 @@ class SourceChain:
         source_name: cache key/provenance name (default: ``live.name``).
     """
 
-    def __init__(self, live: CarbonSource | None, cache: SeriesCache | None = None, *,
-                 clock: Clock | None = None, forecaster_factory: Any = default_forecaster,
-                 history_source: CarbonSource | None = None,
-                 history_window: timedelta = DEFAULT_HISTORY_WINDOW,
-                 fetch_horizon: timedelta = timedelta(hours=72),
-                 signal: str | None = None, source_name: str | None = None) -> None:
+    def __init__(
+        self,
+        live: CarbonSource | None,
+        cache: SeriesCache | None = None,
+        *,
+        clock: Clock | None = None,
+        forecaster_factory: Any = default_forecaster,
+        history_source: CarbonSource | None = None,
+        history_window: timedelta = DEFAULT_HISTORY_WINDOW,
+        fetch_horizon: timedelta = timedelta(hours=72),
+        signal: str | None = None,
+        source_name: str | None = None,
+    ) -> None:
         self.live = live
         self.cache = cache
         self.clock = clock or (cache.clock if cache is not None else SystemClock())
@@ -172,8 +179,9 @@ class SourceChain:
         self._live_down = False
 
     # -------------------------------------------------------------------------- forecast
-    def forecast(self, zone: str, issued_at: datetime | None = None,
-                 horizon: timedelta = timedelta(hours=48)) -> CarbonSeries:
+    def forecast(
+        self, zone: str, issued_at: datetime | None = None, horizon: timedelta = timedelta(hours=48)
+    ) -> CarbonSeries:
         """A forecast of ``zone`` over ``[issued_at, issued_at + horizon)`` from the first
         step of the chain that can give one (see the module docstring)."""
         issued_at = ensure_utc(issued_at or self.clock.now(), "issued_at")
@@ -204,15 +212,21 @@ class SourceChain:
                 # would fail the same way and cost another round of retries.
                 self._live_down = not isinstance(exc, BadResponseError)
                 if hit is not None:
-                    base = replace(_cut(hit.series, issued_at, end), stale_age_s=hit.age_s,
-                                   fallback="cache")
+                    base = replace(
+                        _cut(hit.series, issued_at, end), stale_age_s=hit.age_s, fallback="cache"
+                    )
                     provider = hit.series.intensity_g_per_kwh
                     origin = "cache"
-                    log.warning("%s forecast %s: serving cached forecast fetched %.0f s ago",
-                                self.name, zone, hit.age_s)
+                    log.warning(
+                        "%s forecast %s: serving cached forecast fetched %.0f s ago",
+                        self.name,
+                        zone,
+                        hit.age_s,
+                    )
         elif hit is not None:
-            base = replace(_cut(hit.series, issued_at, end), stale_age_s=hit.age_s,
-                           fallback="cache")
+            base = replace(
+                _cut(hit.series, issued_at, end), stale_age_s=hit.age_s, fallback="cache"
+            )
             provider = hit.series.intensity_g_per_kwh
             origin = "cache"
 
@@ -246,15 +260,28 @@ class SourceChain:
         if known.empty:
             raise NoForecastError(
                 f"{self.name} history {zone}: the source failed and nothing is cached "
-                f"({'; '.join(str(e) for e in self.errors) or 'no live source'})")
+                f"({'; '.join(str(e) for e in self.errors) or 'no live source'})"
+            )
         age = self._newest_cache_age(zone)
-        return CarbonSeries(zone=zone, intensity_g_per_kwh=known, signal=self.signal,  # type: ignore[arg-type]
-                            source=self.name, stale_age_s=age, fallback="cache")
+        return CarbonSeries(
+            zone=zone,
+            intensity_g_per_kwh=known,
+            signal=self.signal,  # type: ignore[arg-type]
+            source=self.name,
+            stale_age_s=age,
+            fallback="cache",
+        )
 
     # --------------------------------------------------------------------------- helpers
-    def _complete(self, zone: str, base: CarbonSeries, issued_at: datetime,
-                  horizon: timedelta, origin: str,
-                  provider: pd.Series | None = None) -> CarbonSeries:
+    def _complete(
+        self,
+        zone: str,
+        base: CarbonSeries,
+        issued_at: datetime,
+        horizon: timedelta,
+        origin: str,
+        provider: pd.Series | None = None,
+    ) -> CarbonSeries:
         """Fill slots the base series lacks (shorter horizon, long gaps) from the forecaster."""
         values = base.intensity_g_per_kwh
         step = base.step or _default_step(values) or timedelta(hours=1)
@@ -271,19 +298,29 @@ class SourceChain:
         missing = full.isna().to_numpy()
         if not missing.any():
             return base
-        est = (base.estimated.reindex(grid, fill_value=True) if base.estimated is not None
-               else pd.Series(False, index=grid))
+        est = (
+            base.estimated.reindex(grid, fill_value=True)
+            if base.estimated is not None
+            else pd.Series(False, index=grid)
+        )
         est = est.astype(bool)
         try:
             history = self._history_for(zone, issued_at, step)
             first_missing = grid[missing][0]
             forecast_known = provider if provider is not None else values
             forecast_known = forecast_known[forecast_known.index < first_missing].dropna()
-            known = pd.concat([history[history.index < forecast_known.index[0]]
-                               if len(forecast_known) else history, forecast_known])
+            known = pd.concat(
+                [
+                    history[history.index < forecast_known.index[0]]
+                    if len(forecast_known)
+                    else history,
+                    forecast_known,
+                ]
+            )
             tail = grid[grid >= first_missing]
-            predicted, _, name = self._predict(zone, known, first_missing.to_pydatetime(),
-                                               len(tail), step)
+            predicted, _, name = self._predict(
+                zone, known, first_missing.to_pydatetime(), len(tail), step
+            )
             predicted = predicted.reindex(grid)
         except Exception as exc:  # the forecaster is a fallback: never let it kill the answer
             self._record(exc, f"{self.name} forecast {zone}: extending with the forecaster")
@@ -291,14 +328,20 @@ class SourceChain:
         full[missing] = predicted[missing]
         est[missing] = True
         prefix = base.fallback or "live"  # a fresh cache hit counts as live
-        log.info("%s forecast %s: %d of %d slots from forecaster %s", self.name, zone,
-                 int(missing.sum()), len(grid), name)
+        log.info(
+            "%s forecast %s: %d of %d slots from forecaster %s",
+            self.name,
+            zone,
+            int(missing.sum()),
+            len(grid),
+            name,
+        )
         full.name = "intensity_g_per_kwh"
-        return replace(base, intensity_g_per_kwh=full, estimated=est,
-                       fallback=f"{prefix}+forecaster:{name}")
+        return replace(
+            base, intensity_g_per_kwh=full, estimated=est, fallback=f"{prefix}+forecaster:{name}"
+        )
 
-    def _forecaster_only(self, zone: str, issued_at: datetime,
-                         horizon: timedelta) -> CarbonSeries:
+    def _forecaster_only(self, zone: str, issued_at: datetime, horizon: timedelta) -> CarbonSeries:
         step = getattr(self.live, "step", None) or timedelta(hours=1)
         history = self._history_for(zone, issued_at, step)
         if history.dropna().empty:
@@ -306,21 +349,34 @@ class SourceChain:
             raise NoForecastError(
                 f"no forecast for {zone}: {reasons}; and no history of {zone} is cached. Fix: "
                 "fetch once while the API is up, or give a history file (--history PATH / "
-                "csv source)")
+                "csv source)"
+            )
         step = _default_step(history) or step
         n = _n_slots(issued_at, horizon, step)
         values, quantiles, name = self._predict(zone, history, issued_at, n, step)
-        log.log(logging.WARNING if self.live is not None else logging.INFO,
-                "%s forecast %s: no provider forecast; using forecaster %s on %d points "
-                "of history", self.name, zone, name, int(history.notna().sum()))
+        log.log(
+            logging.WARNING if self.live is not None else logging.INFO,
+            "%s forecast %s: no provider forecast; using forecaster %s on %d points of history",
+            self.name,
+            zone,
+            name,
+            int(history.notna().sum()),
+        )
         values.name = "intensity_g_per_kwh"
-        return CarbonSeries(zone=zone, intensity_g_per_kwh=values, signal=self.signal,  # type: ignore[arg-type]
-                            source=self.name, issued_at=issued_at,
-                            estimated=pd.Series(True, index=values.index),
-                            fallback=f"forecaster:{name}", quantiles=quantiles)
+        return CarbonSeries(
+            zone=zone,
+            intensity_g_per_kwh=values,
+            signal=self.signal,  # type: ignore[arg-type]
+            source=self.name,
+            issued_at=issued_at,
+            estimated=pd.Series(True, index=values.index),
+            fallback=f"forecaster:{name}",
+            quantiles=quantiles,
+        )
 
-    def _predict(self, zone: str, history: pd.Series, issued_at: datetime, n: int,
-                 step: timedelta) -> tuple[pd.Series, dict[float, pd.Series], str]:
+    def _predict(
+        self, zone: str, history: pd.Series, issued_at: datetime, n: int, step: timedelta
+    ) -> tuple[pd.Series, dict[float, pd.Series], str]:
         """Fit the configured forecaster and predict ``n`` slots; if it fails (e.g. it needs
         more history than is known), fall back to :class:`SeasonalNaiveForecaster`."""
         try:
@@ -333,8 +389,11 @@ class SourceChain:
         except Exception as exc:
             if self.forecaster_factory is SeasonalNaiveForecaster:
                 raise
-            self._record(exc, f"{self.name} forecast {zone}: forecaster "
-                              f"{getattr(self.forecaster_factory, '__name__', '?')}")
+            self._record(
+                exc,
+                f"{self.name} forecast {zone}: forecaster "
+                f"{getattr(self.forecaster_factory, '__name__', '?')}",
+            )
         fc = SeasonalNaiveForecaster().fit(history)
         return fc.predict(issued_at, n, step), {}, fc.name
 
@@ -348,8 +407,11 @@ class SourceChain:
                 continue
             try:
                 # the live source goes through self.history: cached and counted in the budget
-                got = (self.history(zone, start, issued_at) if src is self.live
-                       else src.history(zone, start, issued_at))
+                got = (
+                    self.history(zone, start, issued_at)
+                    if src is self.live
+                    else src.history(zone, start, issued_at)
+                )
                 parts.append(got.intensity_g_per_kwh)
                 break
             except (GreencpnError, ValueError) as exc:
@@ -362,7 +424,9 @@ class SourceChain:
             return _empty()
         merged = pd.concat(parts)
         merged = merged[~merged.index.duplicated(keep="last")].sort_index()
-        merged = merged[(merged.index >= pd.Timestamp(start)) & (merged.index < pd.Timestamp(issued_at))]
+        merged = merged[
+            (merged.index >= pd.Timestamp(start)) & (merged.index < pd.Timestamp(issued_at))
+        ]
         s = _default_step(merged)
         if s is not None and len(merged) > 1:
             grid = pd.date_range(merged.index[0], merged.index[-1], freq=pd.Timedelta(s))
@@ -377,7 +441,7 @@ class SourceChain:
         for cs in rows:
             v = cs.intensity_g_per_kwh
             if cs.issued_at is not None:  # a forecast: only its part before the issue time is
-                continue                  # "known"; future values are not history
+                continue  # "known"; future values are not history
             parts.append(v[v.index < pd.Timestamp(before)])
         if not parts:
             return _empty()
@@ -432,8 +496,7 @@ def _empty() -> pd.Series:
     return pd.Series(dtype=float, index=pd.DatetimeIndex([], tz="UTC"))
 
 
-def _covers(values: pd.Series, issued_at: datetime, horizon: timedelta,
-            step: timedelta) -> bool:
+def _covers(values: pd.Series, issued_at: datetime, horizon: timedelta, step: timedelta) -> bool:
     """True when ``values`` is a regular, NaN-free series from the slot of ``issued_at`` (or
     the next one) through ``issued_at + horizon``."""
     n = len(values)
@@ -443,8 +506,12 @@ def _covers(values: pd.Series, issued_at: datetime, horizon: timedelta,
     st = pd.Timedelta(step)
     first, last = idx[0], idx[-1]
     floor = pd.Timestamp(issued_at).floor(st)
-    return bool(floor <= first <= floor + st and last + st >= pd.Timestamp(issued_at + horizon)
-                and (last - first) == st * (n - 1) and not np.isnan(values.to_numpy()).any())
+    return bool(
+        floor <= first <= floor + st
+        and last + st >= pd.Timestamp(issued_at + horizon)
+        and (last - first) == st * (n - 1)
+        and not np.isnan(values.to_numpy()).any()
+    )
 
 
 def _default_step(values: pd.Series) -> timedelta | None:
@@ -486,8 +553,7 @@ class FileSource:
         if self._series is None:
             from greencpn.sources.files import read_carbon_file
 
-            self._series = read_carbon_file(self.path, zone=self.zone,
-                                            accounting=self.accounting)  # type: ignore[arg-type]
+            self._series = read_carbon_file(self.path, zone=self.zone, accounting=self.accounting)  # type: ignore[arg-type]
         return self._series
 
     @property
@@ -511,10 +577,17 @@ class FileSource:
         raise BadResponseError(f"{self.name}: a history file holds no issued forecasts")
 
 
-def open_source(spec: str, *, clock: Clock, zone: str | None = None,
-                base_url: str | None = None, keys_file: str | Path | None = None,
-                accounting: str = "lifecycle", policy: Any = None,
-                check_keys: bool = True) -> Any:
+def open_source(
+    spec: str,
+    *,
+    clock: Clock,
+    zone: str | None = None,
+    base_url: str | None = None,
+    keys_file: str | Path | None = None,
+    accounting: str = "lifecycle",
+    policy: Any = None,
+    check_keys: bool = True,
+) -> Any:
     """Build a source from its name as written in a config or on the command line.
 
     Args:
@@ -536,12 +609,14 @@ def open_source(spec: str, *, clock: Clock, zone: str | None = None,
     name, _, arg = spec.partition(":")
     if name == "csv":
         if not arg:
-            raise ConfigError("csv source needs a path", field="source",
-                              fix="write csv:PATH, e.g. csv:carbon.csv")
+            raise ConfigError(
+                "csv source needs a path", field="source", fix="write csv:PATH, e.g. csv:carbon.csv"
+            )
         return FileSource(arg, zone=zone or "", accounting=accounting)
     if name not in LIVE_SOURCES:
-        raise ConfigError(f"unknown source {spec!r}", field="source",
-                          fix=f"use one of {', '.join(SOURCE_SPECS)}")
+        raise ConfigError(
+            f"unknown source {spec!r}", field="source", fix=f"use one of {', '.join(SOURCE_SPECS)}"
+        )
     kw: dict[str, Any] = {"http": HttpClient(name, policy, clock=clock), "clock": clock}
     if base_url:
         kw["base_url"] = base_url
@@ -564,11 +639,21 @@ def open_source(spec: str, *, clock: Clock, zone: str | None = None,
     return WattTimeSource(keys=keys, **kw)
 
 
-def open_chain(spec: str, zone: str, *, clock: Clock, use_cache: bool = True,
-               cache_path: str | Path | None = None, base_url: str | None = None,
-               keys_file: str | Path | None = None, accounting: str = "lifecycle",
-               history_file: str | Path | None = None, budget: int | None = None,
-               policy: Any = None, check_keys: bool = True) -> SourceChain:
+def open_chain(
+    spec: str,
+    zone: str,
+    *,
+    clock: Clock,
+    use_cache: bool = True,
+    cache_path: str | Path | None = None,
+    base_url: str | None = None,
+    keys_file: str | Path | None = None,
+    accounting: str = "lifecycle",
+    history_file: str | Path | None = None,
+    budget: int | None = None,
+    policy: Any = None,
+    check_keys: bool = True,
+) -> SourceChain:
     """The full chain for one site's source (what ``greencpn forecast`` and the plan use).
 
     A ``csv:PATH`` source has no issued forecasts: the chain then has no live source, the file
@@ -577,18 +662,41 @@ def open_chain(spec: str, zone: str, *, clock: Clock, use_cache: bool = True,
     """
     from greencpn.sources.cache import SeriesCache, default_cache_path
 
-    src = open_source(spec, clock=clock, zone=zone, base_url=base_url, keys_file=keys_file,
-                      accounting=accounting, policy=policy, check_keys=check_keys)
+    src = open_source(
+        spec,
+        clock=clock,
+        zone=zone,
+        base_url=base_url,
+        keys_file=keys_file,
+        accounting=accounting,
+        policy=policy,
+        check_keys=check_keys,
+    )
     if isinstance(src, FileSource):
         # A file is cheap to read: give the forecaster a year (the default forecaster's
         # per-lead regression needs weeks of lags to be any better than persistence).
-        return SourceChain(None, None, clock=clock, history_source=src, signal=src.signal,
-                           source_name=src.name, history_window=FILE_HISTORY_WINDOW)
+        return SourceChain(
+            None,
+            None,
+            clock=clock,
+            history_source=src,
+            signal=src.signal,
+            source_name=src.name,
+            history_window=FILE_HISTORY_WINDOW,
+        )
     cache = None
     if use_cache:
-        cache = SeriesCache(cache_path or default_cache_path(), clock,
-                            daily_budget={src.name: budget} if budget is not None else None)
-    history = (FileSource(history_file, zone=zone, accounting=accounting)
-               if history_file else None)
-    return SourceChain(src, cache, clock=clock, history_source=history, source_name=src.name,
-                       history_window=FILE_HISTORY_WINDOW if history else DEFAULT_HISTORY_WINDOW)
+        cache = SeriesCache(
+            cache_path or default_cache_path(),
+            clock,
+            daily_budget={src.name: budget} if budget is not None else None,
+        )
+    history = FileSource(history_file, zone=zone, accounting=accounting) if history_file else None
+    return SourceChain(
+        src,
+        cache,
+        clock=clock,
+        history_source=history,
+        source_name=src.name,
+        history_window=FILE_HISTORY_WINDOW if history else DEFAULT_HISTORY_WINDOW,
+    )

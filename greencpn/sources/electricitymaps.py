@@ -61,10 +61,17 @@ class ElectricityMapsSource:
     signal = "average"
     step = STEP
 
-    def __init__(self, token: Secret | str | None = None, *, base_url: str = DEFAULT_BASE_URL,
-                 accounting: Accounting = "lifecycle", http: HttpClient | None = None,
-                 clock: Clock | None = None, keys: KeyStore | None = None,
-                 max_gap_slots: int = 2) -> None:
+    def __init__(
+        self,
+        token: Secret | str | None = None,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        accounting: Accounting = "lifecycle",
+        http: HttpClient | None = None,
+        clock: Clock | None = None,
+        keys: KeyStore | None = None,
+        max_gap_slots: int = 2,
+    ) -> None:
         self._token = Secret(token) if isinstance(token, str) else token
         self.base_url = base_url.rstrip("/")
         self.accounting: Accounting = accounting
@@ -86,7 +93,9 @@ class ElectricityMapsSource:
         ``past-range`` (split into ``PAST_RANGE_MAX`` pieces) further back."""
         start, end = ensure_utc(start, "start"), ensure_utc(end, "end")
         if end <= start:
-            raise ValueError(f"history: end {end.isoformat()} is not after start {start.isoformat()}")
+            raise ValueError(
+                f"history: end {end.isoformat()} is not after start {start.isoformat()}"
+            )
         now = self.clock.now()
         rows: list[dict[str, Any]] = []
         zone_id = zone
@@ -98,8 +107,11 @@ class ElectricityMapsSource:
             t = start
             while t < end:
                 t2 = min(end, t + PAST_RANGE_MAX)
-                body = self._get("carbon-intensity/past-range", zone,
-                                 {"start": utc_stamp(t), "end": utc_stamp(t2)})
+                body = self._get(
+                    "carbon-intensity/past-range",
+                    zone,
+                    {"start": utc_stamp(t), "end": utc_stamp(t2)},
+                )
                 rows += _list_field(body, "data", f"electricitymaps past-range {zone}")
                 zone_id = body.get("zone", zone_id)
                 t = t2
@@ -127,7 +139,8 @@ class ElectricityMapsSource:
                 f"electricitymaps forecast {zone}: the forecast (updated {issued.isoformat()}, "
                 f"{series.intensity_g_per_kwh.index[0].isoformat()} → "
                 f"{series.intensity_g_per_kwh.index[-1].isoformat()}) does not cover "
-                f"{issued_at.isoformat()}")
+                f"{issued_at.isoformat()}"
+            )
         return replace(series, issued_at=issued, **cut)
 
     # ----------------------------------------------------------------------------- helpers
@@ -147,23 +160,35 @@ class ElectricityMapsSource:
         params["emissionFactorType"] = self.accounting
         params.update(extra or {})
         return self.http.get_json(
-            f"{self.base_url}/{endpoint}", endpoint=f"{endpoint} {zone}", params=params,
+            f"{self.base_url}/{endpoint}",
+            endpoint=f"{endpoint} {zone}",
+            params=params,
             headers={"auth-token": self._token_value()},
-            error_hook=lambda resp, what: _error_for(resp, what, zone))
+            error_hook=lambda resp, what: _error_for(resp, what, zone),
+        )
 
-    def _series(self, zone: str, zone_id: str, rows: list[dict[str, Any]],
-                what: str) -> CarbonSeries:
+    def _series(
+        self, zone: str, zone_id: str, rows: list[dict[str, Any]], what: str
+    ) -> CarbonSeries:
         label = f"electricitymaps {what} {zone}"
         try:
-            points = [(r["datetime"], r["carbonIntensity"], r.get("isEstimated", False))
-                      for r in rows]
+            points = [
+                (r["datetime"], r["carbonIntensity"], r.get("isEstimated", False)) for r in rows
+            ]
         except (KeyError, TypeError):
             raise BadResponseError(f"{label}: a point lacks 'datetime'/'carbonIntensity'") from None
         idx, vals, est = parse_points(points, label)
-        values, estimated = regular_series(idx, vals, est, step=STEP,
-                                           max_gap_slots=self.max_gap_slots, what=label)
-        return CarbonSeries(zone=str(zone_id), intensity_g_per_kwh=values, signal="average",
-                            accounting=self.accounting, source=self.name, estimated=estimated)
+        values, estimated = regular_series(
+            idx, vals, est, step=STEP, max_gap_slots=self.max_gap_slots, what=label
+        )
+        return CarbonSeries(
+            zone=str(zone_id),
+            intensity_g_per_kwh=values,
+            signal="average",
+            accounting=self.accounting,
+            source=self.name,
+            estimated=estimated,
+        )
 
 
 def _list_field(body: Any, key: str, what: str) -> list[dict[str, Any]]:
@@ -201,14 +226,16 @@ def _error_for(resp: requests.Response, what: str, zone: str) -> Exception | Non
         return UnknownZoneError(
             f"{what}: Electricity Maps does not know zone {zone!r} (HTTP {status}: {text}). "
             "Fix: use a zone id listed by GET /v3/zones (e.g. DE, FR, GB, US-CAL-CISO) or "
-            "'lat,lon'")
+            "'lat,lon'"
+        )
     if status in (401, 403):
         scope = " or has no access to this zone/endpoint" if "zone" in lowered else ""
         return AuthError(
             f"{what}: HTTP {status} — the Electricity Maps token was refused{scope} ({text}). "
             "Fix: export GREENCPN_ELECTRICITYMAPS_TOKEN=<your token> or set "
             "[electricitymaps] token in the key file (chmod 600), and check your plan "
-            "includes this zone")
+            "includes this zone"
+        )
     return None
 
 

@@ -45,8 +45,9 @@ _EM_ZONE = "Zone Id"
 _TZ_SUFFIX = re.compile(r"\d\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:Z|UTC|[+-]\d\d(?::?\d\d)?)$")
 _TIME_NAMES = ("datetime_utc", "datetime", "timestamp", "time", "date", "period_start", "start")
 
-Format = Literal["electricitymaps", "wide", "long", "letswaitawhile", "watttime_actual",
-                 "watttime_forecast"]
+Format = Literal[
+    "electricitymaps", "wide", "long", "letswaitawhile", "watttime_actual", "watttime_forecast"
+]
 
 
 # --------------------------------------------------------------------------- parsing helpers
@@ -54,20 +55,26 @@ def _read_csv(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path, encoding="utf-8-sig")
     except FileNotFoundError as exc:
-        raise ConfigError("file not found", source=str(path),
-                          fix="check the path (relative paths are from the working directory)"
-                          ) from exc
+        raise ConfigError(
+            "file not found",
+            source=str(path),
+            fix="check the path (relative paths are from the working directory)",
+        ) from exc
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ConfigError(f"not a readable CSV file ({exc})", source=str(path),
-                          fix="give a comma-separated UTF-8 file with a header row") from exc
+        raise ConfigError(
+            f"not a readable CSV file ({exc})",
+            source=str(path),
+            fix="give a comma-separated UTF-8 file with a header row",
+        ) from exc
 
 
 def _column_says_utc(name: str) -> bool:
     return bool(re.search(r"utc", name, re.IGNORECASE))
 
 
-def parse_times(values: pd.Series, *, path: Path | str, column: str,
-                assume_utc: bool = False) -> pd.DatetimeIndex:
+def parse_times(
+    values: pd.Series, *, path: Path | str, column: str, assume_utc: bool = False
+) -> pd.DatetimeIndex:
     """Parse a time column to a UTC ``DatetimeIndex`` (see the module docstring for the rule).
 
     Raises:
@@ -83,28 +90,43 @@ def parse_times(values: pd.Series, *, path: Path | str, column: str,
             except ValueError:
                 idx = pd.to_datetime(strs, utc=True, format="mixed")
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"unparseable timestamp ({exc})", source=str(path), field=column,
-                              fix="use ISO 8601 timestamps, e.g. 2023-01-01T00:00:00Z") from exc
+            raise ConfigError(
+                f"unparseable timestamp ({exc})",
+                source=str(path),
+                field=column,
+                fix="use ISO 8601 timestamps, e.g. 2023-01-01T00:00:00Z",
+            ) from exc
         return pd.DatetimeIndex(idx).as_unit("ns")
     if has_tz.any():
         line = int(np.argmin(has_tz)) + 2
-        raise ConfigError(f"line {line}: timestamp {strs.iloc[line - 2]!r} has no UTC offset "
-                          "while others have one", source=str(path), field=column,
-                          fix="give every timestamp an offset (e.g. +00:00) or none at all")
+        raise ConfigError(
+            f"line {line}: timestamp {strs.iloc[line - 2]!r} has no UTC offset "
+            "while others have one",
+            source=str(path),
+            field=column,
+            fix="give every timestamp an offset (e.g. +00:00) or none at all",
+        )
     if not (assume_utc or _column_says_utc(column)):
         raise ConfigError(
             f"timestamps have no time zone (e.g. {strs.iloc[0]!r}) and the column name does not "
-            "say they are UTC", source=str(path), field=column,
+            "say they are UTC",
+            source=str(path),
+            field=column,
             fix=f"rename the column to '{column}_utc' if the times are UTC, add an offset to "
-                "each timestamp (e.g. '+00:00'), or pass assume_utc=True")
+            "each timestamp (e.g. '+00:00'), or pass assume_utc=True",
+        )
     try:
         idx = pd.to_datetime(strs, format="%Y-%m-%d %H:%M:%S")
     except (ValueError, TypeError):
         try:
             idx = pd.to_datetime(strs, format="ISO8601")
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"unparseable timestamp ({exc})", source=str(path), field=column,
-                              fix="use ISO 8601 timestamps, e.g. 2023-01-01 00:00:00") from exc
+            raise ConfigError(
+                f"unparseable timestamp ({exc})",
+                source=str(path),
+                field=column,
+                fix="use ISO 8601 timestamps, e.g. 2023-01-01 00:00:00",
+            ) from exc
     return pd.DatetimeIndex(idx).tz_localize("UTC").as_unit("ns")
 
 
@@ -124,28 +146,46 @@ def parse_values(values: pd.Series, *, path: Path | str, column: str) -> np.ndar
         bad = np.isnan(arr) & ~blank
         if bad.any():
             i = int(np.argmax(bad))
-            raise ConfigError(f"line {i + 2}: value {raw.iloc[i]!r} is not a number",
-                              source=str(path), field=column,
-                              fix="give intensities as plain numbers in g/kWh (e.g. 231.5) or "
-                                  "leave the cell empty when missing")
+            raise ConfigError(
+                f"line {i + 2}: value {raw.iloc[i]!r} is not a number",
+                source=str(path),
+                field=column,
+                fix="give intensities as plain numbers in g/kWh (e.g. 231.5) or "
+                "leave the cell empty when missing",
+            )
     neg = arr < 0
     if neg.any():
         i = int(np.argmax(neg))
-        raise ConfigError(f"line {i + 2}: negative intensity {arr[i]}", source=str(path),
-                          field=column, fix="carbon intensities are ≥ 0 g/kWh; correct the value")
+        raise ConfigError(
+            f"line {i + 2}: negative intensity {arr[i]}",
+            source=str(path),
+            field=column,
+            fix="carbon intensities are ≥ 0 g/kWh; correct the value",
+        )
     return arr
 
 
-def _regularise(values: np.ndarray, index: pd.DatetimeIndex, *, path: Path, column: str,
-                slot: timedelta | None, max_gap: timedelta) -> pd.Series:
+def _regularise(
+    values: np.ndarray,
+    index: pd.DatetimeIndex,
+    *,
+    path: Path,
+    column: str,
+    slot: timedelta | None,
+    max_gap: timedelta,
+) -> pd.Series:
     """Sort, refuse duplicates, and bring the samples to a regular slot grid."""
     s = pd.Series(values, index=index, name=column)
     if not s.index.is_monotonic_increasing:
         s = s.sort_index()
     if s.index.has_duplicates:
         dup = s.index[s.index.duplicated()][0]
-        raise ConfigError(f"duplicate timestamp {dup.isoformat()}", source=str(path),
-                          field=column, fix="keep one row per timestamp (and per zone)")
+        raise ConfigError(
+            f"duplicate timestamp {dup.isoformat()}",
+            source=str(path),
+            field=column,
+            fix="keep one row per timestamp (and per zone)",
+        )
     what = f"{path} [{column}]"
     sidx = pd.DatetimeIndex(s.index)
     if slot is None:
@@ -157,8 +197,12 @@ def _regularise(values: np.ndarray, index: pd.DatetimeIndex, *, path: Path, colu
         # Irregular without an explicit slot: resample to the most common step.
         diffs = pd.Series(np.diff(sidx.asi8))
         slot = pd.Timedelta(int(diffs.mode().iloc[0]), unit="ns").to_pytimedelta()
-    elif (is_regular(sidx) and len(s) > 1 and s.index[1] - s.index[0] == pd.Timedelta(slot)
-          and not s.isna().any()):
+    elif (
+        is_regular(sidx)
+        and len(s) > 1
+        and s.index[1] - s.index[0] == pd.Timedelta(slot)
+        and not s.isna().any()
+    ):
         return s
     return resample_to_slots(s, slot, max_gap=max_gap, what=what)
 
@@ -171,14 +215,21 @@ def _find_time_column(df: pd.DataFrame, path: Path) -> str:
     for c in df.columns:
         if "time" in c.lower() or "date" in c.lower():
             return c
-    raise ConfigError(f"no time column among {list(df.columns)}", source=str(path),
-                      fix="name the time column 'datetime_utc' (values in UTC)")
+    raise ConfigError(
+        f"no time column among {list(df.columns)}",
+        source=str(path),
+        fix="name the time column 'datetime_utc' (values in UTC)",
+    )
 
 
 # --------------------------------------------------------------------------- readers
-def read_electricitymaps_export(path: str | Path, *, accounting: Accounting = "lifecycle",
-                                slot: timedelta | None = None,
-                                max_gap: timedelta = DEFAULT_MAX_GAP) -> CarbonSeries:
+def read_electricitymaps_export(
+    path: str | Path,
+    *,
+    accounting: Accounting = "lifecycle",
+    slot: timedelta | None = None,
+    max_gap: timedelta = DEFAULT_MAX_GAP,
+) -> CarbonSeries:
     """Read an Electricity Maps data-portal CSV export exactly as downloaded.
 
     Args:
@@ -195,13 +246,21 @@ def read_electricitymaps_export(path: str | Path, *, accounting: Accounting = "l
     col = _EM_LCA if accounting == "lifecycle" else _EM_DIRECT
     for need in (_EM_TIME, col):
         if need not in df.columns:
-            raise ConfigError(f"column '{need}' missing; found {list(df.columns)}",
-                              source=str(path), fix="give the Electricity Maps export unchanged")
-    zones: list[str] = ([str(z) for z in df[_EM_ZONE].dropna().unique()]
-                        if _EM_ZONE in df.columns else [])
+            raise ConfigError(
+                f"column '{need}' missing; found {list(df.columns)}",
+                source=str(path),
+                fix="give the Electricity Maps export unchanged",
+            )
+    zones: list[str] = (
+        [str(z) for z in df[_EM_ZONE].dropna().unique()] if _EM_ZONE in df.columns else []
+    )
     if len(zones) > 1:
-        raise ConfigError(f"several zones in one export: {list(zones)[:5]}", source=str(path),
-                          field=_EM_ZONE, fix="give one file per zone")
+        raise ConfigError(
+            f"several zones in one export: {list(zones)[:5]}",
+            source=str(path),
+            field=_EM_ZONE,
+            fix="give one file per zone",
+        )
     zone = str(zones[0]) if len(zones) else path.stem.split("_")[0]
     idx = parse_times(df[_EM_TIME], path=path, column=_EM_TIME)
     vals = parse_values(df[col], path=path, column=col)
@@ -215,20 +274,40 @@ def read_electricitymaps_export(path: str | Path, *, accounting: Accounting = "l
         if series.index.equals(est.index):
             estimated = est
         else:  # resampled: a slot is estimated when any sample inside it was
-            estimated = (est.astype(float).resample(pd.Timedelta(series.index[1] -
-                                                                 series.index[0]))
-                         .max().reindex(series.index).fillna(0.0) > 0) \
-                if len(series) > 1 else None
+            estimated = (
+                (
+                    est.astype(float)
+                    .resample(pd.Timedelta(series.index[1] - series.index[0]))
+                    .max()
+                    .reindex(series.index)
+                    .fillna(0.0)
+                    > 0
+                )
+                if len(series) > 1
+                else None
+            )
         if estimated is not None:
             estimated.name = zone
-    return CarbonSeries(zone=zone, intensity_g_per_kwh=series, signal="average",
-                        accounting=accounting, source=f"csv:{path}", estimated=estimated)
+    return CarbonSeries(
+        zone=zone,
+        intensity_g_per_kwh=series,
+        signal="average",
+        accounting=accounting,
+        source=f"csv:{path}",
+        estimated=estimated,
+    )
 
 
-def read_wide(path: str | Path, *, accounting: Accounting = "lifecycle",
-              signal: Signal = "average", assume_utc: bool = False,
-              zones: list[str] | None = None, slot: timedelta | None = None,
-              max_gap: timedelta = DEFAULT_MAX_GAP) -> dict[str, CarbonSeries]:
+def read_wide(
+    path: str | Path,
+    *,
+    accounting: Accounting = "lifecycle",
+    signal: Signal = "average",
+    assume_utc: bool = False,
+    zones: list[str] | None = None,
+    slot: timedelta | None = None,
+    max_gap: timedelta = DEFAULT_MAX_GAP,
+) -> dict[str, CarbonSeries]:
     """Read a wide file: one time column + one column per zone.
 
     Args:
@@ -251,49 +330,79 @@ def read_wide(path: str | Path, *, accounting: Accounting = "lifecycle",
     if zones is not None:
         missing = [z for z in zones if z not in cols]
         if missing:
-            raise ConfigError(f"zone column(s) {missing} not in the file; it has {cols}",
-                              source=str(path), fix="pick zones among the file's columns")
+            raise ConfigError(
+                f"zone column(s) {missing} not in the file; it has {cols}",
+                source=str(path),
+                fix="pick zones among the file's columns",
+            )
         cols = list(zones)
     out: dict[str, CarbonSeries] = {}
     for c in cols:
         vals = parse_values(df[c], path=path, column=c)
         s = _regularise(vals, idx, path=path, column=c, slot=slot, max_gap=max_gap)
         s.name = c
-        out[c] = CarbonSeries(zone=c, intensity_g_per_kwh=s, signal=signal,
-                              accounting=accounting, source=f"csv:{path}")
+        out[c] = CarbonSeries(
+            zone=c,
+            intensity_g_per_kwh=s,
+            signal=signal,
+            accounting=accounting,
+            source=f"csv:{path}",
+        )
     return out
 
 
-def read_long(path: str | Path, *, accounting: Accounting = "lifecycle",
-              signal: Signal = "average", assume_utc: bool = False,
-              slot: timedelta | None = None,
-              max_gap: timedelta = DEFAULT_MAX_GAP) -> dict[str, CarbonSeries]:
+def read_long(
+    path: str | Path,
+    *,
+    accounting: Accounting = "lifecycle",
+    signal: Signal = "average",
+    assume_utc: bool = False,
+    slot: timedelta | None = None,
+    max_gap: timedelta = DEFAULT_MAX_GAP,
+) -> dict[str, CarbonSeries]:
     """Read a long file ``datetime,zone,intensity_g_per_kwh`` → ``{zone: CarbonSeries}``."""
     path = Path(path)
     df = _read_csv(path)
     tcol = _find_time_column(df, path)
     if "zone" not in df.columns or "intensity_g_per_kwh" not in df.columns:
-        raise ConfigError(f"expected columns '{tcol}', 'zone', 'intensity_g_per_kwh'; found "
-                          f"{list(df.columns)}", source=str(path),
-                          fix="use the long format datetime_utc,zone,intensity_g_per_kwh")
+        raise ConfigError(
+            f"expected columns '{tcol}', 'zone', 'intensity_g_per_kwh'; found {list(df.columns)}",
+            source=str(path),
+            fix="use the long format datetime_utc,zone,intensity_g_per_kwh",
+        )
     idx = parse_times(df[tcol], path=path, column=tcol, assume_utc=assume_utc)
     vals = parse_values(df["intensity_g_per_kwh"], path=path, column="intensity_g_per_kwh")
     zone_col = df["zone"].astype(str).to_numpy()
     out: dict[str, CarbonSeries] = {}
     for z in pd.unique(zone_col):
         m = zone_col == z
-        s = _regularise(vals[m], idx[m], path=path, column=f"intensity_g_per_kwh (zone {z})",
-                        slot=slot, max_gap=max_gap)
+        s = _regularise(
+            vals[m],
+            idx[m],
+            path=path,
+            column=f"intensity_g_per_kwh (zone {z})",
+            slot=slot,
+            max_gap=max_gap,
+        )
         s.name = str(z)
-        out[str(z)] = CarbonSeries(zone=str(z), intensity_g_per_kwh=s, signal=signal,
-                                   accounting=accounting, source=f"csv:{path}")
+        out[str(z)] = CarbonSeries(
+            zone=str(z),
+            intensity_g_per_kwh=s,
+            signal=signal,
+            accounting=accounting,
+            source=f"csv:{path}",
+        )
     return out
 
 
-def read_lets_wait_awhile(path: str | Path, *, zone: str | None = None,
-                          slot: timedelta | None = timedelta(hours=1),
-                          max_gap: timedelta = DEFAULT_MAX_GAP,
-                          assume_utc: bool = True) -> CarbonSeries:
+def read_lets_wait_awhile(
+    path: str | Path,
+    *,
+    zone: str | None = None,
+    slot: timedelta | None = timedelta(hours=1),
+    max_gap: timedelta = DEFAULT_MAX_GAP,
+    assume_utc: bool = True,
+) -> CarbonSeries:
     """Read a Let's Wait Awhile 2020 series (``Time,Carbon Intensity``, irregular 15/30 min).
 
     The dataset (Wiesner et al., Middleware 2021, built from ENTSO-E) is in UTC, hence the
@@ -310,8 +419,11 @@ def read_lets_wait_awhile(path: str | Path, *, zone: str | None = None,
     path = Path(path)
     df = _read_csv(path)
     if len(df.columns) < 2:
-        raise ConfigError(f"expected 'Time,Carbon Intensity'; found {list(df.columns)}",
-                          source=str(path), fix="give the dataset's file unchanged")
+        raise ConfigError(
+            f"expected 'Time,Carbon Intensity'; found {list(df.columns)}",
+            source=str(path),
+            fix="give the dataset's file unchanged",
+        )
     tcol, vcol = df.columns[0], df.columns[1]
     if zone is None:
         stem = path.stem.split("_")[0].lower()
@@ -320,17 +432,27 @@ def read_lets_wait_awhile(path: str | Path, *, zone: str | None = None,
     vals = parse_values(df[vcol], path=path, column=vcol)
     s = _regularise(vals, idx, path=path, column=vcol, slot=slot, max_gap=max_gap)
     s.name = zone
-    return CarbonSeries(zone=zone, intensity_g_per_kwh=s, signal="average",
-                        accounting="direct", source=f"csv:{path}")
+    return CarbonSeries(
+        zone=zone,
+        intensity_g_per_kwh=s,
+        signal="average",
+        accounting="direct",
+        source=f"csv:{path}",
+    )
 
 
 def _watttime_zone(column: str) -> str:
     return column.strip().upper().replace("-", "_").replace(" ", "_")
 
 
-def read_watttime_actual(path: str | Path, *, zone: str | None = None,
-                         slot: timedelta | None = None, max_gap: timedelta = DEFAULT_MAX_GAP,
-                         assume_utc: bool = True) -> CarbonSeries:
+def read_watttime_actual(
+    path: str | Path,
+    *,
+    zone: str | None = None,
+    slot: timedelta | None = None,
+    max_gap: timedelta = DEFAULT_MAX_GAP,
+    assume_utc: bool = True,
+) -> CarbonSeries:
     """Read WattTime actual MOER values (``time,<Region>``), already converted to g/kWh.
 
     The vessim export is UTC (WattTime's API answers in UTC), hence ``assume_utc=True``.
@@ -343,16 +465,24 @@ def read_watttime_actual(path: str | Path, *, zone: str | None = None,
     tcol = _find_time_column(df, path)
     vcols = [c for c in df.columns if c != tcol]
     if len(vcols) != 1:
-        raise ConfigError(f"expected one value column besides '{tcol}'; found {vcols}",
-                          source=str(path), fix="give one region per file")
+        raise ConfigError(
+            f"expected one value column besides '{tcol}'; found {vcols}",
+            source=str(path),
+            fix="give one region per file",
+        )
     vcol = vcols[0]
     zone = zone or _watttime_zone(vcol)
     idx = parse_times(df[tcol], path=path, column=tcol, assume_utc=assume_utc)
     vals = parse_values(df[vcol], path=path, column=vcol)
     s = _regularise(vals, idx, path=path, column=vcol, slot=slot, max_gap=max_gap)
     s.name = zone
-    return CarbonSeries(zone=zone, intensity_g_per_kwh=s, signal="marginal",
-                        accounting="direct", source=f"csv:{path}")
+    return CarbonSeries(
+        zone=zone,
+        intensity_g_per_kwh=s,
+        signal="marginal",
+        accounting="direct",
+        source=f"csv:{path}",
+    )
 
 
 @dataclass(frozen=True)
@@ -394,11 +524,19 @@ class ForecastArchive:
         if lo == hi:
             raise KeyError(f"no forecast issued at {t.isoformat()}")
         part = self.frame.iloc[lo:hi]
-        s = pd.Series(part["intensity_g_per_kwh"].to_numpy(),
-                      index=pd.DatetimeIndex(part["target"]), name=self.zone)
-        return CarbonSeries(zone=self.zone, intensity_g_per_kwh=s, signal=self.signal,
-                            accounting="direct", source=self.source,
-                            issued_at=t.to_pydatetime())
+        s = pd.Series(
+            part["intensity_g_per_kwh"].to_numpy(),
+            index=pd.DatetimeIndex(part["target"]),
+            name=self.zone,
+        )
+        return CarbonSeries(
+            zone=self.zone,
+            intensity_g_per_kwh=s,
+            signal=self.signal,
+            accounting="direct",
+            source=self.source,
+            issued_at=t.to_pydatetime(),
+        )
 
     def latest(self, when: datetime) -> CarbonSeries:
         """The most recent forecast issued at or before ``when``.
@@ -420,8 +558,9 @@ def _utc(when: datetime) -> pd.Timestamp:
     return t.tz_convert("UTC").as_unit("ns")
 
 
-def read_watttime_forecasts(path: str | Path, *, zone: str | None = None,
-                            assume_utc: bool = True) -> ForecastArchive:
+def read_watttime_forecasts(
+    path: str | Path, *, zone: str | None = None, assume_utc: bool = True
+) -> ForecastArchive:
     """Read issued WattTime forecasts (``request_time,forecast_time,<Region>``).
 
     Returns:
@@ -432,19 +571,24 @@ def read_watttime_forecasts(path: str | Path, *, zone: str | None = None,
     df = _read_csv(path)
     need = ["request_time", "forecast_time"]
     if any(c not in df.columns for c in need) or len(df.columns) != 3:
-        raise ConfigError(f"expected 'request_time,forecast_time,<region>'; found "
-                          f"{list(df.columns)}", source=str(path),
-                          fix="give the WattTime forecast export unchanged")
+        raise ConfigError(
+            f"expected 'request_time,forecast_time,<region>'; found {list(df.columns)}",
+            source=str(path),
+            fix="give the WattTime forecast export unchanged",
+        )
     vcol = [c for c in df.columns if c not in need][0]
-    issued = parse_times(df["request_time"], path=path, column="request_time",
-                         assume_utc=assume_utc)
-    target = parse_times(df["forecast_time"], path=path, column="forecast_time",
-                         assume_utc=assume_utc)
+    issued = parse_times(
+        df["request_time"], path=path, column="request_time", assume_utc=assume_utc
+    )
+    target = parse_times(
+        df["forecast_time"], path=path, column="forecast_time", assume_utc=assume_utc
+    )
     vals = parse_values(df[vcol], path=path, column=vcol)
     frame = pd.DataFrame({"issued_at": issued, "target": target, "intensity_g_per_kwh": vals})
     frame = frame.sort_values(["issued_at", "target"], kind="stable").reset_index(drop=True)
-    return ForecastArchive(zone=zone or _watttime_zone(vcol), frame=frame, signal="marginal",
-                           source=f"csv:{path}")
+    return ForecastArchive(
+        zone=zone or _watttime_zone(vcol), frame=frame, signal="marginal", source=f"csv:{path}"
+    )
 
 
 # --------------------------------------------------------------------------- detection
@@ -470,10 +614,15 @@ def detect_format(path: str | Path) -> Format:
     return "wide"
 
 
-def read_carbon_file(path: str | Path, *, zone: str | None = None,
-                     accounting: Accounting = "lifecycle", assume_utc: bool | None = None,
-                     slot: timedelta | None = None, max_gap: timedelta = DEFAULT_MAX_GAP
-                     ) -> CarbonSeries:
+def read_carbon_file(
+    path: str | Path,
+    *,
+    zone: str | None = None,
+    accounting: Accounting = "lifecycle",
+    assume_utc: bool | None = None,
+    slot: timedelta | None = None,
+    max_gap: timedelta = DEFAULT_MAX_GAP,
+) -> CarbonSeries:
     """Read any supported history file and return the series of one zone.
 
     Args:
@@ -489,28 +638,50 @@ def read_carbon_file(path: str | Path, *, zone: str | None = None,
     if fmt == "electricitymaps":
         cs = read_electricitymaps_export(path, accounting=accounting, slot=slot, max_gap=max_gap)
         if zone and zone != cs.zone:
-            raise ConfigError(f"file holds zone {cs.zone}, not {zone}", source=str(path),
-                              field="zone", fix=f"use zone {cs.zone} or the right file")
+            raise ConfigError(
+                f"file holds zone {cs.zone}, not {zone}",
+                source=str(path),
+                field="zone",
+                fix=f"use zone {cs.zone} or the right file",
+            )
         return cs
     if fmt == "letswaitawhile":
-        return read_lets_wait_awhile(path, zone=zone, slot=slot or timedelta(hours=1),
-                                     max_gap=max_gap, **kw_utc)
+        return read_lets_wait_awhile(
+            path, zone=zone, slot=slot or timedelta(hours=1), max_gap=max_gap, **kw_utc
+        )
     if fmt == "watttime_actual":
         return read_watttime_actual(path, zone=zone, slot=slot, max_gap=max_gap, **kw_utc)
     if fmt == "watttime_forecast":
-        raise ConfigError("this is an archive of issued forecasts, not a history",
-                          source=str(path), fix="read it with read_watttime_forecasts()")
+        raise ConfigError(
+            "this is an archive of issued forecasts, not a history",
+            source=str(path),
+            fix="read it with read_watttime_forecasts()",
+        )
     if fmt == "long":
         series = read_long(path, accounting=accounting, slot=slot, max_gap=max_gap, **kw_utc)
     else:
-        series = read_wide(path, accounting=accounting, slot=slot, max_gap=max_gap,
-                           zones=[zone] if zone else None, **kw_utc)
+        series = read_wide(
+            path,
+            accounting=accounting,
+            slot=slot,
+            max_gap=max_gap,
+            zones=[zone] if zone else None,
+            **kw_utc,
+        )
     if zone is None:
         if len(series) != 1:
-            raise ConfigError(f"file holds zones {list(series)}; say which one",
-                              source=str(path), field="zone", fix="pass zone=<one of them>")
+            raise ConfigError(
+                f"file holds zones {list(series)}; say which one",
+                source=str(path),
+                field="zone",
+                fix="pass zone=<one of them>",
+            )
         return next(iter(series.values()))
     if zone not in series:
-        raise ConfigError(f"zone {zone!r} not in the file (it has {list(series)})",
-                          source=str(path), field="zone", fix="pick one of the file's zones")
+        raise ConfigError(
+            f"zone {zone!r} not in the file (it has {list(series)})",
+            source=str(path),
+            field="zone",
+            fix="pick one of the file's zones",
+        )
     return series[zone]

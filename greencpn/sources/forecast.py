@@ -73,8 +73,9 @@ class Forecaster(Protocol):
         """Take (and learn from) a regular, tz-aware UTC-indexed history in g/kWh."""
         ...
 
-    def predict(self, issued_at: datetime, horizon_slots: int,
-                step: timedelta = HOUR) -> CarbonSeries:
+    def predict(
+        self, issued_at: datetime, horizon_slots: int, step: timedelta = HOUR
+    ) -> CarbonSeries:
         """Forecast ``horizon_slots`` slots from the slot containing ``issued_at``."""
         ...
 
@@ -89,8 +90,13 @@ class _BaseForecaster:
 
     name = "base"
 
-    def __init__(self, *, levels: Sequence[float] = DEFAULT_LEVELS, quantile_days: int = 28,
-                 refit_every: timedelta = timedelta(days=1)) -> None:
+    def __init__(
+        self,
+        *,
+        levels: Sequence[float] = DEFAULT_LEVELS,
+        quantile_days: int = 28,
+        refit_every: timedelta = timedelta(days=1),
+    ) -> None:
         self.levels = tuple(sorted(float(q) for q in levels))
         self.quantile_days = quantile_days
         self.refit_every = refit_every
@@ -111,35 +117,51 @@ class _BaseForecaster:
             ConfigError: not a tz-aware, regular, non-empty series.
         """
         if isinstance(history, CarbonSeries):
-            self.zone, self.signal, self.accounting = (history.zone, history.signal,
-                                                       history.accounting)
+            self.zone, self.signal, self.accounting = (
+                history.zone,
+                history.signal,
+                history.accounting,
+            )
             history = history.intensity_g_per_kwh
         elif history.name is not None:
             self.zone = str(history.name)
         idx = history.index
         if not isinstance(idx, pd.DatetimeIndex) or idx.tz is None:
-            raise ConfigError("forecaster history needs a tz-aware UTC DatetimeIndex",
-                              source=self.name, fix="read files with greencpn.sources.files")
+            raise ConfigError(
+                "forecaster history needs a tz-aware UTC DatetimeIndex",
+                source=self.name,
+                fix="read files with greencpn.sources.files",
+            )
         vals = history.to_numpy(dtype=np.float64, na_value=np.nan)
         ok = np.flatnonzero(~np.isnan(vals))
         if len(ok) == 0:
-            raise ConfigError("forecaster history has no values", source=self.name,
-                              fix="give at least a few days of history")
-        vals = vals[ok[0]:ok[-1] + 1]
-        idx = idx[ok[0]:ok[-1] + 1]
+            raise ConfigError(
+                "forecaster history has no values",
+                source=self.name,
+                fix="give at least a few days of history",
+            )
+        vals = vals[ok[0] : ok[-1] + 1]
+        idx = idx[ok[0] : ok[-1] + 1]
         if len(idx) >= 2:
             d = np.diff(idx.asi8)
             if not np.all(d == d[0]):
-                raise ConfigError("forecaster history is not regular", source=self.name,
-                                  fix="resample it first (greencpn.sources.resample)")
+                raise ConfigError(
+                    "forecaster history is not regular",
+                    source=self.name,
+                    fix="resample it first (greencpn.sources.resample)",
+                )
             step = pd.Timedelta(int(d[0]), unit=idx.unit)
         else:
             step = pd.Timedelta(HOUR)
         y = pd.Series(vals).ffill().to_numpy()  # only past values fill a hole: no look-ahead
         t0 = idx[0].tz_convert("UTC")
-        extends = (self._y is not None and self._t0 == t0 and self._step == step
-                   and len(y) >= len(self._y)
-                   and np.array_equal(y[:len(self._y)], self._y, equal_nan=True))
+        extends = (
+            self._y is not None
+            and self._t0 == t0
+            and self._step == step
+            and len(y) >= len(self._y)
+            and np.array_equal(y[: len(self._y)], self._y, equal_nan=True)
+        )
         self._y, self._t0, self._step = y, t0, step
         self._qcache = {}
         self._on_new_history(extends)
@@ -200,8 +222,7 @@ class _BaseForecaster:
         if hi - lo < 24:
             q = np.zeros((len(self.levels), horizon))
         else:
-            rows = np.arange(lo, hi, max(1, (hi - lo) // (7 * spd * 4)) if hi - lo > 4000
-                             else 1)
+            rows = np.arange(lo, hi, max(1, (hi - lo) // (7 * spd * 4)) if hi - lo > 4000 else 1)
             pred = self._points(rows, horizon, cutoff)
             actual = sliding_window_view(y, horizon)[rows]
             q = np.nanquantile(actual - pred, self.levels, axis=0)
@@ -210,8 +231,9 @@ class _BaseForecaster:
         return q
 
     # -- public ----------------------------------------------------------------------------
-    def predict_many(self, issued: Sequence[datetime] | pd.DatetimeIndex,
-                     horizon_slots: int) -> np.ndarray:
+    def predict_many(
+        self, issued: Sequence[datetime] | pd.DatetimeIndex, horizon_slots: int
+    ) -> np.ndarray:
         """Point forecasts for many issue times at once (what-if replay, benchmarks).
 
         Same numbers as :meth:`predict` (each issue uses only data before it).
@@ -236,8 +258,9 @@ class _BaseForecaster:
             out[k] = self._points(np.array([n]), gap + horizon)[0, gap:]
         return out
 
-    def predict(self, issued_at: datetime, horizon_slots: int,
-                step: timedelta = HOUR) -> CarbonSeries:
+    def predict(
+        self, issued_at: datetime, horizon_slots: int, step: timedelta = HOUR
+    ) -> CarbonSeries:
         """Forecast ``horizon_slots`` slots starting with the slot that contains ``issued_at``.
 
         Args:
@@ -251,14 +274,19 @@ class _BaseForecaster:
         """
         y, t0, hstep = self._require()
         if pd.Timedelta(step) != hstep:
-            raise ValueError(f"{self.name}: step {step} differs from the history's step {hstep}; "
-                             "resample the history to the slot length first")
+            raise ValueError(
+                f"{self.name}: step {step} differs from the history's step {hstep}; "
+                "resample the history to the slot length first"
+            )
         if horizon_slots < 1:
             raise ValueError("horizon_slots must be >= 1")
         row = self._row(issued_at)
         if row < 2:
-            raise ConfigError(f"no history before {pd.Timestamp(issued_at).isoformat()}",
-                              source=self.name, fix="give history that ends before issued_at")
+            raise ConfigError(
+                f"no history before {pd.Timestamp(issued_at).isoformat()}",
+                source=self.name,
+                fix="give history that ends before issued_at",
+            )
         with _one_blas_thread():
             pts = self._points_extended(np.array([row]), horizon_slots)[0]
             cutoff = self._cutoff(min(row, len(y)))
@@ -266,14 +294,19 @@ class _BaseForecaster:
             rq = self._residual_quantiles(cutoff, gap + horizon_slots)[:, gap:]
         idx = pd.DatetimeIndex(t0 + hstep * (row + np.arange(horizon_slots)))
         point = np.maximum(pts, 0.0)
-        quantiles = {q: pd.Series(np.maximum(pts + rq[k], 0.0), index=idx, name=self.zone)
-                     for k, q in enumerate(self.levels)}
-        return CarbonSeries(zone=self.zone, intensity_g_per_kwh=pd.Series(point, index=idx,
-                                                                           name=self.zone),
-                            signal=self.signal, accounting=self.accounting,
-                            source=f"forecaster:{self.name}",
-                            issued_at=pd.Timestamp(issued_at).tz_convert("UTC").to_pydatetime(),
-                            quantiles=quantiles)
+        quantiles = {
+            q: pd.Series(np.maximum(pts + rq[k], 0.0), index=idx, name=self.zone)
+            for k, q in enumerate(self.levels)
+        }
+        return CarbonSeries(
+            zone=self.zone,
+            intensity_g_per_kwh=pd.Series(point, index=idx, name=self.zone),
+            signal=self.signal,
+            accounting=self.accounting,
+            source=f"forecaster:{self.name}",
+            issued_at=pd.Timestamp(issued_at).tz_convert("UTC").to_pydatetime(),
+            quantiles=quantiles,
+        )
 
 
 def _gather(y: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -369,10 +402,17 @@ class LinearLagForecaster(_BaseForecaster):
 
     name = "linear-lags"
 
-    def __init__(self, *, window_days: int = 365, ridge: float = 0.01, lags: int | None = None,
-                 max_lead_slots: int | None = None, min_train_days: int = 14,
-                 quantile_days: int = 60,
-                 **kw: object) -> None:
+    def __init__(
+        self,
+        *,
+        window_days: int = 365,
+        ridge: float = 0.01,
+        lags: int | None = None,
+        max_lead_slots: int | None = None,
+        min_train_days: int = 14,
+        quantile_days: int = 60,
+        **kw: object,
+    ) -> None:
         super().__init__(quantile_days=quantile_days, **kw)  # type: ignore[arg-type]
         self.window_days = window_days
         self.ridge = ridge
@@ -409,8 +449,7 @@ class LinearLagForecaster(_BaseForecaster):
             self._version += 1
             self._state = None
         y, t0, step = self._require()
-        hist = pd.Series(y, index=pd.DatetimeIndex(t0 + step * np.arange(len(y))),
-                         name=self.zone)
+        hist = pd.Series(y, index=pd.DatetimeIndex(t0 + step * np.arange(len(y))), name=self.zone)
         self._profile.fit(hist)
         self._persistence.fit(hist)
 
@@ -441,7 +480,7 @@ class LinearLagForecaster(_BaseForecaster):
         if m > 0:
             T[:m] = sliding_window_view(y, HT)[:m] - last[:m]
         ok = np.zeros(rows, dtype=bool)
-        ok[K:max(K, m)] = True
+        ok[K : max(K, m)] = True
         X[~ok & (np.arange(rows) < K)] = 0.0
         self._X, self._T, self._ok = X, T, ok
         return X, T, ok
@@ -462,8 +501,15 @@ class LinearLagForecaster(_BaseForecaster):
         lo, hi = self._train_range(cutoff)
         if hi - lo < self.min_train_days * self.slots_per_day:
             return None
-        if (st is not None and st.version == self._version and cutoff > st.cutoff
-                and st.updates < 30 and lo >= st.lo and hi >= st.hi and st.hi >= lo):
+        if (
+            st is not None
+            and st.version == self._version
+            and cutoff > st.cutoff
+            and st.updates < 30
+            and lo >= st.lo
+            and hi >= st.hi
+            and st.hi >= lo
+        ):
             add, rem = slice(st.hi, hi), slice(st.lo, lo)
             gram = st.gram + X[add].T @ X[add] - X[rem].T @ X[rem]
             cross = st.cross + X[add].T @ T[add] - X[rem].T @ T[rem]
@@ -502,8 +548,9 @@ class LinearLagForecaster(_BaseForecaster):
             w = self._weights(int(c))
             r = rows[sel]
             if w is None:  # too little history: a simpler model
-                simple = self._profile if int(r.min()) > 7 * self.slots_per_day else \
-                    self._persistence
+                simple = (
+                    self._profile if int(r.min()) > 7 * self.slots_per_day else self._persistence
+                )
                 out[sel] = simple._points(r, horizon)
                 continue
             base = X[r] @ w + _gather(y, r - 1)[:, None]
@@ -522,13 +569,23 @@ def default_forecaster() -> LinearLagForecaster:
 
 def all_forecasters() -> list[_BaseForecaster]:
     """Every forecaster of this module (benchmarks, ``--forecaster`` choices)."""
-    return [Persistence(), SeasonalNaive(24), SeasonalNaive(168), ProfileForecaster(),
-            LinearLagForecaster()]
+    return [
+        Persistence(),
+        SeasonalNaive(24),
+        SeasonalNaive(168),
+        ProfileForecaster(),
+        LinearLagForecaster(),
+    ]
 
 
-def extend(api_series: CarbonSeries, history: pd.Series | CarbonSeries, horizon: timedelta,
-           forecaster: Forecaster | None = None, *, blend_tau_slots: float = 6.0
-           ) -> CarbonSeries:
+def extend(
+    api_series: CarbonSeries,
+    history: pd.Series | CarbonSeries,
+    horizon: timedelta,
+    forecaster: Forecaster | None = None,
+    *,
+    blend_tau_slots: float = 6.0,
+) -> CarbonSeries:
     """Extend a too-short API forecast (e.g. 24 h) to ``horizon`` (e.g. 48 h).
 
     The slots the API covers keep the API's values. Later slots take the forecaster's values
@@ -564,13 +621,20 @@ def extend(api_series: CarbonSeries, history: pd.Series | CarbonSeries, horizon:
     k = np.arange(1, n_total - n_api + 1)
     vals[n_api:] = np.maximum(model[n_api:] + shift * np.exp(-k / blend_tau_slots), 0.0)
     idx = pd.DatetimeIndex(start + step * np.arange(n_total))
-    quantiles = {q: pd.Series(np.maximum(vals + (s.to_numpy()[offset:] - model), 0.0),
-                              index=idx, name=api_series.zone)
-                 for q, s in fc.quantiles.items()}
+    quantiles = {
+        q: pd.Series(
+            np.maximum(vals + (s.to_numpy()[offset:] - model), 0.0), index=idx, name=api_series.zone
+        )
+        for q, s in fc.quantiles.items()
+    }
     est = np.ones(n_total, dtype=bool)
-    est[:n_api] = (api_series.estimated.to_numpy(dtype=bool) if api_series.estimated is not None
-                   else False)
+    est[:n_api] = (
+        api_series.estimated.to_numpy(dtype=bool) if api_series.estimated is not None else False
+    )
     return dataclasses.replace(
-        api_series, intensity_g_per_kwh=pd.Series(vals, index=idx, name=api_series.zone),
+        api_series,
+        intensity_g_per_kwh=pd.Series(vals, index=idx, name=api_series.zone),
         source=f"{api_series.source}+forecaster:{f.name}",
-        estimated=pd.Series(est, index=idx, name=api_series.zone), quantiles=quantiles)
+        estimated=pd.Series(est, index=idx, name=api_series.zone),
+        quantiles=quantiles,
+    )

@@ -212,31 +212,44 @@ class HttpClient:
                 break
             if wait_s is None:
                 wait_s = self.policy.backoff_s(attempt, self.rng)
-            log.info("%s: %s; retry %d/%d in %.2f s", what, last, attempt,
-                     self.policy.max_attempts - 1, wait_s)
+            log.info(
+                "%s: %s; retry %d/%d in %.2f s",
+                what,
+                last,
+                attempt,
+                self.policy.max_attempts - 1,
+                wait_s,
+            )
             self.sleep(wait_s)
         assert last is not None
         raise last
 
     # ----------------------------------------------------------------------------------------
-    def _attempt(self, url: str, what: str, params: Mapping[str, Any] | None,
-                 headers: Mapping[str, str] | None, auth: tuple[str, str] | None,
-                 error_hook: ErrorHook | None) -> Any:
+    def _attempt(
+        self,
+        url: str,
+        what: str,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        auth: tuple[str, str] | None,
+        error_hook: ErrorHook | None,
+    ) -> Any:
         self.attempts += 1
         if self.on_request is not None:
             self.on_request(what)
         timeout = (self.policy.connect_timeout_s, self.policy.read_timeout_s)
         try:
-            resp = self.session.get(url, params=params, headers=headers, auth=auth,
-                                    timeout=timeout)
+            resp = self.session.get(url, params=params, headers=headers, auth=auth, timeout=timeout)
         except requests.Timeout as exc:
             raise ApiTimeoutError(
                 f"{what}: no answer within {timeout[0]:g} s connect / {timeout[1]:g} s read "
-                f"timeout ({type(exc).__name__})") from None
+                f"timeout ({type(exc).__name__})"
+            ) from None
         except requests.ConnectionError as exc:
             raise ApiConnectionError(
                 f"{what}: cannot connect to {_host_of(url)} ({_short_reason(exc)}); check the "
-                "network or the base URL") from None
+                "network or the base URL"
+            ) from None
         except requests.RequestException as exc:
             raise ApiConnectionError(f"{what}: request failed ({type(exc).__name__})") from None
         status = resp.status_code
@@ -249,7 +262,8 @@ class HttpClient:
         except ValueError:
             raise BadResponseError(
                 f"{what}: answer is not valid JSON (HTTP {status}, {len(resp.content)} bytes, "
-                f"starts {resp.text[:40]!r})") from None
+                f"starts {resp.text[:40]!r})"
+            ) from None
 
     def _map_status(self, resp: requests.Response, what: str) -> Exception:
         status = resp.status_code
@@ -258,8 +272,9 @@ class HttpClient:
         if status == 429:
             ra = parse_retry_after(resp.headers.get("Retry-After"), self.clock.now())
             hint = f"; retry after {ra:g} s" if ra is not None else ""
-            return RateLimitedError(f"{what}: rate limited (HTTP 429){hint}{suffix}",
-                                    retry_after_s=ra)
+            return RateLimitedError(
+                f"{what}: rate limited (HTTP 429){hint}{suffix}", retry_after_s=ra
+            )
         if status >= 500:
             ra = parse_retry_after(resp.headers.get("Retry-After"), self.clock.now())
             return ServerError(f"{what}: provider error HTTP {status}{suffix}", retry_after_s=ra)
@@ -267,10 +282,12 @@ class HttpClient:
             return AuthError(
                 f"{what}: HTTP {status} — the API key/credentials were refused{suffix}. "
                 f"Fix: set a valid key for {self.provider} (see docs/sources.md, 'Keys'), and "
-                "check that your plan includes this endpoint and zone")
+                "check that your plan includes this endpoint and zone"
+            )
         if status == 404:
-            return UnknownZoneError(f"{what}: HTTP 404 not found{suffix}. Fix: check the zone "
-                                    "name and the base URL")
+            return UnknownZoneError(
+                f"{what}: HTTP 404 not found{suffix}. Fix: check the zone name and the base URL"
+            )
         return ApiRequestError(f"{what}: HTTP {status}{suffix}")
 
 
@@ -300,14 +317,21 @@ def _host_of(url: str) -> str:
 
 def _short_reason(exc: BaseException) -> str:
     text = str(exc)
-    for key in ("Connection refused", "Name or service not known", "timed out",
-                "Connection reset", "No route to host"):
+    for key in (
+        "Connection refused",
+        "Name or service not known",
+        "timed out",
+        "Connection reset",
+        "No route to host",
+    ):
         if key in text:
             return key
     return type(exc).__name__
 
 
-def parse_points(points: list[tuple[object, object, bool]], what: str) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
+def parse_points(
+    points: list[tuple[object, object, bool]], what: str
+) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
     """Parse ``(timestamp, value, estimated)`` triples from an API answer.
 
     Timestamps may carry any UTC offset (a DST-change day in local time is fine); they are
@@ -332,9 +356,15 @@ def parse_points(points: list[tuple[object, object, bool]], what: str) -> tuple[
     return idx[keep], vals[keep], est[keep]
 
 
-def regular_series(idx: pd.DatetimeIndex, vals: np.ndarray, est: np.ndarray, *,
-                   step: timedelta | None, max_gap_slots: int,
-                   what: str) -> tuple[pd.Series, pd.Series]:
+def regular_series(
+    idx: pd.DatetimeIndex,
+    vals: np.ndarray,
+    est: np.ndarray,
+    *,
+    step: timedelta | None,
+    max_gap_slots: int,
+    what: str,
+) -> tuple[pd.Series, pd.Series]:
     """Put points on a regular grid of ``step`` (inferred as the most common spacing if None).
 
     Rule for gaps (missing slots or null values): runs of at most ``max_gap_slots`` missing
@@ -358,7 +388,8 @@ def regular_series(idx: pd.DatetimeIndex, vals: np.ndarray, est: np.ndarray, *,
         if not on_grid.all():
             raise BadResponseError(
                 f"{what}: timestamps are not on a regular {pd.Timedelta(step)} grid "
-                f"(e.g. {idx[~on_grid][0].isoformat()})")
+                f"(e.g. {idx[~on_grid][0].isoformat()})"
+            )
     values = pd.Series(vals, index=idx, dtype=float).reindex(grid)
     estimated = pd.Series(est, index=idx, dtype=bool).reindex(grid, fill_value=True)
     missing = values.isna().to_numpy()
@@ -402,8 +433,9 @@ def parse_latlon(zone: str) -> tuple[float, float] | None:
     return lat, lon
 
 
-def window_mask(idx: pd.DatetimeIndex, start: datetime, end: datetime,
-                step: timedelta) -> np.ndarray:
+def window_mask(
+    idx: pd.DatetimeIndex, start: datetime, end: datetime, step: timedelta
+) -> np.ndarray:
     """Boolean mask of the slots ``[t, t+step)`` that overlap ``[start, end)``."""
     lo = pd.Timestamp(start) - pd.Timedelta(step)
     return np.asarray((idx > lo) & (idx < pd.Timestamp(end)))

@@ -74,8 +74,9 @@ class KeyStore:
     key_file: Path | None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None,
-                 key_file: str | Path | None = None) -> KeyStore:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, key_file: str | Path | None = None
+    ) -> KeyStore:
         """Build from ``os.environ`` (or ``env``); key file from the argument, the
         ``GREENCPN_KEYS_FILE`` variable or the default path (used only if it exists)."""
         env = dict(os.environ if env is None else env)
@@ -86,8 +87,11 @@ class KeyStore:
             default = DEFAULT_KEYS_FILE.expanduser()
             path = default if default.exists() else None
         elif not path.exists():
-            raise ConfigError("key file not found", source=str(path),
-                              fix=f"create it (mode 0600) or unset {ENV_KEYS_FILE}")
+            raise ConfigError(
+                "key file not found",
+                source=str(path),
+                fix=f"create it (mode 0600) or unset {ENV_KEYS_FILE}",
+            )
         return cls(env=env, key_file=path)
 
     def get(self, provider: str, field: str) -> Secret | None:
@@ -110,9 +114,11 @@ class KeyStore:
             var = ENV_VARS.get((provider, field), "?")
             where = str(self.key_file) if self.key_file else str(DEFAULT_KEYS_FILE)
             raise ConfigError(
-                f"no {provider} {field} configured", source="keys", field=f"{provider}.{field}",
-                fix=f"export {var}=... or put [{provider}] {field} = \"...\" in {where} "
-                    "(chmod 600)")
+                f"no {provider} {field} configured",
+                source="keys",
+                field=f"{provider}.{field}",
+                fix=f'export {var}=... or put [{provider}] {field} = "..." in {where} (chmod 600)',
+            )
         return value
 
 
@@ -122,7 +128,9 @@ def check_private(path: Path) -> None:
     if mode & 0o077:
         raise ConfigError(
             f"key file permissions are {mode:04o}; other users could read the API keys",
-            source=str(path), fix=f"chmod 600 {path}")
+            source=str(path),
+            fix=f"chmod 600 {path}",
+        )
 
 
 def read_key_file(path: Path) -> dict[str, object]:
@@ -133,5 +141,8 @@ def read_key_file(path: Path) -> dict[str, object]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         # The message names a position, never a value.
-        raise ConfigError(f"not valid TOML ({exc})", source=str(path),
-                          fix="fix the TOML syntax (see docs/sources.md, 'Keys')") from None
+        raise ConfigError(
+            f"not valid TOML ({exc})",
+            source=str(path),
+            fix="fix the TOML syntax (see docs/sources.md, 'Keys')",
+        ) from None

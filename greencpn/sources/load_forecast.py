@@ -68,16 +68,20 @@ class LoadForecast:
         return pd.DataFrame(cols)
 
 
-def aggregate_history(history: pd.Series, slot: timedelta, issued_at: datetime,
-                      how: Literal["max", "mean"] = "max") -> pd.Series:
+def aggregate_history(
+    history: pd.Series, slot: timedelta, issued_at: datetime, how: Literal["max", "mean"] = "max"
+) -> pd.Series:
     """Slot values from a finer (or equal) series, using only slots complete at ``issued_at``.
 
     Returns a regular series (NaN for slots without data) ending with the slot that ends at
     ``floor(issued_at, slot)``.
     """
     if not isinstance(history.index, pd.DatetimeIndex) or history.index.tz is None:
-        raise ConfigError("history needs a timezone-aware DatetimeIndex (UTC)", field="history",
-                          fix="parse timestamps with utc=True")
+        raise ConfigError(
+            "history needs a timezone-aware DatetimeIndex (UTC)",
+            field="history",
+            fix="parse timestamps with utc=True",
+        )
     t0 = pd.Timestamp(ensure_utc(issued_at, "issued_at")).floor(pd.Timedelta(slot))
     past = history[history.index < t0].astype(float)
     if past.empty:
@@ -120,14 +124,23 @@ class SeasonalLoadForecaster:
 
     def __post_init__(self) -> None:
         if (24 * 60) % self.slot_minutes:
-            raise ConfigError(f"slot_minutes={self.slot_minutes} does not divide a day",
-                              field="slot_minutes", fix="use 15, 30, 60, ...")
+            raise ConfigError(
+                f"slot_minutes={self.slot_minutes} does not divide a day",
+                field="slot_minutes",
+                fix="use 15, 30, 60, ...",
+            )
         if not 0 <= self.weekly_weight <= 1 or not 0 <= self.level_decay <= 1:
-            raise ConfigError("weekly_weight and level_decay must lie in [0, 1]",
-                              field="weekly_weight/level_decay", fix="use e.g. 0.5 and 0.93")
+            raise ConfigError(
+                "weekly_weight and level_decay must lie in [0, 1]",
+                field="weekly_weight/level_decay",
+                fix="use e.g. 0.5 and 0.93",
+            )
         if any(not 0 < q < 1 for q in self.quantiles):
-            raise ConfigError(f"quantiles {self.quantiles} must lie strictly between 0 and 1",
-                              field="quantiles", fix="use e.g. (0.9,)")
+            raise ConfigError(
+                f"quantiles {self.quantiles} must lie strictly between 0 and 1",
+                field="quantiles",
+                fix="use e.g. (0.9,)",
+            )
 
     @property
     def _per_day(self) -> int:
@@ -160,8 +173,11 @@ class SeasonalLoadForecaster:
             daily = np.stack([take(targets - (first_day + d) * per_day) for d in range(self.days)])
             d_mean = np.nanmean(daily, axis=0) if self.days else np.full(targets.shape, np.nan)
         w = self.weekly_weight
-        base = np.where(np.isnan(w_mean), d_mean,
-                        np.where(np.isnan(d_mean), w_mean, w * w_mean + (1 - w) * d_mean))
+        base = np.where(
+            np.isnan(w_mean),
+            d_mean,
+            np.where(np.isnan(d_mean), w_mean, w * w_mean + (1 - w) * d_mean),
+        )
         return base
 
     def _predict(self, y: np.ndarray, issues: np.ndarray, horizon: int) -> np.ndarray:
@@ -194,8 +210,16 @@ class SeasonalLoadForecaster:
 
     # ------------------------------------------------------------------ public
 
-    def forecast(self, history: pd.Series, issued_at: datetime, horizon: timedelta = timedelta(hours=48),
-                 *, capacity: float | None = None, pool: str = "", unit: str = "busy_gpus") -> LoadForecast:
+    def forecast(
+        self,
+        history: pd.Series,
+        issued_at: datetime,
+        horizon: timedelta = timedelta(hours=48),
+        *,
+        capacity: float | None = None,
+        pool: str = "",
+        unit: str = "busy_gpus",
+    ) -> LoadForecast:
         """Forecast the load of one pool.
 
         Args:
@@ -214,8 +238,11 @@ class SeasonalLoadForecaster:
         slot = timedelta(minutes=self.slot_minutes)
         y_ser = aggregate_history(history, slot, issued_at, self.aggregate)
         if y_ser.notna().sum() == 0:
-            raise ConfigError(f"no load history before {issued_at.isoformat()}", field="history",
-                              fix="give at least a few hours (better: several weeks) of history")
+            raise ConfigError(
+                f"no load history before {issued_at.isoformat()}",
+                field="history",
+                fix="give at least a few hours (better: several weeks) of history",
+            )
         y = y_ser.to_numpy(dtype=float)
         n = len(y)
         h = max(1, math.ceil(horizon / slot))
@@ -236,11 +263,18 @@ class SeasonalLoadForecaster:
                         spread = np.nanquantile(errors, q, axis=0)
                     spread = self._smooth(np.nan_to_num(spread, nan=0.0))
                 upper = np.clip(point + spread, 0.0, cap)
-                quantiles[q] = pd.Series(np.maximum(upper, point) if q >= 0.5 else upper,
-                                         index=index, name=f"q{q:g}")
-        return LoadForecast(pool=pool, expected=pd.Series(point, index=index, name="expected"),
-                            quantiles=quantiles, issued_at=issued_at, unit=unit,
-                            capacity=capacity, method=self.name)
+                quantiles[q] = pd.Series(
+                    np.maximum(upper, point) if q >= 0.5 else upper, index=index, name=f"q{q:g}"
+                )
+        return LoadForecast(
+            pool=pool,
+            expected=pd.Series(point, index=index, name="expected"),
+            quantiles=quantiles,
+            issued_at=issued_at,
+            unit=unit,
+            capacity=capacity,
+            method=self.name,
+        )
 
     def _replay_errors(self, y: np.ndarray, h: int) -> np.ndarray | None:
         """Errors (actual − forecast), shape (issues, h), of forecasts whose targets are all known."""
@@ -266,7 +300,9 @@ def persistence_forecast(y: np.ndarray, issue: int, horizon: int) -> np.ndarray:
     return np.full(horizon, y[issue - 1])
 
 
-def seasonal_naive_forecast(y: np.ndarray, issue: int, horizon: int, period: int = 24) -> np.ndarray:
+def seasonal_naive_forecast(
+    y: np.ndarray, issue: int, horizon: int, period: int = 24
+) -> np.ndarray:
     """Baseline: the same slot ``period`` slots earlier (repeated back until before the issue)."""
     leads = np.arange(horizon)
     back = (leads // period + 1) * period
@@ -278,7 +314,10 @@ def read_node_sequence(path: str) -> pd.DataFrame:
     df = pd.read_csv(path)
     missing = {"time", "active", "total"} - set(df.columns)
     if missing:
-        raise ConfigError(f"missing column(s) {sorted(missing)}", source=path,
-                          fix="the header is time,active,total")
+        raise ConfigError(
+            f"missing column(s) {sorted(missing)}",
+            source=path,
+            fix="the header is time,active,total",
+        )
     df.index = pd.DatetimeIndex(pd.to_datetime(df.pop("time"), utc=True), name="time")
     return df.astype(float)

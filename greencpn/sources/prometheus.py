@@ -61,8 +61,11 @@ def _series_name(metric: Mapping[str, str], label: str | None) -> str:
 def _to_seconds(step: float | timedelta) -> float:
     s = step.total_seconds() if isinstance(step, timedelta) else float(step)
     if not math.isfinite(s) or s <= 0:
-        raise ConfigError(f"step {step!r} must be a positive number of seconds", field="step",
-                          fix="use e.g. 60 for one minute")
+        raise ConfigError(
+            f"step {step!r} must be a positive number of seconds",
+            field="step",
+            fix="use e.g. 60 for one minute",
+        )
     return s
 
 
@@ -76,11 +79,20 @@ class PrometheusClient:
         session: a ``requests.Session`` (for auth headers or TLS settings).
     """
 
-    def __init__(self, base_url: str, *, connect_timeout_s: float = 3.0, read_timeout_s: float = 30.0,
-                 session: requests.Session | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        connect_timeout_s: float = 3.0,
+        read_timeout_s: float = 30.0,
+        session: requests.Session | None = None,
+    ) -> None:
         if not base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"Prometheus URL {base_url!r} has no http:// or https://",
-                              field="prometheus.url", fix="write e.g. http://127.0.0.1:9090")
+            raise ConfigError(
+                f"Prometheus URL {base_url!r} has no http:// or https://",
+                field="prometheus.url",
+                fix="write e.g. http://127.0.0.1:9090",
+            )
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout_s, read_timeout_s)
         self.session = session or requests.Session()
@@ -107,18 +119,26 @@ class PrometheusClient:
         if code >= 500:
             retry = resp.headers.get("Retry-After")
             retry_s = float(retry) if retry and retry.replace(".", "", 1).isdigit() else None
-            raise TemporaryError(f"Prometheus answered HTTP {code} {prom_error}".rstrip(),
-                                 retry_after_s=retry_s)
+            raise TemporaryError(
+                f"Prometheus answered HTTP {code} {prom_error}".rstrip(), retry_after_s=retry_s
+            )
         if code == 400:
-            raise ConfigError(f"Prometheus refused the query: {prom_error or resp.text[:300]}",
-                              source=url, field="query",
-                              fix="check the PromQL expression and the start/end/step")
+            raise ConfigError(
+                f"Prometheus refused the query: {prom_error or resp.text[:300]}",
+                source=url,
+                field="query",
+                fix="check the PromQL expression and the start/end/step",
+            )
         if code in (401, 403):
-            raise PermanentError(f"Prometheus at {self.base_url} answered HTTP {code}: "
-                                 "give credentials with a requests.Session that carries them")
+            raise PermanentError(
+                f"Prometheus at {self.base_url} answered HTTP {code}: "
+                "give credentials with a requests.Session that carries them"
+            )
         if code == 404:
-            raise PermanentError(f"{url} not found (HTTP 404): is {self.base_url} a Prometheus "
-                                 "server (and its path prefix right)?")
+            raise PermanentError(
+                f"{url} not found (HTTP 404): is {self.base_url} a Prometheus "
+                "server (and its path prefix right)?"
+            )
         if code == 422:
             raise PermanentError(f"Prometheus cannot execute the query: {prom_error}")
         if code != 200 or not isinstance(body, Mapping) or body.get("status") != "success":
@@ -127,7 +147,9 @@ class PrometheusClient:
 
     # ------------------------------------------------------------------ queries
 
-    def query(self, promql: str, at: datetime | None = None, *, label: str | None = None) -> pd.Series:
+    def query(
+        self, promql: str, at: datetime | None = None, *, label: str | None = None
+    ) -> pd.Series:
         """Evaluate an instant query; one value per series.
 
         Args:
@@ -153,8 +175,15 @@ class PrometheusClient:
             out[_series_name(item.get("metric", {}), label)] = float(item["value"][1])
         return pd.Series(out, dtype=float)
 
-    def query_range(self, promql: str, start: datetime, end: datetime, step: float | timedelta,
-                    *, label: str | None = None) -> RangeResult:
+    def query_range(
+        self,
+        promql: str,
+        start: datetime,
+        end: datetime,
+        step: float | timedelta,
+        *,
+        label: str | None = None,
+    ) -> RangeResult:
         """Evaluate a range query over ``[start, end]`` every ``step`` seconds.
 
         Longer ranges than Prometheus' 11,000-point limit are split into several requests and
@@ -167,8 +196,11 @@ class PrometheusClient:
         end = ensure_utc(end, "end")
         step_s = _to_seconds(step)
         if end < start:
-            raise ConfigError(f"end {end.isoformat()} is before start {start.isoformat()}",
-                              field="end", fix="swap start and end")
+            raise ConfigError(
+                f"end {end.isoformat()} is before start {start.isoformat()}",
+                field="end",
+                fix="swap start and end",
+            )
         columns: dict[str, dict[float, float]] = {}
         labels: dict[str, dict[str, str]] = {}
         t0 = start.timestamp()
@@ -176,13 +208,25 @@ class PrometheusClient:
         chunk_s = step_s * (MAX_POINTS_PER_QUERY - 1)
         while t0 <= t_end:
             t1 = min(t0 + chunk_s, t_end)
-            data = self._get("/api/v1/query_range", {
-                "query": promql, "start": f"{t0:.3f}", "end": f"{t1:.3f}",
-                "step": f"{step_s:g}s", "timeout": f"{self.timeout[1]:g}s",
-            }) or {}
+            data = (
+                self._get(
+                    "/api/v1/query_range",
+                    {
+                        "query": promql,
+                        "start": f"{t0:.3f}",
+                        "end": f"{t1:.3f}",
+                        "step": f"{step_s:g}s",
+                        "timeout": f"{self.timeout[1]:g}s",
+                    },
+                )
+                or {}
+            )
             if data.get("resultType") not in (None, "matrix"):
-                raise ConfigError(f"query_range returned {data.get('resultType')}, not a matrix",
-                                  field="query", fix="use an expression that yields a vector")
+                raise ConfigError(
+                    f"query_range returned {data.get('resultType')}, not a matrix",
+                    field="query",
+                    fix="use an expression that yields a vector",
+                )
             for item in data.get("result") or []:
                 metric = item.get("metric", {})
                 name = _series_name(metric, label)
@@ -205,7 +249,10 @@ class PrometheusClient:
     def ready(self) -> bool:
         """True when ``/-/ready`` answers 200 (never raises)."""
         try:
-            return self.session.get(f"{self.base_url}/-/ready", timeout=self.timeout).status_code == 200
+            return (
+                self.session.get(f"{self.base_url}/-/ready", timeout=self.timeout).status_code
+                == 200
+            )
         except requests.RequestException:
             return False
 
@@ -220,18 +267,33 @@ def _host_matcher(hosts: Sequence[str] | None, host_label: str) -> str:
     return f'{host_label}=~"{alt}"'
 
 
-def gpu_utilisation(client: PrometheusClient, start: datetime, end: datetime, step: float | timedelta,
-                    *, metric: str = "DCGM_FI_DEV_GPU_UTIL", host_label: str = "Hostname",
-                    hosts: Sequence[str] | None = None) -> pd.DataFrame:
+def gpu_utilisation(
+    client: PrometheusClient,
+    start: datetime,
+    end: datetime,
+    step: float | timedelta,
+    *,
+    metric: str = "DCGM_FI_DEV_GPU_UTIL",
+    host_label: str = "Hostname",
+    hosts: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """Mean GPU utilisation (%, as the metric reports it) per node: one column per host."""
     sel = _host_matcher(hosts, host_label)
     q = f"avg by ({host_label}) ({metric}{{{sel}}})"
     return client.query_range(q, start, end, step, label=host_label).frame
 
 
-def busy_gpus(client: PrometheusClient, start: datetime, end: datetime, step: float | timedelta,
-              *, metric: str = "DCGM_FI_DEV_GPU_UTIL", threshold: float = 10.0,
-              host_label: str = "Hostname", hosts: Sequence[str] | None = None) -> pd.Series:
+def busy_gpus(
+    client: PrometheusClient,
+    start: datetime,
+    end: datetime,
+    step: float | timedelta,
+    *,
+    metric: str = "DCGM_FI_DEV_GPU_UTIL",
+    threshold: float = 10.0,
+    host_label: str = "Hostname",
+    hosts: Sequence[str] | None = None,
+) -> pd.Series:
     """Number of GPUs whose utilisation exceeds ``threshold`` at each step.
 
     0 where GPUs report but none is busy; NaN where no GPU reported at all (no data). This is

@@ -86,24 +86,32 @@ def resample_to_slots(
         ConfigError: bad index, duplicate timestamps, or gaps longer than ``max_gap``.
     """
     if not isinstance(samples.index, pd.DatetimeIndex) or samples.index.tz is None:
-        raise ConfigError("index must be tz-aware UTC timestamps", source=what,
-                          fix="convert the timestamps to UTC before resampling")
+        raise ConfigError(
+            "index must be tz-aware UTC timestamps",
+            source=what,
+            fix="convert the timestamps to UTC before resampling",
+        )
     slot_s = pd.Timedelta(slot).total_seconds()
     if slot_s <= 0:
         raise ConfigError(f"slot length must be positive, got {slot}", source=what)
     s = samples.sort_index()
     if s.index.has_duplicates:
         dups = s.index[s.index.duplicated()].unique()[:5]
-        raise ConfigError(f"duplicate timestamps {[str(d) for d in dups]}", source=what,
-                          fix="keep one value per timestamp")
+        raise ConfigError(
+            f"duplicate timestamps {[str(d) for d in dups]}",
+            source=what,
+            fix="keep one value per timestamp",
+        )
     if len(s) == 0:
-        return pd.Series([], index=pd.DatetimeIndex([], tz="UTC"), dtype=float,
-                         name=samples.name)
+        return pd.Series([], index=pd.DatetimeIndex([], tz="UTC"), dtype=float, name=samples.name)
     t = _seconds(pd.DatetimeIndex(s.index))
     v = s.to_numpy(dtype=np.float64, na_value=np.nan)
     step_s = float(np.median(np.diff(t))) if len(t) > 1 else slot_s
-    max_int_s = (pd.Timedelta(max_interval).total_seconds() if max_interval is not None
-                 else max(step_s, slot_s))
+    max_int_s = (
+        pd.Timedelta(max_interval).total_seconds()
+        if max_interval is not None
+        else max(step_s, slot_s)
+    )
     nxt = np.append(t[1:], t[-1] + step_s)
     interval = nxt - t
     hold = np.where(interval > max_int_s + 1e-9, step_s, interval)
@@ -137,8 +145,9 @@ def resample_to_slots(
         vals = np.diff(fe) / cov
     vals[cov < min_coverage * slot_s - 1e-9] = np.nan
 
-    idx = pd.DatetimeIndex(pd.to_datetime(np.round(edges[:-1] * 1e3).astype(np.int64), unit="ms",
-                                          utc=True)).as_unit("ns")
+    idx = pd.DatetimeIndex(
+        pd.to_datetime(np.round(edges[:-1] * 1e3).astype(np.int64), unit="ms", utc=True)
+    ).as_unit("ns")
     out = pd.Series(vals, index=idx, name=samples.name)
     return fill_gaps(out, slot, max_gap=max_gap, what=what)
 
@@ -152,16 +161,23 @@ def find_gaps(series: pd.Series) -> list[tuple[pd.Timestamp, pd.Timestamp, int]]
     if len(valid) == 0:
         return []
     lo, hi = valid[0], valid[-1]
-    m = miss[lo:hi + 1].astype(np.int8)
+    m = miss[lo : hi + 1].astype(np.int8)
     d = np.diff(np.concatenate(([0], m, [0])))
     starts = np.flatnonzero(d == 1) + lo
     ends = np.flatnonzero(d == -1) + lo  # exclusive
-    return [(series.index[a], series.index[b - 1], int(b - a)) for a, b in zip(starts, ends,
-                                                                                  strict=True)]
+    return [
+        (series.index[a], series.index[b - 1], int(b - a))
+        for a, b in zip(starts, ends, strict=True)
+    ]
 
 
-def fill_gaps(series: pd.Series, slot: timedelta, *, max_gap: timedelta = DEFAULT_MAX_GAP,
-              what: str = "carbon series") -> pd.Series:
+def fill_gaps(
+    series: pd.Series,
+    slot: timedelta,
+    *,
+    max_gap: timedelta = DEFAULT_MAX_GAP,
+    what: str = "carbon series",
+) -> pd.Series:
     """Trim leading/trailing NaN, fill interior gaps ≤ ``max_gap`` linearly, refuse longer ones.
 
     Args:
@@ -175,8 +191,11 @@ def fill_gaps(series: pd.Series, slot: timedelta, *, max_gap: timedelta = DEFAUL
     """
     valid = series.notna().to_numpy()
     if not valid.any():
-        raise ConfigError("no usable values", source=what,
-                          fix="check the file has numeric values in the intensity column")
+        raise ConfigError(
+            "no usable values",
+            source=what,
+            fix="check the file has numeric values in the intensity column",
+        )
     lo = int(np.argmax(valid))
     hi = len(valid) - int(np.argmax(valid[::-1]))
     series = series.iloc[lo:hi]
@@ -186,13 +205,16 @@ def fill_gaps(series: pd.Series, slot: timedelta, *, max_gap: timedelta = DEFAUL
     slot_td = pd.Timedelta(slot)
     too_long = [(a, b, k) for a, b, k in gaps if k * slot_td > pd.Timedelta(max_gap)]
     if too_long:
-        listed = "; ".join(f"{a.isoformat()} .. {(b + slot_td).isoformat()} ({k * slot_td})"
-                           for a, b, k in too_long[:10])
+        listed = "; ".join(
+            f"{a.isoformat()} .. {(b + slot_td).isoformat()} ({k * slot_td})"
+            for a, b, k in too_long[:10]
+        )
         more = f" and {len(too_long) - 10} more" if len(too_long) > 10 else ""
         raise ConfigError(
             f"{len(too_long)} gap(s) longer than max_gap={pd.Timedelta(max_gap)}: {listed}{more}",
             source=what,
-            fix="supply the missing data, raise max_gap, or read a shorter period")
+            fix="supply the missing data, raise max_gap, or read a shorter period",
+        )
     vals = series.to_numpy(dtype=np.float64).copy()
     x = np.arange(len(vals))
     miss = np.isnan(vals)

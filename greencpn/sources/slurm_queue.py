@@ -45,8 +45,17 @@ from greencpn.errors import ConfigError, PermanentError, TemporaryError
 
 _PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING"}
 _RUNNING = {"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT"}
-_FINISHED = {"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "NODE_FAIL", "PREEMPTED",
-             "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+_FINISHED = {
+    "COMPLETED",
+    "FAILED",
+    "TIMEOUT",
+    "CANCELLED",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+}
 
 
 @dataclass(frozen=True)
@@ -138,8 +147,11 @@ def _split_top_level(text: str) -> list[str]:
         else:
             cur += ch
     if depth != 0:
-        raise ConfigError(f"unbalanced brackets in hostlist {text!r}", field="hostlist",
-                          fix="write it like gpu[001-004,010]")
+        raise ConfigError(
+            f"unbalanced brackets in hostlist {text!r}",
+            field="hostlist",
+            fix="write it like gpu[001-004,010]",
+        )
     if cur.strip():
         parts.append(cur.strip())
     return parts
@@ -149,14 +161,17 @@ def _expand_one(part: str, whole: str) -> list[str]:
     m = re.search(r"\[([^\]]*)\]", part)
     if not m:
         return [part]
-    head, tail = part[: m.start()], part[m.end():]
+    head, tail = part[: m.start()], part[m.end() :]
     out: list[str] = []
     for rng in m.group(1).split(","):
         rng = rng.strip()
         lo, _, hi = rng.partition("-")
         if not lo.isdigit() or (hi and not hi.isdigit()):
-            raise ConfigError(f"bad range {rng!r} in hostlist {whole!r}", field="hostlist",
-                              fix="ranges are numbers like 001-004")
+            raise ConfigError(
+                f"bad range {rng!r} in hostlist {whole!r}",
+                field="hostlist",
+                fix="ranges are numbers like 001-004",
+            )
         width = len(lo)
         for i in range(int(lo), int(hi or lo) + 1):
             for rest in _expand_one(tail, whole):
@@ -313,12 +328,18 @@ def _squeue_entries(job: Mapping[str, Any]) -> list[_Entry]:
         gpus = _gres_detail_count(job.get("gres_detail"))
     limit = job.get("time_limit")
     base = dict(
-        name=str(job.get("name") or ""), partition=str(job.get("partition") or ""),
-        state=state, reason=str(job.get("state_reason") or ""), gpus=gpus,
-        nodes=str(job.get("nodes") or ""), submit=_epoch(job.get("submit_time")),
-        eligible=_epoch(job.get("eligible_time")), start=_epoch(job.get("start_time")),
+        name=str(job.get("name") or ""),
+        partition=str(job.get("partition") or ""),
+        state=state,
+        reason=str(job.get("state_reason") or ""),
+        gpus=gpus,
+        nodes=str(job.get("nodes") or ""),
+        submit=_epoch(job.get("submit_time")),
+        eligible=_epoch(job.get("eligible_time")),
+        start=_epoch(job.get("start_time")),
         end=_epoch(job.get("end_time")),
-        limit_min=None if _is_infinite(limit) else _num(limit), elapsed_s=None,
+        limit_min=None if _is_infinite(limit) else _num(limit),
+        elapsed_s=None,
         comment=str(job.get("comment") or ""),
     )
     job_id = str(int(_num(job.get("job_id")) or 0))
@@ -356,8 +377,11 @@ def _sacct_entries(job: Mapping[str, Any]) -> list[_Entry]:
     gpus = None
     for key in ("allocated", "requested"):
         items = tres.get(key) or []
-        counts = [_num(i.get("count")) for i in items
-                  if i.get("type") == "gres" and str(i.get("name") or "").split(":")[0] == "gpu"]
+        counts = [
+            _num(i.get("count"))
+            for i in items
+            if i.get("type") == "gres" and str(i.get("name") or "").split(":")[0] == "gpu"
+        ]
         found = [c for c in counts if c]
         if found:
             gpus = int(max(found))
@@ -374,21 +398,38 @@ def _sacct_entries(job: Mapping[str, Any]) -> list[_Entry]:
         ids = [f"{int(array_id)}_{int(task_id)}"]
     elif array_id and array.get("task"):  # a pending array record: "0x7" bitmap or "0-2"
         ids = [f"{int(array_id)}_{t}" for t in _array_tasks(str(array["task"]))]
-    return [_Entry(
-        id=job_id, name=str(job.get("name") or ""), partition=str(job.get("partition") or ""),
-        state=_state(job.get("state")), reason=str((job.get("state") or {}).get("reason") or ""),
-        gpus=gpus, nodes=str(job.get("nodes") or ""), submit=_epoch(t.get("submission")),
-        eligible=_epoch(t.get("eligible")), start=_epoch(t.get("start")), end=_epoch(t.get("end")),
-        limit_min=None if _is_infinite(limit) else _num(limit), elapsed_s=_num(t.get("elapsed")),
-        comment=str(comment or ""),
-    ) for job_id in ids]
+    return [
+        _Entry(
+            id=job_id,
+            name=str(job.get("name") or ""),
+            partition=str(job.get("partition") or ""),
+            state=_state(job.get("state")),
+            reason=str((job.get("state") or {}).get("reason") or ""),
+            gpus=gpus,
+            nodes=str(job.get("nodes") or ""),
+            submit=_epoch(t.get("submission")),
+            eligible=_epoch(t.get("eligible")),
+            start=_epoch(t.get("start")),
+            end=_epoch(t.get("end")),
+            limit_min=None if _is_infinite(limit) else _num(limit),
+            elapsed_s=_num(t.get("elapsed")),
+            comment=str(comment or ""),
+        )
+        for job_id in ids
+    ]
 
 
 # ----------------------------------------------------------------------------- to greencpn
 
 
-def _build(entries: Sequence[_Entry], now: datetime, rules: QueueRules, source: str,
-           version: str | None, include_finished: bool) -> QueueSnapshot:
+def _build(
+    entries: Sequence[_Entry],
+    now: datetime,
+    rules: QueueRules,
+    source: str,
+    version: str | None,
+    include_finished: bool,
+) -> QueueSnapshot:
     now = ensure_utc(now, "now")
     snap = QueueSnapshot(slurm_version=version)
     seen: set[str] = set()
@@ -407,10 +448,18 @@ def _build(entries: Sequence[_Entry], now: datetime, rules: QueueRules, source: 
             end = None
             if e.limit_min is not None:
                 end = e.end or (started + timedelta(minutes=e.limit_min) if started else None)
-            snap.running.append(RunningJob(
-                id=e.id, name=e.name, partition=e.partition, nodes=nodes, gpus=gpus,
-                start=started, expected_end=end, remaining_gpu_h=gpus * remaining_h,
-            ))
+            snap.running.append(
+                RunningJob(
+                    id=e.id,
+                    name=e.name,
+                    partition=e.partition,
+                    nodes=nodes,
+                    gpus=gpus,
+                    start=started,
+                    expected_end=end,
+                    remaining_gpu_h=gpus * remaining_h,
+                )
+            )
             continue
         if base_state in _FINISHED:
             if not include_finished:
@@ -421,8 +470,14 @@ def _build(entries: Sequence[_Entry], now: datetime, rules: QueueRules, source: 
             if not e.gpus:
                 snap.skipped.append((e.id, "no GPUs in its TRES"))
                 continue
-            job = _make_job(e, e.gpus * e.elapsed_s / 3600.0, e.submit or e.start,
-                            e.elapsed_s / 3600.0, rules, source)
+            job = _make_job(
+                e,
+                e.gpus * e.elapsed_s / 3600.0,
+                e.submit or e.start,
+                e.elapsed_s / 3600.0,
+                rules,
+                source,
+            )
             if isinstance(job, str):
                 snap.skipped.append((e.id, job))
             else:
@@ -434,7 +489,9 @@ def _build(entries: Sequence[_Entry], now: datetime, rules: QueueRules, source: 
         if not e.gpus:
             snap.skipped.append((e.id, "requests no GPUs"))
             continue
-        held = "Held" in e.reason or (e.eligible is None and e.reason in {"JobHeldAdmin", "JobHeldUser"})
+        held = "Held" in e.reason or (
+            e.eligible is None and e.reason in {"JobHeldAdmin", "JobHeldUser"}
+        )
         if held and not rules.include_held:
             snap.skipped.append((e.id, f"held ({e.reason})"))
             continue
@@ -447,8 +504,9 @@ def _build(entries: Sequence[_Entry], now: datetime, rules: QueueRules, source: 
     return snap
 
 
-def _make_job(e: _Entry, work_gpu_h: float, release: datetime, run_h: float, rules: QueueRules,
-              source: str) -> JobConfig | str:
+def _make_job(
+    e: _Entry, work_gpu_h: float, release: datetime, run_h: float, rules: QueueRules, source: str
+) -> JobConfig | str:
     hints = parse_comment(e.comment, rules.comment_prefix)
     deadline = release + timedelta(hours=run_h + rules.default_slack_h)
     if "deadline" in hints:
@@ -457,7 +515,8 @@ def _make_job(e: _Entry, work_gpu_h: float, release: datetime, run_h: float, rul
         except ValueError:
             raise ConfigError(
                 f"job {e.id}: comment deadline {hints['deadline']!r} is not a UTC timestamp or +Nh",
-                source=source, field="comment",
+                source=source,
+                field="comment",
                 fix="write greencpn:deadline=2026-11-27T00:00:00Z or greencpn:deadline=+36h",
             ) from None
     checkpointable = rules.default_checkpointable
@@ -472,8 +531,15 @@ def _make_job(e: _Entry, work_gpu_h: float, release: datetime, run_h: float, rul
     if work_gpu_h <= 0 or not math.isfinite(work_gpu_h):
         return "no work (zero time limit or elapsed)"
     try:
-        return JobConfig(id=e.id, gpus=int(e.gpus or 0), work_gpu_h=work_gpu_h, release=release,
-                         deadline=deadline, checkpointable=checkpointable, priority=priority)
+        return JobConfig(
+            id=e.id,
+            gpus=int(e.gpus or 0),
+            work_gpu_h=work_gpu_h,
+            release=release,
+            deadline=deadline,
+            checkpointable=checkpointable,
+            priority=priority,
+        )
     except ValidationError as exc:
         return exc.errors()[0]["msg"].removeprefix("Value error, ")
 
@@ -485,15 +551,21 @@ def _load_json(data: str | bytes | Mapping[str, Any], source: str, what: str) ->
         try:
             doc = json.loads(data)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"not valid JSON: {exc}", source=source,
-                              fix=f"give the output of '{what} --json'") from None
+            raise ConfigError(
+                f"not valid JSON: {exc}", source=source, fix=f"give the output of '{what} --json'"
+            ) from None
     if not isinstance(doc, Mapping) or not isinstance(doc.get("jobs"), list):
-        raise ConfigError("no 'jobs' list in the JSON", source=source,
-                          fix=f"give the output of '{what} --json' (Slurm 21.08 or newer)")
+        raise ConfigError(
+            "no 'jobs' list in the JSON",
+            source=source,
+            fix=f"give the output of '{what} --json' (Slurm 21.08 or newer)",
+        )
     errors = doc.get("errors") or []
     if errors:
         first = errors[0]
-        text = first.get("error") or first.get("description") if isinstance(first, Mapping) else first
+        text = (
+            first.get("error") or first.get("description") if isinstance(first, Mapping) else first
+        )
         raise PermanentError(f"{source}: {what} reported an error: {text}")
     return doc
 
@@ -509,8 +581,12 @@ def _version(doc: Mapping[str, Any]) -> str | None:
     return None
 
 
-def parse_squeue_json(data: str | bytes | Mapping[str, Any], now: datetime,
-                      rules: QueueRules | None = None, source: str = "squeue --json") -> QueueSnapshot:
+def parse_squeue_json(
+    data: str | bytes | Mapping[str, Any],
+    now: datetime,
+    rules: QueueRules | None = None,
+    source: str = "squeue --json",
+) -> QueueSnapshot:
     """Parse ``squeue --json`` output (any Slurm ≥ 21.08) into a :class:`QueueSnapshot`.
 
     Args:
@@ -521,12 +597,18 @@ def parse_squeue_json(data: str | bytes | Mapping[str, Any], now: datetime,
     """
     doc = _load_json(data, source, "squeue")
     entries = [e for job in doc["jobs"] for e in _squeue_entries(job)]
-    return _build(entries, now, rules or QueueRules(), source, _version(doc), include_finished=False)
+    return _build(
+        entries, now, rules or QueueRules(), source, _version(doc), include_finished=False
+    )
 
 
-def parse_sacct_json(data: str | bytes | Mapping[str, Any], now: datetime,
-                     rules: QueueRules | None = None, source: str = "sacct --json",
-                     include_finished: bool = True) -> QueueSnapshot:
+def parse_sacct_json(
+    data: str | bytes | Mapping[str, Any],
+    now: datetime,
+    rules: QueueRules | None = None,
+    source: str = "sacct --json",
+    include_finished: bool = True,
+) -> QueueSnapshot:
     """Parse ``sacct --json`` output (any Slurm ≥ 21.08) into a :class:`QueueSnapshot`.
 
     Finished jobs become jobs with ``work_gpu_h = gpus × elapsed`` (for replaying history);
@@ -537,8 +619,13 @@ def parse_sacct_json(data: str | bytes | Mapping[str, Any], now: datetime,
     return _build(entries, now, rules or QueueRules(), source, _version(doc), include_finished)
 
 
-def read_squeue(now: datetime, rules: QueueRules | None = None, *, command: Sequence[str] = ("squeue", "--json"),
-                timeout_s: float = 30.0) -> QueueSnapshot:
+def read_squeue(
+    now: datetime,
+    rules: QueueRules | None = None,
+    *,
+    command: Sequence[str] = ("squeue", "--json"),
+    timeout_s: float = 30.0,
+) -> QueueSnapshot:
     """Run ``squeue --json`` and parse it.
 
     Raises:
@@ -546,18 +633,23 @@ def read_squeue(now: datetime, rules: QueueRules | None = None, *, command: Sequ
         PermanentError: squeue is not installed.
     """
     try:
-        proc = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout_s,
-                              check=False)
+        proc = subprocess.run(
+            list(command), capture_output=True, text=True, timeout=timeout_s, check=False
+        )
     except FileNotFoundError:
         raise PermanentError(f"{command[0]} not found — install slurm-client or fix PATH") from None
     except subprocess.TimeoutExpired:
         raise TemporaryError(f"{' '.join(command)} timed out after {timeout_s} s") from None
     if proc.returncode != 0:
-        raise TemporaryError(f"{' '.join(command)} exited {proc.returncode}: {proc.stderr.strip()[:300]}")
+        raise TemporaryError(
+            f"{' '.join(command)} exited {proc.returncode}: {proc.stderr.strip()[:300]}"
+        )
     return parse_squeue_json(proc.stdout, now, rules, source=" ".join(command))
 
 
-def read_queue_file(path: str | Path, now: datetime, rules: QueueRules | None = None) -> QueueSnapshot:
+def read_queue_file(
+    path: str | Path, now: datetime, rules: QueueRules | None = None
+) -> QueueSnapshot:
     """Read a saved ``squeue --json`` or ``sacct --json`` file (which one is detected)."""
     path = Path(path)
     if not path.is_file():
@@ -565,8 +657,12 @@ def read_queue_file(path: str | Path, now: datetime, rules: QueueRules | None = 
     doc = _load_json(path.read_text(), str(path), "squeue")
     plugin = str(((doc.get("meta") or {}).get("plugin") or {}).get("type") or "")
     jobs = doc["jobs"]
-    is_sacct = "dbv" in plugin or (bool(jobs) and isinstance(jobs[0], Mapping) and "time" in jobs[0]
-                                   and isinstance(jobs[0]["time"], Mapping))
+    is_sacct = "dbv" in plugin or (
+        bool(jobs)
+        and isinstance(jobs[0], Mapping)
+        and "time" in jobs[0]
+        and isinstance(jobs[0]["time"], Mapping)
+    )
     if is_sacct:
         return parse_sacct_json(doc, now, rules, source=str(path))
     return parse_squeue_json(doc, now, rules, source=str(path))

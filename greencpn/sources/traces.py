@@ -60,7 +60,8 @@ class DeadlineRule:
         if self.slack_h < 0 or self.slack_factor < 0:
             raise ConfigError(
                 f"negative slack (slack_h={self.slack_h}, slack_factor={self.slack_factor})",
-                field="deadline rule", fix="use slack_h >= 0 and slack_factor >= 0",
+                field="deadline rule",
+                fix="use slack_h >= 0 and slack_factor >= 0",
             )
 
     def apply(self, release: pd.Series, duration_h: pd.Series) -> pd.Series:
@@ -72,29 +73,41 @@ class DeadlineRule:
 def _read_csv(path: str | Path, needed: list[str], what: str, numeric: list[str]) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{what} trace not found", source=str(path),
-                          fix="check the path (real traces live in ../shared/data/traces/)")
+        raise ConfigError(
+            f"{what} trace not found",
+            source=str(path),
+            fix="check the path (real traces live in ../shared/data/traces/)",
+        )
     try:
         df = pd.read_csv(path)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise ConfigError(f"not a readable CSV: {exc}", source=str(path),
-                          fix=f"give a {what} trace CSV") from None
+        raise ConfigError(
+            f"not a readable CSV: {exc}", source=str(path), fix=f"give a {what} trace CSV"
+        ) from None
     missing = [c for c in needed if c not in df.columns]
     if missing:
-        raise ConfigError(f"missing column(s) {missing}; found {list(df.columns)}", source=str(path),
-                          fix=f"a {what} trace has the header {','.join(needed)}")
+        raise ConfigError(
+            f"missing column(s) {missing}; found {list(df.columns)}",
+            source=str(path),
+            fix=f"a {what} trace has the header {','.join(needed)}",
+        )
     for col in numeric:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     bad = df[needed].isna().any(axis=1)
     if bad.any():
         line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
-        raise ConfigError("empty or non-numeric value", source=f"{path}:{line}",
-                          fix="fill or remove that row")
+        raise ConfigError(
+            "empty or non-numeric value", source=f"{path}:{line}", fix="fill or remove that row"
+        )
     return df
 
 
-def read_philly(path: str | Path, rule: DeadlineRule | None = None,
-                start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
+def read_philly(
+    path: str | Path,
+    rule: DeadlineRule | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> pd.DataFrame:
     """Read the Philly trace (adaptdl's flattened ``philly.csv``) into a job frame.
 
     Args:
@@ -107,29 +120,43 @@ def read_philly(path: str | Path, rule: DeadlineRule | None = None,
         (row = 0-based data row in the file), ``work_gpu_h = gpu_time / 3600``.
     """
     rule = rule or DeadlineRule()
-    df = _read_csv(path, ["timestamp", "duration", "num_gpus", "gpu_time"], "Philly",
-                   ["duration", "num_gpus", "gpu_time"])
+    df = _read_csv(
+        path,
+        ["timestamp", "duration", "num_gpus", "gpu_time"],
+        "Philly",
+        ["duration", "num_gpus", "gpu_time"],
+    )
     try:
         release = pd.to_datetime(df["timestamp"], format="%Y-%m-%d %H:%M:%S", utc=True)
     except ValueError as exc:
-        raise ConfigError(f"bad timestamp: {exc}", source=str(path), field="timestamp",
-                          fix="write timestamps as YYYY-mm-dd HH:MM:SS (UTC)") from None
+        raise ConfigError(
+            f"bad timestamp: {exc}",
+            source=str(path),
+            field="timestamp",
+            fix="write timestamps as YYYY-mm-dd HH:MM:SS (UTC)",
+        ) from None
     duration_h = df["duration"].astype(float) / 3600.0
     gpus = df["num_gpus"].astype(int)
-    out = pd.DataFrame({
-        "id": "philly-" + df.index.astype(str),
-        "release": release,
-        "duration_h": duration_h,
-        "gpus": gpus,
-        "work_gpu_h": df["gpu_time"].astype(float) / 3600.0,
-        "group": df["cluster"].astype(str) if "cluster" in df.columns else "",
-    })
+    out = pd.DataFrame(
+        {
+            "id": "philly-" + df.index.astype(str),
+            "release": release,
+            "duration_h": duration_h,
+            "gpus": gpus,
+            "work_gpu_h": df["gpu_time"].astype(float) / 3600.0,
+            "group": df["cluster"].astype(str) if "cluster" in df.columns else "",
+        }
+    )
     return _finish(out, rule, start, end, str(path))
 
 
-def read_gaia(path: str | Path, rule: DeadlineRule | None = None,
-              epoch: datetime = GAIA_DEFAULT_EPOCH,
-              start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
+def read_gaia(
+    path: str | Path,
+    rule: DeadlineRule | None = None,
+    epoch: datetime = GAIA_DEFAULT_EPOCH,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> pd.DataFrame:
     """Read GAIA's Alibaba-PAI trace (hours since ``epoch``) into a job frame.
 
     Args:
@@ -144,29 +171,36 @@ def read_gaia(path: str | Path, rule: DeadlineRule | None = None,
     """
     rule = rule or DeadlineRule()
     epoch = ensure_utc(epoch, "GAIA epoch")
-    df = _read_csv(path, ["arrival_time", "length", "cpus"], "GAIA",
-                   ["arrival_time", "length", "cpus"])
+    df = _read_csv(
+        path, ["arrival_time", "length", "cpus"], "GAIA", ["arrival_time", "length", "cpus"]
+    )
     gpus = np.ceil(df["cpus"].astype(float)).astype(int)
     duration_h = df["length"].astype(float)
-    out = pd.DataFrame({
-        "id": "gaia-" + df.index.astype(str),
-        "release": pd.Timestamp(epoch)
-        + pd.to_timedelta(df["arrival_time"].astype(float) * 3600.0, unit="s").dt.round("s"),
-        "duration_h": duration_h,
-        "gpus": gpus,
-        "work_gpu_h": gpus * duration_h,
-        "group": "",
-    })
+    out = pd.DataFrame(
+        {
+            "id": "gaia-" + df.index.astype(str),
+            "release": pd.Timestamp(epoch)
+            + pd.to_timedelta(df["arrival_time"].astype(float) * 3600.0, unit="s").dt.round("s"),
+            "duration_h": duration_h,
+            "gpus": gpus,
+            "work_gpu_h": gpus * duration_h,
+            "group": "",
+        }
+    )
     return _finish(out, rule, start, end, str(path))
 
 
-def _finish(out: pd.DataFrame, rule: DeadlineRule, start: datetime | None, end: datetime | None,
-            source: str) -> pd.DataFrame:
+def _finish(
+    out: pd.DataFrame, rule: DeadlineRule, start: datetime | None, end: datetime | None, source: str
+) -> pd.DataFrame:
     bad = (out["duration_h"] <= 0) | (out["gpus"] < 1) | (out["work_gpu_h"] <= 0)
     if bad.any():
         line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
-        raise ConfigError("job with non-positive duration, GPUs or work", source=f"{source}:{line}",
-                          fix="remove that row or correct it")
+        raise ConfigError(
+            "job with non-positive duration, GPUs or work",
+            source=f"{source}:{line}",
+            fix="remove that row or correct it",
+        )
     if start is not None:
         out = out[out["release"] >= pd.Timestamp(ensure_utc(start, "start"))]
     if end is not None:
@@ -188,26 +222,44 @@ def frame_to_jobs(frame: pd.DataFrame, *, checkpointable: bool = False) -> list[
     deadlines = np.asarray(frame["deadline"].dt.to_pydatetime(), dtype=object)
     for i in range(len(frame)):
         try:
-            jobs.append(JobConfig(
-                id=str(cols[0][i]), gpus=int(cols[1][i]), work_gpu_h=float(cols[2][i]),
-                release=releases[i], deadline=deadlines[i], checkpointable=checkpointable,
-            ))
+            jobs.append(
+                JobConfig(
+                    id=str(cols[0][i]),
+                    gpus=int(cols[1][i]),
+                    work_gpu_h=float(cols[2][i]),
+                    release=releases[i],
+                    deadline=deadlines[i],
+                    checkpointable=checkpointable,
+                )
+            )
         except ValidationError as exc:
             err = exc.errors()[0]
-            raise ConfigError(err["msg"].removeprefix("Value error, "), source=f"job {cols[0][i]}",
-                              field=".".join(str(p) for p in err["loc"]) or None,
-                              fix="check the trace row or the deadline rule") from None
+            raise ConfigError(
+                err["msg"].removeprefix("Value error, "),
+                source=f"job {cols[0][i]}",
+                field=".".join(str(p) for p in err["loc"]) or None,
+                fix="check the trace row or the deadline rule",
+            ) from None
     return jobs
 
 
-def load_trace_jobs(path: str | Path, kind: str, *, rule: DeadlineRule | None = None,
-                    epoch: datetime = GAIA_DEFAULT_EPOCH, start: datetime | None = None,
-                    end: datetime | None = None, checkpointable: bool = False) -> list[JobConfig]:
+def load_trace_jobs(
+    path: str | Path,
+    kind: str,
+    *,
+    rule: DeadlineRule | None = None,
+    epoch: datetime = GAIA_DEFAULT_EPOCH,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    checkpointable: bool = False,
+) -> list[JobConfig]:
     """Read a ``philly`` or ``gaia`` trace straight into jobs (see the readers for the args)."""
     if kind == "philly":
         frame = read_philly(path, rule, start=start, end=end)
     elif kind == "gaia":
         frame = read_gaia(path, rule, epoch=epoch, start=start, end=end)
     else:
-        raise ConfigError(f"unknown trace kind {kind!r}", field="kind", fix="use 'philly' or 'gaia'")
+        raise ConfigError(
+            f"unknown trace kind {kind!r}", field="kind", fix="use 'philly' or 'gaia'"
+        )
     return frame_to_jobs(frame, checkpointable=checkpointable)

@@ -41,10 +41,23 @@ _PATH_FMT = "%Y-%m-%dT%H:%MZ"
 
 #: regionid → short name, as published by the API.
 REGIONS: dict[int, str] = {
-    1: "North Scotland", 2: "South Scotland", 3: "North West England", 4: "North East England",
-    5: "Yorkshire", 6: "North Wales & Merseyside", 7: "South Wales", 8: "West Midlands",
-    9: "East Midlands", 10: "East England", 11: "South West England", 12: "South England",
-    13: "London", 14: "South East England", 15: "England", 16: "Scotland", 17: "Wales",
+    1: "North Scotland",
+    2: "South Scotland",
+    3: "North West England",
+    4: "North East England",
+    5: "Yorkshire",
+    6: "North Wales & Merseyside",
+    7: "South Wales",
+    8: "West Midlands",
+    9: "East Midlands",
+    10: "East England",
+    11: "South West England",
+    12: "South England",
+    13: "London",
+    14: "South East England",
+    15: "England",
+    16: "Scotland",
+    17: "Wales",
     18: "GB",
 }
 NATIONAL = {"GB", "UK", "GB-NATIONAL", "NATIONAL"}
@@ -57,8 +70,8 @@ def region_of(zone: str) -> int | None:
         return None
     upper = z.upper()
     for prefix in ("GB-", "REGIONID:", "REGION:"):
-        if upper.startswith(prefix) and upper[len(prefix):].isdigit():
-            rid = int(upper[len(prefix):])
+        if upper.startswith(prefix) and upper[len(prefix) :].isdigit():
+            rid = int(upper[len(prefix) :])
             if rid in REGIONS:
                 return rid
     for rid, short in REGIONS.items():
@@ -66,7 +79,8 @@ def region_of(zone: str) -> int | None:
             return rid
     names = ", ".join(f"GB-{k} {v}" for k, v in REGIONS.items())
     raise UnknownZoneError(
-        f"ukgrid: unknown zone {zone!r}. Fix: use GB (national) or a region: {names}")
+        f"ukgrid: unknown zone {zone!r}. Fix: use GB (national) or a region: {names}"
+    )
 
 
 class UKGridSource:
@@ -83,8 +97,14 @@ class UKGridSource:
     signal = "average"
     step = STEP
 
-    def __init__(self, *, base_url: str = DEFAULT_BASE_URL, http: HttpClient | None = None,
-                 clock: Clock | None = None, max_gap_slots: int = 2) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        http: HttpClient | None = None,
+        clock: Clock | None = None,
+        max_gap_slots: int = 2,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.clock = clock or SystemClock()
         self.http = http or HttpClient(self.name, clock=self.clock)
@@ -116,7 +136,9 @@ class UKGridSource:
         ``end``, ``{from}/{to}`` (14-day pieces) otherwise."""
         start, end = ensure_utc(start, "start"), ensure_utc(end, "end")
         if end <= start:
-            raise ValueError(f"history: end {end.isoformat()} is not after start {start.isoformat()}")
+            raise ValueError(
+                f"history: end {end.isoformat()} is not after start {start.isoformat()}"
+            )
         rid = region_of(zone)
         points: list[tuple[object, object, bool]] = []
         if rid is None and end - start <= timedelta(hours=24):
@@ -129,8 +151,7 @@ class UKGridSource:
                 a, b = utc_stamp(t, _PATH_FMT), utc_stamp(t2, _PATH_FMT)
                 if rid is None:
                     body = self._get(f"/intensity/{a}/{b}", zone)
-                    points += _national_points(body, f"ukgrid intensity {zone}",
-                                               prefer_actual=True)
+                    points += _national_points(body, f"ukgrid intensity {zone}", prefer_actual=True)
                 else:
                     body = self._get(f"/regional/intensity/{a}/{b}/regionid/{rid}", zone)
                     points += _regional_points(body, rid, f"ukgrid regional {zone}")
@@ -142,18 +163,29 @@ class UKGridSource:
 
     # ----------------------------------------------------------------------------- helpers
     def _get(self, path: str, zone: str) -> Any:
-        return self.http.get_json(f"{self.base_url}{path}", endpoint=f"{path.split('/')[1]} {zone}",
-                                  headers={"Accept": "application/json"})
+        return self.http.get_json(
+            f"{self.base_url}{path}",
+            endpoint=f"{path.split('/')[1]} {zone}",
+            headers={"Accept": "application/json"},
+        )
 
-    def _series(self, zone: str, rid: int | None, points: list[tuple[object, object, bool]],
-                what: str) -> CarbonSeries:
+    def _series(
+        self, zone: str, rid: int | None, points: list[tuple[object, object, bool]], what: str
+    ) -> CarbonSeries:
         label = f"ukgrid {what} {zone}"
         idx, vals, est = parse_points(points, label)
-        values, estimated = regular_series(idx, vals, est, step=STEP,
-                                           max_gap_slots=self.max_gap_slots, what=label)
+        values, estimated = regular_series(
+            idx, vals, est, step=STEP, max_gap_slots=self.max_gap_slots, what=label
+        )
         name = "GB" if rid is None else f"GB-{rid}"
-        return CarbonSeries(zone=name, intensity_g_per_kwh=values, signal="average",
-                            accounting="direct", source=self.name, estimated=estimated)
+        return CarbonSeries(
+            zone=name,
+            intensity_g_per_kwh=values,
+            signal="average",
+            accounting="direct",
+            source=self.name,
+            estimated=estimated,
+        )
 
 
 def _data_list(body: Any, what: str) -> list[Any]:
@@ -169,8 +201,9 @@ def _data_list(body: Any, what: str) -> list[Any]:
     return data
 
 
-def _national_points(body: Any, what: str, *,
-                     prefer_actual: bool) -> list[tuple[object, object, bool]]:
+def _national_points(
+    body: Any, what: str, *, prefer_actual: bool
+) -> list[tuple[object, object, bool]]:
     out: list[tuple[object, object, bool]] = []
     for row in _data_list(body, what):
         try:

@@ -73,12 +73,20 @@ class WattTimeSource:
     signal = "marginal"
     step = STEP
 
-    def __init__(self, username: Secret | str | None = None,
-                 password: Secret | str | None = None, *, base_url: str = DEFAULT_BASE_URL,
-                 login_url: str | None = None, signal_type: str = "co2_moer",
-                 http: HttpClient | None = None, clock: Clock | None = None,
-                 keys: KeyStore | None = None, token_ttl: timedelta = timedelta(minutes=30),
-                 max_gap_slots: int = 3) -> None:
+    def __init__(
+        self,
+        username: Secret | str | None = None,
+        password: Secret | str | None = None,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        login_url: str | None = None,
+        signal_type: str = "co2_moer",
+        http: HttpClient | None = None,
+        clock: Clock | None = None,
+        keys: KeyStore | None = None,
+        token_ttl: timedelta = timedelta(minutes=30),
+        max_gap_slots: int = 3,
+    ) -> None:
         self._username = Secret(username) if isinstance(username, str) else username
         self._password = Secret(password) if isinstance(password, str) else password
         self.base_url = base_url.rstrip("/")
@@ -104,8 +112,9 @@ class WattTimeSource:
 
     def login(self) -> None:
         """Get a fresh bearer token with basic auth."""
-        body = self.http.get_json(self.login_url, endpoint="login", auth=self._credentials(),
-                                  error_hook=_login_error)
+        body = self.http.get_json(
+            self.login_url, endpoint="login", auth=self._credentials(), error_hook=_login_error
+        )
         token = body.get("token") if isinstance(body, dict) else None
         if not token or not isinstance(token, str):
             raise BadResponseError("watttime login: the answer has no 'token'")
@@ -116,15 +125,21 @@ class WattTimeSource:
 
     def _get(self, path: str, params: dict[str, Any], zone: str) -> Any:
         for attempt in (1, 2):
-            if (self._token is None or self._token_expires is None
-                    or self.clock.now() >= self._token_expires):
+            if (
+                self._token is None
+                or self._token_expires is None
+                or self.clock.now() >= self._token_expires
+            ):
                 self.login()
             assert self._token is not None
             try:
                 return self.http.get_json(
-                    f"{self.base_url}{path}", endpoint=f"{path} {zone}", params=params,
+                    f"{self.base_url}{path}",
+                    endpoint=f"{path} {zone}",
+                    params=params,
                     headers={"Authorization": f"Bearer {self._token.reveal()}"},
-                    error_hook=lambda resp, what: _data_error(resp, what, zone))
+                    error_hook=lambda resp, what: _data_error(resp, what, zone),
+                )
             except AuthError:
                 if attempt == 2:
                     raise
@@ -138,8 +153,11 @@ class WattTimeSource:
         if loc is None:
             return zone
         if zone not in self._regions:
-            body = self._get("/v3/region-from-loc", {"latitude": loc[0], "longitude": loc[1],
-                                                      "signal_type": self.signal_type}, zone)
+            body = self._get(
+                "/v3/region-from-loc",
+                {"latitude": loc[0], "longitude": loc[1], "signal_type": self.signal_type},
+                zone,
+            )
             region = body.get("region") if isinstance(body, dict) else None
             if not region:
                 raise BadResponseError(f"watttime region-from-loc {zone}: no 'region' in answer")
@@ -151,22 +169,32 @@ class WattTimeSource:
         """5-minute MOER over ``[start, end)`` in g/kWh (split into 30-day requests)."""
         start, end = ensure_utc(start, "start"), ensure_utc(end, "end")
         if end <= start:
-            raise ValueError(f"history: end {end.isoformat()} is not after start {start.isoformat()}")
+            raise ValueError(
+                f"history: end {end.isoformat()} is not after start {start.isoformat()}"
+            )
         region = self.region(zone)
         points: list[tuple[object, object, bool]] = []
         factor: float | None = None
         t = start
         while t < end:
             t2 = min(end, t + HISTORY_CHUNK)
-            body = self._get("/v3/historical", {"region": region, "start": utc_stamp(t),
-                                                "end": utc_stamp(t2),
-                                                "signal_type": self.signal_type}, zone)
+            body = self._get(
+                "/v3/historical",
+                {
+                    "region": region,
+                    "start": utc_stamp(t),
+                    "end": utc_stamp(t2),
+                    "signal_type": self.signal_type,
+                },
+                zone,
+            )
             rows, meta = _data_meta(body, f"watttime historical {region}")
             factor = _unit_factor(meta, f"watttime historical {region}")
             points += _points(rows, f"watttime historical {region}")
             t = t2
-        series = self._series(region, points, factor or LBS_PER_MWH_TO_G_PER_KWH,
-                              f"historical {region}")
+        series = self._series(
+            region, points, factor or LBS_PER_MWH_TO_G_PER_KWH, f"historical {region}"
+        )
         values = window(series.intensity_g_per_kwh, start, end, STEP)
         est = series.estimated.loc[values.index] if series.estimated is not None else None
         return replace(series, intensity_g_per_kwh=values, estimated=est)
@@ -183,15 +211,25 @@ class WattTimeSource:
         hours = min(MAX_HORIZON_H, max(1, math.ceil(horizon.total_seconds() / 3600.0)))
         what = f"watttime forecast {region}"
         if issued_at >= self.clock.now() - timedelta(minutes=15):
-            body = self._get("/v3/forecast", {"region": region, "signal_type": self.signal_type,
-                                              "horizon_hours": hours}, zone)
+            body = self._get(
+                "/v3/forecast",
+                {"region": region, "signal_type": self.signal_type, "horizon_hours": hours},
+                zone,
+            )
             rows, meta = _data_meta(body, what)
             generated = _parse_time(meta.get("generated_at"))
         else:
-            body = self._get("/v3/forecast/historical", {
-                "region": region, "signal_type": self.signal_type, "horizon_hours": hours,
-                "start": utc_stamp(issued_at - timedelta(minutes=30)),
-                "end": utc_stamp(issued_at + timedelta(minutes=5))}, zone)
+            body = self._get(
+                "/v3/forecast/historical",
+                {
+                    "region": region,
+                    "signal_type": self.signal_type,
+                    "horizon_hours": hours,
+                    "start": utc_stamp(issued_at - timedelta(minutes=30)),
+                    "end": utc_stamp(issued_at + timedelta(minutes=5)),
+                },
+                zone,
+            )
             runs, meta = _data_meta(body, what)
             best: tuple[datetime, list[Any]] | None = None
             for run in runs:
@@ -210,17 +248,29 @@ class WattTimeSource:
         if values.empty:
             raise BadResponseError(f"{what}: the forecast does not cover {issued_at.isoformat()}")
         est = series.estimated.loc[values.index] if series.estimated is not None else None
-        return replace(series, intensity_g_per_kwh=values, estimated=est,
-                       issued_at=generated or self.clock.now())
+        return replace(
+            series,
+            intensity_g_per_kwh=values,
+            estimated=est,
+            issued_at=generated or self.clock.now(),
+        )
 
-    def _series(self, region: str, points: list[tuple[object, object, bool]], factor: float,
-                what: str) -> CarbonSeries:
+    def _series(
+        self, region: str, points: list[tuple[object, object, bool]], factor: float, what: str
+    ) -> CarbonSeries:
         label = f"watttime {what}"
         idx, vals, est = parse_points(points, label)
-        values, estimated = regular_series(idx, vals * factor, est, step=STEP,
-                                           max_gap_slots=self.max_gap_slots, what=label)
-        return CarbonSeries(zone=region, intensity_g_per_kwh=values, signal="marginal",
-                            accounting="direct", source=self.name, estimated=estimated)
+        values, estimated = regular_series(
+            idx, vals * factor, est, step=STEP, max_gap_slots=self.max_gap_slots, what=label
+        )
+        return CarbonSeries(
+            zone=region,
+            intensity_g_per_kwh=values,
+            signal="marginal",
+            accounting="direct",
+            source=self.name,
+            estimated=estimated,
+        )
 
 
 # ---------------------------------------------------------------------------------- parsing
@@ -241,14 +291,16 @@ def _unit_factor(meta: dict[str, Any], what: str) -> float:
     if units not in UNIT_FACTORS:
         raise BadResponseError(
             f"{what}: units {units!r} are not an emission rate (expected one of "
-            f"{sorted(UNIT_FACTORS)}); use signal_type=co2_moer")
+            f"{sorted(UNIT_FACTORS)}); use signal_type=co2_moer"
+        )
     return UNIT_FACTORS[units]
 
 
 def _points(rows: list[Any], what: str) -> list[tuple[object, object, bool]]:
     try:
-        return [(r["point_time"], r["value"], bool(r.get("imputed_data_used", False)))
-                for r in rows]
+        return [
+            (r["point_time"], r["value"], bool(r.get("imputed_data_used", False))) for r in rows
+        ]
     except (KeyError, TypeError, AttributeError):
         raise BadResponseError(f"{what}: a point lacks 'point_time'/'value'") from None
 
@@ -268,7 +320,8 @@ def _login_error(resp: requests.Response, what: str) -> Exception | None:
             f"{what}: HTTP {resp.status_code} — WattTime refused the username/password. Fix: "
             "export GREENCPN_WATTTIME_USERNAME and GREENCPN_WATTTIME_PASSWORD (or set "
             "[watttime] username/password in the key file, chmod 600); register with "
-            "POST /register if you have no account")
+            "POST /register if you have no account"
+        )
     return None
 
 
@@ -279,11 +332,13 @@ def _data_error(resp: requests.Response, what: str, zone: str) -> Exception | No
     if status == 404 or (status == 400 and "region" in lowered):
         return UnknownZoneError(
             f"{what}: WattTime does not know region {zone!r} (HTTP {status}: {text}). Fix: use "
-            "a WattTime region such as CAISO_NORTH, or 'lat,lon' to look it up")
+            "a WattTime region such as CAISO_NORTH, or 'lat,lon' to look it up"
+        )
     if status == 403:
         return AuthError(
             f"{what}: HTTP 403 — your WattTime plan has no access to {zone!r} ({text}). Fix: "
-            "the free tier covers CAISO_NORTH only; choose it or upgrade the plan")
+            "the free tier covers CAISO_NORTH only; choose it or upgrade the plan"
+        )
     return None
 
 

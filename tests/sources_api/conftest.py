@@ -90,7 +90,7 @@ def load_sample(name: str) -> Any:
 @dataclass
 class Reply:
     status: int = 200
-    body: Any = None            # JSON-serialisable, or bytes sent as is
+    body: Any = None  # JSON-serialisable, or bytes sent as is
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
 
@@ -131,8 +131,9 @@ class ReplayServer:
                 reply = server.answer(parts.path, query, headers)
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
-                body = reply.body if isinstance(reply.body, bytes) else json.dumps(
-                    reply.body).encode()
+                body = (
+                    reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+                )
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")
@@ -151,8 +152,9 @@ class ReplayServer:
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def start(self) -> ReplayServer:
         self._thread.start()
@@ -202,8 +204,7 @@ def _em_zone(query: dict[str, str]) -> tuple[str | None, Reply | None]:
         return "DE", None
     zone = query.get("zone")
     if zone not in EM_ZONES:
-        return None, Reply(404, {"status": "error",
-                                 "message": f"Zone '{zone}' does not exist."})
+        return None, Reply(404, {"status": "error", "message": f"Zone '{zone}' does not exist."})
     return zone, None
 
 
@@ -216,6 +217,7 @@ def em_route(file: str) -> Route:
         if err:
             return err
         return Reply(200, load_sample(file))
+
     return route
 
 
@@ -233,9 +235,12 @@ def wt_data(body: Callable[[dict[str, str]], Any]) -> Route:
             return Reply(401, {"error": "Unauthorized"})
         region = q.get("region")
         if region is not None and region not in {"CAISO_NORTH", "PSCO"}:
-            return Reply(400, {"error": "Invalid region",
-                               "message": f"region {region} is not a valid region"})
+            return Reply(
+                400,
+                {"error": "Invalid region", "message": f"region {region} is not a valid region"},
+            )
         return Reply(200, body(q))
+
     return route
 
 
@@ -250,31 +255,44 @@ def wt_forecast_current(q: dict[str, str]) -> Any:
 def uk_route(file: str) -> Route:
     def route(srv: ReplayServer, path: str, q: dict[str, str], h: dict[str, str]) -> Reply:
         return Reply(200, load_sample(file))
+
     return route
 
 
 def default_routes(srv: ReplayServer) -> None:
-    srv.routes.update({
-        "/v3/carbon-intensity/latest": em_route(
-            "electricitymaps_v3_carbon-intensity_latest_US-CAR-DUK.json"),
-        "/v3/carbon-intensity/history": em_route(
-            "electricitymaps_v3_carbon-intensity_history_DE.json"),
-        "/v3/carbon-intensity/past-range": em_route(
-            "electricitymaps_v3_carbon-intensity_past-range_DK-DK2.json"),
-        "/v3/carbon-intensity/forecast": em_route(
-            "electricitymaps_v3_carbon-intensity_forecast_DE_2023-05-02.json"),
-        "/login": wt_login,
-        "/v3/historical": wt_data(lambda q: load_sample(
-            "watttime_v3_historical_CAISO_NORTH_fixture.json")),
-        "/v3/forecast/historical": wt_data(lambda q: load_sample(
-            "watttime_v3_forecast_historical_CAISO_NORTH_fixture.json")),
-        "/v3/forecast": wt_data(wt_forecast_current),
-        "/v3/region-from-loc": wt_data(lambda q: load_sample(
-            "watttime_v3_region-from-loc_fixture.json")),
-        "/uk/intensity/": uk_route("uk_carbonintensity_intensity_fw48h_2023-03-14T0331Z_excerpt.json"),
-        "/uk/regional/intensity/": uk_route(
-            "uk_carbonintensity_regional_intensity_fw48h_2023-03-10T1200Z_excerpt.json"),
-    })
+    srv.routes.update(
+        {
+            "/v3/carbon-intensity/latest": em_route(
+                "electricitymaps_v3_carbon-intensity_latest_US-CAR-DUK.json"
+            ),
+            "/v3/carbon-intensity/history": em_route(
+                "electricitymaps_v3_carbon-intensity_history_DE.json"
+            ),
+            "/v3/carbon-intensity/past-range": em_route(
+                "electricitymaps_v3_carbon-intensity_past-range_DK-DK2.json"
+            ),
+            "/v3/carbon-intensity/forecast": em_route(
+                "electricitymaps_v3_carbon-intensity_forecast_DE_2023-05-02.json"
+            ),
+            "/login": wt_login,
+            "/v3/historical": wt_data(
+                lambda q: load_sample("watttime_v3_historical_CAISO_NORTH_fixture.json")
+            ),
+            "/v3/forecast/historical": wt_data(
+                lambda q: load_sample("watttime_v3_forecast_historical_CAISO_NORTH_fixture.json")
+            ),
+            "/v3/forecast": wt_data(wt_forecast_current),
+            "/v3/region-from-loc": wt_data(
+                lambda q: load_sample("watttime_v3_region-from-loc_fixture.json")
+            ),
+            "/uk/intensity/": uk_route(
+                "uk_carbonintensity_intensity_fw48h_2023-03-14T0331Z_excerpt.json"
+            ),
+            "/uk/regional/intensity/": uk_route(
+                "uk_carbonintensity_regional_intensity_fw48h_2023-03-10T1200Z_excerpt.json"
+            ),
+        }
+    )
 
 
 @pytest.fixture()
@@ -318,5 +336,11 @@ def api(samples: Path) -> Any:
     """Helpers for the tests (importlib mode cannot import this conftest by name)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(Reply=Reply, load=load_sample, EM_TOKEN=EM_TOKEN, WT_USER=WT_USER,
-                           WT_PASSWORD=WT_PASSWORD, SAMPLES=samples)
+    return SimpleNamespace(
+        Reply=Reply,
+        load=load_sample,
+        EM_TOKEN=EM_TOKEN,
+        WT_USER=WT_USER,
+        WT_PASSWORD=WT_PASSWORD,
+        SAMPLES=samples,
+    )

@@ -25,11 +25,14 @@ T0 = datetime(2023, 5, 2, 19, 55, tzinfo=UTC)
 
 def small_series(issued=None) -> CarbonSeries:
     idx = pd.date_range("2023-05-02T20:00Z", periods=4, freq="h")
-    return CarbonSeries(zone="DE", intensity_g_per_kwh=pd.Series([557.0, 552.0, float("nan"),
-                                                                  527.5], index=idx),
-                        source="electricitymaps", issued_at=issued,
-                        estimated=pd.Series([False, False, True, False], index=idx),
-                        quantiles={0.9: pd.Series([600.0, 601, 602, 603], index=idx)})
+    return CarbonSeries(
+        zone="DE",
+        intensity_g_per_kwh=pd.Series([557.0, 552.0, float("nan"), 527.5], index=idx),
+        source="electricitymaps",
+        issued_at=issued,
+        estimated=pd.Series([False, False, True, False], index=idx),
+        quantiles={0.9: pd.Series([600.0, 601, 602, 603], index=idx)},
+    )
 
 
 # ---------------------------------------------------------------------------------- cache
@@ -43,8 +46,7 @@ def test_cache_roundtrip_exact(tmp_path):
     got = hit.series
     assert got.intensity_g_per_kwh.index.equals(s.intensity_g_per_kwh.index)
     assert str(got.intensity_g_per_kwh.index.tz) == "UTC"
-    np.testing.assert_array_equal(got.intensity_g_per_kwh.to_numpy(), [557.0, 552.0, np.nan,
-                                                                        527.5])
+    np.testing.assert_array_equal(got.intensity_g_per_kwh.to_numpy(), [557.0, 552.0, np.nan, 527.5])
     assert got.estimated.tolist() == [False, False, True, False]
     assert got.issued_at == s.issued_at and got.zone == "DE" and got.source == "electricitymaps"
     assert got.quantiles[0.9].tolist() == [600, 601, 602, 603]
@@ -66,8 +68,16 @@ def test_cache_ttl_stale_age_and_persistence(tmp_path):
     stale = mark_stale(hit)
     assert stale.fallback == "cache" and stale.stale_age_s == 601
     # `covering` excludes rows that end before the asked time
-    assert again.latest("electricitymaps", "DE", "average", "forecast",
-                        covering=datetime(2023, 5, 3, tzinfo=UTC)) is None
+    assert (
+        again.latest(
+            "electricitymaps",
+            "DE",
+            "average",
+            "forecast",
+            covering=datetime(2023, 5, 3, tzinfo=UTC),
+        )
+        is None
+    )
 
 
 def test_budget_per_source_per_day(tmp_path):
@@ -111,8 +121,9 @@ def test_secret_never_prints():
 
 def test_key_from_env_then_file(tmp_path):
     keyfile = tmp_path / "keys.toml"
-    keyfile.write_text('[electricitymaps]\ntoken = "from-file"\n[watttime]\nusername = "u"\n'
-                       'password = "p"\n')
+    keyfile.write_text(
+        '[electricitymaps]\ntoken = "from-file"\n[watttime]\nusername = "u"\npassword = "p"\n'
+    )
     os.chmod(keyfile, 0o600)
     ks = KeyStore.from_env({"GREENCPN_ELECTRICITYMAPS_TOKEN": "from-env"}, key_file=keyfile)
     assert ks.require("electricitymaps", "token").reveal() == "from-env"
@@ -146,33 +157,48 @@ def test_keys_never_logged(replay, caplog, tmp_path, api):
     secret appears in any log record or error message."""
     caplog.set_level(logging.DEBUG)
     keyfile = tmp_path / "keys.toml"
-    keyfile.write_text(f'[electricitymaps]\ntoken = "{api.EM_TOKEN}"\n[watttime]\n'
-                       f'username = "{api.WT_USER}"\npassword = "{api.WT_PASSWORD}"\n')
+    keyfile.write_text(
+        f'[electricitymaps]\ntoken = "{api.EM_TOKEN}"\n[watttime]\n'
+        f'username = "{api.WT_USER}"\npassword = "{api.WT_PASSWORD}"\n'
+    )
     os.chmod(keyfile, 0o600)
     keys = KeyStore.from_env({}, key_file=keyfile)
     clock = SimClock(T0)
 
     def http(name):
-        return HttpClient(name, RetryPolicy(max_attempts=2), sleep=lambda s: None, clock=clock,
-                          rng=random.Random(1))
+        return HttpClient(
+            name,
+            RetryPolicy(max_attempts=2),
+            sleep=lambda s: None,
+            clock=clock,
+            rng=random.Random(1),
+        )
 
-    emsrc = ElectricityMapsSource(base_url=replay.url + "/v3", keys=keys, clock=clock,
-                                  http=http("electricitymaps"))
+    emsrc = ElectricityMapsSource(
+        base_url=replay.url + "/v3", keys=keys, clock=clock, http=http("electricitymaps")
+    )
     emsrc.forecast("DE", T0, timedelta(hours=24))
     replay.faults["/v3/carbon-intensity/forecast"] = [api.Reply(500, {"error": "x"})]
     emsrc.forecast("DE", T0, timedelta(hours=24))
-    wtsrc = WattTimeSource(base_url=replay.url, keys=keys, clock=SimClock(
-        datetime(2022, 7, 15, tzinfo=UTC)), http=http("watttime"))
-    wtsrc.history("CAISO_NORTH", datetime(2022, 7, 15, tzinfo=UTC),
-                  datetime(2022, 7, 15, 0, 10, tzinfo=UTC))
+    wtsrc = WattTimeSource(
+        base_url=replay.url,
+        keys=keys,
+        clock=SimClock(datetime(2022, 7, 15, tzinfo=UTC)),
+        http=http("watttime"),
+    )
+    wtsrc.history(
+        "CAISO_NORTH", datetime(2022, 7, 15, tzinfo=UTC), datetime(2022, 7, 15, 0, 10, tzinfo=UTC)
+    )
     messages = []
-    bad = ElectricityMapsSource(api.EM_TOKEN + "x", base_url=replay.url + "/v3", clock=clock,
-                                http=http("electricitymaps"))
+    bad = ElectricityMapsSource(
+        api.EM_TOKEN + "x", base_url=replay.url + "/v3", clock=clock, http=http("electricitymaps")
+    )
     with pytest.raises(AuthError) as err:
         bad.forecast("DE", T0, timedelta(hours=24))
     messages.append(str(err.value))
-    wtbad = WattTimeSource(api.WT_USER, api.WT_PASSWORD + "x", base_url=replay.url,
-                           clock=clock, http=http("watttime"))
+    wtbad = WattTimeSource(
+        api.WT_USER, api.WT_PASSWORD + "x", base_url=replay.url, clock=clock, http=http("watttime")
+    )
     with pytest.raises(AuthError) as err2:
         wtbad.login()
     messages.append(str(err2.value))

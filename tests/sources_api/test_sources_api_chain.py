@@ -29,8 +29,9 @@ class DaySource:
     name: str = "history-file"
 
     def history(self, zone, start, end):
-        idx = pd.date_range(pd.Timestamp(start).ceil("h"), pd.Timestamp(end), freq="h",
-                            inclusive="left")
+        idx = pd.date_range(
+            pd.Timestamp(start).ceil("h"), pd.Timestamp(end), freq="h", inclusive="left"
+        )
         vals = 100.0 + idx.hour.to_numpy()
         return CarbonSeries(zone=zone, intensity_g_per_kwh=pd.Series(vals, index=idx))
 
@@ -39,16 +40,28 @@ class DaySource:
 
 
 def make_chain(replay_url, tmp_path, clock, *, history=True, budget=None, max_attempts=2):
-    http = HttpClient("electricitymaps", RetryPolicy(max_attempts=max_attempts,
-                                                     read_timeout_s=0.3),
-                      sleep=lambda s: None, clock=clock, rng=random.Random(3))
-    live = ElectricityMapsSource("em-test-token-5f3a9c1e77", base_url=replay_url + "/v3",
-                                 clock=clock, http=http)
-    cache = SeriesCache(tmp_path / "cache.sqlite", clock,
-                        daily_budget={"electricitymaps": budget} if budget else None)
-    return SourceChain(live, cache, clock=clock,
-                       history_source=DaySource() if history else None,
-                       forecaster_factory=SeasonalNaiveForecaster)
+    http = HttpClient(
+        "electricitymaps",
+        RetryPolicy(max_attempts=max_attempts, read_timeout_s=0.3),
+        sleep=lambda s: None,
+        clock=clock,
+        rng=random.Random(3),
+    )
+    live = ElectricityMapsSource(
+        "em-test-token-5f3a9c1e77", base_url=replay_url + "/v3", clock=clock, http=http
+    )
+    cache = SeriesCache(
+        tmp_path / "cache.sqlite",
+        clock,
+        daily_budget={"electricitymaps": budget} if budget else None,
+    )
+    return SourceChain(
+        live,
+        cache,
+        clock=clock,
+        history_source=DaySource() if history else None,
+        forecaster_factory=SeasonalNaiveForecaster,
+    )
 
 
 def test_seasonal_naive_hand_checked():
@@ -58,8 +71,10 @@ def test_seasonal_naive_hand_checked():
     # 2023-01-02 06:00 → same hour yesterday (index 6), ...
     assert out.tolist() == [6.0, 7.0, 8.0, 9.0]
     short = SeasonalNaiveForecaster().fit(pd.Series([5.0, 7.0], index=idx[:2]))
-    assert short.predict(datetime(2023, 1, 1, 3, tzinfo=UTC), 2, timedelta(hours=1)).tolist() \
-        == [7.0, 7.0]  # less than a day known: persistence
+    assert short.predict(datetime(2023, 1, 1, 3, tzinfo=UTC), 2, timedelta(hours=1)).tolist() == [
+        7.0,
+        7.0,
+    ]  # less than a day known: persistence
 
 
 def test_live_then_fresh_cache_no_second_request(replay, tmp_path):
@@ -164,8 +179,9 @@ FAULTS = {
     "malformed": lambda api, rec: api.Reply(200, b"<html>502 Bad Gateway</html>"),
     "empty": lambda api, rec: api.Reply(200, {"zone": "DE", "forecast": []}),
     "unknown_zone": lambda api, rec: api.Reply(404, {"message": "Zone 'DE' does not exist."}),
-    "gap": lambda api, rec: api.Reply(200, dict(rec, forecast=[
-        p for i, p in enumerate(rec["forecast"]) if not 5 <= i < 15])),
+    "gap": lambda api, rec: api.Reply(
+        200, dict(rec, forecast=[p for i, p in enumerate(rec["forecast"]) if not 5 <= i < 15])
+    ),
 }
 
 
@@ -210,13 +226,26 @@ def test_nothing_known_raises_clear_error(dead_url, tmp_path):
 def test_cached_history_feeds_the_forecaster(replay, tmp_path, api):
     """UK: fetch pt24h once, then the API dies: the forecaster runs on the cached history."""
     clock = SimClock(datetime(2023, 3, 15, 12, 1, tzinfo=UTC))
-    replay.always["/uk/intensity/"] = api.Reply(200, {"data": [
-        {"from": t.strftime("%Y-%m-%dT%H:%MZ"), "intensity": {"forecast": 50 + i, "actual": 60 + i}}
-        for i, t in enumerate(pd.date_range("2023-03-14T12:00Z", periods=48, freq="30min"))]})
+    replay.always["/uk/intensity/"] = api.Reply(
+        200,
+        {
+            "data": [
+                {
+                    "from": t.strftime("%Y-%m-%dT%H:%MZ"),
+                    "intensity": {"forecast": 50 + i, "actual": 60 + i},
+                }
+                for i, t in enumerate(pd.date_range("2023-03-14T12:00Z", periods=48, freq="30min"))
+            ]
+        },
+    )
     http = HttpClient("ukgrid", RetryPolicy(max_attempts=1), sleep=lambda s: None, clock=clock)
     live = UKGridSource(base_url=replay.url + "/uk", clock=clock, http=http)
-    chain = SourceChain(live, SeriesCache(tmp_path / "c.sqlite", clock), clock=clock,
-                        forecaster_factory=SeasonalNaiveForecaster)
+    chain = SourceChain(
+        live,
+        SeriesCache(tmp_path / "c.sqlite", clock),
+        clock=clock,
+        forecaster_factory=SeasonalNaiveForecaster,
+    )
     end = clock.now()
     h = chain.history("GB", end - timedelta(hours=24), end)
     assert h.intensity_g_per_kwh.iloc[0] == 60 and h.fallback is None
@@ -246,8 +275,14 @@ def test_open_chain_watttime_from_env_keys(replay, tmp_path, monkeypatch, api):
         open_chain("watttime", "CAISO_NORTH", clock=clock, cache_path=tmp_path / "c.sqlite")
     monkeypatch.setenv("GREENCPN_WATTTIME_USERNAME", api.WT_USER)
     monkeypatch.setenv("GREENCPN_WATTTIME_PASSWORD", api.WT_PASSWORD)
-    chain = open_chain("watttime", "CAISO_NORTH", clock=clock, base_url=replay.url,
-                       cache_path=tmp_path / "c.sqlite", budget=5)
+    chain = open_chain(
+        "watttime",
+        "CAISO_NORTH",
+        clock=clock,
+        base_url=replay.url,
+        cache_path=tmp_path / "c.sqlite",
+        budget=5,
+    )
     t0 = datetime(2022, 7, 15, tzinfo=UTC)
     fc = chain.forecast("CAISO_NORTH", t0, timedelta(minutes=15))
     assert fc.fallback is None and fc.signal == "marginal" and fc.step == timedelta(minutes=5)
@@ -255,7 +290,11 @@ def test_open_chain_watttime_from_env_keys(replay, tmp_path, monkeypatch, api):
     # from 00:02 the window reaches the 00:15 slot the recorded 3-point forecast lacks
     fc2 = chain.forecast("CAISO_NORTH", clock.now(), timedelta(minutes=15))
     assert fc2.fallback.startswith("live+forecaster:") and fc2.estimated.tolist() == [
-        False, False, False, True]
+        False,
+        False,
+        False,
+        True,
+    ]
     # one forecast request; the extension asked the history endpoint once (budgeted too)
     assert replay.count("/v3/forecast") == 1 and replay.count("/v3/historical") == 1
     assert chain.cache.budget_used("watttime") == 2

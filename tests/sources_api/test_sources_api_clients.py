@@ -38,21 +38,30 @@ def http_for(name, clock, sleeps, **policy):
 
 def em(replay, sleeps, clock=None, token=None, **policy):
     clock = clock or SimClock(T_EM_FC)
-    return ElectricityMapsSource(token or "em-test-token-5f3a9c1e77", base_url=replay.url + "/v3",
-                                 clock=clock, http=http_for("electricitymaps", clock, sleeps,
-                                                            **policy))
+    return ElectricityMapsSource(
+        token or "em-test-token-5f3a9c1e77",
+        base_url=replay.url + "/v3",
+        clock=clock,
+        http=http_for("electricitymaps", clock, sleeps, **policy),
+    )
 
 
 def wt(replay, sleeps, clock=None, password="wt-pass-8d2b41aa"):
     clock = clock or SimClock(datetime(2022, 7, 15, 0, 2, tzinfo=UTC))
-    return WattTimeSource("wt-user-test", password, base_url=replay.url, clock=clock,
-                          http=http_for("watttime", clock, sleeps))
+    return WattTimeSource(
+        "wt-user-test",
+        password,
+        base_url=replay.url,
+        clock=clock,
+        http=http_for("watttime", clock, sleeps),
+    )
 
 
 def uk(replay, sleeps, clock=None):
     clock = clock or SimClock(datetime(2023, 3, 14, 3, 31, tzinfo=UTC))
-    return UKGridSource(base_url=replay.url + "/uk", clock=clock, http=http_for("ukgrid", clock,
-                                                                                   sleeps))
+    return UKGridSource(
+        base_url=replay.url + "/uk", clock=clock, http=http_for("ukgrid", clock, sleeps)
+    )
 
 
 # ------------------------------------------------------------------------- network guard
@@ -76,8 +85,12 @@ def test_em_forecast_recorded(replay, sleeps):
     assert v.iloc[:4].tolist() == [557, 552, 538, 527]
     assert v.iloc[-1] == 590
     assert fc.issued_at == datetime(2023, 5, 2, 19, 52, 9, 141000, tzinfo=UTC)
-    assert (fc.zone, fc.signal, fc.accounting, fc.source) == ("DE", "average", "lifecycle",
-                                                              "electricitymaps")
+    assert (fc.zone, fc.signal, fc.accounting, fc.source) == (
+        "DE",
+        "average",
+        "lifecycle",
+        "electricitymaps",
+    )
     seen = replay.seen[-1]
     assert seen.headers["auth-token"] == "em-test-token-5f3a9c1e77"
     assert seen.query["zone"] == "DE" and seen.query["horizonHours"] == "48"
@@ -98,8 +111,9 @@ def test_em_history_last_24h_and_estimated_flags(replay, sleeps):
 
 def test_em_past_range_and_latest(replay, sleeps):
     src = em(replay, sleeps, clock=SimClock(datetime(2025, 1, 1, tzinfo=UTC)))
-    h = src.history("DK-DK2", datetime(2024, 3, 18, 2, tzinfo=UTC),
-                    datetime(2024, 3, 18, 4, tzinfo=UTC))
+    h = src.history(
+        "DK-DK2", datetime(2024, 3, 18, 2, tzinfo=UTC), datetime(2024, 3, 18, 4, tzinfo=UTC)
+    )
     assert h.intensity_g_per_kwh.tolist() == [161, 167] and h.zone == "DK-DK2"
     q = replay.seen[-1].query
     assert q["start"] == "2024-03-18T02:00:00Z" and q["end"] == "2024-03-18T04:00:00Z"
@@ -133,8 +147,9 @@ def test_em_bad_token_is_permanent_with_fix(replay, sleeps):
 
 def test_500_retried_with_backoff_then_ok(replay, sleeps, api):
     replay.faults["/v3/carbon-intensity/forecast"] = [api.Reply(500, {"error": "boom"})] * 2
-    fc = em(replay, sleeps, base_delay_s=0.5, max_delay_s=8).forecast("DE", T_EM_FC,
-                                                                      timedelta(hours=24))
+    fc = em(replay, sleeps, base_delay_s=0.5, max_delay_s=8).forecast(
+        "DE", T_EM_FC, timedelta(hours=24)
+    )
     assert len(fc.intensity_g_per_kwh) == 24
     assert replay.count("/v3/carbon-intensity/forecast") == 3
     assert len(sleeps.waits) == 2
@@ -151,7 +166,8 @@ def test_500_forever_is_temporary(replay, sleeps, api):
 
 def test_429_honours_retry_after(replay, sleeps, api):
     replay.faults["/v3/carbon-intensity/forecast"] = [
-        api.Reply(429, {"message": "Too many requests"}, {"Retry-After": "2"})]
+        api.Reply(429, {"message": "Too many requests"}, {"Retry-After": "2"})
+    ]
     fc = em(replay, sleeps).forecast("DE", T_EM_FC, timedelta(hours=24))
     assert len(fc.intensity_g_per_kwh) == 24
     assert sleeps.waits == [2.0]
@@ -159,7 +175,8 @@ def test_429_honours_retry_after(replay, sleeps, api):
 
 def test_429_with_long_retry_after_gives_up_at_once(replay, sleeps, api):
     replay.always["/v3/carbon-intensity/forecast"] = api.Reply(
-        429, {"message": "quota"}, {"Retry-After": "3600"})
+        429, {"message": "quota"}, {"Retry-After": "3600"}
+    )
     with pytest.raises(RateLimitedError) as err:
         em(replay, sleeps).forecast("DE", T_EM_FC, timedelta(hours=24))
     assert err.value.retry_after_s == 3600 and sleeps.waits == []
@@ -175,18 +192,25 @@ def test_retry_after_http_date():
 
 def test_timeout_is_temporary(replay, sleeps, api):
     replay.always["/v3/carbon-intensity/forecast"] = api.Reply(
-        200, api.load("electricitymaps_v3_carbon-intensity_forecast_DE_2023-05-02.json"),
-        delay_s=0.8)
+        200,
+        api.load("electricitymaps_v3_carbon-intensity_forecast_DE_2023-05-02.json"),
+        delay_s=0.8,
+    )
     with pytest.raises(ApiTimeoutError):
         em(replay, sleeps, read_timeout_s=0.2, max_attempts=2).forecast(
-            "DE", T_EM_FC, timedelta(hours=24))
+            "DE", T_EM_FC, timedelta(hours=24)
+        )
     assert len(sleeps.waits) == 1
 
 
 def test_connection_refused_is_temporary(dead_url, sleeps):
     clock = SimClock(T_EM_FC)
-    src = ElectricityMapsSource("tok", base_url=dead_url + "/v3", clock=clock,
-                                http=http_for("electricitymaps", clock, sleeps))
+    src = ElectricityMapsSource(
+        "tok",
+        base_url=dead_url + "/v3",
+        clock=clock,
+        http=http_for("electricitymaps", clock, sleeps),
+    )
     with pytest.raises(ApiConnectionError, match="Connection refused"):
         src.forecast("DE", T_EM_FC, timedelta(hours=24))
     assert len(sleeps.waits) == 2
@@ -194,11 +218,13 @@ def test_connection_refused_is_temporary(dead_url, sleeps):
 
 def test_malformed_json_and_empty_data_are_typed(replay, sleeps, api):
     replay.always["/v3/carbon-intensity/forecast"] = api.Reply(
-        200, b'{"zone": "DE", "forecast": [{"carbonIntensity": 557, "datet')
+        200, b'{"zone": "DE", "forecast": [{"carbonIntensity": 557, "datet'
+    )
     with pytest.raises(BadResponseError, match="not valid JSON"):
         em(replay, sleeps).forecast("DE", T_EM_FC, timedelta(hours=24))
     replay.always["/v3/carbon-intensity/forecast"] = api.Reply(
-        200, {"zone": "DE", "forecast": [], "updatedAt": "2023-05-02T19:52:09.141Z"})
+        200, {"zone": "DE", "forecast": [], "updatedAt": "2023-05-02T19:52:09.141Z"}
+    )
     with pytest.raises(BadResponseError, match="empty"):
         em(replay, sleeps).forecast("DE", T_EM_FC, timedelta(hours=24))
     replay.always["/v3/carbon-intensity/forecast"] = api.Reply(200, ["not", "an", "object"])
@@ -214,7 +240,8 @@ def test_gap_short_interpolated_long_left_missing(replay, sleeps, api):
     rec["history"] = [r for i, r in enumerate(rows) if i != 2 and not 10 <= i <= 13]
     replay.always["/v3/carbon-intensity/history"] = api.Reply(200, rec)
     h = em(replay, sleeps, clock=SimClock(T_EM_HIST)).history(
-        "DE", T_EM_HIST - timedelta(hours=24), T_EM_HIST)
+        "DE", T_EM_HIST - timedelta(hours=24), T_EM_HIST
+    )
     v = h.intensity_g_per_kwh
     assert len(v) == 24
     assert v.iloc[2] == expected_h2 and bool(h.estimated.iloc[2])
@@ -229,12 +256,13 @@ def test_dst_change_day_local_offsets(replay, sleeps, api):
 
     utc = pd.date_range("2023-03-25T23:00Z", periods=24, freq="h")
     local = utc.tz_convert("Europe/Berlin")
-    rows = [{"zone": "DE", "carbonIntensity": 300 + i, "isEstimated": False,
-             "datetime": ts.isoformat()} for i, ts in enumerate(local)]
+    rows = [
+        {"zone": "DE", "carbonIntensity": 300 + i, "isEstimated": False, "datetime": ts.isoformat()}
+        for i, ts in enumerate(local)
+    ]
     assert rows[1]["datetime"] == "2023-03-26T01:00:00+01:00"
     assert rows[2]["datetime"] == "2023-03-26T03:00:00+02:00"
-    replay.always["/v3/carbon-intensity/past-range"] = api.Reply(
-        200, {"zone": "DE", "data": rows})
+    replay.always["/v3/carbon-intensity/past-range"] = api.Reply(200, {"zone": "DE", "data": rows})
     src = em(replay, sleeps, clock=SimClock(datetime(2023, 4, 1, tzinfo=UTC)))
     h = src.history("DE", utc[0].to_pydatetime(), (utc[-1] + pd.Timedelta(hours=1)).to_pydatetime())
     v = h.intensity_g_per_kwh
@@ -246,10 +274,10 @@ def test_dst_change_day_local_offsets(replay, sleeps, api):
 # ----------------------------------------------------------------------------- WattTime
 def test_wt_login_historical_conversion(replay, sleeps):
     src = wt(replay, sleeps)
-    h = src.history("CAISO_NORTH", datetime(2022, 7, 15, tzinfo=UTC),
-                    datetime(2022, 7, 15, 0, 10, tzinfo=UTC))
-    assert h.intensity_g_per_kwh.tolist() == pytest.approx([870 * 0.45359237,
-                                                            860 * 0.45359237])
+    h = src.history(
+        "CAISO_NORTH", datetime(2022, 7, 15, tzinfo=UTC), datetime(2022, 7, 15, 0, 10, tzinfo=UTC)
+    )
+    assert h.intensity_g_per_kwh.tolist() == pytest.approx([870 * 0.45359237, 860 * 0.45359237])
     assert LBS_PER_MWH_TO_G_PER_KWH == 0.45359237
     assert (h.signal, h.accounting, h.zone) == ("marginal", "direct", "CAISO_NORTH")
     assert h.estimated.tolist() == [True, True]  # imputed_data_used
@@ -290,14 +318,16 @@ def test_wt_token_refresh_on_401_and_expiry(replay, sleeps):
 def test_wt_bad_password_region_from_location_unknown_region(replay, sleeps):
     with pytest.raises(AuthError) as err:
         wt(replay, sleeps, password="nope-wrong").history(
-            "CAISO_NORTH", datetime(2022, 7, 15, tzinfo=UTC), datetime(2022, 7, 16, tzinfo=UTC))
+            "CAISO_NORTH", datetime(2022, 7, 15, tzinfo=UTC), datetime(2022, 7, 16, tzinfo=UTC)
+        )
     assert "GREENCPN_WATTTIME_PASSWORD" in str(err.value) and "nope-wrong" not in str(err.value)
     src = wt(replay, sleeps)
     assert src.region("39.74,-104.99") == "PSCO"
     assert replay.seen[-1].query["latitude"] == "39.74"
     with pytest.raises(UnknownZoneError, match="Fix"):
-        src.history("MARS_GRID", datetime(2022, 7, 15, tzinfo=UTC),
-                    datetime(2022, 7, 16, tzinfo=UTC))
+        src.history(
+            "MARS_GRID", datetime(2022, 7, 15, tzinfo=UTC), datetime(2022, 7, 16, tzinfo=UTC)
+        )
 
 
 # ------------------------------------------------------------------------------ UK grid
@@ -315,12 +345,13 @@ def test_uk_fw48h_recorded_excerpt_with_gap(replay, sleeps):
 
 def test_uk_pt24h_prefers_actual(replay, sleeps, api):
     replay.always["/uk/intensity/"] = api.Reply(
-        200, api.load("uk_carbonintensity_intensity_pt24h_2023-03-15T1201Z_excerpt.json"))
+        200, api.load("uk_carbonintensity_intensity_pt24h_2023-03-15T1201Z_excerpt.json")
+    )
     end = datetime(2023, 3, 15, 12, 1, tzinfo=UTC)
     h = uk(replay, sleeps, clock=SimClock(end)).history("GB", end - timedelta(hours=24), end)
     v = h.intensity_g_per_kwh
     assert replay.seen[-1].path == "/uk/intensity/2023-03-15T12:01Z/pt24h"
-    assert v.iloc[:3].tolist() == [101, 95, 89]        # actual, not forecast
+    assert v.iloc[:3].tolist() == [101, 95, 89]  # actual, not forecast
     assert v.iloc[-1] == 228 and bool(h.estimated.iloc[-1])  # actual null → forecast, estimated
     assert not h.estimated.iloc[:3].any()
 
@@ -329,10 +360,16 @@ def _uk_full_day(start, n=96, base=100):
     import pandas as pd
 
     slots = pd.date_range(start, periods=n, freq="30min")
-    return {"data": [{"from": t.strftime("%Y-%m-%dT%H:%MZ"),
-                      "to": (t + pd.Timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%MZ"),
-                      "intensity": {"forecast": base + i, "actual": None, "index": "low"}}
-                     for i, t in enumerate(slots)]}
+    return {
+        "data": [
+            {
+                "from": t.strftime("%Y-%m-%dT%H:%MZ"),
+                "to": (t + pd.Timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%MZ"),
+                "intensity": {"forecast": base + i, "actual": None, "index": "low"},
+            }
+            for i, t in enumerate(slots)
+        ]
+    }
 
 
 def test_uk_dst_day_full_fw48h(replay, sleeps, api):
@@ -343,19 +380,32 @@ def test_uk_dst_day_full_fw48h(replay, sleeps, api):
     fc = uk(replay, sleeps, clock=SimClock(issued)).forecast("UK", issued, timedelta(hours=48))
     v = fc.intensity_g_per_kwh
     assert len(v) == 96 and v.notna().all() and v.tolist() == [100 + i for i in range(96)]
-    assert (v.index[1:] - v.index[:-1]).unique().tolist() == [__import__("pandas").Timedelta("30min")]
+    assert (v.index[1:] - v.index[:-1]).unique().tolist() == [
+        __import__("pandas").Timedelta("30min")
+    ]
 
 
 def test_uk_regional_both_shapes(replay, sleeps, api):
     src = uk(replay, sleeps, clock=SimClock(datetime(2023, 3, 10, 11, 45, tzinfo=UTC)))
-    fc = src.forecast("North Scotland", datetime(2023, 3, 10, 11, 45, tzinfo=UTC),
-                      timedelta(hours=1))
+    fc = src.forecast(
+        "North Scotland", datetime(2023, 3, 10, 11, 45, tzinfo=UTC), timedelta(hours=1)
+    )
     assert replay.seen[-1].path == "/uk/regional/intensity/2023-03-10T11:45Z/fw48h/regionid/1"
     assert fc.zone == "GB-1" and fc.intensity_g_per_kwh.tolist() == [22]
     assert fc.estimated.all()
-    single = {"data": {"regionid": 2, "shortname": "South Scotland", "data": [
-        {"from": "2023-03-10T11:30Z", "to": "2023-03-10T12:00Z",
-         "intensity": {"forecast": 52, "index": "low"}}]}}
+    single = {
+        "data": {
+            "regionid": 2,
+            "shortname": "South Scotland",
+            "data": [
+                {
+                    "from": "2023-03-10T11:30Z",
+                    "to": "2023-03-10T12:00Z",
+                    "intensity": {"forecast": 52, "index": "low"},
+                }
+            ],
+        }
+    }
     replay.always["/uk/regional/"] = api.Reply(200, single)
     fc2 = src.forecast("GB-2", datetime(2023, 3, 10, 11, 45, tzinfo=UTC), timedelta(hours=1))
     assert fc2.intensity_g_per_kwh.tolist() == [52]
@@ -363,7 +413,8 @@ def test_uk_regional_both_shapes(replay, sleeps, api):
 
 def test_uk_unknown_zone_no_request(replay, sleeps):
     with pytest.raises(UnknownZoneError, match="GB-13 London"):
-        uk(replay, sleeps).forecast("Atlantis", datetime(2023, 3, 14, tzinfo=UTC),
-                                    timedelta(hours=4))
+        uk(replay, sleeps).forecast(
+            "Atlantis", datetime(2023, 3, 14, tzinfo=UTC), timedelta(hours=4)
+        )
     assert replay.seen == []
     assert region_of("GB") is None and region_of("gb-13") == 13 and region_of("london") == 13

@@ -23,9 +23,11 @@ from greencpn.sources.files import (
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "carbon"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real data not found at {DATA}")
 
-EM_HEADER = ("Datetime (UTC),Country,Zone Name,Zone Id,Carbon Intensity gCO₂eq/kWh (direct),"
-             "Carbon Intensity gCO₂eq/kWh (LCA),Low Carbon Percentage,Renewable Percentage,"
-             "Data Source,Data Estimated,Data Estimation Method")
+EM_HEADER = (
+    "Datetime (UTC),Country,Zone Name,Zone Id,Carbon Intensity gCO₂eq/kWh (direct),"
+    "Carbon Intensity gCO₂eq/kWh (LCA),Low Carbon Percentage,Renewable Percentage,"
+    "Data Source,Data Estimated,Data Estimation Method"
+)
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:
@@ -35,11 +37,15 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 def test_electricitymaps_export_lca_direct_and_estimated(tmp_path: Path) -> None:
-    p = _write(tmp_path, "DE_2023_hourly.csv", EM_HEADER + "\n"
-               "2023-01-01 00:00:00,Germany,Germany,DE,140.5,185.8,83.8,78.4,entsoe.eu,false,\n"
-               "2023-01-01 01:00:00,Germany,Germany,DE,141.0,186.0,83.8,78.4,entsoe.eu,true,"
-               "ESTIMATED_FORECASTS_HIERARCHY\n"
-               "2023-01-01 02:00:00,Germany,Germany,DE,142.0,187.0,83.8,78.4,entsoe.eu,false,\n")
+    p = _write(
+        tmp_path,
+        "DE_2023_hourly.csv",
+        EM_HEADER + "\n"
+        "2023-01-01 00:00:00,Germany,Germany,DE,140.5,185.8,83.8,78.4,entsoe.eu,false,\n"
+        "2023-01-01 01:00:00,Germany,Germany,DE,141.0,186.0,83.8,78.4,entsoe.eu,true,"
+        "ESTIMATED_FORECASTS_HIERARCHY\n"
+        "2023-01-01 02:00:00,Germany,Germany,DE,142.0,187.0,83.8,78.4,entsoe.eu,false,\n",
+    )
     assert detect_format(p) == "electricitymaps"
     lca = read_electricitymaps_export(p)
     assert lca.zone == "DE" and lca.accounting == "lifecycle" and lca.signal == "average"
@@ -53,14 +59,22 @@ def test_electricitymaps_export_lca_direct_and_estimated(tmp_path: Path) -> None
 
 
 def test_wide_and_long(tmp_path: Path) -> None:
-    wide = _write(tmp_path, "w.csv", "datetime_utc,DE,GB\n2023-01-01 00:00:00,100,50\n"
-                  "2023-01-01 01:00:00,110,55\n2023-01-01 02:00:00,120,60\n")
+    wide = _write(
+        tmp_path,
+        "w.csv",
+        "datetime_utc,DE,GB\n2023-01-01 00:00:00,100,50\n"
+        "2023-01-01 01:00:00,110,55\n2023-01-01 02:00:00,120,60\n",
+    )
     got = read_wide(wide)
     assert list(got) == ["DE", "GB"]
     assert list(got["GB"].intensity_g_per_kwh) == [50, 55, 60]
-    long = _write(tmp_path, "l.csv", "datetime,zone,intensity_g_per_kwh\n"
-                  "2023-01-01T00:00:00Z,DE,100\n2023-01-01T00:00:00Z,FR,20\n"
-                  "2023-01-01T01:00:00Z,DE,110\n2023-01-01T01:00:00Z,FR,22\n")
+    long = _write(
+        tmp_path,
+        "l.csv",
+        "datetime,zone,intensity_g_per_kwh\n"
+        "2023-01-01T00:00:00Z,DE,100\n2023-01-01T00:00:00Z,FR,20\n"
+        "2023-01-01T01:00:00Z,DE,110\n2023-01-01T01:00:00Z,FR,22\n",
+    )
     assert detect_format(long) == "long"
     lz = read_long(long)
     assert list(lz["FR"].intensity_g_per_kwh) == [20, 22]
@@ -68,14 +82,18 @@ def test_wide_and_long(tmp_path: Path) -> None:
 
 
 def test_offsets_are_converted_to_utc(tmp_path: Path) -> None:
-    p = _write(tmp_path, "o.csv", "time,DE\n2023-03-26T01:00:00+01:00,100\n"
-               "2023-03-26T03:00:00+02:00,200\n")  # DST day in Berlin: consecutive hours
+    p = _write(
+        tmp_path, "o.csv", "time,DE\n2023-03-26T01:00:00+01:00,100\n2023-03-26T03:00:00+02:00,200\n"
+    )  # DST day in Berlin: consecutive hours
     s = read_wide(p)["DE"].intensity_g_per_kwh
-    assert list(s.index) == [pd.Timestamp("2023-03-26 00:00", tz="UTC"),
-                             pd.Timestamp("2023-03-26 01:00", tz="UTC")]
+    assert list(s.index) == [
+        pd.Timestamp("2023-03-26 00:00", tz="UTC"),
+        pd.Timestamp("2023-03-26 01:00", tz="UTC"),
+    ]
     p2 = _write(tmp_path, "u.csv", "time,DE\n2023-01-01 00:00:00 UTC,1\n2023-01-01T01:00:00Z,2\n")
-    assert read_wide(p2)["DE"].intensity_g_per_kwh.index[1] == pd.Timestamp("2023-01-01 01:00",
-                                                                             tz="UTC")
+    assert read_wide(p2)["DE"].intensity_g_per_kwh.index[1] == pd.Timestamp(
+        "2023-01-01 01:00", tz="UTC"
+    )
 
 
 def test_naive_times_need_utc_column_or_flag(tmp_path: Path) -> None:
@@ -93,13 +111,20 @@ def test_naive_times_need_utc_column_or_flag(tmp_path: Path) -> None:
 
 
 def test_bad_number_and_negative_name_file_line_column(tmp_path: Path) -> None:
-    p = _write(tmp_path, "b.csv", "datetime_utc,DE,GB\n2023-01-01 00:00:00,100,50\n"
-               "2023-01-01 01:00:00,abc,55\n")
+    p = _write(
+        tmp_path,
+        "b.csv",
+        "datetime_utc,DE,GB\n2023-01-01 00:00:00,100,50\n2023-01-01 01:00:00,abc,55\n",
+    )
     with pytest.raises(ConfigError) as e:
         read_wide(p)
     assert "b.csv" in str(e.value) and "line 3" in str(e.value) and "'DE'" in str(e.value)
-    p2 = _write(tmp_path, "neg.csv", "datetime_utc,DE\n2023-01-01 00:00:00,100\n"
-                "2023-01-01 01:00:00,100\n2023-01-01 02:00:00,-5\n")
+    p2 = _write(
+        tmp_path,
+        "neg.csv",
+        "datetime_utc,DE\n2023-01-01 00:00:00,100\n"
+        "2023-01-01 01:00:00,100\n2023-01-01 02:00:00,-5\n",
+    )
     with pytest.raises(ConfigError, match=r"neg.csv.*'DE'.*line 4: negative"):
         read_wide(p2)
 
@@ -120,9 +145,13 @@ def test_duplicate_timestamp_refused(tmp_path: Path) -> None:
 
 
 def test_irregular_file_resampled(tmp_path: Path) -> None:
-    p = _write(tmp_path, "gb_ci.csv", "Time,Carbon Intensity\n2020-01-01 00:00:00,100\n"
-               "2020-01-01 00:15:00,200\n2020-01-01 00:45:00,400\n2020-01-01 01:00:00,300\n"
-               "2020-01-01 01:15:00,300\n2020-01-01 01:30:00,300\n2020-01-01 01:45:00,300\n")
+    p = _write(
+        tmp_path,
+        "gb_ci.csv",
+        "Time,Carbon Intensity\n2020-01-01 00:00:00,100\n"
+        "2020-01-01 00:15:00,200\n2020-01-01 00:45:00,400\n2020-01-01 01:00:00,300\n"
+        "2020-01-01 01:15:00,300\n2020-01-01 01:30:00,300\n2020-01-01 01:45:00,300\n",
+    )
     assert detect_format(p) == "letswaitawhile"
     cs = read_lets_wait_awhile(p)
     assert cs.zone == "GB"
@@ -130,9 +159,13 @@ def test_irregular_file_resampled(tmp_path: Path) -> None:
 
 
 def test_watttime_forecast_archive(tmp_path: Path) -> None:
-    p = _write(tmp_path, "f.csv", "request_time,forecast_time,Caiso_North\n"
-               "2023-06-08 00:00:00,2023-06-08 00:05:00,1\n2023-06-08 00:00:00,2023-06-08 00:10:00,2\n"
-               "2023-06-08 00:05:00,2023-06-08 00:10:00,3\n2023-06-08 00:05:00,2023-06-08 00:15:00,4\n")
+    p = _write(
+        tmp_path,
+        "f.csv",
+        "request_time,forecast_time,Caiso_North\n"
+        "2023-06-08 00:00:00,2023-06-08 00:05:00,1\n2023-06-08 00:00:00,2023-06-08 00:10:00,2\n"
+        "2023-06-08 00:05:00,2023-06-08 00:10:00,3\n2023-06-08 00:05:00,2023-06-08 00:15:00,4\n",
+    )
     arch = read_watttime_forecasts(p)
     assert arch.zone == "CAISO_NORTH" and len(arch.issue_times) == 2
     f = arch.latest(datetime(2023, 6, 8, 0, 7, tzinfo=UTC))
@@ -183,7 +216,8 @@ def test_real_irregular_gb_2020() -> None:
 
 @needs_data
 def test_real_watttime() -> None:
-    act = read_watttime_actual(DATA / "watttime_caiso_north_2023" /
-                               "watttime2023_caiso-north_actual.csv")
+    act = read_watttime_actual(
+        DATA / "watttime_caiso_north_2023" / "watttime2023_caiso-north_actual.csv"
+    )
     assert act.step == timedelta(minutes=5) and act.signal == "marginal"
     assert len(act.intensity_g_per_kwh) == 8928

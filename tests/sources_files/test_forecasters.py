@@ -114,8 +114,12 @@ def test_daily_incremental_refit_equals_refit_from_scratch() -> None:
     fresh = LinearLagForecaster()
     fresh.fit(s)
     ref = fresh.predict(T0 + timedelta(days=35, hours=2), 48)
-    np.testing.assert_allclose(last.intensity_g_per_kwh.to_numpy(),
-                               ref.intensity_g_per_kwh.to_numpy(), rtol=1e-7, atol=1e-6)
+    np.testing.assert_allclose(
+        last.intensity_g_per_kwh.to_numpy(),
+        ref.intensity_g_per_kwh.to_numpy(),
+        rtol=1e-7,
+        atol=1e-6,
+    )
 
 
 @pytest.mark.parametrize("model", all_forecasters(), ids=lambda m: m.name)
@@ -130,8 +134,9 @@ def test_quantiles_are_ordered(model) -> None:
 
 
 @pytest.mark.parametrize("poison", [np.nan, 1e9])
-@pytest.mark.parametrize("model_cls", [Persistence, lambda: SeasonalNaive(168),
-                                       ProfileForecaster, LinearLagForecaster])
+@pytest.mark.parametrize(
+    "model_cls", [Persistence, lambda: SeasonalNaive(168), ProfileForecaster, LinearLagForecaster]
+)
 def test_no_look_ahead(model_cls, poison: float) -> None:
     s = _synthetic(days=40, seed=1)
     issue = pd.Timestamp(T0 + timedelta(days=33, hours=13))
@@ -143,13 +148,16 @@ def test_no_look_ahead(model_cls, poison: float) -> None:
     m = model_cls()
     m.fit(poisoned)
     got = m.predict(issue.to_pydatetime(), 48)
-    np.testing.assert_allclose(got.intensity_g_per_kwh.to_numpy(),
-                               ref.intensity_g_per_kwh.to_numpy(), rtol=1e-9)
+    np.testing.assert_allclose(
+        got.intensity_g_per_kwh.to_numpy(), ref.intensity_g_per_kwh.to_numpy(), rtol=1e-9
+    )
     for q in ref.quantiles:
-        np.testing.assert_allclose(got.quantiles[q].to_numpy(), ref.quantiles[q].to_numpy(),
-                                   rtol=1e-9)
-    np.testing.assert_allclose(m.predict_many([issue], 48)[0],
-                               ref.intensity_g_per_kwh.to_numpy(), rtol=1e-9)
+        np.testing.assert_allclose(
+            got.quantiles[q].to_numpy(), ref.quantiles[q].to_numpy(), rtol=1e-9
+        )
+    np.testing.assert_allclose(
+        m.predict_many([issue], 48)[0], ref.intensity_g_per_kwh.to_numpy(), rtol=1e-9
+    )
 
 
 def test_stale_history_still_forecasts_the_requested_slots() -> None:
@@ -170,9 +178,10 @@ def test_short_history_falls_back_to_simpler_model() -> None:
     fc = f.predict(s.index[-1] + timedelta(hours=1), 48)
     p = ProfileForecaster()
     p.fit(s)
-    np.testing.assert_allclose(fc.intensity_g_per_kwh.to_numpy(),
-                               p.predict(s.index[-1] + timedelta(hours=1), 48)
-                               .intensity_g_per_kwh.to_numpy())
+    np.testing.assert_allclose(
+        fc.intensity_g_per_kwh.to_numpy(),
+        p.predict(s.index[-1] + timedelta(hours=1), 48).intensity_g_per_kwh.to_numpy(),
+    )
 
 
 def test_bad_history_is_config_error() -> None:
@@ -189,8 +198,12 @@ def test_extend_24h_api_forecast_to_48h() -> None:
     hist = s[s.index < issue]
     api_idx = pd.date_range(issue, periods=24, freq="h")
     api_vals = s.reindex(api_idx).to_numpy() + 5.0  # the API is a bit off
-    api = CarbonSeries(zone="ZZ", intensity_g_per_kwh=pd.Series(api_vals, index=api_idx),
-                       source="electricitymaps", issued_at=issue.to_pydatetime())
+    api = CarbonSeries(
+        zone="ZZ",
+        intensity_g_per_kwh=pd.Series(api_vals, index=api_idx),
+        source="electricitymaps",
+        issued_at=issue.to_pydatetime(),
+    )
     out = extend(api, hist, timedelta(hours=48))
     v = out.intensity_g_per_kwh
     assert len(v) == 48 and v.index[0] == issue and v.index[-1] == issue + timedelta(hours=47)
@@ -209,12 +222,14 @@ def test_extend_24h_api_forecast_to_48h() -> None:
 def test_real_de_default_beats_persistence_over_a_week() -> None:
     from greencpn.sources.files import read_carbon_file
 
-    s = read_carbon_file(DATA / "electricitymaps_hourly_lca_2021-2023.csv",
-                         zone="DE").intensity_g_per_kwh
+    s = read_carbon_file(
+        DATA / "electricitymaps_hourly_lca_2021-2023.csv", zone="DE"
+    ).intensity_g_per_kwh
     s = s["2022-01-01":"2023-03-10"]
     issues = pd.date_range("2023-03-01", periods=7 * 24, freq="h", tz="UTC")
-    actual = np.vstack([s.reindex(pd.date_range(t, periods=24, freq="h")).to_numpy()
-                        for t in issues])
+    actual = np.vstack(
+        [s.reindex(pd.date_range(t, periods=24, freq="h")).to_numpy() for t in issues]
+    )
     errs = {}
     for m in (Persistence(), default_forecaster()):
         m.fit(s)

@@ -16,8 +16,9 @@ Q = timedelta(minutes=15)
 
 
 def _s(pairs: dict[str, float]) -> pd.Series:
-    return pd.Series(list(pairs.values()),
-                     index=pd.to_datetime([f"2023-01-01 {k}" for k in pairs], utc=True))
+    return pd.Series(
+        list(pairs.values()), index=pd.to_datetime([f"2023-01-01 {k}" for k in pairs], utc=True)
+    )
 
 
 def test_time_weighted_mean_of_irregular_samples() -> None:
@@ -87,7 +88,9 @@ def test_duplicates_and_naive_index_refused() -> None:
 
 
 def test_find_gaps() -> None:
-    s = pd.Series([np.nan, 1, np.nan, np.nan, 2, np.nan],
-                  index=pd.date_range("2023-01-01", periods=6, freq="h", tz="UTC"))
+    s = pd.Series(
+        [np.nan, 1, np.nan, np.nan, 2, np.nan],
+        index=pd.date_range("2023-01-01", periods=6, freq="h", tz="UTC"),
+    )
     gaps = find_gaps(s)
     assert [(a.hour, b.hour, k) for a, b, k in gaps] == [(2, 3, 2)]

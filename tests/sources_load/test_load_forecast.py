@@ -18,8 +18,13 @@ from greencpn.sources.load_forecast import (
     seasonal_naive_forecast,
 )
 
-NODE_SEQ = (Path(__file__).resolve().parents[2].parent / "shared" / "data" / "traces"
-            / "philly_node_sequence_per_minute.csv")
+NODE_SEQ = (
+    Path(__file__).resolve().parents[2].parent
+    / "shared"
+    / "data"
+    / "traces"
+    / "philly_node_sequence_per_minute.csv"
+)
 T0 = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 
 
@@ -37,8 +42,11 @@ def test_aggregate_max_and_mean_use_only_complete_slots() -> None:
     mean = aggregate_history(ser, timedelta(hours=1), issued, "mean")
     assert list(mean) == [29.5, 89.5]
     with pytest.raises(ConfigError, match="timezone-aware"):
-        aggregate_history(pd.Series([1.0], index=pd.DatetimeIndex([datetime(2026, 1, 1)])),
-                          timedelta(hours=1), issued)
+        aggregate_history(
+            pd.Series([1.0], index=pd.DatetimeIndex([datetime(2026, 1, 1)])),
+            timedelta(hours=1),
+            issued,
+        )
 
 
 def test_flat_history_forecasts_flat_with_zero_spread() -> None:
@@ -92,7 +100,9 @@ def test_no_look_ahead_and_capacity_clip() -> None:
 
 def test_short_history_and_errors() -> None:
     hist = _hourly(np.array([3.0, 4.0, 5.0]))
-    fc = SeasonalLoadForecaster().forecast(hist, T0 + timedelta(hours=3), horizon=timedelta(hours=6))
+    fc = SeasonalLoadForecaster().forecast(
+        hist, T0 + timedelta(hours=3), horizon=timedelta(hours=6)
+    )
     assert list(fc.expected) == [5.0] * 6  # no seasonal history: the level carries on
     with pytest.raises(ConfigError, match="no load history"):
         SeasonalLoadForecaster().forecast(hist, T0)

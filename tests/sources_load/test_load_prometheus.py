@@ -55,39 +55,57 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrometheusClient, datetime]]:
     if not PROMETHEUS or not PROMTOOL:
-        pytest.skip("prometheus/promtool not installed (Debian package 'prometheus'; .ci/run installs it)")
+        pytest.skip(
+            "prometheus/promtool not installed (Debian package 'prometheus'; .ci/run installs it)"
+        )
     tmp = tmp_path_factory.mktemp("prom")
     # the test only places its fixture data relative to the real clock: Prometheus keeps
     # backfilled blocks only when they are older than its head and inside its retention
     t0 = (int(time.time()) - 9 * 3600) // 3600 * 3600
-    lines = ["# HELP DCGM_FI_DEV_GPU_UTIL GPU utilization (in %).",
-             "# TYPE DCGM_FI_DEV_GPU_UTIL gauge"]
+    lines = [
+        "# HELP DCGM_FI_DEV_GPU_UTIL GPU utilization (in %).",
+        "# TYPE DCGM_FI_DEV_GPU_UTIL gauge",
+    ]
     series = [("gpu01", 0), ("gpu01", 1), ("gpu02", 0), ("gpu02", 1), ("gpu03", 0)]
     for host, gpu in series:
         for t in range(t0, t0 + 6 * 3600 + 1, 60):
-            lines.append(f'DCGM_FI_DEV_GPU_UTIL{{Hostname="{host}",gpu="{gpu}"}} '
-                         f"{_value(host, gpu, t, t0):g} {t}")
+            lines.append(
+                f'DCGM_FI_DEV_GPU_UTIL{{Hostname="{host}",gpu="{gpu}"}} '
+                f"{_value(host, gpu, t, t0):g} {t}"
+            )
     lines.append("# EOF")
     om = tmp / "gpu.om"
     om.write_text("\n".join(lines) + "\n")
     data = tmp / "tsdb"
-    subprocess.run([PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(om), str(data)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(om), str(data)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     cfg = tmp / "prometheus.yml"
     cfg.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n")
     port = _free_port()
     log = (tmp / "prometheus.log").open("w")
     proc = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={data}",
-         f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=30d"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            PROMETHEUS,
+            f"--config.file={cfg}",
+            f"--storage.tsdb.path={data}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.tsdb.retention.time=30d",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     client = PrometheusClient(f"http://127.0.0.1:{port}", read_timeout_s=10)
     try:
         deadline = time.monotonic() + 20
         while not client.ready():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"prometheus did not start: {(tmp / 'prometheus.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"prometheus did not start: {(tmp / 'prometheus.log').read_text()[-2000:]}"
+                )
             time.sleep(0.1)
         yield client, datetime.fromtimestamp(t0, UTC)
     finally:
@@ -144,7 +162,9 @@ def test_instant_query_and_long_range_is_chunked(prom: tuple[PrometheusClient, d
     assert res.frame.iloc[:, 0].notna().all() and (res.frame.iloc[:, 0] == 100).all()
 
 
-def test_bad_query_is_a_config_error_with_prometheus_text(prom: tuple[PrometheusClient, datetime]) -> None:
+def test_bad_query_is_a_config_error_with_prometheus_text(
+    prom: tuple[PrometheusClient, datetime],
+) -> None:
     client, t0 = prom
     with pytest.raises(ConfigError, match="parse error") as exc:
         client.query_range("sum(DCGM_FI_DEV_GPU_UTIL", t0, t0 + H, 60)

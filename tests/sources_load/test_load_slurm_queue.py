@@ -33,14 +33,17 @@ def _ts(epoch: int) -> datetime:
 # ----------------------------------------------------------------------------- small parsers
 
 
-@pytest.mark.parametrize(("text", "names"), [
-    ("vm", ["vm"]),
-    ("gpu[01-03]", ["gpu01", "gpu02", "gpu03"]),
-    ("gpu[001-002,010],login", ["gpu001", "gpu002", "gpu010", "login"]),
-    ("r[1-2]n[8-9]", ["r1n8", "r1n9", "r2n8", "r2n9"]),
-    ("", []),
-    ("None assigned", []),
-])
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("vm", ["vm"]),
+        ("gpu[01-03]", ["gpu01", "gpu02", "gpu03"]),
+        ("gpu[001-002,010],login", ["gpu001", "gpu002", "gpu010", "login"]),
+        ("r[1-2]n[8-9]", ["r1n8", "r1n9", "r2n8", "r2n9"]),
+        ("", []),
+        ("None assigned", []),
+    ],
+)
 def test_expand_hostlist(text: str, names: list[str]) -> None:
     assert expand_hostlist(text) == names
 
@@ -52,29 +55,36 @@ def test_expand_hostlist_refuses_bad_input() -> None:
         expand_hostlist("gpu[a-b]")
 
 
-@pytest.mark.parametrize(("spec", "gpus"), [
-    ("gres/gpu=4", 4),                 # TRES string
-    ("gres:gpu:2", 2),                 # 22.05 tres_per_node
-    ("gres/gpu:2", 2),                 # 23.x tres_per_node
-    ("gres/gpu:a100:2", 2),            # typed
-    ("gpu:4", 4),
-    ("gpu", 1),
-    ("cpu=1,mem=1000M,node=1,billing=1,gres/gpu=2", 2),
-    ("cpu=64,node=2,gres/gpu=8,gres/gpu:a100=8", 8),  # untyped total wins
-    ("gres/gpu:t1:1,gres/gpu:t2:3", 4),               # typed only: summed
-    ("cpu=2,mem=1000M", None),
-    ("gres/shard:2", None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    ("spec", "gpus"),
+    [
+        ("gres/gpu=4", 4),  # TRES string
+        ("gres:gpu:2", 2),  # 22.05 tres_per_node
+        ("gres/gpu:2", 2),  # 23.x tres_per_node
+        ("gres/gpu:a100:2", 2),  # typed
+        ("gpu:4", 4),
+        ("gpu", 1),
+        ("cpu=1,mem=1000M,node=1,billing=1,gres/gpu=2", 2),
+        ("cpu=64,node=2,gres/gpu=8,gres/gpu:a100=8", 8),  # untyped total wins
+        ("gres/gpu:t1:1,gres/gpu:t2:3", 4),  # typed only: summed
+        ("cpu=2,mem=1000M", None),
+        ("gres/shard:2", None),
+        ("", None),
+    ],
+)
 def test_parse_gpu_count(spec: str, gpus: int | None) -> None:
     assert parse_gpu_count(spec) == gpus
 
 
 def test_parse_comment() -> None:
     assert parse_comment("greencpn:deadline=2026-11-27T00:00:00Z,checkpointable") == {
-        "deadline": "2026-11-27T00:00:00Z", "checkpointable": "true"}
+        "deadline": "2026-11-27T00:00:00Z",
+        "checkpointable": "true",
+    }
     assert parse_comment("nightly eval greencpn:deadline=+36h;priority=2 other") == {
-        "deadline": "+36h", "priority": "2"}
+        "deadline": "+36h",
+        "priority": "2",
+    }
     assert parse_comment("no hints here") == {}
     assert parse_comment(None) == {}
 
@@ -104,7 +114,9 @@ def test_squeue_2205_recorded() -> None:
     assert sorted(run) == ["11", "12"]
     assert run["11"].nodes == ("vm",) and run["11"].gpus == 2
     assert run["11"].expected_end == _ts(1795647568)
-    assert run["11"].remaining_gpu_h == pytest.approx(2 * (60 - (1795643970 - 1795643968) / 60) / 60)
+    assert run["11"].remaining_gpu_h == pytest.approx(
+        2 * (60 - (1795643970 - 1795643968) / 60) / 60
+    )
     assert run["12"].gpus == 1  # --gpus=1 → tres_per_job
     assert snap.busy_nodes == frozenset({"vm"})
     skipped = dict(snap.skipped)
@@ -137,8 +149,9 @@ def test_sacct_2205_recorded() -> None:
     skipped = dict(snap.skipped)
     assert skipped["3"] == "cancelled without running"
     assert skipped["1"] == "no GPUs in its TRES"  # ran before gres/gpu was an accounted TRES
-    only_live = parse_sacct_json((DATA / "slurm-22.05_sacct.json").read_text(), NOW_2205,
-                                 include_finished=False)
+    only_live = parse_sacct_json(
+        (DATA / "slurm-22.05_sacct.json").read_text(), NOW_2205, include_finished=False
+    )
     assert "9" not in {j.id for j in only_live.jobs}
 
 
@@ -205,18 +218,37 @@ def test_read_squeue_runs_the_command(tmp_path: Path) -> None:
 
 def test_jobs_json_and_csv_files(tmp_path: Path) -> None:
     js = tmp_path / "jobs.json"
-    js.write_text(json.dumps({"jobs": [
-        {"id": "a", "gpus": 2, "work_gpu_h": 4, "release": "2026-03-02T00:00:00Z",
-         "deadline": "2026-03-03T00:00:00Z", "checkpointable": True},
-        {"id": "b", "gpus": 1, "work_gpu_h": 1.5, "release": "2026-03-02T06:00:00+01:00",
-         "deadline": "2026-03-02T12:00:00Z"},
-    ]}))
+    js.write_text(
+        json.dumps(
+            {
+                "jobs": [
+                    {
+                        "id": "a",
+                        "gpus": 2,
+                        "work_gpu_h": 4,
+                        "release": "2026-03-02T00:00:00Z",
+                        "deadline": "2026-03-03T00:00:00Z",
+                        "checkpointable": True,
+                    },
+                    {
+                        "id": "b",
+                        "gpus": 1,
+                        "work_gpu_h": 1.5,
+                        "release": "2026-03-02T06:00:00+01:00",
+                        "deadline": "2026-03-02T12:00:00Z",
+                    },
+                ]
+            }
+        )
+    )
     jobs = load_jobs_file(js)
     assert [j.id for j in jobs] == ["a", "b"]
     assert jobs[1].release == datetime(2026, 3, 2, 5, tzinfo=UTC)
     csv = tmp_path / "jobs.csv"
-    csv.write_text("id,gpus,work_gpu_h,release,deadline,checkpointable\n"
-                   "a,2,4,2026-03-02T00:00:00Z,2026-03-03T00:00:00Z,true\n")
+    csv.write_text(
+        "id,gpus,work_gpu_h,release,deadline,checkpointable\n"
+        "a,2,4,2026-03-02T00:00:00Z,2026-03-03T00:00:00Z,true\n"
+    )
     assert load_jobs_file(csv)[0].checkpointable
     # saved squeue output is a jobs file too
     assert len(load_jobs_file(DATA / "slurm-22.05_squeue.json", now=NOW_2205)) == 6
@@ -224,12 +256,34 @@ def test_jobs_json_and_csv_files(tmp_path: Path) -> None:
 
 def test_jobs_json_errors_name_the_field(tmp_path: Path) -> None:
     js = tmp_path / "jobs.json"
-    js.write_text(json.dumps([{"id": "x", "gpus": 0, "work_gpu_h": 1,
-                               "release": "2026-03-02T00:00:00Z", "deadline": "2026-03-03T00:00:00Z"}]))
+    js.write_text(
+        json.dumps(
+            [
+                {
+                    "id": "x",
+                    "gpus": 0,
+                    "work_gpu_h": 1,
+                    "release": "2026-03-02T00:00:00Z",
+                    "deadline": "2026-03-03T00:00:00Z",
+                }
+            ]
+        )
+    )
     with pytest.raises(ConfigError, match=r"jobs\[0\]\(x\)\.gpus"):
         load_jobs_file(js)
-    js.write_text(json.dumps([{"id": "x", "gpus": 1, "work_gpu_h": 1,
-                               "release": "2026-03-02T00:00:00", "deadline": "2026-03-03T00:00:00Z"}]))
+    js.write_text(
+        json.dumps(
+            [
+                {
+                    "id": "x",
+                    "gpus": 1,
+                    "work_gpu_h": 1,
+                    "release": "2026-03-02T00:00:00",
+                    "deadline": "2026-03-03T00:00:00Z",
+                }
+            ]
+        )
+    )
     with pytest.raises(ConfigError, match="no timezone"):
         load_jobs_file(js)
     with pytest.raises(ConfigError, match="unknown jobs file type"):

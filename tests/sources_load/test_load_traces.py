@@ -29,9 +29,11 @@ def _need(name: str) -> Path:
 
 def test_philly_small(tmp_path: Path) -> None:
     f = tmp_path / "philly.csv"
-    f.write_text("timestamp,duration,num_gpus,gpu_time,cluster\n"
-                 "2017-10-09 07:00:00,3600.0,2,7200.0,c1\n"
-                 "2017-10-09 06:00:00,1800.0,1,1800.0,c2\n")
+    f.write_text(
+        "timestamp,duration,num_gpus,gpu_time,cluster\n"
+        "2017-10-09 07:00:00,3600.0,2,7200.0,c1\n"
+        "2017-10-09 06:00:00,1800.0,1,1800.0,c2\n"
+    )
     df = read_philly(f, DeadlineRule(slack_h=2.0, slack_factor=1.0))
     assert list(df["id"]) == ["philly-1", "philly-0"]  # sorted by release
     first = df.iloc[0]
