@@ -64,10 +64,10 @@ def _extended(arr: np.ndarray, T2: int) -> np.ndarray:
 
 def extension_slots(inp: PlanInputs) -> int:
     """How far past the horizon a job may run: its longest run at the slowest level."""
-    longest = 0
-    for j in inp.jobs:
-        slow = min(float(p.level_thr.min()) for p in inp.pools)
-        longest = max(longest, math.ceil(j.work_gpu_h / (j.gpus * slow * inp.slot_h)))
+    slow = min(float(p.level_thr.min()) for p in inp.pools)
+    longest = max(
+        (math.ceil(j.work_gpu_h / (j.gpus * slow * inp.slot_h)) for j in inp.jobs), default=0
+    )
     return inp.T + longest + 1
 
 
@@ -168,18 +168,22 @@ def place_jobs(
     for gi, grp in enumerate(inp.groups):
         group_of[list(grp.jobs)] = gi
     residual = None if guide is None else guide.astype(float).copy()
+    candidates: dict[tuple, np.ndarray] = {}  # pools a job may use, by (allowed sites, GPUs)
     for j in job_order:
         job = inp.jobs[j]
         if job.required_gpu_h <= 0 or job.release_slot >= T:
             continue  # nothing has to happen inside this horizon: deferred
-        cand = np.array(
-            [
-                p
-                for p, pool in enumerate(inp.pools)
-                if pool.site in job.sites and pool.gpus >= job.gpus
-            ],
-            dtype=int,
-        )
+        key = (job.sites, job.gpus)
+        cand = candidates.get(key)
+        if cand is None:
+            cand = candidates[key] = np.array(
+                [
+                    p
+                    for p, pool in enumerate(inp.pools)
+                    if pool.site in job.sites and pool.gpus >= job.gpus
+                ],
+                dtype=int,
+            )
         if mode == "asap":  # first allowed site first: order candidates by the job's site list
             rank = {s_: i for i, s_ in enumerate(job.sites)}
             cand = np.array(
@@ -372,15 +376,20 @@ def _best_option(
         if not enough.any():
             return None
         n_take = np.argmax(cum >= W - 1e-9, axis=1)  # index of last slot taken
-        totals = np.full(len(cand), np.inf)
-        for ci in np.nonzero(enough)[0].tolist():
-            k = int(n_take[ci])
-            sl = order[ci, : k + 1]
-            prev = cum[ci, k - 1] if k > 0 else 0.0
-            last_frac = (W - prev) / rate_sorted[ci, k]
-            fr = np.ones(k + 1)
-            fr[-1] = last_frac
-            totals[ci] = float(((slot_cost[ci, sl] + late_cost[ci, sl]) * fr).sum())
+        # total per candidate: the full slots before the last plus the fraction of the last
+        cost_sorted = np.take_along_axis(slot_cost + late_cost, order, axis=1)
+        ccum = np.cumsum(np.minimum(cost_sorted, BIG), axis=1)
+        kk = n_take[:, None]
+        prev_cum = np.where(kk > 0, np.take_along_axis(cum, np.maximum(kk - 1, 0), axis=1), 0.0)[
+            :, 0
+        ]
+        prev_cost = np.where(kk > 0, np.take_along_axis(ccum, np.maximum(kk - 1, 0), axis=1), 0.0)[
+            :, 0
+        ]
+        last_rate = np.take_along_axis(rate_sorted, kk, axis=1)[:, 0]
+        last_cost = np.take_along_axis(cost_sorted, kk, axis=1)[:, 0]
+        frac_last = (W - prev_cum) / np.maximum(last_rate, 1e-12)
+        totals = np.where(enough, prev_cost + frac_last * last_cost, np.inf)
         c = int(np.argmin(totals))
         k = int(n_take[c])
         sl = order[c, : k + 1]
@@ -393,9 +402,11 @@ def _best_option(
     C = np.concatenate([np.zeros((len(cand), 1)), np.cumsum(rate, axis=1)], axis=1)  # [C, T2+1]
     target = C[:, :-1] + W  # [C, T2] work level to reach when starting at s
     # e = number of full slots needed: first index i with C[i+1] >= target
-    end_idx = np.empty_like(target, dtype=int)
-    for row in range(len(cand)):
-        end_idx[row] = np.searchsorted(C[row], target[row] - 1e-9, side="left") - 1
+    # one searchsorted for all rows: lift row i by i·span so the rows stay sorted end to end
+    span = float(C[:, -1].max() + W + 1.0)
+    lift = np.arange(len(cand))[:, None] * span
+    flat = np.searchsorted((C + lift).ravel(), (target - 1e-9 + lift).ravel(), side="left")
+    end_idx = flat.reshape(target.shape) - np.arange(len(cand))[:, None] * (T2 + 1) - 1
     valid = end_idx < T2
     end_idx = np.minimum(end_idx, T2 - 1)
     bad = np.concatenate([np.zeros((len(cand), 1)), np.cumsum(~fits, axis=1)], axis=1)

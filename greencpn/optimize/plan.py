@@ -435,6 +435,7 @@ def place_and_repair(inp: PlanInputs, model: PlanModel, sol: MilpSolution, max_p
     best = None
     order = base
     stale = 0
+    first: set[int] = set()
     for i in range(max_passes):
         if i == 0:
             sched, n, u, d, ev = first_pass
@@ -467,7 +468,7 @@ def place_and_repair(inp: PlanInputs, model: PlanModel, sol: MilpSolution, max_p
         if (ev.budget_overrun_kwh.sum() <= 1e-6 and not late) or stale >= 2:
             break  # done, or two passes without improvement (overloaded fleets)
         reserve += ev.budget_overrun_kwh * 2.0 + (ev.budget_overrun_kwh > 0) * 0.1 * inp.slot_h
-        first = set(late)
+        first |= set(late)  # every job found late so far goes first (no oscillation)
         order = [j for j in base if j in first] + [j for j in base if j not in first]
     assert best is not None
     return best
