@@ -390,6 +390,9 @@ def _best_option(
         last_cost = np.take_along_axis(cost_sorted, kk, axis=1)[:, 0]
         frac_last = (W - prev_cum) / np.maximum(last_rate, 1e-12)
         totals = np.where(enough, prev_cost + frac_last * last_cost, np.inf)
+        if mode == "asap":  # earliest finish; exact ties go to the first candidate (first site)
+            last_step = np.take_along_axis(order, kk, axis=1)[:, 0]
+            totals = np.where(enough, last_step + frac_last, np.inf)
         c = int(np.argmin(totals))
         k = int(n_take[c])
         sl = order[c, : k + 1]
