@@ -408,8 +408,8 @@ def _best_option(
     # one searchsorted for all rows: lift row i by i·span so the rows stay sorted end to end
     span = float(C[:, -1].max() + W + 1.0)
     lift = np.arange(len(cand))[:, None] * span
-    flat = np.searchsorted((C + lift).ravel(), (target - 1e-9 + lift).ravel(), side="left")
-    end_idx = flat.reshape(target.shape) - np.arange(len(cand))[:, None] * (T2 + 1) - 1
+    found = np.searchsorted((C + lift).ravel(), (target - 1e-9 + lift).ravel(), side="left")
+    end_idx = found.reshape(target.shape) - np.arange(len(cand))[:, None] * (T2 + 1) - 1
     valid = end_idx < T2
     end_idx = np.minimum(end_idx, T2 - 1)
     bad = np.concatenate([np.zeros((len(cand), 1)), np.cumsum(~fits, axis=1)], axis=1)
