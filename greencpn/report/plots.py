@@ -151,7 +151,15 @@ def _by_site(plan: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _per_site_lines(plan: dict[str, Any], path: Path, title: str, ylabel: str, value: Any) -> Path:
+def _per_site_lines(
+    plan: dict[str, Any],
+    path: Path,
+    title: str,
+    ylabel: str,
+    key: str,
+    share_of_pool: bool = False,
+) -> Path:
+    """One panel per site, one line per pool of ``key`` (as % of the pool's nodes if asked)."""
     plt = _pyplot()
     edges = slot_edges(plan)
     n = len(edges) - 1
@@ -159,18 +167,20 @@ def _per_site_lines(plan: dict[str, Any], path: Path, title: str, ylabel: str, v
     fig, axes = _grid(plt, len(groups), title)
     for ax, (site, pools) in zip(axes, groups.items(), strict=True):
         for pool in pools:
-            ax.step(
-                edges,
-                value(pool, _series(pool["slots"], value.key, n)),
-                where="post",
-                lw=1.3,
-                label=pool["name"],
-            )
+            vals = _series(pool["slots"], key, n)
+            if share_of_pool:
+                vals = [100.0 * v / pool["nodes"] for v in vals]
+            ax.step(edges, vals, where="post", lw=1.3, label=pool["name"])
         ax.set_title(f"{site} ({len(pools)} pools)", fontsize=9)
         ax.set_ylabel(ylabel)
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=6, loc="best", framealpha=0.85, ncol=2)
         _finish_time_axis(ax, edges)
+    return _save_grid(plt, fig, axes, path)
+
+
+def _save_grid(plt: Any, fig: Any, axes: list[Any], path: Path) -> Path:
+    """Label the bottom row's time axis, write the PNG and free the figure."""
     for ax in axes[-2:]:
         ax.set_xlabel("time (UTC)")
     fig.savefig(path, dpi=DPI)
@@ -178,25 +188,16 @@ def _per_site_lines(plan: dict[str, Any], path: Path, title: str, ylabel: str, v
     return path
 
 
-def _share_on(pool: dict[str, Any], vals: list[float]) -> list[float]:
-    return [100.0 * v / pool["nodes"] for v in vals]
-
-
-_share_on.key = "nodes_on"  # type: ignore[attr-defined]
-
-
-def _cap(pool: dict[str, Any], vals: list[float]) -> list[float]:
-    return vals
-
-
-_cap.key = "power_cap_w"  # type: ignore[attr-defined]
-
-
 def plot_nodes_on(plan: dict[str, Any], path: Path) -> Path:
     """(b) Nodes on per pool (step) against the pool size and its spares."""
     if len(plan["pools"]) > MAX_POOL_PANELS:
         return _per_site_lines(
-            plan, path, "Share of nodes powered on per pool", "nodes on (%)", _share_on
+            plan,
+            path,
+            "Share of nodes powered on per pool",
+            "nodes on (%)",
+            "nodes_on",
+            share_of_pool=True,
         )
     plt = _pyplot()
     edges = slot_edges(plan)
@@ -215,17 +216,13 @@ def plot_nodes_on(plan: dict[str, Any], path: Path) -> Path:
         ax.set_ylabel("nodes")
         ax.legend(fontsize=7, loc="best", framealpha=0.85)
         _finish_time_axis(ax, edges)
-    for ax in axes[-2:]:
-        ax.set_xlabel("time (UTC)")
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save_grid(plt, fig, axes, path)
 
 
 def plot_power_caps(plan: dict[str, Any], path: Path) -> Path:
     """(c) GPU power cap per pool (W), with the device's min and max limits."""
     if len(plan["pools"]) > MAX_POOL_PANELS:
-        return _per_site_lines(plan, path, "GPU power cap per pool", "cap (W)", _cap)
+        return _per_site_lines(plan, path, "GPU power cap per pool", "cap (W)", "power_cap_w")
     plt = _pyplot()
     edges = slot_edges(plan)
     n = len(edges) - 1
@@ -251,11 +248,7 @@ def plot_power_caps(plan: dict[str, Any], path: Path) -> Path:
         ax.set_ylabel("cap (W)")
         ax.legend(fontsize=7, loc="best", framealpha=0.85)
         _finish_time_axis(ax, edges)
-    for ax in axes[-2:]:
-        ax.set_xlabel("time (UTC)")
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save_grid(plt, fig, axes, path)
 
 
 def plot_site_power(plan: dict[str, Any], path: Path) -> Path:
@@ -280,11 +273,7 @@ def plot_site_power(plan: dict[str, Any], path: Path) -> Path:
         ax.set_ylabel("power (kW)")
         ax.legend(fontsize=7, loc="best", framealpha=0.85)
         _finish_time_axis(ax, edges)
-    for ax in axes[-2:]:
-        ax.set_xlabel("time (UTC)")
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save_grid(plt, fig, axes, path)
 
 
 _FUNCS = {
