@@ -428,16 +428,38 @@ def read_lets_wait_awhile(
     if zone is None:
         stem = path.stem.split("_")[0].lower()
         zone = {"ger": "DE", "de": "DE", "gb": "GB", "fr": "FR"}.get(stem, stem.upper())
+    return _column_series(
+        df,
+        tcol,
+        vcol,
+        path=path,
+        zone=zone,
+        assume_utc=assume_utc,
+        slot=slot,
+        max_gap=max_gap,
+        signal="average",
+    )
+
+
+def _column_series(
+    df: pd.DataFrame,
+    tcol: str,
+    vcol: str,
+    *,
+    path: Path,
+    zone: str,
+    assume_utc: bool,
+    slot: timedelta | None,
+    max_gap: timedelta,
+    signal: Signal,
+) -> CarbonSeries:
+    """One time column and one value column of a single-zone file as a regular series."""
     idx = parse_times(df[tcol], path=path, column=tcol, assume_utc=assume_utc)
     vals = parse_values(df[vcol], path=path, column=vcol)
     s = _regularise(vals, idx, path=path, column=vcol, slot=slot, max_gap=max_gap)
     s.name = zone
     return CarbonSeries(
-        zone=zone,
-        intensity_g_per_kwh=s,
-        signal="average",
-        accounting="direct",
-        source=f"csv:{path}",
+        zone=zone, intensity_g_per_kwh=s, signal=signal, accounting="direct", source=f"csv:{path}"
     )
 
 
@@ -472,16 +494,16 @@ def read_watttime_actual(
         )
     vcol = vcols[0]
     zone = zone or _watttime_zone(vcol)
-    idx = parse_times(df[tcol], path=path, column=tcol, assume_utc=assume_utc)
-    vals = parse_values(df[vcol], path=path, column=vcol)
-    s = _regularise(vals, idx, path=path, column=vcol, slot=slot, max_gap=max_gap)
-    s.name = zone
-    return CarbonSeries(
+    return _column_series(
+        df,
+        tcol,
+        vcol,
+        path=path,
         zone=zone,
-        intensity_g_per_kwh=s,
+        assume_utc=assume_utc,
+        slot=slot,
+        max_gap=max_gap,
         signal="marginal",
-        accounting="direct",
-        source=f"csv:{path}",
     )
 
 
