@@ -877,6 +877,24 @@ class _Run:
                     granted[pool].append(nodes[i])
         return granted
 
+    def _defer_over_rate(
+        self, phase: str, op: str, pool: str, wanted: list[str], granted: list[str]
+    ) -> list[str]:
+        """Record the wanted nodes the rate limit did not grant as deferred; return the granted."""
+        ok = set(granted)
+        deferred = [n for n in wanted if n not in ok]
+        if deferred:
+            self.decide(
+                phase,
+                op,
+                pool,
+                deferred,
+                "deferred",
+                f"rate limit {self.settings.max_power_ops_per_min:g}/min; "
+                f"next token in {self.bucket.seconds_until():.0f} s",
+            )
+        return granted
+
     def power_off_phase(self) -> None:
         """Drain every pool's chosen nodes, wait for all of them under one deadline, then
         power off the idle ones pool by pool (busy ones are resumed and skipped)."""
@@ -885,18 +903,9 @@ class _Run:
         for d in self.diffs:
             if not d.power_off:
                 continue
-            nodes = granted[d.name]
-            deferred = [n for n in d.power_off if n not in set(nodes)]
-            if deferred:
-                self.decide(
-                    "drain",
-                    "power_off",
-                    d.name,
-                    deferred,
-                    "deferred",
-                    f"rate limit {self.settings.max_power_ops_per_min:g}/min; "
-                    f"next token in {self.bucket.seconds_until():.0f} s",
-                )
+            nodes = self._defer_over_rate(
+                "drain", "power_off", d.name, d.power_off, granted[d.name]
+            )
             if not nodes:
                 continue
             status = {s.name: s for s in _status_all(self._hook(d), nodes)}
@@ -1021,18 +1030,9 @@ class _Run:
                     f"a power-reducing step failed at site {d.site}",
                 )
                 continue
-            nodes = granted[d.name]
-            deferred = [n for n in d.power_on if n not in set(nodes)]
-            if deferred:
-                self.decide(
-                    "power_on",
-                    "power_on",
-                    d.name,
-                    deferred,
-                    "deferred",
-                    f"rate limit {self.settings.max_power_ops_per_min:g}/min; "
-                    f"next token in {self.bucket.seconds_until():.0f} s",
-                )
+            nodes = self._defer_over_rate(
+                "power_on", "power_on", d.name, d.power_on, granted[d.name]
+            )
             if not nodes:
                 continue
             exc = self._call(
