@@ -72,21 +72,30 @@ def horizon_start(cfg: FleetConfig, clock: Clock | None) -> datetime:
 def load_carbon(cfg: FleetConfig, start: datetime, slots: int) -> dict[str, np.ndarray]:
     """Carbon intensity per zone for each slot of the horizon, from the configured file
     (zones of sites without their own ``carbon_source``)."""
-    from greencpn.sources.files import read_carbon_file
+    from greencpn.sources.files import detect_format, read_carbon_file, read_wide
 
     slot = timedelta(minutes=cfg.raw.horizon.slot_minutes)
     zones = sorted({s.zone for s in cfg.raw.sites if s.carbon_source is None})
     assert cfg.raw.carbon is not None or not zones
     wanted = [start + i * slot for i in range(slots)]
     out: dict[str, np.ndarray] = {}
+    if not zones:
+        return out
+    assume_utc = cfg.raw.carbon.assume_utc  # type: ignore[union-attr]
+    max_gap = slot * cfg.raw.carbon.max_gap_slots  # type: ignore[union-attr]
+    if detect_format(cfg.carbon_path) == "wide":  # one parse for every zone
+        table = read_wide(
+            cfg.carbon_path, zones=zones, assume_utc=assume_utc, slot=slot, max_gap=max_gap
+        )
+    else:
+        table = {
+            z: read_carbon_file(
+                cfg.carbon_path, zone=z, assume_utc=assume_utc or None, slot=slot, max_gap=max_gap
+            )
+            for z in zones
+        }
     for zone in zones:
-        series = read_carbon_file(
-            cfg.carbon_path,
-            zone=zone,
-            assume_utc=cfg.raw.carbon.assume_utc or None,  # type: ignore[union-attr]
-            slot=slot,
-            max_gap=slot * cfg.raw.carbon.max_gap_slots,  # type: ignore[union-attr]
-        ).intensity_g_per_kwh
+        series = table[zone].intensity_g_per_kwh
         vals = series.reindex(wanted)
         if vals.isna().any():
             missing = [w for w, v in zip(wanted, vals.isna(), strict=True) if v]
