@@ -41,6 +41,7 @@ from greencpn.actuate.base import GpuBackend, GpuInfo, NodePower, NodePowerHook,
 from greencpn.actuate.hostlist import compress, expand
 from greencpn.actuate.ledger import Ledger, NodeRecord
 from greencpn.actuate.safety import (
+    WORK_UNKNOWN,
     ControlSettings,
     Held,
     TokenBucket,
@@ -202,6 +203,8 @@ class PoolDiff:
     notes: list[str] = field(default_factory=list)
     pool_cfg: PoolConfig | None = None
     actuated: bool = True
+    work_unknown: list[str] = field(default_factory=list)
+    """Nodes the plan wanted off that were kept on because their hook reports no work count."""
 
     @property
     def actions(self) -> int:
@@ -386,6 +389,7 @@ def compute_diff(
             else:
                 held = []
             d.held = held
+            d.work_unknown = [h.node for h in held if h.reason == WORK_UNKNOWN]
             short = abs(gap) - len(d.power_off) - len(d.power_on)
             if short > 0:
                 d.notes.append(
@@ -901,6 +905,8 @@ class _Run:
         granted = self._grant({d.name: d.power_off for d in self.diffs if d.power_off})
         drained: list[tuple[PoolDiff, list[str]]] = []
         for d in self.diffs:
+            if d.work_unknown:
+                self.decide("drain", "power_off", d.name, d.work_unknown, "skipped", WORK_UNKNOWN)
             if not d.power_off:
                 continue
             nodes = self._defer_over_rate(
@@ -999,7 +1005,7 @@ class _Run:
                 idle |= {
                     s.name
                     for s in _status_all(self._hook(d), waiting)
-                    if s.power == NodePower.ON and s.running_jobs == 0
+                    if s.idle
                 }
             if len(idle) == total or self.now() >= deadline:
                 return idle
@@ -1191,6 +1197,8 @@ class _Run:
             ):
                 if targets:
                     self.decide(phase, action, d.name, targets, "shadow", "would do (shadow mode)")
+            if d.work_unknown:
+                self.decide("drain", "power_off", d.name, d.work_unknown, "skipped", WORK_UNKNOWN)
 
 
 def apply_plan(

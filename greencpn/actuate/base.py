@@ -67,12 +67,24 @@ class NodePower(StrEnum):
 
 @dataclass(frozen=True)
 class NodeStatus:
+    """One node as its hook sees it.
+
+    ``running_jobs`` is ``None`` when the hook cannot tell how much work runs on the node
+    (a command hook whose status line has no ``jobs=N``, an ipmi/wol hook without a nested
+    hook that reports work). Unknown work counts as **busy**: such a node is never powered off.
+    """
+
     name: str
     power: NodePower
     drained: bool = False
-    running_jobs: int = 0
+    running_jobs: int | None = None
     detail: str = ""
     extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def idle(self) -> bool:
+        """On and known to run no work (unknown work is not idle)."""
+        return self.power == NodePower.ON and self.running_jobs == 0
 
 
 @runtime_checkable

@@ -5,7 +5,8 @@
   ``greencpn apply --allow-actuation``.
 * **Running work** — a node is powered off only once it is idle: it is drained first and
   watched for at most ``drain_timeout_s``; a node still busy then is resumed (only if greencpn
-  drained it), skipped and reported.
+  drained it), skipped and reported. A node whose hook cannot report its work
+  (``running_jobs is None``) counts as busy: it is never chosen for power-off.
 * **Not ours** — a node drained by someone else (maintenance) is never powered off, and
   greencpn only ever resumes nodes it drained itself (``drained_by_us`` in the ledger).
 * **Spares** — ``pool.spares`` nodes always stay on: the target is never below it, and the
@@ -42,6 +43,9 @@ from greencpn.clock import Clock
 from greencpn.errors import ConfigError
 
 CONTROL_FILE = "control.toml"
+WORK_UNKNOWN = (
+    "running work unknown (the hook reports no job count): counted busy, not powered off"
+)
 
 
 @dataclass(frozen=True)
@@ -323,6 +327,9 @@ def choose_power_off(
             )
             continue
         since = rec.on_since or datetime.min.replace(tzinfo=now.tzinfo)
+        if st.running_jobs is None:
+            held.append(Held(st.name, WORK_UNKNOWN))
+            continue
         cands.append((1 if st.running_jobs > 0 else 0, since, st.name))
     cands.sort()
     chosen = [name for _, _, name in cands[:count]]

@@ -26,7 +26,7 @@ for n in nodes:
     f = state / n
     power, drained = (f.read_text().split() + ["", ""])[:2] if f.exists() else ("on", "")
     if op == "status":
-        print(n, power, "drained" if drained == "drained" else "")
+        print(n, power, "drained" if drained == "drained" else "", "jobs=0")
         continue
     if op == "power_on": power = "on"
     if op == "power_off": power = "off"

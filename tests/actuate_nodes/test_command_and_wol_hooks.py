@@ -183,8 +183,8 @@ def test_status_line_parsing() -> None:
     )
     assert [(s.name, s.power, s.drained, s.running_jobs) for s in st] == [
         ("n1", NodePower.ON, False, 2),
-        ("n2", NodePower.OFF, True, 0),
-        ("n3", NodePower.UNKNOWN, False, 0),
+        ("n2", NodePower.OFF, True, None),  # no jobs=N: work unknown (issue #9.1)
+        ("n3", NodePower.UNKNOWN, False, None),
     ]
     assert st[0].extra == {"gpu": "ok"}
     with pytest.raises(TemporaryError, match="line 1"):

@@ -292,3 +292,58 @@ def test_drain_needs_a_nested_hook(bmcs: dict[str, Bmc], tmp_path: Path) -> None
     hook = _hook(bmcs, drain_hook={"kind": "command", "drain": ["sh", "-c", f"echo $0 >> {out}"]})
     assert hook.drain(["n1", "n2"], "plan")[0].changed
     assert out.read_text().strip() == "n[1-2]"
+
+
+def _busy_scenarios():  # type: ignore[no-untyped-def]
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "actuate_apply" / "busy_scenarios.py"
+    spec = importlib.util.spec_from_file_location("busy_scenarios", path)
+    assert spec and spec.loader
+    mod = sys.modules.setdefault("busy_scenarios", importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_status_without_a_work_reporting_hook_is_unknown_work(bmcs: dict[str, Bmc]) -> None:
+    # issue #9.1: no nested hook, or one whose status prints no jobs=N → work unknown, not 0
+    assert [s.running_jobs for s in _hook(bmcs).status(["n1", "n2"])] == [None, None]
+    nested = {"kind": "command", "status": ["sh", "-c", "echo n1 on; echo n3 on jobs=0"]}
+    st = _hook(bmcs, drain_hook=nested).status(["n1", "n3"])
+    assert [(s.name, s.power, s.running_jobs) for s in st] == [
+        ("n1", NodePower.ON, None),
+        ("n3", NodePower.ON, 0),
+    ]
+
+
+def test_apply_with_ipmi_and_a_nested_command_hook_without_jobs_powers_off_nothing(
+    bmcs: dict[str, Bmc], tmp_path: Path
+) -> None:
+    """Issue #9.1 end to end: real BMCs (ipmi_sim), greencpn apply through the CLI, the nested
+    command hook's status prints no jobs=N while both nodes run jobs; the plan wants 0 on."""
+    bs = _busy_scenarios()
+    c = bs.make_cluster(
+        tmp_path / "c",
+        nodes={"n1": 2, "n3": 1},
+        hook={
+            "kind": "ipmi",
+            "user": "admin",
+            "password_env": "GREENCPN_TEST_IPMI_PW",
+            "bmcs": {n: f"127.0.0.1:{bmcs[n].port}" for n in ("n1", "n3")},
+            "timeout_s": 10,
+            "soft_off_timeout_s": 5,
+            "poll_interval_s": 0.1,
+            "drain_hook": "@cluster",
+        },
+    )
+    plan = bs.write_plan(
+        tmp_path / "plan.json",
+        c.config,
+        [{"name": "p", "nodes": 2, "nodes_on": [0, 0]}],
+        start=bs.this_hour(),
+    )
+    rc, out = bs._apply(c, plan, "--slot", "now", env={"CLUSTER_REPORT_JOBS": "0"})
+    assert [bmcs[n].power for n in ("n1", "n3")] == ["1", "1"], out
+    assert bmcs["n1"].requests() == [] and bmcs["n3"].requests() == []
+    assert "running work unknown" in out and rc == 1

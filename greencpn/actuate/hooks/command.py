@@ -17,6 +17,8 @@ Config keys (``[pools.hook]`` with ``kind = "command"``):
 
 The status command prints one line per node: ``<node> <state> [drained] [jobs=N] [...]`` with
 state one of ``on off booting shutting_down failed unknown`` (``up``/``down`` accepted too).
+A line without ``jobs=N`` means the work on that node is **unknown**, which counts as busy:
+``greencpn apply`` never powers such a node off.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def parse_status_lines(text: str, nodes: Sequence[str]) -> list[NodeStatus]:
                 f"with state one of {sorted(_STATE_WORDS)}"
             )
         drained = False
-        jobs = 0
+        jobs: int | None = None  # no jobs=N: the work on the node is unknown (= busy)
         extra: dict[str, object] = {}
         for word in words[2:]:
             if word.lower() == "drained":
@@ -77,6 +79,8 @@ def parse_status_lines(text: str, nodes: Sequence[str]) -> list[NodeStatus]:
             elif word.lower().startswith("jobs="):
                 try:
                     jobs = int(word[5:])
+                    if jobs < 0:
+                        raise ValueError
                 except ValueError:
                     raise TemporaryError(
                         f"status command output line {lineno}: bad jobs count {word!r}"

@@ -263,7 +263,7 @@ class IpmiHook:
         for n in nodes:
             other = extra.get(n)
             drained = other.drained if other else False
-            jobs = other.running_jobs if other else 0
+            jobs = other.running_jobs if other else None  # no nested hook: work unknown
             power = states[n]
             if isinstance(power, Exception):
                 out.append(NodeStatus(n, NodePower.UNKNOWN, drained, jobs, detail=str(power)))

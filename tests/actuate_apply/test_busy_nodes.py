@@ -1,0 +1,37 @@
+"""Issue #9: the scenarios in which ``greencpn apply`` powered off a node under running jobs,
+each reproduced through the CLI with a REAL command hook (scripts over files, see
+busy_scenarios.py). Every one must end with no job killed."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location(
+    "busy_scenarios", Path(__file__).resolve().parent / "busy_scenarios.py"
+)
+assert _spec and _spec.loader
+bs = sys.modules.setdefault("busy_scenarios", importlib.util.module_from_spec(_spec))
+_spec.loader.exec_module(bs)
+
+
+def test_command_hook_without_job_counts_powers_off_nothing(tmp_path: Path) -> None:
+    o = bs.scenario_command_hook_without_job_counts(tmp_path)
+    assert o.busy_powered_off == [], o.output
+    # unknown work counts as busy: nothing drained or powered off, and the run is not "applied"
+    assert "running work unknown" in o.output
+    assert o.exit_code == 1 and "result: partial" in o.output
+
+
+def test_wol_with_a_nested_command_hook_without_job_counts(tmp_path: Path) -> None:
+    o = bs.scenario_wol_nesting_a_command_hook(tmp_path)
+    assert o.busy_powered_off == [], o.output
+    assert "running work unknown" in o.output and o.exit_code == 1
+
+
+def test_status_line_without_jobs_is_unknown_work() -> None:
+    from greencpn.actuate.hooks.command import parse_status_lines
+
+    a, b, c = parse_status_lines("n1 on\nn2 on jobs=0\nn3 on jobs=2\n", ["n1", "n2", "n3"])
+    assert (a.running_jobs, b.running_jobs, c.running_jobs) == (None, 0, 2)
