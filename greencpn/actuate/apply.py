@@ -27,7 +27,6 @@ recorded too. See :mod:`greencpn.actuate.safety` for the rules.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +39,12 @@ from typing import Any
 from greencpn.actuate.base import GpuBackend, GpuInfo, NodePower, NodePowerHook, NodeStatus
 from greencpn.actuate.hostlist import compress, expand
 from greencpn.actuate.ledger import Ledger, NodeRecord
+from greencpn.actuate.plan_file import (
+    SCHEMA_RE,
+    check_plan_against_config,
+    load_plan_file,
+    validate_plan,
+)
 from greencpn.actuate.safety import (
     WORK_UNKNOWN,
     ControlSettings,
@@ -58,6 +63,7 @@ from greencpn.errors import ConfigError
 log = logging.getLogger(__name__)
 
 PLAN_SCHEMA_PREFIX = "greencpn.plan/1"
+__all__ = ["SCHEMA_RE", "load_plan"]
 CAP_TOLERANCE_W = 0.5
 """Caps within this many watts of the target count as equal (NVML works in milliwatts)."""
 TOKEN_KEY = "power_ops_bucket"
@@ -67,33 +73,8 @@ TOKEN_KEY = "power_ops_bucket"
 
 
 def load_plan(path: str | Path) -> dict[str, Any]:
-    """Read a ``plan.json`` and check its schema version."""
-    p = Path(path)
-    try:
-        plan = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(
-            "plan file not found",
-            source=str(p),
-            fix="run 'greencpn plan' first or pass the path of its plan.json",
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"not valid JSON: {exc}", source=str(p), fix="pass a plan.json written by greencpn plan"
-        ) from None
-    if not isinstance(plan, dict) or not str(plan.get("schema", "")).startswith(PLAN_SCHEMA_PREFIX):
-        raise ConfigError(
-            f"schema is {plan.get('schema') if isinstance(plan, dict) else None!r}",
-            source=str(p),
-            field="schema",
-            fix=f"this greencpn reads '{PLAN_SCHEMA_PREFIX}' plans; re-run greencpn plan",
-        )
-    for key in ("horizon", "pools"):
-        if key not in plan:
-            raise ConfigError(
-                "missing", source=str(p), field=key, fix="pass a plan.json written by greencpn plan"
-            )
-    return plan
+    """Read a ``plan.json`` and validate it against its schema (:mod:`.plan_file`)."""
+    return load_plan_file(path)
 
 
 @dataclass(frozen=True)
@@ -303,7 +284,7 @@ def compute_diff(
         hook = backends.hooks.get(name)
         kind = (pool.get("hook") or {}).get("kind") or pcfg.hook.kind
         hook_kind = str(getattr(hook, "name", kind)) if hook is not None else kind
-        hostlist = pool.get("hostlist") or pcfg.hostlist
+        hostlist = pcfg.hostlist  # the config is the authority (the plan's was checked equal)
         notes: list[str] = []
         nodes = expand(hostlist) if hostlist else []
         if not nodes:
@@ -1002,11 +983,7 @@ class _Run:
                 if not waiting:
                     continue
                 # drained by the hook call above; not every hook reports the flag back in status
-                idle |= {
-                    s.name
-                    for s in _status_all(self._hook(d), waiting)
-                    if s.idle
-                }
+                idle |= {s.name for s in _status_all(self._hook(d), waiting) if s.idle}
             if len(idle) == total or self.now() >= deadline:
                 return idle
             self.sleep(
@@ -1230,6 +1207,9 @@ def apply_plan(
     """
     settings = settings or ControlSettings()
     sleep = sleep or time.sleep
+    # before anything is observed: the plan against its schema, then against the config
+    validate_plan(plan, plan_path)
+    check_plan_against_config(plan, config, plan_path)
     ref = resolve_slot(plan, slot, clock, source=plan_path)
     mode = "dry-run" if dry_run else ("act" if settings.allow_actuation else "shadow")
     ledger = Ledger.open_readonly(state_dir) if dry_run else Ledger.open(state_dir)

@@ -20,6 +20,7 @@ from typing import Any
 from greencpn.actuate.apply import Backends, apply_plan, load_plan
 from greencpn.actuate.base import GpuBackend, NodePowerHook
 from greencpn.actuate.ledger import Ledger
+from greencpn.actuate.plan_file import check_plan_against_config
 from greencpn.actuate.safety import ControlSettings
 from greencpn.clock import SystemClock
 from greencpn.config import FleetConfig, load_config
@@ -124,7 +125,7 @@ def _fake_backends(plan: dict[str, Any], config: FleetConfig) -> Backends:
     node_fleet: dict[str, FakeFleetGpus] = {}
     cfg_pools = {p.name: p for p in config.pools}
     for pool in plan["pools"]:
-        hostlist = pool.get("hostlist") or cfg_pools[pool["name"]].hostlist
+        hostlist = cfg_pools[pool["name"]].hostlist
         nodes = expand(hostlist) if hostlist else []
         kind = cfg_pools[pool["name"]].hook.kind
         hooks[pool["name"]] = (
@@ -155,6 +156,7 @@ def run_apply(args: argparse.Namespace) -> int:
             "the plan names no config", source=args.plan, field="config", fix="pass --config PATH"
         )
     config = load_config(config_path)
+    check_plan_against_config(plan, config, str(args.plan))
     settings = ControlSettings.for_config(config.path, args.control).with_actuation(
         args.allow_actuation
     )

@@ -2,7 +2,8 @@
 of issue #9 run against it through ``greencpn apply`` (the CLI's ``main``).
 
 The cluster script (``cluster.py``) keeps one JSON file per node (``power``, ``drained``,
-``jobs``); ``power_off`` of a node with jobs > 0 "kills" them: it appends ``<node> <jobs>`` to
+``jobs``, optional ``service``); ``power_off`` of a node with jobs > 0 (or a service such as a
+database that no scheduler sees) "kills" them: it appends ``<node> <jobs|service>`` to
 ``killed.log``. So "a busy node was powered off" is read from what the script saw, not from
 greencpn's own account.
 
@@ -24,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-CLUSTER = r'''
+CLUSTER = r"""
 import json, os, sys, time
 from pathlib import Path
 from greencpn.actuate.hostlist import expand
@@ -49,9 +50,9 @@ for n in nodes:
         print(" ".join(words))
         continue
     if op == "power_off" and s["power"] != "off":
-        if s["jobs"]:
+        if s["jobs"] or s.get("service"):
             with open(state / "killed.log", "a") as f:
-                f.write(f"{n} {s['jobs']}\n")
+                f.write(f"{n} {s['jobs'] or s['service']}\n")
         s.update(power="off", jobs=0)
     elif op == "power_on":
         s["power"] = "on"
@@ -60,7 +61,7 @@ for n in nodes:
     elif op == "resume":
         s["drained"] = False
     p.write_text(json.dumps(s))
-'''
+"""
 
 
 def load() -> Any:
@@ -137,7 +138,9 @@ def make_cluster(
     if hook is None:
         hook = {"kind": "command", **table, "timeout_s": 60}
     else:
-        hook = {k: ({"kind": "command", **table} if v == "@cluster" else v) for k, v in hook.items()}
+        hook = {
+            k: ({"kind": "command", **table} if v == "@cluster" else v) for k, v in hook.items()
+        }
     (tmp / "carbon.csv").write_text("timestamp,DE\n")
     cfg = tmp / "fleet.toml"
     hl = hostlist or ",".join(nodes)
@@ -195,7 +198,9 @@ def write_plan(
                 "power_limit_max_w": 400,
                 "power_limit_default_w": 400,
                 **p,
-                "slots": [{"slot": i, "nodes_on": on[i], "power_cap_w": None} for i in range(slots)],
+                "slots": [
+                    {"slot": i, "nodes_on": on[i], "power_cap_w": None} for i in range(slots)
+                ],
             }
         )
     plan = {
@@ -247,7 +252,9 @@ class Outcome:
     output: str
 
 
-def _apply(c: Cluster, plan: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+def _apply(
+    c: Cluster, plan: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[int, str]:
     rc, out, err = run_cli(
         ["apply", str(plan), "--state-dir", str(c.tmp / "state"), "--allow-actuation", *extra],
         env={"PYTHONPATH": str(ROOT), **(env or {})},
@@ -258,8 +265,12 @@ def _apply(c: Cluster, plan: Path, *extra: str, env: dict[str, str] | None = Non
 def scenario_command_hook_without_job_counts(tmp: Path) -> Outcome:
     """#9.1: the status script prints no ``jobs=N``; both nodes run jobs; the plan wants 0 on."""
     c = make_cluster(tmp, nodes={"n1": 2, "n2": 1})
-    plan = write_plan(tmp / "plan.json", c.config, [{"name": "p", "nodes": 2, "nodes_on": [0, 0]}],
-                      start=this_hour())
+    plan = write_plan(
+        tmp / "plan.json",
+        c.config,
+        [{"name": "p", "nodes": 2, "nodes_on": [0, 0]}],
+        start=this_hour(),
+    )
     rc, out = _apply(c, plan, "--slot", "now", env={"CLUSTER_REPORT_JOBS": "0"})
     return Outcome("command hook, status without jobs=N", c.killed(), rc, out)
 
@@ -269,11 +280,20 @@ def scenario_wol_nesting_a_command_hook(tmp: Path) -> Outcome:
     c = make_cluster(
         tmp,
         nodes={"n1": 3, "n2": 0},
-        hook={"kind": "wol", "macs": {"n1": "02:00:00:00:00:01", "n2": "02:00:00:00:00:02"},
-              "address": "127.0.0.1", "port": 9, "off": "@cluster"},
+        hook={
+            "kind": "wol",
+            "macs": {"n1": "02:00:00:00:00:01", "n2": "02:00:00:00:00:02"},
+            "address": "127.0.0.1",
+            "port": 9,
+            "off": "@cluster",
+        },
     )
-    plan = write_plan(tmp / "plan.json", c.config, [{"name": "p", "nodes": 2, "nodes_on": [0, 0]}],
-                      start=this_hour())
+    plan = write_plan(
+        tmp / "plan.json",
+        c.config,
+        [{"name": "p", "nodes": 2, "nodes_on": [0, 0]}],
+        start=this_hour(),
+    )
     rc, out = _apply(c, plan, "--slot", "now", env={"CLUSTER_REPORT_JOBS": "0"})
     return Outcome("wol hook nesting a command hook without jobs=N", c.killed(), rc, out)
 
@@ -282,9 +302,10 @@ def scenario_plan_names_nodes_the_config_does_not(tmp: Path) -> Outcome:
     """#9.5: a stale/edited plan.json carries a hostlist with ``prod-db2`` (busy, not in the
     config); the config lists n1,n2."""
     c = make_cluster(tmp, nodes={"n1": 0, "n2": 0})
-    c.set("prod-db2", jobs=4)
+    c.set("prod-db2", jobs=0, service="database")  # busy with work no scheduler sees
     plan = write_plan(
-        tmp / "plan.json", c.config,
+        tmp / "plan.json",
+        c.config,
         [{"name": "p", "nodes": 3, "hostlist": "n1,n2,prod-db2", "nodes_on": [0, 0]}],
         start=this_hour(),
     )
@@ -296,8 +317,12 @@ def scenario_duplicated_pool_in_plan(tmp: Path) -> Outcome:
     """#9.5: the plan lists pool ``p`` twice, the second copy with another target."""
     c = make_cluster(tmp, nodes={"n1": 2, "n2": 2})
     plan = write_plan(
-        tmp / "plan.json", c.config,
-        [{"name": "p", "nodes": 2, "nodes_on": [2, 2]}, {"name": "p", "nodes": 2, "nodes_on": [0, 0]}],
+        tmp / "plan.json",
+        c.config,
+        [
+            {"name": "p", "nodes": 2, "nodes_on": [2, 2]},
+            {"name": "p", "nodes": 2, "nodes_on": [0, 0]},
+        ],
         start=this_hour(),
     )
     rc, out = _apply(c, plan, "--slot", "now")

@@ -35,3 +35,20 @@ def test_status_line_without_jobs_is_unknown_work() -> None:
 
     a, b, c = parse_status_lines("n1 on\nn2 on jobs=0\nn3 on jobs=2\n", ["n1", "n2", "n3"])
     assert (a.running_jobs, b.running_jobs, c.running_jobs) == (None, 0, 2)
+
+
+def test_plan_naming_nodes_the_config_does_not_list_is_refused(tmp_path: Path) -> None:
+    """#9.5: the config is the authority for which nodes exist; prod-db2 (busy) is not in it."""
+    o = bs.scenario_plan_names_nodes_the_config_does_not(tmp_path)
+    assert o.busy_powered_off == [], o.output
+    assert o.exit_code == 2 and "greencpn: error:" in o.output and "prod-db2" in o.output
+    assert "Traceback" not in o.output
+    # refused before anything was observed: the hook was never called
+    assert not (tmp_path / "cluster" / "calls.log").exists()
+
+
+def test_plan_with_a_duplicated_pool_is_refused(tmp_path: Path) -> None:
+    o = bs.scenario_duplicated_pool_in_plan(tmp_path)
+    assert o.busy_powered_off == [], o.output
+    assert o.exit_code == 2 and "duplicated" in o.output and "'p'" in o.output
+    assert not (tmp_path / "cluster" / "calls.log").exists()
