@@ -583,6 +583,7 @@ def check_config(cfg: FleetConfig) -> None:
                 field=f"{where}.node_idle_w",
                 fix="node_idle_w is the whole node powered on with idle GPUs",
             )
+    check_hooks_and_hostlists(cfg)
     ids = [j.id for j in cfg.jobs]
     dup = {n for n in ids if ids.count(n) > 1}
     if dup:
@@ -616,6 +617,74 @@ def check_config(cfg: FleetConfig) -> None:
                 field=f"jobs({j.id}).gpus",
                 fix="split the job or allow more sites",
             )
+
+
+def check_hooks_and_hostlists(cfg: FleetConfig) -> None:
+    """Every pool's hook table and hostlist, all problems in one :class:`ConfigError`.
+
+    A pool with a hook (kind other than ``none``) needs a hostlist with exactly ``nodes``
+    names; any hostlist must parse and no node may be in two pools; the hook table is checked
+    as ``greencpn apply`` would build it (keys and values, not credentials). Each problem names
+    its pool, e.g. ``pools[2](lon-a100).hook.bmcs``.
+    """
+    # lazy: the hook registry lives in actuate; it needs no network or optional dependency
+    from greencpn.actuate.hooks import check_hook_table
+    from greencpn.actuate.hostlist import expand
+
+    src = str(cfg.path)
+    problems: list[tuple[str, str]] = []  # (field, message)
+    owner: dict[str, str] = {}
+    for i, p in enumerate(cfg.raw.pools):
+        where = f"pools[{i}]({p.name})"
+        kind = p.hook.kind
+        if p.hostlist is None:
+            if kind != "none":
+                problems.append(
+                    (
+                        f"{where}.hostlist",
+                        f"missing: hook kind '{kind}' needs the pool's {p.nodes} node names "
+                        '(write e.g. hostlist = "gpu[001-040]")',
+                    )
+                )
+        else:
+            try:
+                names = expand(p.hostlist)
+            except ConfigError as exc:
+                problems.append((f"{where}.hostlist", exc.reason))
+                names = []
+            else:
+                if len(names) != p.nodes:
+                    problems.append(
+                        (
+                            f"{where}.hostlist",
+                            f"{p.hostlist!r} gives {len(names)} name(s) for nodes = {p.nodes}",
+                        )
+                    )
+            twice = [n for n in names if n in owner]
+            if twice:
+                problems.append(
+                    (
+                        f"{where}.hostlist",
+                        f"node(s) {', '.join(twice[:5])} also in {owner[twice[0]]}",
+                    )
+                )
+            for n in names:
+                owner.setdefault(n, where)
+        if kind != "none":
+            table = {"kind": kind, **(p.hook.model_extra or {})}
+            try:
+                check_hook_table(table, source=src)
+            except ConfigError as exc:
+                fld = (exc.field or "hook").removeprefix("hook")
+                problems.append((f"{where}.hook{fld}", f"{exc.reason} (fix: {exc.fix})"))
+    if problems:
+        raise ConfigError(
+            f"{len(problems)} problem(s) with node hooks or hostlists: "
+            + "; ".join(f"{f}: {m}" for f, m in problems),
+            source=src,
+            field=problems[0][0],
+            fix="correct each field named above (see docs/node-hooks.md)",
+        )
 
 
 def allowed_sites(job: JobConfig, sites: list[SiteConfig]) -> list[str]:

@@ -114,6 +114,8 @@ POOLS = [
     ("cal-h100", "california", "dgx-h100", 20, 1, 20, "cal-h[001-020]", "none"),
     ("cal-v100", "california", "pcie-4gpu-v100", 48, 2, 48, "cal-v[001-048]", "none"),
 ]
+# an ipmi hook must say how to reach each BMC and as whom (checked when the config loads)
+HOOK_TOML = {"ipmi": 'hook = { kind = "ipmi", user = "greencpn", bmc_template = "{node}-bmc" }'}
 MIN_UP_H = {
     "dgx-a100": 3.0,
     "dgx-h100": 3.0,
@@ -238,7 +240,7 @@ def build_fleet_toml() -> tuple[str, int]:
             f"spares = {spares}",
             f"initial_on = {init}",
             f'hostlist = "{hostlist}"',
-            f'hook = {{ kind = "{hook}" }}',
+            HOOK_TOML.get(hook, f'hook = {{ kind = "{hook}" }}'),
         ]
     return "\n".join(lines) + "\n", total_gpus
 

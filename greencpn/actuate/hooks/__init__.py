@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from greencpn.actuate.base import Change, NodePower, NodePowerHook, NodeStatus
 from greencpn.actuate.hooks._common import (
+    STATIC_CHECK,
     CommandPermanentError,
     CommandTemporaryError,
     HookSettings,
@@ -35,6 +36,7 @@ __all__ = [
     "NodeHookPermanentError",
     "NodeHookTemporaryError",
     "NullHook",
+    "check_hook_table",
     "make_hook",
     "make_hook_from_mapping",
     "register_hook_kind",
@@ -149,6 +151,19 @@ def make_hook_from_mapping(
                 fix=exc.fix,
             ) from None
         raise
+
+
+def check_hook_table(
+    table: Mapping[str, Any], *, source: str | None = None, field_prefix: str = "hook"
+) -> None:
+    """Check a hook table the way :func:`make_hook_from_mapping` would build it, without
+    touching this machine (no credential files, kubeconfig or network): raises the same
+    :class:`ConfigError` a build would (used at config load, :mod:`greencpn.config`)."""
+    token = STATIC_CHECK.set(True)
+    try:
+        make_hook_from_mapping(table, source=source, field_prefix=field_prefix)
+    finally:
+        STATIC_CHECK.reset(token)
 
 
 def make_hook(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import shlex
@@ -18,6 +19,11 @@ from greencpn.errors import ConfigError, PermanentError, TemporaryError
 log = logging.getLogger("greencpn.actuate.hooks")
 
 STDERR_TAIL_CHARS = 800
+
+STATIC_CHECK: contextvars.ContextVar[bool] = contextvars.ContextVar("STATIC_CHECK", default=False)
+"""True while a config is being checked (:func:`greencpn.actuate.hooks.check_hook_table`):
+builders then check keys and values only, and skip what depends on this machine (credential
+files, a kubeconfig, the optional kubernetes client)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,6 +138,7 @@ class HookSettings:
         self.extra = dict(extra)
         self.source = source
         self.known: set[str] = set()
+        self.static = STATIC_CHECK.get()
 
     def error(self, key: str, msg: str, fix: str) -> ConfigError:
         """A ConfigError for ``hook.<key>`` with the message and the fix."""

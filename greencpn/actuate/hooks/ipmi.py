@@ -142,7 +142,7 @@ class IpmiHook:
                 'write bmc_template = "{node}-ipmi"',
             )
         password_file = s.str_("password_file")
-        if password_file and not os.path.exists(password_file):
+        if password_file and not s.static and not os.path.exists(password_file):
             raise s.error(
                 "password_file",
                 f"{password_file} does not exist",
