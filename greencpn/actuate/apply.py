@@ -188,6 +188,11 @@ class PoolDiff:
     """Nodes the plan wanted off that were kept on because their hook reports no work count."""
 
     @property
+    def unknown(self) -> list[str]:
+        """Nodes of this pool whose status could not be read (never switched)."""
+        return [s.name for s in self.statuses if s.power == NodePower.UNKNOWN]
+
+    @property
     def actions(self) -> int:
         return (
             len(self.power_off)
@@ -444,6 +449,7 @@ def format_diff(
         "site",
         "hook",
         "on now",
+        "unknown",
         "target",
         "power off",
         "power on",
@@ -473,6 +479,7 @@ def format_diff(
                 d.site,
                 d.hook_kind,
                 f"{d.on_now}/{len(d.nodes)}",
+                str(len(d.unknown)) if d.unknown else "-",
                 str(d.target_nodes_on),
                 compress(d.power_off) if d.power_off else "-",
                 compress(d.power_on) if d.power_on else "-",
@@ -499,9 +506,31 @@ def format_diff(
             extra.append(f"  {d.name}: {n}")
     if extra:
         lines += ["", "notes:", *extra]
-    if not any(d.actions for d in diffs):
+    unknown = unobservable(diffs)
+    if unknown:
+        lines += ["", unobservable_line(diffs)]
+    elif not any(d.actions for d in diffs):
         lines += ["", "nothing to do: the fleet already matches the plan for this slot"]
     return "\n".join(lines)
+
+
+EXIT_NOT_OBSERVABLE = 3
+"""Exit status when some nodes' status could not be read (docs/apply.md, "Exit status")."""
+
+
+def unobservable(diffs: Sequence[PoolDiff]) -> list[str]:
+    return [n for d in diffs for n in d.unknown]
+
+
+def unobservable_line(diffs: Sequence[PoolDiff]) -> str:
+    unknown = unobservable(diffs)
+    total = sum(len(d.nodes) for d in diffs)
+    pools = ", ".join(f"{d.name}: {compress(d.unknown)}" for d in diffs if d.unknown)
+    return (
+        f"fleet not observable: {len(unknown)} of {total} node(s) not observable "
+        f"(status unknown; denominator: all nodes of the plan's pools) — {pools}; they are not "
+        f"switched and their caps not set (exit {EXIT_NOT_OBSERVABLE})"
+    )
 
 
 # --------------------------------------------------------------------------- results
@@ -544,7 +573,14 @@ class ApplyReport:
         return "applied" if self.changed else "nothing_to_do"
 
     @property
+    def unknown_nodes(self) -> list[str]:
+        return unobservable(self.diffs)
+
+    @property
     def exit_code(self) -> int:
+        """0 done/nothing to do/dry run/shadow; 1 partial (act); 3 some nodes not observable."""
+        if self.unknown_nodes:
+            return EXIT_NOT_OBSERVABLE
         return 1 if self.mode == "act" and self.problems else 0
 
     def format(self) -> str:
@@ -564,12 +600,18 @@ class ApplyReport:
             )
         if self.failed_nodes:
             lines.append(f"re-plan needed: node(s) marked failed: {compress(self.failed_nodes)}")
+        if self.unknown_nodes:
+            lines.append(unobservable_line(self.diffs))
         verdict = {
             "dry-run": "dry run: nothing changed",
             "shadow": "shadow mode: nothing changed (allow actuation with --allow-actuation or "
             "allow_actuation = true in control.toml)",
             "applied": "applied",
-            "nothing_to_do": "nothing changed: the fleet already matched the plan",
+            "nothing_to_do": (
+                "nothing changed on the nodes greencpn can see"
+                if self.unknown_nodes
+                else "nothing changed: the fleet already matched the plan"
+            ),
             "partial": f"partial: {len(self.problems)} step(s) not done — recorded in the ledger",
         }[self.outcome]
         ref = f" (ledger apply #{self.apply_id})" if self.apply_id is not None else ""
@@ -1261,6 +1303,7 @@ def apply_plan(
                 "steps": len(report.steps),
                 "problems": len(report.problems),
                 "failed_nodes": report.failed_nodes,
+                "unknown_nodes": report.unknown_nodes,
             },
         )
         return report

@@ -1,7 +1,8 @@
 """``greencpn apply``: show the diff between a plan slot and the fleet, then apply it safely.
 
 Exit status: 0 applied, nothing to do, dry run or shadow mode; 1 partial (some step failed,
-was skipped or deferred — all recorded in the ledger); 2 user error (bad plan, config, slot).
+was skipped or deferred — all recorded in the ledger); 2 user error (bad plan, config, slot);
+3 fleet not observable (some nodes' status unknown; shown and counted, in every mode).
 """
 
 from __future__ import annotations
