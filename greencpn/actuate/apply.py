@@ -67,6 +67,7 @@ __all__ = ["SCHEMA_RE", "load_plan"]
 CAP_TOLERANCE_W = 0.5
 """Caps within this many watts of the target count as equal (NVML works in milliwatts)."""
 TOKEN_KEY = "power_ops_bucket"
+NO_GPU_BACKEND = "no GPU backend for this node"
 
 
 # --------------------------------------------------------------------------- plan and slot
@@ -181,6 +182,8 @@ class PoolDiff:
     cap_lower: list[CapChange] = field(default_factory=list)
     cap_raise: list[CapChange] = field(default_factory=list)
     cap_unreached: list[Held] = field(default_factory=list)
+    cap_out_of_range: list[Held] = field(default_factory=list)
+    """GPUs (``node:gpuN``) whose device range excludes the plan's cap: not applied."""
     notes: list[str] = field(default_factory=list)
     pool_cfg: PoolConfig | None = None
     actuated: bool = True
@@ -229,9 +232,11 @@ def _list_gpus(gb: GpuBackend, node: str, notes: list[str]) -> list[GpuInfo] | N
 
 def _cap_changes(
     target_w: float, node: str, gpus: Sequence[GpuInfo], notes: list[str]
-) -> tuple[list[CapChange], list[CapChange]]:
+) -> tuple[list[CapChange], list[CapChange], list[Held]]:
+    """Caps to lower and to raise on one node, and the GPUs whose range excludes the target."""
     lower: list[CapChange] = []
     raise_: list[CapChange] = []
+    out_of_range: list[Held] = []
     for g in gpus:
         if (
             not g.power_limit_min_w - CAP_TOLERANCE_W
@@ -242,12 +247,19 @@ def _cap_changes(
                 f"{node}:gpu{g.index}: target {target_w:g} W is outside the device range "
                 f"{g.power_limit_min_w:g}–{g.power_limit_max_w:g} W; left at {g.power_limit_current_w:g} W"
             )
+            out_of_range.append(
+                Held(
+                    f"{node}:gpu{g.index}",
+                    f"target {target_w:g} W is outside the device range "
+                    f"{g.power_limit_min_w:g}–{g.power_limit_max_w:g} W",
+                )
+            )
             continue
         if abs(g.power_limit_current_w - target_w) <= CAP_TOLERANCE_W:
             continue
         ch = CapChange(node, g.index, g.power_limit_current_w, target_w)
         (lower if target_w < g.power_limit_current_w else raise_).append(ch)
-    return lower, raise_
+    return lower, raise_, out_of_range
 
 
 def _pool_slot(pool: dict[str, Any], slot: int, source: str | None) -> dict[str, Any]:
@@ -417,11 +429,13 @@ def compute_diff(
                     d.cap_unreached.append(Held(st.name, d.notes[-1].removeprefix(f"{st.name}: ")))
                     continue
                 d.caps_now_w[st.name] = [g.power_limit_current_w for g in gpus]
-                lower, raise_ = _cap_changes(d.target_cap_w, st.name, gpus, d.notes)
+                lower, raise_, oor = _cap_changes(d.target_cap_w, st.name, gpus, d.notes)
                 d.cap_lower += lower
                 d.cap_raise += raise_
+                d.cap_out_of_range += oor
             if unreachable:
                 d.notes.append(f"no GPU backend for {compress(unreachable)}: caps not read or set")
+                d.cap_unreached += [Held(n, NO_GPU_BACKEND) for n in unreachable]
         diffs.append(d)
     return diffs
 
@@ -555,6 +569,10 @@ class ApplyReport:
     interrupted: list[str] = field(default_factory=list)
     apply_id: int | None = None
     failed_nodes: list[str] = field(default_factory=list)
+    caps_not_applied: list[str] = field(default_factory=list)
+    """GPUs (``node:gpuN``) whose cap was not applied: the target is outside the device range."""
+    caps_not_read: list[str] = field(default_factory=list)
+    """Nodes whose GPU caps could not be read or set (no GPU backend, GPU read error)."""
 
     @property
     def problems(self) -> list[StepOutcome]:
@@ -600,6 +618,16 @@ class ApplyReport:
             )
         if self.failed_nodes:
             lines.append(f"re-plan needed: node(s) marked failed: {compress(self.failed_nodes)}")
+        if self.caps_not_applied:
+            lines.append(
+                f"{len(self.caps_not_applied)} GPU cap(s) not applied (the plan's cap is outside "
+                "the device range)"
+            )
+        if self.caps_not_read:
+            lines.append(
+                f"{len(self.caps_not_read)} node(s) whose GPU caps were not read or set: "
+                + compress(self.caps_not_read)
+            )
         if self.unknown_nodes:
             lines.append(unobservable_line(self.diffs))
         verdict = {
@@ -1161,12 +1189,20 @@ class _Run:
                 if p is d and self.ledger.node(n).power == "on"
             ]
             changes = list(d.cap_raise)
+            not_read: list[Held] = []
+            oor: list[Held] = []
             for n in booted:  # fresh nodes come up at their default cap: read, then set
                 gb = self.backends.gpus(n)
                 gpus = _list_gpus(gb, n, d.notes) if gb is not None else None
-                if gpus is not None:
-                    lower, raise_ = _cap_changes(d.target_cap_w, n, gpus, d.notes)
+                if gb is None:
+                    not_read.append(Held(n, NO_GPU_BACKEND))
+                elif gpus is None:
+                    not_read.append(Held(n, d.notes[-1].removeprefix(f"{n}: ")))
+                else:
+                    lower, raise_, more = _cap_changes(d.target_cap_w, n, gpus, d.notes)
                     changes += lower + raise_
+                    oor += more
+            self._caps_not_applied("raise_caps", d, not_read, oor)
             if not changes:
                 continue
             if d.site in self.failed_sites and any(c.after_w > c.before_w for c in changes):
@@ -1182,20 +1218,38 @@ class _Run:
                 changes = [c for c in changes if c.after_w <= c.before_w]
             self.set_caps("raise_caps", d, changes)
 
+    def _caps_not_applied(
+        self, phase: str, d: PoolDiff, not_read: list[Held], out_of_range: list[Held]
+    ) -> None:
+        """Record the caps the plan asks for that cannot be applied (a reported outcome)."""
+        status = "skipped"
+        if not_read:
+            self.decide(
+                phase,
+                "set_power_cap",
+                d.name,
+                [h.node for h in not_read],
+                status,
+                "caps not read or set: " + "; ".join(f"{h.node}: {h.reason}" for h in not_read),
+            )
+        if out_of_range:
+            reasons = sorted({h.reason for h in out_of_range})
+            self.decide(
+                phase,
+                "set_power_cap",
+                d.name,
+                [h.node for h in out_of_range],
+                status,
+                "caps not applied: " + "; ".join(reasons) + "; left as they are",
+            )
+        self.report.caps_not_applied += [h.node for h in out_of_range]
+        self.report.caps_not_read += [h.node for h in not_read]
+
     def run(self) -> None:
         self.record_observations()
         for d in self.diffs:
             self.set_caps("lower_caps", d, d.cap_lower)
-            if d.cap_unreached:
-                self.decide(
-                    "lower_caps",
-                    "set_power_cap",
-                    d.name,
-                    [h.node for h in d.cap_unreached],
-                    "skipped",
-                    "caps not read or set: "
-                    + "; ".join(f"{h.node}: {h.reason}" for h in d.cap_unreached),
-                )
+            self._caps_not_applied("lower_caps", d, d.cap_unreached, d.cap_out_of_range)
         self.power_off_phase()
         self.power_on_phase()
         self.wait_boot_phase()
@@ -1218,6 +1272,7 @@ class _Run:
                     self.decide(phase, action, d.name, targets, "shadow", "would do (shadow mode)")
             if d.work_unknown:
                 self.decide("drain", "power_off", d.name, d.work_unknown, "skipped", WORK_UNKNOWN)
+            self._caps_not_applied("lower_caps", d, d.cap_unreached, d.cap_out_of_range)
 
 
 def apply_plan(

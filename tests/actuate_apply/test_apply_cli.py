@@ -37,9 +37,16 @@ for n in nodes:
 
 
 def write_fleet(
-    tmp: Path, *, nodes: int = 3, override: dict[str, list[str]] | None = None
+    tmp: Path,
+    *,
+    nodes: int = 3,
+    override: dict[str, list[str]] | None = None,
+    caps: tuple[float | None, float | None] = (None, None),
 ) -> tuple[Path, Path]:
-    """A one-pool fleet (hook: command scripts over files) and a 2-slot plan for it."""
+    """A one-pool fleet (hook: command scripts over files) and a 2-slot plan for it.
+
+    No caps by default: these nodes have no GPU backend here, and a cap the plan asks for
+    that cannot be applied makes the run partial (issue #9.8)."""
     state = tmp / "bmc"
     state.mkdir()
     (tmp / "bmc.py").write_text(BMC)
@@ -92,8 +99,8 @@ hook = {hook}
                 "power_limit_max_w": 400,
                 "power_limit_default_w": 400,
                 "slots": [
-                    {"slot": 0, "nodes_on": 1, "power_cap_w": 300.0},
-                    {"slot": 1, "nodes_on": nodes, "power_cap_w": 400.0},
+                    {"slot": 0, "nodes_on": 1, "power_cap_w": caps[0]},
+                    {"slot": 1, "nodes_on": nodes, "power_cap_w": caps[1]},
                 ],
             }
         ],
@@ -180,7 +187,7 @@ def test_bad_plan_file_exit_2(tmp_path, capsys):  # type: ignore[no-untyped-def]
 
 
 def test_dry_run_with_fake_backends(tmp_path, capsys):  # type: ignore[no-untyped-def]
-    _, plan = write_fleet(tmp_path, nodes=4)
+    _, plan = write_fleet(tmp_path, nodes=4, caps=(300.0, 400.0))
     state = tmp_path / "s"
     assert (
         main(
@@ -248,3 +255,16 @@ def test_token_bucket_by_hand():  # type: ignore[no-untyped-def]
     b.take(2)
     b2 = TokenBucket.from_state(b.state(), 6, 3, clock)
     assert b2.tokens == pytest.approx(1.0)
+
+
+def test_caps_without_a_gpu_backend_make_the_run_partial(tmp_path, capsys):  # type: ignore[no-untyped-def]
+    # issue #9.8: the plan caps GPUs on nodes greencpn cannot reach: node power is applied,
+    # the caps are reported as not read or set, exit 1
+    _, plan = write_fleet(tmp_path, caps=(300.0, 400.0))
+    rc = main(
+        ["apply", str(plan), "--slot", "0", "--state-dir", str(tmp_path / "s"), "--allow-actuation"]
+    )
+    out = capsys.readouterr().out
+    assert rc == 1 and "result: partial" in out
+    assert "1 node(s) whose GPU caps were not read or set: n1" in out
+    assert node_files(tmp_path) == {"n2": "off drained", "n3": "off drained"}
