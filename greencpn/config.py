@@ -130,6 +130,11 @@ class HookConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
     kind: Literal["none", "command", "slurm", "kubernetes", "ipmi", "wol", "agent"] = "none"
+    advisory: bool = Field(
+        default=False,
+        description="kind 'none' only: plan the pool's nodes freely although greencpn cannot "
+        "switch them (the plan is advice for an operator); default: planned always on",
+    )
 
 
 class SiteConfig(_Strict):
@@ -177,6 +182,14 @@ class PoolConfig(_Strict):
     )
     load_quantile: float = Field(default=0.9, gt=0, lt=1, description="reserve quantile")
     hook: HookConfig = Field(default_factory=HookConfig)
+
+    @property
+    def planned_always_on(self) -> bool:
+        """A pool greencpn cannot switch (``hook = { kind = "none" }`` written in the config,
+        not ``advisory``): the planner keeps every node on, so no saving is credited for nodes
+        apply could never power off. A pool with no hook table at all is planning-only
+        (what-if) and planned freely."""
+        return self.hook.kind == "none" and "hook" in self.model_fields_set and not self.hook.advisory
 
     @model_validator(mode="after")
     def _check(self) -> PoolConfig:
@@ -670,6 +683,14 @@ def check_hooks_and_hostlists(cfg: FleetConfig) -> None:
                 )
             for n in names:
                 owner.setdefault(n, where)
+        if p.hook.advisory and kind != "none":
+            problems.append(
+                (
+                    f"{where}.hook.advisory",
+                    f"advisory applies to kind 'none' only (this pool's hook is '{kind}', "
+                    "which greencpn switches); remove it",
+                )
+            )
         if kind != "none":
             table = {"kind": kind, **(p.hook.model_extra or {})}
             try:

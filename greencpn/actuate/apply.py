@@ -299,8 +299,10 @@ def compute_diff(
             )
         target = _pool_slot(pool, slot.index, source)
         hook = backends.hooks.get(name)
-        kind = (pool.get("hook") or {}).get("kind") or pcfg.hook.kind
+        kind = pcfg.hook.kind  # the config's, as for the hostlist
         hook_kind = str(getattr(hook, "name", kind)) if hook is not None else kind
+        if hook is None and pcfg.hook.advisory:
+            hook_kind = f"{kind} (advisory)"
         hostlist = pcfg.hostlist  # the config is the authority (the plan's was checked equal)
         notes: list[str] = []
         nodes = expand(hostlist) if hostlist else []
@@ -405,7 +407,18 @@ def compute_diff(
                 and s.name not in off
             ]
         else:
-            d.target_nodes_on = d.on_now
+            # not switched by greencpn: show the plan's target (never hide it) and say so
+            d.target_nodes_on = plan_on
+            if nodes and plan_on != d.on_now:
+                d.notes.append(
+                    f"advisory: the plan wants {plan_on} of {len(nodes)} on; hook '{kind}' "
+                    "cannot switch nodes, greencpn changes nothing here (an operator may)"
+                    + (
+                        ""
+                        if pcfg.hook.advisory
+                        else " — re-plan: this pool is planned always on by this greencpn"
+                    )
+                )
 
         # GPU caps on nodes that are on and stay on
         cap = target.get("power_cap_w")

@@ -248,6 +248,8 @@ def pool_in(
     levels = sorted(gm.levels, key=lambda lv: lv.cap_w, reverse=True)
     top = levels[0].throughput
     boot_h = p.boot_time_min / 60.0
+    if p.planned_always_on:  # hook 'none': greencpn cannot switch it, so plan every node on
+        p = p.model_copy(update={"spares": p.nodes, "initial_on": p.nodes})
     return PoolIn(
         name=p.name,
         site=site_index,
