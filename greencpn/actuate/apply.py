@@ -85,6 +85,30 @@ class SlotRef:
     end: datetime
 
 
+def other_slot_warning(plan: dict[str, Any], ref: SlotRef, now: datetime) -> str | None:
+    """A warning when slot ``ref`` is not the slot that holds ``now`` (``None`` if it is)."""
+    if ref.start <= now < ref.end:
+        return None
+    hz = plan["horizon"]
+    step = timedelta(minutes=int(hz["slot_minutes"]))
+    starts = [_parse_time(s) for s in hz["slot_starts"]]
+    current = next((i for i, s in enumerate(starts) if s <= now < s + step), None)
+    where = (
+        f"current is slot {current}"
+        if current is not None
+        else f"now is outside the plan's horizon {starts[0]:%Y-%m-%d %H:%MZ} – "
+        f"{starts[-1] + step:%Y-%m-%d %H:%MZ}"
+    )
+    if now >= ref.end:
+        when = f"it ended {(now - ref.end).total_seconds() / 3600:.1f} h ago"
+    else:
+        when = f"it starts in {(ref.start - now).total_seconds() / 3600:.1f} h"
+    return (
+        f"slot {ref.index} [{ref.start:%Y-%m-%d %H:%M}Z, {ref.end:%H:%M}Z) is not the current "
+        f"slot (now {now:%Y-%m-%d %H:%M}Z, {where}; {when})"
+    )
+
+
 def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -580,6 +604,7 @@ class ApplyReport:
     diffs: list[PoolDiff]
     steps: list[StepOutcome] = field(default_factory=list)
     interrupted: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     apply_id: int | None = None
     failed_nodes: list[str] = field(default_factory=list)
     caps_not_applied: list[str] = field(default_factory=list)
@@ -616,7 +641,7 @@ class ApplyReport:
 
     def format(self) -> str:
         lines = []
-        for note in self.interrupted:
+        for note in [*self.warnings, *self.interrupted]:
             lines.append(f"warning: {note}")
         for s in self.steps:
             tgt = (
@@ -1301,6 +1326,7 @@ def apply_plan(
     plan_path: str | None = None,
     sleep: Callable[[float], None] | None = None,
     echo: Callable[[str], None] | None = None,
+    allow_other_slot: bool = False,
 ) -> ApplyReport:
     """Observe, diff and (unless dry-run or shadow) apply one slot of ``plan``.
 
@@ -1314,6 +1340,8 @@ def apply_plan(
         settings: control settings (shadow by default).
         dry_run: show the diff only; nothing is changed or written.
         echo: called with the diff text before anything is changed (the CLI prints it).
+        allow_other_slot: act on a slot that is not the current one (else refused when
+            actuation is allowed, warned about otherwise).
     """
     settings = settings or ControlSettings()
     sleep = sleep or time.sleep
@@ -1322,6 +1350,18 @@ def apply_plan(
     check_plan_against_config(plan, config, plan_path)
     ref = resolve_slot(plan, slot, clock, source=plan_path)
     mode = "dry-run" if dry_run else ("act" if settings.allow_actuation else "shadow")
+    warnings: list[str] = []
+    stale = other_slot_warning(plan, ref, clock.now())
+    if stale is not None:
+        if mode == "act" and not allow_other_slot:
+            raise ConfigError(
+                stale + "; refusing to act on it",
+                source=plan_path,
+                field="--slot",
+                fix="pass --slot now (or make a fresh plan); to apply this slot anyway, add "
+                "--allow-other-slot",
+            )
+        warnings.append(stale)
     ledger = Ledger.open_readonly(state_dir) if dry_run else Ledger.open(state_dir)
     try:
         interrupted: list[str] = []
@@ -1339,7 +1379,9 @@ def apply_plan(
         diffs = compute_diff(
             plan, ref, config, backends, ledger, settings, clock.now(), source=plan_path
         )
-        report = ApplyReport(slot=ref, mode=mode, diffs=diffs, interrupted=interrupted)
+        report = ApplyReport(
+            slot=ref, mode=mode, diffs=diffs, interrupted=interrupted, warnings=warnings
+        )
         if echo is not None:
             echo(format_diff(diffs, ref, plan_path=plan_path, mode=mode))
         if dry_run:

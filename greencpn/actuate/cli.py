@@ -65,6 +65,12 @@ def add_parser(subparsers: Any) -> None:
         help="act on hardware (otherwise shadow mode unless control.toml allows it)",
     )
     p.add_argument(
+        "--allow-other-slot",
+        action="store_true",
+        help="with actuation allowed, apply a --slot N that is not the current slot "
+        "(otherwise refused; dry run and shadow mode only warn)",
+    )
+    p.add_argument(
         "--clear-failed",
         action="append",
         default=[],
@@ -202,6 +208,7 @@ def run_apply(args: argparse.Namespace) -> int:
         plan_path=str(args.plan),
         sleep=time.sleep,
         echo=lambda text: print(text + "\n", flush=True),
+        allow_other_slot=args.allow_other_slot,
     )
     print(report.format())
     return report.exit_code

@@ -212,6 +212,7 @@ class World:
         *,
         dry_run: bool = False,
         settings: ControlSettings | None = None,
+        allow_other_slot: bool = False,
     ) -> ApplyReport:
         return apply_plan(
             plan,
@@ -225,6 +226,7 @@ class World:
             plan_path="plan.json",
             sleep=self.sleep,
             echo=self.printed.append,
+            allow_other_slot=allow_other_slot,
         )
 
     def ledger(self) -> Ledger:

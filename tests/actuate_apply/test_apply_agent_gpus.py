@@ -187,6 +187,7 @@ def apply_cli(
             "--state-dir",
             str(fleet.tmp / "state"),
             "--allow-actuation",
+            "--allow-other-slot",  # the plan is for a fixed date (issue #9.10)
         ]
     )
     return rc, capsys.readouterr().out

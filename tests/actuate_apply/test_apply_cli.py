@@ -1,5 +1,8 @@
 """``greencpn apply`` end to end: argument handling, exit codes, and a real ``command`` hook
-whose scripts keep node state in files (the way Slurm's Suspend/ResumeProgram are called)."""
+whose scripts keep node state in files (the way Slurm's Suspend/ResumeProgram are called).
+
+The plan here is for 2026-11-25 whatever today is, so acting on its slots needs
+``--allow-other-slot`` (issue #9.10; tests/actuate_apply/test_stale_slot.py)."""
 
 from __future__ import annotations
 
@@ -123,15 +126,57 @@ def test_cli_with_a_real_command_hook(tmp_path, capsys):  # type: ignore[no-unty
     assert "mode: shadow" in out and "n[2-3]" in out and "shadow mode: nothing changed" in out
     assert not any((tmp_path / "bmc").iterdir())
     # allowed: n2 and n3 (n1 is the spare) are drained, then powered off
-    assert main(["apply", str(plan), "--slot", "0", "--state-dir", state, "--allow-actuation"]) == 0
+    assert (
+        main(
+            [
+                "apply",
+                str(plan),
+                "--slot",
+                "0",
+                "--state-dir",
+                state,
+                "--allow-actuation",
+                "--allow-other-slot",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "result: applied" in out
     assert node_files(tmp_path) == {"n2": "off drained", "n3": "off drained"}
     # again: nothing to do
-    assert main(["apply", str(plan), "--slot", "0", "--state-dir", state, "--allow-actuation"]) == 0
+    assert (
+        main(
+            [
+                "apply",
+                str(plan),
+                "--slot",
+                "0",
+                "--state-dir",
+                state,
+                "--allow-actuation",
+                "--allow-other-slot",
+            ]
+        )
+        == 0
+    )
     assert "nothing changed" in capsys.readouterr().out
     # slot 1 wants all on: powered on and resumed
-    assert main(["apply", str(plan), "--slot", "1", "--state-dir", state, "--allow-actuation"]) == 0
+    assert (
+        main(
+            [
+                "apply",
+                str(plan),
+                "--slot",
+                "1",
+                "--state-dir",
+                state,
+                "--allow-actuation",
+                "--allow-other-slot",
+            ]
+        )
+        == 0
+    )
     assert node_files(tmp_path) == {"n2": "on", "n3": "on"}
     led = Ledger.open_readonly(state)
     assert [a.outcome for a in led.applies()] == ["shadow", "applied", "nothing_to_do", "applied"]
@@ -141,7 +186,10 @@ def test_cli_with_a_real_command_hook(tmp_path, capsys):  # type: ignore[no-unty
 def test_control_toml_beside_the_config_allows_actuation(tmp_path, capsys):  # type: ignore[no-untyped-def]
     cfg, plan = write_fleet(tmp_path)
     (tmp_path / "control.toml").write_text("[control]\nallow_actuation = true\n")
-    assert main(["apply", str(plan), "--slot", "0", "--state-dir", str(tmp_path / "s")]) == 0
+    argv = ["apply", str(plan), "--slot", "0", "--state-dir", str(tmp_path / "s")]
+    assert main(argv) == 2  # enforce mode from control.toml: an old slot is refused (#9.10)
+    assert "not the current slot" in capsys.readouterr().err
+    assert main([*argv, "--allow-other-slot"]) == 0
     assert "mode: act" in capsys.readouterr().out
     assert node_files(tmp_path)["n3"].startswith("off")
 
@@ -149,7 +197,16 @@ def test_control_toml_beside_the_config_allows_actuation(tmp_path, capsys):  # t
 def test_failing_hook_gives_exit_1(tmp_path, capsys):  # type: ignore[no-untyped-def]
     _, plan = write_fleet(tmp_path, override={"power_off": ["false"]})  # exits 1
     rc = main(
-        ["apply", str(plan), "--slot", "0", "--state-dir", str(tmp_path / "s"), "--allow-actuation"]
+        [
+            "apply",
+            str(plan),
+            "--slot",
+            "0",
+            "--state-dir",
+            str(tmp_path / "s"),
+            "--allow-actuation",
+            "--allow-other-slot",
+        ]
     )
     out = capsys.readouterr().out
     assert rc == 1 and "partial" in out and "[error" in out
@@ -262,7 +319,16 @@ def test_caps_without_a_gpu_backend_make_the_run_partial(tmp_path, capsys):  # t
     # the caps are reported as not read or set, exit 1
     _, plan = write_fleet(tmp_path, caps=(300.0, 400.0))
     rc = main(
-        ["apply", str(plan), "--slot", "0", "--state-dir", str(tmp_path / "s"), "--allow-actuation"]
+        [
+            "apply",
+            str(plan),
+            "--slot",
+            "0",
+            "--state-dir",
+            str(tmp_path / "s"),
+            "--allow-actuation",
+            "--allow-other-slot",
+        ]
     )
     out = capsys.readouterr().out
     assert rc == 1 and "result: partial" in out

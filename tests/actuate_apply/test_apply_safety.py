@@ -74,7 +74,7 @@ def test_min_up_blocks_an_early_power_off(make_world):  # type: ignore[no-untype
     # 10:31 — plan wants one off, but both have been up for 31 min < 1 h
     w.clock.set(w.clock.now().replace(minute=31))
     plan = w.plan({"p": [(2, None), (1, None), (1, None)]})
-    rep = w.apply(plan, slot=1)
+    rep = w.apply(plan, slot=1, allow_other_slot=True)
     assert powers(w) == {"pn1": "on", "pn2": "on"}
     held = rep.diffs[0].held
     assert [h.node for h in held] == ["pn1", "pn2"]
@@ -82,7 +82,7 @@ def test_min_up_blocks_an_early_power_off(make_world):  # type: ignore[no-untype
     assert not w.ops("power_off")
     # 11:01 — an hour after start: now it may go
     w.clock.set(w.clock.now().replace(hour=11, minute=1))
-    w.apply(plan, slot=1)
+    w.apply(plan, slot=1, allow_other_slot=True)
     assert sorted(powers(w).values()) == ["off", "on"]
 
 
@@ -92,11 +92,11 @@ def test_min_down_blocks_an_early_power_on(make_world):  # type: ignore[no-untyp
     w.apply(plan, slot=0)
     assert powers(w) == {"pn1": "off", "pn2": "on"}
     w.clock.advance(timedelta(minutes=10))
-    rep = w.apply(plan, slot=1)
+    rep = w.apply(plan, slot=1, allow_other_slot=True)
     assert powers(w) == {"pn1": "off", "pn2": "on"}
     assert rep.diffs[0].held[0].reason.startswith("min down 0.5 h not met")
     w.clock.advance(timedelta(minutes=20))
-    w.apply(plan, slot=1)
+    w.apply(plan, slot=1, allow_other_slot=True)
     assert powers(w) == {"pn1": "on", "pn2": "on"}
 
 
@@ -180,7 +180,7 @@ def test_node_booted_after_power_on_is_resumed_and_capped(make_world):  # type: 
     w.apply(plan, slot=0)
     assert powers(w) == {"pn1": "off", "pn2": "on"} and w.caps("pn2") == [300.0, 300.0]
     assert w.hooks["p"].nodes["pn1"].drained is True
-    w.apply(plan, slot=1)
+    w.apply(plan, slot=1, allow_other_slot=True)
     assert powers(w) == {"pn1": "on", "pn2": "on"}
     assert w.hooks["p"].nodes["pn1"].drained is False
     assert w.caps("pn1") == [300.0, 300.0]
@@ -203,7 +203,7 @@ def test_hook_that_does_not_report_the_drain_flag(make_world):  # type: ignore[n
     plan = w.plan({"p": [(1, None), (2, None), (2, None)]})
     w.apply(plan, slot=0)
     assert powers(w) == {"pn1": "off", "pn2": "on"}
-    w.apply(plan, slot=1)
+    w.apply(plan, slot=1, allow_other_slot=True)
     assert powers(w) == {"pn1": "on", "pn2": "on"}
     assert w.ops("drain", "power_off", "power_on", "resume") == [
         ("drain", "pn1"),
