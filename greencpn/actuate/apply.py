@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from greencpn.actuate.base import GpuBackend, GpuInfo, NodePower, NodePowerHook, NodeStatus
+from greencpn.actuate.hooks._common import HookLifecycle, hook_lifecycle
 from greencpn.actuate.hostlist import compress, expand
 from greencpn.actuate.ledger import Ledger, NodeRecord
 from greencpn.actuate.plan_file import (
@@ -1363,59 +1364,94 @@ def apply_plan(
             )
         warnings.append(stale)
     ledger = Ledger.open_readonly(state_dir) if dry_run else Ledger.open(state_dir)
+    lifecycle = (
+        HookLifecycle()
+        if dry_run or ledger.lock_fd is None
+        else HookLifecycle(
+            pass_fds=(ledger.lock_fd,), on_start=ledger.lease_add, on_end=ledger.lease_remove
+        )
+    )
     try:
-        interrupted: list[str] = []
-        if dry_run:
-            apps, steps = ledger.unfinished()
+        with hook_lifecycle(lifecycle):
+            return _apply_locked(
+                plan, ref, config, backends, ledger, clock, settings, sleep, mode,
+                dry_run=dry_run, plan_path=plan_path, echo=echo, warnings=warnings,
+            )  # fmt: skip
+    finally:
+        ledger.close()
+
+
+def _apply_locked(
+    plan: dict[str, Any],
+    ref: SlotRef,
+    config: FleetConfig,
+    backends: Backends,
+    ledger: Ledger,
+    clock: Clock,
+    settings: ControlSettings,
+    sleep: Callable[[float], None],
+    mode: str,
+    *,
+    dry_run: bool,
+    plan_path: str | None,
+    echo: Callable[[str], None] | None,
+    warnings: list[str],
+) -> ApplyReport:
+    """The part of :func:`apply_plan` that runs with the ledger (and the apply lock) open."""
+    # observe first: the nodes an interrupted apply touched are re-observed (and that is
+    # recorded) before anything else touches them
+    diffs = compute_diff(
+        plan, ref, config, backends, ledger, settings, clock.now(), source=plan_path
+    )
+    observed = {s.name: s.power.value for d in diffs for s in d.statuses}
+    interrupted: list[str] = []
+    if dry_run:
+        apps, steps = ledger.unfinished()
+    else:
+        apps, steps = ledger.close_unfinished(clock.now(), observed)
+    for a in apps:
+        interrupted.append(f"apply #{a.id} started {a.started_at.isoformat()} never finished")
+    for s in steps:
+        seen = ", ".join(f"{n}={observed.get(n, 'unknown')}" for n in s.targets if ":" not in n)
+        interrupted.append(
+            f"apply #{s.apply_id} step {s.seq} {s.action} on {','.join(s.targets)} "
+            f"has no recorded result; re-observed: {seen or '-'}"
+        )
+    report = ApplyReport(
+        slot=ref, mode=mode, diffs=diffs, interrupted=interrupted, warnings=warnings
+    )
+    if echo is not None:
+        echo(format_diff(diffs, ref, plan_path=plan_path, mode=mode))
+    if dry_run:
+        return report
+    apply_id = ledger.begin_apply(
+        clock.now(), plan_path=plan_path, slot=ref.index, slot_start=ref.start, mode=mode
+    )
+    report.apply_id = apply_id
+    run = _Run(diffs, report, backends, ledger, settings, clock, sleep, apply_id)
+    try:
+        if mode == "act":
+            run.run()
         else:
-            apps, steps = ledger.close_unfinished(clock.now())
-        for a in apps:
-            interrupted.append(f"apply #{a.id} started {a.started_at.isoformat()} never finished")
-        for s in steps:
-            interrupted.append(
-                f"apply #{s.apply_id} step {s.seq} {s.action} on {','.join(s.targets)} "
-                "has no recorded result; its effect was re-observed"
-            )
-        diffs = compute_diff(
-            plan, ref, config, backends, ledger, settings, clock.now(), source=plan_path
-        )
-        report = ApplyReport(
-            slot=ref, mode=mode, diffs=diffs, interrupted=interrupted, warnings=warnings
-        )
-        if echo is not None:
-            echo(format_diff(diffs, ref, plan_path=plan_path, mode=mode))
-        if dry_run:
-            return report
-        apply_id = ledger.begin_apply(
-            clock.now(), plan_path=plan_path, slot=ref.index, slot_start=ref.start, mode=mode
-        )
-        report.apply_id = apply_id
-        run = _Run(diffs, report, backends, ledger, settings, clock, sleep, apply_id)
-        try:
-            if mode == "act":
-                run.run()
-            else:
-                run.shadow()
-        except BaseException as exc:  # an unexpected fault: record it, then let it surface
-            ledger.finish_apply(
-                apply_id,
-                clock.now(),
-                "error",
-                {"error": f"{type(exc).__name__}: {exc}", "steps": len(report.steps)},
-            )
-            raise
+            run.shadow()
+    except BaseException as exc:  # an unexpected fault: record it, then let it surface
         ledger.finish_apply(
             apply_id,
             clock.now(),
-            report.outcome,
-            {
-                "slot": ref.index,
-                "steps": len(report.steps),
-                "problems": len(report.problems),
-                "failed_nodes": report.failed_nodes,
-                "unknown_nodes": report.unknown_nodes,
-            },
+            "error",
+            {"error": f"{type(exc).__name__}: {exc}", "steps": len(report.steps)},
         )
-        return report
-    finally:
-        ledger.close()
+        raise
+    ledger.finish_apply(
+        apply_id,
+        clock.now(),
+        report.outcome,
+        {
+            "slot": ref.index,
+            "steps": len(report.steps),
+            "problems": len(report.problems),
+            "failed_nodes": report.failed_nodes,
+            "unknown_nodes": report.unknown_nodes,
+        },
+    )
+    return report

@@ -17,6 +17,12 @@ One SQLite file, ``<state dir>/ledger.sqlite``, holds:
 Only one apply may write at a time: :meth:`Ledger.open` takes an exclusive ``flock`` on
 ``<state dir>/apply.lock`` (a second apply fails at once with a clear message). Timestamps are
 stored as UTC ISO-8601 strings.
+
+The lock outlives an apply that is killed while one of its hook processes still runs (hooks
+run in their own session, so ``kill -9`` of apply does not stop them): every hook process
+inherits the lock's file descriptor, and ``<state dir>/apply.lease.json`` lists the process
+groups of the running hooks. :meth:`Ledger.open` refuses while one of them is alive, naming it,
+so no second power operation is sent while an orphaned one runs.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -84,6 +91,79 @@ CREATE TABLE IF NOT EXISTS kv (
 LEDGER_FILE = "ledger.sqlite"
 SCHEMA_VERSION = 1
 LOCK_FILE = "apply.lock"
+LEASE_FILE = "apply.lease.json"
+
+
+def process_group_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` still runs (zombies do not count: an orphan that
+    exited may wait for a PID 1 that never reaps it, e.g. in a container)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        pass
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return True  # no /proc: trust kill(0)
+    for d in proc.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def read_lease(state_dir: str | Path) -> dict[str, Any]:
+    """The lease of the last apply in ``state_dir`` (``{}`` if none or unreadable)."""
+    try:
+        data = json.loads((Path(state_dir) / LEASE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def live_hooks(lease: dict[str, Any]) -> list[dict[str, Any]]:
+    """The lease's hook process groups that are still alive."""
+    hooks = lease.get("hooks")
+    if not isinstance(hooks, list):
+        return []
+    return [
+        h
+        for h in hooks
+        if isinstance(h, dict) and isinstance(h.get("pgid"), int) and process_group_alive(h["pgid"])
+    ]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _describe(lease: dict[str, Any], hooks: list[dict[str, Any]]) -> str:
+    pid = lease.get("apply_pid")
+    if isinstance(pid, int) and pid > 0:
+        state = "running" if _pid_alive(pid) else "no longer running: killed?"
+        who = f"apply pid {pid} ({state})"
+    else:
+        who = "an apply"
+    shown = "; ".join(
+        f"process group {h['pgid']}: `{' '.join(str(a) for a in h.get('argv', []))[:160]}` "
+        f"since {h.get('started_at', '?')}"
+        for h in hooks[:4]
+    )
+    return f"hook process(es) of {who} still running — {shown}"
+    return True
 
 
 def _iso(dt: datetime | None) -> str | None:
@@ -174,6 +254,8 @@ class Ledger:
         self.path = path
         self.readonly = lock_fd is None
         self._seq: dict[int, int] = {}
+        self._lease_lock = threading.Lock()
+        self._lease: dict[str, Any] = {"apply_pid": os.getpid(), "hooks": []}
 
     # ------------------------------------------------------------------ opening / closing
     @classmethod
@@ -193,10 +275,25 @@ class Ledger:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            lease = read_lease(state)
+            hooks = live_hooks(lease)
+            held = f" ({_describe(lease, hooks)})" if hooks else ""
             raise TemporaryError(
-                f"another greencpn apply holds {state / LOCK_FILE}; wait for it to finish",
+                f"another greencpn apply holds {state / LOCK_FILE}{held}; wait for it to finish",
                 retry_after_s=30,
             ) from None
+        # the lock is free, but a hook an earlier (killed) apply started may still run
+        lease = read_lease(state)
+        hooks = live_hooks(lease)
+        if hooks:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise TemporaryError(
+                f"{state / LOCK_FILE}: {_describe(lease, hooks)}; its power operation is not "
+                "finished — wait for it (or stop that process group), then apply again: the "
+                "nodes it touched are re-observed first",
+                retry_after_s=30,
+            )
         path = state / LEDGER_FILE
         conn = sqlite3.connect(path, isolation_level=None)  # autocommit: each write is durable
         conn.execute("PRAGMA journal_mode=WAL")
@@ -214,7 +311,40 @@ class Ledger:
                 source=str(path),
                 fix="upgrade greencpn or use another --state-dir",
             )
-        return cls(conn, lock_fd=fd, path=path)
+        led = cls(conn, lock_fd=fd, path=path)
+        led._write_lease()
+        return led
+
+    # ------------------------------------------------------------------ hook lease
+    @property
+    def lock_fd(self) -> int | None:
+        """The apply lock's file descriptor (hook processes inherit it)."""
+        return self._lock_fd
+
+    def _write_lease(self) -> None:
+        if self.path is None:
+            return
+        target = self.path.parent / LEASE_FILE
+        tmp = target.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self._lease))
+        os.replace(tmp, target)
+
+    def lease_add(self, pgid: int, argv: list[str]) -> None:
+        """Record a hook process group this apply started (called from hook threads too)."""
+        from greencpn.clock import SystemClock
+
+        with self._lease_lock:
+            started = _iso(SystemClock().now())
+            self._lease["hooks"].append({"pgid": pgid, "argv": argv, "started_at": started})
+            self._write_lease()
+
+    def lease_remove(self, pgid: int) -> None:
+        """Forget a finished hook process group (kept while any of its processes lives)."""
+        with self._lease_lock:
+            if process_group_alive(pgid):
+                return
+            self._lease["hooks"] = [h for h in self._lease["hooks"] if h["pgid"] != pgid]
+            self._write_lease()
 
     @classmethod
     def open_readonly(cls, state_dir: str | Path) -> Ledger:
@@ -230,6 +360,11 @@ class Ledger:
             self._conn.close()
             self._conn = None
         if self._lock_fd is not None:
+            with self._lease_lock:  # keep only hook groups that still live
+                self._lease["hooks"] = [
+                    h for h in self._lease["hooks"] if process_group_alive(h["pgid"])
+                ]
+                self._write_lease()
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -376,11 +511,23 @@ class Ledger:
         steps = [s for s in self.steps() if s.status == "pending"]
         return applies, steps
 
-    def close_unfinished(self, at: datetime) -> tuple[list[ApplyRow], list[StepRow]]:
-        """Mark interrupted applies and pending steps as such (they are reported to the user)."""
+    def close_unfinished(
+        self, at: datetime, observed: dict[str, str] | None = None
+    ) -> tuple[list[ApplyRow], list[StepRow]]:
+        """Mark interrupted applies and pending steps as such (they are reported to the user).
+
+        ``observed``: node -> power state read just now; each pending step's result records the
+        state of its targets (what the interrupted operation actually left behind).
+        """
         applies, steps = self.unfinished()
         for s in steps:
-            self.result(s.id, at, "interrupted", {"note": "no result recorded; state re-observed"})
+            seen = {n: (observed or {}).get(n, "unknown") for n in s.targets if ":" not in n}
+            self.result(
+                s.id,
+                at,
+                "interrupted",
+                {"note": "no result recorded; state re-observed", "observed": seen},
+            )
         for a in applies:
             self.finish_apply(a.id, at, "interrupted", {"note": "apply ended without a result"})
         return applies, steps

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import os
@@ -9,7 +10,7 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -251,6 +252,36 @@ class HookSettings:
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class HookLifecycle:
+    """What ``greencpn apply`` needs to know about the hook processes it starts.
+
+    Hook commands run in their own session (a timeout kills their whole process group), so they
+    outlive an apply that is killed. ``pass_fds`` (the apply lock) is inherited by every hook
+    process, so the lock is held while one still runs; ``on_start(pgid, argv)`` /
+    ``on_end(pgid)`` let apply keep a lease of the live process groups (see
+    :meth:`greencpn.actuate.ledger.Ledger.open`).
+    """
+
+    pass_fds: tuple[int, ...] = ()
+    on_start: Callable[[int, list[str]], None] | None = None
+    on_end: Callable[[int], None] | None = None
+
+
+_LIFECYCLE = HookLifecycle()
+
+
+@contextlib.contextmanager
+def hook_lifecycle(lifecycle: HookLifecycle) -> Iterator[None]:
+    """Use ``lifecycle`` for every command started inside the ``with`` block."""
+    global _LIFECYCLE
+    old, _LIFECYCLE = _LIFECYCLE, lifecycle
+    try:
+        yield
+    finally:
+        _LIFECYCLE = old
+
+
 @dataclass(frozen=True)
 class CommandResult:
     argv: list[str]
@@ -320,6 +351,7 @@ def run_command(
     if env:
         full_env.update(env)
     start = monotonic()
+    lifecycle = _LIFECYCLE
     try:
         proc = subprocess.Popen(
             argv,
@@ -329,6 +361,7 @@ def run_command(
             text=True,
             env=full_env,
             start_new_session=True,
+            pass_fds=lifecycle.pass_fds,
         )
     except FileNotFoundError as exc:
         raise CommandPermanentError(
@@ -338,6 +371,8 @@ def run_command(
         raise CommandPermanentError(
             f"command not executable: {argv[0]} (in `{cmd_text}`)", argv=argv
         ) from exc
+    if lifecycle.on_start is not None:
+        lifecycle.on_start(proc.pid, [shown(a) for a in argv])  # pgid == pid (new session)
     try:
         stdout, stderr = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -353,6 +388,9 @@ def run_command(
             argv=argv,
             stderr_tail=tail,
         ) from None
+    finally:
+        if lifecycle.on_end is not None:
+            lifecycle.on_end(proc.pid)
     duration_s = monotonic() - start
     log.debug("ran `%s` → %s in %.2f s", cmd_text, proc.returncode, duration_s)
     if check and proc.returncode != 0:
