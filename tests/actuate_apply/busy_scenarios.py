@@ -76,7 +76,9 @@ def load() -> Any:
     return mod
 
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(os.environ.get("BUSY_SCENARIOS_GREENCPN") or Path(__file__).resolve().parents[2])
+"""The greencpn source tree the hook scripts and apply subprocesses import (the bench points it
+at an older checkout to count what that code did)."""
 
 
 @dataclass
@@ -272,7 +274,7 @@ def scenario_command_hook_without_job_counts(tmp: Path) -> Outcome:
         start=this_hour(),
     )
     rc, out = _apply(c, plan, "--slot", "now", env={"CLUSTER_REPORT_JOBS": "0"})
-    return Outcome("command hook, status without jobs=N", c.killed(), rc, out)
+    return Outcome("#9.1 command hook, status without jobs=N", c.killed(), rc, out)
 
 
 def scenario_wol_nesting_a_command_hook(tmp: Path) -> Outcome:
@@ -295,7 +297,7 @@ def scenario_wol_nesting_a_command_hook(tmp: Path) -> Outcome:
         start=this_hour(),
     )
     rc, out = _apply(c, plan, "--slot", "now", env={"CLUSTER_REPORT_JOBS": "0"})
-    return Outcome("wol hook nesting a command hook without jobs=N", c.killed(), rc, out)
+    return Outcome("#9.1 wol hook nesting a command hook without jobs=N", c.killed(), rc, out)
 
 
 def scenario_plan_names_nodes_the_config_does_not(tmp: Path) -> Outcome:
@@ -310,7 +312,7 @@ def scenario_plan_names_nodes_the_config_does_not(tmp: Path) -> Outcome:
         start=this_hour(),
     )
     rc, out = _apply(c, plan, "--slot", "now")
-    return Outcome("plan hostlist naming a node the config does not list", c.killed(), rc, out)
+    return Outcome("#9.5 plan hostlist naming a node the config does not list", c.killed(), rc, out)
 
 
 def scenario_duplicated_pool_in_plan(tmp: Path) -> Outcome:
@@ -326,7 +328,85 @@ def scenario_duplicated_pool_in_plan(tmp: Path) -> Outcome:
         start=this_hour(),
     )
     rc, out = _apply(c, plan, "--slot", "now")
-    return Outcome("plan with a duplicated pool", c.killed(), rc, out)
+    return Outcome("#9.5 plan with a duplicated pool", c.killed(), rc, out)
+
+
+def scenario_ipmi_nesting_a_command_hook(tmp: Path, bmcs: dict[str, Any], pw_env: str) -> Outcome:
+    """#9.1: real BMCs (``bmcs``: node -> object with ``.port`` of its ipmi_sim and ``.power``,
+    "1" on / "0" off) + a nested command hook whose status prints no jobs=N; both nodes busy."""
+    bmc_ports = {n: b.port for n, b in bmcs.items()}
+    c = make_cluster(
+        tmp,
+        nodes={n: 2 for n in bmc_ports},
+        hook={
+            "kind": "ipmi",
+            "user": "admin",
+            "password_env": pw_env,
+            "bmcs": {n: f"127.0.0.1:{p}" for n, p in bmc_ports.items()},
+            "timeout_s": 10,
+            "soft_off_timeout_s": 5,
+            "poll_interval_s": 0.1,
+            "drain_hook": "@cluster",
+        },
+    )
+    plan = write_plan(
+        tmp / "plan.json",
+        c.config,
+        [{"name": "p", "nodes": len(bmc_ports), "nodes_on": [0, 0]}],
+        start=this_hour(),
+    )
+    rc, out = _apply(c, plan, "--slot", "now", env={"CLUSTER_REPORT_JOBS": "0"})
+    # power goes through the BMCs, not the cluster script: a busy node whose BMC is off now
+    off = [f"{n} {c.node(n)['jobs']}" for n, b in bmcs.items() if b.power == "0"]
+    return Outcome("#9.1 ipmi hook nesting a command hook without jobs=N", off, rc, out)
+
+
+def scenario_kill_9_during_power_off(tmp: Path, off_delay_s: float = 4.0) -> Outcome:
+    """#9.2: ``kill -9`` of a real ``greencpn apply`` subprocess while its hook's power_off
+    runs; at once the next slot's apply (all on) runs, then jobs land on every node that is on
+    and not drained; then the orphaned power_off completes."""
+    import signal
+    import subprocess
+    import time
+
+    c = make_cluster(tmp, nodes={"n1": 0, "n2": 0})
+    off = write_plan(
+        tmp / "off.json",
+        c.config,
+        [{"name": "p", "nodes": 2, "nodes_on": [0, 0]}],
+        start=this_hour(),
+    )
+    on = write_plan(
+        tmp / "on.json",
+        c.config,
+        [{"name": "p", "nodes": 2, "nodes_on": [2, 2]}],
+        start=this_hour(),
+    )
+    argv = ["--slot", "now", "--state-dir", str(tmp / "state"), "--allow-actuation"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CLUSTER_OFF_DELAY_S": str(off_delay_s)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "greencpn.cli", "apply", str(off), *argv],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while not c.calls("power_off") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    rc, out = _apply(c, on, *argv[:2], env={"CLUSTER_OFF_DELAY_S": "0"})
+    for n in ("n1", "n2"):  # the scheduler places jobs on usable nodes
+        s = c.node(n)
+        if s["power"] == "on" and not s["drained"]:
+            c.set(n, jobs=3)
+    deadline = time.monotonic() + off_delay_s + 15
+    while len(c.calls("power_off")) and time.monotonic() < deadline:
+        if all(c.node(n)["power"] == "off" for n in ("n1", "n2")) or c.killed():
+            break
+        time.sleep(0.05)
+    time.sleep(off_delay_s)  # whatever the orphan was going to do, it has done now
+    return Outcome("#9.2 kill -9 of apply during a slow power_off", c.killed(), rc, out)
 
 
 SCENARIOS: list[Callable[[Path], Outcome]] = [
@@ -334,4 +414,5 @@ SCENARIOS: list[Callable[[Path], Outcome]] = [
     scenario_wol_nesting_a_command_hook,
     scenario_plan_names_nodes_the_config_does_not,
     scenario_duplicated_pool_in_plan,
+    scenario_kill_9_during_power_off,
 ]

@@ -323,27 +323,10 @@ def test_apply_with_ipmi_and_a_nested_command_hook_without_jobs_powers_off_nothi
     """Issue #9.1 end to end: real BMCs (ipmi_sim), greencpn apply through the CLI, the nested
     command hook's status prints no jobs=N while both nodes run jobs; the plan wants 0 on."""
     bs = _busy_scenarios()
-    c = bs.make_cluster(
-        tmp_path / "c",
-        nodes={"n1": 2, "n3": 1},
-        hook={
-            "kind": "ipmi",
-            "user": "admin",
-            "password_env": "GREENCPN_TEST_IPMI_PW",
-            "bmcs": {n: f"127.0.0.1:{bmcs[n].port}" for n in ("n1", "n3")},
-            "timeout_s": 10,
-            "soft_off_timeout_s": 5,
-            "poll_interval_s": 0.1,
-            "drain_hook": "@cluster",
-        },
+    o = bs.scenario_ipmi_nesting_a_command_hook(
+        tmp_path / "c", {n: bmcs[n] for n in ("n1", "n3")}, "GREENCPN_TEST_IPMI_PW"
     )
-    plan = bs.write_plan(
-        tmp_path / "plan.json",
-        c.config,
-        [{"name": "p", "nodes": 2, "nodes_on": [0, 0]}],
-        start=bs.this_hour(),
-    )
-    rc, out = bs._apply(c, plan, "--slot", "now", env={"CLUSTER_REPORT_JOBS": "0"})
-    assert [bmcs[n].power for n in ("n1", "n3")] == ["1", "1"], out
+    assert o.busy_powered_off == [], o.output
+    assert [bmcs[n].power for n in ("n1", "n3")] == ["1", "1"], o.output
     assert bmcs["n1"].requests() == [] and bmcs["n3"].requests() == []
-    assert "running work unknown" in out and rc == 1
+    assert "running work unknown" in o.output and o.exit_code == 1
