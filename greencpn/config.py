@@ -189,7 +189,9 @@ class PoolConfig(_Strict):
         not ``advisory``): the planner keeps every node on, so no saving is credited for nodes
         apply could never power off. A pool with no hook table at all is planning-only
         (what-if) and planned freely."""
-        return self.hook.kind == "none" and "hook" in self.model_fields_set and not self.hook.advisory
+        return (
+            self.hook.kind == "none" and "hook" in self.model_fields_set and not self.hook.advisory
+        )
 
     @model_validator(mode="after")
     def _check(self) -> PoolConfig:

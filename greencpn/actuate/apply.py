@@ -97,13 +97,18 @@ def other_slot_warning(plan: dict[str, Any], ref: SlotRef, now: datetime) -> str
     where = (
         f"current is slot {current}"
         if current is not None
-        else f"now is outside the plan's horizon {starts[0]:%Y-%m-%d %H:%MZ} – "
+        else f"outside the plan's horizon {starts[0]:%Y-%m-%d %H:%MZ} – "
         f"{starts[-1] + step:%Y-%m-%d %H:%MZ}"
     )
+
+    def span(d: timedelta) -> str:
+        h = d.total_seconds() / 3600
+        return f"{h:.1f} h" if h < 48 else f"{h / 24:.0f} days"
+
     if now >= ref.end:
-        when = f"it ended {(now - ref.end).total_seconds() / 3600:.1f} h ago"
+        when = f"it ended {span(now - ref.end)} ago"
     else:
-        when = f"it starts in {(ref.start - now).total_seconds() / 3600:.1f} h"
+        when = f"it starts in {span(ref.start - now)}"
     return (
         f"slot {ref.index} [{ref.start:%Y-%m-%d %H:%M}Z, {ref.end:%H:%M}Z) is not the current "
         f"slot (now {now:%Y-%m-%d %H:%M}Z, {where}; {when})"

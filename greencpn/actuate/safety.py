@@ -43,9 +43,7 @@ from greencpn.clock import Clock
 from greencpn.errors import ConfigError
 
 CONTROL_FILE = "control.toml"
-WORK_UNKNOWN = (
-    "running work unknown (the hook reports no job count): counted busy, not powered off"
-)
+WORK_UNKNOWN = "running work unknown (the hook reports no job count): counted busy, not powered off"
 
 
 @dataclass(frozen=True)
