@@ -269,7 +269,11 @@ class SlurmHook:
         out = []
         for n in nodes:
             if n not in states:
-                out.append(NodeStatus(n, NodePower.UNKNOWN, detail="not known to Slurm"))
+                # squeue is the authority on work: it lists no job on a node Slurm does not know
+                out.append(
+                    NodeStatus(n, NodePower.UNKNOWN, running_jobs=jobs.get(n, 0),
+                               detail="not known to Slurm")
+                )  # fmt: skip
                 continue
             power, drained, long_state, reason, flags = states[n]
             out.append(
