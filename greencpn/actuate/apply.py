@@ -567,7 +567,15 @@ def format_diff(
     if unknown:
         lines += ["", unobservable_line(diffs)]
     elif not any(d.actions for d in diffs):
-        lines += ["", "nothing to do: the fleet already matches the plan for this slot"]
+        off_target = [d.name for d in diffs if d.actuated and d.on_now != d.target_nodes_on]
+        if off_target:
+            lines += [
+                "",
+                f"nothing can be switched now, but {len(off_target)} pool(s) differ from the "
+                f"plan: {', '.join(off_target)} (see the held nodes above)",
+            ]
+        else:
+            lines += ["", "nothing to do: the fleet already matches the plan for this slot"]
     return "\n".join(lines)
 
 

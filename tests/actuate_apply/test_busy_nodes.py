@@ -22,6 +22,7 @@ def test_command_hook_without_job_counts_powers_off_nothing(tmp_path: Path) -> N
     # unknown work counts as busy: nothing drained or powered off, and the run is not "applied"
     assert "running work unknown" in o.output
     assert o.exit_code == 1 and "result: partial" in o.output
+    assert "nothing to do" not in o.output and "1 pool(s) differ from the plan: p" in o.output
 
 
 def test_wol_with_a_nested_command_hook_without_job_counts(tmp_path: Path) -> None:
