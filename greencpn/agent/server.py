@@ -29,6 +29,7 @@ import math
 import os
 import re
 import shlex
+import signal
 import socket
 import ssl
 import subprocess
@@ -81,13 +82,16 @@ class AgentSettings:
         max_body_bytes: larger request bodies are refused with 413 before being read.
         max_skew_s: accepted clock difference between controller and agent, seconds.
         power_command: command that powers the node off (e.g. ``systemctl poweroff``); None refuses.
-        power_off_delay_s: wait between answering and running the power command, seconds.
+        power_off_delay_s: settle time of a power-off, seconds: between draining (and
+            answering 202) and the final running-work check that, under the agent's lock,
+            immediately precedes the power command. Work that appears meanwhile aborts it.
         drain_command / resume_command: optional commands run on drain / resume (the reason
-            is in the environment as ``GREENCPN_REASON``).
+            is in the environment as ``GREENCPN_REASON``). Without a drain command the drain is
+            the agent's own flag only: it cannot stop a scheduler from starting work.
         work_command: command whose output tells the running work: its first token if that is
             an integer, else its number of non-empty lines. None: count processes that hold a
-            GPU device (``/dev/nvidia<N>``) open, from ``proc_root``.
-        work_cache_s: how long a running-work count is reused by ``/v1/status``, seconds.
+            GPU device (``/dev/nvidia<N>``) open, from ``proc_root``. Counted afresh for every
+            status and before every power-off decision (never cached).
         command_timeout_s: time limit of every command, seconds.
         idle_timeout_s: an idle keep-alive connection is closed after this, seconds.
         max_connections: connections served at once; more are closed at once (and logged).
@@ -106,7 +110,6 @@ class AgentSettings:
     drain_command: str | None = None
     resume_command: str | None = None
     work_command: str | None = None
-    work_cache_s: float = 2.0
     command_timeout_s: float = 30.0
     idle_timeout_s: float = 60.0
     max_connections: int = 128
@@ -124,9 +127,16 @@ _GPU_DEVICE_RE = re.compile(r"^/dev/nvidia[0-9]+$")
 def count_gpu_processes(proc_root: str = "/proc", *, exclude_pid: int | None = None) -> int:
     """Count processes holding a GPU device (``/dev/nvidia<N>``) open, by reading ``proc_root``.
 
-    Processes we may not inspect are skipped (run the agent as root to see all of them).
+    A process whose open files cannot be read (another user's, when the agent is not root) may
+    be a GPU job, so the count is then unknown: :class:`TemporaryError` is raised rather than
+    counting it idle. Processes that exit while being read are skipped.
+
+    Raises:
+        TemporaryError: ``proc_root`` cannot be listed, or some process cannot be inspected.
     """
     count = 0
+    seen = 0
+    unreadable: list[str] = []
     try:
         entries = os.listdir(proc_root)
     except OSError as exc:
@@ -134,19 +144,32 @@ def count_gpu_processes(proc_root: str = "/proc", *, exclude_pid: int | None = N
     for entry in entries:
         if not entry.isdigit() or (exclude_pid is not None and int(entry) == exclude_pid):
             continue
+        seen += 1
         fd_dir = os.path.join(proc_root, entry, "fd")
         try:
             fds = os.listdir(fd_dir)
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited meanwhile
         except OSError:
+            unreadable.append(entry)
             continue
         for fd in fds:
             try:
                 target = os.readlink(os.path.join(fd_dir, fd))
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # closed or exited meanwhile
             except OSError:
-                continue
+                unreadable.append(entry)
+                break
             if _GPU_DEVICE_RE.match(target):
                 count += 1
                 break
+    if unreadable:
+        shown = ", ".join(unreadable[:5]) + (", ..." if len(unreadable) > 5 else "")
+        raise TemporaryError(
+            f"open files of {len(unreadable)} of {seen} processes in {proc_root} are not "
+            f"readable (pid {shown}); any of them may be a GPU job"
+        )
     return count
 
 
@@ -161,24 +184,52 @@ def parse_work_output(text: str) -> int:
     return sum(1 for line in stripped.splitlines() if line.strip())
 
 
-def _run_command(
+def run_command(
     command: str, timeout_s: float, env_extra: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` (split like a shell would, no shell) in its own process group.
+
+    At the timeout the whole group is killed (SIGKILL), so a hung command's children and
+    grandchildren do not outlive it.
+
+    Raises:
+        TemporaryError: the command timed out.
+        PermanentError: the command cannot be started.
+    """
     env = dict(os.environ)
     env.update(env_extra or {})
+    argv = shlex.split(command)
     try:
-        return subprocess.run(
-            shlex.split(command),
-            capture_output=True,
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout_s,
             env=env,
-            check=False,
+            start_new_session=True,  # its own process group: killed as one at the timeout
         )
-    except subprocess.TimeoutExpired:
-        raise TemporaryError(f"command timed out after {timeout_s:g} s: {command}") from None
     except OSError as exc:
         raise PermanentError(f"cannot run command {command!r}: {exc.strerror}") from None
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise TemporaryError(
+            f"command timed out after {timeout_s:g} s (its process group was killed): {command}"
+        ) from None
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    try:
+        proc.communicate(timeout=5)  # reap it; its pipes close once the group is gone
+    except subprocess.TimeoutExpired:  # a member that left the group still holds a pipe
+        log.error("command %d: output pipes still open after killing its group", proc.pid)
 
 
 # ---------------------------------------------------------------------------------- the agent
@@ -244,7 +295,8 @@ class NodeAgent:
         self.started_at = self.clock.now()
         self.drained = False
         self.power_state = "on"
-        self._work_cache: tuple[float, dict[str, Any]] | None = None
+        self.last_power_off: dict[str, Any] | None = None
+        self._off_cancel: threading.Event | None = None
         self._lock = threading.Lock()  # serialises every change
 
     # ---- telemetry
@@ -256,34 +308,48 @@ class NodeAgent:
         except (OSError, ValueError, IndexError):
             return None
 
-    def running_work(self, *, fresh: bool = False) -> dict[str, Any]:
-        """``{"count": int | None, "source": str, "error": str?}``; cached ``work_cache_s``."""
-        now = self._monotonic()
-        cached = self._work_cache
-        if not fresh and cached is not None and now - cached[0] < self.settings.work_cache_s:
-            return cached[1]
+    def running_work(self) -> dict[str, Any]:
+        """``{"count": int | None, "source": str, "error": str?}``, counted now.
+
+        ``count`` is None when the work cannot be known (command failed or timed out, some
+        ``/proc`` entry unreadable): callers must treat that as busy.
+        """
         cmd = self.settings.work_command
-        result: dict[str, Any]
         try:
             if cmd:
-                proc = _run_command(cmd, self.settings.command_timeout_s)
+                proc = run_command(cmd, self.settings.command_timeout_s)
                 if proc.returncode != 0:
                     raise TemporaryError(
                         f"work command exited {proc.returncode}: {proc.stderr.strip()[:200]}"
                     )
-                result = {"count": parse_work_output(proc.stdout), "source": f"command: {cmd}"}
-            else:
-                n = count_gpu_processes(self.settings.proc_root, exclude_pid=os.getpid())
-                result = {"count": n, "source": f"{self.settings.proc_root}/*/fd -> /dev/nvidia<N>"}
+                return {"count": parse_work_output(proc.stdout), "source": f"command: {cmd}"}
+            n = count_gpu_processes(self.settings.proc_root, exclude_pid=os.getpid())
+            return {"count": n, "source": f"{self.settings.proc_root}/*/fd -> /dev/nvidia<N>"}
         except GreencpnError as exc:
             log.warning("running work unknown: %s", exc)
-            result = {
+            return {
                 "count": None,
                 "source": f"command: {cmd}" if cmd else "proc",
                 "error": str(exc),
             }
-        self._work_cache = (now, result)
-        return result
+
+    def check_power_control(self) -> None:
+        """Refuse power control (at start) when the running-work count cannot be trusted.
+
+        Raises:
+            ConfigError: a power command is configured but counting the work fails now.
+        """
+        if not self.settings.power_command:
+            return
+        work = self.running_work()
+        if work["count"] is None:
+            raise ConfigError(
+                f"refusing to start with power control: the running work cannot be counted "
+                f"({work.get('error')}), so a busy node could look idle",
+                field="power_command",
+                fix="run the agent as root in the host's pid namespace, or pass --work-command "
+                "(e.g. 'squeue -h -t R -w NODE -o %i'), or leave out --power-command",
+            )
 
     def status(self) -> dict[str, Any]:
         now = self.clock.now()
@@ -327,6 +393,7 @@ class NodeAgent:
             "gpu_energy_j": round(sum(g.get("energy_j", 0.0) for g in gpus), 3),
             "running_work": self.running_work(),
             "power_off_enabled": self.settings.power_command is not None,
+            "last_power_off": self.last_power_off,
         }
         if backend_error:
             out["gpu_error"] = backend_error
@@ -344,11 +411,21 @@ class NodeAgent:
             )
         return self.backend
 
+    def _refuse_while_powering_off(self) -> None:
+        if self.power_state == "shutting_down":
+            raise ApiError(
+                409,
+                "powering_off",
+                f"{self.settings.node_name} is being powered off; GPU settings are not changed",
+                fix="resume the node first if it should stay on",
+            )
+
     def set_power_limit(self, body: dict[str, Any]) -> dict[str, Any]:
         _only_keys(body, {"index", "power_limit_w"})
         backend = self._require_backend()
         limit_w = _number(body, "power_limit_w")
         with self._lock:
+            self._refuse_while_powering_off()
             targets = _gpu_selector(body, backend.list_gpus())
             for gpu in targets:  # validate all before changing any
                 if not gpu.power_limit_min_w <= limit_w <= gpu.power_limit_max_w:
@@ -366,6 +443,7 @@ class NodeAgent:
         _only_keys(body, {"index", "min_mhz", "max_mhz", "reset"})
         backend = self._require_backend()
         with self._lock:
+            self._refuse_while_powering_off()
             targets = _gpu_selector(body, backend.list_gpus())
             if body.get("reset") is True:
                 if "min_mhz" in body or "max_mhz" in body:
@@ -391,6 +469,7 @@ class NodeAgent:
         _only_keys(body, set())
         backend = self._require_backend()
         with self._lock:
+            self._refuse_while_powering_off()
             changes = backend.restore_defaults()
         return {"changes": [_change_dict(c) for c in changes]}
 
@@ -424,6 +503,12 @@ class NodeAgent:
                     ]
                 }
             if action == "resume":
+                cancel = self._off_cancel
+                if cancel is not None and self.power_state == "shutting_down":
+                    cancel.set()  # the power-off sequence checks it under this lock
+                    self._off_cancel = None
+                    self.power_state = "on"
+                    self._record_off("cancelled", "a resume cancelled the power-off")
                 before = self.drained
                 if self.settings.resume_command and before:
                     self._run_checked(self.settings.resume_command, reason)
@@ -446,7 +531,35 @@ class NodeAgent:
             fix='action is one of "drain", "resume", "off"',
         )
 
+    def _record_off(self, outcome: str, message: str) -> None:
+        record = dict(self.last_power_off or {})
+        record.update(
+            outcome=outcome,
+            message=message,
+            at=self.clock.now().isoformat().replace("+00:00", "Z"),
+        )
+        self.last_power_off = record
+
+    def _require_idle(self, work: dict[str, Any], what: str) -> None:
+        node = self.settings.node_name
+        if work["count"] is None:
+            raise ApiError(
+                409,
+                "work_unknown",
+                f"running work unknown ({work.get('error')}); refusing to {what}",
+                fix="fix the work count (command, or run the agent as root), then retry",
+            )
+        if work["count"] > 0:
+            raise ApiError(
+                409,
+                "busy",
+                f"{work['count']} running job(s)/process(es) on {node}; refusing to {what}",
+                fix="drain the node and wait until it is idle",
+            )
+
     def _power_off(self, reason: str) -> dict[str, Any]:
+        """Start a power-off (called under ``self._lock``): check idle, drain, answer; then
+        :meth:`_power_off_sequence` re-checks after the settle time and runs the command."""
         node = self.settings.node_name
         if self.power_state == "shutting_down":
             return {
@@ -470,29 +583,27 @@ class NodeAgent:
                 "this agent may not power its node off",
                 fix="start the agent with --power-command 'systemctl poweroff'",
             )
-        work = self.running_work(fresh=True)
-        if work["count"] is None:
-            raise ApiError(
-                409,
-                "work_unknown",
-                f"running work unknown ({work.get('error')}); refusing to power off",
-                fix="fix the work command, then retry",
-            )
-        if work["count"] > 0:
-            raise ApiError(
-                409,
-                "busy",
-                f"{work['count']} running job(s)/process(es) on {node}; refusing to power off",
-                fix="drain the node and wait until it is idle",
-            )
-        self.drained = True
+        self._require_idle(self.running_work(), "power off")
+        if not self.drained:  # drain first: refuse new work before the final check
+            if self.settings.drain_command:
+                self._run_checked(self.settings.drain_command, reason)
+            self.drained = True
         self.power_state = "shutting_down"
-        command = self.settings.power_command
-        timer = threading.Timer(
-            self.settings.power_off_delay_s, self._run_power_command, args=(command, reason)
-        )
-        timer.daemon = True
-        timer.start()
+        cancel = threading.Event()
+        self._off_cancel = cancel
+        delay_s = self.settings.power_off_delay_s
+        self.last_power_off = {
+            "outcome": "pending",
+            "reason": reason,
+            "requested_at": self.clock.now().isoformat().replace("+00:00", "Z"),
+            "message": f"drained; work re-checked in {delay_s:g} s, then the power command",
+        }
+        threading.Thread(
+            target=self._power_off_sequence,
+            args=(cancel, reason),
+            name="greencpn-agent-power-off",
+            daemon=True,
+        ).start()
         return {
             "changes": [
                 _change_dict(
@@ -502,29 +613,65 @@ class NodeAgent:
                         "on",
                         "off",
                         changed=True,
-                        message=f"power command scheduled in {self.settings.power_off_delay_s:g} s",
+                        message=f"drained; power command in {delay_s:g} s unless work appears",
                     )
                 )
             ]
         }
 
-    def _run_power_command(self, command: str, reason: str) -> None:
-        log.warning("powering off: %s (reason: %s)", command, reason or "-")
-        try:
-            proc = _run_command(
-                command, self.settings.command_timeout_s, {"GREENCPN_REASON": reason}
-            )
-        except GreencpnError as exc:
-            log.error("power command failed: %s", exc)
-            self.power_state = "on"
+    def _power_off_sequence(self, cancel: threading.Event, reason: str) -> None:
+        """Settle, then under the lock: re-count the work and run the power command at once.
+
+        Holding the lock from the final count to the end of the power command means no resume
+        or GPU change can come between them; the node stays drained (refusing new work) all
+        along. Work that appeared (or a count that failed) aborts the power-off; the node stays
+        drained for the controller to decide.
+        """
+        if cancel.wait(self.settings.power_off_delay_s):
             return
-        if proc.returncode != 0:
-            log.error("power command exited %d: %s", proc.returncode, proc.stderr.strip()[:200])
-            self.power_state = "on"
+        with self._lock:
+            if cancel.is_set():
+                return
+            self._off_cancel = None
+            work = self.running_work()
+            count = work["count"]
+            if count is None or count > 0:
+                why = (
+                    f"running work unknown ({work.get('error')})"
+                    if count is None
+                    else f"{count} running job(s)/process(es) appeared"
+                )
+                log.warning(
+                    "power off of %s aborted: %s; the node stays drained",
+                    self.settings.node_name,
+                    why,
+                )
+                self.power_state = "on"
+                self._record_off("aborted", f"aborted at the final check: {why}")
+                return
+            command = self.settings.power_command
+            assert command is not None
+            log.warning("powering off: %s (reason: %s)", command, reason or "-")
+            try:
+                proc = run_command(
+                    command, self.settings.command_timeout_s, {"GREENCPN_REASON": reason}
+                )
+            except GreencpnError as exc:
+                log.error("power command failed: %s", exc)
+                self.power_state = "on"
+                self._record_off("failed", f"power command failed: {exc}")
+                return
+            if proc.returncode != 0:
+                msg = f"power command exited {proc.returncode}: {proc.stderr.strip()[:200]}"
+                log.error("%s", msg)
+                self.power_state = "on"
+                self._record_off("failed", msg)
+                return
+            self._record_off("command_ran", f"no running work at the final check; ran {command}")
 
     def _run_checked(self, command: str, reason: str) -> None:
         try:
-            proc = _run_command(
+            proc = run_command(
                 command, self.settings.command_timeout_s, {"GREENCPN_REASON": reason}
             )
         except TemporaryError as exc:
@@ -879,6 +1026,7 @@ class AgentServer:
         clock = clock or SystemClock()
         self.settings = settings
         self.agent = NodeAgent(backend, settings, clock)
+        self.agent.check_power_control()
         self.verifier = Verifier(key, clock, max_skew_s=settings.max_skew_s)
         try:
             self.httpd = AgentHTTPServer(self.agent, self.verifier, settings)
