@@ -77,6 +77,10 @@ def _serve(args: argparse.Namespace) -> int:
         drain_command=args.drain_command,
         resume_command=args.resume_command,
         work_command=args.work_command,
+        request_timeout_s=args.request_timeout_s,
+        idle_timeout_s=args.idle_timeout_s,
+        max_connections=args.max_connections,
+        max_connections_per_client=args.max_connections_per_client,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
@@ -206,6 +210,32 @@ def add_parser(subparsers: Any) -> None:
         type=float,
         default=30.0,
         help="accepted clock difference with the controller, s (default 30)",
+    )
+    p.add_argument(
+        "--request-timeout-s",
+        type=float,
+        default=5.0,
+        help="a request must arrive whole within this many s of its first byte, and a new "
+        "connection must start one within it (default 5)",
+    )
+    p.add_argument(
+        "--idle-timeout-s",
+        type=float,
+        default=60.0,
+        help="an authenticated keep-alive connection may idle this long, s (default 60)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=128,
+        help="connections open at once; at the limit the oldest unauthenticated one is "
+        "closed (default 128)",
+    )
+    p.add_argument(
+        "--max-connections-per-client",
+        type=int,
+        default=32,
+        help="the same limit per client address (default 32)",
     )
     p.add_argument("--tls-cert", default=None, help="server certificate (PEM) for mutual TLS")
     p.add_argument("--tls-key", default=None, help="server private key (PEM)")

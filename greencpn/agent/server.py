@@ -22,7 +22,9 @@ The server is the standard library's ``ThreadingHTTPServer`` speaking HTTP/1.1 w
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -93,8 +95,16 @@ class AgentSettings:
             GPU device (``/dev/nvidia<N>``) open, from ``proc_root``. Counted afresh for every
             status and before every power-off decision (never cached).
         command_timeout_s: time limit of every command, seconds.
-        idle_timeout_s: an idle keep-alive connection is closed after this, seconds.
-        max_connections: connections served at once; more are closed at once (and logged).
+        request_timeout_s: a whole request (line, headers, body) must arrive within this many
+            seconds of its first byte, and a new connection must start its first request
+            within it too; slower ones are closed (slowloris). Also the time limit of writing
+            an answer.
+        idle_timeout_s: a connection that has carried an authenticated request may wait this
+            long for its next one (keep-alive), seconds.
+        max_connections: connections open at once. At the limit a new connection evicts the
+            oldest one that never carried an authenticated request; only when every open
+            connection is a key holder's is the new one closed (and logged).
+        max_connections_per_client: the same, per client IP address.
         proc_root: where /proc is (tests point it elsewhere).
         tls_cert / tls_key / tls_client_ca: serve TLS and require client certificates signed by
             ``tls_client_ca`` (mutual TLS), on top of HMAC.
@@ -111,12 +121,37 @@ class AgentSettings:
     resume_command: str | None = None
     work_command: str | None = None
     command_timeout_s: float = 30.0
+    request_timeout_s: float = 5.0
     idle_timeout_s: float = 60.0
     max_connections: int = 128
+    max_connections_per_client: int = 32
     proc_root: str = "/proc"
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
+
+    def __post_init__(self) -> None:
+        positive = (
+            "max_body_bytes",
+            "max_skew_s",
+            "command_timeout_s",
+            "request_timeout_s",
+            "idle_timeout_s",
+            "max_connections",
+            "max_connections_per_client",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ConfigError(
+                    f"must be a positive number, got {value!r}",
+                    field=name,
+                    fix=f"--{name.replace('_', '-')} takes a value > 0",
+                )
+        if self.power_off_delay_s < 0:
+            raise ConfigError(
+                f"must be >= 0, got {self.power_off_delay_s!r}", field="power_off_delay_s"
+            )
 
 
 # ------------------------------------------------------------------------------- running work
@@ -717,8 +752,61 @@ class IdempotencyStore:
             self._items.popitem(last=False)
 
 
+@dataclass(eq=False)
+class _Conn:
+    """One open connection: who, since when, and whether it carried an authenticated request."""
+
+    sock: socket.socket
+    client: str
+    accepted_at: float
+    proven: bool = False
+    evicted: bool = False
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The socket as the handler's ``rfile``, with deadlines instead of a per-recv timeout.
+
+    Before a request's first byte the wait is ``idle_timeout_s`` on a connection that carried an
+    authenticated request, else ``request_timeout_s`` from when the wait began; from the first
+    byte, the rest of the request must arrive within ``request_timeout_s``. Trickling bytes
+    (slowloris) therefore cannot keep a connection open.
+    """
+
+    def __init__(self, sock: socket.socket, settings: AgentSettings, conn: _Conn) -> None:
+        self._sock = sock
+        self._settings = settings
+        self._conn = conn
+        self._deadline = 0.0
+        self._waiting_first_byte = True
+        self.begin_request()
+
+    def begin_request(self) -> None:
+        s = self._settings
+        wait_s = s.idle_timeout_s if self._conn.proven else s.request_timeout_s
+        self._deadline = time.monotonic() + wait_s
+        self._waiting_first_byte = True
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("request deadline passed")
+        self._sock.settimeout(remaining)
+        try:
+            n = self._sock.recv_into(buffer)
+        finally:
+            self._sock.settimeout(self._settings.request_timeout_s)  # for writing the answer
+        if n and self._waiting_first_byte:
+            self._waiting_first_byte = False
+            self._deadline = time.monotonic() + self._settings.request_timeout_s
+        return n
+
+
 class AgentHTTPServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer with the agent, its verifier and optional mutual TLS."""
+    """ThreadingHTTPServer with the agent, its verifier, optional mutual TLS and connection
+    limits that an unauthenticated caller cannot use to lock key holders out."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -730,7 +818,9 @@ class AgentHTTPServer(ThreadingHTTPServer):
         self.settings = settings
         self.idempotency = IdempotencyStore()
         self.idempotency_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(settings.max_connections)
+        self._conns: OrderedDict[int, _Conn] = OrderedDict()  # live, in accept order
+        self._per_client: dict[str, int] = {}
+        self._conn_lock = threading.Lock()
         self._refusals: dict[str, tuple[float, int]] = {}
         self._refusal_lock = threading.Lock()
         self.ssl_context = _server_ssl_context(settings)
@@ -748,7 +838,7 @@ class AgentHTTPServer(ThreadingHTTPServer):
                 self._refusals[code] = (last, suppressed + 1)
                 return
             self._refusals[code] = (now, 0)
-        more = f" (+{suppressed} more '{code}' refusals not logged)" if suppressed else ""
+        more = f" (+{suppressed} more '{code}' not logged)" if suppressed else ""
         log.warning("%s%s", message, more)
 
     def server_bind(self) -> None:
@@ -763,31 +853,116 @@ class AgentHTTPServer(ThreadingHTTPServer):
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = super().get_request()
         if self.ssl_context is not None:
-            # Handshake lazily in the handler's thread, not in the accept loop.
+            # Handshake lazily in the handler's thread (under its deadline), not here.
             sock = self.ssl_context.wrap_socket(
                 sock, server_side=True, do_handshake_on_connect=False
             )
         return sock, addr
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
+    # ---- connection limits
+
+    def open_connections(self) -> int:
+        with self._conn_lock:
+            return len(self._conns)
+
+    def _evict_oldest_unproven(self, client: str | None) -> bool:
+        """Close the oldest connection (of ``client``, or of anyone) that never carried an
+        authenticated request; False if there is none. Called under ``_conn_lock``."""
+        for conn in self._conns.values():
+            if conn.proven or (client is not None and conn.client != client):
+                continue
+            self._drop(conn)
+            conn.evicted = True
+            # The plain socket's shutdown, also under TLS: its reader sees EOF at once.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(conn.sock, socket.SHUT_RDWR)
+            return True
+        return False
+
+    def _drop(self, conn: _Conn) -> None:
+        if self._conns.pop(id(conn.sock), None) is not None:
+            left = self._per_client.get(conn.client, 1) - 1
+            if left:
+                self._per_client[conn.client] = left
+            else:
+                self._per_client.pop(conn.client, None)
+
+    def _admit(self, conn: _Conn) -> str | None:
+        """Register ``conn``, evicting unproven connections at the limits; the reason if not."""
+        s = self.settings
+        evicted = 0
+        with self._conn_lock:
+            while self._per_client.get(conn.client, 0) >= s.max_connections_per_client:
+                if not self._evict_oldest_unproven(conn.client):
+                    return (
+                        f"{s.max_connections_per_client} authenticated connections from "
+                        f"{conn.client} already open"
+                    )
+                evicted += 1
+            while len(self._conns) >= s.max_connections:
+                if not self._evict_oldest_unproven(None):
+                    return f"{s.max_connections} authenticated connections already open"
+                evicted += 1
+            self._conns[id(conn.sock)] = conn
+            self._per_client[conn.client] = self._per_client.get(conn.client, 0) + 1
+        if evicted:
             self.log_refusal(
-                "too_many_connections",
-                f"closed a connection from {client_address[0]}: "
-                f"{self.settings.max_connections} connections already open",
+                "evicted",
+                f"connection limit reached: closed {evicted} unauthenticated connection(s) "
+                f"to admit one from {conn.client}",
+            )
+        return None
+
+    def connection_of(self, sock: socket.socket) -> _Conn:
+        with self._conn_lock:
+            conn = self._conns.get(id(sock))
+        return conn if conn is not None else _Conn(sock, "?", time.monotonic(), evicted=True)
+
+    def mark_proven(self, sock: socket.socket) -> None:
+        with self._conn_lock:
+            conn = self._conns.get(id(sock))
+            if conn is not None:
+                conn.proven = True
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        reason = self._admit(_Conn(request, str(client_address[0]), time.monotonic()))
+        if reason is not None:
+            self.log_refusal(
+                "too_many_connections", f"closed a connection from {client_address[0]}: {reason}"
             )
             self.shutdown_request(request)
             return
-        super().process_request(request, client_address)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._forget(request)
+            raise
+
+    def _forget(self, request: Any) -> None:
+        with self._conn_lock:
+            conn = self._conns.get(id(request))
+            if conn is not None and conn.sock is request:
+                self._drop(conn)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._forget(request)
+
+    def shutdown_request(self, request: Any) -> None:
+        with contextlib.suppress(OSError):  # e.g. TLS close_notify into a reset connection
+            super().shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        log.warning("connection from %s failed", client_address, exc_info=log.isEnabledFor(10))
+        """A connection failed outside a request's own handling: one rate-limited line."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        self.log_refusal(
+            "connection_error",
+            f"connection from {client_address[0]} failed: {type(exc).__name__}: {exc}",
+        )
 
 
 def _server_ssl_context(settings: AgentSettings) -> ssl.SSLContext | None:
@@ -824,8 +999,27 @@ class _Handler(BaseHTTPRequestHandler):
         return self.server_version
 
     def setup(self) -> None:
-        self.timeout = self.server.settings.idle_timeout_s  # type: ignore[misc]  # per server
+        settings = self.server.settings
+        self.timeout = settings.request_timeout_s  # type: ignore[misc]  # per server
         super().setup()
+        self.rfile.close()
+        self._conn = self.server.connection_of(self.request)
+        self._reader = _DeadlineReader(self.connection, settings, self._conn)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self) -> None:
+        if self._conn.evicted:
+            self.close_connection = True
+            return
+        self._reader.begin_request()
+        try:
+            super().handle_one_request()
+        except OSError as exc:  # reset, broken pipe, TLS failure: the peer is gone
+            self.close_connection = True
+            self.server.log_refusal(
+                "connection_error",
+                f"connection from {self.client_address[0]} failed: {type(exc).__name__}: {exc}",
+            )
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s %s", self.address_string(), format % args)
@@ -839,7 +1033,11 @@ class _Handler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = do_HEAD = do_POST
 
     def _handle(self) -> None:
+        """Read, authenticate, dispatch, answer once. A connection fault (reset, broken pipe,
+        deadline) is not an internal error: it propagates to :meth:`handle_one_request`, which
+        logs one rate-limited line."""
         verified: Verified | None = None
+        extra: dict[str, str] = {}
         try:
             body = self._read_body()
             try:
@@ -849,25 +1047,16 @@ class _Handler(BaseHTTPRequestHandler):
                     exc.code,
                     f"refused {self.command} {self.path} from {self.client_address[0]}: {exc}",
                 )
-                extra = {"WWW-Authenticate": SCHEME} if exc.status == 401 else {}
-                self._send(exc.status, _error_body(exc.code, str(exc), exc.fix), None, extra)
-                return
+                if exc.status == 401:
+                    extra["WWW-Authenticate"] = SCHEME
+                raise ApiError(exc.status, exc.code, str(exc), exc.fix) from None
+            self.server.mark_proven(self.request)
             status, payload = self._dispatch(verified, body)
-            self._send(status, payload, verified)
-        except ApiError as exc:
-            self._send(exc.status, _error_body(exc.code, str(exc), exc.fix), verified)
-        except TemporaryError as exc:
-            self._send(503, _error_body("temporary", str(exc), "retry later"), verified)
-        except ConfigError as exc:
-            self._send(400, _error_body("bad_value", str(exc), exc.fix or ""), verified)
-        except PermanentError as exc:
-            status, code, fix = _permanent_status(exc)
-            self._send(status, _error_body(code, str(exc), fix), verified)
-        except Exception:  # noqa: BLE001 - a bug must not kill the agent; it is logged
-            log.exception("internal error on %s %s", self.command, self.path)
-            self._send(
-                500, _error_body("internal", "internal error; see the agent's log"), verified
-            )
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped to an answer; bugs are logged there
+            status, payload = _error_answer(exc, f"{self.command} {self.path}")
+        self._send(status, payload, verified, extra)
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding"):
@@ -964,6 +1153,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(raw)
+
+
+def _error_answer(exc: Exception, what: str) -> tuple[int, dict[str, Any]]:
+    """The one place where errors become HTTP answers: status and error body."""
+    if isinstance(exc, ApiError):
+        return exc.status, _error_body(exc.code, str(exc), exc.fix)
+    if isinstance(exc, TemporaryError):
+        return 503, _error_body("temporary", str(exc), "retry later")
+    if isinstance(exc, ConfigError):
+        return 400, _error_body("bad_value", str(exc), exc.fix or "")
+    if isinstance(exc, PermanentError):
+        status, code, fix = _permanent_status(exc)
+        return status, _error_body(code, str(exc), fix)
+    log.exception("internal error on %s", what)  # a bug must not kill the agent
+    return 500, _error_body("internal", "internal error; see the agent's log")
 
 
 def _permanent_status(exc: PermanentError) -> tuple[int, str, str]:
