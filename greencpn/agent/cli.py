@@ -64,11 +64,11 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from greencpn.agent.auth import load_keys
+    from greencpn.agent.auth import load_scoped_keys
     from greencpn.agent.server import AgentServer, AgentSettings
 
     host, port = parse_listen(args.listen)
-    key = load_keys(args.key_file)
+    key = load_scoped_keys(args.key_file)
     settings = AgentSettings(
         host=host,
         port=port,
@@ -117,11 +117,17 @@ def _serve(args: argparse.Namespace) -> int:
 def _keygen(args: argparse.Namespace) -> int:
     from greencpn.agent.auth import write_key_file
 
-    path = write_key_file(args.path, overwrite=args.force)
-    print(
-        f"wrote a new agent key to {path} (mode 0600); copy it to the controller's key "
-        "directory over a secure channel"
-    )
+    path = write_key_file(args.path, overwrite=args.force, scope=args.scope)
+    if args.scope == "telemetry":
+        print(
+            f"wrote a new read-only (telemetry) key to {path} (mode 0600); append its line to "
+            "the agent's key file and give this file to the monitoring side"
+        )
+    else:
+        print(
+            f"wrote a new agent key to {path} (mode 0600); copy it to the controller's key "
+            "directory over a secure channel"
+        )
     return 0
 
 
@@ -248,6 +254,12 @@ def add_parser(subparsers: Any) -> None:
     k = sub.add_parser("keygen", help="write a fresh agent key (mode 0600)")
     k.add_argument("path", help="where to write the key, e.g. /etc/greencpn/agent.key")
     k.add_argument("--force", action="store_true", help="replace an existing file")
+    k.add_argument(
+        "--scope",
+        choices=("control", "telemetry"),
+        default="control",
+        help="control (default: everything) or telemetry (read-only: status only)",
+    )
     k.set_defaults(func=_dispatch)
 
     c = sub.add_parser("call", help="send one signed request to an agent and print the answer")

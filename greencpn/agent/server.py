@@ -49,7 +49,9 @@ from greencpn.actuate.base import Change, GpuBackend, GpuInfo
 from greencpn.agent.auth import (
     HEADER_RESPONSE_SIGNATURE,
     SCHEME,
+    SCOPE_CONTROL,
     AuthError,
+    ScopedKey,
     Verified,
     Verifier,
 )
@@ -1100,6 +1102,17 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "not_found", f"no endpoint {route}")
         if self.command != "POST":
             raise ApiError(405, "method_not_allowed", "use POST")
+        if verified.scope != SCOPE_CONTROL:
+            self.server.log_refusal(
+                "forbidden_scope",
+                f"refused POST {route} from {self.client_address[0]}: {verified.scope} key",
+            )
+            raise ApiError(
+                403,
+                "forbidden_scope",
+                f"a {verified.scope} key may only read (GET /v1/status)",
+                fix="sign changes with one of the node's control keys",
+            )
         return self._post(handler, verified, body)
 
     def _post(
@@ -1223,7 +1236,7 @@ class AgentServer:
     def __init__(
         self,
         backend: GpuBackend | None,
-        key: bytes | Sequence[bytes],
+        key: bytes | ScopedKey | Sequence[bytes | ScopedKey],
         settings: AgentSettings,
         clock: Clock | None = None,
     ) -> None:
