@@ -269,6 +269,43 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
         log.error("command %d: output pipes still open after killing its group", proc.pid)
 
 
+class FreshCounter:
+    """Calls ``count`` for concurrent callers at most once at a time, sharing results, yet never
+    hands a caller a result whose call began before the caller arrived: as fresh as calling
+    ``count`` itself, cheaper when status requests come in together.
+    """
+
+    def __init__(self, count: Callable[[], dict[str, Any]]) -> None:
+        self._count = count
+        self._cond = threading.Condition()
+        self._running = False
+        self._started = 0  # generations begun
+        self._done = 0  # newest generation finished
+        self._result: dict[str, Any] = {}
+        self.calls = 0
+
+    def __call__(self) -> dict[str, Any]:
+        with self._cond:
+            need = self._started + 1  # the first generation that begins after we arrived
+            while self._done < need:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                self._started += 1
+                mine = self._started
+                self._cond.release()
+                try:
+                    result = self._count()
+                finally:
+                    self._cond.acquire()
+                    self._running = False
+                    self.calls += 1
+                    self._cond.notify_all()
+                self._result, self._done = result, mine
+            return self._result
+
+
 # ---------------------------------------------------------------------------------- the agent
 
 
@@ -334,6 +371,9 @@ class NodeAgent:
         self.power_state = "on"
         self.last_power_off: dict[str, Any] | None = None
         self._off_cancel: threading.Event | None = None
+        self._work_log: tuple[float, int] = (-math.inf, 0)
+        self._fresh_work = FreshCounter(self._count_work)
+        self._log_lock = threading.Lock()
         self._lock = threading.Lock()  # serialises every change
 
     # ---- telemetry
@@ -349,8 +389,13 @@ class NodeAgent:
         """``{"count": int | None, "source": str, "error": str?}``, counted now.
 
         ``count`` is None when the work cannot be known (command failed or timed out, some
-        ``/proc`` entry unreadable): callers must treat that as busy.
+        ``/proc`` entry unreadable): callers must treat that as busy. Concurrent callers share
+        a count that began after each of them arrived (:class:`FreshCounter`), never an older
+        one.
         """
+        return self._fresh_work()
+
+    def _count_work(self) -> dict[str, Any]:
         cmd = self.settings.work_command
         try:
             if cmd:
@@ -363,12 +408,25 @@ class NodeAgent:
             n = count_gpu_processes(self.settings.proc_root, exclude_pid=os.getpid())
             return {"count": n, "source": f"{self.settings.proc_root}/*/fd -> /dev/nvidia<N>"}
         except GreencpnError as exc:
-            log.warning("running work unknown: %s", exc)
+            self._log_work_unknown(str(exc))
             return {
                 "count": None,
                 "source": f"command: {cmd}" if cmd else "proc",
                 "error": str(exc),
             }
+
+    def _log_work_unknown(self, error: str) -> None:
+        """Log an unknown work count at most once per ``REFUSAL_LOG_INTERVAL_S`` (status is
+        polled; a node whose count is never readable must not fill the log)."""
+        now = self._monotonic()
+        with self._log_lock:
+            last, suppressed = self._work_log
+            if now - last < REFUSAL_LOG_INTERVAL_S:
+                self._work_log = (last, suppressed + 1)
+                return
+            self._work_log = (now, 0)
+        more = f" (+{suppressed} more not logged)" if suppressed else ""
+        log.warning("running work unknown: %s%s", error, more)
 
     def check_power_control(self) -> None:
         """Refuse power control (at start) when the running-work count cannot be trusted.

@@ -297,3 +297,38 @@ def test_a_hung_work_commands_children_are_killed_at_the_timeout(tmp_path: Path)
     finally:
         if grandchild is not None and _alive(grandchild):
             os.kill(grandchild, 9)
+
+
+def test_concurrent_counts_are_shared_but_never_older_than_the_caller() -> None:
+    import threading
+
+    from greencpn.agent.server import FreshCounter
+
+    began: list[float] = []
+
+    def count() -> dict[str, object]:
+        began.append(time.monotonic())
+        time.sleep(0.3)
+        return {"count": len(began)}
+
+    counter = FreshCounter(count)
+    results: dict[str, tuple[float, dict[str, object]]] = {}
+
+    def call(name: str) -> None:
+        arrived = time.monotonic()
+        results[name] = (arrived, counter())
+
+    a = threading.Thread(target=call, args=("a",))
+    a.start()
+    time.sleep(0.1)  # b and c arrive while a's count runs: they must not get it
+    b = threading.Thread(target=call, args=("b",))
+    c = threading.Thread(target=call, args=("c",))
+    b.start()
+    c.start()
+    for t in (a, b, c):
+        t.join(timeout=5)
+    assert results["a"][1] == {"count": 1}
+    assert results["b"][1] == results["c"][1] == {"count": 2}  # one shared, newer count
+    assert counter.calls == 2
+    for arrived, result in results.values():
+        assert began[int(result["count"]) - 1] >= arrived  # began after the caller arrived
