@@ -66,7 +66,7 @@ def node(
         port=0,
         node_name="node-safe",
         proc_root=str(fake_proc),
-        power_off_delay_s=1.0,
+        power_off_delay_s=2.0,  # wide: the test's 0.3 s must fall well inside it on a busy machine
         power_command=_script(tmp_path / "off.sh", f"touch {marker}\n"),
         drain_command=_script(tmp_path / "drain.sh", f"echo drain >> {actions}\n"),
         resume_command=_script(tmp_path / "resume.sh", f"echo resume >> {actions}\n"),
@@ -83,8 +83,8 @@ def test_a_job_arriving_after_the_off_check_is_not_powered_off(node) -> None:  #
     assert change.changed and change.after == "off"
     time.sleep(0.3)
     jobs.write_text("4711\n4712\n")  # two jobs land 0.3 s after the agent's first check
-    # The power command would have run 1 s after the answer; give it ample time to (not) happen.
-    assert _wait_for(lambda: client.status()["power"] == "on", timeout_s=4.0)
+    # The power command would have run 2 s after the answer; give it ample time to (not) happen.
+    assert _wait_for(lambda: client.status()["power"] == "on", timeout_s=6.0)
     time.sleep(0.3)
     assert not marker.exists(), "the node was powered off under a running job"
     status = client.status()
@@ -109,7 +109,7 @@ def test_off_drains_first_and_a_resume_during_the_wait_cancels_it(node) -> None:
     assert actions.read_text().splitlines() == ["drain"]  # drained before anything else
     assert client.status()["drained"] is True
     client.power("resume")
-    time.sleep(1.6)
+    time.sleep(2.5)  # past the 2 s settle time
     assert not marker.exists()
     status = client.status()
     assert (status["power"], status["drained"]) == ("on", False)
