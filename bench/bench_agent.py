@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -174,41 +175,61 @@ def _latencies_ms(url: str, key: bytes, n: int, *, new_connection: bool) -> tupl
 
 
 def measure_latency_under_attack(
-    key_file: Path, n: int, attackers: int
-) -> list[tuple[str, str, int, list[float], int]]:
-    """Rows (condition, connection kind, attacker connections still open, ms list, failures)."""
+    key_file: Path, n: int, attackers: int, rounds: int
+) -> list[tuple[str, str, int, int, list[float], int]]:
+    """Rows (condition, connection kind, attackers open at start, at end, ms list, failures).
+
+    For every row a fresh set of ``attackers`` idle connections is opened just before it; the
+    conditions take turns for ``rounds`` rounds (so a change in the machine's load hits all of
+    them), and each row pools its rounds.
+    """
     key = auth.load_key(key_file)
-    rows = []
     conditions = [
         ("0 attackers, default limits", 0, []),
         (f"{attackers} idle attackers, default limits", attackers, []),
         (
-            f"{attackers} idle attackers, limits 1000 (all held open)",
+            f"{attackers} idle attackers, limits 1000 and request timeout 60 s (all held open)",
             attackers,
-            ["--max-connections", "1000", "--max-connections-per-client", "1000"],
+            [
+                "--max-connections",
+                "1000",
+                "--max-connections-per-client",
+                "1000",
+                "--request-timeout-s",
+                "60",
+            ],
         ),
     ]
-    for name, n_attackers, extra in conditions:
-        proc, url, port = _start_agent(key_file, extra)
-        socks: list[socket.socket] = []
-        try:
-            socks = _open_idle(port, n_attackers)
-            for kind, new_conn in (("new connection each", True), ("keep-alive", False)):
-                lat, failures = _latencies_ms(url, key, n, new_connection=new_conn)
-                held = _still_open(socks)
-                rows.append((name, kind, held, lat, failures))
-                p50 = f"{_pct(lat, 50):.2f}" if len(lat) > 1 else "-"
-                p99 = f"{_pct(lat, 99):.2f}" if len(lat) > 1 else "-"
-                print(
-                    f"latency {name} / {kind}: p50 {p50} ms, p99 {p99} ms, "
-                    f"{failures} failed, {held} attacker connections open"
-                )
-        finally:
-            for s in socks:
-                s.close()
-            proc.terminate()
-            proc.wait(timeout=10)
-    return rows
+    pooled: dict[tuple[str, str], list[Any]] = {}
+    for _ in range(rounds):
+        for name, n_attackers, extra in conditions:
+            proc, url, port = _start_agent(key_file, extra)
+            try:
+                for kind, new_conn in (("new connection each", True), ("keep-alive", False)):
+                    socks = _open_idle(port, n_attackers)
+                    try:
+                        at_start = _still_open(socks)
+                        lat, failures = _latencies_ms(url, key, n, new_connection=new_conn)
+                        at_end = _still_open(socks)
+                    finally:
+                        for s in socks:
+                            s.close()
+                    row = pooled.setdefault((name, kind), [at_start, at_end, [], 0])
+                    row[0], row[1] = min(row[0], at_start), min(row[1], at_end)
+                    row[2] += lat
+                    row[3] += failures
+                    print(
+                        f"latency {name} / {kind}: p50 {_pct(lat, 50):.2f} ms, "
+                        f"p99 {_pct(lat, 99):.2f} ms, {failures} failed, attackers open "
+                        f"{at_start} -> {at_end}"
+                    )
+            finally:
+                proc.terminate()
+                proc.wait(timeout=10)
+    return [
+        (name, kind, at_start, at_end, lat, failures)
+        for (name, kind), (at_start, at_end, lat, failures) in pooled.items()
+    ]
 
 
 def main() -> int:
@@ -217,8 +238,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3, help="repeat each client this many times")
     ap.add_argument(
-        "--latency-requests", type=int, default=300, help="sequential requests per latency row"
+        "--latency-requests", type=int, default=200, help="sequential requests per latency row"
     )
+    ap.add_argument("--latency-rounds", type=int, default=2, help="rounds of the latency rows")
     ap.add_argument("--attackers", type=int, default=200, help="idle attacker connections")
     ap.add_argument("--write", action="store_true", help="write bench/results/agent.md")
     args = ap.parse_args()
@@ -269,7 +291,7 @@ def main() -> int:
             proc.terminate()
             proc.wait(timeout=10)
         latency_rows = measure_latency_under_attack(
-            Path(key_file), args.latency_requests, args.attackers
+            Path(key_file), args.latency_requests, args.attackers, args.latency_rounds
         )
 
     lines = [
@@ -315,28 +337,35 @@ def main() -> int:
         "",
         f"## Node agent: signed-request latency with 0 and {args.attackers} idle attackers",
         "",
-        f"Same run, same machine. For each condition a fresh `greencpn agent` process; "
-        f"{args.attackers} TCP connections from 127.0.0.1 are opened to it first and then held "
-        "without sending a byte (no key); then "
+        f"Same run, same machine. For each condition a fresh `greencpn agent` process; for "
+        f"each row {args.attackers} TCP connections from 127.0.0.1 are opened to it and held "
+        "without sending a byte (no key), then "
         f"{args.latency_requests} signed `GET /v1/status` requests are sent one after another "
         "through `AgentClient` (retries=0, 2 s timeouts), each on a new connection (as a "
-        "controller reconnecting, the case a connection flood used to lock out) and over one "
-        "keep-alive connection. Default limits: `--max-connections 128 "
-        "--max-connections-per-client 32 --request-timeout-s 5`; at a limit the agent closes "
-        "the oldest connection that never carried an authenticated request. Latency is "
-        "client-side wall time per request, in ms.",
+        "controller reconnecting, the case a connection flood used to lock out) or over one "
+        f"keep-alive connection. The conditions take turns, {args.latency_rounds} rounds, "
+        "pooled per row. Default limits: `--max-connections 128 --max-connections-per-client 32 "
+        "--request-timeout-s 5`: at a limit the agent closes the oldest connection that never "
+        "carried an authenticated request, and an idle new connection is closed after 5 s. The "
+        "last condition raises the limits so that the agent keeps all attackers open for the "
+        "whole row (one blocked thread each). 'Attackers open' is how many of the attacker "
+        "connections were still open just before and just after the row (fewest over the "
+        "rounds). Latency is client-side wall time per request, in ms.",
         "",
-        "| condition | connection | attacker connections still open | requests | failed | "
+        "| condition | connection | attackers open before / after | requests | failed | "
         "p50 ms | p99 ms | max ms |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, kind, held, lat, failures in latency_rows:
+    for name, kind, at_start, at_end, lat, failures in latency_rows:
         stats = (
             f"{_pct(lat, 50):.2f} | {_pct(lat, 99):.2f} | {max(lat):.2f}"
             if len(lat) > 1
             else "- | - | -"
         )
-        lines.append(f"| {name} | {kind} | {held} | {len(lat) + failures} | {failures} | {stats} |")
+        lines.append(
+            f"| {name} | {kind} | {at_start} / {at_end} | {len(lat) + failures} | {failures} "
+            f"| {stats} |"
+        )
     lines += [
         "",
         "Before the fix (issue #9 item 12) 128 such connections made the agent close every new "
