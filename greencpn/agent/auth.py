@@ -27,8 +27,11 @@ can fill the (bounded) cache. Answers to authenticated requests are signed as we
 (``X-Greencpn-Response-Signature`` over the request's nonce, the status and the body hash), so
 the controller can tell the agent's answer from a forgery.
 
-Keys are 32 random bytes written as 64 hex characters in a file of mode 0600; a file may hold
-several keys, one per line, so a key can be rotated without downtime.
+Keys are 32 random bytes written as 64 hex characters in a file of mode 0600, owned by the user
+reading it (or root); a file may hold several keys, one per line, so a key can be rotated
+without downtime. A key line may end with its scope: ``control`` (the default: everything) or
+``telemetry`` (read-only: ``GET`` requests; a ``POST`` is refused with 403 ``forbidden_scope``),
+like zeusd's scoped tokens. Keys of one repeated byte (all zero, say) are refused.
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ HEADER_IDEMPOTENCY = "X-Greencpn-Idempotency-Key"
 HEADER_RESPONSE_SIGNATURE = "X-Greencpn-Response-Signature"
 
 KEY_BYTES = 32
+SCOPE_CONTROL = "control"
+SCOPE_TELEMETRY = "telemetry"
+SCOPES = (SCOPE_CONTROL, SCOPE_TELEMETRY)
 DEFAULT_MAX_SKEW_S = 30.0
 DEFAULT_NONCE_CACHE_MAX = 65_536
 
@@ -83,8 +89,25 @@ def generate_key_hex() -> str:
     return secrets.token_hex(KEY_BYTES)
 
 
-def write_key_file(path: str | Path, *, overwrite: bool = False) -> Path:
+@dataclass(frozen=True)
+class ScopedKey:
+    """A key and what it may do: ``control`` (everything) or ``telemetry`` (read-only)."""
+
+    key: bytes
+    scope: str = SCOPE_CONTROL
+
+
+def trivial_key(key: bytes) -> bool:
+    """True for a key of one repeated byte (e.g. all zero): never a generated key."""
+    return len(set(key)) <= 1
+
+
+def write_key_file(
+    path: str | Path, *, overwrite: bool = False, scope: str = SCOPE_CONTROL
+) -> Path:
     """Create a key file of mode 0600 holding a fresh key; refuse to overwrite unless told.
+
+    A ``telemetry`` key is written with its scope on the line (``<hex> telemetry``).
 
     Raises:
         ConfigError: the file exists (and ``overwrite`` is false) or cannot be written.
@@ -107,19 +130,22 @@ def write_key_file(path: str | Path, *, overwrite: bool = False) -> Path:
         ) from None
     with os.fdopen(fd, "w") as fh:
         os.fchmod(fh.fileno(), 0o600)
-        fh.write(generate_key_hex() + "\n")
+        suffix = "" if scope == SCOPE_CONTROL else f" {scope}"
+        fh.write(generate_key_hex() + suffix + "\n")
     return path
 
 
-def load_keys(path: str | Path) -> list[bytes]:
-    """Read every key of a key file: one hex key per line (``#`` comments and blank lines skipped).
+def load_scoped_keys(path: str | Path) -> list[ScopedKey]:
+    """Read every key of a key file with its scope: one ``<hex> [control|telemetry]`` per line
+    (``#`` comments and blank lines skipped).
 
-    The file must be a regular file readable by its owner only (mode 0600 or 0400). Several
-    keys allow rotation without downtime: the agent accepts any of them; a client signs with
-    the first.
+    The file must be a regular file owned by the user reading it (or root) and readable by its
+    owner only (mode 0600 or 0400). Several keys allow rotation without downtime: the agent
+    accepts any of them; a client signs with the first.
 
     Raises:
-        ConfigError: missing, unreadable, too open, or a line that is not 64+ hex characters.
+        ConfigError: missing, unreadable, owned by someone else, too open, a line that is not
+            64+ hex characters and an optional known scope, or a trivial key.
     """
     path = Path(path)
     try:
@@ -134,6 +160,14 @@ def load_keys(path: str | Path) -> list[bytes]:
         raise ConfigError(f"cannot read key file: {exc.strerror}", source=str(path)) from None
     if not stat.S_ISREG(st.st_mode):
         raise ConfigError("key file is not a regular file", source=str(path))
+    euid = os.geteuid()
+    if st.st_uid not in (euid, 0):
+        raise ConfigError(
+            f"key file is owned by uid {st.st_uid}, not by this user (uid {euid}) or root: "
+            "whoever owns it can read or replace the key",
+            source=str(path),
+            fix=f"chown {euid} {path}",
+        )
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o077:
         raise ConfigError(
@@ -146,22 +180,35 @@ def load_keys(path: str | Path) -> list[bytes]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read key file: {exc}", source=str(path)) from None
     keys = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
             continue
         try:
-            key = bytes.fromhex(line)
+            key = bytes.fromhex(parts[0])
         except ValueError:
             key = b""
-        if len(key) < KEY_BYTES:
+        if len(key) < KEY_BYTES or len(parts) > 2:
             raise ConfigError(
-                f"each key must be at least {2 * KEY_BYTES} hex characters (a {KEY_BYTES}-byte "
-                "key) on its own line",
+                f"line {lineno}: each key must be at least {2 * KEY_BYTES} hex characters (a "
+                f"{KEY_BYTES}-byte key) on its own line, optionally followed by its scope",
                 source=str(path),
                 fix=f"generate one with: greencpn agent keygen --force {path}",
             )
-        keys.append(key)
+        scope = parts[1] if len(parts) == 2 else SCOPE_CONTROL
+        if scope not in SCOPES:
+            raise ConfigError(
+                f"line {lineno}: unknown key scope {scope!r}",
+                source=str(path),
+                fix=f"write one of {', '.join(SCOPES)} after the key (none: control)",
+            )
+        if trivial_key(key):
+            raise ConfigError(
+                f"line {lineno}: the key is one repeated byte (e.g. all zero), guessable",
+                source=str(path),
+                fix=f"generate a random one with: greencpn agent keygen --force {path}",
+            )
+        keys.append(ScopedKey(key, scope))
     if not keys:
         raise ConfigError(
             f"key file holds no key (need {2 * KEY_BYTES} hex characters)",
@@ -169,6 +216,11 @@ def load_keys(path: str | Path) -> list[bytes]:
             fix=f"generate one with: greencpn agent keygen --force {path}",
         )
     return keys
+
+
+def load_keys(path: str | Path) -> list[bytes]:
+    """The keys of a key file, whatever their scope; see :func:`load_scoped_keys`."""
+    return [k.key for k in load_scoped_keys(path)]
 
 
 def load_key(path: str | Path) -> bytes:
@@ -254,6 +306,7 @@ class Verified:
     nonce: str
     idempotency_key: str
     key_index: int = 0
+    scope: str = SCOPE_CONTROL
 
 
 class NonceCache:
@@ -292,10 +345,11 @@ class NonceCache:
 
 
 class Verifier:
-    """Checks request signatures, freshness and nonces against one node key.
+    """Checks request signatures, freshness and nonces against the node's keys.
 
     Args:
-        key: the node's key.
+        key: the node's key, or several (plain bytes are ``control`` keys; a
+            :class:`ScopedKey` carries its scope).
         clock: tells the current time (injectable for tests).
         max_skew_s: accepted |now - timestamp|, seconds.
         nonce_cache_max: bound on remembered nonces.
@@ -303,15 +357,23 @@ class Verifier:
 
     def __init__(
         self,
-        key: bytes | Sequence[bytes],
+        key: bytes | ScopedKey | Sequence[bytes | ScopedKey],
         clock: Clock,
         *,
         max_skew_s: float = DEFAULT_MAX_SKEW_S,
         nonce_cache_max: int = DEFAULT_NONCE_CACHE_MAX,
     ) -> None:
-        self._keys = [key] if isinstance(key, bytes) else list(key)
-        if not self._keys:
+        given = [key] if isinstance(key, bytes | ScopedKey) else list(key)
+        scoped = [k if isinstance(k, ScopedKey) else ScopedKey(k) for k in given]
+        if not scoped:
             raise ValueError("Verifier needs at least one key")
+        for k in scoped:
+            if trivial_key(k.key):
+                raise ValueError("refusing a key of one repeated byte (e.g. all zero)")
+            if k.scope not in SCOPES:
+                raise ValueError(f"unknown key scope {k.scope!r}; one of {SCOPES}")
+        self._keys = [k.key for k in scoped]
+        self._scopes = [k.scope for k in scoped]
         self.clock = clock
         self.max_skew_s = max_skew_s
         self.nonces = NonceCache(nonce_cache_max)
@@ -367,7 +429,9 @@ class Verifier:
                 fix="synchronise clocks (NTP/chrony)",
             )
         self.nonces.add(nonce, ts + self.max_skew_s, now)
-        return Verified(nonce=nonce, idempotency_key=idem, key_index=key_index)
+        return Verified(
+            nonce=nonce, idempotency_key=idem, key_index=key_index, scope=self._scopes[key_index]
+        )
 
     def sign_response(self, verified: Verified, status: int, body: bytes) -> str:
         """Sign an answer with the key that authenticated the request."""

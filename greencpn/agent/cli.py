@@ -64,11 +64,11 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from greencpn.agent.auth import load_keys
+    from greencpn.agent.auth import load_scoped_keys
     from greencpn.agent.server import AgentServer, AgentSettings
 
     host, port = parse_listen(args.listen)
-    key = load_keys(args.key_file)
+    key = load_scoped_keys(args.key_file)
     settings = AgentSettings(
         host=host,
         port=port,
@@ -77,6 +77,10 @@ def _serve(args: argparse.Namespace) -> int:
         drain_command=args.drain_command,
         resume_command=args.resume_command,
         work_command=args.work_command,
+        request_timeout_s=args.request_timeout_s,
+        idle_timeout_s=args.idle_timeout_s,
+        max_connections=args.max_connections,
+        max_connections_per_client=args.max_connections_per_client,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
@@ -113,11 +117,17 @@ def _serve(args: argparse.Namespace) -> int:
 def _keygen(args: argparse.Namespace) -> int:
     from greencpn.agent.auth import write_key_file
 
-    path = write_key_file(args.path, overwrite=args.force)
-    print(
-        f"wrote a new agent key to {path} (mode 0600); copy it to the controller's key "
-        "directory over a secure channel"
-    )
+    path = write_key_file(args.path, overwrite=args.force, scope=args.scope)
+    if args.scope == "telemetry":
+        print(
+            f"wrote a new read-only (telemetry) key to {path} (mode 0600); append its line to "
+            "the agent's key file and give this file to the monitoring side"
+        )
+    else:
+        print(
+            f"wrote a new agent key to {path} (mode 0600); copy it to the controller's key "
+            "directory over a secure channel"
+        )
     return 0
 
 
@@ -207,6 +217,32 @@ def add_parser(subparsers: Any) -> None:
         default=30.0,
         help="accepted clock difference with the controller, s (default 30)",
     )
+    p.add_argument(
+        "--request-timeout-s",
+        type=float,
+        default=5.0,
+        help="a request must arrive whole within this many s of its first byte, and a new "
+        "connection must start one within it (default 5)",
+    )
+    p.add_argument(
+        "--idle-timeout-s",
+        type=float,
+        default=60.0,
+        help="an authenticated keep-alive connection may idle this long, s (default 60)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=128,
+        help="connections open at once; at the limit the oldest unauthenticated one is "
+        "closed (default 128)",
+    )
+    p.add_argument(
+        "--max-connections-per-client",
+        type=int,
+        default=32,
+        help="the same limit per client address (default 32)",
+    )
     p.add_argument("--tls-cert", default=None, help="server certificate (PEM) for mutual TLS")
     p.add_argument("--tls-key", default=None, help="server private key (PEM)")
     p.add_argument(
@@ -218,6 +254,12 @@ def add_parser(subparsers: Any) -> None:
     k = sub.add_parser("keygen", help="write a fresh agent key (mode 0600)")
     k.add_argument("path", help="where to write the key, e.g. /etc/greencpn/agent.key")
     k.add_argument("--force", action="store_true", help="replace an existing file")
+    k.add_argument(
+        "--scope",
+        choices=("control", "telemetry"),
+        default="control",
+        help="control (default: everything) or telemetry (read-only: status only)",
+    )
     k.set_defaults(func=_dispatch)
 
     c = sub.add_parser("call", help="send one signed request to an agent and print the answer")

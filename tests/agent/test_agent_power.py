@@ -90,6 +90,7 @@ def test_drain_resume_and_off_with_commands(
         assert log.read_text().splitlines() == [
             "drain carbon",
             "resume",
+            "drain plan 2026-11-25T12:00Z",  # off drains a node that is not drained yet
             "off plan 2026-11-25T12:00Z",
         ]
         assert client.power("off")[0].changed is False
@@ -110,7 +111,6 @@ def test_off_refused_with_running_work_or_without_power_command(
         power_off_delay_s=0.0,
         power_command=_script(tmp_path / "off.sh", f"touch {marker}\n"),
         work_command=f"cat {jobs}",
-        work_cache_s=0.0,
     )
     key = load_key(key_file)
     with AgentServer(None, key, settings) as server:

@@ -285,6 +285,8 @@ def test_refused_requests_are_logged_but_a_flood_is_not(agent, caplog) -> None: 
 
 
 def test_connections_beyond_the_cap_are_closed(key_file, fake_proc) -> None:  # noqa: ANN001
+    """At the cap, a new connection is closed only when every open one is a key holder's
+    (unauthenticated ones are evicted instead: tests/agent/test_agent_load.py)."""
     import socket as socketlib
 
     from greencpn.agent.server import AgentServer
@@ -292,16 +294,18 @@ def test_connections_beyond_the_cap_are_closed(key_file, fake_proc) -> None:  # 
     key = auth.load_key(key_file)
     settings = AgentSettings(port=0, proc_root=str(fake_proc), max_connections=2)
     with AgentServer(None, key, settings) as server:
-        idle = [
-            socketlib.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(2)
-        ]
+        held = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=5) for _ in range(2)]
         try:
-            time.sleep(0.3)
+            for conn in held:  # two authenticated keep-alive connections fill the cap
+                conn.request("GET", "/v1/status", headers=_signed(key, "GET", "/v1/status"))
+                resp = conn.getresponse()
+                resp.read()
+                assert resp.status == 200 and not resp.will_close
             extra = socketlib.create_connection(("127.0.0.1", server.port), timeout=5)
             assert extra.recv(1) == b""  # closed by the agent without an answer
             extra.close()
         finally:
-            for s in idle:
-                s.close()
+            for conn in held:
+                conn.close()
         time.sleep(0.3)  # slots are given back when connections end
         assert AgentClient(server.url, key).status()["gpus"] == []
