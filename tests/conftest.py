@@ -214,7 +214,8 @@ PartitionName=cloud Nodes=fake[1-4] State=UP
                 text=True,
                 timeout=10,
             )
-            return r.returncode == 0 and r.stdout.strip() == "idle"
+            states = set(r.stdout.split())  # one line per partition node1 is in
+            return r.returncode == 0 and states == {"idle"}
 
         wait_for("slurmctld up and node1 registered", node1_idle, 30)
         yield cluster

@@ -541,6 +541,7 @@ class ApplyReport:
     interrupted: list[str] = field(default_factory=list)
     apply_id: int | None = None
     failed_nodes: list[str] = field(default_factory=list)
+    jobs: Any = None  # greencpn.actuate.jobs.JobReport when [job_actuation] is configured
 
     @property
     def problems(self) -> list[StepOutcome]:
@@ -577,6 +578,8 @@ class ApplyReport:
                 f"  [{s.status:8}] {s.phase:11} {s.action:15} {s.pool or '-':12} {tgt}"
                 + (f"  — {s.message}" if s.message else "")
             )
+        if self.jobs is not None:
+            lines.append(self.jobs.format() or "  jobs: nothing to do")
         if self.failed_nodes:
             lines.append(f"re-plan needed: node(s) marked failed: {compress(self.failed_nodes)}")
         verdict = {
@@ -1206,6 +1209,7 @@ def apply_plan(
     plan_path: str | None = None,
     sleep: Callable[[float], None] | None = None,
     echo: Callable[[str], None] | None = None,
+    jobs: Any = None,
 ) -> ApplyReport:
     """Observe, diff and (unless dry-run or shadow) apply one slot of ``plan``.
 
@@ -1219,6 +1223,8 @@ def apply_plan(
         settings: control settings (shadow by default).
         dry_run: show the diff only; nothing is changed or written.
         echo: called with the diff text before anything is changed (the CLI prints it).
+        jobs: a :class:`greencpn.actuate.jobs.JobBackends`: job actions for the slot run after
+            the node phases, in the same mode (shadow records what would be done).
     """
     settings = settings or ControlSettings()
     sleep = sleep or time.sleep
@@ -1256,6 +1262,19 @@ def apply_plan(
                 run.run()
             else:
                 run.shadow()
+            if jobs is not None:
+                from greencpn.actuate.jobs.apply_step import jobs_step
+
+                report.jobs = jobs_step(
+                    plan,
+                    diffs,
+                    jobs,
+                    ledger,
+                    apply_id,
+                    clock_now=clock.now,
+                    next_step_at=ref.end,
+                    shadow=mode != "act",
+                )
         except BaseException as exc:  # an unexpected fault: record it, then let it surface
             ledger.finish_apply(
                 apply_id,

@@ -70,6 +70,11 @@ def add_parser(subparsers: Any) -> None:
         help="forget that NODE failed to boot (operator fixed it); repeatable",
     )
     p.add_argument(
+        "--undo-jobs",
+        action="store_true",
+        help="restore every scheduler job greencpn changed ([job_actuation]) and exit",
+    )
+    p.add_argument(
         "--fake-backends",
         action="store_true",
         help="use in-memory fake nodes (all on, idle) and GPUs (at default caps): a demo",
@@ -170,6 +175,23 @@ def run_apply(args: argparse.Namespace) -> int:
                 was = ledger.clear_failed(node)
                 print(f"{node}: {'failed mark cleared' if was else 'was not marked failed'}")
 
+    from greencpn.actuate.jobs import make_job_backends
+
+    job_backends = make_job_backends(config.raw.job_actuation, source=str(config.path))
+    if args.undo_jobs:
+        from greencpn.actuate.jobs.apply_step import undo_step
+
+        if job_backends is None:
+            raise ConfigError(
+                "no [job_actuation] section",
+                source=str(config.path),
+                field="job_actuation",
+                fix="add [job_actuation] (docs/jobs.md) or drop --undo-jobs",
+            )
+        undo = undo_step(job_backends, str(state_dir), clock_now=SystemClock().now)
+        print(undo.format() or "  jobs: nothing to restore")
+        return 1 if undo.problems else 0
+
     if args.fake_backends:
         backends = _fake_backends(plan, config)
     else:
@@ -199,6 +221,7 @@ def run_apply(args: argparse.Namespace) -> int:
         plan_path=str(args.plan),
         sleep=time.sleep,
         echo=lambda text: print(text + "\n", flush=True),
+        jobs=job_backends,
     )
     print(report.format())
     return report.exit_code

@@ -444,6 +444,11 @@ def execute(
             )
             continue
         job = jobs.get(a.job_id)
+        note = getattr(actuator, "note_plan", None)  # backends that pass the plan on (command)
+        if callable(note):
+            note(
+                a.job_id, pool=a.pool, start=a.planned_start, latest_safe_start=a.latest_safe_start
+            )
         sid = ledger.intent(
             apply_id,
             clock_now(),
@@ -618,11 +623,15 @@ def undo_jobs(
             orig = rec.originals[c.what]
             if c.what == BEGIN:
                 o = _dt(orig) if isinstance(orig, str) else None
-                ok = isinstance(c.after, datetime) and (
-                    abs((c.after - o).total_seconds()) <= BEGIN_TOLERANCE_S
-                    if o is not None and o > now
-                    else c.after <= clock_now() + timedelta(seconds=5)
-                )
+                if o is not None and o > now:
+                    ok = isinstance(c.after, datetime) and (
+                        abs((c.after - o).total_seconds()) <= BEGIN_TOLERANCE_S
+                    )
+                else:  # eligible now: no begin time, or one that has come
+                    ok = c.after is None or (
+                        isinstance(c.after, datetime)
+                        and c.after <= clock_now() + timedelta(seconds=5)
+                    )
             else:
                 ok = (c.after or "") == (orig or "") if c.what != HELD else c.after == orig
             if not ok:
