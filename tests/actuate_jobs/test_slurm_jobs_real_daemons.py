@@ -41,6 +41,12 @@ SLURM_EXTRA_CONF = (
 START_LATENCY_S = 20.0  # Slurm's scheduler loop: a job eligible at t starts by t + this
 
 
+def _partitions(slurm: SlurmCluster, state: str) -> None:
+    """DOWN: Slurm queues but starts nothing (so no job starts before greencpn has seen it)."""
+    for part in ("main", "green"):
+        slurm.run("scontrol", "update", f"PartitionName={part}", f"State={state}")
+
+
 def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
@@ -174,13 +180,14 @@ def _plan(tmp: Path, cfg: Path, t0: datetime, jobs: list[tuple[str, str, datetim
 def test_deferred_steered_excluded_and_killed_greencpn_start_by_their_latest_safe_start(
     slurm: SlurmCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    t0 = _now().replace(second=0)
+    t0 = _now() - timedelta(seconds=1)  # slot 0 holds "now"; planned starts within 90 s
+    _partitions(slurm, "DOWN")
     # --- part 1: greencpn apply in-process, partition steering
-    a = _sbatch(slurm)  # planned slot 2, steered to green
-    b = _sbatch(slurm)  # planned slot 1, main
-    c = _sbatch(slurm, "--deadline=now+4minutes")  # planned slot 6 but must start by now+2m
+    a = _sbatch(slurm)  # planned at +70 s, steered to green
+    b = _sbatch(slurm)  # planned at +40 s, main
+    c = _sbatch(slurm, "--deadline=now+170seconds")  # must start by now+50 s
     d = _sbatch(slurm, "-A", "excluded-acct")  # excluded: untouched, starts at once
-    submitted = _now()
+    a_before = _job(slurm, a)
     dir1 = tmp_path / "one"
     dir1.mkdir()
     cfg = _fleet(
@@ -190,8 +197,8 @@ def test_deferred_steered_excluded_and_killed_greencpn_start_by_their_latest_saf
         pools={"p-main": {"partition": "main"}, "p-green": {"partition": "green"}},
     )
     plan_a, plan_b, plan_c = (
-        t0 + timedelta(minutes=2),
-        t0 + timedelta(minutes=1),
+        t0 + timedelta(seconds=70),
+        t0 + timedelta(seconds=40),
         t0 + timedelta(minutes=6),
     )
     plan = _plan(
@@ -221,7 +228,7 @@ def test_deferred_steered_excluded_and_killed_greencpn_start_by_their_latest_saf
         rec = ledger.job("greencpntest", a)
         assert rec is not None and rec.originals == {
             "partition": "main",
-            "begin_at": _iso(_started_or_eligible(ja, rec.originals)),
+            "begin_at": _iso(a_before.begin_at),  # type: ignore[arg-type]
         }
         rows = [(s.action, s.status, s.targets) for s in ledger.steps() if s.phase == "jobs"]
     assert ("steer", "ok", [a]) in rows and ("defer", "ok", [a]) in rows
@@ -231,9 +238,9 @@ def test_deferred_steered_excluded_and_killed_greencpn_start_by_their_latest_saf
     dir2 = tmp_path / "two"
     dir2.mkdir()
     more = [
-        _sbatch(slurm) if i % 2 else _sbatch(slurm, "--deadline=now+5minutes") for i in range(12)
+        _sbatch(slurm) if i % 2 else _sbatch(slurm, "--deadline=now+3minutes") for i in range(12)
     ]
-    plan2_start = t0 + timedelta(minutes=4)
+    plan2_start = t0 + timedelta(seconds=80)
     cfg2 = _fleet(dir2, slurm, steer="none", pools={})
     plan2 = _plan(dir2, cfg2, t0, [(j, "p-main", plan2_start) for j in more])
     before = {j: _job(slurm, j) for j in more}
@@ -272,6 +279,8 @@ def test_deferred_steered_excluded_and_killed_greencpn_start_by_their_latest_saf
     killed_mid_run = proc.poll() is None
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
+    _partitions(slurm, "UP")
+    up_at = _now()
     assert deferred >= 3
     touched = [j for j in more if _job(slurm, j).begin_at != before[j].begin_at]
     assert len(touched) >= 3
@@ -309,21 +318,18 @@ def test_deferred_steered_excluded_and_killed_greencpn_start_by_their_latest_saf
     # the steered job ran in the planned partition; the excluded one started at once
     assert _job(slurm, a).partition == "green"
     sd = started[d]
-    assert sd is not None and sd <= submitted + timedelta(seconds=START_LATENCY_S)
+    assert sd is not None and sd <= up_at + timedelta(seconds=START_LATENCY_S)
     for j in touched:
         s = started[j]
         assert s is not None and s >= min(plan2_start, lss[j]) - timedelta(seconds=1)
     print({j: (s.isoformat() if s else None) for j, s in started.items()})
 
 
-def _started_or_eligible(job, originals):  # type: ignore[no-untyped-def]
-    return datetime.fromisoformat(originals["begin_at"].replace("Z", "+00:00"))
-
-
 def test_shadow_then_features_steer_and_undo_restores_every_field(
     slurm: SlurmCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     t0 = _now().replace(second=0)
+    _partitions(slurm, "DOWN")
     later = _sbatch(slurm, "--begin=now+20minutes", "--constraint=blue")  # own begin time
     soon = _sbatch(slurm)
     cfg = _fleet(
@@ -364,6 +370,7 @@ def test_shadow_then_features_steer_and_undo_restores_every_field(
     assert js.features == "" and js.begin_at is not None and js.begin_at <= _now()
     assert jl.partition == orig[later].partition and js.partition == orig[soon].partition
     slurm.run("scancel", later, soon)
+    _partitions(slurm, "UP")
 
 
 def test_hold_mode_and_node_steering_with_typed_errors(slurm: SlurmCluster, tmp_path: Path) -> None:

@@ -85,6 +85,7 @@ class PendingJob:
         held: whether it is held (Slurm priority 0 / user hold; Kubernetes: gated).
         partition, features, required_nodes: placement constraints as the scheduler has them.
         user, account, qos: for the exclusion rules.
+        gated: held by greencpn's scheduling gate since creation (greencpn releases it).
         extra: backend-specific details (read only).
     """
 
@@ -104,6 +105,8 @@ class PendingJob:
     user: str = ""
     account: str = ""
     qos: str = ""
+    gated: bool = False
+    """Held by greencpn's own gate from creation (Kubernetes scheduling gate): greencpn's to release."""
     extra: dict[str, object] = field(default_factory=dict)
 
     def value(self, what: str) -> object:

@@ -204,10 +204,27 @@ def decide(
             continue
         p = plan.get(job.id) or plan.get(f"{cluster}:{job.id}")
         rec = records.get(job.id)
-        ours_held = bool(rec and rec.held_by_us)
+        ours_held = bool(rec and rec.held_by_us) or (job.held and job.gated)
         if p is None:
-            if ours_held:  # greencpn held it for a plan that no longer has it: let it go
+            if rec is not None and rec.held_by_us:
+                # greencpn held it for a plan that no longer has it: let it go
                 actions.append(JobAction("release", job.id, None, "no longer in the plan"))
+            elif job.held and job.gated:
+                # gated at creation, not planned yet: waits for a plan, never past its lss
+                limit = latest_safe_start(job, policy, job.submit_at)
+                if limit is None and job.submit_at is not None:
+                    limit = job.submit_at + timedelta(hours=policy.slack_h(job))
+                if limit is not None and now >= limit:
+                    actions.append(
+                        JobAction(
+                            "failsafe_release",
+                            job.id,
+                            None,
+                            f"not in any plan by its latest safe start {_iso(limit)}",
+                            begin_at=now,
+                            latest_safe_start=limit,
+                        )
+                    )
             continue
         why = policy.excluded(job)
         if why:
@@ -257,7 +274,11 @@ def decide(
                 continue  # its user asked for a later start than the plan: left alone
             reason = "planned start" if want == p.start else "clamped to its latest safe start"
             if hold:
-                if not job.held or (rec and rec.release_at != want):
+                if not job.held and not supports_begin_time:
+                    actions.append(
+                        JobAction("skip", job.id, p.pool, "not gated at creation: cannot be held")
+                    )
+                elif not job.held or rec is None or rec.release_at != want:
                     actions.append(JobAction("hold", begin_at=want, reason=reason, **base))  # type: ignore[arg-type]
                 continue
             gap = (want - now).total_seconds()
@@ -290,7 +311,11 @@ def decide(
         wait_to = min(next_step_at, lss)
         why = f"pool {p.pool} not ready: waits until {_iso(wait_to)} at the latest"
         if hold:
-            if not job.held or (rec and rec.release_at != wait_to):
+            # held by greencpn: the release moves to the next step; never re-hold a job it released
+            first_sight = rec is None and supports_begin_time
+            if (job.held and (rec is None or rec.release_at != wait_to)) or (
+                not job.held and first_sight
+            ):
                 actions.append(JobAction("hold", begin_at=wait_to, reason=why, **base))  # type: ignore[arg-type]
             continue
         if (
@@ -555,7 +580,7 @@ def _carry_out(
         return [act.hold(a.job_id)]
     if a.kind in ("release", "failsafe_release"):
         rec = ledger.job(cluster, a.job_id)
-        if job.held and rec is not None and rec.held_by_us:
+        if job.held and ((rec is not None and rec.held_by_us) or job.gated):
             change = act.release(a.job_id)
             ledger.update_job(cluster, a.job_id, held_by_us=False, release_at=None)
             return [change]
@@ -595,6 +620,7 @@ def undo_jobs(
             detail={"cluster": cluster, "originals": rec.originals},
         )
         changes: list[JobChange] = []
+        expect = dict(rec.originals)
         try:
             for what in sorted(rec.originals, key=lambda f: order.index(f) if f in order else 99):
                 value: object = rec.originals[what]
@@ -603,6 +629,8 @@ def undo_jobs(
                     value = begin if begin is not None and begin > now else None
                 if what == HELD and not rec.held_by_us:
                     continue  # released by greencpn already: the original state holds
+                if what == HELD and value is True and not actuator.supports_begin_time:
+                    expect[HELD] = False  # greencpn's own gate (Kubernetes): undo lets it run
                 changes.append(actuator.restore(rec.job_id, what, value))
         except (JobNotPendingError, JobNotFoundError) as exc:
             ledger.result(sid, clock_now(), "skipped", {"error": str(exc)})
@@ -620,7 +648,7 @@ def undo_jobs(
             continue
         wrong = []
         for c in changes:
-            orig = rec.originals[c.what]
+            orig = expect[c.what]
             if c.what == BEGIN:
                 o = _dt(orig) if isinstance(orig, str) else None
                 if o is not None and o > now:
@@ -678,7 +706,7 @@ def steer_targets(cluster: JobClusterConfig) -> dict[str, SteerTarget]:
             mode=mode,
             partition=t.partition or "",
             features=t.features or "",
-            nodes=t.nodes or "",
+            nodes=t.nodes or ",".join(f"{k}={v}" for k, v in sorted(t.node_selector.items())),
             node_selector=dict(t.node_selector),
         )
         for pool, t in cluster.pools.items()
