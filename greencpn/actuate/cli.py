@@ -80,6 +80,9 @@ def add_parser(subparsers: Any) -> None:
         help="use in-memory fake nodes (all on, idle) and GPUs (at default caps): a demo",
     )
     p.set_defaults(func=run_apply)
+    from greencpn.actuate.jobs.submit import add_parser as add_submit_parser
+
+    add_submit_parser(subparsers)  # greencpn submit: multi-cluster job submission
 
 
 def _gpu_lookup(

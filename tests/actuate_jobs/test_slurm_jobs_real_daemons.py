@@ -396,3 +396,116 @@ def test_hold_mode_and_node_steering_with_typed_errors(slurm: SlurmCluster, tmp_
             act.steer(j, SteerTarget(SteerMode.PARTITION, partition="nosuchpartition"))
     finally:
         slurm.run("scancel", j)
+
+
+def _two_cluster_fleet(tmp: Path, slurm: SlurmCluster) -> Path:
+    (tmp / "carbon.csv").write_text("timestamp,DE\n")
+    dead = tmp / "dead.conf"
+    dead.write_text("ClusterName=other\n")
+    pools = ""
+    for name, site in (("p-green", "s1"), ("p-other", "s2")):
+        pools += f"""
+[[pools]]
+name = "{name}"
+site = "{site}"
+nodes = 2
+gpu_model = "A100-SXM4-40GB"
+gpus_per_node = 4
+node_idle_w = 400.0
+"""
+    cfg = tmp / "fleet.toml"
+    cfg.write_text(f"""
+name = "two-clusters"
+[carbon]
+file = "carbon.csv"
+[[sites]]
+name = "s1"
+zone = "DE"
+pue = 1.2
+[[sites]]
+name = "s2"
+zone = "FR"
+pue = 1.2
+{pools}
+[[job_actuation.clusters]]
+name = "greencpntest"
+kind = "slurm"
+sites = ["s1"]
+slurm_conf = "{slurm.conf}"
+steer = "partition"
+[job_actuation.clusters.pools.p-green]
+partition = "green"
+[[job_actuation.clusters]]
+name = "other"
+kind = "slurm"
+sites = ["s2"]
+slurm_conf = "{dead}"
+""")
+    return cfg
+
+
+def _carbon_plan(tmp: Path, cfg: Path, t0: datetime, s1: list[float], s2: list[float]) -> Path:
+    plan = {
+        "schema": "greencpn.plan/1",
+        "config": str(cfg),
+        "horizon": {
+            "start": _iso(t0),
+            "slot_minutes": 60,
+            "slots": len(s1),
+            "slot_starts": [_iso(t0 + timedelta(hours=i)) for i in range(len(s1))],
+        },
+        "pools": [],
+        "sites": [
+            {
+                "name": n,
+                "slots": [{"slot": i, "intensity_g_per_kwh": v} for i, v in enumerate(vals)],
+            }
+            for n, vals in (("s1", s1), ("s2", s2))
+        ],
+    }
+    path = tmp / "plan.json"
+    path.write_text(json.dumps(plan))
+    return path
+
+
+def test_submit_sends_the_job_to_the_greenest_cluster(
+    slurm: SlurmCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    t0 = _now()  # slots start now: the run windows below are whole slots
+    cfg = _two_cluster_fleet(tmp_path, slurm)
+    # s1 is cleaner over the next 2 h (100, 300 vs 200, 250): submitted to the real cluster,
+    # into the partition of its pool
+    plan = _carbon_plan(tmp_path, cfg, t0, [100, 300, 500], [200, 250, 50])
+    args = [
+        "submit",
+        "--plan",
+        str(plan),
+        "--gpus",
+        "4",
+        "--time-limit-min",
+        "120",
+        "--",
+        "--parsable",
+        "-t",
+        "2",
+        "-o",
+        "/dev/null",
+        "-D",
+        str(slurm.dir / "jobs"),
+        "--begin=now+1hour",
+        "--wrap",
+        "sleep 1",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "greencpn submit: cluster greencpntest (site s1, pool p-green)" in out, out
+    job_id = out.strip().splitlines()[-1]
+    j = _job(slurm, job_id)
+    assert j.partition == "green" and j.pending
+    slurm.run("scancel", job_id)
+    # over the next 3 h s2 is cleaner (mean 166.7 vs 300): the other cluster is chosen
+    args[args.index("120")] = "180"
+    assert main([*args[:1], "--dry-run", *args[1:]]) == 0
+    out = capsys.readouterr().out
+    assert "greencpn submit: cluster other (site s2, pool p-other)" in out, out
+    assert "167 gCO2/kWh mean over the next 180 min; other clusters: greencpntest 300" in out
