@@ -26,7 +26,7 @@ from greencpn.actuate.ledger import Ledger
 from greencpn.cli import main
 
 if TYPE_CHECKING:
-    from conftest import SlurmCluster
+    from slurm_cluster import SlurmCluster
 
 pytestmark = pytest.mark.slow
 

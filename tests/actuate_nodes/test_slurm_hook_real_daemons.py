@@ -24,7 +24,7 @@ from greencpn.config import HookConfig
 from greencpn.errors import PermanentError, TemporaryError
 
 if TYPE_CHECKING:
-    from conftest import SlurmCluster  # tests/conftest.py: the shared `slurm` fixture
+    from slurm_cluster import SlurmCluster  # the shared `slurm` fixture (tests/conftest.py)
 
 pytestmark = pytest.mark.slow
 
