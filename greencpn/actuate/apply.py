@@ -561,7 +561,8 @@ class ApplyReport:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.mode == "act" and self.problems else 0
+        job_problems = self.jobs is not None and bool(self.jobs.problems)
+        return 1 if self.mode == "act" and (self.problems or job_problems) else 0
 
     def format(self) -> str:
         lines = []

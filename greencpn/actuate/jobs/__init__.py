@@ -13,6 +13,7 @@ Entry points (used by ``greencpn apply`` and the daemon's act phase):
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -190,16 +191,19 @@ def act_on_jobs(
             supports_begin_time=actuator.supports_begin_time,
             cluster=name,
         )
-        execute(
-            actions,
-            actuator,
-            ledger,
-            apply_id,
-            clock_now=clock_now,
-            shadow=shadow,
-            jobs={j.id: j for j in pending},
-            report=report,
-        )
+        # shadow rows change nothing outside the ledger: one transaction; act rows are each
+        # durable before the scheduler call they describe
+        with ledger.batch() if shadow else contextlib.nullcontext():
+            execute(
+                actions,
+                actuator,
+                ledger,
+                apply_id,
+                clock_now=clock_now,
+                shadow=shadow,
+                jobs={j.id: j for j in pending},
+                report=report,
+            )
     return report
 
 

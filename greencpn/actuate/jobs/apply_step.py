@@ -46,7 +46,7 @@ def jobs_step(
     shadow: bool,
 ) -> JobReport:
     ready = pools_ready(diffs, ledger)
-    return act_on_jobs(
+    report = act_on_jobs(
         plan,
         backends,
         ledger,
@@ -56,6 +56,18 @@ def jobs_step(
         pool_ready=lambda pool: ready.get(pool, True),
         shadow=shadow,
     )
+    if report.outcomes:  # the job phase's counters (e.g. failsafe_release_ok) in one row
+        ledger.record(
+            apply_id,
+            clock_now(),
+            phase="jobs",
+            action="summary",
+            pool=None,
+            targets=sorted({o.cluster for o in report.outcomes}),
+            status="ok",
+            detail={"counts": report.counts, "pools_ready": ready},
+        )
+    return report
 
 
 def undo_step(
