@@ -23,7 +23,6 @@ import argparse
 import importlib.util
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -90,6 +89,7 @@ def main() -> int:
                 ).strip()
             )
         submit_s = time.perf_counter() - t0
+        version = cluster.run("sinfo", "-V").strip().removeprefix("slurm ")
         act = SlurmJobActuator(cluster="greencpntest", slurm_conf=str(cluster.conf), timeout_s=60)
         t0 = time.perf_counter()
         pending = act.pending_jobs()
@@ -160,10 +160,11 @@ def main() -> int:
         "## Job actuation against a real slurmctld\n\n"
         f"Measured {datetime.now(UTC):%Y-%m-%d} by `bench/bench_jobs.py` on this machine: "
         f"{os.cpu_count()} cores (`nproc`), {platform.machine()}, Python {platform.python_version()}, "
-        f"Slurm {subprocess.run(['sinfo', '-V'], capture_output=True, text=True).stdout.strip().removeprefix('slurm ')} "
+        f"Slurm {version} "
         "(slurmctld + one slurmd on 127.0.0.1, state in a temp dir). "
         f"{n} pending jobs submitted with `sbatch` ({submit_s:.1f} s, {n / submit_s:.0f} submissions/s). "
-        "Each job action runs `scontrol show job` before and after its `scontrol update` (read back); "
+        "Each job action is one `scontrol update` and one `scontrol show job` (read back; the value "
+        "before comes from the `squeue --json` listing or the previous read back); "
         "one job = 2 actions (steer to a partition, defer the begin time). The machine is shared "
         f"(load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end), so times are noisy.\n\n"
         "| step | wall s | items | items per s |\n|---|---:|---:|---:|\n"

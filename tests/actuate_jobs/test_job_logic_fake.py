@@ -318,3 +318,49 @@ def test_config_is_strict() -> None:
             {"clusters": [{"name": "c", "kind": "fake", "sites": ["s"], "typo": 1}]}
         )
     assert SteerTarget(SteerMode.FEATURES, features="a100").value == "a100"
+
+
+FLEET = """
+name = "x"
+[carbon]
+file = "carbon.csv"
+[[sites]]
+name = "s1"
+zone = "DE"
+pue = 1.2
+[[pools]]
+name = "p"
+site = "s1"
+nodes = 1
+gpu_model = "A100-SXM4-40GB"
+gpus_per_node = 1
+node_idle_w = 400.0
+[[job_actuation.clusters]]
+name = "c"
+kind = "slurm"
+sites = ["s1"]
+steer = "partition"
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ("", "field 'job_actuation.clusters[0](c).pools': steer = \"partition\" but pool(s) ['p']"),
+        ("steer_typo = 1\n", "field 'job_actuation.clusters[0](c).steer_typo': Extra inputs"),
+        ('[job_actuation.clusters.pools.q]\npartition = "x"\n', "pools.q': unknown pool 'q'"),
+    ],
+)
+def test_bad_job_actuation_config_names_file_field_and_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, needle: str
+) -> None:
+    from greencpn.cli import main
+
+    (tmp_path / "carbon.csv").write_text("timestamp,DE\n")
+    cfg = tmp_path / "fleet.toml"
+    cfg.write_text(FLEET + extra)
+    plan = tmp_path / "plan.json"
+    plan.write_text('{"schema": "greencpn.plan/1", "horizon": {}, "pools": []}')
+    assert main(["apply", str(plan), "--config", str(cfg), "--undo-jobs"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"greencpn: error: {cfg}: ") and needle in err and "fix:" in err

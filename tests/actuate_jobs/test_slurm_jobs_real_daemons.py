@@ -509,3 +509,32 @@ def test_submit_sends_the_job_to_the_greenest_cluster(
     out = capsys.readouterr().out
     assert "greencpn submit: cluster other (site s2, pool p-other)" in out, out
     assert "167 gCO2/kWh mean over the next 180 min; other clusters: greencpntest 300" in out
+
+
+def test_hold_mode_through_apply_releases_at_the_planned_start(
+    slurm: SlurmCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    t0 = _now() - timedelta(seconds=1)
+    _partitions(slurm, "DOWN")
+    try:
+        j = _sbatch(slurm)
+        cfg = _fleet(tmp_path, slurm, steer="none", pools={}, extra='defer_with = "hold"')
+        start = _now() + timedelta(seconds=6)
+        plan = _plan(tmp_path, cfg, t0, [(j, "p-main", start)])
+        state = str(tmp_path / "state")
+        argv = ["apply", str(plan), "--slot", "0", "--allow-actuation", "--state-dir", state]
+        assert main(argv) == 0
+        assert "[ok      ] jobs        hold" in capsys.readouterr().out
+        held = _job(slurm, j)
+        assert held.held and held.extra["reason"] == "JobHeldAdmin"
+        with Ledger.open_readonly(state) as ledger:
+            rec = ledger.job("greencpntest", j)
+            assert rec is not None and rec.held_by_us and rec.release_at == start
+        assert main(argv) == 0  # before the planned start: stays held, nothing new
+        assert "jobs        release" not in capsys.readouterr().out
+        time.sleep(max(0.0, (start - _now()).total_seconds()) + 1)
+        assert main(argv) == 0
+        assert "[ok      ] jobs        release" in capsys.readouterr().out
+        assert not _job(slurm, j).held
+    finally:
+        _partitions(slurm, "UP")

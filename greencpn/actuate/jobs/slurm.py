@@ -3,7 +3,8 @@
 * pending jobs: ``squeue --json --states=PENDING`` (Slurm 22.05's ``v0.0.38`` shape: plain epoch
   integers, ``time_limit`` in minutes or ``null``; the later wrapped ``{"set", "number"}`` numbers
   are read too). The job's begin time is its ``eligible_time``; a held job has ``priority`` 0.
-* read back: ``scontrol show job -o ID`` (one line, ``Key=Value`` words).
+* read back: ``scontrol show job -o ID`` (one line, ``Key=Value`` words) after every update;
+  the value before is the job's last listing or read back (one update + one read per change).
 * defer: ``scontrol update JobId=ID StartTime=YYYY-MM-DDTHH:MM:SS`` — the time is written in UTC
   and the command runs with ``TZ=UTC`` (Slurm reads times in the client's local zone).
 * hold / release: ``scontrol hold ID`` / ``scontrol release ID``.
@@ -198,6 +199,10 @@ class SlurmJobActuator:
         self.slurm_conf = slurm_conf
         self.timeout_s = timeout_s
         self.bin_dir = bin_dir
+        # the last state seen of each job (listing or read back): the "before" of the next
+        # change, so a change costs one update + one read back. A job that started since is
+        # refused by scontrol itself ("no longer pending") and raised as JobNotPendingError.
+        self._seen: dict[str, PendingJob] = {}
 
     # ------------------------------------------------------------------ running commands
     def _argv(self, cmd: str, *args: str) -> list[str]:
@@ -239,17 +244,20 @@ class SlurmJobActuator:
         except json.JSONDecodeError as exc:
             raise JobActuatorTemporaryError(f"squeue --json gave no JSON: {exc}") from None
         jobs = [parse_squeue_job(j, self.cluster) for j in doc.get("jobs") or []]
+        self._seen = {j.id: j for j in jobs}
         return [j for j in jobs if j.pending]
 
     def read(self, job_id: str) -> PendingJob:
         out = self._run("scontrol", "show", "job", "-o", job_id, job_id=job_id).strip()
         if not out:
             raise JobNotFoundError(f"slurm job {job_id} not found")
-        return parse_scontrol_job(out.splitlines()[0], self.cluster)
+        job = parse_scontrol_job(out.splitlines()[0], self.cluster)
+        self._seen[job_id] = job
+        return job
 
     # ------------------------------------------------------------------ writing
     def _pending(self, job_id: str) -> PendingJob:
-        job = self.read(job_id)
+        job = self._seen.get(job_id) or self.read(job_id)
         if not job.pending:
             raise JobNotPendingError(f"slurm job {job_id} is {job.state}: not changed")
         return job
