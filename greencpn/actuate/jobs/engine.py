@@ -34,8 +34,6 @@ from greencpn.actuate.jobs.base import (
     HELD,
     STEER_FIELDS,
     JobActuator,
-    JobActuatorPermanentError,
-    JobActuatorTemporaryError,
     JobChange,
     JobNotFoundError,
     JobNotPendingError,
@@ -198,6 +196,7 @@ def decide(
         sites: this cluster's sites (a job planned elsewhere is not moved: greencpn submit).
     """
     hold = policy.defer_with == "hold" or not supports_begin_time
+    jobs = list(jobs)
     actions: list[JobAction] = []
     for job in jobs:
         if not job.pending:
@@ -468,31 +467,46 @@ def execute(
                 JobOutcome(cluster, a.job_id, a.kind, "shadow", "would " + _describe(a))
             )
             continue
-        job = jobs.get(a.job_id)
         note = getattr(actuator, "note_plan", None)  # backends that pass the plan on (command)
         if callable(note):
             note(
                 a.job_id, pool=a.pool, start=a.planned_start, latest_safe_start=a.latest_safe_start
             )
-        sid = ledger.intent(
-            apply_id,
-            clock_now(),
-            phase=PHASE,
-            action=a.kind,
-            pool=a.pool,
-            targets=[a.job_id],
-            detail=detail,
-        )
+        sid: int | None = None
         try:
+            job = jobs.get(a.job_id) or actuator.read(a.job_id)
+            # the intent and the originals are durable (one transaction) before the call
+            with ledger.batch():
+                sid = ledger.intent(
+                    apply_id,
+                    clock_now(),
+                    phase=PHASE,
+                    action=a.kind,
+                    pool=a.pool,
+                    targets=[a.job_id],
+                    detail=detail,
+                )
+                _prepare(a, ledger, cluster, job, hold_mode)
             changes = _carry_out(a, actuator, ledger, job, hold_mode)
-        except (JobNotPendingError, JobNotFoundError) as exc:
-            ledger.result(sid, clock_now(), "skipped", {"error": str(exc)})
-            report.outcomes.append(JobOutcome(cluster, a.job_id, a.kind, "skipped", str(exc)))
-            continue
-        except (JobActuatorTemporaryError, JobActuatorPermanentError) as exc:
-            err = f"{type(exc).__name__}: {exc}"
-            ledger.result(sid, clock_now(), "error", {"error": err})
-            report.outcomes.append(JobOutcome(cluster, a.job_id, a.kind, "error", err))
+        except Exception as exc:  # typed scheduler errors, and any surprise from a backend
+            # (e.g. an unparsable read back): recorded as this job's outcome, the others go on
+            gone = isinstance(exc, JobNotPendingError | JobNotFoundError)
+            status = "skipped" if gone else "error"
+            err = str(exc) if gone else f"{type(exc).__name__}: {exc}"
+            if sid is None:
+                ledger.record(
+                    apply_id,
+                    clock_now(),
+                    phase=PHASE,
+                    action=a.kind,
+                    pool=a.pool,
+                    targets=[a.job_id],
+                    status=status,
+                    detail={**detail, "error": err},
+                )
+            else:
+                ledger.result(sid, clock_now(), status, {"error": err})
+            report.outcomes.append(JobOutcome(cluster, a.job_id, a.kind, status, err))
             continue
         wrong = [c for c in changes if not _expected(a, c)]
         status = "error" if wrong else "ok"
@@ -547,21 +561,14 @@ def _expected(a: JobAction, c: JobChange) -> bool:
     return True
 
 
-def _carry_out(
-    a: JobAction, act: JobActuator, ledger: Ledger, job: PendingJob | None, hold_mode: bool
-) -> list[JobChange]:
-    cluster = act.cluster
-    job = job or act.read(a.job_id)
-    if a.kind == "steer":
-        assert a.steer is not None
+def _prepare(a: JobAction, ledger: Ledger, cluster: str, job: PendingJob, hold_mode: bool) -> None:
+    """Ledger writes that must precede the scheduler call (originals, scheduled release)."""
+    if a.kind == "steer" and a.steer is not None:
         fields = [STEER_FIELDS[a.steer.mode]] if a.steer.mode in STEER_FIELDS else []
         _remember(ledger, cluster, job, fields, pool=a.pool)
-        return act.steer(a.job_id, a.steer)
-    if a.kind == "defer":
-        assert a.begin_at is not None
+    elif a.kind == "defer":
         _remember(ledger, cluster, job, [BEGIN], pool=a.pool, latest_safe_start=a.latest_safe_start)
-        return [act.defer(a.job_id, a.begin_at)]
-    if a.kind == "hold":
+    elif a.kind == "hold":
         # the release is scheduled BEFORE the hold: a crash in between still has it on record
         _remember(
             ledger,
@@ -573,6 +580,22 @@ def _carry_out(
             release_at=a.begin_at,
             held_by_us=True,
         )
+    elif a.kind in ("release", "failsafe_release") and not job.held and not hold_mode:
+        _remember(ledger, cluster, job, [BEGIN], pool=a.pool)
+
+
+def _carry_out(
+    a: JobAction, act: JobActuator, ledger: Ledger, job: PendingJob, hold_mode: bool
+) -> list[JobChange]:
+    """The scheduler call of one action (after :func:`_prepare`); changes read back."""
+    cluster = act.cluster
+    if a.kind == "steer":
+        assert a.steer is not None
+        return act.steer(a.job_id, a.steer)
+    if a.kind == "defer":
+        assert a.begin_at is not None
+        return [act.defer(a.job_id, a.begin_at)]
+    if a.kind == "hold":
         if job.held:
             return [
                 JobChange(a.job_id, HELD, True, True, False, "already held; release rescheduled")
@@ -584,10 +607,9 @@ def _carry_out(
             change = act.release(a.job_id)
             ledger.update_job(cluster, a.job_id, held_by_us=False, release_at=None)
             return [change]
-        if hold_mode:
+        if hold_mode or job.held:
             return []
         assert a.begin_at is not None
-        _remember(ledger, cluster, job, [BEGIN], pool=a.pool)
         return [act.defer(a.job_id, a.begin_at)]
     raise ValueError(f"unknown job action {a.kind!r}")
 
@@ -637,7 +659,7 @@ def undo_jobs(
             ledger.update_job(cluster, rec.job_id, restored_at=clock_now(), held_by_us=False)
             report.outcomes.append(JobOutcome(cluster, rec.job_id, "restore", "skipped", str(exc)))
             continue
-        except (JobActuatorTemporaryError, JobActuatorPermanentError) as exc:
+        except Exception as exc:  # typed scheduler errors or a surprise: reported, next job
             err = f"{type(exc).__name__}: {exc}"
             ledger.result(
                 sid, clock_now(), "error", {"error": err, "restored": [c.what for c in changes]}
