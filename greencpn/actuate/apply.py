@@ -549,20 +549,24 @@ class ApplyReport:
 
     @property
     def changed(self) -> bool:
-        return any(s.status == "ok" for s in self.steps)
+        jobs_ok = self.jobs is not None and any(o.status == "ok" for o in self.jobs.outcomes)
+        return jobs_ok or any(s.status == "ok" for s in self.steps)
+
+    @property
+    def job_problems(self) -> bool:
+        return self.jobs is not None and bool(self.jobs.problems)
 
     @property
     def outcome(self) -> str:
         if self.mode != "act":
             return self.mode
-        if self.problems:
+        if self.problems or self.job_problems:
             return "partial"
         return "applied" if self.changed else "nothing_to_do"
 
     @property
     def exit_code(self) -> int:
-        job_problems = self.jobs is not None and bool(self.jobs.problems)
-        return 1 if self.mode == "act" and (self.problems or job_problems) else 0
+        return 1 if self.mode == "act" and (self.problems or self.job_problems) else 0
 
     def format(self) -> str:
         lines = []
