@@ -14,7 +14,8 @@ One SQLite file, ``<state dir>/ledger.sqlite``, holds:
   it is marked *failed* (a boot that timed out; left alone until an operator clears it).
 * ``jobs`` — every scheduler job greencpn changed (greencpn.actuate.jobs): the original value
   of each field it touched (begin time, hold, partition, features, nodes) for ``--undo-jobs``,
-  the job's latest safe start and, for jobs greencpn holds, when it must release them.
+  the job's latest safe start and ``release_at``: for jobs greencpn holds, when it must release
+  them; for begin-time jobs, when greencpn released them (a fail-safe release is noted once).
 * ``kv`` — small controller state, e.g. the power-operation token bucket.
 
 Only one apply may write at a time: :meth:`Ledger.open` takes an exclusive ``flock`` on

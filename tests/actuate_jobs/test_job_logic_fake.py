@@ -194,9 +194,15 @@ def test_pool_not_ready_waits_then_failsafe_release_at_latest_safe_start(tmp_pat
         # ... and never past its latest safe start
         _step(fake, plan, ledger, T0 + 5 * H + timedelta(minutes=30), ready=False)
         assert fake.jobs["1"].begin_at == T0 + 6 * H
+        # 18:00, its latest safe start: released although the pool is still not ready — one
+        # ledger row and the counter; the next step does not repeat it
         rep = _step(fake, plan, ledger, T0 + 6 * H, ready=False)
-        assert [(o.action, o.status) for o in rep.outcomes] == []  # begin == now: it starts now
-        assert fake.start_due(T0 + 6 * H) == ["1"]
+        assert [(o.action, o.status) for o in rep.outcomes] == [("failsafe_release", "ok")]
+        assert rep.counts == {"failsafe_release_ok": 1}
+        assert (
+            _step(fake, plan, ledger, T0 + 6 * H + timedelta(minutes=1), ready=False).outcomes == []
+        )
+        assert fake.start_due(T0 + 6 * H + timedelta(minutes=1)) == ["1"]
 
 
 def test_failsafe_release_when_deferred_past_a_latest_safe_start_that_moved(tmp_path: Path) -> None:

@@ -295,9 +295,21 @@ def decide(
             deferred = job.begin_at is not None and (
                 (job.begin_at - now).total_seconds() > BEGIN_TOLERANCE_S
             )
-            if not ((job.held and ours_held) or (deferred and recorded)):
-                continue  # nothing of greencpn's holds it back
             ready = pool_ready(p.pool)
+            if not ((job.held and ours_held) or (deferred and recorded)):
+                if not ready and recorded and rec is not None and rec.release_at is None:
+                    # greencpn's begin time ran out at the lss while the pool is not ready: the
+                    # scheduler starts it now; recorded once (a row and the counter)
+                    actions.append(
+                        JobAction(
+                            "failsafe_release",
+                            begin_at=now,
+                            reason=f"pool {p.pool} not ready at the latest safe start "
+                            f"{_iso(lss)}: starts anyway",
+                            **base,  # type: ignore[arg-type]
+                        )
+                    )
+                continue  # nothing of greencpn's holds it back
             kind = "release" if ready else "failsafe_release"
             reason = (
                 "planned start reached, pool ready"
@@ -581,7 +593,8 @@ def _prepare(a: JobAction, ledger: Ledger, cluster: str, job: PendingJob, hold_m
             held_by_us=True,
         )
     elif a.kind in ("release", "failsafe_release") and not job.held and not hold_mode:
-        _remember(ledger, cluster, job, [BEGIN], pool=a.pool)
+        # release_at of a begin-time job = when greencpn let it go (a fail-safe is noted once)
+        _remember(ledger, cluster, job, [BEGIN], pool=a.pool, release_at=a.begin_at)
 
 
 def _carry_out(
