@@ -184,6 +184,8 @@ def run_apply(args: argparse.Namespace) -> int:
     if args.undo_jobs:
         from greencpn.actuate.jobs.apply_step import undo_step
 
+        if args.dry_run:
+            raise ConfigError("--undo-jobs changes jobs", field="--undo-jobs", fix="drop --dry-run")
         if job_backends is None:
             raise ConfigError(
                 "no [job_actuation] section",
