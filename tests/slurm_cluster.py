@@ -77,24 +77,127 @@ class SlurmCluster:
         ).stdout
 
 
-def missing_reason() -> str | None:
-    """Why a real cluster cannot start here (None: it can)."""
-    missing = [b for b in SLURM_NEEDED if shutil.which(b) is None]
+ACCOUNTING_NEEDED = ("mariadb-install-db", "mariadbd", "mariadb", "slurmdbd", "sacctmgr", "sacct")
+
+
+def missing_reason(accounting: bool = False) -> str | None:
+    """Why a real cluster (with accounting) cannot start here (None: it can)."""
+    needed = SLURM_NEEDED + (ACCOUNTING_NEEDED if accounting else ())
+    missing = [b for b in needed if shutil.which(b) is None]
     if missing:
         return (
             f"Slurm binaries missing: {missing} (apt-get install slurmctld slurmd "
-            "slurm-client munge)"
+            "slurm-client munge" + (" mariadb-server slurmdbd)" if accounting else ")")
         )
     if os.geteuid() != 0:
         return "the real-Slurm cluster runs slurmctld/slurmd as root (SlurmUser=root)"
     return None
 
 
+def _start_accounting(d: Path, munge_sock: Path, procs: list[subprocess.Popen[bytes]]) -> int:
+    """MariaDB + slurmdbd under ``d`` (appended to ``procs``); returns slurmdbd's port."""
+    for b in ("mariadb-install-db", "mariadbd", "mariadb", "slurmdbd", "sacctmgr"):
+        if shutil.which(b) is None:
+            raise RuntimeError(f"{b} missing (apt-get install mariadb-server slurmdbd)")
+    data, dbsock = d / "mysql", d / "mysql.sock"
+    subprocess.run(
+        [
+            "mariadb-install-db",
+            "--no-defaults",
+            f"--datadir={data}",
+            "--user=root",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    db_port = free_port()
+    procs.append(
+        subprocess.Popen(
+            [
+                "mariadbd",
+                "--no-defaults",
+                f"--datadir={data}",
+                f"--socket={dbsock}",
+                f"--port={db_port}",
+                "--bind-address=127.0.0.1",
+                "--user=root",
+                f"--pid-file={d / 'mysqld.pid'}",
+                f"--log-error={d / 'mysqld.log'}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
+    wait_for("mariadb socket", dbsock.exists, 30)
+    subprocess.run(
+        [
+            "mariadb",
+            "--no-defaults",
+            "-S",
+            str(dbsock),
+            "-u",
+            "root",
+            "-e",
+            "CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurmpw'; "
+            "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1'; FLUSH PRIVILEGES;",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    dbd_port = free_port()
+    dbd_conf = d / "slurmdbd.conf"
+    dbd_conf.write_text(f"""\
+AuthType=auth/munge
+AuthInfo=socket={munge_sock}
+DbdAddr=127.0.0.1
+DbdHost={socket.gethostname().split(".")[0]}
+DbdPort={dbd_port}
+SlurmUser=root
+LogFile={d / "slurmdbd.log"}
+PidFile={d / "slurmdbd.pid"}
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort={db_port}
+StorageUser=slurm
+StoragePass=slurmpw
+StorageLoc=slurm_acct_db
+""")
+    dbd_conf.chmod(0o600)
+    procs.append(
+        subprocess.Popen(
+            ["slurmdbd", "-D"],
+            env=dict(os.environ, SLURM_CONF=str(d / "slurm.conf"), SLURMDBD_CONF=str(dbd_conf)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
+
+    def listening() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", dbd_port)) == 0
+
+    wait_for("slurmdbd listening", listening, 30)
+    return dbd_port
+
+
 @contextmanager
 def start_slurm_cluster(
-    d: Path, *, node1_extra: str = "", main_extra: str = "", extra_conf: str = ""
+    d: Path,
+    *,
+    node1_extra: str = "",
+    main_extra: str = "",
+    extra_conf: str = "",
+    accounting: bool = False,
 ) -> Iterator[SlurmCluster]:
-    """munged + slurmctld + slurmd with all state under ``d``; stopped (by PID) on exit."""
+    """munged + slurmctld + slurmd with all state under ``d``; stopped (by PID) on exit.
+
+    With ``accounting``, a MariaDB server (``mariadb-install-db`` + ``mariadbd`` on a free
+    127.0.0.1 port, data in ``d``) and slurmdbd are started first, so ``sacct`` works.
+    """
     d.mkdir(parents=True, exist_ok=True)
     d.chmod(0o755)
     for sub in ("state", "spool", "jobs"):
@@ -144,6 +247,14 @@ def start_slurm_cluster(
             script.chmod(0o755)
         host = socket.gethostname().split(".")[0]
         ctld_port, slurmd_port = free_port(), free_port()
+        acct_conf = ""
+        if accounting:
+            dbd_port = _start_accounting(d, sock, procs)
+            acct_conf = (
+                "AccountingStorageType=accounting_storage/slurmdbd\n"
+                f"AccountingStorageHost=127.0.0.1\nAccountingStoragePort={dbd_port}\n"
+                f"AccountingStoragePass={sock}\n"  # munge socket for slurmdbd connections
+            )
         conf = d / "slurm.conf"
         conf.write_text(f"""\
 ClusterName=greencpntest
@@ -176,13 +287,22 @@ ResumeFailProgram={d / "resume-fail.sh"}
 SuspendTime=3600
 SuspendTimeout=2
 ResumeTimeout=8
-{extra_conf}
+{acct_conf}{extra_conf}
 NodeName=node1 NodeHostname={host} NodeAddr=127.0.0.1 CPUs=1 {node1_extra}
 NodeName=fake[1-4] NodeAddr=127.0.0.1 CPUs=1 State=CLOUD
 PartitionName=main Nodes=node1 Default=YES State=UP {main_extra}
 PartitionName=cloud Nodes=fake[1-4] State=UP
 """)
         env = dict(os.environ, SLURM_CONF=str(conf))
+        if accounting:
+            subprocess.run(
+                ["sacctmgr", "-i", "add", "cluster", "greencpntest"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
         procs.append(
             subprocess.Popen(
                 ["slurmctld", "-D", "-i"],

@@ -1,9 +1,8 @@
 """Job actuation against a REAL slurmctld + slurmd (tests/conftest.py ``slurm`` fixture), with
 plans of 1-minute slots and ``greencpn apply`` run as the operator would.
 
-Start times are read from ``scontrol show job`` (``StartTime`` of running / finished jobs,
-kept for MinJobAge), not from ``sacct``: accounting would need slurmdbd + MariaDB per test
-session, which these tests do not start.
+The cluster has accounting (MariaDB + slurmdbd in the temp dir): start times are read from
+``sacct`` and checked against ``scontrol show job``'s ``StartTime``.
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ SLURM_EXTRA_CONF = (
     "SchedulerParameters=sched_interval=1,bf_interval=1\n"
     "MinJobAge=900"
 )
+SLURM_ACCOUNTING = True
 START_LATENCY_S = 20.0  # Slurm's scheduler loop: a job eligible at t starts by t + this
 
 
@@ -81,6 +81,23 @@ def _job(slurm: SlurmCluster, job_id: str):  # type: ignore[no-untyped-def]
         check=True,
     ).stdout
     return parse_scontrol_job(out)
+
+
+def _sacct_starts(slurm: SlurmCluster, ids: list[str]) -> dict[str, datetime | None]:
+    """Start times as accounting recorded them (None: not started / not recorded yet)."""
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-o", "JobID,Start", "-j", ",".join(ids)],
+        env=dict(slurm.env, TZ="UTC"),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    got: dict[str, datetime | None] = dict.fromkeys(ids)
+    for line in out.splitlines():
+        jid, _, start = line.partition("|")
+        if jid in got and start not in ("", "Unknown", "None"):
+            got[jid] = datetime.fromisoformat(start).replace(tzinfo=UTC)
+    return got
 
 
 def _started_at(slurm: SlurmCluster, job_id: str) -> datetime | None:
@@ -180,6 +197,9 @@ def _plan(tmp: Path, cfg: Path, t0: datetime, jobs: list[tuple[str, str, datetim
 def test_deferred_steered_excluded_and_killed_greencpn_start_by_their_latest_safe_start(
     slurm: SlurmCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # accounting knows the account only once it is added (else Slurm files the job under root)
+    slurm.run("sacctmgr", "-i", "add", "account", "excluded-acct")
+    slurm.run("sacctmgr", "-i", "add", "user", "root", "account=excluded-acct")
     t0 = _now() - timedelta(seconds=1)  # slot 0 holds "now"; planned starts within 90 s
     _partitions(slurm, "DOWN")
     # --- part 1: greencpn apply in-process, partition steering
@@ -296,14 +316,16 @@ def test_deferred_steered_excluded_and_killed_greencpn_start_by_their_latest_saf
         limit = timedelta(minutes=2)
         dl = job.deadline or (job.submit_at + limit + timedelta(hours=1))  # type: ignore[operator]
         lss[j] = dl - limit
-    started = {}
+    started: dict[str, datetime | None] = {}
     wait_until = time.monotonic() + 8 * 60
     while time.monotonic() < wait_until:
-        started = {j: _started_at(slurm, j) for j in everything}
+        started = _sacct_starts(slurm, list(everything))
         if all(started.values()):
             break
         time.sleep(2)
     assert all(started.values()), {j: s for j, s in started.items() if s is None}
+    # accounting and the controller agree on every start time
+    assert started == {j: _started_at(slurm, j) for j in everything}
     for j, s in started.items():
         assert s is not None
         assert s <= lss[j] + timedelta(seconds=START_LATENCY_S), (j, s, lss[j])
