@@ -188,3 +188,25 @@ def test_through_the_engine_with_ledger_and_undo(tmp_path: Path) -> None:
         assert [(o.action, o.status) for o in rep.outcomes] == [("restore", "ok")]
     job = json.loads((tmp_path / "queue.json").read_text())["7"]
     assert job["partition"] == "main" and job["begin_at"] is None  # original begin had passed: now
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    from greencpn.actuate.jobs import make_job_actuator
+    from greencpn.actuate.jobs.slurm import SlurmJobActuator
+
+    cfg = JobActuationConfig.model_validate(
+        {
+            "clusters": [
+                {"name": "a", "kind": "slurm", "sites": ["s1"], "slurm_conf": "etc/slurm.conf"},
+                {"name": "b", "kind": "command", "sites": ["s2"], "command": ["./bin/q", "--x"]},
+                {"name": "c", "kind": "command", "sites": ["s3"], "command": ["myqueue"]},
+            ]
+        }
+    )
+    src = str(tmp_path / "fleet.toml")
+    a = make_job_actuator(cfg.clusters[0], source=src)
+    b = make_job_actuator(cfg.clusters[1], source=src)
+    c = make_job_actuator(cfg.clusters[2], source=src)
+    assert isinstance(a, SlurmJobActuator) and a.slurm_conf == str(tmp_path / "etc/slurm.conf")
+    assert isinstance(b, CommandJobActuator) and b.argv == [str(tmp_path / "bin/q"), "--x"]
+    assert isinstance(c, CommandJobActuator) and c.argv == ["myqueue"]  # found on PATH

@@ -17,6 +17,7 @@ import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from greencpn.actuate.jobs.base import (
@@ -76,8 +77,30 @@ __all__ = [
 ]
 
 
+def _resolve_paths(cluster: JobClusterConfig, source: str | None) -> JobClusterConfig:
+    """Relative ``slurm_conf``, ``token_file``, ``ca_file`` and ``command[0]`` (when it names a
+    path) are relative to the config file, like every path in it."""
+    if source is None:
+        return cluster
+    base = Path(source).parent
+
+    def rel(value: str | None) -> str | None:
+        return value if value is None or Path(value).is_absolute() else str(base / value)
+
+    changes: dict[str, Any] = {
+        "slurm_conf": rel(cluster.slurm_conf),
+        "token_file": rel(cluster.token_file),
+        "ca_file": rel(cluster.ca_file),
+    }
+    if cluster.command and "/" in cluster.command[0]:
+        changes["command"] = [rel(cluster.command[0]), *cluster.command[1:]]
+    return cluster.model_copy(update=changes)
+
+
 def make_job_actuator(cluster: JobClusterConfig, *, source: str | None = None) -> JobActuator:
-    """The actuator a ``[[job_actuation.clusters]]`` entry describes."""
+    """The actuator a ``[[job_actuation.clusters]]`` entry describes (``source``: the config
+    file, which relative paths are resolved against)."""
+    cluster = _resolve_paths(cluster, source)
     if cluster.kind == "slurm":
         from greencpn.actuate.jobs.slurm import SlurmJobActuator
 
