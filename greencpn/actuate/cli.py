@@ -228,5 +228,15 @@ def run_apply(args: argparse.Namespace) -> int:
         echo=lambda text: print(text + "\n", flush=True),
         jobs=job_backends,
     )
+    if args.dry_run and job_backends is not None:
+        from greencpn.actuate.apply import resolve_slot
+        from greencpn.actuate.jobs.apply_step import preview_step
+
+        clock = SystemClock()
+        ref = resolve_slot(plan, args.slot, clock, source=str(args.plan))
+        lines = preview_step(
+            plan, job_backends, str(state_dir), now=clock.now(), next_step_at=ref.end
+        )
+        print("\n".join(lines) or "  jobs: nothing to do")
     print(report.format())
     return report.exit_code

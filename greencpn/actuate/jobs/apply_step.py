@@ -86,3 +86,46 @@ def undo_step(
             {"jobs": report.counts},
         )
     return report
+
+
+def preview_step(
+    plan: Mapping[str, Any],
+    backends: JobBackends,
+    state_dir: str,
+    *,
+    now: datetime,
+    next_step_at: datetime,
+) -> list[str]:
+    """``apply --dry-run``: what the job phase would do, reading the schedulers and the ledger
+    only (nothing is changed or recorded). Pools count as ready (the dry run boots nothing)."""
+    from greencpn.actuate.jobs import JobPolicy, decide, planned_jobs, steer_targets
+    from greencpn.actuate.jobs.engine import _describe
+
+    lines: list[str] = []
+    plan_jobs = planned_jobs(plan)
+    policy = JobPolicy.from_config(backends.config)
+    with Ledger.open_readonly(state_dir) as ledger:
+        for name, actuator in backends.actuators.items():
+            ccfg = backends.cluster(name)
+            try:
+                pending = actuator.pending_jobs()
+            except Exception as exc:  # a dry run reports, never fails on a scheduler fault
+                lines.append(f"  [error   ] jobs        read_pending     {name}  — {exc}")
+                continue
+            actions = decide(
+                pending,
+                plan_jobs,
+                policy,
+                now=now,
+                next_step_at=next_step_at,
+                pool_ready=lambda pool: True,
+                targets=steer_targets(ccfg),
+                records={r.job_id: r for r in ledger.jobs(name)},
+                sites=ccfg.sites,
+                supports_begin_time=actuator.supports_begin_time,
+                cluster=name,
+            )
+            for a in actions:
+                what = a.reason if a.kind == "skip" else "would " + _describe(a)
+                lines.append(f"  [dry-run ] jobs        {a.kind:16} {name:12} {a.job_id}  — {what}")
+    return lines
