@@ -442,29 +442,11 @@ def execute(
     report = report or JobReport()
     cluster = actuator.cluster
     hold_mode = not actuator.supports_begin_time
-    for a in actions:
-        detail = {
-            "cluster": cluster,
-            "reason": a.reason,
-            "begin_at": _iso(a.begin_at),
-            "latest_safe_start": _iso(a.latest_safe_start),
-            "planned_start": _iso(a.planned_start),
-            "steer": None if a.steer is None else f"{a.steer.mode.value}={a.steer.value}",
-        }
-        if a.kind == "skip":
-            ledger.record(
-                apply_id,
-                clock_now(),
-                phase=PHASE,
-                action="skip",
-                pool=a.pool,
-                targets=[a.job_id],
-                status="skipped",
-                detail=detail,
-            )
-            report.outcomes.append(JobOutcome(cluster, a.job_id, "skip", "skipped", a.reason))
-            continue
-        if shadow:
+    combined = getattr(actuator, "steer_and_defer", None)  # one scheduler call for both
+    i = 0
+    while i < len(actions):
+        a = actions[i]
+        if a.kind == "skip" or shadow:
             ledger.record(
                 apply_id,
                 clock_now(),
@@ -472,40 +454,100 @@ def execute(
                 action=a.kind,
                 pool=a.pool,
                 targets=[a.job_id],
-                status="shadow",
-                detail=detail,
+                status="skipped" if a.kind == "skip" else "shadow",
+                detail=_detail(a, cluster),
             )
-            report.outcomes.append(
-                JobOutcome(cluster, a.job_id, a.kind, "shadow", "would " + _describe(a))
+            status, msg = (
+                ("skipped", a.reason) if a.kind == "skip" else ("shadow", "would " + _describe(a))
             )
+            report.outcomes.append(JobOutcome(cluster, a.job_id, a.kind, status, msg))
+            i += 1
             continue
-        note = getattr(actuator, "note_plan", None)  # backends that pass the plan on (command)
-        if callable(note):
-            note(
-                a.job_id, pool=a.pool, start=a.planned_start, latest_safe_start=a.latest_safe_start
-            )
-        sid: int | None = None
-        try:
-            job = jobs.get(a.job_id) or actuator.read(a.job_id)
-            # the intent and the originals are durable (one transaction) before the call
-            with ledger.batch():
-                sid = ledger.intent(
-                    apply_id,
-                    clock_now(),
-                    phase=PHASE,
-                    action=a.kind,
-                    pool=a.pool,
-                    targets=[a.job_id],
-                    detail=detail,
+        nxt = actions[i + 1] if i + 1 < len(actions) else None
+        if (
+            callable(combined)
+            and a.kind == "steer"
+            and nxt is not None
+            and nxt.kind == "defer"
+            and nxt.job_id == a.job_id
+        ):
+            group = [a, nxt]
+        else:
+            group = [a]
+        i += len(group)
+        _run_group(group, actuator, ledger, apply_id, clock_now, jobs, report, hold_mode)
+    return report
+
+
+def _detail(a: JobAction, cluster: str) -> dict[str, Any]:
+    return {
+        "cluster": cluster,
+        "reason": a.reason,
+        "begin_at": _iso(a.begin_at),
+        "latest_safe_start": _iso(a.latest_safe_start),
+        "planned_start": _iso(a.planned_start),
+        "steer": None if a.steer is None else f"{a.steer.mode.value}={a.steer.value}",
+    }
+
+
+def _run_group(
+    group: list[JobAction],
+    actuator: JobActuator,
+    ledger: Ledger,
+    apply_id: int,
+    clock_now: Callable[[], datetime],
+    jobs: Mapping[str, PendingJob],
+    report: JobReport,
+    hold_mode: bool,
+) -> None:
+    """One action, or a steer + defer of the same job in one scheduler call: intents and
+    originals durable first, then the call, then each action's result from the read back."""
+    cluster = actuator.cluster
+    first = group[0]
+    note = getattr(actuator, "note_plan", None)  # backends that pass the plan on (command)
+    if callable(note):
+        note(
+            first.job_id,
+            pool=first.pool,
+            start=first.planned_start,
+            latest_safe_start=first.latest_safe_start,
+        )
+    sids: list[int] = []
+    try:
+        job = jobs.get(first.job_id) or actuator.read(first.job_id)
+        with ledger.batch():
+            for a in group:
+                sids.append(
+                    ledger.intent(
+                        apply_id,
+                        clock_now(),
+                        phase=PHASE,
+                        action=a.kind,
+                        pool=a.pool,
+                        targets=[a.job_id],
+                        detail=_detail(a, cluster),
+                    )
                 )
                 _prepare(a, ledger, cluster, job, hold_mode)
-            changes = _carry_out(a, actuator, ledger, job, hold_mode)
-        except Exception as exc:  # typed scheduler errors, and any surprise from a backend
-            # (e.g. an unparsable read back): recorded as this job's outcome, the others go on
-            gone = isinstance(exc, JobNotPendingError | JobNotFoundError)
-            status = "skipped" if gone else "error"
-            err = str(exc) if gone else f"{type(exc).__name__}: {exc}"
-            if sid is None:
+        if len(group) == 2:
+            steer, defer = group
+            assert steer.steer is not None and defer.begin_at is not None
+            both = actuator.steer_and_defer(first.job_id, steer.steer, defer.begin_at)  # type: ignore[attr-defined]
+            per_action = [
+                [c for c in both if c.what != BEGIN],
+                [c for c in both if c.what == BEGIN],
+            ]
+        else:
+            per_action = [_carry_out(first, actuator, ledger, job, hold_mode)]
+    except Exception as exc:  # typed scheduler errors, and any surprise from a backend
+        # (e.g. an unparsable read back): recorded as this job's outcome, the others go on
+        gone = isinstance(exc, JobNotPendingError | JobNotFoundError)
+        status = "skipped" if gone else "error"
+        err = str(exc) if gone else f"{type(exc).__name__}: {exc}"
+        for i, a in enumerate(group):
+            if i < len(sids):
+                ledger.result(sids[i], clock_now(), status, {"error": err})
+            else:
                 ledger.record(
                     apply_id,
                     clock_now(),
@@ -514,12 +556,11 @@ def execute(
                     pool=a.pool,
                     targets=[a.job_id],
                     status=status,
-                    detail={**detail, "error": err},
+                    detail={**_detail(a, cluster), "error": err},
                 )
-            else:
-                ledger.result(sid, clock_now(), status, {"error": err})
             report.outcomes.append(JobOutcome(cluster, a.job_id, a.kind, status, err))
-            continue
+        return
+    for a, sid, changes in zip(group, sids, per_action, strict=True):
         wrong = [c for c in changes if not _expected(a, c)]
         status = "error" if wrong else "ok"
         msg = _describe(a) + (
@@ -542,7 +583,6 @@ def execute(
             },
         )
         report.outcomes.append(JobOutcome(cluster, a.job_id, a.kind, status, msg, tuple(changes)))
-    return report
 
 
 def _describe(a: JobAction) -> str:

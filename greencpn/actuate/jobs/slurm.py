@@ -8,7 +8,8 @@
 * defer: ``scontrol update JobId=ID StartTime=YYYY-MM-DDTHH:MM:SS`` — the time is written in UTC
   and the command runs with ``TZ=UTC`` (Slurm reads times in the client's local zone).
 * hold / release: ``scontrol hold ID`` / ``scontrol release ID``.
-* steer: ``scontrol update JobId=ID Partition=P`` | ``Features=F`` | ``ReqNodeList=N``
+* steer: ``scontrol update JobId=ID Partition=P`` | ``Features=F`` | ``ReqNodeList=N``; a steer
+  and a defer of the same job go in one ``scontrol update`` (:meth:`steer_and_defer`)
   (``Features=`` / ``ReqNodeList=`` with an empty value clear them on undo).
 
 Errors: ``Invalid job id`` → :class:`JobNotFoundError`; ``no longer pending`` / ``already
@@ -298,6 +299,28 @@ class SlurmJobActuator:
         if current == target.value:
             return [JobChange(job_id, what, current, current, False, "already there")]
         return [self._update(job_id, what, [f"{_SLURM_FIELD[what]}={target.value}"], target.value)]
+
+    def steer_and_defer(
+        self, job_id: str, target: SteerTarget, begin_at: datetime
+    ) -> list[JobChange]:
+        """Steer and defer in ONE ``scontrol update`` (both words), one read back."""
+        if target.mode == SteerMode.NONE or not target.value:
+            return [*self.steer(job_id, target), self.defer(job_id, begin_at)]
+        what = STEER_FIELDS[target.mode]
+        before = self._pending(job_id)
+        self._run(
+            "scontrol",
+            "update",
+            f"JobId={job_id}",
+            f"{_SLURM_FIELD[what]}={target.value}",
+            f"StartTime={slurm_time(begin_at)}",
+            job_id=job_id,
+        )
+        after = self.read(job_id)
+        return [
+            JobChange(job_id, f, before.value(f), after.value(f), before.value(f) != after.value(f))
+            for f in (what, BEGIN)
+        ]
 
     def restore(self, job_id: str, what: str, value: object) -> JobChange:
         if what == HELD:
