@@ -7,8 +7,8 @@ with ``sbatch``; then, timed:
 
 * ``pending_jobs()`` — one ``squeue --json --states=PENDING`` parse of N jobs;
 * a shadow step — decide + ledger rows for every job, no scheduler writes;
-* an act step — per job: steer (``scontrol show job`` + ``update Partition=`` + show) and defer
-  (show + ``update StartTime=`` + show), every change read back and written to the ledger;
+* an act step — per job: steer + defer in one ``scontrol update JobId= Partition= StartTime=``
+  and one ``scontrol show job`` read back; both actions written to the ledger (intent, result);
 * undo — per job: restore partition and begin time (each read back).
 
 Not measured here: the share of the planned carbon saving realised in a replay where jobs follow
@@ -138,7 +138,7 @@ def main() -> int:
                         (
                             "shadow step: decide + ledger (no writes)"
                             if shadow
-                            else "act step: steer + defer, each read back + ledger"
+                            else "act step: steer + defer (1 update + 1 read back per job) + ledger"
                         ),
                         dt,
                         ok,
@@ -163,9 +163,10 @@ def main() -> int:
         f"Slurm {version} "
         "(slurmctld + one slurmd on 127.0.0.1, state in a temp dir). "
         f"{n} pending jobs submitted with `sbatch` ({submit_s:.1f} s, {n / submit_s:.0f} submissions/s). "
-        "Each job action is one `scontrol update` and one `scontrol show job` (read back; the value "
-        "before comes from the `squeue --json` listing or the previous read back); "
-        "one job = 2 actions (steer to a partition, defer the begin time). The machine is shared "
+        "Act step: per job ONE `scontrol update` (Partition= and StartTime=) and one `scontrol show "
+        "job` (read back; the value before comes from the `squeue --json` listing), counted as 2 "
+        "actions (steer to a partition, defer the begin time), each with its own ledger intent and "
+        "result. Undo: per job one update + read back per restored field. The machine is shared "
         f"(load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end), so times are noisy.\n\n"
         "| step | wall s | items | items per s |\n|---|---:|---:|---:|\n"
     )
