@@ -28,6 +28,7 @@ BENCHES: dict[str, list[str]] = {
     "actuate_nodes": [PY, "bench/bench_node_hooks.py", "--write", "bench/results/actuate_nodes.md"],
     "report": [PY, "bench/bench_report_render.py"],
     "safety": [PY, "bench/bench_safety.py", "--before", "ce3fafd", "--write"],
+    "jobs": [PY, "bench/bench_jobs.py", "--write", "bench/results/jobs.md"],
 }
 
 ORDER = [
@@ -42,6 +43,7 @@ ORDER = [
     "apply",
     "actuate_nodes",
     "safety",
+    "jobs",
 ]
 
 

@@ -625,6 +625,7 @@ class ApplyReport:
     """GPUs (``node:gpuN``) whose cap was not applied: the target is outside the device range."""
     caps_not_read: list[str] = field(default_factory=list)
     """Nodes whose GPU caps could not be read or set (no GPU backend, GPU read error)."""
+    jobs: Any = None  # greencpn.actuate.jobs.JobReport when [job_actuation] is configured
 
     @property
     def problems(self) -> list[StepOutcome]:
@@ -632,13 +633,18 @@ class ApplyReport:
 
     @property
     def changed(self) -> bool:
-        return any(s.status == "ok" for s in self.steps)
+        jobs_ok = self.jobs is not None and any(o.status == "ok" for o in self.jobs.outcomes)
+        return jobs_ok or any(s.status == "ok" for s in self.steps)
+
+    @property
+    def job_problems(self) -> bool:
+        return self.jobs is not None and bool(self.jobs.problems)
 
     @property
     def outcome(self) -> str:
         if self.mode != "act":
             return self.mode
-        if self.problems:
+        if self.problems or self.job_problems:
             return "partial"
         return "applied" if self.changed else "nothing_to_do"
 
@@ -651,7 +657,7 @@ class ApplyReport:
         """0 done/nothing to do/dry run/shadow; 1 partial (act); 3 some nodes not observable."""
         if self.unknown_nodes:
             return EXIT_NOT_OBSERVABLE
-        return 1 if self.mode == "act" and self.problems else 0
+        return 1 if self.mode == "act" and (self.problems or self.job_problems) else 0
 
     def format(self) -> str:
         lines = []
@@ -668,6 +674,8 @@ class ApplyReport:
                 f"  [{s.status:8}] {s.phase:11} {s.action:15} {s.pool or '-':12} {tgt}"
                 + (f"  — {s.message}" if s.message else "")
             )
+        if self.jobs is not None:
+            lines.append(self.jobs.format() or "  jobs: nothing to do")
         if self.failed_nodes:
             lines.append(f"re-plan needed: node(s) marked failed: {compress(self.failed_nodes)}")
         if self.caps_not_applied:
@@ -1341,6 +1349,7 @@ def apply_plan(
     sleep: Callable[[float], None] | None = None,
     echo: Callable[[str], None] | None = None,
     allow_other_slot: bool = False,
+    jobs: Any = None,
 ) -> ApplyReport:
     """Observe, diff and (unless dry-run or shadow) apply one slot of ``plan``.
 
@@ -1356,6 +1365,8 @@ def apply_plan(
         echo: called with the diff text before anything is changed (the CLI prints it).
         allow_other_slot: act on a slot that is not the current one (else refused when
             actuation is allowed, warned about otherwise).
+        jobs: a :class:`greencpn.actuate.jobs.JobBackends`: job actions for the slot run after
+            the node phases, in the same mode (shadow records what would be done).
     """
     settings = settings or ControlSettings()
     sleep = sleep or time.sleep
@@ -1388,7 +1399,7 @@ def apply_plan(
         with hook_lifecycle(lifecycle):
             return _apply_locked(
                 plan, ref, config, backends, ledger, clock, settings, sleep, mode,
-                dry_run=dry_run, plan_path=plan_path, echo=echo, warnings=warnings,
+                dry_run=dry_run, plan_path=plan_path, echo=echo, warnings=warnings, jobs=jobs,
             )  # fmt: skip
     finally:
         ledger.close()
@@ -1409,6 +1420,7 @@ def _apply_locked(
     plan_path: str | None,
     echo: Callable[[str], None] | None,
     warnings: list[str],
+    jobs: Any = None,
 ) -> ApplyReport:
     """The part of :func:`apply_plan` that runs with the ledger (and the apply lock) open."""
     # observe first: the nodes an interrupted apply touched are re-observed (and that is
@@ -1447,6 +1459,19 @@ def _apply_locked(
             run.run()
         else:
             run.shadow()
+        if jobs is not None:
+            from greencpn.actuate.jobs.apply_step import jobs_step
+
+            report.jobs = jobs_step(
+                plan,
+                diffs,
+                jobs,
+                ledger,
+                apply_id,
+                clock_now=clock.now,
+                next_step_at=ref.end,
+                shadow=mode != "act",
+            )
     except BaseException as exc:  # an unexpected fault: record it, then let it surface
         ledger.finish_apply(
             apply_id,

@@ -78,11 +78,19 @@ def add_parser(subparsers: Any) -> None:
         help="forget that NODE failed to boot (operator fixed it); repeatable",
     )
     p.add_argument(
+        "--undo-jobs",
+        action="store_true",
+        help="restore every scheduler job greencpn changed ([job_actuation]) and exit",
+    )
+    p.add_argument(
         "--fake-backends",
         action="store_true",
         help="use in-memory fake nodes (all on, idle) and GPUs (at default caps): a demo",
     )
     p.set_defaults(func=run_apply)
+    from greencpn.actuate.jobs.submit import add_parser as add_submit_parser
+
+    add_submit_parser(subparsers)  # greencpn submit: multi-cluster job submission
 
 
 def _gpu_lookup(
@@ -156,13 +164,15 @@ def _fake_backends(plan: dict[str, Any], config: FleetConfig) -> Backends:
 
 
 def run_apply(args: argparse.Namespace) -> int:
+    # the config is the authority (and its errors come first when it is given)
+    given = load_config(args.config) if args.config else None
     plan = load_plan(args.plan)
     config_path = args.config or plan.get("config")
     if not config_path:
         raise ConfigError(
             "the plan names no config", source=args.plan, field="config", fix="pass --config PATH"
         )
-    config = load_config(config_path)
+    config = given if given is not None else load_config(config_path)
     check_plan_against_config(plan, config, str(args.plan))
     settings = ControlSettings.for_config(config.path, args.control).with_actuation(
         args.allow_actuation
@@ -178,6 +188,25 @@ def run_apply(args: argparse.Namespace) -> int:
             for node in args.clear_failed:
                 was = ledger.clear_failed(node)
                 print(f"{node}: {'failed mark cleared' if was else 'was not marked failed'}")
+
+    from greencpn.actuate.jobs import make_job_backends
+
+    job_backends = make_job_backends(config.raw.job_actuation, source=str(config.path))
+    if args.undo_jobs:
+        from greencpn.actuate.jobs.apply_step import undo_step
+
+        if args.dry_run:
+            raise ConfigError("--undo-jobs changes jobs", field="--undo-jobs", fix="drop --dry-run")
+        if job_backends is None:
+            raise ConfigError(
+                "no [job_actuation] section",
+                source=str(config.path),
+                field="job_actuation",
+                fix="add [job_actuation] (docs/jobs.md) or drop --undo-jobs",
+            )
+        undo = undo_step(job_backends, str(state_dir), clock_now=SystemClock().now)
+        print(undo.format() or "  jobs: nothing to restore")
+        return 1 if undo.problems else 0
 
     if args.fake_backends:
         backends = _fake_backends(plan, config)
@@ -209,6 +238,17 @@ def run_apply(args: argparse.Namespace) -> int:
         sleep=time.sleep,
         echo=lambda text: print(text + "\n", flush=True),
         allow_other_slot=args.allow_other_slot,
+        jobs=job_backends,
     )
+    if args.dry_run and job_backends is not None:
+        from greencpn.actuate.apply import resolve_slot
+        from greencpn.actuate.jobs.apply_step import preview_step
+
+        clock = SystemClock()
+        ref = resolve_slot(plan, args.slot, clock, source=str(args.plan))
+        lines = preview_step(
+            plan, job_backends, str(state_dir), now=clock.now(), next_step_at=ref.end
+        )
+        print("\n".join(lines) or "  jobs: nothing to do")
     print(report.format())
     return report.exit_code

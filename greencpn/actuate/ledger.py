@@ -12,6 +12,10 @@ One SQLite file, ``<state dir>/ledger.sqlite``, holds:
   since when it has been on / off (for min up / min down), whether a boot is pending and until
   when, whether greencpn drained it (so it only resumes nodes it drained itself), and whether
   it is marked *failed* (a boot that timed out; left alone until an operator clears it).
+* ``jobs`` — every scheduler job greencpn changed (greencpn.actuate.jobs): the original value
+  of each field it touched (begin time, hold, partition, features, nodes) for ``--undo-jobs``,
+  the job's latest safe start and ``release_at``: for jobs greencpn holds, when it must release
+  them; for begin-time jobs, when greencpn released them (a fail-safe release is noted once).
 * ``kv`` — small controller state, e.g. the power-operation token bucket.
 
 Only one apply may write at a time: :meth:`Ledger.open` takes an exclusive ``flock`` on
@@ -81,6 +85,18 @@ CREATE TABLE IF NOT EXISTS nodes (
     failed INTEGER NOT NULL DEFAULT 0,
     failed_at TEXT,
     failed_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    key TEXT PRIMARY KEY,
+    cluster TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    pool TEXT,
+    originals TEXT NOT NULL DEFAULT '{}',
+    latest_safe_start TEXT,
+    release_at TEXT,
+    held_by_us INTEGER NOT NULL DEFAULT 0,
+    touched_at TEXT,
+    restored_at TEXT
 );
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
@@ -223,6 +239,24 @@ class ApplyRow:
     outcome: str | None
     summary: dict[str, Any]
 
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A scheduler job greencpn changed: originals of the fields it touched (JSON values)."""
+
+    cluster: str
+    job_id: str
+    pool: str | None = None
+    originals: dict[str, Any] | None = None
+    latest_safe_start: datetime | None = None
+    release_at: datetime | None = None
+    held_by_us: bool = False
+    touched_at: datetime | None = None
+    restored_at: datetime | None = None
+
+
+_JOB_TIME_FIELDS = {"latest_safe_start", "release_at", "touched_at", "restored_at"}
+_JOB_FIELDS = _JOB_TIME_FIELDS | {"pool", "originals", "held_by_us"}
 
 _NODE_TIME_FIELDS = {
     "seen_at",
@@ -599,6 +633,53 @@ class Ledger:
             boot_deadline=None,
         )
         return rec.failed
+
+    # ------------------------------------------------------------------ scheduler jobs
+    def _job(self, r: sqlite3.Row) -> JobRecord:
+        return JobRecord(
+            cluster=r["cluster"],
+            job_id=r["job_id"],
+            pool=r["pool"],
+            originals=json.loads(r["originals"] or "{}"),
+            latest_safe_start=_dt(r["latest_safe_start"]),
+            release_at=_dt(r["release_at"]),
+            held_by_us=bool(r["held_by_us"]),
+            touched_at=_dt(r["touched_at"]),
+            restored_at=_dt(r["restored_at"]),
+        )
+
+    def job(self, cluster: str, job_id: str) -> JobRecord | None:
+        """The record of a job greencpn changed, or None."""
+        for r in self._rows("SELECT * FROM jobs WHERE key=?", (f"{cluster}/{job_id}",)):
+            return self._job(r)
+        return None
+
+    def jobs(self, cluster: str | None = None) -> list[JobRecord]:
+        sql = "SELECT * FROM jobs" + (" WHERE cluster=?" if cluster is not None else "")
+        args: tuple[Any, ...] = (cluster,) if cluster is not None else ()
+        return [self._job(r) for r in self._rows(sql + " ORDER BY rowid", args)]
+
+    def update_job(self, cluster: str, job_id: str, **fields: Any) -> None:
+        """Set fields of a job's record (``originals`` is a dict stored as JSON)."""
+        unknown = set(fields) - _JOB_FIELDS
+        if unknown:
+            raise ValueError(f"unknown job field(s) {sorted(unknown)}")
+        values = []
+        for key, value in fields.items():
+            if key in _JOB_TIME_FIELDS:
+                value = _iso(value)
+            elif key == "originals":
+                value = json.dumps(value, default=str)
+            elif isinstance(value, bool):
+                value = int(value)
+            values.append(value)
+        cols = ", ".join(["key", "cluster", "job_id", *fields])
+        marks = ", ".join("?" * (len(fields) + 3))
+        update = ", ".join(f"{k}=excluded.{k}" for k in fields) or "key=key"
+        self._write().execute(
+            f"INSERT INTO jobs ({cols}) VALUES ({marks}) ON CONFLICT(key) DO UPDATE SET {update}",
+            (f"{cluster}/{job_id}", cluster, job_id, *values),
+        )
 
     # ------------------------------------------------------------------ key/value
     def get_kv(self, key: str) -> Any:

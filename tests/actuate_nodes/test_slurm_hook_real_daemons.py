@@ -1,25 +1,19 @@
 """The slurm hook against a REAL slurmctld + slurmd (Debian's Slurm 22.05 with munge).
 
-The fixture starts munged, slurmctld and one slurmd (``slurmd -N node1``) on 127.0.0.1 with
-all state in a temp dir (``SLURM_CONF``). Cloud nodes ``fake[1-4]`` start powered down.
-greencpn's own ``python -m greencpn.actuate.suspend_resume`` is Slurm's SuspendProgram /
-ResumeProgram / ResumeFailProgram; it records each call (JSON lines) and runs a ``command``
-hook that plays the hardware (appends to hw.log).
+The ``slurm`` fixture (tests/conftest.py, shared with tests/actuate_jobs) starts munged,
+slurmctld and one slurmd (``slurmd -N node1``) on 127.0.0.1 with all state in a temp dir
+(``SLURM_CONF``). Cloud nodes ``fake[1-4]`` start powered down. greencpn's own
+``python -m greencpn.actuate.suspend_resume`` is Slurm's SuspendProgram / ResumeProgram /
+ResumeFailProgram; it records each call (JSON lines) and runs a ``command`` hook that plays
+the hardware (appends to hw.log).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -29,8 +23,9 @@ from greencpn.actuate.hooks.slurm import SlurmHook
 from greencpn.config import HookConfig
 from greencpn.errors import PermanentError, TemporaryError
 
-REPO = Path(__file__).resolve().parents[2]
-NEEDED = ("munged", "slurmctld", "slurmd", "scontrol", "sinfo", "squeue", "sbatch", "scancel")
+if TYPE_CHECKING:
+    from slurm_cluster import SlurmCluster  # the shared `slurm` fixture (tests/conftest.py)
+
 pytestmark = pytest.mark.slow
 
 
@@ -49,166 +44,6 @@ def _wait(what: str, pred: Callable[[], object], timeout_s: float = 15.0) -> obj
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.1)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
-@dataclass
-class SlurmCluster:
-    dir: Path
-    env: dict[str, str]
-    record: Path
-    hw_log: Path
-
-    def calls(self) -> list[dict[str, object]]:
-        if not self.record.exists():
-            return []
-        return [json.loads(x) for x in self.record.read_text().splitlines() if x.strip()]
-
-    def run(self, *argv: str) -> str:
-        return subprocess.run(
-            argv, env=self.env, capture_output=True, text=True, check=True, timeout=30
-        ).stdout
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    missing = [b for b in NEEDED if shutil.which(b) is None]
-    if missing:
-        pytest.skip(
-            f"Slurm binaries missing: {missing} (apt-get install slurmctld slurmd "
-            "slurm-client munge)"
-        )
-    if os.geteuid() != 0:
-        pytest.skip("the real-Slurm fixture runs slurmctld/slurmd as root (SlurmUser=root)")
-    d = tmp_path_factory.mktemp("slurm")
-    d.chmod(0o755)
-    for sub in ("state", "spool", "jobs"):
-        (d / sub).mkdir()
-    key = d / "munge.key"
-    key.write_bytes(os.urandom(1024))
-    key.chmod(0o400)
-    procs: list[subprocess.Popen[bytes]] = []
-    sock = d / "munge.sock"
-    procs.append(
-        subprocess.Popen(
-            [
-                "munged",
-                "-F",
-                "-f",
-                f"--socket={sock}",
-                f"--key-file={key}",
-                f"--log-file={d / 'munged.log'}",
-                f"--pid-file={d / 'munged.pid'}",
-                f"--seed-file={d / 'munged.seed'}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    )
-    try:
-        _wait("munged socket", sock.exists, 10)
-        record, hw_log = d / "power-calls.jsonl", d / "hw.log"
-        hw = d / "hw-hook.toml"
-        hw.write_text(
-            'kind = "command"\n'
-            f'power_on = ["sh", "-c", "echo on $1 >> {hw_log}", "sh"]\n'
-            f'power_off = ["sh", "-c", "echo off $1 >> {hw_log}", "sh"]\n'
-        )
-        for action, name in (
-            ("suspend", "suspend.sh"),
-            ("resume", "resume.sh"),
-            ("fail", "resume-fail.sh"),
-        ):
-            script = d / name
-            script.write_text(
-                "#!/bin/sh\n"
-                f"export PYTHONPATH={REPO}\n"
-                f"exec {sys.executable} -m greencpn.actuate.suspend_resume --record {record} "
-                f'--hook-config {hw} --log-file {d / "suspend_resume.log"} {action} "$@"\n'
-            )
-            script.chmod(0o755)
-        host = socket.gethostname().split(".")[0]
-        ctld_port, slurmd_port = _free_port(), _free_port()
-        conf = d / "slurm.conf"
-        conf.write_text(f"""\
-ClusterName=greencpntest
-SlurmctldHost={host}(127.0.0.1)
-SlurmctldPort={ctld_port}
-SlurmdPort={slurmd_port}
-CommunicationParameters=NoInAddrAny
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-AuthInfo=socket={sock}
-CredType=cred/munge
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-MpiDefault=none
-StateSaveLocation={d / "state"}
-SlurmdSpoolDir={d / "spool"}
-SlurmctldPidFile={d / "slurmctld.pid"}
-SlurmdPidFile={d / "slurmd.pid"}
-SlurmctldLogFile={d / "slurmctld.log"}
-SlurmdLogFile={d / "slurmd.log"}
-ReturnToService=2
-PrivateData=cloud
-SuspendProgram={d / "suspend.sh"}
-ResumeProgram={d / "resume.sh"}
-ResumeFailProgram={d / "resume-fail.sh"}
-SuspendTime=3600
-SuspendTimeout=2
-ResumeTimeout=8
-NodeName=node1 NodeHostname={host} NodeAddr=127.0.0.1 CPUs=1
-NodeName=fake[1-4] NodeAddr=127.0.0.1 CPUs=1 State=CLOUD
-PartitionName=main Nodes=node1 Default=YES State=UP
-PartitionName=cloud Nodes=fake[1-4] State=UP
-""")
-        env = dict(os.environ, SLURM_CONF=str(conf))
-        procs.append(
-            subprocess.Popen(
-                ["slurmctld", "-D", "-i"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        procs.append(
-            subprocess.Popen(
-                ["slurmd", "-D", "-N", "node1"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        cluster = SlurmCluster(d, env, record, hw_log)
-
-        def node1_idle() -> bool:
-            r = subprocess.run(
-                ["sinfo", "-h", "-N", "-n", "node1", "-o", "%T"],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=10,
-            )
-            return r.returncode == 0 and r.stdout.strip() == "idle"
-
-        _wait("slurmctld up and node1 registered", node1_idle, 30)
-        yield cluster
-    finally:
-        for p in reversed(procs):
-            _stop(p)
 
 
 def _hook(cluster: SlurmCluster, **extra: object) -> SlurmHook:

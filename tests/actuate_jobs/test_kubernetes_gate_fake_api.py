@@ -1,0 +1,564 @@
+"""Kubernetes job actuation (scheduling gates) against a small fake of the pods API on
+127.0.0.1, with the exact requests asserted; and the gate webhook as a real HTTPS handler
+given a real ``AdmissionReview`` body over TLS (certificate made with openssl).
+
+The fake speaks the documented shapes of: list pods (field selector ``status.phase=Pending``),
+get a pod, PATCH with ``application/merge-patch+json`` and ``application/json-patch+json``
+(``test`` / ``add`` / ``remove``, RFC 6902). Like the real API it refuses (422) adding a gate
+to an existing pod and answers 409 when a ``test`` op fails. Not a real cluster.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import shutil
+import ssl
+import subprocess
+import threading
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+import pytest
+
+from greencpn.actuate.jobs import JobBackends, JobNotPendingError, act_on_jobs, undo_all_jobs
+from greencpn.actuate.jobs.base import JobActuatorPermanentError, SteerMode, SteerTarget
+from greencpn.actuate.jobs.kubernetes import GATE, PLANNED_NODES, KubernetesJobActuator
+from greencpn.actuate.jobs.webhook import WebhookSettings, make_server
+from greencpn.actuate.ledger import Ledger
+from greencpn.config import JobActuationConfig
+
+TOKEN = "k8s-token-abc"
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def _pod(
+    ns: str,
+    name: str,
+    *,
+    gated: bool = True,
+    gpus: int = 1,
+    limit_s: int | None = 3600,
+    phase: str = "Pending",
+    node: str | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "containers": [
+            {
+                "name": "c",
+                "image": "busybox",
+                "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
+            }
+        ]
+    }
+    if gated:
+        spec["schedulingGates"] = [{"name": "other.io/x"}, {"name": GATE}]
+    if limit_s is not None:
+        spec["activeDeadlineSeconds"] = limit_s
+    if node:
+        spec["nodeName"] = node
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "creationTimestamp": "2026-12-01T12:00:00Z",
+            "resourceVersion": "1",
+            "labels": {"greencpn.io/user": "alice"},
+        },
+        "spec": spec,
+        "status": {"phase": phase, "qosClass": "BestEffort"},
+    }
+
+
+def _json_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
+    doc = copy.deepcopy(doc)
+    for op in ops:
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        parent: Any = doc
+        for p in parts[:-1]:
+            parent = parent[int(p)] if isinstance(parent, list) else parent[p]
+        last = parts[-1]
+        if op["op"] == "test":
+            cur = parent[int(last)] if isinstance(parent, list) else parent.get(last)
+            if cur != op["value"]:
+                raise KeyError("test failed")
+        elif op["op"] == "remove":
+            del parent[int(last) if isinstance(parent, list) else last]
+        elif op["op"] == "add":
+            if isinstance(parent, list):
+                parent.insert(len(parent) if last == "-" else int(last), op["value"])
+            else:
+                parent[last] = op["value"]
+    return doc
+
+
+@dataclass
+class FakePodsApi:
+    pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    requests: list[tuple[str, str, str | None, Any]] = field(default_factory=list)
+    url: str = ""
+
+    def add(self, pod: dict[str, Any]) -> None:
+        self.pods[(pod["metadata"]["namespace"], pod["metadata"]["name"])] = pod
+
+    def writes(self) -> list[tuple[str, str, str | None, Any]]:
+        return [r for r in self.requests if r[0] != "GET"]
+
+
+def _handler(api: FakePodsApi) -> type[BaseHTTPRequestHandler]:
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a: object) -> None:
+            pass
+
+        def _send(self, code: int, obj: Any) -> None:
+            data = json.dumps(obj).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _status(self, code: int, reason: str, message: str) -> None:
+            self._send(
+                code,
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "reason": reason,
+                    "message": message,
+                    "code": code,
+                },
+            )
+
+        def _auth(self) -> bool:
+            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                self._status(401, "Unauthorized", "Unauthorized")
+                return False
+            return True
+
+        def do_GET(self) -> None:  # noqa: N802
+            u = urlparse(self.path)
+            api.requests.append(("GET", unquote(self.path), None, None))
+            if not self._auth():
+                return
+            parts = u.path.strip("/").split("/")
+            if u.path == "/api/v1/pods" or (len(parts) == 5 and parts[4] == "pods"):
+                sel = parse_qs(u.query).get("fieldSelector", [""])[0]
+                items = [
+                    p
+                    for p in api.pods.values()
+                    if sel != "status.phase=Pending" or p["status"]["phase"] == "Pending"
+                ]
+                if len(parts) == 5:
+                    items = [p for p in items if p["metadata"]["namespace"] == parts[3]]
+                self._send(200, {"kind": "PodList", "apiVersion": "v1", "items": items})
+                return
+            pod = api.pods.get((parts[3], parts[5])) if len(parts) == 6 else None
+            if pod is None:
+                self._status(404, "NotFound", f'pods "{parts[-1]}" not found')
+                return
+            self._send(200, pod)
+
+        def do_PATCH(self) -> None:  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            ctype = self.headers.get("Content-Type")
+            api.requests.append(("PATCH", unquote(self.path), ctype, body))
+            if not self._auth():
+                return
+            parts = urlparse(self.path).path.strip("/").split("/")
+            key = (parts[3], parts[5])
+            pod = api.pods.get(key)
+            if pod is None:
+                self._status(404, "NotFound", "not found")
+                return
+            if ctype == "application/merge-patch+json":
+                ann = pod["metadata"].setdefault("annotations", {})
+                for k, v in body.get("metadata", {}).get("annotations", {}).items():
+                    if v is None:
+                        ann.pop(k, None)
+                    else:
+                        ann[k] = v
+            elif ctype == "application/json-patch+json":
+                before = len(pod["spec"].get("schedulingGates") or [])
+                try:
+                    new = _json_patch(pod, body)
+                except (KeyError, IndexError):
+                    self._status(409, "Conflict", "the test operation failed")
+                    return
+                if len(new["spec"].get("schedulingGates") or []) > before:
+                    self._status(
+                        422, "Invalid", "spec.schedulingGates: Forbidden: only deletion is allowed"
+                    )
+                    return
+                if not new["spec"].get("schedulingGates"):
+                    new["spec"].pop("schedulingGates", None)
+                api.pods[key] = pod = new
+            else:
+                self._status(415, "UnsupportedMediaType", str(ctype))
+                return
+            self._send(200, pod)
+
+    return H
+
+
+@pytest.fixture
+def kube(tmp_path: Path) -> Iterator[tuple[FakePodsApi, Path]]:
+    api = FakePodsApi()
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _handler(api))
+    api.url = f"http://127.0.0.1:{srv.server_address[1]}"
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    try:
+        yield api, token
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def _actuator(api: FakePodsApi, token: Path, **kw: Any) -> KubernetesJobActuator:
+    return KubernetesJobActuator(
+        cluster="k1", host=api.url, token_file=str(token), timeout_s=5, **kw
+    )
+
+
+def test_gated_pods_read_steered_and_released_with_exact_requests(
+    kube: tuple[FakePodsApi, Path],
+) -> None:
+    api, token = kube
+    api.add(_pod("ml", "train-1", gpus=4))
+    api.add(_pod("ml", "ungated", gated=False))
+    api.add(_pod("ml", "bound", node="gpu01"))
+    act = _actuator(api, token)
+    jobs = {j.id: j for j in act.pending_jobs()}
+    assert sorted(jobs) == ["ml/train-1", "ml/ungated"]
+    j = jobs["ml/train-1"]
+    assert (j.gpus, j.time_limit_s, j.held, j.gated, j.account, j.user) == (
+        4,
+        3600.0,
+        True,
+        True,
+        "ml",
+        "alice",
+    )
+    assert api.requests[0] == ("GET", "/api/v1/pods?fieldSelector=status.phase=Pending", None, None)
+
+    ch = act.steer("ml/train-1", SteerTarget(SteerMode.NODES, nodes="greencpn.io/pool=fra-a100"))
+    assert [(c.what, c.before, c.after) for c in ch] == [
+        ("required_nodes", "", "greencpn.io/pool=fra-a100")
+    ]
+    rel = act.release("ml/train-1")
+    assert (rel.before, rel.after, rel.changed) == (True, False, True)
+    assert api.writes() == [
+        (
+            "PATCH",
+            "/api/v1/namespaces/ml/pods/train-1",
+            "application/merge-patch+json",
+            {"metadata": {"annotations": {PLANNED_NODES: "greencpn.io/pool=fra-a100"}}},
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/ml/pods/train-1",
+            "application/json-patch+json",
+            [
+                {"op": "test", "path": "/spec/schedulingGates/1/name", "value": GATE},
+                {
+                    "op": "add",
+                    "path": "/spec/affinity",
+                    "value": {
+                        "nodeAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": {
+                                "nodeSelectorTerms": [
+                                    {
+                                        "matchExpressions": [
+                                            {
+                                                "key": "greencpn.io/pool",
+                                                "operator": "In",
+                                                "values": ["fra-a100"],
+                                            }
+                                        ]
+                                    }
+                                ]
+                            }
+                        }
+                    },
+                },
+                {"op": "remove", "path": "/spec/schedulingGates/1"},
+            ],
+        ),
+    ]
+    pod = api.pods[("ml", "train-1")]
+    assert pod["spec"]["schedulingGates"] == [{"name": "other.io/x"}]  # the other gate stays
+    # an ungated pod cannot be held (gates cannot be added); a bound pod is not pending
+    with pytest.raises(JobActuatorPermanentError, match="cannot be added"):
+        act.hold("ml/ungated")
+    with pytest.raises(JobNotPendingError):
+        act.release("ml/bound")
+    bad = KubernetesJobActuator(cluster="k1", host=api.url, token_file=None)
+    with pytest.raises(JobActuatorPermanentError, match="401"):
+        bad.pending_jobs()
+
+
+def test_engine_keeps_gate_until_planned_start_then_failsafe_and_undo(
+    kube: tuple[FakePodsApi, Path],
+    tmp_path: Path,
+) -> None:
+    api, token = kube
+    for name in ("a", "b", "c", "new"):
+        api.add(_pod("ml", name))
+    act = _actuator(api, token)
+    cfg = JobActuationConfig.model_validate(
+        {
+            "default_slack_h": 2,
+            "clusters": [
+                {
+                    "name": "k1",
+                    "kind": "kubernetes",
+                    "sites": ["s1"],
+                    "host": api.url,
+                    "steer": "nodes",
+                    "pools": {"p": {"node_selector": {"greencpn.io/pool": "p"}}},
+                }
+            ],
+        }
+    )
+    backends = JobBackends(config=cfg, actuators={"k1": act})
+    plan = {
+        "jobs": [
+            {"id": "ml/a", "site": "s1", "pool": "p", "start": "2026-12-01T14:00:00Z"},
+            {"id": "ml/b", "site": "s1", "pool": "p", "start": "2026-12-01T12:00:00Z"},
+            {"id": "ml/c", "site": "s1", "pool": "p", "start": "2026-12-01T13:00:00Z"},
+        ]
+    }
+
+    def step(now: datetime, ready: bool) -> list[tuple[str, str, str]]:
+        aid = ledger.begin_apply(now, plan_path=None, slot=0, slot_start=now, mode="act")
+        rep = act_on_jobs(
+            plan,
+            backends,
+            ledger,
+            aid,
+            clock_now=lambda: now,
+            next_step_at=now + timedelta(hours=1),
+            pool_ready=lambda p: ready,
+            shadow=False,
+        )
+        return [(o.job_id, o.action, o.status) for o in rep.outcomes]
+
+    with Ledger.open(tmp_path / "state") as ledger:
+        # 12:00: a waits (release scheduled at 14:00), b is due and its pool is ready: released
+        got = step(T0, True)
+        assert got == [
+            ("ml/a", "steer", "ok"),
+            ("ml/a", "hold", "ok"),
+            ("ml/b", "steer", "ok"),
+            ("ml/b", "release", "ok"),
+            ("ml/c", "steer", "ok"),
+            ("ml/c", "hold", "ok"),
+        ]
+        assert GATE in [g["name"] for g in api.pods[("ml", "a")]["spec"]["schedulingGates"]]
+        assert [g["name"] for g in api.pods[("ml", "b")]["spec"]["schedulingGates"]] == [
+            "other.io/x"
+        ]
+        rec = ledger.job("k1", "ml/a")
+        assert rec is not None and rec.release_at == T0 + timedelta(hours=2)
+        # 13:00, pool not ready: c waits (hold until 14:00); "new" (in no plan) still gated
+        assert step(T0 + timedelta(hours=1), False) == [("ml/c", "hold", "ok")]
+        # 14:00 = c's and a's latest safe start (created 12:00 + 1 h + 2 h slack - 1 h): released
+        # although the pool is still not ready; "new" too (its latest safe start passed)
+        got = step(T0 + timedelta(hours=2), False)
+        assert sorted(got) == [
+            ("ml/a", "failsafe_release", "ok"),
+            ("ml/c", "failsafe_release", "ok"),
+            ("ml/new", "failsafe_release", "ok"),
+        ]
+        assert all(
+            GATE not in [g["name"] for g in p["spec"].get("schedulingGates", [])]
+            for p in api.pods.values()
+        )
+        aff = api.pods[("ml", "a")]["spec"]["affinity"]["nodeAffinity"]
+        assert aff["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0][
+            "matchExpressions"
+        ] == [{"key": "greencpn.io/pool", "operator": "In", "values": ["p"]}]
+
+
+def test_undo_on_kubernetes_removes_annotation_then_gate(
+    kube: tuple[FakePodsApi, Path], tmp_path: Path
+) -> None:
+    api, token = kube
+    api.add(_pod("ml", "a"))
+    act = _actuator(api, token)
+    cfg = JobActuationConfig.model_validate(
+        {
+            "clusters": [
+                {
+                    "name": "k1",
+                    "kind": "kubernetes",
+                    "sites": ["s1"],
+                    "host": api.url,
+                    "steer": "nodes",
+                    "pools": {"p": {"node_selector": {"pool": "p"}}},
+                }
+            ]
+        }
+    )
+    backends = JobBackends(config=cfg, actuators={"k1": act})
+    plan = {"jobs": [{"id": "ml/a", "site": "s1", "pool": "p", "start": "2026-12-01T15:00:00Z"}]}
+    with Ledger.open(tmp_path / "state") as ledger:
+        aid = ledger.begin_apply(T0, plan_path=None, slot=0, slot_start=T0, mode="act")
+        act_on_jobs(
+            plan,
+            backends,
+            ledger,
+            aid,
+            clock_now=lambda: T0,
+            next_step_at=T0 + timedelta(hours=1),
+            pool_ready=lambda p: True,
+            shadow=False,
+        )
+        n = len(api.writes())
+        rep = undo_all_jobs(backends, ledger, aid, clock_now=lambda: T0)
+        assert [(o.action, o.status) for o in rep.outcomes] == [("restore", "ok")]
+    undo_writes = api.writes()[n:]
+    assert [
+        (w[2], w[3] if w[2].endswith("merge-patch+json") else [o["op"] for o in w[3]])
+        for w in undo_writes
+    ] == [
+        ("application/merge-patch+json", {"metadata": {"annotations": {PLANNED_NODES: None}}}),
+        ("application/json-patch+json", ["test", "remove"]),
+    ]
+    pod = api.pods[("ml", "a")]
+    assert "affinity" not in pod["spec"] and PLANNED_NODES not in pod["metadata"]["annotations"]
+
+
+# --------------------------------------------------------------------------- webhook over TLS
+
+
+@pytest.fixture
+def tls_cert(tmp_path: Path) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed (apt-get install openssl)")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+def _review(pod: dict[str, Any], operation: str = "CREATE") -> dict[str, Any]:
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": pod["metadata"]["name"],
+            "namespace": pod["metadata"]["namespace"],
+            "operation": operation,
+            "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
+            "object": pod,
+            "oldObject": None,
+            "dryRun": False,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"},
+        },
+    }
+
+
+def test_webhook_adds_the_gate_over_tls(tls_cert: tuple[Path, Path]) -> None:
+    cert, key = tls_cert
+    srv = make_server("127.0.0.1", 0, str(cert), str(key), WebhookSettings(gpu_only=True))
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    url = f"https://127.0.0.1:{srv.server_address[1]}"
+    ctx = ssl.create_default_context(cafile=str(cert))  # verifies the certificate and its IP SAN
+
+    def post(body: dict[str, Any]) -> dict[str, Any]:
+        req = urllib.request.Request(
+            url + "/mutate",
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+            assert resp.status == 200
+            return json.loads(resp.read())
+
+    try:
+        plain = _pod("ml", "p1", gated=False)
+        out = post(_review(plain))
+        assert out["apiVersion"] == "admission.k8s.io/v1" and out["kind"] == "AdmissionReview"
+        r = out["response"]
+        assert r["uid"] == "705ab4f5-6393-11e8-b7cc-42010a800002" and r["allowed"] is True
+        assert r["patchType"] == "JSONPatch"
+        assert json.loads(base64.b64decode(r["patch"])) == [
+            {"op": "add", "path": "/spec/schedulingGates", "value": [{"name": GATE}]}
+        ]
+        # a pod with another gate gets ours appended; one with ours, none
+        other = _pod("ml", "p2", gated=False)
+        other["spec"]["schedulingGates"] = [{"name": "other.io/x"}]
+        r = post(_review(other))["response"]
+        assert json.loads(base64.b64decode(r["patch"])) == [
+            {"op": "add", "path": "/spec/schedulingGates/-", "value": {"name": GATE}}
+        ]
+        assert "patch" not in post(_review(_pod("ml", "p3")))["response"]
+        # excluded namespace, no GPU (gpu_only), an UPDATE: allowed without a patch
+        assert "patch" not in post(_review(_pod("kube-system", "p4", gated=False)))["response"]
+        assert (
+            "patch"
+            not in post(
+                _review(
+                    _pod("ml", "p5", gated=False, gpus=0)
+                    | {"spec": {"containers": [{"name": "c"}]}}
+                )
+            )["response"]
+        )
+        assert "patch" not in post(_review(plain, "UPDATE"))["response"]
+        # a broken body is a 400, and the server lives on
+        req = urllib.request.Request(url + "/mutate", data=b"{not json", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(req, context=ctx, timeout=10)
+        assert info.value.code == 400
+        with urllib.request.urlopen(url + "/healthz", context=ctx, timeout=10) as resp:
+            assert resp.read() == b"ok"
+        # a client that does not trust the certificate is refused
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(
+                url + "/healthz", context=ssl.create_default_context(), timeout=10
+            )
+    finally:
+        srv.shutdown()
+        srv.server_close()
