@@ -39,7 +39,26 @@ from pydantic import (
 from greencpn.errors import ConfigError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
-DEFAULT_MODELS_DIR = PACKAGE_ROOT.parent / "models" / "gpus"
+# GPU/node profiles: the repository's top-level models/ (source checkout, editable install),
+# else the copy a wheel ships as package data (setup.py copies models/ to greencpn/_models/).
+SOURCE_MODELS_ROOT = PACKAGE_ROOT.parent / "models"
+PACKAGED_MODELS_ROOT = PACKAGE_ROOT / "_models"
+
+
+def default_models_dir(kind: str = "gpus") -> Path:
+    """Where the bundled ``kind`` profiles (``gpus`` or ``nodes``) are.
+
+    The source tree's ``models/<kind>`` when greencpn runs from a checkout, else the packaged
+    ``greencpn/_models/<kind>`` of a wheel install. ``models_dir`` in the config overrides it.
+    """
+    for root in (SOURCE_MODELS_ROOT, PACKAGED_MODELS_ROOT):
+        cand = root / kind
+        if cand.is_dir() and any(cand.glob("*.toml")):
+            return cand
+    return PACKAGED_MODELS_ROOT / kind
+
+
+DEFAULT_MODELS_DIR = default_models_dir("gpus")
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
@@ -506,7 +525,18 @@ def load_config(path: str | Path) -> FleetConfig:
         raise
     base = path.parent
 
-    models_dir = (base / raw.models_dir) if raw.models_dir else DEFAULT_MODELS_DIR
+    if raw.models_dir:
+        models_dir = base / raw.models_dir
+        if not models_dir.is_dir():
+            raise ConfigError(
+                f"models_dir {str(models_dir)!r} is not a directory",
+                source=src,
+                field="models_dir",
+                fix="point it at a folder of GPU profile *.toml files, or remove it to use the "
+                f"bundled profiles ({default_models_dir('gpus')})",
+            )
+    else:
+        models_dir = default_models_dir("gpus")
     gpu_models = load_gpu_models(models_dir)
     for m in raw.gpu_models:
         for key in [m.name, *m.aliases]:
