@@ -168,3 +168,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _console(action: str, argv: Sequence[str] | None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args):
+        return main(["--help"])
+    return main([action, *args])
+
+
+def suspend_main(argv: Sequence[str] | None = None) -> int:
+    """``greencpn-slurm-suspend [--hook-config F] HOSTLIST`` (slurm.conf ``SuspendProgram``)."""
+    return _console("suspend", argv)
+
+
+def resume_main(argv: Sequence[str] | None = None) -> int:
+    """``greencpn-slurm-resume [--hook-config F] HOSTLIST`` (slurm.conf ``ResumeProgram``)."""
+    return _console("resume", argv)
+
+
+def resume_fail_main(argv: Sequence[str] | None = None) -> int:
+    """``greencpn-slurm-resume-fail HOSTLIST`` (slurm.conf ``ResumeFailProgram``)."""
+    return _console("fail", argv)
