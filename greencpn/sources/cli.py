@@ -82,6 +82,14 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         help="max API requests per UTC day for this source (default: unlimited)",
     )
+    p.add_argument(
+        "--max-gap-slots",
+        type=int,
+        default=0,
+        metavar="N",
+        help="csv sources and --history: interpolate gaps of up to N hourly slots, refuse longer "
+        "ones (default 0, as `greencpn plan`'s [carbon] max_gap_slots)",
+    )
     p.add_argument("--timeout", type=float, default=15.0, help="read timeout in seconds (15)")
     p.add_argument("--retries", type=int, default=3, help="attempts per request (3)")
     p.set_defaults(func=run_forecast)
@@ -93,6 +101,11 @@ def run_forecast(args: argparse.Namespace) -> int:
 
     if args.hours <= 0:
         raise ConfigError("--hours must be positive", field="--hours", fix="e.g. --hours 48")
+    if args.max_gap_slots < 0:
+        raise ConfigError(
+            "--max-gap-slots must be 0 or more", field="--max-gap-slots", fix="e.g. 0 or 2"
+        )
+    _check_files(args)
     clock: Any = SimClock(_parse_time_arg(args.now, "--now")) if args.now else SystemClock()
     if _fast_cached(args, clock):
         return 0
@@ -122,6 +135,27 @@ def run_forecast(args: argparse.Namespace) -> int:
         plot_series(series, Path(args.plot))
         print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
+
+
+def _check_files(args: argparse.Namespace) -> None:
+    """Read the csv source / history file as ``greencpn plan`` does (gaps longer than
+    ``--max-gap-slots`` hourly slots refused), so forecast and plan accept the same files."""
+    paths = [args.source[4:]] if args.source.startswith("csv:") else []
+    if args.history:
+        paths.append(args.history)
+    if not paths:
+        return
+    from greencpn.sources.files import read_carbon_file
+
+    hour = timedelta(hours=1)
+    for path in paths:
+        read_carbon_file(
+            path,
+            zone=args.zone,
+            accounting=args.accounting,
+            slot=hour,
+            max_gap=hour * args.max_gap_slots,
+        )
 
 
 # ---------------------------------------------------------------------------------- output
