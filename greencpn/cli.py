@@ -77,7 +77,8 @@ def setup_logging(verbose: int) -> None:
     root_level = logging.DEBUG if verbose >= 3 else logging.WARNING
     logging.basicConfig(level=root_level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(root_level)
-    own = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    # 0: inherit the root's WARNING (NOTSET keeps a caller's own capture, e.g. pytest's, working)
+    own = {0: logging.NOTSET, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.getLogger("greencpn").setLevel(own)
     if verbose >= 3:
         os.environ.setdefault("GREENCPN_SOLVER_LOG", "1")  # read by greencpn.optimize.milp

@@ -58,7 +58,7 @@ def test_verbose_after_the_subcommand() -> None:
 @pytest.mark.parametrize(
     ("verbose", "own", "lib"),
     [
-        (0, logging.WARNING, False),
+        (0, logging.WARNING, False),  # inherited from the root
         (1, logging.INFO, False),
         (2, logging.DEBUG, False),
         (3, logging.DEBUG, True),
