@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import tomllib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -65,7 +66,9 @@ NonNegFloat = Annotated[float, Field(ge=0)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: TOML's inf/nan (and "inf" in a jobs CSV) are refused in every float
+    # field — they used to give NaN plans, Infinity tokens in plan.json and OverflowErrors
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _parse_utc(value: Any, what: str = "timestamp") -> datetime:
@@ -147,7 +150,7 @@ class GpuModelConfig(_Strict):
 class HookConfig(BaseModel):
     """How a pool's nodes are powered (used by ``greencpn apply``); extra keys are per kind."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
     kind: Literal["none", "command", "slurm", "kubernetes", "ipmi", "wol", "agent"] = "none"
     advisory: bool = Field(
         default=False,
@@ -265,6 +268,18 @@ class HorizonConfig(_Strict):
     def _check(self) -> HorizonConfig:
         if (24 * 60) % self.slot_minutes != 0:
             raise ValueError("slot_minutes must divide a day (e.g. 15, 30, 60, 120)")
+        if self.start is not None:
+            step = self.slot_minutes * 60
+            off = int(self.start.timestamp()) % step + self.start.microsecond / 1e6
+            if off:
+                before = self.start - timedelta(seconds=off)
+                after = before + timedelta(seconds=step)
+                raise ValueError(
+                    f"horizon.start {self.start:%Y-%m-%dT%H:%M:%SZ} is not on the "
+                    f"{self.slot_minutes}-min slot grid (slots start at multiples of "
+                    f"{self.slot_minutes} min from midnight UTC, as carbon data does); use "
+                    f"{before:%Y-%m-%dT%H:%M:%SZ} or {after:%Y-%m-%dT%H:%M:%SZ}"
+                )
         return self
 
 
@@ -345,6 +360,23 @@ class FleetFile(_Strict):
     )
     jobs: list[JobConfig] = Field(default_factory=list)
 
+    @field_validator("jobs_file")
+    @classmethod
+    def _jobs_file(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError(
+                "jobs_file is empty (it would plan no jobs); name a CSV or JSON file, or remove "
+                "the key when the jobs are all in [[jobs]]"
+            )
+        return v
+
+    @field_validator("models_dir")
+    @classmethod
+    def _models_dir(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("models_dir is empty; remove it to use the bundled GPU profiles")
+        return v
+
 
 @dataclass(frozen=True)
 class FleetConfig:
@@ -374,6 +406,7 @@ _FIX_HINTS = {
     "greater_than_equal": "use a value at or above the minimum",
     "less_than_equal": "use a smaller value",
     "float_parsing": "write a number",
+    "finite_number": "write a finite number (inf and nan are not allowed here)",
     "int_parsing": "write a whole number",
     "bool_parsing": "write true or false",
     "literal_error": "use one of the listed values",
@@ -394,14 +427,27 @@ def _loc_to_field(loc: tuple[Any, ...], data: Any) -> str:
                 out += f"({label})"
             node = node[part] if isinstance(node, list) and part < len(node) else None
         else:
+            if _UNION_TAG.match(str(part)) and not (isinstance(node, dict) and part in node):
+                continue  # pydantic's name of a union branch, not a config key
             out += ("." if out else "") + str(part)
             node = node.get(part) if isinstance(node, dict) else None
     return out
 
 
+_UNION_TAG = re.compile(r"^(constrained-\w+|list\[.*\]|dict\[.*\]|float|int|str|bool|none)$")
+
+
 def _raise_validation(exc: ValidationError, source: str, data: Any) -> None:
     errs = exc.errors()
-    first = errs[0]
+    # a union field (constant or list) reports one error per branch: show a non-finite value
+    # first, else the deepest location (the branch the user wrote, e.g. the list item)
+    head = tuple(errs[0]["loc"])
+    while head and _UNION_TAG.match(str(head[-1])):
+        head = head[:-1]
+    same = [e for e in errs if tuple(e["loc"])[: len(head)] == head] or errs[:1]
+    first = next((e for e in same if e["type"] == "finite_number"), None) or max(
+        same, key=lambda e: len(e["loc"])
+    )
     field = _loc_to_field(tuple(first["loc"]), data)
     msg = first["msg"].removeprefix("Value error, ")
     fix = _FIX_HINTS.get(first["type"], "see README.md 'Config format'")
@@ -553,6 +599,13 @@ def load_config(path: str | Path) -> FleetConfig:
         else:
             jobs = load_jobs_csv(jobs_path) + jobs
 
+    if raw.carbon is not None and (base / raw.carbon.file).is_dir():
+        raise ConfigError(
+            f"{base / raw.carbon.file} is a directory, not a carbon CSV file",
+            source=src,
+            field="carbon.file",
+            fix="name the CSV file inside it (paths are relative to the config file)",
+        )
     if raw.carbon is None and any(s.carbon_source is None for s in raw.sites):
         raise ConfigError(
             "no carbon data for some sites",

@@ -109,7 +109,11 @@ def test_installed_wheel_plans_the_example_outside_the_tree(installed: dict[str,
         cwd=work, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
-    plan = json.loads((out / "plan.json").read_text())
+
+    def no_constant(token: str) -> None:
+        raise AssertionError(f"plan.json is not strict JSON: {token}")
+
+    plan = json.loads((out / "plan.json").read_text(), parse_constant=no_constant)
     assert plan["jobs"], "the example plan places no job"
 
 
