@@ -36,7 +36,13 @@ import pandas as pd
 
 from greencpn.errors import ConfigError
 from greencpn.sources.base import Accounting, CarbonSeries, Signal
-from greencpn.sources.resample import DEFAULT_MAX_GAP, fill_gaps, is_regular, resample_to_slots
+from greencpn.sources.resample import (
+    DEFAULT_MAX_GAP,
+    MAX_PLAUSIBLE_G_PER_KWH,
+    fill_gaps,
+    is_regular,
+    resample_to_slots,
+)
 
 _EM_TIME = "Datetime (UTC)"
 _EM_DIRECT = "Carbon Intensity gCO₂eq/kWh (direct)"
@@ -48,8 +54,6 @@ _EM_INTENSITY = re.compile(
     r"^carbon\s+intensity\b.*\((?P<acc>direct|lca|life[\s-]?cycle)\)\s*$", re.IGNORECASE
 )
 _EM_MARKERS = ("Zone Id", "Zone Name", "Country", "Data Estimated")
-MAX_PLAUSIBLE_G_PER_KWH = 2000.0
-"""Highest carbon intensity accepted from a file or an API (lignite is ~1,100–1,200 g/kWh)."""
 _TZ_SUFFIX = re.compile(r"\d\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:Z|UTC|[+-]\d\d(?::?\d\d)?)$")
 _TIME_NAMES = ("datetime_utc", "datetime", "timestamp", "time", "date", "period_start", "start")
 

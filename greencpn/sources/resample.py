@@ -35,6 +35,10 @@ from greencpn.errors import ConfigError
 DEFAULT_MAX_GAP = timedelta(hours=2)
 """Default longest run of missing slots that may be filled by linear interpolation."""
 
+MAX_PLAUSIBLE_G_PER_KWH = 2000.0
+"""Highest carbon intensity accepted from a file or an API, g/kWh (lignite is ~1,100–1,200;
+a marginal coal/oil unit ~1,000). Above it the number is in another unit or corrupt."""
+
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 
 
