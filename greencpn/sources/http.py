@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -167,6 +168,7 @@ class HttpClient:
     ) -> None:
         self.provider = provider
         self.monotonic = monotonic
+        self._box_lock = threading.Lock()
         self.policy = policy or RetryPolicy()
         self.session = session or requests.Session()
         self.session.headers.setdefault("User-Agent", USER_AGENT)
@@ -291,15 +293,7 @@ class HttpClient:
                 min(self.policy.read_timeout_s, remaining),
             )
             try:
-                resp = self.session.get(
-                    url,
-                    params=params,
-                    headers=headers,
-                    auth=auth,
-                    timeout=timeout,
-                    allow_redirects=False,
-                    stream=True,
-                )
+                resp = self._get_headers(url, params, headers, auth, timeout, remaining, what)
             except requests.Timeout as exc:
                 raise ApiTimeoutError(
                     f"{what}: no answer within {timeout[0]:g} s connect / {timeout[1]:g} s read "
@@ -328,6 +322,52 @@ class HttpClient:
             log.info("%s: HTTP %d redirect to %s", what, resp.status_code, _host_of(target))
             url, params = target, None  # the Location carries its own query
         raise ApiRequestError(f"{what}: more than {MAX_REDIRECTS} redirects")
+
+    def _get_headers(
+        self,
+        url: str,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        auth: tuple[str, str] | None,
+        timeout: tuple[float, float],
+        remaining: float,
+        what: str,
+    ) -> requests.Response:
+        """``session.get`` up to the end of the headers, in a worker thread joined for at most
+        ``remaining`` seconds: a server dripping its status line or headers byte by byte never
+        trips the per-read timeout. An abandoned worker closes its response when it ends."""
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                r = self.session.get(
+                    url,
+                    params=params,
+                    headers=headers,
+                    auth=auth,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    stream=True,
+                )
+            except BaseException as exc:  # re-raised in the caller's thread
+                box["error"] = exc
+                return
+            with self._box_lock:
+                if box.get("abandoned"):
+                    r.close()
+                else:
+                    box["resp"] = r
+
+        worker = threading.Thread(target=work, name=f"greencpn-http-{self.provider}", daemon=True)
+        worker.start()
+        worker.join(max(0.0, remaining))
+        with self._box_lock:
+            if "resp" not in box and "error" not in box:
+                box["abandoned"] = True
+                raise self._deadline_error(what, 0)
+        if "error" in box:
+            raise box["error"]
+        return box["resp"]
 
     def _read_body(self, resp: requests.Response, what: str, deadline: float) -> None:
         """Read the streamed body into ``resp`` (``.content``/``.json()`` then work), giving

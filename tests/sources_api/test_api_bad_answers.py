@@ -130,6 +130,40 @@ def test_a_dripping_server_is_cut_at_the_overall_deadline() -> None:
     assert "deadline" in str(e.value) and "1.5" in str(e.value), str(e.value)
 
 
+def test_a_server_dripping_its_headers_is_cut_at_the_deadline() -> None:
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = srv.accept()
+        conn.recv(65536)
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Pad: " + b"x" * 40
+        for i in range(len(head)):
+            if stop.is_set():
+                break
+            try:
+                conn.sendall(head[i : i + 1])
+            except OSError:
+                break
+            time.sleep(0.2)
+        conn.close()
+
+    threading.Thread(target=drip, daemon=True).start()
+    try:
+        http = http_for("x", SimClock(T_EM_FC), read_timeout_s=1.0, deadline_s=1.5)
+        t0 = time.monotonic()
+        with pytest.raises(ApiTimeoutError, match="deadline"):
+            http.get_json(f"http://127.0.0.1:{srv.getsockname()[1]}/slow", endpoint="slow")
+        assert time.monotonic() - t0 < 3.0
+    finally:
+        stop.set()
+        srv.close()
+
+
 def test_the_deadline_covers_retries_and_their_waits(dead_url) -> None:
     waits: list[float] = []
     clock = SimClock(T_EM_FC)
