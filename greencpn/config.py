@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import tomllib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,14 +40,35 @@ from pydantic import (
 from greencpn.errors import ConfigError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
-DEFAULT_MODELS_DIR = PACKAGE_ROOT.parent / "models" / "gpus"
+# GPU/node profiles: the repository's top-level models/ (source checkout, editable install),
+# else the copy a wheel ships as package data (setup.py copies models/ to greencpn/_models/).
+SOURCE_MODELS_ROOT = PACKAGE_ROOT.parent / "models"
+PACKAGED_MODELS_ROOT = PACKAGE_ROOT / "_models"
+
+
+def default_models_dir(kind: str = "gpus") -> Path:
+    """Where the bundled ``kind`` profiles (``gpus`` or ``nodes``) are.
+
+    The source tree's ``models/<kind>`` when greencpn runs from a checkout, else the packaged
+    ``greencpn/_models/<kind>`` of a wheel install. ``models_dir`` in the config overrides it.
+    """
+    for root in (SOURCE_MODELS_ROOT, PACKAGED_MODELS_ROOT):
+        cand = root / kind
+        if cand.is_dir() and any(cand.glob("*.toml")):
+            return cand
+    return PACKAGED_MODELS_ROOT / kind
+
+
+DEFAULT_MODELS_DIR = default_models_dir("gpus")
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: TOML's inf/nan (and "inf" in a jobs CSV) are refused in every float
+    # field — they used to give NaN plans, Infinity tokens in plan.json and OverflowErrors
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _parse_utc(value: Any, what: str = "timestamp") -> datetime:
@@ -128,7 +150,7 @@ class GpuModelConfig(_Strict):
 class HookConfig(BaseModel):
     """How a pool's nodes are powered (used by ``greencpn apply``); extra keys are per kind."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
     kind: Literal["none", "command", "slurm", "kubernetes", "ipmi", "wol", "agent"] = "none"
     advisory: bool = Field(
         default=False,
@@ -246,6 +268,18 @@ class HorizonConfig(_Strict):
     def _check(self) -> HorizonConfig:
         if (24 * 60) % self.slot_minutes != 0:
             raise ValueError("slot_minutes must divide a day (e.g. 15, 30, 60, 120)")
+        if self.start is not None:
+            step = self.slot_minutes * 60
+            off = int(self.start.timestamp()) % step + self.start.microsecond / 1e6
+            if off:
+                before = self.start - timedelta(seconds=off)
+                after = before + timedelta(seconds=step)
+                raise ValueError(
+                    f"horizon.start {self.start:%Y-%m-%dT%H:%M:%SZ} is not on the "
+                    f"{self.slot_minutes}-min slot grid (slots start at multiples of "
+                    f"{self.slot_minutes} min from midnight UTC, as carbon data does); use "
+                    f"{before:%Y-%m-%dT%H:%M:%SZ} or {after:%Y-%m-%dT%H:%M:%SZ}"
+                )
         return self
 
 
@@ -434,6 +468,23 @@ class FleetFile(_Strict):
         default=None, description="job actuation (greencpn apply; docs/jobs.md)"
     )
 
+    @field_validator("jobs_file")
+    @classmethod
+    def _jobs_file(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError(
+                "jobs_file is empty (it would plan no jobs); name a CSV or JSON file, or remove "
+                "the key when the jobs are all in [[jobs]]"
+            )
+        return v
+
+    @field_validator("models_dir")
+    @classmethod
+    def _models_dir(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("models_dir is empty; remove it to use the bundled GPU profiles")
+        return v
+
 
 @dataclass(frozen=True)
 class FleetConfig:
@@ -463,6 +514,7 @@ _FIX_HINTS = {
     "greater_than_equal": "use a value at or above the minimum",
     "less_than_equal": "use a smaller value",
     "float_parsing": "write a number",
+    "finite_number": "write a finite number (inf and nan are not allowed here)",
     "int_parsing": "write a whole number",
     "bool_parsing": "write true or false",
     "literal_error": "use one of the listed values",
@@ -483,14 +535,27 @@ def _loc_to_field(loc: tuple[Any, ...], data: Any) -> str:
                 out += f"({label})"
             node = node[part] if isinstance(node, list) and part < len(node) else None
         else:
+            if _UNION_TAG.match(str(part)) and not (isinstance(node, dict) and part in node):
+                continue  # pydantic's name of a union branch, not a config key
             out += ("." if out else "") + str(part)
             node = node.get(part) if isinstance(node, dict) else None
     return out
 
 
+_UNION_TAG = re.compile(r"^(constrained-\w+|list\[.*\]|dict\[.*\]|float|int|str|bool|none)$")
+
+
 def _raise_validation(exc: ValidationError, source: str, data: Any) -> None:
     errs = exc.errors()
-    first = errs[0]
+    # a union field (constant or list) reports one error per branch: show a non-finite value
+    # first, else the deepest location (the branch the user wrote, e.g. the list item)
+    head = tuple(errs[0]["loc"])
+    while head and _UNION_TAG.match(str(head[-1])):
+        head = head[:-1]
+    same = [e for e in errs if tuple(e["loc"])[: len(head)] == head] or errs[:1]
+    first = next((e for e in same if e["type"] == "finite_number"), None) or max(
+        same, key=lambda e: len(e["loc"])
+    )
     field = _loc_to_field(tuple(first["loc"]), data)
     msg = first["msg"].removeprefix("Value error, ")
     fix = _FIX_HINTS.get(first["type"], "see README.md 'Config format'")
@@ -614,7 +679,18 @@ def load_config(path: str | Path) -> FleetConfig:
         raise
     base = path.parent
 
-    models_dir = (base / raw.models_dir) if raw.models_dir else DEFAULT_MODELS_DIR
+    if raw.models_dir:
+        models_dir = base / raw.models_dir
+        if not models_dir.is_dir():
+            raise ConfigError(
+                f"models_dir {str(models_dir)!r} is not a directory",
+                source=src,
+                field="models_dir",
+                fix="point it at a folder of GPU profile *.toml files, or remove it to use the "
+                f"bundled profiles ({default_models_dir('gpus')})",
+            )
+    else:
+        models_dir = default_models_dir("gpus")
     gpu_models = load_gpu_models(models_dir)
     for m in raw.gpu_models:
         for key in [m.name, *m.aliases]:
@@ -631,6 +707,13 @@ def load_config(path: str | Path) -> FleetConfig:
         else:
             jobs = load_jobs_csv(jobs_path) + jobs
 
+    if raw.carbon is not None and (base / raw.carbon.file).is_dir():
+        raise ConfigError(
+            f"{base / raw.carbon.file} is a directory, not a carbon CSV file",
+            source=src,
+            field="carbon.file",
+            fix="name the CSV file inside it (paths are relative to the config file)",
+        )
     if raw.carbon is None and any(s.carbon_source is None for s in raw.sites):
         raise ConfigError(
             "no carbon data for some sites",

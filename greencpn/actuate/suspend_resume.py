@@ -168,3 +168,40 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+_CONSOLE = {
+    "suspend": ("greencpn-slurm-suspend", "SuspendProgram", "powers HOSTLIST off"),
+    "resume": ("greencpn-slurm-resume", "ResumeProgram", "powers HOSTLIST on"),
+    "fail": ("greencpn-slurm-resume-fail", "ResumeFailProgram", "records HOSTLIST, does nothing"),
+}
+
+
+def _console(action: str, argv: Sequence[str] | None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args):
+        prog, slurm_name, does = _CONSOLE[action]
+        print(
+            f"usage: {prog} [--hook-config FILE] [--record FILE] [--log-file FILE] HOSTLIST\n\n"
+            f"slurm.conf {slurm_name}: {does} through the hook in --hook-config "
+            f"(default ${ENV_HOOK_CONFIG}); --record (default ${ENV_RECORD}) appends one JSON "
+            "line per call. Exit status: 0 done, 1 the hook failed, 2 bad usage or config.\n"
+            f"Same as: python -m greencpn.actuate.suspend_resume [options] {action} HOSTLIST"
+        )
+        return 0
+    return main([action, *args])
+
+
+def suspend_main(argv: Sequence[str] | None = None) -> int:
+    """``greencpn-slurm-suspend [--hook-config F] HOSTLIST`` (slurm.conf ``SuspendProgram``)."""
+    return _console("suspend", argv)
+
+
+def resume_main(argv: Sequence[str] | None = None) -> int:
+    """``greencpn-slurm-resume [--hook-config F] HOSTLIST`` (slurm.conf ``ResumeProgram``)."""
+    return _console("resume", argv)
+
+
+def resume_fail_main(argv: Sequence[str] | None = None) -> int:
+    """``greencpn-slurm-resume-fail HOSTLIST`` (slurm.conf ``ResumeFailProgram``)."""
+    return _console("fail", argv)

@@ -13,6 +13,8 @@ The same database counts HTTP requests per source per UTC day so free tiers are 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import threading
 from dataclasses import dataclass, replace
@@ -24,6 +26,11 @@ from greencpn.clock import Clock, SystemClock
 
 if TYPE_CHECKING:
     from greencpn.sources.base import CarbonSeries
+
+log = logging.getLogger(__name__)
+
+#: Seconds to wait for another process's lock on the database before going on without it.
+LOCK_TIMEOUT_S = 5.0
 
 # pandas/numpy/requests are imported inside the functions that need them: a fresh cache hit
 # printed by ``greencpn forecast`` then needs only the standard library (start-up time).
@@ -95,9 +102,65 @@ class SeriesCache:
         self.ttl_s = {**DEFAULT_TTL_S, **(ttl_s or {})}
         self.daily_budget = dict(daily_budget or {})
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0)
-        self._db.executescript(_SCHEMA)
-        self._db.commit()
+        self.problem: str | None = None  # why the on-disk cache is not used, if it is not
+        self._warned = False
+        self._db = self._open()
+
+    def _connect(self, path: str) -> sqlite3.Connection:
+        db = sqlite3.connect(path, check_same_thread=False, timeout=LOCK_TIMEOUT_S)
+        try:
+            db.executescript(_SCHEMA)
+            db.commit()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _open(self) -> sqlite3.Connection:
+        """Open the database; a corrupt file is moved aside and a new one started, a locked
+        or unwritable one is replaced by an in-memory cache for this process (logged)."""
+        try:
+            return self._connect(self.path)
+        except sqlite3.OperationalError as exc:  # locked, read-only, disk full...
+            what = "is locked by another process" if "locked" in str(exc) else "cannot be used"
+            self.problem = f"{self.path} {what} ({exc})"
+            log.warning(
+                "carbon cache %s; running without the on-disk cache this time (fix: check "
+                "that no other greencpn process hangs on it, and its permissions)",
+                self.problem,
+            )
+        except sqlite3.DatabaseError as exc:  # "file is not a database", malformed image
+            stamp = self.clock.now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+            aside = f"{self.path}.corrupt-{stamp}"
+            try:
+                os.replace(self.path, aside)
+            except OSError as move_exc:
+                self.problem = f"{self.path} is corrupt ({exc}) and cannot be moved ({move_exc})"
+                log.warning("carbon cache %s; running without it", self.problem)
+            else:
+                log.warning(
+                    "carbon cache %s is corrupt (%s); moved it to %s and started a new one",
+                    self.path,
+                    exc,
+                    aside,
+                )
+                try:
+                    return self._connect(self.path)
+                except sqlite3.DatabaseError as exc2:
+                    self.problem = f"{self.path}: a new cache cannot be created ({exc2})"
+                    log.warning("carbon cache %s; running without it", self.problem)
+        return self._connect(":memory:")
+
+    def _failed(self, exc: sqlite3.Error, doing: str) -> None:
+        """A database error during use: logged (once per cache), the operation is skipped."""
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "carbon cache %s: %s failed (%s); going on without the cached data",
+                self.path,
+                doing,
+                exc,
+            )
 
     def close(self) -> None:
         self._db.close()
@@ -123,20 +186,27 @@ class SeriesCache:
         last = idx[-1].timestamp() if len(idx) else None
         payload = encode_series(series)
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO series VALUES (?,?,?,?,?,?,?,?,?)",
-                (source, zone, signal, endpoint, key, fetched, first, last, payload),
-            )
-            self._db.commit()
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO series VALUES (?,?,?,?,?,?,?,?,?)",
+                    (source, zone, signal, endpoint, key, fetched, first, last, payload),
+                )
+                self._db.commit()
+            except sqlite3.Error as exc:
+                self._failed(exc, "storing a series")
 
     def get(self, source: str, zone: str, signal: str, endpoint: str, key: str) -> CacheHit | None:
         """The row with exactly this key, fresh or stale, or None."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT fetched_at, payload FROM series WHERE source=? AND zone=? AND signal=? "
-                "AND endpoint=? AND key=?",
-                (source, zone, signal, endpoint, key),
-            ).fetchone()
+            try:
+                row = self._db.execute(
+                    "SELECT fetched_at, payload FROM series WHERE source=? AND zone=? AND "
+                    "signal=? AND endpoint=? AND key=?",
+                    (source, zone, signal, endpoint, key),
+                ).fetchone()
+            except sqlite3.Error as exc:
+                self._failed(exc, "reading a series")
+                return None
         return self._hit(row, endpoint)
 
     def latest(
@@ -186,7 +256,11 @@ class SeriesCache:
             args.append(covering.timestamp())
         sql += " ORDER BY fetched_at DESC LIMIT 1"
         with self._lock:
-            row = self._db.execute(sql, args).fetchone()
+            try:
+                row = self._db.execute(sql, args).fetchone()
+            except sqlite3.Error as exc:
+                self._failed(exc, "reading a series")
+                return None
         return row
 
     def history_rows(self, zone: str, *, source: str | None = None) -> list[CarbonSeries]:
@@ -199,7 +273,11 @@ class SeriesCache:
             args.append(source)
         sql += " ORDER BY fetched_at ASC"
         with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
+            try:
+                rows = self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                self._failed(exc, "reading the history")
+                return []
         return [decode_series(r[0]) for r in rows]
 
     def _hit(self, row: tuple[float, str] | None, endpoint: str) -> CacheHit | None:
@@ -223,39 +301,51 @@ class SeriesCache:
 
         Raises:
             BudgetExceededError: the budget is used up; ``retry_after_s`` is the time until
-                the next UTC midnight. The request is not counted.
+                the next UTC midnight. The request is not counted. (A database error is
+                logged and the request allowed, uncounted: returns 0.)
         """
-        from greencpn.sources.http import BudgetExceededError
-
         now = self.clock.now().astimezone(UTC)
         day = now.date().isoformat()
         limit = self.daily_budget.get(source)
         with self._lock:
-            row = self._db.execute(
-                "SELECT count FROM budget WHERE source=? AND day=?", (source, day)
-            ).fetchone()
-            used = row[0] if row else 0
-            if limit is not None and used >= limit:
-                midnight = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
-                raise BudgetExceededError(
-                    f"{source}: daily request budget of {limit} used up ({day} UTC); serving "
-                    "cached data. Fix: raise the budget in the config if your plan allows more",
-                    retry_after_s=(midnight - now).total_seconds(),
-                )
-            self._db.execute(
-                "INSERT INTO budget VALUES (?,?,1) ON CONFLICT(source, day) "
-                "DO UPDATE SET count = count + 1",
-                (source, day),
+            try:
+                return self._consume(source, day, limit, now)
+            except sqlite3.Error as exc:
+                self._failed(exc, "counting the request budget")
+                return 0
+
+    def _consume(self, source: str, day: str, limit: int | None, now: datetime) -> int:
+        from greencpn.sources.http import BudgetExceededError
+
+        row = self._db.execute(
+            "SELECT count FROM budget WHERE source=? AND day=?", (source, day)
+        ).fetchone()
+        used = row[0] if row else 0
+        if limit is not None and used >= limit:
+            midnight = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
+            raise BudgetExceededError(
+                f"{source}: daily request budget of {limit} used up ({day} UTC); serving "
+                "cached data. Fix: raise the budget in the config if your plan allows more",
+                retry_after_s=(midnight - now).total_seconds(),
             )
-            self._db.commit()
+        self._db.execute(
+            "INSERT INTO budget VALUES (?,?,1) ON CONFLICT(source, day) "
+            "DO UPDATE SET count = count + 1",
+            (source, day),
+        )
+        self._db.commit()
         return used + 1
 
     def budget_used(self, source: str) -> int:
         day = self.clock.now().astimezone(UTC).date().isoformat()
         with self._lock:
-            row = self._db.execute(
-                "SELECT count FROM budget WHERE source=? AND day=?", (source, day)
-            ).fetchone()
+            try:
+                row = self._db.execute(
+                    "SELECT count FROM budget WHERE source=? AND day=?", (source, day)
+                ).fetchone()
+            except sqlite3.Error as exc:
+                self._failed(exc, "reading the request budget")
+                return 0
         return int(row[0]) if row else 0
 
 

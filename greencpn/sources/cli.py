@@ -82,6 +82,35 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         help="max API requests per UTC day for this source (default: unlimited)",
     )
+    p.add_argument(
+        "--max-gap-slots",
+        type=int,
+        default=0,
+        metavar="N",
+        help="csv sources and --history: interpolate gaps of up to N hourly slots, refuse longer "
+        "ones (default 0, as `greencpn plan`'s [carbon] max_gap_slots)",
+    )
+    p.add_argument(
+        "--best-window",
+        metavar="DURATION",
+        default=None,
+        help="also print the greenest start for a job of this length (e.g. 4h, 90min, 1.5h, "
+        "2d): its mean intensity, the saving against starting now and its uncertainty band",
+    )
+    p.add_argument(
+        "--before",
+        metavar="ISO",
+        default=None,
+        help="with --best-window: the job must end by this UTC time (default: the forecast's "
+        "end; --hours is raised to reach it)",
+    )
+    p.add_argument(
+        "--power-kw",
+        type=float,
+        default=None,
+        help="with --best-window: the job's average power at the meter, kW, to state the "
+        "saving in kg CO2e",
+    )
     p.add_argument("--timeout", type=float, default=15.0, help="read timeout in seconds (15)")
     p.add_argument("--retries", type=int, default=3, help="attempts per request (3)")
     p.set_defaults(func=run_forecast)
@@ -93,7 +122,29 @@ def run_forecast(args: argparse.Namespace) -> int:
 
     if args.hours <= 0:
         raise ConfigError("--hours must be positive", field="--hours", fix="e.g. --hours 48")
+    if args.max_gap_slots < 0:
+        raise ConfigError(
+            "--max-gap-slots must be 0 or more", field="--max-gap-slots", fix="e.g. 0 or 2"
+        )
+    _check_files(args)
+    args.window_s = parse_duration(args.best_window) if args.best_window else None
+    args.before_ts = _parse_time_arg(args.before, "--before").timestamp() if args.before else None
+    if args.window_s is None and (args.before or args.power_kw is not None):
+        raise ConfigError(
+            "--before and --power-kw go with --best-window",
+            field="--best-window",
+            fix="add e.g. --best-window 4h",
+        )
+    if args.power_kw is not None and not 0 < args.power_kw < 1e6:
+        raise ConfigError(
+            f"--power-kw {args.power_kw:g} is not a positive power in kW",
+            field="--power-kw",
+            fix="e.g. --power-kw 3.2",
+        )
     clock: Any = SimClock(_parse_time_arg(args.now, "--now")) if args.now else SystemClock()
+    if args.before_ts is not None:
+        start = _parse_time_arg(args.issued, "--issued") if args.issued else clock.now()
+        args.hours = max(args.hours, (args.before_ts - start.timestamp()) / 3600.0)
     if _fast_cached(args, clock):
         return 0
     from greencpn.sources.chain import open_chain
@@ -117,11 +168,32 @@ def run_forecast(args: argparse.Namespace) -> int:
         end_time = getattr(chain.history_source, "end_time", None)
         issued = end_time() if chain.live is None and end_time is not None else clock.now()
     series = chain.forecast(args.zone, issued, timedelta(hours=args.hours))
-    _print(plain_series(series), chain.errors, args.json)
+    _print(plain_series(series), chain.errors, args.json, args)
     if args.plot:
         plot_series(series, Path(args.plot))
         print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
+
+
+def _check_files(args: argparse.Namespace) -> None:
+    """Read the csv source / history file as ``greencpn plan`` does (gaps longer than
+    ``--max-gap-slots`` hourly slots refused), so forecast and plan accept the same files."""
+    paths = [args.source[4:]] if args.source.startswith("csv:") else []
+    if args.history:
+        paths.append(args.history)
+    if not paths:
+        return
+    from greencpn.sources.files import read_carbon_file
+
+    hour = timedelta(hours=1)
+    for path in paths:
+        read_carbon_file(
+            path,
+            zone=args.zone,
+            accounting=args.accounting,
+            slot=hour,
+            max_gap=hour * args.max_gap_slots,
+        )
 
 
 # ---------------------------------------------------------------------------------- output
@@ -147,6 +219,10 @@ def plain_series(series: Any) -> dict[str, Any]:
         "fallback": series.fallback,
         "step_s": series.step.total_seconds() if series.step else None,
         "points": list(zip(t, v, e, strict=True)),
+        "quantiles": {
+            f"{q:g}": [None if x != x else float(x) for x in qs.reindex(values.index).to_numpy()]
+            for q, qs in sorted(series.quantiles.items())
+        },
     }
 
 
@@ -169,13 +245,18 @@ def series_to_json(plain: dict[str, Any], errors: list[Exception]) -> dict[str, 
     out = provenance(plain)
     out["errors"] = [f"{type(e).__name__}: {e}" for e in errors]
     points = []
-    for t, v, e in plain["points"]:
+    quant = plain.get("quantiles") or {}
+    for i, (t, v, e) in enumerate(plain["points"]):
         point: dict[str, Any] = {
             "time": _iso(t),
             "intensity_g_per_kwh": None if v is None else round(v, 2),
         }
         if e is not None:
             point["estimated"] = e
+        if quant:  # the bands the --plot draws, g/kWh
+            point["quantiles"] = {
+                q: None if vals[i] is None else round(vals[i], 2) for q, vals in quant.items()
+            }
         points.append(point)
     out["points"] = points
     return out
@@ -201,11 +282,187 @@ def format_table(plain: dict[str, Any], errors: list[Exception]) -> str:
     return "\n".join(lines)
 
 
-def _print(plain: dict[str, Any], errors: list[Exception], as_json: bool) -> None:
+def _print(
+    plain: dict[str, Any],
+    errors: list[Exception],
+    as_json: bool,
+    args: argparse.Namespace | None = None,
+) -> None:
+    best = None
+    if args is not None and getattr(args, "window_s", None):
+        best = best_window(
+            plain,
+            args.window_s,
+            before_ts=args.before_ts,
+            power_kw=args.power_kw,
+        )
     if as_json:
-        print(json.dumps(series_to_json(plain, errors), indent=1))
+        doc = series_to_json(plain, errors)
+        if best is not None:
+            doc["best_window"] = best
+        print(json.dumps(doc, indent=1))
     else:
         print(format_table(plain, errors))
+        if best is not None:
+            print("")
+            print(format_best_window(best))
+
+
+# ---------------------------------------------------------------------------- best window
+def parse_duration(text: str) -> float:
+    """``4h``, ``90min``, ``1.5h``, ``2d``, ``30m``, ``01:30`` → seconds."""
+    import re
+
+    from greencpn.errors import ConfigError
+
+    raw = text.strip().lower()
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(d|h|min|m)", raw)
+    hm = re.fullmatch(r"(\d+):([0-5]\d)", raw)
+    if m:
+        secs = float(m.group(1)) * {"d": 86400, "h": 3600, "min": 60, "m": 60}[m.group(2)]
+    elif hm:
+        secs = int(hm.group(1)) * 3600.0 + int(hm.group(2)) * 60.0
+    else:
+        raise ConfigError(
+            f"{text!r} is not a duration",
+            field="--best-window",
+            fix="write e.g. 4h, 90min, 1.5h or 2d",
+        )
+    if secs <= 0:
+        raise ConfigError(
+            f"{text!r} is not a positive duration", field="--best-window", fix="e.g. 4h"
+        )
+    return secs
+
+
+def best_window(
+    plain: dict[str, Any],
+    duration_s: float,
+    *,
+    before_ts: float | None = None,
+    power_kw: float | None = None,
+) -> dict[str, Any]:
+    """The greenest start of a job of ``duration_s`` inside the forecast of ``plain``.
+
+    Rule: the candidates are the forecast's slot starts from its first point on, whose
+    window ``[start, start + duration)`` lies inside the forecast and ends by ``before_ts``.
+    A window's intensity is the time-weighted mean over it (a partial last slot counts by its
+    covered fraction). The best start has the lowest mean (the earliest on a tie); the saving
+    is against the first candidate ("start now"). With quantile forecasts (the lowest and
+    highest quantile, e.g. 0.1 and 0.9) the band is the saving if each of the two windows'
+    means lay anywhere between its low- and high-quantile means: ``[now_lo − best_hi,
+    now_hi − best_lo]`` (a wide, not a statistical, interval).
+
+    Raises:
+        ConfigError: no window of that length fits.
+    """
+    from greencpn.errors import ConfigError
+
+    pts = plain["points"]
+    step = plain.get("step_s") or (pts[1][0] - pts[0][0] if len(pts) > 1 else 3600.0)
+    full, rest = divmod(duration_s, step)
+    weights = [1.0] * int(full) + ([rest / step] if rest > 1e-9 else [])
+    n = len(weights)
+    end_ts = pts[-1][0] + step if pts else 0.0
+    limit = min(end_ts, before_ts) if before_ts is not None else end_ts
+
+    def mean(vals: list[float | None], i: int) -> float | None:
+        win = [v for v in vals[i : i + n] if v is not None]
+        if len(win) < n:
+            return None
+        total = 0.0
+        for w, v in zip(weights, win, strict=True):
+            total += w * float(v)
+        return total / sum(weights)
+
+    vals = [p[1] for p in pts]
+    cands = [
+        (i, m)
+        for i in range(len(pts))
+        if pts[i][0] + duration_s <= limit + 1e-6 and (m := mean(vals, i)) is not None
+    ]
+    if not cands:
+        first = _iso(pts[0][0], minutes=True) if pts else "-"
+        raise ConfigError(
+            f"no {_dur_text(duration_s)} window fits between {first} and "
+            f"{_iso(limit, minutes=True) if pts else '-'} in the forecast",
+            field="--best-window",
+            fix="shorten --best-window, move --before later, or raise --hours",
+        )
+    now_i, now_mean = cands[0]
+    best_i, best_mean = min(cands, key=lambda c: (c[1], c[0]))
+    saving = now_mean - best_mean
+    out: dict[str, Any] = {
+        "duration_h": round(duration_s / 3600.0, 4),
+        "before": _iso(before_ts) if before_ts is not None else None,
+        "candidates": len(cands),
+        "start": _iso(pts[best_i][0]),
+        "end": _iso(pts[best_i][0] + duration_s),
+        "mean_g_per_kwh": round(best_mean, 2),
+        "now_start": _iso(pts[now_i][0]),
+        "now_mean_g_per_kwh": round(now_mean, 2),
+        "saving_g_per_kwh": round(saving, 2),
+        "saving_pct_vs_now": round(100.0 * saving / now_mean, 2) if now_mean > 0 else None,
+        "band": None,
+    }
+    if power_kw is not None:
+        kwh = power_kw * duration_s / 3600.0
+        out["energy_kwh"] = round(kwh, 3)
+        out["saving_kg"] = round(saving * kwh / 1000.0, 3)
+    quant = plain.get("quantiles") or {}
+    if len(quant) >= 2:
+        keys = sorted(quant, key=float)
+        lo_k, hi_k = keys[0], keys[-1]
+        lo, hi = quant[lo_k], quant[hi_k]
+        now_lo, now_hi, best_lo, best_hi = (
+            mean(lo, now_i),
+            mean(hi, now_i),
+            mean(lo, best_i),
+            mean(hi, best_i),
+        )
+        if None not in (now_lo, now_hi, best_lo, best_hi):
+            assert now_lo is not None and now_hi is not None
+            assert best_lo is not None and best_hi is not None
+            out["band"] = {
+                "quantiles": [float(lo_k), float(hi_k)],
+                "best_mean_g_per_kwh": [round(best_lo, 2), round(best_hi, 2)],
+                "now_mean_g_per_kwh": [round(now_lo, 2), round(now_hi, 2)],
+                "saving_g_per_kwh": [round(now_lo - best_hi, 2), round(now_hi - best_lo, 2)],
+            }
+    return out
+
+
+def _dur_text(secs: float) -> str:
+    h = secs / 3600.0
+    return f"{h:g} h" if h >= 1 else f"{secs / 60:g} min"
+
+
+def format_best_window(b: dict[str, Any]) -> str:
+    pct = "" if b["saving_pct_vs_now"] is None else f" ({b['saving_pct_vs_now']:.1f} % of it)"
+    lines = [
+        f"best window for a {_dur_text(b['duration_h'] * 3600)} job"
+        + (f" ending by {b['before']}" if b["before"] else "")
+        + f" ({b['candidates']} possible starts):",
+        f"  start      {b['start']}  (ends {b['end']})",
+        f"  mean       {b['mean_g_per_kwh']:.1f} g/kWh over the window",
+        f"  start now  {b['now_start']}: {b['now_mean_g_per_kwh']:.1f} g/kWh",
+        f"  saving     {b['saving_g_per_kwh']:.1f} g/kWh vs starting now{pct}",
+    ]
+    if "saving_kg" in b:
+        lines.append(
+            f"             {b['saving_kg']:.2f} kg CO2e for {b['energy_kwh']:.1f} kWh at the meter"
+        )
+    band = b["band"]
+    if band is None:
+        lines.append("  band       none: the source gives a point forecast only (no quantiles)")
+    else:
+        q_lo, q_hi = band["quantiles"]
+        s_lo, s_hi = band["saving_g_per_kwh"]
+        lines.append(
+            f"  band       saving {s_lo:.1f} … {s_hi:.1f} g/kWh if each window's mean lies "
+            f"between its q{q_lo:g} and q{q_hi:g} forecast"
+        )
+    return "\n".join(lines)
 
 
 def _fast_cached(args: argparse.Namespace, clock: Any) -> bool:
@@ -256,8 +513,11 @@ def _fast_cached(args: argparse.Namespace, clock: Any) -> bool:
         "fallback": None,
         "step_s": float(step),
         "points": [(t[i], v[i], e[i]) for i in sel],
+        "quantiles": {
+            f"{float(q):g}": [qv[i] for i in sel] for q, qv in (d.get("q") or {}).items()
+        },
     }
-    _print(plain, [], args.json)
+    _print(plain, [], args.json, args)
     return True
 
 

@@ -30,6 +30,7 @@ from greencpn.sources.http import (
     HttpClient,
     UnknownZoneError,
     api_error_text,
+    check_fresh,
     parse_latlon,
     parse_points,
     regular_series,
@@ -42,6 +43,7 @@ DEFAULT_BASE_URL = "https://api.electricitymap.org/v3"
 STEP = timedelta(hours=1)
 PAST_RANGE_MAX = timedelta(days=10)
 HORIZONS_H = (6, 24, 48, 72)
+MAX_ANSWER_AGE = timedelta(hours=6)
 
 
 class ElectricityMapsSource:
@@ -55,6 +57,8 @@ class ElectricityMapsSource:
         clock: the time source (decides whether ``history`` is the last-24 h endpoint).
         keys: where to find the token when ``token`` is None.
         max_gap_slots: missing hours filled by interpolation (longer gaps stay NaN).
+        max_answer_age: a ``latest`` point or a forecast's ``updatedAt`` older than this
+            (against the clock) is refused as stale.
     """
 
     name = "electricitymaps"
@@ -71,7 +75,9 @@ class ElectricityMapsSource:
         clock: Clock | None = None,
         keys: KeyStore | None = None,
         max_gap_slots: int = 2,
+        max_answer_age: timedelta = MAX_ANSWER_AGE,
     ) -> None:
+        self.max_answer_age = max_answer_age
         self._token = Secret(token) if isinstance(token, str) else token
         self.base_url = base_url.rstrip("/")
         self.accounting: Accounting = accounting
@@ -86,6 +92,13 @@ class ElectricityMapsSource:
         body = self._get("carbon-intensity/latest", zone)
         if not isinstance(body, dict) or "carbonIntensity" not in body:
             raise BadResponseError(f"electricitymaps latest {zone}: no 'carbonIntensity' field")
+        check_fresh(
+            _parse_time(body.get("datetime")),
+            self.clock.now(),
+            self.max_answer_age,
+            f"electricitymaps latest {zone}",
+            "hour",
+        )
         return self._series(zone, body.get("zone", zone), [body], "latest")
 
     def history(self, zone: str, start: datetime, end: datetime) -> CarbonSeries:
@@ -133,6 +146,13 @@ class ElectricityMapsSource:
         rows = _list_field(body, key, f"electricitymaps forecast {zone}")
         series = self._series(zone, body.get("zone", zone), rows, "forecast")
         issued = _parse_time(body.get("updatedAt")) or self.clock.now()
+        check_fresh(
+            issued,
+            self.clock.now(),
+            self.max_answer_age,
+            f"electricitymaps forecast {zone}",
+            "updatedAt",
+        )
         cut = _cut(series, issued_at, issued_at + horizon)
         if cut["intensity_g_per_kwh"].empty:
             raise BadResponseError(
@@ -159,13 +179,20 @@ class ElectricityMapsSource:
             params["zone"] = zone
         params["emissionFactorType"] = self.accounting
         params.update(extra or {})
-        return self.http.get_json(
+        body = self.http.get_json(
             f"{self.base_url}/{endpoint}",
             endpoint=f"{endpoint} {zone}",
             params=params,
             headers={"auth-token": self._token_value()},
             error_hook=lambda resp, what: _error_for(resp, what, zone),
         )
+        got = body.get("zone") if isinstance(body, dict) else None
+        if loc is None and got is not None and str(got).upper() != zone.upper():
+            raise BadResponseError(
+                f"electricitymaps {endpoint} {zone}: asked for zone {zone} but the answer is "
+                f"for zone {got}; not used (a proxy or cache in between may mix up requests)"
+            )
+        return body
 
     def _series(
         self, zone: str, zone_id: str, rows: list[dict[str, Any]], what: str

@@ -24,6 +24,7 @@ irregular or gappy series is resampled by :func:`greencpn.sources.resample.resam
 
 from __future__ import annotations
 
+import csv
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,13 +36,24 @@ import pandas as pd
 
 from greencpn.errors import ConfigError
 from greencpn.sources.base import Accounting, CarbonSeries, Signal
-from greencpn.sources.resample import DEFAULT_MAX_GAP, fill_gaps, is_regular, resample_to_slots
+from greencpn.sources.resample import (
+    DEFAULT_MAX_GAP,
+    MAX_PLAUSIBLE_G_PER_KWH,
+    fill_gaps,
+    is_regular,
+    resample_to_slots,
+)
 
 _EM_TIME = "Datetime (UTC)"
 _EM_DIRECT = "Carbon Intensity gCO₂eq/kWh (direct)"
 _EM_LCA = "Carbon Intensity gCO₂eq/kWh (LCA)"
 _EM_ESTIMATED = "Data Estimated"
 _EM_ZONE = "Zone Id"
+# header variants seen in exports: gCO₂eq, ASCII gCO2eq, mojibake gCOâ‚‚eq; (LCA) or (Life cycle)
+_EM_INTENSITY = re.compile(
+    r"^carbon\s+intensity\b.*\((?P<acc>direct|lca|life[\s-]?cycle)\)\s*$", re.IGNORECASE
+)
+_EM_MARKERS = ("Zone Id", "Zone Name", "Country", "Data Estimated")
 _TZ_SUFFIX = re.compile(r"\d\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:Z|UTC|[+-]\d\d(?::?\d\d)?)$")
 _TIME_NAMES = ("datetime_utc", "datetime", "timestamp", "time", "date", "period_start", "start")
 
@@ -52,20 +64,118 @@ Format = Literal[
 
 # --------------------------------------------------------------------------- parsing helpers
 def _read_csv(path: Path) -> pd.DataFrame:
+    """Read a carbon CSV; refuse a missing file, a folder, a header without rows, a row with
+    fewer fields than the header, and a last row cut short (file ends without a newline)."""
     try:
-        return pd.read_csv(path, encoding="utf-8-sig")
+        df = pd.read_csv(path, encoding="utf-8-sig")
     except FileNotFoundError as exc:
         raise ConfigError(
             "file not found",
             source=str(path),
             fix="check the path (relative paths are from the working directory)",
         ) from exc
+    except IsADirectoryError:
+        raise ConfigError(
+            "is a directory, not a CSV file",
+            source=str(path),
+            fix="point at the carbon CSV file inside it",
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            "cannot be read (permission denied)",
+            source=str(path),
+            fix="make the file readable by the user running greencpn",
+        ) from None
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ConfigError(
             f"not a readable CSV file ({exc})",
             source=str(path),
             fix="give a comma-separated UTF-8 file with a header row",
         ) from exc
+    if len(df) == 0:
+        raise ConfigError(
+            f"no data rows (only the header {list(df.columns)})",
+            source=str(path),
+            fix="give at least one row of timestamps and values",
+        )
+    _check_rows(path, len(df.columns))
+    return df
+
+
+def _decimals(text: str) -> tuple[int, int]:
+    """(digits before the decimal point, digits after it) of a plain number's text."""
+    t = text.strip().lstrip("+-")
+    if "e" in t.lower():
+        return (len(t), len(t))  # exponent notation: not compared
+    head, _, tail = t.partition(".")
+    return (len(head.lstrip("0")) or 1, len(tail))
+
+
+def _check_rows(path: Path, n_cols: int) -> None:
+    """Every data row has as many fields as the header; a last row without a final newline
+    is checked for a value cut short (``50.38`` → ``5``): pandas reads both silently."""
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        text = fh.read()
+    rows = csv.reader(text.splitlines())
+    last: list[str] = []
+    recent: list[str] = []  # the last column's recent values
+    lineno = 0
+    for lineno, row in enumerate(rows, start=1):
+        if not row:
+            continue
+        if lineno > 1 and len(row) != n_cols:
+            cut = lineno == len(text.splitlines()) and not text.endswith(("\n", "\r"))
+            raise ConfigError(
+                f"line {lineno}: the row has {len(row)} of {n_cols} fields"
+                + (
+                    " and the file does not end with a newline: it looks cut mid-line"
+                    if cut
+                    else ""
+                ),
+                source=str(path),
+                fix="restore the file's end (download it again) or delete the incomplete line"
+                if cut
+                else f"give every row {n_cols} comma-separated fields (empty for a missing value)",
+            )
+        if lineno > 1:
+            if last:
+                recent.append(last[-1].strip())
+                recent = recent[-24:]
+            last = row
+    if text.endswith(("\n", "\r")) or not last or lineno < 3:
+        return
+    value = last[-1].strip()
+    if not recent or any(v == "" for v in recent):
+        return  # a column often left empty (e.g. "Data Estimation Method") proves nothing
+    fix = (
+        "restore the file's end (download it again) or delete the last line; if the value is "
+        "right, end the file with a newline"
+    )
+    if value == "":
+        raise ConfigError(
+            f"line {lineno}: the last value is empty and the file does not end with a newline: "
+            "it looks cut mid-line",
+            source=str(path),
+            fix=fix,
+        )
+    try:
+        float(value)
+        for v in recent:
+            float(v)
+    except ValueError:
+        return  # not a numeric column (or a bad number parse_values names)
+    ints, decs = _decimals(value)
+    min_ints = min(_decimals(v)[0] for v in recent)
+    min_decs = min(_decimals(v)[1] for v in recent)
+    if decs < min_decs or ints < min_ints:
+        raise ConfigError(
+            f"line {lineno}: the last value {value!r} is shorter than the column's other values "
+            f"(e.g. {recent[-1]!r}) and the file does not end with a newline: it looks cut "
+            "mid-line",
+            source=str(path),
+            field=str(pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns[-1]),
+            fix=fix,
+        )
 
 
 def _column_says_utc(name: str) -> bool:
@@ -91,7 +201,7 @@ def parse_times(
                 idx = pd.to_datetime(strs, utc=True, format="mixed")
         except (ValueError, TypeError) as exc:
             raise ConfigError(
-                f"unparseable timestamp ({exc})",
+                f"{_first_bad_time(strs)}unparseable timestamp ({exc})",
                 source=str(path),
                 field=column,
                 fix="use ISO 8601 timestamps, e.g. 2023-01-01T00:00:00Z",
@@ -122,12 +232,22 @@ def parse_times(
             idx = pd.to_datetime(strs, format="ISO8601")
         except (ValueError, TypeError) as exc:
             raise ConfigError(
-                f"unparseable timestamp ({exc})",
+                f"{_first_bad_time(strs)}unparseable timestamp ({exc})",
                 source=str(path),
                 field=column,
                 fix="use ISO 8601 timestamps, e.g. 2023-01-01 00:00:00",
             ) from exc
     return pd.DatetimeIndex(idx).tz_localize("UTC").as_unit("ns")
+
+
+def _first_bad_time(strs: pd.Series) -> str:
+    """``"line N: "`` of the first timestamp pandas cannot parse on its own (or "")."""
+    for i, text in enumerate(strs):
+        try:
+            pd.Timestamp(text)
+        except (ValueError, TypeError):
+            return f"line {i + 2}: {text!r}: "
+    return ""
 
 
 def parse_values(values: pd.Series, *, path: Path | str, column: str) -> np.ndarray:
@@ -162,6 +282,17 @@ def parse_values(values: pd.Series, *, path: Path | str, column: str) -> np.ndar
             field=column,
             fix="carbon intensities are ≥ 0 g/kWh; correct the value",
         )
+    big = ~(arr <= MAX_PLAUSIBLE_G_PER_KWH) & ~np.isnan(arr)
+    if big.any():
+        i = int(np.argmax(big))
+        raise ConfigError(
+            f"line {i + 2}: implausible intensity {arr[i]:g} g/kWh (plausible: 0–"
+            f"{MAX_PLAUSIBLE_G_PER_KWH:.0f} g/kWh)",
+            source=str(path),
+            field=column,
+            fix="correct the value; if the file is in another unit (kg/kWh, lb/MWh) convert it "
+            "to g/kWh",
+        )
     return arr
 
 
@@ -173,19 +304,24 @@ def _regularise(
     column: str,
     slot: timedelta | None,
     max_gap: timedelta,
+    lines: np.ndarray | None = None,
 ) -> pd.Series:
-    """Sort, refuse duplicates, and bring the samples to a regular slot grid."""
+    """Sort, refuse duplicates, and bring the samples to a regular slot grid (``lines``: the
+    file line of each sample, default position + 2)."""
     s = pd.Series(values, index=index, name=column)
-    if not s.index.is_monotonic_increasing:
-        s = s.sort_index()
-    if s.index.has_duplicates:
-        dup = s.index[s.index.duplicated()][0]
+    if index.has_duplicates:
+        dup = index[index.duplicated()][0]
+        pos = np.flatnonzero(index == dup)[:2]
+        at = lines[pos] if lines is not None else pos + 2
         raise ConfigError(
-            f"duplicate timestamp {dup.isoformat()}",
+            f"duplicate timestamp {dup.isoformat()} (lines {at[0]} and {at[1]}){_dst_hint(dup)}",
             source=str(path),
             field=column,
-            fix="keep one row per timestamp (and per zone)",
+            fix="keep one row per timestamp (and per zone); if the times are local wall-clock "
+            "times, convert them to UTC or write each with its offset (e.g. +02:00)",
         )
+    if not s.index.is_monotonic_increasing:
+        s = s.sort_index()
     what = f"{path} [{column}]"
     sidx = pd.DatetimeIndex(s.index)
     if slot is None:
@@ -205,6 +341,22 @@ def _regularise(
     ):
         return s
     return resample_to_slots(s, slot, max_gap=max_gap, what=what)
+
+
+def _dst_hint(ts: pd.Timestamp) -> str:
+    """A hint when a repeated hour falls on a day daylight-saving time ends (EU: last Sunday
+    of October; US: first Sunday of November): local times were written as UTC."""
+    if ts.weekday() != 6:
+        return ""
+    eu = ts.month == 10 and ts.day > 24
+    us = ts.month == 11 and ts.day <= 7
+    if not (eu or us):
+        return ""
+    where = "Europe" if eu else "North America"
+    return (
+        f"; {ts:%Y-%m-%d} is the day daylight-saving time ends in {where}, so these look like "
+        "local time written as UTC (an hour repeats)"
+    )
 
 
 def _find_time_column(df: pd.DataFrame, path: Path) -> str:
@@ -243,14 +395,13 @@ def read_electricitymaps_export(
     """
     path = Path(path)
     df = _read_csv(path)
-    col = _EM_LCA if accounting == "lifecycle" else _EM_DIRECT
-    for need in (_EM_TIME, col):
-        if need not in df.columns:
-            raise ConfigError(
-                f"column '{need}' missing; found {list(df.columns)}",
-                source=str(path),
-                fix="give the Electricity Maps export unchanged",
-            )
+    col = _em_intensity_column(list(df.columns), accounting, path)
+    if _EM_TIME not in df.columns:
+        raise ConfigError(
+            f"column '{_EM_TIME}' missing; found {list(df.columns)}",
+            source=str(path),
+            fix="give the Electricity Maps export unchanged",
+        )
     zones: list[str] = (
         [str(z) for z in df[_EM_ZONE].dropna().unique()] if _EM_ZONE in df.columns else []
     )
@@ -296,6 +447,30 @@ def read_electricitymaps_export(
         source=f"csv:{path}",
         estimated=estimated,
     )
+
+
+def _em_intensity_column(columns: list[str], accounting: Accounting, path: Path) -> str:
+    """The export's intensity column for ``accounting``, whatever the header variant."""
+    found: dict[str, str] = {}
+    for c in columns:
+        m = _EM_INTENSITY.match(c.strip())
+        if m:
+            acc = m.group("acc").lower()
+            found["direct" if acc == "direct" else "lifecycle"] = c
+    if accounting in found:
+        return found[accounting]
+    want = _EM_LCA if accounting == "lifecycle" else _EM_DIRECT
+    raise ConfigError(
+        "this looks like an Electricity Maps export whose "
+        f"{'life-cycle' if accounting == 'lifecycle' else 'direct'} intensity column was not "
+        f"recognised; its columns are {columns}",
+        source=str(path),
+        fix=f"rename the intensity column to '{want}' (or give the export unchanged)",
+    )
+
+
+def _looks_like_em(cols: set[str]) -> bool:
+    return _EM_TIME in cols and sum(m in cols for m in _EM_MARKERS) >= 2
 
 
 def read_wide(
@@ -383,6 +558,7 @@ def read_long(
             column=f"intensity_g_per_kwh (zone {z})",
             slot=slot,
             max_gap=max_gap,
+            lines=np.flatnonzero(m) + 2,
         )
         s.name = str(z)
         out[str(z)] = CarbonSeries(
@@ -622,9 +798,29 @@ def detect_format(path: str | Path) -> Format:
             header = [c.strip() for c in fh.readline().strip().split(",")]
     except FileNotFoundError as exc:
         raise ConfigError("file not found", source=str(path), fix="check the path") from exc
+    except IsADirectoryError:
+        raise ConfigError(
+            "is a directory, not a CSV file",
+            source=str(path),
+            fix="point at the carbon CSV file inside it",
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            "cannot be read (permission denied)",
+            source=str(path),
+            fix="make the file readable by the user running greencpn",
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"not a UTF-8 text file ({exc})",
+            source=str(path),
+            fix="give a comma-separated UTF-8 file with a header row",
+        ) from exc
     cols = set(header)
-    if _EM_TIME in cols and (_EM_LCA in cols or _EM_DIRECT in cols):
+    if _EM_TIME in cols and any(_EM_INTENSITY.match(c) for c in header):
         return "electricitymaps"
+    if _looks_like_em(cols):
+        return "electricitymaps"  # the reader says which column it did not recognise
     if {"request_time", "forecast_time"} <= cols:
         return "watttime_forecast"
     if "zone" in cols and "intensity_g_per_kwh" in cols:

@@ -18,12 +18,14 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import numpy as np
 import pandas as pd
@@ -31,10 +33,13 @@ import requests
 
 from greencpn.clock import Clock, SystemClock
 from greencpn.errors import PermanentError, TemporaryError
+from greencpn.sources.resample import MAX_PLAUSIBLE_G_PER_KWH, format_duration
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "greencpn-sources/0.1 (+https://github.com/greencpn)"
+MAX_REDIRECTS = 5
+_READ_CHUNK = 65536
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,6 +97,9 @@ class RetryPolicy:
             cache instead of blocking the control loop).
         connect_timeout_s: TCP connect timeout.
         read_timeout_s: time allowed between bytes of the answer.
+        deadline_s: the whole call — every attempt, redirect, byte of the body and backoff
+            wait — ends by then (a server dripping one byte per second never hits the read
+            timeout); past it the call raises :class:`ApiTimeoutError`.
     """
 
     max_attempts: int = 3
@@ -100,6 +108,7 @@ class RetryPolicy:
     max_retry_after_s: float = 30.0
     connect_timeout_s: float = 3.05
     read_timeout_s: float = 15.0
+    deadline_s: float = 60.0
 
     def backoff_s(self, attempt: int, rng: random.Random) -> float:
         """Full-jitter exponential backoff before retry number ``attempt`` (1-based)."""
@@ -142,6 +151,7 @@ class HttpClient:
         clock: clock used to interpret HTTP-date ``Retry-After`` values.
         rng: random source for the jitter (seed it in tests).
         on_request: called once per HTTP attempt with the endpoint name (request budgets).
+        monotonic: elapsed-time source for the call deadline (real time: it bounds real I/O).
     """
 
     def __init__(
@@ -154,8 +164,11 @@ class HttpClient:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         on_request: Callable[[str], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.provider = provider
+        self.monotonic = monotonic
+        self._box_lock = threading.Lock()
         self.policy = policy or RetryPolicy()
         self.session = session or requests.Session()
         self.session.headers.setdefault("User-Agent", USER_AGENT)
@@ -196,10 +209,11 @@ class HttpClient:
         """
         what = f"{self.provider} {endpoint}"
         last: TemporaryError | None = None
+        deadline = self.monotonic() + self.policy.deadline_s
         for attempt in range(1, self.policy.max_attempts + 1):
             wait_s: float | None = None
             try:
-                return self._attempt(url, what, params, headers, auth, error_hook)
+                return self._attempt(url, what, params, headers, auth, error_hook, deadline)
             except RateLimitedError as exc:
                 last = exc
                 if exc.retry_after_s is not None:
@@ -212,6 +226,11 @@ class HttpClient:
                 break
             if wait_s is None:
                 wait_s = self.policy.backoff_s(attempt, self.rng)
+            if self.monotonic() + wait_s >= deadline:
+                raise ApiTimeoutError(
+                    f"{what}: gave up at the {self.policy.deadline_s:g} s call deadline after "
+                    f"{attempt} attempt(s); last: {last}"
+                ) from None
             log.info(
                 "%s: %s; retry %d/%d in %.2f s",
                 what,
@@ -233,25 +252,12 @@ class HttpClient:
         headers: Mapping[str, str] | None,
         auth: tuple[str, str] | None,
         error_hook: ErrorHook | None,
+        deadline: float,
     ) -> Any:
         self.attempts += 1
         if self.on_request is not None:
             self.on_request(what)
-        timeout = (self.policy.connect_timeout_s, self.policy.read_timeout_s)
-        try:
-            resp = self.session.get(url, params=params, headers=headers, auth=auth, timeout=timeout)
-        except requests.Timeout as exc:
-            raise ApiTimeoutError(
-                f"{what}: no answer within {timeout[0]:g} s connect / {timeout[1]:g} s read "
-                f"timeout ({type(exc).__name__})"
-            ) from None
-        except requests.ConnectionError as exc:
-            raise ApiConnectionError(
-                f"{what}: cannot connect to {_host_of(url)} ({_short_reason(exc)}); check the "
-                "network or the base URL"
-            ) from None
-        except requests.RequestException as exc:
-            raise ApiConnectionError(f"{what}: request failed ({type(exc).__name__})") from None
+        resp = self._send(url, what, params, headers, auth, deadline)
         status = resp.status_code
         log.debug("%s -> HTTP %d (%d bytes)", what, status, len(resp.content))
         if status >= 400:
@@ -264,6 +270,142 @@ class HttpClient:
                 f"{what}: answer is not valid JSON (HTTP {status}, {len(resp.content)} bytes, "
                 f"starts {resp.text[:40]!r})"
             ) from None
+
+    def _send(
+        self,
+        url: str,
+        what: str,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        auth: tuple[str, str] | None,
+        deadline: float,
+    ) -> requests.Response:
+        """One GET with its redirects followed by hand: a redirect to another origin (scheme,
+        host, port) is refused when the request carries credentials — requests would strip
+        ``Authorization`` there but send any other header, e.g. Electricity Maps'
+        ``auth-token``. The body is read against the call deadline."""
+        for _ in range(MAX_REDIRECTS + 1):
+            remaining = deadline - self.monotonic()
+            if remaining <= 0:
+                raise self._deadline_error(what, 0)
+            timeout = (
+                min(self.policy.connect_timeout_s, remaining),
+                min(self.policy.read_timeout_s, remaining),
+            )
+            try:
+                resp = self._get_headers(url, params, headers, auth, timeout, remaining, what)
+            except requests.Timeout as exc:
+                raise ApiTimeoutError(
+                    f"{what}: no answer within {timeout[0]:g} s connect / {timeout[1]:g} s read "
+                    f"timeout ({type(exc).__name__})"
+                ) from None
+            except requests.ConnectionError as exc:
+                raise ApiConnectionError(
+                    f"{what}: cannot connect to {_host_of(url)} ({_short_reason(exc)}); check the "
+                    "network or the base URL"
+                ) from None
+            except requests.RequestException as exc:
+                raise ApiConnectionError(f"{what}: request failed ({type(exc).__name__})") from None
+            location = resp.headers.get("Location") if resp.is_redirect else None
+            if location is None:
+                self._read_body(resp, what, deadline)
+                return resp
+            resp.close()
+            target = urljoin(resp.url, location)
+            if _origin(target) != _origin(resp.url) and (headers or auth):
+                raise ApiRequestError(
+                    f"{what}: HTTP {resp.status_code} redirect to another origin "
+                    f"({_host_of(target)}); greencpn does not send the {self.provider} "
+                    "credentials there. Fix: set the base URL to the API's own address (or "
+                    "check the proxy)"
+                )
+            log.info("%s: HTTP %d redirect to %s", what, resp.status_code, _host_of(target))
+            url, params = target, None  # the Location carries its own query
+        raise ApiRequestError(f"{what}: more than {MAX_REDIRECTS} redirects")
+
+    def _get_headers(
+        self,
+        url: str,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        auth: tuple[str, str] | None,
+        timeout: tuple[float, float],
+        remaining: float,
+        what: str,
+    ) -> requests.Response:
+        """``session.get`` up to the end of the headers, in a worker thread joined for at most
+        ``remaining`` seconds: a server dripping its status line or headers byte by byte never
+        trips the per-read timeout. An abandoned worker closes its response when it ends."""
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                r = self.session.get(
+                    url,
+                    params=params,
+                    headers=headers,
+                    auth=auth,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    stream=True,
+                )
+            except BaseException as exc:  # re-raised in the caller's thread
+                box["error"] = exc
+                return
+            with self._box_lock:
+                if box.get("abandoned"):
+                    r.close()
+                else:
+                    box["resp"] = r
+
+        worker = threading.Thread(target=work, name=f"greencpn-http-{self.provider}", daemon=True)
+        worker.start()
+        worker.join(max(0.0, remaining))
+        with self._box_lock:
+            if "resp" not in box and "error" not in box:
+                box["abandoned"] = True
+                raise self._deadline_error(what, 0)
+        if "error" in box:
+            raise box["error"]
+        return box["resp"]
+
+    def _read_body(self, resp: requests.Response, what: str, deadline: float) -> None:
+        """Read the streamed body into ``resp`` (``.content``/``.json()`` then work), giving
+        up at the deadline however slowly the bytes come."""
+        from urllib3.exceptions import HTTPError as Urllib3Error
+        from urllib3.exceptions import ReadTimeoutError
+
+        chunks: list[bytes] = []
+        size = 0
+        raw = resp.raw
+        try:
+            while True:
+                if self.monotonic() >= deadline:
+                    raise self._deadline_error(what, size)
+                chunk = raw.read1(_READ_CHUNK, decode_content=True)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        except ReadTimeoutError:
+            raise ApiTimeoutError(
+                f"{what}: the answer stalled (no byte for {self.policy.read_timeout_s:g} s) "
+                f"after {size} bytes"
+            ) from None
+        except (Urllib3Error, OSError) as exc:
+            raise ApiConnectionError(
+                f"{what}: the connection broke after {size} bytes ({type(exc).__name__})"
+            ) from None
+        finally:
+            resp.close()
+        resp._content = b"".join(chunks)
+        resp._content_consumed = True  # type: ignore[attr-defined]
+
+    def _deadline_error(self, what: str, size: int) -> ApiTimeoutError:
+        return ApiTimeoutError(
+            f"{what}: the call did not complete within its {self.policy.deadline_s:g} s deadline "
+            f"({size} bytes of the answer received); the server is too slow"
+        )
 
     def _map_status(self, resp: requests.Response, what: str) -> Exception:
         status = resp.status_code
@@ -309,10 +451,14 @@ def api_error_text(resp: requests.Response, limit: int = 200) -> str:
 
 
 def _host_of(url: str) -> str:
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     return parts.netloc or url
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
 
 
 def _short_reason(exc: BaseException) -> str:
@@ -376,6 +522,7 @@ def regular_series(
     """
     if len(idx) == 0:
         raise BadResponseError(f"{what}: the answer holds no data points")
+    check_plausible(idx, vals, what)
     if step is None:
         if len(idx) < 2:
             step = timedelta(hours=1)
@@ -404,6 +551,34 @@ def regular_series(
             values[fill] = interp[fill]
     values.name = "intensity_g_per_kwh"
     return values, estimated
+
+
+def check_plausible(idx: pd.DatetimeIndex, vals: np.ndarray, what: str) -> None:
+    """Refuse an answer with an intensity below 0 or above ``MAX_PLAUSIBLE_G_PER_KWH`` (a
+    unit error or corruption): raises :class:`BadResponseError`, so a chain serves its cache
+    or forecaster instead."""
+    with np.errstate(invalid="ignore"):
+        bad = (vals < 0) | (vals > MAX_PLAUSIBLE_G_PER_KWH) | np.isinf(vals)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise BadResponseError(
+            f"{what}: implausible intensity {vals[i]:g} g/kWh at {idx[i].isoformat()} "
+            f"(plausible: 0–{MAX_PLAUSIBLE_G_PER_KWH:.0f}); {int(bad.sum())} such value(s), "
+            "the answer is not used"
+        )
+
+
+def check_fresh(
+    stamp: datetime | None, now: datetime, max_age: timedelta, what: str, label: str
+) -> None:
+    """Refuse a "live" answer whose ``stamp`` (issue/update time) is older than ``max_age``."""
+    if stamp is None or now - stamp <= max_age:
+        return
+    raise BadResponseError(
+        f"{what}: the live answer's {label} is {stamp.isoformat()}, "
+        f"{format_duration(now - stamp)} old at {now.isoformat()} (more than "
+        f"{format_duration(max_age)}); not used as current data"
+    )
 
 
 def utc_stamp(dt: datetime, fmt: str = "%Y-%m-%dT%H:%M:%SZ") -> str:

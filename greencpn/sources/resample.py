@@ -35,6 +35,10 @@ from greencpn.errors import ConfigError
 DEFAULT_MAX_GAP = timedelta(hours=2)
 """Default longest run of missing slots that may be filled by linear interpolation."""
 
+MAX_PLAUSIBLE_G_PER_KWH = 2000.0
+"""Highest carbon intensity accepted from a file or an API, g/kWh (lignite is ~1,100–1,200;
+a marginal coal/oil unit ~1,000). Above it the number is in another unit or corrupt."""
+
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 
 
@@ -171,6 +175,19 @@ def find_gaps(series: pd.Series) -> list[tuple[pd.Timestamp, pd.Timestamp, int]]
     ]
 
 
+def format_duration(td: timedelta | pd.Timedelta) -> str:
+    """``2 h``, ``30 min``, ``1 h 30 min``, ``3 d 2 h`` — not pandas' ``0 days 02:00:00``."""
+    secs = int(pd.Timedelta(td).total_seconds())
+    if secs <= 0:
+        return "0 min"
+    d, rem = divmod(secs, 86400)
+    h, rem = divmod(rem, 3600)
+    m, sec = divmod(rem, 60)
+    parts = [f"{d} d" if d else "", f"{h} h" if h else "", f"{m} min" if m else ""]
+    parts.append(f"{sec} s" if sec else "")
+    return " ".join(p for p in parts if p)
+
+
 def fill_gaps(
     series: pd.Series,
     slot: timedelta,
@@ -206,14 +223,22 @@ def fill_gaps(
     too_long = [(a, b, k) for a, b, k in gaps if k * slot_td > pd.Timedelta(max_gap)]
     if too_long:
         listed = "; ".join(
-            f"{a.isoformat()} .. {(b + slot_td).isoformat()} ({k * slot_td})"
+            f"{a.isoformat()} .. {(b + slot_td).isoformat()} ({format_duration(k * slot_td)})"
             for a, b, k in too_long[:10]
         )
         more = f" and {len(too_long) - 10} more" if len(too_long) > 10 else ""
+        allowed = (
+            "gaps are not interpolated"
+            if pd.Timedelta(max_gap) <= pd.Timedelta(0)
+            else f"gaps up to {format_duration(max_gap)} are interpolated"
+        )
+        longest = max(k for _, _, k in too_long)
         raise ConfigError(
-            f"{len(too_long)} gap(s) longer than max_gap={pd.Timedelta(max_gap)}: {listed}{more}",
+            f"{len(too_long)} gap(s) of missing values ({allowed}): {listed}{more}",
             source=what,
-            fix="supply the missing data, raise max_gap, or read a shorter period",
+            fix="supply the missing data, or let greencpn interpolate gaps of up to N slots: "
+            f"[carbon] max_gap_slots = {longest} in the fleet config (greencpn forecast: "
+            f"--max-gap-slots {longest})",
         )
     vals = series.to_numpy(dtype=np.float64).copy()
     x = np.arange(len(vals))

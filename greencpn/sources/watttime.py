@@ -31,6 +31,7 @@ from greencpn.sources.http import (
     HttpClient,
     UnknownZoneError,
     api_error_text,
+    check_fresh,
     parse_latlon,
     parse_points,
     regular_series,
@@ -67,6 +68,7 @@ class WattTimeSource:
         keys: where to find credentials.
         token_ttl: validity of a login token (WattTime: 30 min).
         max_gap_slots: missing 5-min points filled by interpolation.
+        max_answer_age: a current forecast generated longer ago than this is refused.
     """
 
     name = "watttime"
@@ -86,7 +88,9 @@ class WattTimeSource:
         keys: KeyStore | None = None,
         token_ttl: timedelta = timedelta(minutes=30),
         max_gap_slots: int = 3,
+        max_answer_age: timedelta = timedelta(hours=6),
     ) -> None:
+        self.max_answer_age = max_answer_age
         self._username = Secret(username) if isinstance(username, str) else username
         self._password = Secret(password) if isinstance(password, str) else password
         self.base_url = base_url.rstrip("/")
@@ -133,7 +137,7 @@ class WattTimeSource:
                 self.login()
             assert self._token is not None
             try:
-                return self.http.get_json(
+                body = self.http.get_json(
                     f"{self.base_url}{path}",
                     endpoint=f"{path} {zone}",
                     params=params,
@@ -144,6 +148,16 @@ class WattTimeSource:
                 if attempt == 2:
                     raise
                 self._token = None  # expired or revoked: log in again once
+                continue
+            meta = body.get("meta") if isinstance(body, dict) else None
+            got = meta.get("region") if isinstance(meta, dict) else None
+            asked = params.get("region")
+            if asked is not None and got is not None and str(got).upper() != str(asked).upper():
+                raise BadResponseError(
+                    f"watttime {path} {zone}: asked for region {asked} but the answer is for "
+                    f"region {got}; not used"
+                )
+            return body
         raise AssertionError("unreachable")
 
     # --------------------------------------------------------------------------- regions
@@ -218,6 +232,7 @@ class WattTimeSource:
             )
             rows, meta = _data_meta(body, what)
             generated = _parse_time(meta.get("generated_at"))
+            check_fresh(generated, self.clock.now(), self.max_answer_age, what, "generated_at")
         else:
             body = self._get(
                 "/v3/forecast/historical",

@@ -67,7 +67,7 @@ def test_long_gap_is_refused_and_listed() -> None:
         resample_to_slots(s, H, max_gap=timedelta(hours=2), what="x.csv")
     msg = str(e.value)
     assert "2 gap(s)" in msg and "x.csv" in msg
-    assert "2023-01-01T02:00:00+00:00 .. 2023-01-01T05:00:00+00:00 (0 days 03:00:00)" in msg
+    assert "2023-01-01T02:00:00+00:00 .. 2023-01-01T05:00:00+00:00 (3 h)" in msg
     assert "2023-01-01T07:00:00+00:00 .. 2023-01-01T10:00:00+00:00" in msg
 
 
