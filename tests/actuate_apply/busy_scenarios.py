@@ -60,7 +60,9 @@ for n in nodes:
         s["drained"] = True
     elif op == "resume":
         s["drained"] = False
-    p.write_text(json.dumps(s))
+    tmp = p.with_name(p.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(s))
+    os.replace(tmp, p)  # atomic: a reader never sees a half-written state file
 """
 
 
@@ -96,7 +98,9 @@ class Cluster:
     def set(self, n: str, **kw: Any) -> None:
         s = self.node(n) if (self.state / f"{n}.json").exists() else {}
         s = {"power": "on", "drained": False, "jobs": 0, **s, **kw}
-        (self.state / f"{n}.json").write_text(json.dumps(s))
+        tmp = self.state / f"{n}.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(s))
+        os.replace(tmp, self.state / f"{n}.json")  # atomic, as the hook script writes
 
     def killed(self) -> list[str]:
         log = self.state / "killed.log"
