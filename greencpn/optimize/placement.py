@@ -417,6 +417,57 @@ def place_jobs(
             new_slots = sorted({int(t) // k for t in best[1]} - set(np.nonzero(lvl_set[p] >= 0)[0]))
             lvl_set[p, new_slots] = lv_p
             set_level(p, new_slots, lv_p)
+        elif mode == "levels":
+            # the cap level travels with the job: every level of every candidate pool is priced
+            # by the objective (busy energy + the GPU's share of its node's idle power, at the
+            # slot's carbon and price, + lateness); a slot another job already runs at another
+            # level is closed to it; the cheapest (pool, level, start) wins
+            best, chosen_lv, best_cost = None, None, np.inf
+            n_lv = max(len(inp.pools[p].level_thr) for p in cand)
+            late_h_all = np.maximum(0, tidx - d_step) * dt
+            for lv in range(n_lv):
+                lv_c = np.array([min(lv, len(inp.pools[p].level_thr) - 1) for p in cand])
+                ok = (lvl_set[cand] == -1) | (lvl_set[cand] == lv_c[:, None])
+                thr_c = np.stack(
+                    [np.full(F, inp.pools[p].level_thr[x]) for p, x in zip(cand, lv_c, strict=True)]
+                )
+                ext_c = np.stack(
+                    [
+                        np.full(F, inp.pools[p].level_extra_kw[x])
+                        for p, x in zip(cand, lv_c, strict=True)
+                    ]
+                )
+                cost_c = (ext_c + (idle_kw[cand] / gpn[cand])[:, None]) * dt
+                cost_c = cost_c * pue[cand][:, None] * unit[site_of[cand]]
+                opt = _best_option(
+                    **common,
+                    mode="plan",
+                    thr=thr_c,
+                    gpu_cost=cost_c,
+                    cap=np.where(np.repeat(ok, k, axis=1), cap_fine[cand], -1.0),
+                    extra_kw=ext_c,
+                    head=head[site_of[cand]],
+                )
+                if opt is None:
+                    continue
+                c_, stp, frs = opt
+                rate = job.gpus * thr_c[c_, stp] * dt
+                total = float(
+                    (job.gpus * cost_c[c_, stp] * frs).sum()
+                    + (
+                        obj.lateness_weight_per_gpu_h * job.priority * late_h_all[stp] * rate * frs
+                    ).sum()
+                )
+                if total < best_cost - 1e-12:
+                    best, chosen_lv, best_cost = opt, lv_c, total
+            if best is None:
+                continue
+            assert chosen_lv is not None
+            p = int(cand[best[0]])
+            lv_p = int(chosen_lv[best[0]])
+            new_slots = sorted({int(t) // k for t in best[1]} - set(np.nonzero(lvl_set[p] >= 0)[0]))
+            lvl_set[p, new_slots] = lv_p
+            set_level(p, new_slots, lv_p)
         else:
             extra_cost = None
             gi = group_of[j]
