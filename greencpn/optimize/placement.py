@@ -460,6 +460,28 @@ def place_jobs(
                 )
                 if total < best_cost - 1e-12:
                     best, chosen_lv, best_cost = opt, lv_c, total
+            if job.deadline_slot < T and (
+                best is None or best[1][-1] + best[2][-1] > late_at + 1e-9
+            ):
+                # late at every level the slots allow: full power on any slot (the jobs
+                # already there at a lower level are sped up and re-timed)
+                fast = _best_option(
+                    **common,
+                    mode="plan",
+                    thr=thr_top[cand],
+                    gpu_cost=gpu_cost_top[cand],
+                    cap=cap_fine[cand],
+                    extra_kw=extra_kw_top[cand],
+                    head=head[site_of[cand]] - busy_gain_kwh(cand),
+                )
+                if fast is not None and (
+                    best is None or fast[1][-1] + fast[2][-1] < best[1][-1] + best[2][-1]
+                ):
+                    pf = int(cand[fast[0]])
+                    up = sorted({int(t) // k for t in fast[1] if lvl_set[pf, int(t) // k] != 0})
+                    lvl_set[pf, up] = 0
+                    set_level(pf, up, 0)
+                    best, chosen_lv = fast, np.zeros(cand.size, dtype=int)
             if best is None:
                 continue
             assert chosen_lv is not None

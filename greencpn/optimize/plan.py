@@ -422,6 +422,30 @@ def finish_plan(
     chosen = "optimised placement"
     jl_info: dict | None = None
     cands = [(executed.objective, chosen, (sched, n, u, d, executed))]
+    # the cap level carried by each job (priced by the objective, one level per pool-slot)
+    t3 = time.perf_counter()
+    spare_on = np.repeat(np.array([p.spares for p in inp.pools])[:, None], inp.T, axis=1)
+    for oname, base_order in job_orders(inp).items():
+        order, first = base_order, set()
+        for _ in range(3):  # jobs found late go first in the next pass
+            s_lv = place_jobs(inp, spare_on, sol.level, mode="levels", job_order=order)
+            n_lv, u_lv, d_lv = repair_nodes(inp, s_lv)
+            ev_lv = evaluate(inp, s_lv, n_lv, u_lv)
+            cands.append(
+                (
+                    ev_lv.objective,
+                    f"placement with per-job cap levels ({oname})",
+                    (s_lv, n_lv, u_lv, d_lv, ev_lv),
+                )
+            )
+            late = {j for j in range(len(inp.jobs)) if ev_lv.job_late_h[j] > 1e-6}
+            if not late or late <= first:
+                break
+            first |= late
+            order = [j for j in base_order if j in first] + [
+                j for j in base_order if j not in first
+            ]
+    levels_s = time.perf_counter() - t3
     size = joblevel_size(inp)
     if size <= JOBLEVEL_MAX_BINARIES:
         t2 = time.perf_counter()
@@ -514,6 +538,7 @@ def finish_plan(
     outcome_dict["placement_s"] = placement_s
     outcome_dict["baselines_s"] = baselines_s
     outcome_dict["plan_source"] = chosen
+    outcome_dict["levels_placement_s"] = levels_s
     outcome_dict["optimised_placement_totals"] = optimised_totals
     outcome_dict["joblevel"] = jl_info
     res.document = build_document(cfg, clock, res, outcome_dict)
@@ -545,16 +570,8 @@ def place_and_repair(inp: PlanInputs, model: PlanModel, sol: MilpSolution, max_p
     orders = job_orders(inp)
     if model.placement_order in orders:  # a re-plan reuses the order that won last time
         orders = {model.placement_order: orders[model.placement_order]}
-    import os
-
-    modes = os.environ.get("G_MODES", "plan").split(",")
-    for (name, order), mode in [((n_, o_), m_) for n_, o_ in orders.items() for m_ in modes]:
-        if mode == "plan":
-            sched = place_jobs(inp, sol.n, sol.level, mode="plan", guide=guide, job_order=order)
-        else:
-            spare_on = np.repeat(np.array([p.spares for p in inp.pools])[:, None], inp.T, axis=1)
-            sched = place_jobs(inp, spare_on, sol.level, mode="levels", job_order=order)
-            name = name + ":levels"
+    for name, order in orders.items():
+        sched = place_jobs(inp, sol.n, sol.level, mode="plan", guide=guide, job_order=order)
         n, u, d = repair_nodes(inp, sched)
         ev = evaluate(inp, sched, n, u)
         # ranked on carbon and cost only: the passes below remove budget overruns and lateness
