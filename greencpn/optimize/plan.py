@@ -426,7 +426,7 @@ def finish_plan(
     t3 = time.perf_counter()
     spare_on = np.repeat(np.array([p.spares for p in inp.pools])[:, None], inp.T, axis=1)
     for oname, base_order in job_orders(inp).items():
-        order, first = base_order, set()
+        order, first = base_order, set[int]()
         for _ in range(3):  # jobs found late go first in the next pass
             s_lv = place_jobs(inp, spare_on, sol.level, mode="levels", job_order=order)
             n_lv, u_lv, d_lv = repair_nodes(inp, s_lv)
