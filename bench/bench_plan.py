@@ -194,6 +194,11 @@ def main() -> int:
         "--windows", type=int, nargs="*", help="windows to run (default 1 and --window)"
     )
     ap.add_argument("--child", nargs="*")
+    ap.add_argument(
+        "--from-log",
+        type=Path,
+        help="render the tables from the JSON rows a previous run printed (no new runs)",
+    )
     a = ap.parse_args()
     if a.child is not None:
         name, window, nf, report, replan, tl, ref = a.child
