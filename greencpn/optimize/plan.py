@@ -284,17 +284,25 @@ def _fifo_spill(
 ) -> Schedule:
     """First in, first out at release, idle nodes off while placing (nodes come on as jobs need
     them, so the idle power of unused nodes does not eat the site budgets), spilling to the next
-    allowed site when a site is full or at its budget; late jobs go first in a retry pass.
-    Keeps the pass with the fewest late jobs."""
-    best, best_late = None, None
+    allowed site when a site is full or at its budget; late jobs go first in a retry pass, and
+    energy the node repair drew over a budget is held back in it. Keeps the pass without
+    budget overrun with the fewest late jobs (else the least overrun)."""
+    best, best_key = None, None
     order = None
+    reserve = np.zeros((len(inp.sites), inp.T))
+    best_late: list[int] = []
     for _ in range(passes):
-        sched = place_jobs(inp, spare_on, top, mode="asap", job_order=order)
+        sched = place_jobs(inp, spare_on, top, mode="asap", job_order=order, reserve_kwh=reserve)
         late = _late_jobs(inp, sched)
-        if best_late is None or len(late) < len(best_late):
-            best, best_late = sched, late
-        if not late:
+        n, u, _d = repair_nodes(inp, sched)
+        over = evaluate(inp, sched, n, u).budget_overrun_kwh
+        key = (over.sum() > 1e-6, len(late), float(over.sum()))
+        if best_key is None or key < best_key:
+            best, best_key, best_late = sched, key, late
+        if not late and over.sum() <= 1e-6:
             break
+        # hold back what the node repair (min up, start-ups) drew over a budget
+        reserve = reserve + over * 2.0 + (over > 0) * 0.1 * inp.slot_h
         base = sorted(range(len(inp.jobs)), key=lambda i: (inp.jobs[i].release, inp.jobs[i].id))
         first = set(best_late) | set(late)
         order = [j for j in base if j in first] + [j for j in base if j not in first]
@@ -427,10 +435,17 @@ def finish_plan(
     spare_on = np.repeat(np.array([p.spares for p in inp.pools])[:, None], inp.T, axis=1)
     for oname, base_order in job_orders(inp).items():
         order, first = base_order, set[int]()
-        for _ in range(3):  # jobs found late go first in the next pass
-            s_lv = place_jobs(inp, spare_on, sol.level, mode="levels", job_order=order)
+        reserve = np.zeros((len(inp.sites), inp.T))
+        for _ in range(3):
+            # jobs found late go first in the next pass, and the energy by which the node
+            # repair (min up, start-ups) went over a budget is held back there
+            s_lv = place_jobs(
+                inp, spare_on, sol.level, mode="levels", job_order=order, reserve_kwh=reserve
+            )
             n_lv, u_lv, d_lv = repair_nodes(inp, s_lv)
             ev_lv = evaluate(inp, s_lv, n_lv, u_lv)
+            over = ev_lv.budget_overrun_kwh
+            reserve = reserve + over * 2.0 + (over > 0) * 0.1 * inp.slot_h
             cands.append(
                 (
                     ev_lv.objective,
@@ -439,7 +454,7 @@ def finish_plan(
                 )
             )
             late = {j for j in range(len(inp.jobs)) if ev_lv.job_late_h[j] > 1e-6}
-            if not late or late <= first:
+            if (not late or late <= first) and over.sum() <= 1e-6:
                 break
             first |= late
             order = [j for j in base_order if j in first] + [
