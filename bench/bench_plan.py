@@ -246,8 +246,13 @@ def main() -> int:
     lines = [
         "## Plan (`bench/bench_plan.py`)",
         "",
-        f"Machine: {machine()}. Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
-        "The machine is shared: each row gives the 1-minute load average when it started "
+        (
+            f"Machine: {machine()}. Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+            if a.from_log is None
+            else f"Machine: {machine().rsplit(', load', 1)[0]}. Rows measured in several runs "
+            f"({a.from_log.name}), table written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+        )
+        + "The machine is shared: each row gives the 1-minute load average when it started "
         "(2 cores; above 2 the run had to share them, and its times are longer than alone).",
         "",
         "### Carbon: the executed plan against the carbon-aware greedy and the bounds",
