@@ -12,7 +12,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-INSTANCES = ROOT.parent / "shared" / "bench-instances"
+
+
+def _find_instances() -> Path:
+    """../shared/bench-instances beside the checkout (a worktree sits one level deeper)."""
+    for up in (ROOT.parent, *ROOT.parents[1:3]):
+        cand = up / "shared" / "bench-instances"
+        if cand.is_dir():
+            return cand
+    return ROOT.parent / "shared" / "bench-instances"
+
+
+INSTANCES = _find_instances()
 START = datetime(2026, 1, 5, tzinfo=UTC)  # slot 0 of every instance
 
 GPU = """

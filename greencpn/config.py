@@ -188,7 +188,15 @@ class PoolConfig(_Strict):
     gpus_per_node: int = Field(ge=1)
     node_idle_w: PositiveFloat = Field(description="a powered-on node with idle GPUs, W")
     node_off_w: NonNegFloat = Field(default=0.0, description="a powered-off node (BMC), W")
-    node_boot_w: NonNegFloat = Field(default=0.0, description="average power while booting, W")
+    node_boot_w: NonNegFloat = Field(
+        default=0.0,
+        description=(
+            "average power while booting, W. Boot energy model: a node started in a slot is "
+            "counted on (idle) for the whole slot and draws this instead of node_idle_w during "
+            "boot_time_min, so one start-up adds (node_boot_w − node_idle_w) × boot time "
+            "(counted as 0 when node_boot_w < node_idle_w); its GPUs hold no work until booted"
+        ),
+    )
     boot_time_min: NonNegFloat = Field(default=0.0, description="time to boot, minutes")
     min_up_h: NonNegFloat = Field(default=0.0, description="a started node stays on this long")
     min_down_h: NonNegFloat = Field(default=0.0, description="a stopped node stays off this long")

@@ -22,7 +22,8 @@ def check_deadlines(inp: PlanInputs) -> list[str]:
         if j.deadline_slot >= inp.T or j.required_gpu_h <= 0:
             continue
         need_h = j.work_gpu_h / j.gpus
-        have_h = max(0.0, (j.deadline_slot + 1 - j.release_slot) * inp.slot_h)
+        opens = max(j.release, inp.start)
+        have_h = max(0.0, (j.deadline - opens).total_seconds() / 3600.0)
         if need_h > have_h + 1e-9:
             out.append(
                 f"deadline: job {j.id} needs at least {need_h:.2f} h on {j.gpus} GPU(s) but has "

@@ -63,7 +63,10 @@ class PoolIn:
     gpu_model: GpuModelConfig
     node_idle_kw: float
     node_off_kw: float
-    boot_extra_kwh: float  # energy of one start-up above running idle for that time
+    # energy of one start-up above running idle for that time: a node started in slot t is
+    # counted on (idle) for all of slot t and draws node_boot_w instead of node_idle_w while
+    # it boots, so a start-up adds (node_boot_w − node_idle_w) × boot time (≥ 0)
+    boot_extra_kwh: float
     boot_frac: float  # share of a slot a starting node spends booting (no work)
     min_up_slots: int
     min_down_slots: int
@@ -92,8 +95,8 @@ class JobIn:
     work_gpu_h: float
     release: datetime
     deadline: datetime
-    release_slot: int  # first slot the job may use
-    deadline_slot: int  # last slot that ends by the deadline (may be < release_slot, or >= T)
+    release_slot: int  # slot holding the release (the job may start inside it, at release)
+    deadline_slot: int  # slot holding the deadline's last instant (may be < release_slot, or >= T)
     sites: tuple[int, ...]
     checkpointable: bool
     priority: float
@@ -164,8 +167,11 @@ def slot_of(ts: datetime, start: datetime, slot_h: float) -> float:
 
 def make_job(j: JobConfig, sites: tuple[int, ...], start: datetime, slot_h: float, T: int) -> JobIn:
     horizon_end = start + timedelta(hours=slot_h * T)
-    r = max(0, math.ceil(slot_of(j.release, start, slot_h) - 1e-9))
-    d = math.floor(slot_of(j.deadline, start, slot_h) + 1e-9) - 1
+    # The slots a job may touch at all: the MILP works on whole slots, so it sees the slot
+    # holding the release and the one holding the deadline (a relaxation: its bound stays
+    # valid); placement keeps the exact times on its finer grid (placement.job_steps).
+    r = max(0, math.floor(slot_of(j.release, start, slot_h) + 1e-9))
+    d = math.ceil(slot_of(j.deadline, start, slot_h) - 1e-9) - 1
     if j.deadline > horizon_end:
         # Work that cannot wait until after the horizon: what would not fit between the horizon
         # end and the deadline even at full rate.
@@ -258,7 +264,7 @@ def pool_in(
         gpu_model=gm,
         node_idle_kw=p.node_idle_w / 1000.0,
         node_off_kw=p.node_off_w / 1000.0,
-        boot_extra_kwh=max(0.0, (p.node_boot_w - p.node_off_w) / 1000.0 * boot_h),
+        boot_extra_kwh=max(0.0, (p.node_boot_w - p.node_idle_w) / 1000.0 * boot_h),
         boot_frac=min(1.0, boot_h / slot_h),
         min_up_slots=max(1, math.ceil(p.min_up_h / slot_h - 1e-9)),
         min_down_slots=max(1, math.ceil(p.min_down_h / slot_h - 1e-9)),

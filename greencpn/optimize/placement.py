@@ -42,6 +42,41 @@ class Schedule:
     T: int
     start_h: np.ndarray  # [J] start in hours from the horizon start (nan = not placed)
     end_h: np.ndarray  # [J] end in hours from the horizon start (nan = not placed)
+    alloc_fine: np.ndarray | None = None  # [P, T2·k] GPUs held per placement step
+    subslots: int = 1  # placement steps per slot (k)
+
+
+def boot_steps(inp: PlanInputs, p: int, k: int) -> int:
+    """Placement steps at the start of a slot during which a node started in it still boots.
+
+    A start-up begins at the slot start and lasts ``boot_time_min`` (at most one slot); a step
+    is usable only if the node is up for all of it, so the count is rounded up.
+    """
+    boot_h = inp.pools[p].boot_frac * inp.slot_h
+    if boot_h <= 0:
+        return 0
+    return min(k, math.ceil(boot_h / (inp.slot_h / k) - 1e-9))
+
+
+def job_steps(job: JobIn, inp: PlanInputs, k: int) -> tuple[int, int]:
+    """(first step, last step ending by the deadline) of a job on the placement grid.
+
+    Exact at placement resolution: a job released at 10:15 may start at 10:15 on a 15-minute
+    grid, not at the next whole slot; a deadline at 11:45 lets it run until 11:45.
+    """
+    step_h = inp.slot_h / k
+    r = max(0, math.ceil((job.release - inp.start).total_seconds() / 3600.0 / step_h - 1e-9))
+    d = math.floor((job.deadline - inp.start).total_seconds() / 3600.0 / step_h + 1e-9) - 1
+    return r, d
+
+
+def work_done(inp: PlanInputs, sched: Schedule, j: int) -> float:
+    """GPU-h of work job ``j``'s runs deliver at the cap levels of the slots they run in."""
+    p = int(sched.pool[j])
+    if p < 0:
+        return 0.0
+    thr = inp.pools[p].level_thr
+    return float(sum(g * thr[sched.level[p, t]] * inp.slot_h * f for t, g, f in sched.runs[j]))
 
 
 def _unit_energy_cost(inp: PlanInputs, carbon_w: float, cost_w: float, T2: int) -> np.ndarray:
@@ -94,7 +129,8 @@ def place_jobs(
         nodes_on: [P, T] nodes the MILP keeps on (their capacity is free to use).
         level: [P, T] cap level per pool and slot.
         mode: ``"plan"`` — cheapest option by the objective; ``"asap"`` — the carbon-agnostic
-            baseline: earliest start, first allowed site on ties, all capacity available.
+            baseline: earliest start, first allowed site on ties, all capacity available;
+            ``"greedy"`` — the carbon-aware greedy baseline (see :mod:`greencpn.optimize.greedy`).
         guide: [K, S, T] the MILP's work per group, site and slot. Steps where the job's group
             has no planned work left at that site cost extra (the dearest busy-GPU cost among
             its sites), so jobs follow the MILP and leave room for the jobs it planned there.
@@ -115,7 +151,13 @@ def place_jobs(
     n_slot[:, T:] = np.array([p.nodes for p in inp.pools])[:, None]
     n_free = np.repeat(n_slot, k, axis=1)
     gpn = np.array([p.gpus_per_node for p in inp.pools], dtype=float)
-    pool_gpus = np.array([p.gpus for p in inp.pools], dtype=float)
+    # GPUs usable per step: all of the pool's, except while the nodes off at the horizon start
+    # boot in slot 0 (a node started later can be started a slot earlier by the node repair)
+    cap_fine = np.repeat(np.array([p.gpus for p in inp.pools], dtype=float)[:, None], F, axis=1)
+    for p, pool in enumerate(inp.pools):
+        nb = boot_steps(inp, p, k)
+        if nb and pool.initial_on < pool.nodes:
+            cap_fine[p, :nb] = pool.initial_on * pool.gpus_per_node
     pue = np.array([inp.sites[p.site].pue for p in inp.pools])
     thr = np.stack([p.level_thr[lev[i]] for i, p in enumerate(inp.pools)])  # [P, F]
     extra_kw = np.stack([p.level_extra_kw[lev[i]] for i, p in enumerate(inp.pools)])  # [P, F]
@@ -154,6 +196,8 @@ def place_jobs(
     if job_order is None:
         if mode == "asap":
             job_order = sorted(range(J), key=lambda i: (inp.jobs[i].release, inp.jobs[i].id))
+        elif mode == "greedy":
+            job_order = sorted(range(J), key=lambda i: (inp.jobs[i].deadline, inp.jobs[i].id))
         else:
             job_order = sorted(
                 range(J),
@@ -169,6 +213,75 @@ def place_jobs(
         group_of[list(grp.jobs)] = gi
     residual = None if guide is None else guide.astype(float).copy()
     candidates: dict[tuple, np.ndarray] = {}  # pools a job may use, by (allowed sites, GPUs)
+    jobs_on: list[list[int]] = [[] for _ in range(P)]
+    work_of = np.zeros(J)
+    # greedy: one cap level per pool and slot, fixed by the first job placed there (-1 = free);
+    # levels tried from the least GPU energy per unit of work up
+    lvl_set = np.full((P, T2), -1, dtype=int)
+    eff_order = [
+        np.argsort(
+            (p.level_busy_kw + p.node_idle_kw / p.gpus_per_node) / p.level_thr, kind="stable"
+        )
+        for p in inp.pools
+    ]
+
+    def add_runs(j: int, p: int, steps, fracs, sign: float = 1.0) -> None:
+        g = inp.jobs[j].gpus
+        for t, f in zip(steps, fracs, strict=True):
+            alloc[p, t] += sign * g
+            busy[p, t] += sign * g * f
+            head[site_of[p], t] -= sign * pue[p] * dt * extra_kw[p, t] * g * f
+
+    def retime(j: int, p: int) -> None:
+        """Re-time job j on pool p at the pool's current throughput: its runs end as soon as
+        its work is done (after a cap was raised under it), freeing the steps it no longer
+        needs."""
+        steps = [t for t, _ in fine_runs[j]]
+        fr = [f for _, f in fine_runs[j]]
+        add_runs(j, p, steps, fr, -1.0)
+        left = work_of[j]
+        new: list[tuple[int, float]] = []
+        for t in steps:
+            if left <= 1e-12:
+                break
+            rate = inp.jobs[j].gpus * thr[p, t] * dt
+            f = min(1.0, left / rate)
+            new.append((t, f))
+            left -= f * rate
+        fine_runs[j] = new
+        add_runs(j, p, [t for t, _ in new], [f for _, f in new])
+
+    def set_level(p: int, slots, lv_of_slot) -> None:
+        """Give pool p level ``lv_of_slot`` in these slots; jobs already there are re-timed."""
+        slots = sorted(slots)
+        if not slots:
+            return
+        touched = {t for t in slots}
+        affected = [
+            jj for jj in jobs_on[p] if any(int(t) // k in touched for t, _ in fine_runs[jj])
+        ]
+        for jj in affected:  # take them out at the old power
+            add_runs(jj, p, [t for t, _ in fine_runs[jj]], [f for _, f in fine_runs[jj]], -1.0)
+        pool = inp.pools[p]
+        for slot in slots:
+            sl = slice(slot * k, (slot + 1) * k)
+            lv = int(lv_of_slot)
+            lev[p, sl] = lv
+            thr[p, sl] = pool.level_thr[lv]
+            extra_kw[p, sl] = pool.level_extra_kw[lv]
+            gpu_cost[p, sl] = (
+                (pool.level_extra_kw[lv] + idle_kw[p] / gpn[p]) * dt * pue[p] * unit[site_of[p], sl]
+            )
+        for jj in affected:  # back in at the new power, then shortened to their work
+            add_runs(jj, p, [t for t, _ in fine_runs[jj]], [f for _, f in fine_runs[jj]])
+            retime(jj, p)
+
+    score = (
+        pue[:, None]
+        * np.repeat(
+            _extended(np.array([s_.intensity_g_per_kwh for s_ in inp.sites]), T2), k, axis=1
+        )[site_of]
+    )  # [P, F] PUE × intensity: what best-window tools rank windows by
     for j in job_order:
         job = inp.jobs[j]
         if job.required_gpu_h <= 0 or job.release_slot >= T:
@@ -191,97 +304,252 @@ def place_jobs(
             )
         if cand.size == 0:
             continue
-        extra_cost = None
-        gi = group_of[j]
-        if residual is not None and gi >= 0 and mode == "plan":
-            onplan = np.zeros((cand.size, F), dtype=bool)
-            onplan[:, : T * k] = np.repeat(residual[gi][site_of[cand]] > 1e-6, k, axis=1)
-            dearest = float(gpu_cost[cand, : T * k].mean(axis=1).max()) * job.gpus
-            extra_cost = np.where(onplan, 0.0, dearest)
-        best = _best_option(
-            job,
-            cand,
-            inp,
-            mode,
-            T * k,
-            F,
-            k,
-            tidx,
-            thr[cand],
-            gpu_cost[cand],
-            n_free[cand],
-            alloc[cand],
-            gpn[cand],
-            pool_gpus[cand],
-            extra_kw[cand],
-            pue[cand],
-            idle_kw[cand],
-            head[site_of[cand]],
-            dt,
-            obj.lateness_weight_per_gpu_h,
-            extra_cost,
+        W = job.required_gpu_h if job.deadline_slot >= T else job.work_gpu_h
+        r_step, d_step = job_steps(job, inp, k)
+        late_at = d_step + 1  # first fine step after the deadline
+        work_of[j] = W
+        common = dict(
+            job=job,
+            W=W,
+            r=r_step,
+            D=d_step,
+            T=T * k,
+            T2=F,
+            tidx=tidx,
+            n_free=n_free[cand],
+            alloc=alloc[cand],
+            gpn=gpn[cand],
+            pue=pue[cand],
+            idle_kw=idle_kw[cand],
+            dt=dt,
+            w_late=obj.lateness_weight_per_gpu_h,
         )
-        late_at = (job.deadline_slot + 1) * k  # first fine step after the deadline
-        if (
-            mode == "plan"
-            and job.deadline_slot < T
-            and (best is None or best[1][-1] + best[2][-1] > late_at + 1e-9)
-        ):
-            # Late at the planned caps: try full power (level 0) on the candidate pools. If that
-            # is on time, those pool-slots switch to full power (jobs already there only speed up).
-            fast = _best_option(
-                job,
-                cand,
-                inp,
-                mode,
-                T * k,
-                F,
-                k,
-                tidx,
-                thr_top[cand],
-                gpu_cost_top[cand],
-                n_free[cand],
-                alloc[cand],
-                gpn[cand],
-                pool_gpus[cand],
-                extra_kw_top[cand],
-                pue[cand],
-                idle_kw[cand],
-                head[site_of[cand]] - busy_gain_kwh(cand),
-                dt,
-                obj.lateness_weight_per_gpu_h,
-                extra_cost,
-            )
-            if fast is not None and fast[1][-1] + fast[2][-1] <= late_at + 1e-9:
-                best = fast
-                pf = int(cand[fast[0]])
-                for slot in sorted({int(t) // k for t in fast[1] if t < T * k}):
-                    sl = slice(slot * k, (slot + 1) * k)
-                    # the site now carries the pool's busy GPUs at full power in this slot
-                    head[site_of[pf], sl] -= (
-                        pue[pf] * dt * (extra_kw_top[pf, sl] - extra_kw[pf, sl]) * busy[pf, sl]
+        if mode == "greedy":
+            # the work that must happen inside the horizon happens inside it
+            common["D"] = min(d_step, T * k - 1)
+            best = None
+            chosen_lv = None
+            n_lv = max(len(o) for o in (eff_order[p] for p in cand))
+            # the most efficient level that is on time in some window, then that level's window
+            # with the lowest mean PUE × intensity (pools whose slots already run another level
+            # cannot take the job there)
+            pick = None  # (total, end_idx, frac, rank) combined over ranks
+            for rk in range(n_lv):
+                lv_c = np.array([eff_order[p][min(rk, len(eff_order[p]) - 1)] for p in cand])
+                ok = (lvl_set[cand] == -1) | (lvl_set[cand] == lv_c[:, None])  # [C, T2]
+                tab = _best_option(
+                    **common,
+                    mode="greedy",
+                    thr=np.stack(
+                        [
+                            np.full(F, inp.pools[p].level_thr[lv])
+                            for p, lv in zip(cand, lv_c, strict=True)
+                        ]
+                    ),
+                    gpu_cost=gpu_cost[cand],
+                    cap=np.where(np.repeat(ok, k, axis=1), cap_fine[cand], -1.0),
+                    extra_kw=np.stack(
+                        [
+                            np.full(F, inp.pools[p].level_extra_kw[lv])
+                            for p, lv in zip(cand, lv_c, strict=True)
+                        ]
+                    ),
+                    head=head[site_of[cand]],
+                    score=score[cand],
+                    table=True,
+                )
+                tot, e_i, fr_ = tab
+                if pick is not None and np.isfinite(pick[0]).any():
+                    break  # the most efficient level that is on time somewhere wins
+                if pick is None:
+                    pick = (tot.copy(), e_i.copy(), fr_.copy(), np.zeros(tot.shape, dtype=int))
+                else:
+                    take = ~np.isfinite(pick[0]) & np.isfinite(tot)
+                    pick[0][take] = tot[take]
+                    pick[1][take] = e_i[take]
+                    pick[2][take] = fr_[take]
+                    pick[3][take] = rk
+            if pick is not None and np.isfinite(pick[0]).any():
+                c_, s0 = divmod(int(np.argmin(pick[0])), F)
+                e0 = int(pick[1][c_, s0])
+                stp = np.arange(s0, e0 + 1)
+                frs = np.ones(stp.size)
+                frs[-1] = pick[2][c_, s0]
+                if frs[-1] <= 1e-12 and stp.size > 1:
+                    stp, frs = stp[:-1], frs[:-1]
+                best = (c_, stp, frs)
+                rk = int(pick[3][c_, s0])
+                chosen_lv = np.array([eff_order[p][min(rk, len(eff_order[p]) - 1)] for p in cand])
+            if best is None:  # no level meets the deadline anywhere: the earliest finish
+                ends = []
+                for rk in range(n_lv):
+                    lv_c = np.array([eff_order[p][min(rk, len(eff_order[p]) - 1)] for p in cand])
+                    ok = (lvl_set[cand] == -1) | (lvl_set[cand] == lv_c[:, None])
+                    opt = _best_option(
+                        **{**common, "D": F},
+                        mode="finish",
+                        thr=np.stack(
+                            [
+                                np.full(F, inp.pools[p].level_thr[lv])
+                                for p, lv in zip(cand, lv_c, strict=True)
+                            ]
+                        ),
+                        gpu_cost=gpu_cost[cand],
+                        cap=np.where(np.repeat(ok, k, axis=1), cap_fine[cand], -1.0),
+                        extra_kw=np.stack(
+                            [
+                                np.full(F, inp.pools[p].level_extra_kw[lv])
+                                for p, lv in zip(cand, lv_c, strict=True)
+                            ]
+                        ),
+                        head=head[site_of[cand]],
                     )
-                    lev[pf, sl] = 0
-                    thr[pf, sl] = thr_top[pf, sl]
-                    extra_kw[pf, sl] = extra_kw_top[pf, sl]
-                    gpu_cost[pf, sl] = gpu_cost_top[pf, sl]
+                    if opt is not None:
+                        ends.append((float(opt[1][-1] + opt[2][-1]), rk, opt, lv_c))
+                if ends:
+                    _, _, best, chosen_lv = min(ends, key=lambda e: (e[0], e[1]))
+            if best is None:
+                continue
+            assert chosen_lv is not None
+            ci = best[0]
+            p = int(cand[ci])
+            lv_p = int(chosen_lv[ci])
+            new_slots = sorted({int(t) // k for t in best[1]} - set(np.nonzero(lvl_set[p] >= 0)[0]))
+            lvl_set[p, new_slots] = lv_p
+            set_level(p, new_slots, lv_p)
+        elif mode == "levels":
+            # the cap level travels with the job: every level of every candidate pool is priced
+            # by the objective (busy energy + the GPU's share of its node's idle power, at the
+            # slot's carbon and price, + lateness); a slot another job already runs at another
+            # level is closed to it; the cheapest (pool, level, start) wins
+            best, chosen_lv, best_cost = None, None, np.inf
+            n_lv = max(len(inp.pools[p].level_thr) for p in cand)
+            late_h_all = np.maximum(0, tidx - d_step) * dt
+            for lv in range(n_lv):
+                lv_c = np.array([min(lv, len(inp.pools[p].level_thr) - 1) for p in cand])
+                ok = (lvl_set[cand] == -1) | (lvl_set[cand] == lv_c[:, None])
+                thr_c = np.stack(
+                    [np.full(F, inp.pools[p].level_thr[x]) for p, x in zip(cand, lv_c, strict=True)]
+                )
+                ext_c = np.stack(
+                    [
+                        np.full(F, inp.pools[p].level_extra_kw[x])
+                        for p, x in zip(cand, lv_c, strict=True)
+                    ]
+                )
+                cost_c = (ext_c + (idle_kw[cand] / gpn[cand])[:, None]) * dt
+                cost_c = cost_c * pue[cand][:, None] * unit[site_of[cand]]
+                opt = _best_option(
+                    **common,
+                    mode="plan",
+                    thr=thr_c,
+                    gpu_cost=cost_c,
+                    cap=np.where(np.repeat(ok, k, axis=1), cap_fine[cand], -1.0),
+                    extra_kw=ext_c,
+                    head=head[site_of[cand]],
+                )
+                if opt is None:
+                    continue
+                c_, stp, frs = opt
+                rate = job.gpus * thr_c[c_, stp] * dt
+                total = float(
+                    (job.gpus * cost_c[c_, stp] * frs).sum()
+                    + (
+                        obj.lateness_weight_per_gpu_h * job.priority * late_h_all[stp] * rate * frs
+                    ).sum()
+                )
+                if total < best_cost - 1e-12:
+                    best, chosen_lv, best_cost = opt, lv_c, total
+            if job.deadline_slot < T and (
+                best is None or best[1][-1] + best[2][-1] > late_at + 1e-9
+            ):
+                # late at every level the slots allow: full power on any slot (the jobs
+                # already there at a lower level are sped up and re-timed)
+                fast = _best_option(
+                    **common,
+                    mode="plan",
+                    thr=thr_top[cand],
+                    gpu_cost=gpu_cost_top[cand],
+                    cap=cap_fine[cand],
+                    extra_kw=extra_kw_top[cand],
+                    head=head[site_of[cand]] - busy_gain_kwh(cand),
+                )
+                if fast is not None and (
+                    best is None or fast[1][-1] + fast[2][-1] < best[1][-1] + best[2][-1]
+                ):
+                    pf = int(cand[fast[0]])
+                    up = sorted({int(t) // k for t in fast[1] if lvl_set[pf, int(t) // k] != 0})
+                    lvl_set[pf, up] = 0
+                    set_level(pf, up, 0)
+                    best, chosen_lv = fast, np.zeros(cand.size, dtype=int)
+            if best is None:
+                continue
+            assert chosen_lv is not None
+            p = int(cand[best[0]])
+            lv_p = int(chosen_lv[best[0]])
+            new_slots = sorted({int(t) // k for t in best[1]} - set(np.nonzero(lvl_set[p] >= 0)[0]))
+            lvl_set[p, new_slots] = lv_p
+            set_level(p, new_slots, lv_p)
+        else:
+            extra_cost = None
+            gi = group_of[j]
+            if residual is not None and gi >= 0 and mode == "plan":
+                onplan = np.zeros((cand.size, F), dtype=bool)
+                onplan[:, : T * k] = np.repeat(residual[gi][site_of[cand]] > 1e-6, k, axis=1)
+                dearest = float(gpu_cost[cand, : T * k].mean(axis=1).max()) * job.gpus
+                extra_cost = np.where(onplan, 0.0, dearest)
+            best = _best_option(
+                **common,
+                mode=mode,
+                thr=thr[cand],
+                gpu_cost=gpu_cost[cand],
+                cap=cap_fine[cand],
+                extra_kw=extra_kw[cand],
+                head=head[site_of[cand]],
+                extra_cost=extra_cost,
+            )
+            if (
+                mode == "plan"
+                and job.deadline_slot < T
+                and (best is None or best[1][-1] + best[2][-1] > late_at + 1e-9)
+            ):
+                # Late at the planned caps: try full power (level 0) on the candidate pools. If
+                # that is on time, those pool-slots switch to full power, and the jobs already
+                # there are re-timed to end when their work is done.
+                fast = _best_option(
+                    **common,
+                    mode=mode,
+                    thr=thr_top[cand],
+                    gpu_cost=gpu_cost_top[cand],
+                    cap=cap_fine[cand],
+                    extra_kw=extra_kw_top[cand],
+                    head=head[site_of[cand]] - busy_gain_kwh(cand),
+                    extra_cost=extra_cost,
+                )
+                if fast is not None and fast[1][-1] + fast[2][-1] <= late_at + 1e-9:
+                    best = fast
+                    pf = int(cand[fast[0]])
+                    raise_slots = sorted(
+                        {int(t) // k for t in fast[1] if t < T * k and lev[pf, t] != 0}
+                    )
+                    set_level(pf, raise_slots, 0)
         if best is None:
             continue
         ci, steps, fracs = best
         p = int(cand[ci])
         placed[j] = p
+        jobs_on[p].append(j)
+        gi = group_of[j]
         if residual is not None and gi >= 0:
             for t, f in zip(steps.tolist(), fracs.tolist(), strict=True):
                 if t < T * k:
                     residual[gi, site_of[p], t // k] -= job.gpus * thr[p, t] * dt * f
-        for t, f in zip(steps.tolist(), fracs.tolist(), strict=True):
-            fine_runs[j].append((t, f))
-            alloc[p, t] += job.gpus
-            busy[p, t] += job.gpus * f
-            head[site_of[p], t] -= pue[p] * dt * extra_kw[p, t] * job.gpus * f
+        fine_runs[j] = list(zip(steps.tolist(), fracs.tolist(), strict=True))
+        add_runs(j, p, steps.tolist(), fracs.tolist())
+        for t in steps.tolist():
             over = alloc[p, t] - n_free[p, t] * gpn[p]
             if over > 0:  # the job needs nodes beyond the MILP's for this slot
-                add = math.ceil(over / gpn[p])
+                add = math.ceil(over / gpn[p] - 1e-9)
                 slot = t // k
                 n_free[p, slot * k : (slot + 1) * k] += add
                 head[site_of[p], slot * k : (slot + 1) * k] -= pue[p] * dt * idle_kw[p] * add
@@ -311,24 +579,27 @@ def place_jobs(
         T=T,
         start_h=start_h,
         end_h=end_h,
+        alloc_fine=alloc.copy(),
+        subslots=k,
     )
 
 
 def _best_option(
+    *,
     job: JobIn,
-    cand,
-    inp: PlanInputs,
+    W: float,
+    r: int,
+    D: int,
     mode: str,
     T: int,
     T2: int,
-    k: int,
     tidx,
     thr,
     gpu_cost,
     n_free,
     alloc,
     gpn,
-    pool_gpus,
+    cap,
     extra_kw,
     pue,
     idle_kw,
@@ -336,25 +607,34 @@ def _best_option(
     dt,
     w_late,
     extra_cost=None,
+    score=None,
+    table: bool = False,
 ):
     """Cheapest (pool, steps, fractions) for one job among candidate pools, or None.
 
-    ``T`` and ``T2`` are in fine steps here (horizon and extended timeline), ``dt`` the step in h.
+    With ``table`` (contiguous modes only) it returns ``(total, end_idx, frac)`` [C, T2]
+    instead: each start's score (inf where not allowed), last step and its busy fraction.
+
+    ``T`` and ``T2`` are in fine steps here (horizon and extended timeline), ``dt`` the step in
+    h, ``r`` / ``D`` the job's first step and last step ending by its deadline, ``cap`` [C, T2]
+    the GPUs usable per step. Modes: ``plan`` (cheapest by the objective), ``asap`` (earliest
+    start), ``greedy`` (contiguous, on time, lowest mean ``score`` = PUE × intensity),
+    ``finish`` (contiguous, earliest end).
     """
     g = job.gpus
-    W = job.required_gpu_h if job.deadline_slot >= inp.T else job.work_gpu_h
-    r = job.release_slot * k
-    D = (job.deadline_slot + 1) * k - 1
-    rate = g * thr * dt  # [C, T2] work per full slot
-    fits = (alloc + g <= pool_gpus[:, None]) & (tidx[None, :] >= r)
+    rate = g * thr * dt  # [C, T2] work per full step
+    fits = (alloc + g <= cap + 1e-9) & (tidx[None, :] >= r)
     free_gpus = n_free * gpn[:, None] - alloc
-    extra_nodes = np.ceil(np.maximum(0.0, g - np.maximum(free_gpus, 0.0)) / gpn[:, None])
+    extra_nodes = np.ceil(np.maximum(0.0, g - np.maximum(free_gpus, 0.0)) / gpn[:, None] - 1e-9)
     power_need = pue[:, None] * dt * (extra_kw * g + extra_nodes * idle_kw[:, None])
     fits &= (head - power_need >= -1e-9) | (tidx[None, :] >= T)
     late_h = np.maximum(0, tidx - D) * dt  # [T2]
     prio = job.priority
-    if mode == "asap":
+    if mode in ("asap", "finish"):
         slot_cost = np.where(fits, 0.0, BIG) + tidx[None, :] * 1e-6  # earliest wins
+        late_cost = np.zeros_like(rate)
+    elif mode == "greedy":
+        slot_cost = np.where(fits, score, BIG)
         late_cost = np.zeros_like(rate)
     else:
         # gpu_cost already carries each GPU's share of its node's idle power
@@ -362,7 +642,7 @@ def _best_option(
         if extra_cost is not None:
             slot_cost = slot_cost + extra_cost
         late_cost = w_late * prio * late_h[None, :] * rate
-    if job.checkpointable:
+    if job.checkpointable and mode in ("plan", "asap"):
         # cheapest slots per unit of work, taken until the work is done
         per_work = (slot_cost + late_cost) / np.maximum(rate, 1e-12)
         if mode == "asap":
@@ -394,33 +674,36 @@ def _best_option(
             last_step = np.take_along_axis(order, kk, axis=1)[:, 0]
             totals = np.where(enough, last_step + frac_last, np.inf)
         c = int(np.argmin(totals))
-        k = int(n_take[c])
-        sl = order[c, : k + 1]
-        prev = cum[c, k - 1] if k > 0 else 0.0
-        fr = np.ones(k + 1)
-        fr[-1] = (W - prev) / rate_sorted[c, k]
+        n_last = int(n_take[c])
+        sl = order[c, : n_last + 1]
+        prev = cum[c, n_last - 1] if n_last > 0 else 0.0
+        fr = np.ones(n_last + 1)
+        fr[-1] = (W - prev) / rate_sorted[c, n_last]
         srt = np.argsort(sl)
         return c, sl[srt], fr[srt]
     # contiguous: for each start s the end slot e(s) where cumulative work reaches W
-    C = np.concatenate([np.zeros((len(cand), 1)), np.cumsum(rate, axis=1)], axis=1)  # [C, T2+1]
+    nc = rate.shape[0]
+    C = np.concatenate([np.zeros((nc, 1)), np.cumsum(rate, axis=1)], axis=1)  # [C, T2+1]
     target = C[:, :-1] + W  # [C, T2] work level to reach when starting at s
     # e = number of full slots needed: first index i with C[i+1] >= target
     # one searchsorted for all rows: lift row i by i·span so the rows stay sorted end to end
     span = float(C[:, -1].max() + W + 1.0)
-    lift = np.arange(len(cand))[:, None] * span
+    lift = np.arange(nc)[:, None] * span
     found = np.searchsorted((C + lift).ravel(), (target - 1e-9 + lift).ravel(), side="left")
-    end_idx = found.reshape(target.shape) - np.arange(len(cand))[:, None] * (T2 + 1) - 1
+    end_idx = found.reshape(target.shape) - np.arange(nc)[:, None] * (T2 + 1) - 1
     valid = end_idx < T2
     end_idx = np.minimum(end_idx, T2 - 1)
-    bad = np.concatenate([np.zeros((len(cand), 1)), np.cumsum(~fits, axis=1)], axis=1)
+    bad = np.concatenate([np.zeros((nc, 1)), np.cumsum(~fits, axis=1)], axis=1)
     cost_cum = np.concatenate(
-        [np.zeros((len(cand), 1)), np.cumsum(np.minimum(slot_cost + late_cost, BIG), axis=1)],
+        [np.zeros((nc, 1)), np.cumsum(np.minimum(slot_cost + late_cost, BIG), axis=1)],
         axis=1,
     )
-    starts = tidx[None, :].repeat(len(cand), 0)
+    starts = tidx[None, :].repeat(nc, 0)
     n_bad = np.take_along_axis(bad, end_idx + 1, axis=1) - np.take_along_axis(bad, starts, axis=1)
     valid &= (n_bad == 0) & (starts >= r)
-    if not valid.any():
+    if mode == "greedy":
+        valid &= end_idx <= D  # on time, or not this level
+    if not valid.any() and not table:
         return None
     # cost of full slots [s, e) plus the fraction of slot e
     full_cost = np.take_along_axis(cost_cum, end_idx, axis=1) - np.take_along_axis(
@@ -433,6 +716,13 @@ def _best_option(
     total = np.where(valid, full_cost + last_cost, np.inf)
     if mode == "asap":
         total = np.where(valid, starts.astype(float), np.inf)
+    elif mode == "finish":
+        total = np.where(valid, end_idx + frac, np.inf)
+    elif mode == "greedy":  # mean PUE × intensity over the run, earliest on ties
+        length = np.maximum(end_idx - starts + frac, 1e-12)
+        total = np.where(valid, np.round((full_cost + last_cost) / length, 9), np.inf)
+    if table:
+        return total, end_idx, frac
     flat = int(np.argmin(total))
     c, s = divmod(flat, T2)
     e = int(end_idx[c, s])
@@ -503,18 +793,23 @@ def repair_nodes(
     )
     nodes_family.add(mb, inp, V)
     busy = sched.busy[:, :T]
+    # GPUs of a node that is still booting are not usable: in the boot steps of slot t only
+    # the nodes already up (n − u) hold GPUs, exactly at placement resolution
+    #     m_p · (n[p,t] − u[p,t]) ≥ max_{i < boot steps} alloc[p, t·k + i]
+    k = sched.subslots
+    fine = sched.alloc_fine
     for p, pool in enumerate(inp.pools):
-        if pool.boot_frac > 0:
-            m_ = float(pool.gpus_per_node)
-            for t in range(T):
-                if busy[p, t] > 0:
-                    mb.add_row(
-                        "boot_capacity",
-                        [n[p, t], u[p, t]],
-                        [m_, -m_ * pool.boot_frac],
-                        float(busy[p, t]),
-                        None,
-                    )
+        nb = boot_steps(inp, p, k)
+        if nb == 0:
+            continue
+        m_ = float(pool.gpus_per_node)
+        for t in range(T):
+            if fine is not None:
+                held = float(fine[p, t * k : t * k + nb].max())
+            else:
+                held = float(sched.alloc[p, t])
+            if held > 1e-9:
+                mb.add_row("boot_capacity", [n[p, t], u[p, t]], [m_, -m_], held, None)
     # site budgets (family 5) with the placement's busy power fixed, overrun penalised
     S = len(inp.sites)
     v = mb.new_vars("cont", (S, T), lb=0.0)
@@ -578,8 +873,21 @@ def repair_nodes(
         u0[:, 0] = np.maximum(0, full[:, 0] - init)
         return full, u0, np.zeros((P, T), dtype=int)
     res.solution_loader.load_vars()
-    return (
+    return net_switches(
         np.rint(mb.value(n)).astype(int),
         np.rint(mb.value(u)).astype(int),
         np.rint(mb.value(d)).astype(int),
     )
+
+
+def net_switches(
+    n: np.ndarray, u: np.ndarray, d: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cancel nodes started and stopped in the same slot of the same pool.
+
+    ``u = d = 1`` with ``n`` unchanged is a start-up nobody needs (a MIP stopped at its gap
+    may return one): removing ``min(u, d)`` from both keeps the balance and only loosens min
+    up / min down (their sums of u and d shrink), and saves the boot energy.
+    """
+    both = np.minimum(u, d)
+    return n, u - both, d - both

@@ -61,7 +61,13 @@ def summary(doc: dict[str, Any], paths: dict[str, Path], wall_s: float) -> str:
         f"build {s['build_s']:.1f} s, handoff {s['handoff_s']:.1f} s, solve {s['solve_s']:.1f} s, "
         f"placement {s['placement_s']:.1f} s",
         f"executed plan: objective {ex['objective']:,.1f}, {_fmt(100 * ex['gap_to_bound'] if ex['gap_to_bound'] is not None else None, ' %', 2)} "
-        "above the MILP bound",
+        "above the MILP bound ((objective − bound) / bound)"
+        + (
+            "; the carbon-aware greedy schedule scored better than the optimised placement, "
+            "so it is the plan"
+            if s.get("plan_source") == "carbon-aware greedy"
+            else ""
+        ),
         "",
         f"{'':24}{'energy kWh':>12}{'carbon kg':>12}{'cost':>12}{'late jobs':>11}{'GPU-h past horizon':>20}",
     ]
@@ -70,6 +76,8 @@ def summary(doc: dict[str, Any], paths: dict[str, Path], wall_s: float) -> str:
         ("carbon-agnostic", base["carbon_agnostic"]),
         ("shutdown-idle", base["shutdown_idle"]),
     ]
+    if "carbon_aware_greedy" in base:
+        rows.append(("carbon-aware greedy", base["carbon_aware_greedy"]))
     for name, t in rows:
         lines.append(
             f"{name:24}{t['energy_kwh']:>12,.0f}{t['carbon_kg']:>12,.0f}{t['cost']:>12,.0f}{t['late_jobs']:>11}"
@@ -80,7 +88,14 @@ def summary(doc: dict[str, Any], paths: dict[str, Path], wall_s: float) -> str:
         "",
         f"saving: {sav['carbon_kg_vs_carbon_agnostic']:,.0f} kg CO2e "
         f"({sav['carbon_pct_vs_carbon_agnostic']:.1f} %) vs carbon-agnostic, "
-        f"{sav['carbon_kg_vs_shutdown_idle']:,.0f} kg ({sav['carbon_pct_vs_shutdown_idle']:.1f} %) vs shutdown-idle",
+        f"{sav['carbon_kg_vs_shutdown_idle']:,.0f} kg ({sav['carbon_pct_vs_shutdown_idle']:.1f} %) vs shutdown-idle"
+        + (
+            f", {sav['carbon_kg_vs_carbon_aware_greedy']:,.0f} kg "
+            f"({sav['carbon_pct_vs_carbon_aware_greedy']:.1f} %) vs carbon-aware greedy "
+            f"(plan / greedy carbon = {tot['carbon_kg'] / base['carbon_aware_greedy']['carbon_kg']:.3f})"
+            if "carbon_aware_greedy" in base and base["carbon_aware_greedy"]["carbon_kg"]
+            else ""
+        ),
     ]
     if doc["diagnostics"]:
         lines.append(f"diagnostics ({len(doc['diagnostics'])}):")

@@ -48,10 +48,11 @@ def test_comparison_table_matches_the_plan(tiny_report: dict[str, Any]) -> None:
     tiny_plan = tiny_report["plan"]
     md = tiny_report["paths"]["md"].read_text()
     rows = {r[0]: r[1:] for r in _md_table(md, "")}
-    t, ca, si = (
+    t, ca, si, gr = (
         tiny_plan["totals"],
         tiny_plan["baselines"]["carbon_agnostic"],
         tiny_plan["baselines"]["shutdown_idle"],
+        tiny_plan["baselines"]["carbon_aware_greedy"],
     )
     for label, key, tol in (
         ("Energy (kWh)", "energy_kwh", 0.05),
@@ -61,7 +62,9 @@ def test_comparison_table_matches_the_plan(tiny_report: dict[str, Any]) -> None:
         ("Late work (GPU-h)", "late_gpu_h", 0.05),
         ("Unserved work (GPU-h)", "unserved_gpu_h", 0.05),
     ):
-        plan_v, ca_v, ca_pct, si_v, si_pct = rows[label]
+        plan_v, ca_v, ca_pct, si_v, si_pct, gr_v, gr_pct = rows[label]
+        assert _num(gr_v) == pytest.approx(gr[key], abs=tol)
+        assert _num(gr_pct) == pytest.approx(100 * (t[key] - gr[key]) / gr[key], abs=0.05)
         assert _num(plan_v) == pytest.approx(t[key], abs=tol)
         assert _num(ca_v) == pytest.approx(ca[key], abs=tol)
         assert _num(si_v) == pytest.approx(si[key], abs=tol)

@@ -1,0 +1,27 @@
+"""The terminal summary names the three baselines and the plan / greedy ratio."""
+
+from __future__ import annotations
+
+from greencpn.clock import SimClock
+from greencpn.config import load_config
+from greencpn.optimize.plan import make_plan
+from greencpn.report.cli import summary
+from tests.optimize.conftest import START, write_fleet
+from tests.optimize.test_plan_exact import SITE, job, pool
+
+
+def test_summary_shows_the_greedy_row_ratio_and_gap_formula(tmp_path):
+    path = write_fleet(
+        tmp_path,
+        carbon={"Z": [100, 500, 100, 500, 300, 200]},
+        sites=SITE,
+        pools=pool(),
+        jobs=[job(work=2.0, deadline=6)],
+    )
+    doc = make_plan(load_config(path), SimClock(START)).document
+    text = summary(doc, {}, 0.0)
+    row = next(line for line in text.splitlines() if line.startswith("carbon-aware greedy"))
+    assert row.split()[4] == "0"  # carbon kg rounded: 0.2 kg
+    g = doc["baselines"]["carbon_aware_greedy"]["carbon_kg"]
+    assert f"plan / greedy carbon = {doc['totals']['carbon_kg'] / g:.3f}" in text
+    assert "150.00 % above the MILP bound ((objective − bound) / bound)" in text
