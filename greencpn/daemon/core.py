@@ -120,6 +120,7 @@ class Daemon:
         self.last_overhead_s = 0.0
         self.state = self._read_state()
         self.controller = self._build_controller(self.settings)
+        self._check_timing(self.settings)
         self.trigger = SlotTrigger(self.period_s, self.settings.offset_s)
         self.metrics.set_savings(self.state["savings"]["kg_co2e"], self.state["savings"]["kwh"])
         self.metrics.enforce.set(1 if self.settings.mode == "enforce" else 0)
@@ -150,6 +151,24 @@ class Daemon:
         if self._backends is not None:
             kwargs["backends"] = self._backends
         return self._factory(self.config_path, **kwargs)
+
+    def _check_timing(self, settings: DaemonSettings) -> None:
+        period = settings.period_s or self.controller.config.raw.horizon.slot_minutes * 60
+        if settings.offset_s >= period:
+            raise ConfigError(
+                f"offset_s = {settings.offset_s:g} is not shorter than the step period ({period:g} s)",
+                source=str(self.control_path),
+                field="daemon.offset_s",
+                fix="use an offset below the period",
+            )
+        if settings.etcd is not None and settings.etcd.ttl_s * 2 > period:
+            raise ConfigError(
+                f"ttl_s = {settings.etcd.ttl_s} s: failover (up to ~4/3 × TTL) would not fit in "
+                f"one step period ({period:g} s)",
+                source=str(self.control_path),
+                field="daemon.etcd.ttl_s",
+                fix=f"use ttl_s <= {int(period // 2)}",
+            )
 
     @property
     def period_s(self) -> float:

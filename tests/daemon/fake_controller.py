@@ -4,7 +4,8 @@ It plans nothing: each step makes one ``set_cap`` action per pool (if the pool's
 on) for the slot the clock is in, calls ``fence()`` before each action exactly like the real
 controller, and records what it applied. Applied actions also go, one JSON line each, to
 ``actions_log`` when given (the subprocess tests read it across processes); ``action_delay_s``
-makes each action take that long (real time) so a test can signal a process mid-step.
+is slept before each action's fence call (the previous hardware call taking that long) so a
+test can signal a process mid-step; ``slot_s`` overrides the config's slot length.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class FakeController:
         action_delay_s: float = 0.0,
         saved_kg_per_step: float = 1.5,
         crash_on_step: int | None = None,
+        slot_s: float | None = None,
     ) -> None:
         self._path = Path(config_path)
         self._config = load_config(self._path)  # ConfigError on a bad config, as the real one
@@ -48,6 +50,7 @@ class FakeController:
         self.action_delay_s = action_delay_s
         self.saved_kg_per_step = saved_kg_per_step
         self.crash_on_step = crash_on_step
+        self.slot_s = slot_s
         self.applied: list[dict[str, Any]] = []
         self.steps: list[StepResult] = []
         self.reloads = 0
@@ -66,8 +69,8 @@ class FakeController:
         self.reloads += 1
 
     def _slot_start(self, now: datetime) -> datetime:
-        slot_s = self._config.raw.horizon.slot_minutes * 60
-        ts = int(now.timestamp()) // slot_s * slot_s
+        slot_s = self.slot_s or self._config.raw.horizon.slot_minutes * 60
+        ts = now.timestamp() // slot_s * slot_s
         return datetime.fromtimestamp(ts, UTC)
 
     def _act(self, actions: list[dict[str, Any]], step_id: int) -> list[dict[str, Any]]:
@@ -84,6 +87,8 @@ class FakeController:
             if stopped is not None:
                 a["status"] = "skipped"
                 continue
+            if self.action_delay_s:  # the time the previous hardware call took
+                time.sleep(self.action_delay_s)
             try:
                 epoch = self.fence() if self.fence is not None else None
             except NotLeaderError as exc:
@@ -91,8 +96,6 @@ class FakeController:
                 a["status"] = "skipped"
                 errors.append({"type": "not_leader", "where": "act", "message": str(exc)})
                 continue
-            if self.action_delay_s:
-                time.sleep(self.action_delay_s)
             a["status"] = "done"
             a["epoch"] = epoch
             rec = {"step_id": step_id, "pid": os.getpid(), **a}
