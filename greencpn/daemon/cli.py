@@ -188,18 +188,26 @@ def _from_ledger(path: Path, steps: int) -> dict[str, Any]:
         out["power_cycles"] = rows(
             "SELECT node, pool, event, at, step_id, epoch FROM power_cycles ORDER BY id DESC LIMIT 10"
         )[::-1]
-        last_step = out["ledger_steps"][-1]["id"] if out["ledger_steps"] else None
-        if last_step is not None:
-            held = rows(
-                "SELECT target, detail, status, epoch FROM actions WHERE step_id = ? AND "
-                "kind LIKE '%hold%' ORDER BY id",
-                last_step,
-            )
-            out["held_jobs"] = [
-                {**h, "detail": _maybe_json(h.get("detail"))}
-                for h in held
-                if h["status"] in ("done", "shadow", "started")
-            ]
+        # held jobs: the newest job decision per job is a defer (not yet released)
+        last: dict[str, dict[str, Any]] = {}
+        for r in rows(
+            "SELECT target, kind, detail, status, epoch, intended_at FROM actions WHERE kind IN "
+            "('job.defer', 'job.release') AND id > (SELECT coalesce(max(id), 0) - 20000 FROM "
+            "actions) ORDER BY id"
+        ):
+            last[r["target"]] = r
+        out["held_jobs"] = [
+            {
+                "job": t,
+                "until": (_maybe_json(r["detail"]) or {}).get("until")
+                if isinstance(_maybe_json(r["detail"]), dict)
+                else None,
+                "status": r["status"],
+                "since": r["intended_at"],
+            }
+            for t, r in sorted(last.items())
+            if r["kind"] == "job.defer" and r["status"] in ("done", "shadow", "started")
+        ]
         fails = rows(
             'SELECT step_id, at, type, "where", message FROM failures ORDER BY id DESC LIMIT 10'
         )
@@ -248,7 +256,12 @@ def format_status(doc: dict[str, Any]) -> str:
     if jobs:
         lines.append("jobs        " + ", ".join(f"{k} {v}" for k, v in jobs.items()))
     if doc.get("held_jobs"):
-        lines.append("held jobs   " + ", ".join(h["target"] for h in doc["held_jobs"][:20]))
+        held = doc["held_jobs"]
+        lines.append(
+            f"held jobs   {len(held)}: "
+            + ", ".join(f"{h['job']} (until {h.get('until')})" for h in held[:10])
+            + (" …" if len(held) > 10 else "")
+        )
     if doc.get("plan"):
         lines.append("plan        " + json.dumps(doc["plan"], default=str)[:300])
     if doc.get("power_cycles"):

@@ -93,6 +93,7 @@ class Daemon:
         backends: Any = None,
         elector: Any = None,
         http_port: int | None = None,
+        controller_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.config_path = Path(config_path).resolve()
         self.control_path = control_path_for(self.config_path, control_path)
@@ -103,6 +104,7 @@ class Daemon:
         self._factory = controller_factory or api.controller_class()
         self._backends = backends
         self._http_port = http_port
+        self._controller_kwargs = dict(controller_kwargs or {})
         self.settings, self.allow_actuation = self._load_settings()
         self.metrics = DaemonMetrics()
         self.elector = elector if elector is not None else self._make_elector(self.settings)
@@ -150,6 +152,7 @@ class Daemon:
         )
         if self._backends is not None:
             kwargs["backends"] = self._backends
+        kwargs.update(self._controller_kwargs)
         return self._factory(self.config_path, **kwargs)
 
     def _check_timing(self, settings: DaemonSettings) -> None:
