@@ -292,10 +292,19 @@ class StepLedger:
             (status, _iso(at), message, action_id),
         )
 
-    def close_intended(self, step_id: int, at: datetime, status: str, message: str) -> int:
+    def close_intended(
+        self, step_id: int, at: datetime, status: str, message: str, jobs: bool | None = None
+    ) -> int:
+        """Close the step's still-``intended`` actions (``jobs``: only job actions, only
+        hardware actions, or all when ``None``)."""
+        extra = (
+            ""
+            if jobs is None
+            else (" AND kind LIKE 'job.%'" if jobs else " AND kind NOT LIKE 'job.%'")
+        )
         cur = self.db.execute(
             "UPDATE actions SET status = ?, finished_at = ?, message = ? "
-            "WHERE step_id = ? AND status = 'intended'",
+            "WHERE step_id = ? AND status = 'intended'" + extra,
             (status, _iso(at), message, step_id),
         )
         return cur.rowcount

@@ -921,18 +921,17 @@ class Controller:
             run = _Run(diffs, report, gb, apply_ledger, settings, self.clock, self.sleep, apply_id)
             if mode == "act":
                 run.run()
-                left = ledger.close_intended(
+                ledger.close_intended(
                     step_id,
                     self.clock.now(),
                     "skipped",
                     f"not carried out by the apply (held, deferred or unsafe; apply #{apply_id})",
+                    jobs=False,
                 )
-                del left
             else:
                 run.shadow()
             self._act_jobs(step_id, decisions, job_rows, job_pool, guard)
-            if mode != "act":
-                ledger.close_intended(step_id, self.clock.now(), "shadow", "would do (shadow mode)")
+            ledger.close_intended(step_id, self.clock.now(), "shadow", "would do (shadow mode)")
             apply_ledger.finish_apply(
                 apply_id,
                 self.clock.now(),
@@ -982,7 +981,10 @@ class Controller:
             sig = f"{d.kind}:{d.detail.get('until') or d.detail.get('pool') or ''}"
             new[d.job_id] = (new.get(d.job_id, "") + "|" + sig).strip("|")
         for d in decisions:
-            if d.kind == "keep" or last.get(d.job_id) == new.get(d.job_id):
+            # a defer repeated unchanged is not written again; a release (and its steer) is
+            # re-issued every step while the job still waits (idempotent; the scheduler may
+            # not have had room to start it)
+            if d.kind == "keep" or (d.kind == "defer" and last.get(d.job_id) == new.get(d.job_id)):
                 continue
             rows[(d.job_id, d.kind)] = ledger.intend(
                 step_id, now, f"job.{d.kind}", d.job_id, job_pool.get(d.job_id), d.detail

@@ -135,6 +135,7 @@ class SimJob:
     started_at: datetime | None = None
     ends_at: datetime | None = None
     steered: str | None = None
+    gpus_on: dict[str, int] = field(default_factory=dict)
 
 
 class SimWorld:
@@ -151,14 +152,27 @@ class SimWorld:
         self.used: dict[str, int] = {}  # node -> GPUs in use
         self.violations: list[str] = []
         self.calls: list[tuple[str, str]] = []
+        self.waiting: list[str] = []  # released, waiting for GPUs
 
     # ---------------------------------------------------------------- queue
     def _advance(self, now: datetime) -> None:
-        for sj in self.jobs.values():
-            if sj.state == "running" and sj.ends_at is not None and sj.ends_at <= now:
-                sj.state = "done"
-                for n in sj.nodes:
-                    self.used[n] -= min(sj.job.gpus, self.pools[sj.pool].gpus_per_node)
+        """Replay job ends up to ``now``; each end lets released jobs that had no room start
+        at that moment (a released job waits in the scheduler's queue, as in Slurm)."""
+        while True:
+            ending = [
+                sj
+                for sj in self.jobs.values()
+                if sj.state == "running" and sj.ends_at is not None and sj.ends_at <= now
+            ]
+            if not ending:
+                break
+            first = min(ending, key=lambda sj: sj.ends_at)
+            first.state = "done"
+            for n, g in first.gpus_on.items():
+                self.used[n] -= g
+            for wid in list(self.waiting):
+                if self._try_start(self.jobs[wid], first.ends_at):
+                    self.waiting.remove(wid)
         for hook in self.fleet.hooks.values():
             for n in hook.nodes:
                 hook.set(n, running_jobs=1 if self.used.get(n, 0) > 0 else 0, jobs_end_at=None)
@@ -197,32 +211,41 @@ class SimWorld:
 
     def release(self, job_id: str) -> object:
         sj = self._check(job_id, "release")
-        if sj.state != "pending":
+        if sj.state != "pending" or job_id in self.waiting:
             return None
-        now = self.clock.now()
+        if not self._try_start(sj, self.clock.now()):
+            self.waiting.append(job_id)  # no room now: it starts when GPUs free up
+        return None
+
+    def _try_start(self, sj: SimJob, at: datetime) -> bool:
         order = [sj.steered] if sj.steered else []
         order += [p for p in self.pools if p not in order]
         for pname in order:
             p = self.pools[pname]
             hook = self.fleet.hooks[pname]
-            per = min(sj.job.gpus, p.gpus_per_node)
-            k = math.ceil(sj.job.gpus / p.gpus_per_node)
-            st = {s.name: s for s in hook.status(list(hook.nodes))}
-            free = [
-                n
+            st = {x.name: x for x in hook.status(list(hook.nodes))}
+            free = {
+                n: p.gpus_per_node - self.used.get(n, 0)
                 for n in hook.nodes
-                if st[n].power.value == "on"
-                and not st[n].drained
-                and p.gpus_per_node - self.used.get(n, 0) >= per
-            ]
-            if len(free) >= k:
-                sj.state, sj.pool, sj.nodes, sj.started_at = "running", pname, free[:k], now
-                sj.ends_at = now + timedelta(hours=sj.job.work_gpu_h / sj.job.gpus)
-                for n in sj.nodes:
-                    self.used[n] = self.used.get(n, 0) + per
+                if st[n].power.value == "on" and not st[n].drained
+            }
+            if sum(free.values()) < sj.job.gpus:
+                continue
+            need, nodes = sj.job.gpus, []
+            for n, f in sorted(free.items(), key=lambda kv: -kv[1]):
+                if need <= 0:
+                    break
+                if f > 0:
+                    take = min(f, need)
+                    self.used[n] = self.used.get(n, 0) + take
+                    sj.gpus_on[n] = take
+                    nodes.append(n)
+                    need -= take
                     hook.set(n, running_jobs=1)
-                return None
-        return None  # no room: the scheduler keeps it queued
+            sj.state, sj.pool, sj.nodes, sj.started_at = "running", pname, nodes, at
+            sj.ends_at = at + timedelta(hours=sj.job.work_gpu_h / sj.job.gpus)
+            return True
+        return False
 
     # ---------------------------------------------------------------- checks
     def missed_deadlines(self) -> list[str]:
