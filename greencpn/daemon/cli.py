@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +49,24 @@ def add_parser(subparsers: Any) -> None:
         "--control", default=None, help="control settings (default: control.toml beside config)"
     )
     p.add_argument("--once", action="store_true", help="run one step now and exit (for cron)")
+    p.add_argument(
+        "--at",
+        default=None,
+        metavar="TIME",
+        help="with --once: step as if it were TIME (UTC ISO-8601, e.g. 2023-04-25T06:00:00Z), "
+        "to try a config on past data",
+    )
     p.add_argument("--http-port", type=int, default=None, help="override [daemon.http] port")
     p.add_argument(
         "--log-format",
         choices=["text", "json"],
         default=None,
         help="log lines as text or one JSON object per line (default: [daemon] json_logs)",
+    )
+    p.add_argument(
+        "--fake-backends",
+        action="store_true",
+        help="act on in-memory fake nodes and GPUs (all on, default caps): a demo / dry run",
     )
     p.set_defaults(func=run_daemon)
 
@@ -89,12 +102,34 @@ def run_daemon(args: argparse.Namespace) -> int:
     settings, _ = load_settings(config, args.control)
     json_logs = settings.json_logs if args.log_format is None else args.log_format == "json"
     _setup_logging(json_logs, getattr(args, "verbose", 0))
+    clock: Any = SystemClock()
+    if args.at is not None:
+        if not args.once:
+            raise ConfigError(
+                "--at works only with --once", field="--at", fix="add --once, or drop --at"
+            )
+        from greencpn.clock import SimClock
+
+        try:
+            at = datetime.fromisoformat(args.at.replace("Z", "+00:00"))
+            clock = SimClock(at)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{args.at!r}: {exc}", field="--at", fix="write e.g. 2023-04-25T06:00:00Z"
+            ) from None
+    backends = None
+    if args.fake_backends:
+        from greencpn.config import load_config
+        from greencpn.controller.fakes import FakeFleet
+
+        backends = FakeFleet(load_config(config), clock).backends
     daemon = Daemon(
         config,
         state_dir=_state_dir(args.state_dir),
-        clock=SystemClock(),
+        clock=clock,
         control_path=args.control,
         http_port=args.http_port,
+        backends=backends,
     )
     if args.once:
         result = daemon.run_once()
@@ -262,8 +297,30 @@ def format_status(doc: dict[str, Any]) -> str:
             + ", ".join(f"{h['job']} (until {h.get('until')})" for h in held[:10])
             + (" …" if len(held) > 10 else "")
         )
-    if doc.get("plan"):
-        lines.append("plan        " + json.dumps(doc["plan"], default=str)[:300])
+    plan = doc.get("plan") or {}
+    if plan:
+        hz = plan.get("horizon") or {}
+        lines.append(
+            f"plan        from {hz.get('start')}, {hz.get('slots')} × {hz.get('slot_minutes')} min"
+            f", {plan.get('jobs', '?')} job(s)"
+        )
+        for key in ("totals", "savings"):
+            if plan.get(key):
+                lines.append(
+                    f"  {key:<9} "
+                    + ", ".join(
+                        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in list(plan[key].items())[:8]
+                    )
+                )
+        for pool, s0 in list((plan.get("this_slot") or {}).items())[:12]:
+            lines.append(
+                f"  {pool:<12} this slot: "
+                + ", ".join(
+                    f"{k} {v:g}" if isinstance(v, int | float) else f"{k} {v}"
+                    for k, v in s0.items()
+                )
+            )
     if doc.get("power_cycles"):
         lines.append("power cycles (recent)")
         for pc in doc["power_cycles"]:

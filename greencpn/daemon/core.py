@@ -671,11 +671,26 @@ def _parse(text: str) -> datetime:
 
 
 def _plan_summary(plan: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The small part of a plan document status shows (its own summary, if any)."""
+    """The small part of a plan document that status shows: horizon, totals, savings, and
+    this slot's nodes on and cap per pool."""
     if not plan:
         return None
     out: dict[str, Any] = {}
-    for key in ("summary", "horizon", "solver", "objective"):
-        if key in plan:
-            out[key] = plan[key]
-    return out or {"keys": sorted(plan)[:20]}
+    hz = plan.get("horizon")
+    if isinstance(hz, dict):
+        out["horizon"] = {k: hz.get(k) for k in ("start", "slot_minutes", "slots")}
+    for key in ("totals", "savings"):
+        if isinstance(plan.get(key), dict):
+            out[key] = {
+                k: v for k, v in plan[key].items() if isinstance(v, int | float | str | None)
+            }
+    pools = {}
+    for p in plan.get("pools") or []:
+        if isinstance(p, dict) and p.get("slots"):
+            s0 = p["slots"][0]
+            pools[p.get("name")] = {k: s0.get(k) for k in ("nodes_on", "power_cap_w") if k in s0}
+    if pools:
+        out["this_slot"] = pools
+    if isinstance(plan.get("jobs"), list):
+        out["jobs"] = len(plan["jobs"])
+    return out or None
