@@ -309,6 +309,15 @@ class StepLedger:
         )
         return cur.rowcount
 
+    def skip_pool(self, step_id: int, pool: str, at: datetime, message: str) -> int:
+        """Mark a pool's intended hardware actions of this step skipped (pool degraded)."""
+        cur = self.db.execute(
+            "UPDATE actions SET status = 'skipped', finished_at = ?, message = ? "
+            "WHERE step_id = ? AND pool = ? AND status = 'intended' AND kind NOT LIKE 'job.%'",
+            (_iso(at), message, step_id, pool),
+        )
+        return cur.rowcount
+
     def actions(self, step_id: int | None = None, status: str | None = None) -> list[ActionRow]:
         sql = "SELECT * FROM actions WHERE 1=1"
         args: list[Any] = []

@@ -906,6 +906,8 @@ class Controller:
                     ledger.intend(step_id, now, "power_on", n, d.name)
                 for n in d.resume:
                     ledger.intend(step_id, now, "resume", n, d.name)
+            for pool, why in guard.blocked.items():
+                ledger.skip_pool(step_id, pool, now, why)
             running = {r.job.id for r in obs.queue.running}
             decisions = decide_jobs(doc, obs.queue.pending, running, now, ref.end)
             job_pool = {j["id"]: j.get("pool") for j in doc.get("jobs", [])}

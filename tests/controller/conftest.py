@@ -290,7 +290,7 @@ def make_controller(path: Path, clock: SimClock, state: Path, fleet: FakeFleet, 
         path,
         clock=clock,
         state_dir=state,
-        backends=fleet.backends,
+        backends=fleet.backends if fleet is not None else None,
         sleep=lambda s: clock.advance(timedelta(seconds=s)),
         **kw,
     )
