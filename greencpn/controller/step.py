@@ -541,7 +541,9 @@ class Controller:
                     update={
                         "release": start,
                         "work_gpu_h": max(r.remaining_gpu_h, 1e-6),
-                        "deadline": max(r.job.deadline, end),
+                        # planned to run on from now: its planning deadline is when it would
+                        # end uninterrupted (a later real deadline would let the plan pause it)
+                        "deadline": end,
                     }
                 )
             )
