@@ -179,3 +179,27 @@ def test_status_shows_mode_steps_savings_and_failures(tmp_path: Path) -> None:
     text = format_status(doc)
     assert "mode        shadow" in text and "4.5 kg CO2e" in text
     assert "single instance (no etcd)" in text and "injected controller crash" in text
+
+
+def test_etcd_unreachable_the_daemon_steps_but_acts_on_nothing_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from conftest import free_port
+
+    control = (
+        "[control]\nallow_actuation = true\n[daemon]\nmode = 'enforce'\n"
+        f"[daemon.etcd]\nendpoints = ['127.0.0.1:{free_port()}']\nttl_s = 5\ntimeout_s = 0.5\n"
+    )
+    clock = SimClock(T0)
+    d = make(tmp_path, control, clock)
+    assert d.elector.campaign_once() is False
+    with caplog.at_level(logging.WARNING, logger="greencpn.daemon"):
+        res = d.run_step()
+    assert res is not None and d.controller.applied == []
+    assert {a["status"] for a in res.actions} == {"skipped"}
+    assert "not the leader — etcd unreachable" in caplog.text
+    assert "shadow only, no action will be taken" in caplog.text
+    assert d.metrics.leader._value.get() == 0
+    assert d.metrics.errors.labels(type="not_leader")._value.get() == 1
+    st = json.loads((tmp_path / "state" / "daemon.json").read_text())
+    assert st["leader"]["etcd_reachable"] is False and st["leader"]["is_leader"] is False
