@@ -93,3 +93,49 @@ def test_no_deadline_missed_over_the_three_days(run: Run) -> None:
     """The trace is feasible (6-20 h of slack on a half-empty fleet): every job ends by its
     deadline, so no job was held past its latest start."""
     assert run.world.missed_deadlines() == []
+
+
+def _tiny_daemon(tmp: Path, etcd: Any, key: str, name: str) -> tuple[Daemon, SimClock]:
+    from greencpn.daemon.leader import Elector
+    from greencpn.daemon.settings import EtcdSettings
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    job = {
+        "id": "j1",
+        "gpus": 2,
+        "work_gpu_h": 4,
+        "release": "2026-01-05T00:00:00Z",
+        "deadline": "2026-01-05T10:00:00Z",
+    }
+    path = write_tiny(tmp, jobs=[job])
+    with (tmp / "control.toml").open("a") as fh:
+        fh.write("allow_actuation = true\n[daemon]\nmode = 'enforce'\n")
+    clock = SimClock(START + timedelta(minutes=1))
+    fleet = FakeFleet(load_config(path), clock)
+    elector = Elector(EtcdSettings(endpoints=[etcd.endpoint], key=key, ttl_s=5), name=name)
+    d = Daemon(
+        path,
+        state_dir=tmp / "state",
+        clock=clock,
+        backends=fleet.backends,
+        elector=elector,
+        controller_kwargs={"sleep": lambda s: clock.advance(timedelta(seconds=s))},
+    )
+    return d, clock
+
+
+def test_real_controller_acts_only_under_the_etcd_leaders_fence(
+    tmp_path: Path, etcd: Any, etcd_key: str
+) -> None:
+    lead, _ = _tiny_daemon(tmp_path / "a", etcd, etcd_key, "a")
+    follow, _ = _tiny_daemon(tmp_path / "b", etcd, etcd_key, "b")
+    assert lead.elector.campaign_once() and not follow.elector.campaign_once()
+    epoch = lead.elector.fence()
+    ra, rb = lead.run_step(), follow.run_step()
+    done_a = [a for a in ra.actions if a["status"] == "done"]
+    assert done_a and {a["epoch"] for a in done_a} == {epoch}
+    assert not [a for a in rb.actions if a["status"] == "done"]
+    assert str(rb.status) in ("degraded", "skipped"), rb.status
+    db = sqlite3.connect(follow.controller.ledger_path)
+    assert db.execute("SELECT count(*) FROM actions WHERE status = 'done'").fetchone()[0] == 0
+    lead.elector.stop()
