@@ -193,6 +193,8 @@ class Daemon:
 
     def _step(self, reason: str) -> Any:
         lstate = self._note_leader()
+        if lstate.enabled and not lstate.reachable:
+            self.metrics.errors.labels(type="leader").inc()
         if lstate.enabled and not lstate.is_leader:
             log.warning(
                 "step (%s): not the leader — %s; shadow only, no action will be taken",
@@ -209,11 +211,11 @@ class Daemon:
             return None
         overhead_t0 = time.perf_counter()
         self._step_count += 1
-        self.metrics.observe_step(result, reason=reason)
+        self.metrics.observe_step(result, reason=reason, duration_s=overhead_t0 - t0)
         self._add_savings(result)
         self._remember(result, reason, lstate)
         self._note_leader()
-        took = time.perf_counter() - t0
+        took = overhead_t0 - t0
         self.last_overhead_s = time.perf_counter() - overhead_t0
         log.info(
             "step %s (%s) slot %s: %s in %.2f s, %d action(s), %d error(s)",

@@ -126,12 +126,14 @@ class DaemonMetrics:
         for t in ("step", "config_reload", "leader", "state_file"):
             self.errors.labels(type=t)  # zero series, so rate() works from the start
 
-    def observe_step(self, result: Any, *, reason: str) -> None:
-        """Export one ``StepResult``."""
+    def observe_step(self, result: Any, *, reason: str, duration_s: float | None = None) -> None:
+        """Export one ``StepResult``; ``duration_s`` is the step's wall time as the daemon
+        measured it (default: finished_at − started_at, which a simulated clock makes 0)."""
         m = result.metrics or {}
         self.steps.labels(status=str(result.status), reason=reason).inc()
-        duration = (result.finished_at - result.started_at).total_seconds()
-        self.step_seconds.observe(max(0.0, duration))
+        if duration_s is None:
+            duration_s = (result.finished_at - result.started_at).total_seconds()
+        self.step_seconds.observe(max(0.0, duration_s))
         for phase, secs in (result.phase_s or {}).items():
             self.phase_seconds.labels(phase=phase).set(float(secs))
         if "optimize" in (result.phase_s or {}):

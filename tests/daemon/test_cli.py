@@ -154,3 +154,36 @@ def test_sigkill_mid_step_then_restart_leaves_a_consistent_ledger(tmp_path: Path
     assert open_rows == 0
     st = json.loads((state / "daemon.json").read_text())
     assert st["steps"][-1]["reason"] == "once"
+
+
+def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
+    path = write_tiny(tmp_path, jobs=[JOB])
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "greencpn.cli",
+            "run",
+            "--once",
+            "--config",
+            str(path),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--fake-backends",
+            "--log-format",
+            "json",
+            "--at",
+            iso(START + timedelta(minutes=1)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    docs = [json.loads(line) for line in r.stderr.splitlines() if line.strip()]
+    assert docs and all({"ts", "level", "logger", "msg"} <= set(d) for d in docs)
+    step = [
+        d for d in docs if d["logger"] == "greencpn.daemon" and d["msg"].startswith("step 1 (once)")
+    ]
+    assert step and step[0]["step_id"] == 1 and step[0]["status"] == "ok"
+    assert all(d["ts"].endswith("Z") for d in docs)

@@ -201,5 +201,6 @@ def test_etcd_unreachable_the_daemon_steps_but_acts_on_nothing_and_says_so(
     assert "shadow only, no action will be taken" in caplog.text
     assert d.metrics.leader._value.get() == 0
     assert d.metrics.errors.labels(type="not_leader")._value.get() == 1
+    assert d.metrics.errors.labels(type="leader")._value.get() == 1
     st = json.loads((tmp_path / "state" / "daemon.json").read_text())
     assert st["leader"]["etcd_reachable"] is False and st["leader"]["is_leader"] is False
