@@ -122,7 +122,7 @@ class Daemon:
         self.last_overhead_s = 0.0
         self.state = self._read_state()
         self.controller = self._build_controller(self.settings)
-        self._check_timing(self.settings)
+        self._check_timing(self.settings, self.controller.config.raw.horizon.slot_minutes)
         self.trigger = SlotTrigger(self.period_s, self.settings.offset_s)
         self.metrics.set_savings(self.state["savings"]["kg_co2e"], self.state["savings"]["kwh"])
         self.metrics.enforce.set(1 if self.settings.mode == "enforce" else 0)
@@ -155,8 +155,8 @@ class Daemon:
         kwargs.update(self._controller_kwargs)
         return self._factory(self.config_path, **kwargs)
 
-    def _check_timing(self, settings: DaemonSettings) -> None:
-        period = settings.period_s or self.controller.config.raw.horizon.slot_minutes * 60
+    def _check_timing(self, settings: DaemonSettings, slot_minutes: int) -> None:
+        period = settings.period_s or slot_minutes * 60
         if settings.offset_s >= period:
             raise ConfigError(
                 f"offset_s = {settings.offset_s:g} is not shorter than the step period ({period:g} s)",
@@ -372,16 +372,39 @@ class Daemon:
 
     # ------------------------------------------------------------------ reload
 
-    def reload(self) -> str | None:
-        """Re-read control.toml and the fleet config. On a bad file: log, count, keep the old
-        ones, and return the error text; else None."""
+    def _candidate(self) -> tuple[DaemonSettings, bool]:
+        """Read and check control.toml and the fleet config without changing anything."""
+        settings, allow = self._load_settings()
+        cfg = load_config(self.config_path)
+        check_pools(settings, [p.name for p in cfg.pools], str(self.control_path))
+        self._check_timing(settings, cfg.raw.horizon.slot_minutes)
+        return settings, allow
+
+    def _refuse(self, exc: ConfigError) -> str:
+        self.metrics.errors.labels(type="config_reload").inc()
+        self.metrics.reload_ok.set(0)
+        log.error("config reload refused, keeping the previous config: %s", exc)
+        self.state["reload"] = {"at": _iso(self.clock.now()), "ok": False, "error": str(exc)}
+        self._write_state()
+        return str(exc)
+
+    def check_reload(self) -> str | None:
+        """Would a reload now be accepted? (``POST /reload`` answers 400 at once if not.)"""
         try:
-            settings, allow = self._load_settings()
-            check_pools(
-                settings,
-                [p.name for p in load_config(self.config_path).pools],
-                str(self.control_path),
-            )
+            self._candidate()
+        except ConfigError as exc:
+            return self._refuse(exc)
+        return None
+
+    def reload(self) -> str | None:
+        """Re-read control.toml and the fleet config, between steps (holds the step lock). On
+        a bad file: log, count, keep the old ones, and return the error text; else None."""
+        with self._step_lock:
+            return self._reload_locked()
+
+    def _reload_locked(self) -> str | None:
+        try:
+            settings, allow = self._candidate()
             if (settings.mode, settings.levers, settings.only_listed_pools) != (
                 self.settings.mode,
                 self.settings.levers,
@@ -392,19 +415,14 @@ class Daemon:
                 self.controller.reload()
                 controller = self.controller
         except ConfigError as exc:
-            self.metrics.errors.labels(type="config_reload").inc()
-            self.metrics.reload_ok.set(0)
-            log.error("config reload refused, keeping the previous config: %s", exc)
-            self.state["reload"] = {"at": _iso(self.clock.now()), "ok": False, "error": str(exc)}
-            return str(exc)
+            return self._refuse(exc)
         if settings.etcd != self.settings.etcd:
             log.warning("[daemon.etcd] changed: restart greencpn run to apply it (kept the old)")
             settings = settings.model_copy(update={"etcd": self.settings.etcd})
         if settings.http != self.settings.http:
             log.warning("[daemon.http] changed: restart greencpn run to apply it (kept the old)")
             settings = settings.model_copy(update={"http": self.settings.http})
-        with self._step_lock:
-            self.settings, self.allow_actuation, self.controller = settings, allow, controller
+        self.settings, self.allow_actuation, self.controller = settings, allow, controller
         new_trigger = SlotTrigger(self.period_s, settings.offset_s)
         if repr(new_trigger) != repr(self.trigger):
             self.trigger = new_trigger
@@ -497,9 +515,10 @@ class Daemon:
         self.run_step(reason)
 
     def _http_reload(self) -> str | None:
-        err = self.reload()
+        """Check now (400 on a bad config); reload and step in the worker, between steps."""
+        err = self.check_reload()
         if err is None:
-            self.request_step("reload")
+            self.request_step("reload", reload=True)
         return err
 
     def start_background(self) -> None:

@@ -8,8 +8,9 @@ path        method answer
 /readyz     GET    200 once a step finished OK or degraded within 2 periods and the
                    config loaded; 503 with the reason otherwise (readiness)
 /step       POST   queue an extra step now; 202
-/reload     POST   re-read the fleet config and control.toml, then step; 202, or
-                   400 with the error when the new config is refused (old one kept)
+/reload     POST   check the fleet config and control.toml now: 400 with the error
+                   if refused (old ones kept); else 202 and the reload + a step run
+                   in the step worker, between steps
 =========== ====== ==================================================================
 
 POST is authorised either by ``Authorization: Bearer <token>`` matching the content of
@@ -35,7 +36,7 @@ log = logging.getLogger("greencpn.daemon.http")
 
 class DaemonHttp:
     """``health()`` / ``ready()`` return (ok, detail); ``trigger(reason)`` queues a step;
-    ``reload()`` returns None or the error message."""
+    ``reload()`` checks the new config and queues it, returning None or the error message."""
 
     def __init__(
         self,
@@ -113,9 +114,9 @@ class DaemonHttp:
                 else:
                     err = reload()
                     if err is None:
-                        self._json(202, {"reloaded": True, "queued": "step"})
+                        self._json(202, {"accepted": True, "queued": "reload, then step"})
                     else:
-                        self._json(400, {"reloaded": False, "error": err})
+                        self._json(400, {"accepted": False, "error": err})
 
         self.token = token
         self.server = ThreadingHTTPServer((host, port), Handler)

@@ -200,3 +200,13 @@ def test_a_real_prometheus_scrapes_the_daemon(daemon: Daemon, tmp_path: Path) ->
             proc.kill()
             proc.wait()
         plog.close()
+
+
+def test_post_reload_of_a_good_config_reloads_then_steps(daemon: Daemon, tmp_path: Path) -> None:
+    (tmp_path / "fleet" / "control.toml").write_text("[daemon]\noffset_s = 5\n")
+    r = requests.post(_url(daemon, "/reload"), timeout=5)
+    assert r.status_code == 202 and r.json()["accepted"] is True
+    _wait_steps(daemon, 1)
+    assert daemon.state["steps"][0]["reason"] == "reload"
+    assert daemon.settings.offset_s == 5 and daemon.controller.reloads == 1
+    assert daemon.state["reload"]["ok"] is True
