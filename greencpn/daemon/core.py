@@ -183,8 +183,12 @@ class Daemon:
 
     def run_step(self, reason: str = "schedule") -> Any:
         """Run one control step now (serialised; never raises for faults). Returns the
-        ``StepResult``, or ``None`` if the controller crashed (logged and counted)."""
+        ``StepResult``, or ``None`` if the controller crashed (logged and counted) or the daemon
+        is stopping (a step queued before SIGTERM is not started after it)."""
         with self._step_lock:
+            if self._stop.is_set():  # a step queued before SIGTERM does not start after it
+                log.warning("stopping: the queued step (%s) is not started", reason)
+                return None
             self._idle.clear()
             try:
                 return self._step(reason)
