@@ -54,11 +54,12 @@ class ActionGuard:
     def _rows(self, kind: str, pool: str | None, targets: Sequence[str]) -> list[int]:
         now = self.clock.now()
         ids = []
-        for t in targets:
-            aid = self.ledger.find_intended(self.step_id, kind, t)
-            if aid is None:
-                aid = self.ledger.intend(self.step_id, now, kind, t, pool)
-            ids.append(aid)
+        with self.ledger.tx():
+            for t in targets:
+                aid = self.ledger.find_intended(self.step_id, kind, t)
+                if aid is None:
+                    aid = self.ledger.intend(self.step_id, now, kind, t, pool)
+                ids.append(aid)
         return ids
 
     def _out(self, kind: str, pool: str | None, targets: Sequence[str], status: str, msg: str):
@@ -98,12 +99,14 @@ class ActionGuard:
                 self.errors.append({"type": "not_leader", "where": kind, "message": str(exc)})
                 self.ledger.failure(self.step_id, now, "not_leader", kind, str(exc))
         if reason is not None:
-            for aid in ids:
-                self.ledger.finish(aid, now, "skipped", reason)
+            with self.ledger.tx():
+                for aid in ids:
+                    self.ledger.finish(aid, now, "skipped", reason)
             self._out(kind, pool, targets, "skipped", reason)
             raise SkippedAction(reason)
-        for aid in ids:
-            self.ledger.start(aid, now, self.epoch)
+        with self.ledger.tx():  # committed before the call
+            for aid in ids:
+                self.ledger.start(aid, now, self.epoch)
         delay = self.backoff_s
         attempt = 0
         while True:
@@ -151,8 +154,9 @@ class ActionGuard:
     def _failed(self, kind, pool, targets, ids, exc: Exception, why: str) -> None:
         at = self.clock.now()
         msg = f"{type(exc).__name__}: {exc}"
-        for aid in ids:
-            self.ledger.finish(aid, at, "failed", msg)
+        with self.ledger.tx():
+            for aid in ids:
+                self.ledger.finish(aid, at, "failed", msg)
         self._out(kind, pool, targets, "failed", msg)
         typ = "actuator_permanent"
         self.errors.append({"type": typ, "where": f"{kind} {pool}", "message": f"{msg} ({why})"})

@@ -29,6 +29,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -83,6 +85,7 @@ CREATE TABLE IF NOT EXISTS actions (
 );
 CREATE INDEX IF NOT EXISTS actions_step ON actions(step_id);
 CREATE INDEX IF NOT EXISTS actions_status ON actions(status);
+CREATE INDEX IF NOT EXISTS actions_lookup ON actions(step_id, kind, target, status);
 CREATE TABLE IF NOT EXISTS power_cycles (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     node TEXT NOT NULL,
@@ -160,6 +163,20 @@ class StepLedger:
     def close(self) -> None:
         self.db.close()
 
+    @contextmanager
+    def tx(self) -> Iterator[None]:
+        """Group writes into one transaction (committed, durably in WAL, at the end)."""
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
     # ------------------------------------------------------------------ steps
     def begin_step(self, at: datetime, slot_start: datetime, mode: str) -> int:
         cur = self.db.execute(
@@ -170,8 +187,7 @@ class StepLedger:
         return int(cur.lastrowid)
 
     def record_inputs(self, step_id: int, sources: dict[str, dict]) -> None:
-        with self.db:
-            self.db.execute("BEGIN")
+        with self.tx():
             for site, s in sources.items():
                 self.db.execute(
                     "INSERT INTO inputs VALUES (?, ?, ?, ?, ?, ?)",

@@ -892,28 +892,15 @@ class Controller:
             diffs = compute_diff(
                 act_doc, ref, self._cfg, gb, apply_ledger, settings, now, source=f"step {step_id}"
             )
-            for d in diffs:
-                for c in d.cap_lower + d.cap_raise:
-                    ledger.intend(
-                        step_id,
-                        now,
-                        "set_power_cap",
-                        c.target,
-                        d.name,
-                        {"before_w": c.before_w, "after_w": c.after_w},
-                    )
-                for n in d.power_off:
-                    ledger.intend(step_id, now, "power_off", n, d.name)
-                for n in d.power_on:
-                    ledger.intend(step_id, now, "power_on", n, d.name)
-                for n in d.resume:
-                    ledger.intend(step_id, now, "resume", n, d.name)
+            with ledger.tx():
+                self._intend_hw(step_id, now, diffs)
             for pool, why in guard.blocked.items():
                 ledger.skip_pool(step_id, pool, now, why)
             running = {r.job.id for r in obs.queue.running}
             decisions = decide_jobs(doc, obs.queue.pending, running, now, ref.end)
             job_pool = {j["id"]: j.get("pool") for j in doc.get("jobs", [])}
-            job_rows = self._intend_jobs(step_id, decisions, job_pool)
+            with ledger.tx():
+                job_rows = self._intend_jobs(step_id, decisions, job_pool)
             phase_s["reconcile"] = time.perf_counter() - t
 
             t = time.perf_counter()
@@ -968,6 +955,27 @@ class Controller:
 
     _decisions: list[JobDecision] = []
     _degraded_pools: list[str] = []
+
+    def _intend_hw(self, step_id: int, now: datetime, diffs: list) -> None:
+        """The reconcile diff as ``intended`` rows, one per target."""
+        ledger = self.ledger
+        for d in diffs:
+            for c in d.cap_lower + d.cap_raise:
+                ledger.intend(
+                    step_id,
+                    now,
+                    "set_power_cap",
+                    c.target,
+                    d.name,
+                    {"before_w": c.before_w, "after_w": c.after_w},
+                )
+            for kind, nodes in (
+                ("power_off", d.power_off),
+                ("power_on", d.power_on),
+                ("resume", d.resume),
+            ):
+                for n in nodes:
+                    ledger.intend(step_id, now, kind, n, d.name)
 
     def _intend_jobs(
         self, step_id: int, decisions: list[JobDecision], job_pool: dict[str, Any]
