@@ -28,6 +28,7 @@ BENCHES: dict[str, list[str]] = {
     "actuate_nodes": [PY, "bench/bench_node_hooks.py", "--write", "bench/results/actuate_nodes.md"],
     "report": [PY, "bench/bench_report_render.py"],
     "daemon": [PY, "bench/bench_daemon.py", "--write"],
+    "controller": [PY, "bench/bench_controller.py", "--write"],
 }
 
 ORDER = [
@@ -41,6 +42,7 @@ ORDER = [
     "agent",
     "apply",
     "actuate_nodes",
+    "controller",
     "daemon",
 ]
 
