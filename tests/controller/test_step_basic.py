@@ -77,3 +77,79 @@ def test_enforce_step_reaches_the_slot_and_records_power_cycles(tmp_path, sim_cl
     sim_clock.advance(timedelta(minutes=5))
     r2 = c.step()
     assert not [a for a in r2.actions if a["kind"] in ("power_off", "power_on", "set_power_cap")]
+
+
+def test_levers_caps_only_pool(tmp_path, sim_clock):
+    from greencpn.controller import Levers
+
+    path = write_tiny(tmp_path, jobs=[JOB])
+    fleet = FakeFleet(load_config(path), sim_clock)
+    c = make_controller(
+        path,
+        sim_clock,
+        tmp_path / "state",
+        fleet,
+        mode=Mode.ENFORCE,
+        levers={"p1": Levers(power=False, jobs=False)},
+    )
+    r = c.step()
+    # p1: caps only — no node switched, caps set to the plan's cap
+    assert all(n.power == NodePower.ON for n in fleet.hooks["p1"].nodes.values())
+    assert not [a for a in r.actions if a["pool"] == "p1" and a["kind"] == "power_off"]
+    cap = r.plan["pools"][0]["slots"][0]["power_cap_w"]
+    assert {g.power_limit_current_w for g in fleet.gpu("a1").list_gpus()} == {cap}
+    # p2 still switched
+    p2 = r.plan["pools"][1]["slots"][0]["nodes_on"]
+    assert sum(1 for n in fleet.hooks["p2"].nodes.values() if n.power == NodePower.ON) == p2
+
+
+def test_restore_wakes_nodes_and_sets_default_caps(tmp_path, sim_clock):
+    path = write_tiny(tmp_path, jobs=[JOB])
+    fleet = FakeFleet(load_config(path), sim_clock)
+    c = make_controller(path, sim_clock, tmp_path / "state", fleet, mode=Mode.ENFORCE)
+    c.step()
+    assert any(n.power == NodePower.OFF for n in fleet.hooks["p1"].nodes.values())
+    sim_clock.advance(timedelta(hours=4))  # past min down
+    r = c.restore()
+    assert r.plan_origin == "restore"
+    for hook in fleet.hooks.values():
+        assert all(n.power == NodePower.ON for n in hook.nodes.values())
+    assert {g.power_limit_current_w for g in fleet.gpu("a1").list_gpus()} == {300.0}
+    assert [a["kind"] for a in r.actions if a["target"] == "j1"] == ["job.release"]
+
+
+def test_reload_keeps_the_old_config_on_error(tmp_path, sim_clock):
+    import pytest
+
+    from greencpn.errors import ConfigError
+
+    path = write_tiny(tmp_path, jobs=[JOB])
+    fleet = FakeFleet(load_config(path), sim_clock)
+    c = make_controller(path, sim_clock, tmp_path / "state", fleet)
+    good = c.config
+    path.write_text(path.read_text().replace("slots = 12", "slots = -1"))
+    with pytest.raises(ConfigError, match="slots"):
+        c.reload()
+    assert c.config is good
+    r = c.step()
+    assert r.plan_origin == "optimized"
+
+
+def test_greencpn_plan_goes_through_the_controller(tmp_path, monkeypatch, capsys):
+    from greencpn.cli import main
+    from greencpn.controller import step as stepmod
+
+    path = write_tiny(tmp_path, jobs=[JOB])
+    path.write_text(path.read_text().replace("[horizon]\n", f'[horizon]\nstart = "{iso(START)}"\n'))
+    calls = []
+    real = stepmod.Controller.plan
+
+    def spy(self):
+        calls.append(self.rolling)
+        return real(self)
+
+    monkeypatch.setattr(stepmod.Controller, "plan", spy)
+    assert main(["plan", "--config", str(path), "--out", str(tmp_path / "out"), "--no-report"]) == 0
+    assert calls == [False]  # the report: the config's horizon start, no rolling
+    assert (tmp_path / "out" / "plan.json").is_file()
+    assert "saving:" in capsys.readouterr().out
