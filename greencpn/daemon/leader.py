@@ -193,6 +193,7 @@ class Elector:
             self._lose("leader key taken over or deleted")
             return
         self._valid_until = sent + self.settings.ttl_s * (1 - self.SAFETY_MARGIN)
+        self._detail = f"leader (epoch {self._epoch})"
 
     def _lose(self, why: str) -> None:
         if self._epoch is not None:
@@ -204,7 +205,9 @@ class Elector:
         self._detail = f"follower ({why})"
 
     def _is_valid_leader(self) -> bool:
-        return self._epoch is not None and self._monotonic() < self._valid_until
+        """We won, our lease cannot have expired yet, and etcd answered the last request (while
+        it does not, nobody can prove leadership, so nobody counts as leader)."""
+        return self._epoch is not None and self._reachable and self._monotonic() < self._valid_until
 
     def _notify(self, leader: bool) -> None:
         if leader != self._was_leader:
@@ -230,6 +233,7 @@ class Elector:
             except Exception as exc:
                 self._failed(exc, "fence")
                 raise NotLeaderError(self._detail) from None
+            self._reachable = True
             if not kvs or int(kvs[0][1].get("create_revision", -1)) != self._epoch:
                 epoch = self._epoch
                 self._lose("leader key taken over or deleted")
