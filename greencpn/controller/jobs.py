@@ -10,9 +10,10 @@ records, per job, what it *would* do (status ``shadow``).
 * a running job is never touched (``keep``, no call);
 * a job the plan starts in the current slot is steered to its planned pool (if the plan places
   it) and released;
-* a job the plan starts later is deferred until its planned start — unless it has reached its
-  latest start (deadline minus its run time at full speed), then it is released: no job is held
-  past the point where holding it makes it miss its deadline;
+* a job the plan starts later is deferred until its planned start or its latest start
+  (deadline minus its run time at full speed), whichever is earlier — and released now if that
+  latest start comes before the next step (the end of this slot): no job is held past the point
+  where holding it makes it miss its deadline, even if no later step runs;
 * a pending job the plan does not mention (it arrived after the plan was made, or the plan is
   the safe plan) is released: the safe default is the scheduler's own behaviour.
 """
@@ -112,7 +113,8 @@ def decide_jobs(
                 )
             )
         else:
-            until = start if start is not None else must
+            # never held past its latest start, even if no later step comes to release it
+            until = min(start, must) if start is not None else must
             out.append(
                 JobDecision(
                     job.id,
