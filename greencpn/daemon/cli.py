@@ -294,8 +294,8 @@ def format_status(doc: dict[str, Any]) -> str:
         held = doc["held_jobs"]
         lines.append(
             f"held jobs   {len(held)}: "
-            + ", ".join(f"{h['job']} (until {h.get('until')})" for h in held[:10])
-            + (" …" if len(held) > 10 else "")
+            + ", ".join(f"{h['job']} until {_short(h.get('until'))}" for h in held[:5])
+            + (", …" if len(held) > 5 else "")
         )
     plan = doc.get("plan") or {}
     if plan:
@@ -332,6 +332,13 @@ def format_status(doc: dict[str, Any]) -> str:
     if doc.get("reload") and not doc["reload"].get("ok"):
         lines.append(f"last reload REFUSED at {doc['reload']['at']}: {doc['reload']['error']}")
     return "\n".join(lines)
+
+
+def _short(ts: Any) -> str:
+    """'2023-04-25T13:45:00+00:00' -> '2023-04-25T13:45Z' (status lines stay short)."""
+    if not isinstance(ts, str):
+        return str(ts)
+    return ts.replace("+00:00", "Z").replace(":00Z", "Z") if len(ts) >= 19 else ts
 
 
 def run_status(args: argparse.Namespace) -> int:
