@@ -187,3 +187,68 @@ def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
     ]
     assert step and step[0]["step_id"] == 1 and step[0]["status"] == "ok"
     assert all(d["ts"].endswith("Z") for d in docs)
+
+
+@pytest.mark.slow
+def test_greencpn_run_serves_http_with_the_real_controller_and_stops_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    import requests
+    from conftest import free_port
+
+    now = datetime.now(UTC)
+    job = {
+        **JOB,
+        "release": iso(now - timedelta(hours=1)),
+        "deadline": iso(now + timedelta(hours=10)),
+    }
+    path = write_tiny(tmp_path, jobs=[job])
+    _carbon_around_now(tmp_path)
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "greencpn.cli",
+        "run",
+        "--config",
+        str(path),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--fake-backends",
+        "--http-port",
+        str(port),
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=(tmp_path / "run.log").open("wb")
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # ready once the start step finished
+            try:
+                if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert proc.poll() is None, (tmp_path / "run.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()[-2000:]
+            time.sleep(0.2)
+        text = requests.get(f"{base}/metrics", timeout=5).text
+        assert 'greencpn_nodes{pool="p1",state="on"}' in text
+        assert 'greencpn_steps_total{reason="start",status="ok"} 1.0' in text
+        assert requests.post(f"{base}/step", timeout=5).status_code == 202
+        deadline = time.monotonic() + 60
+        while (
+            'greencpn_steps_total{reason="http",status="ok"} 1.0'
+            not in requests.get(f"{base}/metrics", timeout=5).text
+        ):
+            assert time.monotonic() < deadline, "the HTTP-triggered step did not run"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = (tmp_path / "run.log").read_text()
+    assert "SIGTERM: stopping" in log and "stopped" in log
