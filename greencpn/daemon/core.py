@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -473,17 +473,35 @@ class Daemon:
     # ------------------------------------------------------------------ ways to run
 
     def simulate(self, clock: SimClock, until: datetime, *, reason: str = "schedule") -> list[Any]:
-        """Step at each of the trigger's fire times up to ``until`` on a simulated clock
-        (sets the clock, runs the step; no sleeping). Returns the step results."""
+        """Step at each of the trigger's fire times up to ``until`` on a simulated clock (no
+        sleeping). Returns the step results.
+
+        Like the scheduler: the clock is moved to each fire time; if a step itself moved the
+        clock past later fire times (waits inside the step), those missed fires are coalesced
+        into one step run at once, or skipped if the last is more than ``misfire_grace_s`` late
+        — the clock never goes back."""
         results = []
         prev = None
+        grace = timedelta(seconds=self.settings.misfire_grace_s)
         while True:
-            fire = self.trigger.get_next_fire_time(prev, clock.now())
+            now = clock.now()
+            fire = self.trigger.get_next_fire_time(prev, now)
             if fire is None or fire > until:
                 break
-            clock.set(fire)
+            if fire >= now:
+                clock.set(fire)
+                prev = fire
+            else:  # missed while the last step ran: coalesce to the newest due fire
+                while True:
+                    nxt = self.trigger.get_next_fire_time(fire, now)
+                    if nxt is None or nxt > now or nxt > until:
+                        break
+                    fire = nxt
+                prev = fire
+                if now - fire > grace:
+                    log.warning("missed the step of %s by more than the grace time", _iso(fire))
+                    continue
             results.append(self.run_step(reason))
-            prev = fire
         return results
 
     def run_once(self) -> Any:

@@ -38,6 +38,7 @@ class FakeController:
         saved_kg_per_step: float = 1.5,
         crash_on_step: int | None = None,
         slot_s: float | None = None,
+        step_takes: timedelta | None = None,
     ) -> None:
         self._path = Path(config_path)
         self._config = load_config(self._path)  # ConfigError on a bad config, as the real one
@@ -51,6 +52,7 @@ class FakeController:
         self.saved_kg_per_step = saved_kg_per_step
         self.crash_on_step = crash_on_step
         self.slot_s = slot_s
+        self.step_takes = step_takes  # a SimClock is advanced this much by each step
         self.applied: list[dict[str, Any]] = []
         self.steps: list[StepResult] = []
         self.reloads = 0
@@ -128,6 +130,8 @@ class FakeController:
         ]
         t0 = time.perf_counter()
         errors = self._act(actions, step_id)
+        if self.step_takes is not None:
+            self.clock.advance(self.step_takes)  # type: ignore[attr-defined]
         act_s = time.perf_counter() - t0
         sites = [s.name for s in self._config.sites]
         result = StepResult(

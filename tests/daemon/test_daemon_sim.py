@@ -204,3 +204,43 @@ def test_etcd_unreachable_the_daemon_steps_but_acts_on_nothing_and_says_so(
     assert d.metrics.errors.labels(type="leader")._value.get() == 1
     st = json.loads((tmp_path / "state" / "daemon.json").read_text())
     assert st["leader"]["etcd_reachable"] is False and st["leader"]["is_leader"] is False
+
+
+def test_steps_that_outlast_slots_are_coalesced_and_the_clock_never_goes_back(
+    tmp_path: Path,
+) -> None:
+    clock = SimClock(T0)
+    # each step "takes" 2 h 2 min (waits inside the step advance the simulated clock)
+    d = make(
+        tmp_path,
+        "[daemon]\nmisfire_grace_s = 300\n",
+        clock,
+        step_takes=timedelta(hours=2, minutes=2),
+    )
+    results = d.simulate(clock, T0 + timedelta(hours=10))
+    starts = [r.started_at for r in results]
+    assert starts == sorted(starts)
+    assert all(
+        b - a >= timedelta(hours=2, minutes=2) for a, b in zip(starts, starts[1:], strict=False)
+    )
+    # 00:00:30 runs until 02:02:30: the 01:00:30 and 02:00:30 fires coalesce into one step at
+    # 02:02:30 (2 min late, inside the 5 min grace), and so on
+    assert starts[:3] == [
+        T0 + timedelta(seconds=30),
+        T0 + timedelta(hours=2, minutes=2, seconds=30),
+        T0 + timedelta(hours=4, minutes=4, seconds=30),
+    ]
+    # grace 60 s: a 2 min late coalesced fire is skipped; the next on-time one runs
+    clock2 = SimClock(T0)
+    d2 = make(
+        tmp_path / "b",
+        "[daemon]\nmisfire_grace_s = 60\n",
+        clock2,
+        step_takes=timedelta(hours=1, minutes=2),
+    )
+    r2 = d2.simulate(clock2, T0 + timedelta(hours=6))
+    assert [r.started_at for r in r2] == [
+        T0 + timedelta(seconds=30),
+        T0 + timedelta(hours=2, seconds=30),
+        T0 + timedelta(hours=4, seconds=30),
+    ]
