@@ -1,8 +1,10 @@
 """One planning run: inputs → MILP → placement → repair → evaluation → the plan document.
 
-:func:`make_plan` is the single code path the one-off report, the daemon and the what-if replay
-share. It returns a :class:`PlanResult` whose ``document`` is the versioned ``plan.json``
-(schema ``greencpn.plan/1``, see docs/plan-schema.md).
+:func:`make_plan` is the optimise phase of the control step (:mod:`greencpn.controller`), the
+single code path the one-off report, the daemon and the what-if replay share. It receives the
+forecasts as arrays (the controller's forecast phase gathers them; nothing here reads a source)
+and returns a :class:`PlanResult` whose ``document`` is the versioned ``plan.json`` (schema
+``greencpn.plan/1``, see docs/plan-schema.md).
 """
 
 from __future__ import annotations
