@@ -97,6 +97,38 @@ def overhead_fake(tmp: Path, n: int) -> list[float]:
     return out
 
 
+def rss_growth(tmp: Path, n: int) -> tuple[float, float, int]:
+    """RSS (MiB) after 10 % of ``n`` steps (warm-up) and after ``n``; daemon.json bytes.
+    The fake controller's own step list is cleared each step so only the daemon accumulates."""
+    from fake_controller import FakeController, write_fleet
+
+    from greencpn.clock import SimClock
+    from greencpn.daemon.core import Daemon
+
+    def rss_mib() -> float:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    cfg = write_fleet(tmp / "fleet")
+    clock = SimClock(datetime(2026, 3, 2, tzinfo=UTC))
+    d = Daemon(
+        cfg,
+        state_dir=tmp / "state",
+        clock=clock,
+        controller_factory=lambda p, **kw: FakeController(p, **kw),
+    )
+    warm = 0.0
+    for i in range(n):
+        clock.advance(timedelta(hours=1))
+        d.run_step()
+        d.controller.steps.clear()
+        if i + 1 == n // 10:
+            warm = rss_mib()
+    return warm, rss_mib(), (tmp / "state" / "daemon.json").stat().st_size
+
+
 def overhead_real(tmp: Path, n: int) -> tuple[list[float], list[float]]:
     from greencpn.clock import SimClock
     from greencpn.config import load_config
@@ -309,6 +341,13 @@ def main() -> int:
                 overhead_fake(tmp / "a", 100 if q else 1000),
             )
         )
+        warm, end, state_bytes = rss_growth(tmp / "r", 1000 if q else 10000)
+        notes.append(
+            f"Memory: {1000 if q else 10000} daemon steps (fake controller, simulated hours): RSS "
+            f"{warm:.1f} MiB after the first 10 % (warm-up) and {end:.1f} MiB at the end "
+            f"(growth {100 * (end - warm) / warm:+.1f} % of the warm-up RSS); daemon.json "
+            f"{state_bytes / 1024:.1f} KiB (the last 50 steps, 96 slots of savings: bounded)."
+        )
         over, step = overhead_real(tmp / "b", 6 if q else 24)
         rows.append(("daemon overhead around a step, real Controller, tiny fleet", over))
         rows.append(("  (for scale) the real Controller.step itself, same run", step))
@@ -365,7 +404,8 @@ def main() -> int:
     for name, xs in rows:
         med, p95, lo, hi = _stats(xs)
         lines.append(f"| {name} | {len(xs)} | {med:.2f} | {p95:.2f} | {lo:.2f} | {hi:.2f} |")
-    lines += ["", *notes] if notes else []
+    if notes:
+        lines += ["", *notes]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
