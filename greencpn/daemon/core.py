@@ -114,6 +114,9 @@ class Daemon:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._pending = _Pending()
+        self._extra_lock = threading.Lock()
+        self._extra_queued = False
+        self._extra_n = 0
         self._scheduler: Any = None
         self._http: Any = None
         self._started_at = clock.now()
@@ -518,19 +521,27 @@ class Daemon:
             self._pending.reload = True
         if self._scheduler is None:
             raise RuntimeError("request_step needs serve() running")
-        self._scheduler.add_job(
-            self._extra_job,
-            "date",
-            args=[reason],
-            id="extra",
-            name="extra step",
-            replace_existing=True,
-            misfire_grace_time=None,
-            coalesce=True,
-            max_instances=1,
-        )
+        with self._extra_lock:
+            if self._extra_queued:  # one queued extra step serves a burst of requests
+                log.info("extra step (%s) coalesced into the one already queued", reason)
+                return
+            self._extra_queued = True
+            self._extra_n += 1
+            # a job id of its own: a second extra step requested while one runs must queue
+            # behind it (with one id, APScheduler's max_instances = 1 would drop it)
+            self._scheduler.add_job(
+                self._extra_job,
+                "date",
+                args=[reason],
+                id=f"extra-{self._extra_n}",
+                name="extra step",
+                misfire_grace_time=None,
+                max_instances=1,
+            )
 
     def _extra_job(self, reason: str) -> None:
+        with self._extra_lock:
+            self._extra_queued = False
         if self._pending.reload:
             self._pending.reload = False
             self.reload()

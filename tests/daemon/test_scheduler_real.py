@@ -67,3 +67,29 @@ def test_a_step_longer_than_the_period_never_overlaps_the_next(tmp_path: Path) -
         assert b.started_at >= a.finished_at, "two steps overlapped"
     # slots are distinct: a late fire ran once for its slot, never twice for one slot
     assert len({r.slot_start for r in steps}) == len(steps)
+
+
+@pytest.mark.slow
+def test_an_extra_step_requested_during_a_step_runs_after_it_and_bursts_coalesce(
+    tmp_path: Path,
+) -> None:
+    control = "[control]\nallow_actuation = true\n[daemon]\nmode = 'enforce'"
+    d = _daemon(tmp_path, control, action_delay_s=0.5)  # 2 actions: a step takes ~1 s
+    d.start_background()
+    try:
+        d.request_step("first")
+        t0 = time.monotonic()
+        while not d.controller.steps and not d.controller.applied:
+            assert time.monotonic() - t0 < 10
+            time.sleep(0.01)
+        time.sleep(0.2)  # the first step is running now
+        for why in ("second", "third", "fourth"):  # a burst while the first runs
+            d.request_step(why)
+        t0 = time.monotonic()
+        while len(d.state["steps"]) < 2:
+            assert time.monotonic() - t0 < 10, [s["reason"] for s in d.state["steps"]]
+            time.sleep(0.05)
+        time.sleep(1.5)  # nothing else runs
+    finally:
+        d.shutdown("test over")
+    assert [s["reason"] for s in d.state["steps"]] == ["first", "second"]
