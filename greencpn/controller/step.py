@@ -659,6 +659,7 @@ class Controller:
             failed_nodes=failed,
             inputs=inp,
             new_model=lambda i: StablePlanModel(i, anchor),
+            tradeoff_curve=False,
         )
         self._model, self._model_key = None, None
         return res
