@@ -29,6 +29,8 @@ BENCHES: dict[str, list[str]] = {
     "report": [PY, "bench/bench_report_render.py"],
     "safety": [PY, "bench/bench_safety.py", "--before", "ce3fafd", "--write"],
     "jobs": [PY, "bench/bench_jobs.py", "--write", "bench/results/jobs.md"],
+    "daemon": [PY, "bench/bench_daemon.py", "--write"],
+    "controller": [PY, "bench/bench_controller.py", "--write"],
 }
 
 ORDER = [
@@ -44,6 +46,8 @@ ORDER = [
     "actuate_nodes",
     "safety",
     "jobs",
+    "controller",
+    "daemon",
 ]
 
 

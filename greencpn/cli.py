@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = (
     "greencpn.actuate.cli",  # apply
     "greencpn.agent.cli",  # agent
     "greencpn.check",  # check
+    "greencpn.daemon.cli",  # run, status
 )
 
 
