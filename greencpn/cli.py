@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES = (
     "greencpn.sources.cli",  # forecast
     "greencpn.actuate.cli",  # apply
     "greencpn.agent.cli",  # agent
+    "greencpn.whatif.cli",  # whatif
 )
 
 
