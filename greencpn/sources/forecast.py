@@ -169,6 +169,23 @@ class _BaseForecaster:
             self._qcache = {}
         self._on_new_history(extends)
 
+    def extend_history(self, values: np.ndarray | Sequence[float]) -> None:
+        """Append the values of the slots right after the current history (a replay moving
+        its clock forward): the same as ``fit(history + values)``, without re-reading the
+        history. NaN values are filled with the last known value (only past values).
+
+        Raises:
+            RuntimeError: no history yet (call :meth:`fit` first).
+        """
+        y, _, _ = self._require()
+        new = np.asarray(values, dtype=np.float64)
+        if len(new) == 0:
+            return
+        if np.isnan(new).any():
+            new = pd.Series(np.concatenate([y[-1:], new])).ffill().to_numpy()[1:]
+        self._y = np.concatenate([y, new])
+        self._on_new_history(True)
+
     def _on_new_history(self, extends: bool) -> None:  # noqa: B027 - optional hook
         """Hook for subclasses (invalidate caches)."""
 

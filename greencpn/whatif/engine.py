@@ -153,8 +153,7 @@ def run_replay(
             if have is None or len(have) < slots:
                 want = max(slots, settings.forecast_slots)
                 want = 24 * math.ceil(want / 24)
-                fc = source.forecast(zone, _now, want * step)
-                have = cache[zone] = fc.intensity_g_per_kwh.to_numpy(dtype=float)
+                have = cache[zone] = source.forecast_values(zone, _now, want)
                 n_fc += 1
             return have[:slots]
 
