@@ -27,6 +27,7 @@ BENCHES: dict[str, list[str]] = {
     "apply": [PY, "bench/bench_apply.py", "--write", "bench/results/apply.md"],
     "actuate_nodes": [PY, "bench/bench_node_hooks.py", "--write", "bench/results/actuate_nodes.md"],
     "report": [PY, "bench/bench_report_render.py"],
+    "whatif": [PY, "bench/bench_whatif.py"],
 }
 
 ORDER = [
@@ -40,6 +41,7 @@ ORDER = [
     "agent",
     "apply",
     "actuate_nodes",
+    "whatif",
 ]
 
 
