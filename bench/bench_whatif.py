@@ -126,7 +126,9 @@ def forecasts_section() -> list[str]:
 
 def watttime_section() -> list[str]:
     d = DATA / "carbon" / "watttime_caiso_north_2023"
-    actual = read_watttime_actual(d / "watttime2023_caiso-north_actual.csv", slot=timedelta(hours=1))
+    actual = read_watttime_actual(
+        d / "watttime2023_caiso-north_actual.csv", slot=timedelta(hours=1)
+    )
     arch = read_watttime_forecasts(d / "watttime2023_caiso-north_forecast.csv")
     s = actual.intensity_g_per_kwh
     z = actual.zone
@@ -209,7 +211,9 @@ def speed_section() -> list[str]:
     actual = {z: wide[z].intensity_g_per_kwh for z in zones}
     start = datetime(2023, 1, 1, tzinfo=UTC)
     end = datetime(2023, 12, 29, tzinfo=UTC)  # the trace's hours reach 8760; keep the drain inside
-    jobs = load_jobs(DATA / "traces" / "gaia_pai-100k.csv", fleet, slack="+24h", start=start, end=end)
+    jobs = load_jobs(
+        DATA / "traces" / "gaia_pai-100k.csv", fleet, slack="+24h", start=start, end=end
+    )
     st = ReplaySettings(start, end, drain=timedelta(hours=48))
     fc = ReplayCarbonSource(actual)
     perfect = ReplayCarbonSource(actual, mode="perfect")

@@ -46,7 +46,7 @@ def _as_series(zone: str, value: pd.Series | CarbonSeries) -> pd.Series:
             fix="read it with greencpn.sources.files (timestamps in UTC)",
         )
     s = s.astype(float).sort_index()
-    s.index = s.index.tz_convert("UTC").as_unit("ns")
+    s.index = pd.DatetimeIndex(s.index).tz_convert("UTC").as_unit("ns")
     return s
 
 
@@ -88,7 +88,7 @@ class ReplayCarbonSource:
                 raise ConfigError(
                     "carbon history has fewer than 2 values", source=f"zone {z}", fix="give more"
                 )
-            d = np.diff(s.index.asi8)
+            d = np.diff(pd.DatetimeIndex(s.index).asi8)
             if not np.all(d == d[0]):
                 raise ConfigError(
                     "carbon history is not regular",
@@ -251,7 +251,7 @@ class ReplayCarbonSource:
         pts = pts[pts.index >= idx[0]]
         if pts.empty:
             return None
-        slot = ((pts.index - idx[0]) // step).to_numpy()
+        slot = ((pd.DatetimeIndex(pts.index) - idx[0]) // step).to_numpy()
         keep = slot < len(idx)
         sums = np.bincount(slot[keep], weights=pts.to_numpy()[keep], minlength=len(idx))
         cnt = np.bincount(slot[keep], minlength=len(idx))

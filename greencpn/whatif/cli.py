@@ -50,7 +50,9 @@ def add_parser(sub: Any) -> None:
         f"(available: {', '.join(available())})",
     )
     p.add_argument("--step-min", type=int, default=None, help="slot minutes (default: config)")
-    p.add_argument("--slack", default="+24h", help="deadline rule for traces: +8h, x2, next-workday")
+    p.add_argument(
+        "--slack", default="+24h", help="deadline rule for traces: +8h, x2, next-workday"
+    )
     p.add_argument("--assign", default="hash", help="home site: hash, round-robin or a site")
     p.add_argument("--residency", action="append", default=[], metavar="FRACTION:JURISDICTION")
     p.add_argument("--seed", type=int, default=0, help="seed of failures and residency tags")
@@ -71,9 +73,7 @@ def _carbon_sources(
     for item in args.forecasts:
         zone, eq, path = item.partition("=")
         if not eq:
-            raise ConfigError(
-                f"--forecasts {item!r}", field="--forecasts", fix="write ZONE=PATH"
-            )
+            raise ConfigError(f"--forecasts {item!r}", field="--forecasts", fix="write ZONE=PATH")
         archives[zone] = read_watttime_forecasts(path, zone=zone)
     return (
         ReplayCarbonSource(actuals, archives=archives),
@@ -158,7 +158,9 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         raise ConfigError(
-            "no jobs to replay", field="--jobs", fix="pass --jobs TRACE or set jobs_file in the config"
+            "no jobs to replay",
+            field="--jobs",
+            fix="pass --jobs TRACE or set jobs_file in the config",
         )
     runs = replay_all(
         fleet, jobs, args.policies, forecasts, actuals, settings, progress=not args.no_progress
@@ -180,7 +182,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print(table: dict[str, Any]) -> None:
-    cols = [c for c in COLUMNS if c not in ("wall_s", "killed_jobs", "node_failures", "job_restarts")]
+    cols = [
+        c for c in COLUMNS if c not in ("wall_s", "killed_jobs", "node_failures", "job_restarts")
+    ]
     rows = table["rows"]
     fmt = []
     for r in rows:
@@ -196,4 +200,6 @@ def _print(table: dict[str, Any]) -> None:
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
     for f in fmt:
         print("  ".join(v.ljust(w) for v, w in zip(f, widths, strict=True)))
-    print(f"baseline: {table['baseline']}; oracle (share denominator): {json.dumps(table['oracle'])}")
+    print(
+        f"baseline: {table['baseline']}; oracle (share denominator): {json.dumps(table['oracle'])}"
+    )

@@ -145,18 +145,7 @@ def run_replay(
         while nxt < len(pending) and pending[nxt].release <= now:
             waiting[pending[nxt].id] = pending[nxt]
             nxt += 1
-        cache: dict[str, np.ndarray] = {}
-
-        def forecast(zone: str, slots: int, _now: datetime = now) -> np.ndarray:
-            nonlocal n_fc
-            have = cache.get(zone)
-            if have is None or len(have) < slots:
-                want = max(slots, settings.forecast_slots)
-                want = 24 * math.ceil(want / 24)
-                have = cache[zone] = source.forecast_values(zone, _now, want)
-                n_fc += 1
-            return have[:slots]
-
+        forecast = _SlotForecasts(source, now, settings.forecast_slots)
         view = View(
             now=now,
             step=step,
@@ -167,6 +156,7 @@ def run_replay(
             site_zone=zone_of,
         )
         decision = pol.decide(view)
+        n_fc += forecast.calls
         for job in sim.apply(decision, all_jobs, now):
             waiting.pop(job.id, None)
             running[job.id] = job
@@ -195,3 +185,22 @@ def run_replay(
 
 def pd_step(src: ReplayCarbonSource, zone: str) -> timedelta:
     return src.step(zone)
+
+
+class _SlotForecasts:
+    """A policy's ``view.forecast`` for one slot: forecasts issued at ``now``, asked once per
+    zone for at least ``min_slots`` (rounded up to whole days) and cut to what is asked, so the
+    answer does not depend on the order of a policy's questions."""
+
+    def __init__(self, source: ReplayCarbonSource, now: datetime, min_slots: int) -> None:
+        self.source, self.now, self.min_slots = source, now, min_slots
+        self.cache: dict[str, np.ndarray] = {}
+        self.calls = 0
+
+    def __call__(self, zone: str, slots: int) -> np.ndarray:
+        have = self.cache.get(zone)
+        if have is None or len(have) < slots:
+            want = 24 * math.ceil(max(slots, self.min_slots) / 24)
+            have = self.cache[zone] = self.source.forecast_values(zone, self.now, want)
+            self.calls += 1
+        return have[:slots]

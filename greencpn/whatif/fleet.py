@@ -290,7 +290,9 @@ class SimFleet:
         take: list[tuple[str, int]] = []
         # prefer the fullest nodes that still fit (packs small jobs, keeps nodes free to sleep)
         cands = [
-            st for n, st in states.items() if st.free_gpus > 0 and hook.nodes[n].power == NodePower.ON
+            st
+            for n, st in states.items()
+            if st.free_gpus > 0 and hook.nodes[n].power == NodePower.ON
         ]
         cands.sort(key=lambda st: (st.free_gpus, st.name))
         whole = [st for st in cands if st.free_gpus >= need]

@@ -164,8 +164,10 @@ def load_jobs(
         if kind == "philly":
             frame = read_philly(path, start=start, end=end)
         else:
-            kw = {"epoch": gaia_epoch} if gaia_epoch is not None else {}
-            frame = read_gaia(path, start=start, end=end, **kw)
+            if gaia_epoch is not None:
+                frame = read_gaia(path, epoch=gaia_epoch, start=start, end=end)
+            else:
+                frame = read_gaia(path, start=start, end=end)
         frame = frame.assign(deadline=deadlines(frame["release"], frame["duration_h"], slack))
         juris, ckpt = {}, {}
     else:
@@ -188,13 +190,20 @@ def load_jobs(
             f = -1.0
         if not j or not 0 <= f <= 1:
             raise ConfigError(
-                f"bad residency rule {r!r}", field="--residency", fix="write FRACTION:JURISDICTION, e.g. 0.3:EU"
+                f"bad residency rule {r!r}",
+                field="--residency",
+                fix="write FRACTION:JURISDICTION, e.g. 0.3:EU",
             )
         tags.append((f, j))
     out: list[SimJob] = []
     skipped = 0
-    for i, row in enumerate(frame.itertuples(index=False)):
-        jid = str(row.id)
+    ids = frame["id"].astype(str).tolist()
+    groups = frame["group"].astype(str).tolist()
+    gpus_col = frame["gpus"].astype(int).tolist()
+    work_col = frame["work_gpu_h"].astype(float).tolist()
+    rel_col = list(pd.DatetimeIndex(frame["release"]).to_pydatetime())
+    dl_col = list(pd.DatetimeIndex(frame["deadline"]).to_pydatetime())
+    for i, jid in enumerate(ids):
         allowed = list(sites)
         jur = juris.get(jid, ())
         for f, j in tags:
@@ -210,22 +219,21 @@ def load_jobs(
                     fix="add the jurisdiction to a site or drop the residency rule",
                 )
         if assign == "hash":
-            home = _site_of_group(str(row.group) or jid, allowed)
+            home = _site_of_group(groups[i] or jid, allowed)
         elif assign == "round-robin":
             home = allowed[i % len(allowed)]
         else:
             home = assign if assign in allowed else allowed[0]
-        gpus = int(row.gpus)
+        gpus = gpus_col[i]
         if gpus > cap:
             skipped += 1  # larger than any pool: cannot run anywhere in this fleet
             continue
-        rel = pd.Timestamp(row.release).to_pydatetime()
-        dl = pd.Timestamp(row.deadline).to_pydatetime()
+        rel, dl = rel_col[i], dl_col[i]
         out.append(
             SimJob(
                 id=jid,
                 gpus=gpus,
-                work_gpu_h=float(row.work_gpu_h),
+                work_gpu_h=work_col[i],
                 release=rel,
                 deadline=dl,
                 sites=tuple(allowed),
@@ -234,7 +242,9 @@ def load_jobs(
             )
         )
     if skipped:
-        log.warning("%s: skipped %d jobs asking more than %d GPUs (the largest pool)", path, skipped, cap)
+        log.warning(
+            "%s: skipped %d jobs asking more than %d GPUs (the largest pool)", path, skipped, cap
+        )
     return out
 
 

@@ -49,7 +49,7 @@ def read_half_hourly(path: str | Path) -> tuple[pd.Series, int]:
     vals = parse_values(df["Carbon Intensity"], path=path, column="Carbon Intensity")
     s = pd.Series(vals, index=idx).sort_index()
     s = s[~s.index.duplicated()]
-    s = s[s.index.minute % 30 == 0]
+    s = s[pd.DatetimeIndex(s.index).minute % 30 == 0]
     grid = pd.date_range(s.index[0], s.index[-1], freq=STEP)
     full = s.reindex(grid)
     missing = int(full.isna().sum())
@@ -87,7 +87,12 @@ def nightly_saving(series: pd.Series, window_h: float = 8.0, days: int = 365) ->
         fleet, base_jobs, "carbon-agnostic", forecasts=src, actuals=src, settings=settings
     )
     shifted = run_replay(
-        fleet, shift_jobs, "lets-wait-awhile:perfect=1", forecasts=src, actuals=src, settings=settings
+        fleet,
+        shift_jobs,
+        "lets-wait-awhile:perfect=1",
+        forecasts=src,
+        actuals=src,
+        settings=settings,
     )
     b, s = base.carbon_kg.sum(), shifted.carbon_kg.sum()
     # per-night means, as the paper divides both sums by 365

@@ -70,9 +70,7 @@ class FleetSpec:
     @classmethod
     def from_config(cls, cfg: FleetConfig) -> FleetSpec:
         """The fleet of a validated greencpn config (sites, pools, GPU models)."""
-        sites = tuple(
-            SiteSpec(s.name, s.zone, s.pue, tuple(s.jurisdictions)) for s in cfg.sites
-        )
+        sites = tuple(SiteSpec(s.name, s.zone, s.pue, tuple(s.jurisdictions)) for s in cfg.sites)
         pools = []
         for p in cfg.pools:
             gpu = cfg.gpu_models.get(p.gpu_model.lower())

@@ -42,7 +42,9 @@ def read_node_sequence(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         df = pd.read_csv(path)
     except FileNotFoundError:
-        raise ConfigError("node sequence not found", source=str(path), fix="check the path") from None
+        raise ConfigError(
+            "node sequence not found", source=str(path), fix="check the path"
+        ) from None
     if not {"active", "total"} <= set(df.columns):
         raise ConfigError(
             f"expected columns time,active,total; found {list(df.columns)}",

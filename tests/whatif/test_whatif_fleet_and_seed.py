@@ -87,7 +87,9 @@ def _failing_run(seed: int):
         failure_rate_per_node_h=0.05,
         repair_h=2.0,
     )
-    return run_replay(_fleet(nodes=4), jobs, "carbon-agnostic", forecasts=src, actuals=src, settings=st)
+    return run_replay(
+        _fleet(nodes=4), jobs, "carbon-agnostic", forecasts=src, actuals=src, settings=st
+    )
 
 
 def test_same_seed_same_numbers_and_failures_requeue_jobs():

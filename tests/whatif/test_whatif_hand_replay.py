@@ -32,7 +32,10 @@ def _runs(policies: list[str]):
 
 
 def _starts(run):
-    return {j.id: (j.ran_pool, j.first_start.hour, round(j.finish.hour + j.finish.minute / 60, 2)) for j in run.jobs}
+    return {
+        j.id: (j.ran_pool, j.first_start.hour, round(j.finish.hour + j.finish.minute / 60, 2))
+        for j in run.jobs
+    }
 
 
 def test_carbon_agnostic_runs_at_release_at_home():
@@ -76,9 +79,16 @@ def test_shutdown_idle_turns_idle_nodes_off_and_boots_them_on_demand():
     perfect = ReplayCarbonSource(series, mode="perfect")
     fleet = two_site_fleet(node_idle_w=100.0, node_boot_w=100.0, boot_time_min=30.0)
     st = ReplaySettings(T0, T0 + timedelta(hours=12), drain=timedelta(hours=12))
-    base = run_replay(fleet, three_jobs(), "carbon-agnostic", forecasts=perfect, actuals=perfect, settings=st)
+    base = run_replay(
+        fleet, three_jobs(), "carbon-agnostic", forecasts=perfect, actuals=perfect, settings=st
+    )
     sd = run_replay(
-        fleet, three_jobs(), "shutdown-idle:timeout_min=60", forecasts=perfect, actuals=perfect, settings=st
+        fleet,
+        three_jobs(),
+        "shutdown-idle:timeout_min=60",
+        forecasts=perfect,
+        actuals=perfect,
+        settings=st,
     )
     # all-on: 2 nodes x 24 h x 100 W idle = 4.8 kWh, plus 4 GPU-h x 200 W = 0.8 kWh
     assert base.energy_kwh.sum() == pytest.approx(4.8 + 0.8)

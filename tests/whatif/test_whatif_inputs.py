@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_policies_are_discovered_and_specs_checked():
-    assert {"carbon-agnostic", "shutdown-idle", "lets-wait-awhile", "carbon-time"} <= set(available())
+    assert {"carbon-agnostic", "shutdown-idle", "lets-wait-awhile", "carbon-time"} <= set(
+        available()
+    )
     spec = parse_spec("shutdown-idle:timeout_min=10,spares=2,perfect=1")
     assert spec.params == {"timeout_min": 10, "spares": 2} and spec.perfect
     with pytest.raises(ConfigError, match="unknown policy 'nope'.*fix: use one of"):
@@ -122,14 +124,38 @@ def test_cli_bad_input_exits_2_without_traceback(tmp_path, capsys):
     bad = tmp_path / "carbon.csv"
     bad.write_text("datetime_utc,DE,NO,ES,US-CAL-CISO\n2023-04-25T00:00:00Z,1,2,x,4\n")
     rc = main(
-        ["whatif", "--config", str(cfg), "--carbon", str(bad), "--from", "2023-04-25T00:00Z",
-         "--to", "2023-04-26T00:00Z", "--out", str(tmp_path / "o"), "--no-progress"]
+        [
+            "whatif",
+            "--config",
+            str(cfg),
+            "--carbon",
+            str(bad),
+            "--from",
+            "2023-04-25T00:00Z",
+            "--to",
+            "2023-04-26T00:00Z",
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ]
     )
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("greencpn: error:") and "Traceback" not in err
     assert str(bad) in err
     rc = main(
-        ["whatif", "--config", str(cfg), "--from", "2023-04-25T00:00Z", "--to", "2023-04-26T00:00Z",
-         "--policies", "nope", "--out", str(tmp_path / "o"), "--no-progress"]
+        [
+            "whatif",
+            "--config",
+            str(cfg),
+            "--from",
+            "2023-04-25T00:00Z",
+            "--to",
+            "2023-04-26T00:00Z",
+            "--policies",
+            "nope",
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ]
     )
     assert rc == 2 and "unknown policy" in capsys.readouterr().err

@@ -88,7 +88,15 @@ def test_decisions_before_the_clock_do_not_depend_on_later_data():
     g = gpu_model()
     fleet = FleetSpec((SiteSpec("A", "ZN"),), (PoolSpec("pa", "A", 4, 1, g, node_idle_w=10.0),))
     jobs = [
-        SimJob(f"j{k}", 1, 2.0, T0 + timedelta(hours=5 * k), T0 + timedelta(hours=5 * k + 20), ("A",), "A")
+        SimJob(
+            f"j{k}",
+            1,
+            2.0,
+            T0 + timedelta(hours=5 * k),
+            T0 + timedelta(hours=5 * k + 20),
+            ("A",),
+            "A",
+        )
         for k in range(12)
     ]
     s = noisy_series()
@@ -98,7 +106,9 @@ def test_decisions_before_the_clock_do_not_depend_on_later_data():
     runs = []
     for series in (s, _poison(s, cut, 1e6), _poison(s, cut, np.nan)):
         fc = ReplayCarbonSource({"ZN": series})
-        runs.append(run_replay(fleet, jobs, "lets-wait-awhile", forecasts=fc, actuals=actual, settings=st))
+        runs.append(
+            run_replay(fleet, jobs, "lets-wait-awhile", forecasts=fc, actuals=actual, settings=st)
+        )
     decided_before = [j.id for j in runs[0].jobs if j.release < cut]
     assert len(decided_before) == 7
     for other in runs[1:]:
@@ -118,4 +128,6 @@ def test_perfect_mode_sees_actuals():
     s = noisy_series()
     src = ReplayCarbonSource({"ZN": s}, mode="perfect")
     fc = src.forecast("ZN", T0, timedelta(hours=5))
-    np.testing.assert_array_equal(fc.intensity_g_per_kwh.to_numpy(), s[pd.Timestamp(T0):].to_numpy()[:5])
+    np.testing.assert_array_equal(
+        fc.intensity_g_per_kwh.to_numpy(), s[pd.Timestamp(T0) :].to_numpy()[:5]
+    )

@@ -86,9 +86,7 @@ def parse_spec(text: str) -> PolicySpec:
             perfect = bool(_value(val))
             continue
         params[key] = _value(val)
-    accepted = [
-        p for p in inspect.signature(pols[name].__init__).parameters if p not in ("self",)
-    ]
+    accepted = list(inspect.signature(pols[name]).parameters)
     for key in params:
         if key not in accepted:
             raise ConfigError(
