@@ -32,6 +32,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check greencpn tests bench models
 	$(BIN)/ruff format --check greencpn tests bench models
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) out

@@ -63,7 +63,8 @@ def _stats(xs_ms: list[float]) -> dict[str, float]:
 COLD = r"""
 import json, time
 t0 = time.perf_counter()
-from greencpn.actuate.gpu import apply_power_limits, get_gpu_backend
+from greencpn.actuate.gpu import apply_power_limits
+from greencpn.actuate.gpu_factory import get_gpu_backend
 import pynvml  # noqa: F401
 t1 = time.perf_counter()
 b = get_gpu_backend("nvml")

@@ -36,9 +36,10 @@ def run_one(
 
     from greencpn.clock import SystemClock
     from greencpn.config import load_config
+    from greencpn.controller.forecast import make_inputs
     from greencpn.optimize.checks import run_checks
     from greencpn.optimize.milp import PlanModel
-    from greencpn.optimize.plan import finish_plan, make_inputs
+    from greencpn.optimize.plan import finish_plan
 
     out: dict = {"instance": name, "window": window, "node_factor": node_factor}
     with tempfile.TemporaryDirectory() as tmp:

@@ -28,7 +28,7 @@ def main() -> int:
 
         from greencpn.clock import SimClock
         from greencpn.config import load_config
-        from greencpn.optimize.plan import make_plan
+        from greencpn.controller.forecast import make_plan
 
         cfg = load_config(Path(__file__).resolve().parents[1] / "data" / "example" / "fleet.toml")
         plan = make_plan(cfg, SimClock(datetime(2023, 4, 25, tzinfo=UTC))).document

@@ -27,6 +27,8 @@ BENCHES: dict[str, list[str]] = {
     "apply": [PY, "bench/bench_apply.py", "--write", "bench/results/apply.md"],
     "actuate_nodes": [PY, "bench/bench_node_hooks.py", "--write", "bench/results/actuate_nodes.md"],
     "report": [PY, "bench/bench_report_render.py"],
+    "daemon": [PY, "bench/bench_daemon.py", "--write"],
+    "controller": [PY, "bench/bench_controller.py", "--write"],
     "whatif": [PY, "bench/bench_whatif.py"],
 }
 
@@ -41,6 +43,8 @@ ORDER = [
     "agent",
     "apply",
     "actuate_nodes",
+    "controller",
+    "daemon",
     "whatif",
 ]
 

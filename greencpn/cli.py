@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES = (
     "greencpn.sources.cli",  # forecast
     "greencpn.actuate.cli",  # apply
     "greencpn.agent.cli",  # agent
+    "greencpn.daemon.cli",  # run, status
     "greencpn.whatif.cli",  # whatif
 )
 

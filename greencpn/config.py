@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -293,6 +294,33 @@ class CarbonConfig(_Strict):
     )
 
 
+class ControllerConfig(_Strict):
+    """``[controller]``: how the control step re-plans and acts (every field optional)."""
+
+    preempt_checkpointable: bool = Field(
+        default=False,
+        description="a running checkpointable job may be moved by a re-plan (else it keeps its pool)",
+    )
+    node_flap_weight: NonNegFloat = Field(
+        default=0.5,
+        description="objective units per node switched against the previous plan (stability)",
+    )
+    job_move_weight_per_gpu_h: NonNegFloat = Field(
+        default=0.05,
+        description="objective units per GPU-h placed at another site than the previous plan",
+    )
+    job_shift_weight_per_gpu_h_slot: NonNegFloat = Field(
+        default=0.005,
+        description="objective units per GPU-h and slot of distance from the previous planned start",
+    )
+    retries: int = Field(default=3, ge=0, description="retries of an actuator TemporaryError")
+    retry_backoff_s: NonNegFloat = Field(default=2.0, description="first retry delay, doubles")
+    degraded_cooldown_s: NonNegFloat = Field(
+        default=3600.0, description="a pool with a permanent actuator error is left alone this long"
+    )
+    keep_plans: int = Field(default=336, ge=0, description="plan documents kept in the ledger")
+
+
 class FleetFile(_Strict):
     """The whole TOML file."""
 
@@ -300,6 +328,7 @@ class FleetFile(_Strict):
     horizon: HorizonConfig = Field(default_factory=HorizonConfig)
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     solver: SolverConfig = Field(default_factory=SolverConfig)
+    controller: ControllerConfig = Field(default_factory=ControllerConfig)
     carbon: CarbonConfig | None = None
     models_dir: str | None = None
     gpu_models: list[GpuModelConfig] = Field(default_factory=list)
@@ -472,6 +501,17 @@ def load_jobs_csv(path: Path) -> list[JobConfig]:
     return jobs
 
 
+JobFileReader = Callable[[Path, "datetime | None"], list[JobConfig]]
+#: readers for ``jobs_file`` by suffix beyond CSV; :mod:`greencpn.sources.load` registers
+#: ``.json`` (plain JSON and saved Slurm output) when imported. Core config imports no source.
+JOB_FILE_READERS: dict[str, JobFileReader] = {}
+
+
+def register_job_file_reader(suffix: str, reader: JobFileReader) -> None:
+    """Let ``load_config`` read ``jobs_file`` entries ending in ``suffix`` with ``reader``."""
+    JOB_FILE_READERS[suffix.lower()] = reader
+
+
 def load_config(path: str | Path) -> FleetConfig:
     """Load, validate and cross-check a fleet config file."""
     path = Path(path).resolve()
@@ -500,11 +540,18 @@ def load_config(path: str | Path) -> FleetConfig:
     jobs = list(raw.jobs)
     if raw.jobs_file:
         jobs_path = base / raw.jobs_file
-        if jobs_path.suffix.lower() == ".json":
-            # a list of jobs, {"jobs": [...]}, or saved `squeue --json` / `sacct --json` output
-            from greencpn.sources.load import load_jobs_json
-
-            jobs = load_jobs_json(jobs_path, now=raw.horizon.start) + jobs
+        reader = JOB_FILE_READERS.get(jobs_path.suffix.lower())
+        if reader is not None:
+            # e.g. .json: a list of jobs, {"jobs": [...]}, or saved `squeue --json` output
+            jobs = reader(jobs_path, raw.horizon.start) + jobs
+        elif jobs_path.suffix.lower() != ".csv":
+            raise ConfigError(
+                f"no reader for {jobs_path.suffix or 'extension-less'} job files",
+                source=src,
+                field="jobs_file",
+                fix="use a .csv file, or a .json file (its reader is registered by "
+                "greencpn.sources.load, which the CLI and the control step import)",
+            )
         else:
             jobs = load_jobs_csv(jobs_path) + jobs
 

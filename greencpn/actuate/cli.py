@@ -100,7 +100,7 @@ def _gpu_lookup(
         if callable(provider):
             gb = provider(node)
         elif node in local:
-            from greencpn.actuate.gpu import get_gpu_backend
+            from greencpn.actuate.gpu_factory import get_gpu_backend
 
             try:
                 gb = get_gpu_backend("nvml")

@@ -27,7 +27,6 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from greencpn.actuate.base import Change, GpuBackend, GpuInfo
 from greencpn.errors import GreencpnError, PermanentError, TemporaryError
@@ -728,39 +727,3 @@ def apply_power_limits(
             continue
         result.changes.append(change)
     return result
-
-
-def get_gpu_backend(kind: str = "nvml", **options: Any) -> BaseGpuBackend:
-    """Create a GPU backend by name.
-
-    Args:
-        kind: ``"nvml"`` (the NVIDIA driver), ``"fake"`` (in memory) or ``"auto"`` (nvml if a
-            driver answers, else raise).
-        **options: passed to the backend's constructor.
-
-    Raises:
-        GpuDriverError: ``nvml``/``auto`` without a usable NVIDIA driver.
-        GpuInvalidArgumentError: an unknown ``kind``.
-    """
-    kind = kind.lower()
-    if kind in ("nvml", "auto"):
-        from greencpn.actuate.nvml import NvmlGpuBackend
-
-        return NvmlGpuBackend(**options)
-    if kind == "fake":
-        from greencpn.actuate.fake_gpu import FakeGpuBackend
-
-        return FakeGpuBackend(**options)
-    raise GpuInvalidArgumentError(
-        f"unknown GPU backend {kind!r} — use 'nvml' or 'fake'", operation="get_gpu_backend"
-    )
-
-
-def nvml_available() -> bool:
-    """True when pynvml imports and an NVIDIA driver answers nvmlInit (no exception escapes)."""
-    try:
-        backend = get_gpu_backend("nvml")
-    except (GpuPermanentError, GpuTemporaryError):
-        return False
-    backend.close()
-    return True

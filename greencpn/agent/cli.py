@@ -54,7 +54,7 @@ def make_backend(kind: str, fake_gpus: int = 2) -> GpuBackend | None:
         from greencpn.actuate.fake_gpu import FakeGpu, FakeGpuBackend
 
         return FakeGpuBackend([FakeGpu() for _ in range(fake_gpus)])
-    from greencpn.actuate.gpu import get_gpu_backend
+    from greencpn.actuate.gpu_factory import get_gpu_backend
 
     return get_gpu_backend(kind)
 

@@ -1,8 +1,10 @@
 """One planning run: inputs → MILP → placement → repair → evaluation → the plan document.
 
-:func:`make_plan` is the single code path the one-off report, the daemon and the what-if replay
-share. It returns a :class:`PlanResult` whose ``document`` is the versioned ``plan.json``
-(schema ``greencpn.plan/1``, see docs/plan-schema.md).
+:func:`make_plan` is the optimise phase of the control step (:mod:`greencpn.controller`), the
+single code path the one-off report, the daemon and the what-if replay share. It receives the
+forecasts as arrays (the controller's forecast phase gathers them; nothing here reads a source)
+and returns a :class:`PlanResult` whose ``document`` is the versioned ``plan.json`` (schema
+``greencpn.plan/1``, see docs/plan-schema.md).
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 
@@ -69,183 +71,33 @@ def horizon_start(cfg: FleetConfig, clock: Clock | None) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-def load_carbon(cfg: FleetConfig, start: datetime, slots: int) -> dict[str, np.ndarray]:
-    """Carbon intensity per zone for each slot of the horizon, from the configured file
-    (zones of sites without their own ``carbon_source``)."""
-    from greencpn.sources.files import detect_format, read_carbon_file, read_wide
-
-    slot = timedelta(minutes=cfg.raw.horizon.slot_minutes)
-    zones = sorted({s.zone for s in cfg.raw.sites if s.carbon_source is None})
-    assert cfg.raw.carbon is not None or not zones
-    wanted = [start + i * slot for i in range(slots)]
-    out: dict[str, np.ndarray] = {}
-    if not zones:
-        return out
-    assume_utc = cfg.raw.carbon.assume_utc  # type: ignore[union-attr]
-    max_gap = slot * cfg.raw.carbon.max_gap_slots  # type: ignore[union-attr]
-    if detect_format(cfg.carbon_path) == "wide":  # one parse for every zone
-        table = read_wide(
-            cfg.carbon_path, zones=zones, assume_utc=assume_utc, slot=slot, max_gap=max_gap
-        )
-    else:
-        table = {
-            z: read_carbon_file(
-                cfg.carbon_path, zone=z, assume_utc=assume_utc or None, slot=slot, max_gap=max_gap
-            )
-            for z in zones
-        }
-    for zone in zones:
-        series = table[zone].intensity_g_per_kwh
-        vals = series.reindex(wanted)
-        if vals.isna().any():
-            missing = [w for w, v in zip(wanted, vals.isna(), strict=True) if v]
-            have = (
-                f"the file covers {_iso(series.index[0])} – {_iso(series.index[-1] + slot)}"
-                if len(series)
-                else "the file has no values"
-            )
-            raise ConfigError(
-                f"zone {zone}: no carbon intensity for {len(missing)} slot(s) of the horizon, "
-                f"first {_iso(missing[0])}; {have}",
-                source=str(cfg.carbon_path),
-                field=zone,
-                fix="extend the carbon file to cover the horizon, or move horizon.start",
-            )
-        out[zone] = vals.to_numpy(dtype=float)
-    return out
-
-
-def load_site_sources(
-    cfg: FleetConfig, start: datetime, slots: int, clock: Clock
-) -> tuple[dict[str, np.ndarray], dict[str, dict], dict[str, np.ndarray]]:
-    """Forecasts for sites with a ``carbon_source`` through the source chain (live → cache →
-    forecaster), resampled to the slots; returns intensities per zone, provenance per site and,
-    where the forecast carries 0.1/0.9 quantiles, its error (half the band) per site."""
-    from greencpn.sources.chain import open_chain
-    from greencpn.sources.resample import resample_to_slots
-
-    slot = timedelta(minutes=cfg.raw.horizon.slot_minutes)
-    wanted = [start + i * slot for i in range(slots)]
-    out: dict[str, np.ndarray] = {}
-    prov: dict[str, dict] = {}
-    errors: dict[str, np.ndarray] = {}
-    for site in cfg.raw.sites:
-        spec = site.carbon_source
-        if spec is None:
-            continue
-        if spec.startswith("csv:") and not Path(spec[4:]).is_absolute():
-            spec = "csv:" + str(cfg.path.parent / spec[4:])
-        chain = open_chain(spec, site.zone, clock=clock)
-        cs = chain.forecast(site.zone, issued_at=start, horizon=slot * slots)
-        series = cs.intensity_g_per_kwh
-        if cs.step != slot:
-            series = resample_to_slots(series, slot, what=f"{spec} {site.zone}")
-        vals = series.reindex(wanted)
-        if vals.isna().any():
-            raise ConfigError(
-                f"site {site.name}: the {spec} forecast leaves {int(vals.isna().sum())} slot(s) of the "
-                f"horizon without a value",
-                field=f"sites({site.name}).carbon_source",
-                fix="check the source, or give the zone in the [carbon] file",
-            )
-        out.setdefault(site.zone, vals.to_numpy(dtype=float))
-        lo, hi = cs.quantiles.get(0.1), cs.quantiles.get(0.9)
-        if lo is not None and hi is not None:
-            band = (hi - lo) / 2.0
-            if cs.step != slot:
-                band = resample_to_slots(band, slot, what=f"{spec} {site.zone} error")
-            errors[site.name] = np.nan_to_num(band.reindex(wanted).to_numpy(dtype=float), nan=0.0)
-        prov[site.name] = {
-            "source": cs.source,
-            "issued_at": _iso(cs.issued_at) if cs.issued_at else None,
-            "fallback": cs.fallback,
-            "stale_age_s": cs.stale_age_s,
-            "signal": cs.signal,
-            "accounting": cs.accounting,
-            "errors": [str(e) for e in getattr(chain, "errors", [])][:5],
-        }
-    return out, prov, errors
-
-
-def load_reserves(cfg: FleetConfig, start: datetime, slots: int) -> dict[str, np.ndarray]:
-    """Per pool with a ``load_history``: the forecast quantile of its interactive load (busy
-    GPUs per slot), kept powered on as a reserve."""
-    import pandas as pd
-
-    from greencpn.sources.load_forecast import SeasonalLoadForecaster
-
-    out: dict[str, np.ndarray] = {}
-    slot_min = cfg.raw.horizon.slot_minutes
-    for i, pool in enumerate(cfg.raw.pools):
-        if not pool.load_history:
-            continue
-        path = cfg.path.parent / pool.load_history
-        where = f"pools[{i}]({pool.name}).load_history"
-        try:
-            df = pd.read_csv(path)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"cannot read {path}: {exc}",
-                source=str(cfg.path),
-                field=where,
-                fix="give a CSV with a time column and a busy-GPU column",
-            ) from None
-        if df.shape[1] < 2:
-            raise ConfigError(
-                "needs two columns: time, busy GPUs",
-                source=str(path),
-                field=where,
-                fix="write e.g. 'time,busy_gpus'",
-            )
-        try:
-            idx = pd.to_datetime(df.iloc[:, 0], utc=True)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(
-                f"unreadable time column: {exc}",
-                source=str(path),
-                field=df.columns[0],
-                fix="write ISO-8601 UTC timestamps",
-            ) from None
-        hist = pd.Series(
-            pd.to_numeric(df.iloc[:, 1], errors="coerce").to_numpy(), index=idx
-        ).dropna()
-        fc = SeasonalLoadForecaster(
-            slot_minutes=slot_min, quantiles=(pool.load_quantile,)
-        ).forecast(
-            hist,
-            start,
-            timedelta(minutes=slot_min * slots),
-            capacity=float(pool.nodes * pool.gpus_per_node),
-            pool=pool.name,
-        )
-        q = fc.quantiles.get(pool.load_quantile, fc.expected)
-        vals = np.nan_to_num(q.to_numpy(dtype=float)[:slots], nan=0.0)
-        if vals.size < slots:
-            vals = np.concatenate(
-                [vals, np.full(slots - vals.size, vals[-1] if vals.size else 0.0)]
-            )
-        out[pool.name] = np.ceil(np.clip(vals, 0.0, None) - 1e-9)
-    return out
-
-
 def make_inputs(
     cfg: FleetConfig,
     clock: Clock | None = None,
     intensity_by_zone: dict[str, np.ndarray] | None = None,
     failed_nodes: dict[str, int] | None = None,
+    *,
+    provenance: dict[str, dict] | None = None,
+    forecast_error: dict[str, np.ndarray] | None = None,
+    reserves: dict[str, np.ndarray] | None = None,
+    start: datetime | None = None,
 ) -> PlanInputs:
-    start = horizon_start(cfg, clock)
+    """The plan's numeric inputs from the config and the forecasts the caller gathered.
+
+    ``optimize`` reads no files and opens no sources: the control step
+    (:mod:`greencpn.controller`) gathers carbon per zone, its provenance and error per site and
+    the interactive-load reserves per pool, and passes them here as arrays.
+    """
+    if intensity_by_zone is None:
+        raise ValueError(
+            "make_inputs needs intensity_by_zone; gather the forecasts with "
+            "greencpn.controller.forecast.make_inputs (the control step does)"
+        )
+    start = start or horizon_start(cfg, clock)
     T = cfg.raw.horizon.slots
     starts = slot_times(start, T, cfg.raw.horizon.slot_minutes)
-    provenance: dict[str, dict] = {}
-    errors: dict[str, np.ndarray] = {}
-    if intensity_by_zone is None:
-        intensity_by_zone = load_carbon(cfg, start, T)
-        if any(s.carbon_source for s in cfg.raw.sites):
-            from greencpn.clock import SystemClock
-
-            live, provenance, errors = load_site_sources(cfg, start, T, clock or SystemClock())
-            intensity_by_zone = {**live, **intensity_by_zone}
+    provenance = {k: dict(v) for k, v in (provenance or {}).items()}
+    errors = forecast_error or {}
     for s in cfg.raw.sites:
         provenance.setdefault(s.name, {"source": f"csv:{cfg.carbon_path}", "fallback": None})
     inp = build_inputs(
@@ -253,7 +105,7 @@ def make_inputs(
         intensity_by_zone,
         start,
         starts,
-        reserves=load_reserves(cfg, start, T),
+        reserves=reserves,
         failed_nodes=failed_nodes,
     )
     if cfg.raw.objective.ignore_gains_within_forecast_error and errors:
@@ -298,6 +150,8 @@ def make_plan(
     intensity_by_zone: dict[str, np.ndarray] | None = None,
     model: PlanModel | None = None,
     failed_nodes: dict[str, int] | None = None,
+    inputs: PlanInputs | None = None,
+    new_model: Callable[[PlanInputs], PlanModel] | None = None,
 ) -> PlanResult:
     """Plan the fleet over the horizon.
 
@@ -305,8 +159,11 @@ def make_plan(
         model: a built model to re-plan with new carbon data (same fleet, jobs, horizon).
         failed_nodes: per pool, nodes that failed to boot (from the apply ledger): the plan
             leaves them out, so their work is re-planned onto the rest of the fleet.
+        inputs: inputs already built by the caller (the control step adjusts them for the
+            observed world); ``intensity_by_zone`` and ``failed_nodes`` are then not used.
+        new_model: builds the model when ``model`` is not given (default :class:`PlanModel`).
     """
-    inp = make_inputs(cfg, clock, intensity_by_zone, failed_nodes=failed_nodes)
+    inp = inputs or make_inputs(cfg, clock, intensity_by_zone, failed_nodes=failed_nodes)
     diagnostics = run_checks(inp)
     for name, k in sorted((failed_nodes or {}).items()):
         if k:
@@ -314,7 +171,7 @@ def make_plan(
                 f"nodes: pool {name} has {k} failed node(s) (apply ledger); planned without them"
             )
     if model is None:
-        model = PlanModel(inp)
+        model = (new_model or PlanModel)(inp)
         outcome = model.solve()
     else:
         outcome = model.resolve(inp)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -99,46 +100,25 @@ def summary(doc: dict[str, Any], paths: dict[str, Path], wall_s: float) -> str:
     return "\n".join(lines)
 
 
-def failed_from_ledger(state_dir: Path | None, cfg: Any) -> dict[str, int]:
-    """Per pool, the nodes the apply ledger marks failed (they failed to boot; an operator
-    clears them with ``greencpn apply --clear-failed NODE``)."""
-    if state_dir is None:
-        return {}
-    from greencpn.actuate.hostlist import expand
-    from greencpn.actuate.ledger import Ledger
-
-    ledger = Ledger.open_readonly(state_dir)
-    try:
-        failed = {n.name for n in ledger.nodes() if n.failed}
-    finally:
-        ledger.close()
-    out: dict[str, int] = {}
-    for pool in cfg.raw.pools:
-        if pool.hostlist and failed:
-            k = len(failed & set(expand(pool.hostlist)))
-            if k:
-                out[pool.name] = k
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
-    from greencpn.config import load_config
-    from greencpn.optimize.plan import make_plan
+    from greencpn.actuate.apply import Backends
+    from greencpn.controller import Controller
 
     t0 = time.perf_counter()
-    cfg = load_config(args.config)
-    if args.time_limit is not None:
-        raw = cfg.raw.model_copy(
-            update={"solver": cfg.raw.solver.model_copy(update={"time_limit_s": args.time_limit})}
+    # the report is the control step's observe → forecast → optimise, strictly (a fault is an
+    # error here, not a fallback), with no hardware: the config's initial state, and the nodes
+    # the apply ledger in --state-dir marks failed
+    with tempfile.TemporaryDirectory(prefix="greencpn-plan-") as scratch:
+        controller = Controller(
+            args.config,
+            clock=SystemClock(),
+            state_dir=args.state_dir or Path(scratch),
+            backends=Backends(hooks={}, gpus=lambda node: None),
+            rolling=False,
         )
-        cfg = type(cfg)(
-            path=cfg.path,
-            raw=raw,
-            gpu_models=cfg.gpu_models,
-            jobs=cfg.jobs,
-            carbon_path=cfg.carbon_path,
-        )
-    result = make_plan(cfg, SystemClock(), failed_nodes=failed_from_ledger(args.state_dir, cfg))
+        if args.time_limit is not None:
+            controller.override_solver(time_limit_s=args.time_limit)
+        result = controller.plan()
     doc = result.document
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import greencpn.sources.load  # noqa: F401  (registers the .json jobs_file reader for every command)
+
 
 def add_parser(subparsers: Any) -> None:
     """Register ``forecast`` on the main parser's subparsers."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from greencpn.config import JobConfig, load_jobs_csv
+from greencpn.config import JobConfig, load_jobs_csv, register_job_file_reader
 from greencpn.errors import ConfigError
 from greencpn.sources.slurm_queue import QueueRules, parse_sacct_json, parse_squeue_json
 
@@ -125,3 +125,6 @@ def load_jobs_file(
         source=str(path),
         fix="use a .csv or .json file",
     )
+
+
+register_job_file_reader(".json", lambda path, now: load_jobs_json(path, now=now))

@@ -17,8 +17,8 @@ from greencpn.actuate.gpu import (
     PowerLimitOutOfRangeError,
     apply_power_limits,
     error_from_nvml_code,
-    get_gpu_backend,
 )
+from greencpn.actuate.gpu_factory import get_gpu_backend
 from greencpn.errors import PermanentError, TemporaryError
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from greencpn.actuate import gpu
+from greencpn.actuate import gpu, gpu_factory
 from greencpn.actuate.base import GpuBackend
 from greencpn.actuate.gpu import (
     GpuDriverError,
@@ -22,8 +22,8 @@ from greencpn.actuate.gpu import (
     GpuTemporaryError,
     PowerLimitOutOfRangeError,
     apply_power_limits,
-    get_gpu_backend,
 )
+from greencpn.actuate.gpu_factory import get_gpu_backend
 from greencpn.actuate.nvml import NvmlGpuBackend
 from greencpn.errors import PermanentError, TemporaryError
 
@@ -329,7 +329,7 @@ def test_unmodified_loader_path_in_a_subprocess_with_state_file(fake_nvml_path, 
     )
     env = {"LD_LIBRARY_PATH": str(fake_nvml_path.parent), "FAKE_NVML_STATE": str(state)}
     code = (
-        "from greencpn.actuate.gpu import get_gpu_backend\n"
+        "from greencpn.actuate.gpu_factory import get_gpu_backend\n"
         "b = get_gpu_backend('nvml')\n"
         "print([g.uuid for g in b.list_gpus()])\n"
         "print(b.set_power_limit_w(1, 180).message)\n"
@@ -350,7 +350,7 @@ def test_unmodified_loader_path_in_a_subprocess_with_state_file(fake_nvml_path, 
 def test_no_driver_in_a_subprocess(tmp_path):
     code = (
         "import sys\n"
-        "from greencpn.actuate.gpu import get_gpu_backend, nvml_available, GpuDriverError\n"
+        "from greencpn.actuate.gpu import GpuDriverError\nfrom greencpn.actuate.gpu_factory import get_gpu_backend, nvml_available\n"
         "print(nvml_available())\n"
         "try:\n    get_gpu_backend('nvml')\n"
         "except GpuDriverError as e:\n    print(type(e).__name__, e)\n"
@@ -380,4 +380,4 @@ def test_disarmed_fake_looks_like_no_driver(fake_nvml):
     fake_nvml.disarm()  # what the fixture does after each test
     with pytest.raises(GpuDriverError, match="no NVIDIA driver"):
         get_gpu_backend("nvml")
-    assert not gpu.nvml_available()
+    assert not gpu_factory.nvml_available()

@@ -16,8 +16,8 @@ import pytest
 
 from greencpn.clock import SimClock
 from greencpn.config import allowed_sites, load_config
+from greencpn.controller.forecast import make_plan
 from greencpn.optimize.checks import check_deadlines
-from greencpn.optimize.plan import make_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data" / "carbon" / "electricitymaps_hourly_lca_2021-2023.csv"

@@ -1,0 +1,396 @@
+"""Controller benchmark: the control step (observe → forecast → optimise → reconcile → act →
+record) on in-memory fakes.
+
+1. **L re-plan step** — the L instance (../shared/bench-instances/L, converted as bench_plan
+   does, each pool given a hostlist so its nodes are actuated on fakes), a first step at slot 0,
+   then one slot later a step with 5 % of the jobs changed (2.5 % removed, 2.5 % new) and a new
+   forecast (±20 % noise): phases of that second step.
+2. **Step overhead on the example fleet** — hourly steps on data/example (fakes, enforce):
+   wall time of the step minus its optimise phase, and minus only HiGHS' own solve time.
+3. **Memory** — RSS over many steps after a warm-up, on a tiny fleet (full steps: MILP,
+   placement, apply on fakes, ledger).
+4. **Ledger bytes per step** — growth of steps.sqlite (+ WAL) per step, for both fleets.
+
+    .venv/bin/python bench/bench_controller.py [--tiny-steps 2000] [--example-steps 24] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import random
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+RESULTS = HERE / "results" / "controller.md"
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def machine() -> str:
+    import highspy
+    import pyomo
+
+    ver = getattr(highspy, "__version__", "?")
+    return (
+        f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, Python "
+        f"{platform.python_version()}, pyomo {pyomo.__version__}, highspy {ver}, load average at "
+        f"start {os.getloadavg()[0]:.1f}"
+    )
+
+
+class ListQueue:
+    def __init__(self, jobs):
+        self.jobs = list(jobs)
+
+    def observe(self, now):
+        from greencpn.controller import QueueState
+
+        return QueueState(pending=list(self.jobs), source="bench")
+
+
+# ----------------------------------------------------------------------------- 1. L step
+def bench_l(window: int) -> dict:
+    import instances
+    from instances import START, convert
+
+    if not instances.INSTANCES.is_dir():  # a worktree one level deeper than the main checkout
+        for cand in (ROOT.parent.parent / "shared" / "bench-instances",):
+            if cand.is_dir():
+                instances.INSTANCES = cand
+
+    from greencpn.clock import SimClock
+    from greencpn.config import load_config
+    from greencpn.controller import Controller, Mode
+    from greencpn.controller.fakes import FakeFleet
+
+    out: dict = {"window": window}
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        path = convert("L", d, window=window, time_limit_s=120.0)
+        text = path.read_text()
+        # hostlists so the fakes actuate every node; a rolling horizon
+        n = iter(range(10_000))
+
+        def add_host(m: re.Match) -> str:
+            return f'{m.group(0)}\nhostlist = "l{next(n)}n[1-{m.group(1)}]"'
+
+        text = re.sub(r"(?m)^nodes = (\d+)$", add_host, text)
+        text = re.sub(r'start = "[^"]*"\n', "", text, count=1)
+        path.write_text(text)
+        (d / "control.toml").write_text(
+            "[control]\nmax_power_ops_per_min = 100000\npower_ops_burst = 100000\nwait_for_boot = false\n"
+        )
+        # carbon one slot longer (the horizon rolls by one), and a noisy copy for step 2
+        rows = list(csv.reader((d / "carbon.csv").open()))
+        head, body = rows[0], rows[1:]
+        last = body[-1]
+        t_next = datetime.fromisoformat(last[0].replace("Z", "+00:00")) + timedelta(hours=1)
+        body.append([t_next.strftime("%Y-%m-%dT%H:%M:%SZ"), *last[1:]])
+
+        def write_carbon(rows_, noise: float, seed: int) -> None:
+            rnd = random.Random(seed)
+            with (d / "carbon.csv").open("w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(head)
+                for r in rows_:
+                    w.writerow(
+                        [
+                            r[0],
+                            *[f"{float(v) * (1 + rnd.uniform(-noise, noise)):.2f}" for v in r[1:]],
+                        ]
+                    )
+
+        write_carbon(body, 0.0, 0)
+        cfg = load_config(path)
+        clock = SimClock(START + timedelta(minutes=1))
+        fleet = FakeFleet(cfg, clock, boot_delay_s=60)
+        jobs = list(cfg.jobs)
+        queue = ListQueue(jobs)
+        c = Controller(
+            path,
+            clock=clock,
+            state_dir=d / "state",
+            mode=Mode.ENFORCE,
+            backends=fleet.backends,
+            queue=queue,
+            sleep=lambda s: clock.advance(timedelta(seconds=s)),
+        )
+        out["nodes"] = sum(p.nodes for p in cfg.pools)
+        out["jobs"] = len(jobs)
+        t0 = time.perf_counter()
+        r1 = c.step()
+        out["first_step_s"] = time.perf_counter() - t0
+        out["first_phases"] = r1.phase_s
+        out["first_solver"] = r1.solver_status
+        # 5 % of the jobs changed: 2.5 % removed, 2.5 % new (copies released now), new forecast
+        rnd = random.Random(7)
+        k = max(1, round(0.025 * len(jobs)))
+        removed = set(rnd.sample(range(len(jobs)), k))
+        kept = [j for i, j in enumerate(jobs) if i not in removed]
+        now = START + timedelta(hours=1)
+        new = []
+        for i, j in enumerate(rnd.sample(kept, k)):
+            span = j.deadline - j.release
+            new.append(
+                j.model_copy(update={"id": f"new{i}", "release": now, "deadline": now + span})
+            )
+        queue.jobs = kept + new
+        write_carbon(body, 0.2, 1)
+        clock.set(START + timedelta(hours=1, minutes=1))
+        t0 = time.perf_counter()
+        r2 = c.step()
+        out["step_s"] = time.perf_counter() - t0
+        out["phases"] = r2.phase_s
+        out["solver"] = r2.solver_status
+        out["gap"] = r2.mip_gap
+        out["status"] = r2.status.value
+        out["actions"] = len(r2.actions)
+        out["solve_s"] = r2.metrics.get("solve_s")
+        out["plan_solver"] = (r2.plan or {}).get("solver", {})
+        out["model_reused"] = r2.metrics.get("model_reused")
+        out["changed_jobs"] = 2 * k
+        c.close()
+    return out
+
+
+# ----------------------------------------------------------------------------- 2./4. example
+def bench_example(steps: int) -> dict:
+    sys.path.insert(0, str(ROOT / "tests" / "controller"))
+    from greencpn.clock import SimClock
+    from greencpn.config import load_config
+    from greencpn.controller import Controller, Mode
+    from greencpn.controller.fakes import FakeFleet
+    from tests.controller.conftest import SimWorld
+    from tests.controller.test_example_fleet import T0, example_copy, trace
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        days = steps // 24 + 3
+        path = example_copy(d, days=days, slots=48)
+        cfg = load_config(path)
+        clock = SimClock(T0 + timedelta(minutes=1))
+        fleet = FakeFleet(cfg, clock)
+        world = SimWorld(cfg, fleet, clock, trace(600, hours=max(24, steps)))
+        c = Controller(
+            path,
+            clock=clock,
+            state_dir=d / "state",
+            mode=Mode.ENFORCE,
+            backends=fleet.backends,
+            queue=world,
+            job_actuator=world,
+            sleep=lambda s: clock.advance(timedelta(seconds=s)),
+        )
+        rows = []
+        b0 = None
+        for i in range(steps):
+            t0 = time.perf_counter()
+            r = c.step()
+            wall = time.perf_counter() - t0
+            fleet.forget_calls()
+            rows.append((wall, r.phase_s, r.metrics.get("solve_s") or 0.0, len(r.actions)))
+            if i == 0:
+                b0 = c.ledger.bytes()
+            clock.set(r.slot_start + timedelta(hours=1, minutes=1))
+        c.ledger.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        b1 = c.ledger.bytes()
+        c.close()
+    over = sorted(w - p["optimize"] for w, p, _, _ in rows)
+    over_solve = sorted(w - s for w, _, s, _ in rows)
+    med = lambda xs: xs[len(xs) // 2]  # noqa: E731
+    return {
+        "steps": steps,
+        "wall_median_s": med(sorted(w for w, *_ in rows)),
+        "overhead_excl_optimize_median_s": med(over),
+        "overhead_excl_optimize_max_s": over[-1],
+        "overhead_excl_highs_median_s": med(over_solve),
+        "phase_median_s": {k: med(sorted(p[k] for _, p, _, _ in rows)) for k in rows[0][1]},
+        "actions_median": med(sorted(a for *_, a in rows)),
+        "ledger_bytes_per_step": (b1 - (b0 or 0)) / max(1, steps - 1),
+    }
+
+
+# ----------------------------------------------------------------------------- 3. memory
+def bench_memory(steps: int, warmup: int) -> dict:
+    from greencpn.clock import SimClock
+    from greencpn.config import load_config
+    from greencpn.controller import Controller, Mode
+    from greencpn.controller.fakes import FakeFleet
+    from tests.controller.conftest import START, SimWorld, trace_jobs, write_tiny
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        days = steps // 24 + 3
+        path = write_tiny(d, days=days, slots=12)
+        cfg = load_config(path)
+        clock = SimClock(START + timedelta(minutes=1))
+        fleet = FakeFleet(cfg, clock)
+        world = SimWorld(cfg, fleet, clock, trace_jobs(steps // 2, hours=steps - 24))
+        c = Controller(
+            path,
+            clock=clock,
+            state_dir=d / "state",
+            mode=Mode.ENFORCE,
+            backends=fleet.backends,
+            queue=world,
+            job_actuator=world,
+            sleep=lambda s: clock.advance(timedelta(seconds=s)),
+        )
+        rss = []
+        t0 = time.perf_counter()
+        b_warm = 0
+        for i in range(steps):
+            r = c.step()
+            fleet.forget_calls()
+            world.calls.clear()
+            clock.set(r.slot_start + timedelta(hours=1, minutes=1))
+            if i + 1 == warmup:
+                b_warm = c.ledger.bytes()
+            if (i + 1) % 50 == 0:
+                rss.append((i + 1, rss_mb()))
+        wall = time.perf_counter() - t0
+        c.ledger.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        b_end = c.ledger.bytes()
+        c.close()
+    warm = next(v for s, v in rss if s >= warmup)
+    end = rss[-1][1]
+    return {
+        "steps": steps,
+        "warmup": warmup,
+        "wall_s": wall,
+        "rss_warm_mb": warm,
+        "rss_end_mb": end,
+        "rss_max_mb": max(v for _, v in rss),
+        "growth_pct": 100.0 * (end - warm) / warm,
+        "ledger_bytes_per_step": (b_end - b_warm) / max(1, steps - warmup),
+        "trace": rss,
+    }
+
+
+def child(kind: str, args: list[str]) -> dict:
+    import json
+
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", kind, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode:
+        raise RuntimeError(f"{kind} failed:\n{out.stderr[-3000:]}")
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res["peak_rss_mb"] = res.get("peak_rss_mb")
+    return res
+
+
+def main() -> int:
+    import json
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--child")
+    ap.add_argument("--tiny-steps", type=int, default=2000)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--example-steps", type=int, default=24)
+    ap.add_argument("--window", type=int, default=4)
+    ap.add_argument("--write", action="store_true")
+    ap.add_argument("--skip-l", action="store_true")
+    a = ap.parse_args()
+    if a.child:
+        if a.child == "l":
+            res = bench_l(a.window)
+        elif a.child == "example":
+            res = bench_example(a.example_steps)
+        else:
+            res = bench_memory(a.tiny_steps, a.warmup)
+        res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        print(json.dumps(res, default=str))
+        return 0
+
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    mach = machine()
+    L = None if a.skip_l else child("l", ["--window", str(a.window)])
+    ex = child("example", ["--example-steps", str(a.example_steps)])
+    mem = child("memory", ["--tiny-steps", str(a.tiny_steps), "--warmup", str(a.warmup)])
+    lines = [
+        "## Controller (`bench/bench_controller.py`)",
+        "",
+        f"Machine: {mach}. Measured {when}. Everything on in-memory fakes (FakeNodeHook, fake "
+        "GPUs), enforce mode, simulated clock; each part in its own process.",
+        "",
+    ]
+    if L is not None:
+        ph = L["phases"]
+        ps = L["plan_solver"]
+        gap = "n/a" if L["gap"] is None else f"{100 * L['gap']:.2f} %"
+        lines += [
+            f"**L re-plan step** ({L['nodes']:,} nodes, {L['jobs']:,} jobs, window_rounding_slots = "
+            f"{L['window']}): one slot after a first step, with {L['changed_jobs']} jobs changed "
+            f"(5 %: {L['changed_jobs'] // 2} removed, {L['changed_jobs'] // 2} new) and a new "
+            f"forecast (±20 % noise): **{L['step_s']:.1f} s** for the whole step (target ≤ 6 s, "
+            f"stretch ≤ 3 s); status {L['status']}, solver {L['solver']}, MIP gap "
+            f"{gap}, {L['actions']:,} "
+            f"actions recorded, model reused: {L['model_reused']}.",
+            "",
+            "| phase | s |",
+            "|---|---|",
+            *[f"| {k} | {v:.2f} |" for k, v in ph.items()],
+            "",
+            f"Inside optimise: MILP build {ps.get('build_s', 0):.1f} s, handoff "
+            f"{ps.get('handoff_s', 0):.1f} s, HiGHS {ps.get('solve_s', 0):.1f} s, placement + node "
+            f"repair {ps.get('placement_s', 0):.1f} s, baselines {ps.get('baselines_s', 0):.1f} s. "
+            f"First (cold) step: {L['first_step_s']:.1f} s. Peak RSS {L['peak_rss_mb']:.0f} MB.",
+            "",
+        ]
+    lines += [
+        f"**Step overhead, example fleet** ({ex['steps']} hourly steps, 224 nodes, 600 trace jobs): "
+        f"step wall time minus its optimise phase (MILP + placement + baselines): median "
+        f"**{1000 * ex['overhead_excl_optimize_median_s']:.0f} ms**, max "
+        f"{1000 * ex['overhead_excl_optimize_max_s']:.0f} ms (target ≤ 200 ms); minus only HiGHS' "
+        f"solve time: median {1000 * ex['overhead_excl_highs_median_s']:.0f} ms. Median step "
+        f"{ex['wall_median_s']:.2f} s; median phases: "
+        + ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in ex["phase_median_s"].items())
+        + f". Median actions per step {ex['actions_median']}.",
+        "",
+        f"**Memory**: {mem['steps']:,} full steps on the tiny 2-site fleet (tests/controller: 8 "
+        f"nodes, {mem['steps'] // 2} trace jobs; MILP, placement, apply on fakes, ledger) in "
+        f"{mem['wall_s']:.0f} s: RSS {mem['rss_warm_mb']:.1f} MB after a {mem['warmup']}-step "
+        f"warm-up, {mem['rss_end_mb']:.1f} MB at the end: growth **{mem['growth_pct']:+.1f} %** "
+        f"(target < 10 %). The issue asks for 10,000 steps on the example fleet; a full example "
+        f"step takes ~{ex['wall_median_s']:.0f} s here, so 10,000 would take hours: this is "
+        f"{mem['steps']:,} steps on the tiny fleet (the same code path).",
+        "",
+        f"**Ledger bytes per step** (steps.sqlite + WAL after a checkpoint, growth per step): "
+        f"example fleet {ex['ledger_bytes_per_step'] / 1024:.1f} KiB/step (plans are kept "
+        f"zlib-compressed for the newest 336 steps, older plans pruned), tiny fleet "
+        f"{mem['ledger_bytes_per_step'] / 1024:.1f} KiB/step.",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if a.write:
+        RESULTS.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
