@@ -154,9 +154,15 @@ def run_replay(
             running=list(running.values()),
             forecast=forecast,
             site_zone=zone_of,
+            clock=clock,
+            backends=sim.backends,
         )
         decision = pol.decide(view)
         n_fc += forecast.calls
+        clock.set(now)  # a controller may have slept (drain waits) on the replay's clock
+        for job in sim.sync_from_hooks(now, all_jobs):
+            running.pop(job.id, None)
+            waiting[job.id] = job
         for job in sim.apply(decision, all_jobs, now):
             waiting.pop(job.id, None)
             running[job.id] = job
@@ -169,6 +175,9 @@ def run_replay(
             carbon[k, i] = kwh * truth[zone_of[s]][k] / 1000.0
         if progress is not None:
             progress(1)
+    close = getattr(pol, "close", None)
+    if callable(close):
+        close()
     return RunResult(
         policy=spec.label,
         jobs=sorted(all_jobs.values(), key=lambda j: (j.release, j.id)),
@@ -180,6 +189,7 @@ def run_replay(
         killed_jobs=sim.killed_jobs,
         wall_s=time.perf_counter() - t_wall,
         forecasts=n_fc,
+        extra={"steps": getattr(pol, "steps", None)} if hasattr(pol, "steps") else {},
     )
 
 

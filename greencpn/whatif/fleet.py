@@ -30,8 +30,9 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from greencpn.actuate.apply import Backends
 from greencpn.actuate.base import NodePower
-from greencpn.actuate.fake_gpu import FakeFleetGpus, FakeGpu
+from greencpn.actuate.fake_gpu import FakeFleetGpus, FakeGpu, FakeGpuBackend
 from greencpn.actuate.fake_nodes import FakeNodeHook
 from greencpn.clock import SimClock
 from greencpn.whatif.model import Decision, FleetSpec, PoolSpec, PoolView, SimJob
@@ -45,6 +46,8 @@ class _Node:
     boot_at: datetime | None = None  # boot started
     repair_at: datetime | None = None  # failed until
     jobs: set[str] = field(default_factory=set)
+    last_power: NodePower = NodePower.ON  # as this fleet last saw it (to spot outside changes)
+    boot_surcharge_h: float = 0.0  # a boot that happened inside a controller's step
 
 
 @dataclass
@@ -111,7 +114,10 @@ class SimFleet:
                     default_w=g.power_limit_default_w,
                 ),
             )
-            self.nodes[p.name] = {n: _Node(n, p.gpus_per_node, now) for n in names}
+            first_power = NodePower.ON if initially_on else NodePower.OFF
+            self.nodes[p.name] = {
+                n: _Node(n, p.gpus_per_node, now, last_power=first_power) for n in names
+            }
             self.cap_w[p.name] = p.full_cap_w
             for n in names:
                 self.stats.power_cycles[n] = 0
@@ -175,10 +181,12 @@ class SimFleet:
                         st = states[s.name]
                         st.boot_at = None
                         st.idle_since = now
+                        st.last_power = NodePower.ON
                         self.stats.power_cycles[s.name] += 1
             for n, st in states.items():
                 if st.repair_at is not None and now >= st.repair_at:
                     st.repair_at = None
+                    st.last_power = NodePower.OFF
                     hook.set(n, power=NodePower.OFF)
             if self.failure_rate_per_node_h > 0:
                 on = [n for n in states if hook.nodes[n].power == NodePower.ON]
@@ -203,6 +211,7 @@ class SimFleet:
             out.append(job)
         self.hooks[pool].set(node, power=NodePower.FAILED, running_jobs=0, boot_started_at=None)
         st.boot_at = None
+        st.last_power = NodePower.FAILED
         st.repair_at = now + timedelta(hours=self.repair_h)
         return out
 
@@ -221,6 +230,59 @@ class SimFleet:
             self.hooks[pool].nodes[n].running_jobs = len(st.jobs)
         job.pool, job.nodes = None, ()
 
+    # ------------------------------------------------------------------ outside actors
+    @property
+    def backends(self) -> Backends:
+        """The fleet as :class:`~greencpn.actuate.apply.Backends` (what the controller acts
+        through); call :meth:`sync_from_hooks` after anyone acted on them."""
+        node_pool = {n: p for p, states in self.nodes.items() for n in states}
+
+        def gpus(node: str) -> FakeGpuBackend | None:
+            pool = node_pool.get(node)
+            return None if pool is None else self.gpus[pool].backend(node)
+
+        return Backends(hooks=dict(self.hooks), gpus=gpus)
+
+    def sync_from_hooks(self, now: datetime, jobs: dict[str, SimJob]) -> list[SimJob]:
+        """Take over what another actor (the controller) did through the hooks and GPU
+        backends: boots it started, nodes it powered off (their jobs are requeued and counted
+        as killed by the hook), and the pool's GPU cap (read from the pool's first GPU)."""
+        requeued: list[SimJob] = []
+        for pool, hook in self.hooks.items():
+            states = self.nodes[pool]
+            booting = [n for n in states if hook.nodes[n].power == NodePower.BOOTING]
+            if booting:  # advance the hook: a boot may be over (short or zero boot time)
+                hook.status(booting)
+            p = self.pools[pool]
+            for n, st in states.items():
+                fn = hook.nodes[n]
+                cur = fn.power
+                if cur == NodePower.BOOTING:
+                    if st.boot_at is None:
+                        st.boot_at = fn.boot_started_at or now
+                elif cur == NodePower.ON and st.last_power != NodePower.ON:
+                    if st.last_power != NodePower.BOOTING:  # booted inside the step
+                        st.boot_surcharge_h = p.boot_time_min / 60.0
+                    st.boot_at, st.idle_since = None, now
+                    self.stats.power_cycles[n] += 1
+                elif cur in (NodePower.OFF, NodePower.SHUTTING_DOWN, NodePower.FAILED):
+                    st.boot_at = None
+                    for jid in list(st.jobs):
+                        job = jobs[jid]
+                        self.release(job)
+                        job.remaining_gpu_h = job.work_gpu_h
+                        job.restarts += 1
+                        job.start = None
+                        requeued.append(job)
+                st.last_power = cur
+            fleet = self.gpus[pool]
+            first = next(iter(states))
+            if first in fleet.nodes:
+                limit = fleet.nodes[first].gpus[0].limit_w
+                if limit is not None:
+                    self.cap_w[pool] = float(limit)
+        return requeued
+
     # ------------------------------------------------------------------ decisions
     def apply(self, d: Decision, jobs: dict[str, SimJob], now: datetime) -> list[SimJob]:
         """Carry out a decision as far as the fleet allows. Returns the jobs started."""
@@ -236,6 +298,7 @@ class SimFleet:
                 hook.power_off(ok)
                 for n in ok:
                     states[n].boot_at = None
+                    states[n].last_power = NodePower.OFF
         for pool, count in d.power_on.items():
             if count <= 0:
                 continue
@@ -246,11 +309,13 @@ class SimFleet:
                 for c in changes:
                     if c.changed:
                         states[c.target].boot_at = now
+                        states[c.target].last_power = NodePower.BOOTING
                 # a zero boot time is on at once
                 for s in hook.status(offs):
                     if s.power == NodePower.ON:
                         states[s.name].boot_at = None
                         states[s.name].idle_since = now
+                        states[s.name].last_power = NodePower.ON
                         self.stats.power_cycles[s.name] += 1
         for pool, cap in d.caps_w.items():
             self.set_cap(pool, cap)
@@ -292,7 +357,9 @@ class SimFleet:
         cands = [
             st
             for n, st in states.items()
-            if st.free_gpus > 0 and hook.nodes[n].power == NodePower.ON
+            if st.free_gpus > 0
+            and hook.nodes[n].power == NodePower.ON
+            and not hook.nodes[n].drained
         ]
         cands.sort(key=lambda st: (st.free_gpus, st.name))
         whole = [st for st in cands if st.free_gpus >= need]
@@ -346,6 +413,9 @@ class SimFleet:
                 pw = hook.nodes[n].power
                 if pw == NodePower.ON:
                     wh += p.node_idle_w * dt_h
+                    if st.boot_surcharge_h > 0:  # booted inside this slot's controller step
+                        wh += (p.node_boot_w - p.node_idle_w) * min(dt_h, st.boot_surcharge_h)
+                        st.boot_surcharge_h = 0.0
                 elif pw == NodePower.BOOTING and st.boot_at is not None:
                     done = st.boot_at + timedelta(minutes=p.boot_time_min)
                     boot_h = max(0.0, (min(done, end) - max(st.boot_at, now)) / timedelta(hours=1))

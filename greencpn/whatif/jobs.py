@@ -239,6 +239,7 @@ def load_jobs(
                 sites=tuple(allowed),
                 home_site=home,
                 checkpointable=bool(ckpt.get(jid, False)),
+                jurisdictions=tuple(jur),
             )
         )
     if skipped:

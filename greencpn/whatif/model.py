@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,8 +37,11 @@ class PoolSpec:
     node_boot_w: float = 0.0
     boot_time_min: float = 0.0
     spares: int = 0
+    hostnames: tuple[str, ...] = ()  # the config's hostlist, expanded (else generated names)
 
     def node_names(self) -> list[str]:
+        if self.hostnames:
+            return list(self.hostnames)
         return [f"{self.name}-{i:04d}" for i in range(self.nodes)]
 
     def gpu_busy_w(self, cap_w: float) -> float:
@@ -60,6 +65,7 @@ class PoolSpec:
 class FleetSpec:
     sites: tuple[SiteSpec, ...]
     pools: tuple[PoolSpec, ...]
+    config_path: Path | None = None  # the fleet config it came from (the MILP policy needs it)
 
     def site(self, name: str) -> SiteSpec:
         for s in self.sites:
@@ -71,6 +77,8 @@ class FleetSpec:
     def from_config(cls, cfg: FleetConfig) -> FleetSpec:
         """The fleet of a validated greencpn config (sites, pools, GPU models)."""
         sites = tuple(SiteSpec(s.name, s.zone, s.pue, tuple(s.jurisdictions)) for s in cfg.sites)
+        from greencpn.actuate.hostlist import expand
+
         pools = []
         for p in cfg.pools:
             gpu = cfg.gpu_models.get(p.gpu_model.lower())
@@ -93,9 +101,10 @@ class FleetSpec:
                     node_boot_w=p.node_boot_w,
                     boot_time_min=p.boot_time_min,
                     spares=p.spares,
+                    hostnames=tuple(expand(p.hostlist)) if p.hostlist else (),
                 )
             )
-        return cls(sites, tuple(pools))
+        return cls(sites, tuple(pools), cfg.path)
 
 
 @dataclass
@@ -110,6 +119,7 @@ class SimJob:
     sites: tuple[str, ...]  # where it may run (residency and site rules applied)
     home_site: str  # where it was submitted (carbon-agnostic runs it there)
     checkpointable: bool = False
+    jurisdictions: tuple[str, ...] = ()  # residency tags (the MILP policy passes them on)
     remaining_gpu_h: float = 0.0
     start: datetime | None = None
     first_start: datetime | None = None
@@ -164,6 +174,8 @@ class View:
     running: list[SimJob]
     forecast: Callable[[str, int], np.ndarray]  # (zone, slots) -> g/kWh from the slot of now
     site_zone: dict[str, str]
+    clock: Any = None  # the replay's SimClock (the MILP policy's controller runs on it)
+    backends: Any = None  # the simulated fleet as actuate Backends (hooks + GPU backends)
 
 
 @dataclass

@@ -58,8 +58,8 @@ def two_site_fleet(node_idle_w: float = 0.0, **pool_kw: object) -> FleetSpec:
 def three_jobs() -> list[SimJob]:
     h = timedelta(hours=1)
     return [
-        SimJob("j1", 1, 2.0, T0, T0 + 8 * h, ("A",), "A"),
-        SimJob("j2", 1, 1.0, T0 + h, T0 + 3 * h, ("B",), "B"),
+        SimJob("j1", 1, 2.0, T0, T0 + 8 * h, ("A",), "A", jurisdictions=("EU",)),
+        SimJob("j2", 1, 1.0, T0 + h, T0 + 3 * h, ("B",), "B", jurisdictions=("US",)),
         SimJob("j3", 1, 1.0, T0 + h, T0 + 10 * h, ("A", "B"), "B"),
     ]
 
