@@ -100,6 +100,7 @@ class ReplayCarbonSource:
         self._memo: dict[tuple[str, int, int], CarbonSeries] = {}
         self._values_memo: dict[tuple[str, int, int], np.ndarray] = {}
         self._fed: dict[str, int] = {}
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     @property
     def zones(self) -> list[str]:
@@ -216,8 +217,7 @@ class ReplayCarbonSource:
             return hit
         start = pd.Timestamp(issued_at).floor(step)
         if self.mode == "perfect":
-            idx = pd.DatetimeIndex(start + step * np.arange(slots))
-            vals = self._series(zone).reindex(idx).ffill().bfill().to_numpy(dtype=float)
+            vals = self._actual_slice(zone, start, slots)
         else:
             f = self._fitted(zone, issued_at)
             if hasattr(f, "predict_many"):
@@ -237,6 +237,25 @@ class ReplayCarbonSource:
             self._values_memo.clear()
         self._values_memo[key] = vals
         return vals
+
+    def _actual_slice(self, zone: str, start: pd.Timestamp, slots: int) -> np.ndarray:
+        """Actual values of ``slots`` slots from ``start``; before/after the data the first /
+        last value is repeated (as ``reindex().ffill().bfill()`` would)."""
+        arr = self._arrays.get(zone)
+        if arr is None:
+            s = self._series(zone)
+            arr = self._arrays[zone] = (pd.DatetimeIndex(s.index).asi8, s.to_numpy(dtype=float))
+        t_ns, vals = arr
+        step_ns = self._step[zone].value
+        want = start.as_unit("ns").value + step_ns * np.arange(slots)
+        pos = np.searchsorted(t_ns, want)
+        pos = np.clip(pos, 0, len(vals) - 1)
+        exact = t_ns[pos] == want
+        if exact.all():
+            return vals[pos].copy()
+        # holes: the last value at or before (ffill), else the first after (bfill)
+        before = np.searchsorted(t_ns, want, side="right") - 1
+        return np.where(before >= 0, vals[np.maximum(before, 0)], vals[0])
 
     @staticmethod
     def _archived(
