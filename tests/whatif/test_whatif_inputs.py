@@ -159,3 +159,44 @@ def test_cli_bad_input_exits_2_without_traceback(tmp_path, capsys):
         ]
     )
     assert rc == 2 and "unknown policy" in capsys.readouterr().err
+
+
+def test_cli_writes_csv_and_json(tmp_path, capsys):
+    import csv
+    import json
+
+    cfg = ROOT / "data" / "example" / "fleet.toml"
+    out = tmp_path / "o"
+    rc = main(
+        [
+            "whatif",
+            "--config",
+            str(cfg),
+            "--from",
+            "2023-04-25T00:00Z",
+            "--to",
+            "2023-04-25T12:00Z",
+            "--drain-h",
+            "24",
+            "--policies",
+            "carbon-agnostic",
+            "shutdown-idle",
+            "lets-wait-awhile:perfect=1",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    rows = list(csv.DictReader((out / "whatif.csv").open()))
+    assert [r["policy"] for r in rows] == [
+        "carbon-agnostic",
+        "shutdown-idle",
+        "lets-wait-awhile:perfect=1",
+    ]
+    base, sd, lwa = rows
+    assert float(base["energy_kwh"]) > float(sd["energy_kwh"]) > 0  # idle nodes were turned off
+    assert float(lwa["share_of_oracle_saving"]) == 1.0
+    doc = json.loads((out / "whatif.json").read_text())
+    assert doc["oracle"] == "lets-wait-awhile:perfect=1" and doc["baseline"] == "carbon-agnostic"
+    assert set(doc["rows"][0]["carbon_kg_by_site"]) == {"frankfurt", "oslo", "madrid", "california"}
