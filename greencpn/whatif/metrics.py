@@ -26,6 +26,7 @@ COLUMNS = (
     "share_of_oracle_saving",
     "jobs",
     "unfinished_jobs",
+    "unfinished_gpu_h",
     "deadline_misses",
     "mean_wait_h",
     "p95_wait_h",
@@ -63,6 +64,9 @@ def summarise(run: RunResult) -> dict[str, Any]:
         "carbon_kg": float(run.carbon_kg.sum()),
         "jobs": len(run.jobs),
         "unfinished_jobs": unfinished,
+        # work not done by the end of the accounted window (its energy is not in energy_kwh:
+        # compare policies only when this is ~0, or lengthen --drain-h)
+        "unfinished_gpu_h": float(sum(j.remaining_gpu_h for j in run.jobs if j.finish is None)),
         "deadline_misses": misses,
         "mean_wait_h": float(w.mean()),
         "p95_wait_h": float(np.percentile(w, 95)),

@@ -195,6 +195,7 @@ def test_cli_writes_csv_and_json(tmp_path, capsys):
         "lets-wait-awhile:perfect=1",
     ]
     base, sd, lwa = rows
+    assert float(base["unfinished_gpu_h"]) == 0.0  # every job done inside the window
     assert float(base["energy_kwh"]) > float(sd["energy_kwh"]) > 0  # idle nodes were turned off
     assert float(lwa["share_of_oracle_saving"]) == 1.0
     doc = json.loads((out / "whatif.json").read_text())
