@@ -90,7 +90,7 @@ class Milp:
 
         policy = self
 
-        class ReplayController(Controller):  # type: ignore[misc]
+        class ReplayController(Controller):
             """The controller with the replay's forecast instead of its source chain."""
 
             def forecast(self, start: datetime, errors: list[dict], strict: bool) -> Any:
