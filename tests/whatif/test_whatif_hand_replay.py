@@ -16,6 +16,7 @@ import pytest
 from greencpn.sources.replay import ReplayCarbonSource
 from greencpn.whatif.engine import ReplaySettings, run_replay
 from greencpn.whatif.metrics import compare
+from greencpn.whatif.model import SimJob
 
 from .conftest import T0, three_jobs, two_site_fleet, two_zone_series
 
@@ -97,3 +98,18 @@ def test_shutdown_idle_turns_idle_nodes_off_and_boots_them_on_demand():
     assert sd.energy_kwh.sum() == pytest.approx(0.3 + 0.4 + 0.8)
     assert sd.stats.power_cycles == {"pa-0000": 0, "pb-0000": 0}
     assert sd.killed_jobs == 0
+
+
+def test_waiting_with_shutdown_leaves_time_to_boot():
+    # One job, 1 GPU-h, released 00:00, due 04:00; ZA's green hours start at 03:00. With idle
+    # shutdown the node is off by then and needs 30 min to boot, usable from 04:00: planning
+    # the start at 03:00 would miss the deadline, so the policy keeps a boot's margin.
+    series = two_zone_series()
+    perfect = ReplayCarbonSource(series, mode="perfect")
+    fleet = two_site_fleet(node_idle_w=100.0, node_boot_w=100.0, boot_time_min=30.0)
+    job = SimJob("j", 1, 1.0, T0, T0 + timedelta(hours=4), ("A",), "A")
+    st = ReplaySettings(T0, T0 + timedelta(hours=6), drain=timedelta(hours=6))
+    for pol in ("lets-wait-awhile:perfect=1,shutdown=1", "carbon-time:perfect=1,shutdown=1"):
+        run = run_replay(fleet, [job], pol, forecasts=perfect, actuals=perfect, settings=st)
+        (j,) = run.jobs
+        assert j.finish is not None and j.finish <= j.deadline, pol

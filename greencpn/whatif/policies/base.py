@@ -114,10 +114,19 @@ def unmet_by_home(view: View, jobs: Iterable[SimJob]) -> dict[str, int]:
     return out
 
 
-def window_slots(view: View, job: SimJob) -> tuple[int, int]:
-    """(slots of run time at full power, last start slot from now that meets the deadline)."""
+def window_slots(view: View, job: SimJob, margin_slots: int = 0) -> tuple[int, int]:
+    """(slots of run time at full power, last start slot from now that meets the deadline,
+    ``margin_slots`` earlier — e.g. the slots a node needs to boot when nodes sleep)."""
     step_h = view.step.total_seconds() / 3600.0
     dur = max(1, math.ceil(job.duration_h / step_h - 1e-9))
     left_h = (job.deadline - view.now).total_seconds() / 3600.0
-    latest = math.floor(left_h / step_h + 1e-9) - dur
+    latest = math.floor(left_h / step_h + 1e-9) - dur - margin_slots
     return dur, max(0, latest)
+
+
+def boot_margin_slots(view: View, job: SimJob) -> int:
+    """Slots lost when a job's home pool must first boot a node: a node woken at a slot start
+    is usable from the first slot start after its boot (0 for an instant boot)."""
+    step_min = view.step.total_seconds() / 60.0
+    boots = [p.boot_time_min for p in view.pools.values() if p.site == job.home_site]
+    return max((math.ceil(b / step_min - 1e-9) for b in boots), default=0)

@@ -4,7 +4,7 @@ When a job is first seen, for every start slot ``s`` in ``[0, latest]`` (deadlin
 policy computes the job's forecast carbon ``C(s)`` (mean forecast over its run time) and picks
 the ``s`` that maximises ``(C(0) − C(s)) / (s + duration)``: savings weighed against the
 completion time they cost. No positive saving → start now. Temporal only, home site;
-``shutdown=1`` adds idle-node shutdown.
+``shutdown=1`` adds idle-node shutdown (and keeps a boot's margin before the deadline).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 from greencpn.whatif.model import Decision, FleetSpec, SimJob, View
 from greencpn.whatif.policies.base import (
     all_on,
+    boot_margin_slots,
     idle_shutdown,
     place_fifo,
     unmet_by_home,
@@ -46,7 +47,8 @@ class CarbonTime:
         pass
 
     def choose(self, view: View, job: SimJob) -> int:
-        dur, latest = window_slots(view, job)
+        margin = boot_margin_slots(view, job) if self.shutdown else 0
+        dur, latest = window_slots(view, job, margin)
         if latest == 0:
             return 0
         fc = view.forecast(view.site_zone[job.home_site], dur + latest)

@@ -5,7 +5,7 @@ the policy takes the forecast issued then, and picks the start slot ``s`` in
 ``[now, deadline − duration]`` with the lowest mean forecast over the job's run time; the job
 starts at that slot (or later, if GPUs are busy then). Temporal shifting only, at the home site.
 ``shutdown=1`` adds idle-node shutdown (:mod:`shutdown_idle` rules) so that waiting does not
-leave powered, idle nodes behind.
+leave powered, idle nodes behind, and then plans starts a boot's time before the latest start.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 from greencpn.whatif.model import Decision, FleetSpec, SimJob, View
 from greencpn.whatif.policies.base import (
     all_on,
+    boot_margin_slots,
     idle_shutdown,
     place_fifo,
     unmet_by_home,
@@ -49,7 +50,8 @@ class LetsWaitAwhile:
         pass
 
     def choose(self, view: View, job: SimJob) -> int:
-        dur, latest = window_slots(view, job)
+        margin = boot_margin_slots(view, job) if self.shutdown else 0
+        dur, latest = window_slots(view, job, margin)
         if latest == 0:
             return 0
         fc = view.forecast(view.site_zone[job.home_site], dur + latest)
