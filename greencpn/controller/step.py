@@ -237,6 +237,7 @@ class Controller:
         self.mode = Mode(mode)
         self.levers = dict(levers or {})
         self._backends = backends
+        self._backends_given = backends is not None
         self.fence = fence
         self.queue: Queue = queue or ConfigQueue(self)
         self.job_actuator = job_actuator
@@ -290,7 +291,8 @@ class Controller:
         self._cfg = cfg
         self._model = None
         self._model_key = None
-        self._backends_built = None
+        if not self._backends_given:
+            self._backends = None  # rebuilt from the new config's hooks
 
     @property
     def backends(self) -> Backends:
@@ -644,24 +646,59 @@ class Controller:
     def optimize(
         self, cfg2: FleetConfig, inp: PlanInputs, failed: dict[str, int], anchor: Anchor | None
     ) -> planmod.PlanResult:
-        key = (
-            tuple(g.key for g in inp.groups),
-            tuple(round(g.required_gpu_h, 6) for g in inp.groups),
-            tuple((p.nodes, p.initial_on, p.spares) for p in inp.pools),
-            inp.T,
-            None if anchor is None else id(anchor),
-        )
+        """Plan on a new model, or re-solve the kept one (new carbon Params, warm persistent
+        solver) when nothing but the forecast changed: same slot, job groups, pools' initial
+        state and reserves, and the same anchor (e.g. a second step in one slot)."""
+        key = self._model_signature(inp, anchor)
         model = self._model if key == self._model_key else None
+        built: list[StablePlanModel] = []
+
+        def new_model(i: PlanInputs) -> StablePlanModel:
+            built.append(StablePlanModel(i, anchor))
+            return built[-1]
+
+        self._model, self._model_key = None, None  # not kept if the solve fails
         res = planmod.make_plan(
             cfg2,
             self.clock,
             model=model,
             failed_nodes=failed,
             inputs=inp,
-            new_model=lambda i: StablePlanModel(i, anchor),
+            new_model=new_model,
+            tradeoff_curve=False,
         )
-        self._model, self._model_key = None, None
+        self._model, self._model_key = (built[-1] if built else model), key
         return res
+
+    @staticmethod
+    def _model_signature(inp: PlanInputs, anchor: Anchor | None) -> tuple:
+        import hashlib
+
+        h = hashlib.sha1()
+        for g in inp.groups:
+            h.update(repr((g.key, round(g.required_gpu_h, 6), g.gpus)).encode())
+        for p in inp.pools:
+            h.update(repr((p.nodes, p.initial_on, p.spares)).encode())
+            h.update(np.asarray(p.reserve_gpus, dtype=float).tobytes())
+        if anchor is not None:
+            for arr in (
+                anchor.prev_nodes_on,
+                anchor.moved_share,
+                anchor.shift_slots,
+                anchor.must_on,
+                anchor.must_off,
+            ):
+                h.update(b"-" if arr is None else np.asarray(arr, dtype=float).tobytes())
+            h.update(
+                repr(
+                    (
+                        anchor.flap_weight,
+                        anchor.site_weight_per_gpu_h,
+                        anchor.shift_weight_per_gpu_h_slot,
+                    )
+                ).encode()
+            )
+        return (inp.start, inp.T, len(inp.jobs), h.hexdigest())
 
     # ------------------------------------------------------------------ the report
     def plan(self) -> planmod.PlanResult:
@@ -701,7 +738,7 @@ class Controller:
         obs = self.observe(errors)
         phase_s["observe"] = time.perf_counter() - t
 
-        prev_entry = self._previous_plan(start)
+        prev_entry = self._previous_plan(start, earlier_slot=True)
         t = time.perf_counter()
         fc = None
         try:
@@ -749,7 +786,8 @@ class Controller:
                 solver_status = "error"
                 res = None
         if doc is None:
-            shifted = shift_plan(prev_entry, start, self._cfg, obs.failed) if prev_entry else None
+            last = self._previous_plan(start, earlier_slot=False)
+            shifted = shift_plan(last, start, self._cfg, obs.failed) if last else None
             if shifted is not None:
                 doc, origin, status = shifted, "previous_shifted", StepStatus.DEGRADED
             else:
@@ -815,18 +853,18 @@ class Controller:
 
     _epoch: int | None = None
 
-    def _previous_plan(self, start: datetime) -> dict[str, Any] | None:
-        """The newest plan made for an earlier slot (the anchor; also the shift fallback)."""
-        row = self.ledger.db.execute(
-            "SELECT p.step_id FROM plans p JOIN steps s ON s.id = p.step_id WHERE s.slot_start < ? "
-            "AND s.plan_origin IN ('optimized', 'previous_shifted') ORDER BY p.step_id DESC LIMIT 1",
-            (_iso(start),),
-        ).fetchone()
-        if row is None:
-            row = self.ledger.db.execute(
-                "SELECT p.step_id FROM plans p JOIN steps s ON s.id = p.step_id "
-                "WHERE s.plan_origin IN ('optimized', 'previous_shifted') ORDER BY p.step_id DESC LIMIT 1"
-            ).fetchone()
+    def _previous_plan(self, start: datetime, earlier_slot: bool) -> dict[str, Any] | None:
+        """The newest usable plan; with ``earlier_slot`` only one made for an earlier slot
+        (the stability anchor, the same for every step of a slot)."""
+        sql = (
+            "SELECT p.step_id FROM plans p JOIN steps s ON s.id = p.step_id WHERE "
+            "s.plan_origin IN ('optimized', 'previous_shifted')"
+        )
+        args: tuple = ()
+        if earlier_slot:
+            sql += " AND s.slot_start < ?"
+            args = (_iso(start),)
+        row = self.ledger.db.execute(sql + " ORDER BY p.step_id DESC LIMIT 1", args).fetchone()
         return None if row is None else self.ledger.plan(int(row[0]))
 
     # ------------------------------------------------------------------ reconcile + act

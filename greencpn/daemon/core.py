@@ -357,9 +357,15 @@ class Daemon:
         steps = self.state["steps"]
         steps.append(summary)
         del steps[:-KEEP_STEPS]
-        if result.errors:
+        # a follower's refused actions are expected, not failures worth showing
+        errs = [
+            e
+            for e in result.errors or []
+            if lstate.is_leader or not lstate.enabled or e.get("type") != "not_leader"
+        ]
+        if errs:
             fails = self.state["failures"]
-            for err in result.errors:
+            for err in errs:
                 fails.append({"at": _iso(result.finished_at), "step_id": result.step_id, **err})
             del fails[:-KEEP_STEPS]
         self._write_state()
@@ -679,7 +685,7 @@ class Daemon:
         )
         if self.settings.on_sigterm == "abandon":
             self.elector.stop_acting(f"{why} (on_sigterm = abandon)")
-        if self._scheduler is not None:
+        if self._scheduler is not None and self._scheduler.running:
             self._scheduler.shutdown(wait=False)
         finished = self._idle.wait(self.settings.stop_timeout_s)
         status = 0

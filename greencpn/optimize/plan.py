@@ -152,6 +152,7 @@ def make_plan(
     failed_nodes: dict[str, int] | None = None,
     inputs: PlanInputs | None = None,
     new_model: Callable[[PlanInputs], PlanModel] | None = None,
+    tradeoff_curve: bool = True,
 ) -> PlanResult:
     """Plan the fleet over the horizon.
 
@@ -162,6 +163,8 @@ def make_plan(
         inputs: inputs already built by the caller (the control step adjusts them for the
             observed world); ``intensity_by_zone`` and ``failed_nodes`` are then not used.
         new_model: builds the model when ``model`` is not given (default :class:`PlanModel`).
+        tradeoff_curve: sweep the carbon/cost weights (the report's trade-off table); the
+            control step skips it (extra solves every period for a figure nobody reads there).
     """
     inp = inputs or make_inputs(cfg, clock, intensity_by_zone, failed_nodes=failed_nodes)
     diagnostics = run_checks(inp)
@@ -183,7 +186,7 @@ def make_plan(
     t0 = time.perf_counter()
     sol = model.extract()
     outcome.extract_s = time.perf_counter() - t0
-    return finish_plan(cfg, clock, inp, model, outcome, sol, diagnostics)
+    return finish_plan(cfg, clock, inp, model, outcome, sol, diagnostics, tradeoff_curve)
 
 
 def finish_plan(
@@ -194,6 +197,7 @@ def finish_plan(
     outcome: SolveOutcome,
     sol: MilpSolution,
     diagnostics: list[str],
+    tradeoff_curve: bool = True,
 ) -> PlanResult:
     t0 = time.perf_counter()
     sched, n, u, d, executed = place_and_repair(inp, model, sol)
@@ -228,7 +232,11 @@ def finish_plan(
             )
     tradeoff = (
         _tradeoff(inp, model, sol)
-        if (inp.objective.cost_weight > 0 and inp.objective.carbon_weight_per_kg > 0)
+        if (
+            tradeoff_curve
+            and inp.objective.cost_weight > 0
+            and inp.objective.carbon_weight_per_kg > 0
+        )
         else []
     )
     res = PlanResult(

@@ -153,3 +153,24 @@ def test_greencpn_plan_goes_through_the_controller(tmp_path, monkeypatch, capsys
     assert calls == [False]  # the report: the config's horizon start, no rolling
     assert (tmp_path / "out" / "plan.json").is_file()
     assert "saving:" in capsys.readouterr().out
+
+
+def test_a_second_step_in_the_slot_with_a_new_forecast_reuses_the_model(tmp_path, sim_clock):
+    from tests.controller.conftest import carbon_rows
+
+    path = write_tiny(tmp_path, jobs=[JOB])
+    fleet = FakeFleet(load_config(path), sim_clock)
+    c = make_controller(path, sim_clock, tmp_path / "state", fleet)
+    r1 = c.step()
+    assert r1.metrics["model_reused"] is False
+    (tmp_path / "carbon.csv").write_text(carbon_rows(4, {"Z1": (410, 90), "Z2": (160, 110)}))
+    sim_clock.advance(timedelta(minutes=10))  # same slot, new forecast, same jobs and nodes
+    r2 = c.step()
+    assert r2.metrics["model_reused"] is True and r2.solver_status == "optimal"
+    assert (
+        r2.plan["sites"][0]["slots"][0]["intensity_g_per_kwh"]
+        != r1.plan["sites"][0]["slots"][0]["intensity_g_per_kwh"]
+    )
+    # the next slot (the horizon rolled): a new model
+    sim_clock.set(r1.slot_start + timedelta(hours=1, minutes=1))
+    assert c.step().metrics["model_reused"] is False

@@ -204,6 +204,7 @@ def test_etcd_unreachable_the_daemon_steps_but_acts_on_nothing_and_says_so(
     assert d.metrics.errors.labels(type="leader")._value.get() == 1
     st = json.loads((tmp_path / "state" / "daemon.json").read_text())
     assert st["leader"]["etcd_reachable"] is False and st["leader"]["is_leader"] is False
+    assert st["failures"] == []  # a non-leader's refused actions are expected, not failures
 
 
 def test_steps_that_outlast_slots_are_coalesced_and_the_clock_never_goes_back(
