@@ -31,6 +31,7 @@ BENCHES: dict[str, list[str]] = {
     "jobs": [PY, "bench/bench_jobs.py", "--write", "bench/results/jobs.md"],
     "daemon": [PY, "bench/bench_daemon.py", "--write"],
     "controller": [PY, "bench/bench_controller.py", "--write"],
+    "whatif": [PY, "bench/bench_whatif.py"],
 }
 
 ORDER = [
@@ -48,6 +49,7 @@ ORDER = [
     "jobs",
     "controller",
     "daemon",
+    "whatif",
 ]
 
 

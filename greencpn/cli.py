@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES = (
     "greencpn.agent.cli",  # agent
     "greencpn.check",  # check
     "greencpn.daemon.cli",  # run, status
+    "greencpn.whatif.cli",  # whatif
 )
 
 

@@ -33,7 +33,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,8 @@ from greencpn.sources.base import Accounting, CarbonSeries, Signal
 
 DEFAULT_LEVELS: tuple[float, ...] = (0.1, 0.5, 0.9)
 HOUR = timedelta(hours=1)
+_EYE24 = np.eye(24)
+_EYE7 = np.eye(7)
 _POOL: list[object] = []
 
 
@@ -107,7 +109,7 @@ class _BaseForecaster:
         self.signal: Signal = "average"
         self.accounting: Accounting = "lifecycle"
         self.n_refits = 0
-        self._qcache: dict[tuple[int, int], np.ndarray] = {}
+        self._qcache: dict[tuple[int, int, int], np.ndarray] = {}
 
     # -- history --------------------------------------------------------------------------
     def fit(self, history: pd.Series | CarbonSeries) -> None:
@@ -163,8 +165,26 @@ class _BaseForecaster:
             and np.array_equal(y[: len(self._y)], self._y, equal_nan=True)
         )
         self._y, self._t0, self._step = y, t0, step
-        self._qcache = {}
+        if not extends:  # an extension keeps the quantiles: they only use data before cutoffs
+            self._qcache = {}
         self._on_new_history(extends)
+
+    def extend_history(self, values: np.ndarray | Sequence[float]) -> None:
+        """Append the values of the slots right after the current history (a replay moving
+        its clock forward): the same as ``fit(history + values)``, without re-reading the
+        history. NaN values are filled with the last known value (only past values).
+
+        Raises:
+            RuntimeError: no history yet (call :meth:`fit` first).
+        """
+        y, _, _ = self._require()
+        new = np.asarray(values, dtype=np.float64)
+        if len(new) == 0:
+            return
+        if np.isnan(new).any():
+            new = pd.Series(np.concatenate([y[-1:], new])).ffill().to_numpy()[1:]
+        self._y = np.concatenate([y, new])
+        self._on_new_history(True)
 
     def _on_new_history(self, extends: bool) -> None:  # noqa: B027 - optional hook
         """Hook for subclasses (invalidate caches)."""
@@ -212,10 +232,10 @@ class _BaseForecaster:
     # -- quantiles -------------------------------------------------------------------------
     def _residual_quantiles(self, cutoff: int, horizon: int) -> np.ndarray:
         """Quantiles of (actual − forecast) per lead over issues in the last ``quantile_days``."""
-        key = (cutoff, horizon)
+        y, _, _ = self._require()
+        key = (cutoff, horizon, min(cutoff, len(y)))
         if key in self._qcache:
             return self._qcache[key]
-        y, _, _ = self._require()
         spd = self.slots_per_day
         hi = min(cutoff, len(y)) - horizon + 1  # targets of these rows are all < cutoff
         lo = max(1, hi - self.quantile_days * spd)
@@ -424,6 +444,8 @@ class LinearLagForecaster(_BaseForecaster):
         self._ok: np.ndarray | None = None
         self._state: _GramState | None = None
         self._version = 0
+        self._buf: dict[str, Any] | None = None
+        self._simple_fitted = False
         self._profile = ProfileForecaster()
         self._persistence = Persistence()
 
@@ -448,42 +470,89 @@ class LinearLagForecaster(_BaseForecaster):
         if not extends:
             self._version += 1
             self._state = None
-        y, t0, step = self._require()
-        hist = pd.Series(y, index=pd.DatetimeIndex(t0 + step * np.arange(len(y))), name=self.zone)
-        self._profile.fit(hist)
-        self._persistence.fit(hist)
+            self._buf = None  # feature rows of another history: rebuild them all
+        self._simple_fitted = False
+
+    def _simple(self, rows: np.ndarray) -> _BaseForecaster:
+        """The simpler model used while the history is too short (fitted on first use)."""
+        if not self._simple_fitted:
+            y, t0, step = self._require()
+            idx = pd.DatetimeIndex(t0 + step * np.arange(len(y)))
+            hist = pd.Series(y, index=idx, name=self.zone)
+            self._profile.fit(hist)
+            self._persistence.fit(hist)
+            self._simple_fitted = True
+        return self._profile if int(rows.min()) > 7 * self.slots_per_day else self._persistence
 
     # -- features --------------------------------------------------------------------------
     def _build(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Feature rows 0..n (row n = an issue right after the history), targets, row mask."""
+        """Feature rows 0..n (row n = an issue right after the history), targets, row mask.
+
+        When the history was extended (``fit`` on the same series with more values at the end,
+        as a replay does every slot), only the new feature rows and the newly known targets are
+        computed; the rows are kept in buffers that grow by doubling, so one more slot costs
+        O(features) instead of O(history x features).
+        """
         if self._X is not None and self._T is not None and self._ok is not None:
             return self._X, self._T, self._ok
-        y, t0, step = self._require()
+        y, _, _ = self._require()
         n, K, HT = len(y), self.lags, self.max_lead_slots
-        spd = self.slots_per_day
-        days = max(1, K // spd)
         rows = n + 1
-        L = np.zeros((rows, K))
-        if n >= K:
-            L[K:] = sliding_window_view(y, K)[:, ::-1]  # row t: y[t-1], ..., y[t-K]
+        m = n - HT + 1
+        buf = self._buf
+        if buf is not None and buf["K"] == K and buf["HT"] == HT and buf["rows"] <= rows:
+            x0, t_lo = buf["rows"] - 1, max(0, buf["m"])  # the last row was an issue after y
+        else:
+            buf, x0, t_lo = None, 0, 0
+        cap = rows if buf is None else buf["X"].shape[0]
+        if buf is None or cap < rows:
+            cap = max(rows, 2 * cap) if buf is not None else rows + 24 * 31
+            X = np.zeros((cap, self._n_features()))
+            T = np.zeros((cap, HT))
+            if buf is not None:
+                X[: buf["rows"]] = buf["X"][: buf["rows"]]
+                T[: buf["rows"]] = buf["T"][: buf["rows"]]
+        else:
+            X, T = buf["X"], buf["T"]
+        X[x0:rows] = self._feature_rows(x0, rows)
+        T[x0:rows] = 0.0
+        if m > t_lo:
+            last = _gather(y, np.arange(t_lo, m) - 1)[:, None]
+            T[t_lo:m] = sliding_window_view(y, HT)[t_lo:m] - last
+        ok = np.zeros(rows, dtype=bool)
+        ok[K : max(K, m)] = True
+        self._buf = {"X": X, "T": T, "rows": rows, "m": m, "K": K, "HT": HT}
+        self._X, self._T, self._ok = X[:rows], T[:rows], ok
+        return self._X, self._T, self._ok
+
+    def _n_features(self) -> int:
+        K, spd = self.lags, self.slots_per_day
+        days = max(1, K // spd)
+        return K + (days + spd if days * spd == K else 0) + 23 + 6 + 1
+
+    def _feature_rows(self, r0: int, r1: int) -> np.ndarray:
+        """Feature rows ``r0..r1-1`` (row ``t`` uses ``y[:t]`` only; rows before ``lags`` are 0)."""
+        y, t0, step = self._require()
+        K, spd = self.lags, self.slots_per_day
+        days = max(1, K // spd)
+        nr = r1 - r0
+        L = np.zeros((nr, K))
+        a = max(r0, K)
+        if r1 > a:
+            L[a - r0 :] = sliding_window_view(y, K)[a - K : r1 - K][:, ::-1]  # y[t-1]..y[t-K]
         last = L[:, :1]
         parts = [L - last]
         if days * spd == K:
-            cube = L.reshape(rows, days, spd)
+            cube = L.reshape(nr, days, spd)
             parts += [cube.mean(1) - last, cube.mean(2) - last]
-        times = pd.DatetimeIndex(t0 + step * np.arange(rows))
-        hours = np.eye(24)[times.hour.to_numpy()][:, 1:]
-        dows = np.eye(7)[times.day_of_week.to_numpy()][:, 1:]
-        X = np.hstack(parts + [hours, dows, np.ones((rows, 1))])
-        T = np.zeros((rows, HT))
-        m = n - HT + 1
-        if m > 0:
-            T[:m] = sliding_window_view(y, HT)[:m] - last[:m]
-        ok = np.zeros(rows, dtype=bool)
-        ok[K : max(K, m)] = True
-        X[~ok & (np.arange(rows) < K)] = 0.0
-        self._X, self._T, self._ok = X, T, ok
-        return X, T, ok
+        t_ns = t0.as_unit("ns").value + step.as_unit("ns").value * np.arange(r0, r1)
+        hour = (t_ns // 3_600_000_000_000) % 24  # UTC hour of day, as DatetimeIndex.hour
+        dow = (t_ns // 86_400_000_000_000 + 3) % 7  # 1970-01-01 was a Thursday (3)
+        hours = _EYE24[hour][:, 1:]
+        dows = _EYE7[dow][:, 1:]
+        X = np.hstack(parts + [hours, dows, np.ones((nr, 1))])
+        X[: max(0, min(K, r1) - r0)] = 0.0  # rows before the first full lag window
+        return X
 
     def _train_range(self, cutoff: int) -> tuple[int, int]:
         """Issue rows ``[lo, hi)`` whose features and targets all lie before ``cutoff``."""
@@ -495,10 +564,14 @@ class LinearLagForecaster(_BaseForecaster):
     def _weights(self, cutoff: int) -> np.ndarray | None:
         """Ridge weights valid for issues in the refit period starting at ``cutoff``."""
         st = self._state
-        if st is not None and st.version == self._version and st.cutoff == cutoff:
+        lo, hi = self._train_range(cutoff)
+        if (
+            st is not None
+            and st.version == self._version
+            and (st.cutoff, st.lo, st.hi) == (cutoff, lo, hi)
+        ):
             return st.weights
         X, T, _ = self._build()
-        lo, hi = self._train_range(cutoff)
         if hi - lo < self.min_train_days * self.slots_per_day:
             return None
         if (
@@ -548,10 +621,7 @@ class LinearLagForecaster(_BaseForecaster):
             w = self._weights(int(c))
             r = rows[sel]
             if w is None:  # too little history: a simpler model
-                simple = (
-                    self._profile if int(r.min()) > 7 * self.slots_per_day else self._persistence
-                )
-                out[sel] = simple._points(r, horizon)
+                out[sel] = self._simple(r)._points(r, horizon)
                 continue
             base = X[r] @ w + _gather(y, r - 1)[:, None]
             h = min(horizon, HT)
