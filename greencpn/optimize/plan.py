@@ -36,7 +36,6 @@ SCHEMA = "greencpn.plan/1"
 #: the job-level MILP is solved beside the placement when it has at most this many binaries
 #: (measured: S 6,256, M 183,576, L 2,162,240, the example 444,144)
 JOBLEVEL_MAX_BINARIES = 20_000
-JOBLEVEL_TIME_LIMIT_S = 45.0
 
 
 @dataclass
@@ -233,6 +232,7 @@ def make_plan(
     inputs: PlanInputs | None = None,
     new_model: Callable[[PlanInputs], PlanModel] | None = None,
     tradeoff_curve: bool = True,
+    joblevel: bool = True,
 ) -> PlanResult:
     """Plan the fleet over the horizon.
 
@@ -245,6 +245,8 @@ def make_plan(
         new_model: builds the model when ``model`` is not given (default :class:`PlanModel`).
         tradeoff_curve: sweep the carbon/cost weights (the report's trade-off table); the
             control step skips it (extra solves every period for a figure nobody reads there).
+        joblevel: try the job-level MILP candidate where the fleet is small enough
+            (``solver.joblevel_time_limit_s``; the control step skips it by default).
     """
     inp = inputs or make_inputs(cfg, clock, intensity_by_zone, failed_nodes=failed_nodes)
     diagnostics = run_checks(inp)
@@ -266,7 +268,9 @@ def make_plan(
     t0 = time.perf_counter()
     sol = model.extract()
     outcome.extract_s = time.perf_counter() - t0
-    return finish_plan(cfg, clock, inp, model, outcome, sol, diagnostics, tradeoff_curve)
+    return finish_plan(
+        cfg, clock, inp, model, outcome, sol, diagnostics, tradeoff_curve, joblevel=joblevel
+    )
 
 
 def finish_plan(
@@ -278,6 +282,8 @@ def finish_plan(
     sol: MilpSolution,
     diagnostics: list[str],
     tradeoff_curve: bool = True,
+    *,
+    joblevel: bool = True,
 ) -> PlanResult:
     t0 = time.perf_counter()
     sched, n, u, d, executed = place_and_repair(inp, model, sol)
@@ -291,10 +297,19 @@ def finish_plan(
     chosen = "optimised placement"
     jl_info: dict | None = None
     cands = [(executed.objective, chosen, (sched, n, u, d, executed))]
+    # A re-plan anchored on the previous plan (the control step) keeps the MILP-guided
+    # placement: only it carries the stability terms and the min up / min down bounds from the
+    # power history (optimize/stability.py); the other candidates know neither.
+    anchored = getattr(model, "anchor", None) is not None
+    if anchored:
+        diagnostics.append(
+            "plan: re-plan anchored on the previous plan: the MILP-guided placement is the plan "
+            "(other candidates do not carry the stability terms and power-history bounds)"
+        )
     # the cap level carried by each job (priced by the objective, one level per pool-slot)
     t3 = time.perf_counter()
     spare_on = np.repeat(np.array([p.spares for p in inp.pools])[:, None], inp.T, axis=1)
-    for oname, base_order in job_orders(inp).items():
+    for oname, base_order in ({} if anchored else job_orders(inp)).items():
         order, first = base_order, set[int]()
         reserve = np.zeros((len(inp.sites), inp.T))
         for _ in range(3):
@@ -323,16 +338,15 @@ def finish_plan(
             ]
     levels_s = time.perf_counter() - t3
     size = joblevel_size(inp)
-    if size <= JOBLEVEL_MAX_BINARIES:
+    jl_limit_s = min(inp.solver.joblevel_time_limit_s, inp.solver.time_limit_s)
+    if joblevel and not anchored and jl_limit_s > 0 and size <= JOBLEVEL_MAX_BINARIES:
         t2 = time.perf_counter()
         warm = (
             base_scheds["carbon_aware_greedy"][0]
             if baselines["carbon_aware_greedy"].objective < executed.objective
             else sched
         )
-        jl = solve_joblevel(
-            inp, time_limit_s=min(JOBLEVEL_TIME_LIMIT_S, inp.solver.time_limit_s), start=warm
-        )
+        jl = solve_joblevel(inp, time_limit_s=jl_limit_s, start=warm)
         jl_info = {
             "status": jl.status,
             "objective": jl.objective,
@@ -350,12 +364,24 @@ def finish_plan(
                 (ev_jl.objective, "job-level MILP", (jl.schedule, jl.n, jl.u, jl.d, ev_jl))
             )
     else:
-        jl_info = {"status": "skipped", "binaries": size, "limit": JOBLEVEL_MAX_BINARIES}
+        jl_info = {
+            "status": "skipped",
+            "binaries": size,
+            "limit": JOBLEVEL_MAX_BINARIES,
+            "reason": "too large"
+            if size > JOBLEVEL_MAX_BINARIES
+            else (
+                "not in the control step"
+                if not joblevel or anchored
+                else "joblevel_time_limit_s = 0"
+            ),
+        }
     greedy = baselines["carbon_aware_greedy"]
     g_sched, g_n, g_u = base_scheds["carbon_aware_greedy"]
     prev = np.concatenate([np.array([[p.initial_on] for p in inp.pools]), g_n[:, :-1]], axis=1)
     g_d = np.maximum(0, prev - g_n)  # starts and stops never share a slot (net_switches)
-    cands.append((greedy.objective, "carbon-aware greedy", (g_sched, g_n, g_u, g_d, greedy)))
+    if not anchored:
+        cands.append((greedy.objective, "carbon-aware greedy", (g_sched, g_n, g_u, g_d, greedy)))
     optimised_totals = dict(executed.totals)
     best_obj, chosen, (sched, n, u, d, executed) = min(
         cands, key=lambda c: c[0] + 1e-9 * (c[1] != "optimised placement")

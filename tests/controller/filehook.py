@@ -67,7 +67,12 @@ class FileHook:
             time.sleep(120)
         data = self._read()
         return [
-            NodeStatus(n, NodePower(data[n]["power"]), drained=bool(data[n]["drained"]))
+            NodeStatus(
+                n,
+                NodePower(data[n]["power"]),
+                drained=bool(data[n]["drained"]),
+                running_jobs=int(data[n].get("jobs", 0)),  # None would mean "unknown" = busy
+            )
             for n in nodes
         ]
 

@@ -11,6 +11,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# The one known exception, also listed in .importlinter: loading a config checks hook tables and
+# hostlists (issue #9.9) through actuate, imported lazily in config.check_hooks_and_hostlists.
+# Open work: move that check to the controller layer and empty this set.
+KNOWN_EDGES = {
+    ("greencpn.config", "greencpn.actuate.hooks"),
+    ("greencpn.config", "greencpn.actuate.hostlist"),
+}
+
+
+def _graph():  # type: ignore[no-untyped-def]
+    grimp = pytest.importorskip("grimp")
+    # imports under TYPE_CHECKING are not run: they make no cycle and cross no layer at run time
+    g = grimp.build_graph("greencpn", exclude_type_checking_imports=True)
+    for importer, imported in KNOWN_EDGES:
+        g.remove_import(importer=importer, imported=imported)
+    return g
+
 
 def test_import_linter_contracts_are_kept():
     exe = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
@@ -22,8 +39,7 @@ def test_import_linter_contracts_are_kept():
 
 
 def test_no_import_cycles_between_modules():
-    grimp = pytest.importorskip("grimp")
-    g = grimp.build_graph("greencpn")
+    g = _graph()
     cycles = set()
     for m in g.modules:
         for d in g.find_modules_directly_imported_by(m):
@@ -33,7 +49,6 @@ def test_no_import_cycles_between_modules():
 
 
 def test_optimize_imports_no_sources_or_actuate():
-    grimp = pytest.importorskip("grimp")
-    g = grimp.build_graph("greencpn")
+    g = _graph()
     for layer in ("greencpn.sources", "greencpn.actuate", "greencpn.controller"):
         assert not g.chain_exists(importer="greencpn.optimize", imported=layer, as_packages=True)
