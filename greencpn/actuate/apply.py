@@ -30,7 +30,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -38,8 +37,11 @@ from typing import Any
 
 from greencpn.actuate.base import NodePower, NodePowerHook
 from greencpn.actuate.hooks._common import HookLifecycle, hook_lifecycle
-from greencpn.actuate.hostlist import compress
 from greencpn.actuate.ledger import Ledger
+from greencpn.actuate.outcomes import (
+    StepOutcome,
+    StepStatus,
+)
 from greencpn.actuate.plan_file import (
     SCHEMA_RE,
     check_plan_against_config,
@@ -52,7 +54,6 @@ from greencpn.actuate.plan_slot import (
     resolve_slot,
 )
 from greencpn.actuate.reconcile import (
-    CAP_TOLERANCE_W,
     NO_GPU_BACKEND,
     Backends,
     CapChange,
@@ -61,8 +62,9 @@ from greencpn.actuate.reconcile import (
     _list_gpus,
     _status_all,
     compute_diff,
-    unobservable,
 )
+from greencpn.actuate.render import format_diff
+from greencpn.actuate.report import ApplyReport
 from greencpn.actuate.safety import (
     WORK_UNKNOWN,
     ControlSettings,
@@ -79,226 +81,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SCHEMA_RE", "load_plan"]
 TOKEN_KEY = "power_ops_bucket"
-
-
-# --------------------------------------------------------------------------- printing
-
-
-def _range_w(values: Sequence[float]) -> str:
-    if not values:
-        return "-"
-    lo, hi = min(values), max(values)
-    return f"{lo:g}" if abs(hi - lo) < CAP_TOLERANCE_W else f"{lo:g}-{hi:g}"
-
-
-def format_diff(
-    diffs: Sequence[PoolDiff], slot: SlotRef, *, plan_path: str | None, mode: str
-) -> str:
-    """The diff as a fixed-width table plus per-pool notes."""
-    head = (
-        f"plan {plan_path or '-'}  slot {slot.index} "
-        f"[{slot.start:%Y-%m-%d %H:%M}Z, {slot.end:%H:%M}Z)  mode: {mode}"
-    )
-    cols = (
-        "pool",
-        "site",
-        "hook",
-        "on now",
-        "unknown",
-        "target",
-        "power off",
-        "power on",
-        "cap now W",
-        "cap target W",
-        "GPUs to cap",
-    )
-    rows = [cols]
-    for d in diffs:
-        caps = [w for ws in d.caps_now_w.values() for w in ws]
-        n_cap = len(d.cap_lower) + len(d.cap_raise)
-        cap_txt = (
-            "-"
-            if not n_cap
-            else " ".join(
-                t
-                for t in (
-                    f"{len(d.cap_lower)} lower" if d.cap_lower else "",
-                    f"{len(d.cap_raise)} raise" if d.cap_raise else "",
-                )
-                if t
-            )
-        )
-        rows.append(
-            (
-                d.name,
-                d.site,
-                d.hook_kind,
-                f"{d.on_now}/{len(d.nodes)}",
-                str(len(d.unknown)) if d.unknown else "-",
-                str(d.target_nodes_on),
-                compress(d.power_off) if d.power_off else "-",
-                compress(d.power_on) if d.power_on else "-",
-                _range_w(caps),
-                "-" if d.target_cap_w is None else f"{d.target_cap_w:g}",
-                cap_txt,
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
-    lines = [head, ""]
-    for k, r in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    extra = []
-    for d in diffs:
-        for h in d.mark_failed:
-            extra.append(f"  {d.name}: mark {h.node} failed: {h.reason}")
-        if d.resume:
-            extra.append(f"  {d.name}: resume {compress(d.resume)} (drained by greencpn, on again)")
-        for h in d.held:
-            extra.append(f"  {d.name}: held {h.node}: {h.reason}")
-        for n in d.notes:
-            extra.append(f"  {d.name}: {n}")
-    if extra:
-        lines += ["", "notes:", *extra]
-    unknown = unobservable(diffs)
-    if unknown:
-        lines += ["", unobservable_line(diffs)]
-    elif not any(d.actions for d in diffs):
-        off_target = [d.name for d in diffs if d.actuated and d.on_now != d.target_nodes_on]
-        if off_target:
-            lines += [
-                "",
-                f"nothing can be switched now, but {len(off_target)} pool(s) differ from the "
-                f"plan: {', '.join(off_target)} (see the held nodes above)",
-            ]
-        else:
-            lines += ["", "nothing to do: the fleet already matches the plan for this slot"]
-    return "\n".join(lines)
-
-
-EXIT_NOT_OBSERVABLE = 3
-"""Exit status when some nodes' status could not be read (docs/apply.md, "Exit status")."""
-
-
-def unobservable_line(diffs: Sequence[PoolDiff]) -> str:
-    unknown = unobservable(diffs)
-    total = sum(len(d.nodes) for d in diffs)
-    pools = ", ".join(f"{d.name}: {compress(d.unknown)}" for d in diffs if d.unknown)
-    return (
-        f"fleet not observable: {len(unknown)} of {total} node(s) not observable "
-        f"(status unknown; denominator: all nodes of the plan's pools) — {pools}; they are not "
-        f"switched and their caps not set (exit {EXIT_NOT_OBSERVABLE})"
-    )
-
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class StepOutcome:
-    phase: str
-    action: str
-    pool: str | None
-    targets: tuple[str, ...]
-    status: str  # ok | error | skipped | deferred | failed | shadow
-    message: str = ""
-
-
-@dataclass
-class ApplyReport:
-    slot: SlotRef
-    mode: str  # dry-run | shadow | act
-    diffs: list[PoolDiff]
-    steps: list[StepOutcome] = field(default_factory=list)
-    interrupted: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    apply_id: int | None = None
-    failed_nodes: list[str] = field(default_factory=list)
-    caps_not_applied: list[str] = field(default_factory=list)
-    """GPUs (``node:gpuN``) whose cap was not applied: the target is outside the device range."""
-    caps_not_read: list[str] = field(default_factory=list)
-    """Nodes whose GPU caps could not be read or set (no GPU backend, GPU read error)."""
-    jobs: Any = None  # greencpn.actuate.jobs.JobReport when [job_actuation] is configured
-
-    @property
-    def problems(self) -> list[StepOutcome]:
-        return [s for s in self.steps if s.status not in ("ok", "shadow")]
-
-    @property
-    def changed(self) -> bool:
-        jobs_ok = self.jobs is not None and any(o.status == "ok" for o in self.jobs.outcomes)
-        return jobs_ok or any(s.status == "ok" for s in self.steps)
-
-    @property
-    def job_problems(self) -> bool:
-        return self.jobs is not None and bool(self.jobs.problems)
-
-    @property
-    def outcome(self) -> str:
-        if self.mode != "act":
-            return self.mode
-        if self.problems or self.job_problems:
-            return "partial"
-        return "applied" if self.changed else "nothing_to_do"
-
-    @property
-    def unknown_nodes(self) -> list[str]:
-        return unobservable(self.diffs)
-
-    @property
-    def exit_code(self) -> int:
-        """0 done/nothing to do/dry run/shadow; 1 partial (act); 3 some nodes not observable."""
-        if self.unknown_nodes:
-            return EXIT_NOT_OBSERVABLE
-        return 1 if self.mode == "act" and (self.problems or self.job_problems) else 0
-
-    def format(self) -> str:
-        lines = []
-        for note in [*self.warnings, *self.interrupted]:
-            lines.append(f"warning: {note}")
-        for s in self.steps:
-            tgt = (
-                compress(list(s.targets))
-                if s.targets and all(":" not in t for t in s.targets)
-                else ",".join(s.targets[:4])
-                + (f",…(+{len(s.targets) - 4})" if len(s.targets) > 4 else "")
-            )
-            lines.append(
-                f"  [{s.status:8}] {s.phase:11} {s.action:15} {s.pool or '-':12} {tgt}"
-                + (f"  — {s.message}" if s.message else "")
-            )
-        if self.jobs is not None:
-            lines.append(self.jobs.format() or "  jobs: nothing to do")
-        if self.failed_nodes:
-            lines.append(f"re-plan needed: node(s) marked failed: {compress(self.failed_nodes)}")
-        if self.caps_not_applied:
-            lines.append(
-                f"{len(self.caps_not_applied)} GPU cap(s) not applied (the plan's cap is outside "
-                "the device range)"
-            )
-        if self.caps_not_read:
-            lines.append(
-                f"{len(self.caps_not_read)} node(s) whose GPU caps were not read or set: "
-                + compress(self.caps_not_read)
-            )
-        if self.unknown_nodes:
-            lines.append(unobservable_line(self.diffs))
-        verdict = {
-            "dry-run": "dry run: nothing changed",
-            "shadow": "shadow mode: nothing changed (allow actuation with --allow-actuation or "
-            "allow_actuation = true in control.toml)",
-            "applied": "applied",
-            "nothing_to_do": (
-                "nothing changed on the nodes greencpn can see"
-                if self.unknown_nodes
-                else "nothing changed: the fleet already matched the plan"
-            ),
-            "partial": f"partial: {len(self.problems)} step(s) not done — recorded in the ledger",
-        }[self.outcome]
-        ref = f" (ledger apply #{self.apply_id})" if self.apply_id is not None else ""
-        lines.append(f"result: {verdict}{ref}")
-        return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- execution
@@ -348,7 +130,9 @@ class _Run:
         status: str,
         message: str = "",
     ) -> None:
-        self.report.steps.append(StepOutcome(phase, action, pool, tuple(targets), status, message))
+        self.report.steps.append(
+            StepOutcome(phase, action, pool, tuple(targets), StepStatus(status), message)
+        )
 
     def decide(
         self,
