@@ -50,6 +50,8 @@ class ApplyOutcome(StrEnum):
     NOTHING_TO_DO = "nothing_to_do"
     PARTIAL = "partial"
     """Acted, but some step was not done (recorded in the ledger); exit status 1."""
+    ERROR = "error"
+    """An unexpected fault stopped the apply (recorded, then raised)."""
 
 
 EXIT_NOT_OBSERVABLE = 3
