@@ -1,0 +1,197 @@
+"""The cap phases: lower caps first (1), raise caps last (7); a GPU error rolls back the caps
+already set on that pool in that step, and skips the power-raising steps at its site."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from greencpn.actuate.outcomes import StepStatus
+from greencpn.actuate.phases.state import RunState
+from greencpn.actuate.reconcile import (
+    NO_GPU_BACKEND,
+    CapChange,
+    PoolDiff,
+    _cap_changes,
+    _list_gpus,
+)
+from greencpn.actuate.safety import Held
+
+
+class CapPhases(RunState):
+    """Setting GPU power caps, with rollback, and recording the caps that cannot be applied."""
+
+    # ---------------------------------------------------------------- GPU caps
+    def set_caps(self, phase: str, d: PoolDiff, changes: Sequence[CapChange]) -> None:
+        if not changes:
+            return
+        sid = self.ledger.intent(
+            self.apply_id,
+            self.now(),
+            phase=phase,
+            action="set_power_cap",
+            pool=d.name,
+            targets=[c.target for c in changes],
+            detail={
+                "target_w": d.target_cap_w,
+                "before_w": {c.target: c.before_w for c in changes},
+            },
+        )
+        done: list[CapChange] = []
+        for c in changes:
+            gb = self.backends.gpus(c.node)
+            try:
+                if gb is None:
+                    raise RuntimeError(f"no GPU backend for {c.node}")
+                gb.set_power_limit_w(c.index, c.after_w)
+            except Exception as exc:
+                self._cap_failure(phase, d, sid, done, c, exc)
+                return
+            done.append(c)
+        self.ledger.result(
+            sid, self.now(), StepStatus.OK, {"set_w": {c.target: c.after_w for c in done}}
+        )
+        self.out(
+            phase,
+            "set_power_cap",
+            d.name,
+            [c.target for c in done],
+            StepStatus.OK,
+            f"{len(done)} GPU(s) to {d.target_cap_w:g} W",
+        )
+
+    def _cap_failure(
+        self,
+        phase: str,
+        d: PoolDiff,
+        sid: int,
+        done: list[CapChange],
+        failed: CapChange,
+        exc: Exception,
+    ) -> None:
+        err = f"{type(exc).__name__}: {exc}"
+        rolled: list[str] = []
+        rb_errors: dict[str, str] = {}
+        if done:
+            rb = self.ledger.intent(
+                self.apply_id,
+                self.now(),
+                phase=phase,
+                action="rollback_power_cap",
+                pool=d.name,
+                targets=[c.target for c in done],
+                detail={"restore_w": {c.target: c.before_w for c in done}},
+            )
+            for c in reversed(done):
+                gb = self.backends.gpus(c.node)
+                try:
+                    if gb is None:
+                        raise RuntimeError(f"no GPU backend for {c.node}")
+                    gb.set_power_limit_w(c.index, c.before_w)
+                    rolled.append(c.target)
+                except Exception as rexc:
+                    rb_errors[c.target] = f"{type(rexc).__name__}: {rexc}"
+            self.ledger.result(
+                rb,
+                self.now(),
+                StepStatus.ERROR if rb_errors else StepStatus.OK,
+                {
+                    "restored": rolled,
+                    "errors": rb_errors,
+                    "still_at_new_cap_w": {t: d.target_cap_w for t in rb_errors},
+                },
+            )
+            self.out(
+                phase,
+                "rollback_power_cap",
+                d.name,
+                rolled or [c.target for c in done],
+                StepStatus.ERROR if rb_errors else StepStatus.OK,
+                f"restored {len(rolled)} GPU(s)"
+                + (f"; could not restore {sorted(rb_errors)}" if rb_errors else ""),
+            )
+        self.ledger.result(
+            sid,
+            self.now(),
+            StepStatus.ERROR,
+            {
+                "error": err,
+                "failed_at": failed.target,
+                "set_then_rolled_back": rolled,
+                "rollback_errors": rb_errors,
+            },
+        )
+        self.out(
+            phase,
+            "set_power_cap",
+            d.name,
+            [failed.target],
+            StepStatus.ERROR,
+            f"{err}; pool {d.name} caps left as before; power-raising steps at site {d.site} skipped",
+        )
+        self.failed_sites.add(d.site)
+
+    def raise_caps_phase(self) -> None:
+        for d in self.diffs:
+            if d.target_cap_w is None:
+                continue
+            booted = [
+                n
+                for n, (p, _) in self.booting.items()
+                if p is d and self.ledger.node(n).power == "on"
+            ]
+            changes = list(d.cap_raise)
+            not_read: list[Held] = []
+            oor: list[Held] = []
+            for n in booted:  # fresh nodes come up at their default cap: read, then set
+                gb = self.backends.gpus(n)
+                gpus = _list_gpus(gb, n, d.notes) if gb is not None else None
+                if gb is None:
+                    not_read.append(Held(n, NO_GPU_BACKEND))
+                elif gpus is None:
+                    not_read.append(Held(n, d.notes[-1].removeprefix(f"{n}: ")))
+                else:
+                    lower, raise_, more = _cap_changes(d.target_cap_w, n, gpus, d.notes)
+                    changes += lower + raise_
+                    oor += more
+            self._caps_not_applied("raise_caps", d, not_read, oor)
+            if not changes:
+                continue
+            if d.site in self.failed_sites and any(c.after_w > c.before_w for c in changes):
+                ups = [c for c in changes if c.after_w > c.before_w]
+                self.decide(
+                    "raise_caps",
+                    "set_power_cap",
+                    d.name,
+                    [c.target for c in ups],
+                    StepStatus.SKIPPED,
+                    f"a power-reducing step failed at site {d.site}",
+                )
+                changes = [c for c in changes if c.after_w <= c.before_w]
+            self.set_caps("raise_caps", d, changes)
+
+    def _caps_not_applied(
+        self, phase: str, d: PoolDiff, not_read: list[Held], out_of_range: list[Held]
+    ) -> None:
+        """Record the caps the plan asks for that cannot be applied (a reported outcome)."""
+        status = StepStatus.SKIPPED
+        if not_read:
+            self.decide(
+                phase,
+                "set_power_cap",
+                d.name,
+                [h.node for h in not_read],
+                status,
+                "caps not read or set: " + "; ".join(f"{h.node}: {h.reason}" for h in not_read),
+            )
+        if out_of_range:
+            reasons = sorted({h.reason for h in out_of_range})
+            self.decide(
+                phase,
+                "set_power_cap",
+                d.name,
+                [h.node for h in out_of_range],
+                status,
+                "caps not applied: " + "; ".join(reasons) + "; left as they are",
+            )
+        self.report.caps_not_applied += [h.node for h in out_of_range]
+        self.report.caps_not_read += [h.node for h in not_read]

@@ -1,0 +1,413 @@
+"""Reconcile: observe the fleet and diff it against one slot of the plan, per pool.
+
+:func:`compute_diff` runs these named steps for every pool of the plan:
+
+1. :func:`_pool_view` — the pool's config, its slot target, hook, hostlist and spares;
+2. :func:`_observe_pool` — node status through the pool's hook (``unknown`` on a hook fault);
+3. :func:`_overdue_boots` — nodes past their boot deadline are to be marked failed;
+4. :func:`_choose_switching` — nodes to power off / on (the safety rules of
+   :mod:`greencpn.actuate.safety`) and the nodes greencpn drained that are to be resumed; or,
+   for a pool greencpn cannot switch, the advisory note;
+5. :func:`_diff_caps` — the GPU caps to lower and to raise on the nodes that are on and stay on.
+
+Nothing here changes the fleet: the phases (:mod:`greencpn.actuate.phases`) carry the diff out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from greencpn.actuate.base import GpuBackend, GpuInfo, NodePower, NodePowerHook, NodeStatus
+from greencpn.actuate.hostlist import compress, expand
+from greencpn.actuate.ledger import Ledger, NodeRecord
+from greencpn.actuate.plan_slot import SlotRef
+from greencpn.actuate.safety import (
+    WORK_UNKNOWN,
+    ControlSettings,
+    Held,
+    choose_power_off,
+    choose_power_on,
+    counts_as_on,
+    designated_spares,
+)
+from greencpn.config import FleetConfig, PoolConfig
+from greencpn.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+CAP_TOLERANCE_W = 0.5
+"""Caps within this many watts of the target count as equal (NVML works in milliwatts)."""
+NO_GPU_BACKEND = "no GPU backend for this node"
+
+
+# --------------------------------------------------------------------------- backends
+
+
+@dataclass
+class Backends:
+    """What ``apply`` acts through.
+
+    Attributes:
+        hooks: per pool name, its node power hook (``None``: node power is not actuated).
+        gpus: node name -> that node's GPU backend, or ``None`` if it cannot be reached.
+    """
+
+    hooks: Mapping[str, NodePowerHook | None]
+    gpus: Callable[[str], GpuBackend | None]
+
+
+# --------------------------------------------------------------------------- the diff
+
+
+@dataclass(frozen=True)
+class CapChange:
+    node: str
+    index: int
+    before_w: float
+    after_w: float
+
+    @property
+    def target(self) -> str:
+        return f"{self.node}:gpu{self.index}"
+
+
+@dataclass
+class PoolDiff:
+    """Plan target vs observed state for one pool, and the actions chosen to close the gap."""
+
+    name: str
+    site: str
+    hook_kind: str
+    nodes: list[str]
+    spares: list[str]
+    statuses: list[NodeStatus]
+    plan_nodes_on: int
+    target_nodes_on: int
+    on_now: int
+    power_off: list[str] = field(default_factory=list)
+    power_on: list[str] = field(default_factory=list)
+    resume: list[str] = field(default_factory=list)
+    mark_failed: list[Held] = field(default_factory=list)
+    held: list[Held] = field(default_factory=list)
+    target_cap_w: float | None = None
+    caps_now_w: dict[str, list[float]] = field(default_factory=dict)
+    cap_lower: list[CapChange] = field(default_factory=list)
+    cap_raise: list[CapChange] = field(default_factory=list)
+    cap_unreached: list[Held] = field(default_factory=list)
+    cap_out_of_range: list[Held] = field(default_factory=list)
+    """GPUs (``node:gpuN``) whose device range excludes the plan's cap: not applied."""
+    notes: list[str] = field(default_factory=list)
+    pool_cfg: PoolConfig | None = None
+    actuated: bool = True
+    work_unknown: list[str] = field(default_factory=list)
+    """Nodes the plan wanted off that were kept on because their hook reports no work count."""
+
+    @property
+    def unknown(self) -> list[str]:
+        """Nodes of this pool whose status could not be read (never switched)."""
+        return [s.name for s in self.statuses if s.power == NodePower.UNKNOWN]
+
+    @property
+    def actions(self) -> int:
+        return (
+            len(self.power_off)
+            + len(self.power_on)
+            + len(self.resume)
+            + len(self.mark_failed)
+            + len(self.cap_lower)
+            + len(self.cap_raise)
+        )
+
+
+def _status_all(hook: NodePowerHook, nodes: Sequence[str]) -> list[NodeStatus]:
+    if not nodes:
+        return []
+    try:
+        got = {s.name: s for s in hook.status(nodes)}
+    except Exception as exc:  # a hook fault must not stop the others; the nodes read as unknown
+        log.warning("status of %s failed: %s", compress(nodes), exc)
+        return [NodeStatus(n, NodePower.UNKNOWN, detail=f"status failed: {exc}") for n in nodes]
+    return [
+        got.get(n) or NodeStatus(n, NodePower.UNKNOWN, detail="not in status reply") for n in nodes
+    ]
+
+
+def _list_gpus(gb: GpuBackend, node: str, notes: list[str]) -> list[GpuInfo] | None:
+    try:
+        return gb.list_gpus()
+    except Exception as exc:
+        notes.append(
+            f"{node}: cannot read GPUs ({type(exc).__name__}: {exc}); caps left as they are"
+        )
+        return None
+
+
+def _cap_changes(
+    target_w: float, node: str, gpus: Sequence[GpuInfo], notes: list[str]
+) -> tuple[list[CapChange], list[CapChange], list[Held]]:
+    """Caps to lower and to raise on one node, and the GPUs whose range excludes the target."""
+    lower: list[CapChange] = []
+    raise_: list[CapChange] = []
+    out_of_range: list[Held] = []
+    for g in gpus:
+        if (
+            not g.power_limit_min_w - CAP_TOLERANCE_W
+            <= target_w
+            <= g.power_limit_max_w + CAP_TOLERANCE_W
+        ):
+            notes.append(
+                f"{node}:gpu{g.index}: target {target_w:g} W is outside the device range "
+                f"{g.power_limit_min_w:g}–{g.power_limit_max_w:g} W; left at {g.power_limit_current_w:g} W"
+            )
+            out_of_range.append(
+                Held(
+                    f"{node}:gpu{g.index}",
+                    f"target {target_w:g} W is outside the device range "
+                    f"{g.power_limit_min_w:g}–{g.power_limit_max_w:g} W",
+                )
+            )
+            continue
+        if abs(g.power_limit_current_w - target_w) <= CAP_TOLERANCE_W:
+            continue
+        ch = CapChange(node, g.index, g.power_limit_current_w, target_w)
+        (lower if target_w < g.power_limit_current_w else raise_).append(ch)
+    return lower, raise_, out_of_range
+
+
+def _pool_slot(pool: dict[str, Any], slot: int, source: str | None) -> dict[str, Any]:
+    for s in pool.get("slots", []):
+        if int(s.get("slot", -1)) == slot:
+            return dict(s)
+    raise ConfigError(
+        f"pool {pool.get('name')!r} has no entry for slot {slot}",
+        source=source,
+        field=f"pools({pool.get('name')}).slots",
+        fix="re-run greencpn plan",
+    )
+
+
+def unobservable(diffs: Sequence[PoolDiff]) -> list[str]:
+    """The nodes of all pools whose status could not be read."""
+    return [n for d in diffs for n in d.unknown]
+
+
+def compute_diff(
+    plan: dict[str, Any],
+    slot: SlotRef,
+    config: FleetConfig,
+    backends: Backends,
+    ledger: Ledger,
+    settings: ControlSettings,
+    now: datetime,
+    source: str | None = None,
+) -> list[PoolDiff]:
+    """Observe the fleet and decide, per pool, what to switch and which caps to set."""
+    pools_cfg = {p.name: p for p in config.pools}
+    diffs = []
+    for pool in plan["pools"]:
+        d, target = _pool_view(pool, pools_cfg, slot, config, backends, settings, source)
+        records = {n: ledger.node(n) for n in d.nodes}
+        records = _overdue_boots(d, records, now)
+        _choose_switching(d, records, now)
+        _diff_caps(d, target, records, backends)
+        diffs.append(d)
+    return diffs
+
+
+def _pool_view(
+    pool: dict[str, Any],
+    pools_cfg: Mapping[str, PoolConfig],
+    slot: SlotRef,
+    config: FleetConfig,
+    backends: Backends,
+    settings: ControlSettings,
+    source: str | None,
+) -> tuple[PoolDiff, dict[str, Any]]:
+    """One plan pool matched with its config and observed: the diff's skeleton and the slot
+    target (``nodes_on``, ``power_cap_w``)."""
+    name = pool["name"]
+    pcfg = pools_cfg.get(name)
+    if pcfg is None:
+        raise ConfigError(
+            f"plan pool {name!r} is not in the config {config.path}",
+            source=source,
+            field=f"pools({name})",
+            fix="plan and apply with the same config",
+        )
+    target = _pool_slot(pool, slot.index, source)
+    hook = backends.hooks.get(name)
+    kind = pcfg.hook.kind  # the config's, as for the hostlist
+    hook_kind = str(getattr(hook, "name", kind)) if hook is not None else kind
+    if hook is None and pcfg.hook.advisory:
+        hook_kind = f"{kind} (advisory)"
+    hostlist = pcfg.hostlist  # the config is the authority (the plan's was checked equal)
+    notes: list[str] = []
+    nodes = expand(hostlist) if hostlist else []
+    if not nodes:
+        notes.append("no hostlist: node power and caps are not actuated (set pools.hostlist)")
+    spares = designated_spares(name, nodes, min(pcfg.spares, len(nodes)), settings) if nodes else []
+    statuses = _observe_pool(hook, kind, nodes, notes)
+    plan_on = int(target.get("nodes_on", len(nodes)))
+    d = PoolDiff(
+        name=name,
+        site=pool.get("site") or pcfg.site,
+        hook_kind=hook_kind,
+        nodes=nodes,
+        spares=spares,
+        statuses=statuses,
+        plan_nodes_on=plan_on,
+        target_nodes_on=plan_on,
+        on_now=0,
+        notes=notes,
+        pool_cfg=pcfg,
+        actuated=hook is not None and bool(nodes),
+    )
+    return d, target
+
+
+def _observe_pool(
+    hook: NodePowerHook | None, kind: str, nodes: list[str], notes: list[str]
+) -> list[NodeStatus]:
+    """Node status through the pool's hook; without a hook the nodes are assumed on."""
+    if hook is None:
+        if nodes:
+            notes.append(f"hook '{kind}': node power is not actuated; caps only on reachable nodes")
+        return [NodeStatus(n, NodePower.ON, detail="assumed on (no hook)") for n in nodes]
+    return _status_all(hook, nodes)
+
+
+def _overdue_boots(
+    d: PoolDiff, records: dict[str, NodeRecord], now: datetime
+) -> dict[str, NodeRecord]:
+    """Boots that overran their timeout (found now, e.g. when the last apply did not wait) go
+    to ``d.mark_failed``; returns the records with those nodes failed. Also counts the nodes
+    on now and notes the failed and unknown ones."""
+    for st in d.statuses:
+        rec = records[st.name]
+        if (
+            not rec.failed
+            and rec.boot_deadline is not None
+            and st.power != NodePower.ON
+            and now > rec.boot_deadline
+        ):
+            d.mark_failed.append(
+                Held(
+                    st.name,
+                    f"not on by its boot deadline {rec.boot_deadline.isoformat()} "
+                    f"(status {st.power.value})",
+                )
+            )
+    newly_failed = {h.node for h in d.mark_failed}
+    if newly_failed:
+        records = {
+            n: (
+                NodeRecord(name=n, failed=True, failed_reason="boot timeout")
+                if n in newly_failed
+                else r
+            )
+            for n, r in records.items()
+        }
+    failed = sorted(n for n, r in records.items() if r.failed)
+    if failed:
+        d.notes.append(f"failed (left alone until cleared): {compress(failed)}")
+    unknown = [s.name for s in d.statuses if s.power == NodePower.UNKNOWN]
+    if unknown:
+        d.notes.append(f"status unknown (not switched): {compress(unknown)}")
+    d.on_now = sum(1 for s in d.statuses if counts_as_on(s) and s.name not in newly_failed)
+    return records
+
+
+def _choose_switching(d: PoolDiff, records: dict[str, NodeRecord], now: datetime) -> None:
+    """The nodes to power off or on to reach the slot's target, and those to resume."""
+    pcfg = d.pool_cfg
+    assert pcfg is not None
+    plan_on, nodes, spares, statuses = d.plan_nodes_on, d.nodes, d.spares, d.statuses
+    if not d.actuated:
+        # not switched by greencpn: show the plan's target (never hide it) and say so
+        d.target_nodes_on = plan_on
+        if nodes and plan_on != d.on_now:
+            d.notes.append(
+                f"advisory: the plan wants {plan_on} of {len(nodes)} on; hook '{pcfg.hook.kind}' "
+                "cannot switch nodes, greencpn changes nothing here (an operator may)"
+                + (
+                    ""
+                    if pcfg.hook.advisory
+                    else " — re-plan: this pool is planned always on by this greencpn"
+                )
+            )
+        return
+    eff = min(max(plan_on, len(spares)), len(nodes))
+    if eff != plan_on:
+        d.notes.append(
+            f"target raised from {plan_on} to {eff} nodes on to keep {len(spares)} spare(s)"
+        )
+    d.target_nodes_on = eff
+    gap = eff - d.on_now
+    held: list[Held]
+    if gap < 0:
+        d.power_off, held = choose_power_off(
+            statuses, -gap, records, now, min_up_h=pcfg.min_up_h, spares=spares
+        )
+    elif gap > 0:
+        d.power_on, held = choose_power_on(
+            statuses, gap, records, now, min_down_h=pcfg.min_down_h, spares=spares
+        )
+    else:
+        held = []
+    d.held = held
+    d.work_unknown = [h.node for h in held if h.reason == WORK_UNKNOWN]
+    short = abs(gap) - len(d.power_off) - len(d.power_on)
+    if short > 0:
+        d.notes.append(
+            f"{short} node(s) of the {'power-off' if gap < 0 else 'power-on'} target "
+            "cannot be switched now (see held)"
+        )
+    off = set(d.power_off)
+    # greencpn drained these (not every hook reports the drain flag, so the ledger decides)
+    d.resume = [
+        s.name
+        for s in statuses
+        if s.power == NodePower.ON
+        and records[s.name].drained_by_us
+        and not records[s.name].failed
+        and s.name not in off
+    ]
+
+
+def _diff_caps(
+    d: PoolDiff, target: dict[str, Any], records: dict[str, NodeRecord], backends: Backends
+) -> None:
+    """GPU caps to lower and to raise on the nodes that are on and stay on."""
+    cap = target.get("power_cap_w")
+    d.target_cap_w = None if cap is None else float(cap)
+    if d.target_cap_w is None:
+        return
+    off = set(d.power_off)
+    unreachable = []
+    for st in d.statuses:
+        if st.power == NodePower.UNKNOWN and d.actuated and not records[st.name].failed:
+            # the plan caps this node but it cannot be observed: a step not done
+            d.cap_unreached.append(Held(st.name, st.detail or "status unknown"))
+            continue
+        if st.power != NodePower.ON or st.name in off or records[st.name].failed:
+            continue
+        gb = backends.gpus(st.name)
+        if gb is None:
+            unreachable.append(st.name)
+            continue
+        gpus = _list_gpus(gb, st.name, d.notes)
+        if gpus is None:
+            d.cap_unreached.append(Held(st.name, d.notes[-1].removeprefix(f"{st.name}: ")))
+            continue
+        d.caps_now_w[st.name] = [g.power_limit_current_w for g in gpus]
+        lower, raise_, oor = _cap_changes(d.target_cap_w, st.name, gpus, d.notes)
+        d.cap_lower += lower
+        d.cap_raise += raise_
+        d.cap_out_of_range += oor
+    if unreachable:
+        d.notes.append(f"no GPU backend for {compress(unreachable)}: caps not read or set")
+        d.cap_unreached += [Held(n, NO_GPU_BACKEND) for n in unreachable]
