@@ -32,7 +32,8 @@ def add_parser(sub: Any) -> None:
 def check(config: Path, clock: Clock) -> list[str]:
     """Validate ``config``; return the report lines (raise ConfigError on the first problem)."""
     from greencpn.config import load_config
-    from greencpn.optimize.plan import horizon_start, make_inputs
+    from greencpn.controller.forecast import make_inputs
+    from greencpn.optimize.plan import horizon_start
 
     cfg = load_config(config)
     raw = cfg.raw

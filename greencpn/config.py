@@ -323,8 +323,8 @@ class SolverConfig(_Strict):
     joblevel_time_limit_s: NonNegFloat = Field(
         default=45.0,
         description="time for the job-level MILP candidate on fleets small enough for it "
-        "(<= 20,000 start binaries), s; 0 = never build it. The control step skips it unless "
-        "[controller] joblevel_candidate = true",
+        "(<= 20,000 start binaries), s; 0 = never build it. The control step keeps the "
+        "MILP-guided placement and never builds it",
     )
     mip_rel_gap: float = Field(default=0.01, ge=0, lt=1)
     threads: int = Field(default=0, ge=0, description="0 = HiGHS default")
@@ -487,11 +487,6 @@ class ControllerConfig(_Strict):
         default=3600.0, description="a pool with a permanent actuator error is left alone this long"
     )
     keep_plans: int = Field(default=336, ge=0, description="plan documents kept in the ledger")
-    joblevel_candidate: bool = Field(
-        default=False,
-        description="solve the job-level MILP candidate in every step too (up to "
-        "solver.joblevel_time_limit_s per step on small fleets; the one-off plan always does)",
-    )
 
 
 class FleetFile(_Strict):

@@ -666,7 +666,7 @@ class Controller:
             inputs=inp,
             new_model=new_model,
             tradeoff_curve=False,
-            joblevel=cfg2.raw.controller.joblevel_candidate,
+            candidates=False,
         )
         self._model, self._model_key = (built[-1] if built else model), key
         return res

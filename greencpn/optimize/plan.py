@@ -233,6 +233,7 @@ def make_plan(
     new_model: Callable[[PlanInputs], PlanModel] | None = None,
     tradeoff_curve: bool = True,
     joblevel: bool = True,
+    candidates: bool = True,
 ) -> PlanResult:
     """Plan the fleet over the horizon.
 
@@ -247,6 +248,9 @@ def make_plan(
             control step skips it (extra solves every period for a figure nobody reads there).
         joblevel: try the job-level MILP candidate where the fleet is small enough
             (``solver.joblevel_time_limit_s``; the control step skips it by default).
+        candidates: compete the MILP-guided placement with the other executable candidates
+            (per-job cap levels, job-level MILP, carbon-aware greedy); the control step keeps
+            the MILP-guided placement, so consecutive plans follow one model and its anchor.
     """
     inp = inputs or make_inputs(cfg, clock, intensity_by_zone, failed_nodes=failed_nodes)
     diagnostics = run_checks(inp)
@@ -269,7 +273,16 @@ def make_plan(
     sol = model.extract()
     outcome.extract_s = time.perf_counter() - t0
     return finish_plan(
-        cfg, clock, inp, model, outcome, sol, diagnostics, tradeoff_curve, joblevel=joblevel
+        cfg,
+        clock,
+        inp,
+        model,
+        outcome,
+        sol,
+        diagnostics,
+        tradeoff_curve,
+        joblevel=joblevel,
+        candidates=candidates,
     )
 
 
@@ -284,6 +297,7 @@ def finish_plan(
     tradeoff_curve: bool = True,
     *,
     joblevel: bool = True,
+    candidates: bool = True,
 ) -> PlanResult:
     t0 = time.perf_counter()
     sched, n, u, d, executed = place_and_repair(inp, model, sol)
@@ -300,11 +314,11 @@ def finish_plan(
     # A re-plan anchored on the previous plan (the control step) keeps the MILP-guided
     # placement: only it carries the stability terms and the min up / min down bounds from the
     # power history (optimize/stability.py); the other candidates know neither.
-    anchored = getattr(model, "anchor", None) is not None
+    anchored = getattr(model, "anchor", None) is not None or not candidates
     if anchored:
         diagnostics.append(
-            "plan: re-plan anchored on the previous plan: the MILP-guided placement is the plan "
-            "(other candidates do not carry the stability terms and power-history bounds)"
+            "plan: control step: the MILP-guided placement is the plan (the other candidates "
+            "do not carry the stability terms and power-history bounds)"
         )
     # the cap level carried by each job (priced by the objective, one level per pool-slot)
     t3 = time.perf_counter()

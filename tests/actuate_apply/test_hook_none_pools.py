@@ -11,8 +11,8 @@ import pytest
 
 from greencpn.clock import SimClock
 from greencpn.config import load_config
+from greencpn.controller.forecast import make_plan
 from greencpn.errors import ConfigError
-from greencpn.optimize.plan import make_plan
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
 

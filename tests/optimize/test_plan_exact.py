@@ -9,8 +9,8 @@ import pytest
 
 from greencpn.clock import SimClock
 from greencpn.config import load_config
+from greencpn.controller.forecast import make_inputs, make_plan
 from greencpn.optimize.placement import net_switches, place_jobs
-from greencpn.optimize.plan import make_inputs, make_plan
 from tests.optimize.conftest import START, iso
 
 SITE = """

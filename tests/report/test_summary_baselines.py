@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from greencpn.clock import SimClock
 from greencpn.config import load_config
-from greencpn.optimize.plan import make_plan
+from greencpn.controller.forecast import make_plan
 from greencpn.report.cli import summary
 from tests.optimize.conftest import START, write_fleet
 from tests.optimize.test_plan_exact import SITE, job, pool
