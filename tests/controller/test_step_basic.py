@@ -6,6 +6,8 @@ from __future__ import annotations
 import sqlite3
 from datetime import timedelta
 
+import pytest
+
 from greencpn.actuate.base import NodePower
 from greencpn.config import load_config
 from greencpn.controller import Mode, StepStatus
