@@ -16,6 +16,7 @@ import sys
 
 from greencpn import __version__
 from greencpn.errors import ConfigError, GreencpnError
+from greencpn.logs import StderrHandler
 
 # Modules that register subcommands, in the order they appear in --help. A module that is
 # missing (an area not built yet) is skipped, so the CLI always starts.
@@ -77,7 +78,10 @@ def setup_logging(verbose: int) -> None:
     and other libraries' debug logs and HiGHS's solver log. Libraries stay at WARNING below
     ``-vvv`` (their debug output is tens of thousands of lines on the demo)."""
     root_level = logging.DEBUG if verbose >= 3 else logging.WARNING
-    logging.basicConfig(level=root_level, format="%(levelname)s %(name)s: %(message)s")
+    if not logging.getLogger().handlers:
+        handler = StderrHandler()  # the current sys.stderr at each record
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(root_level)
     # 0: inherit the root's WARNING (NOTSET keeps a caller's own capture, e.g. pytest's, working)
     own = {0: logging.NOTSET, 1: logging.INFO}.get(verbose, logging.DEBUG)

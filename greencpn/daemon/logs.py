@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from datetime import UTC, datetime
+
+from greencpn.logs import StderrHandler
 
 _STD = set(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {"message", "asctime"}
 
@@ -32,7 +33,7 @@ class JsonFormatter(logging.Formatter):
 
 def configure(*, json_logs: bool, level: int = logging.INFO) -> None:
     """Send the ``greencpn`` loggers to stderr in the chosen format (replaces handlers)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()  # the current sys.stderr at each record
     if json_logs:
         handler.setFormatter(JsonFormatter())
     else:
