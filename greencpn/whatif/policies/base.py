@@ -15,6 +15,8 @@ import math
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
+import numpy as np
+
 from greencpn.whatif.model import Decision, FleetSpec, PoolView, SimJob, View
 
 
@@ -130,3 +132,48 @@ def boot_margin_slots(view: View, job: SimJob) -> int:
     step_min = view.step.total_seconds() / 60.0
     boots = [p.boot_time_min for p in view.pools.values() if p.site == job.home_site]
     return max((math.ceil(b / step_min - 1e-9) for b in boots), default=0)
+
+
+class WaitForWindow:
+    """Each job, when first seen, gets a start slot from :meth:`start_rule` on the forecast issued
+    then (its home site's zone, up to its latest start); it starts at that slot or later if GPUs
+    are busy. ``shutdown=1`` adds idle-node shutdown and plans a boot's time before the latest
+    start. Subclasses give ``name`` and ``start_rule`` (lets-wait-awhile, carbon-time)."""
+
+    name = ""
+
+    def __init__(self, shutdown: bool = False, timeout_min: float = 30.0, spares: int = 0) -> None:
+        self.shutdown = bool(shutdown)
+        self.timeout_min = float(timeout_min)
+        self.spares = int(spares)
+
+    def start_rule(self, forecast: np.ndarray, duration_slots: int, latest_start: int) -> int:
+        raise NotImplementedError
+
+    def reset(self, fleet: FleetSpec) -> None:
+        pass
+
+    def choose(self, view: View, job: SimJob) -> int:
+        margin = boot_margin_slots(view, job) if self.shutdown else 0
+        dur, latest = window_slots(view, job, margin)
+        if latest == 0:
+            return 0
+        fc = view.forecast(view.site_zone[job.home_site], dur + latest)
+        return self.start_rule(fc, dur, latest)
+
+    def decide(self, view: View) -> Decision:
+        d = Decision()
+        due = []
+        for job in view.waiting:
+            if job.planned_start is None:
+                job.planned_start = view.now + view.step * self.choose(view, job)
+            if job.planned_start <= view.now:
+                due.append(job)
+        left = place_fifo(view, sorted(due, key=lambda j: (j.planned_start, j.id)), d)
+        if self.shutdown:
+            idle_shutdown(
+                view, d, unmet_by_home(view, left), timeout_min=self.timeout_min, spares=self.spares
+            )
+        else:
+            all_on(view, d)
+        return d

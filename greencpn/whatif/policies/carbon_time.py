@@ -11,15 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from greencpn.whatif.model import Decision, FleetSpec, SimJob, View
-from greencpn.whatif.policies.base import (
-    all_on,
-    boot_margin_slots,
-    idle_shutdown,
-    place_fifo,
-    unmet_by_home,
-    window_slots,
-)
+from greencpn.whatif.policies.base import WaitForWindow
 
 
 def carbon_time_start(forecast: np.ndarray, duration_slots: int, latest_start: int) -> int:
@@ -35,41 +27,11 @@ def carbon_time_start(forecast: np.ndarray, duration_slots: int, latest_start: i
     return best if score[best] > 0 else 0
 
 
-class CarbonTime:
+class CarbonTime(WaitForWindow):
     name = "carbon-time"
 
-    def __init__(self, shutdown: bool = False, timeout_min: float = 30.0, spares: int = 0) -> None:
-        self.shutdown = bool(shutdown)
-        self.timeout_min = float(timeout_min)
-        self.spares = int(spares)
-
-    def reset(self, fleet: FleetSpec) -> None:
-        pass
-
-    def choose(self, view: View, job: SimJob) -> int:
-        margin = boot_margin_slots(view, job) if self.shutdown else 0
-        dur, latest = window_slots(view, job, margin)
-        if latest == 0:
-            return 0
-        fc = view.forecast(view.site_zone[job.home_site], dur + latest)
-        return carbon_time_start(fc, dur, latest)
-
-    def decide(self, view: View) -> Decision:
-        d = Decision()
-        due = []
-        for job in view.waiting:
-            if job.planned_start is None:
-                job.planned_start = view.now + view.step * self.choose(view, job)
-            if job.planned_start <= view.now:
-                due.append(job)
-        left = place_fifo(view, sorted(due, key=lambda j: (j.planned_start, j.id)), d)
-        if self.shutdown:
-            idle_shutdown(
-                view, d, unmet_by_home(view, left), timeout_min=self.timeout_min, spares=self.spares
-            )
-        else:
-            all_on(view, d)
-        return d
+    def start_rule(self, forecast: np.ndarray, duration_slots: int, latest_start: int) -> int:
+        return carbon_time_start(forecast, duration_slots, latest_start)
 
 
 POLICY = CarbonTime
