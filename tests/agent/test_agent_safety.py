@@ -146,7 +146,8 @@ def test_an_idle_node_is_still_powered_off(node) -> None:  # noqa: ANN001
     client.power("off", reason="plan")
     assert _wait_for(marker.exists)
     assert actions.read_text().splitlines() == ["drain"]
-    assert client.status()["last_power_off"]["outcome"] == "command_ran"
+    # the outcome is recorded once the power command has returned, a moment after it ran
+    assert _wait_for(lambda: client.status()["last_power_off"]["outcome"] == "command_ran")
 
 
 # ------------------------------------------------------------- 4: unreadable /proc means busy
