@@ -124,6 +124,19 @@ def latest_safe_start(
     return None if deadline is None else deadline - timedelta(seconds=job.time_limit_s)
 
 
+def gated_release_by(job: PendingJob, policy: JobPolicy) -> datetime | None:
+    """When a pod gated at creation and in no plan must be let go: its latest safe start
+    (created + time limit + slack − time limit, or its deadline annotation), else created +
+    slack; never later than its ``greencpn.io/release-by`` annotation when it has one."""
+    limit = latest_safe_start(job, policy, job.submit_at)
+    if limit is None and job.submit_at is not None:
+        limit = job.submit_at + timedelta(hours=policy.slack_h(job))
+    marked = job.extra.get("release_by")
+    if isinstance(marked, datetime):
+        limit = marked if limit is None else min(limit, marked)
+    return limit
+
+
 @dataclass(frozen=True)
 class PlannedJob:
     """A job's entry in the plan: where and when it should start."""
@@ -210,9 +223,7 @@ def decide(
                 actions.append(JobAction("release", job.id, None, "no longer in the plan"))
             elif job.held and job.gated:
                 # gated at creation, not planned yet: waits for a plan, never past its lss
-                limit = latest_safe_start(job, policy, job.submit_at)
-                if limit is None and job.submit_at is not None:
-                    limit = job.submit_at + timedelta(hours=policy.slack_h(job))
+                limit = gated_release_by(job, policy)
                 if limit is not None and now >= limit:
                     actions.append(
                         JobAction(
@@ -649,6 +660,9 @@ def _carry_out(
         assert a.begin_at is not None
         return [act.defer(a.job_id, a.begin_at)]
     if a.kind == "hold":
+        until = getattr(act, "hold_until", None)  # Kubernetes: writes the release-by mark
+        if callable(until):
+            return [until(a.job_id, a.latest_safe_start)]
         if job.held:
             return [
                 JobChange(a.job_id, HELD, True, True, False, "already held; release rescheduled")
