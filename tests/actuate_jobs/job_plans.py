@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from slurm_cluster import SlurmCluster
 
 POOLS = ("p-main", "p-green")
+K8S_POOL = "p-k8s"  # at site s2 (``two_sites``)
 
 
 def now_s() -> datetime:
@@ -28,21 +29,30 @@ def iso(dt: datetime) -> str:
     return dt.isoformat().replace("+00:00", "Z")
 
 
-def write_fleet(tmp: Path, cluster_toml: str, *, job_actuation: str = "") -> Path:
+def _pools(two_sites: bool) -> list[tuple[str, str]]:
+    return [(n, "s1") for n in POOLS] + ([(K8S_POOL, "s2")] if two_sites else [])
+
+
+def write_fleet(
+    tmp: Path, *clusters_toml: str, job_actuation: str = "", two_sites: bool = False
+) -> Path:
     """``tmp/fleet.toml`` with ``[job_actuation]`` (``job_actuation``: its top-level lines) and
-    one ``[[job_actuation.clusters]]`` entry (``cluster_toml``, with its pool tables)."""
-    (tmp / "carbon.csv").write_text("timestamp,DE\n")
+    one ``[[job_actuation.clusters]]`` entry per ``clusters_toml`` (with its pool tables);
+    ``two_sites``: also site ``s2`` (zone FR) with pool ``p-k8s``."""
+    (tmp / "carbon.csv").write_text("timestamp,DE,FR\n" if two_sites else "timestamp,DE\n")
     pools = "".join(
         f"""[[pools]]
 name = "{name}"
-site = "s1"
+site = "{site}"
 nodes = 1
 gpu_model = "A100-SXM4-40GB"
 gpus_per_node = 1
 node_idle_w = 400.0
 """
-        for name in POOLS
+        for name, site in _pools(two_sites)
     )
+    site2 = '[[sites]]\nname = "s2"\nzone = "FR"\npue = 1.2\n' if two_sites else ""
+    clusters = "".join(f"[[job_actuation.clusters]]\n{c}\n" for c in clusters_toml)
     cfg = tmp / "fleet.toml"
     cfg.write_text(f"""
 name = "job-actuation-test"
@@ -52,22 +62,29 @@ file = "carbon.csv"
 name = "s1"
 zone = "DE"
 pue = 1.2
-{pools}
+{site2}{pools}
 [job_actuation]
 {job_actuation}
-[[job_actuation.clusters]]
-{cluster_toml}""")
+{clusters}""")
     return cfg
 
 
-def write_plan(tmp: Path, cfg: Path, t0: datetime, jobs: list[tuple[str, str, datetime]]) -> Path:
+def write_plan(
+    tmp: Path,
+    cfg: Path,
+    t0: datetime,
+    jobs: list[tuple[str, str, datetime]],
+    *,
+    two_sites: bool = False,
+) -> Path:
     """``tmp/plan.json``: 10 slots of 1 minute from ``t0``, every node on; ``jobs`` are
-    ``(id, pool, planned start)`` at site ``s1``."""
+    ``(id, pool, planned start)`` at the pool's site."""
+    site_of = dict(_pools(two_sites))
     starts = [t0 + timedelta(minutes=i) for i in range(10)]
     pools = [
         {
             "name": n,
-            "site": "s1",
+            "site": site,
             "gpu_model": "A100-SXM4-40GB",
             "nodes": 1,
             "gpus_per_node": 1,
@@ -77,7 +94,7 @@ def write_plan(tmp: Path, cfg: Path, t0: datetime, jobs: list[tuple[str, str, da
             "power_limit_default_w": 400,
             "slots": [{"slot": i, "nodes_on": 1, "power_cap_w": None} for i in range(10)],
         }
-        for n in POOLS
+        for n, site in _pools(two_sites)
     ]
     plan = {
         "schema": "greencpn.plan/1",
@@ -89,7 +106,9 @@ def write_plan(tmp: Path, cfg: Path, t0: datetime, jobs: list[tuple[str, str, da
             "slot_starts": [iso(s) for s in starts],
         },
         "pools": pools,
-        "jobs": [{"id": i, "site": "s1", "pool": pool, "start": iso(s)} for i, pool, s in jobs],
+        "jobs": [
+            {"id": i, "site": site_of[pool], "pool": pool, "start": iso(s)} for i, pool, s in jobs
+        ],
     }
     path = tmp / "plan.json"
     path.write_text(json.dumps(plan))
@@ -105,8 +124,8 @@ def partitions(slurm: SlurmCluster, state: str, names: tuple[str, ...] = ("main"
         slurm.run("scontrol", "update", f"PartitionName={part}", f"State={state}")
 
 
-def sbatch(slurm: SlurmCluster, *args: str, minutes: int = 2) -> str:
-    """Submit ``sleep 3`` (time limit ``minutes``); returns the job id (``--parsable``)."""
+def sbatch(slurm: SlurmCluster, *args: str, minutes: int = 2, wrap: str = "sleep 3") -> str:
+    """Submit ``wrap`` (time limit ``minutes``); returns the job id (``--parsable``)."""
     return slurm.run(
         "sbatch",
         "--parsable",
@@ -118,7 +137,7 @@ def sbatch(slurm: SlurmCluster, *args: str, minutes: int = 2) -> str:
         str(slurm.dir / "jobs"),
         *args,
         "--wrap",
-        "sleep 3",
+        wrap,
     ).strip()
 
 

@@ -114,7 +114,11 @@ def test_killed_greencpn_gates_nothing_new_and_every_pod_released_by_its_release
         tmp_path,
         cfg,
         t0,
-        [("ml/a", "p-green", planned), ("ml/b", "p-main", planned), ("ml/later", "p-main", planned)],
+        [
+            ("ml/a", "p-green", planned),
+            ("ml/b", "p-main", planned),
+            ("ml/later", "p-main", planned),
+        ],
     )
     state = tmp_path / "state"
     proc = subprocess.Popen(
