@@ -720,7 +720,6 @@ class Daemon:
         log.warning("stopped")
         return status
 
-
     def _restore_jobs(self) -> int:
         """on_exit = restore, the job side (greencpn/actuate/jobs/failsafe.py): every job in
         ``<state dir>/ledger.sqlite`` put back, gated pods released, the heartbeat lease
