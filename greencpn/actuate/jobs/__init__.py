@@ -245,12 +245,14 @@ def _heartbeat(
 ) -> None:
     """Renew a cluster's heartbeat lease (Kubernetes: the webhook gates only while it is
     fresh). Only when acting: in shadow mode nobody would release the pods it gates."""
+    detail: dict[str, Any]
     try:
         lease = beat(clock_now())
         status, detail = "ok", {"lease": (lease.get("spec") if isinstance(lease, dict) else None)}
     except Exception as exc:  # the API is down: the lease runs out, the webhook stops gating
-        status, detail = "error", {"error": f"{type(exc).__name__}: {exc}"}
-        report.outcomes.append(JobOutcome(cluster, "-", "heartbeat", "error", detail["error"]))
+        err = f"{type(exc).__name__}: {exc}"
+        status, detail = "error", {"error": err}
+        report.outcomes.append(JobOutcome(cluster, "-", "heartbeat", "error", err))
     ledger.record(
         apply_id,
         clock_now(),

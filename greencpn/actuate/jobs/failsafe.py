@@ -65,6 +65,7 @@ def _release(
             targets=[job_id],
             detail={"cluster": cluster, "reason": reason},
         )
+    detail: dict[str, Any]
     try:
         change = act.release(job_id)
     except (JobNotPendingError, JobNotFoundError) as exc:
@@ -264,7 +265,7 @@ def _run_release_expired(args: argparse.Namespace) -> int:
             )  # fmt: skip
     elif args.state_dir:
         with Ledger.open_readonly(args.state_dir) as ro:
-            report = release_expired(backends, now=clock.now(), ledger=ro, dry_run=True)  # type: ignore[arg-type]
+            report = release_expired(backends, now=clock.now(), ledger=ro, dry_run=True)
     else:
         report = release_expired(backends, now=clock.now(), dry_run=args.dry_run)
     print(f"greencpn jobs release-expired at {_iso(clock.now())}")

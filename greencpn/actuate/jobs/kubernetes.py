@@ -140,7 +140,10 @@ def lease_fresh(lease: Mapping[str, Any] | None, now: datetime) -> tuple[bool, s
     if not renew or duration is None:
         return False, "heartbeat lease has no renewTime / leaseDurationSeconds"
     try:
-        expires = _dt(str(renew)) + timedelta(seconds=float(duration))
+        renewed = _dt(str(renew))
+        if renewed is None:
+            raise ValueError(renew)
+        expires = renewed + timedelta(seconds=float(duration))
     except (TypeError, ValueError):
         return False, f"heartbeat lease renewTime {renew!r} unreadable"
     if now >= expires:

@@ -104,7 +104,9 @@ def release_by(pod: Mapping[str, Any], now: datetime, default_slack_h: float) ->
     fallback = now + timedelta(hours=default_slack_h)
     if deadline and limit is not None:
         try:
-            return min(_dt(str(deadline)) - timedelta(seconds=float(limit)), fallback)
+            due = _dt(str(deadline))
+            if due is not None:
+                return min(due - timedelta(seconds=float(limit)), fallback)
         except (TypeError, ValueError):
             pass
     return fallback
@@ -140,6 +142,7 @@ def gate_patch(
         alive, why = settings.controller_alive()
         if not alive:
             return [], f"not gated: greencpn is not running ({why})"
+    ops: list[dict[str, Any]]
     if gates:
         ops = [{"op": "add", "path": "/spec/schedulingGates/-", "value": {"name": settings.gate}}]
     else:
