@@ -12,6 +12,10 @@ REAL slurmctld + slurmd (tests/conftest.py ``slurm``, no accounting) and the fak
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
     from slurm_cluster import SlurmCluster
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
 
 SLURM_NODE1_EXTRA = "Feature=green,blue"
 SLURM_EXTRA_CONF = (
@@ -231,3 +236,67 @@ def test_pending_arrays_deferred_per_array_or_per_task(
         assert f"{part}_{i} " not in out
     slurm.run("scancel", part)
     partitions(slurm, "UP")
+
+
+def test_killed_greencpn_in_hold_mode_release_expired_releases_at_the_latest_safe_start(
+    slurm: SlurmCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """defer_with = "hold": Slurm does not release a hold by itself. greencpn apply holds the
+    job and is SIGKILLed; `greencpn jobs release-expired --state-dir` (a CronJob) releases it
+    once its latest safe start (release + 30 s slack here) has passed, not before."""
+    partitions(slurm, "DOWN")
+    try:
+        t0 = now_s()
+        j = sbatch(slurm)
+        submitted = show_job(slurm, j).submit_at
+        assert submitted is not None
+        cfg = write_fleet(
+            tmp_path,
+            slurm_cluster_toml(slurm, steer="none", pools={}),
+            job_actuation=f'defer_with = "hold"\ndefault_slack_h = {30 / 3600}\nmin_defer_s = 5',
+        )
+        plan = write_plan(tmp_path, cfg, t0, [(j, "p-main", t0 + timedelta(minutes=8))])
+        state = tmp_path / "state"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "greencpn.cli", "apply", str(plan), "--slot", "0"]
+            + ["--allow-actuation", "--state-dir", str(state)],
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        until = time.monotonic() + 60
+        while time.monotonic() < until and not show_job(slurm, j).held:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert show_job(slurm, j).held
+        lss = submitted + timedelta(seconds=30)
+        with Ledger.open_readonly(state) as ledger:
+            rec = ledger.job("greencpntest", j)
+            assert rec is not None and rec.held_by_us and rec.latest_safe_start == lss
+        argv = ["jobs", "release-expired", "--config", str(cfg), "--state-dir", str(state)]
+        released_at = None
+        stop = time.monotonic() + 90
+        while time.monotonic() < stop:
+            before = now_s()
+            assert main(argv) == 0
+            if not show_job(slurm, j).held:
+                released_at = before
+                break
+            assert now_s() < lss + timedelta(seconds=1)  # held while its lss is ahead
+            time.sleep(0.5)
+        out = capsys.readouterr().out
+        assert released_at is not None, out
+        assert lss <= released_at + timedelta(seconds=1) <= lss + timedelta(seconds=4), (
+            released_at,
+            lss,
+        )
+        assert f"failsafe_release greencpntest {j}  — latest safe start {iso(lss)} passed" in out
+        with Ledger.open_readonly(state) as ledger:
+            rows = [(s.action, s.status) for s in ledger.steps() if s.targets == [j]]
+            assert ("failsafe_release", "ok") in rows
+            rec = ledger.job("greencpntest", j)
+            assert rec is not None and not rec.held_by_us
+        slurm.run("scancel", j)
+    finally:
+        partitions(slurm, "UP")
