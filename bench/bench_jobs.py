@@ -159,9 +159,12 @@ def bench_realised(names: list[str]) -> str:
         "| late | wall s (plan + replay) |\n"
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n\n"
         "`home`: a queued job cannot change cluster, so greencpn skips jobs planned at another "
-        "site and they run at home from their release; `planned`: jobs queued at the planned "
-        "site (as `greencpn submit` would). Jobs that start later than planned wait for GPUs the "
-        "plan gave to overlapping jobs (the plan's fluid schedule vs a FIFO scheduler).\n"
+        "site and they run at home from their release (their share of the saving is lost: the "
+        "spatial part of the plan needs jobs queued where the plan puts them); `planned`: jobs "
+        "queued at the planned site (as `greencpn submit` would). A share above 100 % means the "
+        "jobs that stayed home emit less in this job-energy-only accountant than the plan's "
+        "placement (the plan also weighs idle nodes, boots and budgets). `on plan`: jobs that "
+        "started on their planned pool within a minute of the planned start.\n"
     )
 
 
