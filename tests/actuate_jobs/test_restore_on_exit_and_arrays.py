@@ -187,6 +187,7 @@ def test_pending_arrays_deferred_per_array_or_per_task(
     assert w.id == whole and w.extra["array_spec"] == "0-99"  # still one record, not split
     assert w.begin_at == at and w.partition == "green"
     assert out.count(f"greencpntest {whole}  —") == 2, out  # steer + defer, once each
+    assert out.count(f"(array {whole}_[0-99]: 100 tasks)") == 2, out
     after = _records(slurm, split)
     assert sorted(after) == [f"{split}_{i}" for i in range(4)], after  # each task its own record
     for i in range(4):

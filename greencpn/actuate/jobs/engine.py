@@ -636,6 +636,9 @@ def _run_group(
                 ]
             },
         )
+        tasks = job.extra.get("array_tasks")
+        if isinstance(tasks, list) and job.extra.get("array_spec"):
+            msg += f" (array {job.extra.get('array_job_id')}_[{job.extra['array_spec']}]: {len(tasks)} tasks)"
         report.outcomes.append(JobOutcome(cluster, a.job_id, a.kind, status, msg, tuple(changes)))
 
 

@@ -20,7 +20,6 @@ Two paths that need no running controller:
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -268,7 +267,7 @@ def _run_release_expired(args: argparse.Namespace) -> int:
             report = release_expired(backends, now=clock.now(), ledger=ro, dry_run=True)
     else:
         report = release_expired(backends, now=clock.now(), dry_run=args.dry_run)
-    print(f"greencpn jobs release-expired at {_iso(clock.now())}")
+    print(f"greencpn jobs release-expired at {_iso(clock.now().replace(microsecond=0))}")
     return _print(report, "release")
 
 
@@ -279,5 +278,5 @@ def _run_restore(args: argparse.Namespace) -> int:
     config, _ = _backends(args.config)
     report = restore_on_exit(config, args.state_dir, clock_now=clock.now)
     assert report is not None
-    print(f"greencpn jobs restore at {_iso(clock.now())}", file=sys.stdout)
+    print(f"greencpn jobs restore at {_iso(clock.now().replace(microsecond=0))}")
     return _print(report, "restore")
