@@ -155,6 +155,15 @@ class Daemon:
         )
         if self._backends is not None:
             kwargs["backends"] = self._backends
+        if cfg.raw.job_actuation is not None:  # scheduler jobs: greencpn/actuate/jobs
+            from greencpn.actuate.jobs.controller_bridge import controller_job_kwargs
+
+            enforce = settings.mode == "enforce" and self.allow_actuation
+            kwargs.update(
+                controller_job_kwargs(
+                    cfg, self.state_dir, clock_now=self.clock.now, enforce=enforce
+                )
+            )
         kwargs.update(self._controller_kwargs)
         return self._factory(self.config_path, **kwargs)
 

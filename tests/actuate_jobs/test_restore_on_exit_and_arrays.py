@@ -121,7 +121,12 @@ def test_daemon_exit_restores_slurm_jobs_and_releases_pods(
             cfg,
             state_dir=state,
             clock=SystemClock(),
-            controller_factory=lambda p, **kw: FakeController(p, **kw),
+            # the fake controller takes no queue / job_actuator (the daemon passes them
+            # for [job_actuation]; the real controller's use is tests/actuate_jobs/
+            # test_controller_bridge.py)
+            controller_factory=lambda p, **kw: FakeController(
+                p, **{k: v for k, v in kw.items() if k not in ("queue", "job_actuator")}
+            ),
         )
         assert daemon.shutdown("SIGTERM") == 0
         jx, jy = show_job(slurm, x), show_job(slurm, y)
