@@ -54,13 +54,23 @@ from greencpn.actuate.jobs.engine import (
 )
 from greencpn.actuate.ledger import LEDGER_FILE, Ledger
 from greencpn.config import JobConfig
-from greencpn.controller.types import QueueState
 from greencpn.errors import TemporaryError
 
 if TYPE_CHECKING:
     from greencpn.config import FleetConfig
 
 PHASE = "jobs"
+
+
+@dataclasses.dataclass
+class QueueState:
+    """What :meth:`SchedulerQueue.observe` returns: the shape of
+    ``greencpn.controller.types.QueueState`` (pending, running, source) — the actuate layer may
+    not import the controller layer (.importlinter), the controller reads these attributes."""
+
+    pending: list[JobConfig] = dataclasses.field(default_factory=list)
+    running: list[Any] = dataclasses.field(default_factory=list)
+    source: str = "job actuators"
 
 
 def _open_ledger(state_dir: Path) -> Ledger:
