@@ -11,10 +11,16 @@ with ``sbatch``; then, timed:
   and one ``scontrol show job`` read back; both actions written to the ledger (intent, result);
 * undo — per job: restore partition and begin time (each read back).
 
-Not measured here: the share of the planned carbon saving realised in a replay where jobs follow
-the actuated begin times — that needs the what-if simulator, which does not exist yet.
+Second part (``--part realised``, no Slurm needed): the share of the planned saving realised
+when jobs start where and when the job actuators put them (greencpn/whatif/realised.py). For
+the bench instances S and M (../shared/bench-instances, converted by bench/instances.py)
+``greencpn plan`` makes the plan; the replay then runs one FIFO scheduler per site behind the
+fake job actuator, ``act_on_jobs`` at every hourly slot, and prices baseline / planned /
+realised job energy at the plan's site intensities — once with jobs queued at their home site
+(a queued job cannot change cluster) and once queued at the planned site (``greencpn submit``).
 
-Run: .venv/bin/python bench/bench_jobs.py [--jobs 1000] [--write bench/results/jobs.md]
+Run: .venv/bin/python bench/bench_jobs.py [--jobs 1000] [--part all|slurm|realised]
+     [--write bench/results/jobs.md]
 """
 
 from __future__ import annotations
@@ -48,17 +54,125 @@ def _cluster_module():  # type: ignore[no-untyped-def]
     return mod
 
 
+REALISED_HEADER = "## Realised share of the planned job-timing saving"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=1000)
+    ap.add_argument("--part", choices=("all", "slurm", "realised"), default="all")
+    ap.add_argument("--instances", default="S,M")
     ap.add_argument("--write", type=Path)
     args = ap.parse_args()
+    old = args.write.read_text() if args.write and args.write.exists() else ""
+    old_slurm, _, old_real = old.partition(REALISED_HEADER)
+    slurm_text = bench_slurm(args.jobs) if args.part in ("all", "slurm") else old_slurm.rstrip()
+    real_text = (
+        bench_realised(args.instances.split(","))
+        if args.part in ("all", "realised")
+        else (REALISED_HEADER + old_real).rstrip()
+    )
+    text = slurm_text.rstrip() + "\n\n" + real_text.rstrip() + "\n"
+    print(text)
+    if args.write:
+        args.write.parent.mkdir(parents=True, exist_ok=True)
+        args.write.write_text(text)
+    return 0
+
+
+def bench_realised(names: list[str]) -> str:
+    import json
+    import subprocess
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from instances import INSTANCES, convert
+
+    from greencpn.config import load_config
+    from greencpn.whatif.realised import ReplayJob, ReplayPool, realised_share
+
+    rows = []
+    for name in names:
+        if not (INSTANCES / name).is_dir():
+            rows.append(f"| {name} | instance not found ({INSTANCES / name}) |||||||||")
+            continue
+        with tempfile.TemporaryDirectory() as d:
+            cfg_path = convert(name, Path(d) / "fleet", time_limit_s=60.0)
+            t0 = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "greencpn.cli", "plan", "--config", str(cfg_path)]
+                + ["--out", str(Path(d) / "out"), "--no-report"],
+                check=True,
+                capture_output=True,
+                env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            )
+            plan_s = time.perf_counter() - t0
+            plan = json.loads((Path(d) / "out" / "plan.json").read_text())
+            cfg = load_config(cfg_path)
+        site_names = [s.name for s in cfg.raw.sites]
+        site_tags = {s.name: set(s.jurisdictions or [s.name]) for s in cfg.raw.sites}
+        pue = {s["name"]: float(s.get("pue") or 1.0) for s in plan["sites"]}
+        pools = [
+            ReplayPool(
+                p["name"],
+                p["site"],
+                int(p["nodes"]) * int(p["gpus_per_node"]),
+                float(p["power_limit_max_w"]) / 1000.0,
+                pue[p["site"]],
+            )
+            for p in plan["pools"]
+        ]
+        jobs = []
+        for j in cfg.jobs:
+            tags = set(j.jurisdictions)
+            sites = [s for s in site_names if not tags or site_tags[s] & tags]
+            jobs.append(
+                ReplayJob(j.id, j.gpus, j.work_gpu_h / j.gpus, j.release, j.deadline, tuple(sites))
+            )
+        for queue in ("home", "planned"):
+            t0 = time.perf_counter()
+            res = realised_share(plan, jobs, pools, queue=queue)
+            wall = time.perf_counter() - t0
+            share = "n/a" if res.share is None else f"{100 * res.share:.1f} %"
+            moved = sum(1 for j in jobs if j.id in res.planned_starts and
+                        next(p.site for p in pools if p.name == res.planned_starts[j.id][0]) != j.sites[0])  # fmt: skip
+            rows.append(
+                f"| {name} | {queue} | {res.jobs} | {moved} | {res.baseline_kg:,.0f} | "
+                f"{res.planned_kg:,.0f} | {res.realised_kg:,.0f} | {share} | "
+                f"{res.on_plan} | {res.late_jobs} | {plan_s:.0f} + {wall:.1f} |"
+            )
+    load = os.getloadavg()
+    return (
+        f"{REALISED_HEADER}\n\n"
+        f"Measured {datetime.now(UTC):%Y-%m-%d} by `bench/bench_jobs.py --part realised` "
+        f"({os.cpu_count()} cores, Python {platform.python_version()}, load average "
+        f"{load[0]:.1f}). Plan: `greencpn plan` on the bench instance (solver time limit 60 s). "
+        "Replay (greencpn/whatif/realised.py): one FIFO scheduler per site (no backfill, a "
+        "pool's GPUs as capacity) behind the fake job actuator; `act_on_jobs` at every hourly "
+        "slot exactly as `greencpn apply` (defer by begin time, steer by partition = pool, "
+        "release at the latest safe start), pools always ready. Carbon here = job GPU energy "
+        "only (GPUs × 300 W × run time at full power × PUE) at the plan's site intensity; node "
+        "idle power, boots and caps are not in it, so these kg are not the plan's totals. "
+        "**share = (baseline − realised) / (baseline − planned)**, baseline = the same "
+        "schedulers without greencpn (every job at its home site from its release).\n\n"
+        "| instance | jobs queued at | jobs priced | planned at another site | baseline kg | "
+        "planned kg | realised kg | realised share of planned saving | on plan (pool, ±1 min) "
+        "| late | wall s (plan + replay) |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n\n"
+        "`home`: a queued job cannot change cluster, so greencpn skips jobs planned at another "
+        "site and they run at home from their release (their share of the saving is lost: the "
+        "spatial part of the plan needs jobs queued where the plan puts them); `planned`: jobs "
+        "queued at the planned site (as `greencpn submit` would). A share above 100 % means the "
+        "jobs that stayed home emit less in this job-energy-only accountant than the plan's "
+        "placement (the plan also weighs idle nodes, boots and budgets). `on plan`: jobs that "
+        "started on their planned pool within a minute of the planned start.\n"
+    )
+
+
+def bench_slurm(n: int) -> str:
     sc = _cluster_module()
     why = sc.missing_reason()
     if why:
-        print(f"bench_jobs: skipped: {why}")
-        return 0
-    n = args.jobs
+        return f"## Job actuation against a real slurmctld\n\nSkipped: {why}\n"
     rows: list[tuple[str, float, int]] = []
     with (
         tempfile.TemporaryDirectory() as d,
@@ -171,17 +285,8 @@ def main() -> int:
         "| step | wall s | items | items per s |\n|---|---:|---:|---:|\n"
     )
     body = "\n".join(f"| {name} | {s:.2f} | {k} | {k / s:.1f} |" for name, s, k in rows)
-    tail = (
-        "\n\nItems: jobs listed, job actions (2 per job) or jobs restored. Not measured: the share of "
-        "the planned carbon saving realised in a replay that follows the actuated begin times "
-        "(needs the what-if simulator, not built yet).\n"
-    )
-    text = head + body + tail
-    print(text)
-    if args.write:
-        args.write.parent.mkdir(parents=True, exist_ok=True)
-        args.write.write_text(text)
-    return 0
+    tail = "\n\nItems: jobs listed, job actions (2 per job) or jobs restored.\n"
+    return head + body + tail
 
 
 if __name__ == "__main__":

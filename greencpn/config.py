@@ -395,6 +395,14 @@ class JobClusterConfig(_Strict):
     insecure_skip_tls_verify: bool = False
     namespace: str | None = Field(default=None, description="only this namespace (default all)")
     gate: str = Field(default="greencpn.io/planned-start", description="scheduling gate name")
+    lease_namespace: str = Field(
+        default="default", min_length=1, description="namespace of greencpn's heartbeat Lease"
+    )
+    heartbeat_s: PositiveFloat = Field(
+        default=7200.0,
+        description="heartbeat lease duration, s (the webhook stops gating when it runs out): "
+        "about twice the step period",
+    )
     # command
     command: list[str] | None = Field(default=None, min_length=1, description="argv")
 

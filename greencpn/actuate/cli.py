@@ -91,6 +91,9 @@ def add_parser(subparsers: Any) -> None:
     from greencpn.actuate.jobs.submit import add_parser as add_submit_parser
 
     add_submit_parser(subparsers)  # greencpn submit: multi-cluster job submission
+    from greencpn.actuate.jobs.failsafe import add_parser as add_jobs_parser
+
+    add_jobs_parser(subparsers)  # greencpn jobs release-expired | restore
 
 
 def _gpu_lookup(

@@ -155,6 +155,15 @@ class Daemon:
         )
         if self._backends is not None:
             kwargs["backends"] = self._backends
+        if cfg.raw.job_actuation is not None:  # scheduler jobs: greencpn/actuate/jobs
+            from greencpn.actuate.jobs.controller_bridge import controller_job_kwargs
+
+            enforce = settings.mode == "enforce" and self.allow_actuation
+            kwargs.update(
+                controller_job_kwargs(
+                    cfg, self.state_dir, clock_now=self.clock.now, enforce=enforce
+                )
+            )
         kwargs.update(self._controller_kwargs)
         return self._factory(self.config_path, **kwargs)
 
@@ -710,6 +719,7 @@ class Daemon:
                     except Exception as exc:
                         log.exception("restore failed: %s", exc)
                         status = 1
+                    status = max(status, self._restore_jobs())
             else:
                 log.warning("on_exit = restore skipped: not the leader (%s)", st.detail)
         self.elector.stop(resign=True)
@@ -718,6 +728,25 @@ class Daemon:
             self._http.stop()
         log.warning("stopped")
         return status
+
+    def _restore_jobs(self) -> int:
+        """on_exit = restore, the job side (greencpn/actuate/jobs/failsafe.py): every job in
+        ``<state dir>/ledger.sqlite`` put back, gated pods released, the heartbeat lease
+        dropped. Only when enforcing; 1 if a job could not be restored."""
+        if self.settings.mode != "enforce" or not self.allow_actuation:
+            log.warning("on_exit = restore: jobs left as they are (shadow mode)")
+            return 0
+        from greencpn.actuate.jobs.failsafe import restore_on_exit
+
+        try:
+            rep = restore_on_exit(self.controller.config, self.state_dir, clock_now=self.clock.now)
+        except Exception as exc:  # a broken ledger or config: logged, the exit goes on
+            log.exception("restoring jobs failed: %s", exc)
+            return 1
+        if rep is not None:
+            log.warning("on_exit = restore: jobs %s", rep.counts or "none touched")
+            return 1 if rep.problems else 0
+        return 0
 
 
 def _iso(ts: datetime | None) -> str:

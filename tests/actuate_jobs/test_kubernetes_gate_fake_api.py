@@ -1,30 +1,19 @@
 """Kubernetes job actuation (scheduling gates) against a small fake of the pods API on
-127.0.0.1, with the exact requests asserted; and the gate webhook as a real HTTPS handler
-given a real ``AdmissionReview`` body over TLS (certificate made with openssl).
-
-The fake speaks the documented shapes of: list pods (field selector ``status.phase=Pending``),
-get a pod, PATCH with ``application/merge-patch+json`` and ``application/json-patch+json``
-(``test`` / ``add`` / ``remove``, RFC 6902). Like the real API it refuses (422) adding a gate
-to an existing pod and answers 409 when a ``test`` op fails. Not a real cluster.
+127.0.0.1 (tests/actuate_jobs/fake_kube.py), with the exact requests asserted; and the gate
+webhook as a real HTTPS handler given a real ``AdmissionReview`` body over TLS (certificate
+made with openssl). Not a real cluster.
 """
 
 from __future__ import annotations
 
 import base64
-import copy
 import json
-import shutil
 import ssl
-import subprocess
 import threading
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
 
@@ -33,198 +22,12 @@ from greencpn.actuate.jobs.base import JobActuatorPermanentError, SteerMode, Ste
 from greencpn.actuate.jobs.kubernetes import GATE, PLANNED_NODES, KubernetesJobActuator
 from greencpn.actuate.jobs.webhook import WebhookSettings, make_server
 from greencpn.actuate.ledger import Ledger
+from greencpn.clock import SimClock
 from greencpn.config import JobActuationConfig
+from tests.actuate_jobs.fake_kube import FakePodsApi, make_pod
 
-TOKEN = "k8s-token-abc"
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-
-
-def _pod(
-    ns: str,
-    name: str,
-    *,
-    gated: bool = True,
-    gpus: int = 1,
-    limit_s: int | None = 3600,
-    phase: str = "Pending",
-    node: str | None = None,
-) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "containers": [
-            {
-                "name": "c",
-                "image": "busybox",
-                "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
-            }
-        ]
-    }
-    if gated:
-        spec["schedulingGates"] = [{"name": "other.io/x"}, {"name": GATE}]
-    if limit_s is not None:
-        spec["activeDeadlineSeconds"] = limit_s
-    if node:
-        spec["nodeName"] = node
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": ns,
-            "creationTimestamp": "2026-12-01T12:00:00Z",
-            "resourceVersion": "1",
-            "labels": {"greencpn.io/user": "alice"},
-        },
-        "spec": spec,
-        "status": {"phase": phase, "qosClass": "BestEffort"},
-    }
-
-
-def _json_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
-    doc = copy.deepcopy(doc)
-    for op in ops:
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
-        parent: Any = doc
-        for p in parts[:-1]:
-            parent = parent[int(p)] if isinstance(parent, list) else parent[p]
-        last = parts[-1]
-        if op["op"] == "test":
-            cur = parent[int(last)] if isinstance(parent, list) else parent.get(last)
-            if cur != op["value"]:
-                raise KeyError("test failed")
-        elif op["op"] == "remove":
-            del parent[int(last) if isinstance(parent, list) else last]
-        elif op["op"] == "add":
-            if isinstance(parent, list):
-                parent.insert(len(parent) if last == "-" else int(last), op["value"])
-            else:
-                parent[last] = op["value"]
-    return doc
-
-
-@dataclass
-class FakePodsApi:
-    pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    requests: list[tuple[str, str, str | None, Any]] = field(default_factory=list)
-    url: str = ""
-
-    def add(self, pod: dict[str, Any]) -> None:
-        self.pods[(pod["metadata"]["namespace"], pod["metadata"]["name"])] = pod
-
-    def writes(self) -> list[tuple[str, str, str | None, Any]]:
-        return [r for r in self.requests if r[0] != "GET"]
-
-
-def _handler(api: FakePodsApi) -> type[BaseHTTPRequestHandler]:
-    class H(BaseHTTPRequestHandler):
-        def log_message(self, *a: object) -> None:
-            pass
-
-        def _send(self, code: int, obj: Any) -> None:
-            data = json.dumps(obj).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _status(self, code: int, reason: str, message: str) -> None:
-            self._send(
-                code,
-                {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "status": "Failure",
-                    "reason": reason,
-                    "message": message,
-                    "code": code,
-                },
-            )
-
-        def _auth(self) -> bool:
-            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                self._status(401, "Unauthorized", "Unauthorized")
-                return False
-            return True
-
-        def do_GET(self) -> None:  # noqa: N802
-            u = urlparse(self.path)
-            api.requests.append(("GET", unquote(self.path), None, None))
-            if not self._auth():
-                return
-            parts = u.path.strip("/").split("/")
-            if u.path == "/api/v1/pods" or (len(parts) == 5 and parts[4] == "pods"):
-                sel = parse_qs(u.query).get("fieldSelector", [""])[0]
-                items = [
-                    p
-                    for p in api.pods.values()
-                    if sel != "status.phase=Pending" or p["status"]["phase"] == "Pending"
-                ]
-                if len(parts) == 5:
-                    items = [p for p in items if p["metadata"]["namespace"] == parts[3]]
-                self._send(200, {"kind": "PodList", "apiVersion": "v1", "items": items})
-                return
-            pod = api.pods.get((parts[3], parts[5])) if len(parts) == 6 else None
-            if pod is None:
-                self._status(404, "NotFound", f'pods "{parts[-1]}" not found')
-                return
-            self._send(200, pod)
-
-        def do_PATCH(self) -> None:  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            ctype = self.headers.get("Content-Type")
-            api.requests.append(("PATCH", unquote(self.path), ctype, body))
-            if not self._auth():
-                return
-            parts = urlparse(self.path).path.strip("/").split("/")
-            key = (parts[3], parts[5])
-            pod = api.pods.get(key)
-            if pod is None:
-                self._status(404, "NotFound", "not found")
-                return
-            if ctype == "application/merge-patch+json":
-                ann = pod["metadata"].setdefault("annotations", {})
-                for k, v in body.get("metadata", {}).get("annotations", {}).items():
-                    if v is None:
-                        ann.pop(k, None)
-                    else:
-                        ann[k] = v
-            elif ctype == "application/json-patch+json":
-                before = len(pod["spec"].get("schedulingGates") or [])
-                try:
-                    new = _json_patch(pod, body)
-                except (KeyError, IndexError):
-                    self._status(409, "Conflict", "the test operation failed")
-                    return
-                if len(new["spec"].get("schedulingGates") or []) > before:
-                    self._status(
-                        422, "Invalid", "spec.schedulingGates: Forbidden: only deletion is allowed"
-                    )
-                    return
-                if not new["spec"].get("schedulingGates"):
-                    new["spec"].pop("schedulingGates", None)
-                api.pods[key] = pod = new
-            else:
-                self._status(415, "UnsupportedMediaType", str(ctype))
-                return
-            self._send(200, pod)
-
-    return H
-
-
-@pytest.fixture
-def kube(tmp_path: Path) -> Iterator[tuple[FakePodsApi, Path]]:
-    api = FakePodsApi()
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _handler(api))
-    api.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    token = tmp_path / "token"
-    token.write_text(TOKEN + "\n")
-    try:
-        yield api, token
-    finally:
-        srv.shutdown()
-        srv.server_close()
+_pod = make_pod
 
 
 def _actuator(api: FakePodsApi, token: Path, **kw: Any) -> KubernetesJobActuator:
@@ -445,37 +248,6 @@ def test_undo_on_kubernetes_removes_annotation_then_gate(
 # --------------------------------------------------------------------------- webhook over TLS
 
 
-@pytest.fixture
-def tls_cert(tmp_path: Path) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl not installed (apt-get install openssl)")
-    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return cert, key
-
-
 def _review(pod: dict[str, Any], operation: str = "CREATE") -> dict[str, Any]:
     return {
         "apiVersion": "admission.k8s.io/v1",
@@ -500,7 +272,8 @@ def _review(pod: dict[str, Any], operation: str = "CREATE") -> dict[str, Any]:
 
 def test_webhook_adds_the_gate_over_tls(tls_cert: tuple[Path, Path]) -> None:
     cert, key = tls_cert
-    srv = make_server("127.0.0.1", 0, str(cert), str(key), WebhookSettings(gpu_only=True))
+    settings = WebhookSettings(gpu_only=True, default_slack_h=6, clock=SimClock(T0))
+    srv = make_server("127.0.0.1", 0, str(cert), str(key), settings)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     url = f"https://127.0.0.1:{srv.server_address[1]}"
@@ -524,15 +297,29 @@ def test_webhook_adds_the_gate_over_tls(tls_cert: tuple[Path, Path]) -> None:
         r = out["response"]
         assert r["uid"] == "705ab4f5-6393-11e8-b7cc-42010a800002" and r["allowed"] is True
         assert r["patchType"] == "JSONPatch"
+        # the gate, and the fail-safe mark: admitted at 12:00 + 6 h slack (no deadline)
         assert json.loads(base64.b64decode(r["patch"])) == [
-            {"op": "add", "path": "/spec/schedulingGates", "value": [{"name": GATE}]}
+            {"op": "add", "path": "/spec/schedulingGates", "value": [{"name": GATE}]},
+            {
+                "op": "add",
+                "path": "/metadata/annotations",
+                "value": {"greencpn.io/release-by": "2026-12-01T18:00:00Z"},
+            },
         ]
-        # a pod with another gate gets ours appended; one with ours, none
-        other = _pod("ml", "p2", gated=False)
+        # a pod with another gate gets ours appended; with a deadline annotation, release-by
+        # is the deadline minus activeDeadlineSeconds (1 h); one with our gate, no patch
+        other = _pod(
+            "ml", "p2", gated=False, annotations={"greencpn.io/deadline": "2026-12-01T15:30:00Z"}
+        )
         other["spec"]["schedulingGates"] = [{"name": "other.io/x"}]
         r = post(_review(other))["response"]
         assert json.loads(base64.b64decode(r["patch"])) == [
-            {"op": "add", "path": "/spec/schedulingGates/-", "value": {"name": GATE}}
+            {"op": "add", "path": "/spec/schedulingGates/-", "value": {"name": GATE}},
+            {
+                "op": "add",
+                "path": "/metadata/annotations/greencpn.io~1release-by",
+                "value": "2026-12-01T14:30:00Z",
+            },
         ]
         assert "patch" not in post(_review(_pod("ml", "p3")))["response"]
         # excluded namespace, no GPU (gpu_only), an UPDATE: allowed without a patch

@@ -20,9 +20,19 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from greencpn.actuate.jobs.slurm import SlurmJobActuator, parse_scontrol_job
+from greencpn.actuate.jobs.slurm import SlurmJobActuator
 from greencpn.actuate.ledger import Ledger
 from greencpn.cli import main
+from tests.actuate_jobs.job_plans import (
+    iso,
+    now_s,
+    partitions,
+    sbatch,
+    show_job,
+    slurm_cluster_toml,
+    write_fleet,
+    write_plan,
+)
 
 if TYPE_CHECKING:
     from slurm_cluster import SlurmCluster
@@ -41,46 +51,11 @@ SLURM_ACCOUNTING = True
 START_LATENCY_S = 20.0  # Slurm's scheduler loop: a job eligible at t starts by t + this
 
 
-def _partitions(slurm: SlurmCluster, state: str) -> None:
-    """DOWN: Slurm queues but starts nothing (so no job starts before greencpn has seen it)."""
-    for part in ("main", "green"):
-        slurm.run("scontrol", "update", f"PartitionName={part}", f"State={state}")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-def _iso(dt: datetime) -> str:
-    return dt.isoformat().replace("+00:00", "Z")
-
-
-def _sbatch(slurm: SlurmCluster, *args: str) -> str:
-    return slurm.run(
-        "sbatch",
-        "--parsable",
-        "-t",
-        "2",
-        "-o",
-        "/dev/null",
-        "-D",
-        str(slurm.dir / "jobs"),
-        *args,
-        "--wrap",
-        "sleep 3",
-    ).strip()
-
-
-def _job(slurm: SlurmCluster, job_id: str):  # type: ignore[no-untyped-def]
-    env = dict(slurm.env, TZ="UTC")
-    out = subprocess.run(
-        ["scontrol", "show", "job", "-o", job_id],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return parse_scontrol_job(out)
+_partitions = partitions
+_now = now_s
+_iso = iso
+_sbatch = sbatch
+_job = show_job
 
 
 def _fields(job):  # type: ignore[no-untyped-def]
@@ -121,82 +96,15 @@ def _fleet(
     extra: str = "",
     slack_h: float = 1.0,
 ) -> Path:
-    (tmp / "carbon.csv").write_text("timestamp,DE\n")
-    pool_tables = "".join(
-        f"[job_actuation.clusters.pools.{name}]\n" + "".join(f'{k} = "{v}"\n' for k, v in t.items())
-        for name, t in pools.items()
+    return write_fleet(
+        tmp,
+        slurm_cluster_toml(slurm, steer=steer, pools=pools),
+        job_actuation=f'excluded_accounts = ["excluded-acct"]\ndefault_slack_h = {slack_h}\n'
+        f"min_defer_s = 5\n{extra}",
     )
-    cfg = tmp / "fleet.toml"
-    cfg.write_text(f"""
-name = "slurm-jobs"
-[carbon]
-file = "carbon.csv"
-[[sites]]
-name = "s1"
-zone = "DE"
-pue = 1.2
-[[pools]]
-name = "p-main"
-site = "s1"
-nodes = 1
-gpu_model = "A100-SXM4-40GB"
-gpus_per_node = 1
-node_idle_w = 400.0
-[[pools]]
-name = "p-green"
-site = "s1"
-nodes = 1
-gpu_model = "A100-SXM4-40GB"
-gpus_per_node = 1
-node_idle_w = 400.0
-[job_actuation]
-excluded_accounts = ["excluded-acct"]
-default_slack_h = {slack_h}
-min_defer_s = 5
-{extra}
-[[job_actuation.clusters]]
-name = "greencpntest"
-kind = "slurm"
-sites = ["s1"]
-slurm_conf = "{slurm.conf}"
-steer = "{steer}"
-timeout_s = 20
-{pool_tables}""")
-    return cfg
 
 
-def _plan(tmp: Path, cfg: Path, t0: datetime, jobs: list[tuple[str, str, datetime]]) -> Path:
-    starts = [t0 + timedelta(minutes=i) for i in range(10)]
-    pools = [
-        {
-            "name": n,
-            "site": "s1",
-            "gpu_model": "A100-SXM4-40GB",
-            "nodes": 1,
-            "gpus_per_node": 1,
-            "hostlist": None,
-            "power_limit_min_w": 100,
-            "power_limit_max_w": 400,
-            "power_limit_default_w": 400,
-            "slots": [{"slot": i, "nodes_on": 1, "power_cap_w": None} for i in range(10)],
-        }
-        for n in ("p-main", "p-green")
-    ]
-    plan = {
-        "schema": "greencpn.plan/1",
-        "config": str(cfg),
-        "horizon": {
-            "start": _iso(t0),
-            "slot_minutes": 1,
-            "slots": 10,
-            "slot_starts": [_iso(s) for s in starts],
-        },
-        "pools": pools,
-        "jobs": [{"id": i, "site": "s1", "pool": pool, "start": _iso(s)} for i, pool, s in jobs],
-    }
-    path = tmp / "plan.json"
-    path.write_text(json.dumps(plan))
-    return path
+_plan = write_plan
 
 
 def test_deferred_steered_excluded_and_killed_greencpn_start_by_their_latest_safe_start(

@@ -127,6 +127,8 @@ def make_job_actuator(cluster: JobClusterConfig, *, source: str | None = None) -
             namespace=cluster.namespace,
             gate=cluster.gate,
             timeout_s=cluster.timeout_s,
+            lease_namespace=cluster.lease_namespace,
+            heartbeat_s=cluster.heartbeat_s,
         )
     if cluster.kind == "fake":
         from greencpn.actuate.jobs.fake import FakeJobActuator
@@ -227,7 +229,40 @@ def act_on_jobs(
                 jobs={j.id: j for j in pending},
                 report=report,
             )
+        beat = getattr(actuator, "heartbeat", None)
+        if callable(beat) and not shadow:
+            _heartbeat(beat, name, ledger, apply_id, clock_now, report)
     return report
+
+
+def _heartbeat(
+    beat: Callable[[datetime], Any],
+    cluster: str,
+    ledger: Ledger,
+    apply_id: int,
+    clock_now: Callable[[], datetime],
+    report: JobReport,
+) -> None:
+    """Renew a cluster's heartbeat lease (Kubernetes: the webhook gates only while it is
+    fresh). Only when acting: in shadow mode nobody would release the pods it gates."""
+    detail: dict[str, Any]
+    try:
+        lease = beat(clock_now())
+        status, detail = "ok", {"lease": (lease.get("spec") if isinstance(lease, dict) else None)}
+    except Exception as exc:  # the API is down: the lease runs out, the webhook stops gating
+        err = f"{type(exc).__name__}: {exc}"
+        status, detail = "error", {"error": err}
+        report.outcomes.append(JobOutcome(cluster, "-", "heartbeat", "error", err))
+    ledger.record(
+        apply_id,
+        clock_now(),
+        phase="jobs",
+        action="heartbeat",
+        pool=None,
+        targets=[cluster],
+        status=status,
+        detail=detail,
+    )
 
 
 def undo_all_jobs(

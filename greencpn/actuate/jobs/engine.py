@@ -23,6 +23,7 @@ every touched job from the recorded originals.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -124,6 +125,59 @@ def latest_safe_start(
     return None if deadline is None else deadline - timedelta(seconds=job.time_limit_s)
 
 
+def expand_arrays(
+    jobs: list[PendingJob], plan: Mapping[str, PlannedJob], cluster: str = ""
+) -> tuple[list[PendingJob], dict[str, PlannedJob]]:
+    """Pending job arrays against a plan that names their tasks (``A_t``, as greencpn's queue
+    reader expands them).
+
+    A scheduler's pending array record (``extra["array_tasks"]``, Slurm ``A_[0-99]``) is decided
+    **per array** when the plan gives every one of its tasks the same site, pool and start: one
+    change for all of them (Slurm: ``scontrol update JobId=A_[tasks]``), kept under the
+    record's own id. Otherwise it is decided **per task**: each planned task becomes a job
+    ``A_t`` of its own (Slurm splits it off the array at its first change), and the tasks the
+    plan does not name stay in the record, untouched. Running tasks are not pending: never
+    listed, never touched. Returns the jobs to decide and plan entries for whole arrays."""
+    out: list[PendingJob] = []
+    whole: dict[str, PlannedJob] = {}
+    for job in jobs:
+        tasks = job.extra.get("array_tasks")
+        array = job.extra.get("array_job_id")
+        if not isinstance(tasks, list) or not tasks or not array or job.id in plan:
+            out.append(job)
+            continue
+        entries = {t: plan.get(f"{array}_{t}") or plan.get(f"{cluster}:{array}_{t}") for t in tasks}
+        planned = {t: e for t, e in entries.items() if e is not None}
+        if not planned:
+            out.append(job)
+            continue
+        placements = {(e.site, e.pool, e.start) for e in planned.values()}
+        if len(planned) == len(tasks) and len(placements) == 1:
+            e = next(iter(planned.values()))
+            whole[job.id] = PlannedJob(id=job.id, site=e.site, pool=e.pool, start=e.start)
+            out.append(job)
+            continue
+        base = {k: v for k, v in job.extra.items() if k not in ("array_tasks", "array_spec")}
+        for t in planned:
+            out.append(dataclasses.replace(job, id=f"{array}_{t}", extra={**base, "array_task": t}))
+        if len(planned) < len(tasks):
+            out.append(job)  # its unplanned tasks: not in the plan, left as they are
+    return out, whole
+
+
+def gated_release_by(job: PendingJob, policy: JobPolicy) -> datetime | None:
+    """When a pod gated at creation and in no plan must be let go: its latest safe start
+    (created + time limit + slack − time limit, or its deadline annotation), else created +
+    slack; never later than its ``greencpn.io/release-by`` annotation when it has one."""
+    limit = latest_safe_start(job, policy, job.submit_at)
+    if limit is None and job.submit_at is not None:
+        limit = job.submit_at + timedelta(hours=policy.slack_h(job))
+    marked = job.extra.get("release_by")
+    if isinstance(marked, datetime):
+        limit = marked if limit is None else min(limit, marked)
+    return limit
+
+
 @dataclass(frozen=True)
 class PlannedJob:
     """A job's entry in the plan: where and when it should start."""
@@ -196,7 +250,9 @@ def decide(
         sites: this cluster's sites (a job planned elsewhere is not moved: greencpn submit).
     """
     hold = policy.defer_with == "hold" or not supports_begin_time
-    jobs = list(jobs)
+    jobs, array_plan = expand_arrays(list(jobs), plan, cluster)
+    if array_plan:
+        plan = {**plan, **array_plan}
     actions: list[JobAction] = []
     for job in jobs:
         if not job.pending:
@@ -210,9 +266,7 @@ def decide(
                 actions.append(JobAction("release", job.id, None, "no longer in the plan"))
             elif job.held and job.gated:
                 # gated at creation, not planned yet: waits for a plan, never past its lss
-                limit = latest_safe_start(job, policy, job.submit_at)
-                if limit is None and job.submit_at is not None:
-                    limit = job.submit_at + timedelta(hours=policy.slack_h(job))
+                limit = gated_release_by(job, policy)
                 if limit is not None and now >= limit:
                     actions.append(
                         JobAction(
@@ -582,6 +636,9 @@ def _run_group(
                 ]
             },
         )
+        tasks = job.extra.get("array_tasks")
+        if isinstance(tasks, list) and job.extra.get("array_spec"):
+            msg += f" (array {job.extra.get('array_job_id')}_[{job.extra['array_spec']}]: {len(tasks)} tasks)"
         report.outcomes.append(JobOutcome(cluster, a.job_id, a.kind, status, msg, tuple(changes)))
 
 
@@ -649,6 +706,9 @@ def _carry_out(
         assert a.begin_at is not None
         return [act.defer(a.job_id, a.begin_at)]
     if a.kind == "hold":
+        until = getattr(act, "hold_until", None)  # Kubernetes: writes the release-by mark
+        if callable(until):
+            return [until(a.job_id, a.latest_safe_start)]
         if job.held:
             return [
                 JobChange(a.job_id, HELD, True, True, False, "already held; release rescheduled")

@@ -22,6 +22,18 @@ at every step, and pods not in any plan are released at theirs.
 * undo (``restore``): ``held`` → the gate is removed (the pod runs as without greencpn);
   ``required_nodes`` → the annotation is put back.
 
+**Fail-safe when greencpn is dead** (Kubernetes has no begin time that releases a pod by itself):
+
+* every gated pod carries the annotation ``greencpn.io/release-by`` (UTC ISO-8601): the webhook
+  writes it at creation (the latest safe start of a pod in no plan yet), and a hold writes the
+  pod's latest safe start (:meth:`KubernetesJobActuator.hold_until`). Whoever removes the gate by
+  then keeps the deadline — greencpn's step, or ``greencpn jobs release-expired`` run as a
+  CronJob (:mod:`greencpn.actuate.jobs.failsafe`), which needs no state and no controller;
+* while acting, every step renews a ``coordination.k8s.io/v1`` **Lease**
+  (``greencpn-controller`` in ``lease_namespace``, :meth:`KubernetesJobActuator.heartbeat`);
+  the webhook gates new pods only while that lease is fresh, so a dead greencpn stops adding
+  gates that nobody would remove before their ``release-by``.
+
 HTTP errors: 401/403 and other 4xx → permanent (404 → :class:`JobNotFoundError`; 409/422 on a
 release → the pod changed meanwhile, temporary); 429, 5xx and connection faults → temporary.
 Tested against a fake API server on 127.0.0.1 (tests/actuate_jobs), not a real cluster.
@@ -29,13 +41,14 @@ Tested against a fake API server on 127.0.0.1 (tests/actuate_jobs), not a real c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from greencpn.actuate.jobs.base import (
@@ -50,11 +63,14 @@ from greencpn.actuate.jobs.base import (
     SteerMode,
     SteerTarget,
 )
-from greencpn.actuate.ledger import _dt
+from greencpn.actuate.ledger import _dt, _iso
 
 GATE = "greencpn.io/planned-start"
 PLANNED_NODES = "greencpn.io/planned-nodes"
 DEADLINE = "greencpn.io/deadline"
+RELEASE_BY = "greencpn.io/release-by"
+LEASE_NAME = "greencpn-controller"
+LEASE_HOLDER = "greencpn"
 USER_LABEL = "greencpn.io/user"
 GPU_RESOURCE = "nvidia.com/gpu"
 
@@ -82,6 +98,7 @@ def parse_pod(pod: Mapping[str, Any], cluster: str, gate: str = GATE) -> Pending
     limit = spec.get("activeDeadlineSeconds")
     created = meta.get("creationTimestamp")
     deadline = ann.get(DEADLINE)
+    release_by = ann.get(RELEASE_BY)
     return PendingJob(
         id=f"{meta.get('namespace', 'default')}/{meta.get('name')}",
         cluster=cluster,
@@ -100,8 +117,38 @@ def parse_pod(pod: Mapping[str, Any], cluster: str, gate: str = GATE) -> Pending
         user=str(labels.get(USER_LABEL) or ""),
         account=str(meta.get("namespace") or ""),
         qos=str(status.get("qosClass") or ""),
-        extra={"gates": gates, "resource_version": meta.get("resourceVersion")},
+        extra={
+            "gates": gates,
+            "resource_version": meta.get("resourceVersion"),
+            "release_by": _dt(release_by) if release_by else None,
+        },
     )
+
+
+def micro_time(dt: datetime) -> str:
+    """A Kubernetes ``MicroTime`` (``2026-12-01T12:00:00.000000Z``)."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def lease_fresh(lease: Mapping[str, Any] | None, now: datetime) -> tuple[bool, str]:
+    """Is greencpn's heartbeat lease current at ``now``? (and why not)."""
+    if not lease:
+        return False, "no heartbeat lease"
+    spec = lease.get("spec") or {}
+    renew = spec.get("renewTime")
+    duration = spec.get("leaseDurationSeconds")
+    if not renew or duration is None:
+        return False, "heartbeat lease has no renewTime / leaseDurationSeconds"
+    try:
+        renewed = _dt(str(renew))
+        if renewed is None:
+            raise ValueError(renew)
+        expires = renewed + timedelta(seconds=float(duration))
+    except (TypeError, ValueError):
+        return False, f"heartbeat lease renewTime {renew!r} unreadable"
+    if now >= expires:
+        return False, f"heartbeat lease expired at {_iso(expires)}"
+    return True, f"heartbeat lease valid until {_iso(expires)}"
 
 
 def affinity_for(labels: str) -> dict[str, Any]:
@@ -134,8 +181,12 @@ class KubernetesJobActuator:
         namespace: str | None = None,
         gate: str = GATE,
         timeout_s: float = 10.0,
+        lease_namespace: str = "default",
+        heartbeat_s: float = 7200.0,
     ) -> None:
         self.cluster = cluster
+        self.lease_namespace = lease_namespace
+        self.heartbeat_s = heartbeat_s
         self.host = host.rstrip("/")
         self.token_file = token_file
         self.namespace = namespace
@@ -258,6 +309,71 @@ class KubernetesJobActuator:
             else "gate removed"
         )
         return JobChange(job_id, HELD, True, after.held, after.held is not True, msg)
+
+    def hold_until(self, job_id: str, release_by: datetime | None) -> JobChange:
+        """Hold (the gate is there since creation) and write the pod's ``release-by``
+        annotation = its latest safe start, so ``greencpn jobs release-expired`` can release it
+        on time without greencpn (one merge patch, only when the value changes)."""
+        _, job = self._pending(job_id)
+        if not job.gated:
+            return self.hold(job_id)  # the permanent error: no gate on an existing pod
+        current = job.extra.get("release_by")
+        if release_by is None or (
+            isinstance(current, datetime) and abs((current - release_by).total_seconds()) < 1
+        ):
+            return JobChange(job_id, HELD, True, True, False, "gated since creation")
+        patch = {"metadata": {"annotations": {RELEASE_BY: _iso(release_by)}}}
+        after = parse_pod(
+            self._request("PATCH", self._pod_path(job_id), patch, "application/merge-patch+json"),
+            self.cluster,
+            self.gate,
+        )
+        got = after.extra.get("release_by")
+        msg = f"gated; release-by {_iso(got) if isinstance(got, datetime) else got}"
+        return JobChange(job_id, HELD, True, after.held, False, msg)
+
+    # ------------------------------------------------------------------ heartbeat lease
+    def _lease_path(self, name: str | None = None) -> str:
+        base = f"/apis/coordination.k8s.io/v1/namespaces/{urllib.parse.quote(self.lease_namespace)}"
+        return base + "/leases" + (f"/{urllib.parse.quote(name)}" if name else "")
+
+    def read_lease(self) -> dict[str, Any] | None:
+        """greencpn's heartbeat lease (None when it does not exist)."""
+        try:
+            return dict(self._request("GET", self._lease_path(LEASE_NAME)))
+        except JobNotFoundError:
+            return None
+
+    def heartbeat(self, now: datetime) -> dict[str, Any]:
+        """Renew the heartbeat lease (create it the first time): the webhook gates new pods
+        only while ``renewTime + leaseDurationSeconds`` is ahead."""
+        spec = {
+            "holderIdentity": LEASE_HOLDER,
+            "leaseDurationSeconds": int(round(self.heartbeat_s)),
+            "renewTime": micro_time(now),
+        }
+        try:
+            return dict(
+                self._request(
+                    "PATCH",
+                    self._lease_path(LEASE_NAME),
+                    {"spec": spec},
+                    "application/merge-patch+json",
+                )
+            )
+        except JobNotFoundError:
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": LEASE_NAME, "namespace": self.lease_namespace},
+                "spec": {**spec, "acquireTime": micro_time(now)},
+            }
+            return dict(self._request("POST", self._lease_path(), body))
+
+    def resign(self) -> None:
+        """Delete the heartbeat lease (greencpn stopping): the webhook stops gating at once."""
+        with contextlib.suppress(JobNotFoundError):
+            self._request("DELETE", self._lease_path(LEASE_NAME))
 
     def _annotate(self, job_id: str, value: str | None) -> JobChange:
         _, job = self._pending(job_id)

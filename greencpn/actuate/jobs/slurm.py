@@ -99,6 +99,43 @@ def slurm_time(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
+def array_tasks(text: str) -> list[int]:
+    """Task ids of an array spec: ``0-99``, ``1,5-9:2``, ``2-5%2`` (the ``%`` limit dropped)."""
+    text = text.split("%", 1)[0].strip().strip("[]")
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        rng, _, step = part.partition(":")
+        lo, _, hi = rng.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1, int(step or 1)))
+    return out
+
+
+def _array_identity(
+    job_id: str, array_job_id: Any, task_id: Any, task_string: str
+) -> tuple[str, dict[str, object]]:
+    """(greencpn's id, extra) of a Slurm record: a plain job keeps its id; an array task (split
+    off, running, or the only one left) is ``A_t`` as the plan names it; the pending meta record
+    of an array (tasks not split off yet) keeps its own job id ``A`` — stable while its tasks
+    start — with ``array_tasks`` and ``array_spec`` (``scontrol update JobId=A_[spec]`` touches
+    exactly those tasks, neither the split-off nor the running ones)."""
+    a = _num(array_job_id)
+    t = _num(task_id)
+    if not a:
+        return job_id, {}
+    if t is not None:
+        return f"{int(a)}_{int(t)}", {"array_job_id": str(int(a)), "array_task": int(t)}
+    spec = task_string.split("%", 1)[0]
+    if spec:
+        tasks = array_tasks(spec)
+        if len(tasks) == 1:
+            return f"{int(a)}_{tasks[0]}", {"array_job_id": str(int(a)), "array_task": tasks[0]}
+        return job_id, {"array_job_id": str(int(a)), "array_tasks": tasks, "array_spec": spec}
+    return job_id, {}
+
+
 def parse_squeue_job(job: Mapping[str, Any], cluster: str = "") -> PendingJob:
     """One entry of ``squeue --json``'s ``jobs`` list."""
     state = _state(job.get("job_state"))
@@ -108,8 +145,14 @@ def parse_squeue_job(job: Mapping[str, Any], cluster: str = "") -> PendingJob:
     gpus = gpu_count(job.get("tres_per_job"), job.get("tres_req_str")) or int(per_node * nodes)
     prio = _num(job.get("priority"))
     reason = str(job.get("state_reason") or "")
+    jid, arr = _array_identity(
+        str(job.get("job_id")),
+        job.get("array_job_id"),
+        job.get("array_task_id"),
+        str(job.get("array_task_string") or ""),
+    )
     return PendingJob(
-        id=str(job.get("job_id")),
+        id=jid,
         cluster=cluster or str(job.get("cluster") or ""),
         state=state,
         pending=state in _PENDING_STATES,
@@ -125,7 +168,7 @@ def parse_squeue_job(job: Mapping[str, Any], cluster: str = "") -> PendingJob:
         user=str(job.get("user_name") or ""),
         account=str(job.get("account") or ""),
         qos=str(job.get("qos") or ""),
-        extra={"reason": reason, "name": str(job.get("name") or "")},
+        extra={"reason": reason, "name": str(job.get("name") or ""), **arr},
     )
 
 
@@ -157,8 +200,16 @@ def parse_scontrol_job(line: str, cluster: str = "") -> PendingJob:
             parts.insert(0, 0)
         limit_s = (int(days or 0) * 24 + parts[0]) * 3600.0 + parts[1] * 60 + parts[2]
     user = kv.get("UserId", "").split("(")[0]
+    task = kv.get("ArrayTaskId", "")
+    single = task.isdigit()
+    jid, arr = _array_identity(
+        kv.get("JobId", ""),
+        kv.get("ArrayJobId"),
+        task if single else None,
+        "" if single else task,
+    )
     return PendingJob(
-        id=kv.get("JobId", ""),
+        id=jid,
         cluster=cluster,
         state=state,
         pending=state in _PENDING_STATES,
@@ -178,6 +229,7 @@ def parse_scontrol_job(line: str, cluster: str = "") -> PendingJob:
             "reason": kv.get("Reason", ""),
             "start_time": kv.get("StartTime", ""),
             "node_list": _null(kv.get("NodeList", "")),
+            **arr,
         },
     )
 
@@ -252,9 +304,18 @@ class SlurmJobActuator:
         out = self._run("scontrol", "show", "job", "-o", job_id, job_id=job_id).strip()
         if not out:
             raise JobNotFoundError(f"slurm job {job_id} not found")
-        job = parse_scontrol_job(out.splitlines()[0], self.cluster)
+        # an array's job id lists its meta record and every split-off task: take the one asked
+        lines = [parse_scontrol_job(x, self.cluster) for x in out.splitlines() if x.strip()]
+        job = next((j for j in lines if j.id == job_id), lines[0])
         self._seen[job_id] = job
         return job
+
+    def _target(self, job_id: str) -> str:
+        """The ``JobId=`` of a change: an array's pending meta record as ``A_[its tasks]`` (so
+        split-off and running tasks are not touched), anything else as listed."""
+        job = self._seen.get(job_id)
+        spec = job.extra.get("array_spec") if job is not None else None
+        return f"{job.extra['array_job_id']}_[{spec}]" if job is not None and spec else job_id
 
     # ------------------------------------------------------------------ writing
     def _pending(self, job_id: str) -> PendingJob:
@@ -265,7 +326,8 @@ class SlurmJobActuator:
 
     def _update(self, job_id: str, what: str, words: Sequence[str], message: str) -> JobChange:
         before = self._pending(job_id)
-        self._run("scontrol", "update", f"JobId={job_id}", *words, job_id=job_id)
+        target = self._target(job_id)
+        self._run("scontrol", "update", f"JobId={target}", *words, job_id=job_id)
         after = self.read(job_id)
         b, a = before.value(what), after.value(what)
         return JobChange(job_id, what, b, a, b != a, message)
@@ -277,13 +339,13 @@ class SlurmJobActuator:
 
     def hold(self, job_id: str) -> JobChange:
         before = self._pending(job_id)
-        self._run("scontrol", "hold", job_id, job_id=job_id)
+        self._run("scontrol", "hold", self._target(job_id), job_id=job_id)
         after = self.read(job_id)
         return JobChange(job_id, HELD, before.held, after.held, before.held != after.held)
 
     def release(self, job_id: str) -> JobChange:
         before = self._pending(job_id)
-        self._run("scontrol", "release", job_id, job_id=job_id)
+        self._run("scontrol", "release", self._target(job_id), job_id=job_id)
         after = self.read(job_id)
         return JobChange(job_id, HELD, before.held, after.held, before.held != after.held)
 
@@ -311,7 +373,7 @@ class SlurmJobActuator:
         self._run(
             "scontrol",
             "update",
-            f"JobId={job_id}",
+            f"JobId={self._target(job_id)}",
             f"{_SLURM_FIELD[what]}={target.value}",
             f"StartTime={slurm_time(begin_at)}",
             job_id=job_id,

@@ -8,10 +8,19 @@ to a node already, it has the gate, its namespace is excluded, it has the label
 ``greencpn.io/skip=true``, or (``gpu_only``) it asks for no GPU. The webhook never denies a
 pod: a fault in greencpn must not stop the cluster (run it with ``failurePolicy: Ignore``).
 
+Fail-safe: with the gate, the patch writes the annotation ``greencpn.io/release-by`` (the pod's
+latest safe start: its ``greencpn.io/deadline`` minus ``activeDeadlineSeconds`` when both are
+set, else now + ``default_slack_h``), which ``greencpn jobs release-expired`` honours without
+greencpn. With ``--api-host`` the webhook reads greencpn's heartbeat Lease first and gates only
+while it is fresh: when greencpn is dead (or in shadow mode, which does not renew it) new pods
+are admitted ungated and schedule as without greencpn.
+
 Run it (TLS is required by the API server)::
 
     python -m greencpn.actuate.jobs.webhook --cert tls.crt --key tls.key --port 8443 \\
-        --exclude-namespace kube-system --gpu-only
+        --exclude-namespace kube-system --gpu-only --default-slack-h 24 \\
+        --api-host https://kubernetes.default.svc --token-file /var/run/secrets/.../token \\
+        --ca-file /var/run/secrets/.../ca.crt --lease-namespace greencpn
 
 ``GET /healthz`` answers ``ok``. docs/jobs.md has the MutatingWebhookConfiguration.
 """
@@ -24,12 +33,24 @@ import contextlib
 import json
 import logging
 import ssl
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from greencpn.actuate.jobs.kubernetes import GATE, GPU_RESOURCE
+from greencpn.actuate.jobs.kubernetes import (
+    DEADLINE,
+    GATE,
+    GPU_RESOURCE,
+    RELEASE_BY,
+    KubernetesJobActuator,
+    lease_fresh,
+)
+from greencpn.actuate.ledger import _dt, _iso
+from greencpn.clock import Clock, SystemClock
 
 log = logging.getLogger("greencpn.actuate.jobs.webhook")
 SKIP_LABEL = "greencpn.io/skip"
@@ -41,6 +62,54 @@ class WebhookSettings:
     gate: str = GATE
     exclude_namespaces: frozenset[str] = field(default_factory=lambda: frozenset({"kube-system"}))
     gpu_only: bool = False
+    default_slack_h: float = 24.0
+    """release-by of a pod without its own deadline: admission time + this."""
+    controller_alive: Callable[[], tuple[bool, str]] | None = None
+    """greencpn's heartbeat check (:class:`LeaseCheck`); None: always gate (no check)."""
+    clock: Clock = field(default_factory=SystemClock)
+
+
+class LeaseCheck:
+    """Reads greencpn's heartbeat Lease through the API (cached ``cache_s``); any fault reads
+    as "not alive" — the webhook then does not gate (fail open)."""
+
+    def __init__(self, api: KubernetesJobActuator, clock: Clock, cache_s: float = 5.0) -> None:
+        self.api, self.clock, self.cache_s = api, clock, cache_s
+        self._lock = threading.Lock()
+        self._cached: tuple[float, Any] | None = None
+
+    def __call__(self) -> tuple[bool, str]:
+        """(alive?, why). The lease document is cached; its freshness is judged at each call."""
+        with self._lock:
+            mono = time.monotonic()
+            if self._cached is None or mono - self._cached[0] >= self.cache_s:
+                try:
+                    lease: Any = self.api.read_lease()
+                except Exception as exc:  # API unreachable, RBAC: do not gate
+                    lease = exc
+                self._cached = (mono, lease)
+            lease = self._cached[1]
+        if isinstance(lease, Exception):
+            return False, f"heartbeat lease unreadable: {lease}"
+        return lease_fresh(lease, self.clock.now())
+
+
+def release_by(pod: Mapping[str, Any], now: datetime, default_slack_h: float) -> datetime:
+    """The pod's latest safe start as the webhook can tell it: deadline annotation minus
+    ``activeDeadlineSeconds`` when both are set, else ``now + default_slack_h``."""
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    deadline = (meta.get("annotations") or {}).get(DEADLINE)
+    limit = spec.get("activeDeadlineSeconds")
+    fallback = now + timedelta(hours=default_slack_h)
+    if deadline and limit is not None:
+        try:
+            due = _dt(str(deadline))
+            if due is not None:
+                return min(due - timedelta(seconds=float(limit)), fallback)
+        except (TypeError, ValueError):
+            pass
+    return fallback
 
 
 def _wants_gpu(pod: Mapping[str, Any]) -> bool:
@@ -69,13 +138,22 @@ def gate_patch(
     gates = spec.get("schedulingGates")
     if gates and any(g.get("name") == settings.gate for g in gates):
         return [], "gate present"
+    if settings.controller_alive is not None:
+        alive, why = settings.controller_alive()
+        if not alive:
+            return [], f"not gated: greencpn is not running ({why})"
+    ops: list[dict[str, Any]]
     if gates:
-        return [
-            {"op": "add", "path": "/spec/schedulingGates/-", "value": {"name": settings.gate}}
-        ], "gated"
-    return [
-        {"op": "add", "path": "/spec/schedulingGates", "value": [{"name": settings.gate}]}
-    ], "gated"
+        ops = [{"op": "add", "path": "/spec/schedulingGates/-", "value": {"name": settings.gate}}]
+    else:
+        ops = [{"op": "add", "path": "/spec/schedulingGates", "value": [{"name": settings.gate}]}]
+    by = _iso(release_by(pod, settings.clock.now(), settings.default_slack_h))
+    if meta.get("annotations"):
+        key = RELEASE_BY.replace("~", "~0").replace("/", "~1")
+        ops.append({"op": "add", "path": f"/metadata/annotations/{key}", "value": by})
+    else:
+        ops.append({"op": "add", "path": "/metadata/annotations", "value": {RELEASE_BY: by}})
+    return ops, f"gated, release-by {by}"
 
 
 def review_response(review: Mapping[str, Any], settings: WebhookSettings) -> dict[str, Any]:
@@ -155,12 +233,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--gate", default=GATE)
     p.add_argument("--exclude-namespace", action="append", default=None)
     p.add_argument("--gpu-only", action="store_true", help="gate only pods that ask for GPUs")
+    p.add_argument(
+        "--default-slack-h",
+        type=float,
+        default=24.0,
+        help="release-by of a pod without a deadline annotation: admission + this (hours)",
+    )
+    p.add_argument("--api-host", help="API server URL: gate only while greencpn's lease is fresh")
+    p.add_argument("--token-file")
+    p.add_argument("--ca-file")
+    p.add_argument("--lease-namespace", default="default")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    clock = SystemClock()
+    check = None
+    if args.api_host:
+        api = KubernetesJobActuator(
+            cluster="webhook",
+            host=args.api_host,
+            token_file=args.token_file,
+            ca_file=args.ca_file,
+            lease_namespace=args.lease_namespace,
+        )
+        check = LeaseCheck(api, clock)
     settings = WebhookSettings(
         gate=args.gate,
         exclude_namespaces=frozenset(args.exclude_namespace or ["kube-system"]),
         gpu_only=args.gpu_only,
+        default_slack_h=args.default_slack_h,
+        controller_alive=check,
+        clock=clock,
     )
     server = make_server(args.host, args.port, args.cert, args.key, settings)
     log.info("greencpn gate webhook on https://%s:%d/mutate", args.host, args.port)
