@@ -12,6 +12,9 @@ Formats (each detected from its header by :func:`read_carbon_file`):
 * **WattTime issued forecasts** — ``request_time,forecast_time,<Region>`` → a
   :class:`ForecastArchive` giving each forecast by its issue time.
 
+:class:`FileSource` serves such a file as a :class:`~greencpn.sources.base.CarbonSource`
+(``csv:PATH`` in a config; history only, the chain's forecaster makes the forecasts).
+
 Timestamps: strings with a UTC offset (``+01:00``, ``Z``) are converted to UTC. Naive strings
 are accepted only when the column name says UTC (``datetime_utc``, ``Datetime (UTC)``) or the
 caller passes ``assume_utc=True`` (the two published datasets whose documentation says UTC —
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +39,7 @@ import pandas as pd
 
 from greencpn.errors import ConfigError
 from greencpn.sources.base import Accounting, CarbonSeries, Signal
+from greencpn.sources.http import BadResponseError
 from greencpn.sources.resample import (
     DEFAULT_MAX_GAP,
     MAX_PLAUSIBLE_G_PER_KWH,
@@ -903,3 +907,44 @@ def read_carbon_file(
             fix="pick one of the file's zones",
         )
     return series[zone]
+
+
+# --------------------------------------------------------------------------- as a source
+class FileSource:
+    """A carbon history file as a source: ``history`` from the file (read with
+    :func:`read_carbon_file`, any of its formats); no issued forecasts,
+    so in a chain the forecaster makes them."""
+
+    step = timedelta(hours=1)
+
+    def __init__(self, path: str | Path, *, zone: str, accounting: str = "lifecycle") -> None:
+        self.path = Path(path)
+        self.zone = zone
+        self.accounting = accounting
+        self.name = f"csv:{path}"
+        self._series: CarbonSeries | None = None
+
+    def load(self) -> CarbonSeries:
+        if self._series is None:
+            self._series = read_carbon_file(self.path, zone=self.zone, accounting=self.accounting)  # type: ignore[arg-type]
+        return self._series
+
+    @property
+    def signal(self) -> str:
+        return self.load().signal
+
+    def end_time(self) -> datetime:
+        """Just after the file's last slot (the natural issue time of a forecast)."""
+        s = self.load()
+        idx = s.intensity_g_per_kwh.index
+        return (idx[-1] + (s.step or timedelta(hours=1))).to_pydatetime()
+
+    def history(self, zone: str, start: datetime, end: datetime) -> CarbonSeries:
+        s = self.load()
+        v = s.intensity_g_per_kwh
+        mask = np.asarray((v.index >= pd.Timestamp(start)) & (v.index < pd.Timestamp(end)))
+        est = s.estimated[mask] if s.estimated is not None else None
+        return replace(s, intensity_g_per_kwh=v[mask], estimated=est)
+
+    def forecast(self, zone: str, issued_at: datetime, horizon: timedelta) -> CarbonSeries:
+        raise BadResponseError(f"{self.name}: a history file holds no issued forecasts")
