@@ -34,6 +34,8 @@ each role has its own module under ``greencpn/actuate/``:
 ``phases/``         the steps above, one module per phase (``observe``, ``caps``, ``power``,
                     ``boot``) over a shared ``state``; :class:`~greencpn.actuate.phases.Run`
 ``journal.py``      every step to the ledger (intent → result) and to the report
+``execution.py``    the one place a call's exception becomes an :class:`Outcome`; a
+                    ``TemporaryError(retry_after_s)`` is retried within ``retry_budget_s``
 ``outcomes.py``     typed statuses (:class:`StepStatus`, :class:`Mode`, :class:`ApplyOutcome`
                     StrEnums, values as in the ledger), :class:`StepOutcome`
 ``report.py``       :class:`ApplyReport` (verdict, exit status)
