@@ -28,6 +28,7 @@ from greencpn.agent.auth import load_key, write_key_file
 from greencpn.agent.server import AgentServer, AgentSettings
 from greencpn.clock import SystemClock
 from greencpn.config import load_config
+from tests.agent.agent_fleet import agent_plan, write_agent_fleet
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -82,78 +83,10 @@ def agent_node(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[
 
 
 def _config_and_plan(tmp: Path, url: str, key_file: Path) -> tuple[Path, dict[str, Any]]:
-    (tmp / "carbon.csv").write_text("timestamp,DE\n")
-    cfg = tmp / "fleet.toml"
-    cfg.write_text(f"""
-name = "agents"
-[horizon]
-start = "2026-11-25T10:00:00Z"
-slots = 2
-slot_minutes = 60
-[carbon]
-file = "carbon.csv"
-[[sites]]
-name = "s1"
-zone = "DE"
-pue = 1.2
-[[pools]]
-name = "gp"
-site = "s1"
-nodes = 1
-gpu_model = "A100-SXM4-40GB"
-gpus_per_node = 2
-node_idle_w = 400.0
-boot_time_min = 2.0
-hostlist = "gn1"
-[pools.hook]
-kind = "agent"
-key_files = {{ gn1 = "{key_file}" }}
-urls = {{ gn1 = "{url}" }}
-""")
-    slots = [
-        {
-            "slot": i,
-            "nodes_on": 0,
-            "power_cap_w": None,
-            "startups": 0,
-            "shutdowns": 1 if i == 0 else 0,
-            "cap_level": 0,
-            "busy_gpus": 0,
-            "it_power_kw": 0.0,
-        }
-        for i in range(2)
-    ]
-    plan: dict[str, Any] = {
-        "schema": "greencpn.plan/1",
-        "created_at": "2026-11-25T09:55:00Z",
-        "config": str(cfg),
-        "fleet": "agents",
-        "horizon": {
-            "start": "2026-11-25T10:00:00Z",
-            "slot_minutes": 60,
-            "slots": 2,
-            "slot_starts": ["2026-11-25T10:00:00Z", "2026-11-25T11:00:00Z"],
-        },
-        "pools": [
-            {
-                "name": "gp",
-                "site": "s1",
-                "gpu_model": "A100-SXM4-40GB",
-                "nodes": 1,
-                "gpus_per_node": 2,
-                "spares": 0,
-                "hostlist": "gn1",
-                "hook": {"kind": "agent"},
-                "power_limit_min_w": 100,
-                "power_limit_max_w": 300,
-                "power_limit_default_w": 300,
-                "slots": slots,
-            }
-        ],
-        "jobs": [],
-        "sites": [],
-    }
-    return cfg, json.loads(json.dumps(plan))
+    cfg = write_agent_fleet(
+        tmp, "gn1", 1, f'key_files = {{ gn1 = "{key_file}" }}\nurls = {{ gn1 = "{url}" }}'
+    )
+    return cfg, agent_plan(cfg, "gn1", 1, [(0, None), (0, None)])
 
 
 def _apply(tmp: Path, node: dict[str, Any], land: bool, confirm_s: float = 10.0) -> Any:
