@@ -4,6 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# `make lint` fails on any run of this many same lines in two files (pylint's duplicate-code,
+# the check of the `duplicates` tool minus its same-shape pairs). 16 is the least the tree
+# passes: optimize/joblevel.py ~ optimize/placement.py share 15 lines, tests/optimize's
+# test_joblevel.py ~ test_plan_exact.py 13; lower it as those are mended (issue 13).
+DUP_MIN_LINES ?= 16
 
 .PHONY: demo test bench lint venv clean
 
@@ -33,6 +38,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check greencpn tests bench models
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/pylint --recursive=y --disable=all --enable=duplicate-code --score=n \
+		--min-similarity-lines=$(DUP_MIN_LINES) --ignore-comments=y --ignore-docstrings=y \
+		--ignore-imports=y --ignore-signatures=y greencpn tests bench models data
 
 clean:
 	rm -rf $(VENV) out

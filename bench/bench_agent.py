@@ -39,14 +39,9 @@ sys.path.insert(0, str(REPO))
 
 from greencpn.agent import auth  # noqa: E402
 from greencpn.agent.client import AgentClient  # noqa: E402
+from tests.agent.agent_process import agent_argv, agent_env, free_port, still_open  # noqa: E402
 
 TARGET_RPS = 500.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _run(
@@ -96,25 +91,10 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _start_agent(key_file: Path, extra: list[str]) -> tuple[subprocess.Popen[str], str, int]:
-    port = _free_port()
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    port = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "greencpn.cli",
-            "agent",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--key-file",
-            str(key_file),
-            "--gpu",
-            "fake",
-            "--fake-gpus",
-            "8",
-            *extra,
-        ],
-        env=env,
+        agent_argv(port, key_file, 8, *extra),
+        env=agent_env(),
         stderr=subprocess.DEVNULL,  # never read: a full pipe would block the agent's logging
         text=True,
     )
@@ -140,18 +120,6 @@ def _open_idle(port: int, n: int) -> list[socket.socket]:
         socks.append(s)
     time.sleep(0.5)  # let the agent accept (and evict) them
     return socks
-
-
-def _still_open(socks: list[socket.socket]) -> int:
-    n = 0
-    for s in socks:
-        try:
-            n += s.recv(1, socket.MSG_PEEK) != b""
-        except BlockingIOError:
-            n += 1
-        except OSError:
-            pass
-    return n
 
 
 def _latencies_ms(url: str, key: bytes, n: int, *, new_connection: bool) -> tuple[list[float], int]:
@@ -208,9 +176,9 @@ def measure_latency_under_attack(
                 for kind, new_conn in (("new connection each", True), ("keep-alive", False)):
                     socks = _open_idle(port, n_attackers)
                     try:
-                        at_start = _still_open(socks)
+                        at_start = still_open(socks)
                         lat, failures = _latencies_ms(url, key, n, new_connection=new_conn)
-                        at_end = _still_open(socks)
+                        at_end = still_open(socks)
                     finally:
                         for s in socks:
                             s.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from greencpn.actuate.apply import Backends, apply_plan
 from greencpn.actuate.base import NodePower
-from greencpn.actuate.fake_gpu import FakeFleetGpus, FakeGpu
+from greencpn.actuate.fake_fleet import fake_gpus, one_slot_plan, plan_pool
 from greencpn.actuate.fake_nodes import FakeNodeHook
 from greencpn.actuate.hostlist import expand
 from greencpn.actuate.safety import ControlSettings
@@ -41,42 +41,12 @@ def setup():  # type: ignore[no-untyped-def]
         hooks[p.name] = FakeNodeHook(nodes, clock, boot_delay_s=p.boot_time_min * 60)
         for n in nodes[: len(nodes) // 2]:
             hooks[p.name].set(n, power=NodePower.OFF)
-        fleet = FakeFleetGpus(
-            gpus_per_node=p.gpus_per_node,
-            template=FakeGpu(
-                name=gm.name,
-                min_w=gm.power_limit_min_w,
-                max_w=gm.power_limit_max_w,
-                default_w=gm.power_limit_default_w,
-            ),
-        )
+        fleet = fake_gpus(gm, p.gpus_per_node)
         for n in nodes:
             node_fleet[n] = fleet
         target = (3 * p.nodes) // 4 if k % 2 == 0 else p.nodes // 4
-        plan_pools.append(
-            {
-                "name": p.name,
-                "site": p.site,
-                "nodes": p.nodes,
-                "hostlist": p.hostlist,
-                "power_limit_min_w": gm.power_limit_min_w,
-                "power_limit_max_w": gm.power_limit_max_w,
-                "power_limit_default_w": gm.power_limit_default_w,
-                "gpus_per_node": p.gpus_per_node,
-                "slots": [{"slot": 0, "nodes_on": target, "power_cap_w": gm.levels[1].cap_w}],
-            }
-        )
-    plan = {
-        "schema": "greencpn.plan/1",
-        "config": str(EXAMPLE),
-        "horizon": {
-            "start": t0.isoformat(),
-            "slot_minutes": 60,
-            "slots": 1,
-            "slot_starts": [t0.isoformat()],
-        },
-        "pools": plan_pools,
-    }
+        plan_pools.append(plan_pool(p, gm, target, gm.levels[1].cap_w))
+    plan = one_slot_plan(EXAMPLE, t0, plan_pools)
     backends = Backends(hooks=hooks, gpus=lambda n: node_fleet[n].backend(n))
     return cfg, clock, plan, backends
 

@@ -10,6 +10,11 @@ The hook also hands ``greencpn apply`` each node's GPUs: :meth:`AgentNodeHook.gp
 returns an :class:`AgentGpuBackend`, so a pool's GPU power caps are read and set through the
 agents (``/v1/status``, ``/v1/gpu/power-limit``).
 
+An agent answers a power-off with 202 and decides after its settle time (work that appeared
+aborts it): the hook is a :class:`~greencpn.actuate.base.DeferredPowerOff`, and
+:meth:`AgentNodeHook.power_off_results` reads each agent's ``last_power_off`` so that
+``greencpn apply`` records a node as off only once the power command ran.
+
 An agent cannot switch on the machine it runs on, so ``power_on`` (and the power state of
 nodes whose agent does not answer) goes to a nested hook (``[pools.hook.power]``, e.g. ``ipmi``
 or ``wol``) when one is configured.
@@ -44,6 +49,8 @@ from greencpn.actuate.base import (
     NodePower,
     NodePowerHook,
     NodeStatus,
+    PowerOffResult,
+    PowerOffState,
 )
 from greencpn.agent.client import AgentClient
 from greencpn.errors import ConfigError, GreencpnError, PermanentError, TemporaryError
@@ -244,6 +251,44 @@ class AgentNodeHook:
             lambda n: self._retarget(n, self.client(n).power("off", "greencpn plan")),
         )
 
+    def power_off_results(self, nodes: Sequence[str]) -> list[PowerOffResult]:
+        """Where each node's power-off stands, from its agent's ``last_power_off`` and power.
+
+        The agent answers ``off`` with 202 and re-checks the running work after its settle
+        time; only ``outcome == "command_ran"`` means the node is going down. ``aborted`` /
+        ``failed`` (work appeared, the command failed) mean it stays on (and drained). An agent
+        that no longer answers after accepting counts as done when the nested power hook sees
+        the node off, or when there is no nested hook (the machine is going down); otherwise
+        it is still pending.
+        """
+        results, failures = self._each(nodes, lambda n: self.client(n).status())
+        silent = [n for n in nodes if n in failures]
+        seen_off: set[str] = set()
+        if silent and self.power_hook is not None:
+            try:
+                seen_off = {
+                    st.name for st in self.power_hook.status(silent) if st.power == NodePower.OFF
+                }
+            except GreencpnError as exc:
+                log.warning("power hook status failed: %s", exc)
+        out = []
+        for node in nodes:
+            if node in failures:
+                failure = failures[node]
+                if node in seen_off:
+                    out.append(PowerOffResult(node, PowerOffState.DONE, "nested hook: off"))
+                elif self.power_hook is None and isinstance(failure, TemporaryError):
+                    out.append(
+                        PowerOffResult(
+                            node, PowerOffState.DONE, f"agent silent after accepting: {failure}"
+                        )
+                    )
+                else:
+                    out.append(PowerOffResult(node, PowerOffState.PENDING, str(failure)))
+                continue
+            out.append(power_off_result(node, results[node]))
+        return out
+
     def power_on(self, nodes: Sequence[str]) -> list[Change]:
         """Nodes whose agent answers are already on; the others go to the nested power hook."""
         statuses = {s.name: s for s in self.status(nodes)}
@@ -435,6 +480,25 @@ def status_from_agent(node: str, data: Mapping[str, Any]) -> NodeStatus:
         running_jobs=running,
         detail=detail,
         extra=extra,
+    )
+
+
+def power_off_result(node: str, data: Mapping[str, Any]) -> PowerOffResult:
+    """An agent's ``/v1/status`` answer after a power-off request → where the power-off stands."""
+    record = data.get("last_power_off")
+    record = record if isinstance(record, Mapping) else {}
+    outcome = str(record.get("outcome") or "")
+    message = str(record.get("message") or "")
+    if outcome == "command_ran":
+        return PowerOffResult(node, PowerOffState.DONE, message)
+    if outcome in ("aborted", "failed"):
+        return PowerOffResult(node, PowerOffState.ABORTED, f"agent: {message or outcome}")
+    if outcome == "pending" or data.get("power") == "shutting_down":
+        return PowerOffResult(node, PowerOffState.PENDING, message)
+    return PowerOffResult(
+        node,
+        PowerOffState.ABORTED,
+        f"agent reports power {data.get('power')!r} and no pending power-off (restarted?)",
     )
 
 

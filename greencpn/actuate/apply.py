@@ -9,7 +9,9 @@ dry run or the controller is in shadow mode — carries it out in this order:
 2. **drain** the nodes chosen for power-off (all pools) and wait (bounded, one deadline for
    all) until they are idle; a node still busy is resumed (if greencpn drained it), skipped
    and reported;
-3. **power off** the idle drained nodes;
+3. **power off** the idle drained nodes; a hook that carries the power-off out later (the
+   node agent's 202) is asked until it says so (``power_off_confirm_s``), and a node whose
+   power-off was aborted (work appeared at the agent's final check) is recorded as on;
 4. **power on** the nodes chosen for start-up (wake before work moves there);
 5. **wait for boot** (bounded by each pool's boot timeout); a node not up in time is marked
    *failed* and left alone;
@@ -34,6 +36,8 @@ each role has its own module under ``greencpn/actuate/``:
 ``phases/``         the steps above, one module per phase (``observe``, ``caps``, ``power``,
                     ``boot``) over a shared ``state``; :class:`~greencpn.actuate.phases.Run`
 ``journal.py``      every step to the ledger (intent → result) and to the report
+``execution.py``    the one place a call's exception becomes an :class:`Outcome`; a
+                    ``TemporaryError(retry_after_s)`` is retried within ``retry_budget_s``
 ``outcomes.py``     typed statuses (:class:`StepStatus`, :class:`Mode`, :class:`ApplyOutcome`
                     StrEnums, values as in the ledger), :class:`StepOutcome`
 ``report.py``       :class:`ApplyReport` (verdict, exit status)

@@ -102,3 +102,30 @@ class NodePowerHook(Protocol):
     def power_on(self, nodes: Sequence[str]) -> list[Change]: ...
 
     def status(self, nodes: Sequence[str]) -> list[NodeStatus]: ...
+
+
+class PowerOffState(StrEnum):
+    """Where a power-off that a hook carries out later stands."""
+
+    DONE = "done"
+    """The power command ran (or the node is seen off)."""
+    PENDING = "pending"
+    """Accepted, not decided yet."""
+    ABORTED = "aborted"
+    """Not carried out: work appeared at the final check, or the power command failed."""
+
+
+@dataclass(frozen=True)
+class PowerOffResult:
+    node: str
+    state: PowerOffState
+    message: str = ""
+
+
+@runtime_checkable
+class DeferredPowerOff(Protocol):
+    """A hook whose ``power_off`` only *starts* the power-off (the node agent answers 202 and
+    decides after its settle time). ``greencpn apply`` asks :meth:`power_off_results` until no
+    node is pending (bounded by ``power_off_confirm_s``) before it records a node as off."""
+
+    def power_off_results(self, nodes: Sequence[str]) -> list[PowerOffResult]: ...

@@ -2,7 +2,9 @@
 (result), and into the apply's report (:class:`~greencpn.actuate.outcomes.StepOutcome`).
 
 :class:`Journal` is the base of the phases' state (:mod:`greencpn.actuate.phases`): its
-methods are the only places a phase writes a step.
+methods are the only places a phase writes a step. A hook call's exception becomes the
+step's outcome in :func:`greencpn.actuate.execution.execute` (with the retry a
+``TemporaryError(retry_after_s)`` asks for, within :attr:`retry_budget_s`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from greencpn.actuate.base import NodePowerHook
+from greencpn.actuate.execution import Outcome, execute
 from greencpn.actuate.ledger import Ledger
 from greencpn.actuate.outcomes import StepOutcome, StepStatus
 from greencpn.actuate.reconcile import Backends, PoolDiff, _status_all
@@ -24,13 +27,30 @@ class Journal:
     """Ledger and report of one apply (``apply_id``), and the hooks the steps go through."""
 
     def __init__(
-        self, report: ApplyReport, backends: Backends, ledger: Ledger, clock: Clock, apply_id: int
+        self,
+        report: ApplyReport,
+        backends: Backends,
+        ledger: Ledger,
+        clock: Clock,
+        apply_id: int,
+        *,
+        sleep: Callable[[float], None],
+        retry_budget_s: float = 0.0,
     ) -> None:
         self.report = report
         self.backends = backends
         self.ledger = ledger
         self.clock = clock
         self.apply_id = apply_id
+        self.sleep = sleep
+        self.retry_budget_s = retry_budget_s
+
+    def execute(self, fn: Callable[[], Any], what: str) -> Outcome[Any]:
+        """Run one hook or GPU call: its exception becomes the outcome (see
+        :mod:`greencpn.actuate.execution`)."""
+        return execute(
+            fn, clock=self.clock, sleep=self.sleep, budget_s=self.retry_budget_s, what=what
+        )
 
     def now(self) -> datetime:
         return self.clock.now()
@@ -94,15 +114,19 @@ class Journal:
             targets=nodes,
             detail=detail,
         )
-        try:
-            changes = fn()
-        except Exception as exc:
+        outcome = self.execute(fn, f"{phase} {action} {d.name}")
+        retries = (
+            {"attempts": outcome.attempts, "retry_waits_s": outcome.waited_s}
+            if outcome.attempts > 1
+            else {}
+        )
+        if outcome.exception is not None:
             after = {s.name: s.power.value for s in _status_all(self._hook(d), nodes)}
             self.ledger.result(
                 sid,
                 self.now(),
                 StepStatus.ERROR,
-                {"error": f"{type(exc).__name__}: {exc}", "observed_after": after},
+                {"error": outcome.error, "observed_after": after, **retries},
             )
             self.out(
                 phase,
@@ -110,10 +134,11 @@ class Journal:
                 d.name,
                 nodes,
                 StepStatus.ERROR,
-                f"{type(exc).__name__}: {exc}; observed after: "
+                f"{outcome.error}; observed after: "
                 + ", ".join(f"{n}={p}" for n, p in after.items()),
             )
-            return exc
+            return outcome.exception
+        changes = outcome.result
         self.ledger.result(
             sid,
             self.now(),
@@ -124,10 +149,18 @@ class Journal:
                     if dataclasses.is_dataclass(c) and not isinstance(c, type)
                     else str(c)
                     for c in (changes if isinstance(changes, list) else [])
-                ]
+                ],
+                **retries,
             },
         )
-        self.out(phase, action, d.name, nodes, StepStatus.OK)
+        self.out(
+            phase,
+            action,
+            d.name,
+            nodes,
+            StepStatus.OK,
+            f"after {outcome.attempts} attempts" if outcome.attempts > 1 else "",
+        )
         return None
 
     def _mark(self, nodes: Sequence[str], **fields: Any) -> None:

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from greencpn.actuate.base import GpuBackend, GpuInfo, NodePower, NodePowerHook, NodeStatus
+from greencpn.actuate.execution import capture
 from greencpn.actuate.hostlist import compress, expand
 from greencpn.actuate.ledger import Ledger, NodeRecord
 from greencpn.actuate.plan_slot import SlotRef
@@ -126,24 +127,23 @@ class PoolDiff:
 def _status_all(hook: NodePowerHook, nodes: Sequence[str]) -> list[NodeStatus]:
     if not nodes:
         return []
-    try:
-        got = {s.name: s for s in hook.status(nodes)}
-    except Exception as exc:  # a hook fault must not stop the others; the nodes read as unknown
+    read = capture(lambda: {s.name: s for s in hook.status(nodes)})
+    if read.exception is not None:  # a hook fault must not stop the others: nodes read unknown
+        exc = read.exception
         log.warning("status of %s failed: %s", compress(nodes), exc)
         return [NodeStatus(n, NodePower.UNKNOWN, detail=f"status failed: {exc}") for n in nodes]
+    got = read.result or {}
     return [
         got.get(n) or NodeStatus(n, NodePower.UNKNOWN, detail="not in status reply") for n in nodes
     ]
 
 
 def _list_gpus(gb: GpuBackend, node: str, notes: list[str]) -> list[GpuInfo] | None:
-    try:
-        return gb.list_gpus()
-    except Exception as exc:
-        notes.append(
-            f"{node}: cannot read GPUs ({type(exc).__name__}: {exc}); caps left as they are"
-        )
+    read = capture(gb.list_gpus)
+    if read.exception is not None:
+        notes.append(f"{node}: cannot read GPUs ({read.error}); caps left as they are")
         return None
+    return read.result
 
 
 def _cap_changes(

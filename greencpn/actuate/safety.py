@@ -61,6 +61,11 @@ class ControlSettings:
         wait_for_boot: wait (bounded by the boot timeout) for started nodes in this apply, then
             resume them and set their caps; otherwise a later apply finishes the job.
         spare_nodes: per pool, the node names that are the spares.
+        retry_budget_s: how long one step may keep retrying a hook or GPU call that failed
+            with a ``TemporaryError`` carrying ``retry_after_s`` (a retry starts only if it
+            starts within this many seconds of the first attempt; 0: never retry), s.
+        power_off_confirm_s: how long to wait, after a hook accepted a power-off it carries
+            out later (the node agent's 202), for the hook to say whether it ran, s.
     """
 
     allow_actuation: bool = False
@@ -72,6 +77,8 @@ class ControlSettings:
     boot_timeout_min_s: float = 300.0
     wait_for_boot: bool = True
     spare_nodes: dict[str, list[str]] = field(default_factory=dict)
+    retry_budget_s: float = 60.0
+    power_off_confirm_s: float = 120.0
     source: str | None = None
 
     @classmethod
@@ -147,7 +154,10 @@ class ControlSettings:
                     not isinstance(value, bool)
                     and isinstance(value, int | float)
                     and math.isfinite(value)
-                    and (value > 0 or (key == "boot_timeout_min_s" and value == 0))
+                    and (
+                        value > 0
+                        or (key in ("boot_timeout_min_s", "retry_budget_s") and value == 0)
+                    )
                 )
                 if not ok:
                     raise ConfigError(

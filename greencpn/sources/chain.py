@@ -22,16 +22,25 @@ history followed by the provider's own forecast; the filled slots are flagged es
 ``fallback`` field gets ``"+forecaster:<name>"`` appended (``"live+forecaster:..."`` when the
 base was live). Every failure along the way is logged (never with a key) and kept in
 :attr:`SourceChain.errors` for the caller to report.
+
+This module holds the chain only: the forecasters (their one
+:class:`~greencpn.sources.forecast.Forecaster` protocol, the default and the chain's last
+resort :class:`~greencpn.sources.forecast.SeasonalNaiveForecaster`) live in
+:mod:`greencpn.sources.forecast`, a history file as a source
+(:class:`~greencpn.sources.files.FileSource`) with the file readers, and building a source from
+its name (:func:`~greencpn.sources.registry.open_source`) in :mod:`greencpn.sources.registry`.
+:func:`open_chain` builds a whole chain from a source name.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,7 +49,15 @@ from greencpn.clock import Clock, SystemClock, ensure_utc
 from greencpn.errors import ConfigError, GreencpnError, PermanentError, TemporaryError
 from greencpn.sources.base import CarbonSeries, CarbonSource
 from greencpn.sources.cache import CacheHit, SeriesCache
+from greencpn.sources.files import FileSource
+from greencpn.sources.forecast import (
+    Forecaster,
+    SeasonalNaiveForecaster,
+    default_forecaster,
+    slot_grid,
+)
 from greencpn.sources.http import BadResponseError, window_mask
+from greencpn.sources.registry import open_source
 
 log = logging.getLogger(__name__)
 
@@ -52,74 +69,7 @@ class NoForecastError(TemporaryError):
     """Every step of the chain failed and no history of the zone is known."""
 
 
-# ------------------------------------------------------------------------------ forecasters
-class Forecaster(Protocol):
-    """What the chain needs from a forecaster (the interface of ``greencpn.sources.forecast``)."""
-
-    name: str
-
-    def fit(self, history: pd.Series) -> Any: ...
-
-    def predict(self, issued_at: datetime, horizon_slots: int, step: timedelta) -> Any: ...
-
-
-class SeasonalNaiveForecaster:
-    """Same time one day earlier; persistence when less than a day of history is known.
-
-    Local stand-in used only when ``greencpn.sources.forecast.default_forecaster`` is not
-    available. For a target slot ``t`` after the last known point ``L`` the value is the
-    history at ``t - k·24 h`` with ``k = ceil((t - L) / 24 h)``; if that is before the first
-    known point, the last known value (persistence).
-    """
-
-    name = "seasonal_naive"
-
-    def __init__(self) -> None:
-        self._history: pd.Series | None = None
-
-    def fit(self, history: pd.Series) -> SeasonalNaiveForecaster:
-        h = history.dropna().sort_index()
-        if h.empty:
-            raise ValueError("seasonal_naive: empty history")
-        self._history = h
-        return self
-
-    def predict(self, issued_at: datetime, horizon_slots: int, step: timedelta) -> pd.Series:
-        if self._history is None:
-            raise RuntimeError("call fit() before predict()")
-        h = self._history
-        idx = slot_grid(issued_at, horizon_slots, step)
-        last, first = h.index[-1], h.index[0]
-        day = pd.Timedelta(days=1)
-        ahead = (idx - last) / day
-        k = np.maximum(0, np.ceil(ahead.to_numpy(dtype=float)))
-        src = idx - pd.to_timedelta(k, unit="D")
-        pos = h.index.searchsorted(src, side="right") - 1  # last known point at or before
-        known = h.to_numpy(dtype=float)
-        vals = np.where((src < first) | (pos < 0), known[-1], known[np.maximum(pos, 0)])
-        return pd.Series(vals, index=idx, name="intensity_g_per_kwh")
-
-
-def default_forecaster() -> Forecaster:
-    """Worker B's ``greencpn.sources.forecast.default_forecaster()`` when present, else the
-    local :class:`SeasonalNaiveForecaster`."""
-    try:
-        from greencpn.sources import forecast as fmod
-    except ImportError:
-        return SeasonalNaiveForecaster()
-    factory = getattr(fmod, "default_forecaster", None)
-    if factory is None:
-        return SeasonalNaiveForecaster()
-    return factory()
-
-
-def slot_grid(issued_at: datetime, horizon_slots: int, step: timedelta) -> pd.DatetimeIndex:
-    """``horizon_slots`` slot starts from the slot containing ``issued_at`` (aligned to the
-    epoch)."""
-    start = pd.Timestamp(issued_at).floor(pd.Timedelta(step))
-    return pd.date_range(start, periods=horizon_slots, freq=pd.Timedelta(step))
-
-
+# ------------------------------------------------------------------------------ helpers
 def _predicted_values(result: Any) -> tuple[pd.Series, dict[float, pd.Series]]:
     """Values (and quantiles) from a forecaster result: a CarbonSeries-like or a Series."""
     if isinstance(result, pd.Series):
@@ -143,7 +93,7 @@ class SourceChain:
         cache: the series cache (None: no caching, no stale fallback, no budget).
         clock: time source (TTL ages; default issued time).
         forecaster_factory: builds a fresh forecaster per call (default:
-            :func:`default_forecaster`).
+            :func:`greencpn.sources.forecast.default_forecaster`).
         history_source: optional extra history (e.g. a CSV of the zone) for the forecaster.
         history_window: how much history to fit the forecaster on.
         fetch_horizon: the least horizon asked from the live source (the answer is cached
@@ -159,7 +109,7 @@ class SourceChain:
         cache: SeriesCache | None = None,
         *,
         clock: Clock | None = None,
-        forecaster_factory: Any = default_forecaster,
+        forecaster_factory: Callable[[], Forecaster] = default_forecaster,
         history_source: CarbonSource | None = None,
         history_window: timedelta = DEFAULT_HISTORY_WINDOW,
         fetch_horizon: timedelta = timedelta(hours=72),
@@ -395,7 +345,7 @@ class SourceChain:
                 f"{getattr(self.forecaster_factory, '__name__', '?')}",
             )
         fc = SeasonalNaiveForecaster().fit(history)
-        return fc.predict(issued_at, n, step), {}, fc.name
+        return fc.predict(issued_at, n, step).intensity_g_per_kwh, {}, fc.name
 
     def _history_for(self, zone: str, issued_at: datetime, step: timedelta) -> pd.Series:
         """Known intensity of ``zone`` before ``issued_at`` (history source, live history,
@@ -531,114 +481,6 @@ def _n_slots(issued_at: datetime, horizon: timedelta, step: timedelta) -> int:
 
 
 # ---------------------------------------------------------------------------- construction
-LIVE_SOURCES = ("electricitymaps", "watttime", "ukgrid")
-SOURCE_SPECS = (*LIVE_SOURCES, "csv:PATH")
-
-
-class FileSource:
-    """A carbon history file as a source: ``history`` from the file (read with
-    :func:`greencpn.sources.files.read_carbon_file`, any of its formats); no issued forecasts,
-    so in a chain the forecaster makes them."""
-
-    step = timedelta(hours=1)
-
-    def __init__(self, path: str | Path, *, zone: str, accounting: str = "lifecycle") -> None:
-        self.path = Path(path)
-        self.zone = zone
-        self.accounting = accounting
-        self.name = f"csv:{path}"
-        self._series: CarbonSeries | None = None
-
-    def load(self) -> CarbonSeries:
-        if self._series is None:
-            from greencpn.sources.files import read_carbon_file
-
-            self._series = read_carbon_file(self.path, zone=self.zone, accounting=self.accounting)  # type: ignore[arg-type]
-        return self._series
-
-    @property
-    def signal(self) -> str:
-        return self.load().signal
-
-    def end_time(self) -> datetime:
-        """Just after the file's last slot (the natural issue time of a forecast)."""
-        s = self.load()
-        idx = s.intensity_g_per_kwh.index
-        return (idx[-1] + (s.step or timedelta(hours=1))).to_pydatetime()
-
-    def history(self, zone: str, start: datetime, end: datetime) -> CarbonSeries:
-        s = self.load()
-        v = s.intensity_g_per_kwh
-        mask = np.asarray((v.index >= pd.Timestamp(start)) & (v.index < pd.Timestamp(end)))
-        est = s.estimated[mask] if s.estimated is not None else None
-        return replace(s, intensity_g_per_kwh=v[mask], estimated=est)
-
-    def forecast(self, zone: str, issued_at: datetime, horizon: timedelta) -> CarbonSeries:
-        raise BadResponseError(f"{self.name}: a history file holds no issued forecasts")
-
-
-def open_source(
-    spec: str,
-    *,
-    clock: Clock,
-    zone: str | None = None,
-    base_url: str | None = None,
-    keys_file: str | Path | None = None,
-    accounting: str = "lifecycle",
-    policy: Any = None,
-    check_keys: bool = True,
-) -> Any:
-    """Build a source from its name as written in a config or on the command line.
-
-    Args:
-        spec: ``electricitymaps``, ``watttime``, ``ukgrid`` or ``csv:PATH``.
-        clock: the clock every part uses.
-        zone: the zone (needed for ``csv:PATH`` multi-zone files).
-        base_url: API root override.
-        keys_file: TOML key file (else ``$GREENCPN_KEYS_FILE`` / the default path).
-        accounting: lifecycle or direct (Electricity Maps, files).
-        policy: a :class:`~greencpn.sources.http.RetryPolicy`.
-        check_keys: raise :class:`~greencpn.errors.ConfigError` now if a key is missing.
-
-    Raises:
-        ConfigError: unknown source name, csv without a path, missing key / unsafe key file.
-    """
-    from greencpn.sources.http import HttpClient
-    from greencpn.sources.keys import KeyStore
-
-    name, _, arg = spec.partition(":")
-    if name == "csv":
-        if not arg:
-            raise ConfigError(
-                "csv source needs a path", field="source", fix="write csv:PATH, e.g. csv:carbon.csv"
-            )
-        return FileSource(arg, zone=zone or "", accounting=accounting)
-    if name not in LIVE_SOURCES:
-        raise ConfigError(
-            f"unknown source {spec!r}", field="source", fix=f"use one of {', '.join(SOURCE_SPECS)}"
-        )
-    kw: dict[str, Any] = {"http": HttpClient(name, policy, clock=clock), "clock": clock}
-    if base_url:
-        kw["base_url"] = base_url
-    if name == "ukgrid":
-        from greencpn.sources.ukgrid import UKGridSource
-
-        return UKGridSource(**kw)
-    keys = KeyStore.from_env(key_file=keys_file)
-    if name == "electricitymaps":
-        from greencpn.sources.electricitymaps import ElectricityMapsSource
-
-        if check_keys:
-            keys.require("electricitymaps", "token")
-        return ElectricityMapsSource(keys=keys, accounting=accounting, **kw)  # type: ignore[arg-type]
-    from greencpn.sources.watttime import WattTimeSource
-
-    if check_keys:
-        keys.require("watttime", "username")
-        keys.require("watttime", "password")
-    return WattTimeSource(keys=keys, **kw)
-
-
 def open_chain(
     spec: str,
     zone: str,

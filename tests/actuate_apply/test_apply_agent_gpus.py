@@ -11,7 +11,6 @@ import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,6 +22,7 @@ from greencpn.agent.client import AgentAuthError, AgentRequestError, AgentUnavai
 from greencpn.agent.server import AgentServer, AgentSettings
 from greencpn.cli import main
 from greencpn.errors import PermanentError, TemporaryError
+from tests.agent.agent_fleet import agent_plan, write_agent_fleet
 from tests.agent.conftest import TinyGpuBackend
 
 pytestmark = pytest.mark.timeout(90)
@@ -95,81 +95,14 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
 def write_config_and_plan(fleet: Fleet, power_cap_w: float = 200.0) -> tuple[Path, Path]:
     """A one-pool fleet whose hook is the agent, and a hand-made 2-slot plan (docs/plan-schema.md)."""
     tmp = fleet.tmp
-    (tmp / "carbon.csv").write_text("timestamp,DE\n")
     urls = "\n".join(f'{n} = "{u}"' for n, u in fleet.urls.items())
-    cfg = tmp / "fleet.toml"
-    cfg.write_text(f"""
-name = "agents"
-[horizon]
-start = "2026-11-25T10:00:00Z"
-slots = 2
-slot_minutes = 60
-[carbon]
-file = "carbon.csv"
-[[sites]]
-name = "s1"
-zone = "DE"
-pue = 1.2
-[[pools]]
-name = "gp"
-site = "s1"
-nodes = 2
-gpu_model = "A100-SXM4-40GB"
-gpus_per_node = 2
-node_idle_w = 400.0
-boot_time_min = 2.0
-hostlist = "gn[1-2]"
-[pools.hook]
-kind = "agent"
-key_dir = "{fleet.keys}"
+    hook = f"""key_dir = "{fleet.keys}"
 retries = 1
 connect_timeout_s = 0.5
 [pools.hook.urls]
-{urls}
-""")
-    slots = [
-        {
-            "slot": i,
-            "nodes_on": 2,
-            "power_cap_w": cap,
-            "startups": 0,
-            "shutdowns": 0,
-            "cap_level": 0,
-            "busy_gpus": 0,
-            "it_power_kw": 0.0,
-        }
-        for i, cap in enumerate([power_cap_w, 300.0])
-    ]
-    plan: dict[str, Any] = {
-        "schema": "greencpn.plan/1",
-        "created_at": "2026-11-25T09:55:00Z",
-        "config": str(cfg),
-        "fleet": "agents",
-        "horizon": {
-            "start": "2026-11-25T10:00:00Z",
-            "slot_minutes": 60,
-            "slots": 2,
-            "slot_starts": ["2026-11-25T10:00:00Z", "2026-11-25T11:00:00Z"],
-        },
-        "pools": [
-            {
-                "name": "gp",
-                "site": "s1",
-                "gpu_model": "A100-SXM4-40GB",
-                "nodes": 2,
-                "gpus_per_node": 2,
-                "spares": 0,
-                "hostlist": "gn[1-2]",
-                "hook": {"kind": "agent"},
-                "power_limit_min_w": 100,
-                "power_limit_max_w": 300,
-                "power_limit_default_w": 300,
-                "slots": slots,
-            }
-        ],
-        "jobs": [],
-        "sites": [],
-    }
+{urls}"""
+    cfg = write_agent_fleet(tmp, "gn[1-2]", 2, hook)
+    plan = agent_plan(cfg, "gn[1-2]", 2, [(2, power_cap_w), (2, 300.0)])
     plan_path = tmp / "plan.json"
     plan_path.write_text(json.dumps(plan))
     return cfg, plan_path

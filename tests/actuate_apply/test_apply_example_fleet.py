@@ -12,7 +12,7 @@ import pytest
 
 from greencpn.actuate.apply import Backends, apply_plan
 from greencpn.actuate.base import NodePower
-from greencpn.actuate.fake_gpu import FakeFleetGpus, FakeGpu
+from greencpn.actuate.fake_fleet import fake_gpus, one_slot_plan, plan_pool
 from greencpn.actuate.fake_nodes import FakeNodeHook
 from greencpn.actuate.hostlist import expand
 from greencpn.actuate.safety import ControlSettings
@@ -40,45 +40,13 @@ def test_example_fleet_apply_is_safe_and_idempotent(tmp_path):  # type: ignore[n
             if rng.random() < 1 / 3:
                 hooks[p.name].run_jobs(n, 1)
                 busy.add(n)
-        fleets[p.name] = FakeFleetGpus(
-            gpus_per_node=p.gpus_per_node,
-            template=FakeGpu(
-                name=gm.name,
-                min_w=gm.power_limit_min_w,
-                max_w=gm.power_limit_max_w,
-                default_w=gm.power_limit_default_w,
-            ),
-        )
+        fleets[p.name] = fake_gpus(gm, p.gpus_per_node)
         for n in nodes:
             node_fleet[n] = fleets[p.name]
         # the plan: alternate pools go up to 3/4 or down to 1/4 of their nodes, at cap level 1
         target = (3 * p.nodes) // 4 if len(plan_pools) % 2 == 0 else p.nodes // 4
-        plan_pools.append(
-            {
-                "name": p.name,
-                "site": p.site,
-                "nodes": p.nodes,
-                "gpus_per_node": p.gpus_per_node,
-                "spares": p.spares,
-                "hostlist": p.hostlist,
-                "hook": {"kind": p.hook.kind},
-                "power_limit_min_w": gm.power_limit_min_w,
-                "power_limit_max_w": gm.power_limit_max_w,
-                "power_limit_default_w": gm.power_limit_default_w,
-                "slots": [{"slot": 0, "nodes_on": target, "power_cap_w": gm.levels[1].cap_w}],
-            }
-        )
-    plan = {
-        "schema": "greencpn.plan/1",
-        "config": str(EXAMPLE),
-        "horizon": {
-            "start": t0.isoformat(),
-            "slot_minutes": 60,
-            "slots": 1,
-            "slot_starts": [t0.isoformat()],
-        },
-        "pools": plan_pools,
-    }
+        plan_pools.append(plan_pool(p, gm, target, gm.levels[1].cap_w))
+    plan = one_slot_plan(EXAMPLE, t0, plan_pools)
     backends = Backends(hooks=hooks, gpus=lambda n: node_fleet[n].backend(n))
     settings = ControlSettings(
         allow_actuation=True,

@@ -10,9 +10,7 @@ the hardware (appends to hw.log).
 
 from __future__ import annotations
 
-import socket
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
@@ -22,28 +20,13 @@ from greencpn.actuate.hooks import NodeHookPermanentError, make_hook
 from greencpn.actuate.hooks.slurm import SlurmHook
 from greencpn.config import HookConfig
 from greencpn.errors import PermanentError, TemporaryError
+from tests.slurm_cluster import free_port as _free_port
+from tests.slurm_cluster import wait_for as _wait
 
 if TYPE_CHECKING:
     from slurm_cluster import SlurmCluster  # the shared `slurm` fixture (tests/conftest.py)
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(what: str, pred: Callable[[], object], timeout_s: float = 15.0) -> object:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def _hook(cluster: SlurmCluster, **extra: object) -> SlurmHook:

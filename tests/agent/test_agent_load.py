@@ -19,6 +19,7 @@ import pytest
 from greencpn.agent.auth import load_key
 from greencpn.agent.client import AgentClient
 from greencpn.agent.server import AgentServer, AgentSettings
+from tests.agent.agent_process import still_open
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -70,15 +71,7 @@ class Attack:
 
     def open_count(self) -> int:
         """How many attacker connections the agent still holds open."""
-        n = 0
-        for s in self.socks:
-            try:
-                n += s.recv(1, socket.MSG_PEEK) != b""
-            except BlockingIOError:
-                n += 1
-            except OSError:
-                pass
-        return n
+        return still_open(self.socks)
 
     def stop(self) -> None:
         self._stop.set()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,38 +13,17 @@ import pytest
 
 from greencpn.agent.auth import write_key_file
 from greencpn.agent.client import AgentClient, AgentUnavailableError
+from tests.agent.agent_process import agent_argv, agent_env, free_port
 
 pytestmark = pytest.mark.timeout(90)
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_agent_process_serves_signed_requests_and_stops_on_sigterm(tmp_path: Path) -> None:
     key_file = write_key_file(tmp_path / "agent.key")
-    port = _free_port()
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    port = free_port()
+    env = agent_env()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "greencpn.cli",
-            "agent",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--key-file",
-            str(key_file),
-            "--gpu",
-            "fake",
-            "--fake-gpus",
-            "3",
-            "--node-name",
-            "gpu-node-7",
-        ],
+        agent_argv(port, key_file, 3, "--node-name", "gpu-node-7"),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -13,8 +13,9 @@ import pytest
 from greencpn.clock import SimClock
 from greencpn.sources.base import CarbonSeries
 from greencpn.sources.cache import SeriesCache
-from greencpn.sources.chain import NoForecastError, SeasonalNaiveForecaster, SourceChain
+from greencpn.sources.chain import NoForecastError, SourceChain
 from greencpn.sources.electricitymaps import ElectricityMapsSource
+from greencpn.sources.forecast import SeasonalNaiveForecaster
 from greencpn.sources.http import AuthError, HttpClient, RetryPolicy, UnknownZoneError
 from greencpn.sources.ukgrid import UKGridSource
 
@@ -69,9 +70,10 @@ def test_seasonal_naive_hand_checked():
     fc = SeasonalNaiveForecaster().fit(pd.Series(np.arange(30, dtype=float), index=idx))
     out = fc.predict(datetime(2023, 1, 2, 6, tzinfo=UTC), 4, timedelta(hours=1))
     # 2023-01-02 06:00 → same hour yesterday (index 6), ...
-    assert out.tolist() == [6.0, 7.0, 8.0, 9.0]
+    assert out.intensity_g_per_kwh.tolist() == [6.0, 7.0, 8.0, 9.0]
     short = SeasonalNaiveForecaster().fit(pd.Series([5.0, 7.0], index=idx[:2]))
-    assert short.predict(datetime(2023, 1, 1, 3, tzinfo=UTC), 2, timedelta(hours=1)).tolist() == [
+    later = short.predict(datetime(2023, 1, 1, 3, tzinfo=UTC), 2, timedelta(hours=1))
+    assert later.intensity_g_per_kwh.tolist() == [
         7.0,
         7.0,
     ]  # less than a day known: persistence

@@ -4,6 +4,7 @@ already set on that pool in that step, and skips the power-raising steps at its 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 from greencpn.actuate.outcomes import StepStatus
 from greencpn.actuate.phases.state import RunState
@@ -38,13 +39,9 @@ class CapPhases(RunState):
         )
         done: list[CapChange] = []
         for c in changes:
-            gb = self.backends.gpus(c.node)
-            try:
-                if gb is None:
-                    raise RuntimeError(f"no GPU backend for {c.node}")
-                gb.set_power_limit_w(c.index, c.after_w)
-            except Exception as exc:
-                self._cap_failure(phase, d, sid, done, c, exc)
+            outcome = self.execute(partial(self._write_cap, c, c.after_w), f"{phase} {c.target}")
+            if outcome.exception is not None:
+                self._cap_failure(phase, d, sid, done, c, outcome.error)
                 return
             done.append(c)
         self.ledger.result(
@@ -59,6 +56,12 @@ class CapPhases(RunState):
             f"{len(done)} GPU(s) to {d.target_cap_w:g} W",
         )
 
+    def _write_cap(self, c: CapChange, power_limit_w: float) -> object:
+        gb = self.backends.gpus(c.node)
+        if gb is None:
+            raise RuntimeError(f"no GPU backend for {c.node}")
+        return gb.set_power_limit_w(c.index, power_limit_w)
+
     def _cap_failure(
         self,
         phase: str,
@@ -66,9 +69,8 @@ class CapPhases(RunState):
         sid: int,
         done: list[CapChange],
         failed: CapChange,
-        exc: Exception,
+        err: str,
     ) -> None:
-        err = f"{type(exc).__name__}: {exc}"
         rolled: list[str] = []
         rb_errors: dict[str, str] = {}
         if done:
@@ -82,14 +84,13 @@ class CapPhases(RunState):
                 detail={"restore_w": {c.target: c.before_w for c in done}},
             )
             for c in reversed(done):
-                gb = self.backends.gpus(c.node)
-                try:
-                    if gb is None:
-                        raise RuntimeError(f"no GPU backend for {c.node}")
-                    gb.set_power_limit_w(c.index, c.before_w)
+                outcome = self.execute(
+                    partial(self._write_cap, c, c.before_w), f"{phase} rollback {c.target}"
+                )
+                if outcome.exception is None:
                     rolled.append(c.target)
-                except Exception as rexc:
-                    rb_errors[c.target] = f"{type(rexc).__name__}: {rexc}"
+                else:
+                    rb_errors[c.target] = outcome.error
             self.ledger.result(
                 rb,
                 self.now(),

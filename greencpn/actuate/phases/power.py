@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import partial
 
-from greencpn.actuate.base import NodePower
+from greencpn.actuate.base import DeferredPowerOff, NodePower, PowerOffResult, PowerOffState
 from greencpn.actuate.outcomes import StepStatus
 from greencpn.actuate.phases.state import RunState
 from greencpn.actuate.reconcile import (
@@ -130,6 +130,11 @@ class PowerPhases(RunState):
                     self.ledger.update_node(st.name, power="off", off_since=now, seen_at=now)
                     self.powered_off.add(st.name)
             return
+        hook = self._hook(d)
+        if isinstance(hook, DeferredPowerOff):
+            idle = self._confirm_power_off(d, hook, idle)
+            if not idle:
+                return
         now = self.now()
         self._mark(
             idle,
@@ -140,6 +145,73 @@ class PowerPhases(RunState):
             boot_deadline=None,
         )
         self.powered_off.update(idle)
+
+    def _confirm_power_off(
+        self, d: PoolDiff, hook: DeferredPowerOff, nodes: list[str]
+    ) -> list[str]:
+        """The nodes whose deferred power-off was carried out (see
+        :class:`~greencpn.actuate.base.DeferredPowerOff`), asked until none is pending or
+        ``power_off_confirm_s`` has passed. A node whose power-off was aborted (work appeared
+        at the agent's final check) is recorded as on, given back to the scheduler if
+        greencpn drained it, and reported as an error; one still pending at the deadline is
+        recorded as shutting down and reported. Either way its site's power-raising steps
+        are skipped, as after any failed power-reducing step."""
+        deadline = self.now() + timedelta(seconds=self.settings.power_off_confirm_s)
+        decided: dict[str, PowerOffResult] = {}
+        last: dict[str, PowerOffResult] = {}
+        while True:
+            waiting = [n for n in nodes if n not in decided]
+            read = self.execute(partial(hook.power_off_results, waiting), f"confirm {d.name}")
+            for r in read.result or []:
+                last[r.node] = r
+                if r.state != PowerOffState.PENDING:
+                    decided[r.node] = r
+            waiting = [n for n in nodes if n not in decided]
+            if not waiting or self.now() >= deadline:
+                break
+            self.sleep(
+                min(
+                    self.settings.poll_interval_s, max(0.0, (deadline - self.now()).total_seconds())
+                )
+            )
+        done = [n for n in nodes if n in decided and decided[n].state == PowerOffState.DONE]
+        aborted = [n for n in nodes if n in decided and decided[n].state == PowerOffState.ABORTED]
+        if aborted:
+            self.failed_sites.add(d.site)
+            self.decide(
+                "power_off",
+                "power_off",
+                d.name,
+                aborted,
+                StepStatus.ERROR,
+                "power off not carried out: "
+                + "; ".join(f"{n}: {decided[n].message}" for n in aborted),
+            )
+            now = self.now()
+            self._mark(aborted, power="on", seen_at=now)
+            ours = [n for n in aborted if self.ledger.node(n).drained_by_us]
+            if ours and (
+                self._call("power_off", "resume", d, ours, partial(self._hook(d).resume, ours))
+                is None
+            ):
+                self._mark(ours, drained_by_us=False)
+        if waiting:
+            self.failed_sites.add(d.site)
+            why = read.error or "; ".join(
+                f"{n}: {last[n].message}" for n in waiting if n in last and last[n].message
+            )
+            self.decide(
+                "power_off",
+                "power_off",
+                d.name,
+                waiting,
+                StepStatus.ERROR,
+                f"power off accepted but not reported done after "
+                f"{self.settings.power_off_confirm_s:g} s; recorded as shutting down"
+                + (f" ({why})" if why else ""),
+            )
+            self._mark(waiting, power="shutting_down", seen_at=self.now())
+        return done
 
     def _wait_idle(self, drained: list[tuple[PoolDiff, list[str]]]) -> set[str]:
         """Poll the drained nodes until all are idle or ``drain_timeout_s`` has passed."""

@@ -30,10 +30,17 @@ class RunState(Journal):
         sleep: Callable[[float], None],
         apply_id: int,
     ) -> None:
-        super().__init__(report, backends, ledger, clock, apply_id)
+        super().__init__(
+            report,
+            backends,
+            ledger,
+            clock,
+            apply_id,
+            sleep=sleep,
+            retry_budget_s=settings.retry_budget_s,
+        )
         self.diffs = diffs
         self.settings = settings
-        self.sleep = sleep
         self.failed_sites: set[str] = set()
         self.bucket = TokenBucket.from_state(
             ledger.get_kv(TOKEN_KEY),
