@@ -13,21 +13,71 @@ Needs a fleet built from a config file (``FleetSpec.from_config``) whose pools h
 ``hostlist`` (the controller only powers nodes it can name).
 
 Parameters: ``time_limit_s`` (solver time limit per step, default the config's) and
-``levers`` (``all`` or any of ``caps+power+jobs`` — the controller's per-pool opt-in).
+``levers`` (``all``, ``none`` or a ``+``-joined subset of the four levers):
+
+* ``time`` — temporal shifting: jobs may wait for greener hours. Off: the controller is told
+  each job's *planning* deadline is its earliest finish at full power plus one slot
+  (``min(deadline, ceil_slot(release) + ceil_slot(run time) + 1 slot)``), so the plan has no room to wait
+  (the job's real deadline still counts in the metrics). A side effect: with little slack, caps
+  that slow a job are less useful too.
+* ``space`` — spatial shifting: jobs may run at any site their residency allows. Off: each job
+  may only run at its home site (a per-site jurisdiction tag is added to the sites of the
+  controller's world config and the job's allowed jurisdictions become its home site's tag).
+* ``power`` — node shutdown (the controller's ``power`` lever).
+* ``caps`` — GPU power caps (the controller's ``caps`` lever).
+
+The controller's ``jobs`` lever stays on in every case (it releases the jobs); time and space
+are restricted through the jobs it is shown. ``jobs`` is accepted as ``time+space``.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from greencpn.config import JobConfig
+from greencpn.config import FleetConfig, JobConfig
 from greencpn.errors import ConfigError
 from greencpn.whatif.model import Decision, FleetSpec, SimJob, View
 from greencpn.whatif.policies.base import home_pools
+
+LEVERS = ("time", "space", "power", "caps")
+SITE_TAG = "greencpn-whatif-site:"  # per-site jurisdiction tag used when space is off
+
+
+def parse_levers(levers: str) -> set[str]:
+    """``all`` / ``none`` / ``a+b+...`` (of :data:`LEVERS`; ``jobs`` = ``time+space``).
+
+    Raises:
+        ConfigError: an unknown lever name.
+    """
+    text = str(levers).strip()
+    if text == "all":
+        return set(LEVERS)
+    if text == "none":
+        return set()
+    out: set[str] = set()
+    for part in filter(None, text.split("+")):
+        if part == "jobs":
+            out |= {"time", "space"}
+        elif part in LEVERS:
+            out.add(part)
+        else:
+            raise ConfigError(
+                f"milp: unknown lever {part!r} in levers={levers!r}",
+                field="--policies",
+                fix="use levers=all, levers=none or a '+'-joined subset of " + ", ".join(LEVERS),
+            )
+    return out
+
+
+def _ceil_to(ts: datetime, step: timedelta) -> datetime:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    k = -((epoch - ts) // step)  # ceil((ts - epoch) / step)
+    return epoch + k * step
 
 
 def _iso(ts: datetime) -> str:
@@ -39,14 +89,7 @@ class Milp:
 
     def __init__(self, time_limit_s: float = 0.0, levers: str = "all") -> None:
         self.time_limit_s = float(time_limit_s)
-        wanted = {"caps", "power", "jobs"} if levers == "all" else set(str(levers).split("+"))
-        if not wanted <= {"caps", "power", "jobs"} or not wanted:
-            raise ConfigError(
-                f"milp: unknown levers {levers!r}",
-                field="--policies",
-                fix="use levers=all or a '+'-joined subset of caps, power, jobs",
-            )
-        self.lever_set = wanted
+        self.lever_set = parse_levers(levers)
         self.ctl: Any = None
         self.fleet: FleetSpec | None = None
         self.view: View | None = None
@@ -91,7 +134,24 @@ class Milp:
         policy = self
 
         class ReplayController(Controller):
-            """The controller with the replay's forecast instead of its source chain."""
+            """The controller with the replay's forecast instead of its source chain (and,
+            with ``space`` off, one jurisdiction tag per site so jobs can be held home)."""
+
+            def world_config(self, obs: Any, start: datetime) -> FleetConfig:
+                cfg = super().world_config(obs, start)
+                if "space" in policy.lever_set:
+                    return cfg
+                sites = [
+                    s.model_copy(update={"jurisdictions": [*s.jurisdictions, SITE_TAG + s.name]})
+                    for s in cfg.raw.sites
+                ]
+                return FleetConfig(
+                    path=cfg.path,
+                    raw=cfg.raw.model_copy(update={"sites": sites}),
+                    gpu_models=cfg.gpu_models,
+                    jobs=cfg.jobs,
+                    carbon_path=cfg.carbon_path,
+                )
 
             def forecast(self, start: datetime, errors: list[dict], strict: bool) -> Any:
                 T = self.config.raw.horizon.slots
@@ -112,11 +172,7 @@ class Milp:
 
         assert self.fleet is not None and self.fleet.config_path is not None
         self._state = Path(tempfile.mkdtemp(prefix="greencpn-whatif-"))
-        lv = Levers(
-            caps="caps" in self.lever_set,
-            power="power" in self.lever_set,
-            jobs="jobs" in self.lever_set,
-        )
+        lv = Levers(caps="caps" in self.lever_set, power="power" in self.lever_set, jobs=True)
         settings = ControlSettings(
             max_power_ops_per_min=1e9,
             power_ops_burst=10**9,
@@ -143,13 +199,22 @@ class Milp:
     def _job(self, j: SimJob) -> JobConfig:
         jc = self._cfg_jobs.get(j.id)
         if jc is None:
+            deadline = j.deadline
+            if "time" not in self.lever_set:  # no room to wait: earliest finish + one slot
+                assert self.view is not None
+                step = self.view.step
+                slots = math.ceil(timedelta(hours=j.duration_h) / step - 1e-9)
+                deadline = min(deadline, _ceil_to(j.release, step) + (slots + 1) * step)
+            juris = list(j.jurisdictions)
+            if "space" not in self.lever_set:
+                juris = [SITE_TAG + j.home_site]
             jc = self._cfg_jobs[j.id] = JobConfig(
                 id=j.id,
                 gpus=j.gpus,
                 work_gpu_h=j.work_gpu_h,
                 release=j.release,
-                deadline=j.deadline,
-                jurisdictions=list(j.jurisdictions),
+                deadline=deadline,
+                jurisdictions=juris,
                 checkpointable=j.checkpointable,
             )
         return jc
