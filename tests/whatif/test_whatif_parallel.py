@@ -95,3 +95,88 @@ def test_dask_local_cluster_gives_the_local_table(tmp_path):
     dask = run_sweep(tasks, dask_local=2)
     assert dask.executor == "dask LocalCluster(2 workers)"
     assert dask.rows == local.rows
+
+
+def test_cli_workers_html_and_sweep(tmp_path, capsys):
+    import csv
+
+    from greencpn.cli import main
+
+    out = tmp_path / "o"
+    common = ["--from", "2023-04-25T00:00Z", "--to", "2023-04-25T06:00Z", "--drain-h", "24"]
+    rc = main(
+        [
+            "whatif",
+            "--config",
+            str(CFG),
+            *common,
+            "--policies",
+            "carbon-agnostic",
+            "lets-wait-awhile:perfect=1",
+            "--workers",
+            "2",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    text = capsys.readouterr().out
+    assert "whatif.html" in text
+    html = (out / "whatif.html").read_text()
+    assert "lets-wait-awhile:perfect=1 (perfect-foresight oracle)" in html
+    rows = list(csv.DictReader((out / "whatif.csv").open()))
+    assert [r["policy"] for r in rows] == ["carbon-agnostic", "lets-wait-awhile:perfect=1"]
+
+    rc = main(
+        [
+            "whatif",
+            "sweep",
+            "--config",
+            str(CFG),
+            *common,
+            "--jobs",
+            str(_trace(tmp_path)),
+            "--slack",
+            "+8h",
+            "+24h",
+            "--policies",
+            "lets-wait-awhile:perfect=1",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    text = capsys.readouterr().out
+    assert "4 replays on serial" in text
+    rows = list(csv.DictReader((out / "sweep.csv").open()))
+    assert [(r["slack"], r["policy"]) for r in rows] == [
+        ("+8h", "carbon-agnostic"),
+        ("+8h", "lets-wait-awhile:perfect=1"),
+        ("+24h", "carbon-agnostic"),
+        ("+24h", "lets-wait-awhile:perfect=1"),
+    ]
+
+
+def test_cli_attribution_needs_a_milp_spec(tmp_path, capsys):
+    from greencpn.cli import main
+
+    rc = main(
+        [
+            "whatif",
+            "--config",
+            str(CFG),
+            "--from",
+            "2023-04-25T00:00Z",
+            "--to",
+            "2023-04-25T02:00Z",
+            "--attribution",
+            "carbon-time",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "is not a milp spec" in err and "Traceback" not in err
