@@ -155,3 +155,23 @@ def test_unknown_lever_is_a_clear_error():
     parse_spec("milp:levers=time+space")
     with pytest.raises(ConfigError, match="unknown lever 'speed'"):
         parse_levers("time+speed")
+
+
+def test_skipping_the_report_baselines_changes_no_decision(tmp_path):
+    """baselines=0 (the default) only drops the plan document's baseline figures: the same
+    actions, starts and carbon as baselines=1 (the controller's full plan)."""
+    fleet = _fleet(tmp_path)
+    fc = ReplayCarbonSource(two_zone_series())
+    act = ReplayCarbonSource(two_zone_series(), mode="perfect")
+    st = ReplaySettings(T0, T0 + timedelta(hours=2), drain=timedelta(hours=10))
+    fast, full = (
+        run_replay(fleet, three_jobs(), p, forecasts=fc, actuals=act, settings=st)
+        for p in ("milp", "milp:baselines=1")
+    )
+    assert [s["actions"] for s in fast.extra["steps"]] == [
+        s["actions"] for s in full.extra["steps"]
+    ]
+    assert [(j.id, j.first_start, j.ran_pool) for j in fast.jobs] == [
+        (j.id, j.first_start, j.ran_pool) for j in full.jobs
+    ]
+    assert fast.carbon_kg.sum() == pytest.approx(full.carbon_kg.sum(), rel=1e-12)
