@@ -309,6 +309,7 @@ class Milp:
                 "solver": result.solver_status,
                 "origin": result.plan_origin,
                 "errors": len(result.errors),
+                "phase_s": dict(result.phase_s),
                 "actions": [
                     (a.get("kind"), a.get("target"), a.get("status")) for a in result.actions
                 ],
