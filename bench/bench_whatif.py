@@ -48,7 +48,13 @@ from greencpn.whatif.jobs import load_jobs  # noqa: E402
 from greencpn.whatif.lwa import nightly_saving, read_half_hourly  # noqa: E402
 from greencpn.whatif.metrics import compare  # noqa: E402
 from greencpn.whatif.model import FleetSpec  # noqa: E402
-from greencpn.whatif.node_demand import read_node_sequence, replay, spares_rule  # noqa: E402
+from greencpn.whatif.node_demand import (  # noqa: E402
+    PeakForecastRule,
+    read_node_sequence,
+    replay,
+    replay_forecast,
+    spares_rule,
+)
 
 DATA = (ROOT / ".." / ".." / "shared" / "data").resolve()
 if not DATA.is_dir():
@@ -186,7 +192,7 @@ def philly_section() -> list[str]:
     t0 = time.perf_counter()
     r = replay(active, total, spares=spares_rule(2, 0.10), boot_min=10)
     el = time.perf_counter() - t0
-    return [
+    lines = [
         "### 4. Idle shutdown on Philly's per-minute node sequence",
         "",
         f"{r.minutes:,} minutes, 420 nodes (552 / 174 in {int(np.sum(total != 420))} minutes). Rule: "
@@ -200,10 +206,38 @@ def philly_section() -> list[str]:
         f"| minutes with demand waiting / all minutes | {r.waiting_minutes_pct:.2f} % | 1.3 % |",
         f"| node boots (per node of 420) | {r.boots:,} ({r.boots / 420:.0f}) | - |",
         "",
-        f"Replay time {el:.1f} s. Not done: the load-forecasting variant (issue goal ≥ 8 % saved, "
-        "≤ 0.5 % minutes waiting).",
+        f"Replay time {el:.1f} s.",
+        "",
+        "**Load forecasting** (`PeakForecastRule`, fed one minute at a time, no look-ahead): keep "
+        "up the forecast peak of busy nodes over the next boot time = the highest busy count of "
+        "the last 60 min + the q-quantile of that forecast's own measured error (minutes whose "
+        "10-min window has closed, last 28 days, refitted hourly; 10 spares during the first "
+        "day). Same accounting as above; issue goal: >= 8 % saved with <= 0.5 % of minutes "
+        "waiting.",
+        "",
+        "| rule | energy saved / all-on energy | minutes waiting / all minutes | node boots | replay s |",
+        "|---|---|---|---|---|",
+        f"| active + max(2, 10 %) spares | {r.energy_saved_pct:.2f} % | "
+        f"{r.waiting_minutes_pct:.2f} % | {r.boots:,} | {el:.1f} |",
+    ]
+    for q in (0.99, 0.992, 0.995):
+        t0 = time.perf_counter()
+        f = replay_forecast(active, total, PeakForecastRule(quantile=q), boot_min=10)
+        el = time.perf_counter() - t0
+        lines.append(
+            f"| load forecast, q = {q} | {f.energy_saved_pct:.2f} % | "
+            f"{f.waiting_minutes_pct:.2f} % | {f.boots:,} | {el:.1f} |"
+        )
+    lines += [
+        "",
+        "The default (q = 0.992) keeps demand waiting within 0.5 % of minutes and saves 1.3 "
+        "points more than the simple rule, but stays just under the 8 % goal; q = 0.99 passes "
+        "8 % with 0.59 % of minutes waiting. No rule tried met both at once (the trade-off is "
+        "the table above; also tried: hour-of-day and volatility-conditioned quantiles, "
+        "per-minute quantile spares without the recent peak — all on the frontier or below).",
         "",
     ]
+    return lines
 
 
 def speed_section() -> list[str]:
@@ -322,6 +356,209 @@ def milp_section() -> list[str]:
     return lines
 
 
+def _example_replay(days: float, *, drain_h: float = 24.0, start: datetime | None = None):
+    cfg = load_config(ROOT / "data" / "example" / "fleet.toml")
+    fleet = FleetSpec.from_config(cfg)
+    zones = sorted({s.zone for s in fleet.sites})
+    wide = read_wide(EM, zones=zones)
+    actual = {z: wide[z].intensity_g_per_kwh for z in zones}
+    start = start or datetime(2023, 3, 1, tzinfo=UTC)
+    end = start + timedelta(days=days)
+    jobs = load_jobs(
+        DATA / "traces" / "gaia_pai-100k.csv", fleet, slack="+24h", start=start, end=end
+    )
+    st = ReplaySettings(start, end, drain=timedelta(hours=drain_h))
+    return fleet, jobs, ReplayCarbonSource(actual), ReplayCarbonSource(actual, mode="perfect"), st
+
+
+def attribution_section() -> list[str]:
+    from greencpn.whatif.attribution import attribute, attribution_specs
+    from greencpn.whatif.parallel import run_policies
+
+    fleet, jobs, fc, perfect, st = _example_replay(1.0)
+    out = [
+        "### 7. Lever attribution (the MILP policy with one lever at a time)",
+        "",
+        f"{len(jobs)} GAIA/PAI jobs released 2023-03-01 (deadline +24 h), example fleet, hourly "
+        f"slots, {st.n_slots} slots (24 h accounted after the last release), the controller "
+        "step every slot. Method: `levers=none` is the reference (the same control step, no "
+        "lever: jobs at their home site, planning deadline = earliest finish + 1 slot, nodes "
+        "and caps untouched); each lever alone; all levers. time off = planning deadline at the "
+        "earliest finish at full power + one slot; space off = home site only (per-site "
+        "jurisdiction tag); power / caps = the controller's levers. Alone saving = "
+        "carbon(none) − carbon(lever alone); the alone savings need not add up to the "
+        "all-lever saving (interaction = all − sum). Run in a 2-process pool.",
+        "",
+    ]
+    for label, base in (
+        ("forecasts issued at the time", "milp:time_limit_s=20"),
+        ("perfect foresight", "milp:perfect=1,time_limit_s=20"),
+    ):
+        specs = attribution_specs(base)
+        t0 = time.perf_counter()
+        runs = run_policies(
+            fleet,
+            jobs,
+            ["carbon-agnostic", *specs],
+            forecasts=fc,
+            actuals=perfect,
+            settings=st,
+            workers=2,
+        )
+        wall = time.perf_counter() - t0
+        table = compare(runs, oracle=None)
+        att = attribute(table["rows"], base)
+        by = {r["policy"]: r for r in table["rows"]}
+        out += [
+            f"**{label}** (`{base}`), {wall:.0f} s wall for {len(specs)} runs: reference "
+            f"`{att['reference']}` {att['reference_carbon_kg']:,.0f} kg CO2e "
+            f"(carbon-agnostic: {by['carbon-agnostic']['carbon_kg']:,.0f} kg); all levers save "
+            f"{att['all_saving_kg']:,.0f} kg = {att['all_saving_pct_of_reference']:.1f} % of the "
+            "reference's carbon.",
+            "",
+            "| lever | saved alone, kg CO2e | % of the reference's carbon | share of the all-lever saving | deadline misses (alone run) | mean wait h (alone run) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in att["levers"]:
+            row = by[r["policy"]]
+            out.append(
+                f"| {r['lever']} | {r['alone_saving_kg']:,.0f} | "
+                f"{r['alone_saving_pct_of_reference']:.1f} % | "
+                f"{r['alone_share_of_all_saving']:.2f} | {row['deadline_misses']} | "
+                f"{row['mean_wait_h']:.2f} |"
+            )
+        out += [
+            f"| sum of alone | {att['sum_alone_kg']:,.0f} | | | | |",
+            f"| all levers | {att['all_saving_kg']:,.0f} | "
+            f"{att['all_saving_pct_of_reference']:.1f} % | 1.00 | "
+            f"{by[att['all']]['deadline_misses']} | {by[att['all']]['mean_wait_h']:.2f} |",
+            f"| interaction (all − sum) | {att['interaction_kg']:+,.0f} | | | | |",
+            "",
+        ]
+    return out
+
+
+def parallel_section() -> list[str]:
+    from greencpn.whatif.parallel import run_policies
+    from greencpn.whatif.sweep import make_tasks, run_sweep
+
+    fleet, jobs, fc, perfect, st = _example_replay(28.0, drain_h=48.0)
+    pols = [
+        "carbon-agnostic",
+        "shutdown-idle",
+        "lets-wait-awhile",
+        "carbon-time",
+        "lets-wait-awhile:perfect=1",
+    ]
+    res = {}
+    for w in (1, 2):
+        fc_w = ReplayCarbonSource(fc.actuals) if hasattr(fc, "actuals") else fc
+        t0 = time.perf_counter()
+        runs = run_policies(
+            fleet, jobs, pols, forecasts=fc_w, actuals=perfect, settings=st, workers=w
+        )
+        res[w] = (time.perf_counter() - t0, runs)
+    rows = {
+        w: [{k: v for k, v in r.items() if k != "wall_s"} for r in compare(x[1])["rows"]]
+        for w, x in res.items()
+    }
+    same = rows[1] == rows[2]
+    out = [
+        "### 8. Policies in parallel processes, and the sweep",
+        "",
+        f"{len(pols)} heuristic policies, {len(jobs):,} jobs released 2023-03-01 to 2023-03-29, "
+        f"{st.n_slots} hourly slots, example fleet.",
+        "",
+        "| how | wall s | metrics identical to serial |",
+        "|---|---|---|",
+        f"| one process, one after another | {res[1][0]:.1f} | - |",
+        f"| spawn process pool, 2 workers | {res[2][0]:.1f} | {'yes' if same else 'NO'} |",
+        "",
+        f"Pool / serial wall: {res[2][0] / res[1][0]:.2f}. Heuristic policies take seconds, so "
+        "a pool's start-up (spawned interpreters, pickled inputs) and the forecasts each "
+        "process issues again (in one process the policies share the replay source's memo) "
+        "can outweigh the second core on this shared machine; the pool pays off for MILP "
+        "policies (section 7 runs its six MILP replays in it).",
+        "",
+    ]
+    tasks = make_tasks(
+        [str(ROOT / "data" / "example" / "fleet.toml")],
+        ["+8h", "+24h"],
+        ["shutdown-idle", "lets-wait-awhile:perfect=1", "carbon-time:perfect=1"],
+        start=datetime(2023, 3, 1, tzinfo=UTC),
+        end=datetime(2023, 3, 8, tzinfo=UTC),
+        carbon=str(EM),
+        jobs=str(DATA / "traces" / "gaia_pai-100k.csv"),
+        drain_h=48.0,
+    )
+    sw = {}
+    for kind, kw in (
+        ("serial", {}),
+        ("process pool(2)", {"workers": 2}),
+        ("dask LocalCluster(2)", {"dask_local": 2}),
+    ):
+        t0 = time.perf_counter()
+        try:
+            r = run_sweep(tasks, **kw)
+            sw[kind] = (time.perf_counter() - t0, r.rows)
+        except Exception as exc:  # dask missing: say so
+            sw[kind] = (float("nan"), f"{type(exc).__name__}: {exc}")
+    out += [
+        f"Sweep: 1 config x slack (+8h, +24h) x 4 policies = {len(tasks)} one-week replays "
+        "(2023-03-01 to 03-08, 48 h drain), read from the files by each worker.",
+        "",
+        "| executor | wall s | table identical to serial |",
+        "|---|---|---|",
+    ]
+    for kind, (wall, rows_) in sw.items():
+        ok = (
+            "-" if kind == "serial" else ("yes" if rows_ == sw["serial"][1] else f"NO {rows_}"[:80])
+        )
+        out.append(f"| {kind} | {wall:.1f} | {ok} |")
+    out.append("")
+    return out
+
+
+def milp_speed_section() -> list[str]:
+    fleet, jobs, fc, perfect, st = _example_replay(1.0, drain_h=0.0)
+    out = [
+        "### 9. Where a MILP step's time goes",
+        "",
+        f"{len(jobs)} jobs released 2023-03-01, example fleet, the controller step every hourly "
+        f"slot ({st.n_slots} slots, 48-slot horizon), forecasts issued at the time. Wall and "
+        "CPU seconds of this process (the machine is shared: CPU s is the steadier figure). "
+        "`baselines=1` is the controller's full plan (it also computes the three report "
+        "baselines every step); the default `baselines=0` skips them in the replay — the same "
+        "decisions (tests/whatif/test_whatif_milp.py checks it).",
+        "",
+        "| policy | wall s per slot | CPU s per slot | observe | forecast | optimize | reconcile | act | record | year extrapolated (CPU) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for pol in ("milp:time_limit_s=20,baselines=1", "milp:time_limit_s=20"):
+        t0, c0 = time.perf_counter(), time.process_time()
+        run = run_replay(fleet, jobs, pol, forecasts=fc, actuals=perfect, settings=st)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        steps = run.extra["steps"]
+        ph = {
+            k: float(np.mean([s["phase_s"].get(k, 0.0) for s in steps]))
+            for k in ("observe", "forecast", "optimize", "reconcile", "act", "record")
+        }
+        per_cpu = cpu / st.n_slots
+        out.append(
+            f"| `{pol}` | {wall / st.n_slots:.2f} | {per_cpu:.2f} | "
+            + " | ".join(f"{v:.3f}" for v in ph.values())
+            + f" | {per_cpu * 8760 / 60:.0f} min |"
+        )
+    out += [
+        "",
+        "Phase columns: mean wall s per step from the controller's own `phase_s`. The year "
+        "column is CPU s per slot × 8760 (**extrapolated**, not a measured year; the issue's "
+        "target is ≤ 15 min).",
+        "",
+    ]
+    return out
+
+
 def _old_sections() -> dict[int, list[str]]:
     """Sections of the current results file by number (kept when not re-measured)."""
     if not OUT.is_file():
@@ -352,6 +589,9 @@ def main() -> None:
         philly_section,
         speed_section,
         milp_section,
+        attribution_section,
+        parallel_section,
+        milp_speed_section,
     )
     wanted = {int(a) for a in sys.argv[1:]} or set(range(1, len(parts) + 1))
     old = _old_sections()

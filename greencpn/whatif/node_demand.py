@@ -69,18 +69,124 @@ def spares_rule(min_spares: int = 2, fraction: float = 0.10) -> Callable[[int], 
     return lambda active: max(min_spares, math.ceil(fraction * active))
 
 
-def replay(
+class PeakForecastRule:
+    """Load-forecast rule: keep up the forecast peak of busy nodes over the next boot time.
+
+    The forecast of the peak over ``[t, t + boot_min]`` is the highest busy count of the last
+    ``window_min`` minutes (the recent peak, which also keeps just-freed nodes up for a while
+    instead of cycling them). Its margin is the ``quantile`` of this forecast's own measured
+    error — ``max(busy[s..s+boot_min]) − forecast(s)`` for the minutes ``s`` whose boot window
+    has already closed — over the last ``history_days``, refreshed every ``refit_min`` minutes.
+    Until ``warmup_min`` minutes are seen the margin is ``warmup_spares``.
+
+    No look-ahead by construction: the rule is fed one minute at a time (:meth:`want` gets the
+    busy count of minute ``t`` only) and keeps its own history.
+    """
+
+    def __init__(
+        self,
+        *,
+        boot_min: int = 10,
+        window_min: int = 60,
+        quantile: float = 0.992,
+        history_days: float = 28.0,
+        refit_min: int = 60,
+        warmup_min: int = 1440,
+        warmup_spares: int = 10,
+    ) -> None:
+        if not 0.0 < quantile < 1.0:
+            raise ConfigError(
+                f"quantile {quantile} is not in (0, 1)", field="quantile", fix="use e.g. 0.99"
+            )
+        self.boot_min, self.window_min, self.quantile = boot_min, window_min, quantile
+        self.history = int(history_days * 1440)
+        self.refit_min, self.warmup_min, self.warmup_spares = refit_min, warmup_min, warmup_spares
+        self._seen: list[int] = []
+        self._forecast: list[int] = []  # recent peak at each minute
+        self._errors = np.zeros(1024)  # error of forecast(s), s = 0 .. t - boot_min
+        self._n_errors = 0
+        self._peak: deque[int] = deque()  # minutes, decreasing busy: recent peak (window_min)
+        self._fwd: deque[int] = deque()  # the same over the last boot_min + 1 minutes
+        self._margin = float(warmup_spares)
+        self.margins: list[float] = []  # margin in force at each refit (for reports)
+
+    @staticmethod
+    def _push(dq: deque[int], seen: list[int], t: int, width: int) -> int:
+        a = seen[t]
+        while dq and seen[dq[-1]] <= a:
+            dq.pop()
+        dq.append(t)
+        while dq[0] < t - width:
+            dq.popleft()
+        return seen[dq[0]]
+
+    def want(self, busy: int) -> int:
+        """Nodes to keep powered at the next minute, given this minute's busy count."""
+        t = len(self._seen)
+        self._seen.append(int(busy))
+        peak = self._push(self._peak, self._seen, t, self.window_min)
+        self._forecast.append(peak)
+        fwd = self._push(self._fwd, self._seen, t, self.boot_min)
+        s = t - self.boot_min
+        if s >= 0:  # the window of minute s closed now: its forecast's error is known
+            if self._n_errors == len(self._errors):
+                self._errors = np.concatenate([self._errors, np.zeros(len(self._errors))])
+            self._errors[self._n_errors] = fwd - self._forecast[s]
+            self._n_errors += 1
+        if t >= self.warmup_min and t % self.refit_min == 0 and self._n_errors:
+            n = self._n_errors
+            recent = self._errors[max(0, n - self.history) : n]
+            self._margin = max(0.0, float(np.quantile(recent, self.quantile)))
+            self.margins.append(self._margin)
+        return peak + math.ceil(self._margin)
+
+
+def replay_forecast(
     active: np.ndarray,
     total: np.ndarray | int,
+    rule: PeakForecastRule,
     *,
-    spares: Callable[[int], int],
     boot_min: int = 10,
     idle_power: float = 0.3,
     boot_power: float = 0.3,
 ) -> NodeDemandResult:
-    """Replay the rule minute by minute (see the module docstring); ``total`` may vary."""
+    """:func:`replay` with a load-forecast ``rule`` fed one minute at a time."""
+    return replay(
+        active,
+        total,
+        want=lambda _t, a: rule.want(a),
+        boot_min=boot_min,
+        idle_power=idle_power,
+        boot_power=boot_power,
+    )
+
+
+def replay(
+    active: np.ndarray,
+    total: np.ndarray | int,
+    *,
+    spares: Callable[[int], int] | None = None,
+    want: Callable[[int, int], int] | None = None,
+    boot_min: int = 10,
+    idle_power: float = 0.3,
+    boot_power: float = 0.3,
+) -> NodeDemandResult:
+    """Replay the rule minute by minute (see the module docstring); ``total`` may vary.
+
+    The rule is either ``spares(active)`` (nodes kept up = active + spares) or
+    ``want(minute, active)`` (nodes kept up; called once per minute, in order).
+    """
+    if (spares is None) == (want is None):
+        raise ValueError("give exactly one of spares= or want=")
+    if want is None:
+        assert spares is not None
+        sp = spares
+
+        def want(_t: int, a: int) -> int:
+            return a + sp(a)
+
     tot = np.broadcast_to(np.asarray(total, dtype=int), active.shape)
-    up = min(int(tot[0]), int(active[0]) + spares(int(active[0])))
+    up = -1  # set at the first minute to what the rule wants
     booting: deque[tuple[int, int]] = deque()  # (ready minute, nodes)
     n_booting = 0
     energy = 0.0
@@ -90,15 +196,17 @@ def replay(
         while booting and booting[0][0] <= t:
             up += booting.popleft()[1]
         n_booting = sum(k for _, k in booting)
-        want = min(total_t, a + spares(a))
+        wanted = min(total_t, want(t, a))
+        if up < 0:
+            up = wanted
         up = min(up, total_t)  # nodes leaving the cluster (its size changes in some traces)
-        if up + n_booting < want:
-            k = want - up - n_booting
+        if up + n_booting < wanted:
+            k = wanted - up - n_booting
             booting.append((t + boot_min, k))
             boots += k
             n_booting += k
-        elif up > want:
-            up = max(want, a)  # only idle nodes go off
+        elif up > wanted:
+            up = max(wanted, a)  # only idle nodes go off
         if a > up:
             wait += 1
         busy = min(a, up)

@@ -13,21 +13,101 @@ Needs a fleet built from a config file (``FleetSpec.from_config``) whose pools h
 ``hostlist`` (the controller only powers nodes it can name).
 
 Parameters: ``time_limit_s`` (solver time limit per step, default the config's) and
-``levers`` (``all`` or any of ``caps+power+jobs`` — the controller's per-pool opt-in).
+``levers`` (``all``, ``none`` or a ``+``-joined subset of the four levers):
+
+* ``time`` — temporal shifting: jobs may wait for greener hours. Off: the controller is told
+  each job's *planning* deadline is its earliest finish at full power plus one slot
+  (``min(deadline, ceil_slot(release) + ceil_slot(run time) + 1 slot)``), so the plan has no room to wait
+  (the job's real deadline still counts in the metrics). A side effect: with little slack, caps
+  that slow a job are less useful too.
+* ``space`` — spatial shifting: jobs may run at any site their residency allows. Off: each job
+  may only run at its home site (a per-site jurisdiction tag is added to the sites of the
+  controller's world config and the job's allowed jurisdictions become its home site's tag).
+* ``power`` — node shutdown (the controller's ``power`` lever).
+* ``caps`` — GPU power caps (the controller's ``caps`` lever).
+
+The controller's ``jobs`` lever stays on in every case (it releases the jobs); time and space
+are restricted through the jobs it is shown. ``jobs`` is accepted as ``time+space``.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from greencpn.config import JobConfig
+from greencpn.config import FleetConfig, JobConfig
 from greencpn.errors import ConfigError
 from greencpn.whatif.model import Decision, FleetSpec, SimJob, View
 from greencpn.whatif.policies.base import home_pools
+
+LEVERS = ("time", "space", "power", "caps")
+SITE_TAG = "greencpn-whatif-site:"  # per-site jurisdiction tag used when space is off
+
+
+def parse_levers(levers: str) -> set[str]:
+    """``all`` / ``none`` / ``a+b+...`` (of :data:`LEVERS`; ``jobs`` = ``time+space``).
+
+    Raises:
+        ConfigError: an unknown lever name.
+    """
+    text = str(levers).strip()
+    if text == "all":
+        return set(LEVERS)
+    if text == "none":
+        return set()
+    out: set[str] = set()
+    for part in filter(None, text.split("+")):
+        if part == "jobs":
+            out |= {"time", "space"}
+        elif part in LEVERS:
+            out.add(part)
+        else:
+            raise ConfigError(
+                f"milp: unknown lever {part!r} in levers={levers!r}",
+                field="--policies",
+                fix="use levers=all, levers=none or a '+'-joined subset of " + ", ".join(LEVERS),
+            )
+    return out
+
+
+def _ceil_to(ts: datetime, step: timedelta) -> datetime:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    k = -((epoch - ts) // step)  # ceil((ts - epoch) / step)
+    return epoch + k * step
+
+
+def _no_baselines(inp: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Stand-in for ``optimize.plan._baselines`` in the replay (``baselines=0``): every node on,
+    no job placed, priced once. In the control step (anchored on the previous plan, no
+    candidates) the baselines only fill the plan document and the step's ``saved_kg_co2e``
+    gauge — no decision reads them (tests check identical decisions either way); a replay
+    measures its own baselines as separate policies."""
+    import numpy as np
+
+    from greencpn.optimize.evaluate import evaluate
+    from greencpn.optimize.placement import Schedule
+
+    P, T, J = len(inp.pools), inp.T, len(inp.jobs)
+    sched = Schedule(
+        pool=np.full(J, -1),
+        runs=[[] for _ in range(J)],
+        alloc=np.zeros((P, T), dtype=int),
+        busy=np.zeros((P, T)),
+        level=np.zeros((P, T), dtype=int),
+        T=T,
+        start_h=np.full(J, np.nan),
+        end_h=np.full(J, np.nan),
+    )
+    n = np.repeat(np.array([p.nodes for p in inp.pools])[:, None], T, axis=1)
+    u = np.zeros((P, T), dtype=int)
+    u[:, 0] = np.maximum(0, n[:, 0] - np.array([p.initial_on for p in inp.pools]))
+    ev = evaluate(inp, sched, n, u)
+    names = ("carbon_agnostic", "shutdown_idle", "carbon_aware_greedy")
+    return {k: ev for k in names}, {k: (sched, n, u) for k in names}
 
 
 def _iso(ts: datetime) -> str:
@@ -37,16 +117,12 @@ def _iso(ts: datetime) -> str:
 class Milp:
     name = "milp"
 
-    def __init__(self, time_limit_s: float = 0.0, levers: str = "all") -> None:
+    def __init__(
+        self, time_limit_s: float = 0.0, levers: str = "all", baselines: bool = False
+    ) -> None:
         self.time_limit_s = float(time_limit_s)
-        wanted = {"caps", "power", "jobs"} if levers == "all" else set(str(levers).split("+"))
-        if not wanted <= {"caps", "power", "jobs"} or not wanted:
-            raise ConfigError(
-                f"milp: unknown levers {levers!r}",
-                field="--policies",
-                fix="use levers=all or a '+'-joined subset of caps, power, jobs",
-            )
-        self.lever_set = wanted
+        self.baselines = bool(baselines)
+        self.lever_set = parse_levers(levers)
         self.ctl: Any = None
         self.fleet: FleetSpec | None = None
         self.view: View | None = None
@@ -91,7 +167,36 @@ class Milp:
         policy = self
 
         class ReplayController(Controller):
-            """The controller with the replay's forecast instead of its source chain."""
+            """The controller with the replay's forecast instead of its source chain (and,
+            with ``space`` off, one jurisdiction tag per site so jobs can be held home)."""
+
+            def optimize(self, cfg2: Any, inp: Any, failed: Any, anchor: Any) -> Any:
+                if policy.baselines:
+                    return super().optimize(cfg2, inp, failed, anchor)
+                from unittest import mock
+
+                from greencpn.optimize import plan as planmod
+
+                # the step keeps the MILP-guided placement (anchored, candidates=False): the
+                # three report baselines decide nothing, so the replay does not compute them
+                with mock.patch.object(planmod, "_baselines", _no_baselines):
+                    return super().optimize(cfg2, inp, failed, anchor)
+
+            def world_config(self, obs: Any, start: datetime) -> FleetConfig:
+                cfg = super().world_config(obs, start)
+                if "space" in policy.lever_set:
+                    return cfg
+                sites = [
+                    s.model_copy(update={"jurisdictions": [*s.jurisdictions, SITE_TAG + s.name]})
+                    for s in cfg.raw.sites
+                ]
+                return FleetConfig(
+                    path=cfg.path,
+                    raw=cfg.raw.model_copy(update={"sites": sites}),
+                    gpu_models=cfg.gpu_models,
+                    jobs=cfg.jobs,
+                    carbon_path=cfg.carbon_path,
+                )
 
             def forecast(self, start: datetime, errors: list[dict], strict: bool) -> Any:
                 T = self.config.raw.horizon.slots
@@ -112,11 +217,7 @@ class Milp:
 
         assert self.fleet is not None and self.fleet.config_path is not None
         self._state = Path(tempfile.mkdtemp(prefix="greencpn-whatif-"))
-        lv = Levers(
-            caps="caps" in self.lever_set,
-            power="power" in self.lever_set,
-            jobs="jobs" in self.lever_set,
-        )
+        lv = Levers(caps="caps" in self.lever_set, power="power" in self.lever_set, jobs=True)
         settings = ControlSettings(
             max_power_ops_per_min=1e9,
             power_ops_burst=10**9,
@@ -143,13 +244,22 @@ class Milp:
     def _job(self, j: SimJob) -> JobConfig:
         jc = self._cfg_jobs.get(j.id)
         if jc is None:
+            deadline = j.deadline
+            if "time" not in self.lever_set:  # no room to wait: earliest finish + one slot
+                assert self.view is not None
+                step = self.view.step
+                slots = math.ceil(timedelta(hours=j.duration_h) / step - 1e-9)
+                deadline = min(deadline, _ceil_to(j.release, step) + (slots + 1) * step)
+            juris = list(j.jurisdictions)
+            if "space" not in self.lever_set:
+                juris = [SITE_TAG + j.home_site]
             jc = self._cfg_jobs[j.id] = JobConfig(
                 id=j.id,
                 gpus=j.gpus,
                 work_gpu_h=j.work_gpu_h,
                 release=j.release,
-                deadline=j.deadline,
-                jurisdictions=list(j.jurisdictions),
+                deadline=deadline,
+                jurisdictions=juris,
                 checkpointable=j.checkpointable,
             )
         return jc
@@ -199,6 +309,7 @@ class Milp:
                 "solver": result.solver_status,
                 "origin": result.plan_origin,
                 "errors": len(result.errors),
+                "phase_s": dict(result.phase_s),
                 "actions": [
                     (a.get("kind"), a.get("target"), a.get("status")) for a in result.actions
                 ],
