@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench lint venv clean
+.PHONY: demo test bench lint venv clean mutation
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,16 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
+## Mutation testing of greencpn/optimize/ and greencpn/report/ (mutmut, config in pyproject.toml).
+## The whole scope is ~10,000 mutants (hours on 2 cores); sample with e.g.
+##   make mutation MUTANTS='greencpn.optimize.budget* greencpn.report.render.x_headline*'
+## Results: $(BIN)/mutmut results; record the counts in bench/results/mutation.md.
+MUTANTS ?=
+mutation: $(STAMP)
+	GREENCPN_HYPOTHESIS_EXAMPLES=3 $(BIN)/mutmut run --max-children 2 $(MUTANTS)
+	$(BIN)/mutmut export-cicd-stats 2>/dev/null || true
+	@$(BIN)/mutmut results
+
 lint: $(STAMP)
 	$(BIN)/ruff check greencpn tests bench models
 	$(BIN)/ruff format --check greencpn tests bench models
@@ -35,4 +45,4 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) out mutants
