@@ -122,7 +122,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: igno
         )
     terminalreporter.write_line(
         f"greencpn: {total} test(s) did NOT run because a real service was missing; "
-        "CI installs them (.ci/apt-packages.txt, docs in ../shared/notes/real-services-in-tests.md)",
+        "CI installs the Debian ones (.ci/apt-packages.txt; ../shared/notes/real-services-in-tests.md)",
         red=True,
         bold=True,
     )
