@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # test_joblevel.py ~ test_plan_exact.py 13; lower it as those are mended (issue 13).
 DUP_MIN_LINES ?= 16
 
-.PHONY: demo test bench lint venv clean
+.PHONY: demo test bench lint venv clean mutation
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,6 +33,16 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
+## Mutation testing of greencpn/optimize/ and greencpn/report/ (mutmut, config in pyproject.toml).
+## The whole scope is ~10,000 mutants (hours on 2 cores); sample with e.g.
+##   make mutation MUTANTS='greencpn.optimize.budget* greencpn.report.render.x_headline*'
+## Results: $(BIN)/mutmut results; record the counts in bench/results/mutation.md.
+MUTANTS ?=
+mutation: $(STAMP)
+	GREENCPN_HYPOTHESIS_EXAMPLES=3 $(BIN)/mutmut run --max-children 2 $(MUTANTS)
+	$(BIN)/mutmut export-cicd-stats 2>/dev/null || true
+	@$(BIN)/mutmut results
+
 lint: $(STAMP)
 	$(BIN)/ruff check greencpn tests bench models
 	$(BIN)/ruff format --check greencpn tests bench models
@@ -43,4 +53,4 @@ lint: $(STAMP)
 		--ignore-imports=y --ignore-signatures=y greencpn tests bench models data
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) out mutants

@@ -52,3 +52,77 @@ def slurm(
         accounting=accounting,
     ) as cluster:
         yield cluster
+
+
+# --------------------------------------------------------------------------- missing services
+#: real services (and real data) the suite starts or reads, with the words their skip reasons
+#: use; a skipped test whose reason matches one counts against that service in the summary
+SERVICES: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    (
+        "Slurm (slurmctld/slurmd/munge)",
+        ("slurm binaries missing", "slurmctld"),
+        "slurmctld slurmd slurm-client munge",
+    ),
+    ("MariaDB + slurmdbd", ("mariadb", "slurmdbd"), "mariadb-server slurmdbd"),
+    (
+        "IPMI simulator (ipmi_sim/ipmitool)",
+        ("openipmi", "ipmi_sim", "ipmitool"),
+        "openipmi ipmitool",
+    ),
+    ("Prometheus", ("prometheus",), "prometheus"),
+    ("etcd", ("etcd",), "etcd-server etcd-client"),
+    ("Chromium", ("chromium",), "chromium"),
+    ("openssl CLI", ("openssl",), "openssl"),
+    ("real GPU", ("real nvidia gpu", "--run-gpu"), "(a machine with an NVIDIA GPU)"),
+    (
+        "shared real data (../shared/data)",
+        ("shared", "real data", "real trace", "data absent", "not laid out", "philly"),
+        "(the project's shared/ folder)",
+    ),
+)
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+def missing_services(reasons: list[str]) -> dict[str, tuple[int, str]]:
+    """Service name → (skipped tests, what installs it), for the skip reasons given."""
+    out: dict[str, tuple[int, str]] = {}
+    for reason in reasons:
+        low = reason.lower()
+        for name, words, install in SERVICES:
+            if any(w in low for w in words):
+                n, _ = out.get(name, (0, install))
+                out[name] = (n + 1, install)
+                break
+    return out
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]
+    """Say loudly, at the very end (after the short summary), which real services were missing
+    and how many tests that skipped."""
+    yield
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if r.skipped]
+    missing = missing_services([_skip_reason(r) for r in skipped])
+    if not missing:
+        terminalreporter.write_line(
+            f"greencpn: no test skipped for a missing real service ({len(skipped)} skip(s) in all)"
+        )
+        return
+    total = sum(n for n, _ in missing.values())
+    terminalreporter.section("MISSING REAL SERVICES", sep="!", red=True, bold=True)
+    for name, (n, install) in sorted(missing.items()):
+        terminalreporter.write_line(
+            f"  {name}: {n} test(s) skipped   (install: {install})", red=True, bold=True
+        )
+    terminalreporter.write_line(
+        f"greencpn: {total} test(s) did NOT run because a real service was missing; "
+        "CI installs the Debian ones (.ci/apt-packages.txt; ../shared/notes/real-services-in-tests.md)",
+        red=True,
+        bold=True,
+    )

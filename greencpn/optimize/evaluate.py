@@ -3,7 +3,8 @@
 One function, :func:`evaluate`, serves the plan and both baselines, so they are compared by the
 same arithmetic. Energy is counted inside the horizon; work a schedule pushes past the horizon
 end is reported as ``beyond_horizon_gpu_h`` (at its busy power it is not priced, because the
-carbon there is unknown).
+carbon there is unknown); work a job had to do inside the horizon and does past its end is
+unserved there, priced like the MILP's unserved slack.
 
 Power of pool p in slot t (kW, IT side): κ_p·n + ω_p·(N_p − n) + ε_{p,level}·busy + b_p·u/Δ;
 meter power = IT × PUE; energy = meter × Δ; carbon = energy × I / 1000 (kg).
@@ -89,10 +90,13 @@ def evaluate(
         pool = inp.pools[p]
         deadline_h = (job.deadline - inp.start).total_seconds() / 3600.0
         late_h[j] = max(0.0, float(sched.end_h[j]) - deadline_h)
+        inside = 0.0
         for t, g, f in runs:
             work = g * pool.level_thr[sched.level[p, t]] * dt * f
             if t >= T:
                 beyond += work
+                continue
+            inside += work
             if job.deadline_slot < T:
                 penalty[j] += (
                     obj.lateness_weight_per_gpu_h
@@ -101,6 +105,11 @@ def evaluate(
                     * dt
                     * work
                 )
+        # As in the MILP (its q): work that had to be done inside the horizon and is not is
+        # unserved, even where the schedule carries it past the end (charged as lateness, it
+        # let the executed objective fall below the MILP bound)
+        if job.required_gpu_h - inside > 1e-6:
+            unserved[j] = job.required_gpu_h - inside
     objective = (
         cw * carbon.sum()
         + pw * cost.sum()

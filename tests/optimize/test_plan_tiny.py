@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from greencpn.clock import SimClock
 from greencpn.config import load_config
 from greencpn.controller.forecast import make_inputs, make_plan
+from greencpn.optimize.checks import run_checks
 from greencpn.optimize.milp import PlanModel, SolveStatus
-from tests.optimize.conftest import START, iso
+from tests.optimize.conftest import START, iso, write_fleet
 
 ONE_SITE = """
 [[sites]]
@@ -230,7 +234,36 @@ def test_impossible_deadline_reports_the_late_job(fleet):
     doc = plan(path).document
     assert doc["solver"]["status"] == "optimal"
     assert the_job(doc)["late_h"] == pytest.approx(1.0)
-    assert any("job j" in d and "late" in d for d in doc["diagnostics"])
+    # the pre-solve check (3 h of work, 2 h of window) and, separately, the executed plan's line
+    pre = [d for d in doc["diagnostics"] if "needs at least" in d]
+    assert pre == [
+        "deadline: job j needs at least 3.00 h on 1 GPU(s) but has 2.00 h between its "
+        "release and deadline: it will be late"
+    ]
+    assert "deadline: job j finishes 1.00 h late" in doc["diagnostics"]
+
+
+def test_pre_solve_deadline_check_boundary():
+    """Exactly enough time (2 GPU-h on 1 GPU in a 2-h window) is not flagged; 15 minutes
+    less is. Checked on run_checks itself, so the executed plan's "finishes late" line cannot
+    stand in for it."""
+
+    def checks(work, deadline):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = write_fleet(
+                Path(tmp),
+                carbon={"Z": [100] * 4},
+                sites=ONE_SITE,
+                pools=pool(),
+                jobs=[job(work=work, release=0, deadline=deadline)],
+            )
+            return run_checks(make_inputs(load_config(path), SimClock(START)))
+
+    assert checks(2.0, 2) == []
+    assert checks(2.0, 1.75) == [
+        "deadline: job j needs at least 2.00 h on 1 GPU(s) but has 1.75 h between its "
+        "release and deadline: it will be late"
+    ]
 
 
 def test_checkpointable_job_splits_over_clean_slots(fleet):
@@ -309,9 +342,59 @@ def test_time_limit_outcome_is_typed(fleet):
         **{**inp.__dict__, "solver": inp.solver.model_copy(update={"time_limit_s": 0.001})}
     )
     out = PlanModel(inp).solve()
-    assert out.status in (SolveStatus.TIME_LIMIT, SolveStatus.NO_SOLUTION, SolveStatus.OPTIMAL)
-    if out.status is SolveStatus.TIME_LIMIT:
-        assert out.incumbent_used_on_time_limit and out.objective is not None
+    # 1 ms is not even enough for presolve here (the model solves in ~0.5 s): never OPTIMAL,
+    # and with no incumbent at all, a typed NO_SOLUTION that make_plan refuses to use
+    assert out.status is SolveStatus.NO_SOLUTION, out
+    assert out.termination == "maxTimeLimit" and out.objective is None and not out.usable
+    assert not out.incumbent_used_on_time_limit
+
+
+class _FakeHighsResult:
+    """What pyomo.contrib.solver's HiGHS returns when the time limit stops a MIP with an
+    incumbent (the real solver cannot be made to stop there deterministically on a tiny model)."""
+
+    class _Name:
+        def __init__(self, name):
+            self.name = name
+
+    def __init__(self, termination, solution, obj, bound):
+        self.termination_condition = self._Name(termination)
+        self.solution_status = self._Name(solution)
+        self.incumbent_objective = obj
+        self.objective_bound = bound
+        self.timing_info = type("T", (), {"highs_time": 0.01})()
+        self.loaded = False
+        res = self
+
+        class _Loader:
+            def load_vars(self):
+                res.loaded = True
+
+        self.solution_loader = _Loader()
+
+
+@pytest.mark.parametrize(
+    ("termination", "solution", "obj", "status"),
+    [
+        ("maxTimeLimit", "feasible", 12.0, SolveStatus.TIME_LIMIT),
+        ("maxTimeLimit", "noSolution", None, SolveStatus.NO_SOLUTION),
+        ("convergenceCriteriaSatisfied", "optimal", 10.0, SolveStatus.OPTIMAL),
+        ("provenInfeasible", "noSolution", None, SolveStatus.INFEASIBLE),
+    ],
+)
+def test_solver_outcome_mapping(fleet, monkeypatch, termination, solution, obj, status):
+    """The TIME_LIMIT branch runs: the incumbent is loaded and used, its gap reported."""
+    path = fleet(carbon={"Z": [100, 200]}, sites=ONE_SITE, pools=pool(), jobs=[job(deadline=2)])
+    model = PlanModel(make_inputs(load_config(path), SimClock(START)))
+    fake = _FakeHighsResult(termination, solution, obj, 10.0 if obj is not None else None)
+    model._solver = type("S", (), {"solve": lambda self, m, **kw: fake})()
+    out = model.solve()
+    assert out.status is status
+    assert out.incumbent_used_on_time_limit is (status is SolveStatus.TIME_LIMIT)
+    assert out.usable is (status in (SolveStatus.TIME_LIMIT, SolveStatus.OPTIMAL))
+    assert fake.loaded is (obj is not None)
+    if status is SolveStatus.TIME_LIMIT:
+        assert out.objective == 12.0 and out.mip_gap == pytest.approx(2.0 / 12.0)
 
 
 def test_carbon_cost_tradeoff_reported_when_both_weights_set(fleet):

@@ -41,7 +41,28 @@ def test_render_writes_all_files(tiny_report: dict[str, Any]) -> None:
     for name in PLOTS:
         data = out[name].read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
-        assert len(data) > 10_000, f"{name} looks empty"
+        # not "not empty" by size (a blank 2 × 2 grid is ~30 KB): the series' own colours are
+        # drawn, in more pixels than a legend swatch holds
+        for colour in SERIES_COLOURS[name]:
+            assert _colour_pixels(out[name], colour) > 400, (name, colour)
+
+
+#: colours each plot draws its data series in (matplotlib's C0 blue, C1/tab:orange, tab:red)
+SERIES_COLOURS = {
+    "carbon_load.png": ("#1f77b4", "#ff7f0e"),  # one site each
+    "nodes_on.png": ("#1f77b4",),
+    "power_caps.png": ("#ff7f0e",),
+    "site_power.png": ("#1f77b4", "#d62728"),  # meter power, frankfurt's budget
+}
+
+
+def _colour_pixels(png: Path, hex_colour: str, tol: float = 0.08) -> int:
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    img = mpimg.imread(png)[:, :, :3]
+    rgb = np.array([int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+    return int((np.abs(img - rgb).max(axis=2) < tol).sum())
 
 
 def test_comparison_table_matches_the_plan(tiny_report: dict[str, Any]) -> None:

@@ -97,10 +97,11 @@ def test_forecast_csv_forecaster_and_plot(env, capsys):
         ],
     )
     assert out["issued_at"] == "2023-01-04T00:00:00Z"  # just after the file's last hour
-    assert out["fallback"].startswith("forecaster:")
-    assert len(out["points"]) == 6
-    if out["fallback"] == "forecaster:seasonal_naive":  # the local stand-in: exact values
-        assert [p["intensity_g_per_kwh"] for p in out["points"]] == [100, 101, 102, 103, 104, 105]
+    # the default forecaster, with 3 days of history (< a week): its documented persistence
+    # fallback repeats the last value, 100 + 23 (the old check sat under a branch for a
+    # "seasonal_naive" name that never came)
+    assert out["fallback"] == "forecaster:linear-lags"
+    assert [p["intensity_g_per_kwh"] for p in out["points"]] == [123.0] * 6
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -6,6 +6,8 @@ import random
 import socket
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from greencpn.clock import SimClock
@@ -23,6 +25,7 @@ from greencpn.sources.http import (
     ServerError,
     UnknownZoneError,
     parse_retry_after,
+    regular_series,
 )
 from greencpn.sources.ukgrid import UKGridSource, region_of
 from greencpn.sources.watttime import LBS_PER_MWH_TO_G_PER_KWH, WattTimeSource
@@ -156,7 +159,45 @@ def test_500_retried_with_backoff_then_ok(replay, sleeps, api):
     assert len(fc.intensity_g_per_kwh) == 24
     assert replay.count("/v3/carbon-intensity/forecast") == 3
     assert len(sleeps.waits) == 2
-    assert 0 <= sleeps.waits[0] <= 0.5 and 0 <= sleeps.waits[1] <= 1.0  # full jitter, doubling
+    assert 0 <= sleeps.waits[0] <= 0.5 and 0 <= sleeps.waits[1] <= 1.0  # full jitter
+
+
+class _TopJitter(random.Random):
+    """Full jitter drawn at its top: each wait is the backoff cap itself."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def test_backoff_doubles_up_to_its_cap(replay, sleeps, api):
+    """With the jitter at its top the waits are the caps: 0.5, 1, 2, 4 s, then 5 (max), so a
+    backoff that never grows (or grows past its cap) fails here."""
+    replay.faults["/v3/carbon-intensity/forecast"] = [api.Reply(500, {"error": "boom"})] * 5
+    clock = SimClock(T_EM_FC)
+    pol = RetryPolicy(max_attempts=6, read_timeout_s=2.0, base_delay_s=0.5, max_delay_s=5.0)
+    src = ElectricityMapsSource(
+        "em-test-token-5f3a9c1e77",
+        base_url=replay.url + "/v3",
+        clock=clock,
+        http=HttpClient("electricitymaps", pol, sleep=sleeps, clock=clock, rng=_TopJitter()),
+    )
+    assert len(src.forecast("DE", T_EM_FC, timedelta(hours=24)).intensity_g_per_kwh) == 24
+    assert sleeps.waits == [0.5, 1.0, 2.0, 4.0, 5.0]
+
+
+def test_null_values_and_the_gap_limit_boundary():
+    """regular_series: null values in an answer (timestamps present) are flagged estimated
+    even when the API marked them measured; a run of exactly max_gap_slots nulls is filled
+    (interpolated, estimated), one more stays missing (estimated)."""
+    idx = pd.date_range("2024-01-01T00:00Z", periods=10, freq="h")
+    vals = np.array([0.0, np.nan, np.nan, 30.0, 40.0, np.nan, np.nan, np.nan, 80.0, 90.0])
+    est = np.zeros(10, dtype=bool)  # the API said "measured" everywhere
+    v, e = regular_series(idx, vals, est, step=timedelta(hours=1), max_gap_slots=2, what="t")
+    assert v.iloc[1:3].tolist() == pytest.approx([10.0, 20.0])  # exactly 2: filled
+    assert v.iloc[5:8].isna().all()  # 3 > 2: left missing
+    assert e.tolist() == [False, True, True, False, False, True, True, True, False, False]
+    v0, e0 = regular_series(idx, vals, est, step=timedelta(hours=1), max_gap_slots=0, what="t")
+    assert v0.isna().sum() == 5 and e0.tolist() == e.tolist()
 
 
 def test_500_forever_is_temporary(replay, sleeps, api):
