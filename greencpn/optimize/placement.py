@@ -301,7 +301,10 @@ def place_jobs(
         )[site_of]
     )  # [P, F] PUE × intensity: what best-window tools rank windows by
     kept: set[int] = set()
-    for j, (p, steps_kept) in (fixed or {}).items():
+    # contiguous jobs first (their steps are exact), then checkpointable ones, whose steps
+    # inside a slot may move to the free steps of that slot
+    fixed_items = sorted((fixed or {}).items(), key=lambda kv: inp.jobs[kv[0]].checkpointable)
+    for j, (p, steps_kept) in fixed_items:
         job = inp.jobs[j]
         if job.required_gpu_h <= 0 or job.release_slot >= T or not steps_kept:
             continue
@@ -312,6 +315,21 @@ def place_jobs(
         st = st[st < F]
         if st.size == 0:
             continue
+        if job.checkpointable:
+            moved: list[int] = []
+            for slot in sorted({int(t) // k for t in st.tolist()}):
+                want = [int(t) for t in st.tolist() if int(t) // k == slot]
+                free = [
+                    t
+                    for t in range(slot * k, (slot + 1) * k)
+                    if alloc[p, t] + job.gpus <= cap_fine[p, t] + 1e-9
+                ]
+                keep = [t for t in want if t in free]
+                rest = [t for t in free if t not in keep]
+                moved += sorted(keep + rest[: max(0, len(want) - len(keep))])
+            st = np.asarray(sorted(moved), dtype=int)
+            if st.size == 0:
+                continue
         rate = job.gpus * thr[p, st] * dt
         cum = np.cumsum(rate)
         if cum[-1] < W - 1e-9:
@@ -324,10 +342,8 @@ def place_jobs(
             st, frk = st[:-1], frk[:-1]
         if (alloc[p, st] + job.gpus > cap_fine[p, st] + 1e-9).any():
             continue
-        need = pue[p] * dt * extra_kw[p, st] * job.gpus * frk
-        inside = st < T * k
-        if (head[site_of[p], st[inside]] - need[inside] < -1e-9).any():
-            continue
+        # no budget check here: the previous plan kept its budgets per slot (evaluate prices
+        # any overrun in the candidate's score), while the headroom here is per placement step
         kept.add(j)
         placed[j] = p
         jobs_on[p].append(j)

@@ -439,10 +439,13 @@ def finish_plan(
     g_sched, g_n, g_u = base_scheds["carbon_aware_greedy"]
     prev = np.concatenate([np.array([[p.initial_on] for p in inp.pools]), g_n[:, :-1]], axis=1)
     g_d = np.maximum(0, prev - g_n)  # starts and stops never share a slot (net_switches)
+    greedy_repair_s = 0.0
     if not anchored:
         if node_anchor is not None:
+            tg = time.perf_counter()
             g_n, g_u, g_d = repair_nodes(inp, g_sched, anchor=node_anchor)
             greedy = evaluate(inp, g_sched, g_n, g_u)
+            greedy_repair_s = time.perf_counter() - tg
         cands.append((greedy.objective, "carbon-aware greedy", (g_sched, g_n, g_u, g_d, greedy)))
     optimised_totals = dict(executed.totals)
     opt_obj = next((c[0] for c in cands if c[1] == chosen), executed.objective)
@@ -522,6 +525,7 @@ def finish_plan(
     outcome_dict["optimised_placement_totals"] = optimised_totals
     outcome_dict["joblevel"] = jl_info
     outcome_dict["kept_placement"] = {**kept_info, "s": kept_s}
+    outcome_dict["greedy_anchor_repair_s"] = greedy_repair_s
     outcome_dict["candidates"] = cand_info
     res.document = build_document(cfg, clock, res, outcome_dict)
     return res
