@@ -31,6 +31,7 @@ BENCHES: dict[str, list[str]] = {
     "jobs": [PY, "bench/bench_jobs.py", "--write", "bench/results/jobs.md"],
     "daemon": [PY, "bench/bench_daemon.py", "--write"],
     "controller": [PY, "bench/bench_controller.py", "--write"],
+    "controller_soak": [PY, "bench/bench_controller_soak.py", "--write"],
     "whatif": [PY, "bench/bench_whatif.py"],
 }
 
@@ -48,6 +49,7 @@ ORDER = [
     "safety",
     "jobs",
     "controller",
+    "controller_soak",
     "daemon",
     "whatif",
     "mutation",  # written by hand from `make mutation` (hours in full: not run by make bench)

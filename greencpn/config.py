@@ -495,6 +495,23 @@ class ControllerConfig(_Strict):
         default=3600.0, description="a pool with a permanent actuator error is left alone this long"
     )
     keep_plans: int = Field(default=336, ge=0, description="plan documents kept in the ledger")
+    candidates: bool = Field(
+        default=True,
+        description="the step also tries the per-job cap-level placement and the carbon-aware "
+        "greedy schedule, each scored with its stability cost (false: the MILP-guided and the "
+        "kept placement only)",
+    )
+    incremental_min_jobs: int = Field(
+        default=1000,
+        ge=0,
+        description="re-plans with at least this many jobs place only the changed jobs when the "
+        "newest plan can be kept for 75 % of them (no full re-placement, no other candidates)",
+    )
+    joblevel_candidate: bool = Field(
+        default=True,
+        description="the step also tries the job-level MILP where it is small enough "
+        "(solver.joblevel_time_limit_s)",
+    )
 
 
 class FleetFile(_Strict):

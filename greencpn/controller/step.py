@@ -41,7 +41,7 @@ from greencpn.errors import ConfigError, GreencpnError, SolverError
 from greencpn.optimize import plan as planmod
 from greencpn.optimize.inputs import PlanInputs, group_jobs
 from greencpn.optimize.milp import SolveStatus
-from greencpn.optimize.stability import Anchor, StablePlanModel
+from greencpn.optimize.stability import Anchor, StablePlanModel, plan_nodes_on
 
 log = logging.getLogger(__name__)
 
@@ -578,7 +578,18 @@ class Controller:
             inp, jobs=jobs, groups=group_jobs(jobs, inp.T, inp.solver.window_rounding_slots)
         )
 
-    def anchor(self, inp: PlanInputs, prev: dict[str, Any] | None, now: datetime) -> Anchor:
+    def anchor(
+        self,
+        inp: PlanInputs,
+        prev: dict[str, Any] | None,
+        now: datetime,
+        latest: dict[str, Any] | None = None,
+    ) -> Anchor:
+        """The re-planning anchor: min up / min down from the power history; the MILP's
+        stability terms against ``prev`` (the newest plan made for an earlier slot, the same
+        for every step of a slot, so the built model can be kept); and ``latest`` (the newest
+        plan, also one made earlier in this slot), which every candidate is scored against and
+        the kept-placement candidate starts from (optimize/plan.py)."""
         ctl = self._cfg.raw.controller
         P, T, K, S = len(inp.pools), inp.T, len(inp.groups), len(inp.sites)
         a = Anchor(
@@ -600,24 +611,16 @@ class Controller:
                 hold_h = pc.min_up_h if ev.event == "on" else pc.min_down_h
                 until = ev.at + timedelta(hours=hold_h)
                 for t, ts in enumerate(inp.slot_starts):
-                    if ts < until:
+                    # slot 0 began before now: the node is held in it only if it is held now
+                    if max(ts, now) < until:
                         (must_on if ev.event == "on" else must_off)[p, t] += 1
         a.must_on, a.must_off = must_on, must_off
+        if latest is not None:
+            a.latest = latest
+            a.latest_nodes_on = plan_nodes_on(inp, latest)
         if prev is None:
             return a
-        starts = {s: i for i, s in enumerate(prev["horizon"]["slot_starts"])}
-        prev_n = np.full((P, T), np.nan)
-        by_name = {pp["name"]: pp for pp in prev.get("pools", [])}
-        for p, pool in enumerate(inp.pools):
-            pp = by_name.get(pool.name)
-            if pp is None:
-                continue
-            slots = {int(s["slot"]): s for s in pp["slots"]}
-            for t, ts in enumerate(inp.slot_starts):
-                i = starts.get(_iso(ts))
-                if i is not None and i in slots:
-                    prev_n[p, t] = min(float(slots[i]["nodes_on"]), pool.nodes)
-        a.prev_nodes_on = prev_n
+        a.prev_nodes_on = plan_nodes_on(inp, prev)
         prev_jobs = {j["id"]: j for j in prev.get("jobs", [])}
         site_idx = {s.name: i for i, s in enumerate(inp.sites)}
         moved = np.zeros((K, S))
@@ -651,6 +654,9 @@ class Controller:
         state and reserves, and the same anchor (e.g. a second step in one slot)."""
         key = self._model_signature(inp, anchor)
         model = self._model if key == self._model_key else None
+        if isinstance(model, StablePlanModel):
+            # same MILP terms (the signature covers them); the newest plan is this step's
+            model.anchor = anchor
         built: list[StablePlanModel] = []
 
         def new_model(i: PlanInputs) -> StablePlanModel:
@@ -666,9 +672,14 @@ class Controller:
             inputs=inp,
             new_model=new_model,
             tradeoff_curve=False,
-            candidates=False,
+            joblevel=self._cfg.raw.controller.joblevel_candidate,
+            candidates=self._cfg.raw.controller.candidates,
+            incremental=len(inp.jobs) >= self._cfg.raw.controller.incremental_min_jobs,
         )
         self._model, self._model_key = (built[-1] if built else model), key
+        used = self._model
+        if isinstance(used, StablePlanModel):
+            res.document.setdefault("solver", {})["warm_start"] = dict(used.warm_start_info)
         return res
 
     @staticmethod
@@ -761,7 +772,9 @@ class Controller:
             try:
                 cfg2 = self.world_config(obs, start)
                 inp = self.pin_running(fcmod.inputs_from(cfg2, fc, obs.failed), obs)
-                anchor = self.anchor(inp, prev_entry, started)
+                inp.extras["running_job_ids"] = [r.job.id for r in obs.queue.running]
+                latest = self._previous_plan(start, earlier_slot=False)
+                anchor = self.anchor(inp, prev_entry, started, latest)
                 res = self.optimize(cfg2, inp, obs.failed, anchor)
                 doc = res.document
                 doc["origin"] = "optimized"
@@ -1114,6 +1127,8 @@ class Controller:
             )
             m["solve_s"] = float(res.outcome.solve_s)
             m["model_reused"] = bool(res.outcome.warm)
+            ws = (res.document.get("solver") or {}).get("warm_start") or {}
+            m["warm_start_feasible"] = ws.get("feasible")
         return m
 
     # ------------------------------------------------------------------ restore on exit

@@ -46,6 +46,18 @@ class Schedule:
     subslots: int = 1  # placement steps per slot (k)
 
 
+@dataclass
+class NodeAnchor:
+    """What a re-plan's node schedule must respect (arrays [P, T] on this horizon): nodes that
+    may not stop / start yet by the power history, and the previous plan's nodes on (nan where
+    it does not cover the slot) with the weight per node switched against it."""
+
+    must_on: np.ndarray | None = None
+    must_off: np.ndarray | None = None
+    prev_nodes_on: np.ndarray | None = None
+    flap_weight: float = 0.0
+
+
 def boot_steps(inp: PlanInputs, p: int, k: int) -> int:
     """Placement steps at the start of a slot during which a node started in it still boots.
 
@@ -118,6 +130,7 @@ def place_jobs(
     subslots: int = 4,
     guide: np.ndarray | None = None,
     reserve_kwh: np.ndarray | None = None,
+    fixed: dict[int, tuple[int, list[int]]] | None = None,
 ) -> Schedule:
     """Place every job on one pool.
 
@@ -136,6 +149,11 @@ def place_jobs(
             its sites), so jobs follow the MILP and leave room for the jobs it planned there.
         reserve_kwh: [S, T] meter energy to keep free under each budget (found by an earlier
             pass whose node repair or start-ups went over it).
+        fixed: job index → (pool, fine steps) kept from the previous plan (re-planning, see
+            :func:`greencpn.optimize.stability.kept_runs`): such a job is placed first on those
+            steps, in that order, until its work is done at this placement's cap levels; a job
+            whose steps no longer fit (GPUs, budget) or no longer deliver its work is placed
+            like any other.
     """
     P, T = len(inp.pools), inp.T
     T2 = extension_slots(inp)
@@ -282,10 +300,74 @@ def place_jobs(
             _extended(np.array([s_.intensity_g_per_kwh for s_ in inp.sites]), T2), k, axis=1
         )[site_of]
     )  # [P, F] PUE × intensity: what best-window tools rank windows by
+    kept: set[int] = set()
+    # contiguous jobs first (their steps are exact), then checkpointable ones, whose steps
+    # inside a slot may move to the free steps of that slot
+    fixed_items = sorted((fixed or {}).items(), key=lambda kv: inp.jobs[kv[0]].checkpointable)
+    for j, (p, steps_kept) in fixed_items:
+        job = inp.jobs[j]
+        if job.required_gpu_h <= 0 or job.release_slot >= T or not steps_kept:
+            continue
+        W = job.required_gpu_h if job.deadline_slot >= T else job.work_gpu_h
+        st = np.asarray(steps_kept, dtype=int)
+        if st.min() < 0:
+            continue
+        st = st[st < F]
+        if st.size == 0:
+            continue
+        if job.checkpointable:
+            moved: list[int] = []
+            for slot in sorted({int(t) // k for t in st.tolist()}):
+                want = [int(t) for t in st.tolist() if int(t) // k == slot]
+                free = [
+                    t
+                    for t in range(slot * k, (slot + 1) * k)
+                    if alloc[p, t] + job.gpus <= cap_fine[p, t] + 1e-9
+                ]
+                keep = [t for t in want if t in free]
+                rest = [t for t in free if t not in keep]
+                moved += sorted(keep + rest[: max(0, len(want) - len(keep))])
+            st = np.asarray(sorted(moved), dtype=int)
+            if st.size == 0:
+                continue
+        rate = job.gpus * thr[p, st] * dt
+        cum = np.cumsum(rate)
+        if cum[-1] < W - 1e-9:
+            continue  # the kept steps no longer deliver the work (a lower cap level)
+        last = int(np.argmax(cum >= W - 1e-9))
+        st = st[: last + 1]
+        frk = np.ones(st.size)
+        frk[-1] = (W - (cum[last - 1] if last > 0 else 0.0)) / rate[last]
+        if frk[-1] <= 1e-12 and st.size > 1:
+            st, frk = st[:-1], frk[:-1]
+        if (alloc[p, st] + job.gpus > cap_fine[p, st] + 1e-9).any():
+            continue
+        # no budget check here: the previous plan kept its budgets per slot (evaluate prices
+        # any overrun in the candidate's score), while the headroom here is per placement step
+        kept.add(j)
+        placed[j] = p
+        jobs_on[p].append(j)
+        work_of[j] = W
+        gi = group_of[j]
+        if residual is not None and gi >= 0:
+            for t, f in zip(st.tolist(), frk.tolist(), strict=True):
+                if t < T * k:
+                    residual[gi, site_of[p], t // k] -= job.gpus * thr[p, t] * dt * f
+        fine_runs[j] = list(zip(st.tolist(), frk.tolist(), strict=True))
+        add_runs(j, p, st.tolist(), frk.tolist())
+        for t in st.tolist():
+            over = alloc[p, t] - n_free[p, t] * gpn[p]
+            if over > 0:
+                add = math.ceil(over / gpn[p] - 1e-9)
+                slot = t // k
+                n_free[p, slot * k : (slot + 1) * k] += add
+                head[site_of[p], slot * k : (slot + 1) * k] -= pue[p] * dt * idle_kw[p] * add
     for j in job_order:
         job = inp.jobs[j]
         if job.required_gpu_h <= 0 or job.release_slot >= T:
             continue  # nothing has to happen inside this horizon: deferred
+        if j in kept:
+            continue
         key = (job.sites, job.gpus)
         cand = candidates.get(key)
         if cand is None:
@@ -694,8 +776,11 @@ def _best_option(
     valid = end_idx < T2
     end_idx = np.minimum(end_idx, T2 - 1)
     bad = np.concatenate([np.zeros((nc, 1)), np.cumsum(~fits, axis=1)], axis=1)
+    # summed over fitting steps only: a window with a step that does not fit is invalid
+    # anyway (n_bad), and a BIG in the running sum would wipe out the low digits of every
+    # later window's cost (1e18 + 0.1 − 1e18 = 0: such windows looked free)
     cost_cum = np.concatenate(
-        [np.zeros((nc, 1)), np.cumsum(np.minimum(slot_cost + late_cost, BIG), axis=1)],
+        [np.zeros((nc, 1)), np.cumsum(np.where(fits, slot_cost + late_cost, 0.0), axis=1)],
         axis=1,
     )
     starts = tidx[None, :].repeat(nc, 0)
@@ -747,12 +832,18 @@ def repair_nodes(
     carbon_w: float | None = None,
     cost_w: float | None = None,
     time_limit_s: float = 10.0,
+    anchor: NodeAnchor | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cheapest node on/off schedule that covers the placement and obeys the node family.
 
     Solves family 3 (:mod:`greencpn.optimize.nodes`) alone with ``n[p,t] ≥ need[p,t]`` and the
     boot-time capacity loss, minimising the energy cost of idle and booting nodes. Returns
     ``(n, u, d)`` as integer arrays [P, T].
+
+    With an ``anchor`` (re-planning): ``must_on ≤ n ≤ N − must_off`` from the power history
+    (the placement's need wins where they clash), and ``flap_weight · |n − prev_nodes_on|``
+    added to the cost over the slots the previous plan covers — the same terms as the MILP's
+    (:mod:`greencpn.optimize.stability`).
     """
     import pyomo.environ as pyo
     from pyomo.contrib.solver.solvers.highs import Highs
@@ -772,7 +863,13 @@ def repair_nodes(
     lb = np.maximum(need, np.array([p.spares for p in inp.pools])[:, None]).astype(float)
     if (lb > nodes_arr[:, None]).any():
         raise AssertionError("placement allocated more GPUs than a pool has")
-    n = mb.new_vars("int", (P, T), lb=lb, ub=nodes_arr[:, None])
+    ub = np.repeat(nodes_arr[:, None], T, axis=1)
+    if anchor is not None:
+        if anchor.must_on is not None:
+            lb = np.maximum(lb, np.minimum(anchor.must_on[:, :T], nodes_arr[:, None]))
+        if anchor.must_off is not None:
+            ub = np.maximum(np.minimum(ub, nodes_arr[:, None] - anchor.must_off[:, :T]), lb)
+    n = mb.new_vars("int", (P, T), lb=lb, ub=ub)
     u = mb.new_vars("int", (P, T), lb=0.0)
     d = mb.new_vars("int", (P, T), lb=0.0)
     empty = np.zeros(0, dtype=int)
@@ -837,6 +934,20 @@ def repair_nodes(
                     site.pue * pool.boot_extra_kwh,
                 ]
             mb.add_row("site_budget", ids, cf, None, site.budget_kw[t] * inp.slot_h - fixed)
+    prev = None if anchor is None else anchor.prev_nodes_on
+    if prev is not None and anchor is not None and anchor.flap_weight > 0:
+        known = [(p, t) for p in range(P) for t in range(T) if np.isfinite(prev[p, t])]
+        if known:
+            f = mb.new_vars("cont", (len(known),), lb=0.0)
+            for i, (p, t) in enumerate(known):
+                # f ≥ |n − n̂|
+                mb.add_row("flap", [int(f[i]), int(n[p, t])], [1.0, -1.0], -float(prev[p, t]), None)
+                mb.add_row("flap", [int(f[i]), int(n[p, t])], [1.0, 1.0], float(prev[p, t]), None)
+            flap_ids = f
+        else:
+            flap_ids = None
+    else:
+        flap_ids = None
     mb.finalize()
     from greencpn.optimize.objective import BUDGET_OVERRUN_WEIGHT_PER_KWH
 
@@ -852,6 +963,10 @@ def repair_nodes(
             vars_.append(mb.vars[int(n[p, t])])
             coefs.append(c * pool.boot_extra_kwh + 1e-6)
             vars_.append(mb.vars[int(u[p, t])])
+    if flap_ids is not None and anchor is not None:
+        for i in flap_ids.ravel().tolist():
+            coefs.append(anchor.flap_weight)
+            vars_.append(mb.vars[int(i)])
     from pyomo.core.expr.numeric_expr import LinearExpression
 
     mb.m.objective = pyo.Objective(

@@ -26,8 +26,9 @@ from greencpn.optimize.evaluate import Evaluation, evaluate
 from greencpn.optimize.inputs import PlanInputs, build_inputs, deadband
 from greencpn.optimize.joblevel import joblevel_size, solve_joblevel
 from greencpn.optimize.milp import MilpSolution, PlanModel, SolveOutcome
-from greencpn.optimize.placement import Schedule, place_jobs, repair_nodes
+from greencpn.optimize.placement import NodeAnchor, Schedule, place_jobs, repair_nodes
 from greencpn.optimize.residency import check_residency
+from greencpn.optimize.stability import Anchor, kept_runs, stability_cost
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +235,7 @@ def make_plan(
     tradeoff_curve: bool = True,
     joblevel: bool = True,
     candidates: bool = True,
+    incremental: bool = False,
 ) -> PlanResult:
     """Plan the fleet over the horizon.
 
@@ -247,10 +249,14 @@ def make_plan(
         tradeoff_curve: sweep the carbon/cost weights (the report's trade-off table); the
             control step skips it (extra solves every period for a figure nobody reads there).
         joblevel: try the job-level MILP candidate where the fleet is small enough
-            (``solver.joblevel_time_limit_s``; the control step skips it by default).
+            (``solver.joblevel_time_limit_s``; ``[controller] joblevel_candidate`` in the step).
         candidates: compete the MILP-guided placement with the other executable candidates
-            (per-job cap levels, job-level MILP, carbon-aware greedy); the control step keeps
-            the MILP-guided placement, so consecutive plans follow one model and its anchor.
+            (per-job cap levels, job-level MILP, carbon-aware greedy). With an anchor (the
+            control step) every candidate is scored with its stability cost against the newest
+            plan and the kept placement competes too (``[controller] candidates``).
+        incremental: a re-plan whose newest plan can be kept for most jobs places only the
+            changed jobs (``INCREMENTAL_MIN_SHARE``; the control step sets it on large fleets,
+            ``[controller] incremental_min_jobs``).
     """
     inp = inputs or make_inputs(cfg, clock, intensity_by_zone, failed_nodes=failed_nodes)
     diagnostics = run_checks(inp)
@@ -283,6 +289,7 @@ def make_plan(
         tradeoff_curve,
         joblevel=joblevel,
         candidates=candidates,
+        incremental=incremental,
     )
 
 
@@ -298,9 +305,46 @@ def finish_plan(
     *,
     joblevel: bool = True,
     candidates: bool = True,
+    incremental: bool = False,
 ) -> PlanResult:
+    # A re-plan (the control step) carries an anchor: the newest plan and the power history.
+    # Every candidate's node schedule keeps min up / min down from the history and pays the
+    # flap weight against the newest plan (repair_nodes), every candidate is scored with its
+    # stability cost (moved jobs, shifted starts, switched nodes), and the newest plan itself,
+    # with only the jobs that changed placed afresh, is one more candidate ("kept placement").
+    anchor = getattr(model, "anchor", None)
+    node_anchor = anchor.nodes() if anchor is not None else None
+    cands = []
+    kept_s = 0.0
+    kept_info: dict = {"status": "no previous plan"}
+    kept = None
+    if anchor is not None and anchor.latest is not None:
+        tk = time.perf_counter()
+        kept = _kept_candidate(inp, model, sol, anchor)
+        kept_s = time.perf_counter() - tk
+        if kept is not None:
+            cands.append((kept[4].objective, KEPT, kept[:5]))
+            kept_info = {"status": "built", "jobs_kept": kept[5], "jobs_unchanged": kept[6]}
+        else:
+            kept_info = {"status": "no job of the newest plan is unchanged"}
+    # incremental re-plan (large fleets, the control step): when the newest plan can be kept
+    # for at least INCREMENTAL_MIN_SHARE of the jobs, only the changed jobs are placed (the
+    # kept placement) — no full re-placement, no other candidates
+    incremental_now = bool(
+        incremental
+        and kept is not None
+        and kept[6] >= INCREMENTAL_MIN_SHARE * max(1, len(inp.jobs))
+    )
+    kept_info["incremental"] = incremental_now
     t0 = time.perf_counter()
-    sched, n, u, d, executed = place_and_repair(inp, model, sol)
+    if incremental_now:
+        assert kept is not None
+        sched, n, u, d, executed = kept[:5]
+        chosen = KEPT
+    else:
+        sched, n, u, d, executed = place_and_repair(inp, model, sol, node_anchor=node_anchor)
+        chosen = "optimised placement"
+        cands.append((executed.objective, chosen, (sched, n, u, d, executed)))
     placement_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     baselines, base_scheds = _baselines(inp)
@@ -308,17 +352,17 @@ def finish_plan(
     # More executable candidates, the best by the objective is the plan (the summary says
     # which): the job-level MILP where it is small enough to solve in seconds, and the
     # carbon-aware greedy schedule as a floor (the plan never scores worse than it).
-    chosen = "optimised placement"
     jl_info: dict | None = None
-    cands = [(executed.objective, chosen, (sched, n, u, d, executed))]
-    # A re-plan anchored on the previous plan (the control step) keeps the MILP-guided
-    # placement: only it carries the stability terms and the min up / min down bounds from the
-    # power history (optimize/stability.py); the other candidates know neither.
-    anchored = getattr(model, "anchor", None) is not None or not candidates
-    if anchored:
+    anchored = not candidates or incremental_now
+    if incremental_now:
         diagnostics.append(
-            "plan: control step: the MILP-guided placement is the plan (the other candidates "
-            "do not carry the stability terms and power-history bounds)"
+            f"plan: incremental re-plan: {kept_info['jobs_kept']} of {len(inp.jobs)} jobs kept "
+            "where the newest plan put them, only the changed ones placed"
+        )
+    elif anchored:
+        diagnostics.append(
+            "plan: the other candidates (per-job cap levels, job-level MILP, greedy) are off "
+            "here (candidates = false)"
         )
     # the cap level carried by each job (priced by the objective, one level per pool-slot)
     t3 = time.perf_counter()
@@ -332,7 +376,7 @@ def finish_plan(
             s_lv = place_jobs(
                 inp, spare_on, sol.level, mode="levels", job_order=order, reserve_kwh=reserve
             )
-            n_lv, u_lv, d_lv = repair_nodes(inp, s_lv)
+            n_lv, u_lv, d_lv = repair_nodes(inp, s_lv, anchor=node_anchor)
             ev_lv = evaluate(inp, s_lv, n_lv, u_lv)
             over = ev_lv.budget_overrun_kwh
             reserve = reserve + over * 2.0 + (over > 0) * 0.1 * inp.slot_h
@@ -373,10 +417,11 @@ def finish_plan(
         }
         if jl.schedule is not None:
             assert jl.n is not None and jl.u is not None and jl.d is not None
-            ev_jl = evaluate(inp, jl.schedule, jl.n, jl.u)
-            cands.append(
-                (ev_jl.objective, "job-level MILP", (jl.schedule, jl.n, jl.u, jl.d, ev_jl))
-            )
+            jn, ju, jd = jl.n, jl.u, jl.d
+            if node_anchor is not None:  # its own nodes know neither history nor anchor
+                jn, ju, jd = repair_nodes(inp, jl.schedule, anchor=node_anchor)
+            ev_jl = evaluate(inp, jl.schedule, jn, ju)
+            cands.append((ev_jl.objective, "job-level MILP", (jl.schedule, jn, ju, jd, ev_jl)))
     else:
         jl_info = {
             "status": "skipped",
@@ -394,16 +439,34 @@ def finish_plan(
     g_sched, g_n, g_u = base_scheds["carbon_aware_greedy"]
     prev = np.concatenate([np.array([[p.initial_on] for p in inp.pools]), g_n[:, :-1]], axis=1)
     g_d = np.maximum(0, prev - g_n)  # starts and stops never share a slot (net_switches)
+    greedy_repair_s = 0.0
     if not anchored:
+        if node_anchor is not None:
+            tg = time.perf_counter()
+            g_n, g_u, g_d = repair_nodes(inp, g_sched, anchor=node_anchor)
+            greedy = evaluate(inp, g_sched, g_n, g_u)
+            greedy_repair_s = time.perf_counter() - tg
         cands.append((greedy.objective, "carbon-aware greedy", (g_sched, g_n, g_u, g_d, greedy)))
     optimised_totals = dict(executed.totals)
-    best_obj, chosen, (sched, n, u, d, executed) = min(
-        cands, key=lambda c: c[0] + 1e-9 * (c[1] != "optimised placement")
-    )
-    if chosen != "optimised placement":
+    opt_obj = next((c[0] for c in cands if c[1] == chosen), executed.objective)
+    # the score: the objective plus, when re-planning, what moving away from the newest plan
+    # costs; ties go to the kept placement, then the optimised placement
+    rank = {KEPT: 0, "optimised placement": 1}
+    scored = []
+    for obj_, name, cand in cands:
+        stab = 0.0 if anchor is None else stability_cost(inp, anchor, cand[0], cand[1])
+        scored.append((obj_ + stab, rank.get(name, 2), obj_, stab, name, cand))
+    scored.sort(key=lambda c: (c[0] + 1e-9 * c[1], c[1]))
+    best_score, _, best_obj, best_stab, chosen, (sched, n, u, d, executed) = scored[0]
+    cand_info = [
+        {"name": c[4], "objective": round(c[2], 6), "stability_cost": round(c[3], 6)}
+        for c in scored
+    ]
+    if chosen != "optimised placement" and not incremental_now:
         diagnostics.append(
-            f"plan: the {chosen} schedule scores {best_obj:,.2f} against the optimised "
-            f"placement's {cands[0][0]:,.2f}: it is the plan"
+            f"plan: the {chosen} schedule scores {best_obj:,.2f}"
+            + (f" (+ {best_stab:,.2f} stability)" if anchor is not None else "")
+            + f" against the optimised placement's {opt_obj:,.2f}: it is the plan"
         )
     bad = check_residency(
         inp,
@@ -461,6 +524,9 @@ def finish_plan(
     outcome_dict["levels_placement_s"] = levels_s
     outcome_dict["optimised_placement_totals"] = optimised_totals
     outcome_dict["joblevel"] = jl_info
+    outcome_dict["kept_placement"] = {**kept_info, "s": kept_s}
+    outcome_dict["greedy_anchor_repair_s"] = greedy_repair_s
+    outcome_dict["candidates"] = cand_info
     res.document = build_document(cfg, clock, res, outcome_dict)
     return res
 
@@ -480,7 +546,58 @@ def job_orders(inp: PlanInputs) -> dict[str, list[int]]:
     }
 
 
-def place_and_repair(inp: PlanInputs, model: PlanModel, sol: MilpSolution, max_passes: int = 6):
+KEPT = "kept placement"
+#: an incremental re-plan needs the newest plan to be keepable for this share of the jobs
+INCREMENTAL_MIN_SHARE = 0.75
+
+
+def _kept_candidate(
+    inp: PlanInputs, model: PlanModel, sol: MilpSolution, anchor: Anchor
+) -> tuple | None:
+    """The newest plan with only what changed placed afresh: every unchanged job keeps its
+    pool and start (:func:`~greencpn.optimize.stability.kept_runs`), at the newest plan's cap
+    levels and nodes on (the MILP's in slots it does not cover); new and changed jobs are then
+    placed around them, guided by the MILP, and the nodes repaired with the anchor.
+    Returns ``(sched, n, u, d, evaluation, jobs kept, jobs unchanged)`` or None when no job is kept."""
+    doc = anchor.latest
+    assert doc is not None
+    fixed = kept_runs(inp, doc, skip=set(inp.extras.get("running_job_ids", ())))
+    if not fixed:
+        return None
+    prev_n = anchor.latest_nodes_on
+    n0 = sol.n.astype(float).copy()
+    level = sol.level.copy()
+    if prev_n is not None:
+        known = np.isfinite(prev_n)
+        n0[known] = prev_n[known]
+    by_name = {pp["name"]: pp for pp in doc.get("pools", [])}
+    starts = {s_: i for i, s_ in enumerate(doc["horizon"]["slot_starts"])}
+    for p, pool in enumerate(inp.pools):
+        pp = by_name.get(pool.name)
+        if pp is None:
+            continue
+        slots = {int(x["slot"]): x for x in pp["slots"]}
+        for t, ts in enumerate(inp.slot_starts):
+            i = starts.get(_iso(ts))
+            if i is not None and i in slots:
+                lv = int(slots[i].get("cap_level", level[p, t]))
+                if 0 <= lv < len(pool.level_thr):
+                    level[p, t] = lv
+    guide = work_by_group(inp, model, sol)
+    sched = place_jobs(inp, n0, level, mode="plan", guide=guide, fixed=fixed)
+    kept = sum(1 for j, (p, _) in fixed.items() if int(sched.pool[j]) == p)
+    n, u, d = repair_nodes(inp, sched, anchor=anchor.nodes())
+    ev = evaluate(inp, sched, n, u)
+    return sched, n, u, d, ev, kept, len(fixed)
+
+
+def place_and_repair(
+    inp: PlanInputs,
+    model: PlanModel,
+    sol: MilpSolution,
+    max_passes: int = 6,
+    node_anchor: NodeAnchor | None = None,
+):
     """Stage 2. Place jobs in each order of :func:`job_orders`, repair their nodes and keep the
     one with the lower carbon + cost; then a feedback loop — when the node repair (min up, start-up energy) pushes a site over its
     budget, or a job ends late, place again with that energy held back and the late jobs first.
@@ -492,7 +609,7 @@ def place_and_repair(inp: PlanInputs, model: PlanModel, sol: MilpSolution, max_p
         orders = {model.placement_order: orders[model.placement_order]}
     for name, order in orders.items():
         sched = place_jobs(inp, sol.n, sol.level, mode="plan", guide=guide, job_order=order)
-        n, u, d = repair_nodes(inp, sched)
+        n, u, d = repair_nodes(inp, sched, anchor=node_anchor)
         ev = evaluate(inp, sched, n, u)
         # ranked on carbon and cost only: the passes below remove budget overruns and lateness
         energy_terms = (
@@ -527,7 +644,7 @@ def place_and_repair(inp: PlanInputs, model: PlanModel, sol: MilpSolution, max_p
                 reserve_kwh=reserve,
                 job_order=order,
             )
-            n, u, d = repair_nodes(inp, sched)
+            n, u, d = repair_nodes(inp, sched, anchor=node_anchor)
             ev = evaluate(inp, sched, n, u)
         late = [j for j in range(len(inp.jobs)) if ev.job_late_h[j] > 1e-6]
         log.debug(

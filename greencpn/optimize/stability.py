@@ -24,13 +24,18 @@ MILP's own ``min_up``/``min_down`` rows cannot see nodes switched before the hor
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pyomo.environ as pyo
 
 from greencpn.optimize.inputs import PlanInputs
 from greencpn.optimize.milp import PlanModel
+from greencpn.optimize.placement import NodeAnchor, Schedule
 
 
 @dataclass
@@ -43,17 +48,302 @@ class Anchor:
     flap_weight: float = 0.0
     site_weight_per_gpu_h: float = 0.0
     shift_weight_per_gpu_h_slot: float = 0.0
+    # the newest plan (any slot, also one made earlier in this slot): what every candidate is
+    # scored against and what the kept-placement candidate starts from
+    latest: dict[str, Any] | None = None
+    latest_nodes_on: np.ndarray | None = None  # [P, T] float, nan = not covered
+
+    def nodes(self) -> NodeAnchor:
+        """The node part for :func:`~greencpn.optimize.placement.repair_nodes`."""
+        return NodeAnchor(
+            must_on=self.must_on,
+            must_off=self.must_off,
+            prev_nodes_on=self.latest_nodes_on,
+            flap_weight=self.flap_weight,
+        )
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def plan_nodes_on(inp: PlanInputs, doc: dict[str, Any]) -> np.ndarray:
+    """[P, T] a plan document's nodes on moved to this horizon (nan where it has no slot)."""
+    P, T = len(inp.pools), inp.T
+    out = np.full((P, T), np.nan)
+    starts = {s: i for i, s in enumerate(doc["horizon"]["slot_starts"])}
+    by_name = {pp["name"]: pp for pp in doc.get("pools", [])}
+    for p, pool in enumerate(inp.pools):
+        pp = by_name.get(pool.name)
+        if pp is None:
+            continue
+        slots = {int(s["slot"]): s for s in pp["slots"]}
+        for t, ts in enumerate(inp.slot_starts):
+            i = starts.get(ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            if i is not None and i in slots:
+                out[p, t] = min(float(slots[i]["nodes_on"]), pool.nodes)
+    return out
+
+
+def _same_job(job, pj: dict[str, Any]) -> bool:
+    """The job as the previous plan knew it (size, work, window, checkpointing)."""
+    try:
+        return (
+            int(pj["gpus"]) == job.gpus
+            and abs(float(pj["work_gpu_h"]) - job.work_gpu_h) <= 1e-9
+            and _parse(pj["release"]) == job.release.astimezone(UTC).replace(microsecond=0)
+            and _parse(pj["deadline"]) == job.deadline.astimezone(UTC).replace(microsecond=0)
+            and bool(pj.get("checkpointable")) == job.checkpointable
+        )
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def kept_runs(
+    inp: PlanInputs, doc: dict[str, Any], k: int = 4, skip: set[str] | None = None
+) -> dict[int, tuple[int, list[int]]]:
+    """Job index → (pool, fine steps) for every job the previous plan ``doc`` placed that is
+    unchanged (same size, work, release, deadline) and not yet due to have started: its start
+    lies at or after this horizon's start and its pool still exists and is allowed for it.
+
+    Steps are on the placement grid (``k`` per slot) of *this* horizon: a contiguous job keeps
+    its start (the run is re-timed to its work by :func:`place_jobs`); a checkpointable one
+    keeps its slots, each from the slot's start for the share of it the job was busy.
+    ``skip``: job ids to re-place anyway (e.g. running jobs).
+    """
+    out: dict[int, tuple[int, list[int]]] = {}
+    if not doc or "jobs" not in doc:
+        return out
+    prev_start = _parse(doc["horizon"]["start"])
+    step_h = inp.slot_h / k
+    off_h = (prev_start - inp.start).total_seconds() / 3600.0
+    if abs(off_h / step_h - round(off_h / step_h)) > 1e-6:
+        return out  # grids do not line up (another slot length)
+    pool_idx = {p.name: i for i, p in enumerate(inp.pools)}
+    prev_jobs = {j["id"]: j for j in doc["jobs"]}
+    T2_slots = 10 * inp.T  # any run past this is not worth keeping
+    for j, job in enumerate(inp.jobs):
+        pj = prev_jobs.get(job.id)
+        if pj is None or (skip and job.id in skip) or not _same_job(job, pj):
+            continue
+        if pj.get("pool") is None or pj.get("start") is None or not pj.get("schedule"):
+            continue
+        p = pool_idx.get(pj["pool"])
+        if p is None:
+            continue
+        pool = inp.pools[p]
+        if pool.site not in job.sites or pool.gpus < job.gpus:
+            continue
+        start_h = (_parse(pj["start"]) - inp.start).total_seconds() / 3600.0
+        if start_h < -1e-9:
+            continue  # due to have started already, yet still pending: placed afresh
+        s0 = round(start_h / step_h)
+        if job.checkpointable:
+            steps: list[int] = []
+            for r in pj["schedule"]:
+                t = int(r["slot"]) + round(off_h / inp.slot_h)
+                if t < 0 or t >= T2_slots:
+                    steps = []
+                    break
+                n = min(k, max(1, math.ceil(float(r["busy_fraction"]) * k - 1e-6)))
+                # the first slot from the job's start step, the others from their start
+                first = s0 if t * k <= s0 < (t + 1) * k else t * k
+                first = min(first, (t + 1) * k - n)
+                steps += [first + i for i in range(n)]
+        else:
+            steps = list(range(s0, s0 + T2_slots * k))
+        if steps:
+            out[j] = (p, steps)
+    return out
+
+
+def stability_cost(inp: PlanInputs, anchor: Anchor, sched: Schedule, nodes_on: np.ndarray) -> float:
+    """What a candidate schedule pays for moving away from the newest plan (objective units):
+
+        w_flap · Σ_{p,t known} |n[p,t] − n̂[p,t]|
+        + Σ_j r_j · ( w_site · [site_j ≠ ŝ_j] + w_shift · |start_j − ŝtart_j| / Δ )
+
+    with ``r_j`` the job's required GPU-h in the horizon, over the jobs both plans place. The
+    same weights as the MILP's terms; zero for the newest plan itself.
+    """
+    doc = anchor.latest
+    if doc is None:
+        return 0.0
+    cost = 0.0
+    prev_n = anchor.latest_nodes_on
+    if prev_n is not None and anchor.flap_weight > 0:
+        known = np.isfinite(prev_n)
+        cost += anchor.flap_weight * float(np.abs(nodes_on[known] - prev_n[known]).sum())
+    w_site, w_shift = anchor.site_weight_per_gpu_h, anchor.shift_weight_per_gpu_h_slot
+    if w_site <= 0 and w_shift <= 0:
+        return cost
+    prev_jobs = {j["id"]: j for j in doc.get("jobs", [])}
+    for j, job in enumerate(inp.jobs):
+        pj = prev_jobs.get(job.id)
+        p = int(sched.pool[j])
+        if pj is None or p < 0 or pj.get("site") is None or pj.get("start") is None:
+            continue
+        w = job.required_gpu_h
+        if inp.sites[inp.pools[p].site].name != pj["site"]:
+            cost += w_site * w
+        t_prev = (_parse(pj["start"]) - inp.start).total_seconds() / 3600.0
+        cost += w_shift * w * abs(float(sched.start_h[j]) - t_prev) / inp.slot_h
+    return cost
+
+
+def _warm_highs():
+    """pyomo.contrib.solver's HiGHS with a MIP start: ``start`` (column values by Pyomo var
+    id) is handed to ``Highs.setSolution`` just before ``run()``; HiGHS completes a partial
+    start (the integer columns) itself and reports in its log whether it was feasible."""
+    from pyomo.contrib.solver.solvers.highs import Highs
+
+    class WarmHighs(Highs):
+        start: dict[int, float] | None = None
+        start_status: str | None = None
+
+        def _solve(self):
+            start, self.start = self.start, None
+            self.start_status = None
+            if start:
+                cols = self._pyomo_var_to_solver_var_map
+                pairs = [(cols[i], v) for i, v in start.items() if i in cols]
+                if pairs:
+                    idx = np.array([c for c, _ in pairs], dtype=np.int32)
+                    val = np.array([v for _, v in pairs], dtype=np.float64)
+                    st = self._solver_model.setSolution(len(pairs), idx, val)
+                    self.start_status = str(getattr(st, "name", st))
+                    # the log (captured by pyomo into results.solver_log) says what HiGHS
+                    # made of the start
+                    self._active_config.solver_options["output_flag"] = True
+            return super()._solve()
+
+    return WarmHighs()
 
 
 class StablePlanModel(PlanModel):
-    """A plan model with the re-planning terms above (no anchor: exactly :class:`PlanModel`)."""
+    """A plan model with the re-planning terms above (no anchor: exactly :class:`PlanModel`).
 
-    def __init__(self, inp: PlanInputs, anchor: Anchor | None = None) -> None:
+    With ``warm_start`` (default) and an anchor holding the newest plan, every solve starts
+    from that plan moved to this horizon: nodes on per pool and slot (``n``; the slots it does
+    not cover repeat its last one), start-ups and stops following from them and the initial
+    state (``u``, ``d``), and the cap level (``y``, when the model has level binaries), each
+    clipped to its bounds. HiGHS fills in the continuous columns. ``warm_start_info`` says
+    what was given and what HiGHS made of it (``feasible``: its log accepted the start).
+    """
+
+    def __init__(
+        self, inp: PlanInputs, anchor: Anchor | None = None, *, warm_start: bool = True
+    ) -> None:
         super().__init__(inp)
         self.anchor = anchor
+        self.warm_start = warm_start
+        self.warm_start_info: dict[str, Any] = {"given": 0}
         if anchor is not None:
             self._add_history_bounds(anchor)
             self._add_stability(anchor)
+
+    _pending_start: dict[int, float] | None = None
+
+    def _make_solver(self):
+        solver = _warm_highs()
+        solver.start, self._pending_start = self._pending_start, None
+        if not solver.available():
+            from greencpn.errors import SolverError
+
+            raise SolverError("HiGHS is not available: pip install highspy")
+        return solver
+
+    def start_values(self) -> dict[int, float]:
+        """Integer column values from the newest plan (see the class doc), by Pyomo var id."""
+        a = self.anchor
+        if a is None or a.latest is None or a.latest_nodes_on is None:
+            return {}
+        inp, V, mb = self.inp, self.V, self.mb
+        prev = a.latest_nodes_on
+        P, T = len(inp.pools), inp.T
+        if not np.isfinite(prev).any():
+            return {}
+        out: dict[int, float] = {}
+        n = np.zeros((P, T))
+        for p in range(P):
+            row = prev[p]
+            last = np.nan
+            for t in range(T):
+                if np.isfinite(row[t]):
+                    last = row[t]
+                n[p, t] = last if np.isfinite(last) else inp.pools[p].initial_on
+        for p in range(P):
+            for t in range(T):
+                var = mb.vars[int(V.n[p, t])]
+                lo = var.lb if var.lb is not None else 0
+                hi = var.ub if var.ub is not None else inp.pools[p].nodes
+                n[p, t] = float(min(max(n[p, t], lo), hi))
+        before = np.concatenate([np.array([[p.initial_on] for p in inp.pools]), n[:, :-1]], axis=1)
+        u = np.maximum(0.0, n - before)
+        d = np.maximum(0.0, before - n)
+        for arr, ids in ((n, V.n), (u, V.u), (d, V.d)):
+            for i, v in zip(ids.ravel().tolist(), arr.ravel().tolist(), strict=True):
+                out[id(mb.vars[int(i)])] = float(v)
+        if V.y is not None:
+            levels = self._latest_levels()
+            if levels is not None:
+                L = V.y.shape[1]
+                for p in range(P):
+                    for t in range(T):
+                        for lv in range(L):
+                            var = mb.vars[int(V.y[p, lv, t])]
+                            out[id(var)] = 1.0 if lv == levels[p, t] and (var.ub or 0) > 0 else 0.0
+        return out
+
+    def _latest_levels(self) -> np.ndarray | None:
+        a, inp = self.anchor, self.inp
+        assert a is not None and a.latest is not None
+        starts = {s: i for i, s in enumerate(a.latest["horizon"]["slot_starts"])}
+        by_name = {pp["name"]: pp for pp in a.latest.get("pools", [])}
+        out = np.zeros((len(inp.pools), inp.T), dtype=int)
+        for p, pool in enumerate(inp.pools):
+            pp = by_name.get(pool.name)
+            if pp is None:
+                return None
+            slots = {int(x["slot"]): x for x in pp["slots"]}
+            last = 0
+            for t, ts in enumerate(inp.slot_starts):
+                i = starts.get(ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                if i is not None and i in slots:
+                    last = int(slots[i].get("cap_level", 0))
+                out[p, t] = min(last, len(pool.level_thr) - 1)
+        return out
+
+    def solve(self):
+        start = self.start_values() if self.warm_start else {}
+        # the first solve makes the solver (PlanModel.solve: no solver yet = load the model)
+        if self._solver is not None:
+            self._solver.start = start
+        else:
+            self._pending_start = start
+        out = super().solve()
+        log_text = ""
+        res = getattr(self._solver, "_last_results_object", None)
+        if res is not None:
+            log_text = getattr(res, "solver_log", "") or ""
+        m = re.search(
+            r"MIP start solution is (feasible|not feasible)[^\n]*?([-+0-9.eE]+)?\s*$",
+            log_text,
+            re.M,
+        )
+        self.warm_start_info = {
+            "given": len(start),
+            "set_solution": getattr(self._solver, "start_status", None),
+            # HiGHS' own verdict on the start, from its log (None: it said nothing)
+            "feasible": None if m is None else m.group(1) == "feasible",
+            "start_objective": float(m.group(2)) if m is not None and m.group(2) else None,
+            "log": [
+                ln.strip()
+                for ln in log_text.splitlines()
+                if "user-supplied" in ln or "MIP start" in ln or "Assessing feasibility" in ln
+            ][:4],
+        }
+        return out
 
     def _add_history_bounds(self, a: Anchor) -> None:
         V, mb = self.V, self.mb
