@@ -10,9 +10,9 @@ from typing import Any
 
 from greencpn.config import _parse_utc, load_config
 from greencpn.errors import ConfigError
-from greencpn.sources.files import read_carbon_file, read_watttime_forecasts
 from greencpn.sources.replay import ReplayCarbonSource
 from greencpn.whatif.attribution import attribute, attribution_specs
+from greencpn.whatif.carbon import carbon_sources
 from greencpn.whatif.engine import ReplaySettings, RunResult
 from greencpn.whatif.jobs import load_jobs
 from greencpn.whatif.metrics import COLUMNS, compare, write
@@ -114,23 +114,6 @@ def add_parser(sub: Any) -> None:
     sw.set_defaults(func=run_sweep_cli)
 
 
-def _carbon_sources(
-    args: argparse.Namespace, fleet: FleetSpec, carbon: Path, step: timedelta
-) -> tuple[ReplayCarbonSource, ReplayCarbonSource]:
-    zones = sorted({s.zone for s in fleet.sites})
-    actuals = {z: read_carbon_file(carbon, zone=z, slot=step) for z in zones}
-    archives = {}
-    for item in args.forecasts:
-        zone, eq, path = item.partition("=")
-        if not eq:
-            raise ConfigError(f"--forecasts {item!r}", field="--forecasts", fix="write ZONE=PATH")
-        archives[zone] = read_watttime_forecasts(path, zone=zone)
-    return (
-        ReplayCarbonSource(actuals, archives=archives),
-        ReplayCarbonSource(actuals, mode="perfect"),
-    )
-
-
 def replay_all(
     fleet: FleetSpec,
     jobs: list[SimJob],
@@ -189,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         failure_rate_per_node_h=args.failure_rate,
     )
     carbon = args.carbon or cfg.carbon_path
-    forecasts, actuals = _carbon_sources(args, fleet, carbon, step)
+    forecasts, actuals = carbon_sources(args.forecasts, fleet, carbon, step)
     if args.jobs is not None:
         jobs = load_jobs(
             args.jobs,

@@ -68,10 +68,9 @@ class SweepTask:
 def _inputs(task_key: tuple) -> tuple[Any, Any, Any, Any, Any]:
     """Fleet, jobs, sources and settings of a (config, slack, ...) — cached per process so a
     worker running several policies of one cell reads the files once."""
-    import argparse
 
     from greencpn.config import load_config
-    from greencpn.whatif.cli import _carbon_sources
+    from greencpn.whatif.carbon import carbon_sources
     from greencpn.whatif.engine import ReplaySettings
     from greencpn.whatif.jobs import load_jobs
     from greencpn.whatif.model import FleetSpec
@@ -89,9 +88,7 @@ def _inputs(task_key: tuple) -> tuple[Any, Any, Any, Any, Any]:
         failure_rate_per_node_h=t.failure_rate,
     )
     carbon = Path(t.carbon) if t.carbon else cfg.carbon_path
-    fc, actual = _carbon_sources(
-        argparse.Namespace(forecasts=list(t.forecasts)), fleet, carbon, step
-    )
+    fc, actual = carbon_sources(list(t.forecasts), fleet, carbon, step)
     if t.jobs:
         jobs = load_jobs(
             t.jobs,
