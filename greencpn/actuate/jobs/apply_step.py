@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from greencpn.actuate.jobs import JobBackends, JobReport, act_on_jobs, undo_all_jobs
@@ -70,15 +71,20 @@ def jobs_step(
     return report
 
 
-def undo_step(
-    backends: JobBackends, state_dir: str, *, clock_now: Callable[[], datetime]
+def recorded_apply(
+    state_dir: str | Path,
+    mode: str,
+    run: Callable[[Ledger, int], JobReport],
+    *,
+    clock_now: Callable[[], datetime],
 ) -> JobReport:
-    """Restore every touched job; one ledger apply (mode ``undo-jobs``) records it."""
+    """Run ``run(ledger, apply_id)`` inside one ledger apply of ``mode`` (no plan, no slot),
+    finished as ``partial`` when any job had a problem, else ``applied``."""
     with Ledger.open(state_dir) as ledger:
         apply_id = ledger.begin_apply(
-            clock_now(), plan_path=None, slot=None, slot_start=None, mode="undo-jobs"
+            clock_now(), plan_path=None, slot=None, slot_start=None, mode=mode
         )
-        report = undo_all_jobs(backends, ledger, apply_id, clock_now=clock_now)
+        report = run(ledger, apply_id)
         ledger.finish_apply(
             apply_id,
             clock_now(),
@@ -86,6 +92,18 @@ def undo_step(
             {"jobs": report.counts},
         )
     return report
+
+
+def undo_step(
+    backends: JobBackends, state_dir: str, *, clock_now: Callable[[], datetime]
+) -> JobReport:
+    """Restore every touched job; one ledger apply (mode ``undo-jobs``) records it."""
+    return recorded_apply(
+        state_dir,
+        "undo-jobs",
+        lambda ledger, apply_id: undo_all_jobs(backends, ledger, apply_id, clock_now=clock_now),
+        clock_now=clock_now,
+    )
 
 
 def preview_step(

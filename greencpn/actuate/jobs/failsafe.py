@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from greencpn.actuate.jobs import JobBackends, make_job_backends, undo_all_jobs
+from greencpn.actuate.jobs.apply_step import recorded_apply
 from greencpn.actuate.jobs.base import JobNotFoundError, JobNotPendingError
 from greencpn.actuate.jobs.engine import JobOutcome, JobPolicy, JobReport, gated_release_by
 from greencpn.actuate.ledger import Ledger, _iso
@@ -183,18 +184,14 @@ def restore_on_exit(
     backends = make_job_backends(config.raw.job_actuation, source=str(config.path))
     if backends is None:
         return None
-    with Ledger.open(state_dir) as ledger:
-        apply_id = ledger.begin_apply(
-            clock_now(), plan_path=None, slot=None, slot_start=None, mode="restore-on-exit"
-        )
-        report = restore_jobs_on_exit(backends, ledger, apply_id, clock_now=clock_now)
-        ledger.finish_apply(
-            apply_id,
-            clock_now(),
-            "partial" if report.problems else "applied",
-            {"jobs": report.counts},
-        )
-    return report
+    return recorded_apply(
+        state_dir,
+        "restore-on-exit",
+        lambda ledger, apply_id: restore_jobs_on_exit(
+            backends, ledger, apply_id, clock_now=clock_now
+        ),
+        clock_now=clock_now,
+    )
 
 
 # --------------------------------------------------------------------------- CLI
