@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,17 +27,14 @@ _TZ_SUFFIX = re.compile(r"\d\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:Z|UTC|[+-]\d\d(?::?
 _TIME_NAMES = ("datetime_utc", "datetime", "timestamp", "time", "date", "period_start", "start")
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    """Read a carbon CSV; refuse a missing file, a folder, a header without rows, a row with
-    fewer fields than the header, and a last row cut short (file ends without a newline)."""
+@contextmanager
+def open_errors(path: Path, *, not_found_fix: str = "check the path") -> Iterator[None]:
+    """Turn the errors of opening a carbon file (missing, a folder, not readable) into a
+    :class:`ConfigError` naming the file and the fix; decoding errors stay the caller's."""
     try:
-        df = pd.read_csv(path, encoding="utf-8-sig")
+        yield
     except FileNotFoundError as exc:
-        raise ConfigError(
-            "file not found",
-            source=str(path),
-            fix="check the path (relative paths are from the working directory)",
-        ) from exc
+        raise ConfigError("file not found", source=str(path), fix=not_found_fix) from exc
     except IsADirectoryError:
         raise ConfigError(
             "is a directory, not a CSV file",
@@ -48,6 +47,16 @@ def _read_csv(path: Path) -> pd.DataFrame:
             source=str(path),
             fix="make the file readable by the user running greencpn",
         ) from None
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """Read a carbon CSV; refuse a missing file, a folder, a header without rows, a row with
+    fewer fields than the header, and a last row cut short (file ends without a newline)."""
+    try:
+        with open_errors(
+            path, not_found_fix="check the path (relative paths are from the working directory)"
+        ):
+            df = pd.read_csv(path, encoding="utf-8-sig")
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ConfigError(
             f"not a readable CSV file ({exc})",

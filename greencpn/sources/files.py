@@ -43,6 +43,7 @@ from greencpn.sources.csvparse import (  # parse_times, parse_values, _read_csv:
     _find_time_column,
     _read_csv,
     _regularise,
+    open_errors,
     parse_times,
     parse_values,
 )
@@ -487,22 +488,8 @@ def detect_format(path: str | Path) -> Format:
     """Detect a carbon file's format from its header line."""
     path = Path(path)
     try:
-        with open(path, encoding="utf-8-sig") as fh:
+        with open_errors(path), open(path, encoding="utf-8-sig") as fh:
             header = [c.strip() for c in fh.readline().strip().split(",")]
-    except FileNotFoundError as exc:
-        raise ConfigError("file not found", source=str(path), fix="check the path") from exc
-    except IsADirectoryError:
-        raise ConfigError(
-            "is a directory, not a CSV file",
-            source=str(path),
-            fix="point at the carbon CSV file inside it",
-        ) from None
-    except PermissionError:
-        raise ConfigError(
-            "cannot be read (permission denied)",
-            source=str(path),
-            fix="make the file readable by the user running greencpn",
-        ) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"not a UTF-8 text file ({exc})",
