@@ -180,9 +180,9 @@ def bench_example(steps: int) -> dict:
     sys.path.insert(0, str(ROOT / "tests" / "controller"))
     from greencpn.clock import SimClock
     from greencpn.config import load_config
-    from greencpn.controller import Controller, Mode
+    from greencpn.controller import Mode
     from greencpn.controller.fakes import FakeFleet
-    from tests.controller.conftest import SimWorld
+    from tests.controller.conftest import SimWorld, make_controller
     from tests.controller.test_example_fleet import T0, example_copy, trace
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -207,15 +207,8 @@ def bench_example(steps: int) -> dict:
 
         for name in ("observe", "defer", "steer", "release"):
             setattr(world, name, timed(getattr(world, name)))
-        c = Controller(
-            path,
-            clock=clock,
-            state_dir=d / "state",
-            mode=Mode.ENFORCE,
-            backends=fleet.backends,
-            queue=world,
-            job_actuator=world,
-            sleep=lambda s: clock.advance(timedelta(seconds=s)),
+        c = make_controller(
+            path, clock, d / "state", fleet, mode=Mode.ENFORCE, queue=world, job_actuator=world
         )
         rows = []
         b0 = None
@@ -272,9 +265,9 @@ def bench_example(steps: int) -> dict:
 def bench_memory(steps: int, warmup: int) -> dict:
     from greencpn.clock import SimClock
     from greencpn.config import load_config
-    from greencpn.controller import Controller, Mode
+    from greencpn.controller import Mode
     from greencpn.controller.fakes import FakeFleet
-    from tests.controller.conftest import START, SimWorld, trace_jobs, write_tiny
+    from tests.controller.conftest import START, SimWorld, make_controller, trace_jobs, write_tiny
 
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -284,15 +277,8 @@ def bench_memory(steps: int, warmup: int) -> dict:
         clock = SimClock(START + timedelta(minutes=1))
         fleet = FakeFleet(cfg, clock)
         world = SimWorld(cfg, fleet, clock, trace_jobs(steps // 2, hours=steps - 24))
-        c = Controller(
-            path,
-            clock=clock,
-            state_dir=d / "state",
-            mode=Mode.ENFORCE,
-            backends=fleet.backends,
-            queue=world,
-            job_actuator=world,
-            sleep=lambda s: clock.advance(timedelta(seconds=s)),
+        c = make_controller(
+            path, clock, d / "state", fleet, mode=Mode.ENFORCE, queue=world, job_actuator=world
         )
         rss = []
         t0 = time.perf_counter()

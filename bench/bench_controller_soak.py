@@ -70,9 +70,9 @@ def soak_trace(hours: int, per_hour: int = 3):
 def soak(steps: int, budget_s: float, every: int, warmup_min: int) -> dict:
     from greencpn.clock import SimClock
     from greencpn.config import load_config
-    from greencpn.controller import Controller, Mode, StepStatus
+    from greencpn.controller import Mode, StepStatus
     from greencpn.controller.fakes import FakeFleet
-    from tests.controller.conftest import SimWorld
+    from tests.controller.conftest import SimWorld, make_controller
     from tests.controller.test_example_fleet import T0, example_copy
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,15 +82,8 @@ def soak(steps: int, budget_s: float, every: int, warmup_min: int) -> dict:
         clock = SimClock(T0 + timedelta(minutes=1))
         fleet = FakeFleet(cfg, clock)
         world = SimWorld(cfg, fleet, clock, soak_trace(steps + 24))
-        c = Controller(
-            path,
-            clock=clock,
-            state_dir=d / "state",
-            mode=Mode.ENFORCE,
-            backends=fleet.backends,
-            queue=world,
-            job_actuator=world,
-            sleep=lambda s: clock.advance(timedelta(seconds=s)),
+        c = make_controller(
+            path, clock, d / "state", fleet, mode=Mode.ENFORCE, queue=world, job_actuator=world
         )
         rss: list[tuple[int, float]] = [(0, rss_mb())]
         walls: list[float] = []

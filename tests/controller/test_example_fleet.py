@@ -11,9 +11,9 @@ from pathlib import Path
 
 from greencpn.clock import SimClock
 from greencpn.config import JobConfig, load_config
-from greencpn.controller import Controller, Mode, StepStatus
+from greencpn.controller import Mode, StepStatus
 from greencpn.controller.fakes import FakeFleet
-from tests.controller.conftest import SimWorld
+from tests.controller.conftest import SimWorld, make_controller
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "data" / "example"
 T0 = datetime(2023, 4, 25, tzinfo=UTC)
@@ -77,15 +77,8 @@ def test_three_days_on_the_example_fleet(tmp_path):
     clock = SimClock(T0 + timedelta(minutes=1))
     fleet = FakeFleet(cfg, clock)
     world = SimWorld(cfg, fleet, clock, trace(150, hours=(days - 1) * 24))
-    c = Controller(
-        path,
-        clock=clock,
-        state_dir=tmp_path / "state",
-        mode=Mode.ENFORCE,
-        backends=fleet.backends,
-        queue=world,
-        job_actuator=world,
-        sleep=lambda s: clock.advance(timedelta(seconds=s)),
+    c = make_controller(
+        path, clock, tmp_path / "state", fleet, mode=Mode.ENFORCE, queue=world, job_actuator=world
     )
     results = []
     for _ in range(days * 24):
