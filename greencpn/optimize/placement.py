@@ -250,6 +250,27 @@ def place_jobs(
             busy[p, t] += sign * g * f
             head[site_of[p], t] -= sign * pue[p] * dt * extra_kw[p, t] * g * f
 
+    def place(j: int, p: int, steps: list[int], fracs: list[float]) -> None:
+        """Put job j on pool p in these fine steps: its runs, the MILP guide's residual work,
+        and the nodes it needs beyond those already counted on."""
+        job = inp.jobs[j]
+        placed[j] = p
+        jobs_on[p].append(j)
+        gi = group_of[j]
+        if residual is not None and gi >= 0:
+            for t, f in zip(steps, fracs, strict=True):
+                if t < T * k:
+                    residual[gi, site_of[p], t // k] -= job.gpus * thr[p, t] * dt * f
+        fine_runs[j] = list(zip(steps, fracs, strict=True))
+        add_runs(j, p, steps, fracs)
+        for t in steps:
+            over = alloc[p, t] - n_free[p, t] * gpn[p]
+            if over > 0:  # the job needs nodes beyond the MILP's for this slot
+                add = math.ceil(over / gpn[p] - 1e-9)
+                slot = t // k
+                n_free[p, slot * k : (slot + 1) * k] += add
+                head[site_of[p], slot * k : (slot + 1) * k] -= pue[p] * dt * idle_kw[p] * add
+
     def retime(j: int, p: int) -> None:
         """Re-time job j on pool p at the pool's current throughput: its runs end as soon as
         its work is done (after a cap was raised under it), freeing the steps it no longer
@@ -345,23 +366,8 @@ def place_jobs(
         # no budget check here: the previous plan kept its budgets per slot (evaluate prices
         # any overrun in the candidate's score), while the headroom here is per placement step
         kept.add(j)
-        placed[j] = p
-        jobs_on[p].append(j)
         work_of[j] = W
-        gi = group_of[j]
-        if residual is not None and gi >= 0:
-            for t, f in zip(st.tolist(), frk.tolist(), strict=True):
-                if t < T * k:
-                    residual[gi, site_of[p], t // k] -= job.gpus * thr[p, t] * dt * f
-        fine_runs[j] = list(zip(st.tolist(), frk.tolist(), strict=True))
-        add_runs(j, p, st.tolist(), frk.tolist())
-        for t in st.tolist():
-            over = alloc[p, t] - n_free[p, t] * gpn[p]
-            if over > 0:
-                add = math.ceil(over / gpn[p] - 1e-9)
-                slot = t // k
-                n_free[p, slot * k : (slot + 1) * k] += add
-                head[site_of[p], slot * k : (slot + 1) * k] -= pue[p] * dt * idle_kw[p] * add
+        place(j, p, st.tolist(), frk.tolist())
     for j in job_order:
         job = inp.jobs[j]
         if job.required_gpu_h <= 0 or job.release_slot >= T:
@@ -619,22 +625,7 @@ def place_jobs(
             continue
         ci, steps, fracs = best
         p = int(cand[ci])
-        placed[j] = p
-        jobs_on[p].append(j)
-        gi = group_of[j]
-        if residual is not None and gi >= 0:
-            for t, f in zip(steps.tolist(), fracs.tolist(), strict=True):
-                if t < T * k:
-                    residual[gi, site_of[p], t // k] -= job.gpus * thr[p, t] * dt * f
-        fine_runs[j] = list(zip(steps.tolist(), fracs.tolist(), strict=True))
-        add_runs(j, p, steps.tolist(), fracs.tolist())
-        for t in steps.tolist():
-            over = alloc[p, t] - n_free[p, t] * gpn[p]
-            if over > 0:  # the job needs nodes beyond the MILP's for this slot
-                add = math.ceil(over / gpn[p] - 1e-9)
-                slot = t // k
-                n_free[p, slot * k : (slot + 1) * k] += add
-                head[site_of[p], slot * k : (slot + 1) * k] -= pue[p] * dt * idle_kw[p] * add
+        place(j, p, steps.tolist(), fracs.tolist())
     # back to slots: GPUs held = the most held in any step; busy = time average
     lev_slot = lev.reshape(P, T2, k)[:, :, 0]
     alloc_slot = alloc.reshape(P, T2, k).max(axis=2)  # includes the reserve
