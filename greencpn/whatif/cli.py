@@ -14,7 +14,7 @@ from greencpn.sources.replay import ReplayCarbonSource
 from greencpn.whatif.attribution import attribute, attribution_specs
 from greencpn.whatif.carbon import carbon_sources
 from greencpn.whatif.engine import ReplaySettings, RunResult
-from greencpn.whatif.jobs import load_jobs
+from greencpn.whatif.jobs import load_jobs, parse_slack
 from greencpn.whatif.metrics import COLUMNS, compare, write
 from greencpn.whatif.model import FleetSpec, SimJob
 from greencpn.whatif.parallel import run_policies
@@ -158,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
     ):
         if val is None:
             raise ConfigError(f"greencpn whatif needs {opt}", field=opt, fix=fix)
+    parse_slack(args.slack)  # refused even when the jobs carry their own deadlines
     cfg = load_config(args.config)
     fleet = FleetSpec.from_config(cfg)
     start = _parse_utc(args.start, "--from")

@@ -131,7 +131,8 @@ def make_tasks(
     configs: Sequence[str], slacks: Sequence[str], policies: Sequence[str], **common: Any
 ) -> list[SweepTask]:
     """The grid; ``carbon-agnostic`` is added (first) when missing — it is every group's
-    baseline. Policy specs are validated here, before anything runs."""
+    baseline. Policy specs and slack rules are validated here, before anything runs."""
+    from greencpn.whatif.jobs import parse_slack
     from greencpn.whatif.policies import parse_spec
 
     pols = list(policies)
@@ -139,6 +140,8 @@ def make_tasks(
         pols.insert(0, "carbon-agnostic")
     for p in pols:
         parse_spec(p)
+    for s in slacks:
+        parse_slack(s)
     return [
         SweepTask(config=str(c), slack=s, policy=p, **common)
         for c in configs

@@ -180,3 +180,43 @@ def test_cli_attribution_needs_a_milp_spec(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert rc == 2 and "is not a milp spec" in err and "Traceback" not in err
+
+
+def test_sweep_refuses_a_bad_slack_rule_before_running(tmp_path, capsys):
+    """`--slack +8q` was accepted and ran the grid with the rule silently unused (the example's
+    jobs carry their own deadlines); it is refused up front, like a bad policy."""
+    from greencpn.cli import main
+
+    rc = main(
+        [
+            "whatif",
+            "sweep",
+            "--config",
+            str(CFG),
+            "--from",
+            "2023-04-25T00:00Z",
+            "--to",
+            "2023-04-25T02:00Z",
+            "--slack",
+            "+8h",
+            "+8q",
+            "--policies",
+            "carbon-agnostic",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown slack rule '+8q'" in err and "Traceback" not in err
+    assert not (tmp_path / "sweep.csv").exists()
+
+
+def test_whatif_refuses_a_bad_slack_rule_with_config_jobs(tmp_path, capsys):
+    from greencpn.cli import main
+
+    args = ["whatif", "--config", str(CFG), "--from", "2023-04-25T00:00Z"]
+    args += ["--to", "2023-04-25T02:00Z", "--slack", "8h", "--out", str(tmp_path), "--no-progress"]
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown slack rule '8h'" in err and "Traceback" not in err
