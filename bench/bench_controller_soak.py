@@ -32,13 +32,7 @@ sys.path.insert(0, str(ROOT))
 RESULTS = HERE / "results" / "controller.md"
 HEADER = "## Controller soak (`bench/bench_controller_soak.py`)"
 
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
+from bench_controller import rss_mb  # noqa: E402  (bench/ is on sys.path when run)
 
 
 def soak_trace(hours: int, per_hour: int = 3):
