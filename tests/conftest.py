@@ -9,6 +9,7 @@ A test module adapts the cluster with module attributes:
 * ``SLURM_NODE1_EXTRA`` — extra words on node1's ``NodeName`` line (e.g. ``Feature=green``);
 * ``SLURM_EXTRA_CONF`` — extra slurm.conf lines (partitions, scheduler parameters);
 * ``SLURM_MAIN_PARTITION_EXTRA`` — extra words on the ``main`` partition line;
+* ``SLURM_GRES_CONF`` — a ``gres.conf`` beside ``slurm.conf`` (GPUs counted without devices);
 * ``SLURM_ACCOUNTING = True`` — also MariaDB + slurmdbd, so ``sacct`` works (~8 s more).
 
 Used by tests/actuate_nodes (node hooks) and tests/actuate_jobs (job actuation).
@@ -50,6 +51,7 @@ def slurm(
         main_extra=getattr(request.module, "SLURM_MAIN_PARTITION_EXTRA", ""),
         extra_conf=getattr(request.module, "SLURM_EXTRA_CONF", ""),
         accounting=accounting,
+        gres_conf=getattr(request.module, "SLURM_GRES_CONF", ""),
     ) as cluster:
         yield cluster
 

@@ -192,11 +192,15 @@ def start_slurm_cluster(
     main_extra: str = "",
     extra_conf: str = "",
     accounting: bool = False,
+    gres_conf: str = "",
 ) -> Iterator[SlurmCluster]:
     """munged + slurmctld + slurmd with all state under ``d``; stopped (by PID) on exit.
 
     With ``accounting``, a MariaDB server (``mariadb-install-db`` + ``mariadbd`` on a free
     127.0.0.1 port, data in ``d``) and slurmdbd are started first, so ``sacct`` works.
+    ``gres_conf``: the lines of a ``gres.conf`` beside ``slurm.conf`` (e.g. GPUs counted on
+    node1 without devices: ``NodeName=node1 Name=gpu Count=4``, with ``GresTypes=gpu`` in
+    ``extra_conf`` and ``Gres=gpu:4`` in ``node1_extra``).
     """
     d.mkdir(parents=True, exist_ok=True)
     d.chmod(0o755)
@@ -255,6 +259,8 @@ def start_slurm_cluster(
                 f"AccountingStorageHost=127.0.0.1\nAccountingStoragePort={dbd_port}\n"
                 f"AccountingStoragePass={sock}\n"  # munge socket for slurmdbd connections
             )
+        if gres_conf:
+            (d / "gres.conf").write_text(gres_conf + "\n")
         conf = d / "slurm.conf"
         conf.write_text(f"""\
 ClusterName=greencpntest

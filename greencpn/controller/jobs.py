@@ -14,6 +14,9 @@ records, per job, what it *would* do (status ``shadow``).
   (deadline minus its run time at full speed), whichever is earlier — and released now if that
   latest start comes before the next step (the end of this slot): no job is held past the point
   where holding it makes it miss its deadline, even if no later step runs;
+* such a release at the latest start is the **fail-safe** (``detail["failsafe"]``): a ledger
+  row ``job.release`` with that reason, and once per job the daemon's counter
+  ``greencpn_jobs_failsafe_released_total{site,pool,backend}`` (:func:`failsafe_counts`);
 * a pending job the plan does not mention (it arrived after the plan was made, or the plan is
   the safe plan) is released: the safe default is the scheduler's own behaviour.
 """
@@ -105,11 +108,19 @@ def decide_jobs(
                 )
             out.append(JobDecision(job.id, "release", {"reason": "planned start in this slot"}))
         elif must <= slot_end:
+            # the fail-safe: the plan would hold it past its latest start (its pool has no room
+            # or no nodes before then, or it is beyond the horizon): released anyway
             out.append(
                 JobDecision(
                     job.id,
                     "release",
-                    {"reason": f"latest start {must.isoformat()} reached; never held past it"},
+                    {
+                        "reason": f"latest start {must.isoformat()} reached; never held past it",
+                        "failsafe": True,
+                        "site": pj.get("site"),
+                        "pool": pj.get("pool"),
+                        "latest_start": must.isoformat(),
+                    },
                 )
             )
         else:
@@ -128,3 +139,21 @@ def decide_jobs(
                 )
             )
     return out
+
+
+def failsafe_counts(
+    released: Iterable[tuple[str, str, str, str]], last_ids: Iterable[str]
+) -> tuple[list[dict[str, str]], list[str]]:
+    """The fail-safe releases carried out in one step, once per job.
+
+    ``released``: ``(job id, site, pool, backend)`` of each fail-safe release the job actuator
+    carried out this step; ``last_ids``: the jobs counted by the previous step (a job the
+    scheduler has not started yet is released again each step: counted once). Returns the
+    new ``{"site", "pool", "backend"}`` entries and the ids to remember for the next step."""
+    seen = set(last_ids)
+    out = [
+        {"site": site, "pool": pool, "backend": backend}
+        for jid, site, pool, backend in released
+        if jid not in seen
+    ]
+    return out, sorted({jid for jid, *_ in released})

@@ -28,7 +28,7 @@ from greencpn.clock import Clock
 from greencpn.config import FleetConfig, load_config
 from greencpn.controller import forecast as fcmod
 from greencpn.controller.actuation import ActionGuard, SkippedAction
-from greencpn.controller.jobs import JobActuator, JobDecision, decide_jobs
+from greencpn.controller.jobs import JobActuator, JobDecision, decide_jobs, failsafe_counts
 from greencpn.controller.ledger import StepLedger
 from greencpn.controller.types import (
     Levers,
@@ -1006,6 +1006,7 @@ class Controller:
         return StepStatus.DEGRADED if bad else StepStatus.OK
 
     _decisions: list[JobDecision] = []
+    _failsafe: list[tuple[str, str, str, str]] = []  # fail-safe releases carried out this step
     _degraded_pools: list[str] = []
 
     def _intend_hw(self, step_id: int, now: datetime, diffs: list) -> None:
@@ -1058,6 +1059,7 @@ class Controller:
 
     def _act_jobs(self, step_id, decisions, job_rows, job_pool, guard: ActionGuard) -> None:
         act = self.mode is Mode.ENFORCE and self.job_actuator is not None
+        self._failsafe = []
         for d in decisions:
             aid = job_rows.get((d.job_id, d.kind))
             if aid is None:
@@ -1078,6 +1080,10 @@ class Controller:
             fn = _job_call(ja, d)
             try:
                 guard.call(f"job.{d.kind}", pool, [d.job_id], fn)
+                if d.detail.get("failsafe"):
+                    backend = getattr(ja, "backend_of", lambda _j: "unknown")(d.job_id)
+                    site = str(d.detail.get("site") or "")
+                    self._failsafe.append((d.job_id, site, str(pool or ""), backend))
             except SkippedAction:
                 pass
             except Exception:  # recorded by the guard; the other jobs continue
@@ -1112,6 +1118,10 @@ class Controller:
             "shifted": sum(1 for d in dec if d.kind == "steer"),
             "running": len(obs.queue.running),
         }
+        m["jobs_failsafe_released"], counted = failsafe_counts(
+            self._failsafe, self.ledger.get_kv("failsafe_released", []) or []
+        )
+        self.ledger.set_kv("failsafe_released", counted)
         m["degraded_pools"] = list(self._degraded_pools)
         m["actions_by_status"] = {}
         for a in actions:

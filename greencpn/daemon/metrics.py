@@ -13,6 +13,8 @@ greencpn_measured_power_watts{site}                  gauge   measured power (abs
 greencpn_nodes{pool,state}                           gauge   nodes on/off/booting/draining/…
 greencpn_gpu_power_cap_watts{pool}                   gauge   planned GPU cap
 greencpn_jobs{state=held|released|shifted}           gauge   job decisions of the last step
+greencpn_jobs_failsafe_released_total{site,pool,     counter jobs released at their latest
+  backend}                                                   start though the plan held them
 greencpn_step_duration_seconds                       histo   whole step (observe → record)
 greencpn_step_phase_duration_seconds{phase}          gauge   last step, per phase
 greencpn_solve_duration_seconds                      histo   the optimize phase
@@ -76,6 +78,13 @@ class DaemonMetrics:
             registry=r,
         )
         self.jobs = Gauge("greencpn_jobs", "Job decisions of the last step", ["state"], registry=r)
+        self.jobs_failsafe = Counter(
+            "greencpn_jobs_failsafe_released",
+            "Jobs released at their latest start although the plan would hold them longer "
+            "(no room or no nodes in time): the fail-safe, counted once per job",
+            ["site", "pool", "backend"],
+            registry=r,
+        )
         self.step_seconds = Histogram(
             "greencpn_step_duration_seconds",
             "Duration of a control step, s",
@@ -153,6 +162,10 @@ class DaemonMetrics:
         for state in JOB_STATES:
             if state in jobs:
                 self.jobs.labels(state=state).set(float(jobs[state]))
+        for e in m.get("jobs_failsafe_released") or []:
+            self.jobs_failsafe.labels(
+                site=e.get("site") or "", pool=e.get("pool") or "", backend=e.get("backend") or ""
+            ).inc()
         self.last_step.set(result.finished_at.timestamp())
 
     def set_savings(self, kg_co2e: float, kwh: float) -> None:

@@ -5,7 +5,10 @@ actuator with its decisions (``defer(job_id, until)``, ``steer(job_id, site, poo
 ``release(job_id)`` — greencpn/controller/jobs.py). This module gives it both from
 ``[job_actuation]``, so the daemon acts on the schedulers' real pending jobs:
 
-* :class:`SchedulerQueue` — every cluster's pending jobs (Slurm arrays as their tasks ``A_t``)
+* :class:`SchedulerQueue` — every cluster's running jobs (Slurm ``squeue --states=RUNNING``:
+  GPUs, start, time limit, nodes → pool by the pools' hostlists, else by the steering's
+  partition / features / nodes, else the cluster's only pool; work left = GPUs × (time limit −
+  time run)) and pending jobs (Slurm arrays as their tasks ``A_t``)
   as :class:`~greencpn.config.JobConfig`: work = GPUs × time limit, release = the job's own
   begin time from the ledger's originals (not the one greencpn set), deadline by the
   ``[job_actuation]`` rules; jurisdictions = those of the cluster's sites, so the plan keeps a
@@ -32,6 +35,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from greencpn.actuate.hostlist import expand
 from greencpn.actuate.jobs import JobBackends, make_job_backends
 from greencpn.actuate.jobs.base import (
     BEGIN,
@@ -71,6 +75,18 @@ class QueueState:
     pending: list[JobConfig] = dataclasses.field(default_factory=list)
     running: list[Any] = dataclasses.field(default_factory=list)
     source: str = "job actuators"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunningJob:
+    """A running scheduler job, in the shape of ``greencpn.controller.types.RunningJob``
+    (job, pool, started_at, remaining_gpu_h, nodes): the plan keeps it where it runs."""
+
+    job: JobConfig
+    pool: str
+    started_at: datetime
+    remaining_gpu_h: float
+    nodes: tuple[str, ...] = ()
 
 
 def _open_ledger(state_dir: Path) -> Ledger:
@@ -134,9 +150,17 @@ class SchedulerQueue:
             for c in backends.config.clusters
         }
         self.skipped: list[tuple[str, str]] = []
+        # where a running job runs: its nodes (pool hostlists), else its partition / features /
+        # nodes as the cluster's steering names them, else the only pool of the cluster's sites
+        self.node_pool = {n: p.name for p in config.pools if p.hostlist for n in expand(p.hostlist)}
+        self.site_pools = {
+            c.name: [p.name for p in config.pools if not c.sites or p.site in c.sites]
+            for c in backends.config.clusters
+        }
 
     def observe(self, now: datetime) -> QueueState:
         pending: list[JobConfig] = []
+        running: list[RunningJob] = []
         self.skipped = []
         with Ledger.open_readonly(self.state_dir) as ledger:
             for name, act in self.backends.actuators.items():
@@ -147,10 +171,56 @@ class SchedulerQueue:
                         self.skipped.append((job.id, got))
                     else:
                         pending.append(got)
+                list_running = getattr(act, "running_jobs", None)
+                for job in list_running() if callable(list_running) else []:
+                    got_r = self._running(job, name, now)
+                    if isinstance(got_r, str):
+                        self.skipped.append((job.id, got_r))
+                    else:
+                        running.append(got_r)
                 beat = getattr(act, "heartbeat", None)
                 if self.heartbeat and callable(beat):
                     beat(self.clock_now())
-        return QueueState(pending=pending, running=[], source="job actuators")
+        return QueueState(pending=pending, running=running, source="job actuators")
+
+    def _pool_of(self, cluster: str, job: PendingJob) -> str | None:
+        nodes = str(job.extra.get("node_list") or "")
+        pools = {self.node_pool[n] for n in (expand(nodes) if nodes else []) if n in self.node_pool}
+        if len(pools) == 1:
+            return pools.pop()
+        for pool, target in steer_targets(self.backends.cluster(cluster)).items():
+            field = STEER_FIELDS.get(target.mode)
+            if field is not None and target.value and job.value(field) == target.value:
+                return pool
+        own = self.site_pools.get(cluster, [])
+        return own[0] if len(own) == 1 else None
+
+    def _running(self, job: PendingJob, cluster: str, now: datetime) -> RunningJob | str:
+        """A running job as the controller's RunningJob (a reason string: not planned)."""
+        if job.gpus < 1:
+            return "running, asks for no GPU"
+        started = job.extra.get("started_at")
+        if not isinstance(started, datetime) or job.time_limit_s is None:
+            return "running, start or time limit unknown"
+        pool = self._pool_of(cluster, job)
+        if pool is None:
+            return "running on no pool greencpn knows (nodes, partition)"
+        left_s = max(0.0, job.time_limit_s - (now - started).total_seconds())
+        nodes = str(job.extra.get("node_list") or "")
+        return RunningJob(
+            job=JobConfig(
+                id=job.id,
+                gpus=job.gpus,
+                work_gpu_h=job.gpus * job.time_limit_s / 3600.0,
+                release=started,
+                deadline=started + timedelta(seconds=max(job.time_limit_s, 1.0)),
+                jurisdictions=self.jurisdictions.get(cluster, []),
+            ),
+            pool=pool,
+            started_at=started,
+            remaining_gpu_h=job.gpus * left_s / 3600.0,
+            nodes=tuple(expand(nodes)) if nodes else (),
+        )
 
     def _job(self, job: PendingJob, rec: Any, cluster: str, now: datetime) -> JobConfig | str:
         if job.gpus < 1:
@@ -273,6 +343,12 @@ class ControllerJobBridge:
             self.calls.append((op, job_id, "ok"))
             return changes
 
+    def backend_of(self, job_id: str) -> str:
+        """The scheduler kind (``slurm``, ``kubernetes``, ``command``, ``fake``) of the cluster
+        the job was last found on (the metrics' ``backend`` label); ``unknown`` if never seen."""
+        name = self._where.get(job_id)
+        return self.backends.cluster(name).kind if name is not None else "unknown"
+
     def _hold_mode(self, act: JobActuator) -> bool:
         return self.policy.defer_with == "hold" or not act.supports_begin_time
 
@@ -365,4 +441,4 @@ def controller_job_kwargs(
     }
 
 
-__all__ = ["ControllerJobBridge", "SchedulerQueue", "controller_job_kwargs"]
+__all__ = ["ControllerJobBridge", "RunningJob", "SchedulerQueue", "controller_job_kwargs"]

@@ -77,6 +77,14 @@ class FakeJobActuator:
         self._check("pending_jobs", None)
         return [j for j in self.jobs.values() if j.pending]
 
+    def running_jobs(self) -> list[PendingJob]:
+        """Jobs :meth:`start_due` started (``extra["started_at"]``), still running."""
+        return [
+            dataclasses.replace(j, extra={**j.extra, "started_at": self.started.get(j.id)})
+            for j in self.jobs.values()
+            if j.state == "RUNNING"
+        ]
+
     def read(self, job_id: str) -> PendingJob:
         return self._get(job_id, pending=False)
 

@@ -1,5 +1,6 @@
 """Slurm job actuator: begin times, holds and placement through ``squeue`` and ``scontrol``.
 
+* running jobs (read only, for the controller's observation): ``squeue --json --states=RUNNING``;
 * pending jobs: ``squeue --json --states=PENDING`` (Slurm 22.05's ``v0.0.38`` shape: plain epoch
   integers, ``time_limit`` in minutes or ``null``; the later wrapped ``{"set", "number"}`` numbers
   are read too). The job's begin time is its ``eligible_time``; a held job has ``priority`` 0.
@@ -168,7 +169,13 @@ def parse_squeue_job(job: Mapping[str, Any], cluster: str = "") -> PendingJob:
         user=str(job.get("user_name") or ""),
         account=str(job.get("account") or ""),
         qos=str(job.get("qos") or ""),
-        extra={"reason": reason, "name": str(job.get("name") or ""), **arr},
+        extra={
+            "reason": reason,
+            "name": str(job.get("name") or ""),
+            "node_list": str(job.get("nodes") or ""),
+            "started_at": _epoch(job.get("start_time")) if state == "RUNNING" else None,
+            **arr,
+        },
     )
 
 
@@ -299,6 +306,17 @@ class SlurmJobActuator:
         jobs = [parse_squeue_job(j, self.cluster) for j in doc.get("jobs") or []]
         self._seen = {j.id: j for j in jobs}
         return [j for j in jobs if j.pending]
+
+    def running_jobs(self) -> list[PendingJob]:
+        """Running jobs (``squeue --json --states=RUNNING``): the controller's observation of
+        what holds GPUs now (``extra``: ``node_list``, ``started_at``). Read only."""
+        out = self._run("squeue", "--json", "--states=RUNNING")
+        try:
+            doc = json.loads(out)
+        except json.JSONDecodeError as exc:
+            raise JobActuatorTemporaryError(f"squeue --json gave no JSON: {exc}") from None
+        jobs = [parse_squeue_job(j, self.cluster) for j in doc.get("jobs") or []]
+        return [j for j in jobs if j.state == "RUNNING"]
 
     def read(self, job_id: str) -> PendingJob:
         out = self._run("scontrol", "show", "job", "-o", job_id, job_id=job_id).strip()
