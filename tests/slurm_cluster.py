@@ -193,6 +193,7 @@ def start_slurm_cluster(
     extra_conf: str = "",
     accounting: bool = False,
     gres_conf: str = "",
+    cluster_name: str = "greencpntest",
 ) -> Iterator[SlurmCluster]:
     """munged + slurmctld + slurmd with all state under ``d``; stopped (by PID) on exit.
 
@@ -200,7 +201,8 @@ def start_slurm_cluster(
     127.0.0.1 port, data in ``d``) and slurmdbd are started first, so ``sacct`` works.
     ``gres_conf``: the lines of a ``gres.conf`` beside ``slurm.conf`` (e.g. GPUs counted on
     node1 without devices: ``NodeName=node1 Name=gpu Count=4``, with ``GresTypes=gpu`` in
-    ``extra_conf`` and ``Gres=gpu:4`` in ``node1_extra``).
+    ``extra_conf`` and ``Gres=gpu:4`` in ``node1_extra``). ``cluster_name``: Slurm's
+    ``ClusterName`` (a second cluster on the same host needs its own).
     """
     d.mkdir(parents=True, exist_ok=True)
     d.chmod(0o755)
@@ -263,7 +265,7 @@ def start_slurm_cluster(
             (d / "gres.conf").write_text(gres_conf + "\n")
         conf = d / "slurm.conf"
         conf.write_text(f"""\
-ClusterName=greencpntest
+ClusterName={cluster_name}
 SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
@@ -302,7 +304,7 @@ PartitionName=cloud Nodes=fake[1-4] State=UP
         env = dict(os.environ, SLURM_CONF=str(conf))
         if accounting:
             subprocess.run(
-                ["sacctmgr", "-i", "add", "cluster", "greencpntest"],
+                ["sacctmgr", "-i", "add", "cluster", cluster_name],
                 env=env,
                 capture_output=True,
                 text=True,

@@ -343,10 +343,13 @@ def test_hold_mode_and_node_steering_with_typed_errors(slurm: SlurmCluster, tmp_
         slurm.run("scancel", j)
 
 
-def _two_cluster_fleet(tmp: Path, slurm: SlurmCluster) -> Path:
+def _two_cluster_fleet(tmp: Path, slurm: SlurmCluster, other_conf: Path | None = None) -> Path:
+    """Sites s1 (the real cluster ``greencpntest``) and s2 (cluster ``other``: a second real
+    cluster at ``other_conf``, else a config no slurmctld answers)."""
     (tmp / "carbon.csv").write_text("timestamp,DE\n")
-    dead = tmp / "dead.conf"
-    dead.write_text("ClusterName=other\n")
+    dead = other_conf or tmp / "dead.conf"
+    if other_conf is None:
+        dead.write_text("ClusterName=other\n")
     pools = ""
     for name, site in (("p-green", "s1"), ("p-other", "s2")):
         pools += f"""
@@ -462,6 +465,50 @@ def test_submit_sends_the_job_to_the_greenest_cluster(
     out = capsys.readouterr().out
     assert "greencpn submit: cluster other (site s2, pool p-other)" in out, out
     assert "167 gCO2/kWh mean over the next 180 min; other clusters: greencpntest 300" in out
+
+
+def test_submit_lands_on_a_second_real_cluster_and_apply_defers_it_there(
+    slurm: SlurmCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two real Slurm clusters (two slurmctld, two ClusterNames): ``greencpn submit`` sends the
+    job to the greener one for real, and ``greencpn apply`` then defers it on that cluster."""
+    from tests.slurm_cluster import start_slurm_cluster
+
+    t0 = _now()
+    with start_slurm_cluster(tmp_path / "other-cluster", cluster_name="other") as other:
+        _partitions(other, "DOWN", ("main",))  # the job waits for greencpn's begin time there
+        cfg = _two_cluster_fleet(tmp_path, slurm, other_conf=other.conf)
+        plan = _carbon_plan(tmp_path, cfg, t0, [100, 300, 500], [200, 250, 50])
+        name = f"greencpn-mc-{time.monotonic_ns()}"
+        argv = ["submit", "--plan", str(plan), "--gpus", "4", "--time-limit-min", "180", "--"]
+        argv += ["--parsable", "-t", "2", "-J", name, "-o", "/dev/null", "-D", str(other.dir)]
+        assert main([*argv, "--wrap", "sleep 1"]) == 0
+        out = capsys.readouterr().out
+        assert "greencpn submit: cluster other (site s2, pool p-other)" in out, out
+        job_id = out.strip().splitlines()[-1]
+        # queued on the other cluster, not on this one
+        assert other.run("squeue", "-h", "-n", name, "-o", "%i").split() == [job_id]
+        assert slurm.run("squeue", "-h", "-n", name, "-o", "%i").split() == []
+        assert _job(other, job_id).pending
+        # greencpn apply (the plan names it cluster:id) defers it on the cluster it is queued on
+        start = _now() + timedelta(minutes=5)
+        doc = json.loads(plan.read_text())
+        doc["jobs"] = [
+            {"id": f"other:{job_id}", "site": "s2", "pool": "p-other", "start": _iso(start)}
+        ]
+        plan.write_text(json.dumps(doc))
+        state = str(tmp_path / "state")
+        code = main(["apply", str(plan), "--slot", "0", "--allow-actuation", "--state-dir", state])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        assert f"[ok      ] jobs        {'defer':16} {'other':12} {job_id}" in out, out
+        j = _job(other, job_id)
+        assert j.begin_at == start and j.pending
+        with Ledger.open_readonly(state) as ledger:
+            rec = ledger.job("other", job_id)
+            assert rec is not None and "begin_at" in (rec.originals or {})
+            assert ledger.job("greencpntest", job_id) is None
+        other.run("scancel", job_id)
 
 
 def test_hold_mode_through_apply_releases_at_the_planned_start(
