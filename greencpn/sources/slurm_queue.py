@@ -45,6 +45,7 @@ from pydantic import ValidationError
 
 from greencpn.clock import ensure_utc
 from greencpn.config import JobConfig
+from greencpn.domain.slurm import array_tasks
 from greencpn.errors import ConfigError, PermanentError, TemporaryError
 
 _PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING"}
@@ -353,26 +354,9 @@ def _squeue_entries(job: Mapping[str, Any]) -> list[_Entry]:
     if array_id and task_id is not None:
         return [_Entry(id=f"{int(array_id)}_{int(task_id)}", **base)]  # type: ignore[arg-type]
     if array_id and task_str:  # a pending array record stands for many tasks
-        tasks = _array_tasks(task_str)
+        tasks = array_tasks(task_str)
         return [_Entry(id=f"{int(array_id)}_{t}", **base) for t in tasks]  # type: ignore[arg-type]
     return [_Entry(id=job_id, **base)]  # type: ignore[arg-type]
-
-
-def _array_tasks(text: str) -> list[int]:
-    """Task ids from ``0-2``, ``1,5-9:2``, ``0-99%4`` or sacct's hex bitmap ``0x7``."""
-    text = text.split("%", 1)[0].strip()
-    if text.lower().startswith("0x"):
-        bits = int(text, 16)
-        return [i for i in range(bits.bit_length()) if bits >> i & 1]
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        rng, _, step = part.partition(":")
-        lo, _, hi = rng.partition("-")
-        out.extend(range(int(lo), int(hi or lo) + 1, int(step or 1)))
-    return out
 
 
 def _sacct_entries(job: Mapping[str, Any]) -> list[_Entry]:
@@ -401,7 +385,7 @@ def _sacct_entries(job: Mapping[str, Any]) -> list[_Entry]:
     if array_id and task_id is not None:
         ids = [f"{int(array_id)}_{int(task_id)}"]
     elif array_id and array.get("task"):  # a pending array record: "0x7" bitmap or "0-2"
-        ids = [f"{int(array_id)}_{t}" for t in _array_tasks(str(array["task"]))]
+        ids = [f"{int(array_id)}_{t}" for t in array_tasks(str(array["task"]))]
     return [
         _Entry(
             id=job_id,

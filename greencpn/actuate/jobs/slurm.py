@@ -49,6 +49,7 @@ from greencpn.actuate.jobs.base import (
     SteerMode,
     SteerTarget,
 )
+from greencpn.domain.slurm import array_tasks
 
 _PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"}
 _GPU = re.compile(r"gpu(?::[A-Za-z][\w.-]*)?[:=](\d+)")
@@ -98,20 +99,6 @@ def gpu_count(*specs: Any) -> int:
 def slurm_time(dt: datetime) -> str:
     """``YYYY-MM-DDTHH:MM:SS`` in UTC (run scontrol with ``TZ=UTC``)."""
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def array_tasks(text: str) -> list[int]:
-    """Task ids of an array spec: ``0-99``, ``1,5-9:2``, ``2-5%2`` (the ``%`` limit dropped)."""
-    text = text.split("%", 1)[0].strip().strip("[]")
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        rng, _, step = part.partition(":")
-        lo, _, hi = rng.partition("-")
-        out.extend(range(int(lo), int(hi or lo) + 1, int(step or 1)))
-    return out
 
 
 def _array_identity(
