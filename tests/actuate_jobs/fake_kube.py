@@ -1,6 +1,6 @@
 """A small fake of the Kubernetes API on 127.0.0.1 for job-actuation tests (not a real cluster).
 
-It speaks the documented shapes of: list pods (field selector ``status.phase=Pending``), get a
+It speaks the documented shapes of: list pods (field selector ``status.phase=<phase>``), get a
 pod, PATCH a pod with ``application/merge-patch+json`` and ``application/json-patch+json``
 (``test`` / ``add`` / ``remove``, RFC 6902); and ``coordination.k8s.io/v1`` Leases (get, create,
 merge-patch, delete). Like the real API it refuses (422) adding a gate to an existing pod and
@@ -185,7 +185,8 @@ def _handler(api: FakePodsApi) -> type[BaseHTTPRequestHandler]:
                 items = [
                     p
                     for p in api.pods.values()
-                    if sel != "status.phase=Pending" or p["status"]["phase"] == "Pending"
+                    if not sel.startswith("status.phase=")
+                    or p["status"]["phase"] == sel.removeprefix("status.phase=")
                 ]
                 if len(parts) == 5:
                     items = [p for p in items if p["metadata"]["namespace"] == parts[3]]

@@ -349,3 +349,51 @@ def test_webhook_adds_the_gate_over_tls(tls_cert: tuple[Path, Path]) -> None:
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_the_controller_queue_reads_running_pods_from_the_api(
+    kube: tuple[FakePodsApi, Path], tmp_path: Path
+) -> None:
+    """The daemon's observe phase on Kubernetes: running pods (``status.phase=Running``) are
+    the controller's running jobs — pool by the node affinity greencpn gave them, work left
+    from ``status.startTime`` and ``activeDeadlineSeconds``; pending pods stay pending."""
+    from greencpn.actuate.jobs.controller_bridge import controller_job_kwargs
+    from greencpn.config import load_config
+    from tests.actuate_jobs.job_plans import write_fleet
+
+    api, token = kube
+    steered = _pod("ml", "steered", gated=False, phase="Running", node="gpu07", gpus=2)
+    steered["metadata"]["annotations"] = {PLANNED_NODES: "greencpn.io/pool=p-green"}
+    steered["status"]["startTime"] = "2026-12-01T12:10:00Z"
+    api.add(steered)
+    stray = _pod("ml", "stray", gated=False, phase="Running", node="cpu01")
+    stray["status"]["startTime"] = "2026-12-01T12:00:00Z"
+    api.add(stray)
+    api.add(_pod("ml", "waiting", gpus=4))
+    cluster = f"""name = "k1"
+kind = "kubernetes"
+sites = ["s1"]
+host = "{api.url}"
+token_file = "{token}"
+steer = "nodes"
+timeout_s = 5
+[job_actuation.clusters.pools.p-main]
+node_selector = {{ "greencpn.io/pool" = "p-main" }}
+[job_actuation.clusters.pools.p-green]
+node_selector = {{ "greencpn.io/pool" = "p-green" }}
+"""
+    cfg = load_config(write_fleet(tmp_path, cluster))
+    clock = SimClock(T0 + timedelta(minutes=40))
+    queue = controller_job_kwargs(cfg, tmp_path / "state", clock_now=clock.now, enforce=False)[
+        "queue"
+    ]
+    Ledger.open(tmp_path / "state").close()
+    obs = queue.observe(clock.now())
+    assert [(r.job.id, r.pool, r.nodes, r.job.gpus) for r in obs.running] == [
+        ("ml/steered", "p-green", ("gpu07",), 2)
+    ]
+    # 1 h limit, started 30 min ago: 2 GPUs x 0.5 h left
+    assert obs.running[0].remaining_gpu_h == pytest.approx(1.0)
+    assert ("ml/stray", "running on no pool greencpn knows (nodes, partition)") in queue.skipped
+    assert [j.id for j in obs.pending] == ["ml/waiting"]
+    assert ("GET", "/api/v1/pods?fieldSelector=status.phase=Running", None, None) in api.requests

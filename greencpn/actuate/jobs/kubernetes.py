@@ -121,6 +121,8 @@ def parse_pod(pod: Mapping[str, Any], cluster: str, gate: str = GATE) -> Pending
             "gates": gates,
             "resource_version": meta.get("resourceVersion"),
             "release_by": _dt(release_by) if release_by else None,
+            "node_list": str(spec.get("nodeName") or ""),
+            "started_at": _dt(status["startTime"]) if status.get("startTime") else None,
         },
     )
 
@@ -249,13 +251,20 @@ class KubernetesJobActuator:
         return f"/api/v1/namespaces/{urllib.parse.quote(ns)}/pods/{urllib.parse.quote(name)}"
 
     # ------------------------------------------------------------------ interface
-    def pending_jobs(self) -> list[PendingJob]:
+    def _pods(self, phase: str) -> list[PendingJob]:
         base = f"/api/v1/namespaces/{self.namespace}/pods" if self.namespace else "/api/v1/pods"
         doc = self._request(
-            "GET", base + "?fieldSelector=" + urllib.parse.quote("status.phase=Pending")
+            "GET", base + "?fieldSelector=" + urllib.parse.quote(f"status.phase={phase}")
         )
-        jobs = [parse_pod(p, self.cluster, self.gate) for p in doc.get("items") or []]
-        return [j for j in jobs if j.pending]
+        return [parse_pod(p, self.cluster, self.gate) for p in doc.get("items") or []]
+
+    def pending_jobs(self) -> list[PendingJob]:
+        return [j for j in self._pods("Pending") if j.pending]
+
+    def running_jobs(self) -> list[PendingJob]:
+        """Running pods (``status.phase=Running``; node ``spec.nodeName``, start
+        ``status.startTime``): the controller's observation of what holds GPUs. Read only."""
+        return [j for j in self._pods("Running") if j.state == "Running"]
 
     def _raw(self, job_id: str) -> dict[str, Any]:
         return dict(self._request("GET", self._pod_path(job_id)))
