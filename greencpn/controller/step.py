@@ -41,7 +41,7 @@ from greencpn.errors import ConfigError, GreencpnError, SolverError
 from greencpn.optimize import plan as planmod
 from greencpn.optimize.inputs import PlanInputs, group_jobs
 from greencpn.optimize.milp import SolveStatus
-from greencpn.optimize.stability import Anchor, StablePlanModel, plan_nodes_on
+from greencpn.optimize.stability import Anchor, StablePlanModel, plan_moves, plan_nodes_on
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,15 @@ def shift_plan(
         f"previous plan shifted forward by {k} slot(s) (the re-plan failed)"
     ]
     return out
+
+
+def _chosen_stab(doc: dict[str, Any]) -> float | None:
+    """The stability cost of the candidate that became the plan (plan.json's solver block)."""
+    sv = doc.get("solver") or {}
+    for c in sv.get("candidates") or []:
+        if c.get("name") == sv.get("plan_source"):
+            return float(c["stability_cost"])
+    return None
 
 
 def _job_call(ja: JobActuator, d: JobDecision) -> Callable[[], Any]:
@@ -742,6 +751,7 @@ class Controller:
         res: planmod.PlanResult | None = None
         doc: dict[str, Any] | None = None
         step_id = ledger.begin_step(started, start, self.mode.value)
+        self._moves = None
         for note in self.recovered:
             errors.append({"type": "recovered", "where": "start", "message": note})
         self.recovered = []
@@ -778,6 +788,7 @@ class Controller:
                 res = self.optimize(cfg2, inp, obs.failed, anchor)
                 doc = res.document
                 doc["origin"] = "optimized"
+                self._moves = {**plan_moves(latest, doc), "stability_cost": _chosen_stab(doc)}
                 solver_status = res.outcome.status.value
                 mip_gap = res.outcome.mip_gap
                 if res.outcome.status is SolveStatus.TIME_LIMIT:
@@ -1007,6 +1018,7 @@ class Controller:
 
     _decisions: list[JobDecision] = []
     _degraded_pools: list[str] = []
+    _moves: dict[str, Any] | None = None
 
     def _intend_hw(self, step_id: int, now: datetime, diffs: list) -> None:
         """The reconcile diff as ``intended`` rows, one per target."""
@@ -1116,6 +1128,9 @@ class Controller:
         m["actions_by_status"] = {}
         for a in actions:
             m["actions_by_status"][a["status"]] = m["actions_by_status"].get(a["status"], 0) + 1
+        if self._moves is not None:
+            # against the newest plan: the chosen candidate's stability cost, jobs moved
+            m["stability"] = {k: v for k, v in self._moves.items() if k != "moved_ids"}
         if res is not None:
             base = res.baselines["carbon_agnostic"]
             ex = res.executed
