@@ -178,6 +178,29 @@ def shift_plan(
             return None
         pools.append({**p, "slots": slots})
     out["pools"] = pools
+    # the jobs' slots and placement steps count from the new slot 0 as well (the kept
+    # placement of the next step rebuilds them relative to this horizon's start)
+    step_min = hz.get("placement_step_minutes")
+    per_slot = round(float(hz["slot_minutes"]) / float(step_min)) if step_min else 0
+    jobs = []
+    for j in doc.get("jobs", []):
+        j = dict(j)
+        j["schedule"] = [
+            dict(r, slot=int(r["slot"]) - k) for r in j.get("schedule", []) if int(r["slot"]) >= k
+        ]
+        if "placement_runs" in j:
+            off = k * per_slot  # runs are clipped to the steps still ahead
+            j["placement_runs"] = [
+                dict(
+                    r,
+                    step=max(0, int(r["step"]) - off),
+                    steps=int(r["steps"]) - max(0, off - int(r["step"])),
+                )
+                for r in j["placement_runs"]
+                if int(r["step"]) + int(r["steps"]) > off
+            ]
+        jobs.append(j)
+    out["jobs"] = jobs
     out["diagnostics"] = list(doc.get("diagnostics", [])) + [
         f"previous plan shifted forward by {k} slot(s) (the re-plan failed)"
     ]

@@ -12,15 +12,21 @@ cost, and on the example fleet the second step of a slot chose another candidate
 
 from __future__ import annotations
 
-from datetime import timedelta
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from greencpn.config import load_config
+from greencpn.controller import StepStatus
+from greencpn.controller.fakes import FakeFleet
 from greencpn.optimize.placement import place_jobs
 from greencpn.optimize.plan import make_inputs
 from greencpn.optimize.stability import decode_runs, encode_runs, kept_runs
-from tests.controller.conftest import START, iso, write_tiny
+from tests.controller.conftest import START, iso, make_controller, write_tiny
+from tests.controller.test_replan import ListQueue, job
 
 
 def test_placement_runs_round_trip_exactly():
@@ -157,3 +163,142 @@ def test_a_checkpointable_job_is_rebuilt_with_its_busy_fractions_where_they_were
     assert [t for t, _ in old.fine_runs[0]] == [t for t, _ in want]
     assert old.fine_runs[0][2] == (2, 1.0) and abs(old.fine_runs[0][-1][1] - 0.5) < 1e-9
     assert not np.array_equal(old.busy, sched.busy)
+
+
+# ------------------------------------------------------------------ the example fleet
+EXAMPLE = Path(__file__).resolve().parents[2] / "data" / "example"
+T0 = datetime(2023, 4, 25, tzinfo=UTC)
+
+
+def _starts(doc):
+    return {j["id"]: (j["pool"], j["start"]) for j in doc["jobs"]}
+
+
+def _nodes_on(doc):
+    return {p["name"]: [s["nodes_on"] for s in p["slots"]] for p in doc["pools"]}
+
+
+def _score(doc, name):
+    c = next(c for c in doc["solver"]["candidates"] if c["name"] == name)
+    return c["objective"] + c["stability_cost"]
+
+
+@pytest.fixture(scope="module")
+def example_steps(tmp_path_factory):
+    """data/example as shipped (600 jobs, 48 slots), shadow mode on fakes, the jobs pending
+    (the config's): steps at 00:01 and 00:11 (same slot, nothing changed), 01:01 (one slot
+    later, nothing new) and 01:11 (one job added). The other candidates are off (the MILP-guided
+    and the kept placement compete) to keep this inside the suite's time; bench/
+    bench_stability.py measures the defaults."""
+    from greencpn.clock import SimClock
+
+    d = tmp_path_factory.mktemp("example") / "ex"
+    shutil.copytree(EXAMPLE, d)
+    path = d / "fleet.toml"
+    text = path.read_text().replace(
+        "[carbon]", "[controller]\ncandidates = false\njoblevel_candidate = false\n\n[carbon]", 1
+    )
+    path.write_text(text)
+    clock = SimClock(T0 + timedelta(minutes=1))
+    fleet = FakeFleet(load_config(path), clock)
+    c = make_controller(path, clock, d / "state", fleet)
+    jobs = list(c.config.jobs)
+    q = ListQueue(pending=jobs)
+    c.queue = q
+    out = [c.step()]
+    clock.set(T0 + timedelta(minutes=11))
+    out.append(c.step())
+    clock.set(T0 + timedelta(hours=1, minutes=1))
+    out.append(c.step())
+    new = job("new-1", gpus=8, work=16.0).model_copy(
+        update={"release": T0 + timedelta(hours=1), "deadline": T0 + timedelta(hours=20)}
+    )
+    q.pending = [*jobs, new]
+    clock.set(T0 + timedelta(hours=1, minutes=11))
+    out.append(c.step())
+    yield out
+    c.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_example_two_steps_in_one_slot_make_the_same_plan(example_steps):
+    r1, r2, _, _ = example_steps
+    assert r1.status is StepStatus.OK and r2.status is StepStatus.OK, (r1.errors, r2.errors)
+    assert _starts(r2.plan) == _starts(r1.plan)
+    assert _nodes_on(r2.plan) == _nodes_on(r1.plan)
+    assert abs(r2.plan["totals"]["carbon_kg"] - r1.plan["totals"]["carbon_kg"]) < 1e-6
+    assert r2.plan["solver"]["plan_source"] == "kept placement", r2.plan["solver"]["candidates"]
+    st = r2.metrics["stability"]
+    assert st["stability_cost"] == 0.0 and st["jobs_moved"] == 0 and st["node_changes"] == 0
+    assert st["jobs_compared"] == len(r1.plan["jobs"])
+    kp = r2.plan["solver"]["kept_placement"]
+    assert kp["jobs_kept"] == kp["jobs_unchanged"] == len(r1.plan["jobs"]), kp
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_example_one_slot_later_keeps_the_jobs_not_yet_due(example_steps):
+    """One slot later with nothing new: jobs due to have started (still pending in this
+    queue) are placed afresh; every other job keeps its pool and start unless the plan that
+    moves them scores lower than the kept placement by more than its stability cost."""
+    _, r2, r3, _ = example_steps
+    assert r3.status is StepStatus.OK, r3.errors
+    st = r3.metrics["stability"]
+    sv = r3.plan["solver"]
+    chosen = next(c for c in sv["candidates"] if c["name"] == sv["plan_source"])
+    assert st["stability_cost"] == chosen["stability_cost"]
+    assert st["jobs_compared"] > 0
+    before, after = _starts(r2.plan), _starts(r3.plan)
+    h0 = r3.plan["horizon"]["start"]
+    not_due = [j for j, (_, s) in before.items() if s is not None and s >= h0]
+    moved = [j for j in not_due if after.get(j) != before[j]]
+    assert st["jobs_moved_not_due"] == len(moved)
+    if sv["plan_source"] == "kept placement":
+        kp = sv["kept_placement"]
+        assert kp["jobs_kept"] == kp["jobs_unchanged"] == len(not_due), kp
+        assert moved == []
+    else:  # moving paid: objective + stability below the kept placement's
+        assert _score(r3.plan, sv["plan_source"]) < _score(r3.plan, "kept placement")
+        assert st["stability_cost"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_example_one_job_added_moves_only_that_job(example_steps):
+    _, _, r3, r4 = example_steps
+    assert r4.status is StepStatus.OK, r4.errors
+    before, after = _starts(r3.plan), _starts(r4.plan)
+    assert after["new-1"][1] is not None
+    moved = [j for j in before if after.get(j) != before[j]]
+    sv = r4.plan["solver"]
+    kp = sv["kept_placement"]
+    # the kept placement fixes every other job first: nothing is displaced by the new one
+    assert sv["plan_source"] == "kept placement", sv["candidates"]
+    assert kp["jobs_kept"] == kp["jobs_unchanged"] == len(before), kp
+    assert moved == []
+    st = r4.metrics["stability"]
+    assert st["jobs_moved"] == 0 and st["jobs_compared"] == len(before)
+    assert r4.plan["totals"]["carbon_kg"] >= r3.plan["totals"]["carbon_kg"] - 1e-6
+
+
+def test_a_shifted_previous_plan_counts_its_jobs_from_the_new_slot_0(tmp_path):
+    """The plan of last-but-one resort (previous plan shifted forward) moves the jobs' slots and
+    placement steps with the pools', so the next step's kept placement rebuilds them in place;
+    a run already under way keeps only its steps still ahead."""
+    from greencpn.controller.step import shift_plan
+
+    path = write_tiny(tmp_path)
+    cfg = load_config(path)
+    doc = _prev_doc(True)
+    doc["jobs"][0]["placement_runs"] = encode_runs([(3, 1.0), (4, 1.0), (5, 0.5), (9, 1.0)])
+    doc["pools"] = [
+        {"name": p.name, "slots": [{"slot": t, "nodes_on": 1} for t in range(12)]}
+        for p in cfg.pools
+    ]
+    out = shift_plan(doc, START + timedelta(hours=1), cfg, {})
+    assert out is not None and out["horizon"]["start"] == iso(START + timedelta(hours=1))
+    j = out["jobs"][0]
+    assert [r["slot"] for r in j["schedule"]] == [0, 1]
+    assert decode_runs(j["placement_runs"]) == [(0, 1.0), (1, 0.5), (5, 1.0)]
+    assert doc["jobs"][0]["schedule"][0]["slot"] == 1  # the newest plan itself is untouched
