@@ -141,7 +141,6 @@ def day(steps: int) -> dict:
             t = time.perf_counter()
             r = c.step()
             row = {**_summary(r.plan, time.perf_counter() - t), **_moves(prev, r.plan)}
-            row.pop("kept_info")
             rows.append(row)
             prev = r.plan
             fleet.forget_calls()

@@ -324,7 +324,17 @@ def finish_plan(
         kept_s = time.perf_counter() - tk
         if kept is not None:
             cands.append((kept[4].objective, KEPT, kept[:5]))
-            kept_info = {"status": "built", "jobs_kept": kept[5], "jobs_unchanged": kept[6]}
+            tk_ = kept[4].totals
+            kept_info = {
+                "status": "built",
+                "jobs_kept": kept[5],
+                "jobs_unchanged": kept[6],
+                # what its objective is made of, beyond energy (why it lost, when it does)
+                **{
+                    x: tk_[x]
+                    for x in ("carbon_kg", "late_jobs", "unserved_gpu_h", "budget_overrun_kwh")
+                },
+            }
         else:
             kept_info = {"status": "no job of the newest plan is unchanged"}
     # incremental re-plan (large fleets, the control step): when the newest plan can be kept
