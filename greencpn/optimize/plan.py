@@ -283,10 +283,21 @@ def make_plan(
                 f"nodes: pool {name} has {k} failed node(s) (apply ledger); planned without them"
             )
     if model is None:
+        log.info(
+            "progress: model (%d jobs, %d pools, %d slots)", len(inp.jobs), len(inp.pools), inp.T
+        )
         model = (new_model or PlanModel)(inp)
+        log.info("progress: solve (HiGHS, time limit %g s)", inp.solver.time_limit_s)
         outcome = model.solve()
     else:
+        log.info("progress: solve (re-plan on the built model)")
         outcome = model.resolve(inp)
+    log.info(
+        "progress: solved — %s, objective %s, gap %s",
+        outcome.status.value,
+        "–" if outcome.objective is None else f"{outcome.objective:,.3f}",
+        "–" if outcome.mip_gap is None else f"{100 * outcome.mip_gap:.2f} %",
+    )
     if not outcome.usable:
         msg = f"the MILP gave no usable plan: {outcome.status.value} ({outcome.termination})" + (
             "; checks found: " + "; ".join(diagnostics) if diagnostics else ""
@@ -424,6 +435,7 @@ def finish_plan(
         and kept[6] >= INCREMENTAL_MIN_SHARE * max(1, len(inp.jobs))
     )
     kept_info["incremental"] = incremental_now
+    log.info("progress: placement")
     t0 = time.perf_counter()
     if incremental_now:
         assert kept is not None
@@ -434,9 +446,11 @@ def finish_plan(
         chosen = "optimised placement"
         cands.append((executed.objective, chosen, (sched, n, u, d, executed)))
     placement_s = time.perf_counter() - t0
+    log.info("progress: baselines")
     t1 = time.perf_counter()
     baselines, base_scheds = _baselines(inp)
     baselines_s = time.perf_counter() - t1
+    log.info("progress: candidates (per-job cap levels, job-level MILP, greedy)")
     # More executable candidates, the best by the objective is the plan (the summary says
     # which): the job-level MILP where it is small enough to solve in seconds, and the
     # carbon-aware greedy schedule as a floor (the plan never scores worse than it).
@@ -581,6 +595,8 @@ def finish_plan(
                 f"capacity: job {job.id} could not be placed inside the horizon "
                 f"({executed.job_unserved_gpu_h[j]:.1f} GPU-h)"
             )
+    if tradeoff_curve and inp.objective.cost_weight > 0 and inp.objective.carbon_weight_per_kg > 0:
+        log.info("progress: trade-off (%d extra MILP solves)", inp.objective.tradeoff_points + 2)
     tradeoff = (
         _tradeoff(inp, model, sol)
         if (
@@ -615,6 +631,7 @@ def finish_plan(
     outcome_dict["kept_placement"] = {**kept_info, "s": kept_s}
     outcome_dict["greedy_anchor_repair_s"] = greedy_repair_s
     outcome_dict["candidates"] = cand_info
+    log.info("progress: plan document (lever split, baselines' figures)")
     res.document = build_document(cfg, clock, res, outcome_dict)
     return res
 

@@ -164,9 +164,13 @@ def signal_lines(doc: dict[str, Any]) -> list[str]:
     sig = doc.get("carbon_signal") or {}
     out = []
     if sig:
-        sites = ", ".join(
-            f"{n}: {v['kind']}, {v['source'] or '?'}, {v.get('accounting') or 'accounting not stated'}"
-            for n, v in sig.get("sites", {}).items()
+        groups: dict[str, list[str]] = {}
+        for n, v in sig.get("sites", {}).items():
+            desc = f"{v['kind']}, {v['source'] or '?'}, {v.get('accounting') or 'accounting not stated'}"
+            groups.setdefault(desc, []).append(n)
+        sites = "; ".join(
+            f"{'all ' + str(len(ns)) + ' sites' if len(ns) == len(sig['sites']) > 1 else ', '.join(ns)}: {d}"
+            for d, ns in groups.items()
         )
         out.append(f"carbon signal: {sig.get('summary', '')} [{sites}]")
     act = doc.get("on_actuals")
@@ -186,12 +190,19 @@ def signal_lines(doc: dict[str, Any]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from greencpn.actuate.apply import Backends
     from greencpn.controller import Controller
+    from greencpn.report.progress import PlanProgress
 
     t0 = time.perf_counter()
+    verbose = int(getattr(args, "verbose", 0) or 0)
+    # progress on stderr: on a terminal, or with -v; not on --json without -v
+    show = (sys.stderr.isatty() and not args.json) or verbose >= 1
     # the report is the control step's observe → forecast → optimise, strictly (a fault is an
     # error here, not a fallback), with no hardware: the config's initial state, and the nodes
     # the apply ledger in --state-dir marks failed
-    with tempfile.TemporaryDirectory(prefix="greencpn-plan-") as scratch:
+    with (
+        PlanProgress(enabled=show) as progress,
+        tempfile.TemporaryDirectory(prefix="greencpn-plan-") as scratch,
+    ):
         controller = Controller(
             args.config,
             clock=SystemClock(),
@@ -203,21 +214,22 @@ def run(args: argparse.Namespace) -> int:
             controller.override_solver(time_limit_s=args.time_limit)
         result = controller.plan(safe_fallback=True)
         cfg = controller.config
-    doc = result.document
-    _price_on_actuals(cfg, result)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    plan_path = out / "plan.json"
-    tmp = plan_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    tmp.replace(plan_path)  # never a half-written plan
-    paths: dict[str, Path] = {"plan": plan_path}
-    if not args.no_report:
-        from greencpn.report.render import render_report
+        doc = result.document
+        _price_on_actuals(cfg, result)
+        out: Path = args.out
+        out.mkdir(parents=True, exist_ok=True)
+        plan_path = out / "plan.json"
+        tmp = plan_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(doc, indent=1))
+        tmp.replace(plan_path)  # never a half-written plan
+        paths: dict[str, Path] = {"plan": plan_path}
+        if not args.no_report:
+            from greencpn.report.render import render_report
 
-        rendered = render_report(doc, out)
-        paths["md"] = rendered["md"]
-        paths["html"] = rendered["html"]
+            progress.phase("report (plots, report.md, report.html)")
+            rendered = render_report(doc, out)
+            paths["md"] = rendered["md"]
+            paths["html"] = rendered["html"]
     if args.json:
         json.dump(doc, sys.stdout, indent=1)
         print()
