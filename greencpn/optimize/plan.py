@@ -631,7 +631,7 @@ def finish_plan(
     outcome_dict["kept_placement"] = {**kept_info, "s": kept_s}
     outcome_dict["greedy_anchor_repair_s"] = greedy_repair_s
     outcome_dict["candidates"] = cand_info
-    log.info("progress: plan document (lever split, baselines' figures)")
+    log.info("progress: plan document")
     res.document = build_document(cfg, clock, res, outcome_dict)
     return res
 
@@ -841,7 +841,9 @@ def report_extras(cfg: FleetConfig, res: PlanResult) -> dict:
     """What the report shows beside the plan (plan.json keys): work per site and slot and
     carbon per slot of the plan and each baseline, energy by what draws it, the saving by
     lever (:mod:`greencpn.optimize.levers`), where data residency placed jobs, and the pools
-    greencpn cannot actuate."""
+    greencpn cannot actuate. ``greencpn plan`` adds them to the document; the control step
+    does not compute them (five more evaluations each period for figures only the report
+    shows)."""
     inp = res.inputs
     T, dt = inp.T, inp.slot_h
     runs = {"plan": (res.schedule, res.nodes_on, res.startups, res.executed)}
@@ -1137,7 +1139,6 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
         "baselines": base,
         "currency": cfg.raw.currency,
         "carbon_signal": carbon_signal(cfg, inp),
-        **report_extras(cfg, res),
         "baseline_rules": baseline_rules(inp),
         "beyond_horizon_rule": beyond_rule,
         "savings": savings,

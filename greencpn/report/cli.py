@@ -190,6 +190,7 @@ def signal_lines(doc: dict[str, Any]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from greencpn.actuate.apply import Backends
     from greencpn.controller import Controller
+    from greencpn.optimize.plan import report_extras
     from greencpn.report.progress import PlanProgress
 
     t0 = time.perf_counter()
@@ -215,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
         result = controller.plan(safe_fallback=True)
         cfg = controller.config
         doc = result.document
+        progress.phase("report figures (lever split, energy breakdown, work per site)")
+        doc.update(report_extras(cfg, result))
         _price_on_actuals(cfg, result)
         out: Path = args.out
         out.mkdir(parents=True, exist_ok=True)
