@@ -149,7 +149,8 @@ class PlanModel:
         }
         log_file = os.environ.get("GREENCPN_SOLVER_LOG_FILE")
         if log_file:  # the progress display tails it (greencpn.report.progress); never stdout
-            opts.update(output_flag=True, log_file=log_file)
+            opts["output_flag"] = True
+            opts["log_file"] = log_file  # type: ignore[assignment]
             if not os.environ.get("GREENCPN_SOLVER_LOG"):
                 opts["log_to_console"] = False
         kwargs = dict(

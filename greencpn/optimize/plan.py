@@ -383,7 +383,11 @@ def safe_result(
     res = PlanResult(
         inp, outcome, None, sched, n, u, d, executed, baselines, base_scheds, diags, [], {}
     )
-    outcome_dict = outcome.as_dict()
+    # HiGHS reports a NaN/inf bound and objective without an incumbent: plan.json is strict JSON
+    outcome_dict = {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+        for k, v in outcome.as_dict().items()
+    }
     outcome_dict.update(placement_s=0.0, baselines_s=baselines_s, plan_source="safe plan")
     doc = build_document(cfg, clock, res, outcome_dict)
     doc["origin"] = "safe"
@@ -980,6 +984,8 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
     T, dt = inp.T, inp.slot_h
     ex = res.executed
     bound = res.outcome.bound
+    if bound is not None and not math.isfinite(bound):
+        bound = None  # no incumbent (the safe plan): HiGHS's NaN / inf is not a bound
     gap = None
     if bound is not None and ex.objective:
         # how far the executed plan lies above the bound, relative to the bound
@@ -1119,7 +1125,9 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
             "objective": ex.objective,
             "milp_bound": bound,
             "gap_to_bound": gap,
-            "milp_objective": res.outcome.objective,
+            "milp_objective": res.outcome.objective
+            if res.outcome.objective is not None and math.isfinite(res.outcome.objective)
+            else None,
             "objective_terms": {
                 "carbon": inp.objective.carbon_weight_per_kg * ex.totals["carbon_kg_in_horizon"],
                 "cost": inp.objective.cost_weight * ex.totals["cost_in_horizon"],

@@ -33,13 +33,17 @@ def _no_incumbent(self: PlanModel) -> SolveOutcome:
     return SolveOutcome(
         status=SolveStatus.NO_SOLUTION,
         termination="maxTimeLimit",
-        objective=None,
-        bound=None,
+        objective=float("nan"),  # what HiGHS gave on the example with --time-limit 1
+        bound=float("-inf"),
         mip_gap=None,
         build_s=0.0,
         handoff_s=0.0,
         solve_s=1.0,
     )
+
+
+def _not_strict(token: str) -> None:
+    raise AssertionError(f"plan.json is not strict JSON: {token}")
 
 
 def test_no_incumbent_writes_the_safe_plan_and_exits_3(
@@ -52,8 +56,10 @@ def test_no_incumbent_writes_the_safe_plan_and_exits_3(
     text = capsys.readouterr().out
     assert rc == EXIT_SAFE_PLAN == 3
     assert text.startswith("SAFE PLAN — no optimised plan: the solver stopped with no feasible")
-    doc = json.loads((out / "plan.json").read_text())
+    doc = json.loads((out / "plan.json").read_text(), parse_constant=_not_strict)
     assert doc["origin"] == "safe"
+    assert doc["executed"]["milp_bound"] is None and doc["executed"]["gap_to_bound"] is None
+    assert "nan %" not in text
     assert "default power cap" in doc["safe_fallback"]["rule"]
     assert doc["diagnostics"][0].startswith("SAFE PLAN:")
     # every usable node on, default caps, in every slot
