@@ -745,16 +745,27 @@ class Controller:
         return (inp.start, inp.T, len(inp.jobs), h.hexdigest())
 
     # ------------------------------------------------------------------ the report
-    def plan(self) -> planmod.PlanResult:
+    def plan(self, *, safe_fallback: bool = False) -> planmod.PlanResult:
         """Observe (config and apply ledger only, no hardware) → forecast → optimise, strictly:
-        a fault raises (``greencpn plan``). The same phases :meth:`step` runs."""
+        a fault raises (``greencpn plan``). The same phases :meth:`step` runs. With
+        ``safe_fallback``, a solve that ends with no incumbent gives :func:`safe_plan`, priced
+        (:func:`greencpn.optimize.plan.safe_result`; its document says ``origin = "safe"``)."""
         errors: list[dict] = []
         start = self.slot_start()
         obs = self.observe(errors, hardware=False)
         fc, _ = self.forecast(start, errors, strict=True)
         cfg2 = self.world_config(obs, start)
         inp = self.pin_running(fcmod.inputs_from(cfg2, fc, obs.failed), obs)
-        res = planmod.make_plan(cfg2, self.clock, failed_nodes=obs.failed, inputs=inp)
+        try:
+            res = planmod.make_plan(cfg2, self.clock, failed_nodes=obs.failed, inputs=inp)
+        except planmod.NoIncumbentError as exc:
+            if not safe_fallback:
+                raise
+            log.warning("no incumbent (%s): the safe plan is the plan", exc.outcome.status.value)
+            doc = safe_plan(self._cfg, start, obs.failed)
+            res = planmod.safe_result(
+                cfg2, self.clock, exc.inputs, exc.outcome, exc.diagnostics, doc
+            )
         self.last_plan_result = res
         return res
 

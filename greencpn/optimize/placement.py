@@ -394,10 +394,14 @@ def place_jobs(
                 ],
                 dtype=int,
             )
-        if mode == "asap":  # first allowed site first: order candidates by the job's site list
-            rank = {s_: i for i, s_ in enumerate(job.sites)}
+        if mode == "asap":  # the submit site first, then the job's baseline site order
+            rank = {s_: i for i, s_ in enumerate(job.baseline_sites or job.sites)}
             cand = np.array(
-                sorted(cand.tolist(), key=lambda p: (rank[int(site_of[p])], p)), dtype=int
+                sorted(
+                    cand.tolist(),
+                    key=lambda p: (rank[int(site_of[p])], -inp.pools[p].gpus, inp.pools[p].name),
+                ),
+                dtype=int,
             )
         if cand.size == 0:
             continue
