@@ -246,6 +246,13 @@ class JobConfig(_Strict):
     max_latency_ms: NonNegFloat | None = None
     checkpointable: bool = False
     priority: float = Field(default=1.0, gt=0, description="multiplies the lateness weight")
+    submit_site: str | None = Field(
+        default=None,
+        min_length=1,
+        description="site the job was submitted at: the carbon-agnostic baseline runs it "
+        "there (default: the allowed site with the most GPUs, ties by name — "
+        "baseline_submit_site)",
+    )
 
     @field_validator("release", "deadline", mode="before")
     @classmethod
@@ -354,6 +361,17 @@ class CarbonConfig(_Strict):
         default=0,
         ge=0,
         description="fill gaps up to this many slots by interpolation; longer gaps are refused",
+    )
+    accounting: Literal["lifecycle", "direct"] | None = Field(
+        default=None,
+        description="emission factors of the file's values: lifecycle or direct (combustion); "
+        "stated in the plan's carbon_signal (default: not stated)",
+    )
+    actuals_file: str | None = Field(
+        default=None,
+        min_length=1,
+        description="CSV of measured intensities (same formats as file): a plan decided on "
+        "forecasts is also priced on these (plan.json on_actuals)",
     )
 
 
@@ -518,6 +536,12 @@ class FleetFile(_Strict):
     """The whole TOML file."""
 
     name: str = "fleet"
+    currency: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=8,
+        description="currency of every price_per_kwh and cost figure, e.g. EUR (default: not stated)",
+    )
     horizon: HorizonConfig = Field(default_factory=HorizonConfig)
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     solver: SolverConfig = Field(default_factory=SolverConfig)
@@ -671,6 +695,7 @@ _JOB_COLUMNS = {
     "max_latency_ms",
     "checkpointable",
     "priority",
+    "submit_site",
 }
 
 
@@ -899,6 +924,14 @@ def check_config(cfg: FleetConfig) -> None:
                 field=f"jobs({j.id})",
                 fix="widen its jurisdictions or latency, or add a site that satisfies them",
             )
+        if j.submit_site is not None and j.submit_site not in allowed:
+            raise ConfigError(
+                f"job {j.id!r} has submit_site {j.submit_site!r}, which may not run it "
+                f"(allowed: {allowed})",
+                source=src,
+                field=f"jobs({j.id}).submit_site",
+                fix=f"use one of {allowed}, or leave it empty ({SUBMIT_SITE_RULE})",
+            )
         biggest = max(
             (p.nodes * p.gpus_per_node for s in allowed for p in pools_by_site.get(s, [])),
             default=0,
@@ -1030,6 +1063,26 @@ def check_job_actuation(cfg: FleetConfig) -> None:
                     field=f"{where}.pools",
                     fix=f"add [job_actuation.clusters.pools.{missing[0]}] with the {c.steer}",
                 )
+
+
+#: how the carbon-agnostic baseline picks a job's site when the job has no ``submit_site``
+SUBMIT_SITE_RULE = "the allowed site with the most GPUs (ties: the site name, alphabetically)"
+
+
+def baseline_submit_site(
+    job: JobConfig, sites: list[SiteConfig], pools: list[PoolConfig]
+) -> tuple[str, str]:
+    """The site the carbon-agnostic baseline starts the job at and the rule that chose it:
+    its ``submit_site`` field, else :data:`SUBMIT_SITE_RULE` (independent of the order in
+    which sites and pools are written)."""
+    if job.submit_site is not None:
+        return job.submit_site, "job field submit_site"
+    allowed = allowed_sites(job, sites)
+    gpus = {s: 0 for s in allowed}
+    for p in pools:
+        if p.site in gpus:
+            gpus[p.site] += p.nodes * p.gpus_per_node
+    return min(allowed, key=lambda s: (-gpus[s], s)), "most GPUs"
 
 
 def allowed_sites(job: JobConfig, sites: list[SiteConfig]) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import json
 import os
 import socket
 import sys
@@ -81,6 +82,12 @@ def add_parser(subparsers: Any) -> None:
         "--undo-jobs",
         action="store_true",
         help="restore every scheduler job greencpn changed ([job_actuation]) and exit",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as one JSON document (schema greencpn.apply-report/1); "
+        "progress goes to stderr",
     )
     p.add_argument(
         "--fake-backends",
@@ -190,7 +197,10 @@ def run_apply(args: argparse.Namespace) -> int:
         with Ledger.open(state_dir) as ledger:
             for node in args.clear_failed:
                 was = ledger.clear_failed(node)
-                print(f"{node}: {'failed mark cleared' if was else 'was not marked failed'}")
+                print(
+                    f"{node}: {'failed mark cleared' if was else 'was not marked failed'}",
+                    file=sys.stderr if args.json else sys.stdout,
+                )
 
     from greencpn.actuate.jobs import make_job_backends
 
@@ -239,7 +249,9 @@ def run_apply(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         plan_path=str(args.plan),
         sleep=time.sleep,
-        echo=lambda text: print(text + "\n", flush=True),
+        echo=lambda text: print(
+            text + "\n", flush=True, file=sys.stderr if args.json else sys.stdout
+        ),
         allow_other_slot=args.allow_other_slot,
         jobs=job_backends,
     )
@@ -252,6 +264,10 @@ def run_apply(args: argparse.Namespace) -> int:
         lines = preview_step(
             plan, job_backends, str(state_dir), now=clock.now(), next_step_at=ref.end
         )
-        print("\n".join(lines) or "  jobs: nothing to do")
-    print(report.format())
+        preview = "\n".join(lines) or "  jobs: nothing to do"
+        print(preview, file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1))
+    else:
+        print(report.format())
     return report.exit_code

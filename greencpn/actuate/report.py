@@ -69,3 +69,71 @@ class ApplyReport:
     def format(self) -> str:
         """The report as text (:func:`greencpn.actuate.render.format_report`)."""
         return format_report(self)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as one JSON document, schema ``greencpn.apply-report/1``
+        (docs/apply.md, "--json"): ``slot`` {index, start, end}, ``mode``, ``outcome``,
+        ``exit_code``, ``pools`` (per pool: plan / target / observed nodes on and the nodes to
+        power off, on and resume), ``steps`` (phase, action, pool, targets, status, message),
+        ``warnings``, ``interrupted``, ``failed_nodes``, ``caps_not_applied``,
+        ``caps_not_read``, ``unknown_nodes`` and ``jobs`` (counts and outcomes, or null)."""
+
+        def iso(ts: Any) -> str:
+            return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        jobs = None
+        if self.jobs is not None:
+            jobs = {
+                "counts": self.jobs.counts,
+                "outcomes": [
+                    {
+                        k: (v if isinstance(v, str | int | float | bool | None) else str(v))
+                        for k, v in vars(o).items()
+                    }
+                    for o in self.jobs.outcomes
+                ],
+                "notes": list(self.jobs.notes),
+            }
+        return {
+            "schema": "greencpn.apply-report/1",
+            "slot": {
+                "index": self.slot.index,
+                "start": iso(self.slot.start),
+                "end": iso(self.slot.end),
+            },
+            "mode": str(self.mode),
+            "outcome": str(self.outcome.value if hasattr(self.outcome, "value") else self.outcome),
+            "exit_code": self.exit_code,
+            "pools": [
+                {
+                    "name": d.name,
+                    "site": d.site,
+                    "hook": d.hook_kind,
+                    "plan_nodes_on": d.plan_nodes_on,
+                    "target_nodes_on": d.target_nodes_on,
+                    "on_now": d.on_now,
+                    "power_off": list(d.power_off),
+                    "power_on": list(d.power_on),
+                    "resume": list(d.resume),
+                }
+                for d in self.diffs
+            ],
+            "steps": [
+                {
+                    "phase": st.phase,
+                    "action": st.action,
+                    "pool": st.pool,
+                    "targets": list(st.targets),
+                    "status": str(st.status.value if hasattr(st.status, "value") else st.status),
+                    "message": st.message,
+                }
+                for st in self.steps
+            ],
+            "warnings": list(self.warnings),
+            "interrupted": list(self.interrupted),
+            "failed_nodes": list(self.failed_nodes),
+            "caps_not_applied": list(self.caps_not_applied),
+            "caps_not_read": list(self.caps_not_read),
+            "unknown_nodes": list(self.unknown_nodes),
+            "jobs": jobs,
+        }

@@ -28,13 +28,39 @@ def _iso(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def load_carbon(cfg: FleetConfig, start: datetime, slots: int) -> dict[str, np.ndarray]:
+def load_actuals(cfg: FleetConfig, start: datetime, slots: int) -> dict[str, np.ndarray] | None:
+    """Measured intensity per zone of every site from ``[carbon] actuals_file`` (None when
+    not configured): the plan decided on forecasts is priced on these too."""
+    if cfg.raw.carbon is None or cfg.raw.carbon.actuals_file is None:
+        return None
+    path = cfg.path.parent / cfg.raw.carbon.actuals_file
+    if not path.is_file():
+        raise ConfigError(
+            "actuals file not found",
+            source=str(path),
+            field="carbon.actuals_file",
+            fix="give a CSV of measured intensities (the formats of [carbon] file)",
+        )
+    zones = sorted({s.zone for s in cfg.raw.sites})
+    return load_carbon(cfg, start, slots, path=path, zones=zones)
+
+
+def load_carbon(
+    cfg: FleetConfig,
+    start: datetime,
+    slots: int,
+    *,
+    path: Path | None = None,
+    zones: list[str] | None = None,
+) -> dict[str, np.ndarray]:
     """Carbon intensity per zone for each slot of the horizon, from the configured file
-    (zones of sites without their own ``carbon_source``)."""
+    (zones of sites without their own ``carbon_source``), or from ``path`` for ``zones``."""
     from greencpn.sources.files import detect_format, read_carbon_file, read_wide
 
     slot = timedelta(minutes=cfg.raw.horizon.slot_minutes)
-    zones = sorted({s.zone for s in cfg.raw.sites if s.carbon_source is None})
+    if zones is None:
+        zones = sorted({s.zone for s in cfg.raw.sites if s.carbon_source is None})
+    carbon_path = cfg.carbon_path if path is None else path
     assert cfg.raw.carbon is not None or not zones
     wanted = [start + i * slot for i in range(slots)]
     out: dict[str, np.ndarray] = {}
@@ -42,14 +68,14 @@ def load_carbon(cfg: FleetConfig, start: datetime, slots: int) -> dict[str, np.n
         return out
     assume_utc = cfg.raw.carbon.assume_utc  # type: ignore[union-attr]
     max_gap = slot * cfg.raw.carbon.max_gap_slots  # type: ignore[union-attr]
-    if detect_format(cfg.carbon_path) == "wide":  # one parse for every zone
+    if detect_format(carbon_path) == "wide":  # one parse for every zone
         table = read_wide(
-            cfg.carbon_path, zones=zones, assume_utc=assume_utc, slot=slot, max_gap=max_gap
+            carbon_path, zones=zones, assume_utc=assume_utc, slot=slot, max_gap=max_gap
         )
     else:
         table = {
             z: read_carbon_file(
-                cfg.carbon_path, zone=z, assume_utc=assume_utc or None, slot=slot, max_gap=max_gap
+                carbon_path, zone=z, assume_utc=assume_utc or None, slot=slot, max_gap=max_gap
             )
             for z in zones
         }
@@ -66,7 +92,7 @@ def load_carbon(cfg: FleetConfig, start: datetime, slots: int) -> dict[str, np.n
             raise ConfigError(
                 f"zone {zone}: no carbon intensity for {len(missing)} slot(s) of the horizon, "
                 f"first {_iso(missing[0])}; {have}",
-                source=str(cfg.carbon_path),
+                source=str(carbon_path),
                 field=zone,
                 fix="extend the carbon file to cover the horizon, or move horizon.start",
             )

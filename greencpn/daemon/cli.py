@@ -147,6 +147,10 @@ def run_daemon(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- status
 
 
+#: ``greencpn status --json`` (docs/daemon.md lists the keys)
+STATUS_SCHEMA = "greencpn.status/1"
+
+
 def collect_status(state_dir: Path, steps: int = 5) -> dict[str, Any]:
     """Everything ``greencpn status`` shows, as one JSON-able document."""
     from greencpn.daemon.core import STATE_FILE
@@ -169,6 +173,7 @@ def collect_status(state_dir: Path, steps: int = 5) -> dict[str, Any]:
     recent = st.get("steps", [])[-steps:]
     last = recent[-1] if recent else None
     doc: dict[str, Any] = {
+        "schema": STATUS_SCHEMA,
         "state_dir": str(state_dir),
         "mode": st.get("mode"),
         "levers": st.get("levers"),

@@ -12,14 +12,27 @@ or site, which the plan reports and which explain an infeasible or penalised out
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 from greencpn.optimize.inputs import PlanInputs
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def check_deadlines(inp: PlanInputs) -> list[str]:
     out = []
     for j in inp.jobs:
         if j.deadline_slot >= inp.T or j.required_gpu_h <= 0:
+            continue
+        if j.deadline <= inp.start:  # entirely before the horizon: overdue, not too short
+            late_h = (inp.start - j.deadline).total_seconds() / 3600.0
+            out.append(
+                f"deadline: job {j.id} was due {_iso(j.deadline)}, {late_h:.2f} h before the "
+                f"horizon starts ({_iso(inp.start)}): it is already overdue and is planned as "
+                "late work — remove it from the jobs if it ran, or give it a new deadline"
+            )
             continue
         need_h = j.work_gpu_h / j.gpus
         opens = max(j.release, inp.start)

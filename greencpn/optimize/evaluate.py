@@ -1,10 +1,15 @@
 """Price an executable schedule: power, energy, carbon, cost and lateness.
 
 One function, :func:`evaluate`, serves the plan and both baselines, so they are compared by the
-same arithmetic. Energy is counted inside the horizon; work a schedule pushes past the horizon
-end is reported as ``beyond_horizon_gpu_h`` (at its busy power it is not priced, because the
-carbon there is unknown); work a job had to do inside the horizon and does past its end is
-unserved there, priced like the MILP's unserved slack.
+same arithmetic. Energy is counted per slot inside the horizon. Work a schedule pushes past the
+horizon end (``beyond_horizon_gpu_h``) is charged too, at :data:`BEYOND_HORIZON_RULE`: its GPUs'
+busy power plus their share of their nodes' idle power, times PUE, at the site's mean carbon
+intensity and price over the horizon's last day (:func:`tail_rates`) — so a plan cannot look
+greener by pushing work out of the window. ``totals`` carry both: ``energy_kwh``,
+``carbon_kg`` and ``cost`` include that charge; ``*_in_horizon`` are the figures inside the
+horizon only, ``beyond_horizon_*`` the charge. The objective stays the in-horizon one the MILP
+prices (its bound is comparable). Work a job had to do inside the horizon and does past its end
+is unserved there, priced like the MILP's unserved slack.
 
 Power of pool p in slot t (kW, IT side): κ_p·n + ω_p·(N_p − n) + ε_{p,level}·busy + b_p·u/Δ;
 meter power = IT × PUE; energy = meter × Δ; carbon = energy × I / 1000 (kg).
@@ -19,6 +24,22 @@ import numpy as np
 from greencpn.optimize.inputs import PlanInputs
 from greencpn.optimize.objective import BUDGET_OVERRUN_WEIGHT_PER_KWH
 from greencpn.optimize.placement import Schedule
+
+#: how work past the horizon end is charged (plan.json ``beyond_horizon_rule``)
+BEYOND_HORIZON_RULE = (
+    "work past the horizon end is charged at its GPUs' busy power plus their share of node "
+    "idle power, times PUE, at the site's mean carbon intensity and price over the horizon's "
+    "last 24 h (the whole horizon if shorter)"
+)
+
+
+def tail_rates(inp: PlanInputs) -> tuple[np.ndarray, np.ndarray]:
+    """[S] carbon intensity (g/kWh) and price per kWh charged for work past the horizon: each
+    site's mean over the horizon's last 24 h (all of it if shorter)."""
+    n = max(1, min(inp.T, int(round(24.0 / inp.slot_h))))
+    inten = np.array([float(np.mean(s.intensity_g_per_kwh[-n:])) for s in inp.sites])
+    price = np.array([float(np.mean(s.price_per_kwh[-n:])) for s in inp.sites])
+    return inten, price
 
 
 @dataclass
@@ -36,6 +57,10 @@ class Evaluation:
     beyond_horizon_gpu_h: float
     objective: float
     totals: dict = field(default_factory=dict)
+    beyond_site_energy_kwh: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [S]
+    beyond_site_carbon_kg: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [S]
+    #: in-horizon meter energy by what draws it (sums to site_energy_kwh.sum())
+    energy_breakdown_kwh: dict = field(default_factory=dict)
 
 
 def evaluate(
@@ -54,13 +79,24 @@ def evaluate(
     lev = sched.level[:, :T]
     busy = sched.busy[:, :T]
     pool_kw = np.zeros((P, T))
+    parts = dict.fromkeys(("gpu_busy", "node_idle", "node_off", "boot"), 0.0)
+    pue_p = [inp.sites[pool.site].pue for pool in inp.pools]
     for p, pool in enumerate(inp.pools):
-        pool_kw[p] = (
-            pool.node_idle_kw * n[p]
-            + pool.node_off_kw * (pool.nodes - n[p])
-            + pool.level_extra_kw[lev[p]] * busy[p]
-            + pool.boot_extra_kwh * u[p] / dt
-        )
+        terms = {
+            "node_idle": pool.node_idle_kw * n[p],
+            "node_off": pool.node_off_kw * (pool.nodes - n[p]),
+            "gpu_busy": pool.level_extra_kw[lev[p]] * busy[p],
+            "boot": pool.boot_extra_kwh * u[p] / dt,
+        }
+        pool_kw[p] = terms["node_idle"] + terms["node_off"] + terms["gpu_busy"] + terms["boot"]
+        for k, v in terms.items():
+            parts[k] += float(np.sum(v)) * dt
+    it_kwh = sum(parts.values())
+    breakdown = {
+        **parts,
+        "pue_overhead": float(sum(np.sum(pool_kw[p]) * dt * (pue_p[p] - 1.0) for p in range(P))),
+    }
+    breakdown["it_total"] = it_kwh
     site_it = np.zeros((S, T))
     for p, pool in enumerate(inp.pools):
         site_it[pool.site] += pool_kw[p]
@@ -79,6 +115,8 @@ def evaluate(
     penalty = np.zeros(J)
     unserved = np.zeros(J)
     beyond = 0.0
+    beyond_kwh = np.zeros(S)
+    tail_inten, tail_price = tail_rates(inp)
     for j, job in enumerate(inp.jobs):
         runs = sched.runs[j]
         if job.required_gpu_h <= 0 or job.release_slot >= T:
@@ -95,6 +133,9 @@ def evaluate(
             work = g * pool.level_thr[sched.level[p, t]] * dt * f
             if t >= T:
                 beyond += work
+                lv = sched.level[p, min(t, sched.level.shape[1] - 1)]
+                busy_kw = g * f * (pool.level_extra_kw[lv] + pool.node_idle_kw / pool.gpus_per_node)
+                beyond_kwh[pool.site] += busy_kw * dt * inp.sites[pool.site].pue
                 continue
             inside += work
             if job.deadline_slot < T:
@@ -117,10 +158,18 @@ def evaluate(
         + obj.unserved_weight_per_gpu_h * unserved.sum()
         + BUDGET_OVERRUN_WEIGHT_PER_KWH * overrun.sum()
     )
+    beyond_carbon = beyond_kwh * tail_inten / 1000.0
+    beyond_cost = float((beyond_kwh * tail_price).sum())
     totals = {
-        "energy_kwh": float(energy.sum()),
-        "carbon_kg": float(carbon.sum()),
-        "cost": float(cost.sum()),
+        "energy_kwh": float(energy.sum() + beyond_kwh.sum()),
+        "carbon_kg": float(carbon.sum() + beyond_carbon.sum()),
+        "cost": float(cost.sum()) + beyond_cost,
+        "energy_kwh_in_horizon": float(energy.sum()),
+        "carbon_kg_in_horizon": float(carbon.sum()),
+        "cost_in_horizon": float(cost.sum()),
+        "beyond_horizon_energy_kwh": float(beyond_kwh.sum()),
+        "beyond_horizon_carbon_kg": float(beyond_carbon.sum()),
+        "beyond_horizon_cost": beyond_cost,
         "late_jobs": int((late_h > 1e-6).sum()),
         "late_h_max": float(late_h.max()) if J else 0.0,
         "late_gpu_h": float(sum(inp.jobs[j].work_gpu_h for j in range(J) if late_h[j] > 1e-6)),
@@ -145,4 +194,7 @@ def evaluate(
         beyond,
         float(objective),
         totals,
+        beyond_kwh,
+        beyond_carbon,
+        breakdown,
     )

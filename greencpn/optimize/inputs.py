@@ -27,6 +27,7 @@ from greencpn.config import (
     PoolConfig,
     SolverConfig,
     allowed_sites,
+    baseline_submit_site,
     per_slot,
 )
 from greencpn.errors import ConfigError
@@ -101,6 +102,10 @@ class JobIn:
     checkpointable: bool
     priority: float
     required_gpu_h: float  # work that must happen inside the horizon
+    # the carbon-agnostic baseline's site order: the submit site first, then the other allowed
+    # sites by GPUs (most first), then name — independent of the config's order (empty: sites)
+    baseline_sites: tuple[int, ...] = ()
+    submit_rule: str = ""  # "job field submit_site" or "most GPUs"
 
 
 @dataclass(frozen=True)
@@ -322,10 +327,23 @@ def build_inputs(
         )
         for p in raw.pools
     ]
-    jobs = [
-        make_job(j, tuple(site_idx[n] for n in allowed_sites(j, raw.sites)), start, slot_h, T)
-        for j in cfg.jobs
-    ]
+    site_gpus = dict.fromkeys(site_idx, 0)
+    for p in raw.pools:
+        site_gpus[p.site] += p.nodes * p.gpus_per_node
+    jobs = []
+    for j in cfg.jobs:
+        allowed = allowed_sites(j, raw.sites)
+        submit, rule = baseline_submit_site(j, raw.sites, raw.pools)
+        order = [submit] + sorted(
+            (s_ for s_ in allowed if s_ != submit), key=lambda s_: (-site_gpus[s_], s_)
+        )
+        jobs.append(
+            replace(
+                make_job(j, tuple(site_idx[n] for n in allowed), start, slot_h, T),
+                baseline_sites=tuple(site_idx[n] for n in order),
+                submit_rule=rule,
+            )
+        )
     groups = group_jobs(jobs, T, raw.solver.window_rounding_slots)
     return PlanInputs(
         name=raw.name,

@@ -147,6 +147,12 @@ class PlanModel:
             "mip_heuristic_run_feasibility_jump": False,
             "output_flag": bool(os.environ.get("GREENCPN_SOLVER_LOG")),
         }
+        log_file = os.environ.get("GREENCPN_SOLVER_LOG_FILE")
+        if log_file:  # the progress display tails it (greencpn.report.progress); never stdout
+            opts["output_flag"] = True
+            opts["log_file"] = log_file  # type: ignore[assignment]
+            if not os.environ.get("GREENCPN_SOLVER_LOG"):
+                opts["log_to_console"] = False
         kwargs = dict(
             time_limit=cfg.time_limit_s,
             rel_gap=cfg.mip_rel_gap,

@@ -19,16 +19,17 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from greencpn.clock import Clock
-from greencpn.config import FleetConfig, slot_times
+from greencpn.config import SUBMIT_SITE_RULE, FleetConfig, slot_times
 from greencpn.errors import ConfigError, SolverError
 from greencpn.optimize.checks import run_checks
-from greencpn.optimize.evaluate import Evaluation, evaluate
+from greencpn.optimize.evaluate import BEYOND_HORIZON_RULE, Evaluation, evaluate, tail_rates
 from greencpn.optimize.inputs import PlanInputs, build_inputs, deadband
 from greencpn.optimize.joblevel import joblevel_size, solve_joblevel
-from greencpn.optimize.milp import MilpSolution, PlanModel, SolveOutcome
+from greencpn.optimize.levers import lever_savings
+from greencpn.optimize.milp import MilpSolution, PlanModel, SolveOutcome, SolveStatus
 from greencpn.optimize.placement import NodeAnchor, Schedule, place_jobs, repair_nodes
 from greencpn.optimize.residency import check_residency
-from greencpn.optimize.stability import Anchor, kept_runs, stability_cost
+from greencpn.optimize.stability import Anchor, encode_runs, kept_runs, stability_cost
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ JOBLEVEL_MAX_BINARIES = 20_000
 class PlanResult:
     inputs: PlanInputs
     outcome: SolveOutcome
-    milp: MilpSolution
+    milp: MilpSolution | None  # None for the safe plan (no incumbent)
     schedule: Schedule
     nodes_on: np.ndarray
     startups: np.ndarray
@@ -54,6 +55,20 @@ class PlanResult:
     diagnostics: list[str]
     tradeoff: list[dict]
     document: dict
+
+
+class NoIncumbentError(SolverError):
+    """The MILP stopped without any feasible solution (e.g. the time limit hit before the
+    first incumbent). Carries what a caller needs to fall back to the safe plan
+    (:func:`safe_result`): the inputs, the outcome and the checks' diagnostics."""
+
+    def __init__(
+        self, message: str, inputs: PlanInputs, outcome: SolveOutcome, diagnostics: list[str]
+    ) -> None:
+        super().__init__(message)
+        self.inputs = inputs
+        self.outcome = outcome
+        self.diagnostics = diagnostics
 
 
 def _iso(ts: datetime) -> str:
@@ -176,8 +191,10 @@ def _late_jobs(inp: PlanInputs, sched: Schedule) -> list[int]:
 def _baselines(inp: PlanInputs) -> tuple[dict[str, Evaluation], dict]:
     """The three baselines, each priced by :func:`evaluate` like the plan.
 
-    * ``carbon_agnostic``: first in, first out at release, first allowed site first (spilling
-      to the next when full or at budget), full power, every node on all the time;
+    * ``carbon_agnostic``: first in, first out at release, at the job's submit site
+      (``submit_site``, else the allowed site with the most GPUs; spilling to the next allowed
+      site by GPUs when full or at budget: :func:`baseline_rules`), full power, every node on
+      all the time;
     * ``shutdown_idle``: the same schedule with idle nodes off (the node repair: nodes on =
       what the held GPUs need plus spares, min up / min down kept);
     * ``carbon_aware_greedy``: what best-window tools plus Slurm power saving give — jobs in
@@ -266,15 +283,28 @@ def make_plan(
                 f"nodes: pool {name} has {k} failed node(s) (apply ledger); planned without them"
             )
     if model is None:
+        log.info(
+            "progress: model (%d jobs, %d pools, %d slots)", len(inp.jobs), len(inp.pools), inp.T
+        )
         model = (new_model or PlanModel)(inp)
+        log.info("progress: solve (HiGHS, time limit %g s)", inp.solver.time_limit_s)
         outcome = model.solve()
     else:
+        log.info("progress: solve (re-plan on the built model)")
         outcome = model.resolve(inp)
+    log.info(
+        "progress: solved — %s, objective %s, gap %s",
+        outcome.status.value,
+        "–" if outcome.objective is None else f"{outcome.objective:,.3f}",
+        "–" if outcome.mip_gap is None else f"{100 * outcome.mip_gap:.2f} %",
+    )
     if not outcome.usable:
-        raise SolverError(
-            f"the MILP gave no usable plan: {outcome.status.value} ({outcome.termination})"
-            + ("; checks found: " + "; ".join(diagnostics) if diagnostics else "")
+        msg = f"the MILP gave no usable plan: {outcome.status.value} ({outcome.termination})" + (
+            "; checks found: " + "; ".join(diagnostics) if diagnostics else ""
         )
+        if outcome.status is SolveStatus.NO_SOLUTION:
+            raise NoIncumbentError(msg, inp, outcome, diagnostics)
+        raise SolverError(msg)
     t0 = time.perf_counter()
     sol = model.extract()
     outcome.extract_s = time.perf_counter() - t0
@@ -291,6 +321,79 @@ def make_plan(
         candidates=candidates,
         incremental=incremental,
     )
+
+
+#: what the safe plan is, word for word in plan.json, the summary and the report
+SAFE_RULE = (
+    "every usable node on, GPUs at their default power cap, every job at its release "
+    "(first in, first out at its submit site, as the carbon-agnostic baseline places them)"
+)
+
+
+def safe_result(
+    cfg: FleetConfig,
+    clock: Clock,
+    inp: PlanInputs,
+    outcome: SolveOutcome,
+    diagnostics: list[str],
+    safe_doc: dict,
+) -> PlanResult:
+    """The safe plan, priced: the fallback of ``greencpn plan`` when the MILP found no
+    incumbent (:class:`NoIncumbentError`).
+
+    ``safe_doc`` is the control step's plan of last resort
+    (:func:`greencpn.controller.step.safe_plan`): its nodes on and power caps per pool and slot
+    are taken as they are; jobs start at release (the carbon-agnostic baseline's placement,
+    :func:`place_jobs` ``mode="asap"``). The result is evaluated and compared with the
+    baselines like any plan, and its document says ``"origin": "safe"``."""
+    P, T = len(inp.pools), inp.T
+    by_name = {pp["name"]: pp for pp in safe_doc.get("pools", [])}
+    n = np.zeros((P, T), dtype=int)
+    level = np.zeros((P, T), dtype=int)
+    for p, pool in enumerate(inp.pools):
+        slots = (by_name.get(pool.name) or {}).get("slots", [])
+        for sl in slots[:T]:
+            t = int(sl["slot"])
+            n[p, t] = min(pool.nodes, int(sl.get("nodes_on", pool.nodes)))
+            cap = float(sl.get("power_cap_w", pool.gpu_model.power_limit_default_w))
+            level[p, t] = int(np.argmin(np.abs(pool.level_cap_w - cap)))
+    sched = place_jobs(inp, n.astype(float), level, mode="asap")
+    u = np.zeros((P, T), dtype=int)
+    u[:, 0] = np.maximum(0, n[:, 0] - np.array([pl.initial_on for pl in inp.pools]))
+    u[:, 1:] = np.maximum(0, n[:, 1:] - n[:, :-1])
+    d = np.zeros((P, T), dtype=int)
+    d[:, 1:] = np.maximum(0, n[:, :-1] - n[:, 1:])
+    executed = evaluate(inp, sched, n, u)
+    t1 = time.perf_counter()
+    baselines, base_scheds = _baselines(inp)
+    baselines_s = time.perf_counter() - t1
+    reason = (
+        f"the solver stopped with no feasible solution ({outcome.status.value}: "
+        f"{outcome.termination}) after {outcome.solve_s:.1f} s"
+    )
+    diags = [f"SAFE PLAN: {reason}; this is the safe plan — {SAFE_RULE}", *diagnostics]
+    for j, job in enumerate(inp.jobs):
+        if executed.job_late_h[j] > 1e-6:
+            diags.append(f"deadline: job {job.id} finishes {executed.job_late_h[j]:.2f} h late")
+        if executed.job_unserved_gpu_h[j] > 1e-6:
+            diags.append(
+                f"capacity: job {job.id} could not be placed inside the horizon "
+                f"({executed.job_unserved_gpu_h[j]:.1f} GPU-h)"
+            )
+    res = PlanResult(
+        inp, outcome, None, sched, n, u, d, executed, baselines, base_scheds, diags, [], {}
+    )
+    # HiGHS reports a NaN/inf bound and objective without an incumbent: plan.json is strict JSON
+    outcome_dict = {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+        for k, v in outcome.as_dict().items()
+    }
+    outcome_dict.update(placement_s=0.0, baselines_s=baselines_s, plan_source="safe plan")
+    doc = build_document(cfg, clock, res, outcome_dict)
+    doc["origin"] = "safe"
+    doc["safe_fallback"] = {"reason": reason, "rule": SAFE_RULE}
+    res.document = doc
+    return res
 
 
 def finish_plan(
@@ -324,7 +427,17 @@ def finish_plan(
         kept_s = time.perf_counter() - tk
         if kept is not None:
             cands.append((kept[4].objective, KEPT, kept[:5]))
-            kept_info = {"status": "built", "jobs_kept": kept[5], "jobs_unchanged": kept[6]}
+            tk_ = kept[4].totals
+            kept_info = {
+                "status": "built",
+                "jobs_kept": kept[5],
+                "jobs_unchanged": kept[6],
+                # what its objective is made of, beyond energy (why it lost, when it does)
+                **{
+                    x: tk_[x]
+                    for x in ("carbon_kg", "late_jobs", "unserved_gpu_h", "budget_overrun_kwh")
+                },
+            }
         else:
             kept_info = {"status": "no job of the newest plan is unchanged"}
     # incremental re-plan (large fleets, the control step): when the newest plan can be kept
@@ -336,6 +449,7 @@ def finish_plan(
         and kept[6] >= INCREMENTAL_MIN_SHARE * max(1, len(inp.jobs))
     )
     kept_info["incremental"] = incremental_now
+    log.info("progress: placement")
     t0 = time.perf_counter()
     if incremental_now:
         assert kept is not None
@@ -346,9 +460,11 @@ def finish_plan(
         chosen = "optimised placement"
         cands.append((executed.objective, chosen, (sched, n, u, d, executed)))
     placement_s = time.perf_counter() - t0
+    log.info("progress: baselines")
     t1 = time.perf_counter()
     baselines, base_scheds = _baselines(inp)
     baselines_s = time.perf_counter() - t1
+    log.info("progress: candidates (per-job cap levels, job-level MILP, greedy)")
     # More executable candidates, the best by the objective is the plan (the summary says
     # which): the job-level MILP where it is small enough to solve in seconds, and the
     # carbon-aware greedy schedule as a floor (the plan never scores worse than it).
@@ -493,6 +609,8 @@ def finish_plan(
                 f"capacity: job {job.id} could not be placed inside the horizon "
                 f"({executed.job_unserved_gpu_h[j]:.1f} GPU-h)"
             )
+    if tradeoff_curve and inp.objective.cost_weight > 0 and inp.objective.carbon_weight_per_kg > 0:
+        log.info("progress: trade-off (%d extra MILP solves)", inp.objective.tradeoff_points + 2)
     tradeoff = (
         _tradeoff(inp, model, sol)
         if (
@@ -527,6 +645,7 @@ def finish_plan(
     outcome_dict["kept_placement"] = {**kept_info, "s": kept_s}
     outcome_dict["greedy_anchor_repair_s"] = greedy_repair_s
     outcome_dict["candidates"] = cand_info
+    log.info("progress: plan document")
     res.document = build_document(cfg, clock, res, outcome_dict)
     return res
 
@@ -585,7 +704,7 @@ def _kept_candidate(
                     level[p, t] = lv
     guide = work_by_group(inp, model, sol)
     sched = place_jobs(inp, n0, level, mode="plan", guide=guide, fixed=fixed)
-    kept = sum(1 for j, (p, _) in fixed.items() if int(sched.pool[j]) == p)
+    kept = sum(1 for j, (p, *_) in fixed.items() if int(sched.pool[j]) == p)
     n, u, d = repair_nodes(inp, sched, anchor=anchor.nodes())
     ev = evaluate(inp, sched, n, u)
     return sched, n, u, d, ev, kept, len(fixed)
@@ -613,8 +732,8 @@ def place_and_repair(
         ev = evaluate(inp, sched, n, u)
         # ranked on carbon and cost only: the passes below remove budget overruns and lateness
         energy_terms = (
-            inp.objective.carbon_weight_per_kg * ev.totals["carbon_kg"]
-            + inp.objective.cost_weight * ev.totals["cost"]
+            inp.objective.carbon_weight_per_kg * ev.totals["carbon_kg_in_horizon"]
+            + inp.objective.cost_weight * ev.totals["cost_in_horizon"]
         )
         log.debug(
             "placement %s: objective %.2f, carbon + cost terms %.2f",
@@ -714,6 +833,158 @@ def _tradeoff(inp: PlanInputs, model: PlanModel, sol: MilpSolution) -> list[dict
     return sorted(pts, key=lambda p: p["carbon_kg"])
 
 
+def baseline_rules(inp: PlanInputs) -> dict:
+    """How the baselines chose what the fleet would do without greencpn (plan.json)."""
+    by_rule: dict[str, int] = {}
+    for job in inp.jobs:
+        by_rule[job.submit_rule or "first allowed site"] = (
+            by_rule.get(job.submit_rule or "first allowed site", 0) + 1
+        )
+    return {
+        "submit_site": {
+            "rule": "each job starts at its submit site: the job's submit_site field, else "
+            + SUBMIT_SITE_RULE
+            + "; when that site is full or at its budget, the next allowed site by GPUs "
+            "(most first), then name",
+            "jobs_by_rule": by_rule,
+        },
+    }
+
+
+def report_extras(cfg: FleetConfig, res: PlanResult) -> dict:
+    """What the report shows beside the plan (plan.json keys): work per site and slot and
+    carbon per slot of the plan and each baseline, energy by what draws it, the saving by
+    lever (:mod:`greencpn.optimize.levers`), where data residency placed jobs, and the pools
+    greencpn cannot actuate. ``greencpn plan`` adds them to the document; the control step
+    does not compute them (five more evaluations each period for figures only the report
+    shows)."""
+    inp = res.inputs
+    T, dt = inp.T, inp.slot_h
+    runs = {"plan": (res.schedule, res.nodes_on, res.startups, res.executed)}
+    for k, (sc, n_, u_) in res.baseline_schedules.items():
+        runs[k] = (sc, n_, u_, res.baselines[k])
+    work: dict[str, dict[str, list[float]]] = {}
+    carbon: dict[str, list[float]] = {}
+    energy: dict[str, dict] = {}
+    for k, (sc, _n, _u, ev) in runs.items():
+        per_site = np.zeros((len(inp.sites), T))
+        for p, pool in enumerate(inp.pools):
+            per_site[pool.site] += sc.busy[p, :T] * dt
+        work[k] = {
+            site.name: [round(float(x), 4) for x in per_site[s]] for s, site in enumerate(inp.sites)
+        }
+        carbon[k] = [round(float(x), 4) for x in ev.site_carbon_kg.sum(axis=0)]
+        energy[k] = {key: round(v, 4) for key, v in ev.energy_breakdown_kwh.items()}
+    agn = res.baselines["carbon_agnostic"].totals["carbon_kg_in_horizon"]
+    levers = lever_savings(inp, res.schedule, res.nodes_on, res.startups, agn)
+    site_jur = {s.name: s.jurisdictions for s in cfg.raw.sites}
+    jur = {jc.id: jc.jurisdictions for jc in cfg.jobs}
+    residency = []
+    for i, j in enumerate(inp.jobs):
+        if not jur.get(j.id):
+            continue
+        p = int(res.schedule.pool[i])
+        site = inp.sites[inp.pools[p].site].name if p >= 0 else None
+        residency.append(
+            {
+                "job": j.id,
+                "jurisdictions": jur[j.id],
+                "allowed_sites": [inp.sites[s].name for s in j.sites],
+                "site": site,
+                "site_jurisdictions": site_jur.get(site, []) if site else [],
+            }
+        )
+    not_actuated = []
+    for pc in cfg.raw.pools:
+        if pc.planned_always_on:
+            why = (
+                'hook = { kind = "none" }: greencpn cannot switch its nodes, so they are planned '
+                "always on (no node saving is credited)"
+            )
+        elif "hook" not in pc.model_fields_set:
+            why = (
+                "no hook table: planning only — `greencpn apply` cannot power its nodes, "
+                "so its planned node savings are not realised"
+            )
+        elif pc.hook.advisory:
+            why = "advisory hook: greencpn reports the plan, an operator acts on it"
+        else:
+            continue
+        not_actuated.append({"pool": pc.name, "reason": why})
+    return {
+        "work_by_site_gpu_h": work,
+        "carbon_by_slot_kg": carbon,
+        "energy_breakdown_kwh": energy,
+        "lever_savings": levers,
+        "residency": residency,
+        "not_actuated": not_actuated,
+    }
+
+
+def carbon_signal(cfg: FleetConfig, inp: PlanInputs) -> dict:
+    """What carbon signal the plan decided on, per site, and what it is priced on.
+
+    A site whose values come from a file (``[carbon] file`` or a ``csv:`` source) decided on
+    the very values it is priced on: a perfect forecast, so its saving is an upper bound of
+    what a forecast would give. A live source is a forecast (its ``fallback`` says whether a
+    cache or the forecaster answered); ``[carbon] actuals_file`` then prices it on measured
+    values too (``on_actuals``)."""
+    prov = inp.extras.get("carbon_provenance", {})
+    file_accounting = cfg.raw.carbon.accounting if cfg.raw.carbon is not None else None
+    # with measured values beside it, the [carbon] file is the forecast the plan decided on
+    has_actuals = cfg.raw.carbon is not None and cfg.raw.carbon.actuals_file is not None
+    sites = {}
+    for site in inp.sites:
+        pv = prov.get(site.name) or {}
+        source = str(pv.get("source") or "")
+        is_file = source.startswith("csv:") and not pv.get("fallback")
+        sites[site.name] = {
+            "zone": site.zone,
+            "kind": "actual (file values)"
+            if is_file and not has_actuals
+            else ("forecast (file values)" if is_file else "forecast"),
+            "source": source,
+            "fallback": pv.get("fallback"),
+            "signal": pv.get("signal", "average"),
+            "accounting": pv.get("accounting") if not is_file else file_accounting,
+        }
+    perfect = all(v["kind"].startswith("actual") for v in sites.values())
+    return {
+        "sites": sites,
+        "priced_on": "the same values the plan decided on",
+        "perfect_forecast": perfect,
+        "summary": (
+            "perfect forecast: the plan decided on the file's actual values and is priced on "
+            "the same values (the saving is what a perfect forecast would give)"
+            if perfect
+            else "forecast: the plan is priced on the forecast it decided on"
+            + (
+                " (the sites with file values decided on a perfect forecast)"
+                if any(v["kind"].startswith("actual") for v in sites.values())
+                else ""
+            )
+        ),
+    }
+
+
+def reprice(res: PlanResult, intensity_by_zone: dict[str, np.ndarray], source: str) -> dict:
+    """The plan and its baselines priced on other carbon values (the measured ones,
+    ``[carbon] actuals_file``): the same schedules, evaluated on ``intensity_by_zone``."""
+    inp = res.inputs
+    sites = [
+        replace(s, intensity_g_per_kwh=np.asarray(intensity_by_zone[s.zone], dtype=float))
+        for s in inp.sites
+    ]
+    inp2 = replace(inp, sites=sites)
+    plan_tot = evaluate(inp2, res.schedule, res.nodes_on, res.startups).totals
+    base = {k: evaluate(inp2, *sc).totals for k, sc in res.baseline_schedules.items()}
+    savings = {}
+    for k, b in base.items():
+        savings[f"carbon_kg_vs_{k}"] = b["carbon_kg"] - plan_tot["carbon_kg"]
+        savings[f"carbon_pct_vs_{k}"] = _pct(b["carbon_kg"] - plan_tot["carbon_kg"], b["carbon_kg"])
+    return {"source": source, "totals": plan_tot, "baselines": base, "savings": savings}
+
+
 def _pct(saved: float, base: float) -> float:
     return 100.0 * saved / base if base else 0.0
 
@@ -723,6 +994,8 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
     T, dt = inp.T, inp.slot_h
     ex = res.executed
     bound = res.outcome.bound
+    if bound is not None and not math.isfinite(bound):
+        bound = None  # no incumbent (the safe plan): HiGHS's NaN / inf is not a bound
     gap = None
     if bound is not None and ex.objective:
         # how far the executed plan lies above the bound, relative to the bound
@@ -764,7 +1037,9 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
                 ],
             }
         )
+    jur = {jc.id: jc.jurisdictions for jc in cfg.jobs}
     jobs = []
+    fine = res.schedule.fine_runs
     for j, job in enumerate(inp.jobs):
         runs = res.schedule.runs[j]
         p = int(res.schedule.pool[j])
@@ -786,12 +1061,19 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
                 "end": _iso(end) if end else None,
                 "late_h": round(float(ex.job_late_h[j]), 4),
                 "unserved_gpu_h": round(float(ex.job_unserved_gpu_h[j]), 4),
+                "delay_h": round(max(0.0, (start - job.release).total_seconds() / 3600.0), 4)
+                if start
+                else None,
+                "jurisdictions": list(jur.get(job.id, [])),
                 "deferred": bool(job.required_gpu_h <= 0 or job.release_slot >= T),
+                "submit_site": inp.sites[(job.baseline_sites or job.sites)[0]].name,
                 "schedule": [
                     {"slot": t, "gpus": g, "busy_fraction": round(f, 4)} for t, g, f in runs
                 ],
             }
         )
+        if fine is not None:  # the exact placement steps (a re-plan rebuilds the job from them)
+            jobs[-1]["placement_runs"] = encode_runs(fine[j])
     sites = []
     for s, site in enumerate(inp.sites):
         sites.append(
@@ -826,6 +1108,19 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
         savings[f"carbon_pct_vs_{k}"] = _pct(b["carbon_kg"] - tot["carbon_kg"], b["carbon_kg"])
         savings[f"energy_kwh_vs_{k}"] = b["energy_kwh"] - tot["energy_kwh"]
         savings[f"cost_vs_{k}"] = b["cost"] - tot["cost"]
+        savings[f"carbon_kg_in_horizon_vs_{k}"] = (
+            b["carbon_kg_in_horizon"] - tot["carbon_kg_in_horizon"]
+        )
+    tail_inten, tail_price = tail_rates(inp)
+    beyond_rule = {
+        "rule": BEYOND_HORIZON_RULE,
+        "intensity_g_per_kwh": {
+            site.name: round(float(tail_inten[s]), 3) for s, site in enumerate(inp.sites)
+        },
+        "price_per_kwh": {
+            site.name: round(float(tail_price[s]), 6) for s, site in enumerate(inp.sites)
+        },
+    }
     return {
         "schema": SCHEMA,
         "created_at": _iso(clock.now()),
@@ -836,6 +1131,11 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
             "slot_minutes": int(round(dt * 60)),
             "slots": T,
             "slot_starts": [_iso(t) for t in inp.slot_starts],
+            **(
+                {"placement_step_minutes": dt * 60 / res.schedule.subslots}
+                if fine is not None
+                else {}
+            ),
         },
         "objective_weights": inp.objective.model_dump(),
         "solver": outcome,
@@ -843,15 +1143,17 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
             "objective": ex.objective,
             "milp_bound": bound,
             "gap_to_bound": gap,
-            "milp_objective": res.outcome.objective,
+            "milp_objective": res.outcome.objective
+            if res.outcome.objective is not None and math.isfinite(res.outcome.objective)
+            else None,
             "objective_terms": {
-                "carbon": inp.objective.carbon_weight_per_kg * ex.totals["carbon_kg"],
-                "cost": inp.objective.cost_weight * ex.totals["cost"],
+                "carbon": inp.objective.carbon_weight_per_kg * ex.totals["carbon_kg_in_horizon"],
+                "cost": inp.objective.cost_weight * ex.totals["cost_in_horizon"],
                 "lateness": float(ex.job_lateness_penalty.sum()),
                 "unserved": inp.objective.unserved_weight_per_gpu_h * ex.totals["unserved_gpu_h"],
                 "budget_overrun": ex.objective
-                - inp.objective.carbon_weight_per_kg * ex.totals["carbon_kg"]
-                - inp.objective.cost_weight * ex.totals["cost"]
+                - inp.objective.carbon_weight_per_kg * ex.totals["carbon_kg_in_horizon"]
+                - inp.objective.cost_weight * ex.totals["cost_in_horizon"]
                 - float(ex.job_lateness_penalty.sum())
                 - inp.objective.unserved_weight_per_gpu_h * ex.totals["unserved_gpu_h"],
             },
@@ -861,6 +1163,10 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
         "sites": sites,
         "totals": tot,
         "baselines": base,
+        "currency": cfg.raw.currency,
+        "carbon_signal": carbon_signal(cfg, inp),
+        "baseline_rules": baseline_rules(inp),
+        "beyond_horizon_rule": beyond_rule,
         "savings": savings,
         "diagnostics": res.diagnostics,
         "tradeoff": res.tradeoff,

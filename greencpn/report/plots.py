@@ -19,7 +19,11 @@ PLOTS: dict[str, str] = {
     "nodes_on.png": "Nodes powered on per pool",
     "power_caps.png": "GPU power cap per pool",
     "site_power.png": "Meter power per site against its budget",
+    "work_by_site.png": "Work per site and hour: plan against carbon-agnostic",
+    "cumulative_carbon.png": "Cumulative carbon over the horizon: plan and baselines",
 }
+#: plots drawn only when the plan carries their data (plans written before they existed)
+NEEDS = {"work_by_site.png": "work_by_site_gpu_h", "cumulative_carbon.png": "carbon_by_slot_kg"}
 
 
 def _pyplot() -> Any:
@@ -276,15 +280,66 @@ def plot_site_power(plan: dict[str, Any], path: Path) -> Path:
     return _save_grid(plt, fig, axes, path)
 
 
+def plot_work_by_site(plan: dict[str, Any], path: Path) -> Path:
+    """(e) Busy GPU-hours per site and slot: the plan against the carbon-agnostic baseline
+    (where and when work moved)."""
+    plt = _pyplot()
+    edges = slot_edges(plan)
+    slot_h = float(plan["horizon"]["slot_minutes"]) / 60.0
+    work = plan["work_by_site_gpu_h"]
+    names = list(work.get("plan", {}))
+    fig, axes = _grid(plt, len(names), "Work per site (busy GPUs): plan against carbon-agnostic")
+    for ax, name in zip(axes, names, strict=True):
+        for key, style in (("plan", dict(lw=2)), ("carbon_agnostic", dict(lw=1.3, ls="--"))):
+            vals = [v / slot_h for v in work.get(key, {}).get(name, [])]
+            if vals:
+                ax.step(
+                    edges, [*vals, vals[-1]], where="post", label=key.replace("_", "-"), **style
+                )
+        ax.set_title(name, fontsize=9)
+        ax.set_ylabel("busy GPUs (GPU-h per h)")
+        ax.legend(fontsize=7, loc="best", framealpha=0.85)
+        _finish_time_axis(ax, edges)
+    return _save_grid(plt, fig, axes, path)
+
+
+def plot_cumulative_carbon(plan: dict[str, Any], path: Path) -> Path:
+    """(f) Cumulative kg CO2e over the horizon (in-horizon energy) for the plan and baselines."""
+    plt = _pyplot()
+    edges = slot_edges(plan)
+    fig, ax = plt.subplots(figsize=WIDE)
+    for key, vals in plan["carbon_by_slot_kg"].items():
+        cum, run = [0.0], 0.0
+        for v in vals:
+            run += float(v)
+            cum.append(run)
+        ax.plot(
+            edges[: len(cum)], cum, lw=2.2 if key == "plan" else 1.3, label=key.replace("_", "-")
+        )
+    ax.set_ylabel("cumulative carbon (kg CO2e, inside the horizon)")
+    ax.set_title("Cumulative carbon over the horizon")
+    ax.legend(fontsize=8, loc="upper left")
+    _finish_time_axis(ax, edges)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
 _FUNCS = {
     "carbon_load.png": plot_carbon_load,
     "nodes_on.png": plot_nodes_on,
     "power_caps.png": plot_power_caps,
     "site_power.png": plot_site_power,
+    "work_by_site.png": plot_work_by_site,
+    "cumulative_carbon.png": plot_cumulative_carbon,
 }
 
 
 def make_plots(plan: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     """Write every plot into ``out_dir``; returns ``{file name: path}`` in report order."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    return {name: _FUNCS[name](plan, out_dir / name) for name in PLOTS}
+    return {
+        name: _FUNCS[name](plan, out_dir / name)
+        for name in PLOTS
+        if name not in NEEDS or plan.get(NEEDS[name])
+    }

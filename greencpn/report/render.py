@@ -161,6 +161,251 @@ def headline(plan: dict[str, Any]) -> str:
     return text
 
 
+def currency_label(plan: dict[str, Any]) -> str:
+    cur = plan.get("currency")
+    return str(cur) if cur else "currency not stated"
+
+
+def extra_blocks(plan: dict[str, Any]) -> list[Block]:
+    """Where the saving comes from and what the plan asks of the fleet (issue #10.13)."""
+    blocks: list[Block] = []
+    lev = plan.get("lever_savings")
+    if lev:
+        rows = [
+            [
+                str(r["label"]),
+                fmt_num(r["carbon_kg_with_lever_undone"]),
+                fmt_num(r["saving_kg"]),
+                "–" if r.get("share_of_saving") is None else f"{100 * r['share_of_saving']:.0f} %",
+            ]
+            for r in lev["levers"]
+        ]
+        rows.append(
+            [
+                "interaction (saving − sum of the rows above)",
+                "–",
+                fmt_num(lev["interaction_kg"]),
+                "–",
+            ]
+        )
+        blocks += [
+            ("h2", "Saving by lever"),
+            (
+                "p",
+                f"The plan emits {fmt_num(lev['plan_carbon_kg_in_horizon'])} kg inside the horizon, "
+                f"the carbon-agnostic baseline {fmt_num(lev['carbon_agnostic_carbon_kg_in_horizon'])} kg "
+                f"(saving {fmt_num(lev['saving_kg'])} kg). Each row undoes one lever on the executed "
+                "plan and re-prices it (capacity and budgets are not re-checked): *shifting in "
+                "time* starts every job at its release, *moving between sites* runs it at its "
+                "submit site, *sleeping nodes* keeps every node on, *power caps* runs at full "
+                "power. Share = the row's saving / the saving against carbon-agnostic.",
+            ),
+            (
+                "table",
+                Table(
+                    [
+                        "lever undone",
+                        "carbon with it undone (kg)",
+                        "saving it brings (kg)",
+                        "share",
+                    ],
+                    rows,
+                    [False, True, True, True],
+                ),
+            ),
+        ]
+    eb = plan.get("energy_breakdown_kwh")
+    if eb and "plan" in eb:
+        parts = [
+            ("GPU busy (above idle)", "gpu_busy"),
+            ("node idle (nodes on)", "node_idle"),
+            ("nodes off (standby)", "node_off"),
+            ("boot", "boot"),
+            ("PUE overhead", "pue_overhead"),
+        ]
+        cols = [
+            k
+            for k in ("plan", "carbon_agnostic", "shutdown_idle", "carbon_aware_greedy")
+            if k in eb
+        ]
+        rows = [[label] + [fmt_num(eb[c].get(key)) for c in cols] for label, key in parts]
+        rows.append(
+            ["total (inside the horizon)"]
+            + [fmt_num(eb[c].get("it_total", 0.0) + eb[c].get("pue_overhead", 0.0)) for c in cols]
+        )
+        blocks += [
+            ("h2", "Energy breakdown (kWh)"),
+            (
+                "p",
+                "Meter energy inside the horizon by what draws it (IT terms plus the PUE overhead).",
+            ),
+            (
+                "table",
+                Table(
+                    ["", *(c.replace("_", "-") for c in cols)], rows, [False] + [True] * len(cols)
+                ),
+            ),
+        ]
+    jobs = [j for j in plan.get("jobs") or [] if j.get("delay_h") is not None]
+    if jobs:
+        delays = sorted(float(j["delay_h"]) for j in jobs)
+        top = sorted(jobs, key=lambda j: -float(j["delay_h"]))[:20]
+        mid = delays[len(delays) // 2]
+        blocks += [
+            ("h2", "Job delay (start − release)"),
+            (
+                "p",
+                f"{len(jobs)} placed job(s): median delay {fmt_num(mid, 2)} h, largest "
+                f"{fmt_num(delays[-1], 2)} h, {sum(1 for d in delays if d > 1e-9)} delayed at all. "
+                f"The {len(top)} most delayed:",
+            ),
+            (
+                "table",
+                Table(
+                    [
+                        "delayed job",
+                        "site",
+                        "release",
+                        "start",
+                        "delay (h)",
+                        "deadline",
+                        "late (h)",
+                    ],
+                    [
+                        [
+                            str(j["id"]),
+                            str(j.get("site") or "–"),
+                            str(j.get("release")),
+                            str(j.get("start")),
+                            fmt_num(j.get("delay_h"), 2),
+                            str(j.get("deadline")),
+                            fmt_num(j.get("late_h"), 2),
+                        ]
+                        for j in top
+                    ],
+                    [False] * 4 + [True, False, True],
+                ),
+            ),
+        ]
+    res = plan.get("residency")
+    if res:
+        blocks += [
+            ("h2", "Data residency placements"),
+            ("p", f"{len(res)} job(s) carry jurisdictions; each ran only where they allow:"),
+            (
+                "table",
+                Table(
+                    [
+                        "job with residency",
+                        "jurisdictions",
+                        "allowed sites",
+                        "placed at",
+                        "site jurisdictions",
+                    ],
+                    [
+                        [
+                            str(r["job"]),
+                            ", ".join(r["jurisdictions"]),
+                            ", ".join(r["allowed_sites"]),
+                            str(r.get("site") or "not placed"),
+                            ", ".join(r.get("site_jurisdictions") or []),
+                        ]
+                        for r in res[:50]
+                    ],
+                ),
+            ),
+        ]
+    return blocks
+
+
+def actuation_warning(plan: dict[str, Any]) -> list[Block]:
+    bad = plan.get("not_actuated") or []
+    if not bad:
+        return []
+    return [
+        (
+            "p",
+            "**Warning: greencpn cannot actuate "
+            + f"{len(bad)} pool(s)** — "
+            + "; ".join(f"{b['pool']}: {b['reason']}" for b in bad)
+            + ".",
+        )
+    ]
+
+
+def _submit_rule_text(plan: dict[str, Any]) -> str:
+    """Which rule gave each job's submit site (plan.json ``baseline_rules``)."""
+    sub = (plan.get("baseline_rules") or {}).get("submit_site") or {}
+    if not sub:
+        return ""
+    counts = ", ".join(f"{n} job(s) by {rule}" for rule, n in sub.get("jobs_by_rule", {}).items())
+    return (
+        f" (submit site: {counts}; the rule: {sub.get('rule', '')}; the TOML's order of "
+        "sites plays no part)"
+    )
+
+
+def signal_blocks(plan: dict[str, Any]) -> list[Block]:
+    """The carbon signal the plan decided on per site, and the saving on measured values."""
+    sig = plan.get("carbon_signal") or {}
+    if not sig:
+        return []
+    rows = [
+        [
+            name,
+            str(v.get("zone") or "–"),
+            str(v.get("kind") or "–"),
+            str(v.get("source") or "–"),
+            str(v.get("signal") or "–"),
+            str(v.get("accounting") or "not stated"),
+        ]
+        for name, v in (sig.get("sites") or {}).items()
+    ]
+    text = f"**Carbon signal: {sig.get('summary', '')}.**"
+    if sig.get("perfect_forecast"):
+        text += (
+            " Perfect forecast: a real deployment decides on forecasts, so expect a smaller "
+            "saving; `[carbon] actuals_file` prices a forecast-based plan on measured values."
+        )
+    blocks: list[Block] = [
+        ("h2", "Carbon signal"),
+        ("p", text),
+        (
+            "table",
+            Table(
+                ["carbon signal of site", "zone", "values", "source", "signal", "accounting"], rows
+            ),
+        ),
+    ]
+    act = plan.get("on_actuals")
+    if act:
+        sv = act.get("savings") or {}
+        arows = [["plan", fmt_num(act["totals"].get("carbon_kg")), "–"]]
+        for key, label in BASELINES:
+            b = (act.get("baselines") or {}).get(key)
+            if b:
+                arows.append(
+                    [
+                        label,
+                        fmt_num(b.get("carbon_kg")),
+                        f"{fmt_num(sv.get(f'carbon_kg_vs_{key}'))} kg "
+                        f"({float(sv.get(f'carbon_pct_vs_{key}', 0.0)):.1f} %)",
+                    ]
+                )
+        blocks += [
+            (
+                "p",
+                f"Priced on actuals (`{act.get('source', '')}`): the same schedules, evaluated on "
+                "the measured intensities.",
+            ),
+            (
+                "table",
+                Table(["", "carbon on actuals (kg)", "plan saves"], arows, [False, True, True]),
+            ),
+        ]
+    return blocks
+
+
 def comparison_table(plan: dict[str, Any]) -> Table:
     totals = plan["totals"]
     base = plan.get("baselines") or {}
@@ -171,6 +416,8 @@ def comparison_table(plan: dict[str, Any]) -> Table:
     for label, key, dec in METRICS:
         if key not in totals and not any(key in (base.get(b) or {}) for b, _ in BASELINES):
             continue
+        if key == "cost":
+            label = f"Cost ({currency_label(plan)})"
         row = [label, fmt_num(totals.get(key), dec)]
         for bkey, _ in BASELINES:
             bval = (base.get(bkey) or {}).get(key)
@@ -383,10 +630,20 @@ def tradeoff_table(plan: dict[str, Any]) -> Table | None:
             fmt_num(p.get("cost_weight"), 3),
             fmt_num(p.get("carbon_kg")),
             fmt_num(p.get("cost"), 2),
+            (
+                f"configured weights: the executed plan emits "
+                f"{fmt_num((plan.get('totals') or {}).get('carbon_kg'))} kg"
+                if p.get("status") == "configured"
+                else str(p.get("status") or "")
+            ),
         ]
         for p in pts
     ]
-    return Table(["carbon weight (per kg)", "cost weight", "carbon (kg)", "cost"], rows, [True] * 4)
+    return Table(
+        ["carbon weight (per kg)", "cost weight", "MILP carbon (kg)", "MILP cost", "note"],
+        rows,
+        [True] * 4 + [False],
+    )
 
 
 def build_blocks(plan: dict[str, Any], plot_files: list[str]) -> list[Block]:
@@ -410,14 +667,28 @@ def build_blocks(plan: dict[str, Any], plot_files: list[str]) -> list[Block]:
             )
             + "."
         )
-    blocks: list[Block] = [("h1", title), ("p", headline(plan)), ("p", intro)]
+    blocks: list[Block] = [("h1", title), ("p", headline(plan))]
+    if plan.get("origin") == "safe":
+        sf = plan.get("safe_fallback") or {}
+        blocks.append(
+            (
+                "p",
+                f"**SAFE PLAN — not an optimised plan.** {sf.get('reason', 'No incumbent')}; "
+                f"the plan is the safe plan: {sf.get('rule', '')}. Re-run with a longer "
+                "`--time-limit` (or `solver.time_limit_s`) for an optimised plan.",
+            )
+        )
+    blocks.append(("p", intro))
+    blocks += actuation_warning(plan)
+    blocks += signal_blocks(plan)
     blocks += [
         ("h2", "Plan against the baselines"),
         (
             "p",
             "Every baseline is evaluated by the same code as the plan. *Carbon-agnostic*: "
-            "first in, first out at release, first allowed site first (spilling to the next "
-            "when full or at budget), all nodes on, full power. *Shutdown-idle*: the same "
+            "first in, first out at release, each job at its submit site, all nodes on, full power"
+            + _submit_rule_text(plan)
+            + ". *Shutdown-idle*: the same "
             "schedule with idle nodes powered off. *Carbon-aware greedy*: what best-window "
             "tools plus Slurm power saving give — jobs in earliest-deadline order, each in the "
             "contiguous window with the lowest PUE × mean carbon intensity over its allowed "
@@ -436,6 +707,7 @@ def build_blocks(plan: dict[str, Any], plot_files: list[str]) -> list[Block]:
                 "than the MILP-guided placement, and greencpn keeps the better executable plan.",
             )
         )
+    blocks += extra_blocks(plan)
     blocks += solver_blocks(plan)
     blocks += [
         ("h2", "Sites"),
@@ -465,8 +737,10 @@ def build_blocks(plan: dict[str, Any], plot_files: list[str]) -> list[Block]:
             ("h2", "Carbon / cost trade-off"),
             (
                 "p",
-                "Extra solves with other weights: each row is the plan's carbon and cost "
-                "when the objective weighs them as shown.",
+                "Extra MILP solves with other weights. Each row is the **MILP's** carbon and "
+                "cost (the stage-1 model's energy at each site and slot, before jobs are placed "
+                "and nodes repaired), not an executed plan's: compare the rows with each other "
+                "for the shape of the trade-off; the executed plan's figures are the headline's.",
             ),
             ("table", trade),
         ]

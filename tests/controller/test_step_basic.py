@@ -145,9 +145,9 @@ def test_greencpn_plan_goes_through_the_controller(tmp_path, monkeypatch, capsys
     calls = []
     real = stepmod.Controller.plan
 
-    def spy(self):
+    def spy(self, **kw):
         calls.append(self.rolling)
-        return real(self)
+        return real(self, **kw)
 
     monkeypatch.setattr(stepmod.Controller, "plan", spy)
     assert main(["plan", "--config", str(path), "--out", str(tmp_path / "out"), "--no-report"]) == 0

@@ -72,6 +72,13 @@ def test_run_once_then_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert out.startswith("step 1 slot 2026-01-05T00:00Z: ok (shadow), ")
     assert main(["status", "--state-dir", str(state), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
+    # the documented schema (docs/daemon.md, issue #10.2)
+    assert doc["schema"] == "greencpn.status/1"
+    assert set(doc) >= {
+        "state_dir", "mode", "levers", "leader", "updated_at", "pid", "config", "period_s",
+        "savings", "last_steps", "plan", "jobs", "held_jobs", "power_cycles", "failures",
+        "reload", "ledger_steps",
+    }  # fmt: skip
     assert doc["mode"] == "shadow" and doc["leader"]["enabled"] is False
     assert [s["status"] for s in doc["ledger_steps"]] == ["ok"]
     assert doc["plan"]["horizon"]["start"] == "2026-01-05T00:00:00Z"

@@ -57,7 +57,7 @@ def write_fleet(
         "max_latency_ms",
         "checkpointable",
         "priority",
-    ]
+    ] + (["submit_site"] if any("submit_site" in j for j in jobs) else [])
     rows = [",".join(cols)]
     for j in jobs:
         rows.append(",".join(str(j.get(c, "")) for c in cols))

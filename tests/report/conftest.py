@@ -220,6 +220,21 @@ def _plan() -> dict[str, Any]:
             {"carbon_weight_per_kg": 1.0, "cost_weight": 0.0, "carbon_kg": 9.0, "cost": 20.0},
             {"carbon_weight_per_kg": 0.0, "cost_weight": 1.0, "carbon_kg": 14.0, "cost": 12.5},
         ],
+        # the report's where-and-when plots (#10.13): busy GPU-h per site and slot, kg per slot
+        "work_by_site_gpu_h": {
+            "plan": {
+                "frankfurt": [float(b) for b in fra_busy],
+                "oslo": [float(b) for b in osl_busy],
+            },
+            "carbon_agnostic": {
+                "frankfurt": [8.0, 8.0, 8.0, 8.0, 0.0, 0.0],
+                "oslo": [12.0, 12.0, 4.0, 0.0, 0.0, 0.0],
+            },
+        },
+        "carbon_by_slot_kg": {
+            "plan": [sum(site["slots"][i]["carbon_kg"] for site in sites) for i in range(6)],
+            "carbon_agnostic": [8.0, 8.0, 8.0, 6.0, 5.0, 5.0],
+        },
     }
 
 

@@ -62,6 +62,10 @@ def test_plots_show_in_headless_chromium(tiny_report: dict[str, Any], tmp_path: 
     assert res.returncode == 0, res.stderr[-2000:]
     assert _images_loaded(res.stdout) == (len(PLOTS), len(PLOTS))
     assert "Plan against the baselines" in res.stdout
+    # the where-and-when plots of issue #10.13 are among them, decoded like the others
+    for name in ("work_by_site.png", "cumulative_carbon.png"):
+        assert f'data-file="{name}"' in res.stdout
+        assert f'alt="{PLOTS[name]}"' in res.stdout
 
     shot = tmp_path / "shot.png"
     res = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,3000", lone.as_uri())

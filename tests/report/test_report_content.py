@@ -267,7 +267,7 @@ def test_comparison_table_every_column(rendered: dict[str, Any]) -> None:
     mine = {
         "Energy (kWh)": (energy, 1),
         "Carbon (kg CO2e)": (carbon, 1),
-        "Cost": (cost, 2),
+        "Cost (currency not stated)": (cost, 2),
         "Late jobs": (len(late), 0),
         "Late work (GPU-h)": (sum(j["work_gpu_h"] for j in late), 1),
         "Unserved work (GPU-h)": (sum(j["unserved_gpu_h"] for j in doc["jobs"]), 1),
@@ -275,7 +275,7 @@ def test_comparison_table_every_column(rendered: dict[str, Any]) -> None:
     keys = {
         "Energy (kWh)": "energy_kwh",
         "Carbon (kg CO2e)": "carbon_kg",
-        "Cost": "cost",
+        "Cost (currency not stated)": "cost",
         "Late jobs": "late_jobs",
         "Late work (GPU-h)": "late_gpu_h",
         "Unserved work (GPU-h)": "unserved_gpu_h",

@@ -53,6 +53,8 @@ SERIES_COLOURS = {
     "nodes_on.png": ("#1f77b4",),
     "power_caps.png": ("#ff7f0e",),
     "site_power.png": ("#1f77b4", "#d62728"),  # meter power, frankfurt's budget
+    "work_by_site.png": ("#1f77b4", "#ff7f0e"),  # plan, carbon-agnostic
+    "cumulative_carbon.png": ("#1f77b4", "#ff7f0e"),  # plan, carbon-agnostic
 }
 
 
@@ -78,7 +80,7 @@ def test_comparison_table_matches_the_plan(tiny_report: dict[str, Any]) -> None:
     for label, key, tol in (
         ("Energy (kWh)", "energy_kwh", 0.05),
         ("Carbon (kg CO2e)", "carbon_kg", 0.05),
-        ("Cost", "cost", 0.005),
+        ("Cost (currency not stated)", "cost", 0.005),
         ("Late jobs", "late_jobs", 0),
         ("Late work (GPU-h)", "late_gpu_h", 0.05),
         ("Unserved work (GPU-h)", "unserved_gpu_h", 0.05),
@@ -182,3 +184,17 @@ def test_import_greencpn_does_not_load_matplotlib() -> None:
     code = "import sys, greencpn, greencpn.report.render; print('matplotlib' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "False"
+
+
+def test_trade_off_rows_are_labelled_milp(tiny_plan: dict[str, Any], tmp_path: Path) -> None:
+    """Issue #10.11: the trade-off table showed MILP figures under "each row is the plan's
+    carbon" (1,043 kg beside a headline of 1,848 kg); they are labelled MILP figures."""
+    tiny_plan["tradeoff"][0]["status"] = "configured"
+    md = render_report(tiny_plan, tmp_path)["md"].read_text()
+    assert "each row is the plan's carbon" not in md
+    header = next(line for line in md.splitlines() if line.startswith("| carbon weight"))
+    assert "| MILP carbon (kg) | MILP cost |" in header
+    assert "Each row is the **MILP's** carbon and cost" in md
+    row = _md_table(md, "carbon weight (per kg)")[0]
+    total = fmt_num(tiny_plan["totals"]["carbon_kg"])
+    assert row[4] == f"configured weights: the executed plan emits {total} kg"
