@@ -44,6 +44,7 @@ class Schedule:
     end_h: np.ndarray  # [J] end in hours from the horizon start (nan = not placed)
     alloc_fine: np.ndarray | None = None  # [P, T2·k] GPUs held per placement step
     subslots: int = 1  # placement steps per slot (k)
+    fine_runs: list[list[tuple[int, float]]] | None = None  # per job: (fine step, busy fraction)
 
 
 @dataclass
@@ -626,7 +627,23 @@ def place_jobs(
         ci, steps, fracs = best
         p = int(cand[ci])
         place(j, p, steps.tolist(), fracs.tolist())
-    # back to slots: GPUs held = the most held in any step; busy = time average
+    return schedule_from_fine(inp, fine_runs, placed, alloc, busy, lev, k, T2)
+
+
+def schedule_from_fine(
+    inp: PlanInputs,
+    fine_runs: list[list[tuple[int, float]]],
+    placed: np.ndarray,
+    alloc: np.ndarray,
+    busy: np.ndarray,
+    lev: np.ndarray,
+    k: int,
+    T2: int,
+) -> Schedule:
+    """A :class:`Schedule` from the placement grid: GPUs held per slot = the most held in any
+    of its steps, busy = the time average, runs summed per slot. ``lev`` is [P, T2·k]."""
+    P, T, J = len(inp.pools), inp.T, len(inp.jobs)
+    dt = inp.slot_h / k
     lev_slot = lev.reshape(P, T2, k)[:, :, 0]
     alloc_slot = alloc.reshape(P, T2, k).max(axis=2)  # includes the reserve
     busy_slot = busy.reshape(P, T2, k).mean(axis=2)
@@ -654,6 +671,7 @@ def place_jobs(
         end_h=end_h,
         alloc_fine=alloc.copy(),
         subslots=k,
+        fine_runs=[list(r) for r in fine_runs],
     )
 
 

@@ -23,6 +23,7 @@ from greencpn.config import FleetConfig, slot_times
 from greencpn.errors import ConfigError, SolverError
 from greencpn.optimize.checks import run_checks
 from greencpn.optimize.evaluate import Evaluation, evaluate
+from greencpn.optimize.improve import improve_schedule
 from greencpn.optimize.inputs import PlanInputs, build_inputs, deadband
 from greencpn.optimize.joblevel import joblevel_size, solve_joblevel
 from greencpn.optimize.milp import MilpSolution, PlanModel, SolveOutcome
@@ -236,6 +237,7 @@ def make_plan(
     joblevel: bool = True,
     candidates: bool = True,
     incremental: bool = False,
+    improve: bool = True,
 ) -> PlanResult:
     """Plan the fleet over the horizon.
 
@@ -257,6 +259,10 @@ def make_plan(
         incremental: a re-plan whose newest plan can be kept for most jobs places only the
             changed jobs (``INCREMENTAL_MIN_SHARE``; the control step sets it on large fleets,
             ``[controller] incremental_min_jobs``).
+        improve: re-insert the jobs of the best candidates one at a time, packing them onto
+            nodes that are on anyway (:mod:`greencpn.optimize.improve`); each result competes
+            as one more candidate. Only without an anchor (a one-off plan): the control step
+            ranks its candidates with the stability cost, which moving jobs would pay.
     """
     inp = inputs or make_inputs(cfg, clock, intensity_by_zone, failed_nodes=failed_nodes)
     diagnostics = run_checks(inp)
@@ -290,6 +296,7 @@ def make_plan(
         joblevel=joblevel,
         candidates=candidates,
         incremental=incremental,
+        improve=improve,
     )
 
 
@@ -306,6 +313,7 @@ def finish_plan(
     joblevel: bool = True,
     candidates: bool = True,
     incremental: bool = False,
+    improve: bool = True,
 ) -> PlanResult:
     # A re-plan (the control step) carries an anchor: the newest plan and the power history.
     # Every candidate's node schedule keeps min up / min down from the history and pays the
@@ -447,6 +455,11 @@ def finish_plan(
             greedy = evaluate(inp, g_sched, g_n, g_u)
             greedy_repair_s = time.perf_counter() - tg
         cands.append((greedy.objective, "carbon-aware greedy", (g_sched, g_n, g_u, g_d, greedy)))
+    improve_info: list[dict] = []
+    t4 = time.perf_counter()
+    if improve and not anchored and anchor is None:
+        cands, improve_info = _improved_candidates(inp, cands)
+    improve_s = time.perf_counter() - t4
     optimised_totals = dict(executed.totals)
     opt_obj = next((c[0] for c in cands if c[1] == chosen), executed.objective)
     # the score: the objective plus, when re-planning, what moving away from the newest plan
@@ -527,8 +540,29 @@ def finish_plan(
     outcome_dict["kept_placement"] = {**kept_info, "s": kept_s}
     outcome_dict["greedy_anchor_repair_s"] = greedy_repair_s
     outcome_dict["candidates"] = cand_info
+    outcome_dict["reinsertion"] = {"s": improve_s, "runs": improve_info}
     res.document = build_document(cfg, clock, res, outcome_dict)
     return res
+
+
+#: how many of the best candidates the re-insertion pass improves, and its time per candidate
+IMPROVE_CANDIDATES = 2
+IMPROVE_TIME_LIMIT_S = 20.0
+
+
+def _improved_candidates(inp: PlanInputs, cands: list) -> tuple[list, list[dict]]:
+    """The best ``IMPROVE_CANDIDATES`` candidates (by the objective, distinct names) after the
+    re-insertion pass (:func:`~greencpn.optimize.improve.improve_schedule`), nodes repaired
+    exactly and priced by :func:`evaluate`; each is added as "<name> + re-insertion"."""
+    info: list[dict] = []
+    out = list(cands)
+    for obj_, name, cand in sorted(cands, key=lambda c: c[0])[:IMPROVE_CANDIDATES]:
+        sched1, stats = improve_schedule(inp, cand[0], time_limit_s=IMPROVE_TIME_LIMIT_S)
+        n1, u1, d1 = repair_nodes(inp, sched1)
+        ev1 = evaluate(inp, sched1, n1, u1)
+        info.append({"from": name, "objective_before": obj_, "objective": ev1.objective, **stats})
+        out.append((ev1.objective, f"{name} + re-insertion", (sched1, n1, u1, d1, ev1)))
+    return out, info
 
 
 def job_orders(inp: PlanInputs) -> dict[str, list[int]]:
