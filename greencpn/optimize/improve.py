@@ -42,13 +42,15 @@ def node_profile(need: list[int], initial_on: int, min_up: int, lo: int) -> list
     """Nodes on per slot to cover ``need``: at least ``lo`` (spares), every node started stays
     on ``min_up`` slots, nodes are stopped as soon as nothing needs them (forward pass)."""
     out: list[int] = []
-    starts: list[int] = []
-    prev = initial_on
+    starts = [0] * len(need)
+    prev, held = initial_on, 0  # held = nodes started in the last min_up − 1 slots
     for t, nd in enumerate(need):
-        # nodes started in the last min_up − 1 slots are still on (they were on at t − 1)
-        held = sum(starts[max(0, t - min_up + 1) : t]) if min_up > 1 else 0
+        if min_up > 1 and t >= min_up:
+            held -= starts[t - min_up]
         n = max(nd, lo, held)
-        starts.append(max(0, n - prev))
+        if n > prev:
+            starts[t] = n - prev
+            held += n - prev if min_up > 1 else 0
         out.append(n)
         prev = n
     return out
@@ -337,6 +339,9 @@ def improve_schedule(
                 b1 = busy_cost(p1, j, rr1) + late_cost(j, p1, rr1)
                 for s_, v in saved.items():
                     lev[p1, s_] = v
+                # adding a job never lowers the nodes' cost: no better than the best so far
+                if b1 >= old_total or (best is not None and b1 >= best[0]):
+                    continue
                 base1 = c_without0 if p1 == p0 else pool_cost[p1]
                 alloc_save = alloc[p1].copy()
                 for t, _f in rr1:
