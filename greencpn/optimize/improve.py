@@ -298,7 +298,13 @@ def improve_schedule(
             cap_c = cap_fine[cand, win]
             ok_all = cnt[cand] == 0
             best = None
-            for lv in range(n_lv):
+            # busy energy alone at each level's cleanest step: no option at that level costs
+            # less, so levels are tried cheapest bound first and the rest skipped
+            u_min = (unit[site_of[cand], win] * pue[cand, None]).min(axis=1)  # [C]
+            lb = (W / thr_pl[cand] * ext_pl[cand] * u_min[:, None]).min(axis=0)  # [L]
+            for lv in np.argsort(lb, kind="stable").tolist():
+                if lb[lv] >= old_total - 1e-12 or (best is not None and lb[lv] >= best[0]):
+                    break
                 ok = ok_all | (lev[cand] == lv)
                 ok_f = np.repeat(ok[:, sl_lo:sl_hi], k, axis=1)[:, lo - sl_lo * k : hi - sl_lo * k]
                 thr_c = np.repeat(thr_pl[cand, lv][:, None], hi - lo, axis=1)
