@@ -403,15 +403,29 @@ def finish_plan(
                 j for j in base_order if j not in first
             ]
     levels_s = time.perf_counter() - t3
+    greedy = baselines["carbon_aware_greedy"]
+    g_sched, g_n, g_u = base_scheds["carbon_aware_greedy"]
+    prev = np.concatenate([np.array([[p.initial_on] for p in inp.pools]), g_n[:, :-1]], axis=1)
+    g_d = np.maximum(0, prev - g_n)  # starts and stops never share a slot (net_switches)
+    greedy_repair_s = 0.0
+    if not anchored:
+        if node_anchor is not None:
+            tg = time.perf_counter()
+            g_n, g_u, g_d = repair_nodes(inp, g_sched, anchor=node_anchor)
+            greedy = evaluate(inp, g_sched, g_n, g_u)
+            greedy_repair_s = time.perf_counter() - tg
+        cands.append((greedy.objective, "carbon-aware greedy", (g_sched, g_n, g_u, g_d, greedy)))
+    improve_info: list[dict] = []
+    t4 = time.perf_counter()
+    if improve and not anchored and anchor is None:
+        cands, improve_info = _improved_candidates(inp, cands)
+    improve_s = time.perf_counter() - t4
     size = joblevel_size(inp)
     jl_limit_s = min(inp.solver.joblevel_time_limit_s, inp.solver.time_limit_s)
     if joblevel and not anchored and jl_limit_s > 0 and size <= JOBLEVEL_MAX_BINARIES:
         t2 = time.perf_counter()
-        warm = (
-            base_scheds["carbon_aware_greedy"][0]
-            if baselines["carbon_aware_greedy"].objective < executed.objective
-            else sched
-        )
+        # warm-started from the best candidate so far (re-inserted ones included)
+        warm = min(cands, key=lambda c: c[0])[2][0] if cands else sched
         jl = solve_joblevel(inp, time_limit_s=jl_limit_s, start=warm)
         jl_info = {
             "status": jl.status,
@@ -443,23 +457,6 @@ def finish_plan(
                 else "joblevel_time_limit_s = 0"
             ),
         }
-    greedy = baselines["carbon_aware_greedy"]
-    g_sched, g_n, g_u = base_scheds["carbon_aware_greedy"]
-    prev = np.concatenate([np.array([[p.initial_on] for p in inp.pools]), g_n[:, :-1]], axis=1)
-    g_d = np.maximum(0, prev - g_n)  # starts and stops never share a slot (net_switches)
-    greedy_repair_s = 0.0
-    if not anchored:
-        if node_anchor is not None:
-            tg = time.perf_counter()
-            g_n, g_u, g_d = repair_nodes(inp, g_sched, anchor=node_anchor)
-            greedy = evaluate(inp, g_sched, g_n, g_u)
-            greedy_repair_s = time.perf_counter() - tg
-        cands.append((greedy.objective, "carbon-aware greedy", (g_sched, g_n, g_u, g_d, greedy)))
-    improve_info: list[dict] = []
-    t4 = time.perf_counter()
-    if improve and not anchored and anchor is None:
-        cands, improve_info = _improved_candidates(inp, cands)
-    improve_s = time.perf_counter() - t4
     optimised_totals = dict(executed.totals)
     opt_obj = next((c[0] for c in cands if c[1] == chosen), executed.objective)
     # the score: the objective plus, when re-planning, what moving away from the newest plan
