@@ -222,7 +222,7 @@ def improve_schedule(
     used = np.stack([pool_used(p, prof_n[p]) for p in range(P)])  # [P, F]
     site_used = np.zeros((len(inp.sites), F))
     np.add.at(site_used, site_of, used)
-    limited = np.isfinite(budget).any(axis=1)  # sites with a budget somewhere
+    limited = np.asarray(np.isfinite(budget).any(axis=1), dtype=bool)  # sites with a budget
 
     def refresh(p: int) -> None:
         new_used = pool_used(p, prof_n[p])
