@@ -707,6 +707,7 @@ class Controller:
             joblevel=self._cfg.raw.controller.joblevel_candidate,
             candidates=self._cfg.raw.controller.candidates,
             incremental=len(inp.jobs) >= self._cfg.raw.controller.incremental_min_jobs,
+            improve=False,  # the re-insertion pass is for one-off plans (no stability cost)
         )
         self._model, self._model_key = (built[-1] if built else model), key
         used = self._model

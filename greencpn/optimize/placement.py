@@ -639,7 +639,23 @@ def place_jobs(
         ci, steps, fracs = best
         p = int(cand[ci])
         place(j, p, steps.tolist(), fracs.tolist())
-    # back to slots: GPUs held = the most held in any step; busy = time average
+    return schedule_from_fine(inp, fine_runs, placed, alloc, busy, lev, k, T2)
+
+
+def schedule_from_fine(
+    inp: PlanInputs,
+    fine_runs: list[list[tuple[int, float]]],
+    placed: np.ndarray,
+    alloc: np.ndarray,
+    busy: np.ndarray,
+    lev: np.ndarray,
+    k: int,
+    T2: int,
+) -> Schedule:
+    """A :class:`Schedule` from the placement grid: GPUs held per slot = the most held in any
+    of its steps, busy = the time average, runs summed per slot. ``lev`` is [P, T2·k]."""
+    P, T, J = len(inp.pools), inp.T, len(inp.jobs)
+    dt = inp.slot_h / k
     lev_slot = lev.reshape(P, T2, k)[:, :, 0]
     alloc_slot = alloc.reshape(P, T2, k).max(axis=2)  # includes the reserve
     busy_slot = busy.reshape(P, T2, k).mean(axis=2)

@@ -23,6 +23,7 @@ from greencpn.config import SUBMIT_SITE_RULE, FleetConfig, slot_times
 from greencpn.errors import ConfigError, SolverError
 from greencpn.optimize.checks import run_checks
 from greencpn.optimize.evaluate import BEYOND_HORIZON_RULE, Evaluation, evaluate, tail_rates
+from greencpn.optimize.improve import improve_schedule
 from greencpn.optimize.inputs import PlanInputs, build_inputs, deadband
 from greencpn.optimize.joblevel import joblevel_size, solve_joblevel
 from greencpn.optimize.levers import lever_savings
@@ -253,6 +254,7 @@ def make_plan(
     joblevel: bool = True,
     candidates: bool = True,
     incremental: bool = False,
+    improve: bool = True,
 ) -> PlanResult:
     """Plan the fleet over the horizon.
 
@@ -274,6 +276,10 @@ def make_plan(
         incremental: a re-plan whose newest plan can be kept for most jobs places only the
             changed jobs (``INCREMENTAL_MIN_SHARE``; the control step sets it on large fleets,
             ``[controller] incremental_min_jobs``).
+        improve: re-insert the jobs of the best candidates one at a time, packing them onto
+            nodes that are on anyway (:mod:`greencpn.optimize.improve`); each result competes
+            as one more candidate. Only without an anchor (a one-off plan): the control step
+            ranks its candidates with the stability cost, which moving jobs would pay.
     """
     inp = inputs or make_inputs(cfg, clock, intensity_by_zone, failed_nodes=failed_nodes)
     diagnostics = run_checks(inp)
@@ -320,6 +326,7 @@ def make_plan(
         joblevel=joblevel,
         candidates=candidates,
         incremental=incremental,
+        improve=improve,
     )
 
 
@@ -409,6 +416,7 @@ def finish_plan(
     joblevel: bool = True,
     candidates: bool = True,
     incremental: bool = False,
+    improve: bool = True,
 ) -> PlanResult:
     # A re-plan (the control step) carries an anchor: the newest plan and the power history.
     # Every candidate's node schedule keeps min up / min down from the history and pays the
@@ -511,15 +519,29 @@ def finish_plan(
                 j for j in base_order if j not in first
             ]
     levels_s = time.perf_counter() - t3
+    greedy = baselines["carbon_aware_greedy"]
+    g_sched, g_n, g_u = base_scheds["carbon_aware_greedy"]
+    prev = np.concatenate([np.array([[p.initial_on] for p in inp.pools]), g_n[:, :-1]], axis=1)
+    g_d = np.maximum(0, prev - g_n)  # starts and stops never share a slot (net_switches)
+    greedy_repair_s = 0.0
+    if not anchored:
+        if node_anchor is not None:
+            tg = time.perf_counter()
+            g_n, g_u, g_d = repair_nodes(inp, g_sched, anchor=node_anchor)
+            greedy = evaluate(inp, g_sched, g_n, g_u)
+            greedy_repair_s = time.perf_counter() - tg
+        cands.append((greedy.objective, "carbon-aware greedy", (g_sched, g_n, g_u, g_d, greedy)))
+    improve_info: list[dict] = []
+    t4 = time.perf_counter()
+    if improve and not anchored and anchor is None:
+        cands, improve_info = _improved_candidates(inp, cands)
+    improve_s = time.perf_counter() - t4
     size = joblevel_size(inp)
     jl_limit_s = min(inp.solver.joblevel_time_limit_s, inp.solver.time_limit_s)
     if joblevel and not anchored and jl_limit_s > 0 and size <= JOBLEVEL_MAX_BINARIES:
         t2 = time.perf_counter()
-        warm = (
-            base_scheds["carbon_aware_greedy"][0]
-            if baselines["carbon_aware_greedy"].objective < executed.objective
-            else sched
-        )
+        # warm-started from the best candidate so far (re-inserted ones included)
+        warm = min(cands, key=lambda c: c[0])[2][0] if cands else sched
         jl = solve_joblevel(inp, time_limit_s=jl_limit_s, start=warm)
         jl_info = {
             "status": jl.status,
@@ -551,18 +573,6 @@ def finish_plan(
                 else "joblevel_time_limit_s = 0"
             ),
         }
-    greedy = baselines["carbon_aware_greedy"]
-    g_sched, g_n, g_u = base_scheds["carbon_aware_greedy"]
-    prev = np.concatenate([np.array([[p.initial_on] for p in inp.pools]), g_n[:, :-1]], axis=1)
-    g_d = np.maximum(0, prev - g_n)  # starts and stops never share a slot (net_switches)
-    greedy_repair_s = 0.0
-    if not anchored:
-        if node_anchor is not None:
-            tg = time.perf_counter()
-            g_n, g_u, g_d = repair_nodes(inp, g_sched, anchor=node_anchor)
-            greedy = evaluate(inp, g_sched, g_n, g_u)
-            greedy_repair_s = time.perf_counter() - tg
-        cands.append((greedy.objective, "carbon-aware greedy", (g_sched, g_n, g_u, g_d, greedy)))
     optimised_totals = dict(executed.totals)
     opt_obj = next((c[0] for c in cands if c[1] == chosen), executed.objective)
     # the score: the objective plus, when re-planning, what moving away from the newest plan
@@ -645,9 +655,32 @@ def finish_plan(
     outcome_dict["kept_placement"] = {**kept_info, "s": kept_s}
     outcome_dict["greedy_anchor_repair_s"] = greedy_repair_s
     outcome_dict["candidates"] = cand_info
+    outcome_dict["reinsertion"] = {"s": improve_s, "runs": improve_info}
     log.info("progress: plan document")
     res.document = build_document(cfg, clock, res, outcome_dict)
     return res
+
+
+#: the re-insertion pass's time per candidate
+IMPROVE_TIME_LIMIT_S = 20.0
+
+
+def _improved_candidates(inp: PlanInputs, cands: list) -> tuple[list, list[dict]]:
+    """The best candidate by the objective and the MILP-guided placement ("optimised
+    placement", the one the MILP steers; measured: after the pass it is the best on S and M)
+    after the re-insertion pass (:func:`~greencpn.optimize.improve.improve_schedule`), nodes
+    repaired exactly and priced by :func:`evaluate`; each is added as "<name> + re-insertion"."""
+    info: list[dict] = []
+    out = list(cands)
+    ranked = sorted(cands, key=lambda c: c[0])
+    picked = ranked[:1] + [c for c in ranked[1:] if c[1] == "optimised placement"]
+    for obj_, name, cand in picked:
+        sched1, stats = improve_schedule(inp, cand[0], time_limit_s=IMPROVE_TIME_LIMIT_S)
+        n1, u1, d1 = repair_nodes(inp, sched1)
+        ev1 = evaluate(inp, sched1, n1, u1)
+        info.append({"from": name, "objective_before": obj_, "objective": ev1.objective, **stats})
+        out.append((ev1.objective, f"{name} + re-insertion", (sched1, n1, u1, d1, ev1)))
+    return out, info
 
 
 def job_orders(inp: PlanInputs) -> dict[str, list[int]]:
