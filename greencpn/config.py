@@ -235,6 +235,33 @@ class GpuModelConfig(_Strict):
                     return wc.levels
         return self.levels
 
+    def levels_for_mix(self, work_by_class: dict[str | None, float]) -> list[GpuLevel]:
+        """The levels of a GPU running a mix of classes (work in full-power GPU-h per class).
+
+        At each cap the mix needs Σ_k w_k / θ_k GPU-hours and draws Σ_k (w_k / θ_k) × π_k:
+        θ = Σ w / Σ (w / θ_k) and power_factor = that energy ÷ those GPU-hours. One class (or
+        none) gives its own levels unchanged."""
+        mix = {k: w for k, w in work_by_class.items() if w > 0}
+        curves = {k: self.levels_for(k) for k in mix}
+        distinct = {id(c) for c in curves.values()}
+        if len(distinct) <= 1:
+            return next(iter(curves.values()), self.levels)
+        out: list[GpuLevel] = []
+        for lv in self.levels:
+            gpu_h = energy = 0.0
+            for k, w in mix.items():
+                ck = {x.cap_w: x for x in curves[k]}[lv.cap_w]
+                gpu_h += w / ck.throughput
+                energy += w / ck.throughput * ck.power_factor
+            out.append(
+                GpuLevel(
+                    cap_w=lv.cap_w,
+                    throughput=min(1.0, sum(mix.values()) / gpu_h),
+                    power_factor=min(1.0, energy / gpu_h),
+                )
+            )
+        return out
+
     @property
     def class_names(self) -> list[str]:
         return [wc.name for wc in self.workload_classes]
