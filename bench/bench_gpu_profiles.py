@@ -52,13 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     if not DATA.is_dir():
         print(f"skipped: shared GPU sweep data not found at {DATA}", file=sys.stderr)
         return 0
-    out: list[str] = ["## Energy per unit of work of the levels vs the per-configuration median", ""]
+    out: list[str] = [
+        "## Energy per unit of work of the levels vs the per-configuration median",
+        "",
+    ]
     out.append(
         "E/work = (power_factor / throughput) ÷ the same at the top level; 'median' = median over "
         "configurations of E(cap)/E(top) from the raw sweep; 'old' = the profile at "
         f"`{args.old_ref}` (median θ and median P/P_top taken separately)."
     )
-    out += ["", "| GPU | cap W | configs | per-config median | new profile | old profile |", "|---|---|---|---|---|---|"]
+    out += [
+        "",
+        "| GPU | cap W | configs | per-config median | new profile | old profile |",
+        "|---|---|---|---|---|---|",
+    ]
     shares: list[str] = [
         "| GPU | configs | per-config limit, mean saving | pool caps: share (within 3 %) | "
         "pool: configs slowed > 3 % | pool cap W | per-job class caps: share (within 3 %) | "

@@ -37,7 +37,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
 from pydantic_core import PydanticCustomError
 
 from greencpn.errors import ConfigError

@@ -22,12 +22,17 @@ OUT_DIR = REPO / "models" / "gpus"
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with summary_power_*.csv")
+    ap.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="folder with summary_power_*.csv"
+    )
     ap.add_argument("--out", type=Path, default=OUT_DIR, help="where to write the TOML files")
     ap.add_argument("--table", action="store_true", help="print the fit table (Markdown)")
     args = ap.parse_args(argv)
     if not args.data.is_dir():
-        print(f"error: {args.data} not found; pass --data DIR with summary_power_*.csv", file=sys.stderr)
+        print(
+            f"error: {args.data} not found; pass --data DIR with summary_power_*.csv",
+            file=sys.stderr,
+        )
         return 2
     for line in write_bundle(args.data, args.out, args.table):
         print(line)

@@ -73,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
         fits = refit(ms, load_gpu_models(models_dir))
     except ValueError as exc:
         raise ConfigError(
-            str(exc), source=str(args.from_ledger), fix="see models/README.md 'Learned from the fleet'"
+            str(exc),
+            source=str(args.from_ledger),
+            fix="see models/README.md 'Learned from the fleet'",
         ) from None
     args.out.mkdir(parents=True, exist_ok=True)
     for name, lf in fits.items():
@@ -83,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         cls = ", ".join(f"{c} ({n})" for c, n in lf.classes.items()) or "none"
         print(
             f"wrote {path}: {lf.jobs} jobs, {lf.workloads} workloads, caps {caps} W, "
-            f"classes {cls}" + (f"; left out {lf.skipped_workloads}" if lf.skipped_workloads else "")
+            f"classes {cls}"
+            + (f"; left out {lf.skipped_workloads}" if lf.skipped_workloads else "")
         )
     return 0

@@ -132,5 +132,3 @@ DEVICES: tuple[Device, ...] = (
         idle_source="~60-80 W idle on H100 SXM5",
     ),
 )
-
-

@@ -37,8 +37,8 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 #: one configuration: cap W → (seconds per unit of work, average board power W)
 Points = Mapping[float, tuple[float, float]]
@@ -211,9 +211,7 @@ def pick_levels(fit: CurveFit, share: float = OPTIMUM_SHARE) -> list[float]:
     return sorted(kept)
 
 
-def split_by_class(
-    configs: Iterable[Points], power_limit_max_w: float
-) -> dict[str, list[Points]]:
+def split_by_class(configs: Iterable[Points], power_limit_max_w: float) -> dict[str, list[Points]]:
     """Configurations by workload class (uncapped power share), classes in CLASSES order."""
     cfgs = list(configs)
     top = max(p for c in cfgs for p in c)
@@ -240,9 +238,7 @@ class Level:
     power_factor: float
 
 
-def extrapolate(
-    curves: list[tuple[CurveFit, float]], min_w: float, max_w: float
-) -> list[Level]:
+def extrapolate(curves: list[tuple[CurveFit, float]], min_w: float, max_w: float) -> list[Level]:
     """Levels for a device without a sweep: the mean of measured curves (θ, e_rel, pf_top) at
     the same fraction of each one's maximum, at EXTRAPOLATED_FRACTIONS of this device's max."""
     out: list[Level] = []
@@ -401,7 +397,7 @@ def build_profiles(data_dir: Path) -> Bundle:
         if dev.sweep is None:
             continue
         path = data_dir / f"summary_power_{dev.sweep}.csv"
-        configs = list(read_sweep(path).values())
+        configs: list[Points] = list(read_sweep(path).values())
         fit = fit_device(configs, dev.power_limit_max_w)
         lim = fit.all.limits
         if lim[-1] != dev.power_limit_max_w or lim[0] != dev.power_limit_min_w:
@@ -412,7 +408,9 @@ def build_profiles(data_dir: Path) -> Bundle:
         out.fits[dev.key] = fit
         levels = curve_levels(fit.all, fit.levels, dev.power_limit_max_w)
         classes = [
-            ClassLevels(name, cf.n_configs, False, curve_levels(cf, fit.levels, dev.power_limit_max_w))
+            ClassLevels(
+                name, cf.n_configs, False, curve_levels(cf, fit.levels, dev.power_limit_max_w)
+            )
             for name, cf in fit.classes.items()
         ]
         out.levels[dev.key], out.class_levels[dev.key] = levels, classes

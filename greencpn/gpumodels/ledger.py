@@ -105,7 +105,8 @@ def refit(
         )
         notes = (
             "Refit from NVML total-energy counters and job durations; rerun as the fleet "
-            "measures more jobs. " + (f"Left out (never run uncapped): {skipped}. " if skipped else "")
+            "measures more jobs. "
+            + (f"Left out (never run uncapped): {skipped}. " if skipped else "")
         )
         text = render_toml(base, levels, class_levels, False, source, notes, known_classes=False)
         out[name] = LedgerFit(

@@ -24,8 +24,14 @@ from greencpn.errors import ConfigError
 MAX_W = 400.0
 CAPS = (200.0, 300.0, 400.0)
 # the known curve: throughput and board power per GPU (W) at each cap, per class
-THR = {"heavy": {200.0: 0.70, 300.0: 0.92, 400.0: 1.0}, "light": {200.0: 0.98, 300.0: 1.0, 400.0: 1.0}}
-SHAPE = {"heavy": {200.0: 0.5, 300.0: 0.7, 400.0: 0.8}, "light": {200.0: 0.27, 300.0: 0.28, 400.0: 0.28}}
+THR = {
+    "heavy": {200.0: 0.70, 300.0: 0.92, 400.0: 1.0},
+    "light": {200.0: 0.98, 300.0: 1.0, 400.0: 1.0},
+}
+SHAPE = {
+    "heavy": {200.0: 0.5, 300.0: 0.7, 400.0: 0.8},
+    "light": {200.0: 0.27, 300.0: 0.28, 400.0: 0.28},
+}
 # workloads: (class, power scale k: P = k × SHAPE × MAX_W)
 WORKLOADS = {"bert": ("heavy", 1.0), "resnet": ("heavy", 0.9), "recsys": ("light", 1.0)}
 
@@ -56,7 +62,9 @@ def test_meter_reads_the_counters_of_the_jobs_gpus(fake_nvml, backend, tmp_path:
     clock = SimClock(datetime(2026, 12, 1, tzinfo=UTC))
     meter = JobEnergyMeter(backend, clock, backend.list_gpus()[0].name)
     store = MeasurementStore(tmp_path / "m.jsonl")
-    m = _run(fake_nvml, backend, meter, clock, store, "j1", "bert", "heavy", 1.0, 300.0, gpus=(1, 3))
+    m = _run(
+        fake_nvml, backend, meter, clock, store, "j1", "bert", "heavy", 1.0, 300.0, gpus=(1, 3)
+    )
     assert m is not None
     # 8 GPU-h on 2 GPUs at θ 0.92: 4/0.92 h; 2 GPUs × 0.7 × 400 W over that time
     assert m.duration_s == pytest.approx(4 / 0.92 * 3600)
@@ -83,7 +91,9 @@ def test_unusable_measurements_are_not_kept(fake_nvml, backend, tmp_path: Path) 
     assert not store.path.exists()
 
 
-def test_refit_from_the_ledger_recovers_the_curve(fake_nvml, backend, tmp_path: Path, capsys) -> None:
+def test_refit_from_the_ledger_recovers_the_curve(
+    fake_nvml, backend, tmp_path: Path, capsys
+) -> None:
     clock = SimClock(datetime(2026, 12, 1, tzinfo=UTC))
     meter = JobEnergyMeter(backend, clock, backend.list_gpus()[0].name)
     store = MeasurementStore(tmp_path / "ledger.jsonl")
@@ -92,7 +102,18 @@ def test_refit_from_the_ledger_recovers_the_curve(fake_nvml, backend, tmp_path: 
         for cap in CAPS:
             for _ in range(2):  # repeated runs: the median per cap
                 n += 1
-                assert _run(fake_nvml, backend, meter, clock, store, f"{workload}-{n}", workload, cls, k, cap)
+                assert _run(
+                    fake_nvml,
+                    backend,
+                    meter,
+                    clock,
+                    store,
+                    f"{workload}-{n}",
+                    workload,
+                    cls,
+                    k,
+                    cap,
+                )
     # a workload never run uncapped cannot be normalised: left out, and said so
     n += 1
     _run(fake_nvml, backend, meter, clock, store, "once", "odd", "heavy", 1.0, 200.0)

@@ -82,7 +82,10 @@ def test_a_sound_inline_profile_loads(tmp_path: Path) -> None:
         # power falls as the cap rises
         (((150, 0.7, 0.45), (300, 1.0, 0.4)), r"levels\[1\]\.power_factor=0\.4 at 300"),
         # a 150 W cap cannot draw 0.6 x 300 = 180 W
-        (((150, 0.7, 0.6), (300, 1.0, 0.9)), r"power_factor=0\.6 exceeds cap_w / power_limit_max_w = 0\.500"),
+        (
+            ((150, 0.7, 0.6), (300, 1.0, 0.9)),
+            r"power_factor=0\.6 exceeds cap_w / power_limit_max_w = 0\.500",
+        ),
     ],
 )
 def test_unphysical_inline_levels_are_refused(tmp_path: Path, rows, needle: str) -> None:
