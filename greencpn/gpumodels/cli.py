@@ -22,7 +22,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Fit GPU power-cap profiles; see models/README.md for the method.",
     )
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
-    f = msub.add_parser("fit", help="regenerate profiles", description=__doc__)
+    f = msub.add_parser(
+        "fit",
+        help="regenerate profiles",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Regenerate GPU power-cap profiles (method: models/README.md).\n\n"
+        "  --data DIR          from Zeus-format sweeps (summary_power_*.csv): the bundled\n"
+        "                      profiles, as models/fit_gpu_profiles.py\n"
+        "  --from-ledger FILE  from the job measurements the GPU meter wrote (NVML energy\n"
+        "                      counters and durations): one profile per GPU model measured,\n"
+        "                      device facts kept from --models-dir",
+    )
     src = f.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", type=Path, help="folder with Zeus summary_power_*.csv sweeps")
     src.add_argument(
