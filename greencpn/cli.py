@@ -28,6 +28,7 @@ SUBCOMMAND_MODULES = (
     "greencpn.check",  # check
     "greencpn.daemon.cli",  # run, status
     "greencpn.whatif.cli",  # whatif
+    "greencpn.gpumodels.cli",  # models fit
 )
 
 

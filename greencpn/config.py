@@ -37,6 +37,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from greencpn.errors import ConfigError
 
@@ -113,6 +114,75 @@ class GpuLevel(_Strict):
     )
 
 
+_PROFILE_FIX = (
+    "give [[levels]] a throughput and power_factor that do not fall as cap_w rises, "
+    "throughput <= 1 and power_factor <= cap_w / power_limit_max_w (a busy GPU cannot draw more "
+    "than its cap); bundled profiles: rerun `greencpn models fit` / models/fit_gpu_profiles.py"
+)
+
+
+def _check_levels(levels: list[GpuLevel], gm: GpuModelConfig, where: str) -> None:
+    """Physical sanity of one level list (raised as a 'gpu_profile' error with its fix)."""
+    for i, lv in enumerate(levels):
+        if not gm.power_limit_min_w <= lv.cap_w <= gm.power_limit_max_w:
+            raise ValueError(
+                f"{where}[{i}].cap_w={lv.cap_w} W is outside the device range "
+                f"{gm.power_limit_min_w}–{gm.power_limit_max_w} W"
+            )
+        if lv.power_factor * gm.power_limit_max_w < gm.idle_w:
+            raise ValueError(f"{where}[{i}]: busy power is below idle_w")
+        # 0.5 % slack: published factors are rounded to 3 decimals
+        if lv.power_factor > lv.cap_w / gm.power_limit_max_w * 1.005:
+            raise PydanticCustomError(
+                "gpu_profile",
+                "{where}[{i}].power_factor={pf} exceeds cap_w / power_limit_max_w = {lim} "
+                "(a GPU capped at {cap} W cannot draw {w} W)",
+                {
+                    "where": where,
+                    "i": i,
+                    "pf": lv.power_factor,
+                    "lim": f"{lv.cap_w / gm.power_limit_max_w:.3f}",
+                    "cap": lv.cap_w,
+                    "w": f"{lv.power_factor * gm.power_limit_max_w:.0f}",
+                },
+            )
+    caps = [lv.cap_w for lv in levels]
+    if len(set(caps)) != len(caps):
+        raise ValueError(f"{where} must have distinct cap_w values")
+    order = sorted(range(len(levels)), key=lambda i: levels[i].cap_w)
+    for name in ("throughput", "power_factor"):
+        for lo, hi in zip(order, order[1:], strict=False):
+            a, b = getattr(levels[lo], name), getattr(levels[hi], name)
+            if b < a:
+                raise PydanticCustomError(
+                    "gpu_profile",
+                    "{where}[{hi}].{name}={b} at {cap} W is below {a} at the lower cap "
+                    "{pcap} W ({where}[{lo}]): levels must not lose {name} as the cap rises",
+                    {
+                        "where": where,
+                        "hi": hi,
+                        "lo": lo,
+                        "name": name,
+                        "b": b,
+                        "a": a,
+                        "cap": levels[hi].cap_w,
+                        "pcap": levels[lo].cap_w,
+                    },
+                )
+
+
+class WorkloadClassProfile(_Strict):
+    """The levels of one workload class (same caps as the profile's own levels)."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str = ""
+    uncapped_power_share_min: float = Field(default=0.0, ge=0, le=1)
+    uncapped_power_share_max: float = Field(default=1.0, gt=0, le=1)
+    configs: int = Field(default=0, ge=0, description="configurations the fit used (0: none)")
+    extrapolated: bool = False
+    levels: list[GpuLevel] = Field(min_length=1)
+
+
 class GpuModelConfig(_Strict):
     """Power/performance profile of a GPU model (see models/gpus/*.toml)."""
 
@@ -126,6 +196,11 @@ class GpuModelConfig(_Strict):
     extrapolated: bool = False
     source: str = Field(min_length=1, description="where the numbers come from")
     notes: str = ""
+    workload_classes: list[WorkloadClassProfile] = Field(
+        default_factory=list,
+        description="per-class levels (jobs name theirs with workload_class); "
+        "jobs without a class, or with one this model lacks, use `levels`",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> GpuModelConfig:
@@ -134,18 +209,61 @@ class GpuModelConfig(_Strict):
                 "need power_limit_min_w <= power_limit_default_w <= power_limit_max_w "
                 f"(got {self.power_limit_min_w}, {self.power_limit_default_w}, {self.power_limit_max_w})"
             )
-        for i, lv in enumerate(self.levels):
-            if not self.power_limit_min_w <= lv.cap_w <= self.power_limit_max_w:
-                raise ValueError(
-                    f"levels[{i}].cap_w={lv.cap_w} W is outside the device range "
-                    f"{self.power_limit_min_w}–{self.power_limit_max_w} W"
-                )
-            if lv.power_factor * self.power_limit_max_w < self.idle_w:
-                raise ValueError(f"levels[{i}]: busy power is below idle_w")
+        _check_levels(self.levels, self, "levels")
         caps = [lv.cap_w for lv in self.levels]
-        if len(set(caps)) != len(caps):
-            raise ValueError("levels must have distinct cap_w values")
+        seen: set[str] = set()
+        for j, wc in enumerate(self.workload_classes):
+            if wc.name in seen:
+                raise ValueError(f"workload_classes[{j}]: duplicate class name {wc.name!r}")
+            seen.add(wc.name)
+            _check_levels(wc.levels, self, f"workload_classes[{j}]({wc.name}).levels")
+            if sorted(lv.cap_w for lv in wc.levels) != sorted(caps):
+                raise PydanticCustomError(
+                    "gpu_profile",
+                    "workload_classes[{j}]({name}).levels have caps {got}, not the profile's "
+                    "levels {caps} (a pool's cap applies to every class)",
+                    {"j": j, "name": wc.name, "got": [lv.cap_w for lv in wc.levels], "caps": caps},
+                )
         return self
+
+    def levels_for(self, workload_class: str | None) -> list[GpuLevel]:
+        """The levels of a job's class (the profile's own levels when it has no such class)."""
+        if workload_class:
+            for wc in self.workload_classes:
+                if wc.name == workload_class:
+                    return wc.levels
+        return self.levels
+
+    def levels_for_mix(self, work_by_class: dict[str | None, float]) -> list[GpuLevel]:
+        """The levels of a GPU running a mix of classes (work in full-power GPU-h per class).
+
+        At each cap the mix needs Σ_k w_k / θ_k GPU-hours and draws Σ_k (w_k / θ_k) × π_k:
+        θ = Σ w / Σ (w / θ_k) and power_factor = that energy ÷ those GPU-hours. One class (or
+        none) gives its own levels unchanged."""
+        mix = {k: w for k, w in work_by_class.items() if w > 0}
+        curves = {k: self.levels_for(k) for k in mix}
+        distinct = {id(c) for c in curves.values()}
+        if len(distinct) <= 1:
+            return next(iter(curves.values()), self.levels)
+        out: list[GpuLevel] = []
+        for lv in self.levels:
+            gpu_h = energy = 0.0
+            for k, w in mix.items():
+                ck = {x.cap_w: x for x in curves[k]}[lv.cap_w]
+                gpu_h += w / ck.throughput
+                energy += w / ck.throughput * ck.power_factor
+            out.append(
+                GpuLevel(
+                    cap_w=lv.cap_w,
+                    throughput=min(1.0, sum(mix.values()) / gpu_h),
+                    power_factor=min(1.0, energy / gpu_h),
+                )
+            )
+        return out
+
+    @property
+    def class_names(self) -> list[str]:
+        return [wc.name for wc in self.workload_classes]
 
 
 class HookConfig(BaseModel):
@@ -252,6 +370,12 @@ class JobConfig(_Strict):
         description="site the job was submitted at: the carbon-agnostic baseline runs it "
         "there (default: the allowed site with the most GPUs, ties by name — "
         "baseline_submit_site)",
+    )
+    workload_class: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="GPU workload class (e.g. light, heavy: see models/README.md); its "
+        "profile curve sets the job's speed and power at each cap; none = the model's median",
     )
 
     @field_validator("release", "deadline", mode="before")
@@ -611,6 +735,7 @@ _FIX_HINTS = {
     "bool_parsing": "write true or false",
     "literal_error": "use one of the listed values",
     "too_short": "give at least one entry",
+    "gpu_profile": _PROFILE_FIX,
 }
 
 
@@ -696,6 +821,7 @@ _JOB_COLUMNS = {
     "checkpointable",
     "priority",
     "submit_site",
+    "workload_class",
 }
 
 
@@ -911,6 +1037,18 @@ def check_config(cfg: FleetConfig) -> None:
             field="jobs",
             fix="give every job a unique id",
         )
+    classes = sorted(
+        {c for p in raw.pools for c in cfg.gpu_models[p.gpu_model.lower()].class_names}
+    )
+    for j in cfg.jobs:
+        if j.workload_class is not None and j.workload_class not in classes:
+            raise ConfigError(
+                f"workload_class {j.workload_class!r} is not a class of any pool's GPU model",
+                source=src,
+                field=f"jobs({j.id}).workload_class",
+                fix=f"use one of {classes} (models/README.md 'Workload classes') or leave it "
+                "out to plan the job on the model's median curve",
+            )
     pools_by_site: dict[str, list[PoolConfig]] = {}
     for p in raw.pools:
         pools_by_site.setdefault(p.site, []).append(p)

@@ -255,8 +255,11 @@ def pool_in(
     slot_h: float,
     reserve_gpus: np.ndarray | None = None,
     T: int = 0,
+    work_by_class: dict[str | None, float] | None = None,
 ) -> PoolIn:
-    levels = sorted(gm.levels, key=lambda lv: lv.cap_w, reverse=True)
+    # the pool's curve is the mix of the workload classes of the jobs it may run (#14.2)
+    mixed = gm.levels_for_mix(work_by_class) if work_by_class else gm.levels
+    levels = sorted(mixed, key=lambda lv: lv.cap_w, reverse=True)
     top = levels[0].throughput
     boot_h = p.boot_time_min / 60.0
     if p.planned_always_on:  # hook 'none': greencpn cannot switch it, so plan every node on
@@ -316,6 +319,10 @@ def build_inputs(
             )
         )
     site_idx = {s.name: i for i, s in enumerate(raw.sites)}
+    work_by_site_class: dict[str, dict[str | None, float]] = defaultdict(lambda: defaultdict(float))
+    for j in cfg.jobs:
+        for n in allowed_sites(j, raw.sites):
+            work_by_site_class[n][j.workload_class] += j.work_gpu_h
     pools = [
         pool_in(
             without_failed(p, (failed_nodes or {}).get(p.name, 0)),
@@ -324,6 +331,7 @@ def build_inputs(
             slot_h,
             (reserves or {}).get(p.name),
             T,
+            dict(work_by_site_class[p.site]),
         )
         for p in raw.pools
     ]

@@ -22,7 +22,8 @@ What becomes what (see ``docs/load.md``):
 
 Per-job hints go in the job's comment (``sbatch --comment``), e.g.
 ``greencpn:deadline=2026-11-27T00:00:00Z,checkpointable`` or ``greencpn:deadline=+36h``
-(relative to the release). Keys: ``deadline``, ``checkpointable``, ``priority``.
+(relative to the release). Keys: ``deadline``, ``checkpointable``, ``priority``, ``class``
+(the GPU workload class, e.g. ``greencpn:class=heavy``: models/README.md 'Workload classes').
 
 Size (~670 lines, over the ~600 of issue 13, on purpose): the shapes of every Slurm release's
 JSON are read field by field side by side (22.05 … 24.x), so a difference between releases is
@@ -518,6 +519,7 @@ def _make_job(
             return f"comment priority {hints['priority']!r} is not a number"
     if work_gpu_h <= 0 or not math.isfinite(work_gpu_h):
         return "no work (zero time limit or elapsed)"
+    wclass = hints.get("class") or hints.get("workload_class") or None
     try:
         return JobConfig(
             id=e.id,
@@ -527,6 +529,7 @@ def _make_job(
             deadline=deadline,
             checkpointable=checkpointable,
             priority=priority,
+            workload_class=wclass,
         )
     except ValidationError as exc:
         return exc.errors()[0]["msg"].removeprefix("Value error, ")

@@ -290,3 +290,21 @@ def test_jobs_json_errors_name_the_field(tmp_path: Path) -> None:
         load_jobs_file(tmp_path / "jobs.yaml")
     with pytest.raises(ConfigError, match="needs the current time"):
         load_jobs_file(DATA / "slurm-22.05_squeue.json")
+
+
+def test_comment_class_sets_the_workload_class() -> None:
+    """Issue #14.2: ``greencpn:class=heavy`` in the comment gives the job its GPU workload class."""
+    assert parse_comment("greencpn:deadline=+36h,class=heavy")["class"] == "heavy"
+    doc = json.loads((DATA / "slurm-22.05_squeue.json").read_text())
+    for job in doc["jobs"]:
+        if job["job_id"] == 13:
+            job["comment"] = "greencpn:deadline=+36h,checkpointable,class=heavy"
+    jobs = {j.id: j for j in parse_squeue_json(doc, NOW_2205).jobs}
+    assert jobs["13"].workload_class == "heavy"
+    assert all(j.workload_class is None for i, j in jobs.items() if i != "13")
+    for job in doc["jobs"]:
+        if job["job_id"] == 13:
+            job["comment"] = "greencpn:class=he@vy"
+    snap = parse_squeue_json(doc, NOW_2205)
+    assert "13" not in {j.id for j in snap.jobs}
+    assert any(i == "13" and "pattern" in why for i, why in snap.skipped)
