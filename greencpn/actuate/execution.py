@@ -13,6 +13,11 @@ error without a delay, a :class:`~greencpn.errors.PermanentError` or any other e
 the step at once: retrying those is the next apply's job, after a fresh observation. Time is
 read from the clock and waited through ``sleep``, both passed in, so tests never wait.
 
+**Backoff** (the daemon's act phase, :mod:`greencpn.controller.actuation`): with ``retries``
+set, a TemporaryError *without* a delay is retried too, after ``backoff_s`` doubling at each
+attempt, at most ``retries`` times (and still within ``budget_s``); ``on_retry`` is told of
+each retry before the wait, so the caller can record it.
+
 Observation reads (a hook's ``status``, a node's GPU list) go through :func:`capture`: one
 attempt, its exception as the outcome (the node then reads as unknown, the caps are left).
 
@@ -77,6 +82,9 @@ def execute(
     sleep: Callable[[float], None],
     budget_s: float,
     what: str = "step",
+    retries: int | None = None,
+    backoff_s: float = 0.0,
+    on_retry: Callable[[TemporaryError, int, float], None] | None = None,
 ) -> Outcome[T]:
     """Run ``fn`` and turn what it raises into an :class:`Outcome` (see the module docstring).
 
@@ -86,6 +94,10 @@ def execute(
         sleep: waits between attempts (a test passes one that advances a SimClock).
         budget_s: a retry may start at most this many seconds after the first attempt began.
         what: names the step in the log.
+        retries: with backoff: at most this many retries of any TemporaryError (None: only
+            errors that carry ``retry_after_s`` are retried, as many as the budget allows).
+        backoff_s: first backoff delay for a TemporaryError without ``retry_after_s``, doubles.
+        on_retry: called ``(exception, retry number, delay_s)`` before each retry's wait.
     """
     started = clock.now()
     attempts = 0
@@ -96,6 +108,11 @@ def execute(
             return Outcome(result=fn(), attempts=attempts, waited_s=waited)
         except TemporaryError as exc:
             delay = exc.retry_after_s
+            if retries is not None:
+                if attempts > retries:
+                    return Outcome(exception=exc, attempts=attempts, waited_s=waited)
+                if delay is None or delay < 0:
+                    delay = backoff_s * 2 ** (attempts - 1)
             if delay is None or delay < 0:
                 return Outcome(exception=exc, attempts=attempts, waited_s=waited)
             elapsed = (clock.now() - started).total_seconds()
@@ -111,6 +128,8 @@ def execute(
                     exception=exc, attempts=attempts, waited_s=waited, retry_after_s=delay
                 )
             log.info("%s: %s; retrying in %g s (attempt %d)", what, exc, delay, attempts + 1)
+            if on_retry is not None:
+                on_retry(exc, attempts, delay)
             sleep(delay)
             waited += delay
         except Exception as exc:

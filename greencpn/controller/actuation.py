@@ -8,8 +8,9 @@ The guard wraps each pool's node hook and each node's GPU backend. Before a muta
    (those actions are recorded ``skipped``);
 2. skips pools whose lever is off or that are degraded (a permanent error in an earlier call);
 3. marks the action ``started`` in the step ledger (committed before the call);
-4. makes the call, retrying a :class:`~greencpn.errors.TemporaryError` with exponential backoff
-   (``retries``, ``retry_backoff_s``) inside the step;
+4. makes the call through :func:`greencpn.actuate.execution.execute` (the one place where an
+   exception becomes an outcome), retrying a :class:`~greencpn.errors.TemporaryError` with
+   exponential backoff (``retries``, ``retry_backoff_s``) inside the step;
 5. marks it ``done`` (and writes a power-cycle row for power on/off) or ``failed``; a permanent
    error (or retries exhausted) marks the pool degraded, so the others continue.
 
@@ -19,12 +20,14 @@ the guard only sees the calls it makes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from greencpn.actuate.apply import Backends
 from greencpn.actuate.base import GpuBackend, NodePowerHook, NodeStatus
+from greencpn.actuate.execution import execute
 from greencpn.clock import Clock
 from greencpn.controller.ledger import StepLedger
 from greencpn.controller.types import NotLeaderError
@@ -107,38 +110,35 @@ class ActionGuard:
         with self.ledger.tx():  # committed before the call
             for aid in ids:
                 self.ledger.start(aid, now, self.epoch)
-        delay = self.backoff_s
-        attempt = 0
-        while True:
-            try:
-                result = fn()
-            except TemporaryError as exc:
-                if attempt < self.retries:
-                    attempt += 1
-                    wait = exc.retry_after_s if exc.retry_after_s is not None else delay
-                    self.errors.append(
-                        {
-                            "type": "actuator_temporary",
-                            "where": f"{kind} {pool}",
-                            "message": f"{exc} (retry {attempt}/{self.retries} in {wait:g} s)",
-                        }
-                    )
-                    self.ledger.failure(
-                        self.step_id,
-                        self.clock.now(),
-                        "actuator_temporary",
-                        f"{kind} {pool}",
-                        str(exc),
-                    )
-                    self.sleep(wait)
-                    delay *= 2
-                    continue
-                self._failed(kind, pool, targets, ids, exc, "retries exhausted")
-                raise
-            except Exception as exc:
-                self._failed(kind, pool, targets, ids, exc, "permanent")
-                raise
-            break
+
+        def retried(exc: TemporaryError, n: int, wait: float) -> None:
+            self.errors.append(
+                {
+                    "type": "actuator_temporary",
+                    "where": f"{kind} {pool}",
+                    "message": f"{exc} (retry {n}/{self.retries} in {wait:g} s)",
+                }
+            )
+            self.ledger.failure(
+                self.step_id, self.clock.now(), "actuator_temporary", f"{kind} {pool}", str(exc)
+            )
+
+        out = execute(
+            fn,
+            clock=self.clock,
+            sleep=self.sleep,
+            budget_s=math.inf,
+            what=f"{kind} {pool}",
+            retries=self.retries,
+            backoff_s=self.backoff_s,
+            on_retry=retried,
+        )
+        attempt = out.attempts - 1
+        if out.exception is not None:
+            why = "retries exhausted" if isinstance(out.exception, TemporaryError) else "permanent"
+            self._failed(kind, pool, targets, ids, out.exception, why)
+            raise out.exception
+        result = out.result
         done_at = self.clock.now()
         for aid, t in zip(ids, targets, strict=True):
             self.ledger.finish(

@@ -147,3 +147,33 @@ def test_control_file_reads_the_budget(tmp_path):  # type: ignore[no-untyped-def
     assert ControlSettings().retry_budget_s == 60.0
     with pytest.raises(ConfigError, match="control.retry_budget_s"):
         ControlSettings.from_mapping({"retry_budget_s": -1})
+
+
+def test_backoff_mode_retries_errors_without_a_delay_doubling_up_to_the_count() -> None:
+    # the daemon's act phase: retries=2, backoff 2 s → waits 2 s, 4 s; a third failure is the
+    # outcome (3 attempts); each retry is reported before its wait
+    fn = Flaky(*(TemporaryError(f"BMC busy {i}") for i in range(3)))
+    clock = SimClock(T0)
+    slept: list[float] = []
+    seen: list[tuple[str, int, float]] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        clock.advance(timedelta(seconds=s))
+
+    out = execute(
+        fn,
+        clock=clock,
+        sleep=sleep,
+        budget_s=float("inf"),
+        retries=2,
+        backoff_s=2.0,
+        on_retry=lambda e, n, d: seen.append((str(e), n, d)),
+    )
+    assert slept == [2.0, 4.0] and fn.calls == 3
+    assert out.attempts == 3 and str(out.exception) == "BMC busy 2"
+    assert seen == [("BMC busy 0", 1, 2.0), ("BMC busy 1", 2, 4.0)]
+    # a retry_after_s still wins over the backoff, and success ends the retries
+    fn2 = Flaky(TemporaryError("agent 503", retry_after_s=9.0))
+    out2 = execute(fn2, clock=clock, sleep=sleep, budget_s=60, retries=2, backoff_s=2.0)
+    assert out2.result == "done" and slept[-1] == 9.0 and out2.attempts == 2
