@@ -156,7 +156,11 @@ def _direct_solve(
             lb[sl] = np.maximum(lb[sl], 0.0)
             ub[sl] = np.minimum(ub[sl], 1.0)
         integer[sl] = kind != "cont"
-    starts, index, value, row_lo, row_hi = [0], [], [], [], []
+    starts: list[int] = [0]
+    index: list[int] = []
+    value: list[float] = []
+    row_lo: list[float] = []
+    row_hi: list[float] = []
     for rows in mb.rows.values():
         for ids, coefs, lo, hi in zip(rows.ids, rows.coefs, rows.lo, rows.hi, strict=True):
             index.extend(int(i) for i in ids)
@@ -174,7 +178,7 @@ def _direct_solve(
     lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
     lp.a_matrix_.start_ = np.array(starts, dtype=np.int32)
     lp.a_matrix_.index_ = np.array(index, dtype=np.int32)
-    lp.a_matrix_.value_ = np.array(value, dtype=float)
+    lp.a_matrix_.value_ = np.array(value, dtype=np.float64)
     if integer.any():
         kint, kcont = highspy.HighsVarType.kInteger, highspy.HighsVarType.kContinuous
         lp.integrality_ = [kint if f else kcont for f in integer.tolist()]
