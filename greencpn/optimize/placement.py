@@ -44,6 +44,9 @@ class Schedule:
     end_h: np.ndarray  # [J] end in hours from the horizon start (nan = not placed)
     alloc_fine: np.ndarray | None = None  # [P, T2·k] GPUs held per placement step
     subslots: int = 1  # placement steps per slot (k)
+    # per job: (placement step, busy fraction of the step) — the exact runs, so a re-plan can
+    # rebuild them (plan.json ``placement_runs``); None where the schedule has no fine grid
+    fine_runs: list[list[tuple[int, float]]] | None = None
 
 
 @dataclass
@@ -130,7 +133,7 @@ def place_jobs(
     subslots: int = 4,
     guide: np.ndarray | None = None,
     reserve_kwh: np.ndarray | None = None,
-    fixed: dict[int, tuple[int, list[int]]] | None = None,
+    fixed: dict[int, tuple[int, list[int]] | tuple[int, list[int], list[float]]] | None = None,
 ) -> Schedule:
     """Place every job on one pool.
 
@@ -153,7 +156,8 @@ def place_jobs(
             :func:`greencpn.optimize.stability.kept_runs`): such a job is placed first on those
             steps, in that order, until its work is done at this placement's cap levels; a job
             whose steps no longer fit (GPUs, budget) or no longer deliver its work is placed
-            like any other.
+            like any other. A third element, the busy fraction per kept step (the plan's
+            exact runs), is used as it is when those steps still deliver exactly its work.
     """
     P, T = len(inp.pools), inp.T
     T2 = extension_slots(inp)
@@ -325,7 +329,7 @@ def place_jobs(
     # contiguous jobs first (their steps are exact), then checkpointable ones, whose steps
     # inside a slot may move to the free steps of that slot
     fixed_items = sorted((fixed or {}).items(), key=lambda kv: inp.jobs[kv[0]].checkpointable)
-    for j, (p, steps_kept) in fixed_items:
+    for j, (p, steps_kept, *given) in fixed_items:
         job = inp.jobs[j]
         if job.required_gpu_h <= 0 or job.release_slot >= T or not steps_kept:
             continue
@@ -352,15 +356,20 @@ def place_jobs(
             if st.size == 0:
                 continue
         rate = job.gpus * thr[p, st] * dt
-        cum = np.cumsum(rate)
-        if cum[-1] < W - 1e-9:
-            continue  # the kept steps no longer deliver the work (a lower cap level)
-        last = int(np.argmax(cum >= W - 1e-9))
-        st = st[: last + 1]
-        frk = np.ones(st.size)
-        frk[-1] = (W - (cum[last - 1] if last > 0 else 0.0)) / rate[last]
-        if frk[-1] <= 1e-12 and st.size > 1:
-            st, frk = st[:-1], frk[:-1]
+        fr_given = dict(zip(steps_kept, given[0], strict=True)) if given else {}
+        exact = np.array([fr_given.get(int(t), np.nan) for t in st.tolist()])
+        if given and np.isfinite(exact).all() and abs(rate @ exact - W) <= 1e-9 * max(1.0, W):
+            frk = exact  # the plan's own runs, still its exact work: kept as they were
+        else:
+            cum = np.cumsum(rate)
+            if cum[-1] < W - 1e-9:
+                continue  # the kept steps no longer deliver the work (a lower cap level)
+            last = int(np.argmax(cum >= W - 1e-9))
+            st = st[: last + 1]
+            frk = np.ones(st.size)
+            frk[-1] = (W - (cum[last - 1] if last > 0 else 0.0)) / rate[last]
+            if frk[-1] <= 1e-12 and st.size > 1:
+                st, frk = st[:-1], frk[:-1]
         if (alloc[p, st] + job.gpus > cap_fine[p, st] + 1e-9).any():
             continue
         # no budget check here: the previous plan kept its budgets per slot (evaluate prices
@@ -654,6 +663,7 @@ def place_jobs(
         end_h=end_h,
         alloc_fine=alloc.copy(),
         subslots=k,
+        fine_runs=[[(int(t), float(f)) for t, f in fr] for fr in fine_runs],
     )
 
 

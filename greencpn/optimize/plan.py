@@ -28,7 +28,7 @@ from greencpn.optimize.joblevel import joblevel_size, solve_joblevel
 from greencpn.optimize.milp import MilpSolution, PlanModel, SolveOutcome
 from greencpn.optimize.placement import NodeAnchor, Schedule, place_jobs, repair_nodes
 from greencpn.optimize.residency import check_residency
-from greencpn.optimize.stability import Anchor, kept_runs, stability_cost
+from greencpn.optimize.stability import Anchor, encode_runs, kept_runs, stability_cost
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +354,17 @@ def finish_plan(
         kept_s = time.perf_counter() - tk
         if kept is not None:
             cands.append((kept[4].objective, KEPT, kept[:5]))
-            kept_info = {"status": "built", "jobs_kept": kept[5], "jobs_unchanged": kept[6]}
+            tk_ = kept[4].totals
+            kept_info = {
+                "status": "built",
+                "jobs_kept": kept[5],
+                "jobs_unchanged": kept[6],
+                # what its objective is made of, beyond energy (why it lost, when it does)
+                **{
+                    x: tk_[x]
+                    for x in ("carbon_kg", "late_jobs", "unserved_gpu_h", "budget_overrun_kwh")
+                },
+            }
         else:
             kept_info = {"status": "no job of the newest plan is unchanged"}
     # incremental re-plan (large fleets, the control step): when the newest plan can be kept
@@ -623,7 +633,7 @@ def _kept_candidate(
                     level[p, t] = lv
     guide = work_by_group(inp, model, sol)
     sched = place_jobs(inp, n0, level, mode="plan", guide=guide, fixed=fixed)
-    kept = sum(1 for j, (p, _) in fixed.items() if int(sched.pool[j]) == p)
+    kept = sum(1 for j, (p, *_) in fixed.items() if int(sched.pool[j]) == p)
     n, u, d = repair_nodes(inp, sched, anchor=anchor.nodes())
     ev = evaluate(inp, sched, n, u)
     return sched, n, u, d, ev, kept, len(fixed)
@@ -803,6 +813,7 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
             }
         )
     jobs = []
+    fine = res.schedule.fine_runs
     for j, job in enumerate(inp.jobs):
         runs = res.schedule.runs[j]
         p = int(res.schedule.pool[j])
@@ -830,6 +841,8 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
                 ],
             }
         )
+        if fine is not None:  # the exact placement steps (a re-plan rebuilds the job from them)
+            jobs[-1]["placement_runs"] = encode_runs(fine[j])
     sites = []
     for s, site in enumerate(inp.sites):
         sites.append(
@@ -874,6 +887,11 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
             "slot_minutes": int(round(dt * 60)),
             "slots": T,
             "slot_starts": [_iso(t) for t in inp.slot_starts],
+            **(
+                {"placement_step_minutes": dt * 60 / res.schedule.subslots}
+                if fine is not None
+                else {}
+            ),
         },
         "objective_weights": inp.objective.model_dump(),
         "solver": outcome,

@@ -99,19 +99,51 @@ def _same_job(job, pj: dict[str, Any]) -> bool:
         return False
 
 
+def encode_runs(fine: list[tuple[int, float]]) -> list[dict[str, Any]]:
+    """A job's placement steps ``(step, busy fraction)`` as plan.json's ``placement_runs``:
+    maximal runs of consecutive steps, every step busy in full except perhaps the last of a
+    run (``last_busy_fraction``). Exact: :func:`decode_runs` gives the same steps back."""
+    out: list[dict[str, Any]] = []
+    for t, f in sorted(fine):
+        last = out[-1] if out else None
+        if (
+            last is not None
+            and last["step"] + last["steps"] == t
+            and last["last_busy_fraction"] >= 1.0
+        ):
+            last["steps"] += 1
+            last["last_busy_fraction"] = float(f)
+        else:
+            out.append({"step": int(t), "steps": 1, "last_busy_fraction": float(f)})
+    return out
+
+
+def decode_runs(runs: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    """``placement_runs`` back to ``(step, busy fraction)`` (see :func:`encode_runs`)."""
+    out: list[tuple[int, float]] = []
+    for r in runs:
+        s0, n = int(r["step"]), int(r["steps"])
+        out += [(s0 + i, 1.0) for i in range(n - 1)]
+        out.append((s0 + n - 1, float(r["last_busy_fraction"])))
+    return out
+
+
 def kept_runs(
     inp: PlanInputs, doc: dict[str, Any], k: int = 4, skip: set[str] | None = None
-) -> dict[int, tuple[int, list[int]]]:
-    """Job index → (pool, fine steps) for every job the previous plan ``doc`` placed that is
+) -> dict[int, Any]:
+    """Job index → (pool, fine steps[, busy fractions]) for every job the previous plan ``doc`` placed that is
     unchanged (same size, work, release, deadline) and not yet due to have started: its start
     lies at or after this horizon's start and its pool still exists and is allowed for it.
 
     Steps are on the placement grid (``k`` per slot) of *this* horizon: a contiguous job keeps
     its start (the run is re-timed to its work by :func:`place_jobs`); a checkpointable one
-    keeps its slots, each from the slot's start for the share of it the job was busy.
+    keeps its exact placement steps from the plan's ``placement_runs`` when the plan has them
+    on the same grid, with their busy fractions (:func:`place_jobs` keeps them while they
+    deliver the job's work), else (older plans, the job-level MILP's whole-slot schedule) its
+    slots, each from the slot's start for the share of it the job was busy.
     ``skip``: job ids to re-place anyway (e.g. running jobs).
     """
-    out: dict[int, tuple[int, list[int]]] = {}
+    out: dict[int, Any] = {}
     if not doc or "jobs" not in doc:
         return out
     prev_start = _parse(doc["horizon"]["start"])
@@ -119,6 +151,10 @@ def kept_runs(
     off_h = (prev_start - inp.start).total_seconds() / 3600.0
     if abs(off_h / step_h - round(off_h / step_h)) > 1e-6:
         return out  # grids do not line up (another slot length)
+    # the plan's own placement grid: its exact runs are usable when it is this one
+    grid_min = doc["horizon"].get("placement_step_minutes")
+    exact = grid_min is not None and abs(float(grid_min) / 60.0 - step_h) <= 1e-9
+    off_steps = round(off_h / step_h)
     pool_idx = {p.name: i for i, p in enumerate(inp.pools)}
     prev_jobs = {j["id"]: j for j in doc["jobs"]}
     T2_slots = 10 * inp.T  # any run past this is not worth keeping
@@ -138,8 +174,14 @@ def kept_runs(
         if start_h < -1e-9:
             continue  # due to have started already, yet still pending: placed afresh
         s0 = round(start_h / step_h)
+        steps: list[int] = []
+        if job.checkpointable and exact and pj.get("placement_runs"):
+            runs = decode_runs(pj["placement_runs"])
+            steps = [t + off_steps for t, _ in runs]
+            if min(steps) >= 0 and max(steps) < T2_slots * k:
+                out[j] = (p, steps, [f for _, f in runs])
+            continue
         if job.checkpointable:
-            steps: list[int] = []
             for r in pj["schedule"]:
                 t = int(r["slot"]) + round(off_h / inp.slot_h)
                 if t < 0 or t >= T2_slots:
@@ -154,6 +196,45 @@ def kept_runs(
             steps = list(range(s0, s0 + T2_slots * k))
         if steps:
             out[j] = (p, steps)
+    return out
+
+
+def plan_moves(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """How plan ``new`` differs from plan ``old`` (two plan documents): ``jobs_compared`` jobs
+    both place; of them ``jobs_moved`` have another pool or start, ``jobs_moved_not_due`` of
+    those were planned by ``old`` to start at or after ``new``'s horizon start (not yet due);
+    ``node_changes`` = Σ |nodes on − old nodes on| over the pool-slots both cover."""
+    out: dict[str, Any] = {
+        "jobs_compared": 0,
+        "jobs_moved": 0,
+        "jobs_moved_not_due": 0,
+        "moved_ids": [],
+        "node_changes": 0,
+    }
+    if not old:
+        return out
+    start = _parse(new["horizon"]["start"])
+    prev = {j["id"]: j for j in old.get("jobs", []) if j.get("pool") and j.get("start")}
+    for j in new.get("jobs", []):
+        pj = prev.get(j["id"])
+        if pj is None or not j.get("pool") or not j.get("start"):
+            continue
+        out["jobs_compared"] += 1
+        if (pj["pool"], pj["start"]) != (j["pool"], j["start"]):
+            out["jobs_moved"] += 1
+            out["moved_ids"].append(j["id"])
+            if _parse(pj["start"]) >= start:
+                out["jobs_moved_not_due"] += 1
+    old_at = {
+        (p["name"], old["horizon"]["slot_starts"][int(s["slot"])]): int(s["nodes_on"])
+        for p in old.get("pools", [])
+        for s in p["slots"]
+    }
+    for p in new.get("pools", []):
+        for s in p["slots"]:
+            n0 = old_at.get((p["name"], new["horizon"]["slot_starts"][int(s["slot"])]))
+            if n0 is not None:
+                out["node_changes"] += abs(int(s["nodes_on"]) - n0)
     return out
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from greencpn.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SWEEP_COLUMNS = (
     "config",
@@ -127,6 +130,10 @@ def run_task(task: SweepTask) -> dict[str, Any]:
     return {"config": task.config, "slack": task.slack, **row}
 
 
+#: the ``slack`` label of rows whose jobs come from a config's jobs file (their own deadlines)
+JOB_DEADLINES = "own deadlines"
+
+
 def make_tasks(
     configs: Sequence[str], slacks: Sequence[str], policies: Sequence[str], **common: Any
 ) -> list[SweepTask]:
@@ -142,6 +149,15 @@ def make_tasks(
         parse_spec(p)
     for s in slacks:
         parse_slack(s)
+    if not common.get("jobs"):
+        # the configs' own job files carry their deadlines: a slack rule would be unused, and
+        # rows labelled with it would say something that was not done
+        (log.warning if len(slacks) > 1 else log.info)(
+            "sweep: no --jobs trace, so the configs' jobs files are replayed with their own "
+            "deadlines; the slack rule(s) %s are not used",
+            " ".join(slacks),
+        )
+        slacks = [JOB_DEADLINES]
     return [
         SweepTask(config=str(c), slack=s, policy=p, **common)
         for c in configs

@@ -220,3 +220,26 @@ def test_whatif_refuses_a_bad_slack_rule_with_config_jobs(tmp_path, capsys):
     rc = main(args)
     err = capsys.readouterr().err
     assert rc == 2 and "unknown slack rule '8h'" in err and "Traceback" not in err
+
+
+def test_sweep_without_a_trace_labels_rows_with_the_jobs_own_deadlines(caplog):
+    # the example config's jobs file carries deadlines: two slack rules would have run the same
+    # replay twice, each row labelled with a rule that was not used
+    from greencpn.whatif.sweep import JOB_DEADLINES
+
+    with caplog.at_level("WARNING", logger="greencpn.whatif.sweep"):
+        tasks = make_tasks(
+            [str(CFG)],
+            ["+8h", "+24h"],
+            ["shutdown-idle"],
+            start=datetime(2023, 4, 25, tzinfo=UTC),
+            end=datetime(2023, 4, 25, 6, tzinfo=UTC),
+        )
+    assert [(t.slack, t.policy) for t in tasks] == [
+        (JOB_DEADLINES, "carbon-agnostic"),
+        (JOB_DEADLINES, "shutdown-idle"),
+    ]
+    assert "+8h +24h are not used" in caplog.text
+    # a bad rule is still refused up front
+    with pytest.raises(Exception, match="slack"):
+        make_tasks([str(CFG)], ["+8q"], ["shutdown-idle"])
