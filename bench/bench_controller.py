@@ -71,7 +71,7 @@ class ListQueue:
 
 
 # ----------------------------------------------------------------------------- 1. L step
-def bench_l(window: int) -> dict:
+def bench_l(window: int, controller: str = "") -> dict:
     import instances
     from instances import START, convert
 
@@ -98,6 +98,8 @@ def bench_l(window: int) -> dict:
 
         text = re.sub(r"(?m)^nodes = (\d+)$", add_host, text)
         text = re.sub(r'start = "[^"]*"\n', "", text, count=1)
+        if controller:  # extra [controller] settings (e.g. baselines = "all")
+            text += "\n[controller]\n" + controller.replace(";", "\n") + "\n"
         path.write_text(text)
         (d / "control.toml").write_text(
             "[control]\nmax_power_ops_per_min = 100000\npower_ops_burst = 100000\nwait_for_boot = false\n"
@@ -169,6 +171,8 @@ def bench_l(window: int) -> dict:
         out["actions"] = len(r2.actions)
         out["solve_s"] = r2.metrics.get("solve_s")
         out["plan_solver"] = (r2.plan or {}).get("solver", {})
+        out["executed_objective"] = ((r2.plan or {}).get("executed") or {}).get("objective")
+        out["plan_carbon_kg"] = ((r2.plan or {}).get("totals") or {}).get("carbon_kg")
         out["model_reused"] = r2.metrics.get("model_reused")
         out["changed_jobs"] = 2 * k
         c.close()
@@ -332,8 +336,105 @@ def child(kind: str, args: list[str]) -> dict:
 L_HEADER = "## Controller L re-plan step (`bench/bench_controller.py --l-only`)"
 
 
+def l_compare(a) -> int:
+    """The L step once per ``--l-compare`` setting, phases side by side (one bench run)."""
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    mach = machine()
+    runs = []
+    for ctl in a.l_compare:
+        up0 = os.getloadavg()[0]
+        L = child("l", ["--window", str(a.window), "--controller", ctl])
+        runs.append((ctl or "(defaults)", L, up0, os.getloadavg()[0]))
+    keys = ["step_s", *runs[0][1]["phases"]]
+    ps_keys = [
+        ("build_s", "MILP build"),
+        ("handoff_s", "Pyomo→HiGHS handoff"),
+        ("solve_s", "HiGHS"),
+        ("extract_s", "extract"),
+        ("placement_s", "full re-placement"),
+        ("kept_s", "kept placement (fix kept jobs, place changed, node repair)"),
+        ("baselines_s", "baselines"),
+        ("levels_placement_s", "per-job cap-level candidates"),
+        ("first_step_s", "first (cold) step, whole"),
+    ]
+    head = "| | " + " | ".join(f"`{r[0]}`" for r in runs) + " |"
+    lines = [
+        L_HEADER,
+        "",
+        f"Machine: {mach}. Measured {when}, one bench run, the settings one after the other "
+        "(each its own process). On in-memory fakes, enforce mode, simulated clock.",
+        "",
+        f"L re-plan step ({runs[0][1]['nodes']:,} nodes, {runs[0][1]['jobs']:,} jobs, "
+        f"window_rounding_slots = {a.window}): one slot after a first step, "
+        f"{runs[0][1]['changed_jobs']} jobs changed and a new forecast (±20 % noise). Seconds; "
+        "target ≤ 6 s for the whole step, stretch ≤ 3 s.",
+        "",
+        head,
+        "|---" * (len(runs) + 1) + "|",
+    ]
+
+    def val(L: dict, k: str) -> float:
+        if k == "step_s":
+            return L["step_s"]
+        if k == "first_step_s":
+            return L["first_step_s"]
+        if k == "kept_s":
+            return float((L["plan_solver"].get("kept_placement") or {}).get("s") or 0.0)
+        if k in L["phases"]:
+            return L["phases"][k]
+        return float(L["plan_solver"].get(k) or 0.0)
+
+    for k in keys:
+        name = "**whole step**" if k == "step_s" else f"phase {k}"
+        lines.append(f"| {name} | " + " | ".join(f"{val(r[1], k):.2f}" for r in runs) + " |")
+    for k, name in ps_keys:
+        lines.append(f"| {name} | " + " | ".join(f"{val(r[1], k):.2f}" for r in runs) + " |")
+    lines.append(
+        "| plan source | "
+        + " | ".join(str(r[1]["plan_solver"].get("plan_source")) for r in runs)
+        + " |"
+    )
+    lines.append(
+        "| executed plan objective | "
+        + " | ".join(f"{r[1].get('executed_objective') or 0:,.2f}" for r in runs)
+        + " |"
+    )
+    lines.append(
+        "| plan carbon, kg (horizon) | "
+        + " | ".join(f"{r[1].get('plan_carbon_kg') or 0:,.1f}" for r in runs)
+        + " |"
+    )
+    lines.append(
+        "| status / solver | "
+        + " | ".join(f"{r[1]['status']} / {r[1]['solver']}" for r in runs)
+        + " |"
+    )
+    lines.append(
+        "| load average before → after | "
+        + " | ".join(f"{r[2]:.1f} → {r[3]:.1f}" for r in runs)
+        + " |"
+    )
+    lines.append("| peak RSS MB | " + " | ".join(f"{r[1]['peak_rss_mb']:.0f}" for r in runs) + " |")
+    lines.append("")
+    if a.note:
+        lines += [a.note, ""]
+    text = "\n".join(lines)
+    print(text)
+    if a.write:
+        old = RESULTS.read_text() if RESULTS.is_file() else ""
+        if L_HEADER in old:
+            head_, rest = old.split(L_HEADER, 1)
+            nxt = rest.find("\n## ")
+            old = head_ + (rest[nxt + 1 :] if nxt >= 0 else "")
+        RESULTS.write_text(old.rstrip() + "\n\n" + text + "\n")
+    return 0
+
+
 def l_only(a) -> int:
     import json
+
+    if a.l_compare:
+        return l_compare(a)
 
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     mach = machine()
@@ -404,12 +505,22 @@ def main() -> int:
     )
     ap.add_argument("--l-json", type=Path, help="with --l-only: format this child's JSON output")
     ap.add_argument("--note", help="with --l-only: a line of context (e.g. the load while it ran)")
+    ap.add_argument(
+        "--controller",
+        help="[controller] lines for the L fleet, ';'-separated (child; see --l-compare)",
+    )
+    ap.add_argument(
+        "--l-compare",
+        action="append",
+        help="with --l-only: run the L step once per value ([controller] lines, ';'-separated; "
+        "'' = the defaults) and print the phases side by side",
+    )
     a = ap.parse_args()
     if a.l_only:
         return l_only(a)
     if a.child:
         if a.child == "l":
-            res = bench_l(a.window)
+            res = bench_l(a.window, a.controller or "")
         elif a.child == "example":
             res = bench_example(a.example_steps)
         else:

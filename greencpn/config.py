@@ -654,6 +654,19 @@ class ControllerConfig(_Strict):
         description="the step also tries the job-level MILP where it is small enough "
         "(solver.joblevel_time_limit_s)",
     )
+    baselines: Literal["none", "agnostic", "all"] = Field(
+        default="agnostic",
+        description="the report baselines each step prices: none; agnostic (the carbon-agnostic "
+        "one only, enough for the daemon's kg/kWh saved so far); all (also shutdown-idle and "
+        "the carbon-aware greedy, as in `greencpn plan`). The greedy schedule is still built "
+        "when it competes as a candidate",
+    )
+    candidates_max_jobs: int = Field(
+        default=1000,
+        ge=0,
+        description="above this many jobs the step skips the per-job cap-level and greedy "
+        "candidates (their placements cost seconds each on big fleets); 0: no limit",
+    )
 
 
 class FleetFile(_Strict):

@@ -307,8 +307,21 @@ class Controller:
 
     def override_solver(self, **fields: Any) -> None:
         """Change solver settings of the loaded config (e.g. ``time_limit_s`` from the CLI)."""
+        self._override("solver", fields)
+
+    def override_controller(self, **fields: Any) -> None:
+        """Change ``[controller]`` settings of the loaded config (e.g. ``baselines`` in the
+        what-if replay); the values are validated like the config file's."""
+        from greencpn.config import ControllerConfig
+
+        merged = {**self._cfg.raw.controller.model_dump(), **fields}
+        ControllerConfig.model_validate(merged)  # raises on a bad value
+        self._override("controller", fields)
+
+    def _override(self, section: str, fields: dict[str, Any]) -> None:
         cfg = self._cfg
-        raw = cfg.raw.model_copy(update={"solver": cfg.raw.solver.model_copy(update=fields)})
+        sub = getattr(cfg.raw, section).model_copy(update=fields)
+        raw = cfg.raw.model_copy(update={section: sub})
         self._cfg = FleetConfig(
             path=cfg.path,
             raw=raw,
@@ -696,6 +709,16 @@ class Controller:
             return built[-1]
 
         self._model, self._model_key = None, None  # not kept if the solve fails
+        ctl = self._cfg.raw.controller
+        candidates = ctl.candidates
+        skipped = None
+        if candidates and 0 < ctl.candidates_max_jobs < len(inp.jobs):
+            # bounded on big fleets: the per-job cap-level and greedy placements cost seconds
+            # each there (measured in bench/results/controller.md)
+            candidates = False
+            skipped = (
+                f"{len(inp.jobs)} jobs > controller.candidates_max_jobs = {ctl.candidates_max_jobs}"
+            )
         res = planmod.make_plan(
             cfg2,
             self.clock,
@@ -705,10 +728,13 @@ class Controller:
             new_model=new_model,
             tradeoff_curve=False,
             joblevel=self._cfg.raw.controller.joblevel_candidate,
-            candidates=self._cfg.raw.controller.candidates,
-            incremental=len(inp.jobs) >= self._cfg.raw.controller.incremental_min_jobs,
+            candidates=candidates,
+            incremental=len(inp.jobs) >= ctl.incremental_min_jobs,
             improve=False,  # the re-insertion pass is for one-off plans (no stability cost)
+            baselines=ctl.baselines,
         )
+        if skipped:
+            res.document.setdefault("solver", {})["candidates_skipped"] = skipped
         self._model, self._model_key = (built[-1] if built else model), key
         used = self._model
         if isinstance(used, StablePlanModel):
@@ -1177,14 +1203,15 @@ class Controller:
             # against the newest plan: the chosen candidate's stability cost, jobs moved
             m["stability"] = {k: v for k, v in self._moves.items() if k != "moved_ids"}
         if res is not None:
-            base = res.baselines["carbon_agnostic"]
+            base = res.baselines.get("carbon_agnostic")  # none with [controller] baselines = none
             ex = res.executed
-            m["saved_kg_co2e"] = float(
-                base.site_carbon_kg[:, 0].sum() - ex.site_carbon_kg[:, 0].sum()
-            )
-            m["saved_kwh"] = float(
-                base.site_energy_kwh[:, 0].sum() - ex.site_energy_kwh[:, 0].sum()
-            )
+            if base is not None:
+                m["saved_kg_co2e"] = float(
+                    base.site_carbon_kg[:, 0].sum() - ex.site_carbon_kg[:, 0].sum()
+                )
+                m["saved_kwh"] = float(
+                    base.site_energy_kwh[:, 0].sum() - ex.site_energy_kwh[:, 0].sum()
+                )
             m["solve_s"] = float(res.outcome.solve_s)
             m["model_reused"] = bool(res.outcome.warm)
             ws = (res.document.get("solver") or {}).get("warm_start") or {}

@@ -866,9 +866,6 @@ def repair_nodes(
     added to the cost over the slots the previous plan covers — the same terms as the MILP's
     (:mod:`greencpn.optimize.stability`).
     """
-    import pyomo.environ as pyo
-    from pyomo.contrib.solver.solvers.highs import Highs
-
     from greencpn.optimize import nodes as nodes_family
     from greencpn.optimize.builder import ModelBuilder
     from greencpn.optimize.variables import Vars
@@ -969,50 +966,44 @@ def repair_nodes(
             flap_ids = None
     else:
         flap_ids = None
-    mb.finalize()
+    from greencpn.optimize.builder import solve_direct
     from greencpn.optimize.objective import BUDGET_OVERRUN_WEIGHT_PER_KWH
 
-    coefs, vars_ = [], []
-    for i in v.ravel().tolist():
-        coefs.append(BUDGET_OVERRUN_WEIGHT_PER_KWH)
-        vars_.append(mb.vars[int(i)])
-    for p, pool in enumerate(inp.pools):
-        site = inp.sites[pool.site]
-        for t in range(T):
-            c = unit[pool.site, t] * site.pue
-            coefs.append(c * inp.slot_h * (pool.node_idle_kw - pool.node_off_kw) + 1e-6)
-            vars_.append(mb.vars[int(n[p, t])])
-            coefs.append(c * pool.boot_extra_kwh + 1e-6)
-            vars_.append(mb.vars[int(u[p, t])])
+    # the objective, by variable id (solved with highspy directly: no Pyomo model)
+    cost_ids = [v.ravel(), n.ravel(), u.ravel()]
+    c_site = np.array(
+        [[unit[pool.site, t] * inp.sites[pool.site].pue for t in range(T)] for pool in inp.pools]
+    ).reshape(P, T)
+    idle = np.array([p.node_idle_kw - p.node_off_kw for p in inp.pools])[:, None]
+    boot = np.array([p.boot_extra_kwh for p in inp.pools])[:, None]
+    cost_cf = [
+        np.full(v.size, BUDGET_OVERRUN_WEIGHT_PER_KWH),
+        (c_site * inp.slot_h * idle + 1e-6).ravel(),
+        (c_site * boot + 1e-6).ravel(),
+    ]
     if flap_ids is not None and anchor is not None:
-        for i in flap_ids.ravel().tolist():
-            coefs.append(anchor.flap_weight)
-            vars_.append(mb.vars[int(i)])
-    from pyomo.core.expr.numeric_expr import LinearExpression
-
-    mb.m.objective = pyo.Objective(
-        expr=LinearExpression(constant=0, linear_coefs=coefs, linear_vars=vars_)
-    )
-    res = Highs().solve(
-        mb.m,
-        time_limit=time_limit_s,
+        cost_ids.append(flap_ids.ravel())
+        cost_cf.append(np.full(flap_ids.size, anchor.flap_weight))
+    res = solve_direct(
+        mb,
+        np.concatenate(cost_ids),
+        np.concatenate(cost_cf),
+        time_limit_s=time_limit_s,
         rel_gap=1e-2,
-        load_solutions=False,
-        raise_exception_on_nonoptimal_result=False,
-        solver_options={"output_flag": False, "mip_heuristic_run_feasibility_jump": False},
+        options={"mip_heuristic_run_feasibility_jump": False},
     )
-    if str(res.solution_status.name) not in ("optimal", "feasible"):
+    if res.values is None:
         # Always possible: all nodes on from the first slot satisfies every row.
         full = np.repeat(nodes_arr[:, None], T, axis=1).astype(int)
         init = np.array([p.initial_on for p in inp.pools])
         u0 = np.zeros((P, T), dtype=int)
         u0[:, 0] = np.maximum(0, full[:, 0] - init)
         return full, u0, np.zeros((P, T), dtype=int)
-    res.solution_loader.load_vars()
+    vals = res.values
     return net_switches(
-        np.rint(mb.value(n)).astype(int),
-        np.rint(mb.value(u)).astype(int),
-        np.rint(mb.value(d)).astype(int),
+        np.rint(vals[n]).astype(int),
+        np.rint(vals[u]).astype(int),
+        np.rint(vals[d]).astype(int),
     )
 
 

@@ -189,8 +189,19 @@ def _late_jobs(inp: PlanInputs, sched: Schedule) -> list[int]:
     return out
 
 
-def _baselines(inp: PlanInputs) -> tuple[dict[str, Evaluation], dict]:
-    """The three baselines, each priced by :func:`evaluate` like the plan.
+#: what ``baselines=`` computes: ``[controller] baselines`` in the control step
+BASELINE_SETS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "agnostic": ("carbon_agnostic",),
+    "all": ("carbon_agnostic", "shutdown_idle", "carbon_aware_greedy"),
+}
+
+
+def _baselines(
+    inp: PlanInputs, which: tuple[str, ...] = BASELINE_SETS["all"]
+) -> tuple[dict[str, Evaluation], dict]:
+    """The three baselines (or those named in ``which``), each priced by :func:`evaluate`
+    like the plan.
 
     * ``carbon_agnostic``: first in, first out at release, at the job's submit site
       (``submit_site``, else the allowed site with the most GPUs; spilling to the next allowed
@@ -211,12 +222,30 @@ def _baselines(inp: PlanInputs) -> tuple[dict[str, Evaluation], dict]:
     all_on = np.repeat(np.array([p.nodes for p in inp.pools])[:, None], T, axis=1)
     spare_on = np.repeat(np.array([p.spares for p in inp.pools])[:, None], T, axis=1)
     top = np.zeros((P, T), dtype=int)
-    sched = _fifo_spill(inp, spare_on, top)
-    u_all = np.zeros((P, T), dtype=int)
-    u_all[:, 0] = np.maximum(0, all_on[:, 0] - np.array([p.initial_on for p in inp.pools]))
-    agn = evaluate(inp, sched, all_on, u_all)
-    n_si, u_si, d_si = repair_nodes(inp, sched)
-    si = evaluate(inp, sched, n_si, u_si)
+    evals: dict[str, Evaluation] = {}
+    scheds: dict[str, tuple[Schedule, np.ndarray, np.ndarray]] = {}
+    if "carbon_agnostic" in which or "shutdown_idle" in which:
+        sched = _fifo_spill(inp, spare_on, top)
+        u_all = np.zeros((P, T), dtype=int)
+        u_all[:, 0] = np.maximum(0, all_on[:, 0] - np.array([p.initial_on for p in inp.pools]))
+        if "carbon_agnostic" in which:
+            evals["carbon_agnostic"] = evaluate(inp, sched, all_on, u_all)
+            scheds["carbon_agnostic"] = (sched, all_on, u_all)
+        if "shutdown_idle" in which:
+            n_si, u_si, _d_si = repair_nodes(inp, sched)
+            evals["shutdown_idle"] = evaluate(inp, sched, n_si, u_si)
+            scheds["shutdown_idle"] = (sched, n_si, u_si)
+    if "carbon_aware_greedy" in which:
+        evals["carbon_aware_greedy"], scheds["carbon_aware_greedy"] = _greedy_baseline(
+            inp, spare_on, top
+        )
+    return evals, scheds
+
+
+def _greedy_baseline(
+    inp: PlanInputs, spare_on: np.ndarray, top: np.ndarray
+) -> tuple[Evaluation, tuple[Schedule, np.ndarray, np.ndarray]]:
+    """The carbon-aware greedy baseline (see :func:`_baselines`)."""
     # earliest deadline first; jobs it leaves late are retried first once (keep the better)
     g_sched = place_jobs(inp, spare_on, top, mode="greedy")
     n_g, u_g, d_g = repair_nodes(inp, g_sched)
@@ -231,14 +260,7 @@ def _baselines(inp: PlanInputs) -> tuple[dict[str, Evaluation], dict]:
         ev2 = evaluate(inp, s2, n2, u2)
         if ev2.objective < gr.objective:
             g_sched, n_g, u_g, gr = s2, n2, u2, ev2
-    return (
-        {"carbon_agnostic": agn, "shutdown_idle": si, "carbon_aware_greedy": gr},
-        {
-            "carbon_agnostic": (sched, all_on, u_all),
-            "shutdown_idle": (sched, n_si, u_si),
-            "carbon_aware_greedy": (g_sched, n_g, u_g),
-        },
-    )
+    return gr, (g_sched, n_g, u_g)
 
 
 def make_plan(
@@ -255,6 +277,7 @@ def make_plan(
     candidates: bool = True,
     incremental: bool = False,
     improve: bool = True,
+    baselines: str = "all",
 ) -> PlanResult:
     """Plan the fleet over the horizon.
 
@@ -280,7 +303,12 @@ def make_plan(
             nodes that are on anyway (:mod:`greencpn.optimize.improve`); each result competes
             as one more candidate. Only without an anchor (a one-off plan): the control step
             ranks its candidates with the stability cost, which moving jobs would pay.
+        baselines: which report baselines are priced (:data:`BASELINE_SETS`: ``none``,
+            ``agnostic``, ``all``; ``[controller] baselines`` in the step). None of them
+            decides the plan; the greedy schedule is built anyway when it is a candidate.
     """
+    if baselines not in BASELINE_SETS:
+        raise ValueError(f"baselines={baselines!r}: use one of {sorted(BASELINE_SETS)}")
     inp = inputs or make_inputs(cfg, clock, intensity_by_zone, failed_nodes=failed_nodes)
     diagnostics = run_checks(inp)
     for name, k in sorted((failed_nodes or {}).items()):
@@ -327,6 +355,7 @@ def make_plan(
         candidates=candidates,
         incremental=incremental,
         improve=improve,
+        baselines=baselines,
     )
 
 
@@ -417,6 +446,7 @@ def finish_plan(
     candidates: bool = True,
     incremental: bool = False,
     improve: bool = True,
+    baselines: str = "all",
 ) -> PlanResult:
     # A re-plan (the control step) carries an anchor: the newest plan and the power history.
     # Every candidate's node schedule keeps min up / min down from the history and pays the
@@ -468,16 +498,23 @@ def finish_plan(
         chosen = "optimised placement"
         cands.append((executed.objective, chosen, (sched, n, u, d, executed)))
     placement_s = time.perf_counter() - t0
-    log.info("progress: baselines")
-    t1 = time.perf_counter()
-    baselines, base_scheds = _baselines(inp)
-    baselines_s = time.perf_counter() - t1
-    log.info("progress: candidates (per-job cap levels, job-level MILP, greedy)")
     # More executable candidates, the best by the objective is the plan (the summary says
     # which): the job-level MILP where it is small enough to solve in seconds, and the
     # carbon-aware greedy schedule as a floor (the plan never scores worse than it).
     jl_info: dict | None = None
     anchored = not candidates or incremental_now
+    # the report's baselines (``baselines``) plus the greedy schedule when it competes
+    report_which = BASELINE_SETS[baselines]
+    which = report_which
+    if not anchored and "carbon_aware_greedy" not in which:
+        which = (*which, "carbon_aware_greedy")
+    log.info("progress: baselines")
+    t1 = time.perf_counter()
+    all_base, all_scheds = _baselines(inp, which)
+    baselines_s = time.perf_counter() - t1
+    base_eval = {k: all_base[k] for k in report_which}
+    base_scheds = {k: all_scheds[k] for k in report_which}
+    log.info("progress: candidates (per-job cap levels, job-level MILP, greedy)")
     if incremental_now:
         diagnostics.append(
             f"plan: incremental re-plan: {kept_info['jobs_kept']} of {len(inp.jobs)} jobs kept "
@@ -519,12 +556,12 @@ def finish_plan(
                 j for j in base_order if j not in first
             ]
     levels_s = time.perf_counter() - t3
-    greedy = baselines["carbon_aware_greedy"]
-    g_sched, g_n, g_u = base_scheds["carbon_aware_greedy"]
-    prev = np.concatenate([np.array([[p.initial_on] for p in inp.pools]), g_n[:, :-1]], axis=1)
-    g_d = np.maximum(0, prev - g_n)  # starts and stops never share a slot (net_switches)
     greedy_repair_s = 0.0
     if not anchored:
+        greedy = all_base["carbon_aware_greedy"]
+        g_sched, g_n, g_u = all_scheds["carbon_aware_greedy"]
+        prev = np.concatenate([np.array([[p.initial_on] for p in inp.pools]), g_n[:, :-1]], axis=1)
+        g_d = np.maximum(0, prev - g_n)  # starts and stops never share a slot (net_switches)
         if node_anchor is not None:
             tg = time.perf_counter()
             g_n, g_u, g_d = repair_nodes(inp, g_sched, anchor=node_anchor)
@@ -639,7 +676,7 @@ def finish_plan(
         u,
         d,
         executed,
-        baselines,
+        base_eval,
         base_scheds,
         diagnostics,
         tradeoff,
@@ -648,6 +685,7 @@ def finish_plan(
     outcome_dict = outcome.as_dict()
     outcome_dict["placement_s"] = placement_s
     outcome_dict["baselines_s"] = baselines_s
+    outcome_dict["baselines"] = baselines
     outcome_dict["plan_source"] = chosen
     outcome_dict["levels_placement_s"] = levels_s
     outcome_dict["optimised_placement_totals"] = optimised_totals

@@ -80,36 +80,6 @@ def _ceil_to(ts: datetime, step: timedelta) -> datetime:
     return epoch + k * step
 
 
-def _no_baselines(inp: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Stand-in for ``optimize.plan._baselines`` in the replay (``baselines=0``): every node on,
-    no job placed, priced once. In the control step (anchored on the previous plan, no
-    candidates) the baselines only fill the plan document and the step's ``saved_kg_co2e``
-    gauge — no decision reads them (tests check identical decisions either way); a replay
-    measures its own baselines as separate policies."""
-    import numpy as np
-
-    from greencpn.optimize.evaluate import evaluate
-    from greencpn.optimize.placement import Schedule
-
-    P, T, J = len(inp.pools), inp.T, len(inp.jobs)
-    sched = Schedule(
-        pool=np.full(J, -1),
-        runs=[[] for _ in range(J)],
-        alloc=np.zeros((P, T), dtype=int),
-        busy=np.zeros((P, T)),
-        level=np.zeros((P, T), dtype=int),
-        T=T,
-        start_h=np.full(J, np.nan),
-        end_h=np.full(J, np.nan),
-    )
-    n = np.repeat(np.array([p.nodes for p in inp.pools])[:, None], T, axis=1)
-    u = np.zeros((P, T), dtype=int)
-    u[:, 0] = np.maximum(0, n[:, 0] - np.array([p.initial_on for p in inp.pools]))
-    ev = evaluate(inp, sched, n, u)
-    names = ("carbon_agnostic", "shutdown_idle", "carbon_aware_greedy")
-    return {k: ev for k in names}, {k: (sched, n, u) for k in names}
-
-
 def _iso(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -170,18 +140,6 @@ class Milp:
             """The controller with the replay's forecast instead of its source chain (and,
             with ``space`` off, one jurisdiction tag per site so jobs can be held home)."""
 
-            def optimize(self, cfg2: Any, inp: Any, failed: Any, anchor: Any) -> Any:
-                if policy.baselines:
-                    return super().optimize(cfg2, inp, failed, anchor)
-                from unittest import mock
-
-                from greencpn.optimize import plan as planmod
-
-                # the step keeps the MILP-guided placement (anchored, candidates=False): the
-                # three report baselines decide nothing, so the replay does not compute them
-                with mock.patch.object(planmod, "_baselines", _no_baselines):
-                    return super().optimize(cfg2, inp, failed, anchor)
-
             def world_config(self, obs: Any, start: datetime) -> FleetConfig:
                 cfg = super().world_config(obs, start)
                 if "space" in policy.lever_set:
@@ -238,6 +196,9 @@ class Milp:
         )
         if self.time_limit_s > 0:
             ctl.override_solver(time_limit_s=self.time_limit_s)
+        # the report baselines decide nothing (the greedy is still built when it competes as
+        # a candidate); a replay measures its own baselines as separate policies
+        ctl.override_controller(baselines="all" if self.baselines else "none")
         return ctl
 
     # ------------------------------------------------------------------ the controller's queue
