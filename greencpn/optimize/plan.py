@@ -785,7 +785,7 @@ def place_and_repair(
     inp: PlanInputs,
     model: PlanModel,
     sol: MilpSolution,
-    max_passes: int = 6,
+    max_passes: int = 8,
     node_anchor: NodeAnchor | None = None,
 ):
     """Stage 2. Place jobs in each order of :func:`job_orders`, repair their nodes and keep the
@@ -850,9 +850,15 @@ def place_and_repair(
             stale = 0
         else:
             stale += 1
-        if (ev.budget_overrun_kwh.sum() <= 1e-6 and not late) or stale >= 2:
+        over = ev.budget_overrun_kwh
+        if (over.sum() <= 1e-6 and not late) or (stale >= 2 and over.sum() <= 1e-6):
             break  # done, or two passes without improvement (overloaded fleets)
-        reserve += ev.budget_overrun_kwh * 2.0 + (ev.budget_overrun_kwh > 0) * 0.1 * inp.slot_h
+        # the energy held back grows geometrically where a budget is still overrun: what the
+        # placement does not see there (the node repair's spares, min up, boot energy) can be
+        # many times the overrun itself
+        reserve = (
+            np.where(over > 0, reserve * 2.0, reserve) + over * 2.0 + (over > 0) * 0.1 * inp.slot_h
+        )
         first |= set(late)  # every job found late so far goes first (no oscillation)
         order = [j for j in base if j in first] + [j for j in base if j not in first]
     assert best is not None

@@ -59,22 +59,7 @@ def example_on(tmp: Path, start: str) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "start",
-    [
-        "2022-01-10T00:00:00Z",
-        pytest.param(
-            "2023-07-03T00:00:00Z",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="known defect (issue 11): with the per-configuration-median GPU profiles "
-                "the plan's Madrid slot 35 draws 93.09 kW against its 93.0 kW budget (mad-a100: 12 "
-                "nodes on for 88 busy GPUs); the energy place_and_repair holds back there does "
-                "not change the placement (passes 3-5 identical, 0.090 kWh over) — not found yet",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("start", ["2022-01-10T00:00:00Z", "2023-07-03T00:00:00Z"])
 def test_example_fleet_on_real_carbon(tmp_path, start):
     cfg = load_config(example_on(tmp_path, start))
     res = make_plan(cfg, SimClock(datetime.fromisoformat(start.replace("Z", "+00:00"))))
