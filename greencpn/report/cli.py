@@ -159,6 +159,20 @@ def _price_on_actuals(cfg: Any, result: Any) -> None:
         result.document["on_actuals"] = reprice(result, actuals, src)
 
 
+def _short(source: str | None) -> str:
+    """A ``csv:PATH`` source with the path relative to the working directory when it is below
+    it (the summary line; plan.json keeps the full path)."""
+    if not source:
+        return "?"
+    if source.startswith("csv:"):
+        path = Path(source[4:])
+        try:
+            return f"csv:{path.relative_to(Path.cwd())}"
+        except ValueError:
+            return source
+    return source
+
+
 def signal_lines(doc: dict[str, Any]) -> list[str]:
     """The carbon signal the plan decided on, and the saving on actuals when there are some."""
     sig = doc.get("carbon_signal") or {}
@@ -166,7 +180,7 @@ def signal_lines(doc: dict[str, Any]) -> list[str]:
     if sig:
         groups: dict[str, list[str]] = {}
         for n, v in sig.get("sites", {}).items():
-            desc = f"{v['kind']}, {v['source'] or '?'}, {v.get('accounting') or 'accounting not stated'}"
+            desc = f"{v['kind']}, {_short(v['source'])}, {v.get('accounting') or 'accounting not stated'}"
             groups.setdefault(desc, []).append(n)
         sites = "; ".join(
             f"{'all ' + str(len(ns)) + ' sites' if len(ns) == len(sig['sites']) > 1 else ', '.join(ns)}: {d}"

@@ -72,3 +72,21 @@ def test_actuals_price_a_forecast_plan(tmp_path: Path, capsys: pytest.CaptureFix
     )
     assert "on actuals (csv:" in text
     assert "Priced on actuals" in md
+
+
+def test_the_summary_names_a_carbon_file_relative_to_the_working_directory(tmp_path, monkeypatch):
+    from greencpn.report.cli import signal_lines
+
+    monkeypatch.chdir(tmp_path)
+    doc = {
+        "carbon_signal": {
+            "summary": "perfect forecast",
+            "sites": {
+                "a": {"kind": "actual", "source": f"csv:{tmp_path / 'd' / 'c.csv'}"},
+                "b": {"kind": "actual", "source": "csv:/elsewhere/c.csv"},
+            },
+        }
+    }
+    (line,) = signal_lines(doc)
+    assert "a: actual, csv:d/c.csv, accounting not stated" in line
+    assert "b: actual, csv:/elsewhere/c.csv" in line  # not below the working directory: kept
