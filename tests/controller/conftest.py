@@ -37,7 +37,7 @@ power_factor = 1.0
 [[gpu_models.levels]]
 cap_w = 200
 throughput = 0.9
-power_factor = 0.7
+power_factor = 0.66  # <= cap_w / power_limit_max_w (a capped GPU cannot draw more than its cap)
 """
 
 
