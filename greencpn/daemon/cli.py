@@ -23,6 +23,27 @@ from greencpn.errors import ConfigError
 DEFAULT_STATE_DIR = ".greencpn"
 
 
+#: the plan figures `greencpn status` prints (all of them are in `status --json`)
+_STATUS_KEYS = {
+    "totals": (
+        "energy_kwh",
+        "carbon_kg",
+        "cost",
+        "late_jobs",
+        "late_h_max",
+        "unserved_gpu_h",
+        "beyond_horizon_gpu_h",
+        "budget_overrun_kwh",
+    ),
+    "savings": (
+        "carbon_kg_vs_carbon_agnostic",
+        "carbon_pct_vs_carbon_agnostic",
+        "energy_kwh_vs_carbon_agnostic",
+        "cost_vs_carbon_agnostic",
+    ),
+}
+
+
 def _state_dir(arg: str | None) -> Path:
     return Path(arg or os.environ.get("GREENCPN_STATE_DIR") or DEFAULT_STATE_DIR)
 
@@ -309,13 +330,14 @@ def format_status(doc: dict[str, Any]) -> str:
             f"plan        from {hz.get('start')}, {hz.get('slots')} × {hz.get('slot_minutes')} min"
             f", {plan.get('jobs', '?')} job(s)"
         )
-        for key in ("totals", "savings"):
+        for key, shown in _STATUS_KEYS.items():
             if plan.get(key):
                 lines.append(
                     f"  {key:<9} "
                     + ", ".join(
                         f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                        for k, v in list(plan[key].items())[:8]
+                        for k, v in plan[key].items()
+                        if k in shown
                     )
                 )
         for pool, s0 in list((plan.get("this_slot") or {}).items())[:12]:

@@ -85,6 +85,10 @@ def test_run_once_then_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["status", "--state-dir", str(state)]) == 0
     text = capsys.readouterr().out
     assert "mode        shadow" in text and "#1 " in text and "plan        from 2026-01-05" in text
+    # the figures an operator looks for first are printed, whatever keys plan.json adds
+    totals = doc["plan"]["totals"]
+    assert f"late_jobs {totals['late_jobs']}," in text and "unserved_gpu_h" in text
+    assert "carbon_kg_in_horizon" not in text  # in --json only
 
 
 def _carbon_around_now(tmp: Path) -> None:
