@@ -33,6 +33,8 @@ BENCHES: dict[str, list[str]] = {
     "controller": [PY, "bench/bench_controller.py", "--write"],
     "controller_soak": [PY, "bench/bench_controller_soak.py", "--write"],
     "whatif": [PY, "bench/bench_whatif.py"],
+    "gpu_profiles": [PY, "bench/bench_gpu_profiles.py", "--old-ref", "e07ec5e", "--write"],
+    "stability": [PY, "bench/bench_stability.py"],
 }
 
 ORDER = [
@@ -52,6 +54,9 @@ ORDER = [
     "controller_soak",
     "daemon",
     "whatif",
+    "speed",  # the what-if per-slot cost, written by hand from a driver run (see the section)
+    "gpu_profiles",
+    "stability",
     "mutation",  # written by hand from `make mutation` (hours in full: not run by make bench)
 ]
 
