@@ -7,16 +7,10 @@ scraped from the daemon's own HTTP server by a REAL Prometheus."""
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import subprocess
-import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 from prometheus_client import generate_latest
 
 from greencpn.actuate.jobs.base import PendingJob
@@ -28,9 +22,8 @@ from greencpn.daemon.core import Daemon
 from greencpn.daemon.http import DaemonHttp
 from tests.actuate_jobs.test_controller_bridge import JOB_ACTUATION
 from tests.controller.conftest import START, write_tiny
-from tests.slurm_cluster import free_port
+from tests.prometheus_server import PROMETHEUS, scraping_prometheus, wait_for
 
-PROMETHEUS = shutil.which("prometheus")
 SERIES = "greencpn_jobs_failsafe_released_total"
 
 
@@ -107,55 +100,14 @@ def test_a_real_prometheus_scrapes_the_failsafe_counter(tmp_path: Path) -> None:
     )
     http.start()
     host, port = http.host, http.port
-    cfg = tmp_path / "prometheus.yml"
-    cfg.write_text(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n"
-        f"  - job_name: greencpn\n    static_configs:\n      - targets: ['{host}:{port}']\n"
-    )
-    pport = free_port()
-    plog = (tmp_path / "prometheus.log").open("w")
-    proc = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={cfg}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{pport}",
-        ],
-        stdout=plog,
-        stderr=subprocess.STDOUT,
-    )
-
-    def query(q: str) -> list[dict[str, Any]]:
-        doc = requests.get(
-            f"http://127.0.0.1:{pport}/api/v1/query", params={"query": q}, timeout=5
-        ).json()
-        assert doc["status"] == "success", doc
-        return list(doc["data"]["result"])
-
     try:
-        deadline = time.monotonic() + 40
-        got: list[dict[str, Any]] = []
-        while not got:
-            with contextlib.suppress(requests.RequestException):
-                got = query(SERIES)
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(
-                    "prometheus never scraped the counter: "
-                    + (tmp_path / "prometheus.log").read_text()[-1500:]
-                )
-            time.sleep(0.5)
-        assert [
-            (r["metric"]["site"], r["metric"]["pool"], r["metric"]["backend"]) for r in got
-        ] == [("s1", "p1", "fake")]
-        assert float(got[0]["value"][1]) == 2.0
-        by_site = query(f"sum by (site) ({SERIES})")
-        assert float(by_site[0]["value"][1]) == 2.0
+        with scraping_prometheus(tmp_path, host, port) as query:
+            got = wait_for(query, SERIES, "the counter", 40, tmp_path / "prometheus.log")
+            assert [
+                (r["metric"]["site"], r["metric"]["pool"], r["metric"]["backend"]) for r in got
+            ] == [("s1", "p1", "fake")]
+            assert float(got[0]["value"][1]) == 2.0
+            by_site = query(f"sum by (site) ({SERIES})")
+            assert float(by_site[0]["value"][1]) == 2.0
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        plog.close()
         http.stop()

@@ -3,8 +3,6 @@ Prometheus server scraping it, checked through Prometheus's query API."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,13 +10,11 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import free_port
 from fake_controller import FakeController, write_fleet
 
 from greencpn.clock import SystemClock
 from greencpn.daemon.core import Daemon
-
-PROMETHEUS = shutil.which("prometheus")
+from tests.prometheus_server import PROMETHEUS, scraping_prometheus, wait_for
 
 
 def _daemon(tmp: Path, control: str = "") -> Daemon:
@@ -128,44 +124,10 @@ def test_a_real_prometheus_scrapes_the_daemon(daemon: Daemon, tmp_path: Path) ->
     requests.post(_url(daemon, "/step"), timeout=5)
     _wait_steps(daemon, 1)
     host, port = daemon.http_address
-    cfg = tmp_path / "prometheus.yml"
-    cfg.write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n"
-        f"  - job_name: greencpn\n    static_configs:\n      - targets: ['{host}:{port}']\n"
-    )
-    pport = free_port()
-    plog = (tmp_path / "prometheus.log").open("w")
-    proc = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={cfg}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{pport}",
-        ],
-        stdout=plog,
-        stderr=subprocess.STDOUT,
-    )
-    api = f"http://127.0.0.1:{pport}/api/v1/query"
-
-    def query(q: str) -> list[dict[str, Any]]:
-        doc = requests.get(api, params={"query": q}, timeout=5).json()
-        assert doc["status"] == "success", doc
-        return list(doc["data"]["result"])
-
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if query('up{job="greencpn"} == 1') and query("greencpn_leader"):
-                    break
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(
-                    "prometheus never scraped the daemon: "
-                    + (tmp_path / "prometheus.log").read_text()[-1500:]
-                )
-            time.sleep(0.5)
+    with scraping_prometheus(tmp_path, host, port) as query:
+        log = tmp_path / "prometheus.log"
+        wait_for(query, 'up{job="greencpn"} == 1', "the daemon", 30, log)
+        wait_for(query, "greencpn_leader", "the daemon", 30, log)
         got = {
             q: float(query(q)[0]["value"][1])
             for q in (
@@ -192,14 +154,6 @@ def test_a_real_prometheus_scrapes_the_daemon(daemon: Daemon, tmp_path: Path) ->
             time.sleep(0.5)
         by_site = query("sum by (state) (greencpn_nodes)")
         assert {r["metric"]["state"]: float(r["value"][1]) for r in by_site}["on"] == 6.0
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        plog.close()
 
 
 def test_post_reload_of_a_good_config_reloads_then_steps(daemon: Daemon, tmp_path: Path) -> None:
