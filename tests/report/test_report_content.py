@@ -27,6 +27,7 @@ import pytest
 from greencpn.clock import SimClock
 from greencpn.config import load_config
 from greencpn.controller.forecast import make_plan
+from greencpn.optimize.plan import report_extras
 from greencpn.report.plots import PLOTS
 from greencpn.report.render import render_report
 from tests.optimize.conftest import START, iso, write_fleet
@@ -130,7 +131,11 @@ def _plan(
             assert old in text
             text = text.replace(old, new)
         path.write_text(text)
-    return make_plan(load_config(path), SimClock(START)).document
+    cfg = load_config(path)
+    res = make_plan(cfg, SimClock(START))
+    # the document as `greencpn plan` writes it: with the report's figures (report/cli.py)
+    res.document.update(report_extras(cfg, res))
+    return res.document
 
 
 @pytest.fixture(scope="module")
