@@ -1155,13 +1155,14 @@ def check_hooks_and_hostlists(cfg: FleetConfig) -> None:
                     "which greencpn switches); remove it",
                 )
             )
-        if kind != "none":
-            table = {"kind": kind, **(p.hook.model_extra or {})}
-            try:
-                check_hook_table(table, source=src)
-            except ConfigError as exc:
-                fld = (exc.field or "hook").removeprefix("hook")
-                problems.append((f"{where}.hook{fld}", f"{exc.reason} (fix: {exc.fix})"))
+        # every kind, "none" too: its table takes no keys (a stray power_on there would
+        # otherwise be accepted silently and switch nothing)
+        table = {"kind": kind, **(p.hook.model_extra or {})}
+        try:
+            check_hook_table(table, source=src)
+        except ConfigError as exc:
+            fld = (exc.field or "hook").removeprefix("hook")
+            problems.append((f"{where}.hook{fld}", f"{exc.reason} (fix: {exc.fix})"))
     if problems:
         raise ConfigError(
             f"{len(problems)} problem(s) with node hooks or hostlists: "
