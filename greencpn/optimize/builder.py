@@ -128,6 +128,8 @@ class ModelBuilder:
         else:
             order = np.zeros(0, dtype=np.int64)
         m._greencpn_var_order = [allv[int(i)] for i in order.tolist()]
+        m._greencpn_rows = {f"c_{family}": rows for family, rows in self.rows.items()}
+        m._greencpn_vars = allv
 
     def value(self, ids: np.ndarray) -> np.ndarray:
         """Solution values of the variables with these ids (same shape)."""
@@ -154,11 +156,105 @@ def fast_highs_class():
             if variables:  # the stock path calls HiGHS even for none (once per constraint)
                 super().add_variables(variables)
 
+        _rows: dict | None = None
+        _allv: list | None = None
+
         def add_block(self, block):
             pre = getattr(block, "_greencpn_var_order", None)
             if pre:
                 self.add_variables([v for v in pre if id(v) not in self._referenced_variables])
-            super().add_block(block)
+            self._rows = getattr(block, "_greencpn_rows", None)
+            self._allv = getattr(block, "_greencpn_vars", None)
+            if self._allv is not None and any(v.fixed for v in self._allv):
+                self._rows = None  # fixed variables are parameters: the stock path prices them
+            try:
+                super().add_block(block)
+            finally:
+                self._rows = self._allv = None
+
+        def add_constraints(self, cons):
+            """The builder's rows (constant coefficients and bounds, no fixed variable) are
+            read from its lists, not walked as expressions; the same bookkeeping and the same
+            HiGHS rows as the stock ``add_constraints`` + ``_add_constraints``. Runs of other
+            constraints go the stock way, in order."""
+            rows = self._rows
+            if not rows:
+                return super().add_constraints(cons)
+            run: list = []
+            run_fast: bool | None = None
+            for con in cons:
+                fast = con.parent_component().local_name in rows
+                if run and fast is not run_fast:
+                    self._add_run(run, run_fast)
+                    run = []
+                run.append(con)
+                run_fast = fast
+            if run:
+                self._add_run(run, run_fast)
+
+        def _add_run(self, cons, fast):
+            if not fast:
+                return super().add_constraints(cons)
+            import highspy
+
+            assert self._rows is not None and self._allv is not None
+            allv, rows = self._allv, self._rows
+            col = self._pyomo_var_to_solver_var_map
+            self._sol = None
+            if self._last_results_object is not None:
+                self._last_results_object.solution_loader.invalidate()
+            n_con = len(self._pyomo_con_to_solver_con_map)
+            lbs, ubs, starts, index, value = [], [], [], [], []
+            for con in cons:
+                if con in self._named_expressions:
+                    raise ValueError(f"Constraint {con.name} has already been added")
+                r = rows[con.parent_component().local_name]
+                i = con.index()
+                ids, coefs, lo, hi = r.ids[i], r.coefs[i], r.lo[i], r.hi[i]
+                self._active_constraints[con] = con.expr
+                seen: dict[int, int] = {}  # global id -> position in this row (merged)
+                variables = []
+                row_idx: list[int] = []
+                row_val: list[float] = []
+                for j, c in zip(ids, coefs, strict=True):
+                    j = int(j)
+                    k = seen.get(j)
+                    if k is None:
+                        seen[j] = len(row_idx)
+                        v = allv[j]
+                        variables.append(v)
+                        row_idx.append(j)
+                        row_val.append(float(c))
+                    else:
+                        row_val[k] += float(c)
+                self._check_for_new_vars(variables)
+                self._named_expressions[con] = []
+                self._vars_referenced_by_con[con] = variables
+                refs = self._referenced_variables
+                for v in variables:
+                    refs[id(v)][0][con] = None
+                starts.append(len(value))
+                index.extend(col[id(allv[j])] for j in row_idx)
+                value.extend(row_val)
+                if lo is not None and lo == hi:
+                    lb = ub = float(lo)
+                else:
+                    lb = -highspy.kHighsInf if lo is None else float(lo)
+                    ub = highspy.kHighsInf if hi is None else float(hi)
+                lbs.append(lb)
+                ubs.append(ub)
+                self._pyomo_con_to_solver_con_map[con] = n_con
+                self._solver_con_to_pyomo_con_map[n_con] = con
+                n_con += 1
+            self._solver_model.addRows(
+                len(lbs),
+                np.array(lbs, dtype=np.double),
+                np.array(ubs, dtype=np.double),
+                len(value),
+                np.array(starts),
+                np.array(index),
+                np.array(value, dtype=np.double),
+            )
 
     return FastHighs
 
