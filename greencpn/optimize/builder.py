@@ -204,7 +204,11 @@ def fast_highs_class():
             if self._last_results_object is not None:
                 self._last_results_object.solution_loader.invalidate()
             n_con = len(self._pyomo_con_to_solver_con_map)
-            lbs, ubs, starts, index, value = [], [], [], [], []
+            lbs: list[float] = []
+            ubs: list[float] = []
+            starts: list[int] = []
+            index: list[int] = []
+            value: list[float] = []
             for con in cons:
                 if con in self._named_expressions:
                     raise ValueError(f"Constraint {con.name} has already been added")

@@ -278,7 +278,7 @@ def _warm_highs():
     start (the integer columns) itself and reports in its log whether it was feasible."""
     from greencpn.optimize.builder import fast_highs_class
 
-    class WarmHighs(fast_highs_class()):  # type: ignore[misc,valid-type]
+    class WarmHighs(fast_highs_class()):  # type: ignore[misc]
         start: dict[int, float] | None = None
         start_status: str | None = None
 
