@@ -63,8 +63,8 @@ def _stats(xs_ms: list[float]) -> dict[str, float]:
 COLD = r"""
 import json, time
 t0 = time.perf_counter()
-from greencpn.actuate.gpu import apply_power_limits
-from greencpn.actuate.gpu_factory import get_gpu_backend
+from greencpn.actuate.gpu import get_gpu_backend
+from greencpn.actuate.gpu.base import apply_power_limits
 import pynvml  # noqa: F401
 t1 = time.perf_counter()
 b = get_gpu_backend("nvml")
@@ -81,8 +81,8 @@ def run(repeats: int) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench_gpu_"))
     lib_path = ctl.build(tmp)
     fake = ctl.FakeNvml(lib_path)  # loaded first: pynvml's CDLL("libnvidia-ml.so.1") binds to it
-    from greencpn.actuate.gpu import apply_power_limits
-    from greencpn.actuate.nvml import NvmlGpuBackend
+    from greencpn.actuate.gpu.base import apply_power_limits
+    from greencpn.actuate.gpu.nvml import NvmlGpuBackend
 
     first, reapply, change, listing = [], [], [], []
     for r in range(repeats):

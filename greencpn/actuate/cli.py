@@ -126,7 +126,7 @@ def _gpu_lookup(
         if callable(provider):
             gb = provider(node)
         elif node in local:
-            from greencpn.actuate.gpu_factory import get_gpu_backend
+            from greencpn.actuate.gpu import get_gpu_backend
 
             try:
                 gb = get_gpu_backend("nvml")
@@ -140,8 +140,8 @@ def _gpu_lookup(
 
 
 def _fake_backends(plan: dict[str, Any], config: FleetConfig) -> Backends:
-    from greencpn.actuate.fake_gpu import FakeFleetGpus, FakeGpu
     from greencpn.actuate.fake_nodes import FakeNodeHook
+    from greencpn.actuate.gpu.fake import FakeFleetGpus, FakeGpu
     from greencpn.actuate.hostlist import expand
 
     clock = SystemClock()

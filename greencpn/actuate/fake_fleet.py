@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from greencpn.actuate.fake_gpu import FakeFleetGpus, FakeGpu
+from greencpn.actuate.gpu.fake import FakeFleetGpus, FakeGpu
 from greencpn.config import GpuModelConfig, PoolConfig
 
 

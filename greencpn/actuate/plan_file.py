@@ -13,7 +13,10 @@ Two checks, both before the first hook call:
    or a plan pool whose ``hostlist``/``nodes`` differ from the config's (a stale or edited
    plan) is refused. ``apply`` then only ever uses the config's hostlist.
 
-Only the fields ``apply`` reads are typed; others (``jobs``, ``sites``, ``totals``…) pass through.
+Only the fields ``apply`` reads are typed; others (``sites``, ``totals``…) pass through. Of
+``jobs`` (optional), each entry's per-job GPU cap ``power_cap_w`` (issue #14.3,
+``cap_mode = "job"``: a positive number of watts or null, inside its pool's
+``power_limit_min_w``..``power_limit_max_w`` when the plan gives them) are checked.
 """
 
 from __future__ import annotations
@@ -53,6 +56,24 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+def _watts_or_null(v: Any) -> Any:
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+        raise ValueError(f"must be a number of watts or null, got {v!r}")
+    return v
+
+
+class PlanJob(_Open):
+    """A job of the plan; ``power_cap_w`` is its own GPU cap (``cap_mode = "job"``)."""
+
+    id: str | None = None  # older plans' and hand-made jobs may lack fields: only caps bind
+    pool: str | None = None
+    power_cap_w: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="the job's GPU cap, W; null = pool's"
+    )
+
+    _number = field_validator("power_cap_w", mode="before")(_watts_or_null)
+
+
 class PlanSlot(_Open):
     slot: StrictInt = Field(ge=0)
     nodes_on: StrictInt = Field(ge=0, description="nodes to keep on in this slot")
@@ -60,12 +81,7 @@ class PlanSlot(_Open):
         default=None, gt=0, allow_inf_nan=False, description="GPU power cap, W; null = leave"
     )
 
-    @field_validator("power_cap_w", mode="before")
-    @classmethod
-    def _number(cls, v: Any) -> Any:
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
-            raise ValueError(f"must be a number of watts or null, got {v!r}")
-        return v
+    _number = field_validator("power_cap_w", mode="before")(_watts_or_null)
 
 
 class PlanPool(_Open):
@@ -119,6 +135,7 @@ class PlanFile(_Open):
     config: str | None = None
     horizon: PlanHorizon
     pools: list[PlanPool] = Field(min_length=1)
+    jobs: list[PlanJob] = Field(default_factory=list)
 
     @field_validator("schema_")
     @classmethod
@@ -144,6 +161,20 @@ class PlanFile(_Open):
                     f"pool {p.name!r}: slots must be 0..{n - 1} (one per horizon.slot_starts)"
                     + (f"; missing {missing}" if missing else "")
                     + (f"; outside the horizon {extra}" if extra else "")
+                )
+        by_name = {p.name: p for p in self.pools}
+        for i, j in enumerate(self.jobs):
+            pool = by_name.get(j.pool) if j.pool is not None else None
+            if j.power_cap_w is None or pool is None:
+                continue
+            lo, hi = pool.power_limit_min_w, pool.power_limit_max_w
+            if (lo is not None and j.power_cap_w < lo) or (hi is not None and j.power_cap_w > hi):
+                raise ValueError(
+                    f"jobs[{i}]({j.id}).power_cap_w={j.power_cap_w:g} W is outside pool "
+                    f"{pool.name!r}'s range [{lo:g}, {hi:g}] W"
+                    if lo is not None and hi is not None
+                    else f"jobs[{i}]({j.id}).power_cap_w={j.power_cap_w:g} W is outside pool "
+                    f"{pool.name!r}'s power limit range"
                 )
         return self
 

@@ -51,10 +51,10 @@ def make_backend(kind: str, fake_gpus: int = 2) -> GpuBackend | None:
     if kind == "none":
         return None
     if kind == "fake":
-        from greencpn.actuate.fake_gpu import FakeGpu, FakeGpuBackend
+        from greencpn.actuate.gpu.fake import FakeGpu, FakeGpuBackend
 
         return FakeGpuBackend([FakeGpu() for _ in range(fake_gpus)])
-    from greencpn.actuate.gpu_factory import get_gpu_backend
+    from greencpn.actuate.gpu import get_gpu_backend
 
     return get_gpu_backend(kind)
 

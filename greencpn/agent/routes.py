@@ -166,7 +166,7 @@ def error_answer(exc: Exception, what: str) -> tuple[int, dict[str, Any]]:
 
 def _permanent_status(exc: PermanentError) -> tuple[int, str, str]:
     """HTTP status, code and fix for a permanent fault (GPU errors by their type)."""
-    from greencpn.actuate import gpu
+    from greencpn.actuate.gpu import errors as gpu
 
     if isinstance(exc, gpu.GpuNotFoundError):
         return 400, "unknown_gpu", ""

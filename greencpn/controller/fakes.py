@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from greencpn.actuate.apply import Backends
 from greencpn.actuate.base import GpuBackend, NodePowerHook
-from greencpn.actuate.fake_gpu import FakeFleetGpus, FakeGpu
 from greencpn.actuate.fake_nodes import FakeNodeHook
+from greencpn.actuate.gpu.fake import FakeFleetGpus, FakeGpu
 from greencpn.actuate.hostlist import expand
 from greencpn.clock import Clock
 from greencpn.config import FleetConfig

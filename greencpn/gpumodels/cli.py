@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             ) from None
         print("\n".join(lines))
         return 0
-    from greencpn.actuate.gpu_meter import read_measurements
+    from greencpn.actuate.gpu.meter import read_measurements
     from greencpn.config import default_models_dir, load_gpu_models
     from greencpn.gpumodels.ledger import refit
 

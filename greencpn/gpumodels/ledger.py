@@ -1,6 +1,6 @@
 """Refit GPU profiles from the fleet's own job measurements (issue #14.4).
 
-Input: :class:`~greencpn.actuate.gpu_meter.JobMeasurement` records (one finished job: GPU model,
+Input: :class:`~greencpn.actuate.gpu.meter.JobMeasurement` records (one finished job: GPU model,
 workload class, cap, duration, board energy, work). A *workload* (a recurring job: same name or
 script) measured at several caps plays the role of a Zeus configuration: its seconds per unit
 of work and its average power per GPU at each cap (median over its runs at that cap) go through
@@ -19,7 +19,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 
-from greencpn.actuate.gpu_meter import JobMeasurement
+from greencpn.actuate.gpu.meter import JobMeasurement
 from greencpn.config import GpuModelConfig
 from greencpn.gpumodels.fit import (
     ClassLevels,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +150,19 @@ def replay_all(
             bar.close()
 
 
+def _replay_times(args: argparse.Namespace) -> tuple[datetime, datetime]:
+    """--from / --to as UTC datetimes; a bad value is a ConfigError naming the option."""
+    out = []
+    for opt, val in (("--from", args.start), ("--to", args.end)):
+        try:
+            out.append(_parse_utc(val, opt))
+        except ValueError as exc:
+            raise ConfigError(
+                str(exc), field=opt, fix=f"write {opt} as 2026-03-02T00:00:00Z (UTC)"
+            ) from None
+    return out[0], out[1]
+
+
 def run(args: argparse.Namespace) -> int:
     for opt, val, fix in (
         ("--config", args.config, "pass --config FLEET.toml"),
@@ -161,8 +174,7 @@ def run(args: argparse.Namespace) -> int:
     parse_slack(args.slack)  # refused even when the jobs carry their own deadlines
     cfg = load_config(args.config)
     fleet = FleetSpec.from_config(cfg)
-    start = _parse_utc(args.start, "--from")
-    end = _parse_utc(args.end, "--to")
+    start, end = _replay_times(args)
     step = timedelta(minutes=args.step_min or cfg.raw.horizon.slot_minutes)
     settings = ReplaySettings(
         start=start,
@@ -271,8 +283,7 @@ def _print_attribution(att: dict[str, Any]) -> None:
 def run_sweep_cli(args: argparse.Namespace) -> int:
     from greencpn.whatif.sweep import make_tasks, run_sweep, write_sweep
 
-    start = _parse_utc(args.start, "--from")
-    end = _parse_utc(args.end, "--to")
+    start, end = _replay_times(args)
     for c in args.config:
         load_config(c)  # config errors before anything runs
     tasks = make_tasks(

@@ -3,7 +3,7 @@
 Node power goes through one :class:`~greencpn.actuate.fake_nodes.FakeNodeHook` per pool (the
 ``NodePowerHook`` the daemon drives): ``power_on`` starts a boot that the hook completes after
 the pool's ``boot_time_min`` on the simulated clock; ``power_off`` turns an idle node off. GPU
-power caps go through :class:`~greencpn.actuate.fake_gpu.FakeFleetGpus` (one ``GpuBackend`` per
+power caps go through :class:`~greencpn.actuate.gpu.fake.FakeFleetGpus` (one ``GpuBackend`` per
 node, with the device's NVML range, so an out-of-range cap is refused exactly as on hardware).
 
 Time advances in slots. Within a slot:
@@ -32,8 +32,8 @@ import numpy as np
 
 from greencpn.actuate.apply import Backends
 from greencpn.actuate.base import NodePower
-from greencpn.actuate.fake_gpu import FakeFleetGpus, FakeGpu, FakeGpuBackend
 from greencpn.actuate.fake_nodes import FakeNodeHook
+from greencpn.actuate.gpu.fake import FakeFleetGpus, FakeGpu, FakeGpuBackend
 from greencpn.clock import SimClock
 from greencpn.whatif.model import Decision, FleetSpec, PoolSpec, PoolView, SimJob
 

@@ -14,8 +14,8 @@ import pytest
 
 from greencpn.actuate.apply import ApplyReport, Backends, apply_plan
 from greencpn.actuate.base import NodePower
-from greencpn.actuate.fake_gpu import FakeFleetGpus, FakeGpu, FakeGpuBackend
 from greencpn.actuate.fake_nodes import FakeNodeHook
+from greencpn.actuate.gpu.fake import FakeFleetGpus, FakeGpu, FakeGpuBackend
 from greencpn.actuate.hostlist import expand
 from greencpn.actuate.ledger import Ledger
 from greencpn.actuate.safety import ControlSettings

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from greencpn.actuate import gpu as gpu_mod
 from greencpn.actuate.base import NodePower
+from greencpn.actuate.gpu import errors as gpu_mod
 from greencpn.actuate.ledger import Ledger
 from greencpn.actuate.safety import ControlSettings
 from greencpn.errors import ConfigError, PermanentError, TemporaryError

@@ -54,6 +54,22 @@ TAMPERS: dict[str, tuple[Edit | str, str]] = {
     "power_cap_w NaN": ("NaN-cap", "NaN"),
     "power_cap_w Infinity": ("Infinity-cap", "Infinity"),
     "nodes_on NaN": ("NaN-nodes", "NaN"),
+    # per-job caps (issue #14.3, cap_mode = "job"): jobs[].power_cap_w
+    "job power_cap_w string": (
+        lambda p: p.update(jobs=[{"id": "j1", "power_cap_w": "200"}]),
+        "jobs",
+    ),
+    "job power_cap_w zero": (lambda p: p.update(jobs=[{"id": "j1", "power_cap_w": 0}]), "jobs"),
+    "job power_cap_w bool": (lambda p: p.update(jobs=[{"id": "j1", "power_cap_w": True}]), "jobs"),
+    "job power_cap_w NaN": ("NaN-job-cap", "NaN"),
+    "jobs not a list": (lambda p: p.update(jobs={"j1": 200}), "jobs"),
+    "job power_cap_w above its pool's range": (
+        lambda p: (
+            p["pools"][0].update(power_limit_min_w=100, power_limit_max_w=300),
+            p.update(jobs=[{"id": "j1", "pool": "p", "power_cap_w": 350}]),
+        ),
+        "j1",
+    ),
     "slot string": (lambda p: _slot0(p).update(slot="0"), "slot"),
     "slot duplicated": (lambda p: p["pools"][0]["slots"][1].update(slot=0), "slot"),
     "slot missing entry": (lambda p: p["pools"][0]["slots"].pop(), "missing"),
@@ -113,6 +129,8 @@ def _write(tmp: Path, c: Any, how: Edit | str) -> Path:
         text = text.replace('"power_cap_w": null', '"power_cap_w": NaN', 1)
     elif how == "Infinity-cap":
         text = text.replace('"power_cap_w": null', '"power_cap_w": Infinity', 1)
+    elif how == "NaN-job-cap":
+        text = text[:-1] + ', "jobs": [{"id": "j1", "power_cap_w": NaN}]}'
     elif how == "NaN-nodes":
         text = text.replace('"nodes_on": 1', '"nodes_on": NaN', 1)
     elif how == "deep":
@@ -121,6 +139,32 @@ def _write(tmp: Path, c: Any, how: Edit | str) -> Path:
         text = how
     path.write_text(text)
     return path
+
+
+def test_plan_with_valid_job_caps_is_accepted() -> None:
+    """jobs[].power_cap_w inside the pool's range (or null) passes; the jobs pass through."""
+    from greencpn.actuate.plan_file import validate_plan
+
+    plan = {
+        "schema": "greencpn.plan/1",
+        "horizon": {"slot_minutes": 60, "slot_starts": ["2026-11-25T10:00:00+00:00"]},
+        "pools": [
+            {
+                "name": "p",
+                "power_limit_min_w": 100,
+                "power_limit_max_w": 300,
+                "slots": [{"slot": 0, "nodes_on": 1}],
+            }
+        ],
+        "jobs": [
+            {"id": "j1", "pool": "p", "power_cap_w": 175, "extra": 1},
+            {"id": "j2", "pool": "p", "power_cap_w": None},
+        ],
+    }
+    validate_plan(plan, "plan.json")
+    plan["jobs"][0]["power_cap_w"] = 99.5
+    with pytest.raises(ConfigError, match=r"jobs\[0\]\(j1\)\.power_cap_w=99.5 W is outside"):
+        validate_plan(plan, "plan.json")
 
 
 @pytest.mark.parametrize("name", list(TAMPERS))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from greencpn.actuate import gpu
 from greencpn.actuate.base import GpuBackend
-from greencpn.actuate.fake_gpu import FakeFleetGpus, FakeGpu, FakeGpuBackend
-from greencpn.actuate.gpu import (
+from greencpn.actuate.gpu import errors as gpu
+from greencpn.actuate.gpu import get_gpu_backend
+from greencpn.actuate.gpu.base import apply_power_limits
+from greencpn.actuate.gpu.errors import (
     GpuInvalidArgumentError,
     GpuLostError,
     GpuNotFoundError,
@@ -15,10 +16,9 @@ from greencpn.actuate.gpu import (
     GpuPermissionError,
     GpuTemporaryError,
     PowerLimitOutOfRangeError,
-    apply_power_limits,
     error_from_nvml_code,
 )
-from greencpn.actuate.gpu_factory import get_gpu_backend
+from greencpn.actuate.gpu.fake import FakeFleetGpus, FakeGpu, FakeGpuBackend
 from greencpn.errors import PermanentError, TemporaryError
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from greencpn.actuate.gpu_jobs import parse_job_gpus, per_gpu_caps
+from greencpn.actuate.gpu.jobs import parse_job_gpus, per_gpu_caps
 from greencpn.errors import ConfigError
 
 SHOW = """JobId=4103 JobName=bert

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from greencpn.actuate.gpu_meter import (
+from greencpn.actuate.gpu.meter import (
     JobEnergyMeter,
     MeasurementError,
     MeasurementStore,
     read_measurements,
 )
-from greencpn.actuate.nvml import NvmlGpuBackend
+from greencpn.actuate.gpu.nvml import NvmlGpuBackend
 from greencpn.cli import main as cli_main
 from greencpn.clock import SimClock
 from greencpn.errors import ConfigError

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from greencpn.actuate import gpu, gpu_factory
+from greencpn.actuate import gpu as gpu_factory
 from greencpn.actuate.base import GpuBackend
-from greencpn.actuate.gpu import (
+from greencpn.actuate.gpu import errors as gpu
+from greencpn.actuate.gpu import get_gpu_backend
+from greencpn.actuate.gpu.base import apply_power_limits
+from greencpn.actuate.gpu.errors import (
     GpuDriverError,
     GpuInvalidArgumentError,
     GpuLostError,
@@ -21,10 +24,8 @@ from greencpn.actuate.gpu import (
     GpuPermissionError,
     GpuTemporaryError,
     PowerLimitOutOfRangeError,
-    apply_power_limits,
 )
-from greencpn.actuate.gpu_factory import get_gpu_backend
-from greencpn.actuate.nvml import NvmlGpuBackend
+from greencpn.actuate.gpu.nvml import NvmlGpuBackend
 from greencpn.errors import PermanentError, TemporaryError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,7 +138,7 @@ def test_out_of_range_raises_without_writing(backend, fake_nvml):
 
 
 def test_clamp_only_when_allowed(backend, fake_nvml, caplog):
-    with caplog.at_level(logging.WARNING, logger="greencpn.actuate.gpu"):
+    with caplog.at_level(logging.WARNING, logger="greencpn.actuate.gpu.base"):
         low = backend.set_power_limit_w(1, 50, allow_clamp=True)
     assert fake_nvml.limit_mw(1) == 100_000
     assert low.changed and low.after == 100.0 and "clamped 50 W to 100 W" in low.message
@@ -329,7 +330,7 @@ def test_unmodified_loader_path_in_a_subprocess_with_state_file(fake_nvml_path, 
     )
     env = {"LD_LIBRARY_PATH": str(fake_nvml_path.parent), "FAKE_NVML_STATE": str(state)}
     code = (
-        "from greencpn.actuate.gpu_factory import get_gpu_backend\n"
+        "from greencpn.actuate.gpu import get_gpu_backend\n"
         "b = get_gpu_backend('nvml')\n"
         "print([g.uuid for g in b.list_gpus()])\n"
         "print(b.set_power_limit_w(1, 180).message)\n"
@@ -350,7 +351,7 @@ def test_unmodified_loader_path_in_a_subprocess_with_state_file(fake_nvml_path, 
 def test_no_driver_in_a_subprocess(tmp_path):
     code = (
         "import sys\n"
-        "from greencpn.actuate.gpu import GpuDriverError\nfrom greencpn.actuate.gpu_factory import get_gpu_backend, nvml_available\n"
+        "from greencpn.actuate.gpu.errors import GpuDriverError\nfrom greencpn.actuate.gpu import get_gpu_backend, nvml_available\n"
         "print(nvml_available())\n"
         "try:\n    get_gpu_backend('nvml')\n"
         "except GpuDriverError as e:\n    print(type(e).__name__, e)\n"
@@ -368,8 +369,8 @@ def test_no_driver_in_a_subprocess(tmp_path):
 
 def test_importing_greencpn_does_not_import_pynvml():
     code = (
-        "import sys, greencpn, greencpn.actuate.gpu, greencpn.actuate.nvml, "
-        "greencpn.actuate.fake_gpu\nprint('pynvml' in sys.modules)\n"
+        "import sys, greencpn, greencpn.actuate.gpu, greencpn.actuate.gpu.nvml, "
+        "greencpn.actuate.gpu.fake\nprint('pynvml' in sys.modules)\n"
     )
     proc = _run(code, {})
     assert proc.returncode == 0, proc.stderr

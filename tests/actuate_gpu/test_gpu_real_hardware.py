@@ -32,7 +32,7 @@ def _py(code: str) -> dict:
 def test_real_gpus_list_read_and_noop_write():
     out = _py(
         "import json\nfrom dataclasses import asdict\n"
-        "from greencpn.actuate.gpu_factory import get_gpu_backend\n"
+        "from greencpn.actuate.gpu import get_gpu_backend\n"
         "with get_gpu_backend('nvml') as b:\n"
         "    gpus = b.list_gpus()\n"
         "    ch = b.set_power_limit_w(0, gpus[0].power_limit_current_w)\n"
@@ -53,7 +53,7 @@ def test_real_gpus_list_read_and_noop_write():
 )
 def test_real_gpu_cap_and_restore():
     out = _py(
-        "import json\nfrom greencpn.actuate.gpu_factory import get_gpu_backend\n"
+        "import json\nfrom greencpn.actuate.gpu import get_gpu_backend\n"
         "with get_gpu_backend('nvml') as b:\n"
         "    g = b.list_gpus()[0]\n"
         "    b.set_power_limit_w(0, g.power_limit_min_w)\n"

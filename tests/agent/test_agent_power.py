@@ -138,7 +138,7 @@ def test_off_refused_with_running_work_or_without_power_command(
 
 
 def test_agent_over_the_shared_fake_gpu_backend(key_file: Path, fake_proc: Path) -> None:
-    fake_gpu = pytest.importorskip("greencpn.actuate.fake_gpu")
+    fake_gpu = pytest.importorskip("greencpn.actuate.gpu.fake")
     from greencpn.agent.auth import load_key
 
     backend = fake_gpu.FakeGpuBackend(
@@ -162,8 +162,8 @@ def test_agent_over_the_shared_fake_gpu_backend(key_file: Path, fake_proc: Path)
 
 
 def test_gpu_faults_map_to_typed_answers(key_file: Path, fake_proc: Path) -> None:
-    fake_gpu = pytest.importorskip("greencpn.actuate.fake_gpu")
-    from greencpn.actuate import gpu
+    fake_gpu = pytest.importorskip("greencpn.actuate.gpu.fake")
+    from greencpn.actuate.gpu import errors as gpu
     from greencpn.agent.auth import load_key
     from greencpn.agent.client import AgentUnavailableError
 

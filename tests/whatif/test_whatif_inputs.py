@@ -161,6 +161,27 @@ def test_cli_bad_input_exits_2_without_traceback(tmp_path, capsys):
     assert rc == 2 and "unknown policy" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("sub", [[], ["sweep"]])
+@pytest.mark.parametrize(
+    ("start", "end", "needle"),
+    [
+        ("2023-04-25", "2023-04-26T00:00Z", "--from 2023-04-25 has no timezone"),
+        ("2023-04-25T00:00Z", "tomorrow", "--to 'tomorrow' is not an ISO-8601 timestamp"),
+    ],
+)
+def test_cli_bad_replay_times_exit_2_without_traceback(tmp_path, capsys, sub, start, end, needle):
+    """A date without a zone (the commonest slip) or a word for a time: one line naming the
+    option and the fix, exit 2 — in `whatif` and in `whatif sweep` (was a ValueError traceback)."""
+    cfg = ROOT / "data" / "example" / "fleet.toml"
+    common = ["--from", start, "--to", end, "--out", str(tmp_path / "o"), "--no-progress"]
+    rc = main(["whatif", *sub, "--config", str(cfg), *common])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("greencpn: error:") and "Traceback" not in err
+    assert needle in err and "fix:" in err and "2026-03-02T00:00:00Z" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_cli_writes_csv_and_json(tmp_path, capsys):
     import csv
     import json

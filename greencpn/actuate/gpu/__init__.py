@@ -1,22 +1,28 @@
-"""Choosing a GPU backend by name: ``get_gpu_backend("nvml" | "fake")``, ``nvml_available()``.
+"""GPU actuation: power caps and clocks through NVML or in memory, per job and per GPU index.
 
-The factory lives apart from :mod:`greencpn.actuate.gpu` (the shared base class and the NVML
-error mapping) so that the backends import the base and the factory imports the backends, with
-no import circle between them.
+Modules: :mod:`~greencpn.actuate.gpu.errors` (typed errors, the NVML code mapping),
+:mod:`~greencpn.actuate.gpu.base` (the read-before-write logic every backend shares,
+``apply_power_limits``), :mod:`~greencpn.actuate.gpu.nvml` (the NVIDIA driver),
+:mod:`~greencpn.actuate.gpu.fake` (in memory), :mod:`~greencpn.actuate.gpu.jobs` (a Slurm job's
+GPU indices, per-index caps), :mod:`~greencpn.actuate.gpu.meter` (energy per job).
+
+This package module is the factory — choosing a backend by name:
+``get_gpu_backend("nvml" | "fake")``, ``nvml_available()``. The backends import the base, the
+factory imports the backends; no import circle between them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from greencpn.actuate.fake_gpu import FakeGpuBackend
-from greencpn.actuate.gpu import (
-    BaseGpuBackend,
+from greencpn.actuate.gpu.base import BaseGpuBackend
+from greencpn.actuate.gpu.errors import (
     GpuInvalidArgumentError,
     GpuPermanentError,
     GpuTemporaryError,
 )
-from greencpn.actuate.nvml import NvmlGpuBackend  # pynvml is loaded when a backend is created
+from greencpn.actuate.gpu.fake import FakeGpuBackend
+from greencpn.actuate.gpu.nvml import NvmlGpuBackend  # pynvml is loaded when a backend is created
 
 
 def get_gpu_backend(kind: str = "nvml", **options: Any) -> BaseGpuBackend:

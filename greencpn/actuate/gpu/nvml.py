@@ -19,10 +19,10 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from greencpn.actuate.gpu import (
+from greencpn.actuate.gpu.base import BaseGpuBackend
+from greencpn.actuate.gpu.errors import (
     NVML_ERROR_INVALID_ARGUMENT,
     NVML_ERROR_LIBRARY_NOT_FOUND,
-    BaseGpuBackend,
     GpuDriverError,
     GpuInvalidArgumentError,
     GpuNotSupportedError,

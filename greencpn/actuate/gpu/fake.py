@@ -1,12 +1,12 @@
 """In-memory GPU backend with the same behaviour as the NVML one, for logic tests and dry runs.
 
 It shares all validation and read-before-write logic with :class:`NvmlGpuBackend` through
-:class:`~greencpn.actuate.gpu.BaseGpuBackend`; only the device primitives are simulated.
+:class:`~greencpn.actuate.gpu.base.BaseGpuBackend`; only the device primitives are simulated.
 Errors can be injected per primitive, as NVML return codes (mapped exactly as the NVML backend
 maps them) or as ready exceptions.
 
 Example:
-    >>> from greencpn.actuate.fake_gpu import FakeGpu, FakeGpuBackend
+    >>> from greencpn.actuate.gpu.fake import FakeGpu, FakeGpuBackend
     >>> gpus = FakeGpuBackend([FakeGpu(min_w=100, max_w=300, default_w=300)])
     >>> gpus.set_power_limit_w(0, 200).message
     'power limit 300 W -> 200 W'
@@ -20,7 +20,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from greencpn.actuate.gpu import BaseGpuBackend, GpuInvalidArgumentError, error_from_nvml_code
+from greencpn.actuate.gpu.base import BaseGpuBackend
+from greencpn.actuate.gpu.errors import GpuInvalidArgumentError, error_from_nvml_code
 
 #: primitive names usable with :meth:`FakeGpuBackend.inject_error`
 OPERATIONS = (
