@@ -19,7 +19,7 @@ import numpy as np
 
 from greencpn.errors import SolverError
 from greencpn.optimize import budget, capacity, caps, completion, nodes, objective
-from greencpn.optimize.builder import ModelBuilder
+from greencpn.optimize.builder import ModelBuilder, fast_highs_class
 from greencpn.optimize.inputs import PlanInputs
 from greencpn.optimize.variables import Vars, allocate
 
@@ -130,9 +130,7 @@ class PlanModel:
         return self.mb.m
 
     def _make_solver(self):
-        from pyomo.contrib.solver.solvers.highs import Highs
-
-        solver = Highs()
+        solver = fast_highs_class()()
         if not solver.available():
             raise SolverError("HiGHS is not available: pip install highspy")
         return solver

@@ -759,23 +759,24 @@ def _best_option(
         if not enough.any():
             return None
         n_take = np.argmax(cum >= W - 1e-9, axis=1)  # index of last slot taken
-        # total per candidate: the full slots before the last plus the fraction of the last
-        cost_sorted = np.take_along_axis(slot_cost + late_cost, order, axis=1)
-        ccum = np.cumsum(np.minimum(cost_sorted, BIG), axis=1)
         kk = n_take[:, None]
         prev_cum = np.where(kk > 0, np.take_along_axis(cum, np.maximum(kk - 1, 0), axis=1), 0.0)[
             :, 0
         ]
-        prev_cost = np.where(kk > 0, np.take_along_axis(ccum, np.maximum(kk - 1, 0), axis=1), 0.0)[
-            :, 0
-        ]
         last_rate = np.take_along_axis(rate_sorted, kk, axis=1)[:, 0]
-        last_cost = np.take_along_axis(cost_sorted, kk, axis=1)[:, 0]
         frac_last = (W - prev_cum) / np.maximum(last_rate, 1e-12)
-        totals = np.where(enough, prev_cost + frac_last * last_cost, np.inf)
         if mode == "asap":  # earliest finish; exact ties go to the first candidate (first site)
             last_step = np.take_along_axis(order, kk, axis=1)[:, 0]
             totals = np.where(enough, last_step + frac_last, np.inf)
+        else:
+            # total per candidate: the full slots before the last plus the fraction of the last
+            cost_sorted = np.take_along_axis(slot_cost + late_cost, order, axis=1)
+            ccum = np.cumsum(np.minimum(cost_sorted, BIG), axis=1)
+            prev_cost = np.where(
+                kk > 0, np.take_along_axis(ccum, np.maximum(kk - 1, 0), axis=1), 0.0
+            )[:, 0]
+            last_cost = np.take_along_axis(cost_sorted, kk, axis=1)[:, 0]
+            totals = np.where(enough, prev_cost + frac_last * last_cost, np.inf)
         c = int(np.argmin(totals))
         n_last = int(n_take[c])
         sl = order[c, : n_last + 1]
