@@ -454,8 +454,9 @@ class SolverConfig(_Strict):
     joblevel_time_limit_s: NonNegFloat = Field(
         default=45.0,
         description="time for the job-level MILP candidate on fleets small enough for it "
-        "(<= 20,000 start binaries), s; 0 = never build it. The control step keeps the "
-        "MILP-guided placement and never builds it",
+        "(<= 20,000 start binaries), s; 0 = never build it. The control step builds it only "
+        "with [controller] joblevel_candidate = true and when it re-places (not when it keeps "
+        "the newest plan's placement)",
     )
     mip_rel_gap: float = Field(default=0.01, ge=0, lt=1)
     threads: int = Field(default=0, ge=0, description="0 = HiGHS default")
