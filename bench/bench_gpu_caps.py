@@ -37,7 +37,7 @@ TARGET_MS = 100.0
 
 def _ctl():
     spec = importlib.util.spec_from_file_location(
-        "fake_nvml_ctl", REPO / "tests" / "actuate_gpu" / "fake_nvml" / "fake_nvml_ctl.py"
+        "fake_nvml_ctl", REPO / "tests" / "actuate" / "gpu" / "fake_nvml" / "fake_nvml_ctl.py"
     )
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
@@ -158,7 +158,7 @@ def markdown(res: dict) -> str:
             f"machine: {os.cpu_count()} cores (`nproc`), {platform.machine()}, Linux "
             f"{platform.release()}, Python {platform.python_version()}, nvidia-ml-py "
             f"{version('nvidia-ml-py')}. NVML is the fake `libnvidia-ml.so.1` built from "
-            "`tests/actuate_gpu/fake_nvml/fake_nvml.c`, loaded by pynvml's own "
+            "`tests/actuate/gpu/fake_nvml/fake_nvml.c`, loaded by pynvml's own "
             '`CDLL("libnvidia-ml.so.1")`; so this measures greencpn + pynvml + ctypes. The time a '
             "real driver spends inside each NVML call is not included (not measured: no GPU here). "
             "The machine is shared with other jobs, which shows in the max column.",

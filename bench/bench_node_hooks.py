@@ -85,7 +85,7 @@ def bench_ipmi(repeats: int, tmp: Path) -> list[str]:
     if not (shutil.which("ipmi_sim") and shutil.which("ipmitool")):
         return ["| ipmi (skipped: ipmi_sim/ipmitool missing) | | | | | |"]
     spec = importlib.util.spec_from_file_location(
-        "ipmi_bmc_sim_for_bench", ROOT / "tests" / "actuate_nodes" / "test_ipmi_hook_bmc_sim.py"
+        "ipmi_bmc_sim_for_bench", ROOT / "tests" / "actuate" / "nodes" / "test_ipmi_hook_bmc_sim.py"
     )
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)

@@ -2,7 +2,7 @@
 
 Every busy-node scenario of issue #9 that ``greencpn apply`` and its hooks own (items 1, 2, 5)
 is run end to end through the CLI against a tiny cluster kept in files and driven by a REAL
-``command`` hook (tests/actuate_apply/busy_scenarios.py); the IPMI one against real ``ipmi_sim``
+``command`` hook (tests/actuate/apply/busy_scenarios.py); the IPMI one against real ``ipmi_sim``
 BMCs (skipped, and said so, when openipmi/ipmitool are missing). A scenario counts as "busy
 node powered off" when the cluster saw a power-off of a node that had running jobs (or a
 service no scheduler sees). Measured on this checkout and, with ``--before REV``, on the code
@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SCEN = ROOT / "tests" / "actuate_apply" / "busy_scenarios.py"
-IPMI_TESTS = ROOT / "tests" / "actuate_nodes" / "test_ipmi_hook_bmc_sim.py"
+SCEN = ROOT / "tests" / "actuate" / "apply" / "busy_scenarios.py"
+IPMI_TESTS = ROOT / "tests" / "actuate" / "nodes" / "test_ipmi_hook_bmc_sim.py"
 PW_ENV = "GREENCPN_BENCH_IPMI_PW"
 
 

@@ -12,7 +12,7 @@ A test module adapts the cluster with module attributes:
 * ``SLURM_GRES_CONF`` — a ``gres.conf`` beside ``slurm.conf`` (GPUs counted without devices);
 * ``SLURM_ACCOUNTING = True`` — also MariaDB + slurmdbd, so ``sacct`` works (~8 s more).
 
-Used by tests/actuate_nodes (node hooks) and tests/actuate_jobs (job actuation).
+Used by tests/actuate/nodes (node hooks) and tests/actuate/jobs (job actuation).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A whole fleet config in memory: fake GPUs of a pool's model and one-slot plans for it.
 
-Shared by the example-fleet apply test (tests/actuate_apply/test_apply_example_fleet.py) and
+Shared by the example-fleet apply test (tests/actuate/apply/test_apply_example_fleet.py) and
 its benchmark (bench/bench_apply.py), which build the same fake fleet and the same kind of plan.
 """
 

@@ -1,5 +1,5 @@
 """``greencpn agent --gpu nvml`` in its own process: the real pynvml bindings against the fake
-``libnvidia-ml.so.1`` that tests/actuate_gpu builds from C (found through LD_LIBRARY_PATH)."""
+``libnvidia-ml.so.1`` that tests/actuate/gpu builds from C (found through LD_LIBRARY_PATH)."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ from greencpn.agent.client import AgentClient, AgentRequestError
 
 pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parents[2]
-CTL = REPO / "tests" / "actuate_gpu" / "fake_nvml" / "fake_nvml_ctl.py"
+CTL = REPO / "tests" / "actuate" / "gpu" / "fake_nvml" / "fake_nvml_ctl.py"
 
 
 def _ctl() -> ModuleType:
-    name = "greencpn_tests_fake_nvml_ctl"  # the name tests/actuate_gpu uses: one module
+    name = "greencpn_tests_fake_nvml_ctl"  # the name tests/actuate/gpu uses: one module
     if name in sys.modules:
         return sys.modules[name]
     if not CTL.exists():

@@ -528,7 +528,13 @@ def test_jobs_from_saved_squeue_json(tmp_path):
     from greencpn.clock import SimClock
     from tests.optimize.conftest import write_fleet
 
-    rec = Path(__file__).resolve().parents[1] / "sources_load" / "data" / "slurm-22.05_squeue.json"
+    rec = (
+        Path(__file__).resolve().parents[1]
+        / "sources"
+        / "load"
+        / "data"
+        / "slurm-22.05_squeue.json"
+    )
     shutil.copy(rec, tmp_path / "queue.json")
     path = write_fleet(
         tmp_path,

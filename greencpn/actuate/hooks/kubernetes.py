@@ -28,7 +28,7 @@ Config keys (``kind = "kubernetes"``):
   ``eviction_retry_interval_s`` (default 5), ``grace_period_s`` (default: the pod's own).
 * ``power`` — nested hook table used for power_on / power_off (and power in status).
 
-Tested against a small fake of the API on 127.0.0.1 (tests/actuate_nodes), **not** against a
+Tested against a small fake of the API on 127.0.0.1 (tests/actuate/nodes), **not** against a
 real cluster.
 """
 

@@ -36,7 +36,7 @@ at every step, and pods not in any plan are released at theirs.
 
 HTTP errors: 401/403 and other 4xx → permanent (404 → :class:`JobNotFoundError`; 409/422 on a
 release → the pod changed meanwhile, temporary); 429, 5xx and connection faults → temporary.
-Tested against a fake API server on 127.0.0.1 (tests/actuate_jobs), not a real cluster.
+Tested against a fake API server on 127.0.0.1 (tests/actuate/jobs), not a real cluster.
 """
 
 from __future__ import annotations
