@@ -477,6 +477,14 @@ class SolverConfig(_Strict):
         description="one cap level per pool and slot inside the MILP (binaries); default: GPU counts "
         "per level in the MILP, one level per pool and slot in the executed plan",
     )
+    cap_mode: Literal["pool", "job"] = Field(
+        default="pool",
+        description="GPU power caps: pool — one cap level per pool and slot; job — after the "
+        "plan is chosen, each placed job gets its own level on its class's curve (the least "
+        "carbon whose slower run still ends by its deadline on GPUs already on, inside the site "
+        "budget), kept only when the evaluated objective is not higher (plan.json "
+        "jobs[].power_cap_w)",
+    )
 
 
 class CarbonConfig(_Strict):

@@ -88,6 +88,13 @@ def evaluate(
             "gpu_busy": pool.level_extra_kw[lev[p]] * busy[p],
             "boot": pool.boot_extra_kwh * u[p] / dt,
         }
+        if sched.job_cap:  # jobs at their own level: their busy power replaces the pool's
+            for j, (_cap, _thr, eps) in sched.job_cap.items():
+                if int(sched.pool[j]) != p:
+                    continue
+                for t, g, f in sched.runs[j]:
+                    if t < T:
+                        terms["gpu_busy"][t] += g * f * (eps - pool.level_extra_kw[lev[p, t]])
         pool_kw[p] = terms["node_idle"] + terms["node_off"] + terms["gpu_busy"] + terms["boot"]
         for k, v in terms.items():
             parts[k] += float(np.sum(v)) * dt
@@ -129,12 +136,15 @@ def evaluate(
         deadline_h = (job.deadline - inp.start).total_seconds() / 3600.0
         late_h[j] = max(0.0, float(sched.end_h[j]) - deadline_h)
         inside = 0.0
+        own = sched.job_cap.get(j) if sched.job_cap else None
         for t, g, f in runs:
-            work = g * pool.level_thr[sched.level[p, t]] * dt * f
+            lv = sched.level[p, min(t, sched.level.shape[1] - 1)]
+            thr = pool.level_thr[lv] if own is None else own[1]
+            work = g * thr * dt * f
             if t >= T:
                 beyond += work
-                lv = sched.level[p, min(t, sched.level.shape[1] - 1)]
-                busy_kw = g * f * (pool.level_extra_kw[lv] + pool.node_idle_kw / pool.gpus_per_node)
+                eps = pool.level_extra_kw[lv] if own is None else own[2]
+                busy_kw = g * f * (eps + pool.node_idle_kw / pool.gpus_per_node)
                 beyond_kwh[pool.site] += busy_kw * dt * inp.sites[pool.site].pue
                 continue
             inside += work

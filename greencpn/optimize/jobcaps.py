@@ -14,14 +14,26 @@ intensity, slot by slot) among the levels whose slowed run
 * fits the site's power budget: ``g ε_l × PUE`` ≤ the headroom left in every slot it touches.
 
 No feasible level → the fastest level that fits the budget, else the top level (``ok=False``).
-Ties go to the higher cap (shorter run). Not yet wired into the plan (see the branch report).
+Ties go to the higher cap (shorter run).
+
+:func:`recap_jobs` is the plan's pass with ``solver.cap_mode = "job"``: it runs
+:func:`choose_level` for every placed job of the chosen schedule and returns a copy in which the
+re-capped jobs carry their own level (``Schedule.job_cap``, priced by
+:func:`~greencpn.optimize.evaluate.evaluate`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from greencpn.config import GpuModelConfig
+from greencpn.optimize.evaluate import Evaluation
+from greencpn.optimize.inputs import PlanInputs
+from greencpn.optimize.placement import Schedule
 
 
 @dataclass(frozen=True)
@@ -91,3 +103,171 @@ def choose_level(
     shares = _slot_shares(start_h, dur, slot_h, n)
     carbon = sum(kw * h * i for h, i in zip(shares, intensity_g_per_kwh, strict=True)) / 1e3
     return LevelChoice(top, dur, kw * dur, carbon, False)
+
+
+def class_curve(
+    gm: GpuModelConfig, workload_class: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cap W, throughput relative to the class's top cap, busy kW above idle per GPU) per
+    level of a job's class on this GPU model, highest cap first."""
+    levels = sorted(gm.levels_for(workload_class), key=lambda lv: lv.cap_w, reverse=True)
+    top = levels[0].throughput
+    cap = np.array([lv.cap_w for lv in levels])
+    thr = np.array([lv.throughput / top for lv in levels])
+    eps = np.array(
+        [lv.power_factor * gm.power_limit_max_w / 1e3 - gm.idle_w / 1e3 for lv in levels]
+    )
+    return cap, thr, eps
+
+
+@dataclass
+class RecapResult:
+    schedule: Schedule
+    recapped: int  # jobs whose level differs from the pool's
+    considered: int  # placed contiguous jobs inside the horizon the pass looked at
+
+
+def recap_jobs(
+    inp: PlanInputs,
+    sched: Schedule,
+    n: np.ndarray,
+    ev: Evaluation,
+    workload_class: dict[str, str | None],
+) -> RecapResult:
+    """Each placed job at its own cap level (:func:`choose_level`), one job at a time.
+
+    Only jobs that run contiguously on the placement grid and end inside the horizon are
+    considered (others keep the pool level). A job keeps its start; its run may grow only into
+    the placement steps right after it in which its pool's nodes are already on (``n``) and
+    hold ``gpus`` free GPUs, up to its deadline and the horizon end — so nodes, node-hours and
+    other jobs are untouched. The budget headroom per slot is the site budget minus the plan's
+    meter power there without this job's busy power (``ev``), updated after each job.
+    A job whose chosen level has its pool's cap and duration keeps the pool level.
+    """
+    if sched.fine_runs is None or sched.alloc_fine is None:
+        return RecapResult(sched, 0, 0)
+    k, T, dt = sched.subslots, inp.T, inp.slot_h
+    step_h = dt / k
+    fine = [list(fr) for fr in sched.fine_runs]
+    alloc_f = sched.alloc_fine.copy()
+    busy_f = np.zeros_like(alloc_f, dtype=float)
+    for j, fr in enumerate(fine):
+        p = int(sched.pool[j])
+        for t, f in fr:
+            busy_f[p, t] += inp.jobs[j].gpus * f
+    meter = ev.site_meter_kw.copy()
+    budget = np.array([s.budget_kw for s in inp.sites])
+    job_cap: dict[int, tuple[float, float, float]] = {}
+    considered = 0
+    order = sorted(range(len(inp.jobs)), key=lambda i: (float(np.nan_to_num(sched.start_h[i])), i))
+    for j in order:
+        p = int(sched.pool[j])
+        fr = fine[j]
+        if p < 0 or not fr:
+            continue
+        steps = [t for t, _ in fr]
+        if steps != list(range(steps[0], steps[0] + len(steps))) or steps[-1] >= T * k:
+            continue
+        job, pool = inp.jobs[j], inp.pools[p]
+        site = inp.sites[pool.site]
+        g = job.gpus
+        lev0 = int(sched.level[p, steps[0] // k])
+        if any(int(sched.level[p, t // k]) != lev0 for t in steps):
+            continue  # the pool changes level under the job: keep what placement made
+        considered += 1
+        cap, thr, eps = class_curve(pool.gpu_model, workload_class.get(job.id))
+        start_h = steps[0] * step_h
+        # how far the run may grow: free GPUs on nodes already on, before deadline and horizon
+        deadline_h = (job.deadline - inp.start).total_seconds() / 3600.0
+        last = steps[-1]
+        while (
+            last + 1 < T * k
+            and (last + 2) * step_h <= deadline_h + 1e-9
+            and alloc_f[p, last + 1] + g <= n[p, (last + 1) // k] * pool.gpus_per_node + 1e-9
+        ):
+            last += 1
+        end_limit_h = min(deadline_h, (last + 1) * step_h)
+        if float(sched.end_h[j]) > end_limit_h + 1e-9:
+            end_limit_h = float(sched.end_h[j])  # already late: a level may not make it later
+        # headroom: budget minus the plan's meter power without this job's busy power
+        own = np.zeros(T)
+        eps_now = pool.level_extra_kw[lev0]
+        for t, f in fr:
+            own[t // k] += g * f * eps_now * site.pue / k
+        head = budget[pool.site] - (meter[pool.site] - own)
+        head = np.where(np.isfinite(head), head, np.inf)
+        choice = choose_level(
+            work_gpu_h=job.work_gpu_h,
+            gpus=g,
+            throughput=thr.tolist(),
+            busy_extra_kw=eps.tolist(),
+            start_h=start_h,
+            end_limit_h=end_limit_h,
+            intensity_g_per_kwh=site.planning_intensity.tolist(),
+            slot_h=dt,
+            pue=site.pue,
+            headroom_kw=None if not np.isfinite(head).any() else head.tolist(),
+        )
+        if not choice.ok or abs(cap[choice.level] - pool.level_cap_w[lev0]) < 1e-9:
+            continue
+        # what the job's busy power costs now (at its pool's level, as evaluate prices it):
+        # a level is taken only when it has less carbon than that
+        inten = site.planning_intensity
+        now_kg = sum(g * f * eps_now * site.pue * step_h * inten[t // k] for t, f in fr) / 1e3
+        if choice.carbon_kg >= now_kg - 1e-12:
+            continue
+        # the new run on the placement grid: whole steps, the last one partly busy
+        whole = choice.duration_h / step_h
+        n_steps = max(1, math.ceil(whole - 1e-9))
+        new = [(steps[0] + i, 1.0) for i in range(n_steps)]
+        new[-1] = (new[-1][0], whole - (n_steps - 1))
+        if new[-1][0] > last:
+            continue  # rounding pushed it past the free steps
+        for t, f in fr:
+            alloc_f[p, t] -= g
+            busy_f[p, t] -= g * f
+        for t, f in new:
+            alloc_f[p, t] += g
+            busy_f[p, t] += g * f
+        newown = np.zeros(T)
+        for t, f in new:
+            newown[t // k] += g * f * eps[choice.level] * site.pue / k
+        meter[pool.site] += newown - own
+        fine[j] = new
+        job_cap[j] = (float(cap[choice.level]), float(thr[choice.level]), float(eps[choice.level]))
+    if not job_cap:
+        return RecapResult(sched, 0, considered)
+    P, T2 = sched.alloc.shape
+    runs = list(sched.runs)
+    start_h_arr, end_h_arr = sched.start_h.copy(), sched.end_h.copy()
+    for j in job_cap:
+        per_slot: dict[int, float] = {}
+        for t, f in fine[j]:
+            per_slot[t // k] = per_slot.get(t // k, 0.0) + f / k
+        runs[j] = [(t, inp.jobs[j].gpus, v) for t, v in sorted(per_slot.items())]
+        end_h_arr[j] = (fine[j][-1][0] + fine[j][-1][1]) * step_h
+    out = replace(
+        sched,
+        runs=runs,
+        alloc=alloc_f.reshape(P, T2, k).max(axis=2),
+        busy=busy_f.reshape(P, T2, k).mean(axis=2) + (sched.busy - _busy(sched, inp, k)),
+        start_h=start_h_arr,
+        end_h=end_h_arr,
+        alloc_fine=alloc_f,
+        fine_runs=fine,
+        job_cap=job_cap,
+    )
+    return RecapResult(out, len(job_cap), considered)
+
+
+def _busy(sched: Schedule, inp: PlanInputs, k: int) -> np.ndarray:
+    """[P, T2] the busy GPUs the schedule's fine runs account for (what the pass rebuilds;
+    anything else in ``sched.busy`` is kept as it is)."""
+    assert sched.fine_runs is not None and sched.alloc_fine is not None
+    b = np.zeros_like(sched.alloc_fine, dtype=float)
+    for j, fr in enumerate(sched.fine_runs):
+        p = int(sched.pool[j])
+        for t, f in fr:
+            b[p, t] += inp.jobs[j].gpus * f
+    P, T2 = sched.alloc.shape
+    return b.reshape(P, T2, k).mean(axis=2)

@@ -47,6 +47,9 @@ class Schedule:
     # per job: (placement step, busy fraction of the step) — the exact runs, so a re-plan can
     # rebuild them (plan.json ``placement_runs``); None where the schedule has no fine grid
     fine_runs: list[list[tuple[int, float]]] | None = None
+    # cap_mode = "job" (issue #14.3): job → (cap W, throughput relative to full power, busy kW
+    # above idle per GPU) of the job's own level; jobs not in it run at their pool's level
+    job_cap: dict[int, tuple[float, float, float]] | None = None
 
 
 @dataclass

@@ -25,6 +25,7 @@ from greencpn.optimize.checks import run_checks
 from greencpn.optimize.evaluate import BEYOND_HORIZON_RULE, Evaluation, evaluate, tail_rates
 from greencpn.optimize.improve import improve_schedule
 from greencpn.optimize.inputs import PlanInputs, build_inputs, deadband
+from greencpn.optimize.jobcaps import recap_jobs
 from greencpn.optimize.joblevel import joblevel_size, solve_joblevel
 from greencpn.optimize.levers import lever_savings
 from greencpn.optimize.milp import MilpSolution, PlanModel, SolveOutcome, SolveStatus
@@ -631,6 +632,7 @@ def finish_plan(
             + (f" (+ {best_stab:,.2f} stability)" if anchor is not None else "")
             + f" against the optimised placement's {opt_obj:,.2f}: it is the plan"
         )
+    sched, executed, jobcaps_info = _job_caps(cfg, inp, sched, n, u, executed)
     bad = check_residency(
         inp,
         {
@@ -694,9 +696,49 @@ def finish_plan(
     outcome_dict["greedy_anchor_repair_s"] = greedy_repair_s
     outcome_dict["candidates"] = cand_info
     outcome_dict["reinsertion"] = {"s": improve_s, "runs": improve_info}
+    outcome_dict["job_caps"] = jobcaps_info
     log.info("progress: plan document")
     res.document = build_document(cfg, clock, res, outcome_dict)
     return res
+
+
+def _job_caps(
+    cfg: FleetConfig,
+    inp: PlanInputs,
+    sched: Schedule,
+    n: np.ndarray,
+    u: np.ndarray,
+    executed: Evaluation,
+) -> tuple[Schedule, Evaluation, dict]:
+    """``solver.cap_mode = "job"``: the chosen plan with each placed job at its own cap level
+    (:func:`~greencpn.optimize.jobcaps.recap_jobs`), kept only when the evaluated objective is
+    not higher. Returns the schedule and evaluation to use and what the pass did (plan.json
+    ``solver.job_caps``)."""
+    if inp.solver.cap_mode != "job":
+        return sched, executed, {"mode": "pool"}
+    t0 = time.perf_counter()
+    classes = {jc.id: jc.workload_class for jc in cfg.jobs}
+    rc = recap_jobs(inp, sched, n, executed, classes)
+    info: dict = {
+        "mode": "job",
+        "jobs_considered": rc.considered,
+        "carbon_kg_before": executed.totals["carbon_kg"],
+        "objective_before": executed.objective,
+    }
+    kept = False
+    if rc.recapped:
+        ev = evaluate(inp, rc.schedule, n, u)  # nodes and start-ups are unchanged
+        info["objective_recapped"] = ev.objective
+        if ev.objective <= executed.objective + 1e-9:
+            sched, executed, kept = rc.schedule, ev, True
+    info.update(
+        kept=kept,
+        jobs_recapped=rc.recapped if kept else 0,
+        carbon_kg_after=executed.totals["carbon_kg"],
+        objective_after=executed.objective,
+        s=time.perf_counter() - t0,
+    )
+    return sched, executed, info
 
 
 #: the re-insertion pass's time per candidate
@@ -1144,6 +1186,10 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
                 "jurisdictions": list(jur.get(job.id, [])),
                 "deferred": bool(job.required_gpu_h <= 0 or job.release_slot >= T),
                 "submit_site": inp.sites[(job.baseline_sites or job.sites)[0]].name,
+                # cap_mode = "job": the job's own GPU cap (null: its pool's cap per slot)
+                "power_cap_w": res.schedule.job_cap[j][0]
+                if res.schedule.job_cap and j in res.schedule.job_cap
+                else None,
                 "schedule": [
                     {"slot": t, "gpus": g, "busy_fraction": round(f, 4)} for t, g, f in runs
                 ],

@@ -1,0 +1,214 @@
+"""Caps per job in the plan (issue #14.3, ``solver.cap_mode = "job"``): tiny fleets by hand.
+
+GPU "T2" (max 300 W, idle 0 W), two caps. Its own levels (jobs without a class, "elastic"):
+300 W θ 1.0, 0.3 kW busy; 200 W θ 0.8, 0.2 kW — 0.30 vs 0.25 kWh per GPU-h, the deep cap is
+the efficient one. Class "rigid": 300 W θ 1.0, 0.3 kW; 200 W θ 0.5, 0.18 kW — 0.36 kWh per
+GPU-h at the deep cap, so rigid work wants the top cap. One pool of 1 node × 2 GPUs, node idle
+100 W, hourly slots, PUE 1, no cost weight.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from greencpn.actuate.plan_file import load_plan_file
+from greencpn.clock import SimClock
+from greencpn.config import load_config
+from greencpn.controller.forecast import make_plan
+from tests.optimize.conftest import START, iso, write_fleet
+
+GPU2 = """
+[[gpu_models]]
+name = "T2"
+power_limit_min_w = 100
+power_limit_max_w = 300
+power_limit_default_w = 300
+idle_w = 0
+source = "test profile"
+[[gpu_models.levels]]
+cap_w = 300
+throughput = 1.0
+power_factor = 1.0
+[[gpu_models.levels]]
+cap_w = 200
+throughput = 0.8
+power_factor = 0.6666666666666666
+[[gpu_models.workload_classes]]
+name = "rigid"
+[[gpu_models.workload_classes.levels]]
+cap_w = 300
+throughput = 1.0
+power_factor = 1.0
+[[gpu_models.workload_classes.levels]]
+cap_w = 200
+throughput = 0.5
+power_factor = 0.6
+"""
+
+SITE = """
+[[sites]]
+name = "a"
+zone = "Z"
+jurisdictions = ["EU"]
+pue = 1.0
+{extra}
+"""
+
+POOL = """
+[[pools]]
+name = "p"
+site = "a"
+nodes = 1
+gpu_model = "T2"
+gpus_per_node = {gpn}
+node_idle_w = 100.0
+initial_on = 0
+spares = 0
+"""
+
+
+def _fleet(tmp: Path, jobs: list[dict], carbon: list[float], *, mode: str | None, gpn=2, site=""):
+    path = write_fleet(
+        tmp,
+        carbon={"Z": carbon},
+        sites=SITE.format(extra=site),
+        pools=POOL.format(gpn=gpn),
+        jobs=[],
+        gpu=GPU2,
+    )
+    cols = ["id", "gpus", "work_gpu_h", "release", "deadline", "checkpointable", "workload_class"]
+    rows = [",".join(cols)] + [",".join(str(j.get(c, "")) for c in cols) for j in jobs]
+    (tmp / "jobs.csv").write_text("\n".join(rows) + "\n")
+    if mode is not None:
+        text = path.read_text().replace(
+            "mip_rel_gap = 0.0", f'mip_rel_gap = 0.0\ncap_mode = "{mode}"'
+        )
+        path.write_text(text)
+    return path
+
+
+def _job(id, work, deadline, cls=""):
+    return {
+        "id": id,
+        "gpus": 1,
+        "work_gpu_h": work,
+        "release": iso(0),
+        "deadline": iso(deadline),
+        "checkpointable": "false",
+        "workload_class": cls,
+    }
+
+
+#: Y (rigid, 6 GPU-h, due at 6 h) must run 0–6 h at the top cap, so the pool's cap is 300 W
+#: in slots 0–5 and its node is on for 6 h. X (no class: elastic, 4 GPU-h) runs beside it.
+SLACK_CARBON = [400.0] + [500.0] * 5 + [1000.0, 1000.0]
+
+
+def _plan(path: Path) -> dict:
+    return make_plan(load_config(path), SimClock(START)).document
+
+
+def _job_doc(doc: dict, jid: str) -> dict:
+    return next(j for j in doc["jobs"] if j["id"] == jid)
+
+
+def test_slack_and_high_carbon_give_the_job_a_deeper_cap_than_its_pool(tmp_path: Path) -> None:
+    """X due at 5 h. Pool caps (both modes' MILP and placement): X at 300 W from 0 to 4 h.
+      node idle 0.1 kW × 6 h = 0.6 kWh, 0.1 × (400 + 5 × 500) / 1000 = 0.29 kg
+      Y 0.3 kW × 6 h      = 1.8 kWh, 0.3 × 2,900 / 1000         = 0.87 kg
+      X 0.3 kW × 4 h      = 1.2 kWh, 0.3 × (400 + 3 × 500) / 1000 = 0.57 kg  → 3.6 kWh, 1.73 kg
+    cap_mode = "job": X's own deep cap, 4 / 0.8 = 5 h (0–5 h, by its deadline, on the GPU its
+    node has free while Y runs): 0.2 kW × 5 h = 1.0 kWh, 0.2 × (400 + 4 × 500) / 1000 = 0.48 kg
+    → 3.4 kWh, 1.64 kg. The pool's cap stays 300 W (Y needs it)."""
+    jobs = [_job("Y", 6.0, 6.0, "rigid"), _job("X", 4.0, 5.0)]
+    pool_doc = _plan(_fleet(tmp_path, jobs, SLACK_CARBON, mode="pool"))
+    assert pool_doc["totals"]["energy_kwh"] == pytest.approx(3.6)
+    assert pool_doc["totals"]["carbon_kg"] == pytest.approx(1.73)
+    doc = _plan(_fleet(tmp_path, jobs, SLACK_CARBON, mode="job"))
+    x = _job_doc(doc, "X")
+    assert x["power_cap_w"] == 200.0
+    assert (x["start"], x["end"]) == (iso(0), iso(5))
+    assert _job_doc(doc, "Y")["power_cap_w"] is None
+    assert doc["totals"]["energy_kwh"] == pytest.approx(3.4)
+    assert doc["totals"]["carbon_kg"] == pytest.approx(1.64)
+    assert [s["power_cap_w"] for s in doc["pools"][0]["slots"][:6]] == [300.0] * 6
+    jc = doc["solver"]["job_caps"]
+    assert (jc["mode"], jc["jobs_recapped"], jc["kept"]) == ("job", 1, True)
+    assert jc["carbon_kg_before"] == pytest.approx(1.73)
+    assert jc["carbon_kg_after"] == pytest.approx(1.64)
+    assert doc["totals"]["late_jobs"] == 0
+
+
+def test_a_tight_deadline_keeps_the_shallow_cap(tmp_path: Path) -> None:
+    """X due at 4.5 h: its deep cap needs 5 h, so it keeps the pool's 300 W (3.6 kWh, 1.73 kg
+    as in pool mode)."""
+    jobs = [_job("Y", 6.0, 6.0, "rigid"), _job("X", 4.0, 4.5)]
+    doc = _plan(_fleet(tmp_path, jobs, SLACK_CARBON, mode="job"))
+    assert [j["power_cap_w"] for j in doc["jobs"]] == [None, None]
+    assert doc["solver"]["job_caps"]["jobs_recapped"] == 0
+    assert doc["totals"]["carbon_kg"] == pytest.approx(1.73)
+
+
+def test_a_binding_site_budget_keeps_the_job_off_the_faster_cap(tmp_path: Path) -> None:
+    """One elastic job (4 GPU-h, due at 6 h) on a 1-GPU pool; 100 g/kWh for 4 h, then 1000.
+    Budget 0.35 kW: node 0.1 + top 0.3 = 0.4 kW does not fit, deep 0.1 + 0.2 = 0.3 does, so
+    the plan runs it at 200 W, 0–5 h: node 0.1 × (400 + 1000) / 1000 = 0.14 kg + busy 0.2 ×
+    1,400 / 1000 = 0.28 kg = 0.42 kg. Without the budget its own top cap (0–4 h, 0.3 × 400 /
+    1000 = 0.12 kg busy) would beat that; the headroom 0.35 − 0.1 = 0.25 kW < 0.3 forbids it."""
+    jobs = [_job("X", 4.0, 6.0)]
+    carbon = [100.0] * 4 + [1000.0] * 2
+    doc = _plan(_fleet(tmp_path, jobs, carbon, mode="job", gpn=1, site="power_budget_kw = 0.35"))
+    assert [s["power_cap_w"] for s in doc["pools"][0]["slots"][:5]] == [200.0] * 5
+    assert _job_doc(doc, "X")["power_cap_w"] is None
+    jc = doc["solver"]["job_caps"]
+    # the headroom decided it: no job was even proposed to the objective check
+    assert (jc["jobs_considered"], jc["jobs_recapped"], jc["kept"]) == (1, 0, False)
+    assert "objective_recapped" not in jc
+    assert doc["totals"]["budget_overrun_kwh"] == 0.0
+    assert doc["totals"]["carbon_kg"] == pytest.approx(0.42)
+
+
+def test_a_pass_that_would_make_the_plan_worse_is_dropped(tmp_path, monkeypatch) -> None:
+    """The budget fleet above with the chooser blind to the budget: it re-caps X to 300 W
+    (0.12 kg busy < 0.28 kg), which overruns the 0.35 kW budget (0.4 kW for 4 h); the evaluated
+    objective rises, so the plan keeps the pool caps (0.42 kg, no overrun)."""
+    from greencpn.optimize import jobcaps
+
+    real = jobcaps.choose_level
+    monkeypatch.setattr(jobcaps, "choose_level", lambda **kw: real(**{**kw, "headroom_kw": None}))
+    jobs = [_job("X", 4.0, 6.0)]
+    carbon = [100.0] * 4 + [1000.0] * 2
+    doc = _plan(_fleet(tmp_path, jobs, carbon, mode="job", gpn=1, site="power_budget_kw = 0.35"))
+    jc = doc["solver"]["job_caps"]
+    assert jc["kept"] is False and jc["jobs_recapped"] == 0
+    assert jc["objective_recapped"] > jc["objective_before"]
+    assert _job_doc(doc, "X")["power_cap_w"] is None
+    assert doc["totals"]["carbon_kg"] == pytest.approx(0.42)
+    assert doc["totals"]["budget_overrun_kwh"] == 0.0
+
+
+def test_pool_mode_is_the_default_and_writes_no_job_caps(tmp_path: Path) -> None:
+    """No cap_mode key and cap_mode = "pool" give the same plan (the numbers of the first
+    test's pool plan), every jobs[].power_cap_w null."""
+    jobs = [_job("Y", 6.0, 6.0, "rigid"), _job("X", 4.0, 5.0)]
+    docs = []
+    for mode in (None, "pool"):
+        d = _plan(_fleet(tmp_path, jobs, SLACK_CARBON, mode=mode))
+        for k in ("created_at", "solver", "config"):
+            d.pop(k)
+        docs.append(d)
+    assert docs[0] == docs[1]
+    assert [j["power_cap_w"] for j in docs[0]["jobs"]] == [None, None]
+    assert docs[0]["totals"]["carbon_kg"] == pytest.approx(1.73)
+
+
+def test_job_caps_in_plan_json_validate_with_the_apply_schema(tmp_path: Path) -> None:
+    jobs = [_job("Y", 6.0, 6.0, "rigid"), _job("X", 4.0, 5.0)]
+    doc = _plan(_fleet(tmp_path, jobs, SLACK_CARBON, mode="job"))
+    out = tmp_path / "plan.json"
+    out.write_text(json.dumps(doc))
+    loaded = load_plan_file(out)
+    assert [j["power_cap_w"] for j in loaded["jobs"]] == [None, 200.0]
