@@ -101,8 +101,13 @@ def lever_savings(
     thr = np.zeros(sched.level.shape)
     for p, pool in enumerate(inp.pools):
         thr[p] = pool.level_thr[sched.level[p]]
-    top = replace(sched, level=np.zeros_like(sched.level))
-    undone["caps"] = _priced(inp, top, sched.busy * thr, n, u)
+    full = sched.busy * thr
+    for j, (_cap, thr_j, _eps) in (sched.job_cap or {}).items():
+        # a job at its own cap (cap_mode = "job"): its work at its own throughput
+        p = int(sched.pool[j])
+        full += per_job[j] * (thr_j - thr) * (np.arange(len(inp.pools)) == p)[:, None]
+    top = replace(sched, level=np.zeros_like(sched.level), job_cap=None)
+    undone["caps"] = _priced(inp, top, full, n, u)
     total = baseline_carbon_kg - plan_kg
     rows = []
     for lv in LEVERS:

@@ -212,3 +212,19 @@ def test_job_caps_in_plan_json_validate_with_the_apply_schema(tmp_path: Path) ->
     out.write_text(json.dumps(doc))
     loaded = load_plan_file(out)
     assert [j["power_cap_w"] for j in loaded["jobs"]] == [None, 200.0]
+
+
+def test_the_caps_lever_undoes_a_job_cap_too(tmp_path: Path) -> None:
+    """The report's caps lever (every GPU at the top cap, the same work at full speed, same
+    slots) on the first test's job-capped plan: X's 5 busy hours at θ 0.8 are 0.8 GPU at 0.3 kW
+    in slots 0–4, 0.24 × (400 + 4 × 500) / 1000 = 0.576 kg; with node 0.29 and Y 0.87 kg the
+    plan with caps undone is 1.736 kg (not the 1.64 kg of the capped plan)."""
+    from greencpn.optimize.levers import lever_savings
+
+    jobs = [_job("Y", 6.0, 6.0, "rigid"), _job("X", 4.0, 5.0)]
+    res = make_plan(load_config(_fleet(tmp_path, jobs, SLACK_CARBON, mode="job")), SimClock(START))
+    assert res.schedule.job_cap
+    lv = lever_savings(res.inputs, res.schedule, res.nodes_on, res.startups, 0.0)
+    caps = next(r for r in lv["levers"] if r["lever"] == "caps")
+    assert lv["plan_carbon_kg_in_horizon"] == pytest.approx(1.64)
+    assert caps["carbon_kg_with_lever_undone"] == pytest.approx(1.736)
