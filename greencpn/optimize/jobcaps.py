@@ -33,7 +33,7 @@ import numpy as np
 from greencpn.config import GpuModelConfig
 from greencpn.optimize.evaluate import Evaluation
 from greencpn.optimize.inputs import PlanInputs
-from greencpn.optimize.placement import Schedule
+from greencpn.optimize.placement import Schedule, boot_steps
 
 
 @dataclass(frozen=True)
@@ -133,13 +133,15 @@ def recap_jobs(
     n: np.ndarray,
     ev: Evaluation,
     workload_class: dict[str, str | None],
+    u: np.ndarray | None = None,
 ) -> RecapResult:
     """Each placed job at its own cap level (:func:`choose_level`), one job at a time.
 
     Only jobs that run contiguously on the placement grid and end inside the horizon are
     considered (others keep the pool level). A job keeps its start; its run may grow only into
     the placement steps right after it in which its pool's nodes are already on (``n``) and
-    hold ``gpus`` free GPUs, up to its deadline and the horizon end — so nodes, node-hours and
+    hold ``gpus`` free GPUs (not counting nodes still booting, ``u``), up to its deadline and
+    the horizon end — so nodes, node-hours and
     other jobs are untouched. The budget headroom per slot is the site budget minus the plan's
     meter power there without this job's busy power (``ev``), updated after each job.
     A job whose chosen level has its pool's cap and duration keeps the pool level.
@@ -180,12 +182,13 @@ def recap_jobs(
         # how far the run may grow: free GPUs on nodes already on, before deadline and horizon
         deadline_h = (job.deadline - inp.start).total_seconds() / 3600.0
         last = steps[-1]
-        while (
-            last + 1 < T * k
-            and (last + 2) * step_h <= deadline_h + 1e-9
-            and alloc_f[p, last + 1] + g <= n[p, (last + 1) // k] * pool.gpus_per_node + 1e-9
-        ):
-            last += 1
+        nb = boot_steps(inp, p, k)
+        while last + 1 < T * k and (last + 2) * step_h <= deadline_h + 1e-9:
+            t = last + 1
+            booting = u[p, t // k] if u is not None and t % k < nb else 0
+            if alloc_f[p, t] + g > (n[p, t // k] - booting) * pool.gpus_per_node + 1e-9:
+                break
+            last = t
         end_limit_h = min(deadline_h, (last + 1) * step_h)
         if float(sched.end_h[j]) > end_limit_h + 1e-9:
             end_limit_h = float(sched.end_h[j])  # already late: a level may not make it later

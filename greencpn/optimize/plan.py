@@ -718,7 +718,7 @@ def _job_caps(
         return sched, executed, {"mode": "pool"}
     t0 = time.perf_counter()
     classes = {jc.id: jc.workload_class for jc in cfg.jobs}
-    rc = recap_jobs(inp, sched, n, executed, classes)
+    rc = recap_jobs(inp, sched, n, executed, classes, u)
     info: dict = {
         "mode": "job",
         "jobs_considered": rc.considered,
