@@ -228,3 +228,16 @@ def test_the_caps_lever_undoes_a_job_cap_too(tmp_path: Path) -> None:
     caps = next(r for r in lv["levers"] if r["lever"] == "caps")
     assert lv["plan_carbon_kg_in_horizon"] == pytest.approx(1.64)
     assert caps["carbon_kg_with_lever_undone"] == pytest.approx(1.736)
+
+
+def test_no_deeper_cap_that_would_keep_a_node_on_longer(tmp_path: Path) -> None:
+    """Y (rigid, 4 GPU-h) due at 4 h, X (elastic, 4 GPU-h) due at 8 h: both run 0–4 h at
+    300 W and the node is on for 4 h — node 0.1 × (400 + 3 × 500) / 1000 = 0.19 kg, Y and X
+    0.3 × 1,900 / 1000 = 0.57 kg each, 1.33 kg. X's deep cap (5 h) would meet its deadline but
+    needs the node in slot 4, which the plan has off: X keeps 300 W (no added node-hours)."""
+    jobs = [_job("Y", 4.0, 4.0, "rigid"), _job("X", 4.0, 8.0)]
+    doc = _plan(_fleet(tmp_path, jobs, SLACK_CARBON, mode="job"))
+    assert [s["nodes_on"] for s in doc["pools"][0]["slots"]] == [1] * 4 + [0] * 4
+    assert _job_doc(doc, "X")["power_cap_w"] is None
+    assert _job_doc(doc, "X")["end"] == iso(4)
+    assert doc["totals"]["carbon_kg"] == pytest.approx(1.33)
