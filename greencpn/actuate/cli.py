@@ -139,6 +139,30 @@ def _gpu_lookup(
     return lookup
 
 
+def _job_gpu_lookup(job_backends: Any) -> Callable[[str], Any] | None:
+    """Job id -> its GPU indices per node, from the first ``[job_actuation]`` cluster that
+    reads them (Slurm: ``scontrol show job -d``) and knows the job running; None when no
+    cluster can. A cluster that fails to answer raises (the job keeps the pool's cap)."""
+    if job_backends is None:
+        return None
+    readers = [
+        a.job_gpus
+        for a in job_backends.actuators.values()
+        if callable(getattr(a, "job_gpus", None))
+    ]
+    if not readers:
+        return None
+
+    def lookup(job_id: str) -> Any:
+        for read in readers:
+            gpus = read(job_id)
+            if gpus is not None:
+                return gpus
+        return None
+
+    return lookup
+
+
 def _fake_backends(plan: dict[str, Any], config: FleetConfig) -> Backends:
     from greencpn.actuate.fake_nodes import FakeNodeHook
     from greencpn.actuate.gpu.fake import FakeFleetGpus, FakeGpu
@@ -205,6 +229,7 @@ def run_apply(args: argparse.Namespace) -> int:
     from greencpn.actuate.jobs import make_job_backends
 
     job_backends = make_job_backends(config.raw.job_actuation, source=str(config.path))
+    job_gpus = _job_gpu_lookup(job_backends)
     if args.undo_jobs:
         from greencpn.actuate.jobs.apply_step import undo_step
 
@@ -236,7 +261,7 @@ def run_apply(args: argparse.Namespace) -> int:
             hooks[pool.name] = (
                 None if pool.hook.kind == "none" else make_hook(pool.hook, source=str(config.path))
             )
-        backends = Backends(hooks=hooks, gpus=_gpu_lookup(config, hooks))
+        backends = Backends(hooks=hooks, gpus=_gpu_lookup(config, hooks), job_gpus=job_gpus)
 
     report = apply_plan(
         plan,
