@@ -23,8 +23,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from greencpn.actuate.base import GpuBackend, GpuInfo, NodePower, NodePowerHook, NodeStatus
@@ -129,7 +129,7 @@ class PoolDiff:
     job_caps: list[JobCap] = field(default_factory=list)
     """Running jobs given their own cap (their GPUs are not in ``cap_lower``/``cap_raise``)."""
     job_caps_held: list[Held] = field(default_factory=list)
-    """Jobs (``job ID``) whose own cap is not applied: their GPUs keep the pool's cap."""
+    """Jobs (``job:ID``) whose own cap is not applied: their GPUs keep the pool's cap."""
     notes: list[str] = field(default_factory=list)
     pool_cfg: PoolConfig | None = None
     actuated: bool = True
@@ -483,7 +483,7 @@ def _job_caps(
         def held(reason: str, job_id: str = job_id) -> None:
             msg = f"{reason}; its GPUs keep {pool_cap}"
             log.warning("job %s: %s", job_id, msg)
-            d.job_caps_held.append(Held(f"job {job_id}", msg))
+            d.job_caps_held.append(Held(f"job:{job_id}", msg))
 
         if locate is None:
             held("no source of jobs' GPU indices (a slurm cluster in [job_actuation])")

@@ -33,7 +33,7 @@ class ApplyReport:
     caps_not_read: list[str] = field(default_factory=list)
     """Nodes whose GPU caps could not be read or set (no GPU backend, GPU read error)."""
     job_caps_not_applied: list[str] = field(default_factory=list)
-    """Jobs (``job ID``) whose own cap was not applied; their GPUs kept the pool's cap."""
+    """Jobs (``job:ID``) whose own cap was not applied; their GPUs kept the pool's cap."""
     jobs: Any = None  # greencpn.actuate.jobs.JobReport when [job_actuation] is configured
 
     @property
