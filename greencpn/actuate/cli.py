@@ -163,7 +163,9 @@ def _job_gpu_lookup(job_backends: Any) -> Callable[[str], Any] | None:
     return lookup
 
 
-def _fake_backends(plan: dict[str, Any], config: FleetConfig) -> Backends:
+def _fake_backends(
+    plan: dict[str, Any], config: FleetConfig, job_gpus: Callable[[str], Any] | None = None
+) -> Backends:
     from greencpn.actuate.fake_nodes import FakeNodeHook
     from greencpn.actuate.gpu.fake import FakeFleetGpus, FakeGpu
     from greencpn.actuate.hostlist import expand
@@ -193,7 +195,9 @@ def _fake_backends(plan: dict[str, Any], config: FleetConfig) -> Backends:
         for n in nodes:
             node_fleet[n] = fleet
     return Backends(
-        hooks=hooks, gpus=lambda n: node_fleet[n].backend(n) if n in node_fleet else None
+        hooks=hooks,
+        gpus=lambda n: node_fleet[n].backend(n) if n in node_fleet else None,
+        job_gpus=job_gpus,  # the jobs' GPU indices still come from the real scheduler
     )
 
 
@@ -247,7 +251,7 @@ def run_apply(args: argparse.Namespace) -> int:
         return 1 if undo.problems else 0
 
     if args.fake_backends:
-        backends = _fake_backends(plan, config)
+        backends = _fake_backends(plan, config, job_gpus)
     else:
         from greencpn.actuate.hooks import make_hook
 

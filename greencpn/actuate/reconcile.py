@@ -68,7 +68,7 @@ class Backends:
     job_gpus: Callable[[str], Mapping[str, Sequence[int]] | None] | None = None
     """Job id -> the GPU indices it runs on per node (Slurm: ``scontrol show job -d``), or
     None when it is not running; raises when they cannot be read. None: no source, so a plan's
-    per-job caps are reported as not applied."""
+    per-job caps are not applied (a note in the diff; the pool cap goes on every GPU)."""
 
 
 # --------------------------------------------------------------------------- the diff
@@ -477,17 +477,24 @@ def _job_caps(
     """Each running job's own cap on its GPUs, whole or not at all; returns the GPUs taken."""
     owned: dict[tuple[str, int], str] = {}
     pool_cap = "the pool's cap" if d.target_cap_w is not None else "their caps as they are"
+    locate = backends.job_gpus
+    if locate is None:
+        if job_caps:  # not configured (no failure): said in the diff, not a step not done
+            msg = (
+                f"{len(job_caps)} job(s) with their own cap in the plan: not applied, no source "
+                "of jobs' GPU indices (add a slurm cluster to [job_actuation]); their GPUs get "
+                + pool_cap
+            )
+            log.info("%s: %s", d.name, msg)
+            d.notes.append(msg)
+        return set()
     for job_id, cap_w in job_caps:
-        locate = backends.job_gpus
 
         def held(reason: str, job_id: str = job_id) -> None:
             msg = f"{reason}; its GPUs keep {pool_cap}"
             log.warning("job %s: %s", job_id, msg)
             d.job_caps_held.append(Held(f"job:{job_id}", msg))
 
-        if locate is None:
-            held("no source of jobs' GPU indices (a slurm cluster in [job_actuation])")
-            continue
         read = capture(partial(locate, job_id))
         if read.exception is not None:
             held(f"GPU indices not read ({read.error})")

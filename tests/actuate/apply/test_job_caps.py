@@ -207,3 +207,14 @@ def test_restore_defaults_puts_job_gpus_back_too(make_world: Any, tmp_path: Path
     assert w.caps("node1") == [250.0, 250.0, 300.0, 300.0]
     w.gpu("node1").restore_defaults()
     assert w.caps("node1") == [400.0] * 4
+
+
+def test_without_a_source_of_job_gpus_the_pool_cap_applies_and_the_diff_says_so(
+    make_world: Any,
+) -> None:
+    w = make_world([dict(name="p", nodes=2, hostlist="node[1-2]", gpus_per_node=4)])
+    p = w.plan({"p": [(2, 300.0)] * 3})
+    p["jobs"] = [{"id": "1", "pool": "p", "power_cap_w": 250.0}]
+    rep = w.apply(p)
+    assert w.caps("node1") == [300.0] * 4 and rep.exit_code == 0
+    assert "1 job(s) with their own cap in the plan: not applied, no source" in w.printed[-1]
