@@ -57,6 +57,7 @@ ORDER = [
     "speed",  # the what-if per-slot cost, written by hand from a driver run (see the section)
     "gpu_profiles",
     "stability",
+    "test_durations",  # one whole-suite run's durations, written by hand from --durations
     "mutation",  # written by hand from `make mutation` (hours in full: not run by make bench)
 ]
 

@@ -69,8 +69,9 @@ def _parse_carbon_cached(
     max_gap: timedelta,
 ) -> dict:
     """The parsed file, kept while its (mtime_ns, size) ``stamp`` is unchanged: the daemon
-    re-reads the same carbon file every step (~85 ms on the example), and a file rewritten by
-    whatever feeds it gets a new stamp and is parsed again. Callers only read the series."""
+    re-reads the same carbon file every step (the example's forecast phase: median 6 ms → 2.5 ms
+    per step; a year-long multi-zone file costs more), and a file rewritten by whatever feeds it
+    gets a new stamp and is parsed again. Callers only read the series."""
     return _parse_carbon(path, zones, assume_utc, slot, max_gap)
 
 
