@@ -139,30 +139,6 @@ def _gpu_lookup(
     return lookup
 
 
-def _job_gpu_lookup(job_backends: Any) -> Callable[[str], Any] | None:
-    """Job id -> its GPU indices per node, from the first ``[job_actuation]`` cluster that
-    reads them (Slurm: ``scontrol show job -d``) and knows the job running; None when no
-    cluster can. A cluster that fails to answer raises (the job keeps the pool's cap)."""
-    if job_backends is None:
-        return None
-    readers = [
-        a.job_gpus
-        for a in job_backends.actuators.values()
-        if callable(getattr(a, "job_gpus", None))
-    ]
-    if not readers:
-        return None
-
-    def lookup(job_id: str) -> Any:
-        for read in readers:
-            gpus = read(job_id)
-            if gpus is not None:
-                return gpus
-        return None
-
-    return lookup
-
-
 def _fake_backends(
     plan: dict[str, Any], config: FleetConfig, job_gpus: Callable[[str], Any] | None = None
 ) -> Backends:
@@ -233,7 +209,7 @@ def run_apply(args: argparse.Namespace) -> int:
     from greencpn.actuate.jobs import make_job_backends
 
     job_backends = make_job_backends(config.raw.job_actuation, source=str(config.path))
-    job_gpus = _job_gpu_lookup(job_backends)
+    job_gpus = None if job_backends is None else job_backends.job_gpu_lookup()
     if args.undo_jobs:
         from greencpn.actuate.jobs.apply_step import undo_step
 
