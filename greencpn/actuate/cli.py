@@ -139,7 +139,9 @@ def _gpu_lookup(
     return lookup
 
 
-def _fake_backends(plan: dict[str, Any], config: FleetConfig) -> Backends:
+def _fake_backends(
+    plan: dict[str, Any], config: FleetConfig, job_gpus: Callable[[str], Any] | None = None
+) -> Backends:
     from greencpn.actuate.fake_nodes import FakeNodeHook
     from greencpn.actuate.gpu.fake import FakeFleetGpus, FakeGpu
     from greencpn.actuate.hostlist import expand
@@ -169,7 +171,9 @@ def _fake_backends(plan: dict[str, Any], config: FleetConfig) -> Backends:
         for n in nodes:
             node_fleet[n] = fleet
     return Backends(
-        hooks=hooks, gpus=lambda n: node_fleet[n].backend(n) if n in node_fleet else None
+        hooks=hooks,
+        gpus=lambda n: node_fleet[n].backend(n) if n in node_fleet else None,
+        job_gpus=job_gpus,  # the jobs' GPU indices still come from the real scheduler
     )
 
 
@@ -205,6 +209,7 @@ def run_apply(args: argparse.Namespace) -> int:
     from greencpn.actuate.jobs import make_job_backends
 
     job_backends = make_job_backends(config.raw.job_actuation, source=str(config.path))
+    job_gpus = None if job_backends is None else job_backends.job_gpu_lookup()
     if args.undo_jobs:
         from greencpn.actuate.jobs.apply_step import undo_step
 
@@ -222,7 +227,7 @@ def run_apply(args: argparse.Namespace) -> int:
         return 1 if undo.problems else 0
 
     if args.fake_backends:
-        backends = _fake_backends(plan, config)
+        backends = _fake_backends(plan, config, job_gpus)
     else:
         from greencpn.actuate.hooks import make_hook
 
@@ -236,7 +241,7 @@ def run_apply(args: argparse.Namespace) -> int:
             hooks[pool.name] = (
                 None if pool.hook.kind == "none" else make_hook(pool.hook, source=str(config.path))
             )
-        backends = Backends(hooks=hooks, gpus=_gpu_lookup(config, hooks))
+        backends = Backends(hooks=hooks, gpus=_gpu_lookup(config, hooks), job_gpus=job_gpus)
 
     report = apply_plan(
         plan,

@@ -8,7 +8,12 @@
 4. :func:`_choose_switching` — nodes to power off / on (the safety rules of
    :mod:`greencpn.actuate.safety`) and the nodes greencpn drained that are to be resumed; or,
    for a pool greencpn cannot switch, the advisory note;
-5. :func:`_diff_caps` — the GPU caps to lower and to raise on the nodes that are on and stay on.
+5. :func:`_diff_caps` — the GPU caps to lower and to raise on the nodes that are on and stay on:
+   the GPUs of a running job the plan gives its own ``jobs[].power_cap_w`` get the job's cap
+   (:func:`_job_caps`, its GPU indices through :attr:`Backends.job_gpus`), the others the
+   pool's. A job is capped whole or not at all: if any of its GPUs cannot take the job's cap
+   (indices not read, node not on or not read, GPU or range missing), all of them keep the
+   pool's cap and the job is reported.
 
 Nothing here changes the fleet: the phases (:mod:`greencpn.actuate.phases`) carry the diff out.
 """
@@ -19,6 +24,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from greencpn.actuate.base import GpuBackend, GpuInfo, NodePower, NodePowerHook, NodeStatus
@@ -59,6 +65,10 @@ class Backends:
 
     hooks: Mapping[str, NodePowerHook | None]
     gpus: Callable[[str], GpuBackend | None]
+    job_gpus: Callable[[str], Mapping[str, Sequence[int]] | None] | None = None
+    """Job id -> the GPU indices it runs on per node (Slurm: ``scontrol show job -d``), or
+    None when it is not running; raises when they cannot be read. None: no source, so a plan's
+    per-job caps are not applied (a note in the diff; the pool cap goes on every GPU)."""
 
 
 # --------------------------------------------------------------------------- the diff
@@ -74,6 +84,21 @@ class CapChange:
     @property
     def target(self) -> str:
         return f"{self.node}:gpu{self.index}"
+
+
+@dataclass
+class JobCap:
+    """One running job's own GPU cap (plan ``jobs[].power_cap_w``) on the GPUs it runs on."""
+
+    job_id: str
+    cap_w: float
+    gpus: dict[str, tuple[int, ...]]
+    lower: list[CapChange] = field(default_factory=list)
+    raise_: list[CapChange] = field(default_factory=list)
+
+    @property
+    def targets(self) -> list[str]:
+        return [f"{n}:gpu{i}" for n, idx in sorted(self.gpus.items()) for i in idx]
 
 
 @dataclass
@@ -101,6 +126,10 @@ class PoolDiff:
     cap_unreached: list[Held] = field(default_factory=list)
     cap_out_of_range: list[Held] = field(default_factory=list)
     """GPUs (``node:gpuN``) whose device range excludes the plan's cap: not applied."""
+    job_caps: list[JobCap] = field(default_factory=list)
+    """Running jobs given their own cap (their GPUs are not in ``cap_lower``/``cap_raise``)."""
+    job_caps_held: list[Held] = field(default_factory=list)
+    """Jobs (``job:ID``) whose own cap is not applied: their GPUs keep the pool's cap."""
     notes: list[str] = field(default_factory=list)
     pool_cfg: PoolConfig | None = None
     actuated: bool = True
@@ -121,6 +150,7 @@ class PoolDiff:
             + len(self.mark_failed)
             + len(self.cap_lower)
             + len(self.cap_raise)
+            + sum(len(j.lower) + len(j.raise_) for j in self.job_caps)
         )
 
 
@@ -213,7 +243,7 @@ def compute_diff(
         records = {n: ledger.node(n) for n in d.nodes}
         records = _overdue_boots(d, records, now)
         _choose_switching(d, records, now)
-        _diff_caps(d, target, records, backends)
+        _diff_caps(d, target, records, backends, _plan_job_caps(plan, d.name))
         diffs.append(d)
     return diffs
 
@@ -378,20 +408,37 @@ def _choose_switching(d: PoolDiff, records: dict[str, NodeRecord], now: datetime
     ]
 
 
+def _plan_job_caps(plan: Mapping[str, Any], pool: str) -> list[tuple[str, float]]:
+    """``(job id, cap W)`` of the plan's jobs in ``pool`` with their own ``power_cap_w``."""
+    return [
+        (str(j["id"]), float(j["power_cap_w"]))
+        for j in plan.get("jobs") or []
+        if j.get("pool") == pool and j.get("power_cap_w") is not None and j.get("id") is not None
+    ]
+
+
 def _diff_caps(
-    d: PoolDiff, target: dict[str, Any], records: dict[str, NodeRecord], backends: Backends
+    d: PoolDiff,
+    target: dict[str, Any],
+    records: dict[str, NodeRecord],
+    backends: Backends,
+    job_caps: Sequence[tuple[str, float]] = (),
 ) -> None:
-    """GPU caps to lower and to raise on the nodes that are on and stay on."""
+    """GPU caps to lower and to raise on the nodes that are on and stay on (jobs' own caps on
+    their GPUs, the pool's on the others)."""
     cap = target.get("power_cap_w")
     d.target_cap_w = None if cap is None else float(cap)
-    if d.target_cap_w is None:
+    if d.target_cap_w is None and not job_caps:
         return
+    pool_capped = d.target_cap_w is not None
     off = set(d.power_off)
     unreachable = []
+    node_gpus: dict[str, list[GpuInfo]] = {}
     for st in d.statuses:
         if st.power == NodePower.UNKNOWN and d.actuated and not records[st.name].failed:
             # the plan caps this node but it cannot be observed: a step not done
-            d.cap_unreached.append(Held(st.name, st.detail or "status unknown"))
+            if pool_capped:
+                d.cap_unreached.append(Held(st.name, st.detail or "status unknown"))
             continue
         if st.power != NodePower.ON or st.name in off or records[st.name].failed:
             continue
@@ -399,15 +446,110 @@ def _diff_caps(
         if gb is None:
             unreachable.append(st.name)
             continue
-        gpus = _list_gpus(gb, st.name, d.notes)
+        notes: list[str] = []
+        gpus = _list_gpus(gb, st.name, notes)
         if gpus is None:
-            d.cap_unreached.append(Held(st.name, d.notes[-1].removeprefix(f"{st.name}: ")))
+            if pool_capped:
+                d.notes += notes
+                d.cap_unreached.append(Held(st.name, notes[-1].removeprefix(f"{st.name}: ")))
             continue
         d.caps_now_w[st.name] = [g.power_limit_current_w for g in gpus]
-        lower, raise_, oor = _cap_changes(d.target_cap_w, st.name, gpus, d.notes)
-        d.cap_lower += lower
-        d.cap_raise += raise_
-        d.cap_out_of_range += oor
-    if unreachable:
+        node_gpus[st.name] = gpus
+    owned = _job_caps(d, job_caps, node_gpus, backends)
+    if d.target_cap_w is not None:
+        for node, gpus in node_gpus.items():
+            free = [g for g in gpus if (node, g.index) not in owned]
+            lower, raise_, oor = _cap_changes(d.target_cap_w, node, free, d.notes)
+            d.cap_lower += lower
+            d.cap_raise += raise_
+            d.cap_out_of_range += oor
+    if unreachable and pool_capped:
         d.notes.append(f"no GPU backend for {compress(unreachable)}: caps not read or set")
         d.cap_unreached += [Held(n, NO_GPU_BACKEND) for n in unreachable]
+
+
+def _job_caps(
+    d: PoolDiff,
+    job_caps: Sequence[tuple[str, float]],
+    node_gpus: Mapping[str, list[GpuInfo]],
+    backends: Backends,
+) -> set[tuple[str, int]]:
+    """Each running job's own cap on its GPUs, whole or not at all; returns the GPUs taken."""
+    owned: dict[tuple[str, int], str] = {}
+    pool_cap = "the pool's cap" if d.target_cap_w is not None else "their caps as they are"
+    locate = backends.job_gpus
+    if locate is None:
+        if job_caps:  # not configured (no failure): said in the diff, not a step not done
+            msg = (
+                f"{len(job_caps)} job(s) with their own cap in the plan: not applied, no source "
+                "of jobs' GPU indices (add a slurm cluster to [job_actuation]); their GPUs get "
+                + pool_cap
+            )
+            log.info("%s: %s", d.name, msg)
+            d.notes.append(msg)
+        return set()
+    for job_id, cap_w in job_caps:
+
+        def held(reason: str, job_id: str = job_id) -> None:
+            msg = f"{reason}; its GPUs keep {pool_cap}"
+            log.warning("job %s: %s", job_id, msg)
+            d.job_caps_held.append(Held(f"job:{job_id}", msg))
+
+        read = capture(partial(locate, job_id))
+        if read.exception is not None:
+            held(f"GPU indices not read ({read.error})")
+            continue
+        if read.result is None:  # not running: nothing to cap
+            continue
+        gpus = {n: tuple(sorted(set(idx))) for n, idx in read.result.items() if idx}
+        problem = _job_gpu_problem(d, job_id, cap_w, gpus, node_gpus, owned)
+        if problem:
+            held(problem)
+            continue
+        jc = JobCap(job_id, cap_w, gpus)
+        for node, indices in gpus.items():
+            by_index = {g.index: g for g in node_gpus[node]}
+            for i in indices:
+                owned[(node, i)] = job_id
+                now_w = by_index[i].power_limit_current_w
+                if abs(now_w - cap_w) <= CAP_TOLERANCE_W:
+                    continue
+                (jc.lower if cap_w < now_w else jc.raise_).append(CapChange(node, i, now_w, cap_w))
+        d.job_caps.append(jc)
+    return set(owned)
+
+
+def _job_gpu_problem(
+    d: PoolDiff,
+    job_id: str,
+    cap_w: float,
+    gpus: Mapping[str, tuple[int, ...]],
+    node_gpus: Mapping[str, list[GpuInfo]],
+    owned: Mapping[tuple[str, int], str],
+) -> str:
+    """Why the job's cap cannot be set on all its GPUs (``""``: it can)."""
+    if not gpus:
+        return "running, but no GPU indices reported"
+    for node, indices in sorted(gpus.items()):
+        if node not in d.nodes:
+            return f"runs on {node}, which is not in pool {d.name}"
+        if node not in node_gpus:
+            return f"{node} is not on, or its GPUs were not read"
+        by_index = {g.index: g for g in node_gpus[node]}
+        for i in indices:
+            g = by_index.get(i)
+            if g is None:
+                return f"{node} has no GPU {i} (it has {sorted(by_index)})"
+            if (
+                not g.power_limit_min_w - CAP_TOLERANCE_W
+                <= cap_w
+                <= g.power_limit_max_w + CAP_TOLERANCE_W
+            ):
+                return (
+                    f"cap {cap_w:g} W is outside {node}:gpu{i}'s range "
+                    f"{g.power_limit_min_w:g}–{g.power_limit_max_w:g} W"
+                )
+            other = owned.get((node, i))
+            if other is not None:
+                return f"{node}:gpu{i} is also claimed by job {other}"
+    return ""

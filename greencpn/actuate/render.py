@@ -48,15 +48,16 @@ def format_diff(
     rows = [cols]
     for d in diffs:
         caps = [w for ws in d.caps_now_w.values() for w in ws]
-        n_cap = len(d.cap_lower) + len(d.cap_raise)
+        n_lower = len(d.cap_lower) + sum(len(j.lower) for j in d.job_caps)
+        n_raise = len(d.cap_raise) + sum(len(j.raise_) for j in d.job_caps)
         cap_txt = (
             "-"
-            if not n_cap
+            if not n_lower + n_raise
             else " ".join(
                 t
                 for t in (
-                    f"{len(d.cap_lower)} lower" if d.cap_lower else "",
-                    f"{len(d.cap_raise)} raise" if d.cap_raise else "",
+                    f"{n_lower} lower" if n_lower else "",
+                    f"{n_raise} raise" if n_raise else "",
                 )
                 if t
             )
@@ -90,6 +91,26 @@ def format_diff(
             extra.append(f"  {d.name}: resume {compress(d.resume)} (drained by greencpn, on again)")
         for h in d.held:
             extra.append(f"  {d.name}: held {h.node}: {h.reason}")
+        for j in d.job_caps:
+            moves = [
+                t
+                for t in (
+                    f"{len(j.lower)} lower" if j.lower else "",
+                    f"{len(j.raise_)} raise" if j.raise_ else "",
+                )
+                if t
+            ]
+            now = sorted({c.before_w for c in j.lower + j.raise_})
+            extra.append(
+                f"  {d.name}: job {j.job_id}: own cap {j.cap_w:g} W on {','.join(j.targets)}"
+                + (
+                    f" ({', '.join(moves)}; now {'/'.join(f'{w:g}' for w in now)} W)"
+                    if moves
+                    else " (already set)"
+                )
+            )
+        for h in d.job_caps_held:
+            extra.append(f"  {d.name}: {h.node}: own cap not applied: {h.reason}")
         for n in d.notes:
             extra.append(f"  {d.name}: {n}")
     if extra:
@@ -150,6 +171,11 @@ def format_report(report: ApplyReport) -> str:
         lines.append(
             f"{len(report.caps_not_read)} node(s) whose GPU caps were not read or set: "
             + compress(report.caps_not_read)
+        )
+    if report.job_caps_not_applied:
+        lines.append(
+            f"{len(report.job_caps_not_applied)} job cap(s) not applied (their GPUs kept the "
+            "pool's cap): " + ", ".join(report.job_caps_not_applied)
         )
     if report.unknown_nodes:
         lines.append(unobservable_line(report.diffs))

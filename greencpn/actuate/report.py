@@ -32,6 +32,8 @@ class ApplyReport:
     """GPUs (``node:gpuN``) whose cap was not applied: the target is outside the device range."""
     caps_not_read: list[str] = field(default_factory=list)
     """Nodes whose GPU caps could not be read or set (no GPU backend, GPU read error)."""
+    job_caps_not_applied: list[str] = field(default_factory=list)
+    """Jobs (``job:ID``) whose own cap was not applied; their GPUs kept the pool's cap."""
     jobs: Any = None  # greencpn.actuate.jobs.JobReport when [job_actuation] is configured
 
     @property
@@ -76,7 +78,7 @@ class ApplyReport:
         ``exit_code``, ``pools`` (per pool: plan / target / observed nodes on and the nodes to
         power off, on and resume), ``steps`` (phase, action, pool, targets, status, message),
         ``warnings``, ``interrupted``, ``failed_nodes``, ``caps_not_applied``,
-        ``caps_not_read``, ``unknown_nodes`` and ``jobs`` (counts and outcomes, or null)."""
+        ``caps_not_read``, ``job_caps_not_applied``, ``unknown_nodes`` and ``jobs`` (counts and outcomes, or null)."""
 
         def iso(ts: Any) -> str:
             return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -134,6 +136,7 @@ class ApplyReport:
             "failed_nodes": list(self.failed_nodes),
             "caps_not_applied": list(self.caps_not_applied),
             "caps_not_read": list(self.caps_not_read),
+            "job_caps_not_applied": list(self.job_caps_not_applied),
             "unknown_nodes": list(self.unknown_nodes),
             "jobs": jobs,
         }

@@ -176,7 +176,9 @@ class ActionGuard:
             gb = backends.gpus(node)
             return None if gb is None else GuardedGpu(gb, node, node_pool.get(node), self)
 
-        return Backends(hooks=hooks, gpus=gpus)
+        # reading a job's GPU indices changes nothing: not guarded (a failed read keeps the
+        # job on its pool's cap, reported by apply)
+        return Backends(hooks=hooks, gpus=gpus, job_gpus=backends.job_gpus)
 
 
 class GuardedHook:

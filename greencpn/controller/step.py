@@ -969,7 +969,16 @@ class Controller:
                 }
             pools.append(p)
             hooks[p["name"]] = base.hooks.get(p["name"]) if lv.power else None
-        return {**doc, "pools": pools}, Backends(hooks=hooks, gpus=base.gpus)
+        out = {**doc, "pools": pools}
+        no_caps = {p["name"] for p in doc["pools"] if not self.lever(p["name"]).caps}
+        if no_caps and "jobs" in doc:  # a job's own cap is a cap lever of its pool too
+            out["jobs"] = [
+                {k: v for k, v in j.items() if k != "power_cap_w"}
+                if j.get("pool") in no_caps
+                else j
+                for j in doc["jobs"]
+            ]
+        return out, Backends(hooks=hooks, gpus=base.gpus, job_gpus=base.job_gpus)
 
     def _reconcile_and_act(
         self,
@@ -1009,6 +1018,11 @@ class Controller:
             n: p.name for p in self._cfg.pools for n in (expand(p.hostlist) if p.hostlist else [])
         }
         act_doc, levered = self._levered(doc)
+        if levered.job_gpus is None:  # per-job caps need the running jobs' GPU indices
+            lookup = getattr(self.job_actuator, "job_gpu_lookup", None)
+            job_gpus = lookup() if callable(lookup) else None
+            if job_gpus is not None:
+                levered = replace(levered, job_gpus=job_gpus)
         gb = guard.wrap(levered, node_pool)
         apply_ledger = Ledger.open(self.state_dir)
         try:

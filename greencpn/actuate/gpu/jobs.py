@@ -21,6 +21,7 @@ from greencpn.actuate import hostlist
 from greencpn.errors import ConfigError
 
 _NODES = re.compile(r"(?:^|\s)Nodes=(\S+)")
+_STATE = re.compile(r"(?:^|\s)JobState=(\S+)")
 _IDX = re.compile(r"\(IDX:([0-9,\-]*)\)")
 
 
@@ -55,6 +56,34 @@ def parse_job_gpus(text: str, source: str = "scontrol show job -d") -> dict[str,
         for node in hostlist.expand(m.group(1)):
             out[node] = tuple(sorted(set(out.get(node, ()) + tuple(idx))))
     return out
+
+
+def running_job_gpus(
+    text: str, source: str = "scontrol show job -d"
+) -> dict[str, tuple[int, ...]] | None:
+    """A job's GPU indices per node if ``scontrol show job -d`` shows it RUNNING, else None.
+
+    Raises:
+        ConfigError: the text has no ``JobState``, or the job runs but no GPU index is given
+            (a job that holds GPUs Slurm does not index cannot be capped per GPU).
+    """
+    states = _STATE.findall(text)
+    if not states:
+        raise ConfigError(
+            "no JobState in the job's description",
+            source=source,
+            fix="give the output of `scontrol show job -d ID` (Slurm 20.11+)",
+        )
+    if states[0].upper() != "RUNNING":
+        return None
+    gpus = parse_job_gpus(text, source)
+    if not gpus:
+        raise ConfigError(
+            "the job is RUNNING but no GPU index (IDX:...) is listed",
+            source=source,
+            fix="request GPUs as GRES (--gres=gpu:N / --gpus) so Slurm records their indices",
+        )
+    return gpus
 
 
 def per_gpu_caps(

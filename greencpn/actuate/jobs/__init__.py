@@ -152,6 +152,27 @@ class JobBackends:
     def cluster(self, name: str) -> JobClusterConfig:
         return next(c for c in self.config.clusters if c.name == name)
 
+    def job_gpu_lookup(self) -> Callable[[str], Any] | None:
+        """Job id -> its GPU indices per node, from the first cluster that reads them (Slurm:
+        ``scontrol show job -d``) and knows the job running; None when no cluster can. A
+        cluster that fails to answer raises (the job keeps the pool's cap)."""
+        readers = [
+            a.job_gpus  # type: ignore[attr-defined]
+            for a in self.actuators.values()
+            if callable(getattr(a, "job_gpus", None))
+        ]
+        if not readers:
+            return None
+
+        def lookup(job_id: str) -> Any:
+            for read in readers:
+                gpus = read(job_id)
+                if gpus is not None:
+                    return gpus
+            return None
+
+        return lookup
+
 
 def make_job_backends(
     config: JobActuationConfig | None, *, source: str | None = None

@@ -271,6 +271,10 @@ class ControllerJobBridge:
         self.calls: list[tuple[str, str, str]] = []  # (op, job id, status)
 
     # ------------------------------------------------------------------ helpers
+    def job_gpu_lookup(self) -> Any:
+        """Job id -> its GPU indices per node (for per-job caps), or None: no cluster reads them."""
+        return self.backends.job_gpu_lookup()
+
     def _find(self, job_id: str) -> tuple[str, JobActuator, PendingJob]:
         names = list(self.backends.actuators)
         if job_id in self._where:

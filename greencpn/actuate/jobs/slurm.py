@@ -305,6 +305,17 @@ class SlurmJobActuator:
         jobs = [parse_squeue_job(j, self.cluster) for j in doc.get("jobs") or []]
         return [j for j in jobs if j.state == "RUNNING"]
 
+    def job_gpus(self, job_id: str) -> dict[str, tuple[int, ...]] | None:
+        """The GPU indices per node of a RUNNING job (``scontrol show job -d ID``); None when
+        the job is not running or Slurm does not know it. Raises when they cannot be read."""
+        from greencpn.actuate.gpu.jobs import running_job_gpus
+
+        try:
+            out = self._run("scontrol", "show", "job", "-d", job_id, job_id=job_id)
+        except JobNotFoundError:
+            return None
+        return running_job_gpus(out, source=f"scontrol show job -d {job_id}")
+
     def read(self, job_id: str) -> PendingJob:
         out = self._run("scontrol", "show", "job", "-o", job_id, job_id=job_id).strip()
         if not out:

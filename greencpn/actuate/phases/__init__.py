@@ -33,9 +33,7 @@ class Run(ObservePhase, CapPhases, PowerPhases, BootPhases):
 
     def run(self) -> None:
         self.record_observations()
-        for d in self.diffs:
-            self.set_caps("lower_caps", d, d.cap_lower)
-            self._caps_not_applied("lower_caps", d, d.cap_unreached, d.cap_out_of_range)
+        self.lower_caps_phase()
         self.power_off_phase()
         self.power_on_phase()
         self.wait_boot_phase()
@@ -58,8 +56,20 @@ class Run(ObservePhase, CapPhases, PowerPhases, BootPhases):
                     self.decide(
                         phase, action, d.name, targets, StepStatus.SHADOW, "would do (shadow mode)"
                     )
+            for job in d.job_caps:
+                for phase, changes in (("lower_caps", job.lower), ("raise_caps", job.raise_)):
+                    if changes:
+                        self.decide(
+                            phase,
+                            "set_power_cap",
+                            d.name,
+                            [c.target for c in changes],
+                            StepStatus.SHADOW,
+                            f"would set job {job.job_id}'s own cap {job.cap_w:g} W (shadow mode)",
+                        )
             if d.work_unknown:
                 self.decide(
                     "drain", "power_off", d.name, d.work_unknown, StepStatus.SKIPPED, WORK_UNKNOWN
                 )
             self._caps_not_applied("lower_caps", d, d.cap_unreached, d.cap_out_of_range)
+            self._job_caps_not_applied("lower_caps", d)
