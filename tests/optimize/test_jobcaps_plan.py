@@ -18,21 +18,11 @@ from greencpn.actuate.plan_file import load_plan_file
 from greencpn.clock import SimClock
 from greencpn.config import load_config
 from greencpn.controller.forecast import make_plan
-from tests.optimize.conftest import START, iso, write_fleet
+from tests.optimize.conftest import GPU, START, iso, write_fleet
 
-GPU2 = """
-[[gpu_models]]
-name = "T2"
-power_limit_min_w = 100
-power_limit_max_w = 300
-power_limit_default_w = 300
-idle_w = 0
-source = "test profile"
-[[gpu_models.levels]]
-cap_w = 300
-throughput = 1.0
-power_factor = 1.0
-[[gpu_models.levels]]
+GPU2 = (
+    GPU.replace('name = "T1"', 'name = "T2"')
+    + """[[gpu_models.levels]]
 cap_w = 200
 throughput = 0.8
 power_factor = 0.6666666666666666
@@ -47,6 +37,7 @@ cap_w = 200
 throughput = 0.5
 power_factor = 0.6
 """
+)
 
 SITE = """
 [[sites]]
