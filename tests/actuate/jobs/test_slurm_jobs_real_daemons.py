@@ -87,6 +87,14 @@ def _started_at(slurm: SlurmCluster, job_id: str) -> datetime | None:
     return datetime.fromisoformat(str(j.extra["start_time"])).replace(tzinfo=UTC)
 
 
+def _ctl_start(slurm: SlurmCluster, job_id: str) -> datetime | None:
+    """slurmctld's start time of a job that has started (None: pending or no longer known)."""
+    try:
+        return _started_at(slurm, job_id)
+    except Exception:  # purged from slurmctld (MinJobAge) or not answering: ask again later
+        return None
+
+
 def _fleet(
     tmp: Path,
     slurm: SlurmCluster,
@@ -230,15 +238,26 @@ def test_deferred_steered_excluded_and_killed_greencpn_start_by_their_latest_saf
         dl = job.deadline or (job.submit_at + limit + timedelta(hours=1))  # type: ignore[operator]
         lss[j] = dl - limit
     started: dict[str, datetime | None] = {}
-    wait_until = time.monotonic() + 8 * 60
+    acct: dict[str, datetime | None] = {}
+    # accounting first; slurmctld's own record where slurmdbd has not (yet) written a start —
+    # a CI run once saw every job run (slurmctld.log) while sacct showed no start for 4 min
+    wait_until = time.monotonic() + 4 * 60  # inside pytest-timeout's 300 s, so this says why
     while time.monotonic() < wait_until:
-        started = _sacct_starts(slurm, list(everything))
+        acct = _sacct_starts(slurm, list(everything))
+        started = {j: acct[j] or _ctl_start(slurm, j) for j in everything}
         if all(started.values()):
             break
         time.sleep(2)
-    assert all(started.values()), {j: s for j, s in started.items() if s is None}
-    # accounting and the controller agree on every start time
-    assert started == {j: _started_at(slurm, j) for j in everything}
+    assert all(started.values()), {
+        j: (_job(slurm, j).state, _job(slurm, j).extra.get("reason"))
+        for j, s in started.items()
+        if s is None
+    }
+    # accounting and the controller agree on every start time accounting has
+    assert {j: s for j, s in acct.items() if s is not None} == {
+        j: _started_at(slurm, j) for j, s in acct.items() if s is not None
+    }
+    print(f"starts from accounting: {sum(s is not None for s in acct.values())} of {len(acct)}")
     for j, s in started.items():
         assert s is not None
         assert s <= lss[j] + timedelta(seconds=START_LATENCY_S), (j, s, lss[j])
