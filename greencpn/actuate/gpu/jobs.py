@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 from greencpn.actuate import hostlist
+from greencpn.domain.slurm import array_tasks
 from greencpn.errors import ConfigError
 
 _NODES = re.compile(r"(?:^|\s)Nodes=(\S+)")
@@ -26,21 +27,14 @@ _IDX = re.compile(r"\(IDX:([0-9,\-]*)\)")
 
 
 def _indices(spec: str, source: str) -> tuple[int, ...]:
-    out: list[int] = []
-    for part in spec.split(","):
-        if not part:
-            continue
-        lo, sep, hi = part.partition("-")
-        try:
-            a, b = int(lo), int(hi) if sep else int(lo)
-        except ValueError:
-            raise ConfigError(
-                f"bad GPU index list {spec!r}",
-                source=source,
-                fix="give the output of `scontrol show job -d ID`",
-            ) from None
-        out.extend(range(a, b + 1))
-    return tuple(sorted(set(out)))
+    try:
+        return tuple(sorted(set(array_tasks(spec))))  # the same "0-1,3" lists as array specs
+    except ValueError:
+        raise ConfigError(
+            f"bad GPU index list {spec!r}",
+            source=source,
+            fix="give the output of `scontrol show job -d ID`",
+        ) from None
 
 
 def parse_job_gpus(text: str, source: str = "scontrol show job -d") -> dict[str, tuple[int, ...]]:
