@@ -51,7 +51,18 @@ from greencpn.config.gpu import (
     load_gpu_model,
     load_gpu_models,
 )
-from greencpn.config.hooks import HookConfig
+from greencpn.config.hooks import (
+    HOOK_MODELS,
+    AgentHookConfig,
+    AnyHookConfig,
+    CommandHookConfig,
+    HookConfig,
+    IpmiHookConfig,
+    KubernetesHookConfig,
+    NoneHookConfig,
+    SlurmHookConfig,
+    WolHookConfig,
+)
 from greencpn.config.job_actuation import JobActuationConfig, JobClusterConfig, JobPoolTarget
 from greencpn.config.jobs import (
     JOB_FILE_READERS,
@@ -81,7 +92,16 @@ __all__ = [
     "FleetFile",
     "GpuLevel",
     "GpuModelConfig",
+    "HOOK_MODELS",
+    "AgentHookConfig",
+    "AnyHookConfig",
+    "CommandHookConfig",
     "HookConfig",
+    "IpmiHookConfig",
+    "KubernetesHookConfig",
+    "NoneHookConfig",
+    "SlurmHookConfig",
+    "WolHookConfig",
     "HorizonConfig",
     "JobActuationConfig",
     "JobClusterConfig",

@@ -11,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from greencpn.config.base import NonNegFloat, PositiveFloat, _Strict
 from greencpn.config.controller import ControllerConfig
 from greencpn.config.gpu import GpuModelConfig
-from greencpn.config.hooks import HookConfig
+from greencpn.config.hooks import HookConfig, NoneHookConfig
 from greencpn.config.job_actuation import JobActuationConfig
 from greencpn.config.jobs import JobConfig
 from greencpn.config.planning import CarbonConfig, HorizonConfig, ObjectiveConfig, SolverConfig
@@ -69,7 +69,7 @@ class PoolConfig(_Strict):
         "forecast quantile is kept powered on as a reserve",
     )
     load_quantile: float = Field(default=0.9, gt=0, lt=1, description="reserve quantile")
-    hook: HookConfig = Field(default_factory=HookConfig)
+    hook: HookConfig = Field(default_factory=NoneHookConfig)
 
     @property
     def planned_always_on(self) -> bool:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from greencpn.config.errors import _raise_validation
+from greencpn.config.errors import _raise_validation, describe, pick
 from greencpn.config.fleet import (
     SUBMIT_SITE_RULE,
     FleetConfig,
@@ -17,6 +18,7 @@ from greencpn.config.fleet import (
     allowed_sites,
 )
 from greencpn.config.gpu import default_models_dir, load_gpu_models
+from greencpn.config.hooks import AnyHookConfig, HookConfig
 from greencpn.config.jobs import JOB_FILE_READERS, load_jobs_csv
 from greencpn.errors import ConfigError
 
@@ -33,6 +35,7 @@ def load_config(path: str | Path) -> FleetConfig:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", source=src, fix="fix the TOML syntax") from None
+    check_hooks_and_hostlists(data, src)
     try:
         raw = FleetFile.model_validate(data)
     except ValidationError as exc:
@@ -158,7 +161,6 @@ def check_config(cfg: FleetConfig) -> None:
                 field=f"{where}.node_idle_w",
                 fix="node_idle_w is the whole node powered on with idle GPUs",
             )
-    check_hooks_and_hostlists(cfg)
     ids = [j.id for j in cfg.jobs]
     dup = {n for n in ids if ids.count(n) > 1}
     if dup:
@@ -214,45 +216,71 @@ def check_config(cfg: FleetConfig) -> None:
             )
 
 
-def check_hooks_and_hostlists(cfg: FleetConfig) -> None:
-    """Every pool's hook table and hostlist, all problems in one :class:`ConfigError`.
+def check_hooks_and_hostlists(data: Any, source: str) -> None:
+    """Every pool's hook table and hostlist in the file as read (``data``, before the rest of
+    the file is validated), all problems in one :class:`ConfigError`.
 
-    A pool with a hook (kind other than ``none``) needs a hostlist with exactly ``nodes``
-    names; any hostlist must parse and no node may be in two pools; the hook table is checked
-    as ``greencpn apply`` would build it (keys and values, not credentials). Each problem names
-    its pool, e.g. ``pools[2](lon-a100).hook.bmcs``.
+    Each ``hook`` table is validated as its kind's model (:data:`~greencpn.config.hooks.HookConfig`)
+    and then built the way ``greencpn apply`` would, without touching this machine (no
+    credential files, kubeconfig or network), so the model and the builder cannot disagree
+    silently. A pool with a hook (kind other than ``none``) needs a hostlist with exactly
+    ``nodes`` names; any hostlist must parse and no node may be in two pools. Each problem names
+    its pool, e.g. ``pools[2](lon-a100).hook.bmcs``. Values of another type than a pool's
+    ``nodes`` or ``hostlist`` are left to the file's validation.
     """
     # lazy: the hook registry lives in actuate; it needs no network or optional dependency
     from greencpn.actuate.hooks import check_hook_table
     from greencpn.actuate.hostlist import expand
 
-    src = str(cfg.path)
-    problems: list[tuple[str, str]] = []  # (field, message)
+    pools = data.get("pools") if isinstance(data, dict) else None
+    if not isinstance(pools, list):
+        return
+    problems: list[tuple[str, str, str | None]] = []  # (field, message, fix)
     owner: dict[str, str] = {}
-    for i, p in enumerate(cfg.raw.pools):
-        where = f"pools[{i}]({p.name})"
-        kind = p.hook.kind
-        if p.hostlist is None:
+    for i, p in enumerate(pools):
+        if not isinstance(p, dict):
+            continue
+        label = p.get("name")
+        where = f"pools[{i}]({label})" if label else f"pools[{i}]"
+        hook = None
+        try:
+            hook = _HOOK.validate_python(p.get("hook", {}))
+        except ValidationError as exc:
+            fld, msg, fix = describe(pick(exc.errors()), p.get("hook"))
+            problems.append((f"{where}.hook" + (f".{fld}" if fld else ""), msg, fix))
+        else:
+            try:  # the builder apply uses: a second reading of the same table
+                check_hook_table(hook.as_table(), source=source)
+            except ConfigError as exc:
+                fld = (exc.field or "hook").removeprefix("hook")
+                problems.append((f"{where}.hook{fld}", exc.reason, exc.fix))
+        table = p.get("hook")
+        kind = hook.kind if hook else (table.get("kind") if isinstance(table, dict) else None)
+        kind = kind or "none"
+        hostlist, nodes = p.get("hostlist"), p.get("nodes")
+        if hostlist is None:
             if kind != "none":
                 problems.append(
                     (
                         f"{where}.hostlist",
-                        f"missing: hook kind '{kind}' needs the pool's {p.nodes} node names "
+                        f"missing: hook kind '{kind}' needs the pool's {nodes} node names "
                         '(write e.g. hostlist = "gpu[001-040]")',
+                        None,
                     )
                 )
-        else:
+        elif isinstance(hostlist, str):
             try:
-                names = expand(p.hostlist)
+                names = expand(hostlist)
             except ConfigError as exc:
-                problems.append((f"{where}.hostlist", exc.reason))
+                problems.append((f"{where}.hostlist", exc.reason, exc.fix))
                 names = []
             else:
-                if len(names) != p.nodes:
+                if isinstance(nodes, int) and len(names) != nodes:
                     problems.append(
                         (
                             f"{where}.hostlist",
-                            f"{p.hostlist!r} gives {len(names)} name(s) for nodes = {p.nodes}",
+                            f"{hostlist!r} gives {len(names)} name(s) for nodes = {nodes}",
+                            None,
                         )
                     )
             twice = [n for n in names if n in owner]
@@ -261,34 +289,29 @@ def check_hooks_and_hostlists(cfg: FleetConfig) -> None:
                     (
                         f"{where}.hostlist",
                         f"node(s) {', '.join(twice[:5])} also in {owner[twice[0]]}",
+                        "a node belongs to one pool: remove it from one hostlist",
                     )
                 )
             for n in names:
                 owner.setdefault(n, where)
-        if p.hook.advisory and kind != "none":
-            problems.append(
-                (
-                    f"{where}.hook.advisory",
-                    f"advisory applies to kind 'none' only (this pool's hook is '{kind}', "
-                    "which greencpn switches); remove it",
-                )
-            )
-        # every kind, "none" too: its table takes no keys (a stray power_on there would
-        # otherwise be accepted silently and switch nothing)
-        table = {"kind": kind, **(p.hook.model_extra or {})}
-        try:
-            check_hook_table(table, source=src)
-        except ConfigError as exc:
-            fld = (exc.field or "hook").removeprefix("hook")
-            problems.append((f"{where}.hook{fld}", f"{exc.reason} (fix: {exc.fix})"))
+    if len(problems) == 1:  # one problem: its own fix
+        field, reason, fix = problems[0]
+        raise ConfigError(reason, source=source, field=field, fix=fix or _HOSTLIST_FIX)
     if problems:
         raise ConfigError(
             f"{len(problems)} problem(s) with node hooks or hostlists: "
-            + "; ".join(f"{f}: {m}" for f, m in problems),
-            source=src,
+            + "; ".join(f"{f}: {m}" + (f" (fix: {x})" if x else "") for f, m, x in problems),
+            source=source,
             field=problems[0][0],
             fix="correct each field named above (see docs/node-hooks.md)",
         )
+
+
+_HOSTLIST_FIX = (
+    "write the pool's node names as a Slurm hostlist with one name per node, "
+    'e.g. hostlist = "gpu[001-040]" (see docs/node-hooks.md)'
+)
+_HOOK: TypeAdapter[AnyHookConfig] = TypeAdapter(HookConfig)
 
 
 def check_job_actuation(cfg: FleetConfig) -> None:
