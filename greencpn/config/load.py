@@ -295,8 +295,8 @@ def check_hooks_and_hostlists(data: Any, source: str) -> None:
             for n in names:
                 owner.setdefault(n, where)
     if len(problems) == 1:  # one problem: its own fix
-        field, reason, fix = problems[0]
-        raise ConfigError(reason, source=source, field=field, fix=fix or _HOSTLIST_FIX)
+        field, reason, hint = problems[0]
+        raise ConfigError(reason, source=source, field=field, fix=hint or _HOSTLIST_FIX)
     if problems:
         raise ConfigError(
             f"{len(problems)} problem(s) with node hooks or hostlists: "
