@@ -136,14 +136,21 @@ def test_stability_rows_take_the_fast_path_and_give_the_legacy_highs_model(examp
     cls = fast_highs_class()
     stock_way: list = []
 
+    fast_objective: list[bool] = []
+
     class Spy(cls):  # type: ignore[misc,valid-type]
         def _add_run(self, cons, fast):
             if not fast:
                 stock_way.extend(cons)
             return super()._add_run(cons, fast)
 
+        def _fast_objective(self, obj):
+            fast_objective.append(super()._fast_objective(obj))
+            return fast_objective[-1]
+
     fast = _loaded(Spy, StablePlanModel(inp, a).model)
     assert stock_way == []
+    assert fast_objective == [True]  # the flat objective was read from its lists
     legacy = _loaded(Highs, _legacy_stable_model(inp, a))
     lp_l, lp_f = _lp(legacy), _lp(fast)
     for k in lp_l:
@@ -161,3 +168,19 @@ def test_stable_model_solves_to_the_stock_objective(example_inputs):
     out_stock = stock_model.solve()
     assert out_fast.status == out_stock.status
     assert out_fast.objective == pytest.approx(out_stock.objective, rel=1e-9)
+
+
+def test_new_carbon_values_change_the_same_costs_as_the_stock_interface(example_inputs):
+    """The objective's carbon coefficients stay mutable on the fast path: a new intensity in
+    the Params gives the stock interface's new costs."""
+    from pyomo.contrib.solver.solvers.highs import Highs
+
+    model = StablePlanModel(example_inputs, _anchor(example_inputs)).model
+    stock, fast = _loaded(Highs, model), _loaded(fast_highs_class(), model)
+    before = _lp(fast)["cost"]
+    for i in range(len(model.intensity)):
+        model.intensity[i] = 37.0 + i
+    for s in (stock, fast):
+        s._mutable_objective.update()
+    assert np.array_equal(_lp(stock)["cost"], _lp(fast)["cost"])
+    assert not np.array_equal(before, _lp(fast)["cost"])  # the update reached HiGHS
