@@ -659,6 +659,9 @@ class Controller:
         must_on = np.zeros((P, T), dtype=int)
         must_off = np.zeros((P, T), dtype=int)
         pools_cfg = {p.name: p for p in self._cfg.pools}
+        epoch, us = datetime(1970, 1, 1, tzinfo=UTC), timedelta(microseconds=1)
+        # slot 0 began before now: a node is held in it only if it is held now (exact µs)
+        from_us = np.array([(max(ts, now) - epoch) // us for ts in inp.slot_starts], dtype=np.int64)
         for p, pool in enumerate(inp.pools):
             pc = pools_cfg[pool.name]
             for n in expand(pc.hostlist) if pc.hostlist else []:
@@ -666,11 +669,8 @@ class Controller:
                 if ev is None:
                     continue
                 hold_h = pc.min_up_h if ev.event == "on" else pc.min_down_h
-                until = ev.at + timedelta(hours=hold_h)
-                for t, ts in enumerate(inp.slot_starts):
-                    # slot 0 began before now: the node is held in it only if it is held now
-                    if max(ts, now) < until:
-                        (must_on if ev.event == "on" else must_off)[p, t] += 1
+                until_us = (ev.at + timedelta(hours=hold_h) - epoch) // us
+                (must_on if ev.event == "on" else must_off)[p] += from_us < until_us
         a.must_on, a.must_off = must_on, must_off
         if latest is not None:
             a.latest = latest
