@@ -406,7 +406,9 @@ def l_compare(a) -> int:
             return "priced this step"
         return f"reused (step #{b.get('step_id')}, {b.get('age_steps')} step(s) old)"
 
-    lines.append("| carbon-agnostic baseline | " + " | ".join(base_label(r[1]) for r in runs) + " |")
+    lines.append(
+        "| carbon-agnostic baseline | " + " | ".join(base_label(r[1]) for r in runs) + " |"
+    )
     for k, name in ps_keys:
         lines.append(f"| {name} | " + " | ".join(f"{val(r[1], k):.2f}" for r in runs) + " |")
     lines.append(

@@ -196,7 +196,7 @@ def fast_highs_class():
             from pyomo.core.expr.numvalue import is_constant, value
 
             expr = obj.expr
-            if type(expr) is not LinearExpression or self._objective is not None:
+            if type(expr) is not LinearExpression or getattr(self, "_objective", None) is not None:
                 return False
             if obj.sense not in (pyo.minimize, pyo.maximize):
                 return False
@@ -226,7 +226,7 @@ def fast_highs_class():
             self._objective = obj
             self._objective_expr = expr
             self._objective_sense = obj.sense
-            self._obj_named_expressions = []
+            self._obj_named_expressions: list = []
             self._vars_referenced_by_obj = variables
             refs = self._referenced_variables
             for v in variables:
