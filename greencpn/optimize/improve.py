@@ -246,11 +246,35 @@ class _Packer:
         k = self.k
         n_f = np.repeat(prof, k)
         ext_f = np.repeat(self.ext_pl[p, self.lev[p]], k)
-        return (
-            self.pue[p]
-            * self.dt
+        # start-ups' boot energy, as the evaluation charges it in their slot (spread over it)
+        starts = np.zeros(self.T2)
+        starts[: self.T] = np.maximum(0.0, np.diff(prof[: self.T], prepend=float(pool.initial_on)))
+        boot_f = np.repeat(starts * pool.boot_extra_kwh / k, k)
+        return self.pue[p] * (
+            self.dt
             * (pool.node_idle_kw * n_f + pool.node_off_kw * (pool.nodes - n_f) + ext_f * self.busy[p])
+            + boot_f
         )
+
+    def within_budget(self, j: int, p: int, rr: Run, lv: int | None) -> bool:
+        """Whether job j on pool p in these steps keeps its site's estimated energy within
+        the budget in every step (a step already over it by the schedule given may not get
+        worse): nodes it starts and their boot energy included."""
+        s_ = self.site_of[p]
+        if not self.limited[s_]:
+            return True
+        saved = {x: int(self.lev[p, x]) for x in {t // self.k for t, _ in rr}}
+        self._apply(j, p, rr, 1.0, lv)
+        _c, pr = self.nodes_cost(p, self.need_of(p))
+        prof = self.prof_n[p].copy()
+        prof[: self.T] = pr
+        new = self.site_used[s_] + self.pool_used(p, prof) - self.used[p]
+        self._apply(j, p, rr, -1.0)
+        for x, v in saved.items():
+            self.lev[p, x] = v
+        budget = self.budget[s_]
+        was = np.maximum(self.site_used[s_] - budget, 0.0)
+        return bool((new - budget <= was + 1e-9).all())
 
     def _renode(self, p: int) -> None:
         """Re-estimate pool p's nodes and its share of its site's energy."""
@@ -406,6 +430,8 @@ class _Packer:
             total = b1 + c_with1 - self.pool_cost[p1]
             if best is None or total < best[0] - 1e-12:
                 best = (total, p1, rr1, lv)
+        if best is not None and not self.within_budget(j, best[1], best[2], best[3]):
+            return None
         return best
 
     # -- snapshots (a multi-job move that does not pay is undone) -------------------------

@@ -141,3 +141,25 @@ def test_group_moves_keep_the_schedule_executable(fleet, seed):
                 for t, _f in s1.fine_runs[j]:
                     own[t] += jb.gpus
         assert np.allclose(own, s1.alloc_fine[p])
+
+
+def test_site_energy_estimate_includes_boot_energy(fleet):
+    """One node off at the start (100 W idle, 500 W while booting 15 min: 0.1 kWh above idle
+    per start-up), a 1-GPU job of 0.75 h released at 01:00: the node is started in slot 0
+    (its GPU must be up at 01:00), so slot 0 draws 0.1 (idle) + 0.1 (boot) kWh and slot 1 0.1
+    + 0.225 kWh. The estimate the budget checks use is the evaluation's energy, boot
+    included."""
+    path = fleet(
+        carbon={"Z": [300, 100, 300]},
+        sites=ONE_SITE + "power_budget_kw = 5.0\n",
+        pools=pool().replace("min_up_h", "node_boot_w = 500.0\nboot_time_min = 15\nmin_up_h"),
+        jobs=[job("a", work=0.75, release=1, deadline=3)],
+    )
+    inp = inputs(path)
+    s0 = _asap(inp)
+    ev, n = _priced(inp, s0)
+    pk = _Packer(inp, s0, None, None)
+    assert n[0].tolist() == pk.prof_n[0, : inp.T].tolist() == [1, 1, 0]
+    per_slot = pk.site_used[0, : inp.T * pk.k].reshape(inp.T, pk.k).sum(axis=1)
+    assert per_slot.tolist() == pytest.approx([0.2, 0.325, 0.0])
+    assert per_slot.tolist() == pytest.approx(ev.site_energy_kwh[0].tolist())
