@@ -119,20 +119,21 @@ class _Packer:
             [[p.level_thr[min(lv, len(p.level_thr) - 1)] for lv in range(n_lv)] for p in pools]
         )
         self.ext_pl = np.array(
-            [
-                [p.level_extra_kw[min(lv, len(p.level_thr) - 1)] for lv in range(n_lv)]
-                for p in pools
-            ]
+            [[p.level_extra_kw[min(lv, len(p.level_thr) - 1)] for lv in range(n_lv)] for p in pools]
         )
         # node cost per slot (idle above off), boot cost per start; nodes past the horizon are
         # free
         self.node_c = np.zeros((P, T2))
         self.boot_c = np.zeros((P, T2))
         for p, pool in enumerate(pools):
-            self.node_c[p, :T] = self.idle_kw[p] * inp.slot_h * self.pue[p] * unit_slot[pool.site, :T]
+            self.node_c[p, :T] = (
+                self.idle_kw[p] * inp.slot_h * self.pue[p] * unit_slot[pool.site, :T]
+            )
             self.boot_c[p, :T] = pool.boot_extra_kwh * self.pue[p] * unit_slot[pool.site, :T]
         self.nb = [boot_steps(inp, p, k) for p in range(P)]
-        self.cap_fine = np.repeat(np.array([p.gpus for p in pools], dtype=float)[:, None], F, axis=1)
+        self.cap_fine = np.repeat(
+            np.array([p.gpus for p in pools], dtype=float)[:, None], F, axis=1
+        )
         for p, pool in enumerate(pools):
             nb = boot_steps(inp, p, k)
             if nb and pool.initial_on < pool.nodes:
@@ -216,8 +217,11 @@ class _Packer:
         ts = np.fromiter((t for t, _ in rr), dtype=int, count=len(rr))
         fs = np.fromiter((f for _, f in rr), dtype=float, count=len(rr))
         lv = self.lev[p, ts // k]
-        busy = job.gpus * dt * self.pue[p] * float(
-            fs @ (self.ext_pl[p, lv] * self.unit[self.site_of[p], ts])
+        busy = (
+            job.gpus
+            * dt
+            * self.pue[p]
+            * float(fs @ (self.ext_pl[p, lv] * self.unit[self.site_of[p], ts]))
         )
         _, d_step = job_steps(job, self.inp, k)
         late = np.maximum(0, ts - d_step)
@@ -252,7 +256,11 @@ class _Packer:
         boot_f = np.repeat(starts * pool.boot_extra_kwh / k, k)
         return self.pue[p] * (
             self.dt
-            * (pool.node_idle_kw * n_f + pool.node_off_kw * (pool.nodes - n_f) + ext_f * self.busy[p])
+            * (
+                pool.node_idle_kw * n_f
+                + pool.node_off_kw * (pool.nodes - n_f)
+                + ext_f * self.busy[p]
+            )
             + boot_f
         )
 
@@ -336,7 +344,11 @@ class _Packer:
         cand = self.candidates.get(key)
         if cand is None:
             cand = self.candidates[key] = np.array(
-                [p for p, pool in enumerate(self.pools) if pool.site in job.sites and pool.gpus >= g],
+                [
+                    p
+                    for p, pool in enumerate(self.pools)
+                    if pool.site in job.sites and pool.gpus >= g
+                ],
                 dtype=int,
             )
         if cand.size == 0:
@@ -362,7 +374,9 @@ class _Packer:
             prev_sl = np.maximum(steps // k - 1, 0)
             n_prev = self.prof_n[cand][:, prev_sl]
             free_prev = n_prev * gpn[cand, None] - alloc_c
-            add_prev = np.ceil(np.maximum(0.0, g - np.maximum(free_prev, 0.0)) / gpn[cand, None] - 1e-9)
+            add_prev = np.ceil(
+                np.maximum(0.0, g - np.maximum(free_prev, 0.0)) / gpn[cand, None] - 1e-9
+            )
             node_step = node_step + np.where(boot, add_prev * self.node_c[cand][:, prev_sl], 0.0)
         if self.limited[site_of[cand]].any():
             head = self.budget[site_of[cand], win] - self.site_used[site_of[cand], win]
@@ -435,7 +449,18 @@ class _Packer:
         return best
 
     # -- snapshots (a multi-job move that does not pay is undone) -------------------------
-    _ARRAYS = ("alloc", "busy", "cnt", "lev", "prof_n", "pool_cost", "used", "site_used", "pool_of", "jcost")
+    _ARRAYS = (
+        "alloc",
+        "busy",
+        "cnt",
+        "lev",
+        "prof_n",
+        "pool_cost",
+        "used",
+        "site_used",
+        "pool_of",
+        "jcost",
+    )
 
     def snapshot(self, jobs: list[int]) -> tuple:
         return (
@@ -611,9 +636,7 @@ def _span_moves(
         for _c, p, a, b in spans:
             if time.perf_counter() > deadline:
                 return tried, kept, gain, "time limit"
-            members = sorted(
-                j for j in jobs_on[p] if any(a <= t // k < b for t, _ in pk.runs[j])
-            )
+            members = sorted(j for j in jobs_on[p] if any(a <= t // k < b for t, _ in pk.runs[j]))
             if not members or len(members) > max_jobs or pk.prof_n[p, a] <= pk.pools[p].spares:
                 continue
             key = (p, tuple(members))
@@ -657,7 +680,9 @@ def _ruin_recreate(pk: _Packer, members: list[int]) -> float | None:
     return None
 
 
-def _related_moves(pk: _Packer, deadline: float, size: int, seed: int = 0) -> tuple[int, int, float, str]:
+def _related_moves(
+    pk: _Packer, deadline: float, size: int, seed: int = 0
+) -> tuple[int, int, float, str]:
     """Related-job moves: a seed job and the ``size`` − 1 jobs of its site that overlap it in
     time most, out together and put back (:func:`_ruin_recreate`). Seeds are taken in a
     shuffled order (fixed ``seed``: the same schedule gives the same result); stops after a

@@ -124,6 +124,14 @@ def extension_slots(inp: PlanInputs) -> int:
     return inp.T + longest + 1
 
 
+def _per_pool(
+    inp: PlanInputs, cand: np.ndarray, lv_c: np.ndarray, field: str, F: int
+) -> np.ndarray:
+    """[C, F] each candidate pool's value of ``field`` (per level) at its level, every step."""
+    vals = np.array([getattr(inp.pools[p], field)[lv] for p, lv in zip(cand, lv_c, strict=True)])
+    return np.repeat(vals[:, None], F, axis=1)
+
+
 def place_jobs(
     inp: PlanInputs,
     nodes_on: np.ndarray,
@@ -444,20 +452,10 @@ def place_jobs(
                 tab = _best_option(
                     **common,
                     mode="greedy",
-                    thr=np.stack(
-                        [
-                            np.full(F, inp.pools[p].level_thr[lv])
-                            for p, lv in zip(cand, lv_c, strict=True)
-                        ]
-                    ),
+                    thr=_per_pool(inp, cand, lv_c, "level_thr", F),
                     gpu_cost=gpu_cost[cand],
                     cap=np.where(np.repeat(ok, k, axis=1), cap_fine[cand], -1.0),
-                    extra_kw=np.stack(
-                        [
-                            np.full(F, inp.pools[p].level_extra_kw[lv])
-                            for p, lv in zip(cand, lv_c, strict=True)
-                        ]
-                    ),
+                    extra_kw=_per_pool(inp, cand, lv_c, "level_extra_kw", F),
                     head=head[site_of[cand]],
                     score=score[cand],
                     table=True,
@@ -492,20 +490,10 @@ def place_jobs(
                     opt = _best_option(
                         **{**common, "D": F},
                         mode="finish",
-                        thr=np.stack(
-                            [
-                                np.full(F, inp.pools[p].level_thr[lv])
-                                for p, lv in zip(cand, lv_c, strict=True)
-                            ]
-                        ),
+                        thr=_per_pool(inp, cand, lv_c, "level_thr", F),
                         gpu_cost=gpu_cost[cand],
                         cap=np.where(np.repeat(ok, k, axis=1), cap_fine[cand], -1.0),
-                        extra_kw=np.stack(
-                            [
-                                np.full(F, inp.pools[p].level_extra_kw[lv])
-                                for p, lv in zip(cand, lv_c, strict=True)
-                            ]
-                        ),
+                        extra_kw=_per_pool(inp, cand, lv_c, "level_extra_kw", F),
                         head=head[site_of[cand]],
                     )
                     if opt is not None:
@@ -550,7 +538,9 @@ def place_jobs(
             for lv in range(n_lv):
                 lv_c = np.array([min(lv, len(inp.pools[p].level_thr) - 1) for p in cand])
                 ok = (lvl_c == -1) | (lvl_c == lv_c[:, None])
-                thr_1 = np.array([inp.pools[p].level_thr[x] for p, x in zip(cand, lv_c, strict=True)])
+                thr_1 = np.array(
+                    [inp.pools[p].level_thr[x] for p, x in zip(cand, lv_c, strict=True)]
+                )
                 ext_1 = np.array(
                     [inp.pools[p].level_extra_kw[x] for p, x in zip(cand, lv_c, strict=True)]
                 )
