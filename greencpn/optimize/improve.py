@@ -333,7 +333,7 @@ class _Packer:
     def cheapest(self, j: int, bound: float = np.inf):
         """The cheapest place for job j (taken out) given all the others, if it adds less than
         ``bound`` to the estimate: ``(adds, pool, steps, level)`` or None."""
-        inp, k, T, F, dt = self.inp, self.k, self.T, self.F, self.dt
+        inp, k, T, dt = self.inp, self.k, self.T, self.dt
         job = inp.jobs[j]
         g = job.gpus
         W = self.work[j]
