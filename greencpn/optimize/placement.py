@@ -124,6 +124,14 @@ def extension_slots(inp: PlanInputs) -> int:
     return inp.T + longest + 1
 
 
+def _per_pool(
+    inp: PlanInputs, cand: np.ndarray, lv_c: np.ndarray, field: str, F: int
+) -> np.ndarray:
+    """[C, F] each candidate pool's value of ``field`` (per level) at its level, every step."""
+    vals = np.array([getattr(inp.pools[p], field)[lv] for p, lv in zip(cand, lv_c, strict=True)])
+    return np.repeat(vals[:, None], F, axis=1)
+
+
 def place_jobs(
     inp: PlanInputs,
     nodes_on: np.ndarray,
@@ -444,20 +452,10 @@ def place_jobs(
                 tab = _best_option(
                     **common,
                     mode="greedy",
-                    thr=np.stack(
-                        [
-                            np.full(F, inp.pools[p].level_thr[lv])
-                            for p, lv in zip(cand, lv_c, strict=True)
-                        ]
-                    ),
+                    thr=_per_pool(inp, cand, lv_c, "level_thr", F),
                     gpu_cost=gpu_cost[cand],
                     cap=np.where(np.repeat(ok, k, axis=1), cap_fine[cand], -1.0),
-                    extra_kw=np.stack(
-                        [
-                            np.full(F, inp.pools[p].level_extra_kw[lv])
-                            for p, lv in zip(cand, lv_c, strict=True)
-                        ]
-                    ),
+                    extra_kw=_per_pool(inp, cand, lv_c, "level_extra_kw", F),
                     head=head[site_of[cand]],
                     score=score[cand],
                     table=True,
@@ -492,20 +490,10 @@ def place_jobs(
                     opt = _best_option(
                         **{**common, "D": F},
                         mode="finish",
-                        thr=np.stack(
-                            [
-                                np.full(F, inp.pools[p].level_thr[lv])
-                                for p, lv in zip(cand, lv_c, strict=True)
-                            ]
-                        ),
+                        thr=_per_pool(inp, cand, lv_c, "level_thr", F),
                         gpu_cost=gpu_cost[cand],
                         cap=np.where(np.repeat(ok, k, axis=1), cap_fine[cand], -1.0),
-                        extra_kw=np.stack(
-                            [
-                                np.full(F, inp.pools[p].level_extra_kw[lv])
-                                for p, lv in zip(cand, lv_c, strict=True)
-                            ]
-                        ),
+                        extra_kw=_per_pool(inp, cand, lv_c, "level_extra_kw", F),
                         head=head[site_of[cand]],
                     )
                     if opt is not None:
@@ -528,34 +516,50 @@ def place_jobs(
             # level is closed to it; the cheapest (pool, level, start) wins
             best, chosen_lv, best_cost = None, None, np.inf
             n_lv = max(len(inp.pools[p].level_thr) for p in cand)
-            late_h_all = np.maximum(0, tidx - d_step) * dt
+            # searched from the job's release on (no step before it can take the job): the
+            # window's own step numbers, 0 = lo
+            lo = min(r_step, F - 1)
+            nw = F - lo
+            late_h_all = np.maximum(0, tidx[lo:] - d_step) * dt
+            win_c = dict(
+                common,
+                r=r_step - lo,
+                D=d_step - lo,
+                T=T * k - lo,
+                T2=nw,
+                tidx=tidx[:nw],
+                n_free=n_free[cand, lo:],
+                alloc=alloc[cand, lo:],
+            )
+            head_c = head[site_of[cand], lo:]
+            unit_c = unit[site_of[cand], lo:] * pue[cand][:, None]
+            lvl_c = np.repeat(lvl_set[cand], k, axis=1)[:, lo:]
+            cap_c = cap_fine[cand, lo:]
             for lv in range(n_lv):
                 lv_c = np.array([min(lv, len(inp.pools[p].level_thr) - 1) for p in cand])
-                ok = (lvl_set[cand] == -1) | (lvl_set[cand] == lv_c[:, None])
-                thr_c = np.stack(
-                    [np.full(F, inp.pools[p].level_thr[x]) for p, x in zip(cand, lv_c, strict=True)]
+                ok = (lvl_c == -1) | (lvl_c == lv_c[:, None])
+                thr_1 = np.array(
+                    [inp.pools[p].level_thr[x] for p, x in zip(cand, lv_c, strict=True)]
                 )
-                ext_c = np.stack(
-                    [
-                        np.full(F, inp.pools[p].level_extra_kw[x])
-                        for p, x in zip(cand, lv_c, strict=True)
-                    ]
+                ext_1 = np.array(
+                    [inp.pools[p].level_extra_kw[x] for p, x in zip(cand, lv_c, strict=True)]
                 )
-                cost_c = (ext_c + (idle_kw[cand] / gpn[cand])[:, None]) * dt
-                cost_c = cost_c * pue[cand][:, None] * unit[site_of[cand]]
+                thr_c = np.repeat(thr_1[:, None], nw, axis=1)
+                ext_c = np.repeat(ext_1[:, None], nw, axis=1)
+                cost_c = ((ext_1 + idle_kw[cand] / gpn[cand]) * dt)[:, None] * unit_c
                 opt = _best_option(
-                    **common,
+                    **win_c,
                     mode="plan",
                     thr=thr_c,
                     gpu_cost=cost_c,
-                    cap=np.where(np.repeat(ok, k, axis=1), cap_fine[cand], -1.0),
+                    cap=np.where(ok, cap_c, -1.0),
                     extra_kw=ext_c,
-                    head=head[site_of[cand]],
+                    head=head_c,
                 )
                 if opt is None:
                     continue
                 c_, stp, frs = opt
-                rate = job.gpus * thr_c[c_, stp] * dt
+                rate = job.gpus * thr_1[c_] * dt
                 total = float(
                     (job.gpus * cost_c[c_, stp] * frs).sum()
                     + (
@@ -563,7 +567,7 @@ def place_jobs(
                     ).sum()
                 )
                 if total < best_cost - 1e-12:
-                    best, chosen_lv, best_cost = opt, lv_c, total
+                    best, chosen_lv, best_cost = (c_, stp + lo, frs), lv_c, total
             if job.deadline_slot < T and (
                 best is None or best[1][-1] + best[2][-1] > late_at + 1e-9
             ):

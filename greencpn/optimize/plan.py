@@ -741,8 +741,9 @@ def _job_caps(
     return sched, executed, info
 
 
-#: the re-insertion pass's time per candidate
+#: the re-insertion pass's time per candidate: one-job sweeps, then multi-job moves
 IMPROVE_TIME_LIMIT_S = 20.0
+IMPROVE_GROUP_MOVES_S = 5.0
 
 
 def _improved_candidates(inp: PlanInputs, cands: list) -> tuple[list, list[dict]]:
@@ -755,7 +756,12 @@ def _improved_candidates(inp: PlanInputs, cands: list) -> tuple[list, list[dict]
     ranked = sorted(cands, key=lambda c: c[0])
     picked = ranked[:1] + [c for c in ranked[1:] if c[1] == "optimised placement"]
     for obj_, name, cand in picked:
-        sched1, stats = improve_schedule(inp, cand[0], time_limit_s=IMPROVE_TIME_LIMIT_S)
+        sched1, stats = improve_schedule(
+            inp,
+            cand[0],
+            time_limit_s=IMPROVE_TIME_LIMIT_S,
+            group_moves_s=IMPROVE_GROUP_MOVES_S,
+        )
         n1, u1, d1 = repair_nodes(inp, sched1)
         ev1 = evaluate(inp, sched1, n1, u1)
         info.append({"from": name, "objective_before": obj_, "objective": ev1.objective, **stats})
