@@ -35,9 +35,9 @@ from greencpn.optimize.placement import (
     boot_steps,
     job_steps,
     node_profile,
+    nodes_to_hold,
     schedule_from_fine,
 )
-
 
 
 def fine_runs_of(sched: Schedule) -> list[list[tuple[int, float]]]:
@@ -208,6 +208,26 @@ def improve_schedule(
     np.add.at(site_used, site_of, used)
     limited = np.asarray(np.isfinite(budget).any(axis=1), dtype=bool)  # sites with a budget
 
+    def exact_e(p: int) -> np.ndarray:
+        """[T·k] meter kWh per step of pool p with its nodes as the node repair keeps them
+        (:func:`nodes_to_hold`: a node on a slot early for a job in its boot steps; min up)."""
+        pool = pools[p]
+        need = nodes_to_hold(inp, p, alloc[p], k)
+        pr = np.array(node_profile(need.tolist(), pool.initial_on, pool.min_up_slots, pool.spares))
+        prev = np.concatenate([[pool.initial_on], pr[:-1]])
+        per_slot = pue[p] * (
+            inp.slot_h * (pool.node_idle_kw * pr + pool.node_off_kw * (pool.nodes - pr))
+            + pool.boot_extra_kwh * np.maximum(0, pr - prev)
+        )
+        ext_f = np.repeat(ext_pl[p, lev[p, :T]], k)
+        return np.repeat(per_slot / k, k) + pue[p] * dt * ext_f * busy[p, : T * k]
+
+    # sites with a budget: each pool's exact energy, so a move that adds overrun is undone
+    ex_e = np.zeros((P, T * k))
+    for p in range(P):
+        if limited[site_of[p]]:
+            ex_e[p] = exact_e(p)
+
     def refresh(p: int) -> None:
         new_used = pool_used(p, prof_n[p])
         site_used[site_of[p]] += new_used - used[p]
@@ -343,6 +363,7 @@ def improve_schedule(
                     best = (total, p1, rr1, lv, c_with1)
             if best is not None and best[0] < old_total - 1e-9 * max(1.0, abs(old_total)):
                 total, p1, rr1, lv, c_with1 = best
+                lev_save, cost_save, prof_save = lev[p1].copy(), pool_cost.copy(), prof_n.copy()
                 pool_cost[p0] = c_without0
                 prof_n[p0, :T] = prof0
                 apply(j, p1, rr1, 1.0, lv)
@@ -351,6 +372,34 @@ def improve_schedule(
                 refresh(p0)
                 if p1 != p0:
                     refresh(p1)
+                if limited[site_of[p0]] or limited[site_of[p1]]:
+                    touched = sorted({p0, p1})
+                    new_e = {p: exact_e(p) for p in touched}
+                    adds = False
+                    for s_ in {int(site_of[p]) for p in touched}:
+                        if not limited[s_]:
+                            continue
+                        at = site_of == s_
+                        old_tot = ex_e[at].sum(axis=0)
+                        new_tot = old_tot + sum(
+                            new_e[p] - ex_e[p] for p in touched if site_of[p] == s_
+                        )
+                        lim = budget[s_, : T * k]
+                        adds = adds or bool(
+                            ((new_tot > lim + 1e-9) & (new_tot > old_tot + 1e-9)).any()
+                        )
+                    if adds:  # the move adds budget overrun: back as it was
+                        apply(j, p1, rr1, -1.0)
+                        lev[p1] = lev_save
+                        apply(j, p0, rr0, 1.0)
+                        pool_cost[:] = cost_save
+                        prof_n[:] = prof_save
+                        refresh(p0)
+                        if p1 != p0:
+                            refresh(p1)
+                        continue
+                    for p in touched:
+                        ex_e[p] = new_e[p]
                 pool_of[j] = p1
                 runs[j] = rr1
                 gain += old_total - total

@@ -282,7 +282,9 @@ def place_jobs(
         for p, pool in enumerate(inp.pools):
             if not budgeted[pool.site]:
                 continue
-            base_kw = pool.node_idle_kw * nodes_on[p] + pool.node_off_kw * (pool.nodes - nodes_on[p])
+            base_kw = pool.node_idle_kw * nodes_on[p] + pool.node_off_kw * (
+                pool.nodes - nodes_on[p]
+            )
             head[pool.site, : T * k] += pue[p] * dt * np.repeat(base_kw, k)  # counted below
             prof[p] = profile(p)
             node_e[p] = node_energy(p, prof[p])
@@ -311,6 +313,7 @@ def place_jobs(
         group_of[list(grp.jobs)] = gi
     residual = None if guide is None else guide.astype(float).copy()
     candidates: dict[tuple, np.ndarray] = {}  # pools a job may use, by (allowed sites, GPUs)
+    level_arrays: dict[tuple, tuple] = {}  # "levels" mode: per (candidates key, level)
     jobs_on: list[list[int]] = [[] for _ in range(P)]
     work_of = np.zeros(J)
     # greedy: one cap level per pool and slot, fixed by the first job placed there (-1 = free);
@@ -608,11 +611,15 @@ def place_jobs(
                         stp, frs = stp[:-1], frs[:-1]
                     best = (c_, stp, frs)
                     rk = int(pick[3][c_, s0])
-                    chosen_lv = np.array([eff_order[p][min(rk, len(eff_order[p]) - 1)] for p in cand])
+                    chosen_lv = np.array(
+                        [eff_order[p][min(rk, len(eff_order[p]) - 1)] for p in cand]
+                    )
                 if best is None:  # no level meets the deadline anywhere: the earliest finish
                     ends = []
                     for rk in range(n_lv):
-                        lv_c = np.array([eff_order[p][min(rk, len(eff_order[p]) - 1)] for p in cand])
+                        lv_c = np.array(
+                            [eff_order[p][min(rk, len(eff_order[p]) - 1)] for p in cand]
+                        )
                         ok = (lvl_set[cand] == -1) | (lvl_set[cand] == lv_c[:, None])
                         opt = _best_option(
                             **{**common, "D": F},
@@ -643,7 +650,9 @@ def place_jobs(
                 ci = best[0]
                 p = int(cand[ci])
                 lv_p = int(chosen_lv[ci])
-                new_slots = sorted({int(t) // k for t in best[1]} - set(np.nonzero(lvl_set[p] >= 0)[0]))
+                new_slots = sorted(
+                    {int(t) // k for t in best[1]} - set(np.nonzero(lvl_set[p] >= 0)[0])
+                )
                 lvl_set[p, new_slots] = lv_p
                 lvl_new = (p, new_slots)
                 set_level(p, new_slots, lv_p)
@@ -656,19 +665,26 @@ def place_jobs(
                 n_lv = max(len(inp.pools[p].level_thr) for p in cand)
                 late_h_all = np.maximum(0, tidx - d_step) * dt
                 for lv in range(n_lv):
-                    lv_c = np.array([min(lv, len(inp.pools[p].level_thr) - 1) for p in cand])
+                    arrays = level_arrays.get((key, lv))
+                    if arrays is None:  # the same for every job with these candidate pools
+                        lv_c = np.array([min(lv, len(inp.pools[p].level_thr) - 1) for p in cand])
+                        thr_c = np.stack(
+                            [
+                                np.full(F, inp.pools[p].level_thr[x])
+                                for p, x in zip(cand, lv_c, strict=True)
+                            ]
+                        )
+                        ext_c = np.stack(
+                            [
+                                np.full(F, inp.pools[p].level_extra_kw[x])
+                                for p, x in zip(cand, lv_c, strict=True)
+                            ]
+                        )
+                        cost_c = (ext_c + (idle_kw[cand] / gpn[cand])[:, None]) * dt
+                        cost_c = cost_c * pue[cand][:, None] * unit[site_of[cand]]
+                        arrays = level_arrays[(key, lv)] = (lv_c, thr_c, ext_c, cost_c)
+                    lv_c, thr_c, ext_c, cost_c = arrays
                     ok = (lvl_set[cand] == -1) | (lvl_set[cand] == lv_c[:, None])
-                    thr_c = np.stack(
-                        [np.full(F, inp.pools[p].level_thr[x]) for p, x in zip(cand, lv_c, strict=True)]
-                    )
-                    ext_c = np.stack(
-                        [
-                            np.full(F, inp.pools[p].level_extra_kw[x])
-                            for p, x in zip(cand, lv_c, strict=True)
-                        ]
-                    )
-                    cost_c = (ext_c + (idle_kw[cand] / gpn[cand])[:, None]) * dt
-                    cost_c = cost_c * pue[cand][:, None] * unit[site_of[cand]]
                     opt = _best_option(
                         **common,
                         mode="plan",
@@ -685,7 +701,11 @@ def place_jobs(
                     total = float(
                         (job.gpus * cost_c[c_, stp] * frs).sum()
                         + (
-                            obj.lateness_weight_per_gpu_h * job.priority * late_h_all[stp] * rate * frs
+                            obj.lateness_weight_per_gpu_h
+                            * job.priority
+                            * late_h_all[stp]
+                            * rate
+                            * frs
                         ).sum()
                     )
                     if total < best_cost - 1e-12:
@@ -717,7 +737,9 @@ def place_jobs(
                 assert chosen_lv is not None
                 p = int(cand[best[0]])
                 lv_p = int(chosen_lv[best[0]])
-                new_slots = sorted({int(t) // k for t in best[1]} - set(np.nonzero(lvl_set[p] >= 0)[0]))
+                new_slots = sorted(
+                    {int(t) // k for t in best[1]} - set(np.nonzero(lvl_set[p] >= 0)[0])
+                )
                 lvl_set[p, new_slots] = lv_p
                 lvl_new = (p, new_slots)
                 set_level(p, new_slots, lv_p)
@@ -782,7 +804,10 @@ def place_jobs(
             unplace(j, p, steps.tolist(), fracs.tolist(), snap)
             if lvl_new is not None:
                 lvl_set[lvl_new[0], lvl_new[1]] = -1
-            ban[ci] |= ban_mask(p, np.nonzero(worse)[0] // k, steps)
+            if attempt == 0:
+                ban[ci] |= ban_mask(p, np.nonzero(worse)[0] // k, steps)
+            else:  # refused twice: that pool is closed to the job (it spills to the next)
+                ban[ci] = True
             if attempt == BUDGET_RETRIES - 1:
                 ban[:] = False  # every try added overrun: the first choice, as before
     return schedule_from_fine(inp, fine_runs, placed, alloc, busy, lev, k, T2)

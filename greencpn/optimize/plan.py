@@ -150,13 +150,14 @@ def make_inputs(
 
 def _fifo_spill(
     inp: PlanInputs, spare_on: np.ndarray, top: np.ndarray, passes: int = 3
-) -> Schedule:
+) -> tuple[Schedule, np.ndarray, np.ndarray, Evaluation]:
     """First in, first out at release, idle nodes off while placing (nodes come on as jobs need
     them, so the idle power of unused nodes does not eat the site budgets), spilling to the next
     allowed site when a site is full or at its budget; late jobs go first in a retry pass, and
     energy the node repair drew over a budget is held back in it. Keeps the pass without
     budget overrun with the fewest late jobs (else the least overrun)."""
-    best, best_key = None, None
+    best: tuple[Schedule, np.ndarray, np.ndarray, Evaluation] | None = None
+    best_key = None
     order = None
     reserve = np.zeros((len(inp.sites), inp.T))
     best_late: list[int] = []
@@ -164,10 +165,11 @@ def _fifo_spill(
         sched = place_jobs(inp, spare_on, top, mode="asap", job_order=order, reserve_kwh=reserve)
         late = _late_jobs(inp, sched)
         n, u, _d = repair_nodes(inp, sched)
-        over = evaluate(inp, sched, n, u).budget_overrun_kwh
+        ev = evaluate(inp, sched, n, u)
+        over = ev.budget_overrun_kwh
         key = (over.sum() > 1e-6, len(late), float(over.sum()))
         if best_key is None or key < best_key:
-            best, best_key, best_late = sched, key, late
+            best, best_key, best_late = (sched, n, u, ev), key, late
         if not late and over.sum() <= 1e-6:
             break
         # hold back what the node repair (min up, start-ups) drew over a budget
@@ -226,15 +228,14 @@ def _baselines(
     evals: dict[str, Evaluation] = {}
     scheds: dict[str, tuple[Schedule, np.ndarray, np.ndarray]] = {}
     if "carbon_agnostic" in which or "shutdown_idle" in which:
-        sched = _fifo_spill(inp, spare_on, top)
+        sched, n_si, u_si, ev_si = _fifo_spill(inp, spare_on, top)
         u_all = np.zeros((P, T), dtype=int)
         u_all[:, 0] = np.maximum(0, all_on[:, 0] - np.array([p.initial_on for p in inp.pools]))
         if "carbon_agnostic" in which:
             evals["carbon_agnostic"] = evaluate(inp, sched, all_on, u_all)
             scheds["carbon_agnostic"] = (sched, all_on, u_all)
-        if "shutdown_idle" in which:
-            n_si, u_si, _d_si = repair_nodes(inp, sched)
-            evals["shutdown_idle"] = evaluate(inp, sched, n_si, u_si)
+        if "shutdown_idle" in which:  # its nodes: the node repair's, found in _fifo_spill
+            evals["shutdown_idle"] = ev_si
             scheds["shutdown_idle"] = (sched, n_si, u_si)
     if "carbon_aware_greedy" in which:
         evals["carbon_aware_greedy"], scheds["carbon_aware_greedy"] = _greedy_baseline(
@@ -358,6 +359,10 @@ def make_plan(
         improve=improve,
         baselines=baselines,
     )
+
+
+#: the plan_source name of the FIFO candidate (the shutdown-idle baseline's schedule)
+FIFO = "FIFO with spill (shutdown-idle)"
 
 
 #: what the safe plan is, word for word in plan.json, the summary and the report
@@ -507,8 +512,8 @@ def finish_plan(
     # the report's baselines (``baselines``) plus the greedy schedule when it competes
     report_which = BASELINE_SETS[baselines]
     which = report_which
-    if not anchored and "carbon_aware_greedy" not in which:
-        which = (*which, "carbon_aware_greedy")
+    if not anchored:  # the greedy and FIFO schedules compete as candidates
+        which = (*which, *(b for b in ("shutdown_idle", "carbon_aware_greedy") if b not in which))
     log.info("progress: baselines")
     t1 = time.perf_counter()
     all_base, all_scheds = _baselines(inp, which)
@@ -569,6 +574,17 @@ def finish_plan(
             greedy = evaluate(inp, g_sched, g_n, g_u)
             greedy_repair_s = time.perf_counter() - tg
         cands.append((greedy.objective, "carbon-aware greedy", (g_sched, g_n, g_u, g_d, greedy)))
+        # FIFO at release, idle nodes off, spilling to the next allowed site, late jobs retried
+        # first (the shutdown-idle baseline's schedule): on a loaded fleet with binding budgets
+        # it can finish every job on time where the carbon-aware placements cannot (issue 11.3)
+        f_sched, f_n, f_u = all_scheds["shutdown_idle"]
+        fifo = all_base["shutdown_idle"]
+        prev = np.concatenate([np.array([[p.initial_on] for p in inp.pools]), f_n[:, :-1]], axis=1)
+        f_d = np.maximum(0, prev - f_n)
+        if node_anchor is not None:
+            f_n, f_u, f_d = repair_nodes(inp, f_sched, anchor=node_anchor)
+            fifo = evaluate(inp, f_sched, f_n, f_u)
+        cands.append((fifo.objective, FIFO, (f_sched, f_n, f_u, f_d, fifo)))
     improve_info: list[dict] = []
     t4 = time.perf_counter()
     if improve and not anchored and anchor is None:
