@@ -313,6 +313,9 @@ def place_jobs(
         group_of[list(grp.jobs)] = gi
     residual = None if guide is None else guide.astype(float).copy()
     candidates: dict[tuple, np.ndarray] = {}  # pools a job may use, by (allowed sites, GPUs)
+    # FIFO spills as far as it must; the priced modes, whose budget feedback passes hold energy
+    # back anyway, try once more (each try is a full option search)
+    retries = BUDGET_RETRIES if mode == "asap" else 2
     level_arrays: dict[tuple, tuple] = {}  # "levels" mode: per (candidates key, level)
     jobs_on: list[list[int]] = [[] for _ in range(P)]
     work_of = np.zeros(J)
@@ -553,7 +556,7 @@ def place_jobs(
         # early for a job in its first steps, boot energy): an option that adds overrun there is
         # refused and placed again with the steps behind the overrun closed to it on that pool
         ban = np.zeros((cand.size, F), dtype=bool)
-        for attempt in range(BUDGET_RETRIES + 1):
+        for attempt in range(retries + 1):
             capc = cap_fine[cand] if attempt == 0 else np.where(ban, -1.0, cap_fine[cand])
             lvl_new: tuple[int, list[int]] | None = None
             if mode == "greedy":
@@ -791,7 +794,7 @@ def place_jobs(
             ci, steps, fracs = best
             p = int(cand[ci])
             s_p = int(site_of[p])
-            if not exact or not budgeted[s_p] or attempt == BUDGET_RETRIES:
+            if not exact or not budgeted[s_p] or attempt == retries:
                 place(j, p, steps.tolist(), fracs.tolist())
                 break
             snap = snapshot(j, p)
@@ -804,11 +807,8 @@ def place_jobs(
             unplace(j, p, steps.tolist(), fracs.tolist(), snap)
             if lvl_new is not None:
                 lvl_set[lvl_new[0], lvl_new[1]] = -1
-            if attempt == 0:
-                ban[ci] |= ban_mask(p, np.nonzero(worse)[0] // k, steps)
-            else:  # refused twice: that pool is closed to the job (it spills to the next)
-                ban[ci] = True
-            if attempt == BUDGET_RETRIES - 1:
+            ban[ci] |= ban_mask(p, np.nonzero(worse)[0] // k, steps)
+            if attempt == retries - 1:
                 ban[:] = False  # every try added overrun: the first choice, as before
     return schedule_from_fine(inp, fine_runs, placed, alloc, busy, lev, k, T2)
 

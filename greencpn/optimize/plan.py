@@ -361,6 +361,13 @@ def make_plan(
     )
 
 
+#: wall-clock budgets (s) of the placement's budget feedback passes after its second pass, and
+#: of the per-job cap level candidates' retry passes after each order's first: on fleets whose
+#: budgets bind (L-loaded) every pass is a full placement + node repair, and the FIFO candidate
+#: with re-insertion is the plan there; S, M and L finish inside them
+PLACEMENT_PASSES_BUDGET_S = 20.0
+LEVELS_BUDGET_S = 15.0
+
 #: the plan_source name of the FIFO candidate (the shutdown-idle baseline's schedule)
 FIFO = "FIFO with spill (shutdown-idle)"
 
@@ -537,7 +544,9 @@ def finish_plan(
     for oname, base_order in ({} if anchored else job_orders(inp)).items():
         order, first = base_order, set[int]()
         reserve = np.zeros((len(inp.sites), inp.T))
-        for _ in range(3):
+        for i_pass in range(3):
+            if i_pass > 0 and time.perf_counter() - t3 > LEVELS_BUDGET_S:
+                break
             # jobs found late go first in the next pass, and the energy by which the node
             # repair (min up, start-ups) went over a budget is held back there
             s_lv = place_jobs(
@@ -879,7 +888,10 @@ def place_and_repair(
     order = base
     stale = 0
     first: set[int] = set()
+    t_start = time.perf_counter()
     for i in range(max_passes):
+        if i > 1 and time.perf_counter() - t_start > PLACEMENT_PASSES_BUDGET_S:
+            break  # a loaded fleet: the FIFO candidate and re-insertion carry the plan
         if i == 0:
             sched, n, u, d, ev = first_pass
         else:

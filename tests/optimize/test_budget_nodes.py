@@ -97,3 +97,27 @@ def test_plan_and_baselines_stay_inside_the_budget(fleet, make):
     for name in ("shutdown_idle", "carbon_aware_greedy"):
         assert doc["baselines"][name]["budget_overrun_kwh"] == pytest.approx(0.0, abs=1e-9), name
         assert doc["baselines"][name]["late_jobs"] == 0, name
+
+
+def test_node_repair_stops_a_node_rather_than_bridge_over_the_budget(fleet):
+    """Bridging a one-slot gap is cheaper than a start-up here (boot 10 kW × 6 min = 1 kWh
+    against 0.1 kWh idle), but the 0.05 kW budget of slot 1 forbids the idle node: the repair
+    stops it (n = 1, 0, 1). Job b starts at 02:15, after the boot step, so no node is needed
+    in slot 1 for it either."""
+    boot_pool = pool("p").replace(
+        "min_down_h", "boot_time_min = 6\nnode_boot_w = 10000\nmin_down_h"
+    )
+    path = fleet(
+        carbon={"Z": [100, 100, 100]},
+        sites=site([2.0, 0.05, 2.0]),
+        pools=boot_pool,
+        jobs=[
+            job("a", work=0.75, release=0.25, deadline=1),
+            job("b", work=0.75, release=2.25, deadline=3),
+        ],
+        extra="",
+    )
+    inp, sched, n, ev = fifo(path)
+    assert [float(x) for x in sched.start_h] == [0.25, 2.25]
+    assert n[0].tolist() == [1, 0, 1]
+    assert ev.totals["budget_overrun_kwh"] == pytest.approx(0.0, abs=1e-9)
