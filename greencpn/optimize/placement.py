@@ -252,12 +252,13 @@ def place_jobs(
         reserve[p, : T * k] = np.repeat(pool.reserve_gpus, k)
     alloc = reserve.copy()
     busy = np.zeros((P, F))
-    # Sites with a budget: the nodes each pool needs are counted as the node repair will keep
+    # Sites with a budget, FIFO ("asap": the baselines and the FIFO candidate, placed with idle
+    # nodes off): the nodes each pool needs are counted as the node repair will keep
     # them (:func:`node_profile` over :func:`nodes_to_hold`: min up after a start, a node on a
     # slot early for a job in its boot steps, boot energy per start), not only in the slots
     # its jobs run; the headroom there is the budget less that energy and the busy power.
     budgeted = np.array([bool(np.isfinite(s_.budget_kw).any()) for s_ in inp.sites])
-    exact = bool(budgeted.any())
+    exact = bool(budgeted.any()) and mode == "asap"
     base_n = np.ceil(nodes_on.astype(float) - 1e-9).astype(int)  # [P, T]
     prof = base_n.copy()
     node_e = np.zeros((P, T * k))  # meter kWh per step of each pool's nodes (idle, off, boot)
@@ -313,9 +314,7 @@ def place_jobs(
         group_of[list(grp.jobs)] = gi
     residual = None if guide is None else guide.astype(float).copy()
     candidates: dict[tuple, np.ndarray] = {}  # pools a job may use, by (allowed sites, GPUs)
-    # FIFO spills as far as it must; the priced modes, whose budget feedback passes hold energy
-    # back anyway, try once more (each try is a full option search)
-    retries = BUDGET_RETRIES if mode == "asap" else 2
+    retries = BUDGET_RETRIES
     level_arrays: dict[tuple, tuple] = {}  # "levels" mode: per (candidates key, level)
     jobs_on: list[list[int]] = [[] for _ in range(P)]
     work_of = np.zeros(J)
