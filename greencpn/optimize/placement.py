@@ -258,7 +258,7 @@ def place_jobs(
     # slot early for a job in its boot steps, boot energy per start), not only in the slots
     # its jobs run; the headroom there is the budget less that energy and the busy power.
     budgeted = np.array([bool(np.isfinite(s_.budget_kw).any()) for s_ in inp.sites])
-    exact = bool(budgeted.any()) and mode == "asap"
+    count_nodes = bool(budgeted.any()) and mode == "asap"
     base_n = np.ceil(nodes_on.astype(float) - 1e-9).astype(int)  # [P, T]
     prof = base_n.copy()
     node_e = np.zeros((P, T * k))  # meter kWh per step of each pool's nodes (idle, off, boot)
@@ -279,7 +279,7 @@ def place_jobs(
             node_profile(need.tolist(), pool.initial_on, pool.min_up_slots, pool.spares), dtype=int
         )
 
-    if exact:
+    if count_nodes:
         for p, pool in enumerate(inp.pools):
             if not budgeted[pool.site]:
                 continue
@@ -348,7 +348,7 @@ def place_jobs(
                     residual[gi, site_of[p], t // k] -= job.gpus * thr[p, t] * dt * f
         fine_runs[j] = list(zip(steps, fracs, strict=True))
         add_runs(j, p, steps, fracs)
-        if exact and budgeted[site_of[p]]:
+        if count_nodes and budgeted[site_of[p]]:
             refresh(p)
             return
         for t in steps:
@@ -442,7 +442,7 @@ def place_jobs(
         for jj in affected:  # back in at the new power, then shortened to their work
             add_runs(jj, p, [t for t, _ in fine_runs[jj]], [f for _, f in fine_runs[jj]])
             retime(jj, p)
-        if affected and exact and budgeted[site_of[p]]:
+        if affected and count_nodes and budgeted[site_of[p]]:
             refresh(p)
 
     score = (
@@ -793,7 +793,7 @@ def place_jobs(
             ci, steps, fracs = best
             p = int(cand[ci])
             s_p = int(site_of[p])
-            if not exact or not budgeted[s_p] or attempt == retries:
+            if not count_nodes or not budgeted[s_p] or attempt == retries:
                 place(j, p, steps.tolist(), fracs.tolist())
                 break
             snap = snapshot(j, p)
