@@ -136,7 +136,7 @@ class AgentNodeHook:
         power_hook = None
         if nested is not None:
             if not isinstance(nested, Mapping):
-                raise s._err(
+                raise s.error(
                     "power",
                     f"must be a hook table, got {nested!r}",
                     '[pools.hook.power] kind = "ipmi"',

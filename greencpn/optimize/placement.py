@@ -921,31 +921,26 @@ def _best_option(
         if mode == "asap":
             per_work = np.where(fits, tidx[None, :].astype(float), BIG)
         order = np.argsort(per_work, axis=1, kind="stable")
-        rate_sorted = np.take_along_axis(rate, order, axis=1)
-        ok_sorted = np.take_along_axis(fits, order, axis=1)
-        rate_sorted = np.where(ok_sorted, rate_sorted, 0.0)
+        rows = np.arange(order.shape[0])[:, None]
+        rate_sorted = np.where(fits[rows, order], rate[rows, order], 0.0)
         cum = np.cumsum(rate_sorted, axis=1)
         enough = cum[:, -1] >= W - 1e-9
         if not enough.any():
             return None
         n_take = np.argmax(cum >= W - 1e-9, axis=1)  # index of last slot taken
-        kk = n_take[:, None]
-        prev_cum = np.where(kk > 0, np.take_along_axis(cum, np.maximum(kk - 1, 0), axis=1), 0.0)[
-            :, 0
-        ]
-        last_rate = np.take_along_axis(rate_sorted, kk, axis=1)[:, 0]
+        r1 = rows[:, 0]
+        prev_cum = np.where(n_take > 0, cum[r1, np.maximum(n_take - 1, 0)], 0.0)
+        last_rate = rate_sorted[r1, n_take]
         frac_last = (W - prev_cum) / np.maximum(last_rate, 1e-12)
         if mode == "asap":  # earliest finish; exact ties go to the first candidate (first site)
-            last_step = np.take_along_axis(order, kk, axis=1)[:, 0]
+            last_step = order[r1, n_take]
             totals = np.where(enough, last_step + frac_last, np.inf)
         else:
             # total per candidate: the full slots before the last plus the fraction of the last
-            cost_sorted = np.take_along_axis(slot_cost + late_cost, order, axis=1)
+            cost_sorted = (slot_cost + late_cost)[rows, order]
             ccum = np.cumsum(np.minimum(cost_sorted, BIG), axis=1)
-            prev_cost = np.where(
-                kk > 0, np.take_along_axis(ccum, np.maximum(kk - 1, 0), axis=1), 0.0
-            )[:, 0]
-            last_cost = np.take_along_axis(cost_sorted, kk, axis=1)[:, 0]
+            prev_cost = np.where(n_take > 0, ccum[r1, np.maximum(n_take - 1, 0)], 0.0)
+            last_cost = cost_sorted[r1, n_take]
             totals = np.where(enough, prev_cost + frac_last * last_cost, np.inf)
         c = int(np.argmin(totals))
         n_last = int(n_take[c])
@@ -967,29 +962,29 @@ def _best_option(
     end_idx = found.reshape(target.shape) - np.arange(nc)[:, None] * (T2 + 1) - 1
     valid = end_idx < T2
     end_idx = np.minimum(end_idx, T2 - 1)
+    rows = np.arange(nc)[:, None]
     bad = np.concatenate([np.zeros((nc, 1)), np.cumsum(~fits, axis=1)], axis=1)
     # summed over fitting steps only: a window with a step that does not fit is invalid
     # anyway (n_bad), and a BIG in the running sum would wipe out the low digits of every
     # later window's cost (1e18 + 0.1 − 1e18 = 0: such windows looked free)
+    step_cost = slot_cost + late_cost
     cost_cum = np.concatenate(
-        [np.zeros((nc, 1)), np.cumsum(np.where(fits, slot_cost + late_cost, 0.0), axis=1)],
-        axis=1,
+        [np.zeros((nc, 1)), np.cumsum(np.where(fits, step_cost, 0.0), axis=1)], axis=1
     )
-    starts = tidx[None, :].repeat(nc, 0)
-    n_bad = np.take_along_axis(bad, end_idx + 1, axis=1) - np.take_along_axis(bad, starts, axis=1)
+    # tidx is 0..T2-1, so a window starting at s reads column s of the running sums
+    starts = tidx[None, :]
+    n_bad = bad[rows, end_idx + 1] - bad[:, :-1]
     valid &= (n_bad == 0) & (starts >= r)
     if mode == "greedy":
         valid &= end_idx <= D  # on time, or not this level
     if not valid.any() and not table:
         return None
     # cost of full slots [s, e) plus the fraction of slot e
-    full_cost = np.take_along_axis(cost_cum, end_idx, axis=1) - np.take_along_axis(
-        cost_cum, starts, axis=1
-    )
-    done_before_e = np.take_along_axis(C, end_idx, axis=1) - C[:, :-1]
-    last_rate = np.take_along_axis(rate, end_idx, axis=1)
+    full_cost = cost_cum[rows, end_idx] - cost_cum[:, :-1]
+    done_before_e = C[rows, end_idx] - C[:, :-1]
+    last_rate = rate[rows, end_idx]
     frac = np.clip((W - done_before_e) / np.maximum(last_rate, 1e-12), 0.0, 1.0)
-    last_cost = np.take_along_axis(slot_cost + late_cost, end_idx, axis=1) * frac
+    last_cost = step_cost[rows, end_idx] * frac
     total = np.where(valid, full_cost + last_cost, np.inf)
     if mode == "asap":
         total = np.where(valid, starts.astype(float), np.inf)

@@ -20,8 +20,14 @@ ORIGINAL = 'hook = { kind = "none" }'
 
 #: (hook table, the field the error must name, words its fix must contain)
 CASES: dict[str, tuple[str, str, str]] = {
-    # (a command hook with no command at all is accepted: many fleets and tests use it as
-    # "a switchable pool" for planning; each missing command refuses its operation at apply)
+    # a command hook that names no command could switch nothing: refused at load (a pool to
+    # plan freely without switching it is kind "none" with advisory = true)
+    "command-no-command": ('{ kind = "command" }', "hook.power_on", "advisory = true"),
+    "command-no-command-only-timeout": (
+        '{ kind = "command", timeout_s = 5 }',
+        "hook.power_on",
+        "power_on =",
+    ),
     "command-bad-timeout": (
         '{ kind = "command", power_on = "/bin/true", timeout_s = "long" }',
         "hook.timeout_s",

@@ -7,15 +7,14 @@ per-node, per-GPU-index caps that follow from each job's planned cap.
        Nodes=gpu03 CPU_IDs=0-7 Mem=64000 GRES=gpu:1(IDX:3)
 
 (Slurm 20.11+; older releases write ``GRES_IDX=gpu(IDX:0-1)``). :func:`parse_job_gpus` turns
-that into ``{node: (indices...)}``; :func:`per_gpu_caps` merges several jobs' caps into one
-``{node: {index: cap_w}}`` map for the node agents (``/v1/gpu/power-limit`` takes a GPU index)
-or the local NVML backend, refusing two jobs that claim the same GPU.
+that into ``{node: (indices...)}``. Apply's reconcile (:func:`greencpn.actuate.reconcile._job_caps`)
+puts each running job's cap on those indices, whole or not at all, and refuses a job whose GPU
+another job already claims.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
 
 from greencpn.actuate import hostlist
 from greencpn.domain.slurm import array_tasks
@@ -78,24 +77,3 @@ def running_job_gpus(
             fix="request GPUs as GRES (--gres=gpu:N / --gpus) so Slurm records their indices",
         )
     return gpus
-
-
-def per_gpu_caps(
-    jobs: Iterable[tuple[str, float, Mapping[str, tuple[int, ...]]]],
-) -> dict[str, dict[int, float]]:
-    """``(job id, cap W, {node: indices})`` for each running job → ``{node: {index: cap}}``."""
-    caps: dict[str, dict[int, float]] = {}
-    owner: dict[tuple[str, int], str] = {}
-    for job_id, cap_w, gpus in jobs:
-        for node, indices in gpus.items():
-            for i in indices:
-                prev = owner.get((node, i))
-                if prev is not None and prev != job_id:
-                    raise ConfigError(
-                        f"GPU {i} of {node} is claimed by jobs {prev} and {job_id}",
-                        source="scontrol show job -d",
-                        fix="read every job's GPUs in one pass; a GPU runs one job at a time",
-                    )
-                owner[(node, i)] = job_id
-                caps.setdefault(node, {})[i] = cap_w
-    return caps

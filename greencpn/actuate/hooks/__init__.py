@@ -172,14 +172,11 @@ def make_hook(
     """Build the hook a pool's :class:`greencpn.config.HookConfig` describes.
 
     Args:
-        hook_config: a ``HookConfig`` (``kind`` plus the per-kind keys) or a plain mapping.
+        hook_config: a validated ``HookConfig`` (one model per kind) or a plain mapping.
         source: the config file, named in error messages.
 
     Raises:
         ConfigError: unknown kind, a missing or malformed key, or an unknown key.
     """
-    if isinstance(hook_config, Mapping):
-        table = dict(hook_config)
-    else:
-        table = {"kind": hook_config.kind, **(hook_config.model_extra or {})}
+    table = dict(hook_config) if isinstance(hook_config, Mapping) else hook_config.as_table()
     return make_hook_from_mapping(table, source=source)

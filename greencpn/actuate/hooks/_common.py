@@ -129,7 +129,7 @@ def raise_if_failed(
 
 
 class HookSettings:
-    """Typed access to the per-kind keys of a :class:`greencpn.config.HookConfig`.
+    """Typed access to the per-kind keys of a hook table (``HookConfig.as_table()``).
 
     Every getter records the key as known; :meth:`check_unknown` then refuses typos.
     """

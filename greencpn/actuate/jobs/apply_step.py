@@ -117,7 +117,7 @@ def preview_step(
     """``apply --dry-run``: what the job phase would do, reading the schedulers and the ledger
     only (nothing is changed or recorded). Pools count as ready (the dry run boots nothing)."""
     from greencpn.actuate.jobs import JobPolicy, decide, planned_jobs, steer_targets
-    from greencpn.actuate.jobs.engine import _describe
+    from greencpn.actuate.jobs.execution import _describe
 
     lines: list[str] = []
     plan_jobs = planned_jobs(plan)

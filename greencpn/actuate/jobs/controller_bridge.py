@@ -47,15 +47,14 @@ from greencpn.actuate.jobs.base import (
     PendingJob,
     SteerMode,
 )
+from greencpn.actuate.jobs.decisions import _begin_of_record
 from greencpn.actuate.jobs.engine import (
     JobPolicy,
-    _begin_of_record,
-    _json,
-    _remember,
     deadline_of,
     latest_safe_start,
     steer_targets,
 )
+from greencpn.actuate.jobs.execution import _json, _remember
 from greencpn.actuate.ledger import LEDGER_FILE, Ledger
 from greencpn.config import JobConfig
 from greencpn.errors import TemporaryError

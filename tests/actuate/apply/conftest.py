@@ -57,6 +57,13 @@ def pool_toml(
     hook: str = "command",
 ) -> str:
     hostlist = hostlist or f"{name}n[1-{nodes}]"
+    # the World replaces each pool's hook by a fake; a command hook must still name a command
+    # to load (these would fail loudly if one ever ran)
+    table = (
+        '{ kind = "command", power_on = "/bin/false", power_off = "/bin/false" }'
+        if hook == "command"
+        else f'{{ kind = "{hook}" }}'
+    )
     return f"""
 [[pools]]
 name = "{name}"
@@ -70,7 +77,7 @@ min_up_h = {min_up_h}
 min_down_h = {min_down_h}
 spares = {spares}
 hostlist = "{hostlist}"
-hook = {{ kind = "{hook}" }}
+hook = {table}
 """
 
 

@@ -46,7 +46,7 @@ def write(tmp: Path, *pools: str) -> Path:
 def test_every_hook_and_hostlist_problem_at_load_naming_the_pool(tmp_path: Path) -> None:
     cfg = write(
         tmp_path,
-        pool("ok", 2, "ok[1-2]", '{ kind = "command" }'),
+        pool("ok", 2, "ok[1-2]", '{ kind = "command", power_on = "/bin/true" }'),
         pool("osl-h100", 2, "osl[1-2]", '{ kind = "ipmi" }'),  # no bmcs, no user
         pool("lon-a100", 6, "lon-a[01-06", '{ kind = "slurm" }'),  # broken
         pool("short", 4, "s[1-3]", '{ kind = "slurm" }'),  # 3 names for 4 nodes
@@ -77,8 +77,8 @@ def test_pool_without_a_hook_needs_no_hostlist_and_nodes_listed_twice_are_refuse
     load_config(write(tmp_path, pool("adv", 3, None, '{ kind = "none" }')))
     cfg = write(
         tmp_path,
-        pool("a", 2, "n[1-2]", '{ kind = "command" }'),
-        pool("b", 2, "n[2-3]", '{ kind = "command" }'),
+        pool("a", 2, "n[1-2]", '{ kind = "command", power_on = "/bin/true" }'),
+        pool("b", 2, "n[2-3]", '{ kind = "command", power_on = "/bin/true" }'),
     )
     with pytest.raises(ConfigError, match=r"pools\[1\]\(b\)\.hostlist.*n2.*pools\[0\]\(a\)"):
         load_config(cfg)

@@ -24,7 +24,7 @@ def fleet(tmp: Path, hook_b: str) -> Path:
     ]
     (tmp / "carbon.csv").write_text("\n".join(rows) + "\n")
     pools = ""
-    for name, hook in (("a", '{ kind = "command" }'), ("b", hook_b)):
+    for name, hook in (("a", '{ kind = "command", power_on = "/bin/true" }'), ("b", hook_b)):
         pools += f"""
 [[pools]]
 name = "{name}"

@@ -218,3 +218,26 @@ def test_without_a_source_of_job_gpus_the_pool_cap_applies_and_the_diff_says_so(
     rep = w.apply(p)
     assert w.caps("node1") == [300.0] * 4 and rep.exit_code == 0
     assert "1 job(s) with their own cap in the plan: not applied, no source" in w.printed[-1]
+
+
+def test_two_jobs_with_different_caps_on_one_gpu_the_second_is_refused_whole(
+    make_world: Any, tmp_path: Path
+) -> None:
+    # Slurm reports job 3 on node1 GPUs 1-2 while job 1 holds GPUs 0-1 (e.g. a shared GPU):
+    # one GPU cannot carry two caps. Job 1 (first in the plan) gets its cap; job 3 is refused
+    # whole — not even on its GPU 2, which nobody else claims — and the refusal is reported.
+    shared = REC2.replace("JobId=2", "JobId=3").replace("GRES=gpu:1(IDX:2)", "GRES=gpu:2(IDX:1-2)")
+    w = world(make_world, tmp_path, {"1": REC1, "3": shared})
+    rep = w.apply(plan(w, 300.0, {"1": 250.0, "3": 200.0}))
+    assert w.caps("node1") == [250.0, 250.0, 300.0, 300.0]  # no 200 W anywhere
+    assert w.caps("node2") == [300.0] * 4
+    assert rep.job_caps_not_applied == ["job:3"]
+    (held,) = [s for s in rep.steps if s.status == "skipped"]
+    assert held.targets == ("job:3",)
+    assert "node1:gpu1 is also claimed by job 1" in held.message
+    assert "keep the pool's cap" in held.message
+    ok = {s.message: s.targets for s in rep.steps if s.status == "ok"}
+    assert ok["2 GPU(s) to 250 W (job 1's own cap)"] == ("node1:gpu0", "node1:gpu1")
+    assert not any("job 3" in s.message and s.status == "ok" for s in rep.steps)
+    assert rep.exit_code == 1 and rep.outcome == "partial"
+    assert "1 job cap(s) not applied" in rep.format()

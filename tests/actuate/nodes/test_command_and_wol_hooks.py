@@ -23,7 +23,7 @@ from greencpn.actuate.hooks import (
 )
 from greencpn.actuate.hooks.command import parse_status_lines
 from greencpn.actuate.hooks.wol import WolHook, magic_packet, parse_mac
-from greencpn.config import HookConfig
+from greencpn.config import CommandHookConfig, NoneHookConfig
 from greencpn.errors import ConfigError, PermanentError, TemporaryError
 
 # A tiny "cluster" kept in files: <state>/<node> holds "on"/"off", <state>/<node>.drain the reason.
@@ -64,7 +64,7 @@ def fake_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path,
     script = _script(tmp_path, "fake_power.sh", FAKE_POWER)
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[3]))
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    cfg = HookConfig(
+    cfg = CommandHookConfig(
         kind="command",
         power_on=[str(script), str(state), "on"],
         power_off=[str(script), str(state), "off"],
@@ -201,9 +201,9 @@ def test_config_errors_name_the_field() -> None:
         make_hook({"kind": "teleport"})
     with pytest.raises(ConfigError, match="hook.macs.n1"):
         make_hook({"kind": "wol", "macs": {"n1": "zz:00"}, "address": "127.0.0.1"})
-    assert isinstance(make_hook(HookConfig()), NullHook)
+    assert isinstance(make_hook(NoneHookConfig()), NullHook)
     with pytest.raises(PermanentError):
-        make_hook(HookConfig()).power_off(["n1"])
+        make_hook(NoneHookConfig()).power_off(["n1"])
 
 
 # ------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 from greencpn.actuate.base import NodePower
 from greencpn.actuate.hooks import NodeHookPermanentError, make_hook
 from greencpn.actuate.hooks.slurm import SlurmHook
-from greencpn.config import HookConfig
+from greencpn.config import SlurmHookConfig
 from greencpn.errors import PermanentError, TemporaryError
 from tests.slurm_cluster import free_port as _free_port
 from tests.slurm_cluster import wait_for as _wait
@@ -30,9 +30,7 @@ pytestmark = pytest.mark.slow
 
 
 def _hook(cluster: SlurmCluster, **extra: object) -> SlurmHook:
-    hook = make_hook(
-        HookConfig(kind="slurm", slurm_conf=cluster.env["SLURM_CONF"], timeout_s=20, **extra)
-    )
+    hook = make_hook(SlurmHookConfig(slurm_conf=cluster.env["SLURM_CONF"], timeout_s=20, **extra))
     assert isinstance(hook, SlurmHook)
     return hook
 
