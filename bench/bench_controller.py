@@ -161,9 +161,11 @@ def bench_l(window: int, controller: str = "") -> dict:
         queue.jobs = kept + new
         write_carbon(body, 0.2, 1)
         clock.set(START + timedelta(hours=1, minutes=1))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         r2 = c.step()
         out["step_s"] = time.perf_counter() - t0
+        out["step_cpu_s"] = time.process_time() - c0  # this process, all its threads
+        out["baseline"] = r2.metrics.get("baseline")
         out["phases"] = r2.phase_s
         out["solver"] = r2.solver_status
         out["gap"] = r2.mip_gap
@@ -387,6 +389,26 @@ def l_compare(a) -> int:
     for k in keys:
         name = "**whole step**" if k == "step_s" else f"phase {k}"
         lines.append(f"| {name} | " + " | ".join(f"{val(r[1], k):.2f}" for r in runs) + " |")
+        if k == "step_s":
+            lines.append(
+                "| whole step, CPU s (the process, all threads) | "
+                + " | ".join(
+                    f"{r[1]['step_cpu_s']:.2f}" if "step_cpu_s" in r[1] else "n/a" for r in runs
+                )
+                + " |"
+            )
+
+    def base_label(L: dict) -> str:
+        b = L.get("baseline")
+        if not isinstance(b, dict):
+            return "priced (no label)" if "baseline" not in L else "none"
+        if b.get("priced"):
+            return "priced this step"
+        return f"reused (step #{b.get('step_id')}, {b.get('age_steps')} step(s) old)"
+
+    lines.append(
+        "| carbon-agnostic baseline | " + " | ".join(base_label(r[1]) for r in runs) + " |"
+    )
     for k, name in ps_keys:
         lines.append(f"| {name} | " + " | ".join(f"{val(r[1], k):.2f}" for r in runs) + " |")
     lines.append(

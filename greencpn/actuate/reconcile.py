@@ -238,9 +238,10 @@ def compute_diff(
     """Observe the fleet and decide, per pool, what to switch and which caps to set."""
     pools_cfg = {p.name: p for p in config.pools}
     diffs = []
+    known = ledger.node_records()  # one query for the fleet (nothing below writes the ledger)
     for pool in plan["pools"]:
         d, target = _pool_view(pool, pools_cfg, slot, config, backends, settings, source)
-        records = {n: ledger.node(n) for n in d.nodes}
+        records = {n: known.get(n) or NodeRecord(name=n) for n in d.nodes}
         records = _overdue_boots(d, records, now)
         _choose_switching(d, records, now)
         _diff_caps(d, target, records, backends, _plan_job_caps(plan, d.name))

@@ -58,6 +58,16 @@ class ControllerConfig(_Strict):
         "the carbon-aware greedy, as in `greencpn plan`). The greedy schedule is still built "
         "when it competes as a candidate",
     )
+    baselines_every: int = Field(
+        default=1,
+        ge=1,
+        strict=True,  # a whole number of steps: "3" or 3.0 in the file is a mistake
+        description="price the baselines every this many steps (1: every step). In between, "
+        "the saving figures (ledger, Prometheus, greencpn status) use the newest priced "
+        "carbon-agnostic baseline's figure for the same slot, labelled with the step and time "
+        "it was priced at; it is priced afresh once it is this many steps old, no longer covers "
+        "the slot, or the fleet changed",
+    )
     candidates_max_jobs: int = Field(
         default=1000,
         ge=0,

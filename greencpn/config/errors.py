@@ -28,6 +28,7 @@ _FIX_HINTS = {
     "float_parsing": "write a number",
     "finite_number": "write a finite number (inf and nan are not allowed here)",
     "int_parsing": "write a whole number",
+    "int_type": "write a whole number, without quotes",
     "bool_parsing": "write true or false",
     "literal_error": "use one of the listed values",
     "too_short": "give at least one entry",

@@ -216,6 +216,18 @@ def _chosen_stab(doc: dict[str, Any]) -> float | None:
     return None
 
 
+def _reuse_label(reuse: Mapping[str, Any]) -> dict[str, Any]:
+    """How a step that reused the baseline says so (metrics, plan.json, daemon state)."""
+    return {
+        "priced": False,
+        "step_id": reuse["step_id"],
+        "priced_at": reuse["priced_at"],
+        "slot_start": reuse["slot_start"],
+        "age_steps": reuse["age_steps"],
+        "age_s": reuse["age_s"],
+    }
+
+
 def _job_call(ja: JobActuator, d: JobDecision) -> Callable[[], Any]:
     if d.kind == "defer":
         return lambda: ja.defer(d.job_id, _parse(d.detail["until"]))
@@ -647,6 +659,9 @@ class Controller:
         must_on = np.zeros((P, T), dtype=int)
         must_off = np.zeros((P, T), dtype=int)
         pools_cfg = {p.name: p for p in self._cfg.pools}
+        epoch, us = datetime(1970, 1, 1, tzinfo=UTC), timedelta(microseconds=1)
+        # slot 0 began before now: a node is held in it only if it is held now (exact µs)
+        from_us = np.array([(max(ts, now) - epoch) // us for ts in inp.slot_starts], dtype=np.int64)
         for p, pool in enumerate(inp.pools):
             pc = pools_cfg[pool.name]
             for n in expand(pc.hostlist) if pc.hostlist else []:
@@ -654,11 +669,8 @@ class Controller:
                 if ev is None:
                     continue
                 hold_h = pc.min_up_h if ev.event == "on" else pc.min_down_h
-                until = ev.at + timedelta(hours=hold_h)
-                for t, ts in enumerate(inp.slot_starts):
-                    # slot 0 began before now: the node is held in it only if it is held now
-                    if max(ts, now) < until:
-                        (must_on if ev.event == "on" else must_off)[p, t] += 1
+                until_us = (ev.at + timedelta(hours=hold_h) - epoch) // us
+                (must_on if ev.event == "on" else must_off)[p] += from_us < until_us
         a.must_on, a.must_off = must_on, must_off
         if latest is not None:
             a.latest = latest
@@ -719,6 +731,8 @@ class Controller:
             skipped = (
                 f"{len(inp.jobs)} jobs > controller.candidates_max_jobs = {ctl.candidates_max_jobs}"
             )
+        reuse = self._baseline_to_reuse(inp)
+        self._baseline_reuse = reuse
         res = planmod.make_plan(
             cfg2,
             self.clock,
@@ -731,15 +745,108 @@ class Controller:
             candidates=candidates,
             incremental=len(inp.jobs) >= ctl.incremental_min_jobs,
             improve=False,  # the re-insertion pass is for one-off plans (no stability cost)
-            baselines=ctl.baselines,
+            baselines="none" if reuse is not None else ctl.baselines,
         )
         if skipped:
             res.document.setdefault("solver", {})["candidates_skipped"] = skipped
+        if reuse is not None:
+            sv = res.document.setdefault("solver", {})
+            sv["baselines"] = ctl.baselines
+            sv["baselines_reused"] = _reuse_label(reuse)
+            res.document.setdefault("diagnostics", []).append(
+                f"baselines: not priced this step (controller.baselines_every = "
+                f"{ctl.baselines_every}); the saving figures use the carbon-agnostic baseline "
+                f"priced by step #{reuse['step_id']} at {reuse['priced_at']} for slot "
+                f"{reuse['slot_start']} ({reuse['age_steps']} step(s), "
+                f"{reuse['age_s'] / 3600.0:g} h old)"
+            )
         self._model, self._model_key = (built[-1] if built else model), key
         used = self._model
         if isinstance(used, StablePlanModel):
             res.document.setdefault("solver", {})["warm_start"] = dict(used.warm_start_info)
         return res
+
+    # ------------------------------------------------------------------ baselines every N steps
+    _step_id: int | None = None
+    _baseline_reuse: dict[str, Any] | None = None
+
+    def _baseline_fleet(self, inp: PlanInputs) -> str:
+        """What the stored baseline was priced for: the pools, slot length and baseline set
+        (a reload that changes any of them prices afresh)."""
+        ctl = self._cfg.raw.controller
+        return repr(
+            (
+                ctl.baselines,
+                inp.slot_h,
+                [(p.name, p.site, p.nodes, p.gpus_per_node) for p in inp.pools],
+            )
+        )
+
+    def _baseline_to_reuse(self, inp: PlanInputs) -> dict[str, Any] | None:
+        """The newest priced baseline (ledger kv ``baseline_priced``) when this step may use it
+        instead of pricing (``[controller] baselines_every``): priced fewer than N steps ago,
+        for the same fleet, and its horizon still covers this slot. ``None``: price now."""
+        ctl = self._cfg.raw.controller
+        if ctl.baselines == "none" or ctl.baselines_every <= 1 or self._step_id is None:
+            return None
+        kv = self.ledger.get_kv("baseline_priced")
+        if not kv or kv.get("fleet") != self._baseline_fleet(inp):
+            return None
+        age_steps = self._step_id - int(kv["step_id"])
+        if not 0 < age_steps < ctl.baselines_every:
+            return None
+        k = (inp.start - _parse(kv["slot_start"])).total_seconds() / 3600.0 / inp.slot_h
+        if abs(k - round(k)) > 1e-9 or not 0 <= round(k) < len(kv["carbon_kg"]):
+            return None
+        return {
+            **kv,
+            "slot_offset": int(round(k)),
+            "age_steps": age_steps,
+            "age_s": (self.clock.now() - _parse(kv["priced_at"])).total_seconds(),
+        }
+
+    def _baseline_saving(
+        self, res: planmod.PlanResult, m: dict[str, Any], step_id: int | None, start: datetime
+    ) -> None:
+        """This slot's saving against the carbon-agnostic baseline (``saved_kg_co2e``,
+        ``saved_kwh``) and ``m["baseline"]``: which pricing it comes from. Priced this step:
+        stored as the newest priced baseline (per slot, summed over sites)."""
+        ctl = self._cfg.raw.controller
+        ex = res.executed
+        ex_kg = float(ex.site_carbon_kg[:, 0].sum())
+        ex_kwh = float(ex.site_energy_kwh[:, 0].sum())
+        base = res.baselines.get("carbon_agnostic")  # none with [controller] baselines = none
+        reuse = self._baseline_reuse
+        if base is not None:
+            m["saved_kg_co2e"] = float(base.site_carbon_kg[:, 0].sum() - ex_kg)
+            m["saved_kwh"] = float(base.site_energy_kwh[:, 0].sum() - ex_kwh)
+            priced_at = _iso(self.clock.now())
+            m["baseline"] = {
+                "priced": True,
+                "step_id": step_id,
+                "priced_at": priced_at,
+                "slot_start": _iso(start),
+                "age_steps": 0,
+                "age_s": 0.0,
+                "every": ctl.baselines_every,
+            }
+            if ctl.baselines_every > 1 and step_id is not None:
+                self.ledger.set_kv(
+                    "baseline_priced",
+                    {
+                        "step_id": step_id,
+                        "priced_at": priced_at,
+                        "slot_start": _iso(start),
+                        "fleet": self._baseline_fleet(res.inputs),
+                        "carbon_kg": base.site_carbon_kg.sum(axis=0).tolist(),
+                        "energy_kwh": base.site_energy_kwh.sum(axis=0).tolist(),
+                    },
+                )
+        elif reuse is not None:
+            k = reuse["slot_offset"]
+            m["saved_kg_co2e"] = float(reuse["carbon_kg"][k]) - ex_kg
+            m["saved_kwh"] = float(reuse["energy_kwh"][k]) - ex_kwh
+            m["baseline"] = {**_reuse_label(reuse), "every": ctl.baselines_every}
 
     @staticmethod
     def _model_signature(inp: PlanInputs, anchor: Anchor | None) -> tuple:
@@ -812,6 +919,8 @@ class Controller:
         res: planmod.PlanResult | None = None
         doc: dict[str, Any] | None = None
         step_id = ledger.begin_step(started, start, self.mode.value)
+        self._step_id = step_id
+        self._baseline_reuse = None
         self._moves = None
         for note in self.recovered:
             errors.append({"type": "recovered", "where": "start", "message": note})
@@ -1217,15 +1326,7 @@ class Controller:
             # against the newest plan: the chosen candidate's stability cost, jobs moved
             m["stability"] = {k: v for k, v in self._moves.items() if k != "moved_ids"}
         if res is not None:
-            base = res.baselines.get("carbon_agnostic")  # none with [controller] baselines = none
-            ex = res.executed
-            if base is not None:
-                m["saved_kg_co2e"] = float(
-                    base.site_carbon_kg[:, 0].sum() - ex.site_carbon_kg[:, 0].sum()
-                )
-                m["saved_kwh"] = float(
-                    base.site_energy_kwh[:, 0].sum() - ex.site_energy_kwh[:, 0].sum()
-                )
+            self._baseline_saving(res, m, self._step_id, res.inputs.start)
             m["solve_s"] = float(res.outcome.solve_s)
             m["model_reused"] = bool(res.outcome.warm)
             ws = (res.document.get("solver") or {}).get("warm_start") or {}

@@ -304,6 +304,11 @@ def format_status(doc: dict[str, Any]) -> str:
         f"savings     {doc['savings']['kg_co2e']:.1f} kg CO2e, {doc['savings']['kwh']:.1f} kWh "
         f"vs the carbon-agnostic baseline ({doc['savings']['slots_counted']} slot(s) counted)",
     ]
+    base = next(
+        (s["baseline"] for s in reversed(doc.get("last_steps") or []) if s.get("baseline")), None
+    )
+    if base:
+        lines.append(f"            last step's baseline: {_baseline_label(base)}")
     lines.append("last steps")
     for s in doc.get("last_steps", []):
         acts = ", ".join(f"{k} {v}" for k, v in sorted((s.get("actions") or {}).items())) or "none"
@@ -359,6 +364,16 @@ def format_status(doc: dict[str, Any]) -> str:
     if doc.get("reload") and not doc["reload"].get("ok"):
         lines.append(f"last reload REFUSED at {doc['reload']['at']}: {doc['reload']['error']}")
     return "\n".join(lines)
+
+
+def _baseline_label(b: dict[str, Any]) -> str:
+    """'priced in step #4' or 'reused from step #1 (priced 2026-…Z, 2 step(s), 2 h old)'."""
+    if b.get("priced"):
+        return f"priced in step #{b.get('step_id')} ({_short(b.get('priced_at'))})"
+    return (
+        f"reused from step #{b.get('step_id')} (priced {_short(b.get('priced_at'))}, "
+        f"{b.get('age_steps')} step(s), {float(b.get('age_s') or 0) / 3600.0:.3g} h old)"
+    )
 
 
 def _short(ts: Any) -> str:

@@ -361,6 +361,8 @@ class Daemon:
             "jobs": m.get("jobs"),
             "saved_kg_co2e": m.get("saved_kg_co2e"),
             "saved_kwh": m.get("saved_kwh"),
+            # which pricing of the carbon-agnostic baseline the saving used (baselines_every)
+            "baseline": m.get("baseline"),
             "plan": _plan_summary(result.plan),
         }
         steps = self.state["steps"]

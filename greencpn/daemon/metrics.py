@@ -23,6 +23,10 @@ greencpn_errors_total{type}                          counter step errors + daemo
 greencpn_steps_total{status,reason}                  counter steps run
 greencpn_saved_co2e_kilograms_total                  gauge   sum over slots vs the baseline
 greencpn_saved_energy_kilowatt_hours_total           gauge   sum over slots vs the baseline
+greencpn_savings_baseline_age_seconds                gauge   age of the baseline the last
+                                                             step's saving used (0: priced)
+greencpn_savings_baseline_age_steps                  gauge   the same in steps
+                                                             (``[controller] baselines_every``)
 greencpn_leader                                      gauge   1 while this instance leads
 greencpn_leader_epoch                                gauge   the leader epoch (if leading)
 greencpn_enforce                                     gauge   1 in enforce mode, 0 in shadow
@@ -120,6 +124,17 @@ class DaemonMetrics:
             "Estimated energy saved vs the carbon-agnostic baseline, summed over slots, kWh",
             registry=r,
         )
+        self.baseline_age_s = Gauge(
+            "greencpn_savings_baseline_age_seconds",
+            "Age of the carbon-agnostic baseline the last step's saving figure used, s "
+            "(0: priced in that step; [controller] baselines_every)",
+            registry=r,
+        )
+        self.baseline_age_steps = Gauge(
+            "greencpn_savings_baseline_age_steps",
+            "Age of the carbon-agnostic baseline the last step's saving figure used, steps",
+            registry=r,
+        )
         self.leader = Gauge("greencpn_leader", "1 while this instance is the leader", registry=r)
         self.epoch = Gauge("greencpn_leader_epoch", "Leader epoch while leading", registry=r)
         self.enforce = Gauge("greencpn_enforce", "1 in enforce mode, 0 in shadow mode", registry=r)
@@ -166,6 +181,10 @@ class DaemonMetrics:
             self.jobs_failsafe.labels(
                 site=e.get("site") or "", pool=e.get("pool") or "", backend=e.get("backend") or ""
             ).inc()
+        base = m.get("baseline")
+        if isinstance(base, dict):
+            self.baseline_age_s.set(float(base.get("age_s") or 0.0))
+            self.baseline_age_steps.set(float(base.get("age_steps") or 0))
         self.last_step.set(result.finished_at.timestamp())
 
     def set_savings(self, kg_co2e: float, kwh: float) -> None:

@@ -118,12 +118,17 @@ class PlanModel:
         # families that only need ids first, objective last (it needs the Pyomo vars)
         for fam in FAMILIES[:-1]:
             fam.add(self.mb, inp, self.V)
+        self._add_rows()
         self.mb.finalize()
         objective.add(self.mb, inp, self.V)
         self.build_s = time.perf_counter() - t0
         self._solver: Any = None  # pyomo.contrib.solver HiGHS, persistent across solves
         self._highs_time_total = 0.0
         self.placement_order: str | None = None  # the job order that won the last placement
+
+    def _add_rows(self) -> None:
+        """More builder rows before :meth:`ModelBuilder.finalize` (a subclass's families:
+        builder rows reach HiGHS through the fast hand-off, ``fast_highs_class``)."""
 
     @property
     def model(self):

@@ -161,6 +161,14 @@ def extension_slots(inp: PlanInputs) -> int:
     return inp.T + longest + 1
 
 
+def _per_pool(
+    inp: PlanInputs, cand: np.ndarray, lv_c: np.ndarray, field: str, F: int
+) -> np.ndarray:
+    """[C, F] each candidate pool's value of ``field`` (per level) at its level, every step."""
+    vals = np.array([getattr(inp.pools[p], field)[lv] for p, lv in zip(cand, lv_c, strict=True)])
+    return np.repeat(vals[:, None], F, axis=1)
+
+
 def place_jobs(
     inp: PlanInputs,
     nodes_on: np.ndarray,
@@ -315,7 +323,6 @@ def place_jobs(
     residual = None if guide is None else guide.astype(float).copy()
     candidates: dict[tuple, np.ndarray] = {}  # pools a job may use, by (allowed sites, GPUs)
     retries = BUDGET_RETRIES
-    level_arrays: dict[tuple, tuple] = {}  # "levels" mode: per (candidates key, level)
     jobs_on: list[list[int]] = [[] for _ in range(P)]
     work_of = np.zeros(J)
     # greedy: one cap level per pool and slot, fixed by the first job placed there (-1 = free);
@@ -551,9 +558,10 @@ def place_jobs(
             dt=dt,
             w_late=obj.lateness_weight_per_gpu_h,
         )
-        # a site budget with the node dynamics counted (min up after a start, a node on a slot
-        # early for a job in its first steps, boot energy): an option that adds overrun there is
-        # refused and placed again with the steps behind the overrun closed to it on that pool
+        # a site budget with the node dynamics counted (FIFO: min up after a start, a node on a
+        # slot early for a job in its first steps, boot energy): an option that adds overrun
+        # there is refused and placed again with the steps behind the overrun closed to it on
+        # that pool
         ban = np.zeros((cand.size, F), dtype=bool)
         for attempt in range(retries + 1):
             capc = cap_fine[cand] if attempt == 0 else np.where(ban, -1.0, cap_fine[cand])
@@ -574,20 +582,10 @@ def place_jobs(
                     tab = _best_option(
                         **common,
                         mode="greedy",
-                        thr=np.stack(
-                            [
-                                np.full(F, inp.pools[p].level_thr[lv])
-                                for p, lv in zip(cand, lv_c, strict=True)
-                            ]
-                        ),
+                        thr=_per_pool(inp, cand, lv_c, "level_thr", F),
                         gpu_cost=gpu_cost[cand],
                         cap=np.where(np.repeat(ok, k, axis=1), capc, -1.0),
-                        extra_kw=np.stack(
-                            [
-                                np.full(F, inp.pools[p].level_extra_kw[lv])
-                                for p, lv in zip(cand, lv_c, strict=True)
-                            ]
-                        ),
+                        extra_kw=_per_pool(inp, cand, lv_c, "level_extra_kw", F),
                         head=head[site_of[cand]],
                         score=score[cand],
                         table=True,
@@ -626,20 +624,10 @@ def place_jobs(
                         opt = _best_option(
                             **{**common, "D": F},
                             mode="finish",
-                            thr=np.stack(
-                                [
-                                    np.full(F, inp.pools[p].level_thr[lv])
-                                    for p, lv in zip(cand, lv_c, strict=True)
-                                ]
-                            ),
+                            thr=_per_pool(inp, cand, lv_c, "level_thr", F),
                             gpu_cost=gpu_cost[cand],
                             cap=np.where(np.repeat(ok, k, axis=1), capc, -1.0),
-                            extra_kw=np.stack(
-                                [
-                                    np.full(F, inp.pools[p].level_extra_kw[lv])
-                                    for p, lv in zip(cand, lv_c, strict=True)
-                                ]
-                            ),
+                            extra_kw=_per_pool(inp, cand, lv_c, "level_extra_kw", F),
                             head=head[site_of[cand]],
                         )
                         if opt is not None:
@@ -647,7 +635,7 @@ def place_jobs(
                     if ends:
                         _, _, best, chosen_lv = min(ends, key=lambda e: (e[0], e[1]))
                 if best is None:
-                    break
+                    continue
                 assert chosen_lv is not None
                 ci = best[0]
                 p = int(cand[ci])
@@ -665,41 +653,50 @@ def place_jobs(
                 # level is closed to it; the cheapest (pool, level, start) wins
                 best, chosen_lv, best_cost = None, None, np.inf
                 n_lv = max(len(inp.pools[p].level_thr) for p in cand)
-                late_h_all = np.maximum(0, tidx - d_step) * dt
+                # searched from the job's release on (no step before it can take the job): the
+                # window's own step numbers, 0 = lo
+                lo = min(r_step, F - 1)
+                nw = F - lo
+                late_h_all = np.maximum(0, tidx[lo:] - d_step) * dt
+                win_c = dict(
+                    common,
+                    r=r_step - lo,
+                    D=d_step - lo,
+                    T=T * k - lo,
+                    T2=nw,
+                    tidx=tidx[:nw],
+                    n_free=n_free[cand, lo:],
+                    alloc=alloc[cand, lo:],
+                )
+                head_c = head[site_of[cand], lo:]
+                unit_c = unit[site_of[cand], lo:] * pue[cand][:, None]
+                lvl_c = np.repeat(lvl_set[cand], k, axis=1)[:, lo:]
+                cap_c = capc[:, lo:]
                 for lv in range(n_lv):
-                    arrays = level_arrays.get((key, lv))
-                    if arrays is None:  # the same for every job with these candidate pools
-                        lv_c = np.array([min(lv, len(inp.pools[p].level_thr) - 1) for p in cand])
-                        thr_c = np.stack(
-                            [
-                                np.full(F, inp.pools[p].level_thr[x])
-                                for p, x in zip(cand, lv_c, strict=True)
-                            ]
-                        )
-                        ext_c = np.stack(
-                            [
-                                np.full(F, inp.pools[p].level_extra_kw[x])
-                                for p, x in zip(cand, lv_c, strict=True)
-                            ]
-                        )
-                        cost_c = (ext_c + (idle_kw[cand] / gpn[cand])[:, None]) * dt
-                        cost_c = cost_c * pue[cand][:, None] * unit[site_of[cand]]
-                        arrays = level_arrays[(key, lv)] = (lv_c, thr_c, ext_c, cost_c)
-                    lv_c, thr_c, ext_c, cost_c = arrays
-                    ok = (lvl_set[cand] == -1) | (lvl_set[cand] == lv_c[:, None])
+                    lv_c = np.array([min(lv, len(inp.pools[p].level_thr) - 1) for p in cand])
+                    ok = (lvl_c == -1) | (lvl_c == lv_c[:, None])
+                    thr_1 = np.array(
+                        [inp.pools[p].level_thr[x] for p, x in zip(cand, lv_c, strict=True)]
+                    )
+                    ext_1 = np.array(
+                        [inp.pools[p].level_extra_kw[x] for p, x in zip(cand, lv_c, strict=True)]
+                    )
+                    thr_c = np.repeat(thr_1[:, None], nw, axis=1)
+                    ext_c = np.repeat(ext_1[:, None], nw, axis=1)
+                    cost_c = ((ext_1 + idle_kw[cand] / gpn[cand]) * dt)[:, None] * unit_c
                     opt = _best_option(
-                        **common,
+                        **win_c,
                         mode="plan",
                         thr=thr_c,
                         gpu_cost=cost_c,
-                        cap=np.where(np.repeat(ok, k, axis=1), capc, -1.0),
+                        cap=np.where(ok, cap_c, -1.0),
                         extra_kw=ext_c,
-                        head=head[site_of[cand]],
+                        head=head_c,
                     )
                     if opt is None:
                         continue
                     c_, stp, frs = opt
-                    rate = job.gpus * thr_c[c_, stp] * dt
+                    rate = job.gpus * thr_1[c_] * dt
                     total = float(
                         (job.gpus * cost_c[c_, stp] * frs).sum()
                         + (
@@ -711,7 +708,7 @@ def place_jobs(
                         ).sum()
                     )
                     if total < best_cost - 1e-12:
-                        best, chosen_lv, best_cost = opt, lv_c, total
+                        best, chosen_lv, best_cost = (c_, stp + lo, frs), lv_c, total
                 if job.deadline_slot < T and (
                     best is None or best[1][-1] + best[2][-1] > late_at + 1e-9
                 ):
@@ -735,7 +732,7 @@ def place_jobs(
                         set_level(pf, up, 0)
                         best, chosen_lv = fast, np.zeros(cand.size, dtype=int)
                 if best is None:
-                    break
+                    continue
                 assert chosen_lv is not None
                 p = int(cand[best[0]])
                 lv_p = int(chosen_lv[best[0]])

@@ -771,8 +771,9 @@ def _job_caps(
 #: penalties the pass cannot remove (L-loaded: 64 M against FIFO's 0.13 M; after 20 s of the
 #: pass 29 M), on S, M, L and the example it is within a few % of the best
 IMPROVE_SKIP_RATIO = 2.0
-#: the re-insertion pass's time per candidate
+#: the re-insertion pass's time per candidate: one-job sweeps, then multi-job moves
 IMPROVE_TIME_LIMIT_S = 20.0
+IMPROVE_GROUP_MOVES_S = 5.0
 
 
 def _improved_candidates(inp: PlanInputs, cands: list) -> tuple[list, list[dict]]:
@@ -789,7 +790,12 @@ def _improved_candidates(inp: PlanInputs, cands: list) -> tuple[list, list[dict]
         if c[1] == "optimised placement" and c[0] <= IMPROVE_SKIP_RATIO * max(ranked[0][0], 1e-9)
     ]
     for obj_, name, cand in picked:
-        sched1, stats = improve_schedule(inp, cand[0], time_limit_s=IMPROVE_TIME_LIMIT_S)
+        sched1, stats = improve_schedule(
+            inp,
+            cand[0],
+            time_limit_s=IMPROVE_TIME_LIMIT_S,
+            group_moves_s=IMPROVE_GROUP_MOVES_S,
+        )
         n1, u1, d1 = repair_nodes(inp, sched1)
         ev1 = evaluate(inp, sched1, n1, u1)
         info.append({"from": name, "objective_before": obj_, "objective": ev1.objective, **stats})

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import pyomo.environ as pyo
+from pyomo.core.expr.numeric_expr import LinearExpression
 
 from greencpn.optimize.inputs import PlanInputs
 from greencpn.optimize.milp import PlanModel
@@ -315,8 +316,9 @@ class StablePlanModel(PlanModel):
     def __init__(
         self, inp: PlanInputs, anchor: Anchor | None = None, *, warm_start: bool = True
     ) -> None:
+        self.anchor = anchor  # before the build: _add_rows reads it
+        self._flap_ids = np.zeros(0, dtype=np.int64)
         super().__init__(inp)
-        self.anchor = anchor
         self.warm_start = warm_start
         self.warm_start_info: dict[str, Any] = {"given": 0}
         if anchor is not None:
@@ -439,36 +441,65 @@ class StablePlanModel(PlanModel):
                     ub = max(pool.nodes - off, int(var.lb or 0))
                     var.setub(min(var.ub if var.ub is not None else pool.nodes, ub))
 
+    def _known_flap_cells(self) -> list[tuple[int, int]]:
+        a, inp = self.anchor, self.inp
+        if a is None or a.prev_nodes_on is None or a.flap_weight <= 0:
+            return []
+        return [
+            (p, t)
+            for p in range(len(inp.pools))
+            for t in range(inp.T)
+            if np.isfinite(a.prev_nodes_on[p, t])
+        ]
+
+    def _add_rows(self) -> None:
+        """The flap rows as builder rows (family ``stab_flap``), so the fast hand-off loads
+        them: ``n[p,t] − f[i] ≤ n̂[p,t]`` and ``−n[p,t] − f[i] ≤ −n̂[p,t]`` per known cell
+        (``f ≥ |n − n̂|``, written as Pyomo's ``f >= n − n̂`` and ``f >= n̂ − n`` reach HiGHS,
+        so the HiGHS model is the one the ConstraintList gave)."""
+        known = self._known_flap_cells()
+        if not known:
+            return
+        a, V, mb = self.anchor, self.V, self.mb
+        assert a is not None and a.prev_nodes_on is not None
+        f = mb.new_vars("cont", (len(known),))
+        for i, (p, t) in enumerate(known):
+            n = int(V.n[p, t])
+            prev = float(a.prev_nodes_on[p, t])
+            mb.add_row("stab_flap", (n, int(f[i])), (1.0, -1.0), hi=prev)
+            mb.add_row("stab_flap", (n, int(f[i])), (-1.0, -1.0), hi=-prev)
+        self._flap_ids = f
+
     def _add_stability(self, a: Anchor) -> None:
-        m, V, mb, inp = self.model, self.V, self.mb, self.inp
-        terms: list = []
-        P, T = len(inp.pools), inp.T
-        if a.prev_nodes_on is not None and a.flap_weight > 0:
-            known = [
-                (p, t) for p in range(P) for t in range(T) if np.isfinite(a.prev_nodes_on[p, t])
-            ]
-            if known:
-                m.stab_flap = pyo.Var(range(len(known)), domain=pyo.NonNegativeReals)
-                m.stab_flap_rows = pyo.ConstraintList()
-                for i, (p, t) in enumerate(known):
-                    n = mb.vars[int(V.n[p, t])]
-                    prev = float(a.prev_nodes_on[p, t])
-                    m.stab_flap_rows.add(m.stab_flap[i] >= n - prev)
-                    m.stab_flap_rows.add(m.stab_flap[i] >= prev - n)
-                terms.append(
-                    a.flap_weight * pyo.quicksum(m.stab_flap[i] for i in range(len(known)))
-                )
+        """The stability terms, appended to the objective as one flat linear expression
+        (the plan's own terms first, then ``w_flap · f``, then ``(w_site·m + w_shift·h) · x``):
+        the hand-off reads it in one pass, not as a nested sum."""
+        m, V, mb = self.model, self.V, self.mb
+        allv = mb.vars
+        coefs: list = []
+        vars_: list = []
+        if self._flap_ids.size:
+            w = float(a.flap_weight)
+            for i in self._flap_ids.tolist():
+                coefs.append(w)
+                vars_.append(allv[int(i)])
         coef = np.zeros(V.x_id.size)
         if a.moved_share is not None and a.site_weight_per_gpu_h > 0 and V.x_id.size:
             coef += a.site_weight_per_gpu_h * a.moved_share[V.x_k, V.x_s]
         if a.shift_slots is not None and a.shift_weight_per_gpu_h_slot > 0 and V.x_id.size:
             coef += a.shift_weight_per_gpu_h_slot * a.shift_slots[V.x_k, V.x_t]
         nz = np.nonzero(coef > 0)[0]
-        if nz.size:
-            terms.append(
-                pyo.quicksum(float(coef[i]) * mb.vars[int(V.x_id[i])] for i in nz.tolist())
-            )
-        if terms:
+        for i in nz.tolist():
+            coefs.append(float(coef[i]))
+            vars_.append(allv[int(V.x_id[i])])
+        if coefs:
             base = m.objective.expr
             m.objective.deactivate()
-            m.objective_stable = pyo.Objective(expr=base + sum(terms), sense=pyo.minimize)
+            m.objective_stable = pyo.Objective(
+                expr=LinearExpression(
+                    constant=0,
+                    linear_coefs=list(base.linear_coefs) + coefs,
+                    linear_vars=list(base.linear_vars) + vars_,
+                ),
+                sense=pyo.minimize,
+            )

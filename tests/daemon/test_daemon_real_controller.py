@@ -139,3 +139,51 @@ def test_real_controller_acts_only_under_the_etcd_leaders_fence(
     db = sqlite3.connect(follow.controller.ledger_path)
     assert db.execute("SELECT count(*) FROM actions WHERE status = 'done'").fetchone()[0] == 0
     lead.elector.stop()
+
+
+def test_reused_baselines_are_labelled_in_the_state_metrics_and_status(tmp_path: Path) -> None:
+    """``[controller] baselines_every = 3``: four hourly steps price the carbon-agnostic
+    baseline in steps 1 and 4; steps 2 and 3 sum a saving against step 1's baseline, and the
+    daemon's state, its Prometheus gauges and ``greencpn status`` say so, with its age."""
+    trace = trace_jobs(6, hours=4, seed=3)
+    path = write_tiny(tmp_path, days=3, slots=12, time_limit_s=10, controller="baselines_every = 3")
+    clock = SimClock(START + timedelta(minutes=1))
+    cfg = load_config(path)
+    fleet = FakeFleet(cfg, clock)
+    world = SimWorld(cfg, fleet, clock, trace)
+    d = Daemon(
+        path,
+        state_dir=tmp_path / "state",
+        clock=clock,
+        backends=fleet.backends,
+        controller_kwargs={
+            "queue": world,
+            "job_actuator": world,
+            "sleep": lambda s: clock.advance(timedelta(seconds=s)),
+        },
+    )
+    results = d.simulate(clock, START + timedelta(hours=4, minutes=30))  # fires hh:00:30
+    assert len(results) == 4
+    steps = d.state["steps"]
+    assert [s["baseline"]["priced"] for s in steps] == [True, False, False, True]
+    assert [s["baseline"]["step_id"] for s in steps] == [1, 1, 1, 4]
+    assert [s["baseline"]["age_steps"] for s in steps] == [0, 1, 2, 0]
+    # every step still counts its slot's saving, reused ones included
+    total = sum(r.metrics["saved_kg_co2e"] for r in results)
+    assert d.state["savings"]["kg_co2e"] == pytest.approx(total)
+    assert len(d.state["savings"]["slots"]) == 4
+    # the gauges describe the last step (priced): age 0
+    assert d.metrics.baseline_age_steps._value.get() == 0
+    assert d.metrics.baseline_age_s._value.get() == 0
+    d.metrics.observe_step(results[2], reason="test")  # a reusing step: its age
+    assert d.metrics.baseline_age_steps._value.get() == 2
+    assert d.metrics.baseline_age_s._value.get() == results[2].metrics["baseline"]["age_s"] > 0
+    text = format_status(collect_status(tmp_path / "state", steps=4))
+    assert "last step's baseline: priced in step #4" in text, text
+    d.state["steps"] = d.state["steps"][:3]
+    d._write_state()
+    text = format_status(collect_status(tmp_path / "state", steps=3))
+    priced = steps[0]["baseline"]["priced_at"]
+    assert (
+        f"last step's baseline: reused from step #1 (priced {priced}, 2 step(s), 2 h old)" in text
+    ), text

@@ -48,15 +48,31 @@ def example_inputs():
     return make_inputs(cfg, SimClock(START))
 
 
+def _anchor(inp, seed: int = 1) -> Anchor:
+    """Every stability term on: flap rows for the known cells (the last 3 slots unknown),
+    moved share and shifted starts on the x columns, history bounds."""
+    P, T, K, S = len(inp.pools), inp.T, len(inp.groups), len(inp.sites)
+    rng = np.random.default_rng(seed)
+    a = Anchor(flap_weight=0.5, site_weight_per_gpu_h=0.05, shift_weight_per_gpu_h_slot=0.005)
+    prev = rng.integers(0, 5, size=(P, T)).astype(float)
+    prev[:, -3:] = np.nan
+    a.prev_nodes_on = prev
+    a.moved_share = rng.random((K, S))
+    a.shift_slots = rng.random((K, T)) * 3
+    a.must_on = np.zeros((P, T), dtype=int)
+    a.must_on[0, :2] = 1
+    a.must_off = np.zeros((P, T), dtype=int)
+    return a
+
+
 @pytest.mark.parametrize("stable", [False, True])
 def test_same_columns_and_rows_as_the_stock_interface(example_inputs, stable):
     from pyomo.contrib.solver.solvers.highs import Highs
 
     inp = example_inputs
-    if stable:  # extra Pyomo rows and variables added after finalize (the flap terms)
-        a = Anchor(flap_weight=1.0)
-        a.prev_nodes_on = np.full((len(inp.pools), inp.T), 1.0)
-        model = StablePlanModel(inp, a).model
+    if stable:  # the flap rows and columns, the stability objective terms
+        model = StablePlanModel(inp, _anchor(inp)).model
+        assert len(model.c_stab_flap) == 2 * int(np.isfinite(_anchor(inp).prev_nodes_on).sum())
     else:
         model = PlanModel(inp).model
     stock, fast = _loaded(Highs, model), _loaded(fast_highs_class(), model)
@@ -79,3 +95,92 @@ def test_plan_model_solves_to_the_stock_objective(example_inputs):
     out_stock = stock_model.solve()
     assert out_fast.status == out_stock.status
     assert out_fast.objective == pytest.approx(out_stock.objective, rel=1e-9)
+
+
+def _legacy_stable_model(inp, a: Anchor):
+    """The stability terms as they were built before they became builder rows: a Pyomo
+    ConstraintList ``f >= n − n̂``, ``f >= n̂ − n`` and a nested objective sum."""
+    import pyomo.environ as pyo
+
+    pm = PlanModel(inp)
+    m, V, mb = pm.model, pm.V, pm.mb
+    StablePlanModel._add_history_bounds(pm, a)  # type: ignore[arg-type]
+    P, T = len(inp.pools), inp.T
+    known = [(p, t) for p in range(P) for t in range(T) if np.isfinite(a.prev_nodes_on[p, t])]
+    m.stab_flap = pyo.Var(range(len(known)), domain=pyo.NonNegativeReals)
+    m.stab_flap_rows = pyo.ConstraintList()
+    for i, (p, t) in enumerate(known):
+        n = mb.vars[int(V.n[p, t])]
+        prev = float(a.prev_nodes_on[p, t])
+        m.stab_flap_rows.add(m.stab_flap[i] >= n - prev)
+        m.stab_flap_rows.add(m.stab_flap[i] >= prev - n)
+    terms = [a.flap_weight * pyo.quicksum(m.stab_flap[i] for i in range(len(known)))]
+    coef = a.site_weight_per_gpu_h * a.moved_share[V.x_k, V.x_s]
+    coef = coef + a.shift_weight_per_gpu_h_slot * a.shift_slots[V.x_k, V.x_t]
+    nz = np.nonzero(coef > 0)[0]
+    terms.append(pyo.quicksum(float(coef[i]) * mb.vars[int(V.x_id[i])] for i in nz.tolist()))
+    base = m.objective.expr
+    m.objective.deactivate()
+    m.objective_stable = pyo.Objective(expr=base + sum(terms), sense=pyo.minimize)
+    return m
+
+
+def test_stability_rows_take_the_fast_path_and_give_the_legacy_highs_model(example_inputs):
+    """The stability rows are builder rows now (the fast hand-off reads them from its lists,
+    none goes the stock way), and HiGHS gets exactly the model the former ConstraintList gave
+    through the stock interface: same columns, bounds, integrality, costs, rows."""
+    from pyomo.contrib.solver.solvers.highs import Highs
+
+    inp = example_inputs
+    a = _anchor(inp)
+    cls = fast_highs_class()
+    stock_way: list = []
+
+    fast_objective: list[bool] = []
+
+    class Spy(cls):  # type: ignore[misc,valid-type]
+        def _add_run(self, cons, fast):
+            if not fast:
+                stock_way.extend(cons)
+            return super()._add_run(cons, fast)
+
+        def _fast_objective(self, obj):
+            fast_objective.append(super()._fast_objective(obj))
+            return fast_objective[-1]
+
+    fast = _loaded(Spy, StablePlanModel(inp, a).model)
+    assert stock_way == []
+    assert fast_objective == [True]  # the flat objective was read from its lists
+    legacy = _loaded(Highs, _legacy_stable_model(inp, a))
+    lp_l, lp_f = _lp(legacy), _lp(fast)
+    for k in lp_l:
+        assert np.array_equal(lp_l[k], lp_f[k]), k
+    assert legacy._solver_model.getNumRow() == fast._solver_model.getNumRow() > 1000
+
+
+def test_stable_model_solves_to_the_stock_objective(example_inputs):
+    from pyomo.contrib.solver.solvers.highs import Highs
+
+    a = _anchor(example_inputs)
+    out_fast = StablePlanModel(example_inputs, a, warm_start=False).solve()
+    stock_model = StablePlanModel(example_inputs, a, warm_start=False)
+    stock_model._make_solver = Highs  # type: ignore[method-assign]
+    out_stock = stock_model.solve()
+    assert out_fast.status == out_stock.status
+    assert out_fast.objective == pytest.approx(out_stock.objective, rel=1e-9)
+
+
+def test_new_carbon_values_change_the_same_costs_as_the_stock_interface(example_inputs):
+    """The objective's carbon coefficients stay mutable on the fast path: a new intensity in
+    the Params gives the stock interface's new costs."""
+    from pyomo.contrib.solver.solvers.highs import Highs
+
+    model = StablePlanModel(example_inputs, _anchor(example_inputs)).model
+    stock, fast = _loaded(Highs, model), _loaded(fast_highs_class(), model)
+    before = _lp(fast)["cost"]
+    for i in range(len(model.intensity)):
+        model.intensity[i] = 37.0 + i
+    for s in (stock, fast):
+        s._mutable_objective.update()
+    assert np.array_equal(_lp(stock)["cost"], _lp(fast)["cost"])
+    assert not np.array_equal(before, _lp(fast)["cost"])  # the update reached HiGHS

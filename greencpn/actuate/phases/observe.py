@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from greencpn.actuate.base import NodePower
+from greencpn.actuate.ledger import NodeRecord
 from greencpn.actuate.outcomes import StepStatus
 from greencpn.actuate.phases.state import RunState
 
@@ -19,13 +20,16 @@ class ObservePhase(RunState):
 
     def _record_observations(self) -> None:
         now = self.now()
+        # one query for the fleet; each node is in one pool, so its record is read before its
+        # own update below
+        known = self.ledger.node_records() if any(d.actuated for d in self.diffs) else {}
         for d in self.diffs:
             if not d.actuated:
                 continue
             for st in d.statuses:
                 if st.power == NodePower.UNKNOWN:
                     continue
-                rec = self.ledger.node(st.name)
+                rec = known.get(st.name) or NodeRecord(name=st.name)
                 fields: dict[str, Any] = {"pool": d.name, "power": st.power.value, "seen_at": now}
                 was_on = rec.power in ("on", "booting")
                 is_on = st.power in (NodePower.ON, NodePower.BOOTING)

@@ -197,8 +197,9 @@ class Milp:
         if self.time_limit_s > 0:
             ctl.override_solver(time_limit_s=self.time_limit_s)
         # the report baselines decide nothing (the greedy is still built when it competes as
-        # a candidate); a replay measures its own baselines as separate policies
-        ctl.override_controller(baselines="all" if self.baselines else "none")
+        # a candidate); a replay measures its own baselines as separate policies; with them on,
+        # every step prices them (baselines_every = 1, whatever the config says)
+        ctl.override_controller(baselines="all" if self.baselines else "none", baselines_every=1)
         return ctl
 
     # ------------------------------------------------------------------ the controller's queue

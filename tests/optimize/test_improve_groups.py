@@ -1,0 +1,165 @@
+"""Multi-job moves of the re-insertion pass (optimize/improve.py): node spans emptied together,
+related jobs re-inserted together, and the boot steps in the node estimate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from greencpn.clock import SimClock
+from greencpn.config import load_config
+from greencpn.controller.forecast import make_inputs
+from greencpn.optimize.evaluate import evaluate
+from greencpn.optimize.improve import _Packer, improve_schedule
+from greencpn.optimize.placement import boot_steps, job_steps, place_jobs, repair_nodes, work_done
+from tests.optimize.conftest import START
+from tests.optimize.test_improve import _random_fleet
+from tests.optimize.test_plan_tiny import ONE_SITE, job, pool
+
+
+def inputs(path):
+    return make_inputs(load_config(path), SimClock(START))
+
+
+def _asap(inp):
+    P, T = len(inp.pools), inp.T
+    return place_jobs(inp, np.zeros((P, T)), np.zeros((P, T), dtype=int), mode="asap")
+
+
+def _priced(inp, sched):
+    n, u, _ = repair_nodes(inp, sched)
+    return evaluate(inp, sched, n, u), n
+
+
+def _stuck_pair(fleet):
+    """Two 1-GPU jobs of 1 h on one node of 2 GPUs (100 W idle, 300 W per busy GPU), both
+    allowed in slot 0 or 1; slot 1 is cleaner (100 against 110 g/kWh). The earliest-start
+    placement puts both in slot 0: 0.1 + 0.6 = 0.7 kWh × 110 = 0.077 kg. One job alone moved to
+    slot 1 needs the node there too while the other keeps it on in slot 0: 0.4 kWh × 110 +
+    0.4 kWh × 100 = 0.084 kg, worse, so the one-job pass is stuck. Both moved together: 0.7 kWh
+    × 100 = 0.070 kg."""
+    return fleet(
+        carbon={"Z": [110, 100, 300]},
+        sites=ONE_SITE,
+        pools=pool(gpn=2),
+        jobs=[job("a", release=0, deadline=2), job("b", release=0, deadline=2)],
+    )
+
+
+def test_one_job_pass_is_stuck_where_the_pair_move_is_not(fleet):
+    inp = inputs(_stuck_pair(fleet))
+    s0 = _asap(inp)
+    ev0, _ = _priced(inp, s0)
+    assert [float(x) for x in s0.start_h] == [0.0, 0.0]
+    assert ev0.totals["carbon_kg"] == pytest.approx(0.077)
+    s1, info1 = improve_schedule(inp, s0)  # one-job moves only
+    assert info1["moves"] == 0
+    assert [float(x) for x in s1.start_h] == [0.0, 0.0]
+    s2, info2 = improve_schedule(inp, s0, group_moves_s=5.0)
+    ev2, n2 = _priced(inp, s2)
+    assert info2["spans_emptied"] >= 1
+    assert [float(x) for x in s2.start_h] == [1.0, 1.0]
+    assert n2[0].tolist() == [0, 1, 0]  # the node's hour in slot 0 is emptied: it stays off
+    assert ev2.totals["carbon_kg"] == pytest.approx(0.070)
+    assert ev2.totals["late_jobs"] == 0
+
+
+def test_related_jobs_move_together_without_span_moves(fleet):
+    """The same pair found by the related-job move alone (seed job + the jobs of its site that
+    overlap it in time)."""
+    inp = inputs(_stuck_pair(fleet))
+    s2, info = improve_schedule(inp, _asap(inp), group_moves_s=5.0, span_moves=False)
+    ev2, _ = _priced(inp, s2)
+    assert info["spans_emptied"] == 0 and info["related_kept"] >= 1
+    assert ev2.totals["carbon_kg"] == pytest.approx(0.070)
+
+
+def test_a_pair_that_pays_only_apart_is_left_alone(fleet):
+    """Slot 1 cleaner by too little to pay for nothing, and the jobs cannot share a node (2
+    GPUs each on nodes of 2): the pass must not move them (0 gain, the estimate never rises)."""
+    path = fleet(
+        carbon={"Z": [100, 100, 300]},
+        sites=ONE_SITE,
+        pools=pool(gpn=2, nodes=2),
+        jobs=[job("a", gpus=2, work=2.0, release=0, deadline=2)],
+    )
+    inp = inputs(path)
+    s0 = _asap(inp)
+    s1, info = improve_schedule(inp, s0, group_moves_s=2.0)
+    assert info["estimate_after"] <= info["estimate_before"] + 1e-12
+    assert _priced(inp, s1)[0].objective <= _priced(inp, s0)[0].objective + 1e-9
+
+
+def test_boot_steps_need_the_nodes_a_slot_earlier(fleet):
+    """A node takes 15 min to boot (one placement step): GPUs held in the first step of slot 1
+    must be on nodes already on in slot 0, so the estimate needs a node in slot 0 for a job
+    that starts at 01:00 (the node repair's boot-capacity rows)."""
+    path = fleet(
+        carbon={"Z": [100, 100, 100, 100]},
+        sites=ONE_SITE,
+        pools=pool(gpn=2).replace("min_up_h", "boot_time_min = 15\nmin_up_h"),
+        jobs=[job("a", release=1, deadline=3)],
+    )
+    inp = inputs(path)
+    assert boot_steps(inp, 0, 4) == 1
+    s0 = _asap(inp)
+    assert float(s0.start_h[0]) == 1.0
+    pk = _Packer(inp, s0, None, None)
+    n, _u, _ = repair_nodes(inp, s0)
+    assert pk.need_of(0)[: inp.T].tolist() == [1, 1, 0, 0]
+    assert pk.prof_n[0, : inp.T].tolist() == n[0].tolist() == [1, 1, 0, 0]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_group_moves_keep_the_schedule_executable(fleet, seed):
+    """Every job still does exactly its work, on time if it was, GPUs within the nodes on and
+    off booting nodes; the estimate never rises."""
+    inp = inputs(_random_fleet(fleet, seed))
+    P, T = len(inp.pools), inp.T
+    s0 = place_jobs(inp, np.zeros((P, T)), np.zeros((P, T), dtype=int), mode="levels")
+    s1, info = improve_schedule(inp, s0, group_moves_s=3.0)
+    assert info["estimate_after"] <= info["estimate_before"] + 1e-9
+    n, u, _ = repair_nodes(inp, s1)
+    k = s1.subslots
+    for j, jb in enumerate(inp.jobs):
+        assert work_done(inp, s1, j) == pytest.approx(work_done(inp, s0, j), abs=1e-6)
+        if s0.runs[j]:
+            _, d = job_steps(jb, inp, k)
+            if max(t for t, _ in s0.fine_runs[j]) <= d:
+                assert max(t for t, _ in s1.fine_runs[j]) <= d, jb.id
+    for p, pl in enumerate(inp.pools):
+        nb = boot_steps(inp, p, k)
+        for t in range(T):
+            held = s1.alloc_fine[p, t * k : (t + 1) * k]
+            assert held.max() <= pl.gpus_per_node * n[p, t] + 1e-9
+            if nb:
+                assert held[:nb].max() <= pl.gpus_per_node * (n[p, t] - u[p, t]) + 1e-9
+        # GPUs held = the jobs' own runs (nothing left behind by an undone move)
+        own = np.zeros(s1.alloc_fine.shape[1])
+        for j, jb in enumerate(inp.jobs):
+            if int(s1.pool[j]) == p:
+                for t, _f in s1.fine_runs[j]:
+                    own[t] += jb.gpus
+        assert np.allclose(own, s1.alloc_fine[p])
+
+
+def test_site_energy_estimate_includes_boot_energy(fleet):
+    """One node off at the start (100 W idle, 500 W while booting 15 min: 0.1 kWh above idle
+    per start-up), a 1-GPU job of 0.75 h released at 01:00: the node is started in slot 0
+    (its GPU must be up at 01:00), so slot 0 draws 0.1 (idle) + 0.1 (boot) kWh and slot 1 0.1
+    + 0.225 kWh. The estimate the budget checks use is the evaluation's energy, boot
+    included."""
+    path = fleet(
+        carbon={"Z": [300, 100, 300]},
+        sites=ONE_SITE + "power_budget_kw = 5.0\n",
+        pools=pool().replace("min_up_h", "node_boot_w = 500.0\nboot_time_min = 15\nmin_up_h"),
+        jobs=[job("a", work=0.75, release=1, deadline=3)],
+    )
+    inp = inputs(path)
+    s0 = _asap(inp)
+    ev, n = _priced(inp, s0)
+    pk = _Packer(inp, s0, None, None)
+    assert n[0].tolist() == pk.prof_n[0, : inp.T].tolist() == [1, 1, 0]
+    per_slot = pk.site_used[0, : inp.T * pk.k].reshape(inp.T, pk.k).sum(axis=1)
+    assert per_slot.tolist() == pytest.approx([0.2, 0.325, 0.0])
+    assert per_slot.tolist() == pytest.approx(ev.site_energy_kwh[0].tolist())
