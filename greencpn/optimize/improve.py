@@ -44,26 +44,9 @@ from greencpn.optimize.placement import (
     _unit_energy_cost,
     boot_steps,
     job_steps,
+    node_profile,
     schedule_from_fine,
 )
-
-
-def node_profile(need: list[int], initial_on: int, min_up: int, lo: int) -> list[int]:
-    """Nodes on per slot to cover ``need``: at least ``lo`` (spares), every node started stays
-    on ``min_up`` slots, nodes are stopped as soon as nothing needs them (forward pass)."""
-    out: list[int] = []
-    starts = [0] * len(need)
-    prev, held = initial_on, 0  # held = nodes started in the last min_up − 1 slots
-    for t, nd in enumerate(need):
-        if min_up > 1 and t >= min_up:
-            held -= starts[t - min_up]
-        n = max(nd, lo, held)
-        if n > prev:
-            starts[t] = n - prev
-            held += n - prev if min_up > 1 else 0
-        out.append(n)
-        prev = n
-    return out
 
 
 def fine_runs_of(sched: Schedule) -> list[list[tuple[int, float]]]:

@@ -29,6 +29,43 @@ from greencpn.optimize.inputs import JobIn, PlanInputs
 
 BIG = 1e18
 
+#: how many more options a job tries when the one it chose pushes a site over its budget once
+#: the node dynamics are counted (each try closes the steps behind that overrun on that pool)
+BUDGET_RETRIES = 6
+
+
+def node_profile(need: list[int], initial_on: int, min_up: int, lo: int) -> list[int]:
+    """Nodes on per slot to cover ``need``: at least ``lo`` (spares), every node started stays
+    on ``min_up`` slots, nodes are stopped as soon as nothing needs them (forward pass)."""
+    out: list[int] = []
+    starts = [0] * len(need)
+    prev, held = initial_on, 0  # held = nodes started in the last min_up − 1 slots
+    for t, nd in enumerate(need):
+        if min_up > 1 and t >= min_up:
+            held -= starts[t - min_up]
+        n = max(nd, lo, held)
+        if n > prev:
+            starts[t] = n - prev
+            held += n - prev if min_up > 1 else 0
+        out.append(n)
+        prev = n
+    return out
+
+
+def nodes_to_hold(inp: PlanInputs, p: int, alloc_fine: np.ndarray, k: int) -> np.ndarray:
+    """[T] nodes pool ``p`` must have on to hold ``alloc_fine`` ([≥ T·k] GPUs per placement
+    step): each slot's most GPUs held, and, for a slot whose first (boot) steps hold GPUs, those
+    nodes on in the slot before too — a node started in a slot still boots there."""
+    T = inp.T
+    pool = inp.pools[p]
+    a = alloc_fine[: T * k].reshape(T, k)
+    need = np.ceil(a.max(axis=1) / pool.gpus_per_node - 1e-9).astype(int)
+    nb = boot_steps(inp, p, k)
+    if nb and T > 1:
+        at_boot = np.ceil(a[:, :nb].max(axis=1) / pool.gpus_per_node - 1e-9).astype(int)
+        need[:-1] = np.maximum(need[:-1], at_boot[1:])
+    return need
+
 
 @dataclass
 class Schedule:
@@ -223,6 +260,45 @@ def place_jobs(
         reserve[p, : T * k] = np.repeat(pool.reserve_gpus, k)
     alloc = reserve.copy()
     busy = np.zeros((P, F))
+    # Sites with a budget, FIFO ("asap": the baselines and the FIFO candidate, placed with idle
+    # nodes off): the nodes each pool needs are counted as the node repair will keep
+    # them (:func:`node_profile` over :func:`nodes_to_hold`: min up after a start, a node on a
+    # slot early for a job in its boot steps, boot energy per start), not only in the slots
+    # its jobs run; the headroom there is the budget less that energy and the busy power.
+    budgeted = np.array([bool(np.isfinite(s_.budget_kw).any()) for s_ in inp.sites])
+    count_nodes = bool(budgeted.any()) and mode == "asap"
+    base_n = np.ceil(nodes_on.astype(float) - 1e-9).astype(int)  # [P, T]
+    prof = base_n.copy()
+    node_e = np.zeros((P, T * k))  # meter kWh per step of each pool's nodes (idle, off, boot)
+
+    def node_energy(p: int, pr: np.ndarray) -> np.ndarray:
+        pool = inp.pools[p]
+        prev = np.concatenate([[pool.initial_on], pr[:-1]])
+        per_slot = pue[p] * (
+            inp.slot_h * (pool.node_idle_kw * pr + pool.node_off_kw * (pool.nodes - pr))
+            + pool.boot_extra_kwh * np.maximum(0, pr - prev)
+        )
+        return np.repeat(per_slot / k, k)
+
+    def profile(p: int) -> np.ndarray:
+        pool = inp.pools[p]
+        need = np.maximum(nodes_to_hold(inp, p, alloc[p], k), base_n[p])
+        return np.array(
+            node_profile(need.tolist(), pool.initial_on, pool.min_up_slots, pool.spares), dtype=int
+        )
+
+    if count_nodes:
+        for p, pool in enumerate(inp.pools):
+            if not budgeted[pool.site]:
+                continue
+            base_kw = pool.node_idle_kw * nodes_on[p] + pool.node_off_kw * (
+                pool.nodes - nodes_on[p]
+            )
+            head[pool.site, : T * k] += pue[p] * dt * np.repeat(base_kw, k)  # counted below
+            prof[p] = profile(p)
+            node_e[p] = node_energy(p, prof[p])
+            head[pool.site, : T * k] -= node_e[p]
+            n_free[p, : T * k] = np.repeat(np.maximum(base_n[p], prof[p]), k)
     J = len(inp.jobs)
     fine_runs: list[list[tuple[int, float]]] = [[] for _ in range(J)]
     placed = np.full(J, -1)
@@ -246,6 +322,7 @@ def place_jobs(
         group_of[list(grp.jobs)] = gi
     residual = None if guide is None else guide.astype(float).copy()
     candidates: dict[tuple, np.ndarray] = {}  # pools a job may use, by (allowed sites, GPUs)
+    retries = BUDGET_RETRIES
     jobs_on: list[list[int]] = [[] for _ in range(P)]
     work_of = np.zeros(J)
     # greedy: one cap level per pool and slot, fixed by the first job placed there (-1 = free);
@@ -278,6 +355,9 @@ def place_jobs(
                     residual[gi, site_of[p], t // k] -= job.gpus * thr[p, t] * dt * f
         fine_runs[j] = list(zip(steps, fracs, strict=True))
         add_runs(j, p, steps, fracs)
+        if count_nodes and budgeted[site_of[p]]:
+            refresh(p)
+            return
         for t in steps:
             over = alloc[p, t] - n_free[p, t] * gpn[p]
             if over > 0:  # the job needs nodes beyond the MILP's for this slot
@@ -285,6 +365,46 @@ def place_jobs(
                 slot = t // k
                 n_free[p, slot * k : (slot + 1) * k] += add
                 head[site_of[p], slot * k : (slot + 1) * k] -= pue[p] * dt * idle_kw[p] * add
+
+    def refresh(p: int) -> None:
+        """Count pool p's nodes again from what it holds now (sites with a budget)."""
+        pr = profile(p)
+        new_e = node_energy(p, pr)
+        head[site_of[p], : T * k] -= new_e - node_e[p]
+        node_e[p] = new_e
+        prof[p] = pr
+        n_free[p, : T * k] = np.repeat(np.maximum(base_n[p], pr), k)
+
+    def snapshot(j: int, p: int) -> tuple:
+        gi = group_of[j]
+        res_row = residual[gi].copy() if residual is not None and gi >= 0 else None
+        return head[site_of[p]].copy(), n_free[p].copy(), node_e[p].copy(), prof[p].copy(), res_row
+
+    def unplace(j: int, p: int, steps: list[int], fracs: list[float], snap: tuple) -> None:
+        """Take back :func:`place` (the state saved by :func:`snapshot` just before it)."""
+        add_runs(j, p, steps, fracs, -1.0)
+        placed[j] = -1
+        jobs_on[p].remove(j)
+        fine_runs[j] = []
+        head[site_of[p]], n_free[p], node_e[p], prof[p], res_row = snap
+        if res_row is not None and residual is not None:
+            residual[group_of[j]] = res_row
+
+    def ban_mask(p: int, over_slots: np.ndarray, steps) -> np.ndarray:
+        """[F] steps of the refused option to close on pool p: those in the slots whose node
+        start (min up, boot energy) reaches an overrun slot, and the boot steps of the slot
+        after one (a node on a slot early); all of them when none lies there."""
+        nb = boot_steps(inp, p, k)
+        up = inp.pools[p].min_up_slots
+        mask = np.zeros(F, dtype=bool)
+        st = np.asarray(steps, dtype=int)
+        sl, pos = st // k, st % k
+        for v in np.unique(over_slots).tolist():
+            mask[st[(sl >= v - up + 1) & (sl <= v)]] = True
+            mask[st[(sl == v + 1) & (pos < nb)]] = True
+        if not mask.any():
+            mask[st] = True
+        return mask
 
     def retime(j: int, p: int) -> None:
         """Re-time job j on pool p at the pool's current throughput: its runs end as soon as
@@ -329,6 +449,8 @@ def place_jobs(
         for jj in affected:  # back in at the new power, then shortened to their work
             add_runs(jj, p, [t for t, _ in fine_runs[jj]], [f for _, f in fine_runs[jj]])
             retime(jj, p)
+        if affected and count_nodes and budgeted[site_of[p]]:
+            refresh(p)
 
     score = (
         pue[:, None]
@@ -436,216 +558,254 @@ def place_jobs(
             dt=dt,
             w_late=obj.lateness_weight_per_gpu_h,
         )
-        if mode == "greedy":
-            # the work that must happen inside the horizon happens inside it
-            common["D"] = min(d_step, T * k - 1)
-            best = None
-            chosen_lv = None
-            n_lv = max(len(o) for o in (eff_order[p] for p in cand))
-            # the most efficient level that is on time in some window, then that level's window
-            # with the lowest mean PUE × intensity (pools whose slots already run another level
-            # cannot take the job there)
-            pick = None  # (total, end_idx, frac, rank) combined over ranks
-            for rk in range(n_lv):
-                lv_c = np.array([eff_order[p][min(rk, len(eff_order[p]) - 1)] for p in cand])
-                ok = (lvl_set[cand] == -1) | (lvl_set[cand] == lv_c[:, None])  # [C, T2]
-                tab = _best_option(
-                    **common,
-                    mode="greedy",
-                    thr=_per_pool(inp, cand, lv_c, "level_thr", F),
-                    gpu_cost=gpu_cost[cand],
-                    cap=np.where(np.repeat(ok, k, axis=1), cap_fine[cand], -1.0),
-                    extra_kw=_per_pool(inp, cand, lv_c, "level_extra_kw", F),
-                    head=head[site_of[cand]],
-                    score=score[cand],
-                    table=True,
-                )
-                tot, e_i, fr_ = tab
-                if pick is not None and np.isfinite(pick[0]).any():
-                    break  # the most efficient level that is on time somewhere wins
-                if pick is None:
-                    pick = (tot.copy(), e_i.copy(), fr_.copy(), np.zeros(tot.shape, dtype=int))
-                else:
-                    take = ~np.isfinite(pick[0]) & np.isfinite(tot)
-                    pick[0][take] = tot[take]
-                    pick[1][take] = e_i[take]
-                    pick[2][take] = fr_[take]
-                    pick[3][take] = rk
-            if pick is not None and np.isfinite(pick[0]).any():
-                c_, s0 = divmod(int(np.argmin(pick[0])), F)
-                e0 = int(pick[1][c_, s0])
-                stp = np.arange(s0, e0 + 1)
-                frs = np.ones(stp.size)
-                frs[-1] = pick[2][c_, s0]
-                if frs[-1] <= 1e-12 and stp.size > 1:
-                    stp, frs = stp[:-1], frs[:-1]
-                best = (c_, stp, frs)
-                rk = int(pick[3][c_, s0])
-                chosen_lv = np.array([eff_order[p][min(rk, len(eff_order[p]) - 1)] for p in cand])
-            if best is None:  # no level meets the deadline anywhere: the earliest finish
-                ends = []
+        # a site budget with the node dynamics counted (FIFO: min up after a start, a node on a
+        # slot early for a job in its first steps, boot energy): an option that adds overrun
+        # there is refused and placed again with the steps behind the overrun closed to it on
+        # that pool
+        ban = np.zeros((cand.size, F), dtype=bool)
+        for attempt in range(retries + 1):
+            capc = cap_fine[cand] if attempt == 0 else np.where(ban, -1.0, cap_fine[cand])
+            lvl_new: tuple[int, list[int]] | None = None
+            if mode == "greedy":
+                # the work that must happen inside the horizon happens inside it
+                common["D"] = min(d_step, T * k - 1)
+                best = None
+                chosen_lv = None
+                n_lv = max(len(o) for o in (eff_order[p] for p in cand))
+                # the most efficient level that is on time in some window, then that level's window
+                # with the lowest mean PUE × intensity (pools whose slots already run another level
+                # cannot take the job there)
+                pick = None  # (total, end_idx, frac, rank) combined over ranks
                 for rk in range(n_lv):
                     lv_c = np.array([eff_order[p][min(rk, len(eff_order[p]) - 1)] for p in cand])
-                    ok = (lvl_set[cand] == -1) | (lvl_set[cand] == lv_c[:, None])
-                    opt = _best_option(
-                        **{**common, "D": F},
-                        mode="finish",
+                    ok = (lvl_set[cand] == -1) | (lvl_set[cand] == lv_c[:, None])  # [C, T2]
+                    tab = _best_option(
+                        **common,
+                        mode="greedy",
                         thr=_per_pool(inp, cand, lv_c, "level_thr", F),
                         gpu_cost=gpu_cost[cand],
-                        cap=np.where(np.repeat(ok, k, axis=1), cap_fine[cand], -1.0),
+                        cap=np.where(np.repeat(ok, k, axis=1), capc, -1.0),
                         extra_kw=_per_pool(inp, cand, lv_c, "level_extra_kw", F),
                         head=head[site_of[cand]],
+                        score=score[cand],
+                        table=True,
                     )
-                    if opt is not None:
-                        ends.append((float(opt[1][-1] + opt[2][-1]), rk, opt, lv_c))
-                if ends:
-                    _, _, best, chosen_lv = min(ends, key=lambda e: (e[0], e[1]))
-            if best is None:
-                continue
-            assert chosen_lv is not None
-            ci = best[0]
-            p = int(cand[ci])
-            lv_p = int(chosen_lv[ci])
-            new_slots = sorted({int(t) // k for t in best[1]} - set(np.nonzero(lvl_set[p] >= 0)[0]))
-            lvl_set[p, new_slots] = lv_p
-            set_level(p, new_slots, lv_p)
-        elif mode == "levels":
-            # the cap level travels with the job: every level of every candidate pool is priced
-            # by the objective (busy energy + the GPU's share of its node's idle power, at the
-            # slot's carbon and price, + lateness); a slot another job already runs at another
-            # level is closed to it; the cheapest (pool, level, start) wins
-            best, chosen_lv, best_cost = None, None, np.inf
-            n_lv = max(len(inp.pools[p].level_thr) for p in cand)
-            # searched from the job's release on (no step before it can take the job): the
-            # window's own step numbers, 0 = lo
-            lo = min(r_step, F - 1)
-            nw = F - lo
-            late_h_all = np.maximum(0, tidx[lo:] - d_step) * dt
-            win_c = dict(
-                common,
-                r=r_step - lo,
-                D=d_step - lo,
-                T=T * k - lo,
-                T2=nw,
-                tidx=tidx[:nw],
-                n_free=n_free[cand, lo:],
-                alloc=alloc[cand, lo:],
-            )
-            head_c = head[site_of[cand], lo:]
-            unit_c = unit[site_of[cand], lo:] * pue[cand][:, None]
-            lvl_c = np.repeat(lvl_set[cand], k, axis=1)[:, lo:]
-            cap_c = cap_fine[cand, lo:]
-            for lv in range(n_lv):
-                lv_c = np.array([min(lv, len(inp.pools[p].level_thr) - 1) for p in cand])
-                ok = (lvl_c == -1) | (lvl_c == lv_c[:, None])
-                thr_1 = np.array(
-                    [inp.pools[p].level_thr[x] for p, x in zip(cand, lv_c, strict=True)]
-                )
-                ext_1 = np.array(
-                    [inp.pools[p].level_extra_kw[x] for p, x in zip(cand, lv_c, strict=True)]
-                )
-                thr_c = np.repeat(thr_1[:, None], nw, axis=1)
-                ext_c = np.repeat(ext_1[:, None], nw, axis=1)
-                cost_c = ((ext_1 + idle_kw[cand] / gpn[cand]) * dt)[:, None] * unit_c
-                opt = _best_option(
-                    **win_c,
-                    mode="plan",
-                    thr=thr_c,
-                    gpu_cost=cost_c,
-                    cap=np.where(ok, cap_c, -1.0),
-                    extra_kw=ext_c,
-                    head=head_c,
-                )
-                if opt is None:
+                    tot, e_i, fr_ = tab
+                    if pick is not None and np.isfinite(pick[0]).any():
+                        break  # the most efficient level that is on time somewhere wins
+                    if pick is None:
+                        pick = (tot.copy(), e_i.copy(), fr_.copy(), np.zeros(tot.shape, dtype=int))
+                    else:
+                        take = ~np.isfinite(pick[0]) & np.isfinite(tot)
+                        pick[0][take] = tot[take]
+                        pick[1][take] = e_i[take]
+                        pick[2][take] = fr_[take]
+                        pick[3][take] = rk
+                if pick is not None and np.isfinite(pick[0]).any():
+                    c_, s0 = divmod(int(np.argmin(pick[0])), F)
+                    e0 = int(pick[1][c_, s0])
+                    stp = np.arange(s0, e0 + 1)
+                    frs = np.ones(stp.size)
+                    frs[-1] = pick[2][c_, s0]
+                    if frs[-1] <= 1e-12 and stp.size > 1:
+                        stp, frs = stp[:-1], frs[:-1]
+                    best = (c_, stp, frs)
+                    rk = int(pick[3][c_, s0])
+                    chosen_lv = np.array(
+                        [eff_order[p][min(rk, len(eff_order[p]) - 1)] for p in cand]
+                    )
+                if best is None:  # no level meets the deadline anywhere: the earliest finish
+                    ends = []
+                    for rk in range(n_lv):
+                        lv_c = np.array(
+                            [eff_order[p][min(rk, len(eff_order[p]) - 1)] for p in cand]
+                        )
+                        ok = (lvl_set[cand] == -1) | (lvl_set[cand] == lv_c[:, None])
+                        opt = _best_option(
+                            **{**common, "D": F},
+                            mode="finish",
+                            thr=_per_pool(inp, cand, lv_c, "level_thr", F),
+                            gpu_cost=gpu_cost[cand],
+                            cap=np.where(np.repeat(ok, k, axis=1), capc, -1.0),
+                            extra_kw=_per_pool(inp, cand, lv_c, "level_extra_kw", F),
+                            head=head[site_of[cand]],
+                        )
+                        if opt is not None:
+                            ends.append((float(opt[1][-1] + opt[2][-1]), rk, opt, lv_c))
+                    if ends:
+                        _, _, best, chosen_lv = min(ends, key=lambda e: (e[0], e[1]))
+                if best is None:
                     continue
-                c_, stp, frs = opt
-                rate = job.gpus * thr_1[c_] * dt
-                total = float(
-                    (job.gpus * cost_c[c_, stp] * frs).sum()
-                    + (
-                        obj.lateness_weight_per_gpu_h * job.priority * late_h_all[stp] * rate * frs
-                    ).sum()
+                assert chosen_lv is not None
+                ci = best[0]
+                p = int(cand[ci])
+                lv_p = int(chosen_lv[ci])
+                new_slots = sorted(
+                    {int(t) // k for t in best[1]} - set(np.nonzero(lvl_set[p] >= 0)[0])
                 )
-                if total < best_cost - 1e-12:
-                    best, chosen_lv, best_cost = (c_, stp + lo, frs), lv_c, total
-            if job.deadline_slot < T and (
-                best is None or best[1][-1] + best[2][-1] > late_at + 1e-9
-            ):
-                # late at every level the slots allow: full power on any slot (the jobs
-                # already there at a lower level are sped up and re-timed)
-                fast = _best_option(
-                    **common,
-                    mode="plan",
-                    thr=thr_top[cand],
-                    gpu_cost=gpu_cost_top[cand],
-                    cap=cap_fine[cand],
-                    extra_kw=extra_kw_top[cand],
-                    head=head[site_of[cand]] - busy_gain_kwh(cand),
+                lvl_set[p, new_slots] = lv_p
+                lvl_new = (p, new_slots)
+                set_level(p, new_slots, lv_p)
+            elif mode == "levels":
+                # the cap level travels with the job: every level of every candidate pool is priced
+                # by the objective (busy energy + the GPU's share of its node's idle power, at the
+                # slot's carbon and price, + lateness); a slot another job already runs at another
+                # level is closed to it; the cheapest (pool, level, start) wins
+                best, chosen_lv, best_cost = None, None, np.inf
+                n_lv = max(len(inp.pools[p].level_thr) for p in cand)
+                # searched from the job's release on (no step before it can take the job): the
+                # window's own step numbers, 0 = lo
+                lo = min(r_step, F - 1)
+                nw = F - lo
+                late_h_all = np.maximum(0, tidx[lo:] - d_step) * dt
+                win_c = dict(
+                    common,
+                    r=r_step - lo,
+                    D=d_step - lo,
+                    T=T * k - lo,
+                    T2=nw,
+                    tidx=tidx[:nw],
+                    n_free=n_free[cand, lo:],
+                    alloc=alloc[cand, lo:],
                 )
-                if fast is not None and (
-                    best is None or fast[1][-1] + fast[2][-1] < best[1][-1] + best[2][-1]
+                head_c = head[site_of[cand], lo:]
+                unit_c = unit[site_of[cand], lo:] * pue[cand][:, None]
+                lvl_c = np.repeat(lvl_set[cand], k, axis=1)[:, lo:]
+                cap_c = capc[:, lo:]
+                for lv in range(n_lv):
+                    lv_c = np.array([min(lv, len(inp.pools[p].level_thr) - 1) for p in cand])
+                    ok = (lvl_c == -1) | (lvl_c == lv_c[:, None])
+                    thr_1 = np.array(
+                        [inp.pools[p].level_thr[x] for p, x in zip(cand, lv_c, strict=True)]
+                    )
+                    ext_1 = np.array(
+                        [inp.pools[p].level_extra_kw[x] for p, x in zip(cand, lv_c, strict=True)]
+                    )
+                    thr_c = np.repeat(thr_1[:, None], nw, axis=1)
+                    ext_c = np.repeat(ext_1[:, None], nw, axis=1)
+                    cost_c = ((ext_1 + idle_kw[cand] / gpn[cand]) * dt)[:, None] * unit_c
+                    opt = _best_option(
+                        **win_c,
+                        mode="plan",
+                        thr=thr_c,
+                        gpu_cost=cost_c,
+                        cap=np.where(ok, cap_c, -1.0),
+                        extra_kw=ext_c,
+                        head=head_c,
+                    )
+                    if opt is None:
+                        continue
+                    c_, stp, frs = opt
+                    rate = job.gpus * thr_1[c_] * dt
+                    total = float(
+                        (job.gpus * cost_c[c_, stp] * frs).sum()
+                        + (
+                            obj.lateness_weight_per_gpu_h
+                            * job.priority
+                            * late_h_all[stp]
+                            * rate
+                            * frs
+                        ).sum()
+                    )
+                    if total < best_cost - 1e-12:
+                        best, chosen_lv, best_cost = (c_, stp + lo, frs), lv_c, total
+                if job.deadline_slot < T and (
+                    best is None or best[1][-1] + best[2][-1] > late_at + 1e-9
                 ):
-                    pf = int(cand[fast[0]])
-                    up = sorted({int(t) // k for t in fast[1] if lvl_set[pf, int(t) // k] != 0})
-                    lvl_set[pf, up] = 0
-                    set_level(pf, up, 0)
-                    best, chosen_lv = fast, np.zeros(cand.size, dtype=int)
-            if best is None:
-                continue
-            assert chosen_lv is not None
-            p = int(cand[best[0]])
-            lv_p = int(chosen_lv[best[0]])
-            new_slots = sorted({int(t) // k for t in best[1]} - set(np.nonzero(lvl_set[p] >= 0)[0]))
-            lvl_set[p, new_slots] = lv_p
-            set_level(p, new_slots, lv_p)
-        else:
-            extra_cost = None
-            gi = group_of[j]
-            if residual is not None and gi >= 0 and mode == "plan":
-                onplan = np.zeros((cand.size, F), dtype=bool)
-                onplan[:, : T * k] = np.repeat(residual[gi][site_of[cand]] > 1e-6, k, axis=1)
-                dearest = float(gpu_cost[cand, : T * k].mean(axis=1).max()) * job.gpus
-                extra_cost = np.where(onplan, 0.0, dearest)
-            best = _best_option(
-                **common,
-                mode=mode,
-                thr=thr[cand],
-                gpu_cost=gpu_cost[cand],
-                cap=cap_fine[cand],
-                extra_kw=extra_kw[cand],
-                head=head[site_of[cand]],
-                extra_cost=extra_cost,
-            )
-            if (
-                mode == "plan"
-                and job.deadline_slot < T
-                and (best is None or best[1][-1] + best[2][-1] > late_at + 1e-9)
-            ):
-                # Late at the planned caps: try full power (level 0) on the candidate pools. If
-                # that is on time, those pool-slots switch to full power, and the jobs already
-                # there are re-timed to end when their work is done.
-                fast = _best_option(
+                    # late at every level the slots allow: full power on any slot (the jobs
+                    # already there at a lower level are sped up and re-timed)
+                    fast = _best_option(
+                        **common,
+                        mode="plan",
+                        thr=thr_top[cand],
+                        gpu_cost=gpu_cost_top[cand],
+                        cap=capc,
+                        extra_kw=extra_kw_top[cand],
+                        head=head[site_of[cand]] - busy_gain_kwh(cand),
+                    )
+                    if fast is not None and (
+                        best is None or fast[1][-1] + fast[2][-1] < best[1][-1] + best[2][-1]
+                    ):
+                        pf = int(cand[fast[0]])
+                        up = sorted({int(t) // k for t in fast[1] if lvl_set[pf, int(t) // k] != 0})
+                        lvl_set[pf, up] = 0
+                        set_level(pf, up, 0)
+                        best, chosen_lv = fast, np.zeros(cand.size, dtype=int)
+                if best is None:
+                    continue
+                assert chosen_lv is not None
+                p = int(cand[best[0]])
+                lv_p = int(chosen_lv[best[0]])
+                new_slots = sorted(
+                    {int(t) // k for t in best[1]} - set(np.nonzero(lvl_set[p] >= 0)[0])
+                )
+                lvl_set[p, new_slots] = lv_p
+                lvl_new = (p, new_slots)
+                set_level(p, new_slots, lv_p)
+            else:
+                extra_cost = None
+                gi = group_of[j]
+                if residual is not None and gi >= 0 and mode == "plan":
+                    onplan = np.zeros((cand.size, F), dtype=bool)
+                    onplan[:, : T * k] = np.repeat(residual[gi][site_of[cand]] > 1e-6, k, axis=1)
+                    dearest = float(gpu_cost[cand, : T * k].mean(axis=1).max()) * job.gpus
+                    extra_cost = np.where(onplan, 0.0, dearest)
+                best = _best_option(
                     **common,
                     mode=mode,
-                    thr=thr_top[cand],
-                    gpu_cost=gpu_cost_top[cand],
-                    cap=cap_fine[cand],
-                    extra_kw=extra_kw_top[cand],
-                    head=head[site_of[cand]] - busy_gain_kwh(cand),
+                    thr=thr[cand],
+                    gpu_cost=gpu_cost[cand],
+                    cap=capc,
+                    extra_kw=extra_kw[cand],
+                    head=head[site_of[cand]],
                     extra_cost=extra_cost,
                 )
-                if fast is not None and fast[1][-1] + fast[2][-1] <= late_at + 1e-9:
-                    best = fast
-                    pf = int(cand[fast[0]])
-                    raise_slots = sorted(
-                        {int(t) // k for t in fast[1] if t < T * k and lev[pf, t] != 0}
+                if (
+                    mode == "plan"
+                    and job.deadline_slot < T
+                    and (best is None or best[1][-1] + best[2][-1] > late_at + 1e-9)
+                ):
+                    # Late at the planned caps: try full power (level 0) on the candidate pools. If
+                    # that is on time, those pool-slots switch to full power, and the jobs already
+                    # there are re-timed to end when their work is done.
+                    fast = _best_option(
+                        **common,
+                        mode=mode,
+                        thr=thr_top[cand],
+                        gpu_cost=gpu_cost_top[cand],
+                        cap=capc,
+                        extra_kw=extra_kw_top[cand],
+                        head=head[site_of[cand]] - busy_gain_kwh(cand),
+                        extra_cost=extra_cost,
                     )
-                    set_level(pf, raise_slots, 0)
-        if best is None:
-            continue
-        ci, steps, fracs = best
-        p = int(cand[ci])
-        place(j, p, steps.tolist(), fracs.tolist())
+                    if fast is not None and fast[1][-1] + fast[2][-1] <= late_at + 1e-9:
+                        best = fast
+                        pf = int(cand[fast[0]])
+                        raise_slots = sorted(
+                            {int(t) // k for t in fast[1] if t < T * k and lev[pf, t] != 0}
+                        )
+                        set_level(pf, raise_slots, 0)
+            if best is None:
+                break
+            ci, steps, fracs = best
+            p = int(cand[ci])
+            s_p = int(site_of[p])
+            if not count_nodes or not budgeted[s_p] or attempt == retries:
+                place(j, p, steps.tolist(), fracs.tolist())
+                break
+            snap = snapshot(j, p)
+            before = head[s_p, : T * k].copy()
+            place(j, p, steps.tolist(), fracs.tolist())
+            after = head[s_p, : T * k]
+            worse = (after < -1e-9) & (after < before - 1e-9)
+            if not worse.any():
+                break
+            unplace(j, p, steps.tolist(), fracs.tolist(), snap)
+            if lvl_new is not None:
+                lvl_set[lvl_new[0], lvl_new[1]] = -1
+            ban[ci] |= ban_mask(p, np.nonzero(worse)[0] // k, steps)
+            if attempt == retries - 1:
+                ban[:] = False  # every try added overrun: the first choice, as before
     return schedule_from_fine(inp, fine_runs, placed, alloc, busy, lev, k, T2)
 
 
