@@ -576,17 +576,25 @@ def place_jobs(
                 # with the lowest mean PUE × intensity (pools whose slots already run another level
                 # cannot take the job there)
                 pick = None  # (total, end_idx, frac, rank) combined over ranks
-                for rk in range(n_lv):
+
+                def rank_levels(rk: int, cand=cand, capc=capc):
+                    """Each candidate pool's rk-th most efficient level, and the chooser's
+                    arrays at it (pools whose slots run another level cannot take the job)."""
                     lv_c = np.array([eff_order[p][min(rk, len(eff_order[p]) - 1)] for p in cand])
                     ok = (lvl_set[cand] == -1) | (lvl_set[cand] == lv_c[:, None])  # [C, T2]
-                    tab = _best_option(
-                        **common,
-                        mode="greedy",
+                    return lv_c, dict(
                         thr=_per_pool(inp, cand, lv_c, "level_thr", F),
                         gpu_cost=gpu_cost[cand],
                         cap=np.where(np.repeat(ok, k, axis=1), capc, -1.0),
                         extra_kw=_per_pool(inp, cand, lv_c, "level_extra_kw", F),
                         head=head[site_of[cand]],
+                    )
+
+                for rk in range(n_lv):
+                    tab = _best_option(
+                        **common,
+                        mode="greedy",
+                        **rank_levels(rk)[1],
                         score=score[cand],
                         table=True,
                     )
@@ -611,25 +619,12 @@ def place_jobs(
                         stp, frs = stp[:-1], frs[:-1]
                     best = (c_, stp, frs)
                     rk = int(pick[3][c_, s0])
-                    chosen_lv = np.array(
-                        [eff_order[p][min(rk, len(eff_order[p]) - 1)] for p in cand]
-                    )
+                    chosen_lv = rank_levels(rk)[0]
                 if best is None:  # no level meets the deadline anywhere: the earliest finish
                     ends = []
                     for rk in range(n_lv):
-                        lv_c = np.array(
-                            [eff_order[p][min(rk, len(eff_order[p]) - 1)] for p in cand]
-                        )
-                        ok = (lvl_set[cand] == -1) | (lvl_set[cand] == lv_c[:, None])
-                        opt = _best_option(
-                            **{**common, "D": F},
-                            mode="finish",
-                            thr=_per_pool(inp, cand, lv_c, "level_thr", F),
-                            gpu_cost=gpu_cost[cand],
-                            cap=np.where(np.repeat(ok, k, axis=1), capc, -1.0),
-                            extra_kw=_per_pool(inp, cand, lv_c, "level_extra_kw", F),
-                            head=head[site_of[cand]],
-                        )
+                        lv_c, arrays = rank_levels(rk)
+                        opt = _best_option(**{**common, "D": F}, mode="finish", **arrays)
                         if opt is not None:
                             ends.append((float(opt[1][-1] + opt[2][-1]), rk, opt, lv_c))
                     if ends:
