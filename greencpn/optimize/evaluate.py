@@ -23,7 +23,7 @@ import numpy as np
 
 from greencpn.optimize.inputs import PlanInputs
 from greencpn.optimize.objective import BUDGET_OVERRUN_WEIGHT_PER_KWH
-from greencpn.optimize.placement import Schedule
+from greencpn.optimize.schedule import Schedule
 
 #: how work past the horizon end is charged (plan.json ``beyond_horizon_rule``)
 BEYOND_HORIZON_RULE = (

@@ -26,8 +26,8 @@ of the whole schedule falls):
 One cap level per pool and slot stays true: a job may take a level in a slot only where no
 other job runs at another one. GPUs, the boot-time capacity of slot 0 and the site budgets
 (with the estimated nodes) are respected as in :func:`~greencpn.optimize.placement.place_jobs`.
-The result is an ordinary :class:`~greencpn.optimize.placement.Schedule`; the caller repairs
-its nodes exactly (:func:`~greencpn.optimize.placement.repair_nodes`) and keeps it only if the
+The result is an ordinary :class:`~greencpn.optimize.schedule.Schedule`; the caller repairs
+its nodes exactly (:func:`~greencpn.optimize.repair.repair_nodes`) and keeps it only if the
 evaluation is better.
 """
 
@@ -38,14 +38,14 @@ import time
 import numpy as np
 
 from greencpn.optimize.inputs import PlanInputs
-from greencpn.optimize.placement import (
+from greencpn.optimize.options import _best_option
+from greencpn.optimize.schedule import (
     Schedule,
-    _best_option,
-    _unit_energy_cost,
     boot_steps,
     job_steps,
     node_profile,
     schedule_from_fine,
+    unit_energy_cost,
 )
 
 
@@ -89,7 +89,7 @@ class _Packer:
         obj = self.obj = inp.objective
         cw = obj.carbon_weight_per_kg if carbon_w is None else carbon_w
         pw = obj.cost_weight if cost_w is None else cost_w
-        unit_slot = _unit_energy_cost(inp, cw, pw, T2)  # [S, T2]
+        unit_slot = unit_energy_cost(inp, cw, pw, T2)  # [S, T2]
         self.unit = np.repeat(unit_slot, k, axis=1)
         pools = self.pools = inp.pools
         self.site_of = np.array([p.site for p in pools])

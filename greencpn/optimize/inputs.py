@@ -174,7 +174,7 @@ def make_job(j: JobConfig, sites: tuple[int, ...], start: datetime, slot_h: floa
     horizon_end = start + timedelta(hours=slot_h * T)
     # The slots a job may touch at all: the MILP works on whole slots, so it sees the slot
     # holding the release and the one holding the deadline (a relaxation: its bound stays
-    # valid); placement keeps the exact times on its finer grid (placement.job_steps).
+    # valid); placement keeps the exact times on its finer grid (schedule.job_steps).
     r = max(0, math.floor(slot_of(j.release, start, slot_h) + 1e-9))
     d = math.ceil(slot_of(j.deadline, start, slot_h) - 1e-9) - 1
     if j.deadline > horizon_end:

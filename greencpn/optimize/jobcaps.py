@@ -33,7 +33,7 @@ import numpy as np
 from greencpn.config import GpuModelConfig
 from greencpn.optimize.evaluate import Evaluation
 from greencpn.optimize.inputs import PlanInputs
-from greencpn.optimize.placement import Schedule, boot_steps
+from greencpn.optimize.schedule import Schedule, boot_steps
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from greencpn.optimize.inputs import PlanInputs
-from greencpn.optimize.placement import Schedule, job_steps, net_switches
+from greencpn.optimize.repair import net_switches
+from greencpn.optimize.schedule import Schedule, job_steps
 
 
 @dataclass

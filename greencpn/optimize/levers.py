@@ -28,7 +28,7 @@ import numpy as np
 
 from greencpn.optimize.evaluate import evaluate
 from greencpn.optimize.inputs import PlanInputs
-from greencpn.optimize.placement import Schedule
+from greencpn.optimize.schedule import Schedule
 
 LEVERS = ("time", "space", "sleep", "caps")
 LEVER_LABELS = {

@@ -12,153 +12,44 @@ every job gets one pool and its GPU schedule:
 * work that cannot finish inside the horizon runs on past its end (capacity beyond the horizon
   is not modelled; its energy is reported separately).
 
-Then :func:`repair_nodes` re-solves the node family alone (Pyomo + HiGHS, a small MIP) with the
-placement fixed, so nodes on cover every allocated GPU and min up / min down / spares /
-initial state hold exactly. :mod:`greencpn.optimize.evaluate` prices the result with the same
-code as the baselines, and the plan reports its gap to the MILP bound.
+Then :func:`~greencpn.optimize.repair.repair_nodes` re-solves the node family alone (Pyomo +
+HiGHS, a small MIP) with the placement fixed, so nodes on cover every allocated GPU and min up /
+min down / spares / initial state hold exactly. :mod:`greencpn.optimize.evaluate` prices the
+result with the same code as the baselines, and the plan reports its gap to the MILP bound.
+
+The rooms around this one: the grid and the :class:`~greencpn.optimize.schedule.Schedule` it
+fills (:mod:`greencpn.optimize.schedule`), one job's window chooser
+(:mod:`greencpn.optimize.options`), the node repair (:mod:`greencpn.optimize.repair`).
+
+Size: :func:`place_jobs` is one ~600-line function whose closures (``place``, ``unplace``,
+``retime``, ``set_level``, …) share the placement state (GPUs held, busy, budget headroom, node
+profile, greedy levels); cutting it further means turning that state into a class — a rewrite
+with its own risk, not a move (issue 13).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
-from greencpn.optimize.inputs import JobIn, PlanInputs
-
-BIG = 1e18
+from greencpn.optimize.inputs import PlanInputs
+from greencpn.optimize.options import _best_option
+from greencpn.optimize.schedule import (
+    Schedule,
+    boot_steps,
+    extended,
+    extension_slots,
+    job_steps,
+    node_profile,
+    nodes_to_hold,
+    schedule_from_fine,
+    unit_energy_cost,
+)
 
 #: how many more options a job tries when the one it chose pushes a site over its budget once
 #: the node dynamics are counted (each try closes the steps behind that overrun on that pool)
 BUDGET_RETRIES = 6
-
-
-def node_profile(need: list[int], initial_on: int, min_up: int, lo: int) -> list[int]:
-    """Nodes on per slot to cover ``need``: at least ``lo`` (spares), every node started stays
-    on ``min_up`` slots, nodes are stopped as soon as nothing needs them (forward pass)."""
-    out: list[int] = []
-    starts = [0] * len(need)
-    prev, held = initial_on, 0  # held = nodes started in the last min_up − 1 slots
-    for t, nd in enumerate(need):
-        if min_up > 1 and t >= min_up:
-            held -= starts[t - min_up]
-        n = max(nd, lo, held)
-        if n > prev:
-            starts[t] = n - prev
-            held += n - prev if min_up > 1 else 0
-        out.append(n)
-        prev = n
-    return out
-
-
-def nodes_to_hold(inp: PlanInputs, p: int, alloc_fine: np.ndarray, k: int) -> np.ndarray:
-    """[T] nodes pool ``p`` must have on to hold ``alloc_fine`` ([≥ T·k] GPUs per placement
-    step): each slot's most GPUs held, and, for a slot whose first (boot) steps hold GPUs, those
-    nodes on in the slot before too — a node started in a slot still boots there."""
-    T = inp.T
-    pool = inp.pools[p]
-    a = alloc_fine[: T * k].reshape(T, k)
-    need = np.ceil(a.max(axis=1) / pool.gpus_per_node - 1e-9).astype(int)
-    nb = boot_steps(inp, p, k)
-    if nb and T > 1:
-        at_boot = np.ceil(a[:, :nb].max(axis=1) / pool.gpus_per_node - 1e-9).astype(int)
-        need[:-1] = np.maximum(need[:-1], at_boot[1:])
-    return need
-
-
-@dataclass
-class Schedule:
-    """Job-level schedule on an extended timeline of ``T2 ≥ T`` slots."""
-
-    pool: np.ndarray  # [J] pool index, -1 = not placed (no work required in the horizon)
-    runs: list[list[tuple[int, int, float]]]  # per job: (slot, gpus, busy fraction of the slot)
-    alloc: np.ndarray  # [P, T2] GPUs held (whole slots)
-    busy: np.ndarray  # [P, T2] time-averaged busy GPUs
-    level: np.ndarray  # [P, T2] cap level used
-    T: int
-    start_h: np.ndarray  # [J] start in hours from the horizon start (nan = not placed)
-    end_h: np.ndarray  # [J] end in hours from the horizon start (nan = not placed)
-    alloc_fine: np.ndarray | None = None  # [P, T2·k] GPUs held per placement step
-    subslots: int = 1  # placement steps per slot (k)
-    # per job: (placement step, busy fraction of the step) — the exact runs, so a re-plan can
-    # rebuild them (plan.json ``placement_runs``); None where the schedule has no fine grid
-    fine_runs: list[list[tuple[int, float]]] | None = None
-    # cap_mode = "job" (issue #14.3): job → (cap W, throughput relative to full power, busy kW
-    # above idle per GPU) of the job's own level; jobs not in it run at their pool's level
-    job_cap: dict[int, tuple[float, float, float]] | None = None
-
-
-@dataclass
-class NodeAnchor:
-    """What a re-plan's node schedule must respect (arrays [P, T] on this horizon): nodes that
-    may not stop / start yet by the power history, and the previous plan's nodes on (nan where
-    it does not cover the slot) with the weight per node switched against it."""
-
-    must_on: np.ndarray | None = None
-    must_off: np.ndarray | None = None
-    prev_nodes_on: np.ndarray | None = None
-    flap_weight: float = 0.0
-
-
-def boot_steps(inp: PlanInputs, p: int, k: int) -> int:
-    """Placement steps at the start of a slot during which a node started in it still boots.
-
-    A start-up begins at the slot start and lasts ``boot_time_min`` (at most one slot); a step
-    is usable only if the node is up for all of it, so the count is rounded up.
-    """
-    boot_h = inp.pools[p].boot_frac * inp.slot_h
-    if boot_h <= 0:
-        return 0
-    return min(k, math.ceil(boot_h / (inp.slot_h / k) - 1e-9))
-
-
-def job_steps(job: JobIn, inp: PlanInputs, k: int) -> tuple[int, int]:
-    """(first step, last step ending by the deadline) of a job on the placement grid.
-
-    Exact at placement resolution: a job released at 10:15 may start at 10:15 on a 15-minute
-    grid, not at the next whole slot; a deadline at 11:45 lets it run until 11:45.
-    """
-    step_h = inp.slot_h / k
-    r = max(0, math.ceil((job.release - inp.start).total_seconds() / 3600.0 / step_h - 1e-9))
-    d = math.floor((job.deadline - inp.start).total_seconds() / 3600.0 / step_h + 1e-9) - 1
-    return r, d
-
-
-def work_done(inp: PlanInputs, sched: Schedule, j: int) -> float:
-    """GPU-h of work job ``j``'s runs deliver at the cap levels of the slots they run in."""
-    p = int(sched.pool[j])
-    if p < 0:
-        return 0.0
-    thr = inp.pools[p].level_thr
-    return float(sum(g * thr[sched.level[p, t]] * inp.slot_h * f for t, g, f in sched.runs[j]))
-
-
-def _unit_energy_cost(inp: PlanInputs, carbon_w: float, cost_w: float, T2: int) -> np.ndarray:
-    """Objective units per kWh at each site's meter, per slot, extended past the horizon."""
-    out = np.empty((len(inp.sites), T2))
-    for s, site in enumerate(inp.sites):
-        c = carbon_w * site.planning_intensity / 1000.0 + cost_w * site.price_per_kwh
-        out[s, : inp.T] = c
-        out[s, inp.T :] = c[-1] if inp.T else 0.0
-    return out
-
-
-def _extended(arr: np.ndarray, T2: int) -> np.ndarray:
-    """``arr`` [..., T] continued to T2 slots by repeating its last slot."""
-    T = arr.shape[-1]
-    if T2 == T:
-        return arr.copy()
-    return np.concatenate([arr, np.repeat(arr[..., -1:], T2 - T, axis=-1)], axis=-1)
-
-
-def extension_slots(inp: PlanInputs) -> int:
-    """How far past the horizon a job may run: its longest run at the slowest level."""
-    slow = min(float(p.level_thr.min()) for p in inp.pools)
-    longest = max(
-        (math.ceil(j.work_gpu_h / (j.gpus * slow * inp.slot_h)) for j in inp.jobs), default=0
-    )
-    return inp.T + longest + 1
 
 
 def _per_pool(
@@ -194,7 +85,7 @@ def place_jobs(
         level: [P, T] cap level per pool and slot.
         mode: ``"plan"`` — cheapest option by the objective; ``"asap"`` — the carbon-agnostic
             baseline: earliest start, first allowed site on ties, all capacity available;
-            ``"greedy"`` — the carbon-aware greedy baseline (see :mod:`greencpn.optimize.greedy`).
+            ``"greedy"`` — the carbon-aware greedy baseline (levels fixed per pool and slot).
         guide: [K, S, T] the MILP's work per group, site and slot. Steps where the job's group
             has no planned work left at that site cost extra (the dearest busy-GPU cost among
             its sites), so jobs follow the MILP and leave room for the jobs it planned there.
@@ -214,10 +105,10 @@ def place_jobs(
     obj = inp.objective
     cw = obj.carbon_weight_per_kg if carbon_w is None else carbon_w
     pw = obj.cost_weight if cost_w is None else cost_w
-    unit = np.repeat(_unit_energy_cost(inp, cw, pw, T2), k, axis=1)  # [S, F]
-    lev_slot = _extended(level.astype(int), T2)
+    unit = np.repeat(unit_energy_cost(inp, cw, pw, T2), k, axis=1)  # [S, F]
+    lev_slot = extended(level.astype(int), T2)
     lev = np.repeat(lev_slot, k, axis=1)
-    n_slot = _extended(nodes_on.astype(float), T2)
+    n_slot = extended(nodes_on.astype(float), T2)
     n_slot[:, T:] = np.array([p.nodes for p in inp.pools])[:, None]
     n_free = np.repeat(n_slot, k, axis=1)
     gpn = np.array([p.gpus_per_node for p in inp.pools], dtype=float)
@@ -455,7 +346,7 @@ def place_jobs(
     score = (
         pue[:, None]
         * np.repeat(
-            _extended(np.array([s_.intensity_g_per_kwh for s_ in inp.sites]), T2), k, axis=1
+            extended(np.array([s_.intensity_g_per_kwh for s_ in inp.sites]), T2), k, axis=1
         )[site_of]
     )  # [P, F] PUE × intensity: what best-window tools rank windows by
     kept: set[int] = set()
@@ -802,377 +693,3 @@ def place_jobs(
             if attempt == retries - 1:
                 ban[:] = False  # every try added overrun: the first choice, as before
     return schedule_from_fine(inp, fine_runs, placed, alloc, busy, lev, k, T2)
-
-
-def schedule_from_fine(
-    inp: PlanInputs,
-    fine_runs: list[list[tuple[int, float]]],
-    placed: np.ndarray,
-    alloc: np.ndarray,
-    busy: np.ndarray,
-    lev: np.ndarray,
-    k: int,
-    T2: int,
-) -> Schedule:
-    """A :class:`Schedule` from the placement grid: GPUs held per slot = the most held in any
-    of its steps, busy = the time average, runs summed per slot. ``lev`` is [P, T2·k]."""
-    P, T, J = len(inp.pools), inp.T, len(inp.jobs)
-    dt = inp.slot_h / k
-    lev_slot = lev.reshape(P, T2, k)[:, :, 0]
-    alloc_slot = alloc.reshape(P, T2, k).max(axis=2)  # includes the reserve
-    busy_slot = busy.reshape(P, T2, k).mean(axis=2)
-    runs: list[list[tuple[int, int, float]]] = [[] for _ in range(J)]
-    start_h = np.full(J, np.nan)
-    end_h = np.full(J, np.nan)
-    for j in range(J):
-        fr = fine_runs[j]
-        if not fr:
-            continue
-        start_h[j] = fr[0][0] * dt
-        end_h[j] = (fr[-1][0] + fr[-1][1]) * dt
-        per_slot: dict[int, float] = {}
-        for t, f in fr:
-            per_slot[t // k] = per_slot.get(t // k, 0.0) + f / k
-        runs[j] = [(t, inp.jobs[j].gpus, v) for t, v in sorted(per_slot.items())]
-    return Schedule(
-        pool=placed,
-        runs=runs,
-        alloc=alloc_slot,
-        busy=busy_slot,
-        level=lev_slot,
-        T=T,
-        start_h=start_h,
-        end_h=end_h,
-        alloc_fine=alloc.copy(),
-        subslots=k,
-        fine_runs=[[(int(t), float(f)) for t, f in fr] for fr in fine_runs],
-    )
-
-
-def _best_option(
-    *,
-    job: JobIn,
-    W: float,
-    r: int,
-    D: int,
-    mode: str,
-    T: int,
-    T2: int,
-    tidx,
-    thr,
-    gpu_cost,
-    n_free,
-    alloc,
-    gpn,
-    cap,
-    extra_kw,
-    pue,
-    idle_kw,
-    head,
-    dt,
-    w_late,
-    extra_cost=None,
-    score=None,
-    table: bool = False,
-):
-    """Cheapest (pool, steps, fractions) for one job among candidate pools, or None.
-
-    With ``table`` (contiguous modes only) it returns ``(total, end_idx, frac)`` [C, T2]
-    instead: each start's score (inf where not allowed), last step and its busy fraction.
-
-    ``T`` and ``T2`` are in fine steps here (horizon and extended timeline), ``dt`` the step in
-    h, ``r`` / ``D`` the job's first step and last step ending by its deadline, ``cap`` [C, T2]
-    the GPUs usable per step. Modes: ``plan`` (cheapest by the objective), ``asap`` (earliest
-    start), ``greedy`` (contiguous, on time, lowest mean ``score`` = PUE × intensity),
-    ``finish`` (contiguous, earliest end).
-    """
-    g = job.gpus
-    rate = g * thr * dt  # [C, T2] work per full step
-    fits = (alloc + g <= cap + 1e-9) & (tidx[None, :] >= r)
-    free_gpus = n_free * gpn[:, None] - alloc
-    extra_nodes = np.ceil(np.maximum(0.0, g - np.maximum(free_gpus, 0.0)) / gpn[:, None] - 1e-9)
-    power_need = pue[:, None] * dt * (extra_kw * g + extra_nodes * idle_kw[:, None])
-    fits &= (head - power_need >= -1e-9) | (tidx[None, :] >= T)
-    late_h = np.maximum(0, tidx - D) * dt  # [T2]
-    prio = job.priority
-    if mode in ("asap", "finish"):
-        slot_cost = np.where(fits, 0.0, BIG) + tidx[None, :] * 1e-6  # earliest wins
-        late_cost = np.zeros_like(rate)
-    elif mode == "greedy":
-        slot_cost = np.where(fits, score, BIG)
-        late_cost = np.zeros_like(rate)
-    else:
-        # gpu_cost already carries each GPU's share of its node's idle power
-        slot_cost = np.where(fits, g * gpu_cost, BIG) + tidx[None, :] * 1e-9
-        if extra_cost is not None:
-            slot_cost = slot_cost + extra_cost
-        late_cost = w_late * prio * late_h[None, :] * rate
-    if job.checkpointable and mode in ("plan", "asap"):
-        # cheapest slots per unit of work, taken until the work is done
-        per_work = (slot_cost + late_cost) / np.maximum(rate, 1e-12)
-        if mode == "asap":
-            per_work = np.where(fits, tidx[None, :].astype(float), BIG)
-        order = np.argsort(per_work, axis=1, kind="stable")
-        rows = np.arange(order.shape[0])[:, None]
-        rate_sorted = np.where(fits[rows, order], rate[rows, order], 0.0)
-        cum = np.cumsum(rate_sorted, axis=1)
-        enough = cum[:, -1] >= W - 1e-9
-        if not enough.any():
-            return None
-        n_take = np.argmax(cum >= W - 1e-9, axis=1)  # index of last slot taken
-        r1 = rows[:, 0]
-        prev_cum = np.where(n_take > 0, cum[r1, np.maximum(n_take - 1, 0)], 0.0)
-        last_rate = rate_sorted[r1, n_take]
-        frac_last = (W - prev_cum) / np.maximum(last_rate, 1e-12)
-        if mode == "asap":  # earliest finish; exact ties go to the first candidate (first site)
-            last_step = order[r1, n_take]
-            totals = np.where(enough, last_step + frac_last, np.inf)
-        else:
-            # total per candidate: the full slots before the last plus the fraction of the last
-            cost_sorted = (slot_cost + late_cost)[rows, order]
-            ccum = np.cumsum(np.minimum(cost_sorted, BIG), axis=1)
-            prev_cost = np.where(n_take > 0, ccum[r1, np.maximum(n_take - 1, 0)], 0.0)
-            last_cost = cost_sorted[r1, n_take]
-            totals = np.where(enough, prev_cost + frac_last * last_cost, np.inf)
-        c = int(np.argmin(totals))
-        n_last = int(n_take[c])
-        sl = order[c, : n_last + 1]
-        prev = cum[c, n_last - 1] if n_last > 0 else 0.0
-        fr = np.ones(n_last + 1)
-        fr[-1] = (W - prev) / rate_sorted[c, n_last]
-        srt = np.argsort(sl)
-        return c, sl[srt], fr[srt]
-    # contiguous: for each start s the end slot e(s) where cumulative work reaches W
-    nc = rate.shape[0]
-    C = np.concatenate([np.zeros((nc, 1)), np.cumsum(rate, axis=1)], axis=1)  # [C, T2+1]
-    target = C[:, :-1] + W  # [C, T2] work level to reach when starting at s
-    # e = number of full slots needed: first index i with C[i+1] >= target
-    # one searchsorted for all rows: lift row i by i·span so the rows stay sorted end to end
-    span = float(C[:, -1].max() + W + 1.0)
-    lift = np.arange(nc)[:, None] * span
-    found = np.searchsorted((C + lift).ravel(), (target - 1e-9 + lift).ravel(), side="left")
-    end_idx = found.reshape(target.shape) - np.arange(nc)[:, None] * (T2 + 1) - 1
-    valid = end_idx < T2
-    end_idx = np.minimum(end_idx, T2 - 1)
-    rows = np.arange(nc)[:, None]
-    bad = np.concatenate([np.zeros((nc, 1)), np.cumsum(~fits, axis=1)], axis=1)
-    # summed over fitting steps only: a window with a step that does not fit is invalid
-    # anyway (n_bad), and a BIG in the running sum would wipe out the low digits of every
-    # later window's cost (1e18 + 0.1 − 1e18 = 0: such windows looked free)
-    step_cost = slot_cost + late_cost
-    cost_cum = np.concatenate(
-        [np.zeros((nc, 1)), np.cumsum(np.where(fits, step_cost, 0.0), axis=1)], axis=1
-    )
-    # tidx is 0..T2-1, so a window starting at s reads column s of the running sums
-    starts = tidx[None, :]
-    n_bad = bad[rows, end_idx + 1] - bad[:, :-1]
-    valid &= (n_bad == 0) & (starts >= r)
-    if mode == "greedy":
-        valid &= end_idx <= D  # on time, or not this level
-    if not valid.any() and not table:
-        return None
-    # cost of full slots [s, e) plus the fraction of slot e
-    full_cost = cost_cum[rows, end_idx] - cost_cum[:, :-1]
-    done_before_e = C[rows, end_idx] - C[:, :-1]
-    last_rate = rate[rows, end_idx]
-    frac = np.clip((W - done_before_e) / np.maximum(last_rate, 1e-12), 0.0, 1.0)
-    last_cost = step_cost[rows, end_idx] * frac
-    total = np.where(valid, full_cost + last_cost, np.inf)
-    if mode == "asap":
-        total = np.where(valid, starts.astype(float), np.inf)
-    elif mode == "finish":
-        total = np.where(valid, end_idx + frac, np.inf)
-    elif mode == "greedy":  # mean PUE × intensity over the run, earliest on ties
-        length = np.maximum(end_idx - starts + frac, 1e-12)
-        total = np.where(valid, np.round((full_cost + last_cost) / length, 9), np.inf)
-    if table:
-        return total, end_idx, frac
-    flat = int(np.argmin(total))
-    c, s = divmod(flat, T2)
-    e = int(end_idx[c, s])
-    slots = np.arange(s, e + 1)
-    fr = np.ones(slots.size)
-    fr[-1] = frac[c, s]
-    if fr[-1] <= 1e-12 and slots.size > 1:
-        slots, fr = slots[:-1], fr[:-1]
-    return c, slots, fr
-
-
-def needed_nodes(inp: PlanInputs, sched: Schedule) -> np.ndarray:
-    """[P, T] nodes that must be on to hold every allocated GPU."""
-    gpn = np.array([p.gpus_per_node for p in inp.pools])[:, None]
-    return np.ceil(sched.alloc[:, : inp.T] / gpn - 1e-9).astype(int)
-
-
-def repair_nodes(
-    inp: PlanInputs,
-    sched: Schedule,
-    *,
-    carbon_w: float | None = None,
-    cost_w: float | None = None,
-    time_limit_s: float = 10.0,
-    anchor: NodeAnchor | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cheapest node on/off schedule that covers the placement and obeys the node family.
-
-    Solves family 3 (:mod:`greencpn.optimize.nodes`) alone with ``n[p,t] ≥ need[p,t]`` and the
-    boot-time capacity loss, minimising the energy cost of idle and booting nodes. Returns
-    ``(n, u, d)`` as integer arrays [P, T].
-
-    With an ``anchor`` (re-planning): ``must_on ≤ n ≤ N − must_off`` from the power history
-    (the placement's need wins where they clash), and ``flap_weight · |n − prev_nodes_on|``
-    added to the cost over the slots the previous plan covers — the same terms as the MILP's
-    (:mod:`greencpn.optimize.stability`).
-    """
-    from greencpn.optimize import nodes as nodes_family
-    from greencpn.optimize.builder import ModelBuilder
-    from greencpn.optimize.variables import Vars
-
-    P, T = len(inp.pools), inp.T
-    need = needed_nodes(inp, sched)
-    obj = inp.objective
-    cw = obj.carbon_weight_per_kg if carbon_w is None else carbon_w
-    pw = obj.cost_weight if cost_w is None else cost_w
-    unit = _unit_energy_cost(inp, cw, pw, T)
-    mb = ModelBuilder()
-    nodes_arr = np.array([p.nodes for p in inp.pools], dtype=float)
-    lb = np.maximum(need, np.array([p.spares for p in inp.pools])[:, None]).astype(float)
-    if (lb > nodes_arr[:, None]).any():
-        raise AssertionError("placement allocated more GPUs than a pool has")
-    ub = np.repeat(nodes_arr[:, None], T, axis=1)
-    if anchor is not None:
-        if anchor.must_on is not None:
-            lb = np.maximum(lb, np.minimum(anchor.must_on[:, :T], nodes_arr[:, None]))
-        if anchor.must_off is not None:
-            ub = np.maximum(np.minimum(ub, nodes_arr[:, None] - anchor.must_off[:, :T]), lb)
-    n = mb.new_vars("int", (P, T), lb=lb, ub=ub)
-    u = mb.new_vars("int", (P, T), lb=0.0)
-    d = mb.new_vars("int", (P, T), lb=0.0)
-    empty = np.zeros(0, dtype=int)
-    V = Vars(
-        n=n,
-        u=u,
-        d=d,
-        y=None,
-        g=np.zeros((P, 1, T), dtype=int),
-        x_id=empty,
-        x_k=empty,
-        x_s=empty,
-        x_t=empty,
-        q=empty,
-        e=np.zeros((0, T), dtype=int),
-        v=np.zeros((0, T), dtype=int),
-        n_levels=np.ones(P, dtype=int),
-    )
-    nodes_family.add(mb, inp, V)
-    busy = sched.busy[:, :T]
-    # GPUs of a node that is still booting are not usable: in the boot steps of slot t only
-    # the nodes already up (n − u) hold GPUs, exactly at placement resolution
-    #     m_p · (n[p,t] − u[p,t]) ≥ max_{i < boot steps} alloc[p, t·k + i]
-    k = sched.subslots
-    fine = sched.alloc_fine
-    for p, pool in enumerate(inp.pools):
-        nb = boot_steps(inp, p, k)
-        if nb == 0:
-            continue
-        m_ = float(pool.gpus_per_node)
-        for t in range(T):
-            if fine is not None:
-                held = float(fine[p, t * k : t * k + nb].max())
-            else:
-                held = float(sched.alloc[p, t])
-            if held > 1e-9:
-                mb.add_row("boot_capacity", [n[p, t], u[p, t]], [m_, -m_], held, None)
-    # site budgets (family 5) with the placement's busy power fixed, overrun penalised
-    S = len(inp.sites)
-    v = mb.new_vars("cont", (S, T), lb=0.0)
-    lev = sched.level[:, :T]
-    for s_, site in enumerate(inp.sites):
-        at = [p for p, pool in enumerate(inp.pools) if pool.site == s_]
-        for t in range(T):
-            if not math.isfinite(site.budget_kw[t]):
-                continue
-            fixed = sum(
-                site.pue
-                * inp.slot_h
-                * (
-                    inp.pools[p].node_off_kw * inp.pools[p].nodes
-                    + inp.pools[p].level_extra_kw[lev[p, t]] * busy[p, t]
-                )
-                for p in at
-            )
-            ids, cf = [int(v[s_, t])], [-1.0]
-            for p in at:
-                pool = inp.pools[p]
-                ids += [int(n[p, t]), int(u[p, t])]
-                cf += [
-                    site.pue * inp.slot_h * (pool.node_idle_kw - pool.node_off_kw),
-                    site.pue * pool.boot_extra_kwh,
-                ]
-            mb.add_row("site_budget", ids, cf, None, site.budget_kw[t] * inp.slot_h - fixed)
-    prev = None if anchor is None else anchor.prev_nodes_on
-    if prev is not None and anchor is not None and anchor.flap_weight > 0:
-        known = [(p, t) for p in range(P) for t in range(T) if np.isfinite(prev[p, t])]
-        if known:
-            f = mb.new_vars("cont", (len(known),), lb=0.0)
-            for i, (p, t) in enumerate(known):
-                # f ≥ |n − n̂|
-                mb.add_row("flap", [int(f[i]), int(n[p, t])], [1.0, -1.0], -float(prev[p, t]), None)
-                mb.add_row("flap", [int(f[i]), int(n[p, t])], [1.0, 1.0], float(prev[p, t]), None)
-            flap_ids = f
-        else:
-            flap_ids = None
-    else:
-        flap_ids = None
-    from greencpn.optimize.builder import solve_direct
-    from greencpn.optimize.objective import BUDGET_OVERRUN_WEIGHT_PER_KWH
-
-    # the objective, by variable id (solved with highspy directly: no Pyomo model)
-    cost_ids = [v.ravel(), n.ravel(), u.ravel()]
-    c_site = np.array(
-        [[unit[pool.site, t] * inp.sites[pool.site].pue for t in range(T)] for pool in inp.pools]
-    ).reshape(P, T)
-    idle = np.array([p.node_idle_kw - p.node_off_kw for p in inp.pools])[:, None]
-    boot = np.array([p.boot_extra_kwh for p in inp.pools])[:, None]
-    cost_cf = [
-        np.full(v.size, BUDGET_OVERRUN_WEIGHT_PER_KWH),
-        (c_site * inp.slot_h * idle + 1e-6).ravel(),
-        (c_site * boot + 1e-6).ravel(),
-    ]
-    if flap_ids is not None and anchor is not None:
-        cost_ids.append(flap_ids.ravel())
-        cost_cf.append(np.full(flap_ids.size, anchor.flap_weight))
-    res = solve_direct(
-        mb,
-        np.concatenate(cost_ids),
-        np.concatenate(cost_cf),
-        time_limit_s=time_limit_s,
-        rel_gap=1e-2,
-        options={"mip_heuristic_run_feasibility_jump": False},
-    )
-    if res.values is None:
-        # Always possible: all nodes on from the first slot satisfies every row.
-        full = np.repeat(nodes_arr[:, None], T, axis=1).astype(int)
-        init = np.array([p.initial_on for p in inp.pools])
-        u0 = np.zeros((P, T), dtype=int)
-        u0[:, 0] = np.maximum(0, full[:, 0] - init)
-        return full, u0, np.zeros((P, T), dtype=int)
-    vals = res.values
-    return net_switches(
-        np.rint(vals[n]).astype(int),
-        np.rint(vals[u]).astype(int),
-        np.rint(vals[d]).astype(int),
-    )
-
-
-def net_switches(
-    n: np.ndarray, u: np.ndarray, d: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cancel nodes started and stopped in the same slot of the same pool.
-
-    ``u = d = 1`` with ``n`` unchanged is a start-up nobody needs (a MIP stopped at its gap
-    may return one): removing ``min(u, d)`` from both keeps the balance and only loosens min
-    up / min down (their sums of u and d shrink), and saves the boot energy.
-    """
-    both = np.minimum(u, d)
-    return n, u - both, d - both

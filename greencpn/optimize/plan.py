@@ -29,8 +29,10 @@ from greencpn.optimize.jobcaps import recap_jobs
 from greencpn.optimize.joblevel import joblevel_size, solve_joblevel
 from greencpn.optimize.levers import lever_savings
 from greencpn.optimize.milp import MilpSolution, PlanModel, SolveOutcome, SolveStatus
-from greencpn.optimize.placement import NodeAnchor, Schedule, place_jobs, repair_nodes
+from greencpn.optimize.placement import place_jobs
+from greencpn.optimize.repair import repair_nodes
 from greencpn.optimize.residency import check_residency
+from greencpn.optimize.schedule import NodeAnchor, Schedule
 from greencpn.optimize.stability import Anchor, encode_runs, kept_runs, stability_cost
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ from pyomo.core.expr.numeric_expr import LinearExpression
 
 from greencpn.optimize.inputs import PlanInputs
 from greencpn.optimize.milp import PlanModel
-from greencpn.optimize.placement import NodeAnchor, Schedule
+from greencpn.optimize.schedule import NodeAnchor, Schedule
 
 
 @dataclass
@@ -55,7 +55,7 @@ class Anchor:
     latest_nodes_on: np.ndarray | None = None  # [P, T] float, nan = not covered
 
     def nodes(self) -> NodeAnchor:
-        """The node part for :func:`~greencpn.optimize.placement.repair_nodes`."""
+        """The node part for :func:`~greencpn.optimize.repair.repair_nodes`."""
         return NodeAnchor(
             must_on=self.must_on,
             must_off=self.must_off,

@@ -166,7 +166,7 @@ def test_a_step_that_does_not_fit_does_not_make_later_windows_free():
     from datetime import UTC, datetime
 
     from greencpn.optimize.inputs import JobIn
-    from greencpn.optimize.placement import _best_option
+    from greencpn.optimize.options import _best_option
 
     t0 = datetime(2026, 1, 5, tzinfo=UTC)
     job = JobIn("j", 1, 1.0, t0, t0, 0, 10, (0,), False, 1.0, 1.0)

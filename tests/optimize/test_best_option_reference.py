@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from greencpn.optimize.inputs import JobIn
-from greencpn.optimize.placement import _best_option
+from greencpn.optimize.options import _best_option
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 C, F, T = 3, 14, 12  # pools, steps on the extended timeline, steps inside the horizon

@@ -15,7 +15,8 @@ from greencpn.clock import SimClock
 from greencpn.config import load_config
 from greencpn.controller.forecast import make_inputs, make_plan
 from greencpn.optimize.evaluate import evaluate
-from greencpn.optimize.placement import place_jobs, repair_nodes
+from greencpn.optimize.placement import place_jobs
+from greencpn.optimize.repair import repair_nodes
 from tests.optimize.conftest import START
 from tests.optimize.test_plan_tiny import job, pool
 

@@ -10,7 +10,9 @@ from greencpn.config import load_config
 from greencpn.controller.forecast import make_inputs, make_plan
 from greencpn.optimize.evaluate import evaluate
 from greencpn.optimize.improve import improve_schedule, node_profile
-from greencpn.optimize.placement import boot_steps, job_steps, place_jobs, repair_nodes, work_done
+from greencpn.optimize.placement import place_jobs
+from greencpn.optimize.repair import repair_nodes
+from greencpn.optimize.schedule import boot_steps, job_steps, work_done
 from tests.optimize.conftest import START, iso
 from tests.optimize.test_plan_tiny import ONE_SITE, job, pool
 

@@ -11,7 +11,9 @@ from greencpn.config import load_config
 from greencpn.controller.forecast import make_inputs
 from greencpn.optimize.evaluate import evaluate
 from greencpn.optimize.improve import _Packer, improve_schedule
-from greencpn.optimize.placement import boot_steps, job_steps, place_jobs, repair_nodes, work_done
+from greencpn.optimize.placement import place_jobs
+from greencpn.optimize.repair import repair_nodes
+from greencpn.optimize.schedule import boot_steps, job_steps, work_done
 from tests.optimize.conftest import START
 from tests.optimize.test_improve import _random_fleet
 from tests.optimize.test_plan_tiny import ONE_SITE, job, pool

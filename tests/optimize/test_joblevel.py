@@ -11,7 +11,7 @@ from greencpn.config import load_config
 from greencpn.controller.forecast import make_inputs, make_plan
 from greencpn.optimize.evaluate import evaluate
 from greencpn.optimize.joblevel import choices, fix_and_optimise, solve_joblevel
-from greencpn.optimize.placement import boot_steps, work_done
+from greencpn.optimize.schedule import boot_steps, work_done
 from tests.optimize.conftest import START
 from tests.optimize.test_plan_exact import SITE, job, pool
 

@@ -10,7 +10,8 @@ import pytest
 from greencpn.clock import SimClock
 from greencpn.config import load_config
 from greencpn.controller.forecast import make_inputs, make_plan
-from greencpn.optimize.placement import net_switches, place_jobs
+from greencpn.optimize.placement import place_jobs
+from greencpn.optimize.repair import net_switches
 from tests.optimize.conftest import START, iso
 
 SITE = """
