@@ -5,6 +5,11 @@ single code path the one-off report, the daemon and the what-if replay share. It
 forecasts as arrays (the controller's forecast phase gathers them; nothing here reads a source)
 and returns a :class:`PlanResult` whose ``document`` is the versioned ``plan.json`` (schema
 ``greencpn.plan/1``, see docs/plan-schema.md).
+
+This module keeps the sequencing (:func:`make_plan`, :func:`finish_plan`, the safe plan
+:func:`safe_result`); the steps live by role: the executable candidates a plan is chosen from
+(:mod:`greencpn.optimize.candidates`), the report's baselines
+(:mod:`greencpn.optimize.baselines`), the plan document (:mod:`greencpn.optimize.document`).
 """
 
 from __future__ import annotations
@@ -14,30 +19,39 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
 
 from greencpn.clock import Clock
-from greencpn.config import SUBMIT_SITE_RULE, FleetConfig, slot_times
+from greencpn.config import FleetConfig, slot_times
 from greencpn.errors import ConfigError, SolverError
+from greencpn.optimize.baselines import BASELINE_SETS, price_baselines
+from greencpn.optimize.candidates import (
+    FIFO,
+    INCREMENTAL_MIN_SHARE,
+    KEPT,
+    LEVELS_BUDGET_S,
+    improved_candidates,
+    job_caps_pass,
+    job_orders,
+    kept_candidate,
+    place_and_repair,
+)
 from greencpn.optimize.checks import run_checks
-from greencpn.optimize.evaluate import BEYOND_HORIZON_RULE, Evaluation, evaluate, tail_rates
-from greencpn.optimize.improve import improve_schedule
+from greencpn.optimize.document import SCHEMA as SCHEMA  # the controller names it planmod.SCHEMA
+from greencpn.optimize.document import build_document, iso_utc, weight_sweep
+from greencpn.optimize.evaluate import Evaluation, evaluate
 from greencpn.optimize.inputs import PlanInputs, build_inputs, deadband
-from greencpn.optimize.jobcaps import recap_jobs
 from greencpn.optimize.joblevel import joblevel_size, solve_joblevel
-from greencpn.optimize.levers import lever_savings
 from greencpn.optimize.milp import MilpSolution, PlanModel, SolveOutcome, SolveStatus
 from greencpn.optimize.placement import place_jobs
 from greencpn.optimize.repair import repair_nodes
 from greencpn.optimize.residency import check_residency
-from greencpn.optimize.schedule import NodeAnchor, Schedule
-from greencpn.optimize.stability import Anchor, encode_runs, kept_runs, stability_cost
+from greencpn.optimize.schedule import Schedule
+from greencpn.optimize.stability import stability_cost
 
 log = logging.getLogger(__name__)
-
-SCHEMA = "greencpn.plan/1"
 
 #: the job-level MILP is solved beside the placement when it has at most this many binaries
 #: (measured: S 6,256, M 183,576, L 2,162,240, the example 444,144)
@@ -73,10 +87,6 @@ class NoIncumbentError(SolverError):
         self.inputs = inputs
         self.outcome = outcome
         self.diagnostics = diagnostics
-
-
-def _iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def horizon_start(cfg: FleetConfig, clock: Clock | None) -> datetime:
@@ -148,123 +158,6 @@ def make_inputs(
         inp = replace(inp, sites=sites)
     inp.extras["carbon_provenance"] = provenance
     return inp
-
-
-def _fifo_spill(
-    inp: PlanInputs, spare_on: np.ndarray, top: np.ndarray, passes: int = 3
-) -> tuple[Schedule, np.ndarray, np.ndarray, Evaluation]:
-    """First in, first out at release, idle nodes off while placing (nodes come on as jobs need
-    them, so the idle power of unused nodes does not eat the site budgets), spilling to the next
-    allowed site when a site is full or at its budget; late jobs go first in a retry pass, and
-    energy the node repair drew over a budget is held back in it. Keeps the pass without
-    budget overrun with the fewest late jobs (else the least overrun)."""
-    best: tuple[Schedule, np.ndarray, np.ndarray, Evaluation] | None = None
-    best_key = None
-    order = None
-    reserve = np.zeros((len(inp.sites), inp.T))
-    best_late: list[int] = []
-    for _ in range(passes):
-        sched = place_jobs(inp, spare_on, top, mode="asap", job_order=order, reserve_kwh=reserve)
-        late = _late_jobs(inp, sched)
-        n, u, _d = repair_nodes(inp, sched)
-        ev = evaluate(inp, sched, n, u)
-        over = ev.budget_overrun_kwh
-        key = (over.sum() > 1e-6, len(late), float(over.sum()))
-        if best_key is None or key < best_key:
-            best, best_key, best_late = (sched, n, u, ev), key, late
-        if not late and over.sum() <= 1e-6:
-            break
-        # hold back what the node repair (min up, start-ups) drew over a budget
-        reserve = reserve + over * 2.0 + (over > 0) * 0.1 * inp.slot_h
-        base = sorted(range(len(inp.jobs)), key=lambda i: (inp.jobs[i].release, inp.jobs[i].id))
-        first = set(best_late) | set(late)
-        order = [j for j in base if j in first] + [j for j in base if j not in first]
-    assert best is not None
-    return best
-
-
-def _late_jobs(inp: PlanInputs, sched: Schedule) -> list[int]:
-    out = []
-    for j, job in enumerate(inp.jobs):
-        if job.required_gpu_h <= 0 or job.release_slot >= inp.T:
-            continue
-        deadline_h = (job.deadline - inp.start).total_seconds() / 3600.0
-        if not sched.runs[j] or float(sched.end_h[j]) > deadline_h + 1e-6:
-            out.append(j)
-    return out
-
-
-#: what ``baselines=`` computes: ``[controller] baselines`` in the control step
-BASELINE_SETS: dict[str, tuple[str, ...]] = {
-    "none": (),
-    "agnostic": ("carbon_agnostic",),
-    "all": ("carbon_agnostic", "shutdown_idle", "carbon_aware_greedy"),
-}
-
-
-def _baselines(
-    inp: PlanInputs, which: tuple[str, ...] = BASELINE_SETS["all"]
-) -> tuple[dict[str, Evaluation], dict]:
-    """The three baselines (or those named in ``which``), each priced by :func:`evaluate`
-    like the plan.
-
-    * ``carbon_agnostic``: first in, first out at release, at the job's submit site
-      (``submit_site``, else the allowed site with the most GPUs; spilling to the next allowed
-      site by GPUs when full or at budget: :func:`baseline_rules`), full power, every node on
-      all the time;
-    * ``shutdown_idle``: the same schedule with idle nodes off (the node repair: nodes on =
-      what the held GPUs need plus spares, min up / min down kept);
-    * ``carbon_aware_greedy``: what best-window tools plus Slurm power saving give — jobs in
-      earliest-deadline order, each in the contiguous window (placement grid) with the lowest
-      PUE × mean intensity over its allowed sites and pools that fits the free GPUs and the
-      site budget, at the cap level with the lowest GPU energy per unit of work whose slowed
-      run still meets the deadline (one level per pool and slot); nodes as for shutdown-idle.
-
-    Both schedules are placed with idle nodes off (only spares on, nodes added as jobs need
-    them), so no baseline is judged against a budget its idle nodes already use up.
-    """
-    P, T = len(inp.pools), inp.T
-    all_on = np.repeat(np.array([p.nodes for p in inp.pools])[:, None], T, axis=1)
-    spare_on = np.repeat(np.array([p.spares for p in inp.pools])[:, None], T, axis=1)
-    top = np.zeros((P, T), dtype=int)
-    evals: dict[str, Evaluation] = {}
-    scheds: dict[str, tuple[Schedule, np.ndarray, np.ndarray]] = {}
-    if "carbon_agnostic" in which or "shutdown_idle" in which:
-        sched, n_si, u_si, ev_si = _fifo_spill(inp, spare_on, top)
-        u_all = np.zeros((P, T), dtype=int)
-        u_all[:, 0] = np.maximum(0, all_on[:, 0] - np.array([p.initial_on for p in inp.pools]))
-        if "carbon_agnostic" in which:
-            evals["carbon_agnostic"] = evaluate(inp, sched, all_on, u_all)
-            scheds["carbon_agnostic"] = (sched, all_on, u_all)
-        if "shutdown_idle" in which:  # its nodes: the node repair's, found in _fifo_spill
-            evals["shutdown_idle"] = ev_si
-            scheds["shutdown_idle"] = (sched, n_si, u_si)
-    if "carbon_aware_greedy" in which:
-        evals["carbon_aware_greedy"], scheds["carbon_aware_greedy"] = _greedy_baseline(
-            inp, spare_on, top
-        )
-    return evals, scheds
-
-
-def _greedy_baseline(
-    inp: PlanInputs, spare_on: np.ndarray, top: np.ndarray
-) -> tuple[Evaluation, tuple[Schedule, np.ndarray, np.ndarray]]:
-    """The carbon-aware greedy baseline (see :func:`_baselines`)."""
-    # earliest deadline first; jobs it leaves late are retried first once (keep the better)
-    g_sched = place_jobs(inp, spare_on, top, mode="greedy")
-    n_g, u_g, d_g = repair_nodes(inp, g_sched)
-    gr = evaluate(inp, g_sched, n_g, u_g)
-    late = [j for j in range(len(inp.jobs)) if gr.job_late_h[j] > 1e-6]
-    if late:
-        edf = sorted(range(len(inp.jobs)), key=lambda i: (inp.jobs[i].deadline, inp.jobs[i].id))
-        first = set(late)
-        order = [j for j in edf if j in first] + [j for j in edf if j not in first]
-        s2 = place_jobs(inp, spare_on, top, mode="greedy", job_order=order)
-        n2, u2, _ = repair_nodes(inp, s2)
-        ev2 = evaluate(inp, s2, n2, u2)
-        if ev2.objective < gr.objective:
-            g_sched, n_g, u_g, gr = s2, n2, u2, ev2
-    return gr, (g_sched, n_g, u_g)
 
 
 def make_plan(
@@ -363,17 +256,6 @@ def make_plan(
     )
 
 
-#: wall-clock budgets (s) of the placement's budget feedback passes after its second pass, and
-#: of the per-job cap level candidates' retry passes after each order's first: on fleets whose
-#: budgets bind (L-loaded) every pass is a full placement + node repair, and the FIFO candidate
-#: with re-insertion is the plan there; S, M and L finish inside them
-PLACEMENT_PASSES_BUDGET_S = 20.0
-LEVELS_BUDGET_S = 15.0
-
-#: the plan_source name of the FIFO candidate (the shutdown-idle baseline's schedule)
-FIFO = "FIFO with spill (shutdown-idle)"
-
-
 #: what the safe plan is, word for word in plan.json, the summary and the report
 SAFE_RULE = (
     "every usable node on, GPUs at their default power cap, every job at its release "
@@ -416,7 +298,7 @@ def safe_result(
     d[:, 1:] = np.maximum(0, n[:, :-1] - n[:, 1:])
     executed = evaluate(inp, sched, n, u)
     t1 = time.perf_counter()
-    baselines, base_scheds = _baselines(inp)
+    baselines, base_scheds = price_baselines(inp)
     baselines_s = time.perf_counter() - t1
     reason = (
         f"the solver stopped with no feasible solution ({outcome.status.value}: "
@@ -476,7 +358,7 @@ def finish_plan(
     kept = None
     if anchor is not None and anchor.latest is not None:
         tk = time.perf_counter()
-        kept = _kept_candidate(inp, model, sol, anchor)
+        kept = kept_candidate(inp, model, sol, anchor)
         kept_s = time.perf_counter() - tk
         if kept is not None:
             cands.append((kept[4].objective, KEPT, kept[:5]))
@@ -525,7 +407,7 @@ def finish_plan(
         which = (*which, *(b for b in ("shutdown_idle", "carbon_aware_greedy") if b not in which))
     log.info("progress: baselines")
     t1 = time.perf_counter()
-    all_base, all_scheds = _baselines(inp, which)
+    all_base, all_scheds = price_baselines(inp, which)
     baselines_s = time.perf_counter() - t1
     base_eval = {k: all_base[k] for k in report_which}
     base_scheds = {k: all_scheds[k] for k in report_which}
@@ -599,7 +481,7 @@ def finish_plan(
     improve_info: list[dict] = []
     t4 = time.perf_counter()
     if improve and not anchored and anchor is None:
-        cands, improve_info = _improved_candidates(inp, cands)
+        cands, improve_info = improved_candidates(inp, cands)
     improve_s = time.perf_counter() - t4
     size = joblevel_size(inp)
     jl_limit_s = min(inp.solver.joblevel_time_limit_s, inp.solver.time_limit_s)
@@ -659,7 +541,7 @@ def finish_plan(
             + (f" (+ {best_stab:,.2f} stability)" if anchor is not None else "")
             + f" against the optimised placement's {opt_obj:,.2f}: it is the plan"
         )
-    sched, executed, jobcaps_info = _job_caps(cfg, inp, sched, n, u, executed)
+    sched, executed, jobcaps_info = job_caps_pass(cfg, inp, sched, n, u, executed)
     bad = check_residency(
         inp,
         {
@@ -672,7 +554,7 @@ def finish_plan(
     for s, site in enumerate(inp.sites):
         for t in np.nonzero(executed.budget_overrun_kwh[s] > 1e-6)[0]:
             diagnostics.append(
-                f"budget: site {site.name} slot {t} ({_iso(inp.slot_starts[t])}) exceeds its "
+                f"budget: site {site.name} slot {t} ({iso_utc(inp.slot_starts[t])}) exceeds its "
                 f"{site.budget_kw[t]:.1f} kW budget by {executed.budget_overrun_kwh[s, t] / inp.slot_h:.1f} kW"
             )
     for j, job in enumerate(inp.jobs):
@@ -688,7 +570,7 @@ def finish_plan(
     if tradeoff_curve and inp.objective.cost_weight > 0 and inp.objective.carbon_weight_per_kg > 0:
         log.info("progress: trade-off (%d extra MILP solves)", inp.objective.tradeoff_points + 2)
     tradeoff = (
-        _tradeoff(inp, model, sol)
+        weight_sweep(inp, model, sol)
         if (
             tradeoff_curve
             and inp.objective.cost_weight > 0
@@ -727,615 +609,3 @@ def finish_plan(
     log.info("progress: plan document")
     res.document = build_document(cfg, clock, res, outcome_dict)
     return res
-
-
-def _job_caps(
-    cfg: FleetConfig,
-    inp: PlanInputs,
-    sched: Schedule,
-    n: np.ndarray,
-    u: np.ndarray,
-    executed: Evaluation,
-) -> tuple[Schedule, Evaluation, dict]:
-    """``solver.cap_mode = "job"``: the chosen plan with each placed job at its own cap level
-    (:func:`~greencpn.optimize.jobcaps.recap_jobs`), kept only when the evaluated objective is
-    not higher. Returns the schedule and evaluation to use and what the pass did (plan.json
-    ``solver.job_caps``)."""
-    if inp.solver.cap_mode != "job":
-        return sched, executed, {"mode": "pool"}
-    t0 = time.perf_counter()
-    classes = {jc.id: jc.workload_class for jc in cfg.jobs}
-    rc = recap_jobs(inp, sched, n, executed, classes, u)
-    info: dict = {
-        "mode": "job",
-        "jobs_considered": rc.considered,
-        "carbon_kg_before": executed.totals["carbon_kg"],
-        "objective_before": executed.objective,
-    }
-    kept = False
-    if rc.recapped:
-        ev = evaluate(inp, rc.schedule, n, u)  # nodes and start-ups are unchanged
-        info["objective_recapped"] = ev.objective
-        if ev.objective <= executed.objective + 1e-9:
-            sched, executed, kept = rc.schedule, ev, True
-    info.update(
-        kept=kept,
-        jobs_recapped=rc.recapped if kept else 0,
-        carbon_kg_after=executed.totals["carbon_kg"],
-        objective_after=executed.objective,
-        s=time.perf_counter() - t0,
-    )
-    return sched, executed, info
-
-
-#: the MILP-guided placement is re-inserted beside the best candidate only when its objective
-#: is at most this multiple of the best's: far above it, its objective is lateness and budget
-#: penalties the pass cannot remove (L-loaded: 64 M against FIFO's 0.13 M; after 20 s of the
-#: pass 29 M), on S, M, L and the example it is within a few % of the best
-IMPROVE_SKIP_RATIO = 2.0
-#: the re-insertion pass's time per candidate: one-job sweeps, then multi-job moves
-IMPROVE_TIME_LIMIT_S = 20.0
-IMPROVE_GROUP_MOVES_S = 5.0
-
-
-def _improved_candidates(inp: PlanInputs, cands: list) -> tuple[list, list[dict]]:
-    """The best candidate by the objective and the MILP-guided placement ("optimised
-    placement", the one the MILP steers; measured: after the pass it is the best on S and M)
-    after the re-insertion pass (:func:`~greencpn.optimize.improve.improve_schedule`), nodes
-    repaired exactly and priced by :func:`evaluate`; each is added as "<name> + re-insertion"."""
-    info: list[dict] = []
-    out = list(cands)
-    ranked = sorted(cands, key=lambda c: c[0])
-    picked = ranked[:1] + [
-        c
-        for c in ranked[1:]
-        if c[1] == "optimised placement" and c[0] <= IMPROVE_SKIP_RATIO * max(ranked[0][0], 1e-9)
-    ]
-    for obj_, name, cand in picked:
-        sched1, stats = improve_schedule(
-            inp,
-            cand[0],
-            time_limit_s=IMPROVE_TIME_LIMIT_S,
-            group_moves_s=IMPROVE_GROUP_MOVES_S,
-        )
-        n1, u1, d1 = repair_nodes(inp, sched1)
-        ev1 = evaluate(inp, sched1, n1, u1)
-        info.append({"from": name, "objective_before": obj_, "objective": ev1.objective, **stats})
-        out.append((ev1.objective, f"{name} + re-insertion", (sched1, n1, u1, d1, ev1)))
-    return out, info
-
-
-def job_orders(inp: PlanInputs) -> dict[str, list[int]]:
-    """Orders the placement tries. Largest jobs first packs rigid jobs best (measured on the
-    example: 17 % lower objective than earliest deadline first); EDF protects tight deadlines."""
-    J = range(len(inp.jobs))
-    jobs = inp.jobs
-    return {
-        "largest-first": sorted(
-            J, key=lambda i: (-jobs[i].gpus * jobs[i].work_gpu_h, jobs[i].deadline_slot, jobs[i].id)
-        ),
-        "earliest-deadline-first": sorted(
-            J, key=lambda i: (jobs[i].deadline_slot, -jobs[i].gpus * jobs[i].work_gpu_h, jobs[i].id)
-        ),
-    }
-
-
-KEPT = "kept placement"
-#: an incremental re-plan needs the newest plan to be keepable for this share of the jobs
-INCREMENTAL_MIN_SHARE = 0.75
-
-
-def _kept_candidate(
-    inp: PlanInputs, model: PlanModel, sol: MilpSolution, anchor: Anchor
-) -> tuple | None:
-    """The newest plan with only what changed placed afresh: every unchanged job keeps its
-    pool and start (:func:`~greencpn.optimize.stability.kept_runs`), at the newest plan's cap
-    levels and nodes on (the MILP's in slots it does not cover); new and changed jobs are then
-    placed around them, guided by the MILP, and the nodes repaired with the anchor.
-    Returns ``(sched, n, u, d, evaluation, jobs kept, jobs unchanged)`` or None when no job is kept."""
-    doc = anchor.latest
-    assert doc is not None
-    fixed = kept_runs(inp, doc, skip=set(inp.extras.get("running_job_ids", ())))
-    if not fixed:
-        return None
-    prev_n = anchor.latest_nodes_on
-    n0 = sol.n.astype(float).copy()
-    level = sol.level.copy()
-    if prev_n is not None:
-        known = np.isfinite(prev_n)
-        n0[known] = prev_n[known]
-    by_name = {pp["name"]: pp for pp in doc.get("pools", [])}
-    starts = {s_: i for i, s_ in enumerate(doc["horizon"]["slot_starts"])}
-    for p, pool in enumerate(inp.pools):
-        pp = by_name.get(pool.name)
-        if pp is None:
-            continue
-        slots = {int(x["slot"]): x for x in pp["slots"]}
-        for t, ts in enumerate(inp.slot_starts):
-            i = starts.get(_iso(ts))
-            if i is not None and i in slots:
-                lv = int(slots[i].get("cap_level", level[p, t]))
-                if 0 <= lv < len(pool.level_thr):
-                    level[p, t] = lv
-    guide = work_by_group(inp, model, sol)
-    sched = place_jobs(inp, n0, level, mode="plan", guide=guide, fixed=fixed)
-    kept = sum(1 for j, (p, *_) in fixed.items() if int(sched.pool[j]) == p)
-    n, u, d = repair_nodes(inp, sched, anchor=anchor.nodes())
-    ev = evaluate(inp, sched, n, u)
-    return sched, n, u, d, ev, kept, len(fixed)
-
-
-def place_and_repair(
-    inp: PlanInputs,
-    model: PlanModel,
-    sol: MilpSolution,
-    max_passes: int = 8,
-    node_anchor: NodeAnchor | None = None,
-):
-    """Stage 2. Place jobs in each order of :func:`job_orders`, repair their nodes and keep the
-    one with the lower carbon + cost; then a feedback loop — when the node repair (min up, start-up energy) pushes a site over its
-    budget, or a job ends late, place again with that energy held back and the late jobs first.
-    Keeps the best pass by the objective."""
-    guide = work_by_group(inp, model, sol)
-    ranked = []
-    orders = job_orders(inp)
-    if model.placement_order in orders:  # a re-plan reuses the order that won last time
-        orders = {model.placement_order: orders[model.placement_order]}
-    for name, order in orders.items():
-        sched = place_jobs(inp, sol.n, sol.level, mode="plan", guide=guide, job_order=order)
-        n, u, d = repair_nodes(inp, sched, anchor=node_anchor)
-        ev = evaluate(inp, sched, n, u)
-        # ranked on carbon and cost only: the passes below remove budget overruns and lateness
-        energy_terms = (
-            inp.objective.carbon_weight_per_kg * ev.totals["carbon_kg_in_horizon"]
-            + inp.objective.cost_weight * ev.totals["cost_in_horizon"]
-        )
-        log.debug(
-            "placement %s: objective %.2f, carbon + cost terms %.2f",
-            name,
-            ev.objective,
-            energy_terms,
-        )
-        ranked.append((energy_terms, name, order, (sched, n, u, d, ev)))
-    ranked.sort(key=lambda r: r[0])
-    _, name, base, first_pass = ranked[0]
-    model.placement_order = name
-    reserve = np.zeros((len(inp.sites), inp.T))
-    best = None
-    order = base
-    stale = 0
-    first: set[int] = set()
-    t_start = time.perf_counter()
-    for i in range(max_passes):
-        if i > 1 and time.perf_counter() - t_start > PLACEMENT_PASSES_BUDGET_S:
-            break  # a loaded fleet: the FIFO candidate and re-insertion carry the plan
-        if i == 0:
-            sched, n, u, d, ev = first_pass
-        else:
-            sched = place_jobs(
-                inp,
-                sol.n,
-                sol.level,
-                mode="plan",
-                guide=guide,
-                reserve_kwh=reserve,
-                job_order=order,
-            )
-            n, u, d = repair_nodes(inp, sched, anchor=node_anchor)
-            ev = evaluate(inp, sched, n, u)
-        late = [j for j in range(len(inp.jobs)) if ev.job_late_h[j] > 1e-6]
-        log.debug(
-            "placement %s pass %d: %d late, overrun %.3f kWh, objective %.2f",
-            name,
-            i,
-            len(late),
-            ev.budget_overrun_kwh.sum(),
-            ev.objective,
-        )
-        if best is None or ev.objective < best[4].objective - 1e-9:
-            best = (sched, n, u, d, ev)
-            stale = 0
-        else:
-            stale += 1
-        over = ev.budget_overrun_kwh
-        if (over.sum() <= 1e-6 and not late) or (stale >= 2 and over.sum() <= 1e-6):
-            break  # done, or two passes without improvement (overloaded fleets)
-        # the energy held back grows geometrically where a budget is still overrun: what the
-        # placement does not see there (the node repair's spares, min up, boot energy) can be
-        # many times the overrun itself
-        reserve = (
-            np.where(over > 0, reserve * 2.0, reserve) + over * 2.0 + (over > 0) * 0.1 * inp.slot_h
-        )
-        first |= set(late)  # every job found late so far goes first (no oscillation)
-        order = [j for j in base if j in first] + [j for j in base if j not in first]
-    assert best is not None
-    return best
-
-
-def work_by_group(inp: PlanInputs, model: PlanModel, sol: MilpSolution) -> np.ndarray:
-    """[K, S, T] the MILP's work per group, site and slot."""
-    out = np.zeros((len(inp.groups), len(inp.sites), inp.T))
-    V = model.V
-    np.add.at(out, (V.x_k, V.x_s, V.x_t), sol.x)
-    return out
-
-
-def _tradeoff(inp: PlanInputs, model: PlanModel, sol: MilpSolution) -> list[dict]:
-    """The carbon/cost trade-off around the configured weights (MILP level).
-
-    Points: carbon only (cost weight 0), the configured weights (the plan's own MILP
-    solution), cost only (carbon weight 0), and ``tradeoff_points`` more with the cost weight
-    scaled by 4^±i. Each extra point re-solves the built model with new weight Params on the
-    warm solver; the plan's own solution has already been extracted.
-    """
-    obj = inp.objective
-    S, T = len(inp.sites), inp.T
-    inten = np.array([s.intensity_g_per_kwh for s in inp.sites])
-    price = np.array([s.price_per_kwh for s in inp.sites])
-
-    def point(wc: float, wp: float, e: np.ndarray, status: str) -> dict:
-        return {
-            "carbon_weight_per_kg": wc,
-            "cost_weight": wp,
-            "carbon_kg": float((e * inten).sum() / 1000.0),
-            "cost": float((e * price).sum()),
-            "energy_kwh": float(e.sum()),
-            "status": status,
-        }
-
-    weights = [(obj.carbon_weight_per_kg, 0.0), (0.0, obj.cost_weight)]
-    for i in range(1, obj.tradeoff_points + 1):
-        f = 4.0 ** (i if i % 2 else -i)
-        weights.append((obj.carbon_weight_per_kg, obj.cost_weight * f))
-    pts = [point(obj.carbon_weight_per_kg, obj.cost_weight, sol.e, "configured")]
-    for wc, wp in weights:
-        model.set_weights(wc, wp)
-        out = model.solve()
-        if out.usable:
-            pts.append(point(wc, wp, model.mb.value(model.V.e).reshape(S, T), out.status.value))
-    model.set_weights(obj.carbon_weight_per_kg, obj.cost_weight)
-    return sorted(pts, key=lambda p: p["carbon_kg"])
-
-
-def baseline_rules(inp: PlanInputs) -> dict:
-    """How the baselines chose what the fleet would do without greencpn (plan.json)."""
-    by_rule: dict[str, int] = {}
-    for job in inp.jobs:
-        by_rule[job.submit_rule or "first allowed site"] = (
-            by_rule.get(job.submit_rule or "first allowed site", 0) + 1
-        )
-    return {
-        "submit_site": {
-            "rule": "each job starts at its submit site: the job's submit_site field, else "
-            + SUBMIT_SITE_RULE
-            + "; when that site is full or at its budget, the next allowed site by GPUs "
-            "(most first), then name",
-            "jobs_by_rule": by_rule,
-        },
-    }
-
-
-def report_extras(cfg: FleetConfig, res: PlanResult) -> dict:
-    """What the report shows beside the plan (plan.json keys): work per site and slot and
-    carbon per slot of the plan and each baseline, energy by what draws it, the saving by
-    lever (:mod:`greencpn.optimize.levers`), where data residency placed jobs, and the pools
-    greencpn cannot actuate. ``greencpn plan`` adds them to the document; the control step
-    does not compute them (five more evaluations each period for figures only the report
-    shows)."""
-    inp = res.inputs
-    T, dt = inp.T, inp.slot_h
-    runs = {"plan": (res.schedule, res.nodes_on, res.startups, res.executed)}
-    for k, (sc, n_, u_) in res.baseline_schedules.items():
-        runs[k] = (sc, n_, u_, res.baselines[k])
-    work: dict[str, dict[str, list[float]]] = {}
-    carbon: dict[str, list[float]] = {}
-    energy: dict[str, dict] = {}
-    for k, (sc, _n, _u, ev) in runs.items():
-        per_site = np.zeros((len(inp.sites), T))
-        for p, pool in enumerate(inp.pools):
-            per_site[pool.site] += sc.busy[p, :T] * dt
-        work[k] = {
-            site.name: [round(float(x), 4) for x in per_site[s]] for s, site in enumerate(inp.sites)
-        }
-        carbon[k] = [round(float(x), 4) for x in ev.site_carbon_kg.sum(axis=0)]
-        energy[k] = {key: round(v, 4) for key, v in ev.energy_breakdown_kwh.items()}
-    agn = res.baselines["carbon_agnostic"].totals["carbon_kg_in_horizon"]
-    levers = lever_savings(inp, res.schedule, res.nodes_on, res.startups, agn)
-    site_jur = {s.name: s.jurisdictions for s in cfg.raw.sites}
-    jur = {jc.id: jc.jurisdictions for jc in cfg.jobs}
-    residency = []
-    for i, j in enumerate(inp.jobs):
-        if not jur.get(j.id):
-            continue
-        p = int(res.schedule.pool[i])
-        site = inp.sites[inp.pools[p].site].name if p >= 0 else None
-        residency.append(
-            {
-                "job": j.id,
-                "jurisdictions": jur[j.id],
-                "allowed_sites": [inp.sites[s].name for s in j.sites],
-                "site": site,
-                "site_jurisdictions": site_jur.get(site, []) if site else [],
-            }
-        )
-    not_actuated = []
-    for pc in cfg.raw.pools:
-        if pc.planned_always_on:
-            why = (
-                'hook = { kind = "none" }: greencpn cannot switch its nodes, so they are planned '
-                "always on (no node saving is credited)"
-            )
-        elif "hook" not in pc.model_fields_set:
-            why = (
-                "no hook table: planning only — `greencpn apply` cannot power its nodes, "
-                "so its planned node savings are not realised"
-            )
-        elif pc.hook.advisory:
-            why = "advisory hook: greencpn reports the plan, an operator acts on it"
-        else:
-            continue
-        not_actuated.append({"pool": pc.name, "reason": why})
-    return {
-        "work_by_site_gpu_h": work,
-        "carbon_by_slot_kg": carbon,
-        "energy_breakdown_kwh": energy,
-        "lever_savings": levers,
-        "residency": residency,
-        "not_actuated": not_actuated,
-    }
-
-
-def carbon_signal(cfg: FleetConfig, inp: PlanInputs) -> dict:
-    """What carbon signal the plan decided on, per site, and what it is priced on.
-
-    A site whose values come from a file (``[carbon] file`` or a ``csv:`` source) decided on
-    the very values it is priced on: a perfect forecast, so its saving is an upper bound of
-    what a forecast would give. A live source is a forecast (its ``fallback`` says whether a
-    cache or the forecaster answered); ``[carbon] actuals_file`` then prices it on measured
-    values too (``on_actuals``)."""
-    prov = inp.extras.get("carbon_provenance", {})
-    file_accounting = cfg.raw.carbon.accounting if cfg.raw.carbon is not None else None
-    # with measured values beside it, the [carbon] file is the forecast the plan decided on
-    has_actuals = cfg.raw.carbon is not None and cfg.raw.carbon.actuals_file is not None
-    sites = {}
-    for site in inp.sites:
-        pv = prov.get(site.name) or {}
-        source = str(pv.get("source") or "")
-        is_file = source.startswith("csv:") and not pv.get("fallback")
-        sites[site.name] = {
-            "zone": site.zone,
-            "kind": "actual (file values)"
-            if is_file and not has_actuals
-            else ("forecast (file values)" if is_file else "forecast"),
-            "source": source,
-            "fallback": pv.get("fallback"),
-            "signal": pv.get("signal", "average"),
-            "accounting": pv.get("accounting") if not is_file else file_accounting,
-        }
-    perfect = all(v["kind"].startswith("actual") for v in sites.values())
-    return {
-        "sites": sites,
-        "priced_on": "the same values the plan decided on",
-        "perfect_forecast": perfect,
-        "summary": (
-            "perfect forecast: the plan decided on the file's actual values and is priced on "
-            "the same values (the saving is what a perfect forecast would give)"
-            if perfect
-            else "forecast: the plan is priced on the forecast it decided on"
-            + (
-                " (the sites with file values decided on a perfect forecast)"
-                if any(v["kind"].startswith("actual") for v in sites.values())
-                else ""
-            )
-        ),
-    }
-
-
-def reprice(res: PlanResult, intensity_by_zone: dict[str, np.ndarray], source: str) -> dict:
-    """The plan and its baselines priced on other carbon values (the measured ones,
-    ``[carbon] actuals_file``): the same schedules, evaluated on ``intensity_by_zone``."""
-    inp = res.inputs
-    sites = [
-        replace(s, intensity_g_per_kwh=np.asarray(intensity_by_zone[s.zone], dtype=float))
-        for s in inp.sites
-    ]
-    inp2 = replace(inp, sites=sites)
-    plan_tot = evaluate(inp2, res.schedule, res.nodes_on, res.startups).totals
-    base = {k: evaluate(inp2, *sc).totals for k, sc in res.baseline_schedules.items()}
-    savings = {}
-    for k, b in base.items():
-        savings[f"carbon_kg_vs_{k}"] = b["carbon_kg"] - plan_tot["carbon_kg"]
-        savings[f"carbon_pct_vs_{k}"] = _pct(b["carbon_kg"] - plan_tot["carbon_kg"], b["carbon_kg"])
-    return {"source": source, "totals": plan_tot, "baselines": base, "savings": savings}
-
-
-def _pct(saved: float, base: float) -> float:
-    return 100.0 * saved / base if base else 0.0
-
-
-def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dict) -> dict:
-    inp = res.inputs
-    T, dt = inp.T, inp.slot_h
-    ex = res.executed
-    bound = res.outcome.bound
-    if bound is not None and not math.isfinite(bound):
-        bound = None  # no incumbent (the safe plan): HiGHS's NaN / inf is not a bound
-    gap = None
-    if bound is not None and ex.objective:
-        # how far the executed plan lies above the bound, relative to the bound
-        gap = (ex.objective - bound) / abs(bound) if bound else None
-    pools = []
-    for p, pool in enumerate(inp.pools):
-        pc = cfg.raw.pools[p]
-        lev = res.schedule.level[p, :T]
-        gm = pool.gpu_model
-        pools.append(
-            {
-                "name": pool.name,
-                "site": inp.sites[pool.site].name,
-                "gpu_model": gm.name,
-                "nodes": pool.nodes,
-                "gpus_per_node": pool.gpus_per_node,
-                "spares": pool.spares,
-                "hostlist": pc.hostlist,
-                "hook": pc.hook.model_dump(),
-                "power_limit_min_w": gm.power_limit_min_w,
-                "power_limit_max_w": gm.power_limit_max_w,
-                "power_limit_default_w": gm.power_limit_default_w,
-                "slots": [
-                    {
-                        "slot": t,
-                        "nodes_on": int(res.nodes_on[p, t]),
-                        "startups": int(res.startups[p, t]),
-                        "shutdowns": int(res.shutdowns[p, t]),
-                        "cap_level": int(lev[t]),
-                        "power_cap_w": float(pool.level_cap_w[lev[t]]),
-                        "busy_gpus": int(
-                            math.ceil(res.schedule.alloc[p, t] - pool.reserve_gpus[t] - 1e-9)
-                        ),
-                        "busy_gpu_avg": round(float(res.schedule.busy[p, t]), 3),
-                        "reserve_gpus": int(pool.reserve_gpus[t]),
-                        "it_power_kw": round(float(ex.pool_it_kw[p, t]), 3),
-                    }
-                    for t in range(T)
-                ],
-            }
-        )
-    jur = {jc.id: jc.jurisdictions for jc in cfg.jobs}
-    jobs = []
-    fine = res.schedule.fine_runs
-    for j, job in enumerate(inp.jobs):
-        runs = res.schedule.runs[j]
-        p = int(res.schedule.pool[j])
-        start = end = None
-        if runs:
-            start = inp.start + timedelta(hours=float(res.schedule.start_h[j]))
-            end = inp.start + timedelta(hours=float(res.schedule.end_h[j]))
-        jobs.append(
-            {
-                "id": job.id,
-                "site": inp.sites[inp.pools[p].site].name if p >= 0 else None,
-                "pool": inp.pools[p].name if p >= 0 else None,
-                "gpus": job.gpus,
-                "work_gpu_h": job.work_gpu_h,
-                "checkpointable": job.checkpointable,
-                "release": _iso(job.release),
-                "deadline": _iso(job.deadline),
-                "start": _iso(start) if start else None,
-                "end": _iso(end) if end else None,
-                "late_h": round(float(ex.job_late_h[j]), 4),
-                "unserved_gpu_h": round(float(ex.job_unserved_gpu_h[j]), 4),
-                "delay_h": round(max(0.0, (start - job.release).total_seconds() / 3600.0), 4)
-                if start
-                else None,
-                "jurisdictions": list(jur.get(job.id, [])),
-                "deferred": bool(job.required_gpu_h <= 0 or job.release_slot >= T),
-                "submit_site": inp.sites[(job.baseline_sites or job.sites)[0]].name,
-                # cap_mode = "job": the job's own GPU cap (null: its pool's cap per slot)
-                "power_cap_w": res.schedule.job_cap[j][0]
-                if res.schedule.job_cap and j in res.schedule.job_cap
-                else None,
-                "schedule": [
-                    {"slot": t, "gpus": g, "busy_fraction": round(f, 4)} for t, g, f in runs
-                ],
-            }
-        )
-        if fine is not None:  # the exact placement steps (a re-plan rebuilds the job from them)
-            jobs[-1]["placement_runs"] = encode_runs(fine[j])
-    sites = []
-    for s, site in enumerate(inp.sites):
-        sites.append(
-            {
-                "name": site.name,
-                "zone": site.zone,
-                "pue": site.pue,
-                "carbon": inp.extras.get("carbon_provenance", {}).get(site.name),
-                "slots": [
-                    {
-                        "slot": t,
-                        "it_power_kw": round(float(ex.site_it_kw[s, t]), 3),
-                        "meter_power_kw": round(float(ex.site_meter_kw[s, t]), 3),
-                        "budget_kw": float(site.budget_kw[t])
-                        if math.isfinite(site.budget_kw[t])
-                        else None,
-                        "intensity_g_per_kwh": float(site.intensity_g_per_kwh[t]),
-                        "price_per_kwh": float(site.price_per_kwh[t]),
-                        "energy_kwh": round(float(ex.site_energy_kwh[s, t]), 4),
-                        "carbon_kg": round(float(ex.site_carbon_kg[s, t]), 4),
-                        "cost": round(float(ex.site_cost[s, t]), 4),
-                    }
-                    for t in range(T)
-                ],
-            }
-        )
-    base = {k: v.totals for k, v in res.baselines.items()}
-    tot = ex.totals
-    savings = {}
-    for k, b in base.items():
-        savings[f"carbon_kg_vs_{k}"] = b["carbon_kg"] - tot["carbon_kg"]
-        savings[f"carbon_pct_vs_{k}"] = _pct(b["carbon_kg"] - tot["carbon_kg"], b["carbon_kg"])
-        savings[f"energy_kwh_vs_{k}"] = b["energy_kwh"] - tot["energy_kwh"]
-        savings[f"cost_vs_{k}"] = b["cost"] - tot["cost"]
-        savings[f"carbon_kg_in_horizon_vs_{k}"] = (
-            b["carbon_kg_in_horizon"] - tot["carbon_kg_in_horizon"]
-        )
-    tail_inten, tail_price = tail_rates(inp)
-    beyond_rule = {
-        "rule": BEYOND_HORIZON_RULE,
-        "intensity_g_per_kwh": {
-            site.name: round(float(tail_inten[s]), 3) for s, site in enumerate(inp.sites)
-        },
-        "price_per_kwh": {
-            site.name: round(float(tail_price[s]), 6) for s, site in enumerate(inp.sites)
-        },
-    }
-    return {
-        "schema": SCHEMA,
-        "created_at": _iso(clock.now()),
-        "config": str(cfg.path),
-        "fleet": inp.name,
-        "horizon": {
-            "start": _iso(inp.start),
-            "slot_minutes": int(round(dt * 60)),
-            "slots": T,
-            "slot_starts": [_iso(t) for t in inp.slot_starts],
-            **(
-                {"placement_step_minutes": dt * 60 / res.schedule.subslots}
-                if fine is not None
-                else {}
-            ),
-        },
-        "objective_weights": inp.objective.model_dump(),
-        "solver": outcome,
-        "executed": {
-            "objective": ex.objective,
-            "milp_bound": bound,
-            "gap_to_bound": gap,
-            "milp_objective": res.outcome.objective
-            if res.outcome.objective is not None and math.isfinite(res.outcome.objective)
-            else None,
-            "objective_terms": {
-                "carbon": inp.objective.carbon_weight_per_kg * ex.totals["carbon_kg_in_horizon"],
-                "cost": inp.objective.cost_weight * ex.totals["cost_in_horizon"],
-                "lateness": float(ex.job_lateness_penalty.sum()),
-                "unserved": inp.objective.unserved_weight_per_gpu_h * ex.totals["unserved_gpu_h"],
-                "budget_overrun": ex.objective
-                - inp.objective.carbon_weight_per_kg * ex.totals["carbon_kg_in_horizon"]
-                - inp.objective.cost_weight * ex.totals["cost_in_horizon"]
-                - float(ex.job_lateness_penalty.sum())
-                - inp.objective.unserved_weight_per_gpu_h * ex.totals["unserved_gpu_h"],
-            },
-        },
-        "pools": pools,
-        "jobs": jobs,
-        "sites": sites,
-        "totals": tot,
-        "baselines": base,
-        "currency": cfg.raw.currency,
-        "carbon_signal": carbon_signal(cfg, inp),
-        "baseline_rules": baseline_rules(inp),
-        "beyond_horizon_rule": beyond_rule,
-        "savings": savings,
-        "diagnostics": res.diagnostics,
-        "tradeoff": res.tradeoff,
-    }

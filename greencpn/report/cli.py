@@ -151,7 +151,7 @@ def _price_on_actuals(cfg: Any, result: Any) -> None:
     """With ``[carbon] actuals_file``: the plan and baselines priced on the measured values
     too (plan.json ``on_actuals``)."""
     from greencpn.controller.forecast import load_actuals
-    from greencpn.optimize.plan import reprice
+    from greencpn.optimize.document import reprice
 
     actuals = load_actuals(cfg, result.inputs.start, result.inputs.T)
     if actuals is not None:
@@ -204,7 +204,7 @@ def signal_lines(doc: dict[str, Any]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from greencpn.actuate.apply import Backends
     from greencpn.controller import Controller
-    from greencpn.optimize.plan import report_extras
+    from greencpn.optimize.document import report_extras
     from greencpn.report.progress import PlanProgress
 
     t0 = time.perf_counter()

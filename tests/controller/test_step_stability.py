@@ -104,7 +104,7 @@ def test_kept_runs_rebuild_the_exact_steps_of_a_checkpointable_job(tmp_path):
 
 
 def _job_doc(inp, sched, j: int, with_runs: bool) -> dict:
-    """Job j of a schedule as plan.json writes it (optimize/plan.py build_document)."""
+    """Job j of a schedule as plan.json writes it (optimize/document.py build_document)."""
     job, p = inp.jobs[j], int(sched.pool[j])
     d = {
         "id": job.id,

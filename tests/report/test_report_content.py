@@ -27,7 +27,7 @@ import pytest
 from greencpn.clock import SimClock
 from greencpn.config import load_config
 from greencpn.controller.forecast import make_plan
-from greencpn.optimize.plan import report_extras
+from greencpn.optimize.document import report_extras
 from greencpn.report.plots import PLOTS
 from greencpn.report.render import render_report
 from tests.optimize.conftest import START, iso, write_fleet
