@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -335,3 +336,31 @@ def test_suspend_resume_entry_point(
     hook_toml.write_text('kind = "slurm"\n')
     r = subprocess.run([*base, "resume", "n1"], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "cannot be Slurm's own" in r.stderr
+
+
+def test_suspend_resume_validates_the_hook_like_the_fleet_config(tmp_path: Path) -> None:
+    """The hook TOML of Slurm's Suspend/ResumeProgram goes through the same hook models as a
+    pool's ``[pools.hook]`` (issue 13): a value the builder alone let through (an infinite
+    command timeout) is refused with the file, the field and the fix, and nothing is run."""
+    from greencpn.actuate.suspend_resume import run
+
+    ran = tmp_path / "ran"
+    hook_toml = tmp_path / "hook.toml"
+    hook_toml.write_text(
+        f'kind = "command"\npower_on = ["touch", "{ran}"]\npower_off = "true"\ntimeout_s = inf\n'
+    )
+    record = tmp_path / "power.jsonl"
+    now = datetime(2026, 1, 5, tzinfo=UTC)
+    rc = run("resume", "n1", hook_config=hook_toml, record=record, now=now)
+    err = json.loads(record.read_text().splitlines()[-1]).get("error", "")
+    assert rc == 2, err
+    assert not ran.exists()
+    assert str(hook_toml) in err and "hook.timeout_s" in err and "write timeout_s = 120.0" in err
+    # an unknown key is named as the fleet config names it, before any credential is looked at
+    hook_toml.write_text(
+        'kind = "ipmi"\nuser = "admin"\nusr = "x"\npassword_file = "/nonexistent"\n'
+        'bmcs = { n1 = "127.0.0.1" }\n'
+    )
+    rc = run("resume", "n1", hook_config=hook_toml, record=record, now=now)
+    err = json.loads(record.read_text().splitlines()[-1])["error"]
+    assert rc == 2 and "hook.usr" in err and "unknown key 'usr' for hook kind 'ipmi'" in err
