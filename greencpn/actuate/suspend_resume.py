@@ -44,8 +44,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from greencpn.actuate.base import Change
-from greencpn.actuate.hooks import make_hook_from_mapping
+from greencpn.actuate.hooks import make_hook
 from greencpn.actuate.hostlist import expand_unique
+from greencpn.config import validate_hook_table
 from greencpn.errors import ConfigError, GreencpnError
 
 log = logging.getLogger("greencpn.suspend_resume")
@@ -109,7 +110,10 @@ def run(
         entry["nodes"] = nodes
         changes: list[Change] = []
         if action != "fail" and hook_config is not None:
-            hook = make_hook_from_mapping(load_hook_table(hook_config), source=str(hook_config))
+            table = load_hook_table(hook_config)
+            # the hook models of [pools.hook]: the same checks, field names and fixes
+            model = validate_hook_table(table, source=str(hook_config))
+            hook = make_hook(model, source=str(hook_config))
             entry["hook"] = hook.name
             changes = hook.power_off(nodes) if action == "suspend" else hook.power_on(nodes)
         entry["changes"] = [asdict(c) for c in changes]

@@ -76,6 +76,7 @@ from greencpn.config.load import (
     check_hooks_and_hostlists,
     check_job_actuation,
     load_config,
+    validate_hook_table,
 )
 from greencpn.config.planning import CarbonConfig, HorizonConfig, ObjectiveConfig, SolverConfig
 
@@ -128,5 +129,6 @@ __all__ = [
     "load_jobs_csv",
     "per_slot",
     "register_job_file_reader",
+    "validate_hook_table",
     "slot_times",
 ]

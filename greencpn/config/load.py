@@ -314,6 +314,20 @@ _HOSTLIST_FIX = (
 _HOOK: TypeAdapter[AnyHookConfig] = TypeAdapter(HookConfig)
 
 
+def validate_hook_table(table: Any, *, source: str, field_prefix: str = "hook") -> AnyHookConfig:
+    """One hook table (``{"kind": "ipmi", ...}``) as its kind's model, as a pool's
+    ``[pools.hook]`` is read: a problem raises the :class:`ConfigError` the fleet config gives
+    (``<field_prefix>.<key>``, its message and its fix). Used where a hook is configured outside
+    a fleet file (Slurm's Suspend/ResumeProgram, :mod:`greencpn.actuate.suspend_resume`)."""
+    try:
+        return _HOOK.validate_python(table)
+    except ValidationError as exc:
+        fld, msg, fix = describe(pick(exc.errors()), table)
+        raise ConfigError(
+            msg, source=source, field=field_prefix + (f".{fld}" if fld else ""), fix=fix
+        ) from None
+
+
 def check_job_actuation(cfg: FleetConfig) -> None:
     """``[job_actuation]``: its clusters name known sites, their pools known pools."""
     ja = cfg.raw.job_actuation
