@@ -36,19 +36,18 @@ def check(config: Path, clock: Clock) -> list[str]:
     from greencpn.optimize.plan import horizon_start
 
     cfg = load_config(config)
-    raw = cfg.raw
     start = horizon_start(cfg, clock)
-    slot = timedelta(minutes=raw.horizon.slot_minutes)
-    end = start + raw.horizon.slots * slot
+    slot = timedelta(minutes=cfg.horizon.slot_minutes)
+    end = start + cfg.horizon.slots * slot
     inp = make_inputs(cfg, clock)  # carbon for every slot, reserves, job windows
-    nodes = sum(p.nodes for p in raw.pools)
-    gpus = sum(p.nodes * p.gpus_per_node for p in raw.pools)
-    hooks = sorted({p.hook.kind for p in raw.pools})
+    nodes = sum(p.nodes for p in cfg.pools)
+    gpus = sum(p.nodes * p.gpus_per_node for p in cfg.pools)
+    hooks = sorted({p.hook.kind for p in cfg.pools})
     lines = [
         f"{cfg.path}: ok",
-        f"  horizon: {raw.horizon.slots} × {raw.horizon.slot_minutes} min, "
+        f"  horizon: {cfg.horizon.slots} × {cfg.horizon.slot_minutes} min, "
         f"{start:%Y-%m-%dT%H:%MZ} – {end:%Y-%m-%dT%H:%MZ}",
-        f"  {len(raw.sites)} site(s), {len(raw.pools)} pool(s), {nodes} nodes, {gpus} GPUs; "
+        f"  {len(cfg.sites)} site(s), {len(cfg.pools)} pool(s), {nodes} nodes, {gpus} GPUs; "
         f"hooks: {', '.join(hooks)}",
     ]
     prov = inp.extras.get("carbon_provenance", {})

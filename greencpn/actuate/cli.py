@@ -208,7 +208,7 @@ def run_apply(args: argparse.Namespace) -> int:
 
     from greencpn.actuate.jobs import make_job_backends
 
-    job_backends = make_job_backends(config.raw.job_actuation, source=str(config.path))
+    job_backends = make_job_backends(config.job_actuation, source=str(config.path))
     job_gpus = None if job_backends is None else job_backends.job_gpu_lookup()
     if args.undo_jobs:
         from greencpn.actuate.jobs.apply_step import undo_step

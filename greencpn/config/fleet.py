@@ -138,7 +138,14 @@ class FleetFile(_Strict):
 
 @dataclass(frozen=True)
 class FleetConfig:
-    """A validated config with its files resolved (paths absolute, GPU models loaded)."""
+    """A validated config with its files resolved (paths absolute, GPU models loaded).
+
+    Callers read the file's sections through the properties below (``cfg.horizon``,
+    ``cfg.controller``, …) and its file names already resolved against the config's folder
+    (:attr:`jobs_file_path`, :attr:`actuals_path`); ``raw`` (the file as validated) is the
+    loader's. :meth:`with_sections` gives a copy with sections replaced (the controller's
+    overrides, the what-if replay's site tags).
+    """
 
     path: Path
     raw: FleetFile
@@ -147,12 +154,74 @@ class FleetConfig:
     carbon_path: Path
 
     @property
+    def name(self) -> str:
+        return self.raw.name
+
+    @property
+    def currency(self) -> str | None:
+        return self.raw.currency
+
+    @property
+    def horizon(self) -> HorizonConfig:
+        return self.raw.horizon
+
+    @property
+    def objective(self) -> ObjectiveConfig:
+        return self.raw.objective
+
+    @property
+    def solver(self) -> SolverConfig:
+        return self.raw.solver
+
+    @property
+    def controller(self) -> ControllerConfig:
+        return self.raw.controller
+
+    @property
+    def carbon(self) -> CarbonConfig | None:
+        return self.raw.carbon
+
+    @property
+    def job_actuation(self) -> JobActuationConfig | None:
+        return self.raw.job_actuation
+
+    @property
     def sites(self) -> list[SiteConfig]:
         return self.raw.sites
 
     @property
     def pools(self) -> list[PoolConfig]:
         return self.raw.pools
+
+    @property
+    def jobs_file(self) -> str | None:
+        """``jobs_file`` as written in the config (see :attr:`jobs_file_path`)."""
+        return self.raw.jobs_file
+
+    @property
+    def jobs_file_path(self) -> Path | None:
+        """``jobs_file`` resolved against the config's folder (None: jobs only in [[jobs]])."""
+        jf = self.raw.jobs_file
+        return None if jf is None else self.path.parent / jf
+
+    @property
+    def actuals_path(self) -> Path | None:
+        """``[carbon] actuals_file`` resolved against the config's folder (None: not given)."""
+        c = self.raw.carbon
+        if c is None or c.actuals_file is None:
+            return None
+        return self.path.parent / c.actuals_file
+
+    def with_sections(self, **sections: object) -> FleetConfig:
+        """A copy with whole sections of the file replaced (``sites=[...]``,
+        ``solver=SolverConfig(...)``); the values are taken as they are (validate them first)."""
+        return FleetConfig(
+            path=self.path,
+            raw=self.raw.model_copy(update=sections),
+            gpu_models=self.gpu_models,
+            jobs=self.jobs,
+            carbon_path=self.carbon_path,
+        )
 
 
 #: how the carbon-agnostic baseline picks a job's site when the job has no ``submit_site``

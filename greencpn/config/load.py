@@ -107,8 +107,7 @@ def load_config(path: str | Path) -> FleetConfig:
 def check_config(cfg: FleetConfig) -> None:
     """Cross-field checks, one rule each; the first failure raises ConfigError."""
     src = str(cfg.path)
-    raw = cfg.raw
-    names = [s.name for s in raw.sites]
+    names = [s.name for s in cfg.sites]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ConfigError(
@@ -117,7 +116,7 @@ def check_config(cfg: FleetConfig) -> None:
             field="sites",
             fix="give every site a unique name",
         )
-    pnames = [p.name for p in raw.pools]
+    pnames = [p.name for p in cfg.pools]
     dup = {n for n in pnames if pnames.count(n) > 1}
     if dup:
         raise ConfigError(
@@ -126,17 +125,17 @@ def check_config(cfg: FleetConfig) -> None:
             field="pools",
             fix="give every pool a unique name",
         )
-    for i, s in enumerate(raw.sites):
+    for i, s in enumerate(cfg.sites):
         for fld in ("power_budget_kw", "price_per_kwh"):
             val = getattr(s, fld)
-            if isinstance(val, list) and len(val) != raw.horizon.slots:
+            if isinstance(val, list) and len(val) != cfg.horizon.slots:
                 raise ConfigError(
-                    f"has {len(val)} values but the horizon has {raw.horizon.slots} slots",
+                    f"has {len(val)} values but the horizon has {cfg.horizon.slots} slots",
                     source=src,
                     field=f"sites[{i}]({s.name}).{fld}",
                     fix="give one value per slot or a single constant",
                 )
-    for i, p in enumerate(raw.pools):
+    for i, p in enumerate(cfg.pools):
         where = f"pools[{i}]({p.name})"
         if p.site not in names:
             raise ConfigError(
@@ -171,7 +170,7 @@ def check_config(cfg: FleetConfig) -> None:
             fix="give every job a unique id",
         )
     classes = sorted(
-        {c for p in raw.pools for c in cfg.gpu_models[p.gpu_model.lower()].class_names}
+        {c for p in cfg.pools for c in cfg.gpu_models[p.gpu_model.lower()].class_names}
     )
     for j in cfg.jobs:
         if j.workload_class is not None and j.workload_class not in classes:
@@ -183,10 +182,10 @@ def check_config(cfg: FleetConfig) -> None:
                 "out to plan the job on the model's median curve",
             )
     pools_by_site: dict[str, list[PoolConfig]] = {}
-    for p in raw.pools:
+    for p in cfg.pools:
         pools_by_site.setdefault(p.site, []).append(p)
     for j in cfg.jobs:
-        allowed = allowed_sites(j, raw.sites)
+        allowed = allowed_sites(j, cfg.sites)
         if not allowed:
             raise ConfigError(
                 f"no site may run job {j.id!r} (jurisdictions {j.jurisdictions}, "
@@ -330,12 +329,12 @@ def validate_hook_table(table: Any, *, source: str, field_prefix: str = "hook") 
 
 def check_job_actuation(cfg: FleetConfig) -> None:
     """``[job_actuation]``: its clusters name known sites, their pools known pools."""
-    ja = cfg.raw.job_actuation
+    ja = cfg.job_actuation
     if ja is None:
         return
     src = str(cfg.path)
-    sites = {s.name for s in cfg.raw.sites}
-    pools = {p.name: p.site for p in cfg.raw.pools}
+    sites = {s.name for s in cfg.sites}
+    pools = {p.name: p.site for p in cfg.pools}
     for i, c in enumerate(ja.clusters):
         where = f"job_actuation.clusters[{i}]({c.name})"
         for site in c.sites:

@@ -125,7 +125,7 @@ class Daemon:
         self.last_overhead_s = 0.0
         self.state = self._read_state()
         self.controller = self._build_controller(self.settings)
-        self._check_timing(self.settings, self.controller.config.raw.horizon.slot_minutes)
+        self._check_timing(self.settings, self.controller.config.horizon.slot_minutes)
         self.trigger = SlotTrigger(self.period_s, self.settings.offset_s)
         self.metrics.set_savings(self.state["savings"]["kg_co2e"], self.state["savings"]["kwh"])
         self.metrics.enforce.set(1 if self.settings.mode == "enforce" else 0)
@@ -155,7 +155,7 @@ class Daemon:
         )
         if self._backends is not None:
             kwargs["backends"] = self._backends
-        if cfg.raw.job_actuation is not None:  # scheduler jobs: greencpn/actuate/jobs
+        if cfg.job_actuation is not None:  # scheduler jobs: greencpn/actuate/jobs
             from greencpn.actuate.jobs.controller_bridge import controller_job_kwargs
 
             enforce = settings.mode == "enforce" and self.allow_actuation
@@ -189,7 +189,7 @@ class Daemon:
     def period_s(self) -> float:
         if self.settings.period_s is not None:
             return float(self.settings.period_s)
-        return float(self.controller.config.raw.horizon.slot_minutes * 60)
+        return float(self.controller.config.horizon.slot_minutes * 60)
 
     # ------------------------------------------------------------------ the step
 
@@ -401,7 +401,7 @@ class Daemon:
         settings, allow = self._load_settings()
         cfg = load_config(self.config_path)
         check_pools(settings, [p.name for p in cfg.pools], str(self.control_path))
-        self._check_timing(settings, cfg.raw.horizon.slot_minutes)
+        self._check_timing(settings, cfg.horizon.slot_minutes)
         return settings, allow
 
     def _refuse(self, exc: ConfigError) -> str:

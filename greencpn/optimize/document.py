@@ -111,7 +111,7 @@ def report_extras(cfg: FleetConfig, res: PlanResult) -> dict:
         energy[k] = {key: round(v, 4) for key, v in ev.energy_breakdown_kwh.items()}
     agn = res.baselines["carbon_agnostic"].totals["carbon_kg_in_horizon"]
     levers = lever_savings(inp, res.schedule, res.nodes_on, res.startups, agn)
-    site_jur = {s.name: s.jurisdictions for s in cfg.raw.sites}
+    site_jur = {s.name: s.jurisdictions for s in cfg.sites}
     jur = {jc.id: jc.jurisdictions for jc in cfg.jobs}
     residency = []
     for i, j in enumerate(inp.jobs):
@@ -129,7 +129,7 @@ def report_extras(cfg: FleetConfig, res: PlanResult) -> dict:
             }
         )
     not_actuated = []
-    for pc in cfg.raw.pools:
+    for pc in cfg.pools:
         if pc.planned_always_on:
             why = (
                 'hook = { kind = "none" }: greencpn cannot switch its nodes, so they are planned '
@@ -164,9 +164,9 @@ def carbon_signal(cfg: FleetConfig, inp: PlanInputs) -> dict:
     cache or the forecaster answered); ``[carbon] actuals_file`` then prices it on measured
     values too (``on_actuals``)."""
     prov = inp.extras.get("carbon_provenance", {})
-    file_accounting = cfg.raw.carbon.accounting if cfg.raw.carbon is not None else None
+    file_accounting = cfg.carbon.accounting if cfg.carbon is not None else None
     # with measured values beside it, the [carbon] file is the forecast the plan decided on
-    has_actuals = cfg.raw.carbon is not None and cfg.raw.carbon.actuals_file is not None
+    has_actuals = cfg.carbon is not None and cfg.carbon.actuals_file is not None
     sites = {}
     for site in inp.sites:
         pv = prov.get(site.name) or {}
@@ -236,7 +236,7 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
         gap = (ex.objective - bound) / abs(bound) if bound else None
     pools = []
     for p, pool in enumerate(inp.pools):
-        pc = cfg.raw.pools[p]
+        pc = cfg.pools[p]
         lev = res.schedule.level[p, :T]
         gm = pool.gpu_model
         pools.append(
@@ -401,7 +401,7 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
         "sites": sites,
         "totals": tot,
         "baselines": base,
-        "currency": cfg.raw.currency,
+        "currency": cfg.currency,
         "carbon_signal": carbon_signal(cfg, inp),
         "baseline_rules": baseline_rules(inp),
         "beyond_horizon_rule": beyond_rule,

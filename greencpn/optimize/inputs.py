@@ -297,11 +297,10 @@ def build_inputs(
     failed_nodes: dict[str, int] | None = None,
 ) -> PlanInputs:
     """Turn a validated config and a carbon table (zone → values per slot) into arrays."""
-    raw = cfg.raw
     T = len(slot_starts)
-    slot_h = raw.horizon.slot_minutes / 60.0
+    slot_h = cfg.horizon.slot_minutes / 60.0
     sites = []
-    for s in raw.sites:
+    for s in cfg.sites:
         if s.zone not in intensity:
             raise ConfigError(
                 f"no carbon series for zone {s.zone!r}",
@@ -318,10 +317,10 @@ def build_inputs(
                 intensity_g_per_kwh=np.asarray(intensity[s.zone], dtype=float),
             )
         )
-    site_idx = {s.name: i for i, s in enumerate(raw.sites)}
+    site_idx = {s.name: i for i, s in enumerate(cfg.sites)}
     work_by_site_class: dict[str, dict[str | None, float]] = defaultdict(lambda: defaultdict(float))
     for j in cfg.jobs:
-        for n in allowed_sites(j, raw.sites):
+        for n in allowed_sites(j, cfg.sites):
             work_by_site_class[n][j.workload_class] += j.work_gpu_h
     pools = [
         pool_in(
@@ -333,15 +332,15 @@ def build_inputs(
             T,
             dict(work_by_site_class[p.site]),
         )
-        for p in raw.pools
+        for p in cfg.pools
     ]
     site_gpus = dict.fromkeys(site_idx, 0)
-    for p in raw.pools:
+    for p in cfg.pools:
         site_gpus[p.site] += p.nodes * p.gpus_per_node
     jobs = []
     for j in cfg.jobs:
-        allowed = allowed_sites(j, raw.sites)
-        submit, rule = baseline_submit_site(j, raw.sites, raw.pools)
+        allowed = allowed_sites(j, cfg.sites)
+        submit, rule = baseline_submit_site(j, cfg.sites, cfg.pools)
         order = [submit] + sorted(
             (s_ for s_ in allowed if s_ != submit), key=lambda s_: (-site_gpus[s_], s_)
         )
@@ -352,9 +351,9 @@ def build_inputs(
                 submit_rule=rule,
             )
         )
-    groups = group_jobs(jobs, T, raw.solver.window_rounding_slots)
+    groups = group_jobs(jobs, T, cfg.solver.window_rounding_slots)
     return PlanInputs(
-        name=raw.name,
+        name=cfg.name,
         start=start,
         slot_h=slot_h,
         slot_starts=slot_starts,
@@ -362,6 +361,6 @@ def build_inputs(
         pools=pools,
         jobs=jobs,
         groups=groups,
-        objective=raw.objective,
-        solver=raw.solver,
+        objective=cfg.objective,
+        solver=cfg.solver,
     )

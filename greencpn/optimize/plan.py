@@ -91,8 +91,8 @@ class NoIncumbentError(SolverError):
 
 def horizon_start(cfg: FleetConfig, clock: Clock | None) -> datetime:
     """The configured start, else the clock's now rounded down to a slot boundary."""
-    if cfg.raw.horizon.start is not None:
-        return cfg.raw.horizon.start
+    if cfg.horizon.start is not None:
+        return cfg.horizon.start
     if clock is None:
         raise ConfigError(
             "no horizon start",
@@ -101,7 +101,7 @@ def horizon_start(cfg: FleetConfig, clock: Clock | None) -> datetime:
             fix="set horizon.start or pass a clock (the CLI uses now)",
         )
     now = clock.now()
-    step = cfg.raw.horizon.slot_minutes * 60
+    step = cfg.horizon.slot_minutes * 60
     epoch = int(now.timestamp()) // step * step
     return datetime.fromtimestamp(epoch, UTC)
 
@@ -129,11 +129,11 @@ def make_inputs(
             "greencpn.controller.forecast.make_inputs (the control step does)"
         )
     start = start or horizon_start(cfg, clock)
-    T = cfg.raw.horizon.slots
-    starts = slot_times(start, T, cfg.raw.horizon.slot_minutes)
+    T = cfg.horizon.slots
+    starts = slot_times(start, T, cfg.horizon.slot_minutes)
     provenance = {k: dict(v) for k, v in (provenance or {}).items()}
     errors = forecast_error or {}
-    for s in cfg.raw.sites:
+    for s in cfg.sites:
         provenance.setdefault(s.name, {"source": f"csv:{cfg.carbon_path}", "fallback": None})
     inp = build_inputs(
         cfg,
@@ -143,7 +143,7 @@ def make_inputs(
         reserves=reserves,
         failed_nodes=failed_nodes,
     )
-    if cfg.raw.objective.ignore_gains_within_forecast_error and errors:
+    if cfg.objective.ignore_gains_within_forecast_error and errors:
         sites = []
         for site in inp.sites:
             err = errors.get(site.name)

@@ -155,7 +155,7 @@ def _price_on_actuals(cfg: Any, result: Any) -> None:
 
     actuals = load_actuals(cfg, result.inputs.start, result.inputs.T)
     if actuals is not None:
-        src = f"csv:{cfg.path.parent / cfg.raw.carbon.actuals_file}"
+        src = f"csv:{cfg.actuals_path}"
         result.document["on_actuals"] = reprice(result, actuals, src)
 
 

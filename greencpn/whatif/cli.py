@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     fleet = FleetSpec.from_config(cfg)
     start, end = _replay_times(args)
-    step = timedelta(minutes=args.step_min or cfg.raw.horizon.slot_minutes)
+    step = timedelta(minutes=args.step_min or cfg.horizon.slot_minutes)
     settings = ReplaySettings(
         start=start,
         end=end,
@@ -197,9 +197,9 @@ def run(args: argparse.Namespace) -> int:
             start=start,
             end=end,
         )
-    elif cfg.raw.jobs_file:
+    elif cfg.jobs_file_path is not None:
         jobs = load_jobs(
-            cfg.path.parent / cfg.raw.jobs_file,
+            cfg.jobs_file_path,
             fleet,
             kind="greencpn",
             assign=args.assign,
@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
         "to": end.isoformat(),
         "step_min": step.total_seconds() / 60,
         "seed": args.seed,
-        "jobs_file": str(args.jobs or cfg.raw.jobs_file),
+        "jobs_file": str(args.jobs or cfg.jobs_file),
         "drain_h": args.drain_h,
         "workers": args.workers,
     }

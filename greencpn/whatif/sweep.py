@@ -81,7 +81,7 @@ def _inputs(task_key: tuple) -> tuple[Any, Any, Any, Any, Any]:
     t = SweepTask(**dict(task_key))
     cfg = load_config(Path(t.config))
     fleet = FleetSpec.from_config(cfg)
-    step = timedelta(minutes=t.step_min or cfg.raw.horizon.slot_minutes)
+    step = timedelta(minutes=t.step_min or cfg.horizon.slot_minutes)
     settings = ReplaySettings(
         start=t.start,
         end=t.end,
@@ -103,9 +103,9 @@ def _inputs(task_key: tuple) -> tuple[Any, Any, Any, Any, Any]:
             start=t.start,
             end=t.end,
         )
-    elif cfg.raw.jobs_file:
+    elif cfg.jobs_file_path is not None:
         jobs = load_jobs(
-            cfg.path.parent / cfg.raw.jobs_file,
+            cfg.jobs_file_path,
             fleet,
             kind="greencpn",
             assign=t.assign,

@@ -139,7 +139,7 @@ class SchedulerQueue:
         self.policy = JobPolicy.from_config(backends.config)
         self.clock_now = clock_now
         self.heartbeat = heartbeat
-        tags = {s.name: list(s.jurisdictions) for s in config.raw.sites}
+        tags = {s.name: list(s.jurisdictions) for s in config.sites}
         # a job may go where its jurisdictions allow: those of its cluster's sites keep it on
         # the cluster (a queued job cannot move); sites without jurisdictions cannot say so
         self.jurisdictions = {
@@ -433,7 +433,7 @@ def controller_job_kwargs(
 ) -> dict[str, Any]:
     """``queue`` and ``job_actuator`` for :class:`greencpn.controller.Controller` from the
     config's ``[job_actuation]`` ({} when it has none)."""
-    backends = make_job_backends(config.raw.job_actuation, source=str(config.path))
+    backends = make_job_backends(config.job_actuation, source=str(config.path))
     if backends is None:
         return {}
     return {

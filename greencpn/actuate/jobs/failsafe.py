@@ -181,7 +181,7 @@ def restore_on_exit(
     """The daemon's exit path: :func:`restore_jobs_on_exit` over the config's
     ``[job_actuation]`` (None when it has none), one ledger apply (``restore-on-exit``) in
     ``<state_dir>/ledger.sqlite``. Never raises for a scheduler fault (reported per job)."""
-    backends = make_job_backends(config.raw.job_actuation, source=str(config.path))
+    backends = make_job_backends(config.job_actuation, source=str(config.path))
     if backends is None:
         return None
     return recorded_apply(
@@ -227,7 +227,7 @@ def _backends(path: str) -> tuple[FleetConfig, JobBackends]:
     from greencpn.config import load_config
 
     config = load_config(path)
-    backends = make_job_backends(config.raw.job_actuation, source=str(config.path))
+    backends = make_job_backends(config.job_actuation, source=str(config.path))
     if backends is None:
         raise ConfigError(
             "the config has no [job_actuation] section",

@@ -75,7 +75,7 @@ def choose_cluster(
     gpus: int,
 ) -> ClusterChoice:
     """The greenest Slurm cluster for a job of ``gpus`` GPUs running ``time_limit`` from ``now``."""
-    ja = config.raw.job_actuation
+    ja = config.job_actuation
     src = str(config.path)
     if ja is None or not any(c.kind == "slurm" for c in ja.clusters):
         raise ConfigError(

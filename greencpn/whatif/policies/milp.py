@@ -146,18 +146,12 @@ class Milp:
                     return cfg
                 sites = [
                     s.model_copy(update={"jurisdictions": [*s.jurisdictions, SITE_TAG + s.name]})
-                    for s in cfg.raw.sites
+                    for s in cfg.sites
                 ]
-                return FleetConfig(
-                    path=cfg.path,
-                    raw=cfg.raw.model_copy(update={"sites": sites}),
-                    gpu_models=cfg.gpu_models,
-                    jobs=cfg.jobs,
-                    carbon_path=cfg.carbon_path,
-                )
+                return cfg.with_sections(sites=sites)
 
             def forecast(self, start: datetime, errors: list[dict], strict: bool) -> Any:
-                T = self.config.raw.horizon.slots
+                T = self.config.horizon.slots
                 v = policy.view
                 assert v is not None
                 zones = sorted({s.zone for s in self.config.sites})
