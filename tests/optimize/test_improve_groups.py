@@ -10,7 +10,8 @@ from greencpn.clock import SimClock
 from greencpn.config import load_config
 from greencpn.controller.forecast import make_inputs
 from greencpn.optimize.evaluate import evaluate
-from greencpn.optimize.improve import _Packer, improve_schedule
+from greencpn.optimize.improve import improve_schedule
+from greencpn.optimize.packer import Packer
 from greencpn.optimize.placement import place_jobs
 from greencpn.optimize.repair import repair_nodes
 from greencpn.optimize.schedule import boot_steps, job_steps, work_done
@@ -106,7 +107,7 @@ def test_boot_steps_need_the_nodes_a_slot_earlier(fleet):
     assert boot_steps(inp, 0, 4) == 1
     s0 = _asap(inp)
     assert float(s0.start_h[0]) == 1.0
-    pk = _Packer(inp, s0, None, None)
+    pk = Packer(inp, s0, None, None)
     n, _u, _ = repair_nodes(inp, s0)
     assert pk.need_of(0)[: inp.T].tolist() == [1, 1, 0, 0]
     assert pk.prof_n[0, : inp.T].tolist() == n[0].tolist() == [1, 1, 0, 0]
@@ -160,7 +161,7 @@ def test_site_energy_estimate_includes_boot_energy(fleet):
     inp = inputs(path)
     s0 = _asap(inp)
     ev, n = _priced(inp, s0)
-    pk = _Packer(inp, s0, None, None)
+    pk = Packer(inp, s0, None, None)
     assert n[0].tolist() == pk.prof_n[0, : inp.T].tolist() == [1, 1, 0]
     per_slot = pk.site_used[0, : inp.T * pk.k].reshape(inp.T, pk.k).sum(axis=1)
     assert per_slot.tolist() == pytest.approx([0.2, 0.325, 0.0])
