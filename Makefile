@@ -44,10 +44,11 @@ mutation: $(STAMP)
 	@$(BIN)/mutmut results
 
 lint: $(STAMP)
-	$(BIN)/ruff check greencpn tests bench models
-	$(BIN)/ruff format --check greencpn tests bench models
+	$(BIN)/ruff check greencpn tests bench models tools
+	$(BIN)/ruff format --check greencpn tests bench models tools
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python tools/module_sizes.py greencpn
 	$(BIN)/pylint --recursive=y --disable=all --enable=duplicate-code --score=n \
 		--min-similarity-lines=$(DUP_MIN_LINES) --ignore-comments=y --ignore-docstrings=y \
 		--ignore-imports=y --ignore-signatures=y greencpn tests bench models data

@@ -1,7 +1,32 @@
-"""Slurm's job-array task specs, read the same way by the queue reader
-(greencpn.sources.slurm_queue) and the job actuator (greencpn.actuate.jobs.slurm)."""
+"""Slurm's values read the same way by the queue reader (greencpn.sources.slurm_queue) and
+the job actuator (greencpn.actuate.jobs.slurm): job-array task specs, numbers and times of its
+JSON (``squeue --json`` / ``sacct --json`` / ``scontrol --json``)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+
+def slurm_number(value: Any) -> float | None:
+    """A Slurm number: plain, or ``{"set", "infinite", "number"}``; None if unset/infinite."""
+    if isinstance(value, Mapping):
+        if not value.get("set", True) or value.get("infinite", False):
+            return None
+        value = value.get("number")
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def slurm_epoch(value: Any) -> datetime | None:
+    """A Slurm time (epoch seconds, plain or as :func:`slurm_number`), UTC; None if unset or 0."""
+    n = slurm_number(value)
+    return None if n is None or n <= 0 else datetime.fromtimestamp(n, UTC)
 
 
 def array_tasks(text: str) -> list[int]:

@@ -204,22 +204,7 @@ def solve_joblevel(
                 ids = cap_ids + [int(n[p, t])]
                 cf = cap_cf + [-m_]
             mb.add_row("gpus_on_booted_nodes", ids, cf, None, -float(pool.reserve_gpus[t]))
-    empty = np.zeros(0, dtype=int)
-    V = Vars(
-        n=n,
-        u=u,
-        d=d,
-        y=None,
-        g=np.zeros((P, 1, T), dtype=int),
-        x_id=empty,
-        x_k=empty,
-        x_s=empty,
-        x_t=empty,
-        q=empty,
-        e=np.zeros((0, T), dtype=int),
-        v=np.zeros((0, T), dtype=int),
-        n_levels=np.ones(P, dtype=int),
-    )
+    V = Vars.nodes_only(n, u, d)
     nodes_family.add(mb, inp, V)
     for s_, site in enumerate(inp.sites):
         for t in range(T):

@@ -71,22 +71,7 @@ def repair_nodes(
     n = mb.new_vars("int", (P, T), lb=lb, ub=ub)
     u = mb.new_vars("int", (P, T), lb=0.0)
     d = mb.new_vars("int", (P, T), lb=0.0)
-    empty = np.zeros(0, dtype=int)
-    V = Vars(
-        n=n,
-        u=u,
-        d=d,
-        y=None,
-        g=np.zeros((P, 1, T), dtype=int),
-        x_id=empty,
-        x_k=empty,
-        x_s=empty,
-        x_t=empty,
-        q=empty,
-        e=np.zeros((0, T), dtype=int),
-        v=np.zeros((0, T), dtype=int),
-        n_levels=np.ones(P, dtype=int),
-    )
+    V = Vars.nodes_only(n, u, d)
     nodes_family.add(mb, inp, V)
     busy = sched.busy[:, :T]
     # GPUs of a node that is still booting are not usable: in the boot steps of slot t only

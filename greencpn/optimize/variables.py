@@ -46,6 +46,29 @@ class Vars:
     v: np.ndarray  # [S, T]
     n_levels: np.ndarray  # [P] real level count per pool
 
+    @classmethod
+    def nodes_only(cls, n: np.ndarray, u: np.ndarray, d: np.ndarray) -> Vars:
+        """The node family's variables alone (``n``, ``u``, ``d`` [P, T]), every other family
+        empty: what :func:`greencpn.optimize.nodes.add` needs for a model of the nodes only
+        (the node repair, the job-level MILP)."""
+        P, T = n.shape
+        empty = np.zeros(0, dtype=int)
+        return cls(
+            n=n,
+            u=u,
+            d=d,
+            y=None,
+            g=np.zeros((P, 1, T), dtype=int),
+            x_id=empty,
+            x_k=empty,
+            x_s=empty,
+            x_t=empty,
+            q=empty,
+            e=np.zeros((0, T), dtype=int),
+            v=np.zeros((0, T), dtype=int),
+            n_levels=np.ones(P, dtype=int),
+        )
+
 
 def allocate(mb: ModelBuilder, inp: PlanInputs) -> Vars:
     P, T, S, K = len(inp.pools), inp.T, len(inp.sites), len(inp.groups)

@@ -25,7 +25,7 @@ Per-job hints go in the job's comment (``sbatch --comment``), e.g.
 (relative to the release). Keys: ``deadline``, ``checkpointable``, ``priority``, ``class``
 (the GPU workload class, e.g. ``greencpn:class=heavy``: models/README.md 'Workload classes').
 
-Size (~670 lines, over the ~600 of issue 13, on purpose): the shapes of every Slurm release's
+Size (~640 lines, over the ~600 of issue 13, on purpose): the shapes of every Slurm release's
 JSON are read field by field side by side (22.05 … 24.x), so a difference between releases is
 seen where it is handled.
 """
@@ -46,7 +46,7 @@ from pydantic import ValidationError
 
 from greencpn.clock import ensure_utc
 from greencpn.config import JobConfig
-from greencpn.domain.slurm import array_tasks
+from greencpn.domain.slurm import array_tasks, slurm_epoch, slurm_number
 from greencpn.errors import ConfigError, PermanentError, TemporaryError
 
 _PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING"}
@@ -185,29 +185,8 @@ def _expand_one(part: str, whole: str) -> list[str]:
     return out
 
 
-def _num(value: Any) -> float | None:
-    """A Slurm number: plain, or ``{"set", "infinite", "number"}``; None if unset/infinite."""
-    if isinstance(value, Mapping):
-        if not value.get("set", True) or value.get("infinite", False):
-            return None
-        value = value.get("number")
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _is_infinite(value: Any) -> bool:
     return value is None or (isinstance(value, Mapping) and bool(value.get("infinite")))
-
-
-def _epoch(value: Any) -> datetime | None:
-    n = _num(value)
-    if n is None or n <= 0:
-        return None
-    return datetime.fromtimestamp(n, UTC)
 
 
 def _state(value: Any) -> str:
@@ -316,7 +295,7 @@ class _Entry:
 
 def _squeue_entries(job: Mapping[str, Any]) -> list[_Entry]:
     state = _state(job.get("job_state"))
-    node_count = _num(job.get("node_count")) or 1.0
+    node_count = slurm_number(job.get("node_count")) or 1.0
     gpus = None
     for key in ("tres_alloc_str", "tres_req_str", "tres_per_job"):
         gpus = parse_gpu_count(job.get(key))
@@ -329,7 +308,7 @@ def _squeue_entries(job: Mapping[str, Any]) -> list[_Entry]:
     if gpus is None:
         per_task = parse_gpu_count(job.get("tres_per_task"))
         if per_task is not None:
-            gpus = int(per_task * (_num(job.get("tasks")) or 1))
+            gpus = int(per_task * (slurm_number(job.get("tasks")) or 1))
     if gpus is None:
         gpus = _gres_detail_count(job.get("gres_detail"))
     limit = job.get("time_limit")
@@ -340,17 +319,17 @@ def _squeue_entries(job: Mapping[str, Any]) -> list[_Entry]:
         reason=str(job.get("state_reason") or ""),
         gpus=gpus,
         nodes=str(job.get("nodes") or ""),
-        submit=_epoch(job.get("submit_time")),
-        eligible=_epoch(job.get("eligible_time")),
-        start=_epoch(job.get("start_time")),
-        end=_epoch(job.get("end_time")),
-        limit_min=None if _is_infinite(limit) else _num(limit),
+        submit=slurm_epoch(job.get("submit_time")),
+        eligible=slurm_epoch(job.get("eligible_time")),
+        start=slurm_epoch(job.get("start_time")),
+        end=slurm_epoch(job.get("end_time")),
+        limit_min=None if _is_infinite(limit) else slurm_number(limit),
         elapsed_s=None,
         comment=str(job.get("comment") or ""),
     )
-    job_id = str(int(_num(job.get("job_id")) or 0))
-    array_id = _num(job.get("array_job_id"))
-    task_id = _num(job.get("array_task_id"))
+    job_id = str(int(slurm_number(job.get("job_id")) or 0))
+    array_id = slurm_number(job.get("array_job_id"))
+    task_id = slurm_number(job.get("array_task_id"))
     task_str = str(job.get("array_task_string") or "")
     if array_id and task_id is not None:
         return [_Entry(id=f"{int(array_id)}_{int(task_id)}", **base)]  # type: ignore[arg-type]
@@ -367,7 +346,7 @@ def _sacct_entries(job: Mapping[str, Any]) -> list[_Entry]:
     for key in ("allocated", "requested"):
         items = tres.get(key) or []
         counts = [
-            _num(i.get("count"))
+            slurm_number(i.get("count"))
             for i in items
             if i.get("type") == "gres" and str(i.get("name") or "").split(":")[0] == "gpu"
         ]
@@ -380,9 +359,9 @@ def _sacct_entries(job: Mapping[str, Any]) -> list[_Entry]:
         comment = comment.get("job")
     limit = t.get("limit")
     array = job.get("array") or {}
-    array_id = _num(array.get("job_id"))
-    task_id = _num(array.get("task_id"))
-    ids = [str(int(_num(job.get("job_id")) or 0))]
+    array_id = slurm_number(array.get("job_id"))
+    task_id = slurm_number(array.get("task_id"))
+    ids = [str(int(slurm_number(job.get("job_id")) or 0))]
     if array_id and task_id is not None:
         ids = [f"{int(array_id)}_{int(task_id)}"]
     elif array_id and array.get("task"):  # a pending array record: "0x7" bitmap or "0-2"
@@ -396,12 +375,12 @@ def _sacct_entries(job: Mapping[str, Any]) -> list[_Entry]:
             reason=str((job.get("state") or {}).get("reason") or ""),
             gpus=gpus,
             nodes=str(job.get("nodes") or ""),
-            submit=_epoch(t.get("submission")),
-            eligible=_epoch(t.get("eligible")),
-            start=_epoch(t.get("start")),
-            end=_epoch(t.get("end")),
-            limit_min=None if _is_infinite(limit) else _num(limit),
-            elapsed_s=_num(t.get("elapsed")),
+            submit=slurm_epoch(t.get("submission")),
+            eligible=slurm_epoch(t.get("eligible")),
+            start=slurm_epoch(t.get("start")),
+            end=slurm_epoch(t.get("end")),
+            limit_min=None if _is_infinite(limit) else slurm_number(limit),
+            elapsed_s=slurm_number(t.get("elapsed")),
             comment=str(comment or ""),
         )
         for job_id in ids

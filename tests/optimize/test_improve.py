@@ -9,10 +9,10 @@ from greencpn.clock import SimClock
 from greencpn.config import load_config
 from greencpn.controller.forecast import make_inputs, make_plan
 from greencpn.optimize.evaluate import evaluate
-from greencpn.optimize.improve import improve_schedule, node_profile
+from greencpn.optimize.improve import improve_schedule
 from greencpn.optimize.placement import place_jobs
 from greencpn.optimize.repair import repair_nodes
-from greencpn.optimize.schedule import boot_steps, job_steps, work_done
+from greencpn.optimize.schedule import boot_steps, job_steps, node_profile, work_done
 from tests.optimize.conftest import START, iso
 from tests.optimize.test_plan_tiny import ONE_SITE, job, pool
 
@@ -92,17 +92,11 @@ def _random_fleet(fleet, seed):
     return fleet(carbon={"Z": carbon}, sites=ONE_SITE, pools=pools, jobs=jobs)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_reinsertion_keeps_the_schedule_executable(fleet, seed):
-    """Every job still does exactly its work, on time if it was, one cap level per pool-slot,
-    GPUs within the nodes on and off booting nodes; and the pass never makes the one-off plan
-    worse than the candidate it started from."""
-    inp = inputs(_random_fleet(fleet, seed))
-    P, T = len(inp.pools), inp.T
-    spare_on = np.zeros((P, T))
-    s0 = place_jobs(inp, spare_on, np.zeros((P, T), dtype=int), mode="levels")
-    s1, _ = improve_schedule(inp, s0)
-    n, u, _ = repair_nodes(inp, s1)
+def assert_work_on_time_and_nodes_cover(inp, s0, s1, n, u) -> None:
+    """``s1`` (a re-inserted ``s0``) does every job's work exactly, on time where ``s0`` was,
+    and holds GPUs only on nodes on ``n`` and, in a slot's boot steps, off nodes still booting
+    (``n − u``). Shared by the one-job and the multi-job moves' tests."""
+    T = inp.T
     k = s1.subslots
     for j, jb in enumerate(inp.jobs):
         assert work_done(inp, s1, j) == pytest.approx(work_done(inp, s0, j), abs=1e-6)
@@ -117,6 +111,21 @@ def test_reinsertion_keeps_the_schedule_executable(fleet, seed):
             assert held.max() <= pl.gpus_per_node * n[p, t] + 1e-9
             if nb:
                 assert held[:nb].max() <= pl.gpus_per_node * (n[p, t] - u[p, t]) + 1e-9
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_reinsertion_keeps_the_schedule_executable(fleet, seed):
+    """Every job still does exactly its work, on time if it was, one cap level per pool-slot,
+    GPUs within the nodes on and off booting nodes; and the pass never makes the one-off plan
+    worse than the candidate it started from."""
+    inp = inputs(_random_fleet(fleet, seed))
+    P, T = len(inp.pools), inp.T
+    spare_on = np.zeros((P, T))
+    s0 = place_jobs(inp, spare_on, np.zeros((P, T), dtype=int), mode="levels")
+    s1, _ = improve_schedule(inp, s0)
+    n, u, _ = repair_nodes(inp, s1)
+    assert_work_on_time_and_nodes_cover(inp, s0, s1, n, u)
+    for p in range(len(inp.pools)):
         # one level per pool and slot: every job running there sees the slot's level
         for j in range(len(inp.jobs)):
             if int(s1.pool[j]) == p:

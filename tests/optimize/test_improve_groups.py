@@ -14,9 +14,9 @@ from greencpn.optimize.improve import improve_schedule
 from greencpn.optimize.packer import Packer
 from greencpn.optimize.placement import place_jobs
 from greencpn.optimize.repair import repair_nodes
-from greencpn.optimize.schedule import boot_steps, job_steps, work_done
+from greencpn.optimize.schedule import boot_steps
 from tests.optimize.conftest import START
-from tests.optimize.test_improve import _random_fleet
+from tests.optimize.test_improve import _random_fleet, assert_work_on_time_and_nodes_cover
 from tests.optimize.test_plan_tiny import ONE_SITE, job, pool
 
 
@@ -123,20 +123,8 @@ def test_group_moves_keep_the_schedule_executable(fleet, seed):
     s1, info = improve_schedule(inp, s0, group_moves_s=3.0)
     assert info["estimate_after"] <= info["estimate_before"] + 1e-9
     n, u, _ = repair_nodes(inp, s1)
-    k = s1.subslots
-    for j, jb in enumerate(inp.jobs):
-        assert work_done(inp, s1, j) == pytest.approx(work_done(inp, s0, j), abs=1e-6)
-        if s0.runs[j]:
-            _, d = job_steps(jb, inp, k)
-            if max(t for t, _ in s0.fine_runs[j]) <= d:
-                assert max(t for t, _ in s1.fine_runs[j]) <= d, jb.id
-    for p, pl in enumerate(inp.pools):
-        nb = boot_steps(inp, p, k)
-        for t in range(T):
-            held = s1.alloc_fine[p, t * k : (t + 1) * k]
-            assert held.max() <= pl.gpus_per_node * n[p, t] + 1e-9
-            if nb:
-                assert held[:nb].max() <= pl.gpus_per_node * (n[p, t] - u[p, t]) + 1e-9
+    assert_work_on_time_and_nodes_cover(inp, s0, s1, n, u)
+    for p in range(len(inp.pools)):
         # GPUs held = the jobs' own runs (nothing left behind by an undone move)
         own = np.zeros(s1.alloc_fine.shape[1])
         for j, jb in enumerate(inp.jobs):

@@ -13,27 +13,7 @@ from greencpn.optimize.evaluate import evaluate
 from greencpn.optimize.joblevel import choices, fix_and_optimise, solve_joblevel
 from greencpn.optimize.schedule import boot_steps, work_done
 from tests.optimize.conftest import START
-from tests.optimize.test_plan_exact import SITE, job, pool
-
-
-def gpu_two_levels(slow_thr: float) -> str:
-    return f"""
-[[gpu_models]]
-name = "T2"
-power_limit_min_w = 100
-power_limit_max_w = 300
-power_limit_default_w = 300
-idle_w = 0
-source = "test profile"
-[[gpu_models.levels]]
-cap_w = 300
-throughput = 1.0
-power_factor = 1.0
-[[gpu_models.levels]]
-cap_w = 150
-throughput = {slow_thr}
-power_factor = 0.5
-"""
+from tests.optimize.test_plan_exact import SITE, gpu_two_levels, job, pool
 
 
 def inputs(path):

@@ -22,7 +22,9 @@ jurisdictions = ["EU"]
 pue = 1.0
 """
 
-TWO_LEVELS = """
+
+def gpu_two_levels(slow_thr: float) -> str:
+    return f"""
 [[gpu_models]]
 name = "T2"
 power_limit_min_w = 100
@@ -36,9 +38,12 @@ throughput = 1.0
 power_factor = 1.0
 [[gpu_models.levels]]
 cap_w = 150
-throughput = 0.5
+throughput = {slow_thr}
 power_factor = 0.5
 """
+
+
+TWO_LEVELS = gpu_two_levels(0.5)
 
 
 def pool(name="p", nodes=1, gpn=1, idle_w=100.0, initial=0, gpu="T1", extra=""):

@@ -49,7 +49,7 @@ from greencpn.actuate.jobs.base import (
     SteerMode,
     SteerTarget,
 )
-from greencpn.domain.slurm import array_tasks
+from greencpn.domain.slurm import array_tasks, slurm_epoch, slurm_number
 
 _PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"}
 _GPU = re.compile(r"gpu(?::[A-Za-z][\w.-]*)?[:=](\d+)")
@@ -59,24 +59,6 @@ _SLURM_FIELD = {
     FEATURES: "Features",
     NODES: "ReqNodeList",
 }
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, Mapping):
-        if not value.get("set", True) or value.get("infinite", False):
-            return None
-        value = value.get("number")
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _epoch(value: Any) -> datetime | None:
-    n = _num(value)
-    return None if n is None or n <= 0 else datetime.fromtimestamp(n, UTC)
 
 
 def _state(value: Any) -> str:
@@ -109,8 +91,8 @@ def _array_identity(
     of an array (tasks not split off yet) keeps its own job id ``A`` — stable while its tasks
     start — with ``array_tasks`` and ``array_spec`` (``scontrol update JobId=A_[spec]`` touches
     exactly those tasks, neither the split-off nor the running ones)."""
-    a = _num(array_job_id)
-    t = _num(task_id)
+    a = slurm_number(array_job_id)
+    t = slurm_number(task_id)
     if not a:
         return job_id, {}
     if t is not None:
@@ -127,11 +109,11 @@ def _array_identity(
 def parse_squeue_job(job: Mapping[str, Any], cluster: str = "") -> PendingJob:
     """One entry of ``squeue --json``'s ``jobs`` list."""
     state = _state(job.get("job_state"))
-    limit = _num(job.get("time_limit"))
-    nodes = _num(job.get("node_count")) or 1.0
+    limit = slurm_number(job.get("time_limit"))
+    nodes = slurm_number(job.get("node_count")) or 1.0
     per_node = gpu_count(job.get("tres_per_node"))
     gpus = gpu_count(job.get("tres_per_job"), job.get("tres_req_str")) or int(per_node * nodes)
-    prio = _num(job.get("priority"))
+    prio = slurm_number(job.get("priority"))
     reason = str(job.get("state_reason") or "")
     jid, arr = _array_identity(
         str(job.get("job_id")),
@@ -146,9 +128,9 @@ def parse_squeue_job(job: Mapping[str, Any], cluster: str = "") -> PendingJob:
         pending=state in _PENDING_STATES,
         gpus=gpus,
         time_limit_s=None if limit is None else limit * 60.0,
-        submit_at=_epoch(job.get("submit_time")),
-        begin_at=_epoch(job.get("eligible_time")),
-        deadline=_epoch(job.get("deadline")),
+        submit_at=slurm_epoch(job.get("submit_time")),
+        begin_at=slurm_epoch(job.get("eligible_time")),
+        deadline=slurm_epoch(job.get("deadline")),
         held=prio == 0 or reason.startswith("JobHeld"),
         partition=str(job.get("partition") or ""),
         features=str(job.get("features") or ""),
@@ -160,7 +142,7 @@ def parse_squeue_job(job: Mapping[str, Any], cluster: str = "") -> PendingJob:
             "reason": reason,
             "name": str(job.get("name") or ""),
             "node_list": str(job.get("nodes") or ""),
-            "started_at": _epoch(job.get("start_time")) if state == "RUNNING" else None,
+            "started_at": slurm_epoch(job.get("start_time")) if state == "RUNNING" else None,
             **arr,
         },
     )
