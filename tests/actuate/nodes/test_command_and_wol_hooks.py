@@ -347,7 +347,9 @@ def test_suspend_resume_validates_the_hook_like_the_fleet_config(tmp_path: Path)
     ran = tmp_path / "ran"
     hook_toml = tmp_path / "hook.toml"
     hook_toml.write_text(
-        f'kind = "command"\npower_on = ["touch", "{ran}"]\npower_off = "true"\ntimeout_s = inf\n'
+        # sh -c: the hostlist the hook appends is $0, so nothing is created in the cwd
+        f'kind = "command"\npower_on = ["sh", "-c", "touch {ran}"]\npower_off = "true"\n'
+        "timeout_s = inf\n"
     )
     record = tmp_path / "power.jsonl"
     now = datetime(2026, 1, 5, tzinfo=UTC)
