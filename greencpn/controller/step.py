@@ -1133,7 +1133,8 @@ class Controller:
             if job_gpus is not None:
                 levered = replace(levered, job_gpus=job_gpus)
         gb = guard.wrap(levered, node_pool)
-        apply_ledger = Ledger.open(self.state_dir)
+        # NORMAL like the step ledger: every commit survives a kill -9 (docs in Ledger.open)
+        apply_ledger = Ledger.open(self.state_dir, synchronous="NORMAL")
         try:
             apply_ledger.close_unfinished(now)
             diffs = compute_diff(
