@@ -539,7 +539,8 @@ class Ledger:
 
     def steps(self, apply_id: int | None = None, *, status: str | None = None) -> list[StepRow]:
         """The steps of one apply (or all), optionally only those with ``status``."""
-        conds, args_ = [], []
+        conds: list[str] = []
+        args_: list[Any] = []
         if apply_id is not None:
             conds.append("apply_id=?")
             args_.append(apply_id)

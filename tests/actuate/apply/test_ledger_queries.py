@@ -17,7 +17,9 @@ def _history(led: Ledger, applies: int) -> tuple[int, int]:
     """``applies`` finished applies of 3 finished steps each, then one unfinished apply with
     one pending and one finished step; returns (unfinished apply id, pending step id)."""
     for i in range(applies):
-        a = led.begin_apply(T0 + timedelta(hours=i), plan_path=None, slot=0, slot_start=T0, mode="act")
+        a = led.begin_apply(
+            T0 + timedelta(hours=i), plan_path=None, slot=0, slot_start=T0, mode="act"
+        )
         for k in range(3):
             led.record(a, T0, phase="p", action=f"a{k}", pool="x", targets=["n1"], status="ok")
         led.finish_apply(a, T0 + timedelta(hours=i, minutes=1), "applied")
