@@ -293,6 +293,11 @@ class OptimizePhase(ControllerBase):
     def _previous_plan(self, start: datetime, earlier_slot: bool) -> dict[str, Any] | None:
         """The newest usable plan; with ``earlier_slot`` only one made for an earlier slot
         (the stability anchor, the same for every step of a slot)."""
+        sid = self._previous_plan_id(start, earlier_slot)
+        return None if sid is None else self.ledger.plan(sid)
+
+    def _previous_plan_id(self, start: datetime, earlier_slot: bool) -> int | None:
+        """The step id of :meth:`_previous_plan`'s plan (``None``: there is none)."""
         sql = (
             "SELECT p.step_id FROM plans p JOIN steps s ON s.id = p.step_id WHERE "
             "s.plan_origin IN ('optimized', 'previous_shifted')"
@@ -302,4 +307,4 @@ class OptimizePhase(ControllerBase):
             sql += " AND s.slot_start < ?"
             args = (_iso(start),)
         row = self.ledger.db.execute(sql + " ORDER BY p.step_id DESC LIMIT 1", args).fetchone()
-        return None if row is None else self.ledger.plan(int(row[0]))
+        return None if row is None else int(row[0])

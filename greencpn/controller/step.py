@@ -128,7 +128,8 @@ class Controller(ObservePhase, ForecastPhase, OptimizePhase, ActPhase, RecordPha
         obs = self.observe(errors)
         phase_s["observe"] = time.perf_counter() - t
 
-        prev_entry = self._previous_plan(start, earlier_slot=True)
+        prev_id = self._previous_plan_id(start, earlier_slot=True)
+        prev_entry = None if prev_id is None else self.ledger.plan(prev_id)
         t = time.perf_counter()
         fc = None
         try:
@@ -151,7 +152,14 @@ class Controller(ObservePhase, ForecastPhase, OptimizePhase, ActPhase, RecordPha
                 cfg2 = self.world_config(obs, start)
                 inp = self.pin_running(fcmod.inputs_from(cfg2, fc, obs.failed), obs)
                 inp.extras["running_job_ids"] = [r.job.id for r in obs.queue.running]
-                latest = self._previous_plan(start, earlier_slot=False)
+                latest_id = self._previous_plan_id(start, earlier_slot=False)
+                # read (decompressed, parsed) once when the newest plan is the anchor's too,
+                # as in the first step of each slot (anchor() only reads both)
+                latest = (
+                    prev_entry
+                    if latest_id is not None and latest_id == prev_id
+                    else (None if latest_id is None else self.ledger.plan(latest_id))
+                )
                 anchor = self.anchor(inp, prev_entry, started, latest)
                 res = self.optimize(cfg2, inp, obs.failed, anchor)
                 doc = res.document
