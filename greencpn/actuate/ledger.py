@@ -28,7 +28,7 @@ inherits the lock's file descriptor, and ``<state dir>/apply.lease.json`` lists 
 groups of the running hooks. :meth:`Ledger.open` refuses while one of them is alive, naming it,
 so no second power operation is sent while an orphaned one runs.
 
-Size (~690 lines, over the ~600 of issue 13, on purpose): one SQLite schema, its version check,
+Size (~730 lines, over the ~600 of issue 13, on purpose): one SQLite schema, its version check,
 the apply lock and every query over it; kept together so the schema, the lock and the
 transactions that rely on them are read in one place.
 """
