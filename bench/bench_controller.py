@@ -13,6 +13,10 @@ record) on in-memory fakes.
 4. **Ledger bytes per step** — growth of steps.sqlite (+ WAL) per step, for both fleets.
 
     .venv/bin/python bench/bench_controller.py [--tiny-steps 2000] [--example-steps 24] [--write]
+
+``--example-compare OLD_DIR [--runs 2]``: only part 2, for an older tree (``git archive <hash> |
+tar -x -C OLD_DIR``, run with its own bench script) and this one, alternating in one run, each
+in its own process; ``--write`` replaces that section of bench/results/controller.md.
 """
 
 from __future__ import annotations
@@ -509,6 +513,85 @@ def l_only(a) -> int:
     return 0
 
 
+EX_HEADER = (
+    "## Controller step overhead, OLD vs NEW (`bench/bench_controller.py --example-compare`)"
+)
+
+
+def example_compare(a) -> int:
+    """Part 2 for ``--example-compare OLD_DIR`` and this tree, alternating, ``--runs`` times."""
+    import json
+
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    mach = machine()
+    trees = [("OLD", Path(a.example_compare).resolve()), ("NEW", ROOT)]
+    rows = []
+    for run in range(1, a.runs + 1):
+        for label, root in trees:
+            load0 = os.getloadavg()[0]
+            t0 = datetime.now(UTC)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    str(root / "bench" / "bench_controller.py"),
+                    "--child",
+                    "example",
+                    "--example-steps",
+                    str(a.example_steps),
+                ],
+                cwd=root,
+                env={**os.environ, "PYTHONPATH": str(root)},
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if out.returncode:
+                raise RuntimeError(f"{label} failed:\n{out.stderr[-3000:]}")
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append((f"{label} ({run})", res, load0, os.getloadavg()[0], t0))
+            print(label, run, json.dumps(res), file=sys.stderr)
+    ms = lambda v: f"{1000 * v:.0f}"  # noqa: E731
+    lines = [
+        EX_HEADER,
+        "",
+        f"Machine: {mach}. Measured {when}. OLD = `{trees[0][1]}` (an older tree with its own "
+        f"bench script), NEW = this tree; same venv; each run its own process "
+        f"(`--child example --example-steps {a.example_steps}`), in the order of the rows. "
+        f"{a.example_steps} hourly steps on the example fleet (224 nodes, 600 trace jobs; fakes, "
+        "enforce mode, simulated clock; the simulated scheduler's own time is subtracted). "
+        "Overhead = step wall − the optimiser's own work as plan.json's solver block reports it "
+        '(target ≤ 200 ms); "excl. the optimise phase" = step wall − the whole optimise phase.',
+        "",
+        "| run | overhead median ms | overhead max ms | excl. the optimise phase, median ms "
+        "| median step s | observe ms | forecast ms | reconcile ms | act ms | record ms "
+        "| median actions | ledger KiB/step | 1-min load before → after | started (UTC) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r, l0, l1, t0 in rows:
+        ph = r["phase_median_s"]
+        lines.append(
+            f"| {name} | {ms(r['overhead_excl_optimize_median_s'])} | "
+            f"{ms(r['overhead_excl_optimize_max_s'])} | "
+            f"{ms(r['overhead_excl_optimize_phase_median_s'])} | {r['wall_median_s']:.2f} | "
+            + " | ".join(ms(ph[k]) for k in ("observe", "forecast", "reconcile", "act", "record"))
+            + f" | {r['actions_median']} | {r['ledger_bytes_per_step'] / 1024:.1f} | "
+            f"{l0:.2f} → {l1:.2f} | {t0:%H:%M:%S} |"
+        )
+    lines.append("")
+    if a.note:
+        lines += [a.note, ""]
+    text = "\n".join(lines)
+    print(text)
+    if a.write:
+        old = RESULTS.read_text() if RESULTS.is_file() else ""
+        if EX_HEADER in old:
+            head, rest = old.split(EX_HEADER, 1)
+            nxt = rest.find("\n## ")
+            old = head + (rest[nxt + 1 :] if nxt >= 0 else "")
+        RESULTS.write_text(old.rstrip() + "\n\n" + text + "\n")
+    return 0
+
+
 def main() -> int:
     import json
 
@@ -537,7 +620,15 @@ def main() -> int:
         help="with --l-only: run the L step once per value ([controller] lines, ';'-separated; "
         "'' = the defaults) and print the phases side by side",
     )
+    ap.add_argument(
+        "--example-compare",
+        metavar="OLD_DIR",
+        help="run only part 2 for the tree in OLD_DIR and this one, alternating (see the doc)",
+    )
+    ap.add_argument("--runs", type=int, default=2, help="with --example-compare: rounds")
     a = ap.parse_args()
+    if a.example_compare:
+        return example_compare(a)
     if a.l_only:
         return l_only(a)
     if a.child:

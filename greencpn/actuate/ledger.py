@@ -28,7 +28,7 @@ inherits the lock's file descriptor, and ``<state dir>/apply.lease.json`` lists 
 groups of the running hooks. :meth:`Ledger.open` refuses while one of them is alive, naming it,
 so no second power operation is sent while an orphaned one runs.
 
-Size (~690 lines, over the ~600 of issue 13, on purpose): one SQLite schema, its version check,
+Size (~730 lines, over the ~600 of issue 13, on purpose): one SQLite schema, its version check,
 the apply lock and every query over it; kept together so the schema, the lock and the
 transactions that rely on them are read in one place.
 """
@@ -76,6 +76,8 @@ CREATE TABLE IF NOT EXISTS steps (
     result_at TEXT,
     result TEXT
 );
+CREATE INDEX IF NOT EXISTS steps_pending ON steps(status) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS applies_unfinished ON applies(id) WHERE finished_at IS NULL;
 CREATE TABLE IF NOT EXISTS nodes (
     name TEXT PRIMARY KEY,
     pool TEXT,
@@ -297,8 +299,19 @@ class Ledger:
 
     # ------------------------------------------------------------------ opening / closing
     @classmethod
-    def open(cls, state_dir: str | Path) -> Ledger:
-        """Open (creating) the ledger in ``state_dir`` for writing and take the apply lock."""
+    def open(cls, state_dir: str | Path, *, synchronous: str = "FULL") -> Ledger:
+        """Open (creating) the ledger in ``state_dir`` for writing and take the apply lock.
+
+        ``synchronous``: SQLite's ``PRAGMA synchronous`` for this connection. ``FULL`` (the
+        default, ``greencpn apply``) fsyncs every commit: each intent and result survives a
+        power loss too. ``NORMAL`` (the control step, whose own step ledger is ``NORMAL``)
+        fsyncs only at WAL checkpoints: every commit still survives a ``kill -9`` of the
+        process (it is in the WAL file when the statement returns); a power loss or OS crash
+        may lose the newest commits, which the next start re-observes like any interrupted
+        step. Measured ~210 µs (FULL) vs ~15 µs (NORMAL) per commit on the bench VM.
+        """
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous={synchronous!r}: use 'FULL' or 'NORMAL'")
         state = Path(state_dir)
         try:
             state.mkdir(parents=True, exist_ok=True)
@@ -335,7 +348,7 @@ class Ledger:
         path = state / LEDGER_FILE
         conn = sqlite3.connect(path, isolation_level=None)  # autocommit: each write is durable
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
         conn.executescript(_SCHEMA)
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
@@ -507,7 +520,9 @@ class Ledger:
         self.result(sid, at, status, detail)
         return sid
 
-    def applies(self) -> list[ApplyRow]:
+    def applies(self, *, unfinished: bool = False) -> list[ApplyRow]:
+        """Every apply (``unfinished``: only those never finished), oldest first."""
+        where = " WHERE finished_at IS NULL" if unfinished else ""
         return [
             ApplyRow(
                 id=r["id"],
@@ -519,12 +534,21 @@ class Ledger:
                 outcome=r["outcome"],
                 summary=json.loads(r["summary"] or "{}"),
             )
-            for r in self._rows("SELECT * FROM applies ORDER BY id")
+            for r in self._rows(f"SELECT * FROM applies{where} ORDER BY id")
         ]
 
-    def steps(self, apply_id: int | None = None) -> list[StepRow]:
-        sql = "SELECT * FROM steps" + (" WHERE apply_id=?" if apply_id is not None else "")
-        args: tuple[Any, ...] = (apply_id,) if apply_id is not None else ()
+    def steps(self, apply_id: int | None = None, *, status: str | None = None) -> list[StepRow]:
+        """The steps of one apply (or all), optionally only those with ``status``."""
+        conds: list[str] = []
+        args_: list[Any] = []
+        if apply_id is not None:
+            conds.append("apply_id=?")
+            args_.append(apply_id)
+        if status is not None:
+            conds.append("status=?")
+            args_.append(status)
+        sql = "SELECT * FROM steps" + (" WHERE " + " AND ".join(conds) if conds else "")
+        args: tuple[Any, ...] = tuple(args_)
         return [
             StepRow(
                 id=r["id"],
@@ -545,9 +569,9 @@ class Ledger:
 
     def unfinished(self) -> tuple[list[ApplyRow], list[StepRow]]:
         """Applies that never finished and steps whose result was never recorded."""
-        applies = [a for a in self.applies() if a.finished_at is None]
-        steps = [s for s in self.steps() if s.status == "pending"]
-        return applies, steps
+        # filtered in SQL (indexed): the control step calls this every step, and reading
+        # every row ever written made the step's cost grow with the ledger's history
+        return self.applies(unfinished=True), self.steps(status="pending")
 
     def close_unfinished(
         self, at: datetime, observed: dict[str, str] | None = None

@@ -55,14 +55,15 @@ class ActionGuard:
     degraded: dict[str, str] = field(default_factory=dict)  # pools degraded in this step
 
     def _rows(self, kind: str, pool: str | None, targets: Sequence[str]) -> list[int]:
+        """The step's ``intended`` row per target (one is written where reconcile wrote
+        none); the caller holds the transaction."""
         now = self.clock.now()
         ids = []
-        with self.ledger.tx():
-            for t in targets:
-                aid = self.ledger.find_intended(self.step_id, kind, t)
-                if aid is None:
-                    aid = self.ledger.intend(self.step_id, now, kind, t, pool)
-                ids.append(aid)
+        for t in targets:
+            aid = self.ledger.find_intended(self.step_id, kind, t)
+            if aid is None:
+                aid = self.ledger.intend(self.step_id, now, kind, t, pool)
+            ids.append(aid)
         return ids
 
     def _out(self, kind: str, pool: str | None, targets: Sequence[str], status: str, msg: str):
@@ -86,7 +87,6 @@ class ActionGuard:
         fn: Callable[[], Any],
         power_event: str | None = None,
     ) -> Any:
-        ids = self._rows(kind, pool, targets)
         now = self.clock.now()
         reason = None
         if self.deposed:
@@ -101,15 +101,18 @@ class ActionGuard:
                 reason = f"not the leader: {exc}"
                 self.errors.append({"type": "not_leader", "where": kind, "message": str(exc)})
                 self.ledger.failure(self.step_id, now, "not_leader", kind, str(exc))
-        if reason is not None:
-            with self.ledger.tx():
-                for aid in ids:
+        # one transaction: the rows found (or written) and marked started or skipped,
+        # committed before the call
+        with self.ledger.tx():
+            ids = self._rows(kind, pool, targets)
+            for aid in ids:
+                if reason is not None:
                     self.ledger.finish(aid, now, "skipped", reason)
+                else:
+                    self.ledger.start(aid, now, self.epoch)
+        if reason is not None:
             self._out(kind, pool, targets, "skipped", reason)
             raise SkippedAction(reason)
-        with self.ledger.tx():  # committed before the call
-            for aid in ids:
-                self.ledger.start(aid, now, self.epoch)
 
         def retried(exc: TemporaryError, n: int, wait: float) -> None:
             self.errors.append(
@@ -140,14 +143,15 @@ class ActionGuard:
             raise out.exception
         result = out.result
         done_at = self.clock.now()
-        for aid, t in zip(ids, targets, strict=True):
-            self.ledger.finish(
-                aid, done_at, "done", f"after {attempt} retries" if attempt else None
-            )
-            if power_event is not None:
-                self.ledger.power_cycle(
-                    t, pool, power_event, done_at, self.step_id, aid, self.epoch
+        with self.ledger.tx():  # the results (and power-cycle rows) of this call: one commit
+            for aid, t in zip(ids, targets, strict=True):
+                self.ledger.finish(
+                    aid, done_at, "done", f"after {attempt} retries" if attempt else None
                 )
+                if power_event is not None:
+                    self.ledger.power_cycle(
+                        t, pool, power_event, done_at, self.step_id, aid, self.epoch
+                    )
         self._out(kind, pool, targets, "done", "")
         return result
 

@@ -124,6 +124,16 @@ def evaluate(
     beyond = 0.0
     beyond_kwh = np.zeros(S)
     tail_inten, tail_price = tail_rates(inp)
+    # the per-run loop reads Python lists (the same float64 values: the same arithmetic, in the
+    # same order, as indexing the arrays; ~3x faster on the example fleet's 300 jobs)
+    lev_rows = sched.level.tolist()
+    last_lv = sched.level.shape[1] - 1
+    thr_p = [pool.level_thr.tolist() for pool in inp.pools]
+    eps_p = [pool.level_extra_kw.tolist() for pool in inp.pools]
+    idle_per_gpu_p = [pool.node_idle_kw / pool.gpus_per_node for pool in inp.pools]
+    pue_site = [s.pue for s in inp.sites]
+    end_h = sched.end_h.tolist()
+    lw = obj.lateness_weight_per_gpu_h
     for j, job in enumerate(inp.jobs):
         runs = sched.runs[j]
         if job.required_gpu_h <= 0 or job.release_slot >= T:
@@ -133,29 +143,28 @@ def evaluate(
             continue
         p = int(sched.pool[j])
         pool = inp.pools[p]
+        site = pool.site
+        lev_row, thr_l, eps_l = lev_rows[p], thr_p[p], eps_p[p]
         deadline_h = (job.deadline - inp.start).total_seconds() / 3600.0
-        late_h[j] = max(0.0, float(sched.end_h[j]) - deadline_h)
+        late_h[j] = max(0.0, float(end_h[j]) - deadline_h)
         inside = 0.0
         own = sched.job_cap.get(j) if sched.job_cap else None
+        ds = job.deadline_slot
+        pen = penalty[j]
         for t, g, f in runs:
-            lv = sched.level[p, min(t, sched.level.shape[1] - 1)]
-            thr = pool.level_thr[lv] if own is None else own[1]
+            lv = lev_row[min(t, last_lv)]
+            thr = thr_l[lv] if own is None else own[1]
             work = g * thr * dt * f
             if t >= T:
                 beyond += work
-                eps = pool.level_extra_kw[lv] if own is None else own[2]
-                busy_kw = g * f * (eps + pool.node_idle_kw / pool.gpus_per_node)
-                beyond_kwh[pool.site] += busy_kw * dt * inp.sites[pool.site].pue
+                eps = eps_l[lv] if own is None else own[2]
+                busy_kw = g * f * (eps + idle_per_gpu_p[p])
+                beyond_kwh[site] += busy_kw * dt * pue_site[site]
                 continue
             inside += work
-            if job.deadline_slot < T:
-                penalty[j] += (
-                    obj.lateness_weight_per_gpu_h
-                    * job.priority
-                    * max(0, t - job.deadline_slot)
-                    * dt
-                    * work
-                )
+            if ds < T:
+                pen += lw * job.priority * max(0, t - ds) * dt * work
+        penalty[j] = pen
         # As in the MILP (its q): work that had to be done inside the horizon and is not is
         # unserved, even where the schedule carries it past the end (charged as lateness, it
         # let the executed objective fall below the MILP bound)
