@@ -73,7 +73,7 @@ class ActPhase(ControllerBase):
         actions: list[dict],
     ) -> StepStatus:
         ledger = self.ledger
-        ctl = self._cfg.raw.controller
+        ctl = self._cfg.controller
         now = self.clock.now()
         t = time.perf_counter()
         settings = self.settings()

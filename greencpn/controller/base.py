@@ -148,7 +148,7 @@ class ControllerBase:
     def ledger(self) -> StepLedger:
         if self._ledger is None:
             self.state_dir.mkdir(parents=True, exist_ok=True)
-            self._ledger = StepLedger.open(self.state_dir, self._cfg.raw.controller.keep_plans)
+            self._ledger = StepLedger.open(self.state_dir, self._cfg.controller.keep_plans)
             self._recover()
         return self._ledger
 
@@ -166,21 +166,14 @@ class ControllerBase:
         what-if replay); the values are validated like the config file's."""
         from greencpn.config import ControllerConfig
 
-        merged = {**self._cfg.raw.controller.model_dump(), **fields}
+        merged = {**self._cfg.controller.model_dump(), **fields}
         ControllerConfig.model_validate(merged)  # raises on a bad value
         self._override("controller", fields)
 
     def _override(self, section: str, fields: dict[str, Any]) -> None:
         cfg = self._cfg
-        sub = getattr(cfg.raw, section).model_copy(update=fields)
-        raw = cfg.raw.model_copy(update={section: sub})
-        self._cfg = FleetConfig(
-            path=cfg.path,
-            raw=raw,
-            gpu_models=cfg.gpu_models,
-            jobs=cfg.jobs,
-            carbon_path=cfg.carbon_path,
-        )
+        sub = getattr(cfg, section).model_copy(update=fields)
+        self._cfg = cfg.with_sections(**{section: sub})
 
     def reload(self) -> None:
         """Re-read the config; on ConfigError keep the old one and re-raise."""
@@ -264,16 +257,16 @@ class ControllerBase:
     # ------------------------------------------------------------------ phases
     def slot_start(self) -> datetime:
         cfg = self._cfg
-        if not self.rolling and cfg.raw.horizon.start is not None:
-            return cfg.raw.horizon.start
-        step = cfg.raw.horizon.slot_minutes * 60
+        if not self.rolling and cfg.horizon.start is not None:
+            return cfg.horizon.start
+        step = cfg.horizon.slot_minutes * 60
         now = self.clock.now()
         return datetime.fromtimestamp(int(now.timestamp()) // step * step, UTC)
 
     def _baseline_fleet(self, inp: PlanInputs) -> str:
         """What the stored baseline was priced for: the pools, slot length and baseline set
         (a reload that changes any of them prices afresh)."""
-        ctl = self._cfg.raw.controller
+        ctl = self._cfg.controller
         return repr(
             (
                 ctl.baselines,

@@ -16,7 +16,7 @@ from greencpn.optimize import plan as planmod
 
 def safe_plan(cfg: FleetConfig, start: datetime, failed: Mapping[str, int]) -> dict[str, Any]:
     """The plan of last resort: every usable node on, default caps, no job held."""
-    hz = cfg.raw.horizon
+    hz = cfg.horizon
     T = hz.slots
     starts = [start + timedelta(minutes=hz.slot_minutes * i) for i in range(T)]
     pools = []
@@ -46,7 +46,7 @@ def safe_plan(cfg: FleetConfig, start: datetime, failed: Mapping[str, int]) -> d
         "schema": planmod.SCHEMA,
         "origin": "safe",
         "config": str(cfg.path),
-        "fleet": cfg.raw.name,
+        "fleet": cfg.name,
         "horizon": {
             "start": _iso(start),
             "slot_minutes": hz.slot_minutes,

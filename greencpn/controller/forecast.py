@@ -32,9 +32,9 @@ def _iso(ts: datetime) -> str:
 def load_actuals(cfg: FleetConfig, start: datetime, slots: int) -> dict[str, np.ndarray] | None:
     """Measured intensity per zone of every site from ``[carbon] actuals_file`` (None when
     not configured): the plan decided on forecasts is priced on these too."""
-    if cfg.raw.carbon is None or cfg.raw.carbon.actuals_file is None:
+    path = cfg.actuals_path
+    if path is None:
         return None
-    path = cfg.path.parent / cfg.raw.carbon.actuals_file
     if not path.is_file():
         raise ConfigError(
             "actuals file not found",
@@ -42,7 +42,7 @@ def load_actuals(cfg: FleetConfig, start: datetime, slots: int) -> dict[str, np.
             field="carbon.actuals_file",
             fix="give a CSV of measured intensities (the formats of [carbon] file)",
         )
-    zones = sorted({s.zone for s in cfg.raw.sites})
+    zones = sorted({s.zone for s in cfg.sites})
     return load_carbon(cfg, start, slots, path=path, zones=zones)
 
 
@@ -85,17 +85,17 @@ def load_carbon(
 ) -> dict[str, np.ndarray]:
     """Carbon intensity per zone for each slot of the horizon, from the configured file
     (zones of sites without their own ``carbon_source``), or from ``path`` for ``zones``."""
-    slot = timedelta(minutes=cfg.raw.horizon.slot_minutes)
+    slot = timedelta(minutes=cfg.horizon.slot_minutes)
     if zones is None:
-        zones = sorted({s.zone for s in cfg.raw.sites if s.carbon_source is None})
+        zones = sorted({s.zone for s in cfg.sites if s.carbon_source is None})
     carbon_path = cfg.carbon_path if path is None else path
-    assert cfg.raw.carbon is not None or not zones
+    assert cfg.carbon is not None or not zones
     wanted = [start + i * slot for i in range(slots)]
     out: dict[str, np.ndarray] = {}
     if not zones:
         return out
-    assume_utc = cfg.raw.carbon.assume_utc  # type: ignore[union-attr]
-    max_gap = slot * cfg.raw.carbon.max_gap_slots  # type: ignore[union-attr]
+    assume_utc = cfg.carbon.assume_utc  # type: ignore[union-attr]
+    max_gap = slot * cfg.carbon.max_gap_slots  # type: ignore[union-attr]
     try:
         st = carbon_path.stat()
         stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
@@ -137,12 +137,12 @@ def load_site_sources(
     from greencpn.sources.chain import open_chain
     from greencpn.sources.resample import resample_to_slots
 
-    slot = timedelta(minutes=cfg.raw.horizon.slot_minutes)
+    slot = timedelta(minutes=cfg.horizon.slot_minutes)
     wanted = [start + i * slot for i in range(slots)]
     out: dict[str, np.ndarray] = {}
     prov: dict[str, dict] = {}
     errors: dict[str, np.ndarray] = {}
-    for site in cfg.raw.sites:
+    for site in cfg.sites:
         spec = site.carbon_source
         if spec is None:
             continue
@@ -188,8 +188,8 @@ def load_reserves(cfg: FleetConfig, start: datetime, slots: int) -> dict[str, np
     from greencpn.sources.load_forecast import SeasonalLoadForecaster
 
     out: dict[str, np.ndarray] = {}
-    slot_min = cfg.raw.horizon.slot_minutes
-    for i, pool in enumerate(cfg.raw.pools):
+    slot_min = cfg.horizon.slot_minutes
+    for i, pool in enumerate(cfg.pools):
         if not pool.load_history:
             continue
         path = cfg.path.parent / pool.load_history
@@ -255,11 +255,11 @@ class Forecast:
 def gather(cfg: FleetConfig, clock: Clock | None, start: datetime | None = None) -> Forecast:
     """Carbon (file + source chains) and load reserves for the horizon from ``start``."""
     start = start or horizon_start(cfg, clock)
-    T = cfg.raw.horizon.slots
+    T = cfg.horizon.slots
     inten = load_carbon(cfg, start, T)
     prov: dict[str, dict] = {}
     errors: dict[str, np.ndarray] = {}
-    if any(s.carbon_source for s in cfg.raw.sites):
+    if any(s.carbon_source for s in cfg.sites):
         live, prov, errors = load_site_sources(cfg, start, T, clock or SystemClock())
         inten = {**live, **inten}
     return Forecast(start, inten, prov, errors, load_reserves(cfg, start, T))
@@ -290,7 +290,7 @@ def make_inputs(
     if intensity_by_zone is not None:
         start = horizon_start(cfg, clock)
         fc = Forecast(
-            start, intensity_by_zone, reserves=load_reserves(cfg, start, cfg.raw.horizon.slots)
+            start, intensity_by_zone, reserves=load_reserves(cfg, start, cfg.horizon.slots)
         )
     else:
         fc = gather(cfg, clock)

@@ -69,9 +69,9 @@ class ForecastPhase(ControllerBase):
         prev = self._last_forecast
         if prev is None:
             return None
-        slot = timedelta(minutes=self._cfg.raw.horizon.slot_minutes)
+        slot = timedelta(minutes=self._cfg.horizon.slot_minutes)
         k = int(round((start - prev.start) / slot))
-        T = self._cfg.raw.horizon.slots
+        T = self._cfg.horizon.slots
         if k < 0:
             return None
 

@@ -48,11 +48,10 @@ class OptimizePhase(ControllerBase):
         """The config as the world is now: horizon from ``start``, observed nodes on, the
         queue's jobs (running ones fixed, see :meth:`pin_running`)."""
         cfg = self._cfg
-        raw = cfg.raw
-        ctl = raw.controller
+        ctl = cfg.controller
         pools = [
             p.model_copy(update={"initial_on": obs.initial_on.get(p.name, p.initial_on)})
-            for p in raw.pools
+            for p in cfg.pools
         ]
         jobs = list(obs.queue.pending)
         for r in obs.queue.running:
@@ -64,7 +63,7 @@ class OptimizePhase(ControllerBase):
                 )
                 continue
             run_h = r.remaining_gpu_h / max(r.job.gpus, 1)
-            slot_h = raw.horizon.slot_minutes / 60.0
+            slot_h = cfg.horizon.slot_minutes / 60.0
             end = start + timedelta(hours=math.ceil(run_h / slot_h - 1e-9) * slot_h)
             jobs.append(
                 r.job.model_copy(
@@ -77,22 +76,16 @@ class OptimizePhase(ControllerBase):
                     }
                 )
             )
-        raw2 = raw.model_copy(
-            update={"horizon": raw.horizon.model_copy(update={"start": start}), "pools": pools}
+        world = cfg.with_sections(
+            horizon=cfg.horizon.model_copy(update={"start": start}), pools=pools
         )
-        return FleetConfig(
-            path=cfg.path,
-            raw=raw2,
-            gpu_models=cfg.gpu_models,
-            jobs=jobs,
-            carbon_path=cfg.carbon_path,
-        )
+        return replace(world, jobs=jobs)
 
     def pin_running(self, inp: PlanInputs, obs: Observation) -> PlanInputs:
         """Running jobs that keep their pool may only use that pool's site."""
         if not obs.queue.running:
             return inp
-        ctl = self._cfg.raw.controller
+        ctl = self._cfg.controller
         pool_site = {p.name: p.site for p in inp.pools}
         pin = {
             r.job.id: pool_site[r.pool]
@@ -118,7 +111,7 @@ class OptimizePhase(ControllerBase):
         for every step of a slot, so the built model can be kept); and ``latest`` (the newest
         plan, also one made earlier in this slot), which every candidate is scored against and
         the kept-placement candidate starts from (optimize/plan.py)."""
-        ctl = self._cfg.raw.controller
+        ctl = self._cfg.controller
         P, T, K, S = len(inp.pools), inp.T, len(inp.groups), len(inp.sites)
         a = Anchor(
             flap_weight=ctl.node_flap_weight,
@@ -192,7 +185,7 @@ class OptimizePhase(ControllerBase):
             return built[-1]
 
         self._model, self._model_key = None, None  # not kept if the solve fails
-        ctl = self._cfg.raw.controller
+        ctl = self._cfg.controller
         candidates = ctl.candidates
         skipped = None
         if candidates and 0 < ctl.candidates_max_jobs < len(inp.jobs):
@@ -212,7 +205,7 @@ class OptimizePhase(ControllerBase):
             inputs=inp,
             new_model=new_model,
             tradeoff_curve=False,
-            joblevel=self._cfg.raw.controller.joblevel_candidate,
+            joblevel=self._cfg.controller.joblevel_candidate,
             candidates=candidates,
             incremental=len(inp.jobs) >= ctl.incremental_min_jobs,
             improve=False,  # the re-insertion pass is for one-off plans (no stability cost)
@@ -241,7 +234,7 @@ class OptimizePhase(ControllerBase):
         """The newest priced baseline (ledger kv ``baseline_priced``) when this step may use it
         instead of pricing (``[controller] baselines_every``): priced fewer than N steps ago,
         for the same fleet, and its horizon still covers this slot. ``None``: price now."""
-        ctl = self._cfg.raw.controller
+        ctl = self._cfg.controller
         if ctl.baselines == "none" or ctl.baselines_every <= 1 or self._step_id is None:
             return None
         kv = self.ledger.get_kv("baseline_priced")

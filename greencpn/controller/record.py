@@ -21,7 +21,7 @@ class RecordPhase(ControllerBase):
         """This slot's saving against the carbon-agnostic baseline (``saved_kg_co2e``,
         ``saved_kwh``) and ``m["baseline"]``: which pricing it comes from. Priced this step:
         stored as the newest priced baseline (per slot, summed over sites)."""
-        ctl = self._cfg.raw.controller
+        ctl = self._cfg.controller
         ex = res.executed
         ex_kg = float(ex.site_carbon_kg[:, 0].sum())
         ex_kwh = float(ex.site_energy_kwh[:, 0].sum())

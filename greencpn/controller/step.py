@@ -173,7 +173,7 @@ class Controller(ObservePhase, ForecastPhase, OptimizePhase, ActPhase, RecordPha
                         {
                             "type": "solver_time_limit",
                             "where": "optimize",
-                            "message": f"time limit {cfg2.raw.solver.time_limit_s:g} s: incumbent used (gap {mip_gap})",
+                            "message": f"time limit {cfg2.solver.time_limit_s:g} s: incumbent used (gap {mip_gap})",
                         }
                     )
             except (SolverError, ConfigError, GreencpnError, ValueError, RuntimeError) as exc:
