@@ -4,6 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# `make test` runs the suite on pytest-xdist workers: most of its time is wall time (real Slurm
+# scheduling loops, daemon periods, service start-up), not CPU. Whole files per worker
+# (loadfile: a module's real cluster starts once), files with `slow` tests handed out first
+# (tests/conftest.py). `make test PYTEST_WORKERS=0` runs it in one process.
+PYTEST_WORKERS ?= 2
+PYTEST_XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 # `make lint` fails on any run of this many same lines in two files (pylint's duplicate-code,
 # the check of the `duplicates` tool minus its same-shape pairs). 11 is the least the tree
 # passes: greencpn/config/jobs.py's job CSV columns ~ data/example/make_example.py's CSV header
@@ -28,7 +34,7 @@ demo: $(STAMP)
 
 ## Run the whole test suite.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 ## Benchmarks (long); results go to bench/RESULTS.md.
 bench: $(STAMP)

@@ -18,6 +18,7 @@ Used by tests/actuate/nodes (node hooks) and tests/actuate/jobs (job actuation).
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +55,18 @@ def slurm(
         gres_conf=getattr(request.module, "SLURM_GRES_CONF", ""),
     ) as cluster:
         yield cluster
+
+
+# --------------------------------------------------------------------------- xdist order
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadfile --no-loadscope-reorder``),
+    hand out the files with tests marked ``slow`` (real Slurm, etcd, daemons: minutes of wall
+    time each) first, so no long file starts last and runs alone at the end. A stable sort of
+    whole files: the order inside each file, and a plain ``pytest`` run's order, are unchanged."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 # --------------------------------------------------------------------------- missing services

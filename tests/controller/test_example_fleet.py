@@ -9,11 +9,15 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from greencpn.clock import SimClock
 from greencpn.config import JobConfig, load_config
 from greencpn.controller import Mode, StepStatus
 from greencpn.controller.fakes import FakeFleet
 from tests.controller.conftest import SimWorld, make_controller
+
+pytestmark = pytest.mark.slow  # minutes of solves / wall time: xdist hands it out first
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "data" / "example"
 T0 = datetime(2023, 4, 25, tzinfo=UTC)

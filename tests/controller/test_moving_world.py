@@ -6,10 +6,14 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 
+import pytest
+
 from greencpn.config import load_config
 from greencpn.controller import Mode, StepStatus
 from greencpn.controller.fakes import FakeFleet
 from tests.controller.conftest import SimWorld, make_controller, trace_jobs, write_tiny
+
+pytestmark = pytest.mark.slow  # minutes of solves / wall time: xdist hands it out first
 
 
 def run_days(tmp_path, sim_clock, *, days: int, jobs: int, **kw):

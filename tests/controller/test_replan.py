@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from greencpn.config import JobConfig, load_config
 from greencpn.controller import Mode, QueueState, RunningJob
 from greencpn.controller.fakes import FakeFleet
 from tests.controller.conftest import START, carbon_rows, iso, make_controller, write_tiny
+
+pytestmark = pytest.mark.slow  # minutes of solves / wall time: xdist hands it out first
 
 
 class ListQueue:

@@ -8,12 +8,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 import numpy as np
+import pytest
 
 from greencpn.config import load_config
 from greencpn.controller import Mode, StepStatus
 from greencpn.controller.fakes import FakeFleet
 from tests.controller.conftest import make_controller, write_tiny
 from tests.controller.test_replan import ListQueue, job
+
+pytestmark = pytest.mark.slow  # minutes of solves / wall time: xdist hands it out first
 
 POWER = ("power_off", "power_on", "set_power_cap")
 

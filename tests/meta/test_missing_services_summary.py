@@ -41,3 +41,31 @@ def test_no_missing_service_says_so(pytester) -> None:
     res.assert_outcomes(passed=1)
     assert "MISSING REAL SERVICES" not in res.stdout.str()
     assert "greencpn: no test skipped for a missing real service" in res.stdout.str()
+
+
+def test_summary_counts_the_skips_of_every_xdist_worker(pytester) -> None:
+    """``make test`` runs on pytest-xdist workers (Makefile): the skips are reported by the
+    workers, the summary is written once, by the controller, over all of them."""
+    shutil.copy(TESTS / "conftest.py", pytester.path / "conftest.py")
+    shutil.copy(TESTS / "slurm_cluster.py", pytester.path / "slurm_cluster.py")
+    for name in ("a", "b"):  # two files: --dist loadfile gives each worker one
+        pytester.makepyfile(
+            **{
+                f"test_skips_{name}": """
+import pytest
+def test_prom(): pytest.skip("prometheus not installed (Debian package 'prometheus')")
+def test_etcd(): pytest.skip("etcd not installed (Debian package 'etcd-server')")
+def test_ok(): pass
+"""
+            }
+        )
+    res = pytester.runpytest(
+        "-ra", "-p", "no:cacheprovider", "-n", "2", "--dist", "loadfile", "--no-loadscope-reorder"
+    )
+    res.assert_outcomes(passed=2, skipped=4)
+    out = res.stdout.str()
+    assert "2 workers [6 items]" in out
+    assert out.count("MISSING REAL SERVICES") == 1
+    assert "Prometheus: 2 test(s) skipped" in out and "etcd: 2 test(s) skipped" in out
+    assert "greencpn: 4 test(s) did NOT run because a real service was missing" in out
+    assert out.index("MISSING REAL SERVICES") > out.index("short test summary info")

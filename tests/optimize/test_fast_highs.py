@@ -17,6 +17,8 @@ from greencpn.optimize.milp import PlanModel
 from greencpn.optimize.stability import Anchor, StablePlanModel
 from tests.optimize.conftest import START
 
+pytestmark = pytest.mark.slow  # minutes of solves / wall time: xdist hands it out first
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "data" / "example" / "fleet.toml"
 
 

@@ -30,14 +30,21 @@ pytestmark = pytest.mark.timeout(90)
 NODES = ("gn1", "gn2")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _held_port() -> socket.socket:
+    """A socket bound to a free port and not listening: a connect to it is refused, and no
+    other process (an xdist worker) or agent can take the port while it is held."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    return s
 
 
 class Fleet:
-    """Keys, agents and URLs for gn1/gn2; an agent is started (or restarted) on its fixed port."""
+    """Keys, agents and URLs for gn1/gn2; an agent is started (or restarted) on its fixed port.
+
+    Each node's port is held (bound, not listening) until its agent first starts, so the
+    ports are distinct and a node whose agent is not running really has a closed port: two
+    ports picked one after the other by bind-and-close could be the same one, and then gn1's
+    agent answered for gn2 (401 bad signature instead of "unreachable")."""
 
     def __init__(self, tmp: Path, fake_proc: Path, gpu_cls: type) -> None:
         self.tmp = tmp
@@ -45,7 +52,8 @@ class Fleet:
         self.gpu_cls = gpu_cls
         self.keys = tmp / "keys"
         self.keys.mkdir()
-        self.ports = {n: _free_port() for n in NODES}
+        self._held = {n: _held_port() for n in NODES}
+        self.ports = {n: int(s.getsockname()[1]) for n, s in self._held.items()}
         self.urls = {n: f"http://127.0.0.1:{p}" for n, p in self.ports.items()}
         self.backends = {n: gpu_cls() for n in NODES}
         self.servers: dict[str, AgentServer] = {}
@@ -53,6 +61,9 @@ class Fleet:
             write_key_file(self.keys / f"{n}.key")
 
     def start(self, node: str) -> AgentServer:
+        held = self._held.pop(node, None)
+        if held is not None:
+            held.close()
         settings = AgentSettings(
             port=self.ports[node], node_name=node, proc_root=str(self.fake_proc)
         )
@@ -65,6 +76,8 @@ class Fleet:
     def stop_all(self) -> None:
         for s in self.servers.values():
             s.stop()
+        for held in self._held.values():
+            held.close()
 
     def caps(self, node: str) -> list[float]:
         return list(self.backends[node].limits_w)

@@ -26,12 +26,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from greencpn.actuate.jobs.kubernetes import GATE, RELEASE_BY, KubernetesJobActuator
 from greencpn.actuate.jobs.webhook import LeaseCheck, WebhookSettings, gate_patch, make_server
 from greencpn.cli import main
 from greencpn.clock import SimClock, SystemClock
 from tests.actuate.jobs.fake_kube import FakePodsApi, make_pod
 from tests.actuate.jobs.job_plans import iso, now_s, write_fleet, write_plan
+
+pytestmark = pytest.mark.slow  # minutes of solves / wall time: xdist hands it out first
 
 REPO = Path(__file__).resolve().parents[3]
 LIMIT_S = 60  # activeDeadlineSeconds of every pod
