@@ -444,16 +444,22 @@ def l_compare(a) -> int:
     lines.append("")
     if a.note:
         lines += [a.note, ""]
+    _print_and_write(lines, L_HEADER if a.write else None)
+    return 0
+
+
+def _print_and_write(lines: list[str], header: str | None) -> None:
+    """Print the section; with ``header``, replace that section of RESULTS with it (or append)."""
     text = "\n".join(lines)
     print(text)
-    if a.write:
-        old = RESULTS.read_text() if RESULTS.is_file() else ""
-        if L_HEADER in old:
-            head_, rest = old.split(L_HEADER, 1)
-            nxt = rest.find("\n## ")
-            old = head_ + (rest[nxt + 1 :] if nxt >= 0 else "")
-        RESULTS.write_text(old.rstrip() + "\n\n" + text + "\n")
-    return 0
+    if header is None:
+        return
+    old = RESULTS.read_text() if RESULTS.is_file() else ""
+    if header in old:
+        head, rest = old.split(header, 1)
+        nxt = rest.find("\n## ")
+        old = head + (rest[nxt + 1 :] if nxt >= 0 else "")
+    RESULTS.write_text(old.rstrip() + "\n\n" + text + "\n")
 
 
 def l_only(a) -> int:
@@ -501,15 +507,7 @@ def l_only(a) -> int:
     ]
     if a.note:
         lines += [a.note, ""]
-    text = "\n".join(lines)
-    print(text)
-    if a.write:
-        old = RESULTS.read_text() if RESULTS.is_file() else ""
-        if L_HEADER in old:
-            head, rest = old.split(L_HEADER, 1)
-            nxt = rest.find("\n## ")
-            old = head + (rest[nxt + 1 :] if nxt >= 0 else "")
-        RESULTS.write_text(old.rstrip() + "\n\n" + text + "\n")
+    _print_and_write(lines, L_HEADER if a.write else None)
     return 0
 
 
@@ -580,15 +578,7 @@ def example_compare(a) -> int:
     lines.append("")
     if a.note:
         lines += [a.note, ""]
-    text = "\n".join(lines)
-    print(text)
-    if a.write:
-        old = RESULTS.read_text() if RESULTS.is_file() else ""
-        if EX_HEADER in old:
-            head, rest = old.split(EX_HEADER, 1)
-            nxt = rest.find("\n## ")
-            old = head + (rest[nxt + 1 :] if nxt >= 0 else "")
-        RESULTS.write_text(old.rstrip() + "\n\n" + text + "\n")
+    _print_and_write(lines, EX_HEADER if a.write else None)
     return 0
 
 
