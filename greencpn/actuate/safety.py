@@ -29,13 +29,14 @@ The node-choice helpers here are pure functions of observed state, ledger histor
 
 from __future__ import annotations
 
-import math
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from greencpn.actuate.base import NodePower, NodeStatus
 from greencpn.actuate.ledger import NodeRecord
@@ -44,6 +45,59 @@ from greencpn.errors import ConfigError
 
 CONTROL_FILE = "control.toml"
 WORK_UNKNOWN = "running work unknown (the hook reports no job count): counted busy, not powered off"
+
+
+_POSITIVE = Field(gt=0, allow_inf_nan=False)
+_NON_NEGATIVE = Field(ge=0, allow_inf_nan=False)
+
+
+class ControlFile(BaseModel):
+    """``[control]`` as written in control.toml: the schema :class:`ControlSettings` is read
+    through (same fields and defaults; see its docstring for their meaning)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    allow_actuation: bool = False
+    max_power_ops_per_min: Annotated[float, _POSITIVE] = 10.0
+    power_ops_burst: Annotated[int, Field(ge=1)] = 10
+    drain_timeout_s: Annotated[float, _POSITIVE] = 300.0
+    poll_interval_s: Annotated[float, _POSITIVE] = 5.0
+    boot_timeout_factor: Annotated[float, _POSITIVE] = 2.0
+    boot_timeout_min_s: Annotated[float, _NON_NEGATIVE] = 300.0
+    wait_for_boot: bool = True
+    spare_nodes: dict[str, list[str]] = {}
+    retry_budget_s: Annotated[float, _NON_NEGATIVE] = 60.0
+    power_off_confirm_s: Annotated[float, _POSITIVE] = 120.0
+
+
+_CONTROL_FIXES = {
+    "extra_forbidden": f"use only {sorted(ControlFile.model_fields)} (see docs/apply.md)",
+    "bool_type": "write true or false",
+    "int_type": "write a whole number, e.g. 10",
+    "float_type": "write a number",
+    "greater_than": "write a number above 0",
+    "greater_than_equal": "write a number >= the bound named",
+    "finite_number": "write a finite number",
+    "dict_type": 'map pool names to lists of node names, e.g. fra-a100 = ["fra001", "fra002"]',
+    "list_type": 'write a list of node names, e.g. ["fra001", "fra002"]',
+    "string_type": "write node names as quoted strings",
+}
+
+
+def _control_error(exc: ValidationError, source: str | None) -> ConfigError:
+    errs = exc.errors()
+    err = errs[0]
+    field = "control" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+    msg = f"{err['msg']}, got {err.get('input')!r}"
+    if err["type"] == "extra_forbidden":
+        msg = f"unknown key {err['loc'][-1]!r}"
+    more = f" (and {len(errs) - 1} more problem(s))" if len(errs) > 1 else ""
+    return ConfigError(
+        msg + more,
+        source=source,
+        field=field,
+        fix=_CONTROL_FIXES.get(err["type"], "see docs/apply.md"),
+    )
 
 
 @dataclass(frozen=True)
@@ -107,67 +161,13 @@ class ControlSettings:
 
     @classmethod
     def from_mapping(cls, ctl: dict[str, Any], source: str | None = None) -> ControlSettings:
-        known = {f for f in cls.__dataclass_fields__ if f != "source"}
-        unknown = set(ctl) - known
-        if unknown:
-            raise ConfigError(
-                f"unknown key(s) {sorted(unknown)}",
-                source=source,
-                field="control",
-                fix=f"use only {sorted(known)}",
-            )
-        kw: dict[str, Any] = {}
-        for key, value in ctl.items():
-            where = f"control.{key}"
-            if key in ("allow_actuation", "wait_for_boot"):
-                if not isinstance(value, bool):
-                    raise ConfigError(
-                        f"{value!r} is not true/false",
-                        source=source,
-                        field=where,
-                        fix="write true or false",
-                    )
-                kw[key] = value
-            elif key == "spare_nodes":
-                if not isinstance(value, dict) or not all(
-                    isinstance(v, list) and all(isinstance(n, str) for n in v)
-                    for v in value.values()
-                ):
-                    raise ConfigError(
-                        "must map pool names to lists of node names",
-                        source=source,
-                        field=where,
-                        fix='write e.g. fra-a100 = ["fra001", "fra002"]',
-                    )
-                kw[key] = {str(k): list(v) for k, v in value.items()}
-            elif key == "power_ops_burst":
-                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                    raise ConfigError(
-                        f"{value!r} is not a whole number >= 1",
-                        source=source,
-                        field=where,
-                        fix="write e.g. 10",
-                    )
-                kw[key] = value
-            else:
-                ok = (
-                    not isinstance(value, bool)
-                    and isinstance(value, int | float)
-                    and math.isfinite(value)
-                    and (
-                        value > 0
-                        or (key in ("boot_timeout_min_s", "retry_budget_s") and value == 0)
-                    )
-                )
-                if not ok:
-                    raise ConfigError(
-                        f"{value!r} is not a positive number",
-                        source=source,
-                        field=where,
-                        fix="write a number above 0",
-                    )
-                kw[key] = float(value)
-        return cls(source=source, **kw)
+        """Validate a ``[control]`` table through :class:`ControlFile` (strict pydantic: unknown
+        keys, wrong types and out-of-range values refused with file / field / fix)."""
+        try:
+            valid = ControlFile.model_validate(ctl)
+        except ValidationError as exc:
+            raise _control_error(exc, source) from None
+        return cls(source=source, **valid.model_dump(exclude_unset=True))
 
     @classmethod
     def for_config(

@@ -291,13 +291,23 @@ def test_control_settings_validation(tmp_path):  # type: ignore[no-untyped-def]
     for text, field in [
         ("[control]\nallow_actuation = 'yes'\n", "control.allow_actuation"),
         ("[control]\nmax_power_ops_per_min = -1\n", "control.max_power_ops_per_min"),
-        ("[control]\nfoo = 1\n", "control"),
+        # the unknown key is named (the strict pydantic model, as in the fleet config)
+        ("[control]\nfoo = 1\n", "control.foo"),
         ("allow_actuation = true\n", "control"),
+        ("[control]\npower_ops_burst = true\n", "control.power_ops_burst"),
+        ("[control]\npower_ops_burst = 0\n", "control.power_ops_burst"),
+        ("[control]\ndrain_timeout_s = inf\n", "control.drain_timeout_s"),
+        ("[control]\npoll_interval_s = 0\n", "control.poll_interval_s"),
+        ("[control]\nspare_nodes = { p = 'n1' }\n", "control.spare_nodes.p"),
     ]:
         p.write_text(text)
         with pytest.raises(ConfigError) as ei:
             ControlSettings.from_file(p)
-        assert ei.value.field == field and str(p) in str(ei.value)
+        assert ei.value.field == field and str(p) in str(ei.value) and ei.value.fix
+    p.write_text("[control]\nboot_timeout_min_s = 0\ndrain_timeout_s = 7\n")
+    s = ControlSettings.from_file(p)
+    assert s.boot_timeout_min_s == 0.0 and s.drain_timeout_s == 7.0
+    assert isinstance(s.drain_timeout_s, float)
 
 
 def test_token_bucket_by_hand():  # type: ignore[no-untyped-def]
