@@ -122,11 +122,24 @@ def test_kill_the_leader_and_the_other_leads_within_one_period(
     a = _spawn(cfg, tmp_path, "a", log)
     b = None
     try:
-        _wait(lambda: _holder(etcd, etcd_key) == "a", 15, "a to lead")
+        _wait(lambda: _holder(etcd, etcd_key) == "a", FAILOVER_WAIT_S, "a to lead")
         b = _spawn(cfg, tmp_path, "b", log)
-        # a keeps leading and acting for two more slots while b follows
+        # b must be following (campaigning and refused) before a dies: on a loaded machine b's
+        # start-up alone can outlast a's lease, and a b that first campaigns after a is dead
+        # leads at once and runs its start step in a's last slot — a takeover without a
+        # follower, not the one this test is about (found in CI: b's first slot == a's last)
         _wait(
-            lambda: len({r["detail"]["slot"] for r in _applied(log)}) >= 2,
+            lambda: (
+                (tmp_path / "b.log").is_file()
+                and "not the leader" in (tmp_path / "b.log").read_text()
+            ),
+            FAILOVER_WAIT_S,
+            "b to follow",
+        )
+        # a keeps leading and acting for two more slots while b follows
+        n_before = len({r["detail"]["slot"] for r in _applied(log)})
+        _wait(
+            lambda: len({r["detail"]["slot"] for r in _applied(log)}) >= n_before + 2,
             3 * PERIOD_S + 5,
             "a to act in 2 slots",
         )
@@ -164,7 +177,7 @@ def test_a_leader_paused_mid_step_is_deposed_and_its_late_actions_are_refused(
     a = _spawn(cfg, tmp_path, "a", log, delay=1.2)
     b = None
     try:
-        _wait(lambda: _holder(etcd, etcd_key) == "a", 15, "a to lead")
+        _wait(lambda: _holder(etcd, etcd_key) == "a", FAILOVER_WAIT_S, "a to lead")
         b = _spawn(cfg, tmp_path, "b", log, delay=1.2)
         _wait(
             lambda: (
