@@ -178,8 +178,11 @@ def check_config(cfg: FleetConfig) -> None:
                 f"workload_class {j.workload_class!r} is not a class of any pool's GPU model",
                 source=src,
                 field=f"jobs({j.id}).workload_class",
-                fix=f"use one of {classes} (models/README.md 'Workload classes') or leave it "
-                "out to plan the job on the model's median curve",
+                fix=f"use one of {_some(classes)} (models/README.md 'Workload classes'), or "
+                "leave it out to plan the job on the model's median curve; a recurring job's own "
+                "curve is a class written by `greencpn models fit --from-ledger FILE "
+                "--per-workload` once it has run at the maximum cap and another (then point "
+                "models_dir at the output)",
             )
     pools_by_site: dict[str, list[PoolConfig]] = {}
     for p in cfg.pools:
@@ -369,3 +372,8 @@ def check_job_actuation(cfg: FleetConfig) -> None:
                     field=f"{where}.pools",
                     fix=f"add [job_actuation.clusters.pools.{missing[0]}] with the {c.steer}",
                 )
+
+
+def _some(names: list[str], n: int = 12) -> str:
+    """At most ``n`` names (a fleet may have one class per recurring job), then how many more."""
+    return str(names) if len(names) <= n else f"{names[:n]} and {len(names) - n} more"

@@ -2,9 +2,10 @@
 
 * ``greencpn models fit --data DIR [--out DIR] [--table]`` — from Zeus-format sweeps
   (``summary_power_*.csv``), the bundled profiles (same as ``models/fit_gpu_profiles.py``);
-* ``greencpn models fit --from-ledger FILE [--models-dir DIR] [--out DIR]`` — from the job
-  measurements the GPU meter wrote (NVML energy counters + durations), one refit profile per
-  GPU model measured; device facts come from the profiles in ``--models-dir``.
+* ``greencpn models fit --from-ledger FILE [--models-dir DIR] [--out DIR] [--per-workload]`` —
+  from the job measurements the GPU meter wrote (NVML energy counters + durations), one refit
+  profile per GPU model measured; device facts come from the profiles in ``--models-dir``;
+  ``--per-workload`` adds each recurring workload's own curve as a workload class.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="profiles whose device facts a ledger refit keeps (default: the bundled ones)",
     )
+    f.add_argument(
+        "--per-workload",
+        action="store_true",
+        help="with --from-ledger: also write each recurring workload's own measured curve as a "
+        "workload class named after it (jobs of that workload name it as workload_class)",
+    )
     f.add_argument("--out", type=Path, default=Path("models/gpus"), help="where to write *.toml")
     f.add_argument("--table", action="store_true", help="with --data: print the fit table")
     f.set_defaults(func=run)
@@ -80,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     ms = read_measurements(args.from_ledger)
     models_dir = args.models_dir or default_models_dir("gpus")
     try:
-        fits = refit(ms, load_gpu_models(models_dir))
+        fits = refit(ms, load_gpu_models(models_dir), per_workload=args.per_workload)
     except ValueError as exc:
         raise ConfigError(
             str(exc),
@@ -97,5 +104,11 @@ def run(args: argparse.Namespace) -> int:
             f"wrote {path}: {lf.jobs} jobs, {lf.workloads} workloads, caps {caps} W, "
             f"classes {cls}"
             + (f"; left out {lf.skipped_workloads}" if lf.skipped_workloads else "")
+            + (
+                f"; own curves of {len(lf.workload_curves)} workloads: "
+                + ", ".join(lf.workload_curves)
+                if lf.workload_curves is not None
+                else ""
+            )
         )
     return 0

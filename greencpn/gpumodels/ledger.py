@@ -11,10 +11,20 @@ normalisation: its speed and energy relative to uncapped); others are left out a
 The refit profile keeps the device facts of the profile it replaces (limits, idle, aliases),
 takes the measured caps as levels, is marked ``extrapolated = false`` and says in ``source``
 how many jobs and workloads it comes from.
+
+``per_workload=True`` (``--per-workload``) also writes each recurring workload measured at
+the maximum limit and at least :data:`MIN_WORKLOAD_CAPS` caps as a workload class of its own,
+named after the workload (:func:`workload_key`): its own measured curve (the same fit on its
+runs alone; caps it never ran at are interpolated between its measured ones, flat beyond).
+A job of that workload names it as its ``workload_class`` and the plan (and
+``cap_mode = "job"``) then uses its own curve instead of its class's median (issue #14.3).
+A workload whose key is already taken (a class's name, or another workload's key) gets no
+curve of its own (it is named in ``notes``).
 """
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -29,6 +39,15 @@ from greencpn.gpumodels.fit import (
     render_toml,
 )
 
+#: a workload gets its own curve only when measured at this many caps (the top one included)
+MIN_WORKLOAD_CAPS = 2
+
+
+def workload_key(workload: str) -> str:
+    """The workload-class name of a recurring workload's own curve: its name with every
+    character outside ``A-Za-z0-9_-`` replaced by ``-`` (the class-name pattern)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", workload) or "-"
+
 
 @dataclass
 class LedgerFit:
@@ -38,6 +57,7 @@ class LedgerFit:
     workloads: int
     skipped_workloads: list[str]  # never measured at the maximum limit
     classes: dict[str, int]  # class → workloads
+    workload_curves: list[str] | None = None  # per_workload: the workloads' own class names
 
 
 def _points(ms: list[JobMeasurement]) -> dict[str, dict[float, tuple[float, float]]]:
@@ -57,9 +77,13 @@ def _points(ms: list[JobMeasurement]) -> dict[str, dict[float, tuple[float, floa
 
 
 def refit(
-    measurements: list[JobMeasurement], models: dict[str, GpuModelConfig]
+    measurements: list[JobMeasurement],
+    models: dict[str, GpuModelConfig],
+    *,
+    per_workload: bool = False,
 ) -> dict[str, LedgerFit]:
-    """One refit profile per GPU model named in the measurements (``models``: name/alias → profile)."""
+    """One refit profile per GPU model named in the measurements (``models``: name/alias →
+    profile); ``per_workload``: each recurring workload's own curve as a class too."""
     by_model: dict[str, list[JobMeasurement]] = defaultdict(list)
     unknown = sorted({m.gpu_model for m in measurements if m.gpu_model.lower() not in models})
     if unknown:
@@ -95,6 +119,11 @@ def refit(
             ClassLevels(c, len(cfgs), False, curve_levels(fit_levels(cfgs, top), caps, top))
             for c, cfgs in sorted(classes.items())
         ]
+        own, clash, below_idle = (
+            _workload_classes(usable, caps, base, {c.name for c in class_levels})
+            if per_workload
+            else ([], [], [])
+        )
         levels = curve_levels(all_fit, caps, top)
         source = (
             f"Measured by greencpn on this fleet (greencpn models fit --from-ledger): {len(ms)} "
@@ -107,8 +136,27 @@ def refit(
             "Refit from NVML total-energy counters and job durations; rerun as the fleet "
             "measures more jobs. "
             + (f"Left out (never run uncapped): {skipped}. " if skipped else "")
+            + (
+                f"{len(own)} recurring workloads have their own curve as a workload class "
+                "(--per-workload). "
+                if per_workload
+                else ""
+            )
+            + (
+                f"No own curve (its key is taken by a class or another workload): {clash}. "
+                if clash
+                else ""
+            )
+            + (
+                f"No own curve (draws less than idle_w {base.idle_w:g} W at some cap: measure "
+                f"the idle power of this GPU and correct idle_w): {below_idle}. "
+                if below_idle
+                else ""
+            )
         )
-        text = render_toml(base, levels, class_levels, False, source, notes, known_classes=False)
+        text = render_toml(
+            base, levels, class_levels + own, False, source, notes, known_classes=False
+        )
         out[name] = LedgerFit(
             GpuModelConfig.model_validate(_toml_loads(text)),
             text,
@@ -116,8 +164,38 @@ def refit(
             len(usable),
             skipped,
             {c.name: c.configs for c in class_levels},
+            [c.name for c in own] if per_workload else None,
         )
     return out
+
+
+def _workload_classes(
+    usable: dict[str, dict[float, tuple[float, float]]],
+    caps: list[float],
+    base: GpuModelConfig,
+    taken: set[str],
+) -> tuple[list[ClassLevels], list[str], list[str]]:
+    """(each workload's own curve as a class, workloads left out because their key is taken,
+    workloads left out because they draw less than the profile's idle power at some cap — a
+    profile cannot say so, and their busy power above idle would be negative)."""
+    top = base.power_limit_max_w
+    out: list[ClassLevels] = []
+    clash: list[str] = []
+    below_idle: list[str] = []
+    for w, pts in sorted(usable.items()):
+        if len(pts) < MIN_WORKLOAD_CAPS:
+            continue
+        key = workload_key(w)
+        if key in taken:
+            clash.append(w)
+            continue
+        levels = curve_levels(fit_levels([pts], top), caps, top)
+        if any(lv.power_factor * top < base.idle_w for lv in levels):
+            below_idle.append(w)
+            continue
+        taken.add(key)
+        out.append(ClassLevels(key, 1, False, levels))
+    return out, clash, below_idle
 
 
 def _toml_loads(text: str) -> dict:

@@ -125,6 +125,11 @@ class RecapResult:
     schedule: Schedule
     recapped: int  # jobs whose level differs from the pool's
     considered: int  # placed contiguous jobs inside the horizon the pass looked at
+    corrected: int = (
+        0  # jobs that had to move: their own curve missed the end limit at the pool's cap
+    )
+    own_late: int = 0  # jobs whose own curve misses it at the pool's cap and no level fits in time
+    on_own_curve: int = 0  # jobs the schedule carries at their own curve (Schedule.job_cap)
 
 
 def recap_jobs(
@@ -134,6 +139,8 @@ def recap_jobs(
     ev: Evaluation,
     workload_class: dict[str, str | None],
     u: np.ndarray | None = None,
+    *,
+    stay_unless_late: bool = False,
 ) -> RecapResult:
     """Each placed job at its own cap level (:func:`choose_level`), one job at a time.
 
@@ -144,23 +151,31 @@ def recap_jobs(
     the horizon end — so nodes, node-hours and
     other jobs are untouched. The budget headroom per slot is the site budget minus the plan's
     meter power there without this job's busy power (``ev``), updated after each job.
-    A job whose chosen level has its pool's cap and duration keeps the pool level.
+
+    Every job is priced on its *own* class curve, not on its pool's (the plan timed it on the
+    pool's curve, at each cap the mix of its jobs' classes). At its pool's cap its own run may
+    miss its end limit or the headroom: then it must move (``corrected``) to the least-carbon
+    level that fits, whatever the plan's pool-curve objective says (the job would really be
+    late); if none fits it keeps the pool's level and is counted (``own_late``). Otherwise it
+    takes the least-carbon level of its own curve (``stay_unless_late``: it stays at its
+    pool's cap, on its own curve — the baseline the pass is judged against). A job at its
+    pool's cap whose curve is the pool's there is left as it is. ``recapped`` counts the jobs
+    at a cap other than their pool's. Schedules without a placement grid (the job-level
+    MILP's) are read at one step per slot.
     """
-    if sched.fine_runs is None or sched.alloc_fine is None:
-        return RecapResult(sched, 0, 0)
     k, T, dt = sched.subslots, inp.T, inp.slot_h
     step_h = dt / k
-    fine = [list(fr) for fr in sched.fine_runs]
-    alloc_f = sched.alloc_fine.copy()
+    fine, alloc_f = _fine_grid(sched)
     busy_f = np.zeros_like(alloc_f, dtype=float)
     for j, fr in enumerate(fine):
         p = int(sched.pool[j])
         for t, f in fr:
             busy_f[p, t] += inp.jobs[j].gpus * f
+    base_busy = busy_f.reshape(*sched.alloc.shape, k).mean(axis=2)
     meter = ev.site_meter_kw.copy()
     budget = np.array([s.budget_kw for s in inp.sites])
     job_cap: dict[int, tuple[float, float, float]] = {}
-    considered = 0
+    considered = corrected = own_late = recapped = 0
     order = sorted(range(len(inp.jobs)), key=lambda i: (float(np.nan_to_num(sched.start_h[i])), i))
     for j in order:
         p = int(sched.pool[j])
@@ -178,6 +193,10 @@ def recap_jobs(
             continue  # the pool changes level under the job: keep what placement made
         considered += 1
         cap, thr, eps = class_curve(pool.gpu_model, workload_class.get(job.id))
+        at_pool = np.flatnonzero(np.abs(cap - pool.level_cap_w[lev0]) < 1e-9)
+        if at_pool.size == 0:
+            continue
+        i0 = int(at_pool[0])
         start_h = steps[0] * step_h
         # how far the run may grow: free GPUs on nodes already on, before deadline and horizon
         deadline_h = (job.deadline - inp.start).total_seconds() / 3600.0
@@ -199,28 +218,41 @@ def recap_jobs(
             own[t // k] += g * f * eps_now * site.pue / k
         head = budget[pool.site] - (meter[pool.site] - own)
         head = np.where(np.isfinite(head), head, np.inf)
-        choice = choose_level(
-            work_gpu_h=job.work_gpu_h,
-            gpus=g,
-            throughput=thr.tolist(),
-            busy_extra_kw=eps.tolist(),
-            start_h=start_h,
-            end_limit_h=end_limit_h,
-            intensity_g_per_kwh=site.planning_intensity.tolist(),
-            slot_h=dt,
-            pue=site.pue,
-            headroom_kw=None if not np.isfinite(head).any() else head.tolist(),
+        common = {
+            "work_gpu_h": job.work_gpu_h,
+            "gpus": g,
+            "start_h": start_h,
+            "end_limit_h": end_limit_h,
+            "intensity_g_per_kwh": site.planning_intensity.tolist(),
+            "slot_h": dt,
+            "pue": site.pue,
+            "headroom_kw": None if not np.isfinite(head).any() else head.tolist(),
+        }
+        choice = choose_level(throughput=thr.tolist(), busy_extra_kw=eps.tolist(), **common)
+        # the pool's cap on the job's own curve: the plan timed the job on the pool's curve (a
+        # mix of its jobs' classes); if its own run there misses the end limit or the budget
+        # headroom, the job must move
+        stay = choose_level(throughput=[thr[i0]], busy_extra_kw=[eps[i0]], **common)
+        must_move = not stay.ok
+        if must_move and not choice.ok:
+            own_late += 1
+            continue
+        lv, dur = (
+            (i0, stay.duration_h)
+            if stay_unless_late and not must_move
+            else (
+                choice.level,
+                choice.duration_h,
+            )
         )
-        if not choice.ok or abs(cap[choice.level] - pool.level_cap_w[lev0]) < 1e-9:
-            continue
-        # what the job's busy power costs now (at its pool's level, as evaluate prices it):
-        # a level is taken only when it has less carbon than that
-        inten = site.planning_intensity
-        now_kg = sum(g * f * eps_now * site.pue * step_h * inten[t // k] for t, f in fr) / 1e3
-        if choice.carbon_kg >= now_kg - 1e-12:
-            continue
+        if (
+            lv == i0
+            and abs(thr[i0] - pool.level_thr[lev0]) < 1e-9
+            and abs(eps[i0] - eps_now) < 1e-9
+        ):
+            continue  # the pool's cap, and the job's curve is the pool's there: nothing changes
         # the new run on the placement grid: whole steps, the last one partly busy
-        whole = choice.duration_h / step_h
+        whole = dur / step_h
         n_steps = max(1, math.ceil(whole - 1e-9))
         new = [(steps[0] + i, 1.0) for i in range(n_steps)]
         new[-1] = (new[-1][0], whole - (n_steps - 1))
@@ -234,12 +266,14 @@ def recap_jobs(
             busy_f[p, t] += g * f
         newown = np.zeros(T)
         for t, f in new:
-            newown[t // k] += g * f * eps[choice.level] * site.pue / k
+            newown[t // k] += g * f * eps[lv] * site.pue / k
         meter[pool.site] += newown - own
         fine[j] = new
-        job_cap[j] = (float(cap[choice.level]), float(thr[choice.level]), float(eps[choice.level]))
+        job_cap[j] = (float(cap[lv]), float(thr[lv]), float(eps[lv]))
+        recapped += int(lv != i0)
+        corrected += int(must_move)
     if not job_cap:
-        return RecapResult(sched, 0, considered)
+        return RecapResult(sched, 0, considered, 0, own_late)
     P, T2 = sched.alloc.shape
     runs = list(sched.runs)
     start_h_arr, end_h_arr = sched.start_h.copy(), sched.end_h.copy()
@@ -253,24 +287,26 @@ def recap_jobs(
         sched,
         runs=runs,
         alloc=alloc_f.reshape(P, T2, k).max(axis=2),
-        busy=busy_f.reshape(P, T2, k).mean(axis=2) + (sched.busy - _busy(sched, inp, k)),
+        busy=busy_f.reshape(P, T2, k).mean(axis=2) + (sched.busy - base_busy),
         start_h=start_h_arr,
         end_h=end_h_arr,
-        alloc_fine=alloc_f,
-        fine_runs=fine,
+        alloc_fine=alloc_f if sched.alloc_fine is not None else None,
+        fine_runs=fine if sched.fine_runs is not None else None,
         job_cap=job_cap,
     )
-    return RecapResult(out, len(job_cap), considered)
+    return RecapResult(out, recapped, considered, corrected, own_late, len(job_cap))
 
 
-def _busy(sched: Schedule, inp: PlanInputs, k: int) -> np.ndarray:
-    """[P, T2] the busy GPUs the schedule's fine runs account for (what the pass rebuilds;
-    anything else in ``sched.busy`` is kept as it is)."""
-    assert sched.fine_runs is not None and sched.alloc_fine is not None
-    b = np.zeros_like(sched.alloc_fine, dtype=float)
-    for j, fr in enumerate(sched.fine_runs):
-        p = int(sched.pool[j])
-        for t, f in fr:
-            b[p, t] += inp.jobs[j].gpus * f
-    P, T2 = sched.alloc.shape
-    return b.reshape(P, T2, k).mean(axis=2)
+def _fine_grid(sched: Schedule) -> tuple[list[list[tuple[int, float]]], np.ndarray]:
+    """(per job: (step, busy fraction), GPUs held per step) on the placement grid; a schedule
+    without one (the job-level MILP's, one step per slot) gets it from its runs — a job whose
+    runs are not whole slots followed by one partly busy slot gets none (it is not re-capped)."""
+    if sched.fine_runs is not None and sched.alloc_fine is not None:
+        return [list(fr) for fr in sched.fine_runs], sched.alloc_fine.copy()
+    assert sched.subslots == 1
+    fine: list[list[tuple[int, float]]] = []
+    for runs in sched.runs:
+        fr = [(t, float(f)) for t, _, f in runs]
+        whole = all(f > 1.0 - 1e-9 for _, f in fr[:-1]) and len({g for _, g, _ in runs}) <= 1
+        fine.append(fr if whole else [])
+    return fine, sched.alloc.copy()

@@ -232,3 +232,32 @@ def test_no_deeper_cap_that_would_keep_a_node_on_longer(tmp_path: Path) -> None:
     assert _job_doc(doc, "X")["power_cap_w"] is None
     assert _job_doc(doc, "X")["end"] == iso(4)
     assert doc["totals"]["carbon_kg"] == pytest.approx(1.33)
+
+
+def test_a_schedule_without_a_placement_grid_is_recapped_too(tmp_path: Path) -> None:
+    """The job-level MILP's schedules have no placement grid (``fine_runs`` None, one step per
+    slot); on larger fleets they are often the plan (the Zeus bench's slack fleet). The first
+    test's pool plan rebuilt that way — X 0–4 h, Y 0–6 h, whole slots — gets X's deep cap
+    as before: 4 / 0.8 = 5 h, 0–5 h. Old code: the pass looked at no job of such a plan."""
+    from dataclasses import replace
+
+    from greencpn.optimize.jobcaps import recap_jobs
+
+    jobs = [_job("Y", 6.0, 6.0, "rigid"), _job("X", 4.0, 5.0)]
+    res = make_plan(load_config(_fleet(tmp_path, jobs, SLACK_CARBON, mode="pool")), SimClock(START))
+    ids = [j.id for j in res.inputs.jobs]
+    s = res.schedule
+    assert [[(t, g, f) for t, g, f in s.runs[ids.index(x)]] for x in ("X", "Y")] == [
+        [(t, 1, 1.0) for t in range(4)],
+        [(t, 1, 1.0) for t in range(6)],
+    ]
+    coarse = replace(s, subslots=1, fine_runs=None, alloc_fine=None)
+    rc = recap_jobs(
+        res.inputs, coarse, res.nodes_on, res.executed, {"Y": "rigid", "X": None}, res.startups
+    )
+    assert (rc.considered, rc.recapped) == (2, 1)
+    x = ids.index("X")
+    assert rc.schedule.job_cap == {x: (200.0, 0.8, pytest.approx(0.2))}
+    assert rc.schedule.runs[x] == [(t, 1, pytest.approx(1.0)) for t in range(5)]
+    assert float(rc.schedule.end_h[x]) == pytest.approx(5.0)
+    assert rc.schedule.fine_runs is None

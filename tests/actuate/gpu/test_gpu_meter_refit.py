@@ -150,3 +150,30 @@ def test_bad_ledger_lines_name_the_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"l\.jsonl:1") as e:
         read_measurements(p)
     assert "MeasurementStore" in str(e.value)
+
+
+def test_refit_per_workload_from_the_cli_writes_each_recurring_jobs_curve(
+    fake_nvml, backend, tmp_path: Path, capsys
+) -> None:
+    """``--per-workload``: besides the classes, each workload's own curve as a class named
+    after it (bert: θ 0.70 / 0.92 / 1.0, power 0.5 / 0.7 / 0.8 × 400 W at 200 / 300 / 400 W)."""
+    clock = SimClock(datetime(2026, 12, 1, tzinfo=UTC))
+    meter = JobEnergyMeter(backend, clock, backend.list_gpus()[0].name)
+    store = MeasurementStore(tmp_path / "ledger.jsonl")
+    n = 0
+    for workload, (cls, k) in WORKLOADS.items():
+        for cap in CAPS:
+            n += 1
+            _run(fake_nvml, backend, meter, clock, store, f"j{n}", workload, cls, k, cap)
+    out = tmp_path / "refit"
+    args = ["models", "fit", "--from-ledger", str(store.path), "--out", str(out)]
+    assert cli_main([*args, "--per-workload"]) == 0
+    said = capsys.readouterr().out
+    assert "own curves of 3 workloads: bert, recsys, resnet" in said
+    prof = tomllib.loads((out / "a100-sxm4-40gb.toml").read_text())
+    classes = {c["name"]: c for c in prof["workload_classes"]}
+    assert set(classes) == {"heavy", "light", "bert", "recsys", "resnet"}
+    bert = {lv["cap_w"]: (lv["throughput"], lv["power_factor"]) for lv in classes["bert"]["levels"]}
+    for cap in CAPS:
+        assert bert[cap] == pytest.approx((THR["heavy"][cap], SHAPE["heavy"][cap]), abs=1e-3)
+    assert "3 recurring workloads have their own curve" in prof["notes"]
