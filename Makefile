@@ -17,7 +17,7 @@ PYTEST_XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist 
 # 9-line pairs in tests and bench fixtures (issue 13).
 DUP_MIN_LINES ?= 11
 
-.PHONY: demo test bench lint venv clean mutation
+.PHONY: demo test bench lint venv clean mutation mutation-sample
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -49,6 +49,17 @@ mutation: $(STAMP)
 	GREENCPN_HYPOTHESIS_EXAMPLES=3 $(BIN)/mutmut run --max-children 2 $(MUTANTS)
 	$(BIN)/mutmut export-cicd-stats 2>/dev/null || true
 	@$(BIN)/mutmut results
+
+## A seeded random sample of the mutants above, N/2 from optimize/ and N/2 from report/, run
+## against mutmut's per-mutant test selection (needs mutants/mutmut-stats.json from one
+## `make mutation` run), survivors re-checked against the whole selection (a full run each),
+## kill share per package
+## with a Wilson 95 % interval: bench/results/mutation_sample.{txt,json}, see
+## tools/mutation_sample.py. Example: make mutation-sample SEED=20261203 N=60
+SEED ?= 20261203
+N ?= 60
+mutation-sample: $(STAMP)
+	$(BIN)/python tools/mutation_sample.py all --seed $(SEED) --n $(N)
 
 lint: $(STAMP)
 	$(BIN)/ruff check greencpn tests bench models tools

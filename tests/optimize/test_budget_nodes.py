@@ -122,3 +122,26 @@ def test_node_repair_stops_a_node_rather_than_bridge_over_the_budget(fleet):
     assert [float(x) for x in sched.start_h] == [0.25, 2.25]
     assert n[0].tolist() == [1, 0, 1]
     assert ev.totals["budget_overrun_kwh"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_fifo_counts_the_standby_power_of_nodes_off(fleet):
+    """Pool p: 2 nodes × 1 GPU (T1: 300 W busy), 300 W idle, 100 W when off. Job x (1 GPU-h)
+    may run in slot 0 or 1. In slot 0 it would draw 0.3 + 0.3 kW on its node plus 0.1 kW of the
+    other node off = 0.7 kW, over the 0.5 kW budget; both nodes off draw 0.2 kW, inside it.
+    So FIFO starts x at 01:00 (slot 1, budget 1 kW): 0.2 + 0.7 = 0.9 kWh, nothing over.
+    (Counting the off power with the wrong sign made the headroom too large: x at 00:00.)"""
+    off_pool = pool("p", nodes=2, idle_w=300.0).replace(
+        "min_down_h", "node_off_w = 100\nmin_down_h"
+    )
+    path = fleet(
+        carbon={"Z": [100, 100]},
+        sites=site([0.5, 1.0]),
+        pools=off_pool,
+        jobs=[job("x", work=1.0, release=0, deadline=2)],
+        extra="",
+    )
+    inp, sched, n, ev = fifo(path)
+    assert float(sched.start_h[0]) == pytest.approx(1.0)
+    assert n[0].tolist() == [0, 1]
+    assert ev.totals["budget_overrun_kwh"] == pytest.approx(0.0, abs=1e-9)
+    assert ev.totals["energy_kwh"] == pytest.approx(0.9)

@@ -432,6 +432,11 @@ def test_power_caps_plot_per_pool(rendered: dict[str, Any]) -> None:
         lines = _lines(ax)
         assert lines[0] == series([s["power_cap_w"] for s in pool["slots"]])
         assert [300.0, 300.0] in lines and [100.0, 100.0] in lines  # device max and min
+        # the device limits are thin reference lines (1 pt), the cap series is drawn at 2 pt
+        style = {ln.get_label(): (ln.get_linestyle(), ln.get_linewidth()) for ln in ax.get_lines()}
+        assert style["power cap"] == ("-", 2.0)
+        assert style["device max (300 W)"] == ("--", 1.0)
+        assert style["device min (100 W)"] == (":", 1.0)
 
 
 def test_site_power_plot_meter_and_budget(rendered: dict[str, Any]) -> None:

@@ -25,3 +25,17 @@ def test_summary_shows_the_greedy_row_ratio_and_gap_formula(tmp_path):
     g = doc["baselines"]["carbon_aware_greedy"]["carbon_kg"]
     assert f"plan / greedy carbon = {doc['totals']['carbon_kg'] / g:.3f}" in text
     assert "150.00 % above the MILP bound ((objective − bound) / bound)" in text
+    # the trade-off points, one line each (hand values: 1,234.4 kg → "1,234", cost 56.6 → "57")
+    doc["tradeoff"] = [
+        {"carbon_weight_per_kg": 1.0, "cost_weight": 0.0, "carbon_kg": 1234.4, "cost": 56.6},
+        {"carbon_weight_per_kg": 0.25, "cost_weight": 1.0, "carbon_kg": 2000.0, "cost": 40.0},
+    ]
+    lines = summary(doc, {}, 0.0).splitlines()
+    i = lines.index(
+        "carbon/cost trade-off (MILP figures: the stage-1 model before placement, "
+        "not executed plans):"
+    )
+    assert lines[i + 1 : i + 3] == [
+        "  w_carbon=1 w_cost=0: MILP 1,234 kg, MILP cost 57",
+        "  w_carbon=0.25 w_cost=1: MILP 2,000 kg, MILP cost 40",
+    ]

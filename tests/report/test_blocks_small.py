@@ -1,0 +1,164 @@
+"""The report's blocks and tables on the small hand-made plan of ``conftest._plan`` (and small
+edits of it), every expected string written out by hand — the cases the seeded mutation sample
+of issue 15 item 5 showed no test pinned (bench/results/mutation.md names each mutant).
+
+The hand plan: pool ``fra-a100`` has caps 400, 400, 400, 400, 280, 280 W and busy GPUs
+8, 8, 0, 0, 0, 0 (so it is busy only under 400 W caps); job ``train-a`` is on time
+(late_h 0, unserved 0), ``gdpr|b`` is 1 h late, ``big<c>`` has 12 GPU-h unserved.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from greencpn.report.elements import Table
+from greencpn.report.sections import build_blocks, extra_blocks, solver_blocks
+from greencpn.report.tables import late_table, pool_table
+
+
+def _after(blocks: list[tuple[str, Any]], heading: str) -> list[tuple[str, Any]]:
+    """The blocks after the h2 ``heading`` up to the next h2."""
+    i = blocks.index(("h2", heading))
+    rest = blocks[i + 1 :]
+    end = next((k for k, b in enumerate(rest) if b[0] == "h2"), len(rest))
+    return rest[:end]
+
+
+def _table(blocks: list[tuple[str, Any]], heading: str) -> Table:
+    (table,) = [b[1] for b in _after(blocks, heading) if b[0] == "table"]
+    return table
+
+
+def test_late_table_lists_only_late_or_unserved_jobs(tiny_plan: dict[str, Any]) -> None:
+    """train-a is on time: not listed. big<c> (12 GPU-h unserved) sorts before gdpr|b."""
+    table, n_bad = late_table(tiny_plan)
+    assert table is not None
+    assert n_bad == 2
+    assert [r[0] for r in table.rows] == ["big<c>", "gdpr|b"]
+
+
+def test_pool_table_cap_range_counts_busy_slots_only(tiny_plan: dict[str, Any]) -> None:
+    """fra-a100 is busy only in slots 0–1 (400 W); the idle 280 W slots do not count.
+    osl-a40 is busy in slots 0–3 at 200, 200, 200, 250 W: "200–250" (not 300)."""
+    table = pool_table(tiny_plan)
+    cap = {r[0]: r[-1] for r in table.rows}
+    assert cap == {"fra-a100": "400", "osl-a40": "200–250"}
+
+
+def _with_levers(plan: dict[str, Any]) -> dict[str, Any]:
+    plan = copy.deepcopy(plan)
+    plan["lever_savings"] = {
+        "plan_carbon_kg_in_horizon": 9.0,
+        "carbon_agnostic_carbon_kg_in_horizon": 40.0,
+        "saving_kg": 31.0,
+        "interaction_kg": 1.0,
+        "levers": [
+            {
+                "label": "shifting in time",
+                "carbon_kg_with_lever_undone": 21.4,
+                "saving_kg": 12.4,
+                "share_of_saving": 0.4,
+            },
+            {
+                "label": "sleeping nodes",
+                "carbon_kg_with_lever_undone": 26.6,
+                "saving_kg": 17.6,
+                "share_of_saving": None,
+            },
+        ],
+    }
+    return plan
+
+
+def test_lever_table_rows_and_shares(tiny_plan: dict[str, Any]) -> None:
+    """Share 0.4 → "40 %"; a missing share → "–"; the interaction row last."""
+    blocks = extra_blocks(_with_levers(tiny_plan))
+    table = _table(blocks, "Saving by lever")
+    assert table.rows == [
+        ["shifting in time", "21.4", "12.4", "40 %"],
+        ["sleeping nodes", "26.6", "17.6", "–"],
+        ["interaction (saving − sum of the rows above)", "–", "1.0", "–"],
+    ]
+
+
+def test_delay_table_lists_jobs_with_a_delay(tiny_plan: dict[str, Any]) -> None:
+    """Delays 0.0, 2.5, 1.0 h: median 1.00, largest 2.50, 2 delayed; most delayed first."""
+    plan = copy.deepcopy(tiny_plan)
+    for j, d in zip(plan["jobs"], (0.0, 2.5, 1.0), strict=True):
+        j["delay_h"] = d
+    blocks = extra_blocks(plan)
+    (para,) = [b[1] for b in _after(blocks, "Job delay (start − release)") if b[0] == "p"]
+    assert para.startswith(
+        "3 placed job(s): median delay 1.00 h, largest 2.50 h, 2 delayed at all."
+    )
+    table = _table(blocks, "Job delay (start − release)")
+    assert [r[0] for r in table.rows] == ["gdpr|b", "big<c>", "train-a"]
+    assert [r[4] for r in table.rows] == ["2.50", "1.00", "0.00"]
+
+
+def test_residency_table_names_the_job(tiny_plan: dict[str, Any]) -> None:
+    plan = copy.deepcopy(tiny_plan)
+    plan["residency"] = [
+        {
+            "job": "gdpr|b",
+            "jurisdictions": ["EU"],
+            "allowed_sites": ["frankfurt"],
+            "site": "frankfurt",
+            "site_jurisdictions": ["EU", "DE"],
+        }
+    ]
+    table = _table(extra_blocks(plan), "Data residency placements")
+    assert table.rows == [["gdpr|b", "EU", "frankfurt", "frankfurt", "EU, DE"]]
+
+
+def test_solver_table_shows_the_executed_objective(tiny_plan: dict[str, Any]) -> None:
+    """executed objective 21.7, gap to bound 0.0138 → "1.380 %"."""
+    rows = dict(_table(solver_blocks(tiny_plan), "Solver outcome").rows)
+    assert rows["executed objective (job-level plan)"] == "21.700"
+    assert rows["executed gap to bound"] == "1.380 %"
+
+
+def test_intro_and_title(tiny_plan: dict[str, Any]) -> None:
+    """Title names the fleet ("fleet" when the plan has none); the intro the horizon."""
+    blocks = build_blocks(tiny_plan, [])
+    assert blocks[0] == ("h1", "greencpn plan report — tiny")
+    intro = next(b[1] for b in blocks if b[0] == "p" and b[1].startswith("Horizon "))
+    assert intro.startswith(
+        "Horizon 6 × 60 min from 2026-03-02T00:00:00Z (UTC); 2 site(s), 2 pool(s), 3 job(s)."
+    )
+    plan = copy.deepcopy(tiny_plan)
+    del plan["fleet"]
+    assert build_blocks(plan, [])[0] == ("h1", "greencpn plan report — fleet")
+
+
+def test_plan_source_paragraph(tiny_plan: dict[str, Any]) -> None:
+    """A plan whose executed schedule is not the MILP-guided placement says which it is."""
+    plan = copy.deepcopy(tiny_plan)
+    plan["solver"]["plan_source"] = "carbon-aware greedy"
+    text = [b[1] for b in build_blocks(plan, []) if b[0] == "p"]
+    assert any(
+        t.startswith("The executed plan is the **carbon-aware greedy** schedule") for t in text
+    )
+    plan["solver"]["plan_source"] = "optimised placement"
+    assert not any(
+        "The executed plan is the" in b[1] for b in build_blocks(plan, []) if b[0] == "p"
+    )
+
+
+def test_tradeoff_paragraph(tiny_plan: dict[str, Any]) -> None:
+    (para,) = [
+        b[1] for b in _after(build_blocks(tiny_plan, []), "Carbon / cost trade-off") if b[0] == "p"
+    ]
+    assert para.startswith(
+        "Extra MILP solves with other weights. Each row is the **MILP's** carbon"
+    )
+
+
+def test_render_makes_missing_parent_folders(tiny_plan: dict[str, Any], tmp_path: Path) -> None:
+    from greencpn.report.render import render_report
+
+    out = tmp_path / "a" / "b" / "report"
+    paths = render_report(tiny_plan, out)
+    assert paths["md"].parent == out and paths["md"].exists()
