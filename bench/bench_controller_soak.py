@@ -205,10 +205,14 @@ def section(res: dict, mach: str, when: str) -> str:
 
 
 def write_section(text: str) -> None:
+    """Replace this bench's section (up to the next ``## `` heading; it cut off every section
+    after it before 2026-12-03) or append it."""
     old = RESULTS.read_text() if RESULTS.is_file() else ""
     if HEADER in old:
-        old = old[: old.index(HEADER)].rstrip() + "\n\n"
-    RESULTS.write_text((old + text).rstrip() + "\n")
+        i = old.index(HEADER)
+        j = old.find("\n## ", i + len(HEADER))
+        old = old[:i] + (old[j + 1 :] if j >= 0 else "")
+    RESULTS.write_text(old.rstrip() + "\n\n" + text.rstrip() + "\n")
 
 
 def main() -> int:
@@ -221,6 +225,7 @@ def main() -> int:
     ap.add_argument("--warmup-min", type=int, default=20)
     ap.add_argument("--write", action="store_true")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--from-json", type=Path, help="write the section of an earlier --json run")
     ap.add_argument("--controller", default="", help="[controller] lines, ';'-separated")
     a = ap.parse_args()
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -228,8 +233,13 @@ def main() -> int:
         f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"load average at start {os.getloadavg()[0]:.1f}"
     )
-    res = soak(a.steps, a.budget_min * 60.0, a.every, a.warmup_min, a.controller)
-    res["load_end"] = os.getloadavg()[0]
+    if a.from_json:
+        res = json.loads(a.from_json.read_text())
+        mach, when = res.get("machine", mach), res.get("when", "(not recorded)")
+    else:
+        res = soak(a.steps, a.budget_min * 60.0, a.every, a.warmup_min, a.controller)
+        res["load_end"] = os.getloadavg()[0]
+        res["machine"], res["when"] = mach, when
     text = section(res, mach + f", at the end {res['load_end']:.1f}", when)
     print(text)
     if a.json:
