@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import os
 import platform
 import random
@@ -186,7 +187,35 @@ def bench_l(window: int, controller: str = "") -> dict:
 
 
 # ----------------------------------------------------------------------------- 2./4. example
-def bench_example(steps: int) -> dict:
+#: plan.json solver-block timings main at 6b1d551 had (the step overhead subtracts them)
+OLD_KEYS = (
+    "build_s",
+    "handoff_s",
+    "solve_s",
+    "extract_s",
+    "placement_s",
+    "baselines_s",
+    "levels_placement_s",
+    "greedy_anchor_repair_s",
+)
+#: solver work timed since (2026-12-03): the FIFO candidate's node repair (HiGHS) and pricing,
+#: the HiGHS solution loaded into Pyomo, a re-plan's stability rows and its MIP start values
+#: (plus ``joblevel.repair_s``, the job-level candidate's node repair)
+NEW_KEYS = ("fifo_anchor_repair_s", "load_s", "stability_rows_s", "start_values_s")
+
+
+def _plan_digest(doc: dict | None, tmp: Path) -> str:
+    """The plan without its timings, paths and creation time (same plan = same digest)."""
+    import json
+
+    if doc is None:
+        return "-"
+    keep = {k: v for k, v in doc.items() if k not in ("created_at", "solver", "config")}
+    text = json.dumps(keep, sort_keys=True, default=str).replace(str(tmp), "<tmp>")
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def bench_example(steps: int, controller: str = "") -> dict:
     sys.path.insert(0, str(ROOT / "tests" / "controller"))
     from greencpn.clock import SimClock
     from greencpn.config import load_config
@@ -199,6 +228,10 @@ def bench_example(steps: int) -> dict:
         d = Path(tmp)
         days = steps // 24 + 3
         path = example_copy(d, days=days, slots=48)
+        if controller:  # [controller] lines (';'-separated) instead of the defaults
+            lines = "\n".join(x.strip() for x in controller.split(";") if x.strip())
+            text = path.read_text().replace("[carbon]", f"[controller]\n{lines}\n\n[carbon]", 1)
+            path.write_text(text)
         cfg = load_config(path)
         clock = SimClock(T0 + timedelta(minutes=1))
         fleet = FakeFleet(cfg, clock)
@@ -221,6 +254,8 @@ def bench_example(steps: int) -> dict:
             path, clock, d / "state", fleet, mode=Mode.ENFORCE, queue=world, job_actuator=world
         )
         rows = []
+        over_old_def: list[float] = []
+        plan_keys: list[str] = []
         b0 = None
         for i in range(steps):
             world_s[0] = 0.0
@@ -229,22 +264,17 @@ def bench_example(steps: int) -> dict:
             wall = time.perf_counter() - t0 - world_s[0]  # the simulated scheduler's own time out
             fleet.forget_calls()
             sv = (r.plan or {}).get("solver") or {}
-            opt_own = sum(
-                float(sv.get(k) or 0.0)
-                for k in (
-                    "build_s",
-                    "handoff_s",
-                    "solve_s",
-                    "extract_s",
-                    "placement_s",
-                    "baselines_s",
-                    "levels_placement_s",
-                    "greedy_anchor_repair_s",
-                )
-            )
+            # the solver block's timed regions as main at 6b1d551 had them ("old keys") ...
+            opt_old = sum(float(sv.get(k) or 0.0) for k in OLD_KEYS)
             # the other candidates: kept placement, job-level MILP
-            opt_own += float((sv.get("kept_placement") or {}).get("s") or 0.0)
-            opt_own += float((sv.get("joblevel") or {}).get("total_s") or 0.0)
+            opt_old += float((sv.get("kept_placement") or {}).get("s") or 0.0)
+            jl = sv.get("joblevel") or {}
+            opt_old += float(jl.get("total_s") or 0.0)
+            # ... and the solver work timed since (labelled; OLD trees lack them: 0)
+            opt_own = opt_old + sum(float(sv.get(k) or 0.0) for k in NEW_KEYS)
+            opt_own += float(jl.get("repair_s") or 0.0)
+            over_old_def.append(wall - opt_old)
+            plan_keys.append(_plan_digest(r.plan, d))
             rows.append((wall, r.phase_s, r.metrics.get("solve_s") or 0.0, len(r.actions), opt_own))
             if i == 0:
                 c.ledger.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -254,6 +284,7 @@ def bench_example(steps: int) -> dict:
         b1 = c.ledger.bytes()
         c.close()
     over = sorted(w - o for w, _, _, _, o in rows)
+    over_old_def.sort()
     over_phase = sorted(w - p["optimize"] for w, p, _, _, _ in rows)
     over_solve = sorted(w - s for w, _, s, _, _ in rows)
     med = lambda xs: xs[len(xs) // 2]  # noqa: E731
@@ -262,6 +293,10 @@ def bench_example(steps: int) -> dict:
         "wall_median_s": med(sorted(w for w, *_ in rows)),
         "overhead_excl_optimize_median_s": med(over),
         "overhead_excl_optimize_max_s": over[-1],
+        "overhead_old_keys_median_s": over_old_def[len(over_old_def) // 2],
+        "overhead_old_keys_max_s": over_old_def[-1],
+        "plans_sha1": hashlib.sha1("".join(plan_keys).encode()).hexdigest(),
+        "controller": controller,
         "overhead_excl_optimize_phase_median_s": med(over_phase),
         "overhead_excl_highs_median_s": med(over_solve),
         "phase_median_s": {k: med(sorted(r[1][k] for r in rows)) for k in rows[0][1]},
@@ -536,6 +571,7 @@ def example_compare(a) -> int:
                     "example",
                     "--example-steps",
                     str(a.example_steps),
+                    *(["--controller", a.controller] if a.controller else []),
                 ],
                 cwd=root,
                 env={**os.environ, "PYTHONPATH": str(root)},
@@ -549,31 +585,42 @@ def example_compare(a) -> int:
             rows.append((f"{label} ({run})", res, load0, os.getloadavg()[0], t0))
             print(label, run, json.dumps(res), file=sys.stderr)
     ms = lambda v: f"{1000 * v:.0f}"  # noqa: E731
+    ctl = f"`[controller]` {a.controller!r}" if a.controller else "default `[controller]`"
     lines = [
         EX_HEADER,
         "",
-        f"Machine: {mach}. Measured {when}. OLD = `{trees[0][1]}` (an older tree with its own "
-        f"bench script), NEW = this tree; same venv; each run its own process "
-        f"(`--child example --example-steps {a.example_steps}`), in the order of the rows. "
+        f"Machine: {mach}. Measured {when}. OLD = `{trees[0][1]}`, NEW = this tree; each tree "
+        f"runs its own `bench/bench_controller.py --child example --example-steps "
+        f"{a.example_steps}` (copy this one into the OLD tree to measure both the same way), "
+        f"same venv, each run its own process, in the order of the rows; {ctl}. "
         f"{a.example_steps} hourly steps on the example fleet (224 nodes, 600 trace jobs; fakes, "
         "enforce mode, simulated clock; the simulated scheduler's own time is subtracted). "
         "Overhead = step wall − the optimiser's own work as plan.json's solver block reports it "
-        '(target ≤ 200 ms); "excl. the optimise phase" = step wall − the whole optimise phase.',
+        "(target ≤ 200 ms): **(a)** with the timings main had at 6b1d551 (`OLD_KEYS`), **(b)** "
+        "also minus the solver work timed since (`NEW_KEYS` + `joblevel.repair_s`: the FIFO "
+        "candidate's node repair, the HiGHS solution loaded into Pyomo, the stability rows, the "
+        'MIP start values; 0 in an OLD tree); "excl. the optimise phase" = step wall − the whole '
+        "optimise phase. Plans = sha1 over every step's plan document without its solver "
+        "block, path and creation time (equal = the same plans).",
         "",
-        "| run | overhead median ms | overhead max ms | excl. the optimise phase, median ms "
-        "| median step s | observe ms | forecast ms | reconcile ms | act ms | record ms "
-        "| median actions | ledger KiB/step | 1-min load before → after | started (UTC) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | overhead (a) median ms | (a) max ms | overhead (b) median ms | (b) max ms "
+        "| excl. the optimise phase, median ms | median step s | observe ms | forecast ms "
+        "| reconcile ms | act ms | record ms | median actions | ledger KiB/step | plans "
+        "| 1-min load before → after | started (UTC) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r, l0, l1, t0 in rows:
         ph = r["phase_median_s"]
+        a_med = r.get("overhead_old_keys_median_s", r["overhead_excl_optimize_median_s"])
+        a_max = r.get("overhead_old_keys_max_s", r["overhead_excl_optimize_max_s"])
         lines.append(
-            f"| {name} | {ms(r['overhead_excl_optimize_median_s'])} | "
+            f"| {name} | {ms(a_med)} | {ms(a_max)} | "
+            f"{ms(r['overhead_excl_optimize_median_s'])} | "
             f"{ms(r['overhead_excl_optimize_max_s'])} | "
             f"{ms(r['overhead_excl_optimize_phase_median_s'])} | {r['wall_median_s']:.2f} | "
             + " | ".join(ms(ph[k]) for k in ("observe", "forecast", "reconcile", "act", "record"))
             + f" | {r['actions_median']} | {r['ledger_bytes_per_step'] / 1024:.1f} | "
-            f"{l0:.2f} → {l1:.2f} | {t0:%H:%M:%S} |"
+            f"{str(r.get('plans_sha1', '—'))[:10]} | {l0:.2f} → {l1:.2f} | {t0:%H:%M:%S} |"
         )
     lines.append("")
     if a.note:
@@ -625,7 +672,7 @@ def main() -> int:
         if a.child == "l":
             res = bench_l(a.window, a.controller or "")
         elif a.child == "example":
-            res = bench_example(a.example_steps)
+            res = bench_example(a.example_steps, a.controller or "")
         else:
             res = bench_memory(a.tiny_steps, a.warmup)
         res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

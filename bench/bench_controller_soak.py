@@ -61,7 +61,7 @@ def soak_trace(hours: int, per_hour: int = 3):
     return out
 
 
-def soak(steps: int, budget_s: float, every: int, warmup_min: int) -> dict:
+def soak(steps: int, budget_s: float, every: int, warmup_min: int, controller: str = "") -> dict:
     from greencpn.clock import SimClock
     from greencpn.config import load_config
     from greencpn.controller import Mode, StepStatus
@@ -72,6 +72,10 @@ def soak(steps: int, budget_s: float, every: int, warmup_min: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         path = example_copy(d, days=steps // 24 + 3, slots=24)
+        if controller:  # [controller] lines (';'-separated) instead of the defaults
+            lines = "\n".join(x.strip() for x in controller.split(";") if x.strip())
+            text = path.read_text().replace("[carbon]", f"[controller]\n{lines}\n\n[carbon]", 1)
+            path.write_text(text)
         cfg = load_config(path)
         clock = SimClock(T0 + timedelta(minutes=1))
         fleet = FakeFleet(cfg, clock)
@@ -128,6 +132,7 @@ def soak(steps: int, budget_s: float, every: int, warmup_min: int) -> dict:
     walls_sorted = sorted(walls)
     return {
         "asked_steps": steps,
+        "controller": controller,
         "steps": done,
         "stopped_by": stopped,
         "budget_s": budget_s,
@@ -169,8 +174,13 @@ def section(res: dict, mach: str, when: str) -> str:
             "",
             f"Machine: {mach}. Measured {when}. The example fleet (224 nodes, 8 pools, 4 sites), "
             "rolling 24-slot horizon, hourly steps on a simulated clock, enforce mode on "
-            "in-memory fakes, jobs from the example's shapes at 3 an hour, default "
-            "`[controller]` settings; one process.",
+            "in-memory fakes, jobs from the example's shapes at 3 an hour, "
+            + (
+                f"`[controller]` {res['controller']!r} (the rest default)"
+                if res.get("controller")
+                else "default `[controller]` settings"
+            )
+            + "; one process.",
             "",
             f"**{res['steps']:,} full steps** ({stop}) in {res['wall_s']:.0f} s: step median "
             f"{res['step_median_s']:.2f} s, max {res['step_max_s']:.2f} s. RSS "
@@ -195,10 +205,14 @@ def section(res: dict, mach: str, when: str) -> str:
 
 
 def write_section(text: str) -> None:
+    """Replace this bench's section (up to the next ``## `` heading; it cut off every section
+    after it before 2026-12-03) or append it."""
     old = RESULTS.read_text() if RESULTS.is_file() else ""
     if HEADER in old:
-        old = old[: old.index(HEADER)].rstrip() + "\n\n"
-    RESULTS.write_text((old + text).rstrip() + "\n")
+        i = old.index(HEADER)
+        j = old.find("\n## ", i + len(HEADER))
+        old = old[:i] + (old[j + 1 :] if j >= 0 else "")
+    RESULTS.write_text(old.rstrip() + "\n\n" + text.rstrip() + "\n")
 
 
 def main() -> int:
@@ -211,14 +225,21 @@ def main() -> int:
     ap.add_argument("--warmup-min", type=int, default=20)
     ap.add_argument("--write", action="store_true")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--from-json", type=Path, help="write the section of an earlier --json run")
+    ap.add_argument("--controller", default="", help="[controller] lines, ';'-separated")
     a = ap.parse_args()
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     mach = (
         f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"load average at start {os.getloadavg()[0]:.1f}"
     )
-    res = soak(a.steps, a.budget_min * 60.0, a.every, a.warmup_min)
-    res["load_end"] = os.getloadavg()[0]
+    if a.from_json:
+        res = json.loads(a.from_json.read_text())
+        mach, when = res.get("machine", mach), res.get("when", "(not recorded)")
+    else:
+        res = soak(a.steps, a.budget_min * 60.0, a.every, a.warmup_min, a.controller)
+        res["load_end"] = os.getloadavg()[0]
+        res["machine"], res["when"] = mach, when
     text = section(res, mach + f", at the end {res['load_end']:.1f}", when)
     print(text)
     if a.json:

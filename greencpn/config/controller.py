@@ -47,9 +47,11 @@ class ControllerConfig(_Strict):
         "newest plan can be kept for 75 % of them (no full re-placement, no other candidates)",
     )
     joblevel_candidate: bool = Field(
-        default=True,
+        default=False,
         description="the step also tries the job-level MILP where it is small enough "
-        "(solver.joblevel_time_limit_s)",
+        "(solver.joblevel_time_limit_s). Off by default: on the example fleet it was built in "
+        "17 of 24 steps, won none and made each of them seconds to a minute slower "
+        "(bench/results/controller.md); `greencpn plan` still tries it",
     )
     baselines: Literal["none", "agnostic", "all"] = Field(
         default="agnostic",

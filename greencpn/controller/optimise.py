@@ -141,7 +141,11 @@ class OptimizePhase(ControllerBase):
             a.latest_nodes_on = plan_nodes_on(inp, latest)
         if prev is None:
             return a
-        a.prev_nodes_on = plan_nodes_on(inp, prev)
+        a.prev_nodes_on = (
+            a.latest_nodes_on.copy()  # the same document (the first step of a slot): read once
+            if prev is latest and a.latest_nodes_on is not None
+            else plan_nodes_on(inp, prev)
+        )
         prev_jobs = {j["id"]: j for j in prev.get("jobs", [])}
         site_idx = {s.name: i for i, s in enumerate(inp.sites)}
         moved = np.zeros((K, S))

@@ -179,6 +179,25 @@ def fast_highs_class():
             finally:
                 self._rows = self._allv = None
 
+        def load_all_vars(self) -> None:
+            """The solution into every Pyomo variable the model uses, as the stock
+            ``solution_loader.load_vars()`` does (the same variables, the same HiGHS column
+            values, ``set_value(skip_validation=True)``, stale flags marked) without building
+            the ``ComponentMap`` of all primals first (~2× faster on the example fleet)."""
+            from pyomo.contrib.solver.common.util import NoSolutionError
+            from pyomo.core.staleflag import StaleFlagManager
+
+            sol = self._sol
+            if sol is None or not sol.value_valid:
+                raise NoSolutionError()
+            vals = sol.col_value
+            col = self._pyomo_var_to_solver_var_map
+            pv = self._vars
+            for v_id, (using_cons, using_sos, using_obj) in self._referenced_variables.items():
+                if using_cons or using_sos or (using_obj is not None):
+                    pv[v_id][0].set_value(vals[col[v_id]], skip_validation=True)
+            StaleFlagManager.mark_all_as_stale(delayed=True)
+
         def set_objective(self, obj):
             """A flat ``LinearExpression`` objective over builder variables (the plan's, the
             stability terms appended) is read from its two lists instead of walked and

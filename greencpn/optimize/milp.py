@@ -48,6 +48,13 @@ class SolveOutcome:
     handoff_s: float
     solve_s: float
     extract_s: float = 0.0
+    #: the HiGHS solution loaded into the Pyomo variables (after the solve; read by extract)
+    load_s: float = 0.0
+    #: a re-plan's extra MILP rows and bounds (stability terms, min up / down from history),
+    #: added after the plan's own build (``build_s``); 0 for a plain plan
+    stability_rows_s: float = 0.0
+    #: a re-plan's MIP start values, read from the newest plan before the solve
+    start_values_s: float = 0.0
     incumbent_used_on_time_limit: bool = False
     n_vars: int = 0
     n_constraints: int = 0
@@ -215,8 +222,14 @@ class PlanModel:
         gap = None
         if obj is not None and bound is not None:
             gap = abs(obj - bound) / max(abs(obj), 1e-9)
+        t_load = time.perf_counter()
         if has_sol:
-            res.solution_loader.load_vars()
+            fast_load = getattr(self._solver, "load_all_vars", None)
+            if fast_load is not None:
+                fast_load()
+            else:
+                res.solution_loader.load_vars()
+        load_s = time.perf_counter() - t_load
         if status is SolveStatus.TIME_LIMIT:
             log.warning(
                 "HiGHS stopped at the time limit (%.0f s); using the incumbent (gap %s)",
@@ -232,6 +245,7 @@ class PlanModel:
             build_s=0.0 if warm else self.build_s,
             handoff_s=max(0.0, wall - highs_s),
             solve_s=highs_s,
+            load_s=load_s,
             incumbent_used_on_time_limit=status is SolveStatus.TIME_LIMIT,
             n_vars=self.mb.n_vars,
             n_constraints=self.mb.n_rows(),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -321,9 +322,11 @@ class StablePlanModel(PlanModel):
         super().__init__(inp)
         self.warm_start = warm_start
         self.warm_start_info: dict[str, Any] = {"given": 0}
+        t0 = time.perf_counter()
         if anchor is not None:
             self._add_history_bounds(anchor)
             self._add_stability(anchor)
+        self.stability_rows_s = time.perf_counter() - t0
 
     _pending_start: dict[int, float] | None = None
 
@@ -398,7 +401,9 @@ class StablePlanModel(PlanModel):
         return out
 
     def solve(self):
+        t0 = time.perf_counter()
         start = self.start_values() if self.warm_start else {}
+        start_s = time.perf_counter() - t0
         # the first solve makes the solver (PlanModel.solve: no solver yet = load the model)
         if self._solver is not None:
             self._solver.start = start
@@ -426,6 +431,9 @@ class StablePlanModel(PlanModel):
                 if "user-supplied" in ln or "MIP start" in ln or "Assessing feasibility" in ln
             ][:4],
         }
+        out.start_values_s = start_s
+        if not out.warm:  # the extra rows belong to this model's (first) build
+            out.stability_rows_s = self.stability_rows_s
         return out
 
     def _add_history_bounds(self, a: Anchor) -> None:

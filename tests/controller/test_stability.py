@@ -43,8 +43,10 @@ def _nodes(doc):
     return {p["name"]: [(s["nodes_on"], s["cap_level"]) for s in p["slots"]] for p in doc["pools"]}
 
 
-def test_two_steps_with_nothing_changed_make_the_same_plan(tmp_path, sim_clock):
-    path = write_tiny(tmp_path)
+@pytest.mark.parametrize("joblevel", [True, False])
+def test_two_steps_with_nothing_changed_make_the_same_plan(tmp_path, sim_clock, joblevel):
+    # the job-level MILP candidate is off by default (docs/controller.md); on, it competes too
+    path = write_tiny(tmp_path, controller=f"joblevel_candidate = {str(joblevel).lower()}")
     fleet = FakeFleet(load_config(path), sim_clock)
     q = ListQueue(pending=_jobs())
     c = make_controller(path, sim_clock, tmp_path / "state", fleet, queue=q, mode=Mode.ENFORCE)
@@ -65,6 +67,8 @@ def test_two_steps_with_nothing_changed_make_the_same_plan(tmp_path, sim_clock):
     sv = plans[1]["solver"]
     names = {c["name"] for c in sv["candidates"]}
     assert {"kept placement", "optimised placement", "carbon-aware greedy"} <= names, names
+    assert ("job-level MILP" in names) is joblevel, names
+    assert (sv["joblevel"]["status"] == "skipped") is not joblevel, sv["joblevel"]
     assert sv["kept_placement"]["jobs_unchanged"] == 6
     kept = next(c for c in sv["candidates"] if c["name"] == "kept placement")
     assert kept["stability_cost"] == 0.0

@@ -186,3 +186,25 @@ def test_new_carbon_values_change_the_same_costs_as_the_stock_interface(example_
         s._mutable_objective.update()
     assert np.array_equal(_lp(stock)["cost"], _lp(fast)["cost"])
     assert not np.array_equal(before, _lp(fast)["cost"])  # the update reached HiGHS
+
+
+@pytest.mark.parametrize("stable", [False, True])
+def test_fast_solution_load_sets_the_same_values_as_the_stock_loader(example_inputs, stable):
+    """FastHighs.load_all_vars (PlanModel.solve's solution load) sets every variable the stock
+    ``solution_loader.load_vars()`` sets, to the same value, and no other."""
+    import pyomo.environ as pyo
+
+    pm = StablePlanModel(example_inputs, _anchor(example_inputs)) if stable else None
+    pm = pm or PlanModel(example_inputs)
+    out = pm.solve()  # loads with load_all_vars
+    assert out.status.value in ("optimal", "time_limit") and out.load_s > 0
+    solver = pm._solver
+    assert hasattr(solver, "load_all_vars")
+    variables = list(pm.model.component_data_objects(ctype=pyo.Var))
+    fast = {id(v): v.value for v in variables}
+    for v in variables:
+        v.set_value(None, skip_validation=True)
+    solver._last_results_object.solution_loader.load_vars()  # the stock path
+    stock = {id(v): v.value for v in variables}
+    assert sum(x is not None for x in stock.values()) > 1000
+    assert fast == stock
