@@ -303,6 +303,23 @@ def _warm_highs():
     return WarmHighs()
 
 
+# HiGHS: "MIP start solution is feasible: objective value is %.12g" / "... is infeasible:
+# objective value is %.12g with violations: ..." (the objective is the first figure)
+_MIP_START = re.compile(
+    r"MIP start solution is (feasible|infeasible|not feasible)\b"
+    r"(?:[^\n]*?objective value is ([-+]?(?:[0-9.]+(?:[eE][-+]?[0-9]+)?|inf)))?",
+)
+
+
+def mip_start_verdict(log_text: str) -> tuple[bool | None, float | None]:
+    """HiGHS' verdict on a user-supplied MIP start, from its log: (feasible, start objective);
+    ``(None, None)`` where the log says nothing about a start."""
+    m = _MIP_START.search(log_text)
+    if m is None:
+        return None, None
+    return m.group(1) == "feasible", float(m.group(2)) if m.group(2) else None
+
+
 class StablePlanModel(PlanModel):
     """A plan model with the re-planning terms above (no anchor: exactly :class:`PlanModel`).
 
@@ -414,17 +431,13 @@ class StablePlanModel(PlanModel):
         res = getattr(self._solver, "_last_results_object", None)
         if res is not None:
             log_text = getattr(res, "solver_log", "") or ""
-        m = re.search(
-            r"MIP start solution is (feasible|not feasible)[^\n]*?([-+0-9.eE]+)?\s*$",
-            log_text,
-            re.M,
-        )
+        feasible, start_objective = mip_start_verdict(log_text)
         self.warm_start_info = {
             "given": len(start),
             "set_solution": getattr(self._solver, "start_status", None),
             # HiGHS' own verdict on the start, from its log (None: it said nothing)
-            "feasible": None if m is None else m.group(1) == "feasible",
-            "start_objective": float(m.group(2)) if m is not None and m.group(2) else None,
+            "feasible": feasible,
+            "start_objective": start_objective,
             "log": [
                 ln.strip()
                 for ln in log_text.splitlines()
