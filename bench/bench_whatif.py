@@ -220,21 +220,50 @@ def philly_section() -> list[str]:
         f"| active + max(2, 10 %) spares | {r.energy_saved_pct:.2f} % | "
         f"{r.waiting_minutes_pct:.2f} % | {r.boots:,} | {el:.1f} |",
     ]
-    for q in (0.99, 0.992, 0.995):
+    rules: list[tuple[str, dict[str, float]]] = [
+        (f"load forecast, q = {q}", {"quantile": q}) for q in (0.99, 0.992, 0.995)
+    ]
+    surge = [
+        ("load forecast + surge, q = 0.99, +30 for 45 min", (0.99, 30)),
+        ("load forecast + surge, q = 0.989, +40 for 45 min", (0.989, 40)),
+    ]
+    rules += [
+        (lab, {"quantile": q, "surge_spares": n, "surge_hold_min": 45}) for lab, (q, n) in surge
+    ]
+    half = len(active) // 2
+    halves: list[str] = []
+    for label, kw in rules:
         t0 = time.perf_counter()
-        f = replay_forecast(active, total, PeakForecastRule(quantile=q), boot_min=10)
+        f = replay_forecast(active, total, PeakForecastRule(**kw), boot_min=10)  # type: ignore[arg-type]
         el = time.perf_counter() - t0
         lines.append(
-            f"| load forecast, q = {q} | {f.energy_saved_pct:.2f} % | "
-            f"{f.waiting_minutes_pct:.2f} % | {f.boots:,} | {el:.1f} |"
+            f"| {label} | {f.energy_saved_pct:.3f} % | "
+            f"{f.waiting_minutes_pct:.3f} % | {f.boots:,} | {el:.1f} |"
         )
+        cells = []
+        for sl in (slice(0, half), slice(half, None)):
+            h = replay_forecast(active, total, PeakForecastRule(**kw), accounted=sl)  # type: ignore[arg-type]
+            cells.append(f"{h.energy_saved_pct:.3f} % / {h.waiting_minutes_pct:.3f} %")
+        halves.append(f"| {label} | {cells[0]} | {cells[1]} |")
     lines += [
         "",
-        "The default (q = 0.992) keeps demand waiting within 0.5 % of minutes and saves 1.3 "
-        "points more than the simple rule, but stays just under the 8 % goal; q = 0.99 passes "
-        "8 % with 0.59 % of minutes waiting. No rule tried met both at once (the trade-off is "
-        "the table above; also tried: hour-of-day and volatility-conditioned quantiles, "
-        "per-minute quantile spares without the recent peak — all on the frontier or below).",
+        "Surge (`surge_spares`, `surge_hold_min`; off by default): after a minute whose busy "
+        "count exceeded what the rule asked for the minute before (a shortfall the rule sees "
+        "itself), keep that many more nodes up for the hold. Each half of the series accounted "
+        "alone (the rule still fed from the first minute), energy saved / minutes waiting:",
+        "",
+        f"| rule | minutes 0–{half - 1:,} | minutes {half:,}–{len(active) - 1:,} |",
+        "|---|---|---|",
+        *halves,
+        "",
+        "The default (q = 0.992, no surge) keeps demand waiting within 0.5 % of minutes but "
+        "stays just under the 8 % goal. The surge rule at q = 0.989, +40 spares for 45 min meets "
+        "both over the series (>= 8 % saved, <= 0.5 % waiting) — **its parameters were chosen "
+        "on this same series (in-sample)**, and it boots more nodes. The evidence that the "
+        "surge itself helps beyond tuning: q = 0.99, +30 for 45 min saves more than the default "
+        "with no more waiting in each half accounted alone. Also tried, all on the frontier or "
+        "below: hour-of-day and volatility-conditioned quantiles, per-minute quantile spares "
+        "without the recent peak (that one cycles nodes: ~80,000 boots).",
         "",
     ]
     return lines
@@ -573,6 +602,9 @@ def _old_sections() -> dict[int, list[str]]:
         if cur is not None:
             out[cur].append(line)
     for v in out.values():
+        while v and not v[-1].strip():  # one blank line after a kept section, not one more per run
+            v.pop()
+        v.append("")
         v.append("")
     return out
 

@@ -79,6 +79,12 @@ class PeakForecastRule:
     has already closed — over the last ``history_days``, refreshed every ``refit_min`` minutes.
     Until ``warmup_min`` minutes are seen the margin is ``warmup_spares``.
 
+    Surge (``surge_spares`` > 0, off by default): a minute whose busy count exceeds what the
+    rule asked for the minute before is a shortfall the rule sees itself (its own last
+    answer); for ``surge_hold_min`` minutes after the latest shortfall it keeps
+    ``surge_spares`` more nodes up. Philly's longest waits are sustained ramps, during which
+    the recent peak + a fixed margin stays one boot behind.
+
     No look-ahead by construction: the rule is fed one minute at a time (:meth:`want` gets the
     busy count of minute ``t`` only) and keeps its own history.
     """
@@ -93,11 +99,23 @@ class PeakForecastRule:
         refit_min: int = 60,
         warmup_min: int = 1440,
         warmup_spares: int = 10,
+        surge_spares: int = 0,
+        surge_hold_min: int = 45,
     ) -> None:
         if not 0.0 < quantile < 1.0:
             raise ConfigError(
                 f"quantile {quantile} is not in (0, 1)", field="quantile", fix="use e.g. 0.99"
             )
+        for name, v in (("surge_spares", surge_spares), ("surge_hold_min", surge_hold_min)):
+            if int(v) != v or v < 0:
+                raise ConfigError(
+                    f"{name} {v!r} is not a whole number ≥ 0",
+                    field=name,
+                    fix="use e.g. surge_spares = 40, surge_hold_min = 45 (0 spares: no surge)",
+                )
+        self.surge_spares, self.surge_hold_min = int(surge_spares), int(surge_hold_min)
+        self._last_want: int | None = None
+        self._last_shortfall = -(10**9)
         self.boot_min, self.window_min, self.quantile = boot_min, window_min, quantile
         self.history = int(history_days * 1440)
         self.refit_min, self.warmup_min, self.warmup_spares = refit_min, warmup_min, warmup_spares
@@ -138,7 +156,14 @@ class PeakForecastRule:
             recent = self._errors[max(0, n - self.history) : n]
             self._margin = max(0.0, float(np.quantile(recent, self.quantile)))
             self.margins.append(self._margin)
-        return peak + math.ceil(self._margin)
+        out = peak + math.ceil(self._margin)
+        if self.surge_spares:
+            if self._last_want is not None and busy > self._last_want:
+                self._last_shortfall = t
+            if t - self._last_shortfall <= self.surge_hold_min:
+                out += self.surge_spares
+        self._last_want = out
+        return out
 
 
 def replay_forecast(
@@ -149,6 +174,7 @@ def replay_forecast(
     boot_min: int = 10,
     idle_power: float = 0.3,
     boot_power: float = 0.3,
+    accounted: slice | None = None,
 ) -> NodeDemandResult:
     """:func:`replay` with a load-forecast ``rule`` fed one minute at a time."""
     return replay(
@@ -158,6 +184,7 @@ def replay_forecast(
         boot_min=boot_min,
         idle_power=idle_power,
         boot_power=boot_power,
+        accounted=accounted,
     )
 
 
@@ -170,11 +197,14 @@ def replay(
     boot_min: int = 10,
     idle_power: float = 0.3,
     boot_power: float = 0.3,
+    accounted: slice | None = None,
 ) -> NodeDemandResult:
     """Replay the rule minute by minute (see the module docstring); ``total`` may vary.
 
     The rule is either ``spares(active)`` (nodes kept up = active + spares) or
     ``want(minute, active)`` (nodes kept up; called once per minute, in order).
+    ``accounted``: the minutes the figures cover (e.g. a held-out half); the rule is still fed
+    every minute from the first, so it has its history.
     """
     if (spares is None) == (want is None):
         raise ValueError("give exactly one of spares= or want=")
@@ -189,6 +219,8 @@ def replay(
     up = -1  # set at the first minute to what the rule wants
     booting: deque[tuple[int, int]] = deque()  # (ready minute, nodes)
     n_booting = 0
+    acc = np.zeros(len(active), dtype=bool)
+    acc[accounted if accounted is not None else slice(None)] = True
     energy = 0.0
     wait = 0
     boots = 0
@@ -203,20 +235,24 @@ def replay(
         if up + n_booting < wanted:
             k = wanted - up - n_booting
             booting.append((t + boot_min, k))
-            boots += k
+            boots += k if acc[t] else 0
             n_booting += k
         elif up > wanted:
             up = max(wanted, a)  # only idle nodes go off
+        if not acc[t]:
+            continue
         if a > up:
             wait += 1
         busy = min(a, up)
         energy += busy + idle_power * (up - busy) + boot_power * n_booting
-    base = float(np.sum(active) + idle_power * np.sum(tot - active))
+    act, idle = active[acc], (tot - active)[acc]
+    base = float(np.sum(act) + idle_power * np.sum(idle))
+    n = int(acc.sum())
     return NodeDemandResult(
-        minutes=len(active),
+        minutes=n,
         energy_saved_pct=100.0 * (base - energy) / base,
-        idle_share_of_baseline_energy_pct=100.0 * idle_power * float(np.sum(tot - active)) / base,
-        waiting_minutes_pct=100.0 * wait / len(active),
+        idle_share_of_baseline_energy_pct=100.0 * idle_power * float(np.sum(idle)) / base,
+        waiting_minutes_pct=100.0 * wait / n,
         boots=boots,
         boots_per_node=boots / float(np.max(tot)),
     )
