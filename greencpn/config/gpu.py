@@ -52,7 +52,7 @@ class GpuLevel(_Strict):
         le=1.0,
         description="a lower confidence bound of throughput from the spread of the metered runs "
         "(written by `greencpn models fit --from-ledger --per-workload`; 0: no bound, e.g. a cap "
-        "below every measured one); with solver.job_cap_slowdown = \"bound\" a job's own cap "
+        'below every measured one); with solver.job_cap_slowdown = "bound" a job\'s own cap '
         "must meet its deadline at this throughput; none: the chooser uses throughput",
     )
 

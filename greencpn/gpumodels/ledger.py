@@ -300,7 +300,7 @@ def _workload_classes(
     clash: list[str] = []
     below_idle: list[str] = []
     # the fallback spread for a workload without a repeated cap: all workloads' runs pooled
-    ss = dfs = 0
+    ss, dfs = 0.0, 0
     for w in usable:
         s_w, df_w = _log_spread(runs[w])
         ss += s_w**2 * df_w

@@ -105,6 +105,16 @@ def test_the_bounds_are_the_hand_computed_ones() -> None:
     assert all(lv.throughput_low is None for lv in m.levels_for("heavy"))
 
 
+def test_a_workload_run_once_per_cap_takes_the_pooled_spread_of_the_others() -> None:
+    """wl-1: one run at each cap (θ 0.98), no spread of its own: the pooled one of wl-n
+    (s = 0.02, df = 4): se = 1.2533 × 0.02 × √(1/1 + 1/1) = 0.035448, bound = 0.98 ×
+    exp(−1.5332 × 0.035448) = 0.98 × 0.94714 = 0.92820 (written 0.928)."""
+    m = refit(_runs("wl-n", NOISY) + _runs("wl-1", [0.0]), {"t4": BASE}, per_workload=True)[
+        "T4"
+    ].model
+    assert [lv.throughput_low for lv in m.levels_for("wl-1")] == [0.928, 1.0]
+
+
 def test_unmeasured_caps_take_the_bound_of_the_measured_cap_below_and_0_below_all() -> None:
     runs = {300.0: [3600.0, 3636.0], 200.0: [3600 / 0.9, 3636 / 0.9]}
     caps = [150.0, 200.0, 250.0, 300.0]
