@@ -27,6 +27,16 @@ Policies (each one ``make_plan`` of the whole fleet):
   the configuration's sweep values × independent log-normal noise of σ = ``--noise`` each; the
   job names its workload as its ``workload_class``. The plan is then scored on the noiseless
   sweep, so the learned curve is not the scored numbers (σ = 0 would be by construction).
+  ``--seen`` says at which levels the earlier runs were: ``all`` (every level, as above),
+  ``alternate`` (held out: the top level and every other level below it, configuration *i*
+  the even-indexed ones if *i* is even, else the odd-indexed ones — each configuration never
+  ran at about half the levels it is scored on, its curve interpolates there), ``daemon``
+  (held out: what a daemon in pool mode would have run — the top level, the cap the ``pool``
+  policy's tight plan gave the job, and one other level drawn at random; the rest never seen).
+  ``--slowdown``: ``solver.job_cap_slowdown`` of the learned policies — ``expected`` (the
+  fitted throughput) or ``bound`` (the refit's ``throughput_low``, a one-sided lower bound at
+  ``--confidence`` from the spread of the runs: a cap is taken only if the job meets its
+  deadline at that bound).
 
 Scoring, on the configuration's **own** sweep: the plan's cap(s) for the job (its own cap, else
 its pool's cap in each slot it runs, weighted by the work the plan does there) give its energy
@@ -44,6 +54,7 @@ import argparse
 import math
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -126,8 +137,35 @@ class _Gpu:
         return self.limit
 
 
-def simulated_history(devs: list[Device], runs: int, noise: float, seed: int) -> list:
-    """Earlier runs of every configuration at every level, metered by JobEnergyMeter."""
+def seen_levels(devs: list[Device], seen: str, pool_caps: dict[str, float], seed: int):
+    """Per workload name: the levels its earlier runs were at (see the module docstring)."""
+    rng = random.Random(seed + 1)
+    out: dict[str, list[float]] = {}
+    for d in devs:
+        top, below = d.levels[-1], d.levels[:-1]
+        for i, w in enumerate(d.names):
+            if seen == "all":
+                out[w] = list(d.levels)
+            elif seen == "alternate":
+                out[w] = [c for k, c in enumerate(below) if k % 2 == i % 2] + [top]
+            elif seen == "daemon":
+                pc = pool_caps[w]
+                other = rng.choice([c for c in d.levels if c not in (top, pc)])
+                out[w] = sorted({top, pc, other})
+            else:
+                raise ValueError(seen)
+    return out
+
+
+def simulated_history(
+    devs: list[Device],
+    runs: int,
+    noise: float,
+    seed: int,
+    seen: dict[str, list[float]] | None = None,
+) -> list:
+    """Earlier runs of every configuration at every level (``seen``: at these levels only),
+    metered by JobEnergyMeter."""
     rng = random.Random(seed)
     clock = SimClock(START - timedelta(days=365))
     out: list[JobMeasurement] = []
@@ -138,6 +176,8 @@ def simulated_history(devs: list[Device], runs: int, noise: float, seed: int) ->
         top = d.levels[-1]
         for c, cls, w in zip(d.configs, d.classes, d.names, strict=True):
             for cap in d.levels:
+                if seen is not None and cap not in seen[w]:
+                    continue
                 for _ in range(runs):
                     n += 1
                     gpu.limit = cap
@@ -157,6 +197,7 @@ def write_fleet(
     mode: str,
     models_dir: Path | None,
     own: set[str] | None,
+    slowdown: str = "bound",
 ) -> Path:
     """The bench fleet; ``own``: the workloads with their own learned curve (they name it as
     their workload_class; the others keep their class)."""
@@ -198,6 +239,7 @@ lateness_weight_per_gpu_h = 10.0
 [solver]
 time_limit_s = 60
 cap_mode = "{mode}"
+job_cap_slowdown = "{slowdown}"
 [carbon]
 file = "carbon.csv"
 {"".join(sites)}
@@ -209,12 +251,23 @@ file = "carbon.csv"
 
 
 def score(
-    res, devs: list[Device], deadline_h: float, classes: dict[str, str | None]
+    res,
+    devs: list[Device],
+    deadline_h: float,
+    classes: dict[str, str | None],
+    seen: dict[str, list[float]] | None = None,
+    raw: dict[str, dict[float, float]] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Per GPU model: Σ saving, Σ saving within 3 %, slowed, late (own sweep), plan-late."""
+    """Per GPU model: Σ saving, Σ saving within 3 %, slowed, late (own sweep), re-capped, and
+    jobs run at a level their earlier runs never were (``seen``). ``raw`` (workload → cap →
+    median seconds per work of its earlier runs): each slowed job's cause (:data:`CAUSES`)."""
     inp, sched = res.inputs, res.schedule
     by_id = {w: (d, i) for d in devs for i, w in enumerate(d.names)}
-    out = {d.key: dict(saving=0.0, within=0.0, slowed=0, late=0, recapped=0) for d in devs}
+    out = {
+        d.key: dict(saving=0.0, within=0.0, slowed=0, late=0, recapped=0, unseen=0)
+        | {k: 0 for k in CAUSES}
+        for d in devs
+    }
     for j, job in enumerate(inp.jobs):
         d, i = by_id[job.id]
         c, top = d.configs[i], d.levels[-1]
@@ -245,6 +298,56 @@ def score(
             cap != float(pool.level_cap_w[int(sched.level[p, t])])
             for (cap, _), (t, _, _) in zip(segs, sched.runs[j], strict=True)
         )
+        if seen is not None:
+            r["unseen"] += any(cap not in seen[job.id] for cap, _ in segs)
+        if raw is not None and slowed:
+            r[
+                cause(
+                    segs,
+                    sched.job_cap is not None and j in sched.job_cap,
+                    raw[job.id],
+                    top,
+                    theta,
+                    D_H / (deadline_h - start_h),
+                )
+            ] += 1
+    return out
+
+
+#: why a job's learned cap slowed it past 3 %: ``pool`` — not on a cap of its own (its pool's
+#: level, or one cap over several); ``held-out`` — a level its earlier runs never were at (the
+#: curve interpolates, or is flat below its lowest run); ``noise`` — the median of its runs at
+#: that cap met the deadline (the sweep's value does not); ``rounding`` — the median missed it
+#: by < 0.0006 and the profile's 3-decimal throughput rounded it up; ``isotonic`` — the median
+#: missed it and the monotone curve borrowed a faster lower cap's speed
+CAUSES = ("pool", "held-out", "noise", "rounding", "isotonic")
+
+
+def cause(segs, own: bool, raw: dict[float, float], top: float, theta, need: float) -> str:
+    caps = {c for c, _ in segs}
+    if not own or len(caps) != 1:
+        return "pool"
+    (cap,) = caps
+    if cap not in raw:
+        return "held-out"
+    r = raw[top] / raw[cap]
+    if r >= need - 1e-9:
+        return "noise"
+    return "rounding" if theta[cap] - r < 6e-4 else "isotonic"
+
+
+def pool_caps_of(res, devs: list[Device]) -> dict[str, float]:
+    """Per job of a pool-mode plan: the cap its pool ran most of its work at."""
+    inp, sched = res.inputs, res.schedule
+    out: dict[str, float] = {}
+    for j, job in enumerate(inp.jobs):
+        p = int(sched.pool[j])
+        pool = inp.pools[p]
+        hours: dict[float, float] = {}
+        for t, g, busy in sched.runs[j]:
+            cap = float(pool.level_cap_w[int(sched.level[p, t])])
+            hours[cap] = hours.get(cap, 0.0) + g * busy
+        out[job.id] = max(hours, key=lambda c: (hours[c], c))
     return out
 
 
@@ -262,6 +365,12 @@ def main() -> int:
     ap.add_argument("--noise", type=float, nargs="+", default=[0.02])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=14)
+    ap.add_argument("--seen", nargs="+", choices=["all", "alternate", "daemon"], default=["all"])
+    ap.add_argument(
+        "--slowdown", nargs="+", choices=["expected", "bound"], default=["expected", "bound"]
+    )
+    ap.add_argument("--confidence", type=float, nargs="+", default=[0.9])
+    ap.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
     args = ap.parse_args()
     if not DATA.is_dir():
         print(f"skipped: shared GPU sweep data not found at {DATA}", file=sys.stderr)
@@ -269,53 +378,88 @@ def main() -> int:
     devs = devices()
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     bundled = load_gpu_models(default_models_dir("gpus"))
+    n_scored = sum(len(d.levels) for d in devs for _ in d.configs)
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
-        learned_dirs: dict[str, Path] = {}
-        own: dict[str, set[str]] = {}
-        for sigma in args.noise:
-            ms = simulated_history(devs, args.runs, sigma, args.seed)
-            fits = refit(ms, bundled, per_workload=True)
-            md = tmp / f"learned-{sigma}"
-            md.mkdir()
-            for name, lf in fits.items():
-                (md / f"{name.lower()}.toml").write_text(lf.toml)
-                own[name] = set(lf.workload_curves or [])
-                missing = sum(1 for d in devs if d.name == name for _ in d.names) - len(own[name])
-                print(f"σ={sigma:g} {name}: own curves {len(own[name])}, without one {missing}")
-            label = (
-                "job, sweep itself (σ=0, by construction)"
-                if sigma == 0
-                else (f"job, learned σ={sigma:g}")
-            )
-            learned_dirs[label] = md
-        policies: list[tuple[str, str, Path | None]] = [
-            ("pool", "pool", None),
-            ("job, class", "job", None),
-        ] + [(k, "job", v) for k, v in learned_dirs.items()]
         results: dict[tuple[str, str], dict] = {}
         secs: dict[tuple[str, str], float] = {}
         late_plan: dict[tuple[str, str], int] = {}
         source: dict[tuple[str, str], str] = {}
-        for scen, (deadline_h, _, _) in SCENARIOS.items():
-            for name, mode, md in policies:
-                run = tmp / f"{scen}-{len(results)}"
-                run.mkdir()
-                path = write_fleet(
-                    run, devs, scen, mode, md, set().union(*own.values()) if md else None
+        plans = {}
+
+        def run_plan(
+            scen: str, name: str, mode: str, md, own, slowdown, seen=None, raw=None
+        ) -> None:
+            deadline_h = SCENARIOS[scen][0]
+            run = tmp / f"{scen}-{len(plans)}"
+            run.mkdir()
+            path = write_fleet(run, devs, scen, mode, md, own, slowdown)
+            t0 = time.perf_counter()
+            cfg = load_config(path)
+            res = make_plan(cfg, SimClock(START))
+            plans[scen, name] = res
+            secs[scen, name] = time.perf_counter() - t0
+            late_plan[scen, name] = int(res.document["totals"]["late_jobs"])
+            sol = res.document["solver"]
+            source[scen, name] = (
+                f"{sol.get('plan_source')} (job-level MILP: {sol['joblevel']['status']})"
+            )
+            results[scen, name] = score(
+                res, devs, deadline_h, {j.id: j.workload_class for j in cfg.jobs}, seen, raw
+            )
+
+        # the pool plan of the tight scenario first: a daemon in pool mode ran jobs at its caps
+        run_plan("tight", "pool", "pool", None, None, "expected")
+        pool_caps = pool_caps_of(plans["tight", "pool"], devs)
+        learned: list[tuple[str, Path, set[str], str, dict[str, list[float]]]] = []
+        for seen_mode in args.seen:
+            seen = seen_levels(devs, seen_mode, pool_caps, args.seed)
+            n_seen = sum(len(v) for v in seen.values())
+            print(
+                f"seen={seen_mode}: {n_seen} of {n_scored} (configuration, level) pairs run "
+                f"before ({args.runs} runs each), all {n_scored} scored"
+            )
+            for sigma in args.noise:
+                ms = simulated_history(devs, args.runs, sigma, args.seed, seen)
+                med: dict[str, dict[float, list[float]]] = {}
+                for m in ms:
+                    med.setdefault(m.workload, {}).setdefault(m.power_cap_w, []).append(
+                        m.seconds_per_work
+                    )
+                raw = {w: {c: statistics.median(v) for c, v in cs.items()} for w, cs in med.items()}
+                what = (
+                    "sweep itself (σ=0, by construction)"
+                    if sigma == 0 and seen_mode == "all"
+                    else f"learned σ={sigma:g}"
                 )
-                t0 = time.perf_counter()
-                cfg = load_config(path)
-                res = make_plan(cfg, SimClock(START))
-                secs[scen, name] = time.perf_counter() - t0
-                late_plan[scen, name] = int(res.document["totals"]["late_jobs"])
-                sol = res.document["solver"]
-                source[scen, name] = (
-                    f"{sol.get('plan_source')} (job-level MILP: {sol['joblevel']['status']})"
-                )
-                results[scen, name] = score(
-                    res, devs, deadline_h, {j.id: j.workload_class for j in cfg.jobs}
-                )
+                for k, conf in enumerate(args.confidence):
+                    fits = refit(ms, bundled, per_workload=True, confidence=conf)
+                    md = tmp / f"learned-{seen_mode}-{sigma}-{conf}"
+                    md.mkdir()
+                    own: set[str] = set()
+                    for name, lf in fits.items():
+                        (md / f"{name.lower()}.toml").write_text(lf.toml)
+                        own |= set(lf.workload_curves or [])
+                        n_dev = sum(len(d.names) for d in devs if d.name == name)
+                        n_own = len(lf.workload_curves or [])
+                        if k == 0:
+                            print(
+                                f"  σ={sigma:g} {name}: own curves {n_own}, "
+                                f"without one {n_dev - n_own}"
+                            )
+                    for slowdown in args.slowdown:
+                        if slowdown == "expected" and k > 0:
+                            continue  # the estimate does not depend on the confidence
+                        sd = f"bound {conf:g}" if slowdown == "bound" else "expected"
+                        label = f"job, {what}, seen {seen_mode}, {sd}"
+                        learned.append((label, md, own, slowdown, seen, raw))
+        policies = [("pool", "pool", None, None, "expected", None, None)]
+        policies.append(("job, class", "job", None, None, "expected", None, None))
+        policies += [(lb, "job", *rest) for lb, *rest in learned]
+        for scen in args.scenarios:
+            for name, mode, md, own, sd, seen, raw in policies:
+                if (scen, name) not in results:
+                    run_plan(scen, name, mode, md, own, sd, seen, raw)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     lim = {d.key: sum(share.limit(c, d.levels, d.levels[-1]) for c in d.configs) for d in devs}
     free = {
@@ -328,52 +472,81 @@ def main() -> int:
         "(single runs per cap in the Zeus sweeps; a profile's curve is monotone, isotonic): "
         + ", ".join(f"{d.name} {non_monotone(d)} of {len(d.configs)}" for d in devs)
     )
-    print("\n### tight deadlines (1.03 × uncapped), share of the per-config ≤ 3 % limit\n")
-    print(
-        "Cell: Σ saving ÷ Σ per-config ≤ 3 % limit (the same counting 0 for configs slowed past "
-        "3 %) [configs slowed past 3 % / late on their own sweep] {jobs at a cap other than their pool's}.\n"
-    )
-    print("| GPU | configs | ≤ 3 % limit, mean saving | " + " | ".join(names) + " |")
-    print("|---|---|---|" + "---|" * len(names))
-    for d in devs:
-        cells = []
-        for n in names:
-            r = results["tight", n][d.key]
-            cells.append(
-                f"{r['saving'] / lim[d.key]:.2f} ({r['within'] / lim[d.key]:.2f}) "
-                f"[{r['slowed']:.0f} / {r['late']:.0f}] {{{r['recapped']:.0f}}}"
-            )
+    if "tight" in args.scenarios:
+        print("\n### tight deadlines (1.03 × uncapped), share of the per-config ≤ 3 % limit\n")
         print(
-            f"| {d.name} | {len(d.configs)} | {lim[d.key] / len(d.configs):.3f} | "
-            + " | ".join(cells)
-            + " |"
+            "Rows: policies; columns: GPU models. Cell: Σ saving ÷ Σ per-config ≤ 3 % limit "
+            "(the same counting 0 for configs slowed past 3 %) [configs slowed past 3 % / late "
+            "on their own sweep] {jobs at a cap other than their pool's} <jobs at a level "
+            "their earlier runs never were>.\n"
         )
-    print("\n### slack deadlines (2.06 × uncapped), 600 g/kWh rising 5 g/kWh an hour\n")
-    print(
-        "Cell: Σ saving ÷ Σ per-config unconstrained best saving (÷ Σ ≤ 3 % limit) "
-        "[late on own sweep] {jobs at a cap other than their pool's}.\n"
-    )
-    print("| GPU | configs | unconstrained best, mean saving | " + " | ".join(names) + " |")
-    print("|---|---|---|" + "---|" * len(names))
-    for d in devs:
-        cells = []
-        for n in names:
-            r = results["slack", n][d.key]
-            cells.append(
-                f"{r['saving'] / free[d.key]:.2f} ({r['saving'] / lim[d.key]:.2f}) "
-                f"[{r['late']:.0f}] {{{r['recapped']:.0f}}}"
-            )
+        _table(
+            devs,
+            names,
+            results,
+            "tight",
+            lim,
+            lambda r, d: (
+                f"{r['saving'] / lim[d.key]:.2f} ({r['within'] / lim[d.key]:.2f}) "
+                f"[{r['slowed']:.0f} / {r['late']:.0f}] {{{r['recapped']:.0f}}} <{r['unseen']:.0f}>"
+            ),
+            "≤ 3 % limit, mean saving",
+        )
+    if "slack" in args.scenarios:
+        print("\n### slack deadlines (2.06 × uncapped), 600 g/kWh rising 5 g/kWh an hour\n")
         print(
-            f"| {d.name} | {len(d.configs)} | {free[d.key] / len(d.configs):.3f} | "
-            + " | ".join(cells)
+            "Rows: policies; columns: GPU models. Cell: Σ saving ÷ Σ per-config unconstrained "
+            "best saving (÷ Σ ≤ 3 % limit) [late on own sweep] {jobs at a cap other than their "
+            "pool's} <jobs at a level their earlier runs never were>.\n"
+        )
+        _table(
+            devs,
+            names,
+            results,
+            "slack",
+            free,
+            lambda r, d: (
+                f"{r['saving'] / free[d.key]:.2f} ({r['saving'] / lim[d.key]:.2f}) "
+                f"[{r['late']:.0f}] {{{r['recapped']:.0f}}} <{r['unseen']:.0f}>"
+            ),
+            "unconstrained best, mean saving",
+        )
+    print(
+        "\n### Why learned caps slowed jobs past 3 % (slowed jobs by cause)\n\n"
+        "pool: not on a cap of its own; held-out: at a level its earlier runs never were; noise: "
+        "the median of its runs at that cap met the deadline, the sweep does not; rounding: "
+        "missed by < 0.0006, rounded up to 3 decimals; isotonic: the monotone curve borrowed a "
+        "faster lower cap's speed.\n"
+    )
+    print("| scenario | policy | " + " | ".join(d.name for d in devs) + " |")
+    print("|---|---|" + "---|" * len(devs))
+    for (scen, n), res_ in results.items():
+        if not n.startswith("job, learned") and not n.startswith("job, sweep"):
+            continue
+        print(
+            f"| {scen} | {n} | "
+            + " | ".join(
+                ", ".join(f"{k} {res_[d.key][k]}" for k in CAUSES if res_[d.key][k]) or "–"
+                for d in devs
+            )
             + " |"
         )
     print(
         "\n| scenario | policy | plan s | plan late jobs | plan chosen from |\n|---|---|---|---|---|"
     )
-    for (scen, n), s in secs.items():
-        print(f"| {scen} | {n} | {s:.1f} | {late_plan[scen, n]} | {source[scen, n]} |")
+    for (scen, n), sec in secs.items():
+        print(f"| {scen} | {n} | {sec:.1f} | {late_plan[scen, n]} | {source[scen, n]} |")
     return 0
+
+
+def _table(devs, names, results, scen, denom, cell, what) -> None:
+    print("| policy | " + " | ".join(f"{d.name} ({len(d.configs)})" for d in devs) + " |")
+    print("|---|" + "---|" * len(devs))
+    print(
+        f"| *{what}* | " + " | ".join(f"{denom[d.key] / len(d.configs):.3f}" for d in devs) + " |"
+    )
+    for n in names:
+        print(f"| {n} | " + " | ".join(cell(results[scen, n][d.key], d) for d in devs) + " |")
 
 
 if __name__ == "__main__":

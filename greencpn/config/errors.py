@@ -33,6 +33,8 @@ _FIX_HINTS = {
     "literal_error": "use one of the listed values",
     "too_short": "give at least one entry",
     "gpu_profile": _PROFILE_FIX,
+    "gpu_profile_bound": "set throughput_low to at most throughput, or remove it (the chooser "
+    "then uses throughput); refit profiles: rerun `greencpn models fit --from-ledger`",
 }
 
 

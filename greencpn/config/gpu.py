@@ -46,6 +46,15 @@ class GpuLevel(_Strict):
         le=1.0,
         description="average board power of a busy GPU at this cap / power_limit_max_w",
     )
+    throughput_low: float | None = Field(
+        default=None,
+        ge=0,
+        le=1.0,
+        description="a lower confidence bound of throughput from the spread of the metered runs "
+        "(written by `greencpn models fit --from-ledger --per-workload`; 0: no bound, e.g. a cap "
+        'below every measured one); with solver.job_cap_slowdown = "bound" a job\'s own cap '
+        "must meet its deadline at this throughput; none: the chooser uses throughput",
+    )
 
 
 def _check_levels(levels: list[GpuLevel], gm: GpuModelConfig, where: str) -> None:
@@ -72,6 +81,13 @@ def _check_levels(levels: list[GpuLevel], gm: GpuModelConfig, where: str) -> Non
                     "cap": lv.cap_w,
                     "w": f"{lv.power_factor * gm.power_limit_max_w:.0f}",
                 },
+            )
+        if lv.throughput_low is not None and lv.throughput_low > lv.throughput + 1e-12:
+            raise PydanticCustomError(
+                "gpu_profile_bound",
+                "{where}[{i}].throughput_low={lo} is above its throughput={thr} (a lower "
+                "confidence bound cannot exceed the estimate)",
+                {"where": where, "i": i, "lo": lv.throughput_low, "thr": lv.throughput},
             )
     caps = [lv.cap_w for lv in levels]
     if len(set(caps)) != len(caps):

@@ -101,6 +101,15 @@ class SolverConfig(_Strict):
         "budget), kept only when the evaluated objective is not higher (plan.json "
         "jobs[].power_cap_w)",
     )
+    job_cap_slowdown: Literal["bound", "expected"] = Field(
+        default="bound",
+        description="cap_mode = job: the throughput a job's own cap must meet its deadline at — "
+        "bound: the level's throughput_low where its profile has one (a lower confidence bound "
+        "from the spread of the metered runs, `models fit --from-ledger --per-workload "
+        "--confidence`), so a cap whose slowdown is within the deadline only on the noisy "
+        "estimate is not chosen; expected: the fitted throughput alone. Profiles without "
+        "throughput_low (the bundled ones) behave the same either way",
+    )
 
 
 class CarbonConfig(_Strict):

@@ -5,7 +5,8 @@
 * ``greencpn models fit --from-ledger FILE [--models-dir DIR] [--out DIR] [--per-workload]`` —
   from the job measurements the GPU meter wrote (NVML energy counters + durations), one refit
   profile per GPU model measured; device facts come from the profiles in ``--models-dir``;
-  ``--per-workload`` adds each recurring workload's own curve as a workload class.
+  ``--per-workload`` adds each recurring workload's own curve as a workload class, its levels
+  with ``throughput_low`` bounds at ``--confidence`` (default 0.9).
 """
 
 from __future__ import annotations
@@ -54,6 +55,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="with --from-ledger: also write each recurring workload's own measured curve as a "
         "workload class named after it (jobs of that workload name it as workload_class)",
     )
+    f.add_argument(
+        "--confidence",
+        type=float,
+        default=None,
+        help="with --per-workload: one-sided confidence (0.5-1, default 0.9) of the "
+        "throughput_low bounds the per-job cap chooser tests deadlines with",
+    )
     f.add_argument("--out", type=Path, default=Path("models/gpus"), help="where to write *.toml")
     f.add_argument("--table", action="store_true", help="with --data: print the fit table")
     f.set_defaults(func=run)
@@ -82,12 +90,25 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from greencpn.actuate.gpu.meter import read_measurements
     from greencpn.config import default_models_dir, load_gpu_models
-    from greencpn.gpumodels.ledger import refit
+    from greencpn.gpumodels.ledger import DEFAULT_CONFIDENCE, refit
 
+    confidence = DEFAULT_CONFIDENCE if args.confidence is None else args.confidence
+    if not 0.5 < confidence < 1.0:
+        raise ConfigError(
+            f"--confidence {args.confidence:g} is outside (0.5, 1)",
+            field="--confidence",
+            fix="pass a one-sided confidence between 0.5 and 1, e.g. --confidence 0.95 "
+            "(or leave it out)",
+        )
     ms = read_measurements(args.from_ledger)
     models_dir = args.models_dir or default_models_dir("gpus")
     try:
-        fits = refit(ms, load_gpu_models(models_dir), per_workload=args.per_workload)
+        fits = refit(
+            ms,
+            load_gpu_models(models_dir),
+            per_workload=args.per_workload,
+            confidence=confidence,
+        )
     except ValueError as exc:
         raise ConfigError(
             str(exc),

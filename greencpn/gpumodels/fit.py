@@ -236,6 +236,7 @@ class Level:
     cap_w: float
     throughput: float
     power_factor: float
+    throughput_low: float | None = None  # a lower confidence bound (ledger refits only)
 
 
 def extrapolate(curves: list[tuple[CurveFit, float]], min_w: float, max_w: float) -> list[Level]:
@@ -326,6 +327,10 @@ def _level_lines(table: str, levels: list[Level]) -> list[str]:
             f"throughput = {_fmt(round(lv.throughput, 3))}",
             f"power_factor = {_fmt(round(lv.power_factor, 3))}",
         ]
+        if lv.throughput_low is not None:
+            # rounded down, and never above the rounded throughput: it stays a lower bound
+            lo = min(math.floor(lv.throughput_low * 1000 + 1e-9) / 1000, round(lv.throughput, 3))
+            lines.append(f"throughput_low = {_fmt(max(0.0, lo))}")
     return lines
 
 

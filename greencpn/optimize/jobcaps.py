@@ -16,6 +16,12 @@ intensity, slot by slot) among the levels whose slowed run
 No feasible level → the fastest level that fits the budget, else the top level (``ok=False``).
 Ties go to the higher cap (shorter run).
 
+``throughput_low`` (optional, per level): the deadline test uses the run at this throughput
+(``W / (g θ_low)``) instead of the estimate — a lower confidence bound from the spread of the
+metered runs the curve was learned from (``GpuLevel.throughput_low``, ``solver.job_cap_slowdown
+= "bound"``), so a level is taken only if it meets the end limit *with confidence*; its
+carbon, energy and planned duration stay those of the estimate. A bound of 0 never meets it.
+
 :func:`recap_jobs` is the plan's pass with ``solver.cap_mode = "job"``: it runs
 :func:`choose_level` for every placed job of the chosen schedule and returns a copy in which the
 re-capped jobs carry their own level (``Schedule.job_cap``, priced by
@@ -69,6 +75,7 @@ def choose_level(
     slot_h: float,
     pue: float = 1.0,
     headroom_kw: Sequence[float] | None = None,
+    throughput_low: Sequence[float | None] | None = None,
 ) -> LevelChoice:
     """The least-carbon level of one job; see the module docstring.
 
@@ -78,8 +85,13 @@ def choose_level(
     n = len(intensity_g_per_kwh)
     options: list[tuple[float, float, LevelChoice]] = []
     fallback: list[tuple[float, LevelChoice]] = []
-    for lv, (th, eps) in enumerate(zip(throughput, busy_extra_kw, strict=True)):
+    lows = list(throughput_low) if throughput_low is not None else [None] * len(throughput)
+    if len(lows) != len(throughput):
+        raise ValueError("throughput_low needs one entry per level")
+    for lv, (th, eps, lo) in enumerate(zip(throughput, busy_extra_kw, lows, strict=True)):
         dur = work_gpu_h / (gpus * th)
+        sure = lo if lo is not None else th
+        dur_sure = work_gpu_h / (gpus * sure) if sure > 0 else math.inf
         kw = gpus * eps * pue
         shares = _slot_shares(start_h, dur, slot_h, n)
         energy = kw * dur
@@ -87,7 +99,7 @@ def choose_level(
         fits_budget = headroom_kw is None or all(
             kw <= headroom_kw[s] + 1e-9 for s, h in enumerate(shares) if h > 0
         )
-        fits_time = start_h + dur <= end_limit_h + 1e-9
+        fits_time = start_h + dur_sure <= end_limit_h + 1e-9
         choice = LevelChoice(lv, dur, energy, carbon, True)
         if fits_budget and fits_time:
             options.append((carbon, dur, choice))
@@ -118,6 +130,18 @@ def class_curve(
         [lv.power_factor * gm.power_limit_max_w / 1e3 - gm.idle_w / 1e3 for lv in levels]
     )
     return cap, thr, eps
+
+
+def class_curve_low(gm: GpuModelConfig, workload_class: str | None) -> np.ndarray | None:
+    """The lower confidence bounds of :func:`class_curve`'s throughputs (same order and
+    normalisation; NaN where a level has none), or None when no level of the curve has one."""
+    levels = sorted(gm.levels_for(workload_class), key=lambda lv: lv.cap_w, reverse=True)
+    if all(lv.throughput_low is None for lv in levels):
+        return None
+    top = levels[0].throughput
+    return np.array(
+        [np.nan if lv.throughput_low is None else lv.throughput_low / top for lv in levels]
+    )
 
 
 @dataclass
@@ -193,6 +217,12 @@ def recap_jobs(
             continue  # the pool changes level under the job: keep what placement made
         considered += 1
         cap, thr, eps = class_curve(pool.gpu_model, workload_class.get(job.id))
+        low = (
+            class_curve_low(pool.gpu_model, workload_class.get(job.id))
+            if inp.solver.job_cap_slowdown == "bound"
+            else None
+        )
+        lows = None if low is None else [None if np.isnan(x) else float(x) for x in low]
         at_pool = np.flatnonzero(np.abs(cap - pool.level_cap_w[lev0]) < 1e-9)
         if at_pool.size == 0:
             continue
@@ -228,11 +258,18 @@ def recap_jobs(
             "pue": site.pue,
             "headroom_kw": None if not np.isfinite(head).any() else head.tolist(),
         }
-        choice = choose_level(throughput=thr.tolist(), busy_extra_kw=eps.tolist(), **common)
+        choice = choose_level(
+            throughput=thr.tolist(), busy_extra_kw=eps.tolist(), throughput_low=lows, **common
+        )
         # the pool's cap on the job's own curve: the plan timed the job on the pool's curve (a
         # mix of its jobs' classes); if its own run there misses the end limit or the budget
         # headroom, the job must move
-        stay = choose_level(throughput=[thr[i0]], busy_extra_kw=[eps[i0]], **common)
+        stay = choose_level(
+            throughput=[thr[i0]],
+            busy_extra_kw=[eps[i0]],
+            throughput_low=None if lows is None else [lows[i0]],
+            **common,
+        )
         must_move = not stay.ok
         if must_move and not choice.ok:
             own_late += 1
