@@ -26,6 +26,7 @@ become ``abandoned``.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import zlib
@@ -113,7 +114,15 @@ CREATE TABLE IF NOT EXISTS kv (
 
 
 def _iso(dt: datetime | None) -> str | None:
-    return None if dt is None else ensure_utc(dt).isoformat().replace("+00:00", "Z")
+    return None if dt is None else _iso_text(dt)
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_text(dt: datetime) -> str:
+    """Memoised (a pure function of the instant: equal aware datetimes are the same instant,
+    and the text is in UTC; a naive one raises, and an exception is never cached): a step
+    writes the same few times on hundreds of rows."""
+    return ensure_utc(dt).isoformat().replace("+00:00", "Z")
 
 
 def _dt(text: str | None) -> datetime | None:
