@@ -630,6 +630,11 @@ class Ledger:
     def nodes(self) -> list[NodeRecord]:
         return list(self.node_records().values())
 
+    def failed_names(self) -> set[str]:
+        """The nodes marked failed (``{n.name for n in nodes() if n.failed}``, in SQL: the
+        control step's observe asks every step)."""
+        return {r[0] for r in self._rows("SELECT name FROM nodes WHERE failed")}
+
     def update_node(self, name: str, **fields: Any) -> None:
         """Set some fields of a node's record (``None`` clears a time)."""
         sql = _upsert_node_sql(tuple(fields))
