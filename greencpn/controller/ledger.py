@@ -211,7 +211,10 @@ class StepLedger:
                 )
 
     def record_plan(self, step_id: int, plan: dict[str, Any]) -> int:
-        blob = zlib.compress(json.dumps(plan, separators=(",", ":")).encode(), 6)
+        # check_circular=False: a plan document is a tree (the same text, without the id()
+        # bookkeeping of every dict and list in it)
+        text = json.dumps(plan, separators=(",", ":"), check_circular=False)
+        blob = zlib.compress(text.encode(), 6)
         self.db.execute("INSERT OR REPLACE INTO plans VALUES (?, ?)", (step_id, blob))
         if self.keep_plans > 0:
             self.db.execute("DELETE FROM plans WHERE step_id <= ?", (step_id - self.keep_plans,))
@@ -366,6 +369,27 @@ class StepLedger:
                 r["message"],
             )
             for r in rows
+        ]
+
+    def step_actions(self, step_id: int) -> list[dict[str, Any]]:
+        """The step's actions as :class:`~greencpn.controller.types.StepResult` lists them
+        (kind, target, pool, detail = the message, else the detail, status, epoch), in id
+        order: :meth:`actions` without parsing a detail the message replaces."""
+        rows = self.db.execute(
+            "SELECT kind, target, pool, detail, status, epoch, message FROM actions "
+            "WHERE step_id = ? ORDER BY id",
+            (step_id,),
+        ).fetchall()
+        return [
+            {
+                "kind": kind,
+                "target": target,
+                "pool": pool,
+                "detail": message or json.loads(detail or "{}"),
+                "status": status,
+                "epoch": epoch,
+            }
+            for kind, target, pool, detail, status, epoch, message in rows
         ]
 
     # ------------------------------------------------------------------ power history
