@@ -215,6 +215,48 @@ def _plan_digest(doc: dict | None, tmp: Path) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
+#: ledger rows compared between trees (everything but timings: the clock is simulated, so
+#: every timestamp is the same in two runs of the same code; the steps' phase times, metrics
+#: (solve seconds) and MIP gap and the plans' blobs (solver timings inside) are left out)
+LEDGER_TABLES = {
+    "steps.sqlite": {
+        "steps": "id, started_at, finished_at, slot_start, mode, status, plan_origin, "
+        "solver_status, epoch, sources, errors",
+        "actions": "*",
+        "power_cycles": "*",
+        "failures": "*",
+        "inputs": "*",
+        "kv": "*",
+    },
+    "ledger.sqlite": {
+        "applies": "*",
+        "steps": "*",
+        "nodes": "*",
+        "jobs": "*",
+        "kv": "*",
+    },
+}
+
+
+def _ledger_digest(state: Path, tmp: Path) -> str:
+    """sha1 over the step ledger's and the apply ledger's rows (:data:`LEDGER_TABLES`), the
+    run's temporary folder written ``<tmp>``: the same actuation and ledger records give the
+    same digest."""
+    import sqlite3
+
+    h = hashlib.sha1()
+    for fname, tables in LEDGER_TABLES.items():
+        db = sqlite3.connect(f"file:{state / fname}?mode=ro", uri=True)
+        try:
+            for table, cols in tables.items():
+                order = "key" if table == "kv" else ("name" if table == "nodes" else "rowid")
+                for row in db.execute(f"SELECT {cols} FROM {table} ORDER BY {order}"):
+                    h.update(repr((table, tuple(row))).replace(str(tmp), "<tmp>").encode())
+        finally:
+            db.close()
+    return h.hexdigest()
+
+
 def bench_example(steps: int, controller: str = "") -> dict:
     sys.path.insert(0, str(ROOT / "tests" / "controller"))
     from greencpn.clock import SimClock
@@ -283,6 +325,7 @@ def bench_example(steps: int, controller: str = "") -> dict:
         c.ledger.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         b1 = c.ledger.bytes()
         c.close()
+        ledger_sha1 = _ledger_digest(d / "state", d)
     over = sorted(w - o for w, _, _, _, o in rows)
     over_old_def.sort()
     over_phase = sorted(w - p["optimize"] for w, p, _, _, _ in rows)
@@ -296,6 +339,7 @@ def bench_example(steps: int, controller: str = "") -> dict:
         "overhead_old_keys_median_s": over_old_def[len(over_old_def) // 2],
         "overhead_old_keys_max_s": over_old_def[-1],
         "plans_sha1": hashlib.sha1("".join(plan_keys).encode()).hexdigest(),
+        "ledger_sha1": ledger_sha1,
         "controller": controller,
         "overhead_excl_optimize_phase_median_s": med(over_phase),
         "overhead_excl_highs_median_s": med(over_solve),
@@ -601,13 +645,16 @@ def example_compare(a) -> int:
         "candidate's node repair, the HiGHS solution loaded into Pyomo, the stability rows, the "
         'MIP start values; 0 in an OLD tree); "excl. the optimise phase" = step wall − the whole '
         "optimise phase. Plans = sha1 over every step's plan document without its solver "
-        "block, path and creation time (equal = the same plans).",
+        "block, path and creation time (equal = the same plans); ledger rows = sha1 over the "
+        "step ledger's actions, power cycles, failures, inputs, kv and steps (without phase "
+        "times, metrics, MIP gap) and the apply ledger's rows (`LEDGER_TABLES`; equal = the "
+        "same actuation and ledger records).",
         "",
         "| run | overhead (a) median ms | (a) max ms | overhead (b) median ms | (b) max ms "
         "| excl. the optimise phase, median ms | median step s | observe ms | forecast ms "
         "| reconcile ms | act ms | record ms | median actions | ledger KiB/step | plans "
-        "| 1-min load before → after | started (UTC) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| ledger rows | 1-min load before → after | started (UTC) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r, l0, l1, t0 in rows:
         ph = r["phase_median_s"]
@@ -620,7 +667,8 @@ def example_compare(a) -> int:
             f"{ms(r['overhead_excl_optimize_phase_median_s'])} | {r['wall_median_s']:.2f} | "
             + " | ".join(ms(ph[k]) for k in ("observe", "forecast", "reconcile", "act", "record"))
             + f" | {r['actions_median']} | {r['ledger_bytes_per_step'] / 1024:.1f} | "
-            f"{str(r.get('plans_sha1', '—'))[:10]} | {l0:.2f} → {l1:.2f} | {t0:%H:%M:%S} |"
+            f"{str(r.get('plans_sha1', '—'))[:10]} | {str(r.get('ledger_sha1', '—'))[:10]} | "
+            f"{l0:.2f} → {l1:.2f} | {t0:%H:%M:%S} |"
         )
     lines.append("")
     if a.note:

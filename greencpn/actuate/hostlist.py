@@ -17,6 +17,7 @@ so that ``expand(compress(names)) == sort_hosts(set(names))``.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -121,12 +122,20 @@ def expand(expr: str | Iterable[str]) -> list[str]:
     """
     if not isinstance(expr, str):
         expr = ",".join(expr)
+    return list(_expand_cached(expr))  # a new list each call: callers may change theirs
+
+
+@functools.lru_cache(maxsize=1024)
+def _expand_cached(expr: str) -> tuple[str, ...]:
+    """:func:`expand` of one expression, memoised: a pure function of the text (a control
+    step expands each pool's hostlist in several places, every step); an error is raised
+    again on every call (``lru_cache`` keeps no exceptions)."""
     names: list[str] = []
     for item in _split_top(expr):
         names.extend(_expand_name(expr, item))
         if len(names) > MAX_HOSTS:
             raise _bad(expr, f"expands to more than {MAX_HOSTS} names")
-    return names
+    return tuple(names)
 
 
 def _natural(text: str) -> tuple[tuple[str, int], ...]:

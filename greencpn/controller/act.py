@@ -157,17 +157,7 @@ class ActPhase(ControllerBase):
             degraded[p] = {"at": _iso(self.clock.now()), "message": msg}
         ledger.set_kv("degraded_pools", degraded)
         errors.extend(guard.errors)
-        for a in ledger.actions(step_id):
-            actions.append(
-                {
-                    "kind": a.kind,
-                    "target": a.target,
-                    "pool": a.pool,
-                    "detail": a.message or a.detail,
-                    "status": a.status,
-                    "epoch": a.epoch,
-                }
-            )
+        actions.extend(ledger.step_actions(step_id))
         phase_s["act"] = time.perf_counter() - t
         self._decisions = decisions
         self._degraded_pools = sorted(degraded)

@@ -8,6 +8,7 @@ and keeps only the sequencing of one step. Split from ``step.py`` by role (pure 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -65,7 +66,10 @@ def _iso(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@functools.lru_cache(maxsize=8192)
 def _parse(text: str) -> datetime:
+    """A plan document's or the ledger's timestamp (memoised: a pure function of the text; a
+    ``datetime`` is immutable; the anchor reads the newest plan's job starts every step)."""
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 

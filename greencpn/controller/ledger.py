@@ -26,6 +26,7 @@ become ``abandoned``.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import zlib
@@ -113,7 +114,15 @@ CREATE TABLE IF NOT EXISTS kv (
 
 
 def _iso(dt: datetime | None) -> str | None:
-    return None if dt is None else ensure_utc(dt).isoformat().replace("+00:00", "Z")
+    return None if dt is None else _iso_text(dt)
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_text(dt: datetime) -> str:
+    """Memoised (a pure function of the instant: equal aware datetimes are the same instant,
+    and the text is in UTC; a naive one raises, and an exception is never cached): a step
+    writes the same few times on hundreds of rows."""
+    return ensure_utc(dt).isoformat().replace("+00:00", "Z")
 
 
 def _dt(text: str | None) -> datetime | None:
@@ -202,7 +211,10 @@ class StepLedger:
                 )
 
     def record_plan(self, step_id: int, plan: dict[str, Any]) -> int:
-        blob = zlib.compress(json.dumps(plan, separators=(",", ":")).encode(), 6)
+        # check_circular=False: a plan document is a tree (the same text, without the id()
+        # bookkeeping of every dict and list in it)
+        text = json.dumps(plan, separators=(",", ":"), check_circular=False)
+        blob = zlib.compress(text.encode(), 6)
         self.db.execute("INSERT OR REPLACE INTO plans VALUES (?, ?)", (step_id, blob))
         if self.keep_plans > 0:
             self.db.execute("DELETE FROM plans WHERE step_id <= ?", (step_id - self.keep_plans,))
@@ -357,6 +369,27 @@ class StepLedger:
                 r["message"],
             )
             for r in rows
+        ]
+
+    def step_actions(self, step_id: int) -> list[dict[str, Any]]:
+        """The step's actions as :class:`~greencpn.controller.types.StepResult` lists them
+        (kind, target, pool, detail = the message, else the detail, status, epoch), in id
+        order: :meth:`actions` without parsing a detail the message replaces."""
+        rows = self.db.execute(
+            "SELECT kind, target, pool, detail, status, epoch, message FROM actions "
+            "WHERE step_id = ? ORDER BY id",
+            (step_id,),
+        ).fetchall()
+        return [
+            {
+                "kind": kind,
+                "target": target,
+                "pool": pool,
+                "detail": message or json.loads(detail or "{}"),
+                "status": status,
+                "epoch": epoch,
+            }
+            for kind, target, pool, detail, status, epoch, message in rows
         ]
 
     # ------------------------------------------------------------------ power history

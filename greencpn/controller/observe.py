@@ -20,7 +20,7 @@ class ObservePhase(ControllerBase):
             return set()
         led = Ledger.open_readonly(self.state_dir)
         try:
-            return {n.name for n in led.nodes() if n.failed}
+            return led.failed_names()
         finally:
             led.close()
 

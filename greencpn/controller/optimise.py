@@ -150,6 +150,7 @@ class OptimizePhase(ControllerBase):
         site_idx = {s.name: i for i, s in enumerate(inp.sites)}
         moved = np.zeros((K, S))
         shift = np.zeros((K, T))
+        slots = np.arange(T)
         for k, g in enumerate(inp.groups):
             tot = 0.0
             for j in g.jobs:
@@ -164,7 +165,7 @@ class OptimizePhase(ControllerBase):
                     moved[k] += w
                     moved[k, s_prev] -= w
                 t0 = (_parse(pj["start"]) - inp.start).total_seconds() / 3600.0 / inp.slot_h
-                shift[k] += w * np.abs(np.arange(T) - t0)
+                shift[k] += w * np.abs(slots - t0)
             if tot > 0:
                 moved[k] /= tot
                 shift[k] /= tot

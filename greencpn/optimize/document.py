@@ -13,6 +13,7 @@ table (:func:`weight_sweep`). Timestamps are written UTC with a ``Z`` (:func:`is
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,16 @@ SCHEMA = "greencpn.plan/1"
 
 
 def iso_utc(ts: datetime) -> str:
+    if ts.tzinfo is None:  # read as local time (never cached: it depends on the TZ setting)
+        return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _iso_utc(ts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_utc(ts: datetime) -> str:
+    """Memoised (a pure function of the instant: equal datetimes are the same instant, and
+    the text is in UTC): a plan document writes ~600 of them, mostly the same slot starts,
+    releases and deadlines step after step."""
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -235,9 +246,19 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
         # how far the executed plan lies above the bound, relative to the bound
         gap = (ex.objective - bound) / abs(bound) if bound else None
     pools = []
+    # the arrays as Python numbers once (the same values: .tolist() converts each float64 /
+    # int64 exactly), not one NumPy scalar per element and slot
+    nodes_on_l = np.asarray(res.nodes_on).tolist()
+    startups_l = np.asarray(res.startups).tolist()
+    shutdowns_l = np.asarray(res.shutdowns).tolist()
+    alloc_l = np.asarray(res.schedule.alloc).tolist()
+    busy_l = np.asarray(res.schedule.busy).tolist()
+    pool_it_l = np.asarray(ex.pool_it_kw).tolist()
     for p, pool in enumerate(inp.pools):
         pc = cfg.pools[p]
-        lev = res.schedule.level[p, :T]
+        lev = [int(x) for x in np.asarray(res.schedule.level[p, :T]).tolist()]
+        cap_l = np.asarray(pool.level_cap_w).tolist()
+        res_l = np.asarray(pool.reserve_gpus).tolist()
         gm = pool.gpu_model
         pools.append(
             {
@@ -255,17 +276,15 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
                 "slots": [
                     {
                         "slot": t,
-                        "nodes_on": int(res.nodes_on[p, t]),
-                        "startups": int(res.startups[p, t]),
-                        "shutdowns": int(res.shutdowns[p, t]),
-                        "cap_level": int(lev[t]),
-                        "power_cap_w": float(pool.level_cap_w[lev[t]]),
-                        "busy_gpus": int(
-                            math.ceil(res.schedule.alloc[p, t] - pool.reserve_gpus[t] - 1e-9)
-                        ),
-                        "busy_gpu_avg": round(float(res.schedule.busy[p, t]), 3),
-                        "reserve_gpus": int(pool.reserve_gpus[t]),
-                        "it_power_kw": round(float(ex.pool_it_kw[p, t]), 3),
+                        "nodes_on": int(nodes_on_l[p][t]),
+                        "startups": int(startups_l[p][t]),
+                        "shutdowns": int(shutdowns_l[p][t]),
+                        "cap_level": lev[t],
+                        "power_cap_w": float(cap_l[lev[t]]),
+                        "busy_gpus": int(math.ceil(alloc_l[p][t] - res_l[t] - 1e-9)),
+                        "busy_gpu_avg": round(float(busy_l[p][t]), 3),
+                        "reserve_gpus": int(res_l[t]),
+                        "it_power_kw": round(float(pool_it_l[p][t]), 3),
                     }
                     for t in range(T)
                 ],
@@ -313,7 +332,13 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
         if fine is not None:  # the exact placement steps (a re-plan rebuilds the job from them)
             jobs[-1]["placement_runs"] = encode_runs(fine[j])
     sites = []
+    it_l, meter_l = np.asarray(ex.site_it_kw).tolist(), np.asarray(ex.site_meter_kw).tolist()
+    kwh_l, kg_l = np.asarray(ex.site_energy_kwh).tolist(), np.asarray(ex.site_carbon_kg).tolist()
+    cost_l = np.asarray(ex.site_cost).tolist()
     for s, site in enumerate(inp.sites):
+        budget_l = np.asarray(site.budget_kw).tolist()
+        inten_l = np.asarray(site.intensity_g_per_kwh).tolist()
+        price_l = np.asarray(site.price_per_kwh).tolist()
         sites.append(
             {
                 "name": site.name,
@@ -323,16 +348,14 @@ def build_document(cfg: FleetConfig, clock: Clock, res: PlanResult, outcome: dic
                 "slots": [
                     {
                         "slot": t,
-                        "it_power_kw": round(float(ex.site_it_kw[s, t]), 3),
-                        "meter_power_kw": round(float(ex.site_meter_kw[s, t]), 3),
-                        "budget_kw": float(site.budget_kw[t])
-                        if math.isfinite(site.budget_kw[t])
-                        else None,
-                        "intensity_g_per_kwh": float(site.intensity_g_per_kwh[t]),
-                        "price_per_kwh": float(site.price_per_kwh[t]),
-                        "energy_kwh": round(float(ex.site_energy_kwh[s, t]), 4),
-                        "carbon_kg": round(float(ex.site_carbon_kg[s, t]), 4),
-                        "cost": round(float(ex.site_cost[s, t]), 4),
+                        "it_power_kw": round(float(it_l[s][t]), 3),
+                        "meter_power_kw": round(float(meter_l[s][t]), 3),
+                        "budget_kw": float(budget_l[t]) if math.isfinite(budget_l[t]) else None,
+                        "intensity_g_per_kwh": float(inten_l[t]),
+                        "price_per_kwh": float(price_l[t]),
+                        "energy_kwh": round(float(kwh_l[s][t]), 4),
+                        "carbon_kg": round(float(kg_l[s][t]), 4),
+                        "cost": round(float(cost_l[s][t]), 4),
                     }
                     for t in range(T)
                 ],

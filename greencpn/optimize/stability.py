@@ -24,6 +24,7 @@ MILP's own ``min_up``/``min_down`` rows cannot see nodes switched before the hor
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -65,7 +66,11 @@ class Anchor:
         )
 
 
+@functools.lru_cache(maxsize=8192)
 def _parse(text: str) -> datetime:
+    """A plan document's timestamp (memoised: a pure function of the text; a ``datetime`` is
+    immutable; every candidate's stability cost reads the newest plan's job starts, and the
+    kept placement its releases and deadlines, mostly the same step after step)."""
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
@@ -75,13 +80,14 @@ def plan_nodes_on(inp: PlanInputs, doc: dict[str, Any]) -> np.ndarray:
     out = np.full((P, T), np.nan)
     starts = {s: i for i, s in enumerate(doc["horizon"]["slot_starts"])}
     by_name = {pp["name"]: pp for pp in doc.get("pools", [])}
+    # this horizon's slots in the document's slots (the same for every pool: found once)
+    idx = [starts.get(ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")) for ts in inp.slot_starts]
     for p, pool in enumerate(inp.pools):
         pp = by_name.get(pool.name)
         if pp is None:
             continue
         slots = {int(s["slot"]): s for s in pp["slots"]}
-        for t, ts in enumerate(inp.slot_starts):
-            i = starts.get(ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        for t, i in enumerate(idx):
             if i is not None and i in slots:
                 out[p, t] = min(float(slots[i]["nodes_on"]), pool.nodes)
     return out
@@ -261,16 +267,18 @@ def stability_cost(inp: PlanInputs, anchor: Anchor, sched: Schedule, nodes_on: n
     if w_site <= 0 and w_shift <= 0:
         return cost
     prev_jobs = {j["id"]: j for j in doc.get("jobs", [])}
+    # Python numbers once (.tolist() converts exactly), not a NumPy scalar per job
+    pool_l, start_l = np.asarray(sched.pool).tolist(), np.asarray(sched.start_h).tolist()
     for j, job in enumerate(inp.jobs):
         pj = prev_jobs.get(job.id)
-        p = int(sched.pool[j])
+        p = int(pool_l[j])
         if pj is None or p < 0 or pj.get("site") is None or pj.get("start") is None:
             continue
         w = job.required_gpu_h
         if inp.sites[inp.pools[p].site].name != pj["site"]:
             cost += w_site * w
         t_prev = (_parse(pj["start"]) - inp.start).total_seconds() / 3600.0
-        cost += w_shift * w * abs(float(sched.start_h[j]) - t_prev) / inp.slot_h
+        cost += w_shift * w * abs(float(start_l[j]) - t_prev) / inp.slot_h
     return cost
 
 

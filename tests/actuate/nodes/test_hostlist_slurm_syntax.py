@@ -107,3 +107,18 @@ def test_compress_real_range_is_compact() -> None:
     names = [f"gpu{i:03d}" for i in range(1, 1025)]
     assert compress(names) == "gpu[001-1024]"
     assert expand("gpu[001-1024]") == names
+
+
+def test_expand_memo_cannot_go_stale() -> None:
+    """expand() is memoised per expression: each call still returns its own list (a caller
+    changing it changes no later answer), another expression another answer, and a bad one
+    is refused on every call."""
+    a = expand("n[1-3]")
+    a.append("intruder")
+    a[0] = "changed"
+    assert expand("n[1-3]") == ["n1", "n2", "n3"]
+    assert expand("n[1-4]") == ["n1", "n2", "n3", "n4"]
+    assert expand(["n[1-2]", "m1"]) == ["n1", "n2", "m1"]
+    for _ in range(2):
+        with pytest.raises(ConfigError):
+            expand("n[3-1]")
