@@ -5,6 +5,7 @@ All timestamps in greencpn are timezone-aware UTC ``datetime`` objects.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -46,3 +47,13 @@ def ensure_utc(value: datetime, what: str = "timestamp") -> datetime:
             f"{what} {value.isoformat()} has no timezone; give it in UTC (e.g. '...Z')"
         )
     return value.astimezone(UTC)
+
+
+@functools.lru_cache(maxsize=4096)
+def utc_text(dt: datetime) -> str:
+    """``dt`` as ledger text, ISO 8601 in UTC with a ``Z`` (naive → ValueError).
+
+    Memoised, bounded: a pure function of the instant (equal aware datetimes are the same
+    instant and the text is in UTC; an exception is never cached) — a control step writes the
+    same few times on hundreds of ledger rows."""
+    return ensure_utc(dt).isoformat().replace("+00:00", "Z")

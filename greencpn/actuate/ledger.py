@@ -48,7 +48,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from greencpn.clock import ensure_utc
+from greencpn.clock import ensure_utc, utc_text
 from greencpn.errors import ConfigError, TemporaryError
 
 _SCHEMA = """
@@ -190,15 +190,7 @@ def _describe(lease: dict[str, Any], hooks: list[dict[str, Any]]) -> str:
 
 
 def _iso(dt: datetime | None) -> str | None:
-    return None if dt is None else _iso_text(dt)
-
-
-@functools.lru_cache(maxsize=4096)
-def _iso_text(dt: datetime) -> str:
-    """Memoised (a pure function of the instant: equal aware datetimes are the same instant,
-    and the text is in UTC; a naive one raises, and an exception is never cached): a step
-    writes the same few times on hundreds of rows."""
-    return ensure_utc(dt).isoformat().replace("+00:00", "Z")
+    return None if dt is None else utc_text(dt)
 
 
 def _dt(text: str | None) -> datetime | None:

@@ -26,7 +26,6 @@ become ``abandoned``.
 
 from __future__ import annotations
 
-import functools
 import json
 import sqlite3
 import zlib
@@ -37,7 +36,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from greencpn.clock import ensure_utc
+from greencpn.clock import ensure_utc, utc_text
 
 LEDGER_FILE = "steps.sqlite"
 
@@ -114,15 +113,7 @@ CREATE TABLE IF NOT EXISTS kv (
 
 
 def _iso(dt: datetime | None) -> str | None:
-    return None if dt is None else _iso_text(dt)
-
-
-@functools.lru_cache(maxsize=4096)
-def _iso_text(dt: datetime) -> str:
-    """Memoised (a pure function of the instant: equal aware datetimes are the same instant,
-    and the text is in UTC; a naive one raises, and an exception is never cached): a step
-    writes the same few times on hundreds of rows."""
-    return ensure_utc(dt).isoformat().replace("+00:00", "Z")
+    return None if dt is None else utc_text(dt)
 
 
 def _dt(text: str | None) -> datetime | None:
