@@ -25,7 +25,7 @@ assert _spec and _spec.loader
 bs = sys.modules.setdefault("busy_scenarios", importlib.util.module_from_spec(_spec))
 _spec.loader.exec_module(bs)
 
-OFF_DELAY_S = 4.0
+OFF_DELAY_S = 10.0  # two CLI runs (≈ 1–3 s each at load 5) must fit inside it
 
 
 def _wait_for(pred, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
