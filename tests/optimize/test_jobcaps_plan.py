@@ -261,3 +261,32 @@ def test_a_schedule_without_a_placement_grid_is_recapped_too(tmp_path: Path) -> 
     assert rc.schedule.runs[x] == [(t, 1, pytest.approx(1.0)) for t in range(5)]
     assert float(rc.schedule.end_h[x]) == pytest.approx(5.0)
     assert rc.schedule.fine_runs is None
+
+
+def test_three_jobs_on_one_node_one_recapped_and_one_deferred(tmp_path: Path) -> None:
+    """The first test's fleet with a node of 3 GPUs, a second rigid job Z like Y, and a job W
+    due beyond the horizon (deferred: no runs). Y and Z hold the pool at 300 W for 0–6 h, X
+    takes its deep cap, 0–5 h:
+      node idle 0.1 kW × 6 h        = 0.6 kWh, 0.29 kg
+      Y, Z 0.3 kW × 6 h each        = 3.6 kWh, 2 × 0.87 = 1.74 kg
+      X 0.2 kW × 5 h                = 1.0 kWh, 0.48 kg          → 5.2 kWh, 2.51 kg
+    GPUs held per slot: 3 while all three run (0–5 h), 2 in slot 5 (Y, Z), none after; W
+    has no start. The MILP-guided placement is the plan, so no "schedule scores" line."""
+    jobs = [
+        _job("Y", 6.0, 6.0, "rigid"),
+        _job("Z", 6.0, 6.0, "rigid"),
+        _job("X", 4.0, 5.0),
+        _job("W", 1.0, 30.0),
+    ]
+    doc = _plan(_fleet(tmp_path, jobs, SLACK_CARBON, mode="job", gpn=3))
+    slots = doc["pools"][0]["slots"]
+    assert [s["busy_gpus"] for s in slots] == [3, 3, 3, 3, 3, 2, 0, 0]
+    assert [s["nodes_on"] for s in slots] == [1] * 6 + [0, 0]
+    x, w = _job_doc(doc, "X"), _job_doc(doc, "W")
+    assert (x["start"], x["end"], x["power_cap_w"]) == (iso(0), iso(5), 200.0)
+    assert (w["deferred"], w["start"], w["end"]) == (True, None, None)
+    assert doc["totals"]["energy_kwh"] == pytest.approx(5.2)
+    assert doc["totals"]["carbon_kg"] == pytest.approx(2.51)
+    assert doc["solver"]["job_caps"]["jobs_recapped"] == 1
+    assert doc["solver"]["plan_source"] == "optimised placement"
+    assert doc["diagnostics"] == []
