@@ -290,3 +290,32 @@ def test_three_jobs_on_one_node_one_recapped_and_one_deferred(tmp_path: Path) ->
     assert doc["solver"]["job_caps"]["jobs_recapped"] == 1
     assert doc["solver"]["plan_source"] == "optimised placement"
     assert doc["diagnostics"] == []
+
+
+@pytest.mark.parametrize(("slot4_budget_kw", "x2_cap_w"), [(0.70, 200.0), (0.62, None)])
+def test_a_recapped_jobs_part_slot_counts_in_the_next_jobs_headroom(
+    tmp_path: Path, slot4_budget_kw: float, x2_cap_w: float | None
+) -> None:
+    """Node of 3 GPUs; Y (rigid) holds 300 W for 0–6 h; X1 (elastic, 3.5 GPU-h) and X2
+    (elastic, 4 GPU-h) both due at 5 h, re-capped in that order. X1 at 200 W: 3.5 / 0.8 =
+    4.375 h, 0:00–4:22:30, 0.2 kW — in slot 4 only 0.375 h of it, 0.075 kW on average. X2 at
+    200 W: 5 h, 0.2 kW in slots 0–4. Meter in slot 4 with both deep: 0.1 node + 0.3 Y + 0.075
+    X1 + 0.2 X2 = 0.675 kW: under a 0.70 kW budget there X2 takes 200 W too; under 0.62 it
+    keeps the pool's 300 W (0–4 h). Both deep: slots 0–3 0.8 kW × (400 + 3 × 500) = 1.52 kg,
+    slot 4 0.675 × 500 = 0.3375 kg, slot 5 (Y alone) 0.4 × 500 = 0.2 kg: 2.0575 kg."""
+    budget = [1.0] * 4 + [slot4_budget_kw] + [1.0] * 3
+    jobs = [_job("Y", 6.0, 6.0, "rigid"), _job("X1", 3.5, 5.0), _job("X2", 4.0, 5.0)]
+    site = f"power_budget_kw = {budget}"
+    doc = _plan(_fleet(tmp_path, jobs, SLACK_CARBON, mode="job", gpn=3, site=site))
+    x1, x2 = _job_doc(doc, "X1"), _job_doc(doc, "X2")
+    assert (x1["power_cap_w"], x1["end"]) == (200.0, "2026-01-05T04:22:30Z")
+    assert x2["power_cap_w"] == x2_cap_w
+    assert doc["totals"]["budget_overrun_kwh"] == 0.0
+    meter = [s["meter_power_kw"] for s in doc["sites"][0]["slots"]]
+    if x2_cap_w == 200.0:
+        assert x2["end"] == iso(5)
+        assert meter == pytest.approx([0.8] * 4 + [0.675, 0.4, 0.0, 0.0])
+        assert doc["totals"]["carbon_kg"] == pytest.approx(2.0575)
+    else:
+        assert x2["end"] == iso(4)
+        assert meter[4] == pytest.approx(0.475) and meter[4] <= slot4_budget_kw
