@@ -60,7 +60,9 @@ def test_one_job_pass_is_stuck_where_the_pair_move_is_not(fleet):
     assert [float(x) for x in s1.start_h] == [0.0, 0.0]
     s2, info2 = improve_schedule(inp, s0, group_moves_s=5.0)
     ev2, n2 = _priced(inp, s2)
-    assert info2["spans_emptied"] >= 1
+    # round 1 empties the node's span in slot 0 (both jobs to slot 1); round 2 looks at the
+    # new span in slot 1, keeps nothing, and the span moves stop: 2 spans tried, 1 emptied
+    assert (info2["spans_tried"], info2["spans_emptied"]) == (2, 1)
     assert [float(x) for x in s2.start_h] == [1.0, 1.0]
     assert n2[0].tolist() == [0, 1, 0]  # the node's hour in slot 0 is emptied: it stays off
     assert ev2.totals["carbon_kg"] == pytest.approx(0.070)
@@ -89,6 +91,8 @@ def test_a_pair_that_pays_only_apart_is_left_alone(fleet):
     inp = inputs(path)
     s0 = _asap(inp)
     s1, info = improve_schedule(inp, s0, group_moves_s=2.0)
+    # one span, nothing kept in the first round: no second round over the same spans
+    assert (info["spans_tried"], info["spans_emptied"]) == (1, 0)
     assert info["estimate_after"] <= info["estimate_before"] + 1e-12
     assert _priced(inp, s1)[0].objective <= _priced(inp, s0)[0].objective + 1e-9
 
@@ -154,3 +158,26 @@ def test_site_energy_estimate_includes_boot_energy(fleet):
     per_slot = pk.site_used[0, : inp.T * pk.k].reshape(inp.T, pk.k).sum(axis=1)
     assert per_slot.tolist() == pytest.approx([0.2, 0.325, 0.0])
     assert per_slot.tolist() == pytest.approx(ev.site_energy_kwh[0].tolist())
+
+
+def test_a_whole_slot_schedule_reads_as_the_same_runs_on_the_placement_grid(fleet):
+    """A schedule without placement runs (the job-level MILP's, ``fine_runs`` None) is read
+    at ``k`` steps per slot, each slot's busy share as its first steps: the stuck pair's
+    earliest-start schedule (k = 4, both jobs busy all of slot 0) gives back its own runs and
+    the same estimate. By hand, a slot 0.6 busy on k = 4 is 2.4 steps: 1, 1, 0.4."""
+    from dataclasses import replace
+
+    from greencpn.optimize.packer import fine_runs_of
+
+    inp = inputs(_stuck_pair(fleet))
+    s0 = _asap(inp)
+    assert s0.subslots == 4
+    coarse = replace(s0, fine_runs=None)
+    assert fine_runs_of(coarse) == [[(t, 1.0) for t in range(4)]] * 2 == s0.fine_runs
+    assert Packer(inp, coarse, None, None).estimate() == pytest.approx(
+        Packer(inp, s0, None, None).estimate()
+    )
+    partial = replace(coarse, runs=[[(0, 1, 1.0), (1, 1, 0.6)], []])
+    got = fine_runs_of(partial)
+    assert [t for t, _ in got[0]] == [0, 1, 2, 3, 4, 5, 6] and got[1] == []
+    assert [f for _, f in got[0]] == pytest.approx([1.0] * 6 + [0.4])

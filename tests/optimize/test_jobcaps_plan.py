@@ -261,3 +261,61 @@ def test_a_schedule_without_a_placement_grid_is_recapped_too(tmp_path: Path) -> 
     assert rc.schedule.runs[x] == [(t, 1, pytest.approx(1.0)) for t in range(5)]
     assert float(rc.schedule.end_h[x]) == pytest.approx(5.0)
     assert rc.schedule.fine_runs is None
+
+
+def test_three_jobs_on_one_node_one_recapped_and_one_deferred(tmp_path: Path) -> None:
+    """The first test's fleet with a node of 3 GPUs, a second rigid job Z like Y, and a job W
+    due beyond the horizon (deferred: no runs). Y and Z hold the pool at 300 W for 0–6 h, X
+    takes its deep cap, 0–5 h:
+      node idle 0.1 kW × 6 h        = 0.6 kWh, 0.29 kg
+      Y, Z 0.3 kW × 6 h each        = 3.6 kWh, 2 × 0.87 = 1.74 kg
+      X 0.2 kW × 5 h                = 1.0 kWh, 0.48 kg          → 5.2 kWh, 2.51 kg
+    GPUs held per slot: 3 while all three run (0–5 h), 2 in slot 5 (Y, Z), none after; W
+    has no start. The MILP-guided placement is the plan, so no "schedule scores" line."""
+    jobs = [
+        _job("Y", 6.0, 6.0, "rigid"),
+        _job("Z", 6.0, 6.0, "rigid"),
+        _job("X", 4.0, 5.0),
+        _job("W", 1.0, 30.0),
+    ]
+    doc = _plan(_fleet(tmp_path, jobs, SLACK_CARBON, mode="job", gpn=3))
+    slots = doc["pools"][0]["slots"]
+    assert [s["busy_gpus"] for s in slots] == [3, 3, 3, 3, 3, 2, 0, 0]
+    assert [s["nodes_on"] for s in slots] == [1] * 6 + [0, 0]
+    x, w = _job_doc(doc, "X"), _job_doc(doc, "W")
+    assert (x["start"], x["end"], x["power_cap_w"]) == (iso(0), iso(5), 200.0)
+    assert (w["deferred"], w["start"], w["end"]) == (True, None, None)
+    assert doc["totals"]["energy_kwh"] == pytest.approx(5.2)
+    assert doc["totals"]["carbon_kg"] == pytest.approx(2.51)
+    assert doc["solver"]["job_caps"]["jobs_recapped"] == 1
+    assert doc["solver"]["plan_source"] == "optimised placement"
+    assert doc["diagnostics"] == []
+
+
+@pytest.mark.parametrize(("slot4_budget_kw", "x2_cap_w"), [(0.70, 200.0), (0.62, None)])
+def test_a_recapped_jobs_part_slot_counts_in_the_next_jobs_headroom(
+    tmp_path: Path, slot4_budget_kw: float, x2_cap_w: float | None
+) -> None:
+    """Node of 3 GPUs; Y (rigid) holds 300 W for 0–6 h; X1 (elastic, 3.5 GPU-h) and X2
+    (elastic, 4 GPU-h) both due at 5 h, re-capped in that order. X1 at 200 W: 3.5 / 0.8 =
+    4.375 h, 0:00–4:22:30, 0.2 kW — in slot 4 only 0.375 h of it, 0.075 kW on average. X2 at
+    200 W: 5 h, 0.2 kW in slots 0–4. Meter in slot 4 with both deep: 0.1 node + 0.3 Y + 0.075
+    X1 + 0.2 X2 = 0.675 kW: under a 0.70 kW budget there X2 takes 200 W too; under 0.62 it
+    keeps the pool's 300 W (0–4 h). Both deep: slots 0–3 0.8 kW × (400 + 3 × 500) = 1.52 kg,
+    slot 4 0.675 × 500 = 0.3375 kg, slot 5 (Y alone) 0.4 × 500 = 0.2 kg: 2.0575 kg."""
+    budget = [1.0] * 4 + [slot4_budget_kw] + [1.0] * 3
+    jobs = [_job("Y", 6.0, 6.0, "rigid"), _job("X1", 3.5, 5.0), _job("X2", 4.0, 5.0)]
+    site = f"power_budget_kw = {budget}"
+    doc = _plan(_fleet(tmp_path, jobs, SLACK_CARBON, mode="job", gpn=3, site=site))
+    x1, x2 = _job_doc(doc, "X1"), _job_doc(doc, "X2")
+    assert (x1["power_cap_w"], x1["end"]) == (200.0, "2026-01-05T04:22:30Z")
+    assert x2["power_cap_w"] == x2_cap_w
+    assert doc["totals"]["budget_overrun_kwh"] == 0.0
+    meter = [s["meter_power_kw"] for s in doc["sites"][0]["slots"]]
+    if x2_cap_w == 200.0:
+        assert x2["end"] == iso(5)
+        assert meter == pytest.approx([0.8] * 4 + [0.675, 0.4, 0.0, 0.0])
+        assert doc["totals"]["carbon_kg"] == pytest.approx(2.0575)
+    else:
+        assert x2["end"] == iso(4)
+        assert meter[4] == pytest.approx(0.475) and meter[4] <= slot4_budget_kw

@@ -10,7 +10,7 @@ from greencpn.clock import SimClock
 from greencpn.config import load_config
 from greencpn.controller.forecast import make_inputs, make_plan
 from greencpn.optimize.evaluate import evaluate
-from greencpn.optimize.joblevel import choices, fix_and_optimise, solve_joblevel
+from greencpn.optimize.joblevel import choices, fix_and_optimise, joblevel_size, solve_joblevel
 from greencpn.optimize.schedule import boot_steps, work_done
 from tests.optimize.conftest import START
 from tests.optimize.test_plan_exact import SITE, gpu_two_levels, job, pool
@@ -173,3 +173,28 @@ def test_fix_and_optimise_never_worsens_and_keeps_choices(fleet):
     assert again.objective == pytest.approx(first.objective, rel=1e-6)
     best, log = fix_and_optimise(inp, first, block_jobs=3, time_budget_s=120)
     assert log and best.objective is not None and best.objective <= first.objective + 1e-9
+
+
+def test_half_hour_slots_start_end_and_size_in_hours(fleet):
+    """30-minute slots over 3 h of carbon (500, 100, 500 g/kWh: slots 2–3 are the clean
+    hour). A rigid 0.75 GPU-h job due at 3 h runs 1:00–1:45 — two slots, the second half
+    busy: start_h 1.0, end_h 1.75 (hours, not slots). Node 0.1 kW × 1 h + GPU 0.3 kW ×
+    0.75 h = 0.325 kWh × 100 g/kWh = 0.0325 kg. Its window reaches the horizon's end, so
+    its binaries are one start per slot of the horizon at the pool's one level: 6."""
+    path = fleet(
+        carbon={"Z": [500, 100, 500]},
+        sites=SITE,
+        pools=pool(),
+        jobs=[job(work=0.75, deadline=3.0)],
+        slots=6,
+    )
+    path.write_text(path.read_text().replace("slot_minutes = 60", "slot_minutes = 30"))
+    inp = inputs(path)
+    assert (inp.T, inp.slot_h) == (6, 0.5)
+    res = solve_joblevel(inp)
+    assert res.status == "optimal" and res.schedule is not None
+    assert float(res.schedule.start_h[0]) == pytest.approx(1.0)
+    assert float(res.schedule.end_h[0]) == pytest.approx(1.75)
+    assert res.schedule.runs[0] == [(2, 1, 1.0), (3, 1, pytest.approx(0.5))]
+    assert res.objective == pytest.approx(0.0325)
+    assert joblevel_size(inp) == 6

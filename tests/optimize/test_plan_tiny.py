@@ -608,3 +608,47 @@ def test_plan_ignores_gains_within_the_forecast_error(fleet, tmp_path):
     assert site.plan_intensity_g_per_kwh is not None
     assert np.ptp(site.planning_intensity) < np.ptp(site.intensity_g_per_kwh)
     assert inp.extras["carbon_provenance"]["a"]["deadband_mean_error_g_per_kwh"] > 0
+
+
+def test_the_solver_settings_reach_highs(fleet, monkeypatch):
+    """The settings are read back from HiGHS itself (a misspelt option name is ignored by
+    HiGHS with only a log line): the plan MILP runs with the config's time limit (30 s) and
+    gap (0), feasibility jump off (HiGHS's default is on; greencpn measured it overrunning
+    the time limit); the node repair's direct HiGHS model with a 1 % gap, 10 s, and
+    feasibility jump off too."""
+    import highspy
+
+    from greencpn.optimize.repair import repair_nodes
+
+    path = fleet(
+        carbon={"Z": [500, 100, 500]}, sites=ONE_SITE, pools=pool(), jobs=[job(deadline=3)]
+    )
+    inp = make_inputs(load_config(path), SimClock(START))
+    model = PlanModel(inp)
+    assert model.solve().status == SolveStatus.OPTIMAL
+    h = model._solver._solver_model
+
+    def opt(h, name):
+        status, value = h.getOptionValue(name)
+        assert status == highspy.HighsStatus.kOk, name
+        return value
+
+    assert opt(highspy.Highs(), "mip_heuristic_run_feasibility_jump") is True  # the default
+    assert opt(h, "mip_heuristic_run_feasibility_jump") is False
+    assert (opt(h, "time_limit"), opt(h, "mip_rel_gap")) == (30.0, 0.0)
+
+    made: list = []
+
+    class Kept(highspy.Highs):
+        def __init__(self) -> None:
+            super().__init__()
+            made.append(self)
+
+    res = plan(path)
+    monkeypatch.setattr(highspy, "Highs", Kept)
+    n, _u, _d = repair_nodes(inp, res.schedule)
+    assert n[0].tolist() == [0, 1, 0]  # the job in the clean slot 1, its node on then only
+    (rh,) = made
+    assert opt(rh, "mip_rel_gap") == pytest.approx(0.01)
+    assert opt(rh, "time_limit") == 10.0
+    assert opt(rh, "mip_heuristic_run_feasibility_jump") is False

@@ -1,0 +1,132 @@
+"""Small parts of the report, each on a hand-written input with its exact expected output: the
+HTML headline, the cost column's currency, the carbon plot's legend, the summary's line on
+actuals, and the progress display without ``-v``. These are the cases the second seeded
+mutation sample of issue 15 item 5 (seed 20261203, mutants 41–100) showed no test pinned; the
+mutants are named in bench/results/mutation.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import pytest
+
+from greencpn.report.cli import signal_lines
+from greencpn.report.elements import Table
+from greencpn.report.plots import plot_carbon_load
+from greencpn.report.progress import PlanProgress
+from greencpn.report.tables import comparison_table
+from greencpn.report.writers import to_html
+
+matplotlib.use("Agg", force=True)
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def test_html_styles_the_first_paragraph_as_the_headline() -> None:
+    """The first paragraph (the headline sentence) gets ``class="headline"`` (the CSS gives it
+    the green box); later paragraphs are plain."""
+    blocks: list[tuple[str, Any]] = [
+        ("h1", "T"),
+        ("p", "first"),
+        ("table", Table(["a", "n"], [["x", "1"]], [False, True])),
+        ("p", "second"),
+    ]
+    page = to_html(blocks, {})
+    assert '<p class="headline">first</p>' in page
+    assert "<p>second</p>" in page
+    assert page.count("headline") == 2  # the CSS rule and the one paragraph
+    assert '<td>x</td><td class="num">1</td>' in page
+
+
+def test_cost_row_names_the_plans_currency(tiny_plan: dict[str, Any]) -> None:
+    labels = [r[0] for r in comparison_table(tiny_plan).rows]
+    assert "Cost (currency not stated)" in labels
+    plan = copy.deepcopy(tiny_plan)
+    plan["currency"] = "EUR"
+    labels = [r[0] for r in comparison_table(plan).rows]
+    assert "Cost (EUR)" in labels and "Cost (currency not stated)" not in labels
+
+
+def test_carbon_plot_legend_names_site_and_zone(
+    tiny_plan: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Legend entries are "<site> (<zone>) intensity" / "… IT load"; a site without a zone
+    shows "?"."""
+    plan = copy.deepcopy(tiny_plan)
+    del plan["sites"][1]["zone"]  # oslo
+    figs: list[Figure] = []
+    orig = Figure.savefig
+
+    def keep(self: Figure, fname: Any, *a: Any, **kw: Any) -> None:
+        figs.append(self)
+        orig(self, fname, *a, **kw)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    plot_carbon_load(plan, tmp_path / "carbon_load.png")
+    (fig,) = figs
+    legend = fig.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "frankfurt (DE) intensity",
+        "oslo (?) intensity",
+        "frankfurt (DE) IT load",
+        "oslo (?) IT load",
+    ]
+
+
+def test_summary_line_on_actuals_names_each_baseline() -> None:
+    """kg rounded to whole kg with thousands separators, % to 0.1; baselines in their fixed
+    order, written with hyphens; a baseline without a figure is left out."""
+    doc = {
+        "on_actuals": {
+            "source": "csv:/data/actual.csv",
+            "totals": {"carbon_kg": 1234.4},
+            "savings": {
+                "carbon_kg_vs_shutdown_idle": 120.0,
+                "carbon_pct_vs_shutdown_idle": 8.94,
+                "carbon_kg_vs_carbon_agnostic": 1300.2,
+                "carbon_pct_vs_carbon_agnostic": 51.36,
+            },
+        }
+    }
+    assert signal_lines(doc) == [
+        "on actuals (csv:/data/actual.csv): plan 1,234 kg, saving 1,300 kg (51.4 %) vs "
+        "carbon-agnostic, 120 kg (8.9 %) vs shutdown-idle"
+    ]
+
+
+class _Keep(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_progress_without_v_sees_phases_and_restores_logging() -> None:
+    """Without ``-v`` greencpn's logger is at WARNING: the progress display lowers it to INFO
+    so it sees the ``progress:`` phases, keeps them off the root's handlers (raised to
+    WARNING meanwhile: only the bar shows them), and puts both levels back afterwards."""
+    own = logging.getLogger("greencpn")
+    root_handler = _Keep()
+    saved = own.level
+    own.setLevel(logging.WARNING)
+    logging.getLogger().addHandler(root_handler)
+    try:
+        with PlanProgress(enabled=True, tty=False, stream=io.StringIO()) as pr:
+            assert own.level == logging.INFO and root_handler.level == logging.WARNING
+            logging.getLogger("greencpn.optimize.plan").info("progress: model")
+            assert pr._phase == "model"
+        assert root_handler.records == []
+        assert own.level == logging.WARNING and root_handler.level == logging.NOTSET
+        # after the display, INFO records are dropped again
+        logging.getLogger("greencpn.optimize.plan").info("progress: solve")
+        assert root_handler.records == []
+    finally:
+        logging.getLogger().removeHandler(root_handler)
+        own.setLevel(saved)
