@@ -750,16 +750,16 @@ def _node_record(r: sqlite3.Row | tuple) -> NodeRecord:
     a step on the example fleet)."""
     dt = _dt
     return NodeRecord(
-        r[0],
-        r[1],
-        r[2],
-        dt(r[3]),
-        dt(r[4]),
-        dt(r[5]),
-        dt(r[6]),
-        dt(r[7]),
-        bool(r[8]),
-        bool(r[9]),
-        dt(r[10]),
-        r[11],
+        name=r[0],
+        pool=r[1],
+        power=r[2],
+        seen_at=dt(r[3]),
+        on_since=dt(r[4]),
+        off_since=dt(r[5]),
+        boot_requested_at=dt(r[6]),
+        boot_deadline=dt(r[7]),
+        drained_by_us=bool(r[8]),
+        failed=bool(r[9]),
+        failed_at=dt(r[10]),
+        failed_reason=r[11],
     )
