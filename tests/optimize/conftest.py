@@ -94,3 +94,32 @@ def fleet(tmp_path):
         return write_fleet(tmp_path, **kw)
 
     return make
+
+
+def learned_one_job_fleet(
+    tmp: Path, model_toml: str, workload_class: str, solver_extra: str = ""
+) -> Path:
+    """One site, one 1-GPU T4 node, a flat 500 g/kWh grid, one job X (3.15 GPU-h, released at
+    slot 0, due at 3.25 h) of ``workload_class``, with ``cap_mode = "job"`` and the learned T4
+    profile ``model_toml`` as the fleet's models_dir (``solver_extra``: more ``[solver]``
+    lines). Shared by the learned-curve and confidence-bound tests."""
+    models = tmp / "learned"
+    models.mkdir(exist_ok=True)
+    (models / "t4.toml").write_text(model_toml)
+    path = write_fleet(
+        tmp,
+        carbon={"Z": [500.0] * 6},
+        sites='[[sites]]\nname = "a"\nzone = "Z"\njurisdictions = ["EU"]\npue = 1.0\n',
+        pools='[[pools]]\nname = "p"\nsite = "a"\nnodes = 1\ngpu_model = "T4"\n'
+        "gpus_per_node = 1\nnode_idle_w = 100.0\ninitial_on = 0\nspares = 0\n",
+        jobs=[],
+        gpu="",
+    )
+    (tmp / "jobs.csv").write_text(
+        "id,gpus,work_gpu_h,release,deadline,workload_class\n"
+        f"X,1,3.15,{iso(0)},{iso(3.25)},{workload_class}\n"
+    )
+    extra = 'cap_mode = "job"' + (f"\n{solver_extra}" if solver_extra else "")
+    text = path.read_text().replace("mip_rel_gap = 0.0", "mip_rel_gap = 0.0\n" + extra)
+    path.write_text(f'models_dir = "{models}"\n' + text)
+    return path

@@ -39,7 +39,7 @@ from greencpn.controller.forecast import make_plan
 from greencpn.errors import ConfigError
 from greencpn.gpumodels.ledger import refit, t_quantile, throughput_bounds
 from greencpn.optimize.jobcaps import choose_level, class_curve, class_curve_low
-from tests.optimize.conftest import START, iso, write_fleet
+from tests.optimize.conftest import START, learned_one_job_fleet
 
 BASE = GpuModelConfig.model_validate(
     {
@@ -168,30 +168,9 @@ def test_class_curve_low_is_normalised_like_class_curve() -> None:
 
 
 def _fleet(tmp: Path, workload: str, slowdown: str | None) -> Path:
-    models = tmp / "learned"
-    models.mkdir(exist_ok=True)
-    (models / "t4.toml").write_text(
-        refit(_runs("wl-n", NOISY) + _runs("wl-c", CLEAN), {"t4": BASE}, per_workload=True)[
-            "T4"
-        ].toml
-    )
-    path = write_fleet(
-        tmp,
-        carbon={"Z": [500.0] * 6},
-        sites='[[sites]]\nname = "a"\nzone = "Z"\njurisdictions = ["EU"]\npue = 1.0\n',
-        pools='[[pools]]\nname = "p"\nsite = "a"\nnodes = 1\ngpu_model = "T4"\n'
-        "gpus_per_node = 1\nnode_idle_w = 100.0\ninitial_on = 0\nspares = 0\n",
-        jobs=[],
-        gpu="",
-    )
-    (tmp / "jobs.csv").write_text(
-        "id,gpus,work_gpu_h,release,deadline,workload_class\n"
-        f"X,1,3.15,{iso(0)},{iso(3.25)},{workload}\n"
-    )
-    extra = 'cap_mode = "job"' + (f'\njob_cap_slowdown = "{slowdown}"' if slowdown else "")
-    text = path.read_text().replace("mip_rel_gap = 0.0", "mip_rel_gap = 0.0\n" + extra)
-    path.write_text(f'models_dir = "{models}"\n' + text)
-    return path
+    model = refit(_runs("wl-n", NOISY) + _runs("wl-c", CLEAN), {"t4": BASE}, per_workload=True)
+    extra = f'job_cap_slowdown = "{slowdown}"' if slowdown else ""
+    return learned_one_job_fleet(tmp, model["T4"].toml, workload, extra)
 
 
 @pytest.mark.parametrize(

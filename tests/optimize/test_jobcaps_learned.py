@@ -30,7 +30,7 @@ from greencpn.config import GpuModelConfig, load_config
 from greencpn.controller.forecast import make_plan
 from greencpn.errors import ConfigError
 from greencpn.gpumodels.ledger import refit, workload_key
-from tests.optimize.conftest import START, iso, write_fleet
+from tests.optimize.conftest import START, learned_one_job_fleet
 
 BASE = GpuModelConfig.model_validate(
     {
@@ -97,27 +97,8 @@ def test_workload_key_replaces_characters_a_class_name_cannot_hold() -> None:
 
 
 def _fleet(tmp: Path, workload_class: str) -> Path:
-    models = tmp / "learned"
-    models.mkdir(exist_ok=True)
-    (models / "t4.toml").write_text(
-        refit(_measurements(), {"t4": BASE}, per_workload=True)["T4"].toml
-    )
-    path = write_fleet(
-        tmp,
-        carbon={"Z": [500.0] * 6},
-        sites='[[sites]]\nname = "a"\nzone = "Z"\njurisdictions = ["EU"]\npue = 1.0\n',
-        pools='[[pools]]\nname = "p"\nsite = "a"\nnodes = 1\ngpu_model = "T4"\n'
-        "gpus_per_node = 1\nnode_idle_w = 100.0\ninitial_on = 0\nspares = 0\n",
-        jobs=[],
-        gpu="",
-    )
-    (tmp / "jobs.csv").write_text(
-        "id,gpus,work_gpu_h,release,deadline,workload_class\n"
-        f"X,1,3.15,{iso(0)},{iso(3.25)},{workload_class}\n"
-    )
-    text = path.read_text().replace("mip_rel_gap = 0.0", 'mip_rel_gap = 0.0\ncap_mode = "job"')
-    path.write_text(f'models_dir = "{models}"\n' + text)
-    return path
+    model = refit(_measurements(), {"t4": BASE}, per_workload=True)["T4"]
+    return learned_one_job_fleet(tmp, model.toml, workload_class)
 
 
 @pytest.mark.parametrize(
