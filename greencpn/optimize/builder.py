@@ -9,15 +9,36 @@ from the grouped lists — measured 1.4–1.8× faster than ``sum()`` over tuple
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import gc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pyomo.environ as pyo
 from pyomo.core.expr.numeric_expr import LinearExpression
+from pyomo.core.expr.numeric_expr import MonomialTermExpression as Monomial
 
 INF = float("inf")
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Python's cyclic garbage collector paused while a large model is built and handed to
+    HiGHS, then restored as it was (also on an exception).
+
+    Building the L model allocates ~10⁶ container objects (Pyomo components, expression
+    nodes, the hand-off's bookkeeping dicts); every few hundred allocations the collector
+    runs and, once the model is large, its full passes walk all of it again: 40 % of the
+    build and hand-off CPU time on L (``bench/bench_handoff.py``). Nothing made in that time is
+    garbage before the model is, so pausing collects the same objects later."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 @dataclass
@@ -110,8 +131,14 @@ class ModelBuilder:
             ids, coefs, lo, hi = rows.ids, rows.coefs, rows.lo, rows.hi
 
             def rule(_m, r, ids=ids, coefs=coefs, lo=lo, hi=hi):
+                # a term with coefficient 1 is the variable itself (an argument LinearExpression
+                # accepts as such, coefficient 1): no MonomialTermExpression made for the 84 %
+                # of the L model's terms that are 1 (build 1.1 -> 0.24 s CPU in a micro-bench)
                 expr = LinearExpression(
-                    constant=0, linear_coefs=list(coefs[r]), linear_vars=[allv[j] for j in ids[r]]
+                    [
+                        allv[j] if c == 1 else Monomial((c, allv[j]))
+                        for j, c in zip(ids[r], coefs[r], strict=True)
+                    ]
                 )
                 if lo is not None and lo[r] == hi[r]:
                     return expr == lo[r]
@@ -137,239 +164,6 @@ class ModelBuilder:
         flat = ids.ravel()
         vals = np.fromiter((self.vars[i].value or 0.0 for i in flat), dtype=float, count=flat.size)
         return vals.reshape(ids.shape)
-
-
-def highspy_mod():
-    import highspy
-
-    return highspy
-
-
-def fast_highs_class():
-    """pyomo.contrib.solver's persistent HiGHS interface, loading a :class:`ModelBuilder`
-    model faster and to the same HiGHS columns.
-
-    The stock interface adds each constraint's new variables to HiGHS one constraint at a time
-    (``addVars`` + ``changeColsIntegrality`` per row: ~25 % of its hand-off on the L fleet).
-    Here :meth:`add_block` first adds every variable the builder's rows name, in the order
-    those rows first name them (``_greencpn_var_order``, made by :meth:`ModelBuilder.finalize`)
-    — the order the stock interface would have reached — in one call; the rest (e.g.
-    variables of constraints added after ``finalize``) it adds as before. Same columns, same
-    rows, so HiGHS solves the same model (tests/optimize/test_fast_highs.py)."""
-    from pyomo.contrib.solver.solvers.highs import Highs
-
-    class FastHighs(Highs):
-        def add_variables(self, variables):
-            if variables:  # the stock path calls HiGHS even for none (once per constraint)
-                super().add_variables(variables)
-
-        _rows: dict | None = None
-        _allv: list | None = None
-
-        def add_block(self, block):
-            pre = getattr(block, "_greencpn_var_order", None)
-            if pre:
-                self.add_variables([v for v in pre if id(v) not in self._referenced_variables])
-            self._rows = getattr(block, "_greencpn_rows", None)
-            self._allv = getattr(block, "_greencpn_vars", None)
-            if self._allv is not None and any(v.fixed for v in self._allv):
-                self._rows = None  # fixed variables are parameters: the stock path prices them
-            try:
-                super().add_block(block)
-            finally:
-                self._rows = self._allv = None
-
-        def load_all_vars(self) -> None:
-            """The solution into every Pyomo variable the model uses, as the stock
-            ``solution_loader.load_vars()`` does (the same variables, the same HiGHS column
-            values, ``set_value(skip_validation=True)``, stale flags marked) without building
-            the ``ComponentMap`` of all primals first (~2× faster on the example fleet)."""
-            from pyomo.contrib.solver.common.util import NoSolutionError
-            from pyomo.core.staleflag import StaleFlagManager
-
-            sol = self._sol
-            if sol is None or not sol.value_valid:
-                raise NoSolutionError()
-            vals = sol.col_value
-            col = self._pyomo_var_to_solver_var_map
-            pv = self._vars
-            for v_id, (using_cons, using_sos, using_obj) in self._referenced_variables.items():
-                if using_cons or using_sos or (using_obj is not None):
-                    pv[v_id][0].set_value(vals[col[v_id]], skip_validation=True)
-            StaleFlagManager.mark_all_as_stale(delayed=True)
-
-        def set_objective(self, obj):
-            """A flat ``LinearExpression`` objective over builder variables (the plan's, the
-            stability terms appended) is read from its two lists instead of walked and
-            re-expressed (``collect_vars_and_named_exprs`` + ``generate_standard_repn``: ~3 s
-            on the L re-plan); the same costs (duplicates summed in order), the same mutable
-            coefficients (the carbon Params), the same bookkeeping. Anything else — a fixed
-            or unknown variable, a mutable coefficient on a repeated variable, another
-            expression type — goes the stock way."""
-            if obj is None or not self._fast_objective(obj):
-                return super().set_objective(obj)
-            return None
-
-        def _fast_objective(self, obj) -> bool:
-            from pyomo.contrib.solver.solvers import highs as _h
-            from pyomo.core.expr.numvalue import is_constant, value
-
-            expr = obj.expr
-            if type(expr) is not LinearExpression or getattr(self, "_objective", None) is not None:
-                return False
-            if obj.sense not in (pyo.minimize, pyo.maximize):
-                return False
-            col = self._pyomo_var_to_solver_var_map
-            const = expr.constant
-            if not (isinstance(const, int | float) and const == 0):
-                return False
-            order: dict[int, Any] = {}  # id -> var, first appearance
-            cost: dict[int, float] = {}
-            mutable: dict[int, Any] = {}
-            for c, v in zip(expr.linear_coefs, expr.linear_vars, strict=True):
-                vid = id(v)
-                if v.fixed or vid not in col:
-                    return False
-                if isinstance(c, int | float) or is_constant(c):
-                    cv = float(value(c))
-                    if vid in mutable:
-                        return False
-                    cost[vid] = cost[vid] + cv if vid in cost else cv
-                else:
-                    if vid in order:
-                        return False
-                    mutable[vid] = c
-                    cost[vid] = float(value(c))
-                order.setdefault(vid, v)
-            variables = list(order.values())
-            self._objective = obj
-            self._objective_expr = expr
-            self._objective_sense = obj.sense
-            self._obj_named_expressions: list = []
-            self._vars_referenced_by_obj = variables
-            refs = self._referenced_variables
-            for v in variables:
-                refs[id(v)][2] = obj
-            # _set_objective's HiGHS calls, from the lists
-            self._sol = None
-            if self._last_results_object is not None:
-                self._last_results_object.solution_loader.invalidate()
-            n = len(col)
-            costs = np.zeros(n, dtype=np.double)
-            for vid, cv in cost.items():
-                costs[col[vid]] = cv
-            mut = [
-                _h._MutableObjectiveCoefficient(
-                    pyomo_var_id=vid, var_map=col, expr=c, highs=self._solver_model
-                )
-                for vid, c in mutable.items()
-            ]
-            sense = (
-                highspy_mod().ObjSense.kMinimize
-                if obj.sense == pyo.minimize
-                else highspy_mod().ObjSense.kMaximize
-            )
-            self._solver_model.changeObjectiveSense(sense)
-            self._solver_model.changeColsCost(n, np.arange(n), costs)
-            self._mutable_objective = _h._MutableObjective(
-                self._solver_model,
-                _h._MutableObjectiveOffset(expr=0, highs=self._solver_model),
-                mut,
-                [],
-                col,
-            )
-            self._mutable_objective.update()
-            return True
-
-        def add_constraints(self, cons):
-            """The builder's rows (constant coefficients and bounds, no fixed variable) are
-            read from its lists, not walked as expressions; the same bookkeeping and the same
-            HiGHS rows as the stock ``add_constraints`` + ``_add_constraints``. Runs of other
-            constraints go the stock way, in order."""
-            rows = self._rows
-            if not rows:
-                return super().add_constraints(cons)
-            run: list = []
-            run_fast: bool | None = None
-            for con in cons:
-                fast = con.parent_component().local_name in rows
-                if run and fast is not run_fast:
-                    self._add_run(run, run_fast)
-                    run = []
-                run.append(con)
-                run_fast = fast
-            if run:
-                self._add_run(run, run_fast)
-
-        def _add_run(self, cons, fast):
-            if not fast:
-                return super().add_constraints(cons)
-            import highspy
-
-            assert self._rows is not None and self._allv is not None
-            allv, rows = self._allv, self._rows
-            col = self._pyomo_var_to_solver_var_map
-            self._sol = None
-            if self._last_results_object is not None:
-                self._last_results_object.solution_loader.invalidate()
-            n_con = len(self._pyomo_con_to_solver_con_map)
-            lbs: list[float] = []
-            ubs: list[float] = []
-            starts: list[int] = []
-            index: list[int] = []
-            value: list[float] = []
-            for con in cons:
-                if con in self._named_expressions:
-                    raise ValueError(f"Constraint {con.name} has already been added")
-                r = rows[con.parent_component().local_name]
-                i = con.index()
-                ids, coefs, lo, hi = r.ids[i], r.coefs[i], r.lo[i], r.hi[i]
-                self._active_constraints[con] = con.expr
-                seen: dict[int, int] = {}  # global id -> position in this row (merged)
-                variables = []
-                row_idx: list[int] = []
-                row_val: list[float] = []
-                for j, c in zip(ids, coefs, strict=True):
-                    j = int(j)
-                    k = seen.get(j)
-                    if k is None:
-                        seen[j] = len(row_idx)
-                        v = allv[j]
-                        variables.append(v)
-                        row_idx.append(j)
-                        row_val.append(float(c))
-                    else:
-                        row_val[k] += float(c)
-                self._check_for_new_vars(variables)
-                self._named_expressions[con] = []
-                self._vars_referenced_by_con[con] = variables
-                refs = self._referenced_variables
-                for v in variables:
-                    refs[id(v)][0][con] = None
-                starts.append(len(value))
-                index.extend(col[id(allv[j])] for j in row_idx)
-                value.extend(row_val)
-                if lo is not None and lo == hi:
-                    lb = ub = float(lo)
-                else:
-                    lb = -highspy.kHighsInf if lo is None else float(lo)
-                    ub = highspy.kHighsInf if hi is None else float(hi)
-                lbs.append(lb)
-                ubs.append(ub)
-                self._pyomo_con_to_solver_con_map[con] = n_con
-                self._solver_con_to_pyomo_con_map[n_con] = con
-                n_con += 1
-            self._solver_model.addRows(
-                len(lbs),
-                np.array(lbs, dtype=np.double),
-                np.array(ubs, dtype=np.double),
-                len(value),
-                np.array(starts),
-                np.array(index),
-                np.array(value, dtype=np.double),
-            )
-
-    return FastHighs
 
 
 @dataclass

@@ -19,7 +19,8 @@ import numpy as np
 
 from greencpn.errors import SolverError
 from greencpn.optimize import budget, capacity, caps, completion, nodes, objective
-from greencpn.optimize.builder import ModelBuilder, fast_highs_class
+from greencpn.optimize.builder import ModelBuilder
+from greencpn.optimize.handoff import fast_highs_class
 from greencpn.optimize.inputs import PlanInputs
 from greencpn.optimize.variables import Vars, allocate
 

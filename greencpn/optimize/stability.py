@@ -286,7 +286,7 @@ def _warm_highs():
     """pyomo.contrib.solver's HiGHS with a MIP start: ``start`` (column values by Pyomo var
     id) is handed to ``Highs.setSolution`` just before ``run()``; HiGHS completes a partial
     start (the integer columns) itself and reports in its log whether it was feasible."""
-    from greencpn.optimize.builder import fast_highs_class
+    from greencpn.optimize.handoff import fast_highs_class
 
     class WarmHighs(fast_highs_class()):  # type: ignore[misc]
         start: dict[int, float] | None = None

@@ -1,4 +1,4 @@
-"""The faster hand-off (builder.fast_highs_class) loads the same HiGHS model as the stock
+"""The faster hand-off (handoff.fast_highs_class) loads the same HiGHS model as the stock
 pyomo.contrib.solver HiGHS interface: same Pyomo variable -> column map, same bounds,
 integrality, rows and objective, and the same solve."""
 
@@ -12,7 +12,7 @@ import pytest
 from greencpn.clock import SimClock
 from greencpn.config import load_config
 from greencpn.controller.forecast import make_inputs
-from greencpn.optimize.builder import fast_highs_class
+from greencpn.optimize.handoff import fast_highs_class
 from greencpn.optimize.milp import PlanModel
 from greencpn.optimize.stability import Anchor, StablePlanModel
 from tests.optimize.conftest import START
@@ -208,3 +208,69 @@ def test_fast_solution_load_sets_the_same_values_as_the_stock_loader(example_inp
     stock = {id(v): v.value for v in variables}
     assert sum(x is not None for x in stock.values()) > 1000
     assert fast == stock
+
+
+def _tiny_builder_model(repeat: bool = True):
+    """Three variables of each kind with bounds, four rows:
+    r0: x1 + 2·x0 + 3·x1 (x1 named twice) ≤ 10   → one HiGHS row 4·x1 + 2·x0, x1 first;
+    r1: x0 + y0 + z0 = 2 (every coefficient 1);
+    r2: 0.5·z1 − y1 ≥ −1;  r3: an empty row, 0 ≤ · ≤ 5."""
+    import pyomo.environ as pyo
+
+    from greencpn.optimize.builder import ModelBuilder
+
+    mb = ModelBuilder()
+    x = mb.new_vars("int", (3,), ub=np.array([4.0, 7.0, np.inf]))
+    y = mb.new_vars("bin", (3,))
+    z = mb.new_vars("cont", (3,), lb=0.5, ub=9.0)
+    first = (int(x[1]), int(x[0]), int(x[1])) if repeat else (int(x[1]), int(x[0]))
+    mb.add_row("a", first, (1.0, 2.0, 3.0)[: len(first)], hi=10.0)
+    mb.add_row("a", (int(x[0]), int(y[0]), int(z[0])), (1, 1, 1), lo=2.0, hi=2.0)
+    mb.add_row("b", (int(z[1]), int(y[1])), (0.5, -1.0), lo=-1.0)
+    mb.add_row("b", (), (), lo=0.0, hi=5.0)
+    mb.finalize()
+    mb.m.obj = pyo.Objective(expr=mb.vars[int(x[2])] + 2 * mb.vars[int(z[2])])
+    return mb, x, y, z
+
+
+def test_tiny_builder_model_same_highs_model_as_the_stock_interface():
+    """Hand-checked: the repeated x1 in r0 is one term with coefficient 1 + 3 = 4, placed
+    before x0 (its first appearance, although its id is higher); bounds are the variables' own intersected with their
+    domain's (y binary: [0, 1]; z [0.5, 9]; x2 unbounded above); a bound changed after
+    ``finalize`` (x1 ≤ 3) is what HiGHS gets, on both paths."""
+    from pyomo.contrib.solver.solvers.highs import Highs
+
+    mb, x, y, z = _tiny_builder_model()
+    mb.vars[int(x[1])].setub(3.0)
+    stock, fast = _loaded(Highs, mb.m), _loaded(fast_highs_class(), mb.m)
+    lp_s, lp_f = _lp(stock), _lp(fast)
+    for k in lp_s:
+        assert np.array_equal(lp_s[k], lp_f[k]), k
+    col = fast._pyomo_var_to_solver_var_map
+    c = {name: col[id(mb.vars[int(i)])] for name, i in (("x0", x[0]), ("x1", x[1]), ("y0", y[0]))}
+    start, index, value = lp_f["start"], lp_f["index"], lp_f["value"]
+    assert index[start[0] : start[1]].tolist() == [c["x1"], c["x0"]]
+    assert value[start[0] : start[1]].tolist() == [4.0, 2.0]
+    assert lp_f["row_lo"][1] == lp_f["row_hi"][1] == 2.0
+    assert lp_f["row_lo"][3] == 0.0 and lp_f["row_hi"][3] == 5.0
+    assert lp_f["col_hi"][c["x1"]] == 3.0 and lp_f["col_hi"][c["y0"]] == 1.0
+    assert np.isinf(lp_f["col_hi"][col[id(mb.vars[int(x[2])])]])
+    assert lp_f["col_lo"][col[id(mb.vars[int(z[0])])]] == 0.5
+    # y2 is in no row and not in the objective: never a column (as on the stock path);
+    # integer: x0, x1, x2, y0, y1 (5 of the 8 columns), z continuous
+    assert len(lp_f["integrality"]) == 8 and sum(lp_f["integrality"]) == 5
+
+
+def test_tiny_builder_model_with_a_fixed_variable_goes_the_stock_way():
+    """A fixed variable is a parameter to the stock interface (its value moves into the row
+    bounds): the fast path must not take such a model, and the two agree."""
+    from pyomo.contrib.solver.solvers.highs import Highs
+
+    mb, x, y, z = _tiny_builder_model(repeat=False)
+    mb.vars[int(y[0])].fix(1)
+    stock, fast = _loaded(Highs, mb.m), _loaded(fast_highs_class(), mb.m)
+    lp_s, lp_f = _lp(stock), _lp(fast)
+    for k in lp_s:
+        assert np.array_equal(lp_s[k], lp_f[k]), k
+    # r1: x0 + z0 = 2 − 1 (y0 fixed at 1)
+    assert lp_f["row_lo"][1] == lp_f["row_hi"][1] == 1.0
