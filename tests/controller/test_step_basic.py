@@ -175,3 +175,27 @@ def test_a_second_step_in_the_slot_with_a_new_forecast_reuses_the_model(tmp_path
     # the next slot (the horizon rolled): a new model
     sim_clock.set(r1.slot_start + timedelta(hours=1, minutes=1))
     assert c.step().metrics["model_reused"] is False
+
+
+def test_control_step_runs_with_the_collector_paused(tmp_path, sim_clock):
+    """builder.paused_gc around the step: off inside (seen from its observe phase), back on
+    after."""
+    import gc
+
+    gc.enable()
+    path = write_tiny(tmp_path, jobs=[])
+    c = make_controller(
+        path, sim_clock, tmp_path / "state", FakeFleet(load_config(path), sim_clock)
+    )
+    seen: list[bool] = []
+    observe = c.observe
+
+    def spy(errors):
+        seen.append(gc.isenabled())
+        return observe(errors)
+
+    c.observe = spy  # type: ignore[method-assign]
+    r = c.step()
+    assert r.status is StepStatus.OK, r.errors
+    assert seen == [False]
+    assert gc.isenabled()
