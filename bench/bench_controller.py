@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import hashlib
 import os
 import platform
@@ -166,10 +167,24 @@ def bench_l(window: int, controller: str = "") -> dict:
         queue.jobs = kept + new
         write_carbon(body, 0.2, 1)
         clock.set(START + timedelta(hours=1, minutes=1))
+        gc_s = [0.0, 0.0, 0.0]  # seconds of cyclic collections in the step, by generation
+        gc_t0 = [0.0]
+
+        def on_gc(phase: str, info: dict) -> None:
+            if phase == "start":
+                gc_t0[0] = time.perf_counter()
+            else:
+                gc_s[info["generation"]] += time.perf_counter() - gc_t0[0]
+
+        gc.callbacks.append(on_gc)
         t0, c0 = time.perf_counter(), time.process_time()
-        r2 = c.step()
+        try:
+            r2 = c.step()
+        finally:
+            gc.callbacks.remove(on_gc)
         out["step_s"] = time.perf_counter() - t0
         out["step_cpu_s"] = time.process_time() - c0  # this process, all its threads
+        out["step_gc_s"] = gc_s
         out["baseline"] = r2.metrics.get("baseline")
         out["phases"] = r2.phase_s
         out["solver"] = r2.solver_status
@@ -590,6 +605,107 @@ def l_only(a) -> int:
     return 0
 
 
+LT_HEADER = "## Controller L re-plan step, OLD vs NEW (`bench/bench_controller.py --l-trees`)"
+
+
+def ctl_args(a) -> list[str]:
+    return ["--controller", a.controller] if a.controller else []
+
+
+def tree_child(root: Path, label: str, args: list[str]) -> dict:
+    """``root``'s own ``bench/bench_controller.py --child ARGS`` (its greencpn on the path):
+    the JSON it prints last."""
+    import json
+
+    out = subprocess.run(
+        [sys.executable, str(root / "bench" / "bench_controller.py"), "--child", *args],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode:
+        raise RuntimeError(f"{label} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def l_trees(a) -> int:
+    """The L step (part 1) for ``--l-trees OLD_DIR`` and this tree, alternating OLD, NEW,
+    ``--runs`` rounds; each tree runs its own ``bench/bench_controller.py --child l`` (copy this
+    one into OLD to measure both the same way)."""
+
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    mach = machine()
+    trees = [("OLD", Path(a.l_trees).resolve()), ("NEW", ROOT)]
+    runs = []
+    for run in range(1, a.runs + 1):
+        for label, root in trees:
+            load0 = os.getloadavg()[0]
+            args = ["l", "--window", str(a.window)]
+            res = tree_child(root, label, [*args, *ctl_args(a)])
+            runs.append((f"{label} ({run})", res, load0, os.getloadavg()[0]))
+            print(label, run, f"{res['step_s']:.2f} s", file=sys.stderr, flush=True)
+    first = runs[0][1]
+    rows = [
+        ("whole step, wall s", lambda L: L["step_s"]),
+        ("whole step, CPU s (process_time)", lambda L: L["step_cpu_s"]),
+        (
+            "cyclic GC inside the step, s (gen 0 / 1 / 2)",
+            lambda L: "/".join(f"{x:.2f}" for x in L["step_gc_s"]) if "step_gc_s" in L else "—",
+        ),
+        *[(f"phase {k}", lambda L, k=k: L["phases"][k]) for k in first["phases"]],
+        *[
+            (f"optimise: {label}", lambda L, k=k: float(L["plan_solver"].get(k) or 0))
+            for k, label in (
+                ("build_s", "MILP build"),
+                ("handoff_s", "Pyomo→HiGHS hand-off"),
+                ("solve_s", "HiGHS"),
+                ("load_s", "solution into Pyomo"),
+                ("stability_rows_s", "stability rows"),
+                ("baselines_s", "baselines"),
+            )
+        ],
+        (
+            "optimise: kept placement",
+            lambda L: float((L["plan_solver"].get("kept_placement") or {}).get("s") or 0),
+        ),
+        ("first (cold) step, wall s", lambda L: L["first_step_s"]),
+        ("peak RSS MB", lambda L: L["peak_rss_mb"]),
+        ("executed objective", lambda L: L["executed_objective"]),
+        ("actions", lambda L: L["actions"]),
+        ("1-min load before → after", None),
+    ]
+    ctl = f"`[controller]` {a.controller!r}" if a.controller else "default `[controller]`"
+    lines = [
+        LT_HEADER,
+        "",
+        f"Machine: {mach}. Measured {when}. OLD = `{trees[0][1]}`, NEW = this tree, each run its "
+        f"own process, in the order of the columns; {ctl}. L re-plan step "
+        f"({first['nodes']:,} nodes, {first['jobs']:,} jobs, window_rounding_slots = "
+        f"{a.window}): one slot after a first step, {first['changed_jobs']} jobs changed and a "
+        "new forecast (±20 % noise); fakes, enforce mode, simulated clock. Target ≤ 6 s for the "
+        "whole step, stretch ≤ 3 s.",
+        "",
+        "| | " + " | ".join(r[0] for r in runs) + " |",
+        "|---" * (len(runs) + 1) + "|",
+    ]
+    for label, f in rows:
+        cells = []
+        for _, L, l0, l1 in runs:
+            if f is None:
+                cells.append(f"{l0:.1f} → {l1:.1f}")
+                continue
+            v = f(L)
+            cells.append(v if isinstance(v, str) else f"{v:,.3f}" if abs(v) < 100 else f"{v:,.2f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    if a.note:
+        lines += [a.note, ""]
+    _print_and_write(lines, LT_HEADER if a.write else None)
+    return 0
+
+
 EX_HEADER = (
     "## Controller step overhead, OLD vs NEW (`bench/bench_controller.py --example-compare`)"
 )
@@ -607,25 +723,8 @@ def example_compare(a) -> int:
         for label, root in trees:
             load0 = os.getloadavg()[0]
             t0 = datetime.now(UTC)
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    str(root / "bench" / "bench_controller.py"),
-                    "--child",
-                    "example",
-                    "--example-steps",
-                    str(a.example_steps),
-                    *(["--controller", a.controller] if a.controller else []),
-                ],
-                cwd=root,
-                env={**os.environ, "PYTHONPATH": str(root)},
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if out.returncode:
-                raise RuntimeError(f"{label} failed:\n{out.stderr[-3000:]}")
-            res = json.loads(out.stdout.strip().splitlines()[-1])
+            args = ["example", "--example-steps", str(a.example_steps)]
+            res = tree_child(root, label, [*args, *ctl_args(a)])
             rows.append((f"{label} ({run})", res, load0, os.getloadavg()[0], t0))
             print(label, run, json.dumps(res), file=sys.stderr)
     ms = lambda v: f"{1000 * v:.0f}"  # noqa: E731
@@ -710,10 +809,19 @@ def main() -> int:
         metavar="OLD_DIR",
         help="run only part 2 for the tree in OLD_DIR and this one, alternating (see the doc)",
     )
-    ap.add_argument("--runs", type=int, default=2, help="with --example-compare: rounds")
+    ap.add_argument(
+        "--l-trees",
+        metavar="OLD_DIR",
+        help="run only the L step for the tree in OLD_DIR and this one, alternating",
+    )
+    ap.add_argument(
+        "--runs", type=int, default=2, help="with --example-compare / --l-trees: rounds"
+    )
     a = ap.parse_args()
     if a.example_compare:
         return example_compare(a)
+    if a.l_trees:
+        return l_trees(a)
     if a.l_only:
         return l_only(a)
     if a.child:
