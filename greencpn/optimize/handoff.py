@@ -90,7 +90,7 @@ def fast_highs_class():
             variable, a mutable bound, a variable already added) returns False untouched:
             the stock path then handles or refuses it."""
             refs = self._referenced_variables
-            intervals: dict[int, tuple] = {}
+            intervals: dict[int, tuple] = {}  # id(domain) -> (domain kept alive, interval)
             recs = []
             for v in variables:
                 lb, ub = v._lb, v._ub
@@ -102,11 +102,12 @@ def fast_highs_class():
                 ):
                     return False
                 d = v.domain
-                iv = intervals.get(id(d))
-                if iv is None:
-                    iv = intervals[id(d)] = d.get_interval()
-                    if iv[2] not in (0, 1):
+                got = intervals.get(id(d))
+                if got is None:
+                    got = intervals[id(d)] = (d, d.get_interval())
+                    if got[1][2] not in (0, 1):
                         return False
+                iv = got[1]
                 recs.append((v, lb, ub, iv, v.value))
             import highspy
 
