@@ -75,14 +75,6 @@ def objective_bound_valid(inp: PlanInputs) -> bool:
     )
 
 
-def _per_pool(
-    inp: PlanInputs, cand: np.ndarray, lv_c: np.ndarray, field: str, F: int
-) -> np.ndarray:
-    """[C, F] each candidate pool's value of ``field`` (per level) at its level, every step."""
-    vals = np.array([getattr(inp.pools[p], field)[lv] for p, lv in zip(cand, lv_c, strict=True)])
-    return np.repeat(vals[:, None], F, axis=1)
-
-
 def place_jobs(
     inp: PlanInputs,
     nodes_on: np.ndarray,
@@ -262,6 +254,12 @@ def place_jobs(
         )
         for p in inp.pools
     ]
+    # the same per rank as a table: [P, ranks] level, its throughput and extra power (a pool
+    # with fewer levels repeats its last): rank_levels reads rows of it
+    n_rank = max(len(o) for o in eff_order)
+    rank_lv = np.array([[o[min(rk, len(o) - 1)] for rk in range(n_rank)] for o in eff_order])
+    rank_thr = np.array([p.level_thr[rank_lv[i]] for i, p in enumerate(inp.pools)])
+    rank_ext = np.array([p.level_extra_kw[rank_lv[i]] for i, p in enumerate(inp.pools)])
 
     def add_runs(j: int, p: int, steps, fracs, sign: float = 1.0) -> None:
         g = inp.jobs[j].gpus
@@ -540,13 +538,13 @@ def place_jobs(
                 def rank_levels(rk: int, cand=cand, capc=capc):
                     """Each candidate pool's rk-th most efficient level, and the chooser's
                     arrays at it (pools whose slots run another level cannot take the job)."""
-                    lv_c = np.array([eff_order[p][min(rk, len(eff_order[p]) - 1)] for p in cand])
+                    lv_c = rank_lv[cand, min(rk, n_rank - 1)]
                     ok = (lvl_set[cand] == -1) | (lvl_set[cand] == lv_c[:, None])  # [C, T2]
                     return lv_c, dict(
-                        thr=_per_pool(inp, cand, lv_c, "level_thr", F),
+                        thr=np.repeat(rank_thr[cand, min(rk, n_rank - 1)][:, None], F, axis=1),
                         gpu_cost=gpu_cost[cand],
                         cap=np.where(np.repeat(ok, k, axis=1), capc, -1.0),
-                        extra_kw=_per_pool(inp, cand, lv_c, "level_extra_kw", F),
+                        extra_kw=np.repeat(rank_ext[cand, min(rk, n_rank - 1)][:, None], F, axis=1),
                         head=head[site_of[cand]],
                     )
 
