@@ -94,6 +94,7 @@ def run_one(
         out["fluid_bound"] = doc["executed"]["milp_bound"]
         out["budget_overrun_kwh"] = doc["totals"]["budget_overrun_kwh"]
         out["optimised_placement_carbon_kg"] = s["optimised_placement_totals"]["carbon_kg"]
+        out["abandoned"] = s.get("abandoned")
         for key in ("carbon_aware_greedy", "shutdown_idle", "carbon_agnostic"):
             b = doc["baselines"][key]
             out[f"{key}_carbon_kg"] = b["carbon_kg"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from greencpn.optimize.improve import improve_schedule
 from greencpn.optimize.inputs import PlanInputs
 from greencpn.optimize.jobcaps import recap_jobs
 from greencpn.optimize.milp import MilpSolution, PlanModel
-from greencpn.optimize.placement import place_jobs
+from greencpn.optimize.placement import PlacementAbandoned, place_jobs
 from greencpn.optimize.repair import repair_nodes
 from greencpn.optimize.schedule import NodeAnchor, Schedule
 from greencpn.optimize.stability import Anchor, kept_runs
@@ -148,6 +149,37 @@ def improved_candidates(inp: PlanInputs, cands: list) -> tuple[list, list[dict]]
     return out, info
 
 
+def abandon_threshold(incumbent: float, reinserted: bool) -> float | None:
+    """The objective a candidate still being built must stay under to matter, given the best
+    score of the candidates built so far (``incumbent``): a candidate above it can neither be
+    the plan (the plan is the lowest score, and a score is the objective plus a stability
+    cost ≥ 0) nor, when the re-insertion pass runs (``reinserted``), the MILP-guided placement
+    it re-inserts (only within ``IMPROVE_SKIP_RATIO`` × the best; the best only falls as more
+    candidates are built). Passed as ``abandon_above`` to
+    :func:`~greencpn.optimize.placement.place_jobs`; None (no bound) before any candidate."""
+    if not np.isfinite(incumbent):
+        return None
+    return incumbent * (IMPROVE_SKIP_RATIO if reinserted else 1.0)
+
+
+def no_later_pass(last: bool, t_start: float, budget_s: float) -> Callable[[], bool]:
+    """``abandon_when`` of a feedback pass: true when no later pass will be built from this
+    one — it is the ``last``, or the passes' budget (``budget_s`` since ``t_start``) is spent
+    already, so the loop's check before the next pass stops it."""
+    return lambda: last or time.perf_counter() - t_start > budget_s
+
+
+def abandon_record(name: str, i_pass: int, ab: PlacementAbandoned, above: float | None) -> dict:
+    """plan.json ``solver.abandoned`` entry: a candidate pass stopped by its lower bound."""
+    return {
+        "name": name,
+        "pass": i_pass,
+        "lower_bound": round(ab.lower_bound, 6),
+        "abandon_above": round(float(above or 0.0), 6),
+        "jobs_placed_before": ab.jobs_done,
+    }
+
+
 def job_orders(inp: PlanInputs) -> dict[str, list[int]]:
     """Orders the placement tries. Largest jobs first packs rigid jobs best (measured on the
     example: 17 % lower objective than earliest deadline first); EDF protects tight deadlines."""
@@ -216,11 +248,22 @@ def place_and_repair(
     sol: MilpSolution,
     max_passes: int = 8,
     node_anchor: NodeAnchor | None = None,
+    abandon_above: float | None = None,
+    abandoned: list[dict] | None = None,
 ):
     """Stage 2. Place jobs in each order of :func:`job_orders`, repair their nodes and keep the
     one with the lower carbon + cost; then a feedback loop — when the node repair (min up, start-up energy) pushes a site over its
     budget, or a job ends late, place again with that energy held back and the late jobs first.
-    Keeps the best pass by the objective."""
+    Keeps the best pass by the objective.
+
+    ``abandon_above``: the objective a feedback pass must stay under to matter (see
+    :func:`abandon_threshold`). A pass is stopped
+    (:class:`~greencpn.optimize.placement.PlacementAbandoned`, recorded in ``abandoned``) once
+    its lower bound exceeds it *and* no later pass can be built from it — the last pass, or
+    the passes' time budget already spent (the next pass would not start): each pass is built
+    from the previous one's overrun and late jobs, and a later one may well win (a pass that
+    leaves a job unserved can be followed by one that serves it). The first pass of each order
+    is always built (it picks the order)."""
     guide = work_by_group(inp, model, sol)
     ranked = []
     orders = job_orders(inp)
@@ -257,15 +300,26 @@ def place_and_repair(
         if i == 0:
             sched, n, u, d, ev = first_pass
         else:
-            sched = place_jobs(
-                inp,
-                sol.n,
-                sol.level,
-                mode="plan",
-                guide=guide,
-                reserve_kwh=reserve,
-                job_order=order,
-            )
+            try:
+                sched = place_jobs(
+                    inp,
+                    sol.n,
+                    sol.level,
+                    mode="plan",
+                    guide=guide,
+                    reserve_kwh=reserve,
+                    job_order=order,
+                    abandon_above=abandon_above,
+                    abandon_when=no_later_pass(
+                        i == max_passes - 1, t_start, PLACEMENT_PASSES_BUDGET_S
+                    ),
+                )
+            except PlacementAbandoned as ab:
+                if abandoned is not None:
+                    abandoned.append(
+                        abandon_record(f"optimised placement ({name})", i, ab, abandon_above)
+                    )
+                break
             n, u, d = repair_nodes(inp, sched, anchor=node_anchor)
             ev = evaluate(inp, sched, n, u)
         late = [j for j in range(len(inp.jobs)) if ev.job_late_h[j] > 1e-6]

@@ -18,6 +18,8 @@ exact (see the comments in the code).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from greencpn.optimize.inputs import JobIn
@@ -50,6 +52,7 @@ def _best_option(
     extra_cost=None,
     score=None,
     table: bool = False,
+    span: float | None = None,
 ):
     """Cheapest (pool, steps, fractions) for one job among candidate pools, or None.
 
@@ -63,6 +66,13 @@ def _best_option(
     ``finish`` (contiguous, earliest end).
     """
     g = job.gpus
+    if mode == "greedy" and span is None and 0 <= D < T2 - 1:
+        return _greedy_prefix(
+            job=job, W=W, r=r, D=D, T=T, T2=T2, tidx=tidx, thr=thr, gpu_cost=gpu_cost,
+            n_free=n_free, alloc=alloc, gpn=gpn, cap=cap, extra_kw=extra_kw, pue=pue,
+            idle_kw=idle_kw, head=head, dt=dt, w_late=w_late, extra_cost=extra_cost,
+            score=score, table=table,
+        )  # fmt: skip
     rate = g * thr * dt  # [C, T2] work per full step
     fits = (alloc + g <= cap + 1e-9) & (tidx[None, :] >= r)
     free_gpus = n_free * gpn[:, None] - alloc
@@ -124,7 +134,8 @@ def _best_option(
     target = C[:, :-1] + W  # [C, T2] work level to reach when starting at s
     # e = number of full slots needed: first index i with C[i+1] >= target
     # one searchsorted for all rows: lift row i by i·span so the rows stay sorted end to end
-    span = float(C[:, -1].max() + W + 1.0)
+    if span is None:
+        span = float(C[:, -1].max() + W + 1.0)
     lift = np.arange(nc)[:, None] * span
     found = np.searchsorted((C + lift).ravel(), (target - 1e-9 + lift).ravel(), side="left")
     end_idx = found.reshape(target.shape) - np.arange(nc)[:, None] * (T2 + 1) - 1
@@ -172,3 +183,30 @@ def _best_option(
     if fr[-1] <= 1e-12 and slots.size > 1:
         slots, fr = slots[:-1], fr[:-1]
     return c, slots, fr
+
+
+def _greedy_prefix(*, T2: int, D: int, W: float, table: bool, **kw):
+    """``greedy`` on the steps up to the deadline only: its windows must end by step ``D``, so
+    no step after it is part of any. The same figures bit for bit as on the whole timeline:
+    every running sum (work, cost, misfits) is a prefix of the whole one (``np.cumsum`` adds
+    left to right), and the rows' lift in the one ``searchsorted`` is the whole timeline's
+    (``span``). With ``table`` the arrays are widened back to ``T2`` steps (inf: no window)."""
+    hi = D + 1
+    job, dt = kw["job"], kw["dt"]
+    rate_full = job.gpus * kw["thr"] * dt
+    span = float(np.cumsum(rate_full, axis=1)[:, -1].max() + W + 1.0)
+    cut: dict[str, Any] = {
+        key: (val[:, :hi] if isinstance(val, np.ndarray) and val.ndim == 2 else val)
+        for key, val in kw.items()
+    }
+    cut["tidx"] = kw["tidx"][:hi]
+    out = _best_option(**cut, T2=hi, D=D, W=W, mode="greedy", table=table, span=span)
+    if not table:
+        return out
+    tot, e_i, fr = out
+    nc = tot.shape[0]
+    tot_f = np.full((nc, T2), np.inf)
+    e_f = np.zeros((nc, T2), dtype=e_i.dtype)
+    fr_f = np.zeros((nc, T2))
+    tot_f[:, :hi], e_f[:, :hi], fr_f[:, :hi] = tot, e_i, fr
+    return tot_f, e_f, fr_f

@@ -30,6 +30,7 @@ with its own risk, not a move (issue 13).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -52,12 +53,26 @@ from greencpn.optimize.schedule import (
 BUDGET_RETRIES = 6
 
 
-def _per_pool(
-    inp: PlanInputs, cand: np.ndarray, lv_c: np.ndarray, field: str, F: int
-) -> np.ndarray:
-    """[C, F] each candidate pool's value of ``field`` (per level) at its level, every step."""
-    vals = np.array([getattr(inp.pools[p], field)[lv] for p, lv in zip(cand, lv_c, strict=True)])
-    return np.repeat(vals[:, None], F, axis=1)
+class PlacementAbandoned(Exception):
+    """:func:`place_jobs` stopped early: a valid lower bound on the evaluated objective of the
+    schedule it was building (``lower_bound``) already exceeded ``abandon_above``, so that
+    schedule could not have been the plan (see :func:`unserved_lower_bound`)."""
+
+    def __init__(self, lower_bound: float, jobs_done: int) -> None:
+        super().__init__(f"placement abandoned: lower bound {lower_bound:,.2f}")
+        self.lower_bound = lower_bound
+        self.jobs_done = jobs_done
+
+
+def objective_bound_valid(inp: PlanInputs) -> bool:
+    """Every term of :func:`~greencpn.optimize.evaluate.evaluate`'s objective other than the
+    unserved work is ≥ 0 (non-negative intensities and prices): only then is the unserved
+    term alone a lower bound on the objective."""
+    return all(
+        np.all(np.asarray(s_.intensity_g_per_kwh) >= 0)
+        and np.all(np.asarray(s_.price_per_kwh) >= 0)
+        for s_ in inp.sites
+    )
 
 
 def place_jobs(
@@ -73,6 +88,8 @@ def place_jobs(
     guide: np.ndarray | None = None,
     reserve_kwh: np.ndarray | None = None,
     fixed: dict[int, tuple[int, list[int]] | tuple[int, list[int], list[float]]] | None = None,
+    abandon_above: float | None = None,
+    abandon_when: Callable[[], bool] | None = None,
 ) -> Schedule:
     """Place every job on one pool.
 
@@ -97,6 +114,18 @@ def place_jobs(
             whose steps no longer fit (GPUs, budget) or no longer deliver its work is placed
             like any other. A third element, the busy fraction per kept step (the plan's
             exact runs), is used as it is when those steps still deliver exactly its work.
+        abandon_above: stop with :class:`PlacementAbandoned` as soon as a lower bound on the
+            evaluated objective of the schedule being built exceeds this (the objective the
+            schedule would have to beat to matter). The bound, counted after each job is
+            placed: ``unserved_weight_per_gpu_h`` × the work that can no longer be served
+            inside the horizon — a job's whole required work when it found no option, else
+            what its steps inside the horizon cannot deliver even at the pool's fastest level
+            (a job's steps only ever shrink later: re-timing keeps a prefix of them). Every
+            other term of the objective is ≥ 0 (checked: :func:`objective_bound_valid`; else
+            no bound is used). None: place every job.
+        abandon_when: a condition the caller adds (asked only once the bound is above
+            ``abandon_above``; the placement goes on while it is false): e.g. that no later
+            pass will be built from this one.
     """
     P, T = len(inp.pools), inp.T
     T2 = extension_slots(inp)
@@ -225,6 +254,12 @@ def place_jobs(
         )
         for p in inp.pools
     ]
+    # the same per rank as a table: [P, ranks] level, its throughput and extra power (a pool
+    # with fewer levels repeats its last): rank_levels reads rows of it
+    n_rank = max(len(o) for o in eff_order)
+    rank_lv = np.array([[o[min(rk, len(o) - 1)] for rk in range(n_rank)] for o in eff_order])
+    rank_thr = np.array([p.level_thr[rank_lv[i]] for i, p in enumerate(inp.pools)])
+    rank_ext = np.array([p.level_extra_kw[rank_lv[i]] for i, p in enumerate(inp.pools)])
 
     def add_runs(j: int, p: int, steps, fracs, sign: float = 1.0) -> None:
         g = inp.jobs[j].gpus
@@ -401,12 +436,44 @@ def place_jobs(
         kept.add(j)
         work_of[j] = W
         place(j, p, st.tolist(), frk.tolist())
+    use_bound = abandon_above is not None and objective_bound_valid(inp)
+    w_unserved = obj.unserved_weight_per_gpu_h
+    thr_max = np.array([float(p.level_thr.max()) for p in inp.pools])
+    lower_bound = 0.0
+    n_done = 0
+
+    def count_bound(j: int) -> None:
+        """Add job j's share of the lower bound (see ``abandon_above``); stop when above."""
+        nonlocal lower_bound, n_done
+        job = inp.jobs[j]
+        n_done += 1
+        if placed[j] < 0:
+            short = job.required_gpu_h
+        else:
+            inside = sum(1 for t, _ in fine_runs[j] if t < T * k)
+            short = job.required_gpu_h - job.gpus * thr_max[placed[j]] * dt * inside
+        if short > 1e-6:  # evaluate() charges a job's unserved work above 1e-6 GPU-h
+            lower_bound += w_unserved * short
+        if lower_bound > abandon_above * (1.0 + 1e-9) + 1e-9 and (  # type: ignore[operator]
+            abandon_when is None or abandon_when()
+        ):
+            raise PlacementAbandoned(float(lower_bound), n_done)
+
+    if use_bound:
+        for j in kept:
+            count_bound(j)
+    pending: int | None = None  # the job placed (or not) in the previous iteration
     for j in job_order:
+        if pending is not None:
+            count_bound(pending)
+            pending = None
         job = inp.jobs[j]
         if job.required_gpu_h <= 0 or job.release_slot >= T:
             continue  # nothing has to happen inside this horizon: deferred
         if j in kept:
             continue
+        if use_bound:
+            pending = j
         key = (job.sites, job.gpus)
         cand = candidates.get(key)
         if cand is None:
@@ -471,13 +538,13 @@ def place_jobs(
                 def rank_levels(rk: int, cand=cand, capc=capc):
                     """Each candidate pool's rk-th most efficient level, and the chooser's
                     arrays at it (pools whose slots run another level cannot take the job)."""
-                    lv_c = np.array([eff_order[p][min(rk, len(eff_order[p]) - 1)] for p in cand])
+                    lv_c = rank_lv[cand, min(rk, n_rank - 1)]
                     ok = (lvl_set[cand] == -1) | (lvl_set[cand] == lv_c[:, None])  # [C, T2]
                     return lv_c, dict(
-                        thr=_per_pool(inp, cand, lv_c, "level_thr", F),
+                        thr=np.repeat(rank_thr[cand, min(rk, n_rank - 1)][:, None], F, axis=1),
                         gpu_cost=gpu_cost[cand],
                         cap=np.where(np.repeat(ok, k, axis=1), capc, -1.0),
-                        extra_kw=_per_pool(inp, cand, lv_c, "level_extra_kw", F),
+                        extra_kw=np.repeat(rank_ext[cand, min(rk, n_rank - 1)][:, None], F, axis=1),
                         head=head[site_of[cand]],
                     )
 
@@ -692,4 +759,6 @@ def place_jobs(
             ban[ci] |= ban_mask(p, np.nonzero(worse)[0] // k, steps)
             if attempt == retries - 1:
                 ban[:] = False  # every try added overrun: the first choice, as before
+    if pending is not None:
+        count_bound(pending)
     return schedule_from_fine(inp, fine_runs, placed, alloc, busy, lev, k, T2)

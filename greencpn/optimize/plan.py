@@ -11,9 +11,10 @@ This module keeps the sequencing (:func:`make_plan`, :func:`finish_plan`, the sa
 (:mod:`greencpn.optimize.candidates`), the report's baselines
 (:mod:`greencpn.optimize.baselines`), the plan document (:mod:`greencpn.optimize.document`).
 
-Size (~610 lines, about the ~600 of issue 13): :func:`finish_plan` is one sequence (~280
-lines: candidates, their competition, the job-level MILP, the diagnostics) that reads best
-unbroken; every step it calls lives in the modules above.
+Size (~665 lines, above the ~600 of issue 13): :func:`finish_plan` is one sequence (~320
+lines: candidates, the incumbent their passes are abandoned against, their competition, the
+job-level MILP, the diagnostics) that reads best unbroken; every step it calls lives in the
+modules above.
 """
 
 from __future__ import annotations
@@ -37,10 +38,13 @@ from greencpn.optimize.candidates import (
     INCREMENTAL_MIN_SHARE,
     KEPT,
     LEVELS_BUDGET_S,
+    abandon_record,
+    abandon_threshold,
     improved_candidates,
     job_caps_pass,
     job_orders,
     kept_candidate,
+    no_later_pass,
     place_and_repair,
 )
 from greencpn.optimize.checks import run_checks
@@ -50,7 +54,7 @@ from greencpn.optimize.evaluate import Evaluation, evaluate
 from greencpn.optimize.inputs import PlanInputs, build_inputs, deadband
 from greencpn.optimize.joblevel import joblevel_size, solve_joblevel
 from greencpn.optimize.milp import MilpSolution, PlanModel, SolveOutcome, SolveStatus
-from greencpn.optimize.placement import place_jobs
+from greencpn.optimize.placement import PlacementAbandoned, place_jobs
 from greencpn.optimize.repair import repair_nodes
 from greencpn.optimize.residency import check_residency
 from greencpn.optimize.schedule import Schedule
@@ -428,17 +432,6 @@ def finish_plan(
         and kept[6] >= INCREMENTAL_MIN_SHARE * max(1, len(inp.jobs))
     )
     kept_info["incremental"] = incremental_now
-    log.info("progress: placement")
-    t0 = time.perf_counter()
-    if incremental_now:
-        assert kept is not None
-        sched, n, u, d, executed = kept[:5]
-        chosen = KEPT
-    else:
-        sched, n, u, d, executed = place_and_repair(inp, model, sol, node_anchor=node_anchor)
-        chosen = "optimised placement"
-        cands.append((executed.objective, chosen, (sched, n, u, d, executed)))
-    placement_s = time.perf_counter() - t0
     # More executable candidates, the best by the objective is the plan (the summary says
     # which): the job-level MILP where it is small enough to solve in seconds, and the
     # carbon-aware greedy schedule as a floor (the plan never scores worse than it).
@@ -455,6 +448,63 @@ def finish_plan(
     baselines_s = time.perf_counter() - t1
     base_eval = {k: all_base[k] for k in report_which}
     base_scheds = {k: all_scheds[k] for k in report_which}
+    # the greedy and FIFO candidates are built first (they are the report's baselines anyway):
+    # their scores are the incumbent a candidate still being placed must beat to matter
+    # (abandon_threshold); they join the candidate list below, in the place they always had
+    late_cands: list = []
+    greedy_repair_s = fifo_repair_s = 0.0
+    if not anchored:
+        greedy = all_base["carbon_aware_greedy"]
+        g_sched, g_n, g_u = all_scheds["carbon_aware_greedy"]
+        prev = np.concatenate([np.array([[p.initial_on] for p in inp.pools]), g_n[:, :-1]], axis=1)
+        g_d = np.maximum(0, prev - g_n)  # starts and stops never share a slot (net_switches)
+        if node_anchor is not None:
+            tg = time.perf_counter()
+            g_n, g_u, g_d = repair_nodes(inp, g_sched, anchor=node_anchor)
+            greedy = evaluate(inp, g_sched, g_n, g_u)
+            greedy_repair_s = time.perf_counter() - tg
+        late_cands.append(
+            (greedy.objective, "carbon-aware greedy", (g_sched, g_n, g_u, g_d, greedy))
+        )
+        # FIFO at release, idle nodes off, spilling to the next allowed site, late jobs retried
+        # first (the shutdown-idle baseline's schedule): on a loaded fleet with binding budgets
+        # it can finish every job on time where the carbon-aware placements cannot (issue 11.3)
+        f_sched, f_n, f_u = all_scheds["shutdown_idle"]
+        fifo = all_base["shutdown_idle"]
+        prev = np.concatenate([np.array([[p.initial_on] for p in inp.pools]), f_n[:, :-1]], axis=1)
+        f_d = np.maximum(0, prev - f_n)
+        if node_anchor is not None:
+            tf = time.perf_counter()
+            f_n, f_u, f_d = repair_nodes(inp, f_sched, anchor=node_anchor)
+            fifo = evaluate(inp, f_sched, f_n, f_u)
+            fifo_repair_s = time.perf_counter() - tf
+        late_cands.append((fifo.objective, FIFO, (f_sched, f_n, f_u, f_d, fifo)))
+    incumbent = math.inf
+    for obj_, _name, cand in [*cands, *late_cands]:
+        stab = 0.0 if anchor is None else stability_cost(inp, anchor, cand[0], cand[1])
+        incumbent = min(incumbent, obj_ + stab)
+    reinserted = improve and not anchored and anchor is None
+    abandoned: list[dict] = []
+    log.info("progress: placement")
+    t0 = time.perf_counter()
+    if incremental_now:
+        assert kept is not None
+        sched, n, u, d, executed = kept[:5]
+        chosen = KEPT
+    else:
+        sched, n, u, d, executed = place_and_repair(
+            inp,
+            model,
+            sol,
+            node_anchor=node_anchor,
+            abandon_above=abandon_threshold(incumbent, reinserted),
+            abandoned=abandoned,
+        )
+        chosen = "optimised placement"
+        cands.append((executed.objective, chosen, (sched, n, u, d, executed)))
+        stab_opt = 0.0 if anchor is None else stability_cost(inp, anchor, sched, n)
+        incumbent = min(incumbent, executed.objective + stab_opt)
+    placement_s = time.perf_counter() - t0
     log.info("progress: candidates (per-job cap levels, job-level MILP, greedy)")
     if incremental_now:
         diagnostics.append(
@@ -477,9 +527,24 @@ def finish_plan(
                 break
             # jobs found late go first in the next pass, and the energy by which the node
             # repair (min up, start-ups) went over a budget is held back there
-            s_lv = place_jobs(
-                inp, spare_on, sol.level, mode="levels", job_order=order, reserve_kwh=reserve
-            )
+            try:
+                s_lv = place_jobs(
+                    inp,
+                    spare_on,
+                    sol.level,
+                    mode="levels",
+                    job_order=order,
+                    reserve_kwh=reserve,
+                    abandon_above=abandon_threshold(incumbent, False),
+                    # only a pass no later one is built from: the last, or the budget spent
+                    abandon_when=no_later_pass(i_pass == 2, t3, LEVELS_BUDGET_S),
+                )
+            except PlacementAbandoned as ab:
+                # cannot be the plan, and no later pass of this order would be built
+                lname = f"placement with per-job cap levels ({oname})"
+                above = abandon_threshold(incumbent, False)
+                abandoned.append(abandon_record(lname, i_pass, ab, above))
+                break
             n_lv, u_lv, d_lv = repair_nodes(inp, s_lv, anchor=node_anchor)
             ev_lv = evaluate(inp, s_lv, n_lv, u_lv)
             over = ev_lv.budget_overrun_kwh
@@ -491,6 +556,8 @@ def finish_plan(
                     (s_lv, n_lv, u_lv, d_lv, ev_lv),
                 )
             )
+            stab_lv = 0.0 if anchor is None else stability_cost(inp, anchor, s_lv, n_lv)
+            incumbent = min(incumbent, ev_lv.objective + stab_lv)
             late = {j for j in range(len(inp.jobs)) if ev_lv.job_late_h[j] > 1e-6}
             if (not late or late <= first) and over.sum() <= 1e-6:
                 break
@@ -499,31 +566,7 @@ def finish_plan(
                 j for j in base_order if j not in first
             ]
     levels_s = time.perf_counter() - t3
-    greedy_repair_s = fifo_repair_s = 0.0
-    if not anchored:
-        greedy = all_base["carbon_aware_greedy"]
-        g_sched, g_n, g_u = all_scheds["carbon_aware_greedy"]
-        prev = np.concatenate([np.array([[p.initial_on] for p in inp.pools]), g_n[:, :-1]], axis=1)
-        g_d = np.maximum(0, prev - g_n)  # starts and stops never share a slot (net_switches)
-        if node_anchor is not None:
-            tg = time.perf_counter()
-            g_n, g_u, g_d = repair_nodes(inp, g_sched, anchor=node_anchor)
-            greedy = evaluate(inp, g_sched, g_n, g_u)
-            greedy_repair_s = time.perf_counter() - tg
-        cands.append((greedy.objective, "carbon-aware greedy", (g_sched, g_n, g_u, g_d, greedy)))
-        # FIFO at release, idle nodes off, spilling to the next allowed site, late jobs retried
-        # first (the shutdown-idle baseline's schedule): on a loaded fleet with binding budgets
-        # it can finish every job on time where the carbon-aware placements cannot (issue 11.3)
-        f_sched, f_n, f_u = all_scheds["shutdown_idle"]
-        fifo = all_base["shutdown_idle"]
-        prev = np.concatenate([np.array([[p.initial_on] for p in inp.pools]), f_n[:, :-1]], axis=1)
-        f_d = np.maximum(0, prev - f_n)
-        if node_anchor is not None:
-            tf = time.perf_counter()
-            f_n, f_u, f_d = repair_nodes(inp, f_sched, anchor=node_anchor)
-            fifo = evaluate(inp, f_sched, f_n, f_u)
-            fifo_repair_s = time.perf_counter() - tf
-        cands.append((fifo.objective, FIFO, (f_sched, f_n, f_u, f_d, fifo)))
+    cands.extend(late_cands)
     improve_info: list[dict] = []
     t4 = time.perf_counter()
     if improve and not anchored and anchor is None:
@@ -655,6 +698,8 @@ def finish_plan(
     # the FIFO candidate's node repair against the anchor (a HiGHS solve) and its pricing
     outcome_dict["fifo_anchor_repair_s"] = fifo_repair_s
     outcome_dict["candidates"] = cand_info
+    # candidate passes stopped early: their lower bound was already above what they had to beat
+    outcome_dict["abandoned"] = abandoned
     outcome_dict["reinsertion"] = {"s": improve_s, "runs": improve_info}
     outcome_dict["job_caps"] = jobcaps_info
     log.info("progress: plan document")

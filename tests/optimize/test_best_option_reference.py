@@ -188,3 +188,27 @@ def test_more_work_than_the_fitting_steps_hold_has_no_option(checkpointable):
     assert fitting < everything  # some steps do not fit
     kw["W"] = (fitting + everything) / 2
     assert _best_option(**kw, mode="plan") is None
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_greedy_on_the_steps_up_to_the_deadline_is_bit_for_bit_the_whole_timeline(seed):
+    """``greedy`` windows must end by the deadline, so the chooser reads only the steps up to
+    it. Given the whole timeline's lift (``span``), the full computation is run instead: every
+    window's price, last step and fraction agree exactly, not just to a tolerance."""
+    kw = _case(seed)
+    assert kw["D"] < F - 1  # the steps after the deadline are cut
+    rate = kw["job"].gpus * kw["thr"] * kw["dt"]
+    span = float(np.cumsum(rate, axis=1)[:, -1].max() + kw["W"] + 1.0)
+    cut = _best_option(**kw, mode="greedy", table=True)
+    whole = _best_option(**kw, mode="greedy", table=True, span=span)
+    tot_c, tot_w = cut[0], whole[0]
+    assert np.array_equal(tot_c, tot_w)  # inf where no window, the same floats elsewhere
+    ok = np.isfinite(tot_w)
+    assert np.array_equal(cut[1][ok], whole[1][ok]) and np.array_equal(cut[2][ok], whole[2][ok])
+    assert np.isinf(tot_w[:, kw["D"] + 1 :]).all()  # no window starts after the deadline
+    pick_c = _best_option(**kw, mode="greedy")
+    pick_w = _best_option(**kw, mode="greedy", span=span)
+    assert (pick_c is None) == (pick_w is None)
+    if pick_c is not None:
+        assert pick_c[0] == pick_w[0]
+        assert np.array_equal(pick_c[1], pick_w[1]) and np.array_equal(pick_c[2], pick_w[2])
