@@ -11,10 +11,10 @@ This module keeps the sequencing (:func:`make_plan`, :func:`finish_plan`, the sa
 (:mod:`greencpn.optimize.candidates`), the report's baselines
 (:mod:`greencpn.optimize.baselines`), the plan document (:mod:`greencpn.optimize.document`).
 
-Size (~705 lines, above the ~600 of issue 13; make_plan is a thin wrapper pausing the collector around _make_plan): :func:`finish_plan` is one sequence (~320
-lines: candidates, the incumbent their passes are abandoned against, their competition, the
-job-level MILP, the diagnostics) that reads best unbroken; every step it calls lives in the
-modules above.
+Size (~705 lines, above the ~600 of issue 13; :func:`make_plan` is a thin wrapper pausing the
+collector around ``_make_plan``): :func:`finish_plan` is one sequence (~320 lines: candidates,
+the incumbent their passes are abandoned against, their competition, the job-level MILP, the
+diagnostics) that reads best unbroken; every step it calls lives in the modules above.
 """
 
 from __future__ import annotations
