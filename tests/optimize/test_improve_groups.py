@@ -181,3 +181,25 @@ def test_a_whole_slot_schedule_reads_as_the_same_runs_on_the_placement_grid(flee
     got = fine_runs_of(partial)
     assert [t for t, _ in got[0]] == [0, 1, 2, 3, 4, 5, 6] and got[1] == []
     assert [f for _, f in got[0]] == pytest.approx([1.0] * 6 + [0.4])
+
+
+def test_the_packer_reads_every_placed_job_after_an_unplaced_one(fleet):
+    """Job ``later`` (released 02:00, due 08:00, past the 3-slot horizon) needs no work inside
+    it and is not placed (pool −1, no runs); job ``b`` after it (1 GPU-h, due 02:00) runs in
+    slot 0 at 100 g/kWh. The packer must still read ``b``: its work 1 GPU-h, its window the
+    steps before its deadline (0–7 at 4 steps per slot), its busy cost 0.3 kWh × 100 g =
+    0.03 kg; the estimate adds the node's hour, 0.1 kWh × 100 g = 0.01 kg → 0.04."""
+    path = fleet(
+        carbon={"Z": [100, 200, 300]},
+        sites=ONE_SITE,
+        pools=pool(gpn=2),
+        jobs=[job("later", work=4.0, release=2, deadline=8), job("b", release=0, deadline=2)],
+    )
+    inp = inputs(path)
+    s0 = _asap(inp)
+    assert s0.pool.tolist() == [-1, 0] and s0.fine_runs[0] == []
+    pk = Packer(inp, s0, None, None)
+    assert pk.work.tolist() == pytest.approx([0.0, 1.0])
+    assert pk.window == [(0, 0), (0, 8)]
+    assert pk.jcost.tolist() == pytest.approx([0.0, 0.03])
+    assert pk.estimate() == pytest.approx(0.04)

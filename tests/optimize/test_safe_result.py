@@ -57,3 +57,6 @@ def test_a_failed_node_stays_off_in_the_priced_safe_plan(
     assert {s["nodes_on"] for s in res.document["pools"][0]["slots"]} == {1}
     start = {j["id"]: j["start"] for j in res.document["jobs"]}
     assert start == {"j1": "2026-01-05T00:00:00Z", "j2": "2026-01-05T01:00:00Z"}
+    # no trade-off solves without an incumbent: plan.json's "tradeoff" is still the list that
+    # docs/plan-schema.md documents, empty (not null)
+    assert res.tradeoff == [] and res.document["tradeoff"] == []

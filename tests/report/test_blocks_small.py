@@ -162,3 +162,88 @@ def test_render_makes_missing_parent_folders(tiny_plan: dict[str, Any], tmp_path
     out = tmp_path / "a" / "b" / "report"
     paths = render_report(tiny_plan, out)
     assert paths["md"].parent == out and paths["md"].exists()
+
+
+# --- seed-20261204 sample (bench/results/mutation.md, session 11): the site table, the energy
+# breakdown rows and the safe-plan paragraph, each against values worked out by hand
+
+
+def test_site_table_under_its_heading_every_cell_by_hand(tiny_plan: dict[str, Any]) -> None:
+    """The "Sites" table, found under its own ``h2`` heading, with every cell by hand.
+
+    oslo (PUE 1.1, 0.10 per kWh): IT kW = nodes on × 0.42 + busy GPUs × 0.14 = 2.94, 2.94,
+    2.94, 1.40, 0.42, 0.42 → meter × 1.1 = 3.234, 3.234, 3.234, 1.54, 0.462, 0.462; energy
+    12.166 kWh; carbon (3.234 × (30 + 31 + 29) + 1.54 × 28 + 0.462 × (30 + 32)) g = 362.8 g;
+    cost 1.2166; 1000 × 0.3628 / 12.166 = 29.8 g/kWh; no budget.
+    frankfurt (PUE 1.3, 0.25 per kWh): IT kW = 3.36, 3.36, 0, 0, 1.6, 1.6 → meter 4.368, 4.368,
+    0, 0, 2.08, 2.08; energy 12.896 kWh; carbon 4.368 × (400 + 380) + 2.08 × (320 + 420) =
+    4,946.2 g; cost 3.224; 383.6 g/kWh; budgets 10, 4.368, 2, 2, 2, 10 → lowest 2.0, slot 1 at
+    its budget, slot 4 over it (2.08 > 2 × 1.001)."""
+    table = _table(build_blocks(tiny_plan, []), "Sites")
+    assert table.header == [
+        "site",
+        "jobs",
+        "energy (kWh)",
+        "carbon (kg)",
+        "cost",
+        "avg intensity of its energy (g/kWh)",
+        "grid intensity range (g/kWh)",
+        "peak meter (kW)",
+        "lowest budget (kW)",
+        "slots at budget",
+        "slots over budget",
+    ]
+    assert table.rows == [
+        ["frankfurt (DE)", "1", "12.9", "4.9", "3.22", "384", "250–420", "4.4", "2.0", "1", "1"],
+        ["oslo (NO)", "2", "12.2", "0.4", "1.22", "30", "28–32", "3.2", "–", "–", "–"],
+    ]
+
+
+def test_energy_breakdown_rows_and_total(tiny_plan: dict[str, Any]) -> None:
+    """One row per part, labelled as the report documents them; the total is IT + PUE overhead
+    (plan 2 + 1 + 0.5 + 0.3 = 3.8 IT + 0.7 PUE = 4.5; carbon-agnostic 6 + 1.2 = 7.2)."""
+    plan = copy.deepcopy(tiny_plan)
+    plan["energy_breakdown_kwh"] = {
+        "plan": {
+            "gpu_busy": 2.0,
+            "node_idle": 1.0,
+            "node_off": 0.5,
+            "boot": 0.3,
+            "pue_overhead": 0.7,
+            "it_total": 3.8,
+        },
+        "carbon_agnostic": {
+            "gpu_busy": 3.0,
+            "node_idle": 2.5,
+            "node_off": 0.0,
+            "boot": 0.5,
+            "pue_overhead": 1.2,
+            "it_total": 6.0,
+        },
+    }
+    table = _table(extra_blocks(plan), "Energy breakdown (kWh)")
+    assert table.header == ["", "plan", "carbon-agnostic"]
+    assert table.rows == [
+        ["GPU busy (above idle)", "2.0", "3.0"],
+        ["node idle (nodes on)", "1.0", "2.5"],
+        ["nodes off (standby)", "0.5", "0.0"],
+        ["boot", "0.3", "0.5"],
+        ["PUE overhead", "0.7", "1.2"],
+        ["total (inside the horizon)", "4.5", "7.2"],
+    ]
+
+
+def test_safe_plan_paragraph_quotes_reason_and_rule(tiny_plan: dict[str, Any]) -> None:
+    """A safe plan's report says so right after the headline, with plan.json's reason and rule
+    word for word; an optimised plan has no such paragraph."""
+    plan = copy.deepcopy(tiny_plan)
+    plan["origin"] = "safe"
+    plan["safe_fallback"] = {"reason": "no incumbent after 1 s", "rule": "every node on"}
+    blocks = build_blocks(plan, [])
+    assert blocks[2] == (
+        "p",
+        "**SAFE PLAN — not an optimised plan.** no incumbent after 1 s; the plan is the safe "
+        "plan: every node on. Re-run with a longer `--time-limit` (or `solver.time_limit_s`) "
+        "for an optimised plan.",
+    )
+    assert not any("SAFE PLAN" in str(b[1]) for b in build_blocks(tiny_plan, []))

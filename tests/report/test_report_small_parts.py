@@ -18,7 +18,7 @@ import pytest
 
 from greencpn.report.cli import signal_lines
 from greencpn.report.elements import Table
-from greencpn.report.plots import plot_carbon_load
+from greencpn.report.plots import plot_carbon_load, plot_work_by_site
 from greencpn.report.progress import PlanProgress
 from greencpn.report.tables import comparison_table
 from greencpn.report.writers import to_html
@@ -130,3 +130,48 @@ def test_progress_without_v_sees_phases_and_restores_logging() -> None:
     finally:
         logging.getLogger().removeHandler(root_handler)
         own.setLevel(saved)
+
+
+def test_work_by_site_plot_steps_end_on_the_last_slot(
+    tiny_plan: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each site's panel draws the plan (solid, 2 pt) and the carbon-agnostic baseline (dashed,
+    1.3 pt: thinner, so the plan stays visible where they coincide) as post-steps over the
+    slot edges: the slot values in busy GPUs (GPU-h / slot hours, here 30-min slots: × 2)
+    and the last value repeated at the closing edge (no drop at the end)."""
+    plan = copy.deepcopy(tiny_plan)
+    plan["horizon"]["slot_minutes"] = 30
+    plan["work_by_site_gpu_h"] = {
+        "plan": {
+            "frankfurt": [4.0, 4.0, 0.0, 0.0, 1.0, 3.0],
+            "oslo": [6.0, 6.0, 6.0, 2.0, 0.0, 1.0],
+        },
+        "carbon_agnostic": {
+            "frankfurt": [4.0, 4.0, 4.0, 4.0, 0.0, 0.5],
+            "oslo": [6.0, 6.0, 2.0, 0.0, 0.0, 2.0],
+        },
+    }
+    figs: list[Figure] = []
+    orig = Figure.savefig
+
+    def keep(self: Figure, fname: Any, *a: Any, **kw: Any) -> None:
+        figs.append(self)
+        orig(self, fname, *a, **kw)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    plot_work_by_site(plan, tmp_path / "work_by_site.png")
+    (fig,) = figs
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["frankfurt", "oslo"]
+    want = {
+        "frankfurt": ([8, 8, 0, 0, 2, 6, 6], [8, 8, 8, 8, 0, 1, 1]),
+        "oslo": ([12, 12, 12, 4, 0, 2, 2], [12, 12, 4, 0, 0, 4, 4]),
+    }
+    for ax in axes:
+        plan_line, base_line = ax.get_lines()
+        assert plan_line.get_label() == "plan" and base_line.get_label() == "carbon-agnostic"
+        assert list(plan_line.get_ydata()) == pytest.approx(want[ax.get_title()][0])
+        assert list(base_line.get_ydata()) == pytest.approx(want[ax.get_title()][1])
+        assert len(plan_line.get_xdata()) == 7  # the 6 slot starts and the horizon end
+        assert (plan_line.get_linestyle(), plan_line.get_linewidth()) == ("-", 2.0)
+        assert (base_line.get_linestyle(), base_line.get_linewidth()) == ("--", 1.3)
