@@ -21,33 +21,10 @@ from greencpn.optimize.evaluate import evaluate
 from greencpn.optimize.placement import PlacementAbandoned, place_jobs
 from greencpn.optimize.repair import repair_nodes
 from tests.optimize.conftest import START
+from tests.optimize.test_plan_exact import SITE, gpu_two_levels
 from tests.optimize.test_plan_tiny import job, pool
 
-SITE = """
-[[sites]]
-name = "a"
-zone = "Z"
-jurisdictions = ["EU"]
-pue = 1.0
-"""
-
-TWO_LEVELS = """
-[[gpu_models]]
-name = "T1"
-power_limit_min_w = 150
-power_limit_max_w = 300
-power_limit_default_w = 300
-idle_w = 0
-source = "test profile"
-[[gpu_models.levels]]
-cap_w = 300
-throughput = 1.0
-power_factor = 1.0
-[[gpu_models.levels]]
-cap_w = 150
-throughput = 0.5
-power_factor = 0.5
-"""
+TWO_LEVELS = gpu_two_levels(0.5, name="T1")  # the pools' GPU, with a 150 W level
 
 
 def one_job_too_big(fleet, gpu=None):

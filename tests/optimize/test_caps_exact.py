@@ -25,25 +25,9 @@ from greencpn.config import load_config
 from greencpn.controller.forecast import make_inputs
 from greencpn.optimize.milp import PlanModel
 from tests.optimize.conftest import START, write_fleet
-from tests.optimize.test_plan_exact import SITE, job, pool
+from tests.optimize.test_plan_exact import SITE, gpu_two_levels, job, pool
 
-GPU6 = """
-[[gpu_models]]
-name = "T6"
-power_limit_min_w = 100
-power_limit_max_w = 300
-power_limit_default_w = 300
-idle_w = 0
-source = "test profile"
-[[gpu_models.levels]]
-cap_w = 300
-throughput = 1.0
-power_factor = 1.0
-[[gpu_models.levels]]
-cap_w = 150
-throughput = 0.6
-power_factor = 0.5
-"""
+GPU6 = gpu_two_levels(0.6, name="T6")
 
 
 def _milp(tmp: Path, exact: bool):

@@ -18,7 +18,7 @@ from greencpn.optimize.evaluate import evaluate
 from greencpn.optimize.jobcaps import choose_level, recap_jobs
 from greencpn.optimize.placement import place_jobs
 from greencpn.optimize.repair import repair_nodes
-from tests.optimize.conftest import START, iso, write_fleet
+from tests.optimize.conftest import GPU, START, iso, write_fleet
 from tests.optimize.test_plan_tiny import ONE_SITE, pool
 
 JOB = {
@@ -77,25 +77,16 @@ def test_nothing_fits_reports_not_ok() -> None:
     assert c.duration_h == pytest.approx(5.0)
 
 
-GPU7 = """
-[[gpu_models]]
-name = "T7"
-power_limit_min_w = 100
-power_limit_max_w = 300
-power_limit_default_w = 300
-idle_w = 0
-source = "test profile"
-[[gpu_models.levels]]
-cap_w = 300
-throughput = 1.0
-power_factor = 1.0
-[[gpu_models.workload_classes]]
+GPU7 = (
+    GPU.replace('name = "T1"', 'name = "T7"')
+    + """[[gpu_models.workload_classes]]
 name = "cool"
 [[gpu_models.workload_classes.levels]]
 cap_w = 300
 throughput = 1.0
 power_factor = 0.5
 """
+)
 
 
 def test_recap_prices_each_job_on_its_own_curve_at_the_pools_cap(tmp_path) -> None:

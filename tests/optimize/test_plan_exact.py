@@ -23,10 +23,12 @@ pue = 1.0
 """
 
 
-def gpu_two_levels(slow_thr: float) -> str:
+def gpu_two_levels(slow_thr: float, name: str = "T2") -> str:
+    """A GPU model with two levels: 300 W at θ 1.0, power factor 1.0; 150 W at θ
+    ``slow_thr``, power factor 0.5."""
     return f"""
 [[gpu_models]]
-name = "T2"
+name = "{name}"
 power_limit_min_w = 100
 power_limit_max_w = 300
 power_limit_default_w = 300
