@@ -36,13 +36,22 @@ def fifo_spill(
     them, so the idle power of unused nodes does not eat the site budgets), spilling to the next
     allowed site when a site is full or at its budget; late jobs go first in a retry pass, and
     energy the node repair drew over a budget is held back in it. Keeps the pass without
-    budget overrun with the fewest late jobs (else the least overrun)."""
+    budget overrun with the fewest late jobs (else the least overrun).
+
+    A retry pass whose order and held-back energy are those of the pass before would place the
+    same schedule again (the placement is deterministic): it is skipped — e.g. when the same
+    jobs are late in every pass because no order can make them on time."""
     best: tuple[Schedule, np.ndarray, np.ndarray, Evaluation] | None = None
     best_key = None
     order = None
     reserve = np.zeros((len(inp.sites), inp.T))
     best_late: list[int] = []
+    previous: tuple | None = None
     for _ in range(passes):
+        inputs = (None if order is None else tuple(order), reserve.tobytes())
+        if inputs == previous:
+            break
+        previous = inputs
         sched = place_jobs(inp, spare_on, top, mode="asap", job_order=order, reserve_kwh=reserve)
         late = late_jobs(inp, sched)
         n, u, _d = repair_nodes(inp, sched)
