@@ -612,6 +612,17 @@ def ctl_args(a) -> list[str]:
     return ["--controller", a.controller] if a.controller else []
 
 
+def speed_probe_s() -> float:
+    """CPU seconds of a fixed pure-Python loop (20 M additions): how fast this VM ran just
+    then. On the shared VM it varied 2.9–4.3 s within minutes at load < 1, so step times
+    measured minutes apart are compared only with their probes beside them."""
+    t = time.process_time()
+    s = 0
+    for i in range(20_000_000):
+        s += i
+    return time.process_time() - t
+
+
 def tree_child(root: Path, label: str, args: list[str]) -> dict:
     """``root``'s own ``bench/bench_controller.py --child ARGS`` (its greencpn on the path):
     the JSON it prints last."""
@@ -643,7 +654,9 @@ def l_trees(a) -> int:
         for label, root in trees:
             load0 = os.getloadavg()[0]
             args = ["l", "--window", str(a.window)]
+            probe0 = speed_probe_s()
             res = tree_child(root, label, [*args, *ctl_args(a)])
+            res["speed_probe_s"] = (probe0, speed_probe_s())
             runs.append((f"{label} ({run})", res, load0, os.getloadavg()[0]))
             print(label, run, f"{res['step_s']:.2f} s", file=sys.stderr, flush=True)
     first = runs[0][1]
@@ -675,6 +688,10 @@ def l_trees(a) -> int:
         ("executed objective", lambda L: L["executed_objective"]),
         ("actions", lambda L: L["actions"]),
         ("1-min load before → after", None),
+        (
+            "speed probe before → after, CPU s (`speed_probe_s`)",
+            lambda L: "{:.2f} → {:.2f}".format(*L["speed_probe_s"]),
+        ),
     ]
     ctl = f"`[controller]` {a.controller!r}" if a.controller else "default `[controller]`"
     lines = [
