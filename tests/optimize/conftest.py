@@ -96,6 +96,53 @@ def fleet(tmp_path):
     return make
 
 
+def t4_base_model():
+    """The one-level T4 (300 W, θ 1.0) that the learned-curve tests refit from measurements."""
+    from greencpn.config import GpuModelConfig
+
+    return GpuModelConfig.model_validate(
+        {
+            "name": "T4",
+            "power_limit_min_w": 100.0,
+            "power_limit_max_w": 300.0,
+            "power_limit_default_w": 300.0,
+            "idle_w": 0.0,
+            "source": "test profile",
+            "levels": [{"cap_w": 300.0, "throughput": 1.0, "power_factor": 1.0}],
+        }
+    )
+
+
+def t4_run(job_id: str, workload: str, cap_w: float, duration_s: float, watts: float):
+    """One measured 1-GPU, 1 GPU-h job of class "heavy" on the T4 at ``cap_w`` (what the GPU
+    meter records), drawing ``watts`` for ``duration_s``."""
+    from greencpn.actuate.gpu.meter import JobMeasurement
+
+    return JobMeasurement(
+        job_id=job_id,
+        workload=workload,
+        gpu_model="T4",
+        workload_class="heavy",
+        power_cap_w=cap_w,
+        gpus=1,
+        start=START.isoformat(),
+        end=START.isoformat(),
+        duration_s=duration_s,
+        energy_j=watts * duration_s,
+        work_gpu_h=1.0,
+    )
+
+
+def plan_horizon(slots: int = 4) -> dict:
+    """A plan document's ``horizon`` block: hourly slots from START."""
+    return {
+        "start": iso(0),
+        "slot_minutes": 60,
+        "slots": slots,
+        "slot_starts": [iso(h) for h in range(slots)],
+    }
+
+
 def learned_one_job_fleet(
     tmp: Path, model_toml: str, workload_class: str, solver_extra: str = ""
 ) -> Path:

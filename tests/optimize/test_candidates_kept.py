@@ -27,7 +27,7 @@ from greencpn.optimize.candidates import kept_candidate
 from greencpn.optimize.milp import PlanModel
 from greencpn.optimize.plan import make_plan
 from greencpn.optimize.stability import Anchor, StablePlanModel, plan_nodes_on
-from tests.optimize.conftest import START, iso, write_fleet
+from tests.optimize.conftest import START, iso, plan_horizon, write_fleet
 from tests.optimize.test_plan_exact import SITE, TWO_LEVELS, job, pool
 
 
@@ -45,12 +45,7 @@ def _cfg(tmp: Path):
 
 def _newest_plan() -> dict:
     return {
-        "horizon": {
-            "start": iso(0),
-            "slot_minutes": 60,
-            "slots": 4,
-            "slot_starts": [iso(h) for h in range(4)],
-        },
+        "horizon": plan_horizon(4),
         "jobs": [
             {
                 "id": "a",

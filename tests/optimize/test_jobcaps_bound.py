@@ -39,19 +39,9 @@ from greencpn.controller.forecast import make_plan
 from greencpn.errors import ConfigError
 from greencpn.gpumodels.ledger import refit, t_quantile, throughput_bounds
 from greencpn.optimize.jobcaps import choose_level, class_curve, class_curve_low
-from tests.optimize.conftest import START, learned_one_job_fleet
+from tests.optimize.conftest import START, learned_one_job_fleet, t4_base_model, t4_run
 
-BASE = GpuModelConfig.model_validate(
-    {
-        "name": "T4",
-        "power_limit_min_w": 100.0,
-        "power_limit_max_w": 300.0,
-        "power_limit_default_w": 300.0,
-        "idle_w": 0.0,
-        "source": "test profile",
-        "levels": [{"cap_w": 300.0, "throughput": 1.0, "power_factor": 1.0}],
-    }
-)
+BASE = t4_base_model()
 NOISY = [-0.02, 0.0, 0.02]
 CLEAN = [-0.001, 0.001] * 6
 WATTS = {300.0: 300.0, 250.0: 240.0}
@@ -63,21 +53,7 @@ def _runs(workload: str, factors: list[float]) -> list[JobMeasurement]:
     for cap in (300.0, 250.0):
         for i, f in enumerate(factors):
             dur = 3600.0 / THR[cap] * math.exp(f)
-            out.append(
-                JobMeasurement(
-                    job_id=f"{workload}-{cap:g}-{i}",
-                    workload=workload,
-                    gpu_model="T4",
-                    workload_class="heavy",
-                    power_cap_w=cap,
-                    gpus=1,
-                    start=START.isoformat(),
-                    end=START.isoformat(),
-                    duration_s=dur,
-                    energy_j=WATTS[cap] * dur,
-                    work_gpu_h=1.0,
-                )
-            )
+            out.append(t4_run(f"{workload}-{cap:g}-{i}", workload, cap, dur, WATTS[cap]))
     return out
 
 

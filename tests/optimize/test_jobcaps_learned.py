@@ -30,19 +30,9 @@ from greencpn.config import GpuModelConfig, load_config
 from greencpn.controller.forecast import make_plan
 from greencpn.errors import ConfigError
 from greencpn.gpumodels.ledger import refit, workload_key
-from tests.optimize.conftest import START, learned_one_job_fleet
+from tests.optimize.conftest import START, learned_one_job_fleet, t4_base_model, t4_run
 
-BASE = GpuModelConfig.model_validate(
-    {
-        "name": "T4",
-        "power_limit_min_w": 100.0,
-        "power_limit_max_w": 300.0,
-        "power_limit_default_w": 300.0,
-        "idle_w": 0.0,
-        "source": "test profile",
-        "levels": [{"cap_w": 300.0, "throughput": 1.0, "power_factor": 1.0}],
-    }
-)
+BASE = t4_base_model()
 RUNS = {
     "wl-a": {300.0: (1.0, 300.0), 250.0: (0.98, 240.0), 200.0: (0.70, 190.0)},
     "wl-b": {300.0: (1.0, 300.0), 250.0: (0.90, 250.0), 200.0: (0.85, 180.0)},
@@ -53,22 +43,7 @@ def _measurements() -> list[JobMeasurement]:
     out = []
     for w, caps in RUNS.items():
         for cap, (thr, watts) in caps.items():
-            dur = 3600.0 / thr
-            out.append(
-                JobMeasurement(
-                    job_id=f"{w}-{cap:g}",
-                    workload=w,
-                    gpu_model="T4",
-                    workload_class="heavy",
-                    power_cap_w=cap,
-                    gpus=1,
-                    start=START.isoformat(),
-                    end=START.isoformat(),
-                    duration_s=dur,
-                    energy_j=watts * dur,
-                    work_gpu_h=1.0,
-                )
-            )
+            out.append(t4_run(f"{w}-{cap:g}", w, cap, 3600.0 / thr, watts))
     return out
 
 

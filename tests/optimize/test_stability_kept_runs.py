@@ -19,7 +19,7 @@ from greencpn.config import load_config
 from greencpn.controller.forecast import make_inputs
 from greencpn.optimize.plan import make_inputs as plan_inputs
 from greencpn.optimize.stability import kept_runs
-from tests.optimize.conftest import START, iso, write_fleet
+from tests.optimize.conftest import START, iso, plan_horizon, write_fleet
 from tests.optimize.test_plan_exact import SITE, job, pool
 
 
@@ -52,12 +52,7 @@ def _prev(jid: str, *, pool_name: str, start_h: float, work: float = 1.0, **kw: 
 
 def _doc(jobs: list[dict]) -> dict:
     return {
-        "horizon": {
-            "start": iso(0),
-            "slot_minutes": 60,
-            "slots": 4,
-            "slot_starts": [iso(h) for h in range(4)],
-        },
+        "horizon": plan_horizon(4),
         "jobs": jobs,
         "pools": [],
     }

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+
+def capture_saved_figures(mp: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """Every matplotlib figure saved while ``mp`` is active, as (file name, figure), in save
+    order; each is still written as usual."""
+    from matplotlib.figure import Figure
+
+    saved: list[tuple[str, Any]] = []
+    orig = Figure.savefig
+
+    def keep(self: Figure, fname: Any, *a: Any, **kw: Any) -> None:
+        saved.append((Path(fname).name, self))
+        orig(self, fname, *a, **kw)
+
+    mp.setattr(Figure, "savefig", keep)
+    return saved
 
 
 def _plan() -> dict[str, Any]:

@@ -31,6 +31,7 @@ from greencpn.optimize.document import report_extras
 from greencpn.report.plots import PLOTS
 from greencpn.report.render import render_report
 from tests.optimize.conftest import START, iso, write_fleet
+from tests.report.conftest import capture_saved_figures
 
 matplotlib.use("Agg", force=True)
 from matplotlib.figure import Figure  # noqa: E402
@@ -145,19 +146,13 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     # half-hour slots (12 over the 6 hours of carbon data), so slot-hours differ from slots
     doc = _plan(tmp, extra=[("slot_minutes = 60", "slot_minutes = 30")], slots=12)
     assert doc["horizon"]["slot_minutes"] == 30
-    figs: dict[str, Figure] = {}
-    orig = Figure.savefig
-
-    def keep(self: Figure, fname: Any, *a: Any, **kw: Any) -> None:
-        figs[Path(fname).name] = self
-        orig(self, fname, *a, **kw)
-
     mp = pytest.MonkeyPatch()
-    mp.setattr(Figure, "savefig", keep)
+    saved = capture_saved_figures(mp)
     try:
         paths = render_report(doc, tmp / "out")
     finally:
         mp.undo()
+    figs: dict[str, Figure] = dict(saved)
     return {"doc": doc, "paths": paths, "md": paths["md"].read_text(), "figs": figs}
 
 

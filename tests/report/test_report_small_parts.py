@@ -22,9 +22,9 @@ from greencpn.report.plots import plot_carbon_load, plot_work_by_site
 from greencpn.report.progress import PlanProgress
 from greencpn.report.tables import comparison_table
 from greencpn.report.writers import to_html
+from tests.report.conftest import capture_saved_figures
 
 matplotlib.use("Agg", force=True)
-from matplotlib.figure import Figure  # noqa: E402
 
 
 def test_html_styles_the_first_paragraph_as_the_headline() -> None:
@@ -59,16 +59,9 @@ def test_carbon_plot_legend_names_site_and_zone(
     shows "?"."""
     plan = copy.deepcopy(tiny_plan)
     del plan["sites"][1]["zone"]  # oslo
-    figs: list[Figure] = []
-    orig = Figure.savefig
-
-    def keep(self: Figure, fname: Any, *a: Any, **kw: Any) -> None:
-        figs.append(self)
-        orig(self, fname, *a, **kw)
-
-    monkeypatch.setattr(Figure, "savefig", keep)
+    saved = capture_saved_figures(monkeypatch)
     plot_carbon_load(plan, tmp_path / "carbon_load.png")
-    (fig,) = figs
+    ((_, fig),) = saved
     legend = fig.axes[0].get_legend()
     assert [t.get_text() for t in legend.get_texts()] == [
         "frankfurt (DE) intensity",
@@ -151,16 +144,9 @@ def test_work_by_site_plot_steps_end_on_the_last_slot(
             "oslo": [6.0, 6.0, 2.0, 0.0, 0.0, 2.0],
         },
     }
-    figs: list[Figure] = []
-    orig = Figure.savefig
-
-    def keep(self: Figure, fname: Any, *a: Any, **kw: Any) -> None:
-        figs.append(self)
-        orig(self, fname, *a, **kw)
-
-    monkeypatch.setattr(Figure, "savefig", keep)
+    saved = capture_saved_figures(monkeypatch)
     plot_work_by_site(plan, tmp_path / "work_by_site.png")
-    (fig,) = figs
+    ((_, fig),) = saved
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in axes] == ["frankfurt", "oslo"]
     want = {
