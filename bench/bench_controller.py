@@ -683,6 +683,31 @@ def l_trees(a) -> int:
             "optimise: kept placement",
             lambda L: float((L["plan_solver"].get("kept_placement") or {}).get("s") or 0),
         ),
+        (
+            "baselines priced (`baselines_where`)",
+            lambda L: str(L["plan_solver"].get("baselines_where") or "in-process (no key)"),
+        ),
+        (
+            "baselines worker: own wall s / CPU s / peak RSS MB",
+            lambda L: (
+                "—"
+                if L["plan_solver"].get("baselines_where") != "worker"
+                else "{:.2f} / {:.2f} / {:.0f}".format(
+                    *(
+                        float(L["plan_solver"][k])
+                        for k in (
+                            "baselines_worker_s",
+                            "baselines_worker_cpu_s",
+                            "baselines_worker_peak_rss_mb",
+                        )
+                    )
+                )
+            ),
+        ),
+        (
+            "whole step, CPU s of the step and its worker",
+            lambda L: L["step_cpu_s"] + float(L["plan_solver"].get("baselines_worker_cpu_s") or 0),
+        ),
         ("first (cold) step, wall s", lambda L: L["first_step_s"]),
         ("peak RSS MB", lambda L: L["peak_rss_mb"]),
         ("executed objective", lambda L: L["executed_objective"]),

@@ -110,6 +110,12 @@ class SolverConfig(_Strict):
         "estimate is not chosen; expected: the fitted throughput alone. Profiles without "
         "throughput_low (the bundled ones) behave the same either way",
     )
+    baselines_worker: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="price the report baselines in a worker process while the MILP is built "
+        "and solved (the same figures; in-process if the worker fails): on, off, or auto — on "
+        "with at least 1000 jobs and two usable CPUs",
+    )
 
 
 class CarbonConfig(_Strict):

@@ -31,6 +31,7 @@ from greencpn.controller.types import (
     QueueState,
 )
 from greencpn.optimize import plan as planmod
+from greencpn.optimize.baseline_worker import BaselineWorker, wanted
 from greencpn.optimize.inputs import PlanInputs
 
 PHASES = ("observe", "forecast", "optimize", "reconcile", "act", "record")
@@ -135,6 +136,7 @@ class ControllerBase:
         self._ledger: StepLedger | None = None
         self._model: Any = None
         self._model_key: Any = None
+        self._baseline_worker: BaselineWorker | None = None
         self._last_forecast: fcmod.Forecast | None = None
         self.last_plan_result: planmod.PlanResult | None = None
         self.recovered: list[str] = []
@@ -157,9 +159,28 @@ class ControllerBase:
         return self._ledger
 
     def close(self) -> None:
+        """Close the step ledger (from the thread that used it) and stop the baseline worker."""
         if self._ledger is not None:
             self._ledger.close()
             self._ledger = None
+        self.stop_baseline_worker()
+
+    def stop_baseline_worker(self) -> None:
+        """Stop the baseline worker process, if one runs (any thread; started again when a plan
+        wants it)."""
+        if self._baseline_worker is not None:
+            self._baseline_worker.close()
+            self._baseline_worker = None
+
+    def baseline_worker(self, n_jobs: int) -> BaselineWorker | None:
+        """The worker process a plan of ``n_jobs`` jobs prices its baselines in
+        (``[solver] baselines_worker``), started on first use and kept across steps; ``None``:
+        in-process."""
+        if not wanted(self._cfg.solver.baselines_worker, n_jobs):
+            return None
+        if self._baseline_worker is None:
+            self._baseline_worker = BaselineWorker()
+        return self._baseline_worker
 
     def override_solver(self, **fields: Any) -> None:
         """Change solver settings of the loaded config (e.g. ``time_limit_s`` from the CLI)."""
@@ -185,6 +206,7 @@ class ControllerBase:
         self._cfg = cfg
         self._model = None
         self._model_key = None
+        self.stop_baseline_worker()  # started again if the new config wants it
         if not self._backends_given:
             self._backends = None  # rebuilt from the new config's hooks
 

@@ -215,6 +215,7 @@ class OptimizePhase(ControllerBase):
             incremental=len(inp.jobs) >= ctl.incremental_min_jobs,
             improve=False,  # the re-insertion pass is for one-off plans (no stability cost)
             baselines="none" if reuse is not None else ctl.baselines,
+            baseline_worker=self.baseline_worker(len(inp.jobs)),
         )
         if skipped:
             res.document.setdefault("solver", {})["candidates_skipped"] = skipped

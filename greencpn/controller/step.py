@@ -90,7 +90,13 @@ class Controller(ObservePhase, ForecastPhase, OptimizePhase, ActPhase, RecordPha
         cfg2 = self.world_config(obs, start)
         inp = self.pin_running(fcmod.inputs_from(cfg2, fc, obs.failed), obs)
         try:
-            res = planmod.make_plan(cfg2, self.clock, failed_nodes=obs.failed, inputs=inp)
+            res = planmod.make_plan(
+                cfg2,
+                self.clock,
+                failed_nodes=obs.failed,
+                inputs=inp,
+                baseline_worker=self.baseline_worker(len(inp.jobs)),
+            )
         except planmod.NoIncumbentError as exc:
             if not safe_fallback:
                 raise

@@ -735,6 +735,9 @@ class Daemon:
         self._write_state()
         if self._http is not None:
             self._http.stop()
+        stop_worker = getattr(self.controller, "stop_baseline_worker", None)
+        if finished and callable(stop_worker):  # the step ledger stays with the step thread
+            stop_worker()
         log.warning("stopped")
         return status
 

@@ -11,8 +11,9 @@ This module keeps the sequencing (:func:`make_plan`, :func:`finish_plan`, the sa
 (:mod:`greencpn.optimize.candidates`), the report's baselines
 (:mod:`greencpn.optimize.baselines`), the plan document (:mod:`greencpn.optimize.document`).
 
-Size (~705 lines, above the ~600 of issue 13; :func:`make_plan` is a thin wrapper pausing the
-collector around ``_make_plan``): :func:`finish_plan` is one sequence (~320 lines: candidates,
+Size (~750 lines, above the ~600 of issue 13; :func:`make_plan` pauses the collector,
+``_make_plan`` hands the baselines to the worker process (:mod:`greencpn.optimize.baseline_worker`)
+and ``_plan_on`` solves): :func:`finish_plan` is one sequence (~320 lines: candidates,
 the incumbent their passes are abandoned against, their competition, the job-level MILP, the
 diagnostics) that reads best unbroken; every step it calls lives in the modules above.
 """
@@ -31,6 +32,12 @@ import numpy as np
 from greencpn.clock import Clock
 from greencpn.config import FleetConfig, slot_times
 from greencpn.errors import ConfigError, SolverError
+from greencpn.optimize.baseline_worker import (
+    BaselineWorker,
+    PendingBaselines,
+    collect,
+    worker_set,
+)
 from greencpn.optimize.baselines import BASELINE_SETS, price_baselines
 from greencpn.optimize.builder import paused_gc
 from greencpn.optimize.candidates import (
@@ -184,6 +191,7 @@ def make_plan(
     incremental: bool = False,
     improve: bool = True,
     baselines: str = "all",
+    baseline_worker: BaselineWorker | None = None,
 ) -> PlanResult:
     """Plan the fleet over the horizon.
 
@@ -212,6 +220,9 @@ def make_plan(
         baselines: which report baselines are priced (:data:`BASELINE_SETS`: ``none``,
             ``agnostic``, ``all``; ``[controller] baselines`` in the step). None of them
             decides the plan; the greedy schedule is built anyway when it is a candidate.
+        baseline_worker: price the baselines in this worker process while the MILP is built
+            and solved (:mod:`greencpn.optimize.baseline_worker`; the same figures, in-process
+            if it fails); ``None``: in-process.
 
     Python's cyclic garbage collector is paused for the run (:func:`paused_gc`): with the
     plan's Pyomo model alive, each of its full passes walks the whole model again (inside an L
@@ -233,6 +244,7 @@ def make_plan(
             incremental=incremental,
             improve=improve,
             baselines=baselines,
+            baseline_worker=baseline_worker,
         )
 
 
@@ -251,10 +263,41 @@ def _make_plan(
     incremental: bool,
     improve: bool,
     baselines: str,
+    baseline_worker: BaselineWorker | None,
 ) -> PlanResult:
     if baselines not in BASELINE_SETS:
         raise ValueError(f"baselines={baselines!r}: use one of {sorted(BASELINE_SETS)}")
     inp = inputs or make_inputs(cfg, clock, intensity_by_zone, failed_nodes=failed_nodes)
+    pending = None
+    if baseline_worker is not None and BASELINE_SETS[baselines]:
+        pending = baseline_worker.submit(inp, worker_set(baselines))  # priced beside the MILP
+    try:
+        return _plan_on(
+            cfg, clock, inp, model, failed_nodes, new_model, tradeoff_curve, pending,
+            joblevel=joblevel, candidates=candidates, incremental=incremental,
+            improve=improve, baselines=baselines,
+        )  # fmt: skip
+    finally:
+        if pending is not None:
+            pending.abandon()  # dropped unless collected (e.g. the solve failed)
+
+
+def _plan_on(
+    cfg: FleetConfig,
+    clock: Clock,
+    inp: PlanInputs,
+    model: PlanModel | None,
+    failed_nodes: dict[str, int] | None,
+    new_model: Callable[[PlanInputs], PlanModel] | None,
+    tradeoff_curve: bool,
+    pending: PendingBaselines | None,
+    *,
+    joblevel: bool,
+    candidates: bool,
+    incremental: bool,
+    improve: bool,
+    baselines: str,
+) -> PlanResult:
     diagnostics = run_checks(inp)
     for name, k in sorted((failed_nodes or {}).items()):
         if k:
@@ -301,6 +344,7 @@ def _make_plan(
         incremental=incremental,
         improve=improve,
         baselines=baselines,
+        pending=pending,
     )
 
 
@@ -392,6 +436,7 @@ def finish_plan(
     incremental: bool = False,
     improve: bool = True,
     baselines: str = "all",
+    pending: PendingBaselines | None = None,
 ) -> PlanResult:
     # A re-plan (the control step) carries an anchor: the newest plan and the power history.
     # Every candidate's node schedule keeps min up / min down from the history and pays the
@@ -444,8 +489,8 @@ def finish_plan(
         which = (*which, *(b for b in ("shutdown_idle", "carbon_aware_greedy") if b not in which))
     log.info("progress: baselines")
     t1 = time.perf_counter()
-    all_base, all_scheds = price_baselines(inp, which)
-    baselines_s = time.perf_counter() - t1
+    all_base, all_scheds, baselines_where = collect(inp, which, pending)
+    baselines_s = time.perf_counter() - t1  # what this process spent on them (waiting included)
     base_eval = {k: all_base[k] for k in report_which}
     base_scheds = {k: all_scheds[k] for k in report_which}
     # the greedy and FIFO candidates are built first (they are the report's baselines anyway):
@@ -689,6 +734,7 @@ def finish_plan(
     outcome_dict["placement_s"] = placement_s
     outcome_dict["baselines_s"] = baselines_s
     outcome_dict["baselines"] = baselines
+    outcome_dict.update(baselines_where)
     outcome_dict["plan_source"] = chosen
     outcome_dict["levels_placement_s"] = levels_s
     outcome_dict["optimised_placement_totals"] = optimised_totals

@@ -227,7 +227,10 @@ def run(args: argparse.Namespace) -> int:
         )
         if args.time_limit is not None:
             controller.override_solver(time_limit_s=args.time_limit)
-        result = controller.plan(safe_fallback=True)
+        try:
+            result = controller.plan(safe_fallback=True)
+        finally:
+            controller.close()  # its ledger and the baseline worker process
         cfg = controller.config
         doc = result.document
         progress.phase("report figures (lever split, energy breakdown, work per site)")

@@ -200,10 +200,30 @@ def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
     assert all(d["ts"].endswith("Z") for d in docs)
 
 
+def _spawned_workers(pid: int) -> list[int]:
+    """Children of ``pid`` that are multiprocessing ``spawn`` workers (not its resource
+    tracker), from /proc."""
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids += [int(x) for x in (task / "children").read_text().split()]
+    out = []
+    for k in kids:
+        try:
+            cmd = Path(f"/proc/{k}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmd and b"resource_tracker" not in cmd:
+            out.append(k)
+    return out
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("baselines_worker", ["auto", "on"])
 def test_greencpn_run_serves_http_with_the_real_controller_and_stops_on_sigterm(
-    tmp_path: Path,
+    tmp_path: Path, baselines_worker: str
 ) -> None:
+    """With ``[solver] baselines_worker = "on"`` the daemon keeps one worker process across its
+    steps and stops it on SIGTERM (exit 0); "auto" on this tiny fleet starts none."""
     import requests
     from conftest import free_port
 
@@ -214,6 +234,11 @@ def test_greencpn_run_serves_http_with_the_real_controller_and_stops_on_sigterm(
         "deadline": iso(now + timedelta(hours=10)),
     }
     path = write_tiny(tmp_path, jobs=[job])
+    path.write_text(
+        path.read_text().replace(
+            "mip_rel_gap = 0.0", f'mip_rel_gap = 0.0\nbaselines_worker = "{baselines_worker}"'
+        )
+    )
     _carbon_around_now(tmp_path)
     port = free_port()
     cmd = [
@@ -255,8 +280,15 @@ def test_greencpn_run_serves_http_with_the_real_controller_and_stops_on_sigterm(
         ):
             assert time.monotonic() < deadline, "the HTTP-triggered step did not run"
             time.sleep(0.2)
+        workers = _spawned_workers(proc.pid)
+        assert len(workers) == (1 if baselines_worker == "on" else 0), workers
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=30) == 0, (tmp_path / "run.log").read_text()[-3000:]
+        for pid in workers:
+            deadline = time.monotonic() + 10
+            while Path(f"/proc/{pid}").exists():
+                assert time.monotonic() < deadline, f"worker {pid} outlived the daemon"
+                time.sleep(0.1)
     finally:
         if proc.poll() is None:
             proc.kill()
