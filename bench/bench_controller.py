@@ -623,6 +623,27 @@ def speed_probe_s() -> float:
     return time.process_time() - t
 
 
+def _probe_loop(_: int = 0) -> float:
+    return speed_probe_s()
+
+
+def pair_probe() -> float:
+    """Wall seconds of two :func:`speed_probe_s` loops run at once in two processes over one
+    run alone (1.0: the VM gave two real cores just then; 2.0: one). The baseline worker
+    (``[solver] baselines_worker``) gains only what the second core gives."""
+    import multiprocessing
+
+    t = time.perf_counter()
+    speed_probe_s()
+    alone = time.perf_counter() - t
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool.map(_probe_loop, [0, 1])  # start both processes first
+        t = time.perf_counter()
+        pool.map(_probe_loop, [0, 1], chunksize=1)
+        pair = time.perf_counter() - t
+    return pair / alone
+
+
 def tree_child(root: Path, label: str, args: list[str]) -> dict:
     """``root``'s own ``bench/bench_controller.py --child ARGS`` (its greencpn on the path):
     the JSON it prints last."""
@@ -654,9 +675,10 @@ def l_trees(a) -> int:
         for label, root in trees:
             load0 = os.getloadavg()[0]
             args = ["l", "--window", str(a.window)]
-            probe0 = speed_probe_s()
+            probe0, pair0 = speed_probe_s(), pair_probe()
             res = tree_child(root, label, [*args, *ctl_args(a)])
             res["speed_probe_s"] = (probe0, speed_probe_s())
+            res["pair_probe"] = (pair0, pair_probe())
             runs.append((f"{label} ({run})", res, load0, os.getloadavg()[0]))
             print(label, run, f"{res['step_s']:.2f} s", file=sys.stderr, flush=True)
     first = runs[0][1]
@@ -716,6 +738,11 @@ def l_trees(a) -> int:
         (
             "speed probe before → after, CPU s (`speed_probe_s`)",
             lambda L: "{:.2f} → {:.2f}".format(*L["speed_probe_s"]),
+        ),
+        (
+            "two cores? two probe loops at once / one alone, wall (`pair_probe`; 1.0 = two real "
+            "cores)",
+            lambda L: "{:.2f} → {:.2f}".format(*L["pair_probe"]),
         ),
     ]
     ctl = f"`[controller]` {a.controller!r}" if a.controller else "default `[controller]`"

@@ -114,7 +114,8 @@ class SolverConfig(_Strict):
         default="auto",
         description="price the report baselines in a worker process while the MILP is built "
         "and solved (the same figures; in-process if the worker fails): on, off, or auto — on "
-        "with at least 1000 jobs and two usable CPUs",
+        "for the control step's re-plans with at least 1000 jobs and two usable CPUs (a one-off "
+        "greencpn plan stays in-process unless on)",
     )
 
 

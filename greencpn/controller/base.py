@@ -172,11 +172,11 @@ class ControllerBase:
             self._baseline_worker.close()
             self._baseline_worker = None
 
-    def baseline_worker(self, n_jobs: int) -> BaselineWorker | None:
+    def baseline_worker(self, n_jobs: int, *, step: bool = True) -> BaselineWorker | None:
         """The worker process a plan of ``n_jobs`` jobs prices its baselines in
-        (``[solver] baselines_worker``), started on first use and kept across steps; ``None``:
-        in-process."""
-        if not wanted(self._cfg.solver.baselines_worker, n_jobs):
+        (``[solver] baselines_worker``; ``step``: a control step's re-plan, else a one-off
+        plan), started on first use and kept across steps; ``None``: in-process."""
+        if not wanted(self._cfg.solver.baselines_worker, n_jobs, step=step):
             return None
         if self._baseline_worker is None:
             self._baseline_worker = BaselineWorker()

@@ -95,7 +95,7 @@ class Controller(ObservePhase, ForecastPhase, OptimizePhase, ActPhase, RecordPha
                 self.clock,
                 failed_nodes=obs.failed,
                 inputs=inp,
-                baseline_worker=self.baseline_worker(len(inp.jobs)),
+                baseline_worker=self.baseline_worker(len(inp.jobs), step=False),
             )
         except planmod.NoIncumbentError as exc:
             if not safe_fallback:

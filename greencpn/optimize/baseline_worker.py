@@ -22,10 +22,14 @@ pricing once the MILP is solved.
   steps (its start, ~1–2 s of imports, overlaps the first plan's MILP build). Its standard
   output goes to standard error: nothing it prints can land in ``greencpn plan --json``.
 
-Whether a plan uses it is ``[solver] baselines_worker``: ``auto`` (the default: with at least
-:data:`AUTO_MIN_JOBS` jobs and two usable CPUs, and not inside a daemonic process such as a
-Dask worker, which may not start children; on the example fleet the pricing is a few hundred
-milliseconds), ``on``, ``off``.
+Whether a plan uses it is ``[solver] baselines_worker``: ``auto`` (the default: a control step's
+re-plan with at least :data:`AUTO_MIN_JOBS` jobs and two usable CPUs, and not inside a daemonic
+process such as a Dask worker, which may not start children; on the example fleet the pricing
+is a few hundred milliseconds), ``on``, ``off``. ``auto`` leaves a one-off ``greencpn plan``
+in-process: there the MILP part the pricing overlaps is shorter than the pricing itself (L: ~5
+against ~9 s) and HiGHS slows while the worker runs — measured 2–4 % slower with the worker on L
+(bench/results/controller.md). On a machine without a free core the worker costs time: two busy
+processes then share one core (``off`` there).
 """
 
 from __future__ import annotations
@@ -63,12 +67,13 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def wanted(setting: str, n_jobs: int, cpus: int | None = None) -> bool:
+def wanted(setting: str, n_jobs: int, cpus: int | None = None, *, step: bool = True) -> bool:
     """Whether a plan of ``n_jobs`` jobs prices its baselines in the worker
-    (``[solver] baselines_worker``)."""
+    (``[solver] baselines_worker``); ``step``: a control step's re-plan (``auto`` leaves a
+    one-off ``greencpn plan`` in-process, see the module docstring)."""
     if setting == "on":
         return True
-    if setting == "off":
+    if setting == "off" or not step:
         return False
     if multiprocessing.current_process().daemon:  # e.g. a Dask worker: it may not have children
         return False

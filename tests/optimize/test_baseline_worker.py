@@ -86,6 +86,9 @@ def test_when_the_worker_is_used():
     assert not wanted("auto", AUTO_MIN_JOBS - 1, cpus=8)
     assert wanted("auto", AUTO_MIN_JOBS, cpus=2)
     assert not wanted("auto", AUTO_MIN_JOBS, cpus=1)  # one CPU: nothing to overlap with
+    # a one-off plan: only when asked for (measured slower on L with auto's rule)
+    assert not wanted("auto", AUTO_MIN_JOBS, cpus=8, step=False)
+    assert wanted("on", 1, step=False)
 
 
 def _wanted_here(q) -> None:
