@@ -1,4 +1,14 @@
-"""Fixtures shared by several test folders.
+"""Options, fixtures and guards shared by every test folder.
+
+* ``--run-gpu`` (or ``GREENCPN_RUN_GPU=1``): also run the tests marked ``gpu`` (a real NVIDIA
+  GPU); without it they skip with that reason.
+* ``START`` and ``sim_clock``: the tests' common start (2026-01-05 00:00 UTC) and a fresh
+  :class:`~greencpn.clock.SimClock` one minute after it — time is passed in, never read.
+* The loopback guard (autouse, every test): a socket connect or send to an address that is not
+  loopback raises :class:`NonLoopbackError` (an ``OSError``, as a refused network would be), and
+  ``GREENCPN_LOOPBACK_ONLY=1`` makes the Wake-on-LAN hook refuse such addresses itself. Tests
+  talk to real services on 127.0.0.1 only; processes they start are not guarded this way (they
+  are given 127.0.0.1 addresses).
 
 ``slurm`` (module scope): a REAL Slurm 22.05 cluster on 127.0.0.1 (tests/slurm_cluster.py) —
 munged, slurmctld and one slurmd (``slurmd -N node1``) with all state in a temp dir
@@ -18,13 +28,92 @@ Used by tests/actuate/nodes (node hooks) and tests/actuate/jobs (job actuation).
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
+import socket
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from greencpn.clock import SimClock
+from tests.common import START
+
+
+# --------------------------------------------------------------------------- options
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--run-gpu",
+        action="store_true",
+        default=False,
+        help="run tests that need a real NVIDIA GPU (marker: gpu); or GREENCPN_RUN_GPU=1",
+    )
+
+
+def run_gpu(config: pytest.Config) -> bool:
+    """Whether the tests marked ``gpu`` run (``--run-gpu`` or ``GREENCPN_RUN_GPU=1``)."""
+    return bool(config.getoption("--run-gpu")) or os.environ.get("GREENCPN_RUN_GPU") == "1"
+
+
+@pytest.fixture(autouse=True)
+def _skip_gpu_unless_asked(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("gpu") and not run_gpu(request.config):
+        pytest.skip("needs a real NVIDIA GPU: run with --run-gpu or GREENCPN_RUN_GPU=1")
+
+
+# --------------------------------------------------------------------------- clocks
+@pytest.fixture
+def sim_clock() -> SimClock:
+    """A simulated clock one minute after :data:`START` (the controller's first slot)."""
+    return SimClock(START + timedelta(minutes=1))
+
+
+# --------------------------------------------------------------------------- loopback guard
+class NonLoopbackError(OSError):
+    """A test tried to reach an address other than loopback."""
+
+
+def _loopback(address: Any) -> bool:
+    """True for an AF_INET/AF_INET6 address tuple on loopback (or ``localhost``), and for
+    anything that is not an IP address tuple (a Unix socket path, an abstract name)."""
+    if not isinstance(address, tuple) or not address:
+        return True
+    host = address[0]
+    if isinstance(host, bytes):
+        host = host.decode()
+    if not isinstance(host, str):
+        return True
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False  # a host name: only localhost is loopback by name
+
+
+def _guarded(original: Any, what: str, arg: int) -> Any:
+    def call(self: socket.socket, *args: Any) -> Any:
+        inet = self.family in (socket.AF_INET, socket.AF_INET6)
+        if inet and len(args) > arg and not _loopback(args[arg]):
+            raise NonLoopbackError(
+                f"tests may only reach loopback addresses; {what} to {args[arg]!r} refused "
+                "(tests/conftest.py loopback guard)"
+            )
+        return original(self, *args)
+
+    return call
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GREENCPN_LOOPBACK_ONLY", "1")
+    for name, arg in (("connect", 0), ("connect_ex", 0), ("sendto", -1)):
+        original = getattr(socket.socket, name)
+        monkeypatch.setattr(socket.socket, name, _guarded(original, name, arg))
+
 
 _spec = importlib.util.spec_from_file_location(
     "greencpn_tests_slurm_cluster", Path(__file__).with_name("slurm_cluster.py")

@@ -23,7 +23,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path, fake_proc: Path, tiny_gpu_cls):  # noqa: ANN001, ANN201
+def agent_fleet(tmp_path: Path, fake_proc: Path, tiny_gpu_cls):  # noqa: ANN001, ANN201
     """Agents for n1 and n2 (n2 runs 3 jobs); n3 has a key but no agent (port closed)."""
     keys = tmp_path / "keys"
     keys.mkdir()
@@ -57,11 +57,11 @@ def fleet(tmp_path: Path, fake_proc: Path, tiny_gpu_cls):  # noqa: ANN001, ANN20
             s.stop()
 
 
-def _hook(fleet, **extra) -> NodePowerHook:  # noqa: ANN001, ANN003
+def _hook(agent_fleet, **extra) -> NodePowerHook:  # noqa: ANN001, ANN003
     table = {
         "kind": "agent",
-        "urls": fleet["urls"],
-        "key_dir": str(fleet["keys"]),
+        "urls": agent_fleet["urls"],
+        "key_dir": str(agent_fleet["keys"]),
         "retries": 1,
         "connect_timeout_s": 0.5,
         **extra,
@@ -69,8 +69,8 @@ def _hook(fleet, **extra) -> NodePowerHook:  # noqa: ANN001, ANN003
     return make_hook(table, source="fleet.toml")
 
 
-def test_factory_builds_agent_hook_and_status_reports_each_node(fleet) -> None:  # noqa: ANN001
-    hook = _hook(fleet)
+def test_factory_builds_agent_hook_and_status_reports_each_node(agent_fleet) -> None:  # noqa: ANN001
+    hook = _hook(agent_fleet)
     assert hook.name == "agent"
     st = {s.name: s for s in hook.status(["n1", "n2", "n3"])}
     assert st["n1"].power == NodePower.ON and st["n1"].running_jobs == 0
@@ -79,22 +79,22 @@ def test_factory_builds_agent_hook_and_status_reports_each_node(fleet) -> None: 
     assert st["n3"].power == NodePower.UNKNOWN and "unreachable" in st["n3"].detail
 
 
-def test_drain_resume_and_gpu_caps_through_the_hook(fleet) -> None:  # noqa: ANN001
-    hook = _hook(fleet)
+def test_drain_resume_and_gpu_caps_through_the_hook(agent_fleet) -> None:  # noqa: ANN001
+    hook = _hook(agent_fleet)
     changes = hook.drain(["n1", "n2"], reason="carbon peak")
     assert [(c.target, c.changed) for c in changes] == [("n1", True), ("n2", True)]
     assert all(s.drained for s in hook.status(["n1", "n2"]))
     assert [c.changed for c in hook.resume(["n1", "n2"])] == [True, True]
     caps = hook.set_gpu_power_limit_w(["n1", "n2"], 200.0)  # type: ignore[attr-defined]
     assert [c.target for c in caps] == ["n1/gpu0", "n1/gpu1", "n2/gpu0", "n2/gpu1"]
-    assert fleet["servers"]["n1"].agent.backend.limits_w == [200.0, 200.0]
+    assert agent_fleet["servers"]["n1"].agent.backend.limits_w == [200.0, 200.0]
     with pytest.raises(NodeHookPermanentError) as ei:  # out of range on every node
         hook.set_gpu_power_limit_w(["n1", "n2"], 50.0)  # type: ignore[attr-defined]
     assert set(ei.value.failures) == {"n1", "n2"}
 
 
-def test_power_off_refused_for_busy_node_and_reported_per_node(fleet) -> None:  # noqa: ANN001
-    hook = _hook(fleet)
+def test_power_off_refused_for_busy_node_and_reported_per_node(agent_fleet) -> None:  # noqa: ANN001
+    hook = _hook(agent_fleet)
     with pytest.raises(NodeHookPermanentError) as ei:
         hook.power_off(["n1", "n2"])
     assert [c.target for c in ei.value.changes] == ["n1"]  # n1 went off
@@ -103,38 +103,40 @@ def test_power_off_refused_for_busy_node_and_reported_per_node(fleet) -> None:  
     assert statuses == {"n1": NodePower.SHUTTING_DOWN, "n2": NodePower.ON}
 
 
-def test_unreachable_agent_is_a_temporary_failure(fleet) -> None:  # noqa: ANN001
-    hook = _hook(fleet)
+def test_unreachable_agent_is_a_temporary_failure(agent_fleet) -> None:  # noqa: ANN001
+    hook = _hook(agent_fleet)
     with pytest.raises(NodeHookTemporaryError) as ei:
         hook.drain(["n1", "n3"], reason="x")
     assert list(ei.value.failures) == ["n3"]
     assert [c.target for c in ei.value.changes] == ["n1"]
 
 
-def test_power_on_goes_to_the_nested_hook_for_silent_nodes(fleet) -> None:  # noqa: ANN001
-    log = fleet["tmp"] / "on.log"
-    script = fleet["tmp"] / "on.sh"
+def test_power_on_goes_to_the_nested_hook_for_silent_nodes(agent_fleet) -> None:  # noqa: ANN001
+    log = agent_fleet["tmp"] / "on.log"
+    script = agent_fleet["tmp"] / "on.sh"
     script.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
     script.chmod(0o755)
-    hook = _hook(fleet, power={"kind": "command", "power_on": str(script)})
+    hook = _hook(agent_fleet, power={"kind": "command", "power_on": str(script)})
     changes = hook.power_on(["n1", "n3"])
     assert [(c.target, c.changed) for c in changes][0] == ("n1", False)
     assert log.read_text().split() == ["n3"]
-    without = _hook(fleet)
+    without = _hook(agent_fleet)
     with pytest.raises(NodeHookPermanentError, match="cannot power on its own node"):
         without.power_on(["n3"])
 
 
-def test_bad_hook_config_is_a_config_error(fleet) -> None:  # noqa: ANN001
+def test_bad_hook_config_is_a_config_error(agent_fleet) -> None:  # noqa: ANN001
     with pytest.raises(ConfigError, match="url"):
         make_hook({"kind": "agent", "key_dir": "/x"}, source="fleet.toml")
     with pytest.raises(ConfigError, match="placeholder"):
-        make_hook({"kind": "agent", "url": "http://a:9123", "key_dir": "/x"}, source="fleet.toml")
+        make_hook(
+            {"kind": "agent", "url": "http://a:9123", "key_dir": "/x"}, source="fleet.toml"
+        )
     with pytest.raises(ConfigError, match="key_dir"):
         make_hook({"kind": "agent", "url": "http://{node}:9123"}, source="fleet.toml")
     with pytest.raises(ConfigError, match="unknown key"):
-        _hook(fleet, colour="green")
-    (fleet["keys"] / "n1.key").chmod(0o644)  # a key readable by others is refused at use
-    hook = _hook(fleet)
+        _hook(agent_fleet, colour="green")
+    (agent_fleet["keys"] / "n1.key").chmod(0o644)  # a key readable by others is refused at use
+    hook = _hook(agent_fleet)
     with pytest.raises(NodeHookPermanentError, match="chmod 600"):
         hook.drain(["n1"], reason="x")

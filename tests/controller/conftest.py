@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-
-import pytest
 
 from greencpn.clock import SimClock
 from greencpn.config import JobConfig, load_config
 from greencpn.controller import Controller, Mode, QueueState, RunningJob
 from greencpn.controller.fakes import FakeFleet
-
-START = datetime(2026, 1, 5, tzinfo=UTC)
+from tests.common import START
 
 
 def iso(ts: datetime) -> str:
@@ -278,11 +275,6 @@ def trace_jobs(n: int, hours: int, seed: int = 1, gpus=(1, 2, 4)) -> list[JobCon
             )
         )
     return out
-
-
-@pytest.fixture
-def sim_clock():
-    return SimClock(START + timedelta(minutes=1))
 
 
 def make_controller(path: Path, clock: SimClock, state: Path, fleet: FakeFleet, **kw) -> Controller:

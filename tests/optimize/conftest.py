@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-START = datetime(2026, 1, 5, tzinfo=UTC)
+from tests.common import START
 
 
 def iso(hours: float) -> str:

@@ -25,7 +25,7 @@ POLS = ["carbon-agnostic", "lets-wait-awhile", "lets-wait-awhile:perfect=1"]
 
 
 @pytest.fixture(scope="module")
-def replay():
+def replay_result():
     series = two_zone_series()
     fc, act = ReplayCarbonSource(series), ReplayCarbonSource(series, mode="perfect")
     st = ReplaySettings(T0, T0 + timedelta(hours=4), drain=timedelta(hours=20))
@@ -44,8 +44,8 @@ def replay():
     return runs, table, att
 
 
-def test_labels_say_what_they_are(replay):
-    runs, table, att = replay
+def test_labels_say_what_they_are(replay_result):
+    runs, table, att = replay_result
     assert table["oracle"] == "lets-wait-awhile:perfect=1"
     html = render_html(runs, table, {"from": "a", "to": "b"}, att)
     assert "lets-wait-awhile:perfect=1 (perfect-foresight oracle)" in html
@@ -60,16 +60,16 @@ def test_labels_say_what_they_are(replay):
     assert "<td>space</td><td class='num'>0.040</td>" in html
 
 
-def test_monthly_saving_denominator_is_the_baseline_month(replay):
-    runs, _, _ = replay
+def test_monthly_saving_denominator_is_the_baseline_month(replay_result):
+    runs, _, _ = replay_result
     by = monthly_saving_pct(runs, "carbon-agnostic")
     base = runs[0].carbon_kg.sum()
     lwa = runs[1].carbon_kg.sum()
     assert by["lets-wait-awhile"]["2024-01"] == pytest.approx(100 * (base - lwa) / base)
 
 
-def test_html_is_self_contained_and_chromium_shows_every_plot(replay, tmp_path):
-    runs, table, att = replay
+def test_html_is_self_contained_and_chromium_shows_every_plot(replay_result, tmp_path):
+    runs, table, att = replay_result
     path = write_report(runs, table, tmp_path / "o", {"from": "a", "to": "b"}, att)
     html = path.read_text()
     assert 'src="http' not in html and "<link" not in html and "url(" not in html

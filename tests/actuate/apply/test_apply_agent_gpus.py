@@ -94,7 +94,7 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
+def agents_fleet(tmp_path: Path) -> Iterator[Fleet]:
     fake_proc = tmp_path / "proc"  # the agents read uptime and GPU processes from here
     fake_proc.mkdir()
     (fake_proc / "uptime").write_text("12345.67 20000.00\n")
@@ -105,11 +105,11 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         f.stop_all()
 
 
-def write_config_and_plan(fleet: Fleet, power_cap_w: float = 200.0) -> tuple[Path, Path]:
+def write_config_and_plan(agents_fleet: Fleet, power_cap_w: float = 200.0) -> tuple[Path, Path]:
     """A one-pool fleet whose hook is the agent, and a hand-made 2-slot plan (docs/plan-schema.md)."""
-    tmp = fleet.tmp
-    urls = "\n".join(f'{n} = "{u}"' for n, u in fleet.urls.items())
-    hook = f"""key_dir = "{fleet.keys}"
+    tmp = agents_fleet.tmp
+    urls = "\n".join(f'{n} = "{u}"' for n, u in agents_fleet.urls.items())
+    hook = f"""key_dir = "{agents_fleet.keys}"
 retries = 1
 connect_timeout_s = 0.5
 [pools.hook.urls]
@@ -122,7 +122,7 @@ connect_timeout_s = 0.5
 
 
 def apply_cli(
-    fleet: Fleet, plan: Path, slot: int, capsys: pytest.CaptureFixture[str]
+    agents_fleet: Fleet, plan: Path, slot: int, capsys: pytest.CaptureFixture[str]
 ) -> tuple[int, str]:
     rc = main(
         [
@@ -131,7 +131,7 @@ def apply_cli(
             "--slot",
             str(slot),
             "--state-dir",
-            str(fleet.tmp / "state"),
+            str(agents_fleet.tmp / "state"),
             "--allow-actuation",
             "--allow-other-slot",  # the plan is for a fixed date (issue #9.10)
         ]
@@ -139,43 +139,48 @@ def apply_cli(
     return rc, capsys.readouterr().out
 
 
-def test_apply_sets_caps_on_both_agents_and_reapply_changes_nothing(fleet, capsys) -> None:  # noqa: ANN001
+def test_apply_sets_caps_on_both_agents_and_reapply_changes_nothing(agents_fleet, capsys) -> None:  # noqa: ANN001
     for n in NODES:
-        fleet.start(n)
-    _, plan = write_config_and_plan(fleet, power_cap_w=200.0)
+        agents_fleet.start(n)
+    _, plan = write_config_and_plan(agents_fleet, power_cap_w=200.0)
 
-    rc, out = apply_cli(fleet, plan, 0, capsys)
+    rc, out = apply_cli(agents_fleet, plan, 0, capsys)
     assert rc == 0, out
-    assert fleet.caps("gn1") == [200.0, 200.0]
-    assert fleet.caps("gn2") == [200.0, 200.0]
+    assert agents_fleet.caps("gn1") == [200.0, 200.0]
+    assert agents_fleet.caps("gn2") == [200.0, 200.0]
     assert "result: applied" in out
     assert "4 GPU(s) to 200 W" in out
 
-    rc, out = apply_cli(fleet, plan, 0, capsys)  # again: the agents already hold the caps
+    rc, out = apply_cli(agents_fleet, plan, 0, capsys)  # again: the agents already hold the caps
     assert rc == 0, out
     assert "nothing changed: the fleet already matched the plan" in out
-    assert (fleet.sets("gn1"), fleet.sets("gn2")) == (2, 2)  # no write the second time
+    assert (agents_fleet.sets("gn1"), agents_fleet.sets("gn2")) == (
+        2,
+        2,
+    )  # no write the second time
 
-    rc, out = apply_cli(fleet, plan, 1, capsys)  # slot 1 raises the caps back to 300 W
+    rc, out = apply_cli(agents_fleet, plan, 1, capsys)  # slot 1 raises the caps back to 300 W
     assert rc == 0, out
-    assert fleet.caps("gn1") == [300.0, 300.0] and fleet.caps("gn2") == [300.0, 300.0]
-    with Ledger.open_readonly(fleet.tmp / "state") as led:
+    assert agents_fleet.caps("gn1") == [300.0, 300.0] and agents_fleet.caps("gn2") == [300.0, 300.0]
+    with Ledger.open_readonly(agents_fleet.tmp / "state") as led:
         assert [a.outcome for a in led.applies()] == ["applied", "nothing_to_do", "applied"]
         phases = [(s.phase, s.status) for s in led.steps() if s.action == "set_power_cap"]
     assert phases == [("lower_caps", "ok"), ("raise_caps", "ok")]
 
 
-def test_unreachable_agent_is_reported_and_recorded_the_other_node_is_capped(fleet, capsys) -> None:  # noqa: ANN001
-    fleet.start("gn1")  # gn2's agent is not running: its port is closed
-    _, plan = write_config_and_plan(fleet, power_cap_w=150.0)
+def test_unreachable_agent_is_reported_and_recorded_the_other_node_is_capped(
+    agents_fleet, capsys
+) -> None:  # noqa: ANN001
+    agents_fleet.start("gn1")  # gn2's agent is not running: its port is closed
+    _, plan = write_config_and_plan(agents_fleet, power_cap_w=150.0)
 
-    rc, out = apply_cli(fleet, plan, 0, capsys)
+    rc, out = apply_cli(agents_fleet, plan, 0, capsys)
     assert rc == 3, out  # a node not observable: exit 3 (issue #9.6), the others still applied
-    assert fleet.caps("gn1") == [150.0, 150.0]
-    assert fleet.caps("gn2") == [300.0, 300.0]  # untouched (its agent is down)
+    assert agents_fleet.caps("gn1") == [150.0, 150.0]
+    assert agents_fleet.caps("gn2") == [300.0, 300.0]  # untouched (its agent is down)
     assert "result: partial: 1 step(s) not done" in out
     assert "status unknown (not switched): gn2" in out
-    with Ledger.open_readonly(fleet.tmp / "state") as led:
+    with Ledger.open_readonly(agents_fleet.tmp / "state") as led:
         (app,) = led.applies()
         steps = led.steps(app.id)
     assert app.outcome == "partial"
@@ -184,18 +189,18 @@ def test_unreachable_agent_is_reported_and_recorded_the_other_node_is_capped(fle
     (skipped,) = [s for s in steps if s.status == "skipped"]
     assert skipped.targets == ["gn2"] and "unreachable" in skipped.intent["message"]
 
-    rc, out = apply_cli(fleet, plan, 0, capsys)  # again, gn2 still down: gn1 is not touched
-    assert rc == 3 and fleet.sets("gn1") == 2
+    rc, out = apply_cli(agents_fleet, plan, 0, capsys)  # again, gn2 still down: gn1 is not touched
+    assert rc == 3 and agents_fleet.sets("gn1") == 2
 
-    fleet.start("gn2")  # the agent is back: the next apply caps it
-    rc, out = apply_cli(fleet, plan, 0, capsys)
+    agents_fleet.start("gn2")  # the agent is back: the next apply caps it
+    rc, out = apply_cli(agents_fleet, plan, 0, capsys)
     assert rc == 0, out
-    assert fleet.caps("gn2") == [150.0, 150.0] and fleet.sets("gn1") == 2
+    assert agents_fleet.caps("gn2") == [150.0, 150.0] and agents_fleet.sets("gn1") == 2
 
 
-def test_agent_gpu_backend_speaks_the_gpu_protocol(fleet) -> None:  # noqa: ANN001
-    fleet.start("gn1")
-    gb = fleet.hook().gpu_backend("gn1")
+def test_agent_gpu_backend_speaks_the_gpu_protocol(agents_fleet) -> None:  # noqa: ANN001
+    agents_fleet.start("gn1")
+    gb = agents_fleet.hook().gpu_backend("gn1")
     assert isinstance(gb, AgentGpuBackend) and isinstance(gb, GpuBackend)
     gpus = gb.list_gpus()
     assert [(g.index, g.uuid, g.power_limit_min_w, g.power_limit_max_w) for g in gpus] == [
@@ -213,17 +218,17 @@ def test_agent_gpu_backend_speaks_the_gpu_protocol(fleet) -> None:  # noqa: ANN0
         True,
     )
     assert gb.set_power_limit_w(1, 250.0).changed is False  # read before write, on the agent
-    assert fleet.caps("gn1") == [300.0, 250.0]
+    assert agents_fleet.caps("gn1") == [300.0, 250.0]
     assert gb.power_w(1) == 125.0 and gb.energy_j(1) == 2000.0  # TinyGpuBackend: half the cap
 
     assert gb.lock_clocks_mhz(0, 900, 1410).changed is True
     assert gb.lock_clocks_mhz(0, 900, 1410).changed is False
-    assert fleet.backends["gn1"].clocks[0] == (900, 1410)
-    assert gb.reset_clocks(0).changed is True and fleet.backends["gn1"].clocks[0] is None
+    assert agents_fleet.backends["gn1"].clocks[0] == (900, 1410)
+    assert gb.reset_clocks(0).changed is True and agents_fleet.backends["gn1"].clocks[0] is None
 
     restored = gb.restore_defaults()
     assert [(c.target, c.changed) for c in restored] == [("gn1/gpu0", False), ("gn1/gpu1", True)]
-    assert fleet.caps("gn1") == [300.0, 300.0]
+    assert agents_fleet.caps("gn1") == [300.0, 300.0]
 
     with pytest.raises(AgentRequestError, match="outside") as ei:  # 400 -> permanent
         gb.set_power_limit_w(0, 50.0)
@@ -232,9 +237,9 @@ def test_agent_gpu_backend_speaks_the_gpu_protocol(fleet) -> None:  # noqa: ANN0
         gb.power_w(7)
 
 
-def test_agent_gpu_backend_errors_are_typed(fleet) -> None:  # noqa: ANN001
-    fleet.start("gn1")
-    down = fleet.hook().gpu_backend("gn2")  # no agent on gn2's port
+def test_agent_gpu_backend_errors_are_typed(agents_fleet) -> None:  # noqa: ANN001
+    agents_fleet.start("gn1")
+    down = agents_fleet.hook().gpu_backend("gn2")  # no agent on gn2's port
     with pytest.raises(AgentUnavailableError) as ei:
         down.list_gpus()
     assert isinstance(ei.value, TemporaryError)
@@ -242,9 +247,9 @@ def test_agent_gpu_backend_errors_are_typed(fleet) -> None:  # noqa: ANN001
         down.set_power_limit_w(0, 200.0)
 
     wrong_key = AgentNodeHook.from_endpoints(
-        {"gn1": (fleet.urls["gn1"], b"x" * 32)}, retries=0
+        {"gn1": (agents_fleet.urls["gn1"], b"x" * 32)}, retries=0
     ).gpu_backend("gn1")
     with pytest.raises(AgentAuthError) as ai:
         wrong_key.list_gpus()
     assert isinstance(ai.value, PermanentError) and ai.value.status == 401
-    assert fleet.sets("gn1") == 0
+    assert agents_fleet.sets("gn1") == 0

@@ -3,14 +3,13 @@
 * ``fake_nvml_path`` (session): fake_nvml.c compiled with gcc into a temporary folder.
 * ``fake_nvml`` (function): the fake library loaded into this process and reset to 4 GPUs;
   pynvml's own ``CDLL("libnvidia-ml.so.1")`` resolves to it (same SONAME, already loaded).
-* ``--run-gpu`` (or ``GREENCPN_RUN_GPU=1``): run the tests marked ``gpu`` on real hardware.
+* ``--run-gpu`` (or ``GREENCPN_RUN_GPU=1``; tests/conftest.py): run the tests marked ``gpu`` on
+  real hardware.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -33,32 +32,6 @@ def _load_ctl() -> ModuleType:
 
 
 ctl = _load_ctl()
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    # Honoured when pytest starts from this folder (pytest tests/actuate/gpu --run-gpu);
-    # from the repository root use GREENCPN_RUN_GPU=1 (non-root conftests load too late).
-    with contextlib.suppress(ValueError):  # already added by another conftest
-        parser.addoption(
-            "--run-gpu",
-            action="store_true",
-            default=False,
-            help="run tests that need a real NVIDIA GPU (marker: gpu)",
-        )
-
-
-def _run_gpu(config: pytest.Config) -> bool:
-    try:
-        opt = bool(config.getoption("--run-gpu"))
-    except ValueError:
-        opt = False
-    return opt or os.environ.get("GREENCPN_RUN_GPU") == "1"
-
-
-@pytest.fixture(autouse=True)
-def _skip_gpu_unless_asked(request: pytest.FixtureRequest) -> None:
-    if request.node.get_closest_marker("gpu") and not _run_gpu(request.config):
-        pytest.skip("needs a real NVIDIA GPU: run with --run-gpu or GREENCPN_RUN_GPU=1")
 
 
 @pytest.fixture(scope="session")
