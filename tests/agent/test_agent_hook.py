@@ -129,9 +129,7 @@ def test_bad_hook_config_is_a_config_error(agent_fleet) -> None:  # noqa: ANN001
     with pytest.raises(ConfigError, match="url"):
         make_hook({"kind": "agent", "key_dir": "/x"}, source="fleet.toml")
     with pytest.raises(ConfigError, match="placeholder"):
-        make_hook(
-            {"kind": "agent", "url": "http://a:9123", "key_dir": "/x"}, source="fleet.toml"
-        )
+        make_hook({"kind": "agent", "url": "http://a:9123", "key_dir": "/x"}, source="fleet.toml")
     with pytest.raises(ConfigError, match="key_dir"):
         make_hook({"kind": "agent", "url": "http://{node}:9123"}, source="fleet.toml")
     with pytest.raises(ConfigError, match="unknown key"):
