@@ -118,6 +118,8 @@ class WolHook:
             port=s.int_("port", 9, minimum=1),
             repeat=s.int_("repeat", 3, minimum=1),
             off_hook=off_hook,
+            # checking a config sends nothing: GREENCPN_LOOPBACK_ONLY is for hooks that will send
+            require_loopback=False if s.static else None,
         )
         s.check_unknown()
         return hook
