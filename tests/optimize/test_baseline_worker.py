@@ -24,15 +24,8 @@ from greencpn.optimize.baseline_worker import (
 from greencpn.optimize.baselines import price_baselines
 from tests.optimize.conftest import START
 from tests.optimize.test_budget_nodes import boot_fleet, min_up_fleet
+from tests.optimize.test_plan_exact import SITE
 from tests.optimize.test_plan_tiny import job, pool
-
-SITE = """
-[[sites]]
-name = "a"
-zone = "Z"
-jurisdictions = ["EU"]
-pue = 1.0
-"""
 
 
 def retry_fleet(fleet):
