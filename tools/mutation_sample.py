@@ -11,8 +11,8 @@ Steps (each is a sub-command; ``all`` runs them in order):
 
 - ``generate``: mutmut 3's own generation step (``mutants/``, one trampoline per function);
 - ``stats``: mutmut's stats run alone (which tests call which mutated function, and each
-  test's duration: ``mutants/mutmut-stats.json``), through ``mutmut print-time-estimates``,
-  which collects the stats and runs no mutant; ``all`` runs it only if the file is missing;
+  test's duration: ``mutants/mutmut-stats.json``), as ``mutmut run`` collects them before its
+  first mutant, without running one; ``all`` runs it only if the file is missing;
 - ``sample``: list every mutant name from mutmut's ``mutants/**/*.py.meta`` files, shuffle each
   package's sorted list with ``random.Random(seed)`` and take the first N/2 of each; the
   list is written to ``bench/results/mutation_sample.txt`` (name, package);
@@ -115,14 +115,19 @@ def generate() -> None:
 
 
 def collect_stats() -> None:
-    """mutmut's stats run without running a mutant (``print-time-estimates`` collects the
-    stats first; its estimates, for one function's mutants only, are discarded)."""
-    env = dict(os.environ)
-    env.setdefault("GREENCPN_HYPOTHESIS_EXAMPLES", "3")
-    cmd = [mutmut_bin(), "print-time-estimates", "greencpn.report.writers.x_to_html__mutmut_1"]
-    rc = subprocess.call(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-    if rc != 0 or not (MUTANTS / "mutmut-stats.json").exists():
-        sys.exit(f"mutmut's stats run failed (exit {rc}): run `{' '.join(cmd)}` to see why")
+    """mutmut's stats run alone: what ``mutmut run`` does before its first mutant (the
+    mutated tree first on ``sys.path``, then the whole selection once with the trampolines
+    recording which test calls which function), without running a mutant."""
+    os.chdir(ROOT)
+    os.environ.setdefault("GREENCPN_HYPOTHESIS_EXAMPLES", "3")
+    from mutmut.__main__ import collect_or_load_stats
+    from mutmut.utils.file_utils import setup_source_paths
+    from mutmut.workers.isolation import get_mutant_runner
+
+    setup_source_paths()
+    collect_or_load_stats(get_mutant_runner())
+    if not (MUTANTS / "mutmut-stats.json").exists():
+        sys.exit("mutmut's stats run wrote no mutants/mutmut-stats.json (see its output above)")
     print("wrote mutants/mutmut-stats.json")
 
 
