@@ -56,10 +56,12 @@ mutation: $(STAMP)
 ## kill share per package
 ## with a Wilson 95 % interval: bench/results/mutation_sample.{txt,json}, see
 ## tools/mutation_sample.py. Example: make mutation-sample SEED=20261203 N=60
+## TAG=20261205 writes bench/results/mutation_sample*_20261205* instead (keeps older samples)
 SEED ?= 20261203
 N ?= 60
+TAG ?=
 mutation-sample: $(STAMP)
-	$(BIN)/python tools/mutation_sample.py all --seed $(SEED) --n $(N)
+	$(BIN)/python tools/mutation_sample.py all --seed $(SEED) --n $(N) $(if $(TAG),--tag $(TAG))
 
 lint: $(STAMP)
 	$(BIN)/ruff check greencpn tests bench models tools

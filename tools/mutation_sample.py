@@ -5,17 +5,21 @@ rate is *estimated* from a random sample drawn with a fixed seed, stratified by 
 (optimize/, report/: the same number from each, so each package gets its own estimate):
 
     make mutation-sample SEED=20261203 N=60
+    make mutation-sample SEED=20261205 N=30 TAG=20261205   # files *_20261205, beside the rest
 
 Steps (each is a sub-command; ``all`` runs them in order):
 
 - ``generate``: mutmut 3's own generation step (``mutants/``, one trampoline per function);
+- ``stats``: mutmut's stats run alone (which tests call which mutated function, and each
+  test's duration: ``mutants/mutmut-stats.json``), as ``mutmut run`` collects them before its
+  first mutant, without running one; ``all`` runs it only if the file is missing;
 - ``sample``: list every mutant name from mutmut's ``mutants/**/*.py.meta`` files, shuffle each
   package's sorted list with ``random.Random(seed)`` and take the first N/2 of each; the
   list is written to ``bench/results/mutation_sample.txt`` (name, package);
 - ``run``: each sampled mutant against mutmut's own selection for it (the tests that called the
   mutated function in mutmut's stats run, ``-x``), one fresh pytest per mutant in
   ``mutants/`` with ``MUTANT_UNDER_TEST`` set and a wall-clock limit (needs
-  ``mutants/mutmut-stats.json``: run ``make mutation MUTANTS=<one name>`` once first);
+  ``mutants/mutmut-stats.json``: the ``stats`` step);
 - ``recheck``: a mutant mutmut calls *survived* may only have escaped mutmut's selection — a
   function called inside a module-scoped fixture is attributed to the first test that set the
   fixture up, so later tests of that module reading the fixture's plan are not selected. Each
@@ -37,6 +41,7 @@ import json
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -55,6 +60,19 @@ PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "--tb=
 # mutmut 3's exit-code meanings (mutmut/stats.py status_by_exit_code), reduced to ours
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests"}
 TIMEOUT_CODES = {24, -24, 36, 152, 255}
+
+
+def use_tag(tag: str) -> None:
+    """Write and read ``*_<tag>`` files instead of the fixed names above, so that one seed's
+    sample, per-mutant results and rechecks stay beside another's (``--tag 20261205``:
+    bench/results/mutation_sample_20261205.{txt,json},
+    bench/results/mutation_sample_{results,recheck}_20261205.json)."""
+    global SAMPLE_TXT, RESULT_JSON, RECHECK_JSON, RESULTS_JSON
+    res = ROOT / "bench" / "results"
+    SAMPLE_TXT = res / f"mutation_sample_{tag}.txt"
+    RESULT_JSON = res / f"mutation_sample_{tag}.json"
+    RESULTS_JSON = res / f"mutation_sample_results_{tag}.json"
+    RECHECK_JSON = res / f"mutation_sample_recheck_{tag}.json"
 
 
 def status_of(exit_code: int | None) -> str:
@@ -94,6 +112,23 @@ def generate() -> None:
     setup_source_paths()
     stats = create_mutants(2)
     print(f"generated: {stats.mutated} files mutated, {stats.unmodified} unmodified")
+
+
+def collect_stats() -> None:
+    """mutmut's stats run alone: what ``mutmut run`` does before its first mutant (the
+    mutated tree first on ``sys.path``, then the whole selection once with the trampolines
+    recording which test calls which function), without running a mutant."""
+    os.chdir(ROOT)
+    os.environ.setdefault("GREENCPN_HYPOTHESIS_EXAMPLES", "3")
+    from mutmut.__main__ import collect_or_load_stats
+    from mutmut.utils.file_utils import setup_source_paths
+    from mutmut.workers.isolation import get_mutant_runner
+
+    setup_source_paths()
+    collect_or_load_stats(get_mutant_runner())
+    if not (MUTANTS / "mutmut-stats.json").exists():
+        sys.exit("mutmut's stats run wrote no mutants/mutmut-stats.json (see its output above)")
+    print("wrote mutants/mutmut-stats.json")
 
 
 def exit_codes() -> dict[str, int | None]:
@@ -201,7 +236,7 @@ def run(names: list[str], rerun: bool = False) -> None:
     if not (MUTANTS / "mutmut-stats.json").exists():
         sys.exit(
             "mutants/mutmut-stats.json missing: mutmut's stats run gives each mutant's tests; "
-            f"run `make mutation MUTANTS={names[0]}` once first (its stats step), then again"
+            "run `tools/mutation_sample.py stats` first"
         )
     results = load_results()
     for name in names:
@@ -300,14 +335,29 @@ def report(seed: int, names: list[str], rechecked: dict[str, int]) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("step", choices=["generate", "sample", "run", "recheck", "report", "all"])
+    ap.add_argument(
+        "step", choices=["generate", "stats", "sample", "run", "recheck", "report", "all"]
+    )
     ap.add_argument("--seed", type=int, default=20261203)
     ap.add_argument("--n", type=int, default=60, help="mutants in the sample (N/2 per package)")
     ap.add_argument("--rerun", action="store_true", help="run: also the mutants with a result")
+    ap.add_argument(
+        "--tag",
+        help="write and read bench/results/mutation_sample_*<TAG>* files (sample, summary, "
+        "per-mutant results, rechecks) instead of the fixed names, e.g. --tag 20261205",
+    )
     args = ap.parse_args(argv)
     os.chdir(ROOT)
+    if args.tag:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", args.tag):
+            ap.error(f"--tag {args.tag!r}: use letters, digits, '_' or '-' (part of a file name)")
+        use_tag(args.tag)
     if args.step in ("generate", "all"):
         generate()
+    if args.step == "stats" or (
+        args.step == "all" and not (MUTANTS / "mutmut-stats.json").exists()
+    ):
+        collect_stats()
     if args.step in ("sample", "all"):
         sample(args.seed, args.n)
     names = read_sample() if SAMPLE_TXT.exists() else []

@@ -95,6 +95,29 @@ def test_kept_candidate_keeps_start_and_the_newest_plans_cap_levels(tmp_path: Pa
     assert ev.totals["carbon_kg"] == pytest.approx(0.0525)
 
 
+def test_a_slot_without_cap_level_takes_the_milps_level(tmp_path: Path) -> None:
+    """The newest plan's slot 0 has no ``cap_level`` (a document written without it): the
+    kept placement takes the MILP's level there (0, 300 W) and the newest plan's 150 W in
+    slots 1–3. ``a`` keeps its start 00:00 and, at 300 W (θ 1.0), does its 1 GPU-h in slot 0:
+    00:00–01:00, node on in slot 0 only (min up 1 h): busy 0.3 kWh + node 0.1 kWh = 0.4 kWh
+    × 100 g/kWh = 0.04 kg."""
+    cfg = _cfg(tmp_path)
+    inp = make_inputs(cfg, SimClock(START))
+    model = PlanModel(inp)
+    model.solve()
+    sol = model.extract()
+    assert sol.level[0, 0] == 0
+    doc = _newest_plan()
+    del doc["pools"][0]["slots"][0]["cap_level"]
+    anchor = Anchor(latest=doc, latest_nodes_on=plan_nodes_on(inp, doc))
+    sched, n, _u, _d, ev, kept, unchanged = kept_candidate(inp, model, sol, anchor)
+    assert (kept, unchanged) == (1, 1)
+    assert sched.level[0, : inp.T].tolist() == [0, 1, 1, 1]
+    assert (float(sched.start_h[0]), float(sched.end_h[0])) == pytest.approx((0.0, 1.0))
+    assert n[0].tolist() == [1, 0, 0, 0]
+    assert ev.totals["carbon_kg"] == pytest.approx(0.04)
+
+
 def test_no_unchanged_job_no_kept_candidate(tmp_path: Path) -> None:
     """The newest plan knew ``a`` with 2 GPU-h of work: nothing to keep (None)."""
     cfg = _cfg(tmp_path)

@@ -198,3 +198,21 @@ def test_a_start_and_a_stop_in_the_same_slot_cancel():
     n2, u2, d2 = net_switches(n, u, d)
     assert u2.tolist() == [[1, 0, 0]] and d2.tolist() == [[0, 0, 1]]
     assert (n2 == n).all()
+
+
+def test_power_figures_in_the_document_are_to_the_watt(fleet):
+    """plan.json gives every kW figure to 3 decimals (1 W), the pool's like the site's. The
+    node idles at 123.45 W and the 1 GPU-h job runs in slot 0 (due 01:00) at 300 W, then the
+    node is off: pool and site IT power 123.45 + 300 = 423.45 W → 0.423 kW in slot 0, 0 after;
+    PUE 1, so the meter reads the same."""
+    path = fleet(
+        carbon={"Z": [100, 100, 100]},
+        sites=SITE,
+        pools=pool(idle_w=123.45),
+        jobs=[job(work=1.0, deadline=1)],
+    )
+    doc = plan(path).document
+    assert [s["it_power_kw"] for s in doc["pools"][0]["slots"]] == [0.423, 0.0, 0.0]
+    site = doc["sites"][0]["slots"]
+    assert [s["it_power_kw"] for s in site] == [0.423, 0.0, 0.0]
+    assert [s["meter_power_kw"] for s in site] == [0.423, 0.0, 0.0]

@@ -121,3 +121,52 @@ def test_a_job_due_to_have_started_is_placed_afresh(tmp_path: Path) -> None:
     )
     kept = kept_runs(inp, doc)
     assert {inp.jobs[j].id: v[1][0] for j, v in kept.items()} == {"late": 8}
+
+
+def _doc_on_grid(jobs: list[dict], step_minutes: float) -> dict:
+    """A plan document whose placement grid is ``step_minutes`` per step."""
+    doc = _doc(jobs)
+    doc["horizon"]["placement_step_minutes"] = step_minutes
+    return doc
+
+
+def test_a_checkpointable_job_keeps_its_exact_placement_runs_on_the_same_grid(
+    tmp_path: Path,
+) -> None:
+    """The plan's grid is this one (15-min steps): c's placement runs — steps 6, 7 (the last
+    half busy) and 8–11 — are kept as they are, with their busy fractions."""
+    inp = _inputs(tmp_path, [job("c", work=1.5, ckpt=True)])
+    prev = _prev("c", pool_name="p", start_h=1.5, work=1.5, ckpt=True)
+    prev["placement_runs"] = [
+        {"step": 6, "steps": 2, "last_busy_fraction": 0.5},
+        {"step": 8, "steps": 4, "last_busy_fraction": 1.0},
+    ]
+    out = kept_runs(inp, _doc_on_grid([prev], 15.0))
+    assert out == {0: (0, [6, 7, 8, 9, 10, 11], [1.0, 0.5, 1.0, 1.0, 1.0, 1.0])}
+
+
+def test_placement_runs_on_another_grid_are_not_read(tmp_path: Path) -> None:
+    """The plan's placement runs are on a 60-min grid (a job-level plan), this horizon's on
+    15-min steps: its run "step 1, 2 steps" means 01:00–03:00 there, steps 1–2 (00:15–00:45)
+    here, so it is not read; c is rebuilt from its slots as without runs — slot 1 half busy
+    from 01:30 → steps 6, 7; slot 2 → steps 8–11."""
+    inp = _inputs(tmp_path, [job("c", work=1.5, ckpt=True)])
+    sched = [
+        {"slot": 1, "gpus": 1, "busy_fraction": 0.5},
+        {"slot": 2, "gpus": 1, "busy_fraction": 1.0},
+    ]
+    prev = _prev("c", pool_name="p", start_h=1.5, work=1.5, ckpt=True, schedule=sched)
+    prev["placement_runs"] = [{"step": 1, "steps": 2, "last_busy_fraction": 1.0}]
+    assert kept_runs(inp, _doc_on_grid([prev], 60.0)) == {0: (0, [6, 7, 8, 9, 10, 11])}
+
+
+def test_a_contiguous_job_keeps_only_its_start_even_with_placement_runs(
+    tmp_path: Path,
+) -> None:
+    """Placement runs are read for checkpointable jobs only: contiguous job a (on q from
+    02:00, runs "step 8, 4 steps" on this very grid) keeps its start step 8 and runs on to the
+    end of the extended timeline (8 … 167), re-timed to its work by placement — no fractions."""
+    inp = _inputs(tmp_path, [job("a")])
+    prev = _prev("a", pool_name="q", start_h=2.0)
+    prev["placement_runs"] = [{"step": 8, "steps": 4, "last_busy_fraction": 1.0}]
+    assert kept_runs(inp, _doc_on_grid([prev], 15.0)) == {0: (1, list(range(8, 168)))}

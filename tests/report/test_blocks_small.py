@@ -247,3 +247,19 @@ def test_safe_plan_paragraph_quotes_reason_and_rule(tiny_plan: dict[str, Any]) -
         "for an optimised plan.",
     )
     assert not any("SAFE PLAN" in str(b[1]) for b in build_blocks(tiny_plan, []))
+
+
+def test_safe_plan_paragraph_without_a_reason_says_no_incumbent(
+    tiny_plan: dict[str, Any],
+) -> None:
+    """A safe plan whose document has no ``safe_fallback`` block (a plan.json written by hand
+    or by another tool): the paragraph falls back to the reason "No incumbent" and an empty
+    rule — not the word "None"."""
+    plan = copy.deepcopy(tiny_plan)
+    plan["origin"] = "safe"
+    blocks = build_blocks(plan, [])
+    assert blocks[2] == (
+        "p",
+        "**SAFE PLAN — not an optimised plan.** No incumbent; the plan is the safe plan: . "
+        "Re-run with a longer `--time-limit` (or `solver.time_limit_s`) for an optimised plan.",
+    )

@@ -171,6 +171,17 @@ def test_bad_plan_is_a_clear_error(tmp_path: Path) -> None:
         )
 
 
+def test_a_plan_that_is_not_an_object_is_a_clear_error(tmp_path: Path) -> None:
+    """A JSON list (or any non-object) handed in as the plan: one ConfigError naming the
+    source ("plan"), what is wrong and the fix — nothing written."""
+    with pytest.raises(ConfigError) as err:
+        render_report([1, 2], tmp_path / "out")  # type: ignore[arg-type]
+    assert str(err.value) == (
+        "plan: the plan is not a JSON object — fix: pass the dict read from plan.json"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_formatting_helpers() -> None:
     assert fmt_num(12345.678) == "12,345.7"
     assert fmt_num(None) == "–"

@@ -161,3 +161,56 @@ def test_work_by_site_plot_steps_end_on_the_last_slot(
         assert len(plan_line.get_xdata()) == 7  # the 6 slot starts and the horizon end
         assert (plan_line.get_linestyle(), plan_line.get_linewidth()) == ("-", 2.0)
         assert (base_line.get_linestyle(), base_line.get_linewidth()) == ("--", 1.3)
+
+
+def test_plan_without_config_is_argparses_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """``greencpn plan`` with no ``--config``: argparse's own usage error (exit status 2, the
+    missing option named), before anything is loaded or planned."""
+    from greencpn import cli
+
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["plan"])
+    assert stop.value.code == 2
+    assert "the following arguments are required: --config" in capsys.readouterr().err
+
+
+def test_progress_log_lines_while_solving_at_most_one_every_2_s(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without a terminal (``-v``) the solve's status is a log line at most every
+    EVERY_S = 2 s; a phase change logs nothing itself (the planner logs the phase) but restarts
+    the 2 s. The clock is a hand-set counter (``time.perf_counter`` of the module), the HiGHS
+    line is test_progress's LATER (bound 1.148, incumbent 1.163, gap 1.29 %):
+
+    t = 10 s: 10 − 0 ≥ 2 → logged; t = 11: 1 s since → not; t = 12.5: 2.5 s → logged;
+    t = 13: phase change (nothing logged, restarts); t = 14.5: 1.5 s → not; t = 15: 2 s → logged.
+    """
+    from types import SimpleNamespace
+
+    import greencpn.report.progress as progress
+    from tests.report.test_progress import LATER
+
+    now = [0.0]
+    monkeypatch.setattr(progress, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    pr = PlanProgress(enabled=True, tty=False, stream=io.StringIO())
+    pr._phase = "solve (HiGHS)"
+    pr._last_line = LATER
+    caplog.set_level(logging.INFO, logger="greencpn.progress")
+    shown = []
+    for t, force in [(10.0, False), (11.0, False), (12.5, False), (13.0, True)]:
+        now[0] = t
+        pr._show(force=force)
+        shown.append(len(caplog.records))
+    for t in (14.5, 15.0):
+        now[0] = t
+        pr._show()
+        shown.append(len(caplog.records))
+    assert shown == [1, 1, 2, 2, 2, 3]
+    assert [r.getMessage() for r in caplog.records] == [
+        "greencpn plan: solve (HiGHS) (10.0 s, total 10.0 s) — incumbent 1.163, bound 1.148, "
+        "gap 1.29%",
+        "greencpn plan: solve (HiGHS) (12.5 s, total 12.5 s) — incumbent 1.163, bound 1.148, "
+        "gap 1.29%",
+        "greencpn plan: solve (HiGHS) (15.0 s, total 15.0 s) — incumbent 1.163, bound 1.148, "
+        "gap 1.29%",
+    ]
