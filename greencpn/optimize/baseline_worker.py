@@ -12,9 +12,11 @@ pricing once the MILP is solved.
   copy of the inputs (a NumPy array pickles bit for bit); baselines the worker was not asked
   for are priced in-process as before (tests/optimize/test_baseline_worker.py compares both
   ways on real plans).
-* **Faults degrade to the old way.** A worker that cannot start, dies, raises, or has not
-  answered within ``wait_limit_s`` of being asked is logged, terminated, and the baselines are
-  priced in-process (a bug in the pricing itself then raises there, as it always did); the plan
+* **Faults degrade to the old way.** A worker that cannot start, raises, or has not answered
+  within ``wait_limit_s`` of being asked is logged, terminated, and the baselines are priced
+  in-process (a bug in the pricing itself then raises there, as it always did). A worker that
+  dies in the middle of a pricing (killed for memory) is noticed only that way: the pool starts
+  a new process but the pricing it held is lost, so the plan waits out ``wait_limit_s``. The plan
   document's solver block says where they were priced (``baselines_where``) and why not in the
   worker (``baselines_worker_error``). The next plan starts a fresh worker.
 * **One process, started once.** ``multiprocessing``'s ``spawn`` start method (a fresh
