@@ -43,7 +43,7 @@ import pickle
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.pool import AsyncResult, Pool
 from typing import Any
 
@@ -118,11 +118,9 @@ class PendingBaselines:
     """Baselines asked of the worker for one plan (:meth:`BaselineWorker.submit`)."""
 
     worker: BaselineWorker
-    which: tuple[str, ...]
     asked_at: float  # perf_counter
     handle: AsyncResult | None
     error: str | None = None
-    info: dict[str, Any] = field(default_factory=dict)
 
     def result(self) -> tuple[dict[str, Evaluation], dict, dict[str, Any]]:
         """The worker's evaluations and schedules and what to record about them; empty dicts
@@ -141,15 +139,14 @@ class PendingBaselines:
                 err = f"{type(exc).__name__}: {exc}"
                 self.worker.terminate()
             else:
-                self.info = {
-                    "baselines_where": "worker",
-                    **own,
-                    "baselines_wait_s": time.perf_counter() - t0,
-                }
-                return evals, scheds, self.info
+                wait_s = time.perf_counter() - t0
+                return (
+                    evals,
+                    scheds,
+                    {"baselines_where": "worker", **own, "baselines_wait_s": wait_s},
+                )
         log.warning("baselines: the worker process failed (%s); priced in-process", err)
-        self.info = {"baselines_where": "in-process", "baselines_worker_error": err}
-        return {}, {}, self.info
+        return {}, {}, {"baselines_where": "in-process", "baselines_worker_error": err}
 
     def abandon(self) -> None:
         """The plan ended without collecting (e.g. the solver failed): the answer is dropped.
@@ -179,8 +176,8 @@ class BaselineWorker:
             handle = self._pool.apply_async(_price, (blob, which))
         except Exception as exc:  # cannot start a process (limits, no /dev/shm, …)
             self.terminate()
-            return PendingBaselines(self, which, now, None, error=f"{type(exc).__name__}: {exc}")
-        return PendingBaselines(self, which, now, handle)
+            return PendingBaselines(self, now, None, error=f"{type(exc).__name__}: {exc}")
+        return PendingBaselines(self, now, handle)
 
     def terminate(self) -> None:
         """Stop the worker process now (a fault, or the controller closing)."""

@@ -11,9 +11,9 @@ This module keeps the sequencing (:func:`make_plan`, :func:`finish_plan`, the sa
 (:mod:`greencpn.optimize.candidates`), the report's baselines
 (:mod:`greencpn.optimize.baselines`), the plan document (:mod:`greencpn.optimize.document`).
 
-Size (~750 lines, above the ~600 of issue 13; :func:`make_plan` pauses the collector,
-``_make_plan`` hands the baselines to the worker process (:mod:`greencpn.optimize.baseline_worker`)
-and ``_plan_on`` solves): :func:`finish_plan` is one sequence (~320 lines: candidates,
+Size (~730 lines, above the ~600 of issue 13; :func:`make_plan` pauses the collector and
+hands the baselines to the worker process (:mod:`greencpn.optimize.baseline_worker`),
+``_make_plan`` solves): :func:`finish_plan` is one sequence (~320 lines: candidates,
 the incumbent their passes are abandoned against, their competition, the job-level MILP, the
 diagnostics) that reads best unbroken; every step it calls lives in the modules above.
 """
@@ -229,60 +229,25 @@ def make_plan(
     re-plan step 6–7 of them took 1.4–3.3 s in all); objects the run drops are still freed by
     reference counting, cyclic garbage once the collector is restored when the run ends.
     """
+    if baselines not in BASELINE_SETS:
+        raise ValueError(f"baselines={baselines!r}: use one of {sorted(BASELINE_SETS)}")
     with paused_gc():
-        return _make_plan(
-            cfg,
-            clock,
-            intensity_by_zone=intensity_by_zone,
-            model=model,
-            failed_nodes=failed_nodes,
-            inputs=inputs,
-            new_model=new_model,
-            tradeoff_curve=tradeoff_curve,
-            joblevel=joblevel,
-            candidates=candidates,
-            incremental=incremental,
-            improve=improve,
-            baselines=baselines,
-            baseline_worker=baseline_worker,
-        )
+        inp = inputs or make_inputs(cfg, clock, intensity_by_zone, failed_nodes=failed_nodes)
+        pending = None
+        if baseline_worker is not None and BASELINE_SETS[baselines]:
+            pending = baseline_worker.submit(inp, worker_set(baselines))  # beside the MILP
+        try:
+            return _make_plan(
+                cfg, clock, inp, model, failed_nodes, new_model, tradeoff_curve, pending,
+                joblevel=joblevel, candidates=candidates, incremental=incremental,
+                improve=improve, baselines=baselines,
+            )  # fmt: skip
+        finally:
+            if pending is not None:
+                pending.abandon()  # dropped unless collected (e.g. the solve failed)
 
 
 def _make_plan(
-    cfg: FleetConfig,
-    clock: Clock,
-    *,
-    intensity_by_zone: dict[str, np.ndarray] | None,
-    model: PlanModel | None,
-    failed_nodes: dict[str, int] | None,
-    inputs: PlanInputs | None,
-    new_model: Callable[[PlanInputs], PlanModel] | None,
-    tradeoff_curve: bool,
-    joblevel: bool,
-    candidates: bool,
-    incremental: bool,
-    improve: bool,
-    baselines: str,
-    baseline_worker: BaselineWorker | None,
-) -> PlanResult:
-    if baselines not in BASELINE_SETS:
-        raise ValueError(f"baselines={baselines!r}: use one of {sorted(BASELINE_SETS)}")
-    inp = inputs or make_inputs(cfg, clock, intensity_by_zone, failed_nodes=failed_nodes)
-    pending = None
-    if baseline_worker is not None and BASELINE_SETS[baselines]:
-        pending = baseline_worker.submit(inp, worker_set(baselines))  # priced beside the MILP
-    try:
-        return _plan_on(
-            cfg, clock, inp, model, failed_nodes, new_model, tradeoff_curve, pending,
-            joblevel=joblevel, candidates=candidates, incremental=incremental,
-            improve=improve, baselines=baselines,
-        )  # fmt: skip
-    finally:
-        if pending is not None:
-            pending.abandon()  # dropped unless collected (e.g. the solve failed)
-
-
-def _plan_on(
     cfg: FleetConfig,
     clock: Clock,
     inp: PlanInputs,

@@ -41,19 +41,25 @@ def one_job_too_big(fleet, gpu=None):
     return make_inputs(load_config(path), SimClock(START))
 
 
+def abandoned_then_built(inp, top):
+    """The plan-mode placement with all nodes on at cap levels ``top``: once abandoned just
+    under 2000 (what it raised), once let through at 2000 (its evaluation)."""
+    P, T = len(inp.pools), inp.T
+    on = np.ones((P, T))
+    with pytest.raises(PlacementAbandoned) as ab:
+        place_jobs(inp, on, top, mode="plan", abandon_above=1999.0)
+    sched = place_jobs(inp, on, top, mode="plan", abandon_above=2000.0)
+    n, u, _d = repair_nodes(inp, sched)
+    return ab.value, evaluate(inp, sched, n, u)
+
+
 def test_the_bound_is_the_work_that_cannot_fit_inside_the_horizon(fleet):
     inp = one_job_too_big(fleet)
     assert inp.objective.unserved_weight_per_gpu_h == 1000.0
-    P, T = len(inp.pools), inp.T
-    on, top = np.ones((P, T)), np.zeros((P, T), dtype=int)
-    with pytest.raises(PlacementAbandoned) as ab:
-        place_jobs(inp, on, top, mode="plan", abandon_above=1999.0)
-    assert ab.value.lower_bound == pytest.approx(2000.0)  # (6 - 4) GPU-h × 1000
-    assert ab.value.jobs_done == 1
+    ab, ev = abandoned_then_built(inp, np.zeros((len(inp.pools), inp.T), dtype=int))
+    assert ab.lower_bound == pytest.approx(2000.0)  # (6 - 4) GPU-h × 1000
+    assert ab.jobs_done == 1
     # at the bound itself the placement is built, and its objective is not below the bound
-    sched = place_jobs(inp, on, top, mode="plan", abandon_above=2000.0)
-    n, u, _d = repair_nodes(inp, sched)
-    ev = evaluate(inp, sched, n, u)
     assert ev.job_unserved_gpu_h[0] == pytest.approx(2.0)
     assert ev.objective >= 2000.0
 
@@ -62,14 +68,8 @@ def test_the_bound_counts_the_fastest_level_not_the_slot_level(fleet):
     """At the half-speed level the job delivers 2 GPU-h inside (4 GPU-h unserved, objective
     ≥ 4000), but a later job could raise the cap under it: the bound counts full speed, 2000."""
     inp = one_job_too_big(fleet, gpu=TWO_LEVELS)
-    P, T = len(inp.pools), inp.T
-    on, slow = np.ones((P, T)), np.ones((P, T), dtype=int)
-    with pytest.raises(PlacementAbandoned) as ab:
-        place_jobs(inp, on, slow, mode="plan", abandon_above=1999.0)
-    assert ab.value.lower_bound == pytest.approx(2000.0)
-    sched = place_jobs(inp, on, slow, mode="plan", abandon_above=2000.0)
-    n, u, _d = repair_nodes(inp, sched)
-    ev = evaluate(inp, sched, n, u)
+    ab, ev = abandoned_then_built(inp, np.ones((len(inp.pools), inp.T), dtype=int))  # slow level
+    assert ab.lower_bound == pytest.approx(2000.0)
     assert ev.job_unserved_gpu_h[0] == pytest.approx(4.0)
     assert ev.objective >= 4000.0
 
