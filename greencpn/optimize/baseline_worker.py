@@ -12,13 +12,14 @@ pricing once the MILP is solved.
   copy of the inputs (a NumPy array pickles bit for bit); baselines the worker was not asked
   for are priced in-process as before (tests/optimize/test_baseline_worker.py compares both
   ways on real plans).
-* **Faults degrade to the old way.** A worker that cannot start, raises, or has not answered
-  within ``wait_limit_s`` of being asked is logged, terminated, and the baselines are priced
-  in-process (a bug in the pricing itself then raises there, as it always did). A worker that
-  dies in the middle of a pricing (killed for memory) is noticed only that way: the pool starts
-  a new process but the pricing it held is lost, so the plan waits out ``wait_limit_s``. The plan
-  document's solver block says where they were priced (``baselines_where``) and why not in the
-  worker (``baselines_worker_error``). The next plan starts a fresh worker.
+* **Faults degrade to the old way.** A worker that cannot start, raises, dies, or has not
+  answered within ``wait_limit_s`` of being asked is logged, terminated, and the baselines are
+  priced in-process (a bug in the pricing itself then raises there, as it always did). A worker
+  that dies in the middle of a pricing (killed for memory, say) is noticed as it dies:
+  :class:`~concurrent.futures.ProcessPoolExecutor` watches its process and fails the pending
+  answer with ``BrokenProcessPool`` at once, so the plan does not wait out ``wait_limit_s``. The
+  plan document's solver block says where they were priced (``baselines_where``) and why not in
+  the worker (``baselines_worker_error``). The next plan starts a fresh worker.
 * **One process, started once.** ``multiprocessing``'s ``spawn`` start method (a fresh
   interpreter: no fork of a process with threads and a live HiGHS), one worker kept across
   steps (its start, ~1–2 s of imports, overlaps the first plan's MILP build). Its standard
@@ -43,8 +44,9 @@ import pickle
 import resource
 import sys
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from multiprocessing.pool import AsyncResult, Pool
 from typing import Any
 
 from greencpn.optimize.baselines import BASELINE_SETS, price_baselines
@@ -119,7 +121,7 @@ class PendingBaselines:
 
     worker: BaselineWorker
     asked_at: float  # perf_counter
-    handle: AsyncResult | None
+    handle: Future | None
     error: str | None = None
 
     def result(self) -> tuple[dict[str, Evaluation], dict, dict[str, Any]]:
@@ -131,11 +133,14 @@ class PendingBaselines:
         if self.handle is not None and err is None:
             left = self.worker.wait_limit_s - (t0 - self.asked_at)
             try:
-                evals, scheds, own = self.handle.get(timeout=max(0.0, left))
-            except multiprocessing.TimeoutError:
+                evals, scheds, own = self.handle.result(timeout=max(0.0, left))
+            except TimeoutError:
                 err = f"no answer within {self.worker.wait_limit_s:g} s of being asked"
                 self.worker.terminate()
-            except Exception as exc:  # the worker died, or raised: priced in-process below
+            except BrokenProcessPool as exc:  # the process died (killed, out of memory, …)
+                err = f"the worker process died while pricing ({exc})"
+                self.worker.terminate()
+            except Exception as exc:  # the worker raised: priced in-process below
                 err = f"{type(exc).__name__}: {exc}"
                 self.worker.terminate()
             else:
@@ -160,31 +165,47 @@ class BaselineWorker:
 
     def __init__(self, wait_limit_s: float = DEFAULT_WAIT_LIMIT_S) -> None:
         self.wait_limit_s = float(wait_limit_s)
-        self._pool: Pool | None = None
+        self._executor: ProcessPoolExecutor | None = None
         self.started = 0  # worker processes started (a fault starts a fresh one next time)
+
+    @property
+    def running(self) -> bool:
+        """Whether a worker process is kept (started and not terminated)."""
+        return self._executor is not None
 
     def submit(self, inp: PlanInputs, which: tuple[str, ...]) -> PendingBaselines:
         """Ask the worker to price ``which`` on ``inp``; returns at once."""
         now = time.perf_counter()
         try:
-            if self._pool is None:
-                ctx = multiprocessing.get_context("spawn")
-                self._pool = ctx.Pool(processes=1, initializer=_init_worker)
+            if self._executor is None:
+                self._executor = ProcessPoolExecutor(
+                    max_workers=1,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_init_worker,
+                )
                 self.started += 1
             # pickled here, in the caller's thread: the worker sees the inputs as they are now
             blob = pickle.dumps(inp, protocol=pickle.HIGHEST_PROTOCOL)
-            handle = self._pool.apply_async(_price, (blob, which))
+            handle = self._executor.submit(_price, blob, which)
         except Exception as exc:  # cannot start a process (limits, no /dev/shm, …)
             self.terminate()
             return PendingBaselines(self, now, None, error=f"{type(exc).__name__}: {exc}")
         return PendingBaselines(self, now, handle)
 
     def terminate(self) -> None:
-        """Stop the worker process now (a fault, or the controller closing)."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        """Stop the worker process now, a pricing it runs included (a fault, or the controller
+        closing)."""
+        ex, self._executor = self._executor, None
+        if ex is None:
+            return
+        kill = getattr(ex, "terminate_workers", None)  # Python ≥ 3.14
+        if kill is not None:
+            kill()
+        else:  # the executor's own process table (no public way to stop a busy worker before 3.14)
+            for proc in list((getattr(ex, "_processes", None) or {}).values()):
+                proc.terminate()
+                proc.join(timeout=10)
+        ex.shutdown(wait=True, cancel_futures=True)
 
     close = terminate
 

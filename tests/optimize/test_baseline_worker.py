@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import signal
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,8 +195,64 @@ def test_a_worker_that_does_not_answer_is_stopped_and_replaced(fleet, caplog):
         }
         assert any("no answer within 0.05 s" in m for m in caplog.messages)
         same_baselines(price_baselines(inp, which), (evals, scheds))
-        assert w._pool is None  # terminated, not left running
+        assert not w.running  # terminated, not left running
         w.wait_limit_s = 600.0
+        _e, _s, info = collect(inp, which, w.submit(inp, which))
+        assert info["baselines_where"] == "worker" and w.started == 2
+    finally:
+        w.close()
+    assert not [p for p in multiprocessing.active_children() if p.pid not in before]
+
+
+def mark_then_sleep(marker: str, sleep_s: float) -> None:
+    """Run by the worker while it unpickles its inputs (see :class:`SlowToUnpickle`): says it
+    has started, then holds the pricing."""
+    Path(marker).touch()
+    time.sleep(sleep_s)
+
+
+class SlowToUnpickle:
+    """An inputs extra whose unpickling — inside the worker's pricing call — takes ``sleep_s``."""
+
+    def __init__(self, marker: Path, sleep_s: float) -> None:
+        self.marker, self.sleep_s = str(marker), sleep_s
+
+    def __reduce__(self):
+        return (mark_then_sleep, (self.marker, self.sleep_s))
+
+
+def test_a_worker_that_dies_while_pricing_is_noticed_at_once(fleet, tmp_path, caplog):
+    """The worker process killed (SIGKILL, as the kernel's OOM killer does) in the middle of a
+    pricing: the plan is told at once — not after ``wait_limit_s`` (600 s here) — prices the
+    baselines itself with the same figures, says why, and the next plan starts a fresh worker.
+    (Before, the pool replaced the process, lost the pricing it held, and the plan waited out the
+    600 s.)"""
+    inp = inputs(retry_fleet(fleet))
+    which = worker_set("agnostic")
+    marker = tmp_path / "pricing-started"
+    inp.extras["slow"] = SlowToUnpickle(marker, sleep_s=120.0)
+    before = {p.pid for p in multiprocessing.active_children()}  # e.g. the module's worker
+    w = BaselineWorker(wait_limit_s=600.0)
+    try:
+        pending = w.submit(inp, which)
+        deadline = time.monotonic() + 120.0
+        while not marker.exists():  # the worker is inside the pricing call
+            assert time.monotonic() < deadline, "the worker never started pricing"
+            time.sleep(0.05)
+        mine = [p for p in multiprocessing.active_children() if p.pid not in before]
+        assert len(mine) == 1  # the worker process this submit started
+        os.kill(mine[0].pid, signal.SIGKILL)
+        t0 = time.perf_counter()
+        with caplog.at_level(logging.WARNING, logger="greencpn.optimize.baseline_worker"):
+            evals, scheds, info = collect(inp, which, pending)
+        waited_s = time.perf_counter() - t0
+        assert info["baselines_where"] == "in-process"
+        assert info["baselines_worker_error"].startswith("the worker process died while pricing")
+        assert any("the worker process died" in m for m in caplog.messages)
+        assert waited_s < 60.0, waited_s  # noticed, not waited out (600 s)
+        del inp.extras["slow"]
+        same_baselines(price_baselines(inp, which), (evals, scheds))
+        assert not w.running
         _e, _s, info = collect(inp, which, w.submit(inp, which))
         assert info["baselines_where"] == "worker" and w.started == 2
     finally:
