@@ -20,7 +20,9 @@ Examples are few, derandomised and not shrunk (the same fleets each run, so CI i
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +39,19 @@ from greencpn.controller.forecast import make_inputs, make_plan
 from greencpn.optimize.milp import PlanModel
 from tests.optimize.conftest import START, iso, write_fleet
 
-# hypothesis writes failing-example patches under its home folder: keep it out of the repo
-set_hypothesis_home_dir(tempfile.mkdtemp(prefix="greencpn-hypothesis-"))
+# hypothesis writes failing-example patches (and a cache of constants) under its home folder:
+# keep it out of the repo, in a temporary folder removed when the test run ends — unless a
+# failing example's patch is there (hypothesis prints its path)
+HYPOTHESIS_HOME = Path(tempfile.mkdtemp(prefix="greencpn-hypothesis-"))
+set_hypothesis_home_dir(str(HYPOTHESIS_HOME))
+
+
+@atexit.register
+def _remove_hypothesis_home() -> None:
+    if not (HYPOTHESIS_HOME / "patches").exists():
+        shutil.rmtree(HYPOTHESIS_HOME, ignore_errors=True)
+
+
 EXAMPLES = int(os.environ.get("GREENCPN_HYPOTHESIS_EXAMPLES", "12"))
 SETTINGS = settings(
     max_examples=EXAMPLES,
