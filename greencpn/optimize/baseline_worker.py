@@ -198,13 +198,16 @@ class BaselineWorker:
         ex, self._executor = self._executor, None
         if ex is None:
             return
-        kill = getattr(ex, "terminate_workers", None)  # Python ≥ 3.14
-        if kill is not None:
-            kill()
-        else:  # the executor's own process table (no public way to stop a busy worker before 3.14)
-            for proc in list((getattr(ex, "_processes", None) or {}).values()):
-                proc.terminate()
-                proc.join(timeout=10)
+        try:
+            kill = getattr(ex, "terminate_workers", None)  # Python ≥ 3.14
+            if kill is not None:
+                kill()
+            else:  # the executor's process table (no public way to stop a busy worker before 3.14)
+                for proc in list((getattr(ex, "_processes", None) or {}).values()):
+                    proc.terminate()
+                    proc.join(timeout=10)
+        except Exception as exc:  # e.g. a pool already broken by the worker's death
+            log.debug("baselines: stopping the worker: %s", exc)
         ex.shutdown(wait=True, cancel_futures=True)
 
     close = terminate
