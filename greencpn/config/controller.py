@@ -18,7 +18,8 @@ class ControllerConfig(_Strict):
     )
     node_flap_weight: NonNegFloat = Field(
         default=0.5,
-        description="objective units per node switched against the previous plan (stability)",
+        description="objective units per node and slot whose on/off state differs from the "
+        "previous plan's (|n - n_prev| summed over the slots both plans cover; stability)",
     )
     job_move_weight_per_gpu_h: NonNegFloat = Field(
         default=0.05,

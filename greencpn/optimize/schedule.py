@@ -88,7 +88,7 @@ class Schedule:
 class NodeAnchor:
     """What a re-plan's node schedule must respect (arrays [P, T] on this horizon): nodes that
     may not stop / start yet by the power history, and the previous plan's nodes on (nan where
-    it does not cover the slot) with the weight per node switched against it."""
+    it does not cover the slot) with the weight per node and slot on/off unlike it."""
 
     must_on: np.ndarray | None = None
     must_off: np.ndarray | None = None
