@@ -293,6 +293,9 @@ SuspendProgram={d / "suspend.sh"}
 ResumeProgram={d / "resume.sh"}
 ResumeFailProgram={d / "resume-fail.sh"}
 SuspendTime=3600
+# a job cancelled the instant it starts can miss the SIGTERM and waits KillWait (30 s by default)
+# for its SIGKILL: seen failing a 20 s wait for "job gone" under load; the test cluster waits 2 s
+KillWait=2
 SuspendTimeout=2
 ResumeTimeout=8
 {acct_conf}{extra_conf}
