@@ -263,3 +263,43 @@ def test_safe_plan_paragraph_without_a_reason_says_no_incumbent(
         "**SAFE PLAN — not an optimised plan.** No incumbent; the plan is the safe plan: . "
         "Re-run with a longer `--time-limit` (or `solver.time_limit_s`) for an optimised plan.",
     )
+
+
+def test_solver_table_model_size_in_whole_numbers(tiny_plan: dict[str, Any]) -> None:
+    """n_vars 120, n_constraints 95, n_job_groups 3 (the hand plan), each with no decimals
+    (seed-20261206 sample: x_solver_blocks__mutmut_157 gave "95.0 constraints")."""
+    rows = dict(_table(solver_blocks(tiny_plan), "Solver outcome").rows)
+    assert rows["model size"] == "120 variables, 95 constraints, 3 job groups"
+
+
+def _baselines_paragraph(plan: dict[str, Any]) -> str:
+    (text,) = [
+        b[1] for b in _after(build_blocks(plan, []), "Plan against the baselines") if b[0] == "p"
+    ]
+    return str(text)
+
+
+def test_baselines_paragraph_names_the_submit_rule_and_the_sign(
+    tiny_plan: dict[str, Any],
+) -> None:
+    """plan.json ``baseline_rules.submit_site`` (2 jobs by "release site", 1 by "first
+    allowed site") is quoted in the carbon-agnostic sentence; the paragraph ends by saying
+    what a negative percentage means (seed-20261206: _submit_rule_text__mutmut_19 read
+    ``XXjobs_by_ruleXX``, x_build_blocks__mutmut_148 garbled the last sentence)."""
+    plan = copy.deepcopy(tiny_plan)
+    plan["baseline_rules"] = {
+        "submit_site": {
+            "jobs_by_rule": {"release site": 2, "first allowed site": 1},
+            "rule": "the site the job was released at",
+        }
+    }
+    text = _baselines_paragraph(plan)
+    assert (
+        "each job at its submit site, all nodes on, full power (submit site: 2 job(s) by "
+        "release site, 1 job(s) by first allowed site; the rule: the site the job was "
+        "released at; the TOML's order of sites plays no part). *Shutdown-idle*" in text
+    )
+    assert text.endswith(
+        " The saving against it is what the optimisation adds. Negative percentages mean "
+        "the plan uses less."
+    )
