@@ -23,7 +23,7 @@ import pytest
 from greencpn.clock import SimClock
 from greencpn.config import load_config
 from greencpn.controller.forecast import make_inputs
-from greencpn.optimize.candidates import kept_candidate
+from greencpn.optimize.candidates import job_orders, kept_candidate
 from greencpn.optimize.milp import PlanModel
 from greencpn.optimize.plan import make_plan
 from greencpn.optimize.stability import Anchor, StablePlanModel, plan_nodes_on
@@ -162,3 +162,26 @@ def test_incremental_replan_is_the_kept_placement(tmp_path: Path, incremental: b
         assert doc["solver"]["plan_source"] != "kept placement"
         assert (a["start"], a["end"]) == (iso(0), iso(1))
         assert doc["totals"]["carbon_kg"] == pytest.approx(0.04)
+
+
+def test_job_orders_largest_first_and_earliest_deadline_first(fleet):
+    """Three 1-GPU jobs: a 3 GPU-h due 10:00, b 1 GPU-h due 02:00, c 2 GPU-h due 02:00.
+    Largest first: a (3), c (2), b (1). Earliest deadline first: b and c (02:00) before a,
+    the larger c first of the two (seed-20261206 sample: x_job_orders__mutmut_12 sorted
+    largest-first smallest first, b, c, a)."""
+    path = fleet(
+        carbon={"Z": [100.0] * 12},
+        sites=SITE,
+        pools=pool("p"),
+        jobs=[
+            job("a", work=3.0, release=0, deadline=10),
+            job("b", work=1.0, release=0, deadline=2),
+            job("c", work=2.0, release=0, deadline=2),
+        ],
+    )
+    inp = make_inputs(load_config(path), SimClock(START))
+    ids = {name: [inp.jobs[i].id for i in order] for name, order in job_orders(inp).items()}
+    assert ids == {
+        "largest-first": ["a", "c", "b"],
+        "earliest-deadline-first": ["c", "b", "a"],
+    }
