@@ -185,3 +185,24 @@ def test_job_orders_largest_first_and_earliest_deadline_first(fleet):
         "largest-first": ["a", "c", "b"],
         "earliest-deadline-first": ["c", "b", "a"],
     }
+
+
+def test_joblevel_skipped_at_a_zero_time_limit_says_so(fleet):
+    """``solver.joblevel_time_limit_s = 0`` on a fleet small enough for the job-level MILP:
+    the plan records it as skipped for that reason, not "too large" nor "not in the control
+    step" (seed-20261206 sample: x_finish_plan__mutmut_563 upper-cased the reason)."""
+    path = fleet(
+        carbon={"Z": [100.0] * 4},
+        sites=SITE,
+        pools=pool("p"),
+        jobs=[job("a", work=1.0, release=0, deadline=4)],
+    )
+    path.write_text(
+        path.read_text().replace(
+            "mip_rel_gap = 0.0", "mip_rel_gap = 0.0\njoblevel_time_limit_s = 0"
+        )
+    )
+    from greencpn.controller.forecast import make_plan as plan_with_forecasts
+
+    jl = plan_with_forecasts(load_config(path), SimClock(START)).document["solver"]["joblevel"]
+    assert (jl["status"], jl["reason"]) == ("skipped", "joblevel_time_limit_s = 0")
