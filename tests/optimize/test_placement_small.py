@@ -64,3 +64,25 @@ def test_greedy_takes_the_level_with_the_least_energy_per_work(fleet):
     g = place_jobs(res.inputs, np.zeros((P, T)), np.zeros((P, T), dtype=int), mode="greedy")
     assert g.level[0, :2].tolist() == [1, 1]
     assert [t for t, _g, _f in g.runs[0]] == [0, 1]
+
+
+def test_a_kept_checkpointable_job_keeps_its_steps_inside_the_slot(fleet):
+    """The same one-GPU pool, 15-min steps (0.25 GPU-h each at throughput 1). Checkpointable
+    job c (0.4 GPU-h) kept on steps 5–6, inside slot 1 (steps 4–7, all free): it keeps those
+    two steps — step 5 whole, 0.15 / 0.25 = 0.6 of step 6: 01:15–01:39 (seed-20261206 sample:
+    x_place_jobs__mutmut_743 found a step's slot by ``t / 4``, so steps 5 and 6 were in no
+    slot and c was placed afresh)."""
+    path = fleet(
+        carbon={"Z": [100] * 4},
+        sites=SITE,
+        pools=pool(),
+        jobs=[job("c", work=0.4, deadline=4.0, ckpt=True)],
+    )
+    inp = make_inputs(load_config(path), SimClock(START))
+    P, T = len(inp.pools), inp.T
+    s = place_jobs(inp, np.ones((P, T)), np.zeros((P, T), dtype=int), fixed={0: (0, [5, 6])})
+    assert s.fine_runs is not None
+    assert [t for t, _ in s.fine_runs[0]] == [5, 6]
+    assert [f for _, f in s.fine_runs[0]] == pytest.approx([1.0, 0.6])
+    assert s.start_h.tolist() == pytest.approx([1.25])
+    assert s.end_h.tolist() == pytest.approx([1.65])
