@@ -86,3 +86,24 @@ def test_a_kept_checkpointable_job_keeps_its_steps_inside_the_slot(fleet):
     assert [f for _, f in s.fine_runs[0]] == pytest.approx([1.0, 0.6])
     assert s.start_h.tolist() == pytest.approx([1.25])
     assert s.end_h.tolist() == pytest.approx([1.65])
+
+
+def test_greedy_with_no_level_on_time_takes_the_earliest_finish(fleet):
+    """GPU T2 at 300 W (θ 1) or 150 W (θ 0.95, the less energy per work); 15-min steps. Job
+    0.9 GPU-h due 00:30: late at either level, so the carbon-aware greedy takes the level that
+    finishes first. 300 W: 0.9 / 0.25 = 3.6 steps, ends 00:54 (step 3 + 0.6); 150 W:
+    0.9 / 0.2375 = 3.79 steps, ends 00:56.8 (step 3 + 0.79). So 300 W, done at 0.9 h
+    (seed-20261206 sample: x_place_jobs__mutmut_1246 ranked the ends as step − fraction,
+    3 − 0.6 > 3 − 0.79, and took 150 W: 0.947 h)."""
+    path = fleet(
+        carbon={"Z": [100] * 4},
+        sites=SITE,
+        pools=pool(gpu="T2", idle_w=10.0),
+        jobs=[job(work=0.9, deadline=0.5)],
+        gpu=gpu_two_levels(0.95),
+    )
+    inp = make_inputs(load_config(path), SimClock(START))
+    P, T = len(inp.pools), inp.T
+    s = place_jobs(inp, np.zeros((P, T)), np.zeros((P, T), dtype=int), mode="greedy")
+    assert s.start_h.tolist() == pytest.approx([0.0])
+    assert s.end_h.tolist() == pytest.approx([0.9])
