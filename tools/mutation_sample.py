@@ -114,6 +114,23 @@ def generate() -> None:
     print(f"generated: {stats.mutated} files mutated, {stats.unmodified} unmodified")
 
 
+def precompile() -> None:
+    """Byte-compile the mutated tree once, before the stats run.
+
+    The stats run is in this process, and this VM's environment sets
+    ``PYTHONDONTWRITEBYTECODE``, so no ``.pyc`` is written: each spawned baseline worker
+    (optimize/baseline_worker.py, tests/optimize/test_baseline_worker.py) then compiled the
+    ~60 MB mutated placement.py afresh, minutes a process under load, and the stats run
+    stopped on the tests' 300 s timeout (session 13). A compiled tree is read, not compiled,
+    by every later process whatever ``PYTHONDONTWRITEBYTECODE`` says.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    dirs = [str(MUTANTS / "greencpn"), str(MUTANTS / "tests")]
+    subprocess.check_call(
+        [sys.executable, "-m", "compileall", "-q", "-j", "2", *dirs], env=env, cwd=ROOT
+    )
+
+
 def collect_stats() -> None:
     """mutmut's stats run alone: what ``mutmut run`` does before its first mutant (the
     mutated tree first on ``sys.path``, then the whole selection once with the trampolines
@@ -125,6 +142,7 @@ def collect_stats() -> None:
     from mutmut.workers.isolation import get_mutant_runner
 
     setup_source_paths()
+    precompile()
     collect_or_load_stats(get_mutant_runner())
     if not (MUTANTS / "mutmut-stats.json").exists():
         sys.exit("mutmut's stats run wrote no mutants/mutmut-stats.json (see its output above)")

@@ -23,7 +23,7 @@ import pytest
 from greencpn.clock import SimClock
 from greencpn.config import load_config
 from greencpn.controller.forecast import make_inputs
-from greencpn.optimize.candidates import kept_candidate
+from greencpn.optimize.candidates import job_orders, kept_candidate
 from greencpn.optimize.milp import PlanModel
 from greencpn.optimize.plan import make_plan
 from greencpn.optimize.stability import Anchor, StablePlanModel, plan_nodes_on
@@ -162,3 +162,47 @@ def test_incremental_replan_is_the_kept_placement(tmp_path: Path, incremental: b
         assert doc["solver"]["plan_source"] != "kept placement"
         assert (a["start"], a["end"]) == (iso(0), iso(1))
         assert doc["totals"]["carbon_kg"] == pytest.approx(0.04)
+
+
+def test_job_orders_largest_first_and_earliest_deadline_first(fleet):
+    """Three 1-GPU jobs: a 3 GPU-h due 10:00, b 1 GPU-h due 02:00, c 2 GPU-h due 02:00.
+    Largest first: a (3), c (2), b (1). Earliest deadline first: b and c (02:00) before a,
+    the larger c first of the two (seed-20261206 sample: x_job_orders__mutmut_12 sorted
+    largest-first smallest first, b, c, a)."""
+    path = fleet(
+        carbon={"Z": [100.0] * 12},
+        sites=SITE,
+        pools=pool("p"),
+        jobs=[
+            job("a", work=3.0, release=0, deadline=10),
+            job("b", work=1.0, release=0, deadline=2),
+            job("c", work=2.0, release=0, deadline=2),
+        ],
+    )
+    inp = make_inputs(load_config(path), SimClock(START))
+    ids = {name: [inp.jobs[i].id for i in order] for name, order in job_orders(inp).items()}
+    assert ids == {
+        "largest-first": ["a", "c", "b"],
+        "earliest-deadline-first": ["c", "b", "a"],
+    }
+
+
+def test_joblevel_skipped_at_a_zero_time_limit_says_so(fleet):
+    """``solver.joblevel_time_limit_s = 0`` on a fleet small enough for the job-level MILP:
+    the plan records it as skipped for that reason, not "too large" nor "not in the control
+    step" (seed-20261206 sample: x_finish_plan__mutmut_563 upper-cased the reason)."""
+    path = fleet(
+        carbon={"Z": [100.0] * 4},
+        sites=SITE,
+        pools=pool("p"),
+        jobs=[job("a", work=1.0, release=0, deadline=4)],
+    )
+    path.write_text(
+        path.read_text().replace(
+            "mip_rel_gap = 0.0", "mip_rel_gap = 0.0\njoblevel_time_limit_s = 0"
+        )
+    )
+    from greencpn.controller.forecast import make_plan as plan_with_forecasts
+
+    jl = plan_with_forecasts(load_config(path), SimClock(START)).document["solver"]["joblevel"]
+    assert (jl["status"], jl["reason"]) == ("skipped", "joblevel_time_limit_s = 0")

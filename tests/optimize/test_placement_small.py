@@ -64,3 +64,46 @@ def test_greedy_takes_the_level_with_the_least_energy_per_work(fleet):
     g = place_jobs(res.inputs, np.zeros((P, T)), np.zeros((P, T), dtype=int), mode="greedy")
     assert g.level[0, :2].tolist() == [1, 1]
     assert [t for t, _g, _f in g.runs[0]] == [0, 1]
+
+
+def test_a_kept_checkpointable_job_keeps_its_steps_inside_the_slot(fleet):
+    """The same one-GPU pool, 15-min steps (0.25 GPU-h each at throughput 1). Checkpointable
+    job c (0.4 GPU-h) kept on steps 5–6, inside slot 1 (steps 4–7, all free): it keeps those
+    two steps — step 5 whole, 0.15 / 0.25 = 0.6 of step 6: 01:15–01:39 (seed-20261206 sample:
+    x_place_jobs__mutmut_743 found a step's slot by ``t / 4``, so steps 5 and 6 were in no
+    slot and c was placed afresh)."""
+    path = fleet(
+        carbon={"Z": [100] * 4},
+        sites=SITE,
+        pools=pool(),
+        jobs=[job("c", work=0.4, deadline=4.0, ckpt=True)],
+    )
+    inp = make_inputs(load_config(path), SimClock(START))
+    P, T = len(inp.pools), inp.T
+    s = place_jobs(inp, np.ones((P, T)), np.zeros((P, T), dtype=int), fixed={0: (0, [5, 6])})
+    assert s.fine_runs is not None
+    assert [t for t, _ in s.fine_runs[0]] == [5, 6]
+    assert [f for _, f in s.fine_runs[0]] == pytest.approx([1.0, 0.6])
+    assert s.start_h.tolist() == pytest.approx([1.25])
+    assert s.end_h.tolist() == pytest.approx([1.65])
+
+
+def test_greedy_with_no_level_on_time_takes_the_earliest_finish(fleet):
+    """GPU T2 at 300 W (θ 1) or 150 W (θ 0.95, the less energy per work); 15-min steps. Job
+    0.9 GPU-h due 00:30: late at either level, so the carbon-aware greedy takes the level that
+    finishes first. 300 W: 0.9 / 0.25 = 3.6 steps, ends 00:54 (step 3 + 0.6); 150 W:
+    0.9 / 0.2375 = 3.79 steps, ends 00:56.8 (step 3 + 0.79). So 300 W, done at 0.9 h
+    (seed-20261206 sample: x_place_jobs__mutmut_1246 ranked the ends as step − fraction,
+    3 − 0.6 > 3 − 0.79, and took 150 W: 0.947 h)."""
+    path = fleet(
+        carbon={"Z": [100] * 4},
+        sites=SITE,
+        pools=pool(gpu="T2", idle_w=10.0),
+        jobs=[job(work=0.9, deadline=0.5)],
+        gpu=gpu_two_levels(0.95),
+    )
+    inp = make_inputs(load_config(path), SimClock(START))
+    P, T = len(inp.pools), inp.T
+    s = place_jobs(inp, np.zeros((P, T)), np.zeros((P, T), dtype=int), mode="greedy")
+    assert s.start_h.tolist() == pytest.approx([0.0])
+    assert s.end_h.tolist() == pytest.approx([0.9])

@@ -18,7 +18,7 @@ import pytest
 
 from greencpn.report.cli import signal_lines
 from greencpn.report.elements import Table
-from greencpn.report.plots import plot_carbon_load, plot_work_by_site
+from greencpn.report.plots import plot_carbon_load, plot_power_caps, plot_work_by_site
 from greencpn.report.progress import PlanProgress
 from greencpn.report.tables import comparison_table
 from greencpn.report.writers import to_html
@@ -214,3 +214,27 @@ def test_progress_log_lines_while_solving_at_most_one_every_2_s(
         "greencpn plan: solve (HiGHS) (15.0 s, total 15.0 s) — incumbent 1.163, bound 1.148, "
         "gap 1.29%",
     ]
+
+
+def test_power_cap_plot_of_13_pools_is_written_where_asked(
+    tiny_plan: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More than 12 pools: one panel per site, one cap line per pool, saved at the path asked
+    (seed-20261206 sample: x_plot_power_caps__mutmut_3 passed ``None`` as the path). The hand
+    plan's two pools, copied to 7 + 6 pools named by site and number."""
+    plan = copy.deepcopy(tiny_plan)
+    fra, osl = plan["pools"]
+    plan["pools"] = [
+        {**copy.deepcopy(base), "name": f"{base['site']}-{k}"}
+        for base, n in ((fra, 7), (osl, 6))
+        for k in range(n)
+    ]
+    saved = capture_saved_figures(monkeypatch)
+    out = tmp_path / "power_caps.png"
+    assert plot_power_caps(plan, out) == out
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ((name, fig),) = saved
+    assert name == "power_caps.png"
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["frankfurt (7 pools)", "oslo (6 pools)"]
+    assert [len(ax.get_lines()) for ax in axes] == [7, 6]

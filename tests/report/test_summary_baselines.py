@@ -39,3 +39,30 @@ def test_summary_shows_the_greedy_row_ratio_and_gap_formula(tmp_path):
         "  w_carbon=1 w_cost=0: MILP 1,234 kg, MILP cost 57",
         "  w_carbon=0.25 w_cost=1: MILP 2,000 kg, MILP cost 40",
     ]
+
+
+def test_summary_quotes_the_submit_rule_and_the_safe_plans_rule(tmp_path):
+    """The submit-site counts of plan.json ``baseline_rules`` get their own line under the
+    table, and a safe plan's first lines quote its reason and rule (seed-20261206 sample:
+    x_summary__mutmut_191 dropped the submit line, x_summary__mutmut_43 the rule)."""
+    path = write_fleet(
+        tmp_path,
+        carbon={"Z": [100, 500, 100, 500, 300, 200]},
+        sites=SITE,
+        pools=pool(),
+        jobs=[job(work=2.0, deadline=6)],
+    )
+    doc = make_plan(load_config(path), SimClock(START)).document
+    doc["baseline_rules"] = {"submit_site": {"jobs_by_rule": {"release site": 1}}}
+    doc["origin"] = "safe"
+    doc["safe_fallback"] = {"reason": "time limit, no incumbent", "rule": "all nodes on"}
+    lines = summary(doc, {}, 0.0).splitlines()
+    assert lines[:3] == [
+        "SAFE PLAN — no optimised plan: time limit, no incumbent.",
+        "  The plan is the safe plan: all nodes on; exit status 3.",
+        "",
+    ]
+    assert (
+        "(carbon-agnostic and shutdown-idle start each job at its submit site: "
+        "1 job(s) by release site)" in lines
+    )
