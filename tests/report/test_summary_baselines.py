@@ -10,7 +10,8 @@ from tests.optimize.conftest import START, write_fleet
 from tests.optimize.test_plan_exact import SITE, job, pool
 
 
-def test_summary_shows_the_greedy_row_ratio_and_gap_formula(tmp_path):
+def one_job_plan(tmp_path) -> dict:
+    """plan.json of one 2-GPU-h job due at 06:00 on one pool, carbon 100/500/100/500/300/200."""
     path = write_fleet(
         tmp_path,
         carbon={"Z": [100, 500, 100, 500, 300, 200]},
@@ -18,7 +19,11 @@ def test_summary_shows_the_greedy_row_ratio_and_gap_formula(tmp_path):
         pools=pool(),
         jobs=[job(work=2.0, deadline=6)],
     )
-    doc = make_plan(load_config(path), SimClock(START)).document
+    return make_plan(load_config(path), SimClock(START)).document
+
+
+def test_summary_shows_the_greedy_row_ratio_and_gap_formula(tmp_path):
+    doc = one_job_plan(tmp_path)
     text = summary(doc, {}, 0.0)
     row = next(line for line in text.splitlines() if line.startswith("carbon-aware greedy"))
     assert row.split()[4] == "0"  # carbon kg rounded: 0.2 kg
@@ -45,14 +50,7 @@ def test_summary_quotes_the_submit_rule_and_the_safe_plans_rule(tmp_path):
     """The submit-site counts of plan.json ``baseline_rules`` get their own line under the
     table, and a safe plan's first lines quote its reason and rule (seed-20261206 sample:
     x_summary__mutmut_191 dropped the submit line, x_summary__mutmut_43 the rule)."""
-    path = write_fleet(
-        tmp_path,
-        carbon={"Z": [100, 500, 100, 500, 300, 200]},
-        sites=SITE,
-        pools=pool(),
-        jobs=[job(work=2.0, deadline=6)],
-    )
-    doc = make_plan(load_config(path), SimClock(START)).document
+    doc = one_job_plan(tmp_path)
     doc["baseline_rules"] = {"submit_site": {"jobs_by_rule": {"release site": 1}}}
     doc["origin"] = "safe"
     doc["safe_fallback"] = {"reason": "time limit, no incumbent", "rule": "all nodes on"}
