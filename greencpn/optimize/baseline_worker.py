@@ -198,6 +198,7 @@ class BaselineWorker:
         ex, self._executor = self._executor, None
         if ex is None:
             return
+        stopped = True
         try:
             kill = getattr(ex, "terminate_workers", None)  # Python ≥ 3.14
             if kill is not None:
@@ -208,7 +209,9 @@ class BaselineWorker:
                     proc.join(timeout=10)
         except Exception as exc:  # e.g. a pool already broken by the worker's death
             log.debug("baselines: stopping the worker: %s", exc)
-        ex.shutdown(wait=True, cancel_futures=True)
+            stopped = False
+        # not waiting on a worker that could not be stopped (it may be the one that hangs)
+        ex.shutdown(wait=stopped, cancel_futures=True)
 
     close = terminate
 
