@@ -391,8 +391,16 @@ def milp_section() -> list[str]:
     return lines
 
 
-def _example_replay(days: float, *, drain_h: float = 24.0, start: datetime | None = None):
-    cfg = load_config(ROOT / "data" / "example" / "fleet.toml")
+def _example_replay(
+    days: float,
+    *,
+    drain_h: float = 24.0,
+    start: datetime | None = None,
+    config: Path | None = None,
+):
+    """The example fleet (``config``: a copy of it, e.g. :func:`_example_copy_with`), the
+    GAIA/PAI jobs released in ``days`` from ``start`` (deadline +24 h), replayed carbon."""
+    cfg = load_config(config or ROOT / "data" / "example" / "fleet.toml")
     fleet = FleetSpec.from_config(cfg)
     zones = sorted({s.zone for s in fleet.sites})
     wide = read_wide(EM, zones=zones)
@@ -635,29 +643,12 @@ def candidates_section() -> list[str]:
         start = datetime.fromisoformat(day).replace(tzinfo=UTC)
         for label, lines in variants:
             with tempfile.TemporaryDirectory() as tmp:
-                cfg = load_config(_example_copy_with(Path(tmp), lines))
-                fleet = FleetSpec.from_config(cfg)
-                zones = sorted({s.zone for s in fleet.sites})
-                wide = read_wide(EM, zones=zones)
-                actual = {z: wide[z].intensity_g_per_kwh for z in zones}
-                jobs = load_jobs(
-                    DATA / "traces" / "gaia_pai-100k.csv",
-                    fleet,
-                    slack="+24h",
-                    start=start,
-                    end=start + timedelta(days=1),
+                fleet, jobs, fc, perfect, st = _example_replay(
+                    1.0, drain_h=60.0, start=start, config=_example_copy_with(Path(tmp), lines)
                 )
-                st = ReplaySettings(start, start + timedelta(days=1), drain=timedelta(hours=60))
                 load = os.getloadavg()[0]
                 t0, c0 = time.perf_counter(), time.process_time()
-                run = run_replay(
-                    fleet,
-                    jobs,
-                    policy,
-                    forecasts=ReplayCarbonSource(actual),
-                    actuals=ReplayCarbonSource(actual, mode="perfect"),
-                    settings=st,
-                )
+                run = run_replay(fleet, jobs, policy, forecasts=fc, actuals=perfect, settings=st)
                 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             m = summarise(run)
             rows.append((day, policy, label, len(jobs), st.n_slots, wall, cpu, load, m))
