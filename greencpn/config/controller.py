@@ -21,6 +21,12 @@ class ControllerConfig(_Strict):
         description="objective units per node and slot whose on/off state differs from the "
         "previous plan's (|n - n_prev| summed over the slots both plans cover; stability)",
     )
+    node_flap_horizon_h: float | None = Field(
+        default=None,
+        gt=0,
+        description="hours from the horizon's start in which node_flap_weight is charged (the "
+        "slots the step is about to act on); unset = every slot both plans cover",
+    )
     job_move_weight_per_gpu_h: NonNegFloat = Field(
         default=0.05,
         description="objective units per GPU-h placed at another site than the previous plan",

@@ -115,6 +115,11 @@ class OptimizePhase(ControllerBase):
         P, T, K, S = len(inp.pools), inp.T, len(inp.groups), len(inp.sites)
         a = Anchor(
             flap_weight=ctl.node_flap_weight,
+            flap_slots=(
+                0
+                if ctl.node_flap_horizon_h is None
+                else max(1, math.ceil(ctl.node_flap_horizon_h / inp.slot_h - 1e-9))
+            ),
             site_weight_per_gpu_h=ctl.job_move_weight_per_gpu_h,
             shift_weight_per_gpu_h_slot=ctl.job_shift_weight_per_gpu_h_slot,
         )
@@ -282,6 +287,7 @@ class OptimizePhase(ControllerBase):
                 repr(
                     (
                         anchor.flap_weight,
+                        anchor.flap_slots,
                         anchor.site_weight_per_gpu_h,
                         anchor.shift_weight_per_gpu_h_slot,
                     )

@@ -5,10 +5,11 @@
 ``k``, site ``s``):
 
     f[p,t] ≥ n[p,t] − n̂[p,t],   f[p,t] ≥ n̂[p,t] − n[p,t]         node flap vs the previous plan
-    min  … + w_flap · Σ_{p,t: n̂ known} f[p,t]
+    min  … + w_flap · Σ_{p,t < t_flap: n̂ known} f[p,t]
            + Σ_{k,s,t} ( w_site · m[k,s] + w_shift · h[k,t] ) · x[k,s,t]
 
 with n̂ the previous plan's nodes on, shifted to this horizon (known for the overlapping slots),
+t_flap = ``flap_slots`` (``[controller] node_flap_horizon_h`` in slots; the whole horizon if unset),
 m[k,s] the share of group k's work whose jobs the previous plan put at another site than s, and
 h[k,t] the mean distance (slots) from t to the previous planned starts of k's jobs. Two
 consecutive plans thus only differ where the gain exceeds these weights.
@@ -49,6 +50,8 @@ class Anchor:
     must_on: np.ndarray | None = None  # [P, T] int
     must_off: np.ndarray | None = None  # [P, T] int
     flap_weight: float = 0.0
+    #: the flap term counts only the first this many slots of the horizon (0 = every slot)
+    flap_slots: int = 0
     site_weight_per_gpu_h: float = 0.0
     shift_weight_per_gpu_h_slot: float = 0.0
     # the newest plan (any slot, also one made earlier in this slot): what every candidate is
@@ -61,9 +64,17 @@ class Anchor:
         return NodeAnchor(
             must_on=self.must_on,
             must_off=self.must_off,
-            prev_nodes_on=self.latest_nodes_on,
+            prev_nodes_on=self.flap_reference(self.latest_nodes_on),
             flap_weight=self.flap_weight,
         )
+
+    def flap_reference(self, prev: np.ndarray | None) -> np.ndarray | None:
+        """``prev`` as the flap term sees it: unknown (nan) from slot ``flap_slots`` on."""
+        if prev is None or self.flap_slots <= 0 or self.flap_slots >= prev.shape[1]:
+            return prev
+        out = prev.copy()
+        out[:, self.flap_slots :] = np.nan
+        return out
 
 
 @functools.lru_cache(maxsize=8192)
@@ -249,7 +260,7 @@ def plan_moves(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any
 def stability_cost(inp: PlanInputs, anchor: Anchor, sched: Schedule, nodes_on: np.ndarray) -> float:
     """What a candidate schedule pays for moving away from the newest plan (objective units):
 
-        w_flap · Σ_{p,t known} |n[p,t] − n̂[p,t]|
+        w_flap · Σ_{p,t < t_flap known} |n[p,t] − n̂[p,t]|
         + Σ_j r_j · ( w_site · [site_j ≠ ŝ_j] + w_shift · |start_j − ŝtart_j| / Δ )
 
     with ``r_j`` the job's required GPU-h in the horizon, over the jobs both plans place. The
@@ -259,7 +270,7 @@ def stability_cost(inp: PlanInputs, anchor: Anchor, sched: Schedule, nodes_on: n
     if doc is None:
         return 0.0
     cost = 0.0
-    prev_n = anchor.latest_nodes_on
+    prev_n = anchor.flap_reference(anchor.latest_nodes_on)
     if prev_n is not None and anchor.flap_weight > 0:
         known = np.isfinite(prev_n)
         cost += anchor.flap_weight * float(np.abs(nodes_on[known] - prev_n[known]).sum())
@@ -474,10 +485,11 @@ class StablePlanModel(PlanModel):
         a, inp = self.anchor, self.inp
         if a is None or a.prev_nodes_on is None or a.flap_weight <= 0:
             return []
+        last = inp.T if a.flap_slots <= 0 else min(a.flap_slots, inp.T)
         return [
             (p, t)
             for p in range(len(inp.pools))
-            for t in range(inp.T)
+            for t in range(last)
             if np.isfinite(a.prev_nodes_on[p, t])
         ]
 

@@ -5,6 +5,7 @@ scored with its stability cost against the newest plan."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import numpy as np
@@ -164,6 +165,43 @@ def test_stability_cost_is_zero_for_the_newest_plan_and_grows_with_moves(tmp_pat
         abs(stability_cost(inp, a, moved2, res.nodes_on) - 0.05 * inp.jobs[j].required_gpu_h) < 1e-9
     )
     assert np.isfinite(a.latest_nodes_on).all()
+
+
+def test_node_flap_horizon_limits_the_flap_term_to_its_first_slots(tmp_path, sim_clock):
+    """``[controller] node_flap_horizon_h = 1.5`` on hourly slots = the first 2 slots: the
+    candidates' stability cost, the node repair's reference and the MILP's flap rows count
+    nothing from slot 2 on; the kept placement still sees the whole newest plan."""
+    from greencpn.optimize.stability import StablePlanModel, stability_cost
+
+    path = write_tiny(tmp_path, controller="node_flap_horizon_h = 1.5")
+    fleet = FakeFleet(load_config(path), sim_clock)
+    c = make_controller(path, sim_clock, tmp_path / "state", fleet, queue=ListQueue(_jobs()))
+    r1 = c.step()
+    res = c.last_plan_result
+    inp = res.inputs
+    a = c.anchor(inp, r1.plan, r1.slot_start, r1.plan)
+    assert a.flap_slots == 2 and a.flap_weight == 0.5
+    assert np.isfinite(a.latest_nodes_on).all()  # the kept placement's view: every slot
+    ref = a.nodes().prev_nodes_on
+    assert np.isfinite(ref[:, :2]).all() and np.isnan(ref[:, 2:]).all()
+    n2 = res.nodes_on.copy()
+    n2[0, 2] += 1  # slot 2: outside the window, free
+    assert stability_cost(inp, a, res.schedule, n2) == 0.0
+    n2[1, 1] += 1  # slot 1: inside, 0.5 per node
+    assert abs(stability_cost(inp, a, res.schedule, n2) - 0.5) < 1e-9
+    m = StablePlanModel(inp, a)
+    assert m._flap_ids.size == 2 * len(inp.pools)  # 2 slots × pools, not T × pools
+    whole = StablePlanModel(inp, replace(a, flap_slots=0))
+    assert whole._flap_ids.size == inp.T * len(inp.pools)
+
+
+def test_node_flap_horizon_rejects_a_non_positive_value(tmp_path):
+    from greencpn.errors import ConfigError
+
+    path = write_tiny(tmp_path, controller="node_flap_horizon_h = 0")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert "node_flap_horizon_h" in str(e.value) and "greater than 0" in str(e.value)
 
 
 def test_a_step_that_does_not_fit_does_not_make_later_windows_free():
